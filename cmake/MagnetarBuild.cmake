@@ -1,0 +1,48 @@
+# Build helpers shared by every module: warnings, sanitizers, module libraries, unit tests.
+
+# Warnings go through an interface target that modules link PRIVATE.
+add_library(mg_warnings INTERFACE)
+target_compile_options(mg_warnings INTERFACE
+  -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith
+  -Wformat=2 -Wvla -Wno-unused-parameter
+  $<$<BOOL:${MG_WERROR}>:-Werror>)
+
+# Sanitizers apply to everything built, tests included.
+if(MG_SANITIZE)
+  string(REPLACE "," ";" _mg_sanitizers "${MG_SANITIZE}")
+  foreach(_s IN LISTS _mg_sanitizers)
+    add_compile_options(-fsanitize=${_s})
+    add_link_options(-fsanitize=${_s})
+  endforeach()
+  add_compile_options(-fno-omit-frame-pointer -fno-sanitize-recover=all)
+endif()
+
+add_compile_definitions(_GNU_SOURCE MG_VERSION="${PROJECT_VERSION}")
+
+# mg_add_module(NAME mg_common SOURCES ... LIBS ...)
+# One static library per folder under src/; headers are included as "module/header.h".
+function(mg_add_module)
+  cmake_parse_arguments(M "" "NAME" "SOURCES;LIBS" ${ARGN})
+  add_library(${M_NAME} STATIC ${M_SOURCES})
+  target_include_directories(${M_NAME} PUBLIC ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${M_NAME} PUBLIC ${M_LIBS} PRIVATE mg_warnings)
+endfunction()
+
+# mg_add_unit_test(FILE tests/unit/x/test_y.c LIBS ... [TIMEOUT s] [LABELS ...])
+# One Criterion executable per test file, registered with ctest under its file name, with a
+# ctest timeout as a second guard next to Criterion's own per-test timeout.
+function(mg_add_unit_test)
+  cmake_parse_arguments(T "" "FILE;TIMEOUT" "LIBS;LABELS" ${ARGN})
+  get_filename_component(_name ${T_FILE} NAME_WE)
+  get_filename_component(_dir ${T_FILE} DIRECTORY)
+  get_filename_component(_module ${_dir} NAME)
+  set(_target ${_module}_${_name})
+  add_executable(${_target} ${T_FILE})
+  target_link_libraries(${_target} PRIVATE ${T_LIBS} PkgConfig::CRITERION mg_warnings)
+  target_include_directories(${_target} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 60)
+  endif()
+  add_test(NAME ${_target} COMMAND ${_target} --jobs=1 --ascii)
+  set_tests_properties(${_target} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "unit;${T_LABELS}")
+endfunction()

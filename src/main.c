@@ -1,0 +1,6 @@
+#include "common/log.h"
+int main(void)
+{
+    MG_INFO("placeholder");
+    return 0;
+}
