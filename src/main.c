@@ -1,6 +1,79 @@
+/*
+ * magnetar: one executable with subcommands, like Pulsar's bin/pulsar
+ * (../shared/ARCHITECTURE.md §2). This file only dispatches; each subcommand lives in
+ * src/tools/ and parses its own options (common/config.h), so `magnetar <command> --help`
+ * documents every option of that command.
+ */
+#include "tools/tools.h"
+
 #include "common/log.h"
-int main(void)
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct mg_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* NULL: not built yet */
+} mg_command;
+
+static const mg_command commands[] = {
+    { "standalone", "run everything in one process: metadata, bookie, broker, HTTP admin",
+      mg_tool_standalone },
+    { "bookie", "run a storage node (port 3181)", NULL },
+    { "broker", "run a stateless broker (ports 6650, 9092, 8080)", NULL },
+    { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", NULL },
+    { "job", "run a chat Job worker (topics to gateways)", NULL },
+    { "client", "produce or consume messages from the command line", NULL },
+    { "perf", "load generators: produce, consume, catchup, chat", NULL },
+    { "replay", "drain a backlog from a position or a time", NULL },
+    { "admin", "administer topics, subscriptions and metadata", mg_tool_admin },
+};
+#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+static void print_usage(FILE *out)
 {
-    MG_INFO("placeholder");
-    return 0;
+    fprintf(out, "Usage: magnetar <command> [options]\n"
+                 "       magnetar <command> --help\n"
+                 "       magnetar --version\n\n"
+                 "Magnetar is a Pulsar-compatible, tiered log broker built for catch-up reads.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        fprintf(out, "  %-12s %s%s\n", commands[i].name, commands[i].summary,
+                commands[i].run ? "" : " (not built yet)");
+    }
+    fprintf(out, "\nOptions:\n"
+                 "  -h, --help     show this help\n"
+                 "  -V, --version  show the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    mg_log_set_thread_name("main");
+    if (argc < 2) {
+        print_usage(stderr);
+        return MG_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        print_usage(stdout);
+        return MG_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        printf("magnetar %s\n", MG_VERSION);
+        return MG_EXIT_OK;
+    }
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(cmd, commands[i].name) != 0)
+            continue;
+        if (commands[i].run == NULL) {
+            fprintf(stderr, "magnetar %s: this command is not built yet in magnetar %s\n", cmd,
+                    MG_VERSION);
+            return MG_EXIT_FAILURE;
+        }
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "magnetar: unknown command '%s'\n\n", cmd);
+    print_usage(stderr);
+    return MG_EXIT_USAGE;
 }

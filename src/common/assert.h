@@ -8,8 +8,7 @@
 
 _Noreturn void mg__assert_fail(const char *expr, const char *file, int line, const char *func);
 
-#define MG_ASSERT(expr)                                                                            \
-    ((expr) ? (void)0 : mg__assert_fail(#expr, __FILE__, __LINE__, __func__))
+#define MG_ASSERT(expr) ((expr) ? (void)0 : mg__assert_fail(#expr, __FILE__, __LINE__, __func__))
 
 #define MG_UNREACHABLE() mg__assert_fail("unreachable", __FILE__, __LINE__, __func__)
 

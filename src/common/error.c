@@ -6,8 +6,8 @@
 const char *mg_strerror(int err)
 {
     switch (err) {
-#define MG__ERROR_MSG(name, value, msg)                                                            \
-    case value:                                                                                    \
+#define MG__ERROR_MSG(name, value, msg) \
+    case value:                         \
         return msg;
         MG_ERROR_LIST(MG__ERROR_MSG)
 #undef MG__ERROR_MSG
@@ -18,8 +18,8 @@ const char *mg_strerror(int err)
 const char *mg_err_name(int err)
 {
     switch (err) {
-#define MG__ERROR_NAME(name, value, msg)                                                           \
-    case value:                                                                                    \
+#define MG__ERROR_NAME(name, value, msg) \
+    case value:                          \
         return "MG_" #name;
         MG_ERROR_LIST(MG__ERROR_NAME)
 #undef MG__ERROR_NAME
@@ -42,6 +42,7 @@ int mg_err_from_errno(int e)
     case ENOENT:
         return MG_ENOTFOUND;
     case EEXIST:
+    case EADDRINUSE:
         return MG_EEXIST;
     case EINVAL:
         return MG_EINVAL;

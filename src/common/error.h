@@ -13,29 +13,29 @@
 #define MG_COMMON_ERROR_H
 
 /* X(name, value, message) */
-#define MG_ERROR_LIST(X)                                                                           \
-    X(OK, 0, "success")                                                                            \
-    X(EAGAIN, -1, "resource full or busy, try again later")                                        \
-    X(ETIMEDOUT, -2, "operation timed out")                                                        \
-    X(ECLOSED, -3, "object is closed")                                                             \
-    X(ENOSPC, -4, "no space left on device")                                                       \
-    X(ECORRUPT, -5, "data is corrupt")                                                             \
-    X(EPROTO, -6, "protocol error")                                                                \
-    X(ELIMIT, -7, "a size or count limit was exceeded")                                            \
-    X(EFENCED, -8, "ledger is fenced")                                                             \
-    X(ENOTFOUND, -9, "not found")                                                                  \
-    X(EEXIST, -10, "already exists")                                                               \
-    X(EINVAL, -11, "invalid argument")                                                             \
-    X(ENOMEM, -12, "out of memory")                                                                \
-    X(EIO, -13, "input/output error")                                                              \
-    X(EBADVERSION, -14, "version does not match (compare-and-set conflict)")                       \
-    X(ENOTEMPTY, -15, "node has children")                                                         \
-    X(ECONNECTION, -16, "connection failed or was lost")                                           \
-    X(ESTATE, -17, "object is in a state that refuses this operation")                             \
-    X(ECANCELED, -18, "operation was canceled")                                                    \
-    X(ENOTSUP, -19, "operation is not supported")                                                  \
-    X(EREADONLY, -20, "storage is read-only after an error")                                       \
-    X(EPERM, -21, "permission denied")                                                             \
+#define MG_ERROR_LIST(X)                                                     \
+    X(OK, 0, "success")                                                      \
+    X(EAGAIN, -1, "resource full or busy, try again later")                  \
+    X(ETIMEDOUT, -2, "operation timed out")                                  \
+    X(ECLOSED, -3, "object is closed")                                       \
+    X(ENOSPC, -4, "no space left on device")                                 \
+    X(ECORRUPT, -5, "data is corrupt")                                       \
+    X(EPROTO, -6, "protocol error")                                          \
+    X(ELIMIT, -7, "a size or count limit was exceeded")                      \
+    X(EFENCED, -8, "ledger is fenced")                                       \
+    X(ENOTFOUND, -9, "not found")                                            \
+    X(EEXIST, -10, "already exists")                                         \
+    X(EINVAL, -11, "invalid argument")                                       \
+    X(ENOMEM, -12, "out of memory")                                          \
+    X(EIO, -13, "input/output error")                                        \
+    X(EBADVERSION, -14, "version does not match (compare-and-set conflict)") \
+    X(ENOTEMPTY, -15, "node has children")                                   \
+    X(ECONNECTION, -16, "connection failed or was lost")                     \
+    X(ESTATE, -17, "object is in a state that refuses this operation")       \
+    X(ECANCELED, -18, "operation was canceled")                              \
+    X(ENOTSUP, -19, "operation is not supported")                            \
+    X(EREADONLY, -20, "storage is read-only after an error")                 \
+    X(EPERM, -21, "permission denied")                                       \
     X(ESYS, -22, "system call failed")
 
 enum mg_error {
@@ -57,11 +57,11 @@ int mg_err_from_errno(int errno_value);
 int mg_err_from_uv(int uv_status);
 
 /* Propagation helper in the style of zstd's FORWARD_IF_ERROR. */
-#define MG_TRY(expr)                                                                               \
-    do {                                                                                           \
-        int mg__rc = (expr);                                                                       \
-        if (mg__rc < 0)                                                                            \
-            return mg__rc;                                                                         \
+#define MG_TRY(expr)         \
+    do {                     \
+        int mg__rc = (expr); \
+        if (mg__rc < 0)      \
+            return mg__rc;   \
     } while (0)
 
 #endif

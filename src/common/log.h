@@ -43,16 +43,16 @@ const char *mg_log_thread_name(void);
 void mg_log_write(mg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void mg_log_vwrite(mg_log_level level, const char *fmt, va_list ap);
 
-#define MG__LOG(level, ...)                                                                        \
-    do {                                                                                           \
-        if ((level) >= mg_log_get_level())                                                         \
-            mg_log_write((level), __VA_ARGS__);                                                    \
+#define MG__LOG(level, ...)                     \
+    do {                                        \
+        if ((level) >= mg_log_get_level())      \
+            mg_log_write((level), __VA_ARGS__); \
     } while (0)
 
 #define MG_TRACE(...) MG__LOG(MG_LOG_TRACE, __VA_ARGS__)
 #define MG_DEBUG(...) MG__LOG(MG_LOG_DEBUG, __VA_ARGS__)
-#define MG_INFO(...) MG__LOG(MG_LOG_INFO, __VA_ARGS__)
-#define MG_WARN(...) MG__LOG(MG_LOG_WARN, __VA_ARGS__)
+#define MG_INFO(...)  MG__LOG(MG_LOG_INFO, __VA_ARGS__)
+#define MG_WARN(...)  MG__LOG(MG_LOG_WARN, __VA_ARGS__)
 #define MG_ERROR(...) MG__LOG(MG_LOG_ERROR, __VA_ARGS__)
 
 #endif

@@ -1,0 +1,52 @@
+# Helpers for the shell integration tests. Each test sources this, calls `t_begin NAME` per
+# case and ends with `t_end`, which prints "N passed, N failed" and sets the exit status.
+set -u
+T_PASS=0
+T_FAIL=0
+T_TMP=$(mktemp -d "${TMPDIR:-/tmp}/magnetar-test.XXXXXX")
+T_PIDS=()
+
+t_cleanup() {
+  local p
+  for p in "${T_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$T_TMP"
+}
+trap t_cleanup EXIT
+
+t_ok() { T_PASS=$((T_PASS + 1)); echo "ok   - $*"; }
+t_fail() { T_FAIL=$((T_FAIL + 1)); echo "FAIL - $*"; }
+
+# t_check DESCRIPTION COMMAND...: passes when the command succeeds.
+t_check() {
+  local what=$1; shift
+  if "$@"; then t_ok "$what"; else t_fail "$what"; fi
+}
+
+# t_wait_for FILE PATTERN SECONDS: waits until FILE has a line matching PATTERN (bounded).
+t_wait_for() {
+  local file=$1 pattern=$2 limit_s=$3 i
+  for ((i = 0; i < limit_s * 10; i++)); do
+    grep -qE "$pattern" "$file" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# t_wait_exit PID SECONDS: waits for a child to exit (bounded); its status is in T_STATUS.
+t_wait_exit() {
+  local pid=$1 limit_s=$2 i
+  for ((i = 0; i < limit_s * 10; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"; T_STATUS=$?
+      return 0
+    fi
+    sleep 0.1
+  done
+  T_STATUS=-1
+  return 1
+}
+
+t_end() {
+  echo "$T_PASS passed, $T_FAIL failed"
+  [ "$T_FAIL" = 0 ]
+}
