@@ -89,4 +89,135 @@
  * of memory) it is tried again after this delay, until it works or the store is closed. */
 #define MD_ZK_REINIT_RETRY_MS   1000
 
+/* Bookie location index and caches (piece: index, src/bookie/index.c and cache.c). */
+/* RocksDB's own info LOG in the index directory: a few files of a few MiB are enough to read
+ * what went wrong; without a bound it grows for the life of the bookie. */
+#define BK_INDEX_INFO_LOG_FILES_MAX        4
+#define BK_INDEX_INFO_LOG_BYTES_MAX        (8 * 1024 * 1024)
+/* Bloom filter on the index's keys: 10 bits per key (~1 % false positives) keeps a lookup of a
+ * missing entry (a reader probing past the end of a ledger) to one memtable check. */
+#define BK_INDEX_BLOOM_BITS_PER_KEY        10
+/* One put_batch indexes at most one flushed write-cache half, so it shares that bound; the
+ * batch is built in memory before the one synced write. */
+#define BK_INDEX_PUT_BATCH_MAX             BK_WRITE_CACHE_HALF_ENTRIES_MAX
+/* Entries in one write-cache half. Each slot costs 128 bytes of preallocated tables (item and
+ * its sorted copy, 2 x 4 bytes of entry hash, 2 x 16 of ledger hash, 8 of bookkeeping); a
+ * 32 MiB half of 1 KiB entries needs 32 Ki slots, so 1 Mi (entries of 32 bytes) is far past any
+ * useful setting and caps the tables at 128 MiB per half. */
+#define BK_WRITE_CACHE_HALF_ENTRIES_MAX    (1u << 20)
+/* Read cache accounting: each cached entry is charged its payload length plus this much, the
+ * node (64 bytes: key, buffer view, hash and FIFO links), the allocator's header (16) and its
+ * share of the bucket array, rounded up. */
+#define BK_READ_CACHE_ENTRY_OVERHEAD_BYTES 96
+/* The read cache's bucket array is sized for one bucket per this many bytes of budget (entries
+ * are KiB-sized Pulsar batches, so chains stay short), at most BK_READ_CACHE_BUCKETS_MAX
+ * buckets (8 MiB of pointers). Smaller entries only lengthen the chains. */
+#define BK_READ_CACHE_BYTES_PER_BUCKET     512
+#define BK_READ_CACHE_BUCKETS_MAX          (1u << 20)
+
+/* Bookie entry logs and O_DIRECT reads (piece: elog, src/bookie/entrylog.c and aio.c). */
+/* The largest entry payload a bookie stores. A Pulsar frame is 5 MiB by default
+ * (maxMessageSize) and operators raise it somewhat; 16 MiB leaves room for that plus the
+ * BrokerEntryMetadata prefix, and a corrupt length field can never make a reader allocate more. */
+#define BK_ENTRY_BYTES_MAX             (16u * 1024 * 1024)
+/* Entry-log size bounds: offsets in a bk_location are u32, so a log ends below 4 GiB; below
+ * 64 KiB a log would roll over on almost every flush (tests use 256 KiB). */
+#define BK_ENTRYLOG_BYTES_MIN          (64u * 1024)
+#define BK_ENTRYLOG_BYTES_MAX          0xFFFFFFFFull
+/* Records are gathered in a write buffer and written with one pwrite when it is full or at
+ * sync: 4 MiB writes run at the disk's sequential bandwidth. The buffer also holds the ledger
+ * map written at roll-over (BK_ENTRYLOG_LEDGERS_MAX * 16 bytes must fit). */
+#define BK_ENTRYLOG_WRITE_BUFFER_BYTES (4u * 1024 * 1024)
+/* Ledgers in one entry log. The writer keeps the log's ledger map in memory and garbage
+ * collection loads it whole; Pulsar ledgers hold thousands of entries, so a 1 GiB log holds a
+ * few hundred. Past 65536 (a 1 MiB map) a log rolls over early. */
+#define BK_ENTRYLOG_LEDGERS_MAX        65536
+/* Entry logs in one directory: 65536 logs of 1 GiB are 64 TiB, past any single disk. The table
+ * of logs is a sorted array searched by bisection. */
+#define BK_ENTRYLOGS_MAX               65536
+/* In-flight O_DIRECT reads of one bk_aio. io_setup counts against fs.aio-max-nr (65536 by
+ * default, shared by every process on the host); an NVMe device gains nothing past a queue depth
+ * of a few hundred. */
+#define BK_AIO_DEPTH_MAX               1024
+/* One asynchronous read: enough for the largest record whatever its alignment, so any single
+ * entry can be read with one request; range reads are split by the caller. The buffer of a read
+ * is this large at most, so depth * this bounds the memory of in-flight reads. */
+#define BK_AIO_READ_BYTES_MAX          (BK_ENTRY_BYTES_MAX + 64u * 1024)
+/* Reads waiting for a slot, per class: this many times the depth. More means the caller is
+ * issuing faster than the disk completes; MG_EAGAIN pushes back on it. */
+#define BK_AIO_QUEUE_FACTOR            4
+
+/* Bookie journal (piece: journal, src/bookie/journal.c). */
+/* A journal record's payload is one entry, i.e. one Pulsar batch bounded by the 5 MiB frame
+ * (maxMessageSize), which operators raise somewhat; 16 MiB (equal to BK_ENTRY_BYTES_MAX, since
+ * every journalled entry must also fit an entry log) leaves room, and a corrupt length field
+ * read at replay can never make the journal allocate more. */
+#define BK_JOURNAL_RECORD_BYTES_MAX  (16u * 1024 * 1024)
+/* Records accepted but not yet completed. The queue is a ring preallocated at open (~72 bytes
+ * a slot); 1 Mi slots (72 MiB) is far past what a disk syncing every millisecond needs and
+ * marks a mistaken setting. */
+#define BK_JOURNAL_QUEUE_RECORDS_MAX (1u << 20)
+/* One group is assembled in a buffer of this size at most (allocated at open); past a few MiB
+ * a larger write gains nothing and only delays the acknowledgements it carries. */
+#define BK_JOURNAL_GROUP_BYTES_MAX   (64u * 1024 * 1024)
+/* The group-commit wait. BookKeeper uses 1-2 ms; a second would already time clients out. */
+#define BK_JOURNAL_GROUP_WAIT_US_MAX 1000000u
+/* Segment file size: below 4 KiB almost every group would roll over; above 64 GiB a segment
+ * could never be deleted before the whole disk is journal. */
+#define BK_JOURNAL_SEGMENT_BYTES_MIN (4ull * 1024)
+#define BK_JOURNAL_SEGMENT_BYTES_MAX (64ull * 1024 * 1024 * 1024)
+/* Segment files found at open: 65536 segments of 256 MiB are 16 TiB, so more means checkpoints
+ * stopped long ago (or tiny segments); open refuses with MG_ELIMIT rather than replay that. */
+#define BK_JOURNAL_SEGMENTS_MAX      65536u
+
+/* Bookie RPC (piece: rpc; src/bookie/protocol.c, client.c, server.c; wire format in
+ * src/bookie/protocol.h). */
+/* An ADD whose payload exceeds BK_ENTRY_BYTES_MAX (the entry-log block above) is refused with
+ * MG_ELIMIT. */
+/* The payload of one READ_RANGE response: large enough that one catch-up round trip moves
+ * a useful amount (a few milliseconds of sequential disk bandwidth) and still at least one
+ * maximal entry; the server caps a request's max_bytes at this (or at its lower setting). */
+#define BK_RANGE_BYTES_MAX                   (16u * 1024 * 1024)
+/* Entries in one READ_RANGE response. Each costs at most 18 header bytes (an EntryRef), so the
+ * header stays under 600 KiB; 32768 entries of a full 16 MiB response average 512 bytes, less
+ * than any useful batch. */
+#define BK_RANGE_ENTRIES_MAX                 32768u
+/* A frame header (a protobuf Request or Response): a request is under 100 bytes; a response is
+ * at most BK_RANGE_ENTRIES_MAX EntryRefs, a few fixed fields and an error message. */
+#define BK_HEADER_BYTES_MAX                  (1024u * 1024)
+/* frame_len (the bytes after the length field): the largest header plus the largest payload,
+ * 17 MiB. A peer announcing more is broken or hostile and its connection is closed. */
+#define BK_FRAME_BYTES_MAX                   (BK_HEADER_BYTES_MAX + BK_RANGE_BYTES_MAX)
+/* The human-readable detail of an error response is one sentence; longer ones are cut. */
+#define BK_MESSAGE_BYTES_MAX                 256
+/* A connection reads into buffers of this size (libuv's own suggestion); a frame that does not
+ * fit gets a buffer of its own size, so a payload is never split across buffers. */
+#define BK_READ_BUF_BYTES                    (64u * 1024)
+/* "host:port": a DNS name is at most 253 bytes, plus brackets, colon and port. */
+#define BK_ADDR_BYTES_MAX                    300
+/* Client defaults (bk_client_opts). A request unanswered for 10 s means a bookie in trouble
+ * (BookKeeper's addEntryTimeout is 10 s too); connecting takes a round trip, 5 s is generous. */
+#define BK_CLIENT_REQUEST_TIMEOUT_MS_DEFAULT 10000u
+#define BK_CLIENT_CONNECT_TIMEOUT_MS_DEFAULT 5000u
+/* Requests pending on one connection: 10000 is hundreds of milliseconds of adds at full rate
+ * for a broker; the hard cap keeps a mistyped setting from pinning unbounded memory. */
+#define BK_CLIENT_PENDING_DEFAULT            10000u
+#define BK_CLIENT_PENDING_MAX                (1u << 20)
+/* Distinct bookie addresses one client keeps a connection (or its retry state) for; a cluster
+ * has tens to hundreds of bookies. Idle entries are evicted to make room. */
+#define BK_CLIENT_CONNECTIONS_MAX            1024u
+/* Reconnect backoff after repeated failures: the first retry is immediate, then doubling from
+ * the minimum to the maximum, so a dead bookie costs one connect attempt per 2 s at most. */
+#define BK_CLIENT_BACKOFF_MS_MIN             50u
+#define BK_CLIENT_BACKOFF_MS_MAX             2000u
+/* Server: requests in progress on one connection before it stops reading (the default), and
+ * the hard cap of that setting. */
+#define BK_SERVER_INFLIGHT_DEFAULT           1000u
+#define BK_SERVER_INFLIGHT_MAX               65536u
+/* Server: response bytes queued on one connection before it stops reading: a few full range
+ * responses; a client that does not read its responses cannot make the bookie buffer more. */
+#define BK_SERVER_CONN_OUT_BYTES_MAX         (64u * 1024 * 1024)
+/* Server: connections; a bookie serves the brokers of its cluster (a few per broker). */
+#define BK_SERVER_CONNECTIONS_MAX            4096u
+
 #endif

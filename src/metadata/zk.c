@@ -108,9 +108,6 @@
 
 /* Pulsar's default zooKeeperSessionTimeoutMillis. */
 #define MD_ZK_SESSION_TIMEOUT_MS_DEFAULT 30000
-/* The test hook waits this long for each step (second handle connected, expiry seen). */
-#define MD_ZK_TEST_STEP_WAIT_MS          10000
-#define MD_ZK_TEST_ATTEMPTS              3
 
 typedef enum zk_step {
     ZK_STEP_MAIN = 0,   /* the op's own request */
@@ -129,7 +126,7 @@ struct zk_req {
     zk_step step;
     size_t parent_len; /* ZK_STEP_PARENT: length of the ancestor being created */
     int rounds;        /* get: exists rounds; create: ancestor rounds */
-    char *ancestor;    /* scratch for the ancestor path, mg_malloc'd on first use */
+    char *ancestor;    /* scratch for ancestor paths (MD_CREATE_PARENTS), mg_malloc'd at submit */
     zk_req *prev;
     zk_req *next;
 };
@@ -986,12 +983,31 @@ const md_backend_ops md_zk_backend = {
 
 /* --- test hook ----------------------------------------------------------------------------- */
 
+/* How the hook expires a session: a second handle connects with the session's id and password
+ * (the server then drops the store's connection) and closes, which ends the session; the store's
+ * next reconnect is told the session expired. The race: a handle reconnects at once after its
+ * first disconnect (later ones wait session_timeout / 60), so the store may take the session
+ * back before the second handle's closeSession arrives. Hence the second handle closes only
+ * after it has held the session undisturbed for a moment, and a failed attempt (no expiry seen
+ * within a connect delay plus a margin) is retried. */
+#define MD_ZK_TEST_STEP_WAIT_MS     10000
+#define MD_ZK_TEST_EXPIRY_MARGIN_MS 2000
+#define MD_ZK_TEST_ATTEMPTS         8
+
 typedef struct zk_probe {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool connected;
     bool dead;
+    int64_t connected_at_ms;
 } zk_probe;
+
+static int64_t zk_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void zk_probe_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
@@ -1001,19 +1017,25 @@ static void zk_probe_watcher(zhandle_t *zh, int type, int state, const char *pat
     if (type != ZOO_SESSION_EVENT)
         return;
     pthread_mutex_lock(&p->mu);
-    if (state == ZOO_CONNECTED_STATE)
+    if (state == ZOO_CONNECTED_STATE) {
+        if (!p->connected)
+            p->connected_at_ms = zk_now_ms();
         p->connected = true;
-    else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE)
+    } else if (state == ZOO_CONNECTING_STATE) {
+        p->connected = false;
+    } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
         p->dead = true;
+    }
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Takes the session over with a second handle and closes it. Returns whether the second
- * handle was connected when it closed (then the server ended the session). */
-static bool zk_steal_and_close(md_backend *b, const clientid_t *cid)
+/* Takes the session over with a second handle, holds it for stable_ms, and closes it. */
+static void zk_steal_and_close(md_backend *b, const clientid_t *cid)
 {
-    zk_probe p = { .connected = false, .dead = false };
+    int64_t stable_ms = b->session_timeout_ms / 120;
+    stable_ms = stable_ms < 5 ? 5 : stable_ms > 50 ? 50 : stable_ms;
+    zk_probe p = { .connected = false, .dead = false, .connected_at_ms = 0 };
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1023,20 +1045,27 @@ static bool zk_steal_and_close(md_backend *b, const clientid_t *cid)
 
     zhandle_t *zh = zookeeper_init2(b->hosts, zk_probe_watcher, b->session_timeout_ms, cid, &p,
                                     ZOO_NO_LOG_CLIENTENV, zk_log);
-    bool connected = false;
     if (zh != NULL) {
-        struct timespec until;
-        zk_deadline(&until, MD_ZK_TEST_STEP_WAIT_MS);
+        int64_t deadline_ms = zk_now_ms() + MD_ZK_TEST_STEP_WAIT_MS;
         pthread_mutex_lock(&p.mu);
-        while (!p.connected && !p.dead && pthread_cond_timedwait(&p.cond, &p.mu, &until) == 0) {
+        for (;;) {
+            int64_t now_ms = zk_now_ms();
+            if (p.dead || now_ms >= deadline_ms)
+                break;
+            if (p.connected && now_ms - p.connected_at_ms >= stable_ms)
+                break;
+            int64_t wait_ms = deadline_ms - now_ms;
+            if (p.connected && p.connected_at_ms + stable_ms - now_ms < wait_ms)
+                wait_ms = p.connected_at_ms + stable_ms - now_ms;
+            struct timespec until;
+            zk_deadline(&until, wait_ms);
+            pthread_cond_timedwait(&p.cond, &p.mu, &until);
         }
-        connected = p.connected;
         pthread_mutex_unlock(&p.mu);
         zookeeper_close(zh);
     }
     pthread_mutex_destroy(&p.mu);
     pthread_cond_destroy(&p.cond);
-    return connected;
 }
 
 int md_zk_expire_session_for_test(md_store *store)
@@ -1045,6 +1074,7 @@ int md_zk_expire_session_for_test(md_store *store)
         return MG_EINVAL;
     md_backend *b = md__store_backend(store);
     MG_ASSERT(b != NULL);
+    int64_t expiry_wait_ms = MD_ZK_TEST_EXPIRY_MARGIN_MS + b->session_timeout_ms / 30;
     for (int attempt = 0; attempt < MD_ZK_TEST_ATTEMPTS; attempt++) {
         struct timespec until;
         zk_deadline(&until, MD_ZK_TEST_STEP_WAIT_MS);
@@ -1062,7 +1092,7 @@ int md_zk_expire_session_for_test(md_store *store)
 
         zk_steal_and_close(b, &cid);
 
-        zk_deadline(&until, MD_ZK_TEST_STEP_WAIT_MS);
+        zk_deadline(&until, expiry_wait_ms);
         pthread_mutex_lock(&b->mu);
         while (b->expiry_count == expiries &&
                pthread_cond_timedwait(&b->cond, &b->mu, &until) == 0) {

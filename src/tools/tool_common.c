@@ -1,6 +1,16 @@
 /* Option handling shared by the subcommands: parse, report, set the log level. */
 #include "tools.h"
 
+#include "common/error.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <stdio.h>
 
 const char *const mg_tool_log_levels[] = { "trace", "debug", "info", "warn", "error", "off", NULL };
@@ -19,4 +29,55 @@ int mg_tool_parse(const mg_cmd_spec *spec, void *opts, int argc, char **argv, mg
         return MG_EXIT_OK;
     }
     return -1;
+}
+
+/* mkdir -p; returns MG_OK or an error with errno converted. */
+int mg_tool_make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf))
+        return MG_EINVAL;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return mg_err_from_errno(errno);
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return mg_err_from_errno(errno);
+    return MG_OK;
+}
+
+/* Takes an exclusive lock on <dir>/LOCK so two processes never share one data directory. */
+int mg_tool_lock_dir(const char *dir, int *fd_out)
+{
+    int rc = mg_tool_make_dirs(dir);
+    if (rc != MG_OK) {
+        MG_ERROR("cannot create data directory %s: %s", dir, strerror(errno));
+        return rc;
+    }
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        MG_ERROR("cannot open %s: %s", path, strerror(errno));
+        return mg_err_from_errno(errno);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        MG_ERROR("data directory %s is in use by another magnetar process (%s is locked)", dir,
+                 path);
+        close(fd);
+        return e == EWOULDBLOCK ? MG_EAGAIN : mg_err_from_errno(e);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)n) != n)
+        MG_WARN("cannot write the process id into %s: %s", path, strerror(errno));
+    *fd_out = fd;
+    return MG_OK;
 }

@@ -50,3 +50,34 @@ t_end() {
   echo "$T_PASS passed, $T_FAIL failed"
   [ "$T_FAIL" = 0 ]
 }
+
+# t_zk_start: starts a ZooKeeper server (Debian's zookeeper package) on a free loopback port
+# with a data directory under $T_TMP; sets ZK_PORT and ZK_PID. Bounded wait for readiness
+# (`srvr` reports a Mode, which ZooKeeper does once it serves sessions).
+t_zk_start() {
+  local dir=$T_TMP/zk i
+  mkdir -p "$dir/data"
+  ZK_PORT=$(( 20000 + RANDOM % 20000 ))
+  cat >"$dir/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$dir/data
+clientPortAddress=127.0.0.1
+clientPort=$ZK_PORT
+admin.enableServer=false
+minSessionTimeout=1000
+maxSessionTimeout=60000
+4lw.commands.whitelist=ruok,srvr
+CFG
+  java -cp "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" \
+    -Dzookeeper.admin.enableServer=false org.apache.zookeeper.server.ZooKeeperServerMain \
+    "$dir/zoo.cfg" >"$dir/zk.log" 2>&1 &
+  ZK_PID=$!; T_PIDS+=("$ZK_PID")
+  for ((i = 0; i < 300; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && grep -q Mode <&3) 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "ZooKeeper did not start; its log:"; cat "$dir/zk.log"
+  return 1
+}

@@ -448,6 +448,7 @@ Test(CONF_SUITE, children_watch_sees_another_client)
     md_client *other;
     cr_assert_eq(md_client_create(conf_store, &conf_loop, &other), MG_OK);
     cr_assert_eq(c_create(conf_client, P("/room"), NULL, 0, &r), MG_OK);
+    conf_reset(&r);
     cr_assert_eq(md_children_watch(conf_client, P("/room"), watch_fired, &w, children_done, &r),
                  MG_OK);
     conf_wait(&r.done);
