@@ -20,7 +20,7 @@ typedef struct mg_command {
 static const mg_command commands[] = {
     { "standalone", "run everything in one process: metadata, bookie, broker, HTTP admin",
       mg_tool_standalone },
-    { "bookie", "run a storage node (port 3181)", NULL },
+    { "bookie", "run a storage node (port 3181)", mg_tool_bookie },
     { "broker", "run a stateless broker (ports 6650, 9092, 8080)", NULL },
     { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", NULL },
     { "job", "run a chat Job worker (topics to gateways)", NULL },

@@ -206,6 +206,9 @@
 /* Distinct bookie addresses one client keeps a connection (or its retry state) for; a cluster
  * has tens to hundreds of bookies. Idle entries are evicted to make room. */
 #define BK_CLIENT_CONNECTIONS_MAX            1024u
+/* Addresses of one resolved host name tried in order per connection attempt: a name usually
+ * has an IPv6 and an IPv4 address ("localhost": ::1 and 127.0.0.1); 8 covers round-robin DNS. */
+#define BK_CLIENT_RESOLVED_ADDRS_MAX         8u
 /* Reconnect backoff after repeated failures: the first retry is immediate, then doubling from
  * the minimum to the maximum, so a dead bookie costs one connect attempt per 2 s at most. */
 #define BK_CLIENT_BACKOFF_MS_MIN             50u

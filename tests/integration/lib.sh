@@ -52,13 +52,22 @@ t_end() {
 }
 
 # t_zk_start: starts a ZooKeeper server (Debian's zookeeper package) on a free loopback port
-# with a data directory under $T_TMP; sets ZK_PORT and ZK_PID. Bounded wait for readiness
-# (`srvr` reports a Mode, which ZooKeeper does once it serves sessions).
+# with a data directory under $T_TMP; sets ZK_PORT and ZK_PID. Readiness: `srvr` reports a Mode
+# (ZooKeeper does once it serves sessions). Every probe is bounded, since a port taken by some
+# other server may accept and never answer; a server that dies (port in use) is retried on
+# another port.
+t_zk_probe() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf srvr >&3 && grep -q Mode <&3" 2>/dev/null
+}
+
 t_zk_start() {
-  local dir=$T_TMP/zk i
-  mkdir -p "$dir/data"
-  ZK_PORT=$(( 20000 + RANDOM % 20000 ))
-  cat >"$dir/zoo.cfg" <<CFG
+  local dir attempt i
+  for attempt in 1 2 3; do
+    dir=$T_TMP/zk$attempt
+    mkdir -p "$dir/data"
+    ZK_PORT=$(( 20000 + RANDOM % 20000 ))
+    if (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT") 2>/dev/null; then continue; fi  # taken
+    cat >"$dir/zoo.cfg" <<CFG
 tickTime=500
 dataDir=$dir/data
 clientPortAddress=127.0.0.1
@@ -68,16 +77,17 @@ minSessionTimeout=1000
 maxSessionTimeout=60000
 4lw.commands.whitelist=ruok,srvr
 CFG
-  java -cp "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" \
-    -Dzookeeper.admin.enableServer=false org.apache.zookeeper.server.ZooKeeperServerMain \
-    "$dir/zoo.cfg" >"$dir/zk.log" 2>&1 &
-  ZK_PID=$!; T_PIDS+=("$ZK_PID")
-  for ((i = 0; i < 300; i++)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && grep -q Mode <&3) 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.1
+    java -cp "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar" \
+      -Dzookeeper.admin.enableServer=false org.apache.zookeeper.server.ZooKeeperServerMain \
+      "$dir/zoo.cfg" >"$dir/zk.log" 2>&1 &
+    ZK_PID=$!; T_PIDS+=("$ZK_PID")
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$ZK_PID" 2>/dev/null || break
+      if t_zk_probe "$ZK_PORT"; then return 0; fi
+      sleep 0.2
+    done
+    kill -KILL "$ZK_PID" 2>/dev/null
+    echo "ZooKeeper attempt $attempt on port $ZK_PORT failed; its log:"; tail -5 "$dir/zk.log"
   done
-  echo "ZooKeeper did not start; its log:"; cat "$dir/zk.log"
   return 1
 }

@@ -1,0 +1,902 @@
+/* The bookie RPC end to end: bk_client against bk_server over loopback TCP, backed by the real
+ * storage engine in a temporary directory. Adds and reads (single and ranged, with an exact byte
+ * cap), LAC, fencing, deletion, health, backpressure; raw-socket fault injection (truncated
+ * frame, huge length, garbage header, unknown op, missing or negative fields) while a
+ * well-behaved connection keeps working; client timeouts against a socket that never answers;
+ * connection loss failing every pending request and a later request reconnecting.
+ *
+ * Everything runs on one loop in the test thread. A repeating guard timer makes every
+ * uv_run(UV_RUN_ONCE) return within a few milliseconds, and every wait is bounded (5 s).
+ * Raw sockets are plain non-blocking POSIX sockets polled between loop turns. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bookie/client.h"
+#include "bookie/protocol.h"
+#include "bookie/server.h"
+#include "bookie/storage.h"
+#include "common/error.h"
+#include "common/metrics.h"
+
+TestSuite(bookie_rpc, .timeout = 10);
+
+#define WAIT_NS_MAX (5ull * 1000 * 1000 * 1000)
+
+/* Runs the loop until cond holds; fails the test after WAIT_NS_MAX. */
+#define RUN_UNTIL(loopp, cond)                                                                \
+    do {                                                                                      \
+        uint64_t run_until_t0 = uv_hrtime();                                                  \
+        while (!(cond)) {                                                                     \
+            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
+                         #cond);                                                              \
+            uv_run((loopp), UV_RUN_ONCE);                                                     \
+        }                                                                                     \
+    } while (0)
+
+/* ---- environment ------------------------------------------------------------------------- */
+
+typedef struct env {
+    uv_loop_t loop;
+    uv_timer_t guard;
+    char dir[64];
+    bk_storage *storage;
+    bk_server *server;
+    bk_client *client;
+    mg_metrics *metrics;
+    uint16_t port;
+    char addr[64];
+    bool storage_closed;
+    bool server_closed;
+    bool client_closed;
+} env;
+
+static void guard_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void set_flag(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void storage_closed(int status, void *arg)
+{
+    (void)status;
+    *(bool *)arg = true;
+}
+
+static void loop_start(env *e)
+{
+    memset(e, 0, sizeof(*e));
+    cr_assert_eq(uv_loop_init(&e->loop), 0);
+    cr_assert_eq(uv_timer_init(&e->loop, &e->guard), 0);
+    cr_assert_eq(uv_timer_start(&e->guard, guard_tick, 5, 5), 0);
+}
+
+static void loop_finish(env *e)
+{
+    uv_close((uv_handle_t *)&e->guard, NULL);
+    /* Bounded: nothing else is left on the loop; a few turns close the handles. */
+    for (int i = 0; i < 100 && uv_loop_alive(&e->loop); i++)
+        uv_run(&e->loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&e->loop), 0, "handles left open on the loop");
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void server_start(env *e, uint16_t port, uint32_t inflight_max)
+{
+    bk_server_opts so = { .host = "127.0.0.1",
+                          .port = port,
+                          .inflight_max_per_conn = inflight_max,
+                          .metrics = e->metrics };
+    cr_assert_eq(bk_server_start(&e->loop, e->storage, &so, &e->server), MG_OK);
+    e->port = bk_server_port(e->server);
+    cr_assert_neq(e->port, 0);
+    if (port != 0)
+        cr_assert_eq(e->port, port);
+    snprintf(e->addr, sizeof(e->addr), "127.0.0.1:%u", (unsigned)e->port);
+}
+
+static void server_stop(env *e)
+{
+    e->server_closed = false;
+    bk_server_close(e->server, set_flag, &e->server_closed);
+    RUN_UNTIL(&e->loop, e->server_closed);
+    e->server = NULL;
+}
+
+/* Storage in a fresh directory under /var/tmp (O_DIRECT needs a real file system), a server on
+ * an ephemeral port, a client. */
+static void env_open(env *e, uint32_t inflight_max)
+{
+    loop_start(e);
+    snprintf(e->dir, sizeof(e->dir), "/var/tmp/mg-rpc-XXXXXX");
+    cr_assert_not_null(mkdtemp(e->dir));
+    char journal[128], ledgers[128];
+    snprintf(journal, sizeof(journal), "%s/journal", e->dir);
+    snprintf(ledgers, sizeof(ledgers), "%s/ledgers", e->dir);
+    cr_assert_eq(mg_metrics_create(&e->metrics), MG_OK);
+    bk_storage_opts so = { .journal_dir = journal,
+                           .ledger_dir = ledgers,
+                           .write_cache_bytes = 8u * 1024 * 1024,
+                           .read_cache_bytes = 8u * 1024 * 1024,
+                           .journal_group_wait_us = 200 };
+    cr_assert_eq(bk_storage_open(&e->loop, &so, &e->storage), MG_OK);
+    server_start(e, 0, inflight_max);
+    cr_assert_eq(bk_client_create(&e->loop, NULL, &e->client), MG_OK);
+}
+
+static void env_close(env *e)
+{
+    if (e->client != NULL) {
+        bk_client_close(e->client, set_flag, &e->client_closed);
+        RUN_UNTIL(&e->loop, e->client_closed);
+    }
+    if (e->server != NULL)
+        server_stop(e);
+    bk_storage_close(e->storage, storage_closed, &e->storage_closed);
+    RUN_UNTIL(&e->loop, e->storage_closed);
+    loop_finish(e);
+    mg_metrics_destroy(e->metrics);
+    nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- results ----------------------------------------------------------------------------- */
+
+#define RES_ENTRIES_MAX 256
+
+typedef struct res {
+    int calls;
+    int status;
+    int64_t ledger_id;
+    int64_t entry_id;
+    int64_t lac;
+    size_t count;
+    int64_t ids[RES_ENTRIES_MAX];
+    size_t lens[RES_ENTRIES_MAX];
+    char first[256]; /* the first entry's bytes, NUL-terminated */
+    bool one_buffer; /* every entry a view of the same buffer */
+} res;
+
+static void add_done(int status, int64_t ledger_id, int64_t entry_id, void *arg)
+{
+    res *r = arg;
+    r->calls++;
+    r->status = status;
+    r->ledger_id = ledger_id;
+    r->entry_id = entry_id;
+}
+
+static void read_done(int status, const bk_entry *entries, size_t count, void *arg)
+{
+    res *r = arg;
+    r->calls++;
+    r->status = status;
+    r->count = count;
+    r->one_buffer = true;
+    for (size_t i = 0; i < count && i < RES_ENTRIES_MAX; i++) {
+        r->ids[i] = entries[i].entry_id;
+        r->lens[i] = entries[i].len;
+        if (entries[i].buf != entries[0].buf)
+            r->one_buffer = false;
+    }
+    if (count > 0) {
+        size_t n = entries[0].len < sizeof(r->first) - 1 ? entries[0].len : sizeof(r->first) - 1;
+        memcpy(r->first, mg_buf_data(entries[0].buf) + entries[0].off, n);
+        r->first[n] = '\0';
+    }
+}
+
+static void lac_done(int status, int64_t last_entry_id, void *arg)
+{
+    res *r = arg;
+    r->calls++;
+    r->status = status;
+    r->lac = last_entry_id;
+}
+
+static void done(int status, void *arg)
+{
+    res *r = arg;
+    r->calls++;
+    r->status = status;
+}
+
+/* Counts many completions. */
+typedef struct tally {
+    int calls;
+    int ok;
+    int last_error;
+} tally;
+
+static void tally_add(int status, int64_t ledger_id, int64_t entry_id, void *arg)
+{
+    (void)ledger_id;
+    (void)entry_id;
+    tally *t = arg;
+    t->calls++;
+    if (status == MG_OK)
+        t->ok++;
+    else
+        t->last_error = status;
+}
+
+static void tally_done(int status, void *arg)
+{
+    tally *t = arg;
+    t->calls++;
+    if (status == MG_OK)
+        t->ok++;
+    else
+        t->last_error = status;
+}
+
+static int add_sync(env *e, int64_t ledger_id, int64_t entry_id, const char *text)
+{
+    mg_buf *b = mg_buf_new_copy(text, strlen(text));
+    cr_assert_not_null(b);
+    res r = { 0 };
+    cr_assert_eq(
+        bk_client_add(e->client, e->addr, ledger_id, entry_id, b, 0, strlen(text), add_done, &r),
+        MG_OK);
+    mg_buf_unref(b); /* the client holds its own reference until written */
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    if (r.status == MG_OK) {
+        cr_assert_eq(r.ledger_id, ledger_id);
+        cr_assert_eq(r.entry_id, entry_id);
+    }
+    return r.status;
+}
+
+static int health_sync(env *e)
+{
+    res r = { 0 };
+    cr_assert_eq(bk_client_health(e->client, e->addr, done, &r), MG_OK);
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    return r.status;
+}
+
+/* ---- client <-> server <-> storage ------------------------------------------------------- */
+
+Test(bookie_rpc, add_then_read)
+{
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(add_sync(&e, 1, 0, "hello bookie"), MG_OK);
+    cr_assert_eq(add_sync(&e, 1, 1, "second entry"), MG_OK);
+
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 1, 0, read_done, &r), MG_OK);
+    cr_assert_eq(r.calls, 0, "callbacks never run inside the call");
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 1);
+    cr_assert_eq(r.ids[0], 0);
+    cr_assert_str_eq(r.first, "hello bookie");
+
+    res r2 = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 1, 1, read_done, &r2), MG_OK);
+    RUN_UNTIL(&e.loop, r2.calls == 1);
+    cr_assert_eq(r2.status, MG_OK);
+    cr_assert_str_eq(r2.first, "second entry");
+
+    res missing = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 1, 5, read_done, &missing), MG_OK);
+    RUN_UNTIL(&e.loop, missing.calls == 1);
+    cr_assert_eq(missing.status, MG_ENOTFOUND);
+    cr_assert_eq(missing.count, 0);
+    env_close(&e);
+}
+
+Test(bookie_rpc, pipelined_adds_then_capped_range)
+{
+    enum { N = 100, SIZE = 100 };
+    env e;
+    env_open(&e, 0);
+    tally t = { 0 };
+    for (int i = 0; i < N; i++) {
+        mg_buf *b = mg_buf_new(SIZE);
+        memset(mg_buf_data(b), 'a' + i % 26, SIZE);
+        mg_buf_set_len(b, SIZE);
+        cr_assert_eq(bk_client_add(e.client, e.addr, 2, i, b, 0, SIZE, tally_add, &t), MG_OK);
+        mg_buf_unref(b);
+    }
+    RUN_UNTIL(&e.loop, t.calls == N);
+    cr_assert_eq(t.ok, N, "last error %d", t.last_error);
+
+    /* 1050 bytes hold exactly 10 entries of 100 (the 11th would pass the cap). */
+    res r = { 0 };
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 0, N - 1, 1050, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 10);
+    for (size_t i = 0; i < r.count; i++) {
+        cr_assert_eq(r.ids[i], (int64_t)i);
+        cr_assert_eq(r.lens[i], SIZE);
+    }
+    cr_assert(r.one_buffer, "a response arrives in one buffer");
+    cr_assert_eq(r.first[0], 'a');
+
+    /* A cap below one entry still returns one. */
+    res one = { 0 };
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 5, N - 1, 1, read_done, &one), MG_OK);
+    RUN_UNTIL(&e.loop, one.calls == 1);
+    cr_assert_eq(one.status, MG_OK);
+    cr_assert_eq(one.count, 1);
+    cr_assert_eq(one.ids[0], 5);
+
+    /* No cap (0 = the server's): everything, in order. */
+    res all = { 0 };
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 0, N - 1, 0, read_done, &all), MG_OK);
+    RUN_UNTIL(&e.loop, all.calls == 1);
+    cr_assert_eq(all.status, MG_OK);
+    cr_assert_eq(all.count, N);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(all.ids[i], (int64_t)i);
+
+    /* The range stops at the first missing entry. */
+    res tail = { 0 };
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 95, 200, 0, read_done, &tail), MG_OK);
+    RUN_UNTIL(&e.loop, tail.calls == 1);
+    cr_assert_eq(tail.status, MG_OK);
+    cr_assert_eq(tail.count, 5);
+    cr_assert_eq(tail.ids[4], 99);
+
+    /* Metrics counted every add. */
+    const char *labels[] = { "op" };
+    mg_metric_family *fam =
+        mg_metrics_counter_family(e.metrics, "bookie_rpc_requests_total", NULL, 1, labels);
+    const char *add_label[] = { "add" };
+    const char *range_label[] = { "read_range" };
+    cr_assert_eq(mg_counter_value(mg_metrics_counter(fam, add_label)), N);
+    cr_assert_eq(mg_counter_value(mg_metrics_counter(fam, range_label)), 4);
+    cr_assert_eq(
+        mg_gauge_value(mg_metrics_unlabelled_gauge(e.metrics, "bookie_rpc_connections", NULL)),
+        1.0);
+    env_close(&e);
+}
+
+Test(bookie_rpc, backpressure_with_two_in_flight)
+{
+    enum { N = 50 };
+    env e;
+    env_open(&e, 2); /* the server reads on only while fewer than 2 requests are in progress */
+    tally t = { 0 };
+    for (int i = 0; i < N; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "entry %d", i);
+        mg_buf *b = mg_buf_new_copy(text, strlen(text));
+        cr_assert_eq(bk_client_add(e.client, e.addr, 3, i, b, 0, strlen(text), tally_add, &t),
+                     MG_OK);
+        mg_buf_unref(b);
+    }
+    RUN_UNTIL(&e.loop, t.calls == N);
+    cr_assert_eq(t.ok, N, "last error %d", t.last_error);
+    res r = { 0 };
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 3, 0, N - 1, 0, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, N);
+    cr_assert_str_eq(r.first, "entry 0");
+    env_close(&e);
+}
+
+Test(bookie_rpc, large_entry_round_trip)
+{
+    /* Larger than a read buffer on both sides: written in pieces, decoded from one buffer. */
+    size_t size = 3u * 1024 * 1024 + 17;
+    env e;
+    env_open(&e, 0);
+    mg_buf *b = mg_buf_new(size);
+    for (size_t i = 0; i < size; i++)
+        mg_buf_data(b)[i] = (uint8_t)(i * 31 + 7);
+    mg_buf_set_len(b, size);
+    res a = { 0 };
+    cr_assert_eq(bk_client_add(e.client, e.addr, 12, 0, b, 0, size, add_done, &a), MG_OK);
+    RUN_UNTIL(&e.loop, a.calls == 1);
+    cr_assert_eq(a.status, MG_OK);
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 12, 0, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 1);
+    cr_assert_eq(r.lens[0], size);
+    cr_assert_eq(memcmp(r.first, mg_buf_data(b), sizeof(r.first) - 1), 0);
+    mg_buf_unref(b);
+    env_close(&e);
+}
+
+/* Each read checks its own entry: answers that come back out of order must still reach the
+ * request they belong to. */
+typedef struct expect_read {
+    int calls;
+    int status;
+    char want[32];
+    bool match;
+} expect_read;
+
+static void expect_read_done(int status, const bk_entry *entries, size_t count, void *arg)
+{
+    expect_read *x = arg;
+    x->calls++;
+    x->status = status;
+    x->match = count == 1 && entries[0].len == strlen(x->want) &&
+               memcmp(mg_buf_data(entries[0].buf) + entries[0].off, x->want, entries[0].len) == 0;
+}
+
+static int reads_done(const expect_read *reads, int n)
+{
+    int calls = 0;
+    for (int i = 0; i < n; i++)
+        calls += reads[i].calls;
+    return calls;
+}
+
+Test(bookie_rpc, interleaved_reads_and_adds_match_their_requests)
+{
+    enum { N = 20 };
+    env e;
+    env_open(&e, 0);
+    for (int i = 0; i < N; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "ledger 13 entry %d", i);
+        cr_assert_eq(add_sync(&e, 13, i, text), MG_OK);
+    }
+    expect_read reads[N];
+    tally adds = { 0 };
+    for (int i = 0; i < N; i++) {
+        memset(&reads[i], 0, sizeof(reads[i]));
+        snprintf(reads[i].want, sizeof(reads[i].want), "ledger 13 entry %d", i);
+        cr_assert_eq(bk_client_read(e.client, e.addr, 13, i, expect_read_done, &reads[i]), MG_OK);
+        char text[32];
+        snprintf(text, sizeof(text), "ledger 14 entry %d", i);
+        mg_buf *b = mg_buf_new_copy(text, strlen(text));
+        cr_assert_eq(bk_client_add(e.client, e.addr, 14, i, b, 0, strlen(text), tally_add, &adds),
+                     MG_OK);
+        mg_buf_unref(b);
+    }
+    RUN_UNTIL(&e.loop, adds.calls == N && reads_done(reads, N) == N);
+    cr_assert_eq(adds.ok, N, "last error %d", adds.last_error);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(reads[i].calls, 1);
+        cr_assert_eq(reads[i].status, MG_OK);
+        cr_assert(reads[i].match, "read %d got another entry's bytes", i);
+    }
+    env_close(&e);
+}
+
+Test(bookie_rpc, read_lac)
+{
+    env e;
+    env_open(&e, 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(add_sync(&e, 4, i, "x"), MG_OK);
+    res r = { 0 };
+    cr_assert_eq(bk_client_read_lac(e.client, e.addr, 4, lac_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.lac, 4);
+
+    res unknown = { 0 };
+    cr_assert_eq(bk_client_read_lac(e.client, e.addr, 4444, lac_done, &unknown), MG_OK);
+    RUN_UNTIL(&e.loop, unknown.calls == 1);
+    cr_assert_eq(unknown.status, MG_ENOTFOUND);
+    cr_assert_eq(unknown.lac, -1);
+    env_close(&e);
+}
+
+Test(bookie_rpc, fence_then_add_is_refused_and_read_works)
+{
+    env e;
+    env_open(&e, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(add_sync(&e, 5, i, "before fence"), MG_OK);
+    res f = { 0 };
+    cr_assert_eq(bk_client_fence(e.client, e.addr, 5, lac_done, &f), MG_OK);
+    RUN_UNTIL(&e.loop, f.calls == 1);
+    cr_assert_eq(f.status, MG_OK);
+    cr_assert_eq(f.lac, 2);
+
+    cr_assert_eq(add_sync(&e, 5, 3, "after fence"), MG_EFENCED);
+
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 5, 1, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_str_eq(r.first, "before fence");
+    /* Other ledgers are not fenced. */
+    cr_assert_eq(add_sync(&e, 6, 0, "elsewhere"), MG_OK);
+    env_close(&e);
+}
+
+Test(bookie_rpc, delete_ledger)
+{
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(add_sync(&e, 7, 0, "doomed"), MG_OK);
+    res d = { 0 };
+    cr_assert_eq(bk_client_delete(e.client, e.addr, 7, done, &d), MG_OK);
+    RUN_UNTIL(&e.loop, d.calls == 1);
+    cr_assert_eq(d.status, MG_OK);
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 7, 0, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_ENOTFOUND);
+    env_close(&e);
+}
+
+Test(bookie_rpc, health_and_name_resolution)
+{
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(health_sync(&e), MG_OK);
+    /* "localhost" resolves (perhaps to ::1 first, where nothing listens: the next address is
+     * tried). */
+    res r = { 0 };
+    char name_addr[64];
+    snprintf(name_addr, sizeof(name_addr), "localhost:%u", (unsigned)e.port);
+    cr_assert_eq(bk_client_health(e.client, name_addr, done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    env_close(&e);
+}
+
+Test(bookie_rpc, synchronous_argument_errors)
+{
+    env e;
+    env_open(&e, 0);
+    res r = { 0 };
+    cr_assert_eq(bk_client_health(e.client, "no-port", done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_health(e.client, "127.0.0.1:0", done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_health(e.client, "127.0.0.1:65536", done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_health(e.client, "::1:3181", done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_health(e.client, "[::1:3181", done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_read(e.client, e.addr, -1, 0, read_done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_read_range(e.client, e.addr, 1, 5, 4, 0, read_done, &r), MG_EINVAL);
+    cr_assert_eq(bk_client_read_lac(e.client, e.addr, -2, lac_done, &r), MG_EINVAL);
+    mg_buf *big = mg_buf_new((size_t)BK_ENTRY_BYTES_MAX + 1);
+    cr_assert_not_null(big);
+    mg_buf_set_len(big, (size_t)BK_ENTRY_BYTES_MAX + 1);
+    cr_assert_eq(
+        bk_client_add(e.client, e.addr, 1, 0, big, 0, (size_t)BK_ENTRY_BYTES_MAX + 1, add_done, &r),
+        MG_ELIMIT);
+    mg_buf_unref(big);
+    /* A function that returns an error never calls its callback. */
+    for (int i = 0; i < 5; i++)
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(r.calls, 0);
+    env_close(&e);
+}
+
+/* ---- raw sockets: bad input hurts only its own connection -------------------------------- */
+
+static int raw_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* Completes from the listen backlog; the server accepts on a later loop turn. */
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    return fd;
+}
+
+static void raw_send(int fd, const void *data, size_t len)
+{
+    /* Small writes into an empty socket buffer: complete at once. */
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    cr_assert_eq(n, (ssize_t)len);
+}
+
+static void raw_send_request(int fd, const bk_request *req, const void *payload, size_t len)
+{
+    mg_buf *p = len > 0 ? mg_buf_new_copy(payload, len) : NULL;
+    mg_chain chain;
+    mg_chain_init(&chain);
+    cr_assert_eq(bk_encode_request(req, p, 0, len, &chain), MG_OK);
+    uint8_t bytes[512];
+    size_t n = mg_chain_copy_out(&chain, 0, bytes, sizeof(bytes));
+    cr_assert_eq(n, mg_chain_len(&chain));
+    mg_chain_reset(&chain);
+    mg_buf_unref(p);
+    raw_send(fd, bytes, n);
+}
+
+/* Turns the loop until the server answered on fd; returns MG_OK with *out, or MG_ECLOSED when
+ * the server closed the connection instead. */
+static int raw_recv(env *e, int fd, bk_decoder *dec, bk_frame *out)
+{
+    uint64_t t0 = uv_hrtime();
+    for (;;) {
+        int rc = bk_decoder_next(dec, out);
+        if (rc == MG_OK)
+            return MG_OK;
+        cr_assert_eq(rc, MG_EAGAIN);
+        uint8_t buf[4096];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return MG_ECLOSED;
+        if (n > 0) {
+            cr_assert_eq(bk_decoder_feed(dec, buf, (size_t)n), MG_OK);
+            continue;
+        }
+        cr_assert_lt(uv_hrtime() - t0, WAIT_NS_MAX, "no answer from the server");
+        uv_run(&e->loop, UV_RUN_ONCE);
+    }
+}
+
+static void raw_expect_status(env *e, int fd, const bk_request *req, int status)
+{
+    raw_send_request(fd, req, NULL, 0);
+    bk_decoder dec;
+    bk_decoder_init(&dec, BK_FRAME_RESPONSE);
+    bk_frame f;
+    cr_assert_eq(raw_recv(e, fd, &dec, &f), MG_OK);
+    cr_assert_eq(f.resp.request_id, req->request_id);
+    cr_assert_eq(f.resp.op, req->op);
+    cr_assert_eq(f.resp.status, status, "op %d: status %d, expected %d", (int)req->op,
+                 (int)f.resp.status, status);
+    bk_frame_release(&f);
+    bk_decoder_destroy(&dec);
+}
+
+static void raw_expect_closed(env *e, int fd)
+{
+    bk_decoder dec;
+    bk_decoder_init(&dec, BK_FRAME_RESPONSE);
+    bk_frame f;
+    cr_assert_eq(raw_recv(e, fd, &dec, &f), MG_ECLOSED);
+    bk_decoder_destroy(&dec);
+    close(fd);
+}
+
+static uint64_t protocol_errors(env *e)
+{
+    return mg_counter_value(
+        mg_metrics_unlabelled_counter(e->metrics, "bookie_rpc_protocol_errors_total", NULL));
+}
+
+Test(bookie_rpc, bad_requests_get_error_replies)
+{
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(add_sync(&e, 8, 0, "good"), MG_OK);
+    int fd = raw_connect(e.port);
+
+    bk_request unknown = { .request_id = 1, .op = 99, .present = BK_HAS_LEDGER_ID, .ledger_id = 8 };
+    raw_expect_status(&e, fd, &unknown, MG_ENOTSUP);
+    bk_request no_fields = { .request_id = 2, .op = BK_OP_ADD };
+    raw_expect_status(&e, fd, &no_fields, MG_EINVAL);
+    bk_request no_entry = {
+        .request_id = 3, .op = BK_OP_READ, .present = BK_HAS_LEDGER_ID, .ledger_id = 8
+    };
+    raw_expect_status(&e, fd, &no_entry, MG_EINVAL);
+    bk_request negative = { .request_id = 4,
+                            .op = BK_OP_READ,
+                            .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID,
+                            .ledger_id = -8,
+                            .entry_id = 0 };
+    raw_expect_status(&e, fd, &negative, MG_EINVAL);
+    bk_request backwards = { .request_id = 5,
+                             .op = BK_OP_READ_RANGE,
+                             .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID | BK_HAS_LAST_ENTRY_ID,
+                             .ledger_id = 8,
+                             .entry_id = 3,
+                             .last_entry_id = 2 };
+    raw_expect_status(&e, fd, &backwards, MG_EINVAL);
+    bk_request lac_no_ledger = { .request_id = 6, .op = BK_OP_READ_LAC };
+    raw_expect_status(&e, fd, &lac_no_ledger, MG_EINVAL);
+    /* The same connection still serves good requests after all that. */
+    bk_request health = { .request_id = 7, .op = BK_OP_HEALTH };
+    raw_expect_status(&e, fd, &health, MG_OK);
+    bk_request read = { .request_id = 8,
+                        .op = BK_OP_READ,
+                        .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID,
+                        .ledger_id = 8,
+                        .entry_id = 0 };
+    raw_expect_status(&e, fd, &read, MG_OK);
+    cr_assert_eq(protocol_errors(&e), 0);
+    close(fd);
+    cr_assert_eq(health_sync(&e), MG_OK);
+    env_close(&e);
+}
+
+Test(bookie_rpc, malformed_frames_close_only_their_connection)
+{
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(add_sync(&e, 9, 0, "survivor"), MG_OK);
+
+    /* A huge length: closed at once, without waiting for 4 GiB. */
+    int fd = raw_connect(e.port);
+    uint8_t huge[8] = { 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 2 };
+    raw_send(fd, huge, sizeof(huge));
+    raw_expect_closed(&e, fd);
+    cr_assert_eq(protocol_errors(&e), 1);
+    cr_assert_eq(health_sync(&e), MG_OK);
+
+    /* frame_len below 4. */
+    fd = raw_connect(e.port);
+    uint8_t tiny[4] = { 0, 0, 0, 3 };
+    raw_send(fd, tiny, sizeof(tiny));
+    raw_expect_closed(&e, fd);
+    cr_assert_eq(protocol_errors(&e), 2);
+
+    /* A header that is not a Request. */
+    fd = raw_connect(e.port);
+    uint8_t garbage[8 + 6] = { 0, 0, 0, 10, 0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+    raw_send(fd, garbage, sizeof(garbage));
+    raw_expect_closed(&e, fd);
+    cr_assert_eq(protocol_errors(&e), 3);
+
+    /* header_len beyond the frame. */
+    fd = raw_connect(e.port);
+    uint8_t overlong[8] = { 0, 0, 0, 8, 0, 0, 0, 9 };
+    raw_send(fd, overlong, sizeof(overlong));
+    raw_expect_closed(&e, fd);
+    cr_assert_eq(protocol_errors(&e), 4);
+
+    /* A truncated frame, then the client goes away: the server just drops the connection. */
+    fd = raw_connect(e.port);
+    bk_request read = { .request_id = 1,
+                        .op = BK_OP_READ,
+                        .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID,
+                        .ledger_id = 9,
+                        .entry_id = 0 };
+    mg_chain chain;
+    mg_chain_init(&chain);
+    cr_assert_eq(bk_encode_request(&read, NULL, 0, 0, &chain), MG_OK);
+    uint8_t bytes[128];
+    size_t n = mg_chain_copy_out(&chain, 0, bytes, sizeof(bytes));
+    mg_chain_reset(&chain);
+    raw_send(fd, bytes, n - 3);
+    for (int i = 0; i < 5; i++)
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    close(fd);
+    cr_assert_eq(protocol_errors(&e), 4); /* not a protocol error: just a peer leaving */
+
+    /* A client that leaves with requests in the storage: the responses are dropped safely. */
+    fd = raw_connect(e.port);
+    for (int i = 0; i < 10; i++) {
+        bk_request add = { .request_id = 100 + (uint64_t)i,
+                           .op = BK_OP_ADD,
+                           .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID,
+                           .ledger_id = 10,
+                           .entry_id = i };
+        raw_send_request(fd, &add, "abandoned", 9);
+    }
+    for (int i = 0; i < 3; i++)
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    close(fd);
+
+    /* The well-behaved connection worked throughout. */
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 9, 0, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_str_eq(r.first, "survivor");
+    cr_assert_eq(add_sync(&e, 9, 1, "still here"), MG_OK);
+    env_close(&e);
+}
+
+/* ---- client failures --------------------------------------------------------------------- */
+
+Test(bookie_rpc, client_times_out_on_a_silent_server)
+{
+    env e;
+    loop_start(&e);
+    /* A listening socket nobody accepts from: connects succeed, nothing is ever answered. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(lfd, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    socklen_t sa_len = sizeof(sa);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &sa_len), 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+
+    bk_client_opts opts = { .request_timeout_ms = 200,
+                            .connect_timeout_ms = 1000,
+                            .pending_max = 2 };
+    bk_client *c;
+    cr_assert_eq(bk_client_create(&e.loop, &opts, &c), MG_OK);
+    res h = { 0 }, l = { 0 };
+    cr_assert_eq(bk_client_health(c, addr, done, &h), MG_OK);
+    cr_assert_eq(bk_client_read_lac(c, addr, 1, lac_done, &l), MG_OK);
+    /* pending_max reached: refused at once */
+    res refused = { 0 };
+    cr_assert_eq(bk_client_health(c, addr, done, &refused), MG_EAGAIN);
+    RUN_UNTIL(&e.loop, h.calls == 1 && l.calls == 1);
+    cr_assert_eq(h.status, MG_ETIMEDOUT);
+    cr_assert_eq(l.status, MG_ETIMEDOUT);
+    cr_assert_eq(l.lac, -1);
+
+    /* Closing the client completes what is still pending with MG_ECLOSED. */
+    res pending = { 0 };
+    cr_assert_eq(bk_client_health(c, addr, done, &pending), MG_OK);
+    bk_client_close(c, set_flag, &e.client_closed);
+    cr_assert_eq(pending.calls, 0);
+    RUN_UNTIL(&e.loop, e.client_closed);
+    cr_assert_eq(pending.calls, 1);
+    cr_assert_eq(pending.status, MG_ECLOSED);
+    close(lfd);
+    loop_finish(&e);
+}
+
+Test(bookie_rpc, connection_refused)
+{
+    env e;
+    loop_start(&e);
+    /* Bind and close to find a port where nothing listens. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    socklen_t sa_len = sizeof(sa);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sa_len), 0);
+    close(fd);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    bk_client *c;
+    cr_assert_eq(bk_client_create(&e.loop, NULL, &c), MG_OK);
+    res r = { 0 };
+    cr_assert_eq(bk_client_health(c, addr, done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_ECONNECTION);
+    bk_client_close(c, set_flag, &e.client_closed);
+    RUN_UNTIL(&e.loop, e.client_closed);
+    loop_finish(&e);
+}
+
+Test(bookie_rpc, connection_loss_fails_pending_and_reconnects)
+{
+    enum { N = 5 };
+    env e;
+    env_open(&e, 0);
+    cr_assert_eq(add_sync(&e, 11, 0, "kept"), MG_OK); /* connected */
+    uint16_t port = e.port;
+
+    /* Requests go out, then the server vanishes before it reads them. */
+    tally t = { 0 };
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(bk_client_health(e.client, e.addr, tally_done, &t), MG_OK);
+    e.server_closed = false;
+    bk_server_close(e.server, set_flag, &e.server_closed);
+    e.server = NULL;
+    RUN_UNTIL(&e.loop, t.calls == N && e.server_closed);
+    cr_assert_eq(t.ok, 0);
+    cr_assert_eq(t.last_error, MG_ECONNECTION);
+
+    /* Nobody listens: the reconnect attempt fails. */
+    cr_assert_eq(health_sync(&e), MG_ECONNECTION);
+
+    /* Back on the same port: the next request reconnects (after a short backoff). */
+    server_start(&e, port, 0);
+    cr_assert_eq(health_sync(&e), MG_OK);
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e.client, e.addr, 11, 0, read_done, &r), MG_OK);
+    RUN_UNTIL(&e.loop, r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_str_eq(r.first, "kept");
+    env_close(&e);
+}
