@@ -209,7 +209,7 @@ struct bk_storage {
     mg_histogram *m_add_latency;
     mg_histogram *m_read_latency[3];
     mg_histogram *m_disk_read_bytes;
-    mg_counter *m_ra_issued, *m_ra_used, *m_ra_wasted;
+    mg_counter *m_ra_issued, *m_ra_used;
     mg_counter *m_flush_bytes, *m_gc_logs_removed, *m_gc_bytes_compacted, *m_errors;
 };
 
@@ -1396,6 +1396,14 @@ static int load_fenced(int64_t ledger_id, const bk_ledger_info *info, void *arg)
     return 0;
 }
 
+static double readahead_unused(void *arg)
+{
+    const bk_storage *s = arg;
+    uint64_t issued = __atomic_load_n(&s->stats.readahead_bytes, __ATOMIC_RELAXED);
+    uint64_t used = __atomic_load_n(&s->stats.readahead_used_bytes, __ATOMIC_RELAXED);
+    return issued > used ? (double)(issued - used) : 0.0;
+}
+
 static void register_metrics(bk_storage *s, mg_metrics *m)
 {
     if (m == NULL)
@@ -1420,6 +1428,10 @@ static void register_metrics(bk_storage *s, mg_metrics *m)
     static const char *const used[] = { "used" };
     s->m_ra_issued = ra ? mg_metrics_counter(ra, issued) : NULL;
     s->m_ra_used = ra ? mg_metrics_counter(ra, used) : NULL;
+    mg_metrics_gauge_fn(m, "bookie_readahead_unused_bytes",
+                        "Read-ahead bytes read from disk and not served (yet): evicted unused, "
+                        "or still waiting in the read cache",
+                        readahead_unused, s);
     s->m_flush_bytes = mg_metrics_unlabelled_counter(
         m, "bookie_flush_bytes_total", "Bytes flushed from the write cache to entry logs");
     s->m_gc_logs_removed = mg_metrics_unlabelled_counter(

@@ -1,0 +1,215 @@
+/*
+ * The ledger module: a topic's log as a chain of bookie ledgers (../shared/ARCHITECTURE.md
+ * §5, §8, §9). This is the layer that lets brokers be stateless: everything it knows is in the
+ * bookies and the metadata store.
+ *
+ * Two levels:
+ *  - Bookie ledgers (ml_ledger_*): one append-only log with one writer, striped over an
+ *    ensemble of bookies. Each entry goes to write_quorum bookies and is acknowledged once
+ *    ack_quorum of them confirmed; acknowledgements complete in entry order and advance the
+ *    last-add-confirmed (LAC). A failed bookie is replaced in the ensemble for later entries
+ *    (metadata updated with compare-and-set). A ledger whose writer died is opened with
+ *    recovery: fenced on enough bookies that the old writer can no longer reach ack quorum,
+ *    its last entry found, its metadata closed. Metadata: /ledgers/<ledger_id>
+ *    (proto/ledger.proto LedgerMetadata).
+ *  - Managed ledgers (ml_*): a topic's log, a list of bookie ledgers in
+ *    /managed-ledgers/<tenant>/<ns>/persistent/<topic> (ManagedLedgerInfo). Positions are
+ *    (ledger_id, entry_id). Adds go to the current ledger, which rolls over by size, entry count
+ *    or age; opening recovers the last ledger (fencing out any previous owner) and starts a new
+ *    one. Every entry is stored with a BrokerEntryMetadata prefix (magic 0x0e02, broker
+ *    timestamp, message index = offset of its last message counting from 0 in the topic), so
+ *    positions can be found by time and by message offset. Retention deletes ledgers that every
+ *    cursor has consumed and that are outside the retention time and size.
+ *
+ * Threads: everything belongs to one libuv loop (the topic's); every call is made on it and
+ * every callback runs on it. A call that returns an error never calls its callback; one that
+ * returns MG_OK calls it exactly once.
+ */
+#ifndef MG_LEDGER_LEDGER_H
+#define MG_LEDGER_LEDGER_H
+
+#include "bookie/client.h"
+#include "common/buf.h"
+#include "common/metrics.h"
+#include "metadata/metadata.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* --- environment ----------------------------------------------------------------------- */
+
+/* Shared by the ledgers of one loop: the loop, a metadata client and a bookie client on it. */
+typedef struct ml_env ml_env;
+
+typedef struct ml_env_opts {
+    int ensemble_size;         /* 0 = 1 (standalone); a cluster uses 3 */
+    int write_quorum;          /* 0 = ensemble_size */
+    int ack_quorum;            /* 0 = write_quorum (3/3/2 in a cluster: set 2) */
+    uint32_t add_timeout_ms;   /* a bookie that does not answer an add within this is replaced;
+                                  0 = 10000 */
+    uint32_t pending_adds_max; /* per ledger, adds not yet acknowledged; past it MG_EAGAIN;
+                                  0 = 10000 */
+    mg_metrics *metrics;       /* NULL = none */
+} ml_env_opts;
+
+int ml_env_create(uv_loop_t *loop, md_client *md, bk_client *bk, const ml_env_opts *opts,
+                  ml_env **out);
+/* Every ledger and managed ledger of the env must be closed first. */
+void ml_env_destroy(ml_env *env);
+
+uv_loop_t *ml_env_loop(const ml_env *env);
+md_client *ml_env_md(const ml_env *env);
+bk_client *ml_env_bk(const ml_env *env);
+mg_metrics *ml_env_metrics(const ml_env *env);
+
+/* --- bookie ledgers ---------------------------------------------------------------------- */
+
+typedef struct ml_ledger ml_ledger;
+
+typedef enum ml_ledger_state {
+    ML_LEDGER_OPEN = 0,
+    ML_LEDGER_IN_RECOVERY = 1,
+    ML_LEDGER_CLOSED = 2,
+} ml_ledger_state;
+
+typedef void (*ml_ledger_cb)(int status, ml_ledger *ledger, void *arg);
+typedef void (*ml_add_cb)(int status, int64_t entry_id, void *arg);
+typedef void (*ml_done_cb)(int status, void *arg);
+/* entries as in bookie/client.h: views valid during the callback (mg_buf_ref to keep one). */
+typedef void (*ml_read_cb)(int status, const bk_entry *entries, size_t count, void *arg);
+
+/* Creates a ledger for writing: a new id (md_id_next "ledgers"), an ensemble of
+ * ensemble_size bookies chosen at random among /bookies, metadata /ledgers/<id> (OPEN).
+ * Errors to cb: MG_ENOTFOUND (fewer live bookies than ensemble_size), metadata errors. */
+int ml_ledger_create(ml_env *env, ml_ledger_cb cb, void *arg);
+
+/* Appends an entry (a reference to buf[off, off + len) is taken); entry ids are assigned
+ * 0, 1, 2, ... in call order and cb runs in that order, with the entry id, once ack_quorum
+ * bookies of its write set confirmed. A bookie that fails or times out is replaced by another
+ * live bookie for this entry onwards (ensemble change, metadata CAS) and the entry is sent to
+ * the replacement. Errors returned: MG_EAGAIN (pending_adds_max reached), MG_ESTATE (not
+ * open for writing, closed). Errors to cb: MG_EFENCED (another writer recovered the ledger),
+ * MG_ENOTFOUND (no bookie left to replace a failed one), MG_ETIMEDOUT. After a failed add
+ * every later add fails too (a ledger never has holes): close it and roll over. */
+int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg);
+
+/* The last entry id acknowledged to the writer, or -1. For a ledger opened for reading: the
+ * last entry id of the closed ledger (or of the recovered one). */
+int64_t ml_ledger_last_confirmed(const ml_ledger *l);
+int64_t ml_ledger_id(const ml_ledger *l);
+int64_t ml_ledger_length(const ml_ledger *l); /* payload bytes acknowledged */
+ml_ledger_state ml_ledger_state_get(const ml_ledger *l);
+
+/* Closes a ledger opened for writing: waits for pending adds, then writes CLOSED metadata
+ * with the last entry id and length (CAS). Frees the handle after cb. */
+int ml_ledger_close(ml_ledger *l, ml_done_cb cb, void *arg);
+
+/* Opens an existing ledger for reading. recover = false: the metadata as it is (a ledger still
+ * OPEN is read up to the LAC its bookies report). recover = true: if it is not CLOSED, fence it
+ * on enough bookies of its last ensemble that no writer can reach ack quorum any more, find its
+ * last entry (the highest entry readable from ack quorum... as BookKeeper: read forward from the
+ * highest LAC the bookies report until an entry is missing), write CLOSED metadata (CAS; if
+ * another recovery closed it first, use that). Errors to cb: MG_ENOTFOUND (no such ledger). */
+int ml_ledger_open(ml_env *env, int64_t ledger_id, bool recover, ml_ledger_cb cb, void *arg);
+
+/* Reads entries first..last (last <= the last confirmed entry), at most max_bytes (at least one
+ * entry), from a bookie of the entry's ensemble, trying the next bookie of the write set when
+ * one fails. */
+int ml_ledger_read(ml_ledger *l, int64_t first, int64_t last, uint32_t max_bytes, ml_read_cb cb,
+                   void *arg);
+
+/* Frees a handle opened for reading (no metadata change). */
+void ml_ledger_release(ml_ledger *l);
+
+/* Deletes a ledger: from every bookie of every ensemble, then its metadata. */
+int ml_ledger_delete(ml_env *env, int64_t ledger_id, ml_done_cb cb, void *arg);
+
+/* --- managed ledgers ---------------------------------------------------------------------- */
+
+typedef struct ml_position {
+    int64_t ledger_id;
+    int64_t entry_id;
+} ml_position;
+
+#define ML_POSITION_EARLIEST ((ml_position){ -1, -1 })
+
+/* Orders positions: negative, zero or positive as a <, =, > b. */
+int ml_position_cmp(ml_position a, ml_position b);
+
+typedef struct ml_managed ml_managed;
+
+typedef struct ml_config {
+    int64_t entries_per_ledger_max; /* roll over after this many entries; 0 = 50000 (Pulsar) */
+    int64_t ledger_bytes_max;       /* roll over after this many bytes; 0 = 2 GiB */
+    int64_t ledger_age_ms_max;      /* roll over a ledger older than this; 0 = 4 h (Pulsar) */
+    int64_t retention_time_ms;      /* keep consumed ledgers this long; 0 = delete at once,
+                                       -1 = forever */
+    int64_t retention_bytes;        /* keep consumed ledgers up to this size; 0 = none,
+                                       -1 = unlimited */
+} ml_config;
+
+/* An entry as stored: the broker's prefix parsed, the payload as the client sent it. */
+typedef struct ml_entry {
+    ml_position position;
+    int64_t broker_timestamp_ms;     /* BrokerEntryMetadata.broker_timestamp */
+    int64_t index;                   /* BrokerEntryMetadata.index: offset of its last message */
+    mg_buf *buf;                     /* the stored bytes, prefix included (zero-copy dispatch) */
+    size_t off, len;                 /* the whole stored entry */
+    size_t payload_off, payload_len; /* the part after the prefix */
+} ml_entry;
+
+typedef void (*ml_managed_cb)(int status, ml_managed *ml, void *arg);
+typedef void (*ml_madd_cb)(int status, ml_position pos, int64_t index, void *arg);
+typedef void (*ml_mread_cb)(int status, const ml_entry *entries, size_t count, void *arg);
+typedef void (*ml_find_cb)(int status, ml_position pos, void *arg);
+
+/* Opens (creating if new) the managed ledger of name ("tenant/ns/persistent/topic"): reads its
+ * ledger list, recovers its last ledger (fencing out a previous owner), creates a new ledger
+ * and writes the list (CAS: if another owner changed it meanwhile, MG_EFENCED). */
+int ml_open(ml_env *env, const char *name, const ml_config *config, ml_managed_cb cb, void *arg);
+
+/* Appends an entry of num_messages messages (a Pulsar batch): the BrokerEntryMetadata prefix
+ * is written before payload[off, off + len). cb gets the position and the entry's index.
+ * Errors: MG_EAGAIN (too many pending adds), MG_ESTATE (closed, fenced or terminated). To cb:
+ * MG_EFENCED when another broker took the topic over. */
+int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_messages,
+           ml_madd_cb cb, void *arg);
+
+/* Reads entries from position from (inclusive) onwards, at most max_entries and max_bytes
+ * (at least one), across ledger boundaries; count 0 with MG_OK means from is past the end. */
+int ml_read(ml_managed *ml, ml_position from, int max_entries, uint32_t max_bytes, ml_mread_cb cb,
+            void *arg);
+
+/* The position of the last entry added (ledger_id -1 when the log is empty). */
+ml_position ml_last_position(const ml_managed *ml);
+/* The first position that holds an entry (after trimming), or the next position to be written. */
+ml_position ml_first_position(const ml_managed *ml);
+/* The next position after pos (skipping to the next ledger at a ledger's end). */
+ml_position ml_next_position(const ml_managed *ml, ml_position pos);
+/* Entries between two positions (a inclusive, b inclusive), computed from the ledger list. */
+int64_t ml_entries_between(const ml_managed *ml, ml_position a, ml_position b);
+/* Messages stored so far (the next message's index). */
+int64_t ml_messages_total(const ml_managed *ml);
+int64_t ml_entries_total(const ml_managed *ml);
+int64_t ml_bytes_total(const ml_managed *ml);
+const char *ml_name(const ml_managed *ml);
+ml_env *ml_managed_env(const ml_managed *ml);
+/* The metadata path of the managed ledger: "/managed-ledgers/<name>" (cursors live below it). */
+const char *ml_metadata_path(const ml_managed *ml);
+
+/* The first position whose broker timestamp is >= timestamp_ms (binary search over ledgers,
+ * then over entries, reading entries), or the next position to be written. */
+int ml_find_by_time(ml_managed *ml, int64_t timestamp_ms, ml_find_cb cb, void *arg);
+/* The position of the entry holding message index (binary search as above). */
+int ml_find_by_index(ml_managed *ml, int64_t index, ml_find_cb cb, void *arg);
+
+/* Tells the managed ledger the oldest position any cursor still needs (its slowest mark-delete
+ * position + 1); ledgers entirely before it and outside retention are deleted (list updated
+ * with CAS first, then the ledgers). */
+void ml_set_oldest_needed(ml_managed *ml, ml_position pos);
+
+/* Closes: waits for pending adds, closes the current ledger, frees after cb. */
+int ml_close(ml_managed *ml, ml_done_cb cb, void *arg);
+
+#endif
