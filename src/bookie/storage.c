@@ -72,12 +72,20 @@
 /* Reads in progress; past it MG_EAGAIN (the server stops reading its sockets). */
 #define BK_READS_INFLIGHT_MAX        16384
 /* One index look-up returns at most this many consecutive locations. */
-#define BK_RUN_ENTRIES_MAX           1024
+#define BK_RUN_ENTRIES_MAX           16384
 /* One disk read covers at most this many bytes (aio.c refuses more than 8 MiB). */
-#define BK_DISK_READ_BYTES_MAX       (4u << 20)
+#define BK_DISK_READ_BYTES_MAX       (8u << 20)
+/* A stretch is read as chunks of about this size, all submitted at once: several 1 MiB reads in
+ * flight keep the device busier than one large read (fio's sequential read does the same). */
+#define BK_DISK_CHUNK_BYTES          (1u << 20)
+#define BK_DISK_CHUNKS_MAX           16
 /* Read-ahead state is kept for this many ledgers (least recently used dropped). */
 #define BK_RA_LEDGERS_MAX            256
-#define BK_RA_ENTRIES_MAX            1000
+/* Only reads of at most this many entries start read-ahead windows: a reader asking for large
+ * ranges already reads sequentially in large I/Os (and the broker prefetcher reads ahead for
+ * it); a window would read the same bytes twice. */
+#define BK_RA_TRIGGER_ENTRIES_MAX    16
+#define BK_RA_ENTRIES_MAX            65536
 /* The write cache is flushed at least this often when it holds anything. */
 #define BK_FLUSH_INTERVAL_MS         1000
 /* Garbage collection: look at the entry logs this often; compact a log whose live bytes fell
@@ -100,8 +108,19 @@ typedef struct add_ctx {
 } add_ctx;
 
 typedef struct ra_state ra_state;
+typedef struct read_ctx read_ctx;
 
-typedef struct read_ctx {
+typedef struct disk_chunk {
+    read_ctx *r;
+    uint64_t offset;
+    size_t len;
+    size_t first, end; /* run[first, end) lie in this chunk */
+    mg_buf *buf;
+    size_t data_off, data_len;
+    int status;
+} disk_chunk;
+
+struct read_ctx {
     bk_storage *s;
     int64_t ledger_id;
     int64_t first, last, next;
@@ -119,11 +138,12 @@ typedef struct read_ctx {
     uv_work_t work;
     bk_index_put *run;
     size_t run_count, run_pos;
-    uint64_t stretch_len; /* bytes asked of the disk read in flight */
+    disk_chunk chunks[BK_DISK_CHUNKS_MAX]; /* the disk reads in flight for one stretch */
+    int chunk_count, chunks_done;
     int work_status;
     struct read_ctx *next_waiter;
     struct read_ctx *next_ready;
-} read_ctx;
+};
 
 struct ra_state {
     int64_t ledger_id;     /* -1: free slot */
@@ -956,7 +976,7 @@ static void read_finish(read_ctx *r)
         status = MG_OK; /* a range read returns what it has; the next read reports the rest */
     mg_histogram_observe(s->m_read_latency[r->source], (now_ns() - r->start_ns) / 1000u);
     r->cb(status, r->count ? r->entries : NULL, r->count, r->arg);
-    if (r->count > 0 && s->readahead_on)
+    if (r->count > 0 && r->count <= BK_RA_TRIGGER_ENTRIES_MAX && s->readahead_on)
         readahead_maybe(s, r->ledger_id, r->first, r->entries[r->count - 1].entry_id);
     s->reads_inflight--;
     read_free(r);
@@ -984,63 +1004,89 @@ static void index_work(uv_work_t *w)
 }
 
 static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data_len, void *arg);
+static void disk_chunks_parse(read_ctx *r);
 
-/* Issues one O_DIRECT read for the contiguous stretch of the run starting at run_pos. */
+/* Reads the contiguous stretch of the run starting at run_pos: O_DIRECT reads of about
+ * BK_DISK_CHUNK_BYTES each, cut at record boundaries, all in flight at once; the entries are
+ * parsed in order once every chunk has arrived. */
 static void read_disk(read_ctx *r)
 {
     bk_storage *s = r->s;
     const bk_index_put *p = &r->run[r->run_pos];
+    /* The budget counts payload bytes, as the caller's max_bytes does; records carry a header
+     * on top, so compare like with like or the tail of a request becomes extra round trips. */
+    size_t budget = r->max_bytes > r->bytes ? r->max_bytes - r->bytes : 0;
+    size_t payload = p->loc.size - BK_RECORD_HEADER_BYTES;
     uint64_t start = p->loc.offset;
     uint64_t end = start + p->loc.size;
-    size_t budget = r->max_bytes > r->bytes ? r->max_bytes - r->bytes : 0;
     size_t k = r->run_pos + 1;
     while (k < r->run_count && r->run[k].loc.log_id == p->loc.log_id &&
            r->run[k].loc.offset == end && r->run[k].entry_id == r->run[k - 1].entry_id + 1 &&
-           end - start + r->run[k].loc.size <= BK_DISK_READ_BYTES_MAX && end - start < budget) {
+           end - start + r->run[k].loc.size <= BK_DISK_READ_BYTES_MAX && payload < budget) {
         end += r->run[k].loc.size;
+        payload += r->run[k].loc.size - BK_RECORD_HEADER_BYTES;
         k++;
+    }
+    /* Cut into chunks at record boundaries. */
+    r->chunk_count = 0;
+    r->chunks_done = 0;
+    size_t i = r->run_pos;
+    while (i < k && r->chunk_count < BK_DISK_CHUNKS_MAX) {
+        disk_chunk *c = &r->chunks[r->chunk_count++];
+        memset(c, 0, sizeof(*c));
+        c->r = r;
+        c->offset = r->run[i].loc.offset;
+        c->first = i;
+        while (i < k && (c->len == 0 || c->len + r->run[i].loc.size <= BK_DISK_CHUNK_BYTES)) {
+            c->len += r->run[i].loc.size;
+            i++;
+        }
+        c->end = i;
     }
     int fd;
     int rc = bk_entrylogs_direct_fd(s->elogs, p->loc.log_id, &fd);
-    r->stretch_len = end - start;
-    if (rc == MG_OK)
-        rc = bk_aio_read(s->aio, r->readahead ? BK_AIO_BACKGROUND : BK_AIO_FOREGROUND, fd, start,
-                         (size_t)(end - start), disk_read_done, r);
     if (rc != MG_OK) {
         r->status = rc == MG_ENOTFOUND ? MG_ECORRUPT : rc;
         defer_read(r);
         return;
     }
-    mg_histogram_observe(s->m_disk_read_bytes, end - start);
-    s->stats.disk_reads++;
-    s->stats.disk_read_bytes += end - start;
+    int chunks = r->chunk_count;
+    for (int c = 0; c < chunks; c++) {
+        disk_chunk *ch = &r->chunks[c];
+        rc = bk_aio_read(s->aio, r->readahead ? BK_AIO_BACKGROUND : BK_AIO_FOREGROUND, fd,
+                         ch->offset, ch->len, disk_read_done, ch);
+        if (rc != MG_OK) {
+            ch->status = rc;
+            r->chunks_done++;
+            continue;
+        }
+        mg_histogram_observe(s->m_disk_read_bytes, ch->len);
+        s->stats.disk_reads++;
+        s->stats.disk_read_bytes += ch->len;
+    }
+    if (r->chunks_done == chunks)
+        disk_chunks_parse(r); /* every submission failed */
 }
 
-static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data_len, void *arg)
+/* Parses one chunk's records into the read's entries. Returns false to stop. */
+static bool parse_chunk(read_ctx *r, disk_chunk *c)
 {
-    read_ctx *r = arg;
     bk_storage *s = r->s;
-    r->source = 2;
-    if (status != MG_OK) {
+    if (c->status != MG_OK) {
         MG_WARN("bookie: reading ledger %" PRId64 " entry %" PRId64 " from disk: %s", r->ledger_id,
-                r->next, mg_strerror(status));
-        r->status = status;
-        mg_buf_unref(buf);
-        defer_read(r);
-        return;
+                r->next, mg_strerror(c->status));
+        r->status = c->status;
+        return false;
     }
+    const uint8_t *base = mg_buf_data(c->buf) + c->data_off;
     size_t pos = 0;
-    const uint8_t *base = mg_buf_data(buf) + data_off;
-    uint64_t stretch_start = r->run[r->run_pos].loc.offset;
-    while (r->run_pos < r->run_count && read_wants_more(r)) {
-        const bk_index_put *p = &r->run[r->run_pos];
-        if (p->loc.offset < stretch_start || p->loc.offset - stretch_start != pos)
-            break; /* the next entry is in another stretch: read it next */
-        if (pos + p->loc.size > r->stretch_len)
-            break; /* the end of this stretch: the next read starts here */
+    for (size_t i = c->first; i < c->end && read_wants_more(r); i++) {
+        const bk_index_put *p = &r->run[i];
+        if (p->entry_id != r->next)
+            return false;
         bk_record rec;
-        int rc = pos + p->loc.size <= data_len
-                     ? bk_record_parse(base + pos, data_len - pos, &rec)
+        int rc = pos + p->loc.size <= c->data_len
+                     ? bk_record_parse(base + pos, c->data_len - pos, &rec)
                      : MG_ECORRUPT; /* the index points past the end of the file */
         if (rc == MG_OK && (rec.ledger_id != r->ledger_id || rec.entry_id != p->entry_id ||
                             rec.record_size != p->loc.size))
@@ -1051,21 +1097,51 @@ static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data
                      r->ledger_id, p->entry_id, p->loc.log_id, p->loc.offset);
             mg_counter_inc(s->m_errors);
             r->status = MG_ECORRUPT;
-            break;
+            return false;
         }
-        size_t payload_off = data_off + pos + (size_t)(rec.payload - (base + pos));
-        if (entries_push(r, mg_buf_ref(buf), payload_off, rec.payload_len, p->entry_id) != MG_OK) {
-            mg_buf_unref(buf);
+        size_t payload_off = c->data_off + pos + (size_t)(rec.payload - (base + pos));
+        if (entries_push(r, mg_buf_ref(c->buf), payload_off, rec.payload_len, p->entry_id) !=
+            MG_OK) {
+            mg_buf_unref(c->buf);
             r->status = MG_ENOMEM;
-            break;
+            return false;
         }
         pos += p->loc.size;
-        r->run_pos++;
+        r->run_pos = i + 1;
         if (!r->readahead)
             s->stats.reads_disk++;
     }
-    mg_buf_unref(buf);
+    return true;
+}
+
+static void disk_chunks_parse(read_ctx *r)
+{
+    for (int c = 0; c < r->chunk_count; c++) {
+        if (!parse_chunk(r, &r->chunks[c]))
+            break;
+    }
+    for (int c = 0; c < r->chunk_count; c++) {
+        mg_buf_unref(r->chunks[c].buf); /* NULL-safe; entries hold their own references */
+        r->chunks[c].buf = NULL;
+    }
+    r->chunk_count = r->chunks_done = 0;
     read_step(r);
+}
+
+static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data_len, void *arg)
+{
+    disk_chunk *c = arg;
+    read_ctx *r = c->r;
+    r->source = 2;
+    c->status = status;
+    c->buf = buf;
+    c->data_off = data_off;
+    c->data_len = data_len;
+    if (status == MG_OK && data_len < c->len)
+        c->data_len = data_len; /* short: the records past the end are reported corrupt */
+    if (++r->chunks_done < r->chunk_count)
+        return;
+    disk_chunks_parse(r);
 }
 
 static void index_work_done(uv_work_t *w, int uv_status)

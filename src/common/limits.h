@@ -223,4 +223,90 @@
 /* Server: connections; a bookie serves the brokers of its cluster (a few per broker). */
 #define BK_SERVER_CONNECTIONS_MAX            4096u
 
+/* Managed cursors (piece: cursor, src/cursor). */
+/* Acknowledged-ranges set: containers of 65536 entries; 2^20 of them span 68 G entries above a
+ * mark-delete position, far past any backlog a subscription keeps (Pulsar trims at retention),
+ * and cap the container headers at 40 MiB per cursor. Past it an ack is refused (MG_ELIMIT) and
+ * the entry is simply redelivered. */
+#define MC_RANGESET_CONTAINERS_MAX     (1u << 20)
+/* A durable cursor is written at most once per this interval while acks arrive (Pulsar's
+ * markDeleteRatePerSecond is 1/s): a crash loses at most this much acknowledgement work, which
+ * is redelivered, while the metadata store sees one write per cursor per second. */
+#define MC_PERSIST_INTERVAL_MS_DEFAULT 1000u
+/* CursorInfo size: ZooKeeper refuses values near 1 MiB (the store's own limit is 1000 KiB, hard
+ * maximum here), and every persist rewrites the whole node, so the default keeps a write under
+ * 256 KiB (about 5000 ranges; Pulsar persists 1000 ranges in the metadata store by default).
+ * Ranges past the budget are dropped from the record (redelivered after a crash). */
+#define MC_CURSOR_INFO_BYTES_DEFAULT   (256u * 1024)
+#define MC_CURSOR_INFO_BYTES_HARD_MAX  (1000u * 1024)
+/* A batch's ack set: Pulsar batches hold 1000 messages by default (batchingMaxMessages); 128
+ * words (8192 messages) leaves room, and a larger set from a client is refused. */
+#define MC_ACK_SET_WORDS_MAX           128u
+/* Partially acknowledged batches kept per cursor (each up to 1 KiB of bits); past it a partial
+ * ack is refused (the batch is redelivered whole, at-least-once). Pulsar bounds unacked
+ * messages per subscription at 200000 by default, far fewer batches. */
+#define MC_BATCH_ENTRIES_MAX           65536u
+/* Entries dispatched and not yet acknowledged whose message count the cursor remembers (a
+ * hash table of 24-byte slots at most half full: 3 MiB at most) for the message backlog; past
+ * it an ack counts one message. Pulsar stops dispatching at 200000 unacked messages per
+ * subscription (maxUnackedMessagesPerSubscription), i.e. far fewer batches. */
+#define MC_PENDING_ENTRIES_MAX         (1u << 16)
+/* One mc_read_entries call: Pulsar's dispatcher reads 100 entries at a time by default
+ * (dispatcherMaxReadBatchSize); 10000 bounds the filtered array built per call. */
+#define MC_READ_ENTRIES_MAX            10000
+/* Bookie reads per mc_read_entries while every entry read was already acknowledged (contiguous
+ * acked runs are skipped without reading, so this only bounds pathological patterns); past it
+ * the call completes with MG_EAGAIN and no entries: call again. */
+#define MC_READ_ROUNDS_MAX             64
+/* Callers waiting for one flush of a cursor (close, resets, explicit flushes). */
+#define MC_FLUSH_WAITERS_MAX           64u
+/* A cursor's name is a subscription name; Pulsar keeps them short, and the metadata path
+ * (/managed-ledgers/<topic>/<name>) must stay under the store's 1024-byte path limit. */
+#define MC_NAME_BYTES_MAX              256u
+/* Cursors of one managed ledger in one mc_group (subscriptions of a topic). */
+#define MC_GROUP_CURSORS_MAX           4096u
+
+/* Ledgers and managed ledgers (piece: ledger, src/ledger). */
+/* Bookies in one ensemble. BookKeeper ensembles are 2-5 bookies; striping over more gains
+ * nothing, and recovery fences every one of them. Per-entry bookie sets are 32-bit masks. */
+#define ML_ENSEMBLE_SIZE_MAX               16
+/* Ensembles of one ledger (one per ensemble change). 1024 ensembles of 16 addresses stay under
+ * half of the metadata store's 1000 KiB value; a ledger that lost a thousand bookies is better
+ * closed (the add fails with MG_ELIMIT, the managed ledger rolls over). */
+#define ML_ENSEMBLES_MAX                   1024
+/* Bookies remembered as failed by one ledger's writer (never chosen again as a replacement). */
+#define ML_EXCLUDED_BOOKIES_MAX            64
+/* Compare-and-set rounds on one metadata node when the version moved but the state still
+ * allows the write (a concurrent recovery bumping the version); more means a fight. */
+#define ML_MD_ATTEMPTS_MAX                 8
+/* Whole recovery restarts (the metadata changed under it before it could be fenced). */
+#define ML_RECOVERY_ATTEMPTS_MAX           8
+/* Entries one ml_ledger_read gathers with single-entry reads when the ensemble is striped
+ * (ensemble_size > write_quorum: no bookie holds a contiguous range). */
+#define ML_STRIPED_READ_ENTRIES_MAX        64
+/* A managed ledger's name "tenant/namespace/persistent/topic": Pulsar caps topic names well
+ * below this, and "/managed-ledgers/" + name + "/" + a cursor name must fit MD_PATH_BYTES_MAX
+ * (1024). */
+#define ML_NAME_BYTES_MAX                  512
+/* Ledgers in one managed ledger's list: a LedgerInfo is about 30 bytes, so 20000 of them stay
+ * under the metadata store's 1000 KiB value. At the limit the current ledger stops rolling
+ * over (retention normally keeps the list far shorter). */
+#define ML_LEDGERS_MAX                     20000
+/* Read handles of closed ledgers a managed ledger keeps open (catch-up readers touch one or
+ * two ledgers at a time; each handle costs a metadata read to open). */
+#define ML_READ_HANDLES_MAX                8
+/* Entries returned by one ml_read: Pulsar dispatches at most a few hundred per read; this caps
+ * the array allocated for the result. */
+#define ML_READ_ENTRIES_MAX                10000
+/* Ledgers one add is written to before its error is reported: a failed ledger is closed and
+ * the add retried on the next one (ordering and message indexes kept), at most this often. */
+#define ML_ADD_ATTEMPTS_MAX                3
+/* The BrokerEntryMetadata protobuf (two varints, at most 22 bytes): a longer one is not ours
+ * and the entry is reported corrupt. */
+#define ML_BROKER_ENTRY_METADATA_BYTES_MAX 64
+/* Pending-add timer of a writing ledger: checks add timeouts at a quarter of add_timeout_ms,
+ * within these bounds. */
+#define ML_TIMER_PERIOD_MS_MIN             5
+#define ML_TIMER_PERIOD_MS_MAX             1000
+
 #endif
