@@ -1,0 +1,89 @@
+/*
+ * Internals of the ledger module shared by env.c, bkledger.c and managed.c: the environment,
+ * the in-memory form of LedgerMetadata, the BrokerEntryMetadata prefix codec and small helpers.
+ * Nothing here is used outside src/ledger.
+ */
+#ifndef MG_LEDGER_LEDGER_INT_H
+#define MG_LEDGER_LEDGER_INT_H
+
+#include "ledger/ledger.h"
+
+#include "common/limits.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ml_env {
+    uv_loop_t *loop;
+    md_client *md;
+    bk_client *bk;
+    int ensemble_size;
+    int write_quorum;
+    int ack_quorum;
+    uint32_t add_timeout_ms;
+    uint32_t pending_adds_max;
+    mg_metrics *metrics;
+    mg_histogram *m_add_latency; /* ml_add_latency_ms: recorded in microseconds */
+    mg_counter *m_rollovers;
+    mg_counter *m_ensemble_changes;
+    mg_counter *m_recoveries;
+    uint64_t rng;    /* xorshift64* state (bookie choice) */
+    int64_t objects; /* ledger handles, managed ledgers and module operations alive */
+};
+
+/* A uniformly distributed random number (not cryptographic) from the env's generator. */
+uint64_t ml__rand(ml_env *env);
+/* Wall clock, milliseconds since the epoch (metadata timestamps, broker timestamps). */
+int64_t ml__now_ms(void);
+
+/* --- ledger metadata (proto/ledger.proto LedgerMetadata) ------------------------------------ */
+
+typedef struct ml__ensemble {
+    int64_t first_entry_id;
+    char *bookies[ML_ENSEMBLE_SIZE_MAX]; /* ensemble_size of them, mg_malloc'd */
+} ml__ensemble;
+
+typedef struct ml__meta {
+    int ensemble_size;
+    int write_quorum;
+    int ack_quorum;
+    ml_ledger_state state;
+    int64_t last_entry_id; /* -1 unless CLOSED */
+    int64_t length;
+    int64_t ctime_ms;
+    ml__ensemble *ensembles; /* first_entry_id strictly increasing, the first is 0 */
+    size_t ensemble_count;
+} ml__meta;
+
+/* Parses and validates (1 <= ack <= write <= ensemble <= ML_ENSEMBLE_SIZE_MAX, at least one
+ * ensemble and at most ML_ENSEMBLES_MAX, each with ensemble_size addresses, increasing first
+ * ids starting at 0). *out is owned by the caller (ml__meta_free). MG_ECORRUPT or MG_ENOMEM. */
+int ml__meta_decode(const void *data, size_t len, ml__meta *out);
+/* Serialises m into a new mg_malloc'd buffer (*out, *out_len). MG_ENOMEM. */
+int ml__meta_encode(const ml__meta *m, uint8_t **out, size_t *out_len);
+/* Deep copy. MG_ENOMEM (dst then empty). */
+int ml__meta_copy(const ml__meta *src, ml__meta *dst);
+void ml__meta_free(ml__meta *m);
+/* The index of the ensemble that holds entry_id (entry_id >= 0). */
+size_t ml__meta_ensemble_of(const ml__meta *m, int64_t entry_id);
+
+/* "/ledgers/<id>" into buf (at least 32 bytes). */
+void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size);
+
+/* --- BrokerEntryMetadata prefix ---------------------------------------------------------------
+ * [0x0e02 u16][size u32][BrokerEntryMetadata: broker_timestamp = 1 (varint), index = 2
+ * (varint)], big-endian, before the payload of every stored entry. */
+#define ML_BEM_MAGIC            0x0e02u
+/* Bytes of the largest prefix we write: 2 + 4 + two tagged 10-byte varints. */
+#define ML_BEM_PREFIX_BYTES_MAX (6 + 22)
+
+/* Writes the prefix into dst (at least ML_BEM_PREFIX_BYTES_MAX bytes); returns its length. */
+size_t ml__bem_encode(uint8_t *dst, int64_t broker_timestamp_ms, int64_t index);
+/* Parses the prefix of data[0, len): the timestamp, the index and the prefix length. MG_OK or
+ * MG_ECORRUPT (no magic, a size past the data or above ML_BROKER_ENTRY_METADATA_BYTES_MAX, a
+ * malformed or missing field). */
+int ml__bem_decode(const uint8_t *data, size_t len, int64_t *timestamp_ms, int64_t *index,
+                   size_t *prefix_len);
+
+#endif

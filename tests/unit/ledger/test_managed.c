@@ -1,0 +1,1049 @@
+/* Managed ledgers against real bookies (tests/support/bk_harness) and the real embedded metadata
+ * store: adds and reads across rollovers (by entry count, size and age), positions and the
+ * BrokerEntryMetadata prefix (timestamps, message indexes with batches), reopening, a second
+ * owner taking over (the first is fenced), find by time and by index, entries between positions,
+ * retention (time and size rules), a corrupt entry, backpressure, a ledger that cannot be
+ * replaced (the add fails, indexes stay contiguous, writing resumes once bookies are back).
+ *
+ * Everything runs on one loop in the test thread; a repeating guard timer makes every
+ * uv_run(UV_RUN_ONCE) return within a few milliseconds, and every wait is bounded. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/metrics.h"
+#include "ledger/ledger.h"
+#include "proto/ledger.pb-c.h"
+#include "support/bk_harness.h"
+
+TestSuite(managed, .timeout = 30);
+
+#define WAIT_NS_MAX (20ull * 1000 * 1000 * 1000)
+
+#define RUN_UNTIL(cond)                                                                       \
+    do {                                                                                      \
+        uint64_t run_until_t0 = uv_hrtime();                                                  \
+        while (!(cond)) {                                                                     \
+            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
+                         #cond);                                                              \
+            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
+        }                                                                                     \
+    } while (0)
+
+#define NAME "tenant/ns/persistent/topic"
+
+/* ---- environment -------------------------------------------------------------------------- */
+
+typedef struct tenv {
+    uv_loop_t loop;
+    uv_timer_t guard;
+    bkh *h;
+    ml_env *env;
+    mg_metrics *metrics;
+} tenv;
+
+static tenv t;
+
+static void guard_tick(uv_timer_t *timer)
+{
+    (void)timer;
+}
+
+static void set_flag(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void setup_env(int bookies, int e, int w, int a, uint32_t pending_max)
+{
+    memset(&t, 0, sizeof(t));
+    cr_assert_eq(uv_loop_init(&t.loop), 0);
+    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
+    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
+    cr_assert_eq(bkh_start(&t.loop, bookies, &t.h), MG_OK);
+    cr_assert_eq(mg_metrics_create(&t.metrics), MG_OK);
+    ml_env_opts o = { .ensemble_size = e,
+                      .write_quorum = w,
+                      .ack_quorum = a,
+                      .pending_adds_max = pending_max,
+                      .metrics = t.metrics };
+    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+}
+
+static void teardown_env(void)
+{
+    ml_env_destroy(t.env);
+    bkh_destroy(t.h);
+    uv_close((uv_handle_t *)&t.guard, NULL);
+    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
+    mg_metrics_destroy(t.metrics);
+}
+
+static uint64_t counter(const char *name)
+{
+    return mg_counter_value(mg_metrics_unlabelled_counter(t.metrics, name, NULL));
+}
+
+/* ---- managed ledger helpers --------------------------------------------------------------- */
+
+typedef struct ores {
+    int calls;
+    int status;
+    ml_managed *ml;
+} ores;
+
+static void opened(int status, ml_managed *ml, void *arg)
+{
+    ores *r = arg;
+    r->calls++;
+    r->status = status;
+    r->ml = ml;
+}
+
+static ml_managed *open_ml(ml_env *env, const char *name, const ml_config *cfg, int expect)
+{
+    ores r = { 0 };
+    cr_assert_eq(ml_open(env, name, cfg, opened, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(r.status, expect, "open: %s", mg_strerror(r.status));
+    if (expect != MG_OK)
+        cr_assert_null(r.ml);
+    return r.ml;
+}
+
+typedef struct dres {
+    int calls;
+    int status;
+} dres;
+
+static void done_cb(int status, void *arg)
+{
+    dres *r = arg;
+    r->calls++;
+    r->status = status;
+}
+
+static int close_ml(ml_managed *ml)
+{
+    dres r = { 0 };
+    cr_assert_eq(ml_close(ml, done_cb, &r), MG_OK);
+    cr_assert_eq(r.calls, 0);
+    RUN_UNTIL(r.calls == 1);
+    return r.status;
+}
+
+/* The payload of message batch k and its message count. */
+static size_t payload_len(int64_t k)
+{
+    return 12 + (size_t)((k * 13) % 90);
+}
+
+static void payload_fill(int64_t k, uint8_t *dst)
+{
+    size_t n = payload_len(k);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (uint8_t)(k * 7 + (int64_t)i * 3);
+}
+
+static int32_t batch_messages(int64_t k)
+{
+    return (int32_t)(1 + k % 4);
+}
+
+#define ADDS_MAX 512
+
+/* Adds and what they got, indexed by batch number k. */
+typedef struct adds {
+    int64_t issued;
+    int64_t done;
+    int64_t ok;
+    int first_error;
+    bool disorder;
+    int64_t next_cb; /* callbacks must come in call order */
+    ml_position pos[ADDS_MAX];
+    int64_t index[ADDS_MAX];
+    int status[ADDS_MAX];
+    struct slot {
+        struct adds *a;
+        int64_t k;
+    } slots[ADDS_MAX];
+} adds;
+
+static void add_done(int status, ml_position pos, int64_t index, void *arg)
+{
+    struct slot *s = arg;
+    adds *a = s->a;
+    if (s->k != a->next_cb)
+        a->disorder = true;
+    a->next_cb = s->k + 1;
+    a->done++;
+    a->status[s->k] = status;
+    if (status == MG_OK) {
+        a->ok++;
+        a->pos[s->k] = pos;
+        a->index[s->k] = index;
+    } else {
+        a->pos[s->k] = (ml_position){ -1, -1 };
+        if (a->first_error == MG_OK)
+            a->first_error = status;
+    }
+}
+
+/* Issues batch k (the next one) without waiting. */
+static int add_one(ml_managed *ml, adds *a)
+{
+    int64_t k = a->issued;
+    cr_assert_lt(k, ADDS_MAX);
+    size_t n = payload_len(k);
+    mg_buf *b = mg_buf_new(n + 5);
+    cr_assert_not_null(b);
+    memset(mg_buf_data(b), 0xAB, n + 5);
+    payload_fill(k, mg_buf_data(b) + 5);
+    mg_buf_set_len(b, n + 5);
+    a->slots[k] = (struct slot){ a, k };
+    int rc = ml_add(ml, b, 5, n, batch_messages(k), add_done, &a->slots[k]);
+    mg_buf_unref(b);
+    if (rc == MG_OK)
+        a->issued++;
+    return rc;
+}
+
+/* Adds count batches, up to window in flight, and waits for them all. */
+static void add_many(ml_managed *ml, adds *a, int64_t count, int window)
+{
+    int64_t end = a->issued + count;
+    while (a->issued < end) {
+        while (a->issued < end && a->issued - a->done < window)
+            cr_assert_eq(add_one(ml, a), MG_OK);
+        RUN_UNTIL(a->issued - a->done < window || a->done == a->issued);
+    }
+    RUN_UNTIL(a->done == a->issued);
+}
+
+/* Messages in batches [0, k). */
+static int64_t messages_before(int64_t k)
+{
+    int64_t m = 0;
+    for (int64_t i = 0; i < k; i++)
+        m += batch_messages(i);
+    return m;
+}
+
+/* ---- reads -------------------------------------------------------------------------------- */
+
+#define READ_MAX 512
+
+typedef struct rres {
+    int calls;
+    int status;
+    size_t count;
+    ml_position pos[READ_MAX];
+    int64_t ts[READ_MAX];
+    int64_t index[READ_MAX];
+    size_t len[READ_MAX];
+    uint8_t *payload[READ_MAX]; /* copies */
+    bool prefix_ok;
+} rres;
+
+static void rres_free(rres *r)
+{
+    for (size_t i = 0; i < r->count && i < READ_MAX; i++)
+        free(r->payload[i]);
+    memset(r, 0, sizeof(*r));
+}
+
+static void read_done(int status, const ml_entry *entries, size_t count, void *arg)
+{
+    rres *r = arg;
+    r->calls++;
+    r->status = status;
+    r->count = count;
+    r->prefix_ok = true;
+    for (size_t i = 0; i < count && i < READ_MAX; i++) {
+        const ml_entry *e = &entries[i];
+        const uint8_t *raw = mg_buf_data(e->buf) + e->off;
+        if (raw[0] != 0x0e || raw[1] != 0x02 || e->payload_off <= e->off ||
+            e->payload_off + e->payload_len != e->off + e->len)
+            r->prefix_ok = false;
+        r->pos[i] = e->position;
+        r->ts[i] = e->broker_timestamp_ms;
+        r->index[i] = e->index;
+        r->len[i] = e->payload_len;
+        r->payload[i] = malloc(e->payload_len + 1);
+        memcpy(r->payload[i], mg_buf_data(e->buf) + e->payload_off, e->payload_len);
+    }
+}
+
+static void read_ml(ml_managed *ml, ml_position from, int max_entries, uint32_t max_bytes, rres *r)
+{
+    memset(r, 0, sizeof(*r));
+    cr_assert_eq(ml_read(ml, from, max_entries, max_bytes, read_done, r), MG_OK);
+    cr_assert_eq(r->calls, 0); /* never inside the call */
+    RUN_UNTIL(r->calls == 1);
+}
+
+/* Checks that read entry i is batch k as added. */
+static void check_entry(const rres *r, size_t i, const adds *a, int64_t k)
+{
+    cr_assert_eq(ml_position_cmp(r->pos[i], a->pos[k]), 0, "entry %zu: position", i);
+    cr_assert_eq(r->index[i], a->index[k]);
+    cr_assert_eq(r->len[i], payload_len(k));
+    uint8_t want[128];
+    payload_fill(k, want);
+    cr_assert_eq(memcmp(r->payload[i], want, payload_len(k)), 0, "batch %lld payload",
+                 (long long)k);
+}
+
+typedef struct fres {
+    int calls;
+    int status;
+    ml_position pos;
+} fres;
+
+static void found(int status, ml_position pos, void *arg)
+{
+    fres *r = arg;
+    r->calls++;
+    r->status = status;
+    r->pos = pos;
+}
+
+static ml_position find_time(ml_managed *ml, int64_t ts)
+{
+    fres r = { 0 };
+    cr_assert_eq(ml_find_by_time(ml, ts, found, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(r.status, MG_OK, "%s", mg_strerror(r.status));
+    return r.pos;
+}
+
+static ml_position find_index(ml_managed *ml, int64_t index)
+{
+    fres r = { 0 };
+    cr_assert_eq(ml_find_by_index(ml, index, found, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(r.status, MG_OK, "%s", mg_strerror(r.status));
+    return r.pos;
+}
+
+/* ---- metadata ----------------------------------------------------------------------------- */
+
+typedef struct mres {
+    int calls;
+    int status;
+    Magnetar__Ledger__ManagedLedgerInfo *info;
+} mres;
+
+static void info_got(int status, const void *value, size_t len, const md_stat *stat, void *arg)
+{
+    (void)stat;
+    mres *r = arg;
+    r->calls++;
+    r->status = status;
+    if (status == MG_OK)
+        r->info = magnetar__ledger__managed_ledger_info__unpack(NULL, len, value);
+}
+
+static Magnetar__Ledger__ManagedLedgerInfo *info_get(const char *name)
+{
+    mres r = { 0 };
+    char path[256];
+    snprintf(path, sizeof(path), "/managed-ledgers/%s", name);
+    cr_assert_eq(md_get(bkh_md_client(t.h), path, info_got, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_not_null(r.info);
+    return r.info;
+}
+
+static int node_status(const char *path)
+{
+    mres r = { 0 };
+    cr_assert_eq(md_get(bkh_md_client(t.h), path, info_got, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    if (r.info != NULL)
+        magnetar__ledger__managed_ledger_info__free_unpacked(r.info, NULL);
+    return r.status;
+}
+
+static int ledger_node_status(int64_t ledger_id)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/ledgers/%lld", (long long)ledger_id);
+    return node_status(path);
+}
+
+typedef struct bres {
+    int calls;
+    int status;
+} bres;
+
+static void bk_read_done(int status, const bk_entry *entries, size_t count, void *arg)
+{
+    (void)entries;
+    (void)count;
+    bres *r = arg;
+    r->calls++;
+    r->status = status;
+}
+
+static int bookie_read(int i, int64_t ledger_id, int64_t entry_id)
+{
+    bres r = { 0 };
+    cr_assert_eq(bk_client_read(bkh_bk_client(t.h), bkh_bookie_addr(t.h, i), ledger_id, entry_id,
+                                bk_read_done, &r),
+                 MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    return r.status;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+Test(managed, add_and_read_across_rollovers)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .entries_per_ledger_max = 10 };
+    ml_managed *ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    cr_assert_str_eq(ml_name(ml), NAME);
+    cr_assert_str_eq(ml_metadata_path(ml), "/managed-ledgers/" NAME);
+    cr_assert_eq(ml_managed_env(ml), t.env);
+    cr_assert_eq(ml_messages_total(ml), 0);
+    cr_assert_eq(ml_last_position(ml).ledger_id, -1);
+    ml_position first_write = ml_first_position(ml);
+    cr_assert_eq(first_write.entry_id, 0);
+
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    int64_t t0 = 0;
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        t0 = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    add_many(ml, &a, 35, 8);
+    cr_assert_eq(a.ok, 35);
+    cr_assert(!a.disorder, "callbacks out of call order");
+    int64_t t1;
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        t1 = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    /* Positions: 10 per ledger, new ledgers in increasing id order; indexes count messages. */
+    cr_assert_eq(ml_position_cmp(a.pos[0], first_write), 0);
+    for (int64_t k = 0; k < 35; k++) {
+        cr_assert_eq(a.pos[k].entry_id, k % 10, "batch %lld", (long long)k);
+        if (k % 10 != 0)
+            cr_assert_eq(a.pos[k].ledger_id, a.pos[k - 1].ledger_id);
+        else if (k > 0)
+            cr_assert_gt(a.pos[k].ledger_id, a.pos[k - 1].ledger_id);
+        cr_assert_eq(a.index[k], messages_before(k + 1) - 1);
+    }
+    cr_assert_eq(ml_messages_total(ml), messages_before(35));
+    cr_assert_eq(ml_entries_total(ml), 35);
+    cr_assert_eq(ml_position_cmp(ml_last_position(ml), a.pos[34]), 0);
+    cr_assert_eq(counter("ml_ledger_rollovers_total"), 3);
+    mg_histogram *lat =
+        mg_metrics_unlabelled_histogram(t.metrics, "ml_add_latency_ms", NULL, 0.001);
+    mg_hist snap;
+    cr_assert_eq(mg_hist_init(&snap, MG_METRICS_HIST_PRECISION_BITS, MG_METRICS_HIST_VALUE_MAX),
+                 MG_OK);
+    cr_assert_eq(mg_histogram_snapshot(lat, &snap), MG_OK);
+    cr_assert_eq(mg_hist_count(&snap), 35);
+    mg_hist_destroy(&snap);
+
+    /* One read across all four ledgers. */
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &r);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 35);
+    cr_assert(r.prefix_ok);
+    int64_t bytes = 0;
+    for (size_t i = 0; i < 35; i++) {
+        check_entry(&r, i, &a, (int64_t)i);
+        cr_assert_geq(r.ts[i], t0);
+        cr_assert_leq(r.ts[i], t1);
+        if (i > 0)
+            cr_assert_geq(r.ts[i], r.ts[i - 1]);
+        bytes += (int64_t)payload_len((int64_t)i);
+    }
+    rres_free(&r);
+    cr_assert_gt(ml_bytes_total(ml), bytes); /* payloads plus their prefixes */
+
+    /* Small reads, following ml_next_position, see every entry exactly once. */
+    ml_position p = ml_first_position(ml);
+    cr_assert_eq(ml_position_cmp(p, a.pos[0]), 0);
+    int64_t k = 0;
+    for (int round = 0; round < 100 && k < 35; round++) {
+        read_ml(ml, p, 7, 0, &r);
+        cr_assert_eq(r.status, MG_OK);
+        cr_assert_gt(r.count, 0);
+        cr_assert_leq(r.count, 7);
+        for (size_t i = 0; i < r.count; i++)
+            check_entry(&r, i, &a, k++);
+        p = ml_next_position(ml, r.pos[r.count - 1]);
+        rres_free(&r);
+    }
+    cr_assert_eq(k, 35);
+    /* Past the end: nothing, and the next position is the next one to be written. */
+    cr_assert_eq(ml_position_cmp(p, (ml_position){ a.pos[34].ledger_id, 5 }), 0);
+    read_ml(ml, p, 10, 0, &r);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 0);
+    /* max_bytes smaller than one entry: still one entry; two entries' worth: two. */
+    read_ml(ml, a.pos[3], 10, 1, &r);
+    cr_assert_eq(r.count, 1);
+    check_entry(&r, 0, &a, 3);
+    rres_free(&r);
+    /* A read starting at the end of a closed ledger goes on in the next one. */
+    read_ml(ml, (ml_position){ a.pos[9].ledger_id, 10 }, 2, 0, &r);
+    cr_assert_eq(r.count, 2);
+    check_entry(&r, 0, &a, 10);
+    rres_free(&r);
+
+    /* The ledger list: three closed ledgers of 10 entries, the current one open. */
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    cr_assert_eq(info->n_ledgers, 4);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert(info->ledgers[i]->has_entries);
+        cr_assert_eq(info->ledgers[i]->entries, 10);
+        cr_assert_gt(info->ledgers[i]->size, 0);
+        cr_assert_eq(info->ledgers[i]->ledger_id, a.pos[i * 10].ledger_id);
+    }
+    cr_assert(!info->ledgers[3]->has_entries);
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+
+    cr_assert_eq(close_ml(ml), MG_OK);
+    info = info_get(NAME);
+    cr_assert_eq(info->n_ledgers, 4);
+    cr_assert(info->ledgers[3]->has_entries);
+    cr_assert_eq(info->ledgers[3]->entries, 5);
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    teardown_env();
+}
+
+Test(managed, rollover_by_bytes_and_age)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .ledger_bytes_max = 300, .ledger_age_ms_max = 60000 };
+    ml_managed *ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 24, 1);
+    /* A ledger rolls over with the add that took it to 300 stored bytes (an entry stores at
+     * most 90 payload bytes and a prefix of under 30). */
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    cr_assert_geq(info->n_ledgers, 4);
+    int64_t sum = 0, entries = 0;
+    for (size_t i = 0; i + 1 < info->n_ledgers; i++) {
+        cr_assert_geq(info->ledgers[i]->size, 300);
+        cr_assert_lt(info->ledgers[i]->size, 300 + 120);
+        sum += info->ledgers[i]->size;
+        entries += info->ledgers[i]->entries;
+    }
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    cr_assert_lt(sum, ml_bytes_total(ml));
+    cr_assert_lt(entries, 24);
+    for (int64_t k = 1; k < 24; k++)
+        cr_assert_geq(a.pos[k].ledger_id, a.pos[k - 1].ledger_id);
+    cr_assert_eq(close_ml(ml), MG_OK);
+
+    ml_config age = { .ledger_age_ms_max = 30 };
+    ml = open_ml(t.env, NAME, &age, MG_OK);
+    static adds b;
+    memset(&b, 0, sizeof(b));
+    add_many(ml, &b, 1, 1);
+    add_many(ml, &b, 1, 1);
+    cr_assert_eq(b.pos[1].ledger_id, b.pos[0].ledger_id);
+    uv_sleep(40);
+    add_many(ml, &b, 1, 1);
+    cr_assert_gt(b.pos[2].ledger_id, b.pos[1].ledger_id);
+    cr_assert_eq(b.pos[2].entry_id, 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+Test(managed, reopen_keeps_entries_and_continues_the_index)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .entries_per_ledger_max = 6 };
+    ml_managed *ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 15, 4);
+    cr_assert_eq(a.ok, 15);
+    cr_assert_eq(close_ml(ml), MG_OK);
+
+    ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    cr_assert_eq(ml_messages_total(ml), messages_before(15));
+    cr_assert_eq(ml_entries_total(ml), 15);
+    cr_assert_eq(ml_position_cmp(ml_last_position(ml), a.pos[14]), 0);
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &r);
+    cr_assert_eq(r.count, 15);
+    for (size_t i = 0; i < 15; i++)
+        check_entry(&r, i, &a, (int64_t)i);
+    rres_free(&r);
+    add_many(ml, &a, 5, 2);
+    cr_assert_eq(a.ok, 20);
+    cr_assert(!a.disorder);
+    for (int64_t k = 15; k < 20; k++)
+        cr_assert_eq(a.index[k], messages_before(k + 1) - 1);
+    cr_assert_gt(a.pos[15].ledger_id, a.pos[14].ledger_id);
+    cr_assert_eq(a.pos[15].entry_id, 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+
+    /* Opening and closing without adds does not grow the list. */
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    size_t n = info->n_ledgers;
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    for (int i = 0; i < 3; i++) {
+        ml = open_ml(t.env, NAME, &cfg, MG_OK);
+        cr_assert_eq(ml_messages_total(ml), messages_before(20));
+        cr_assert_eq(close_ml(ml), MG_OK);
+    }
+    info = info_get(NAME);
+    cr_assert_eq(info->n_ledgers, n);
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    teardown_env();
+}
+
+static void second_clients(md_client **md, bk_client **bk)
+{
+    cr_assert_eq(md_client_create(bkh_md_store(t.h), &t.loop, md), MG_OK);
+    cr_assert_eq(bk_client_create(&t.loop, NULL, bk), MG_OK);
+}
+
+static void second_clients_close(md_client *md, bk_client *bk)
+{
+    bool x = false, y = false;
+    md_client_close(md, set_flag, &x);
+    bk_client_close(bk, set_flag, &y);
+    RUN_UNTIL(x && y);
+}
+
+static void takeover_case(int inflight)
+{
+    setup_env(3, 3, 3, 2, 0);
+    md_client *md2;
+    bk_client *bk2;
+    second_clients(&md2, &bk2);
+    ml_env *env2;
+    ml_env_opts o = { .ensemble_size = 3, .write_quorum = 3, .ack_quorum = 2 };
+    cr_assert_eq(ml_env_create(&t.loop, md2, bk2, &o, &env2), MG_OK);
+
+    ml_config cfg = { .entries_per_ledger_max = 8 };
+    ml_managed *first = open_ml(t.env, NAME, &cfg, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(first, &a, 20, 4);
+    cr_assert_eq(a.ok, 20);
+    for (int i = 0; i < inflight; i++)
+        cr_assert_eq(add_one(first, &a), MG_OK);
+
+    /* The "killed" broker's managed ledger is never closed; a second broker opens it. While
+     * the first still writes, it may roll over and write the list between the second's read
+     * and its compare-and-set: the second then gets MG_EFENCED and tries again, as a broker
+     * loading a topic does (the first is fenced by then and cannot write the list again). */
+    ores ro = { 0 };
+    for (int attempt = 0; attempt < 5; attempt++) {
+        memset(&ro, 0, sizeof(ro));
+        cr_assert_eq(ml_open(env2, NAME, &cfg, opened, &ro), MG_OK);
+        RUN_UNTIL(ro.calls == 1);
+        if (ro.status != MG_EFENCED || inflight == 0)
+            break;
+    }
+    RUN_UNTIL(a.done == a.issued);
+    cr_assert_eq(ro.status, MG_OK, "%s", mg_strerror(ro.status));
+    ml_managed *second = ro.ml;
+    int64_t acked = a.ok;
+    cr_assert_geq(ml_entries_total(second), acked);
+    cr_assert_eq(ml_messages_total(second), messages_before(ml_entries_total(second)));
+
+    /* The first owner is fenced. */
+    if (a.first_error == MG_OK) {
+        cr_assert_eq(add_one(first, &a), MG_OK);
+        RUN_UNTIL(a.done == a.issued);
+    }
+    cr_assert_eq(a.first_error, MG_EFENCED, "%s", mg_strerror(a.first_error));
+    cr_assert(!a.disorder);
+    cr_assert_eq(add_one(first, &a), MG_ESTATE);
+
+    /* The second owner sees every acknowledged entry, and goes on from there. */
+    static rres r;
+    read_ml(second, ML_POSITION_EARLIEST, 200, 0, &r);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq((int64_t)r.count, ml_entries_total(second));
+    for (int64_t k = 0; k < acked; k++)
+        check_entry(&r, (size_t)k, &a, k);
+    int64_t stored = (int64_t)r.count;
+    rres_free(&r);
+    static adds b;
+    memset(&b, 0, sizeof(b));
+    add_many(second, &b, 3, 3);
+    cr_assert_eq(b.ok, 3);
+    cr_assert_eq(b.index[0], messages_before(stored) + batch_messages(0) - 1);
+    cr_assert_gt(b.pos[0].ledger_id, a.pos[19].ledger_id);
+
+    cr_assert_eq(close_ml(first), MG_EFENCED);
+    cr_assert_eq(close_ml(second), MG_OK);
+    ml_env_destroy(env2);
+    second_clients_close(md2, bk2);
+    teardown_env();
+}
+
+Test(managed, second_owner_fences_the_first)
+{
+    takeover_case(0);
+}
+
+Test(managed, second_owner_with_adds_in_flight)
+{
+    takeover_case(10);
+}
+
+Test(managed, find_by_time_and_index)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .entries_per_ledger_max = 7 };
+    ml_managed *ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    for (int batch = 0; batch < 4; batch++) {
+        add_many(ml, &a, 10, 3);
+        uv_sleep(3); /* distinct timestamps between batches */
+    }
+    cr_assert_eq(a.ok, 40);
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &r);
+    cr_assert_eq(r.count, 40);
+    ml_position end = ml_next_position(ml, a.pos[39]);
+
+    /* Every timestamp, one below and one above: the first entry at or after it. */
+    for (size_t i = 0; i < 40; i++) {
+        int64_t targets[3] = { r.ts[i] - 1, r.ts[i], r.ts[i] + 1 };
+        for (int j = 0; j < 3; j++) {
+            size_t want = 0;
+            while (want < 40 && r.ts[want] < targets[j])
+                want++;
+            ml_position expect = want < 40 ? r.pos[want] : end;
+            ml_position got = find_time(ml, targets[j]);
+            cr_assert_eq(ml_position_cmp(got, expect), 0, "time %lld: got %lld:%lld want %lld:%lld",
+                         (long long)targets[j], (long long)got.ledger_id, (long long)got.entry_id,
+                         (long long)expect.ledger_id, (long long)expect.entry_id);
+        }
+    }
+    /* Every message index: the entry that holds it. */
+    int64_t total = messages_before(40);
+    cr_assert_eq(ml_messages_total(ml), total);
+    for (int64_t idx = 0; idx < total; idx++) {
+        int64_t k = 0;
+        while (messages_before(k + 1) - 1 < idx)
+            k++;
+        ml_position got = find_index(ml, idx);
+        cr_assert_eq(ml_position_cmp(got, a.pos[k]), 0, "index %lld", (long long)idx);
+    }
+    cr_assert_eq(ml_position_cmp(find_index(ml, total), end), 0);
+    cr_assert_eq(ml_position_cmp(find_index(ml, total + 100), end), 0);
+    rres_free(&r);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+Test(managed, positions_and_entries_between)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .entries_per_ledger_max = 5 };
+    ml_managed *ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 13, 4);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[0]), 0);
+    /* ml_next_position walks every entry once. */
+    ml_position p = ml_first_position(ml);
+    for (int64_t k = 0; k < 13; k++) {
+        cr_assert_eq(ml_position_cmp(p, a.pos[k]), 0, "step %lld", (long long)k);
+        p = ml_next_position(ml, p);
+    }
+    cr_assert_eq(ml_position_cmp(p, (ml_position){ a.pos[12].ledger_id, 3 }), 0);
+    /* (L, -1) is the position before a ledger's first entry. */
+    cr_assert_eq(
+        ml_position_cmp(ml_next_position(ml, (ml_position){ a.pos[5].ledger_id, -1 }), a.pos[5]),
+        0);
+    cr_assert_eq(ml_position_cmp(ml_next_position(ml, ML_POSITION_EARLIEST), a.pos[0]), 0);
+
+    for (int64_t i = 0; i < 13; i++) {
+        for (int64_t j = 0; j < 13; j++) {
+            int64_t want = j >= i ? j - i + 1 : 0;
+            cr_assert_eq(ml_entries_between(ml, a.pos[i], a.pos[j]), want, "%lld..%lld",
+                         (long long)i, (long long)j);
+        }
+    }
+    cr_assert_eq(ml_entries_between(ml, (ml_position){ a.pos[5].ledger_id, -1 }, a.pos[12]), 8);
+    cr_assert_eq(ml_entries_between(ml, ML_POSITION_EARLIEST, a.pos[12]), 13);
+    cr_assert_eq(ml_entries_between(ml, a.pos[0], (ml_position){ a.pos[12].ledger_id, 99 }), 13);
+    cr_assert_eq(ml_entries_between(ml, a.pos[3], (ml_position){ a.pos[5].ledger_id, -1 }), 2);
+    cr_assert_lt(ml_position_cmp(a.pos[4], a.pos[5]), 0);
+    cr_assert_gt(ml_position_cmp(a.pos[6], a.pos[5]), 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+static void retention_fixture(ml_config *cfg, ml_managed **out, adds *a)
+{
+    cfg->entries_per_ledger_max = 5;
+    *out = open_ml(t.env, NAME, cfg, MG_OK);
+    memset(a, 0, sizeof(*a));
+    add_many(*out, a, 17, 1); /* L0..L2 closed with 5 entries, L3 current with 2 */
+    cr_assert_eq(a->ok, 17);
+}
+
+Test(managed, retention_deletes_consumed_ledgers)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .retention_time_ms = 0, .retention_bytes = 0 };
+    ml_managed *ml;
+    static adds a;
+    retention_fixture(&cfg, &ml, &a);
+    int64_t l0 = a.pos[0].ledger_id, l1 = a.pos[5].ledger_id, l2 = a.pos[10].ledger_id;
+    cr_assert_eq(bookie_read(0, l0, 4), MG_OK);
+
+    /* Needed from L1's third entry: only L0 is entirely consumed. */
+    ml_set_oldest_needed(ml, a.pos[7]);
+    RUN_UNTIL(ml_entries_total(ml) == 12);
+    /* Needed from L2's first entry: L1 goes too. */
+    ml_set_oldest_needed(ml, a.pos[10]);
+    RUN_UNTIL(ml_entries_total(ml) == 7);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[10]), 0);
+    RUN_UNTIL(ledger_node_status(l1) == MG_ENOTFOUND);
+    cr_assert_eq(ledger_node_status(l0), MG_ENOTFOUND);
+    cr_assert_eq(ledger_node_status(l2), MG_OK);
+    cr_assert_eq(bookie_read(0, l0, 4), MG_ENOTFOUND);
+    cr_assert_eq(bookie_read(0, l1, 0), MG_ENOTFOUND);
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    cr_assert_eq(info->n_ledgers, 2);
+    cr_assert_eq(info->ledgers[0]->ledger_id, l2);
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &r);
+    cr_assert_eq(r.count, 7);
+    check_entry(&r, 0, &a, 10);
+    rres_free(&r);
+    /* Past everything: the current ledger is never deleted. */
+    ml_set_oldest_needed(ml, (ml_position){ a.pos[16].ledger_id, 2 });
+    RUN_UNTIL(ml_entries_total(ml) == 2);
+    cr_assert_eq(ml_messages_total(ml), messages_before(17));
+    cr_assert_eq(close_ml(ml), MG_OK);
+
+    /* The message count survives retention and a restart. */
+    ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    cr_assert_eq(ml_messages_total(ml), messages_before(17));
+    cr_assert_eq(ml_entries_total(ml), 2);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+Test(managed, retention_time_keeps_ledgers)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .retention_time_ms = 3600 * 1000, .retention_bytes = 0 };
+    ml_managed *ml;
+    static adds a;
+    retention_fixture(&cfg, &ml, &a);
+    ml_set_oldest_needed(ml, a.pos[16]);
+    for (int i = 0; i < 50; i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(ml_entries_total(ml), 17);
+    cr_assert_eq(ledger_node_status(a.pos[0].ledger_id), MG_OK);
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    cr_assert_eq(info->n_ledgers, 4);
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+Test(managed, retention_bytes_keeps_the_newest)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .retention_time_ms = 0, .retention_bytes = 0 };
+    ml_managed *ml;
+    static adds a;
+    retention_fixture(&cfg, &ml, &a);
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    int64_t l1_size = info->ledgers[1]->size;
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    /* L0 and L1 consumed, keep up to L1's size of them: only L0 goes. */
+    cfg.retention_bytes = l1_size;
+    ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    ml_set_oldest_needed(ml, a.pos[10]);
+    RUN_UNTIL(ml_entries_total(ml) == 12);
+    for (int i = 0; i < 50; i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(ml_entries_total(ml), 12);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[5]), 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+/* A managed ledger whose first ledger was written without the prefix (not by us). */
+static void raw_added(int status, int64_t entry_id, void *arg)
+{
+    (void)entry_id;
+    int *n = arg;
+    cr_assert_eq(status, MG_OK);
+    (*n)++;
+}
+
+static void ledger_done(int status, ml_ledger *l, void *arg)
+{
+    ml_ledger **out = arg;
+    cr_assert_eq(status, MG_OK);
+    *out = l;
+}
+
+static void created(int status, const char *path, void *arg)
+{
+    (void)path;
+    dres *r = arg;
+    r->calls++;
+    r->status = status;
+}
+
+Test(managed, entry_without_prefix_is_corrupt)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_ledger *l = NULL;
+    cr_assert_eq(ml_ledger_create(t.env, ledger_done, &l), MG_OK);
+    RUN_UNTIL(l != NULL);
+    int added = 0;
+    mg_buf *junk = mg_buf_new_copy("not an entry", 12);
+    /* Entry 1 carries a valid prefix: ts 1000, index 41. */
+    static const uint8_t good[] = { 0x0e, 0x02, 0, 0, 0, 5, 0x08, 0xe8, 0x07, 0x10, 41, 'h', 'i' };
+    mg_buf *ok = mg_buf_new_copy(good, sizeof(good));
+    cr_assert_eq(ml_ledger_add(l, junk, 0, 12, raw_added, &added), MG_OK);
+    cr_assert_eq(ml_ledger_add(l, ok, 0, sizeof(good), raw_added, &added), MG_OK);
+    mg_buf_unref(junk);
+    mg_buf_unref(ok);
+    RUN_UNTIL(added == 2);
+    int64_t id = ml_ledger_id(l);
+    dres d = { 0 };
+    cr_assert_eq(ml_ledger_close(l, done_cb, &d), MG_OK);
+    RUN_UNTIL(d.calls == 1);
+    Magnetar__Ledger__ManagedLedgerInfo info = MAGNETAR__LEDGER__MANAGED_LEDGER_INFO__INIT;
+    Magnetar__Ledger__ManagedLedgerInfo__LedgerInfo li =
+        MAGNETAR__LEDGER__MANAGED_LEDGER_INFO__LEDGER_INFO__INIT;
+    Magnetar__Ledger__ManagedLedgerInfo__LedgerInfo *lis[1] = { &li };
+    li.ledger_id = id;
+    li.has_entries = 1;
+    li.entries = 2;
+    li.has_size = 1;
+    li.size = 12 + sizeof(good);
+    info.n_ledgers = 1;
+    info.ledgers = lis;
+    uint8_t buf[256];
+    size_t n = magnetar__ledger__managed_ledger_info__pack(&info, buf);
+    dres c = { 0 };
+    cr_assert_eq(md_create(bkh_md_client(t.h), "/managed-ledgers/" NAME, buf, n, MD_CREATE_PARENTS,
+                           created, &c),
+                 MG_OK);
+    RUN_UNTIL(c.calls == 1);
+    cr_assert_eq(c.status, MG_OK);
+
+    ml_managed *ml = open_ml(t.env, NAME, NULL, MG_OK);
+    cr_assert_eq(ml_messages_total(ml), 42); /* from the last entry's index */
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 10, 0, &r);
+    cr_assert_eq(r.status, MG_ECORRUPT);
+    cr_assert_eq(r.count, 0);
+    read_ml(ml, (ml_position){ id, 1 }, 10, 0, &r);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, 1);
+    cr_assert_eq(r.ts[0], 1000);
+    cr_assert_eq(r.index[0], 41);
+    cr_assert_eq(r.len[0], 2);
+    cr_assert_eq(memcmp(r.payload[0], "hi", 2), 0);
+    rres_free(&r);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 1, 1);
+    cr_assert_eq(a.index[0], 42 + batch_messages(0) - 1);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+Test(managed, pending_adds_are_bounded_and_arguments_checked)
+{
+    setup_env(1, 1, 1, 1, 3);
+    ml_managed *ml = open_ml(t.env, NAME, NULL, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(add_one(ml, &a), MG_OK);
+    cr_assert_eq(add_one(ml, &a), MG_EAGAIN);
+    cr_assert_eq(a.done, 0);
+    RUN_UNTIL(a.done == 3);
+    cr_assert_eq(a.ok, 3);
+    mg_buf *b = mg_buf_new_copy("x", 1);
+    cr_assert_eq(ml_add(ml, b, 0, 2, 1, add_done, NULL), MG_EINVAL);
+    cr_assert_eq(ml_add(ml, b, 0, 1, 0, add_done, NULL), MG_EINVAL);
+    cr_assert_eq(ml_read(ml, ML_POSITION_EARLIEST, 0, 0, read_done, NULL), MG_EINVAL);
+    cr_assert_eq(ml_open(t.env, "/bad", NULL, opened, NULL), MG_EINVAL);
+    cr_assert_eq(ml_open(t.env, "", NULL, opened, NULL), MG_EINVAL);
+    dres d = { 0 };
+    cr_assert_eq(ml_close(ml, done_cb, &d), MG_OK);
+    cr_assert_eq(ml_close(ml, done_cb, &d), MG_ESTATE);
+    cr_assert_eq(ml_add(ml, b, 0, 1, 1, add_done, NULL), MG_ESTATE);
+    mg_buf_unref(b);
+    RUN_UNTIL(d.calls == 1);
+    cr_assert_eq(d.status, MG_OK);
+    teardown_env();
+}
+
+Test(managed, lost_bookies_fail_adds_then_writing_resumes)
+{
+    setup_env(3, 3, 3, 2, 0);
+    ml_managed *ml = open_ml(t.env, NAME, NULL, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 5, 1);
+    /* Kill a bookie: no replacement exists, so the ledger fails at its next add, the managed
+     * ledger cannot create another (two bookies left for ensembles of three) and the adds
+     * behind the last acknowledged one fail, in order. */
+    cr_assert_eq(bkh_kill_bookie(t.h, 0), MG_OK);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(add_one(ml, &a), MG_OK);
+    RUN_UNTIL(a.done == a.issued);
+    cr_assert(!a.disorder);
+    cr_assert_eq(a.first_error, MG_ENOTFOUND, "%s", mg_strerror(a.first_error));
+    int64_t good = a.ok;
+    cr_assert_geq(good, 5);
+    cr_assert_lt(good, 25);
+    for (int64_t k = 0; k < good; k++)
+        cr_assert_eq(a.status[k], MG_OK);
+    for (int64_t k = good; k < a.issued; k++)
+        cr_assert_eq(a.status[k], MG_ENOTFOUND);
+    cr_assert_eq(ml_messages_total(ml), messages_before(good));
+
+    /* Bookies back: the next add gets a new ledger and the index goes on without a gap. */
+    cr_assert_eq(bkh_restart_bookie(t.h, 0), MG_OK);
+    static adds b;
+    memset(&b, 0, sizeof(b));
+    b.issued = b.done = b.next_cb = a.issued; /* same batch numbering */
+    add_many(ml, &b, 1, 1);
+    cr_assert_eq(b.ok, 1);
+    cr_assert_eq(b.index[a.issued], messages_before(good) + batch_messages(a.issued) - 1);
+    cr_assert_gt(b.pos[a.issued].ledger_id, a.pos[good - 1].ledger_id);
+    static rres r;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &r);
+    cr_assert_eq((int64_t)r.count, good + 1);
+    for (int64_t k = 0; k < good; k++)
+        check_entry(&r, (size_t)k, &a, k);
+    rres_free(&r);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
