@@ -13,6 +13,7 @@
  * its ledger and entry.
  */
 #include "bookie/index.h"
+#include "common/fs.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
@@ -251,30 +252,6 @@ static int ix_iter_entry(bk_index *ix, rocksdb_iterator_t *it, int64_t ledger_id
     return MG_OK;
 }
 
-/* mkdir -p. */
-static int ix_mkdirs(const char *dir)
-{
-    size_t len = strlen(dir);
-    char *path = mg_malloc(len + 1);
-    if (path == NULL)
-        return MG_ENOMEM;
-    memcpy(path, dir, len + 1);
-    int rc = MG_OK;
-    for (size_t i = 1; i <= len && rc == MG_OK; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            MG_ERROR("bookie index: cannot create directory %s: %s", path, strerror(errno));
-            rc = mg_err_from_errno(errno);
-        }
-        path[i] = saved;
-    }
-    mg_free(path);
-    return rc;
-}
-
 /* Checks the format version, writing it into a new index. */
 static int ix_check_format(bk_index *ix)
 {
@@ -338,7 +315,7 @@ int bk_index_open(const char *dir, bk_index **out)
         return MG_ENOMEM;
     }
     memcpy(ix->dir, dir, dir_len + 1);
-    int rc = ix_mkdirs(ix->dir);
+    int rc = mg_mkdirs(ix->dir);
     if (rc != MG_OK) {
         bk_index_close(ix);
         return rc;

@@ -81,6 +81,7 @@
  *      segments with an id below the position's segment id are removed.
  */
 #include "bookie/journal.h"
+#include "common/fs.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
@@ -287,35 +288,6 @@ static bool parse_segment_name(const char *name, uint64_t *id)
     }
     *id = v;
     return true;
-}
-
-/* mkdir -p. Directories are not files the fault layer covers (it has no mkdir). */
-static int make_dirs(const char *dir)
-{
-    char path[PATH_MAX];
-    size_t len = strlen(dir);
-    MG_ASSERT(len < sizeof(path));
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            int rc = mg_err_from_errno(errno);
-            MG_ERROR("journal: cannot create directory %s: %s", path, strerror(errno));
-            return rc;
-        }
-        path[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0)
-        return mg_err_from_errno(errno);
-    if (!S_ISDIR(st.st_mode)) {
-        MG_ERROR("journal: %s is not a directory", dir);
-        return MG_EINVAL;
-    }
-    return MG_OK;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -1026,7 +998,7 @@ int bk_journal_open(const bk_journal_opts *opts, bk_journal_replay_fn replay, vo
     int rc = (j->wbuf == NULL || j->slots == NULL) ? MG_ENOMEM : MG_OK;
 
     if (rc == MG_OK)
-        rc = make_dirs(j->dir);
+        rc = mg_mkdirs(j->dir);
     if (rc == MG_OK) {
         char tmp[PATH_MAX];
         file_path(j, CHECKPOINT_TMP_NAME, tmp, sizeof(tmp));

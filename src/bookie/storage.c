@@ -39,6 +39,7 @@
  *       \---------------------close---------------^
  */
 #include "bookie/storage.h"
+#include "common/fs.h"
 
 #include "bookie/aio.h"
 #include "bookie/cache.h"
@@ -1382,27 +1383,6 @@ int bk_storage_delete(bk_storage *s, int64_t ledger_id, bk_done_cb done, void *a
 /* --- open and close ----------------------------------------------------------------------------
  */
 
-/* mkdir -p (directory calls are not part of bk_io: no fault to inject there). */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf))
-        return MG_EINVAL;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return mg_err_from_errno(errno);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return mg_err_from_errno(errno);
-    return MG_OK;
-}
-
 static char *dup_str(const char *src)
 {
     size_t n = strlen(src) + 1;
@@ -1576,13 +1556,13 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
     char path[4200];
     if (rc == MG_OK) {
         snprintf(path, sizeof(path), "%s/index", s->ledger_dir);
-        rc = make_dirs(path);
+        rc = mg_mkdirs(path);
         if (rc == MG_OK)
             rc = bk_index_open(path, &s->index);
     }
     if (rc == MG_OK) {
         snprintf(path, sizeof(path), "%s/entrylogs", s->ledger_dir);
-        rc = make_dirs(path);
+        rc = mg_mkdirs(path);
         if (rc == MG_OK)
             rc = bk_entrylogs_open(path, s->io, opts->entrylog_bytes_max, &s->elogs);
     }

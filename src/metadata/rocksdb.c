@@ -66,6 +66,7 @@
  * after a background failure; they are reported the same way.)
  */
 #include "metadata/md_int.h"
+#include "common/fs.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
@@ -769,30 +770,6 @@ static void rdb_submit(md_backend *b, md_op *op)
     pthread_mutex_unlock(&b->mu);
 }
 
-/* mkdir -p. */
-static int rdb_mkdirs(const char *dir)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(dir);
-    if (n >= sizeof(buf)) {
-        MG_ERROR("metadata: rocksdb directory name is too long (%zu bytes)", n);
-        return MG_EINVAL;
-    }
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            MG_ERROR("metadata: cannot create directory %s: %s", buf, strerror(errno));
-            return MG_EIO;
-        }
-        buf[i] = c;
-    }
-    return MG_OK;
-}
-
 static int64_t rdb_new_session_id(void)
 {
     for (int attempt = 0; attempt < 16; attempt++) {
@@ -884,7 +861,11 @@ static int rdb_open(md_store *store, const char *target, const md_store_options 
     }
     memcpy(b->dir, target, dir_len + 1);
     struct stat st;
-    int rc = b->read_only ? (stat(b->dir, &st) == 0 ? MG_OK : MG_ENOTFOUND) : rdb_mkdirs(b->dir);
+    int rc = b->read_only ? (stat(b->dir, &st) == 0 ? MG_OK : MG_ENOTFOUND) : mg_mkdirs(b->dir);
+    if (rc != MG_OK && rc != MG_ENOTFOUND) {
+        MG_ERROR("metadata: cannot create the directory %s: %s", b->dir, mg_strerror(rc));
+        rc = MG_EIO;
+    }
     if (rc != MG_OK) {
         if (rc == MG_ENOTFOUND)
             MG_ERROR("metadata: %s does not exist", b->dir);

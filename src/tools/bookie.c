@@ -9,6 +9,8 @@
  */
 #include "tools.h"
 
+#include "common/fs.h"
+
 #include "bookie/server.h"
 #include "bookie/storage.h"
 #include "common/error.h"
@@ -254,9 +256,9 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready_size)
 {
-    int rc = mg_tool_make_dirs(o->journal_dir);
+    int rc = mg_mkdirs(o->journal_dir);
     if (rc == MG_OK)
-        rc = mg_tool_make_dirs(o->ledger_dirs);
+        rc = mg_mkdirs(o->ledger_dirs);
     if (rc != MG_OK) {
         MG_ERROR("cannot create %s or %s: %s", o->journal_dir, o->ledger_dirs, mg_strerror(rc));
         return rc;

@@ -2,6 +2,7 @@
 #include "tools.h"
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -31,31 +32,10 @@ int mg_tool_parse(const mg_cmd_spec *spec, void *opts, int argc, char **argv, mg
     return -1;
 }
 
-/* mkdir -p; returns MG_OK or an error with errno converted. */
-int mg_tool_make_dirs(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf))
-        return MG_EINVAL;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return mg_err_from_errno(errno);
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return mg_err_from_errno(errno);
-    return MG_OK;
-}
-
 /* Takes an exclusive lock on <dir>/LOCK so two processes never share one data directory. */
 int mg_tool_lock_dir(const char *dir, int *fd_out)
 {
-    int rc = mg_tool_make_dirs(dir);
+    int rc = mg_mkdirs(dir);
     if (rc != MG_OK) {
         MG_ERROR("cannot create data directory %s: %s", dir, strerror(errno));
         return rc;

@@ -24,9 +24,6 @@ int mg_tool_perf(int argc, char **argv);
 int mg_tool_parse(const mg_cmd_spec *spec, void *opts, int argc, char **argv,
                   mg_config_result *res);
 
-/* mkdir -p. Returns MG_OK or the converted errno. */
-int mg_tool_make_dirs(const char *path);
-
 /* Creates dir if needed and takes an exclusive lock on dir/LOCK (holding the process id), so two
  * processes never share one data directory. Logs why on failure: MG_EAGAIN when another process
  * holds it. On success *fd_out keeps the lock until closed. */

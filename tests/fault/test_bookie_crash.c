@@ -96,11 +96,14 @@ typedef struct round_state {
     uint8_t *acked; /* per entry: acknowledged */
     int64_t last_acked;
     int64_t out_of_order;
+    uv_timer_t *kill_timer; /* started at the first acknowledgement */
+    bool kill_armed;
     int64_t acked_count;
     int64_t failed;
 } round_state;
 
 static void issue(round_state *r);
+static void kill_timer_cb(uv_timer_t *t);
 
 static void add_done(int status, int64_t ledger_id, int64_t entry_id, void *arg)
 {
@@ -111,6 +114,11 @@ static void add_done(int status, int64_t ledger_id, int64_t entry_id, void *arg)
             r->out_of_order++; /* adds on one connection are acknowledged in order */
         r->last_acked = entry_id;
         r->acked[entry_id] = 1;
+        if (!r->kill_armed) {
+            /* Kill at a random moment while acknowledged adds keep flowing. */
+            r->kill_armed = true;
+            uv_timer_start(r->kill_timer, kill_timer_cb, 20 + (uint64_t)(rand() % 600), 0);
+        }
         r->acked_count++;
     } else {
         if (!r->stop)
@@ -233,7 +241,7 @@ Test(bookie_crash, sigkill_during_adds_loses_nothing_acknowledged, .timeout = 60
         uv_timer_t kt;
         uv_timer_init(&loop, &kt);
         kt.data = &r;
-        uv_timer_start(&kt, kill_timer_cb, 150 + (uint64_t)(rand() % 600), 0);
+        r.kill_timer = &kt;
         issue(&r);
         uint64_t deadline = uv_now(&loop) + TIMEOUT_MS;
         while ((!r.stop || r.inflight > 0) && uv_now(&loop) < deadline) {
