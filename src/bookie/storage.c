@@ -248,18 +248,31 @@ static uint64_t now_ms(void)
 
 /* --- fenced ledgers (loop) ------------------------------------------------------------------ */
 
+/* Fenced ledgers: a sorted array, looked up on every add (binary search) and changed only
+ * by a fence or a delete (rare: a fence is a recovery). */
+static size_t fenced_lower_bound(const bk_storage *s, int64_t ledger_id)
+{
+    size_t lo = 0, hi = s->fenced_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->fenced[mid] < ledger_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static bool is_fenced(const bk_storage *s, int64_t ledger_id)
 {
-    for (size_t i = 0; i < s->fenced_count; i++) {
-        if (s->fenced[i] == ledger_id)
-            return true;
-    }
-    return false;
+    size_t i = fenced_lower_bound(s, ledger_id);
+    return i < s->fenced_count && s->fenced[i] == ledger_id;
 }
 
 static int mark_fenced(bk_storage *s, int64_t ledger_id)
 {
-    if (is_fenced(s, ledger_id))
+    size_t i = fenced_lower_bound(s, ledger_id);
+    if (i < s->fenced_count && s->fenced[i] == ledger_id)
         return MG_OK;
     if (s->fenced_count == s->fenced_cap) {
         size_t cap = s->fenced_cap ? s->fenced_cap * 2 : 64;
@@ -269,17 +282,18 @@ static int mark_fenced(bk_storage *s, int64_t ledger_id)
         s->fenced = p;
         s->fenced_cap = cap;
     }
-    s->fenced[s->fenced_count++] = ledger_id;
+    memmove(&s->fenced[i + 1], &s->fenced[i], (s->fenced_count - i) * sizeof(s->fenced[0]));
+    s->fenced[i] = ledger_id;
+    s->fenced_count++;
     return MG_OK;
 }
 
 static void unmark_fenced(bk_storage *s, int64_t ledger_id)
 {
-    for (size_t i = 0; i < s->fenced_count; i++) {
-        if (s->fenced[i] == ledger_id) {
-            s->fenced[i] = s->fenced[--s->fenced_count];
-            return;
-        }
+    size_t i = fenced_lower_bound(s, ledger_id);
+    if (i < s->fenced_count && s->fenced[i] == ledger_id) {
+        memmove(&s->fenced[i], &s->fenced[i + 1], (s->fenced_count - i - 1) * sizeof(s->fenced[0]));
+        s->fenced_count--;
     }
 }
 

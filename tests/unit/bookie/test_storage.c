@@ -613,3 +613,38 @@ Test(storage, bad_arguments)
     cr_assert_eq(c.done, 0);
     mg_buf_unref(b);
 }
+
+Test(storage, many_fenced_ledgers_and_delete_unfences)
+{
+    bk_storage_opts o = default_opts();
+    open_with(&o);
+    static const int64_t order[] = { 57, 3, 99, 12, 40, 1, 75, 28 };
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        lac l = { 0 };
+        cr_assert_eq(bk_storage_fence(st, order[i], lac_cb, &l), MG_OK);
+        wait_count(&l.done, 1);
+        cr_assert_eq(l.status, MG_OK);
+    }
+    uint8_t p[4] = { 0 };
+    mg_buf *b = mg_buf_new_copy(p, sizeof(p));
+    adds a = { 0 };
+    int expected_ok = 0;
+    for (int64_t ledger = 0; ledger <= 100; ledger++) {
+        bool fenced = false;
+        for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+            fenced = fenced || order[i] == ledger;
+        int rc = bk_storage_add(st, ledger, 0, b, 0, sizeof(p), add_cb, &a);
+        cr_assert_eq(rc, fenced ? MG_EFENCED : MG_OK, "ledger %ld", (long)ledger);
+        expected_ok += !fenced;
+    }
+    wait_count(&a.done, expected_ok);
+    int done = 0;
+    cr_assert_eq(bk_storage_delete(st, 40, closed_cb, &done), MG_OK);
+    wait_count(&done, 1);
+    cr_assert_eq(bk_storage_add(st, 40, 0, b, 0, sizeof(p), add_cb, &a), MG_OK,
+                 "a deleted ledger is no longer fenced");
+    cr_assert_eq(bk_storage_add(st, 12, 1, b, 0, sizeof(p), add_cb, &a), MG_EFENCED);
+    cr_assert_eq(bk_storage_add(st, 41, 1, b, 0, sizeof(p), add_cb, &a), MG_OK);
+    wait_count(&a.done, expected_ok + 2);
+    mg_buf_unref(b);
+}
