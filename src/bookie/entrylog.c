@@ -19,6 +19,7 @@
  *     roll-over allocates nothing.
  */
 #include "bookie/entrylog.h"
+#include "common/fs.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
@@ -667,13 +668,6 @@ uint32_t bk_entrylogs_current_id(const bk_entrylogs *el)
 
 /* ---- open / close ---- */
 
-static int id_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a;
-    uint32_t y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* Parses "<8 lower-case hex digits>.log"; ids are never 0. */
 static bool parse_name(const char *name, uint32_t *id)
 {
@@ -695,50 +689,32 @@ static bool parse_name(const char *name, uint32_t *id)
     return v != 0;
 }
 
+static bool parse_name64(const char *name, uint64_t *id)
+{
+    uint32_t id32;
+    if (!parse_name(name, &id32))
+        return false;
+    *id = id32;
+    return true;
+}
+
 /* Lists the log ids in dir, ascending. [out] *ids (mg_free), *count. */
 static int list_dir(const char *dir, uint32_t **ids_out, size_t *count_out)
 {
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return mg_err_from_errno(errno);
-    uint32_t *ids = NULL;
+    uint64_t *ids64 = NULL;
     size_t count = 0;
-    size_t cap = 0;
-    int rc = MG_OK;
-    for (;;) {
-        errno = 0;
-        struct dirent *de = readdir(d);
-        if (de == NULL) {
-            if (errno != 0)
-                rc = mg_err_from_errno(errno);
-            break;
+    MG_TRY(mg_list_ids(dir, parse_name64, BK_ENTRYLOGS_MAX, &ids64, &count));
+    uint32_t *ids = NULL;
+    if (count > 0) {
+        ids = mg_malloc(count * sizeof(*ids));
+        if (ids == NULL) {
+            mg_free(ids64);
+            return MG_ENOMEM;
         }
-        uint32_t id;
-        if (!parse_name(de->d_name, &id))
-            continue;
-        if (count >= BK_ENTRYLOGS_MAX) {
-            rc = MG_ELIMIT;
-            break;
-        }
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            uint32_t *p = mg_realloc(ids, ncap * sizeof(*p));
-            if (p == NULL) {
-                rc = MG_ENOMEM;
-                break;
-            }
-            ids = p;
-            cap = ncap;
-        }
-        ids[count++] = id;
+        for (size_t i = 0; i < count; i++)
+            ids[i] = (uint32_t)ids64[i];
     }
-    closedir(d);
-    if (rc != MG_OK) {
-        mg_free(ids);
-        return rc;
-    }
-    if (count > 0)
-        qsort(ids, count, sizeof(*ids), id_cmp);
+    mg_free(ids64);
     *ids_out = ids;
     *count_out = count;
     return MG_OK;

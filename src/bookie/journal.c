@@ -290,57 +290,16 @@ static bool parse_segment_name(const char *name, uint64_t *id)
     return true;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Lists the segment ids in dir, sorted, into a new array (*ids, caller frees with mg_free). */
 static int list_segments(const char *dir, uint64_t **ids_out, size_t *count_out)
 {
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        int rc = mg_err_from_errno(errno);
-        MG_ERROR("journal: cannot list %s: %s", dir, strerror(errno));
-        return rc;
-    }
-    uint64_t *ids = NULL;
-    size_t count = 0, cap = 0;
-    int rc = MG_OK;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        uint64_t id;
-        if (!parse_segment_name(e->d_name, &id))
-            continue;
-        if (count == BK_JOURNAL_SEGMENTS_MAX) {
-            MG_ERROR("journal: %s holds more than %u segment files; checkpoints have stopped?", dir,
-                     BK_JOURNAL_SEGMENTS_MAX);
-            rc = MG_ELIMIT;
-            break;
-        }
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            uint64_t *n = mg_realloc(ids, ncap * sizeof(*n));
-            if (n == NULL) {
-                rc = MG_ENOMEM;
-                break;
-            }
-            ids = n;
-            cap = ncap;
-        }
-        ids[count++] = id;
-    }
-    closedir(d);
-    if (rc != MG_OK) {
-        mg_free(ids);
-        return rc;
-    }
-    if (count > 0)
-        qsort(ids, count, sizeof(*ids), cmp_u64);
-    *ids_out = ids;
-    *count_out = count;
-    return MG_OK;
+    int rc = mg_list_ids(dir, parse_segment_name, BK_JOURNAL_SEGMENTS_MAX, ids_out, count_out);
+    if (rc == MG_ELIMIT)
+        MG_ERROR("journal: %s holds more than %u segment files; checkpoints have stopped?", dir,
+                 BK_JOURNAL_SEGMENTS_MAX);
+    else if (rc != MG_OK)
+        MG_ERROR("journal: cannot list %s: %s", dir, mg_strerror(rc));
+    return rc;
 }
 
 /* ---- checkpoint file ---------------------------------------------------------------------- */

@@ -628,6 +628,31 @@ static void defer_read(read_ctx *r)
     uv_async_send(&s->wake);
 }
 
+static int waiter_push(flush_waiter **list, bk_done_cb cb, void *arg)
+{
+    flush_waiter *w = mg_malloc(sizeof(*w));
+    if (w == NULL)
+        return MG_ENOMEM;
+    w->cb = cb;
+    w->arg = arg;
+    w->next = *list;
+    *list = w;
+    return MG_OK;
+}
+
+/* Detaches the list first, so a callback may add a new waiter for the next round. */
+static void waiters_answer(flush_waiter **list, int status)
+{
+    flush_waiter *w = *list;
+    *list = NULL;
+    while (w) {
+        flush_waiter *next = w->next;
+        w->cb(status, w->arg);
+        mg_free(w);
+        w = next;
+    }
+}
+
 static void wake_cb(uv_async_t *h)
 {
     bk_storage *s = h->data;
@@ -642,28 +667,14 @@ static void wake_cb(uv_async_t *h)
         } else {
             enter_read_only(s, status, "flushing the write cache to the entry log");
         }
-        flush_waiter *w = s->flush_current;
-        s->flush_current = NULL;
-        while (w) {
-            flush_waiter *next = w->next;
-            w->cb(status, w->arg);
-            mg_free(w);
-            w = next;
-        }
+        waiters_answer(&s->flush_current, status);
         retry_waiting_adds(s);
         if ((s->waiting_head || s->flush_waiters) && !s->read_only)
             start_flush(s);
     }
     if (s->flush_waiters && (s->read_only || !bk_write_cache_flushing(s->wc))) {
         /* nothing to flush (or no flush possible): answer now */
-        flush_waiter *w = s->flush_waiters;
-        s->flush_waiters = NULL;
-        while (w) {
-            flush_waiter *next = w->next;
-            w->cb(s->read_only ? MG_EREADONLY : MG_OK, w->arg);
-            mg_free(w);
-            w = next;
-        }
+        waiters_answer(&s->flush_waiters, s->read_only ? MG_EREADONLY : MG_OK);
     }
     pthread_mutex_lock(&s->mu);
     uint64_t passes = s->gc_passes;
@@ -680,16 +691,8 @@ static void wake_cb(uv_async_t *h)
         mg_free(deleted);
         deleted = next;
     }
-    if (s->gc_waiters && passes >= s->gc_target) {
-        flush_waiter *w = s->gc_waiters;
-        s->gc_waiters = NULL;
-        while (w) {
-            flush_waiter *next = w->next;
-            w->cb(MG_OK, w->arg);
-            mg_free(w);
-            w = next;
-        }
-    }
+    if (s->gc_waiters && passes >= s->gc_target)
+        waiters_answer(&s->gc_waiters, MG_OK);
     read_ctx *r = s->ready_head;
     s->ready_head = s->ready_tail = NULL;
     while (r) {
@@ -840,13 +843,7 @@ int bk_storage_flush(bk_storage *s, bk_done_cb done, void *arg)
 {
     if (s->closing)
         return MG_ECLOSED;
-    flush_waiter *w = mg_malloc(sizeof(*w));
-    if (w == NULL)
-        return MG_ENOMEM;
-    w->cb = done;
-    w->arg = arg;
-    w->next = s->flush_waiters;
-    s->flush_waiters = w;
+    MG_TRY(waiter_push(&s->flush_waiters, done, arg));
     start_flush(s); /* no-op while a flush runs: the next one starts when it ends */
     uv_async_send(&s->wake);
     return MG_OK;
@@ -856,13 +853,7 @@ int bk_storage_gc(bk_storage *s, bk_done_cb done, void *arg)
 {
     if (s->closing)
         return MG_ECLOSED;
-    flush_waiter *w = mg_malloc(sizeof(*w));
-    if (w == NULL)
-        return MG_ENOMEM;
-    w->cb = done;
-    w->arg = arg;
-    w->next = s->gc_waiters;
-    s->gc_waiters = w;
+    MG_TRY(waiter_push(&s->gc_waiters, done, arg));
     pthread_mutex_lock(&s->mu);
     /* A pass running now may have passed some logs already: wait for the next one. */
     s->gc_target = s->gc_passes + (s->gc_running ? 2 : 1);
