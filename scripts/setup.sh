@@ -71,6 +71,11 @@ if [ "$install" = 1 ]; then
   fi
 fi
 
+# Node.js and the pulsar-flex client for the broker's integration tests (npm registry).
+if [ "$install" = 1 ]; then
+  bash scripts/setup-node.sh
+fi
+
 if [ "$build" = 1 ]; then
   cmake -S . -B "$build_dir" -G Ninja -DMG_WERROR="$werror" -DMG_SANITIZE="$sanitize" >/dev/null
   cmake --build "$build_dir"

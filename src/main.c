@@ -21,7 +21,7 @@ static const mg_command commands[] = {
     { "standalone", "run everything in one process: metadata, bookie, broker, HTTP admin",
       mg_tool_standalone },
     { "bookie", "run a storage node (port 3181)", mg_tool_bookie },
-    { "broker", "run a stateless broker (ports 6650, 9092, 8080)", NULL },
+    { "broker", "run a stateless broker (ports 6650, 8080)", mg_tool_broker },
     { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", NULL },
     { "job", "run a chat Job worker (topics to gateways)", NULL },
     { "client", "produce or consume messages from the command line", NULL },

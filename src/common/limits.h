@@ -309,4 +309,81 @@
 #define ML_TIMER_PERIOD_MS_MIN             5
 #define ML_TIMER_PERIOD_MS_MAX             1000
 
+/* Metadata paths: topic names plus a few segments; Pulsar bounds topic names well below this.
+ * Callers that build paths (ledger, cursor, broker) size their buffers with it. */
+#define MD_PATH_BYTES_MAX 1024
+
+/* Broker (src/broker, piece: broker). */
+/* Pulsar's default maxMessageSize: the largest message (batch) a producer may send, advertised
+ * as max_message_size in CONNECTED. A frame may exceed it by the command and metadata around
+ * the payload: Pulsar allows 10 KiB of padding. */
+#define BR_MESSAGE_BYTES_DEFAULT   (5u * 1024 * 1024)
+/* A message must fit one bookie entry (BK_ENTRY_BYTES_MAX, 16 MiB) with the broker's
+ * BrokerEntryMetadata prefix and the frame around it. */
+#define BR_MESSAGE_BYTES_MAX       (15u * 1024 * 1024)
+#define BR_FRAME_PADDING_BYTES     (10u * 1024)
+/* A connection reads into buffers of this size (a larger one for a larger frame). */
+#define BR_READ_BUF_BYTES          (64u * 1024)
+/* SENDs of one connection waiting for storage: past it the connection is not read from until
+ * half have completed (Pulsar's maxPendingPublishRequestsPerConnection is 1000). */
+#define BR_CONN_PENDING_SENDS_MAX  1000u
+/* Bytes queued for a connection's socket: past it dispatch to its consumers pauses until the
+ * socket drains (a slow consumer must not grow the broker's memory without bound). */
+#define BR_CONN_OUT_BYTES_MAX      (16u * 1024 * 1024)
+/* Producers and consumers on one connection (Pulsar clients multiplex a few dozen). */
+#define BR_CONN_HANDLES_MAX        4096u
+#define BR_CONNECTIONS_MAX         65536u
+/* Topics open on one broker: each holds a managed ledger and its cursors. */
+#define BR_TOPICS_MAX              100000u
+/* Entries one dispatcher read asks for (Pulsar dispatches at most 100 per read), and bytes. */
+#define BR_DISPATCH_ENTRIES_MAX    100
+#define BR_DISPATCH_BYTES_MAX      (5u * 1024 * 1024)
+/* Entries delivered and not yet acknowledged in one subscription: past it dispatch stops until
+ * acks arrive (Pulsar's maxUnackedMessagesPerSubscription is 200000 messages). */
+#define BR_SUB_UNACKED_ENTRIES_MAX 200000u
+/* Consumers on one subscription. */
+#define BR_SUB_CONSUMERS_MAX       1024u
+/* Names: Pulsar producer and consumer names are short identifiers; subscription names are
+ * cursor names (MC_NAME_BYTES_MAX). */
+#define BR_NAME_BYTES_MAX          256
+/* Message ids in one ACK or REDELIVER command (Pulsar clients group at most a few thousand). */
+#define BR_ACK_IDS_MAX             65536u
+/* Key_Shared: the hash range of sticky keys and the points per consumer on the hash ring. */
+#define BR_KEY_HASH_RANGE          65536u
+#define BR_KEY_RING_POINTS         100u
+
+/* Pulsar wire codec (piece: wire, src/broker/wire*.c; shared by the broker and the C client). */
+/* Absolute bound on one frame (4 + total_size) that the codec builds or accepts, whatever a
+ * connection's setting: total_size is a u32 read from the network, and no setting needs more
+ * (a stored entry is at most BK_ENTRY_BYTES_MAX). A connection passes its own bound,
+ * max_message_size + padding, to br_frame_size; this one only caps that. */
+#define MG_PULSAR_FRAME_BYTES_MAX                 (128u * 1024 * 1024)
+/* Messages in one entry (MessageMetadata.num_messages_in_batch). Producers batch at most 1000
+ * messages by default (batchingMaxMessages) and rarely more than 10000. The count becomes flow
+ * permits and BrokerEntryMetadata index arithmetic, so a count past this is refused as
+ * malformed rather than trusted. */
+#define MG_PULSAR_BATCH_MESSAGES_MAX              100000
+/* The BrokerEntryMetadata protobuf after magic 0x0e02: two tagged varints, at most 22 bytes; a
+ * longer one was not written by a broker (the storage side uses the same bound,
+ * ML_BROKER_ENTRY_METADATA_BYTES_MAX). */
+#define MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX 64
+/* Topic names "domain://tenant/namespace/topic" (br_topic_name). Pulsar itself sets no length
+ * limit; Magnetar does, so that a name fits fixed arrays, is a metrics label value
+ * (MG_METRICS_LABEL_VALUE_BYTES_MAX), and its managed-ledger name "tenant/ns/persistent/topic"
+ * fits ML_NAME_BYTES_MAX with the metadata path around it (checked at compile time in
+ * wire_topic.c). Tenants and namespaces are short administrative names; a topic's own part
+ * (with any -partition-N suffix) gets 255 bytes, a little more than Kafka's 249-byte topic
+ * names, so every Kafka topic name maps onto it. */
+#define MG_PULSAR_DOMAIN_BYTES_MAX                14 /* "non-persistent" */
+#define MG_PULSAR_TENANT_BYTES_MAX                64
+#define MG_PULSAR_NAMESPACE_BYTES_MAX             64
+#define MG_PULSAR_TOPIC_LOCAL_BYTES_MAX           255
+#define MG_PULSAR_TOPIC_BYTES_MAX                                      \
+    (MG_PULSAR_DOMAIN_BYTES_MAX + 3 + MG_PULSAR_TENANT_BYTES_MAX + 1 + \
+     MG_PULSAR_NAMESPACE_BYTES_MAX + 1 + MG_PULSAR_TOPIC_LOCAL_BYTES_MAX)
+/* Partitions of one partitioned topic; partition indexes run from 0 to this minus one. Each
+ * partition is a topic with its own managed ledger and cursors; Pulsar leaves the count
+ * unlimited by default, but a few thousand are already far past any real use. */
+#define MG_PULSAR_TOPIC_PARTITIONS_MAX 65536
+
 #endif

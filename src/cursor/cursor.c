@@ -86,6 +86,7 @@ struct mc_group {
     size_t nparked, parked_cap;
     bool sent;
     ml_position sent_pos;
+    bool held; /* mc_group_hold: the group's cursors are still being loaded */
 };
 
 struct mc_cursor {
@@ -406,6 +407,13 @@ void mc_group_destroy(mc_group *g)
     mg_free(g);
 }
 
+void mc_group_hold(mc_group *g, bool hold)
+{
+    g->held = hold;
+    if (!hold)
+        group_update(g);
+}
+
 ml_position mc_group_slowest(const mc_group *g)
 {
     ml_position s = { -1, -1 };
@@ -428,7 +436,7 @@ ml_position mc_group_slowest(const mc_group *g)
 
 static void group_update(mc_group *g)
 {
-    if (!g)
+    if (!g || g->held)
         return;
     ml_position s = mc_group_slowest(g);
     if (s.ledger_id < 0)

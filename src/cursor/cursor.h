@@ -119,6 +119,10 @@ int mc_group_create(ml_managed *ml, mc_group **out);
 /* Frees the group (parked positions included); its cursors must all be closed first
  * (asserted). NULL is a no-op. */
 void mc_group_destroy(mc_group *group);
+/* hold = true: the group tells the managed ledger nothing until released, while its stored
+ * cursors are being opened one by one (else the first cursor open would let retention delete
+ * ledgers that a cursor not yet loaded still needs). Releasing sends the slowest position. */
+void mc_group_hold(mc_group *group, bool hold);
 /* The slowest mark-delete position of the group's durable cursors, open or parked; ledger_id -1
  * when none. */
 ml_position mc_group_slowest(const mc_group *group);

@@ -19,7 +19,8 @@
  *    one. Every entry is stored with a BrokerEntryMetadata prefix (magic 0x0e02, broker
  *    timestamp, message index = offset of its last message counting from 0 in the topic), so
  *    positions can be found by time and by message offset. Retention deletes ledgers that every
- *    cursor has consumed and that are outside the retention time and size.
+ *    cursor has consumed and that are outside the retention time and size. A managed ledger that
+ *    is not open is deleted for good (its cursors, its ledgers, its node) by ml_delete_stored.
  *
  * Threads: everything belongs to one libuv loop (the topic's); every call is made on it and
  * every callback runs on it. A call that returns an error never calls its callback; one that
@@ -193,6 +194,21 @@ int64_t ml_entries_between(const ml_managed *ml, ml_position a, ml_position b);
 int64_t ml_messages_total(const ml_managed *ml);
 int64_t ml_entries_total(const ml_managed *ml);
 int64_t ml_bytes_total(const ml_managed *ml);
+
+/* One ledger of a managed ledger's list, as the admin API's internal stats show it. */
+typedef struct ml_ledger_info {
+    int64_t ledger_id;
+    int64_t entries;      /* closed: its entry count; the current ledger: adds acknowledged */
+    int64_t size_bytes;   /* stored bytes (BrokerEntryMetadata prefixes included), likewise */
+    int64_t timestamp_ms; /* when it was closed (wall clock); 0 while it is open */
+    bool closed;
+} ml_ledger_info;
+
+/* Copies the first min(cap, total) ledgers of the current list into out[0, cap), oldest first
+ * (the ledger being written, if any, last); returns the total, so a caller whose cap was too
+ * small can ask again with a larger array (out may be NULL when cap is 0). A snapshot: the
+ * list changes with rollovers and retention. No metadata read; never fails. */
+size_t ml_ledgers(const ml_managed *ml, ml_ledger_info *out, size_t cap);
 const char *ml_name(const ml_managed *ml);
 ml_env *ml_managed_env(const ml_managed *ml);
 /* The metadata path of the managed ledger: "/managed-ledgers/<name>" (cursors live below it). */
@@ -211,5 +227,36 @@ void ml_set_oldest_needed(ml_managed *ml, ml_position pos);
 
 /* Closes: waits for pending adds, closes the current ledger, frees after cb. */
 int ml_close(ml_managed *ml, ml_done_cb cb, void *arg);
+
+/* Deletes the managed ledger of name for good; it must not be open anywhere (in this process
+ * the caller closes it first: nothing here knows which managed ledgers are open). Steps, each
+ * waiting for the one before:
+ *   1. read /managed-ledgers/<name> and decode its ledger list;
+ *   2. write the node back unchanged with compare-and-set on the version read: an owner that
+ *      still holds the list can no longer write it (its compare-and-set fails: MG_EFENCED
+ *      while the node exists), and if the node changed since it was read, nothing has been
+ *      deleted yet;
+ *   3. delete every child node (the durable cursors), one at a time;
+ *   4. delete every ledger of the list (ml_ledger_delete: bookies, then /ledgers/<id>), one at a
+ *      time, oldest first;
+ *   5. delete the node with compare-and-set on the version written in step 2.
+ * Only the node goes: its parents (/managed-ledgers/<tenant>/<ns>/persistent) stay for the
+ * namespace's other topics. A later ml_open of the same name starts an empty log.
+ * A cursor node or a ledger already gone counts as deleted, and so does the node itself found
+ * gone at step 5; so after any error, calling again finishes the job (what was deleted stays
+ * deleted, nothing is deleted twice). No retry on a version conflict: the list changed because
+ * another broker opened the managed ledger, and deleting what that owner now writes is for the
+ * caller to decide.
+ * Errors returned (cb not called): MG_EINVAL (name as for ml_open, NULL cb), MG_ENOMEM, the
+ * metadata client's immediate errors (MG_ELIMIT, MG_ECLOSED). Errors to cb: MG_ENOTFOUND (no
+ * such managed ledger: no node, or a node with no value, which is a parent such as
+ * ".../persistent", not a managed ledger), MG_ECORRUPT (the list does not parse: nothing
+ * deleted), MG_EBADVERSION (the node changed under step 2 or step 5: at step 2 nothing was
+ * deleted, at step 5 the cursors and listed ledgers are gone and the node stays),
+ * MG_ENOTEMPTY (a child appeared after step 3, or a cursor node has children), metadata
+ * errors (MG_ECONNECTION, MG_EIO, MG_ECLOSED) from any step: the steps before it are done,
+ * the rest not. A bookie that cannot be reached keeps its copy of a ledger (ml_ledger_delete
+ * logs it and deletes the metadata anyway). */
+int ml_delete_stored(ml_env *env, const char *name, ml_done_cb cb, void *arg);
 
 #endif

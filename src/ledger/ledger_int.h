@@ -1,7 +1,7 @@
 /*
- * Internals of the ledger module shared by env.c, bkledger.c and managed.c: the environment,
- * the in-memory form of LedgerMetadata, the BrokerEntryMetadata prefix codec and small helpers.
- * Nothing here is used outside src/ledger.
+ * Internals of the ledger module shared by env.c, bkledger.c, managed.c and delete.c: the
+ * environment, the in-memory form of LedgerMetadata, the BrokerEntryMetadata prefix codec and
+ * small helpers. Nothing here is used outside src/ledger.
  */
 #ifndef MG_LEDGER_LEDGER_INT_H
 #define MG_LEDGER_LEDGER_INT_H
@@ -70,6 +70,17 @@ size_t ml__meta_ensemble_of(const ml__meta *m, int64_t entry_id);
 
 /* "/ledgers/<id>" into buf (at least 32 bytes). */
 void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size);
+
+/* --- managed-ledger nodes ------------------------------------------------------------------ */
+
+#define ML__MANAGED_PATH_PREFIX "/managed-ledgers/"
+/* Bytes of a managed ledger's metadata path, terminator included. */
+#define ML__MANAGED_PATH_BYTES  (sizeof(ML__MANAGED_PATH_PREFIX) + ML_NAME_BYTES_MAX)
+
+/* Checks a managed-ledger name (non-empty, shorter than ML_NAME_BYTES_MAX, not starting with
+ * '/'; the metadata store checks the rest) and writes "/managed-ledgers/<name>" into buf
+ * (ML__MANAGED_PATH_BYTES). MG_OK or MG_EINVAL. */
+int ml__managed_path(const char *name, char *buf, size_t buf_size);
 
 /* --- BrokerEntryMetadata prefix ---------------------------------------------------------------
  * [0x0e02 u16][size u32][BrokerEntryMetadata: broker_timestamp = 1 (varint), index = 2

@@ -83,12 +83,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PATH_PREFIX         "/managed-ledgers/"
 #define ML_PROP_MESSAGES       "magnetar.messages_closed"
 #define ML_DEFAULT_ENTRIES_MAX 50000
 #define ML_DEFAULT_BYTES_MAX   (2ll * 1024 * 1024 * 1024)
 #define ML_DEFAULT_AGE_MS      (4ll * 3600 * 1000)
 #define ML_NUM_BYTES           24
+
+int ml__managed_path(const char *name, char *buf, size_t buf_size)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= ML_NAME_BYTES_MAX || name[0] == '/')
+        return MG_EINVAL;
+    MG_ASSERT(buf_size >= ML__MANAGED_PATH_BYTES);
+    snprintf(buf, buf_size, "%s%s", ML__MANAGED_PATH_PREFIX, name);
+    return MG_OK;
+}
 
 int ml_position_cmp(ml_position a, ml_position b)
 {
@@ -167,7 +176,7 @@ typedef void (*ml__list_done_fn)(ml_managed *ml, int status);
 struct ml_managed {
     ml_env *env;
     char name[ML_NAME_BYTES_MAX];
-    char path[sizeof(ML_PATH_PREFIX) + ML_NAME_BYTES_MAX];
+    char path[ML__MANAGED_PATH_BYTES];
     ml_config cfg;
     ml__mstate state;
     int64_t md_version; /* -1: the node does not exist yet */
@@ -1571,6 +1580,20 @@ int64_t ml_bytes_total(const ml_managed *ml)
     return n;
 }
 
+size_t ml_ledgers(const ml_managed *ml, ml_ledger_info *out, size_t cap)
+{
+    size_t n = ml->ledger_count < cap ? ml->ledger_count : cap;
+    for (size_t i = 0; i < n; i++) {
+        const ml__linfo *li = &ml->ledgers[i];
+        out[i] = (ml_ledger_info){ .ledger_id = li->ledger_id,
+                                   .entries = li->entries,
+                                   .size_bytes = li->size,
+                                   .timestamp_ms = li->closed ? li->timestamp_ms : 0,
+                                   .closed = li->closed };
+    }
+    return ml->ledger_count;
+}
+
 const char *ml_name(const ml_managed *ml)
 {
     return ml->name;
@@ -1952,9 +1975,10 @@ int ml_open(ml_env *env, const char *name, const ml_config *config, ml_managed_c
 {
     if (env == NULL || name == NULL || cb == NULL)
         return MG_EINVAL;
-    size_t n = strlen(name);
-    if (n == 0 || n >= ML_NAME_BYTES_MAX || name[0] == '/')
+    char path[ML__MANAGED_PATH_BYTES];
+    if (ml__managed_path(name, path, sizeof(path)) != MG_OK)
         return MG_EINVAL;
+    size_t n = strlen(name);
     ml_config c = { 0 };
     if (config != NULL)
         c = *config;
@@ -1972,7 +1996,7 @@ int ml_open(ml_env *env, const char *name, const ml_config *config, ml_managed_c
         return MG_ENOMEM;
     ml->env = env;
     memcpy(ml->name, name, n + 1);
-    snprintf(ml->path, sizeof(ml->path), "%s%s", ML_PATH_PREFIX, name);
+    memcpy(ml->path, path, sizeof(path));
     ml->cfg = c;
     ml->state = ML__M_OPENING;
     ml->md_version = -1;

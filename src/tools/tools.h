@@ -15,6 +15,7 @@
 int mg_tool_standalone(int argc, char **argv);
 int mg_tool_admin(int argc, char **argv);
 int mg_tool_bookie(int argc, char **argv);
+int mg_tool_broker(int argc, char **argv);
 int mg_tool_perf(int argc, char **argv);
 
 /* Parses a subcommand's options and prints errors and help.

@@ -14,14 +14,16 @@ t_check "--version prints the version" grep -qE '^magnetar [0-9]+\.[0-9]+\.[0-9]
 t_check "no command exits 2" test "$rc" = 2
 err=$("$MG" frobnicate 2>&1); rc=$?
 t_check "unknown command exits 2 and names it" test "$rc" = 2 -a -n "$(grep "unknown command 'frobnicate'" <<<"$err")"
-for cmd in broker gateway job client replay; do
+for cmd in gateway job client replay; do
   err=$("$MG" "$cmd" 2>&1); rc=$?
   t_check "'$cmd' not built yet: exits 1 and says so" test "$rc" = 1 -a -n "$(grep 'not built yet' <<<"$err")"
 done
 
 out=$("$MG" standalone --help); rc=$?
 t_check "standalone --help documents --http-port and its default" \
-  test "$rc" = 0 -a -n "$(grep -A1 -- '--http-port' <<<"$out" | grep 'default: 8080')"
+  test "$rc" = 0 -a -n "$(grep -A2 -- '--http-port PORT' <<<"$out" | tr -s ' \n' ' ' | grep 'default: 8080)')"
+t_check "standalone --help documents --broker-port and --bookie-port" \
+  test -n "$(grep -- '--broker-port' <<<"$out")" -a -n "$(grep -- '--bookie-port' <<<"$out")"
 t_check "standalone --help documents --config and --log-level" \
   test -n "$(grep -- '--config' <<<"$out")" -a -n "$(grep -- '--log-level' <<<"$out")"
 err=$("$MG" standalone --http-port 70000 2>&1); rc=$?
@@ -35,7 +37,7 @@ t_check "unknown config key refused with file and line" \
 
 # A real standalone on a free port; the config file's values lose to flags.
 printf 'data-dir=%s\nhttp-port=1\nlog-level=debug\n' "$T_TMP/data" >"$T_TMP/good.conf"
-"$MG" standalone --config "$T_TMP/good.conf" --http-port 0 --bind-address 127.0.0.1 \
+"$MG" standalone --config "$T_TMP/good.conf" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
   >"$T_TMP/s1.log" 2>&1 &
 s1=$!; T_PIDS+=("$s1")
 if t_wait_for "$T_TMP/s1.log" 'ready' 20; then t_ok "standalone logs a ready line"; else
@@ -52,10 +54,10 @@ t_check "GET /metrics has magnetar_build_info" grep -qE '^magnetar_build_info\{v
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "http://127.0.0.1:$port/no/such/path")
 t_check "unknown path answers 404 (got $code)" test "$code" = 404
 
-"$MG" standalone --data-dir "$T_TMP/data" --http-port 0 >"$T_TMP/s2.log" 2>&1; rc=$?
+"$MG" standalone --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 >"$T_TMP/s2.log" 2>&1; rc=$?
 t_check "second process on the same data dir exits 1, saying it is in use" \
   test "$rc" = 1 -a -n "$(grep 'in use' "$T_TMP/s2.log")"
-"$MG" standalone --data-dir "$T_TMP/data2" --bind-address 127.0.0.1 --http-port "$port" \
+"$MG" standalone --data-dir "$T_TMP/data2" --bind-address 127.0.0.1 --http-port "$port" --broker-port 0 --bookie-port 0 \
   >"$T_TMP/s3.log" 2>&1; rc=$?
 t_check "second process on the same port exits 1, naming the port" \
   test "$rc" = 1 -a -n "$(grep -- ":$port" "$T_TMP/s3.log")"
@@ -63,7 +65,8 @@ t_check "second process on the same port exits 1, naming the port" \
 # The metadata store, inspected read-only while standalone runs.
 MDURL="rocksdb:$T_TMP/data/metadata"
 out=$("$MG" admin metadata ls / --metadata-url "$MDURL"); rc=$?
-t_check "admin metadata ls / lists brokers (rc $rc)" test "$rc" = 0 -a "$out" = brokers
+t_check "admin metadata ls / lists the bookie and the broker (rc $rc, '$out')" \
+  test "$rc" = 0 -a "$out" = "$(printf 'bookies\nbrokers')"
 out=$("$MG" admin metadata ls /brokers --metadata-url "$MDURL")
 t_check "standalone registered itself in /brokers ('$out')" test "$out" = "127.0.0.1:$port"
 out=$("$MG" admin metadata get "/brokers/127.0.0.1:$port" --stat --metadata-url "$MDURL"); rc=$?
@@ -85,7 +88,7 @@ t_wait_exit "$s1" 10
 t_check "SIGTERM stops standalone with status 0 (got $T_STATUS)" test "$T_STATUS" = 0
 t_check "standalone logs that it stopped" grep -q 'stopped' "$T_TMP/s1.log"
 
-"$MG" standalone --data-dir "$T_TMP/data" --http-port 0 --bind-address 127.0.0.1 \
+"$MG" standalone --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
   >"$T_TMP/s4.log" 2>&1 &
 s4=$!; T_PIDS+=("$s4")
 t_check "restart on the same data dir after a clean stop" t_wait_for "$T_TMP/s4.log" 'ready' 20

@@ -1,0 +1,975 @@
+/*
+ * The admin REST subset (Pulsar's /admin/v2/persistent/{tenant}/{namespace}/...) and the
+ * per-topic Prometheus metrics with Pulsar's names (../shared/REFERENCE.md §1).
+ *
+ * Routes (base = /admin/v2/persistent/{tenant}/{namespace}):
+ *   GET    base                                   topics (partitions included), JSON array
+ *   GET    base/partitioned                       partitioned topics
+ *   PUT    base/{topic}                           create a topic (409 when it exists)
+ *   DELETE base/{topic}[?force=true]              delete it and its data (412 while in use)
+ *   PUT    base/{topic}/partitions                body N: create a partitioned topic
+ *   GET    base/{topic}/partitions                {"partitions": N} (0: not partitioned)
+ *   DELETE base/{topic}/partitions                delete it and every partition's data
+ *   GET    base/{topic}/stats, /internalStats, /subscriptions, /lastMessageId
+ *   PUT    base/{topic}/subscription/{sub}        create a durable subscription at the end
+ *   DELETE base/{topic}/subscription/{sub}[?force=true]
+ *   POST   base/{topic}/subscription/{sub}/skip/{n}, /skip_all, /resetcursor/{timestamp}
+ * Errors are JSON {"reason": "..."} with Pulsar's statuses: 404 topic or subscription not
+ * found, 409 already exists, 412 invalid name or in use, 500 storage or metadata failure.
+ *
+ * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
+ * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
+ */
+#include "broker/broker_int.h"
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int br_partitioned_path(const br_topic_name *tn, char *dst, size_t cap);
+int br_partitions_parse(const void *value, size_t len);
+
+typedef enum admin_op {
+    OP_CREATE,
+    OP_DELETE,
+    OP_STATS,
+    OP_INTERNAL_STATS,
+    OP_SUBSCRIPTIONS,
+    OP_LAST_MESSAGE_ID,
+    OP_SUB_CREATE,
+    OP_SUB_DELETE,
+    OP_SKIP,
+    OP_SKIP_ALL,
+    OP_RESET,
+    OP_PART_CREATE,
+    OP_PART_GET,
+    OP_PART_DELETE,
+} admin_op;
+
+typedef struct admin_req {
+    br_broker *b;
+    mg_http_request *req;
+    admin_op op;
+    br_topic_name tn;
+    char sub[MC_NAME_BYTES_MAX];
+    int64_t arg;
+    bool force;
+    int partitions;
+    int next_partition;
+    int64_t node_version;
+} admin_req;
+
+static void reply_json(admin_req *r, int status, mg_strbuf *sb)
+{
+    if (mg_strbuf_status(sb) != MG_OK)
+        mg_http_reply_json_error(r->req, 500, mg_strerror(mg_strbuf_status(sb)));
+    else
+        mg_http_reply(r->req, status, "application/json", mg_strbuf_str(sb), sb->len);
+    mg_strbuf_free(sb);
+}
+
+static void finish(admin_req *r, int status, const char *reason)
+{
+    if (status == 204 || status == 200)
+        mg_http_reply(r->req, status, NULL, NULL, 0);
+    else
+        mg_http_reply_json_error(r->req, status, reason);
+    mg_free(r);
+}
+
+static int status_of(int rc)
+{
+    switch (rc) {
+    case MG_ENOTFOUND:
+        return 404;
+    case MG_EEXIST:
+        return 409;
+    case MG_EINVAL:
+    case MG_ESTATE:
+        return 412;
+    default:
+        return 500;
+    }
+}
+
+static void finish_rc(admin_req *r, int rc)
+{
+    if (rc == MG_OK)
+        finish(r, 204, NULL);
+    else
+        finish(r, status_of(rc), mg_strerror(rc));
+}
+
+static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
+{
+    br_broker *b = arg;
+    const char *tenant = mg_http_request_param(req, "tenant");
+    const char *ns = mg_http_request_param(req, "namespace");
+    const char *topic = mg_http_request_param(req, "topic");
+    char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
+    snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
+             topic ? topic : "x");
+    admin_req *r = mg_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        mg_http_reply_json_error(req, 500, "out of memory");
+        return NULL;
+    }
+    r->b = b;
+    r->req = req;
+    r->op = op;
+    char err[256];
+    if (br_topic_name_parse(full, &r->tn, err, sizeof(err)) != MG_OK) {
+        finish(r, 412, err);
+        return NULL;
+    }
+    const char *sub = mg_http_request_param(req, "sub");
+    if (sub != NULL) {
+        if (sub[0] == '\0' || strlen(sub) >= sizeof(r->sub) || strchr(sub, '/') != NULL) {
+            finish(r, 412, "invalid subscription name");
+            return NULL;
+        }
+        snprintf(r->sub, sizeof(r->sub), "%s", sub);
+    }
+    const char *force = mg_http_request_query(req, "force");
+    r->force = force != NULL && strcmp(force, "true") == 0;
+    return r;
+}
+
+static void ml_path(const br_topic_name *tn, char *dst, size_t cap)
+{
+    char name[ML_NAME_BYTES_MAX];
+    br_topic_ml_name(tn, name, sizeof(name));
+    snprintf(dst, cap, "/managed-ledgers/%s", name);
+}
+
+/* ---- JSON bodies --------------------------------------------------------------------------- */
+
+static void pos_str(char *dst, size_t cap, ml_position p)
+{
+    snprintf(dst, cap, "%" PRId64 ":%" PRId64, p.ledger_id, p.entry_id);
+}
+
+static int64_t sub_backlog_msgs(const br_sub *s)
+{
+    return s->cursor != NULL ? mc_backlog_messages(s->cursor) : 0;
+}
+
+static int64_t sub_unacked(const br_sub *s)
+{
+    int64_t n = 0;
+    for (const br_link *l = s->consumers.next; l != &s->consumers; l = l->next)
+        n += (int64_t)BR_CONTAINER(l, br_consumer, sub_link)->unacked_msgs;
+    return n;
+}
+
+static int64_t backlog_bytes(br_topic *t)
+{
+    int64_t entries = ml_entries_total(t->ml);
+    int64_t bytes = ml_bytes_total(t->ml);
+    int64_t most = 0;
+    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+        if (s->cursor != NULL && s->durable && mc_backlog_entries(s->cursor) > most)
+            most = mc_backlog_entries(s->cursor);
+    }
+    return entries > 0 ? (int64_t)((double)bytes * (double)most / (double)entries) : 0;
+}
+
+static void stats_json(br_topic *t, mg_strbuf *sb)
+{
+    uint64_t avg = t->msg_in > 0 ? t->bytes_in / t->msg_in : 0;
+    mg_strbuf_printf(
+        sb,
+        "{\"msgRateIn\":%.3f,\"msgThroughputIn\":%.3f,\"msgRateOut\":%.3f,"
+        "\"msgThroughputOut\":%.3f,\"msgInCounter\":%" PRIu64 ",\"bytesInCounter\":%" PRIu64
+        ",\"msgOutCounter\":%" PRIu64 ",\"bytesOutCounter\":%" PRIu64 ",\"averageMsgSize\":%" PRIu64
+        ",\"storageSize\":%" PRId64 ",\"backlogSize\":%" PRId64 ",\"publishers\":[",
+        t->rate_in, t->throughput_in, t->rate_out, t->throughput_out, t->msg_in, t->bytes_in,
+        t->msg_out, t->bytes_out, avg, ml_bytes_total(t->ml), backlog_bytes(t));
+    bool first = true;
+    for (br_link *l = t->producers.next; l != &t->producers; l = l->next) {
+        br_producer *p = BR_CONTAINER(l, br_producer, topic_link);
+        mg_strbuf_printf(sb, "%s{\"producerId\":%" PRIu64 ",\"producerName\":", first ? "" : ",",
+                         p->id);
+        mg_strbuf_json_string(sb, p->name);
+        mg_strbuf_printf(sb,
+                         ",\"accessMode\":\"%s\",\"msgRateIn\":%.3f,\"msgThroughputIn\":%.3f,"
+                         "\"msgInCounter\":%" PRIu64 ",\"bytesInCounter\":%" PRIu64 ",\"address\":",
+                         p->access_mode == 0 ? "Shared" : "Exclusive", p->rate_in, p->throughput_in,
+                         p->msg_in, p->bytes_in);
+        mg_strbuf_json_string(sb, p->conn->peer);
+        mg_strbuf_printf(sb, ",\"clientVersion\":");
+        mg_strbuf_json_string(sb, p->conn->client_version);
+        mg_strbuf_printf(sb, ",\"connectedSinceMs\":%" PRId64 "}", p->connected_since_ms);
+        first = false;
+    }
+    mg_strbuf_puts(sb, "],\"subscriptions\":{");
+    first = true;
+    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+        if (s->closing)
+            continue;
+        if (!first)
+            mg_strbuf_puts(sb, ",");
+        first = false;
+        mg_strbuf_json_string(sb, s->name);
+        mg_strbuf_printf(
+            sb,
+            ":{\"msgRateOut\":%.3f,\"msgThroughputOut\":%.3f,\"msgOutCounter\":%" PRIu64
+            ",\"bytesOutCounter\":%" PRIu64 ",\"msgBacklog\":%" PRId64 ",\"backlogSize\":%" PRId64
+            ",\"unackedMessages\":%" PRId64 ",\"msgRedelivered\":%" PRIu64
+            ",\"type\":\"%s\",\"isDurable\":%s,"
+            "\"consumers\":[",
+            s->rate_out, s->throughput_out, s->msg_out, s->bytes_out, sub_backlog_msgs(s),
+            s->cursor != NULL ? mc_backlog_entries(s->cursor) : 0, sub_unacked(s),
+            s->msg_redelivered, br_sub_type_name(s->type), s->durable ? "true" : "false");
+        bool kfirst = true;
+        for (br_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
+            br_consumer *k = BR_CONTAINER(m, br_consumer, sub_link);
+            if (!k->ready)
+                continue;
+            mg_strbuf_printf(sb, "%s{\"consumerName\":", kfirst ? "" : ",");
+            mg_strbuf_json_string(sb, k->name);
+            mg_strbuf_printf(sb,
+                             ",\"msgRateOut\":%.3f,\"msgThroughputOut\":%.3f,"
+                             "\"msgOutCounter\":%" PRIu64 ",\"bytesOutCounter\":%" PRIu64
+                             ",\"availablePermits\":%" PRId64 ",\"unackedMessages\":%" PRIu64
+                             ",\"priorityLevel\":%d,\"isActive\":%s,\"address\":",
+                             k->rate_out, k->throughput_out, k->msg_out, k->bytes_out, k->permits,
+                             k->unacked_msgs, k->priority,
+                             (s->type != BR_SUB_FAILOVER || k->active) ? "true" : "false");
+            mg_strbuf_json_string(sb, k->conn->peer);
+            mg_strbuf_printf(sb, ",\"connectedSinceMs\":%" PRId64 "}", k->connected_since_ms);
+            kfirst = false;
+        }
+        mg_strbuf_puts(sb, "]}");
+    }
+    mg_strbuf_puts(sb, "}}");
+}
+
+static void internal_stats_json(br_topic *t, mg_strbuf *sb)
+{
+    char last[64];
+    ml_position lp = ml_last_position(t->ml);
+    if (lp.ledger_id < 0) {
+        ml_position next = ml_first_position(t->ml);
+        lp = (ml_position){ next.ledger_id, next.entry_id - 1 };
+    }
+    pos_str(last, sizeof(last), lp);
+    mg_strbuf_printf(sb,
+                     "{\"entriesAddedCounter\":%" PRId64 ",\"numberOfEntries\":%" PRId64
+                     ",\"totalSize\":%" PRId64 ",\"messagesTotal\":%" PRId64
+                     ",\"lastConfirmedEntry\":\"%s\",\"state\":\"LedgerOpened\",\"ledgers\":[",
+                     ml_entries_total(t->ml), ml_entries_total(t->ml), ml_bytes_total(t->ml),
+                     ml_messages_total(t->ml), last);
+    ml_ledger_info li[64];
+    size_t total = ml_ledgers(t->ml, li, 64);
+    size_t n = total < 64 ? total : 64;
+    for (size_t i = 0; i < n; i++)
+        mg_strbuf_printf(sb,
+                         "%s{\"ledgerId\":%" PRId64 ",\"entries\":%" PRId64 ",\"size\":%" PRId64
+                         ",\"timestamp\":%" PRId64 "}",
+                         i > 0 ? "," : "", li[i].ledger_id, li[i].entries, li[i].size_bytes,
+                         li[i].timestamp_ms);
+    mg_strbuf_puts(sb, "],\"cursors\":{");
+    bool first = true;
+    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+        if (s->cursor == NULL || s->closing)
+            continue;
+        if (!first)
+            mg_strbuf_puts(sb, ",");
+        first = false;
+        char md[64], rd[64];
+        pos_str(md, sizeof(md), mc_mark_delete_position(s->cursor));
+        pos_str(rd, sizeof(rd), mc_read_position(s->cursor));
+        mg_strbuf_json_string(sb, s->name);
+        mg_strbuf_printf(sb,
+                         ":{\"markDeletePosition\":\"%s\",\"readPosition\":\"%s\","
+                         "\"totalNonContiguousDeletedMessagesRange\":%" PRId64
+                         ",\"individuallyDeletedMessages\":\"[",
+                         md, rd, mc_acked_range_count(s->cursor));
+        mc_range ranges[32];
+        size_t rt = mc_acked_ranges(s->cursor, ranges, 32);
+        size_t rn = rt < 32 ? rt : 32;
+        for (size_t i = 0; i < rn; i++)
+            mg_strbuf_printf(sb, "%s(%" PRId64 ":%" PRId64 "..%" PRId64 ":%" PRId64 "]",
+                             i > 0 ? "," : "", ranges[i].first.ledger_id,
+                             ranges[i].first.entry_id - 1, ranges[i].last.ledger_id,
+                             ranges[i].last.entry_id);
+        mg_strbuf_printf(sb, "%s]\",\"isDurable\":%s}", rt > rn ? ",..." : "",
+                         s->durable ? "true" : "false");
+    }
+    mg_strbuf_puts(sb, "}}");
+}
+
+/* ---- operations on an open topic --------------------------------------------------------------
+ */
+
+static void sub_op_done(int status, void *arg)
+{
+    finish_rc(arg, status);
+}
+
+static void sub_created(int status, void *arg)
+{
+    finish_rc(arg, status);
+}
+
+static bool topic_in_use(br_topic *t)
+{
+    if (!br_list_empty(&t->producers))
+        return true;
+    for (br_link *l = t->subs.next; l != &t->subs; l = l->next)
+        if (BR_CONTAINER(l, br_sub, topic_link)->consumer_count > 0)
+            return true;
+    return false;
+}
+
+static void topic_deleted_cb(int status, void *arg)
+{
+    finish_rc(arg, status == MG_ENOTFOUND ? MG_OK : status);
+}
+
+static void with_topic(int status, br_topic *t, void *arg)
+{
+    admin_req *r = arg;
+    if (status != MG_OK) {
+        finish(r, status_of(status), mg_strerror(status));
+        return;
+    }
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    br_sub *s = r->sub[0] != '\0' ? br_topic_sub_find(t, r->sub) : NULL;
+    int rc;
+    switch (r->op) {
+    case OP_CREATE:
+        finish(r, 204, NULL);
+        return;
+    case OP_DELETE:
+        if (topic_in_use(t) && !r->force) {
+            finish(r, 412, "Topic has active producers/subscriptions");
+            return;
+        }
+        br_topic_close(t, true, topic_deleted_cb, r);
+        return;
+    case OP_STATS:
+        stats_json(t, &sb);
+        reply_json(r, 200, &sb);
+        mg_free(r);
+        return;
+    case OP_INTERNAL_STATS:
+        internal_stats_json(t, &sb);
+        reply_json(r, 200, &sb);
+        mg_free(r);
+        return;
+    case OP_SUBSCRIPTIONS: {
+        mg_strbuf_puts(&sb, "[");
+        bool first = true;
+        for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+            br_sub *x = BR_CONTAINER(l, br_sub, topic_link);
+            if (x->closing || !x->durable)
+                continue;
+            if (!first)
+                mg_strbuf_puts(&sb, ",");
+            first = false;
+            mg_strbuf_json_string(&sb, x->name);
+        }
+        mg_strbuf_puts(&sb, "]");
+        reply_json(r, 200, &sb);
+        mg_free(r);
+        return;
+    }
+    case OP_LAST_MESSAGE_ID: {
+        ml_position lp = ml_last_position(t->ml);
+        if (lp.ledger_id < 0) {
+            ml_position next = ml_first_position(t->ml);
+            lp = (ml_position){ next.ledger_id, next.entry_id - 1 };
+        }
+        mg_strbuf_printf(&sb,
+                         "{\"ledgerId\":%" PRId64 ",\"entryId\":%" PRId64 ",\"partitionIndex\":%d}",
+                         lp.ledger_id, lp.entry_id, t->name.partition);
+        reply_json(r, 200, &sb);
+        mg_free(r);
+        return;
+    }
+    case OP_SUB_CREATE:
+        if (s != NULL) {
+            finish(r, 409, "Subscription already exists for topic");
+            return;
+        }
+        rc = br_sub_open_durable(t, r->sub, MC_INITIAL_LATEST, sub_created, r);
+        if (rc != MG_OK)
+            finish_rc(r, rc);
+        return;
+    default:
+        break;
+    }
+    /* Operations on an existing subscription. */
+    if (s == NULL || s->cursor == NULL) {
+        finish(r, 404, "Subscription not found");
+        return;
+    }
+    switch (r->op) {
+    case OP_SUB_DELETE:
+        if (s->consumer_count > 0 && !r->force) {
+            finish(r, 412, "Subscription has active connected consumers");
+            return;
+        }
+        br_sub_close(s, true, sub_op_done, r);
+        return;
+    case OP_SKIP:
+    case OP_SKIP_ALL:
+        rc = br_sub_skip(s, r->op == OP_SKIP_ALL ? -1 : r->arg, sub_op_done, r);
+        break;
+    case OP_RESET:
+        rc = br_sub_reset_to_time(s, r->arg, sub_op_done, r);
+        break;
+    default:
+        rc = MG_EINVAL;
+        break;
+    }
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void topic_node_got(int status, const void *value, size_t len, const md_stat *stat,
+                           void *arg)
+{
+    (void)value;
+    (void)len;
+    (void)stat;
+    admin_req *r = arg;
+    if (r->op == OP_CREATE) {
+        if (status == MG_OK) {
+            finish(r, 409, "This topic already exists");
+            return;
+        }
+        if (status != MG_ENOTFOUND) {
+            finish_rc(r, status);
+            return;
+        }
+    } else if (status == MG_ENOTFOUND) {
+        finish(r, 404, "Topic not found");
+        return;
+    } else if (status != MG_OK) {
+        finish_rc(r, status);
+        return;
+    }
+    if (r->op == OP_DELETE && br_topic_find(r->b, r->tn.full) == NULL) {
+        int rc = br_topic_delete_stored(r->b, &r->tn, topic_deleted_cb, r);
+        if (rc != MG_OK)
+            finish_rc(r, rc);
+        return;
+    }
+    int rc = br_topic_get(r->b, &r->tn, with_topic, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void start_topic_op(admin_req *r)
+{
+    br_topic *t = br_topic_find(r->b, r->tn.full);
+    if (t != NULL && t->state == BR_TOPIC_OPEN && r->op != OP_CREATE) {
+        with_topic(MG_OK, t, r);
+        return;
+    }
+    char path[MD_PATH_BYTES_MAX];
+    ml_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, topic_node_got, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+/* A partitioned topic's name is also refused as a plain topic (and the other way round). */
+static void create_check_partitioned(int status, const void *value, size_t len, const md_stat *stat,
+                                     void *arg)
+{
+    (void)value;
+    (void)len;
+    (void)stat;
+    admin_req *r = arg;
+    if (status == MG_OK) {
+        finish(r, 409, "This topic already exists (as a partitioned topic)");
+        return;
+    }
+    start_topic_op(r);
+}
+
+#define HANDLER(fn, op_)                            \
+    static void fn(mg_http_request *req, void *arg) \
+    {                                               \
+        admin_req *r = parse(req, arg, op_);        \
+        if (r != NULL)                              \
+            start_topic_op(r);                      \
+    }
+
+HANDLER(h_delete, OP_DELETE)
+HANDLER(h_stats, OP_STATS)
+HANDLER(h_internal_stats, OP_INTERNAL_STATS)
+HANDLER(h_subscriptions, OP_SUBSCRIPTIONS)
+HANDLER(h_last_message_id, OP_LAST_MESSAGE_ID)
+HANDLER(h_sub_create, OP_SUB_CREATE)
+HANDLER(h_sub_delete, OP_SUB_DELETE)
+HANDLER(h_skip_all, OP_SKIP_ALL)
+
+static void h_create(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_CREATE);
+    if (r == NULL)
+        return;
+    if (r->tn.partition >= 0) {
+        start_topic_op(r);
+        return;
+    }
+    char path[MD_PATH_BYTES_MAX];
+    br_partitioned_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, create_check_partitioned, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static bool parse_int(const char *s, int64_t *out)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static void h_skip(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_SKIP);
+    if (r == NULL)
+        return;
+    if (!parse_int(mg_http_request_param(req, "n"), &r->arg) || r->arg < 0) {
+        finish(r, 412, "the number of messages to skip must be a non-negative integer");
+        return;
+    }
+    start_topic_op(r);
+}
+
+static void h_reset(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_RESET);
+    if (r == NULL)
+        return;
+    if (!parse_int(mg_http_request_param(req, "timestamp"), &r->arg) || r->arg < 0) {
+        finish(r, 412, "the timestamp must be milliseconds since the epoch");
+        return;
+    }
+    start_topic_op(r);
+}
+
+/* ---- partitioned topics ------------------------------------------------------------------------
+ */
+
+static void part_created(int status, const char *path, void *arg)
+{
+    (void)path;
+    admin_req *r = arg;
+    if (status == MG_EEXIST)
+        finish(r, 409, "This topic already exists");
+    else
+        finish_rc(r, status);
+}
+
+static void part_plain_checked(int status, const void *value, size_t len, const md_stat *stat,
+                               void *arg)
+{
+    (void)value;
+    (void)len;
+    (void)stat;
+    admin_req *r = arg;
+    if (status == MG_OK) {
+        finish(r, 409, "This topic already exists (as a non-partitioned topic)");
+        return;
+    }
+    char path[MD_PATH_BYTES_MAX];
+    br_partitioned_path(&r->tn, path, sizeof(path));
+    char value_json[64];
+    int n = snprintf(value_json, sizeof(value_json), "{\"partitions\":%d}", r->partitions);
+    int rc = md_create(r->b->md, path, value_json, (size_t)n, MD_CREATE_PARENTS, part_created, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void h_part_create(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_PART_CREATE);
+    if (r == NULL)
+        return;
+    size_t len = 0;
+    const char *body = mg_http_request_body(req, &len);
+    char *end;
+    long n = strtol(body, &end, 10);
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
+        end++;
+    if (len == 0 || end == body || *end != '\0' || n < 1 || n > MG_PULSAR_TOPIC_PARTITIONS_MAX) {
+        finish(r, 412, "the body must be the number of partitions, a positive integer");
+        return;
+    }
+    if (r->tn.partition >= 0) {
+        finish(r, 412, "a partition of a partitioned topic cannot be partitioned");
+        return;
+    }
+    r->partitions = (int)n;
+    char path[MD_PATH_BYTES_MAX];
+    ml_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, part_plain_checked, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void part_got(int status, const void *value, size_t len, const md_stat *stat, void *arg);
+
+static void h_part_get(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_PART_GET);
+    if (r == NULL)
+        return;
+    char path[MD_PATH_BYTES_MAX];
+    br_partitioned_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, part_got, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void part_delete_next(admin_req *r);
+
+static void part_node_deleted(int status, void *arg)
+{
+    finish_rc(arg, status);
+}
+
+static void part_one_deleted(int status, void *arg)
+{
+    admin_req *r = arg;
+    if (status != MG_OK && status != MG_ENOTFOUND) {
+        finish_rc(r, status);
+        return;
+    }
+    part_delete_next(r);
+}
+
+static void part_delete_next(admin_req *r)
+{
+    while (r->next_partition < r->partitions) {
+        br_topic_name pn;
+        int i = r->next_partition++;
+        if (br_topic_partition_name(&r->tn, i, &pn) != MG_OK)
+            continue;
+        br_topic *t = br_topic_find(r->b, pn.full);
+        if (t != NULL && t->state == BR_TOPIC_CLOSING)
+            continue;
+        if (t != NULL) {
+            if (t->state == BR_TOPIC_OPEN && topic_in_use(t) && !r->force) {
+                finish(r, 412, "Topic has active producers/subscriptions");
+                return;
+            }
+            br_topic_close(t, true, part_one_deleted, r);
+            return;
+        }
+        int rc = br_topic_delete_stored(r->b, &pn, part_one_deleted, r);
+        if (rc == MG_OK)
+            return;
+        if (rc != MG_ENOTFOUND) {
+            finish_rc(r, rc);
+            return;
+        }
+    }
+    char path[MD_PATH_BYTES_MAX];
+    br_partitioned_path(&r->tn, path, sizeof(path));
+    int rc = md_delete(r->b->md, path, MD_VERSION_ANY, part_node_deleted, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void part_got(int status, const void *value, size_t len, const md_stat *stat, void *arg)
+{
+    (void)stat;
+    admin_req *r = arg;
+    int n = 0;
+    if (status == MG_OK) {
+        n = br_partitions_parse(value, len);
+        if (n < 0) {
+            finish(r, 500, "the stored partition count does not parse");
+            return;
+        }
+    } else if (status != MG_ENOTFOUND) {
+        finish_rc(r, status);
+        return;
+    }
+    if (r->op == OP_PART_GET) {
+        mg_strbuf sb;
+        mg_strbuf_init(&sb, 0);
+        mg_strbuf_printf(&sb, "{\"partitions\":%d}", n);
+        reply_json(r, 200, &sb);
+        mg_free(r);
+        return;
+    }
+    if (status == MG_ENOTFOUND) {
+        finish(r, 404, "Partitioned topic does not exist");
+        return;
+    }
+    r->partitions = n;
+    r->next_partition = 0;
+    part_delete_next(r);
+}
+
+static void h_part_delete(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_PART_DELETE);
+    if (r == NULL)
+        return;
+    char path[MD_PATH_BYTES_MAX];
+    br_partitioned_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, part_got, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+/* ---- namespace listings
+ * -------------------------------------------------------------------------- */
+
+static void list_done(int status, const char *const *names, size_t count, void *arg)
+{
+    admin_req *r = arg;
+    if (status == MG_ENOTFOUND) {
+        status = MG_OK;
+        count = 0;
+    }
+    if (status != MG_OK) {
+        finish_rc(r, status);
+        return;
+    }
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    mg_strbuf_puts(&sb, "[");
+    for (size_t i = 0; i < count; i++) {
+        char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
+        snprintf(full, sizeof(full), "persistent://%s/%s/%s", r->tn.tenant, r->tn.ns, names[i]);
+        if (i > 0)
+            mg_strbuf_puts(&sb, ",");
+        mg_strbuf_json_string(&sb, full);
+    }
+    mg_strbuf_puts(&sb, "]");
+    reply_json(r, 200, &sb);
+    mg_free(r);
+}
+
+static void h_list(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_STATS);
+    if (r == NULL)
+        return;
+    char path[MD_PATH_BYTES_MAX];
+    snprintf(path, sizeof(path), "/managed-ledgers/%s/%s/persistent", r->tn.tenant, r->tn.ns);
+    int rc = md_children(r->b->md, path, list_done, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+static void h_list_partitioned(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_STATS);
+    if (r == NULL)
+        return;
+    char path[MD_PATH_BYTES_MAX];
+    snprintf(path, sizeof(path), "/admin/partitioned-topics/%s/%s/persistent", r->tn.tenant,
+             r->tn.ns);
+    int rc = md_children(r->b->md, path, list_done, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
+int br_broker_admin_register(br_broker *b, mg_http_server *http)
+{
+#define BASE "/admin/v2/persistent/{tenant}/{namespace}"
+    static const struct {
+        const char *method;
+        const char *pattern;
+        mg_http_handler_fn fn;
+    } routes[] = {
+        { "GET", BASE, h_list },
+        { "GET", BASE "/partitioned", h_list_partitioned },
+        { "PUT", BASE "/{topic}", h_create },
+        { "DELETE", BASE "/{topic}", h_delete },
+        { "PUT", BASE "/{topic}/partitions", h_part_create },
+        { "GET", BASE "/{topic}/partitions", h_part_get },
+        { "DELETE", BASE "/{topic}/partitions", h_part_delete },
+        { "GET", BASE "/{topic}/stats", h_stats },
+        { "GET", BASE "/{topic}/internalStats", h_internal_stats },
+        { "GET", BASE "/{topic}/subscriptions", h_subscriptions },
+        { "GET", BASE "/{topic}/lastMessageId", h_last_message_id },
+        { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create },
+        { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete },
+        { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all },
+        { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip },
+        { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset },
+    };
+#undef BASE
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        MG_TRY(mg_http_server_route(http, routes[i].method, routes[i].pattern, routes[i].fn, b));
+    return MG_OK;
+}
+
+/* ---- Prometheus
+ * ------------------------------------------------------------------------------------ */
+
+typedef enum topic_metric {
+    TM_IN_MSGS,
+    TM_IN_BYTES,
+    TM_OUT_MSGS,
+    TM_OUT_BYTES,
+    TM_RATE_IN,
+    TM_RATE_OUT,
+    TM_THROUGHPUT_IN,
+    TM_THROUGHPUT_OUT,
+    TM_STORAGE,
+    TM_BACKLOG_SIZE,
+    TM_MSG_BACKLOG,
+    TM_PRODUCERS,
+    TM_CONSUMERS,
+    TM_SUBSCRIPTIONS,
+    TM_COUNT,
+} topic_metric;
+
+static const struct {
+    const char *name;
+    const char *type;
+    const char *help;
+} topic_metrics[TM_COUNT] = {
+    { "pulsar_in_messages_total", "counter", "Messages published to the topic" },
+    { "pulsar_in_bytes_total", "counter", "Bytes published to the topic" },
+    { "pulsar_out_messages_total", "counter", "Messages delivered from the topic" },
+    { "pulsar_out_bytes_total", "counter", "Bytes delivered from the topic" },
+    { "pulsar_rate_in", "gauge", "Messages per second published (last 10 s)" },
+    { "pulsar_rate_out", "gauge", "Messages per second delivered (last 10 s)" },
+    { "pulsar_throughput_in", "gauge", "Bytes per second published (last 10 s)" },
+    { "pulsar_throughput_out", "gauge", "Bytes per second delivered (last 10 s)" },
+    { "pulsar_storage_size", "gauge", "Bytes stored for the topic" },
+    { "pulsar_storage_backlog_size", "gauge",
+      "Estimated bytes not yet consumed by the slowest "
+      "subscription" },
+    { "pulsar_msg_backlog", "gauge", "Messages not yet acknowledged, summed over subscriptions" },
+    { "pulsar_producers_count", "gauge", "Producers connected to the topic" },
+    { "pulsar_consumers_count", "gauge", "Consumers connected to the topic" },
+    { "pulsar_subscriptions_count", "gauge", "Subscriptions of the topic" },
+};
+
+static double topic_metric_value(br_topic *t, topic_metric m)
+{
+    double consumers = 0, backlog = 0, subs = 0, producers = 0;
+    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+        consumers += s->consumer_count;
+        backlog += (double)sub_backlog_msgs(s);
+        subs += 1;
+    }
+    for (br_link *l = t->producers.next; l != &t->producers; l = l->next)
+        producers += 1;
+    switch (m) {
+    case TM_IN_MSGS:
+        return (double)t->msg_in;
+    case TM_IN_BYTES:
+        return (double)t->bytes_in;
+    case TM_OUT_MSGS:
+        return (double)t->msg_out;
+    case TM_OUT_BYTES:
+        return (double)t->bytes_out;
+    case TM_RATE_IN:
+        return t->rate_in;
+    case TM_RATE_OUT:
+        return t->rate_out;
+    case TM_THROUGHPUT_IN:
+        return t->throughput_in;
+    case TM_THROUGHPUT_OUT:
+        return t->throughput_out;
+    case TM_STORAGE:
+        return (double)ml_bytes_total(t->ml);
+    case TM_BACKLOG_SIZE:
+        return (double)backlog_bytes(t);
+    case TM_MSG_BACKLOG:
+        return backlog;
+    case TM_PRODUCERS:
+        return producers;
+    case TM_CONSUMERS:
+        return consumers;
+    case TM_SUBSCRIPTIONS:
+        return subs;
+    default:
+        return 0;
+    }
+}
+
+int br_broker_metrics_render(br_broker *b, char **text, size_t *len)
+{
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    if (*text != NULL)
+        mg_strbuf_append(&sb, *text, *len);
+    for (int m = 0; m < TM_COUNT; m++) {
+        mg_strbuf_printf(&sb, "# HELP %s %s\n# TYPE %s %s\n", topic_metrics[m].name,
+                         topic_metrics[m].help, topic_metrics[m].name, topic_metrics[m].type);
+        for (size_t i = 0; i < b->topics.bucket_count; i++) {
+            for (br_topic *t = b->topics.buckets[i]; t != NULL; t = t->hash_next) {
+                if (t->state != BR_TOPIC_OPEN || t->ml == NULL)
+                    continue;
+                mg_strbuf_printf(&sb, "%s{cluster=\"%s\",namespace=\"%s/%s\",topic=\"%s\"} %.17g\n",
+                                 topic_metrics[m].name, b->cluster, t->name.tenant, t->name.ns,
+                                 t->name.full, topic_metric_value(t, (topic_metric)m));
+            }
+        }
+    }
+    static const char *const sub_metrics[][3] = {
+        { "pulsar_subscription_back_log", "gauge", "Messages not yet acknowledged" },
+        { "pulsar_subscription_msg_rate_out", "gauge", "Messages per second delivered" },
+        { "pulsar_subscription_unacked_messages", "gauge", "Messages delivered, not acked" },
+        { "pulsar_subscription_consumers_count", "gauge", "Consumers connected" },
+    };
+    for (size_t m = 0; m < sizeof(sub_metrics) / sizeof(sub_metrics[0]); m++) {
+        mg_strbuf_printf(&sb, "# HELP %s %s\n# TYPE %s %s\n", sub_metrics[m][0], sub_metrics[m][2],
+                         sub_metrics[m][0], sub_metrics[m][1]);
+        for (size_t i = 0; i < b->topics.bucket_count; i++) {
+            for (br_topic *t = b->topics.buckets[i]; t != NULL; t = t->hash_next) {
+                if (t->state != BR_TOPIC_OPEN)
+                    continue;
+                for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
+                    br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+                    if (s->closing)
+                        continue;
+                    double v = m == 0   ? (double)sub_backlog_msgs(s)
+                               : m == 1 ? s->rate_out
+                               : m == 2 ? (double)sub_unacked(s)
+                                        : (double)s->consumer_count;
+                    mg_strbuf_printf(&sb,
+                                     "%s{cluster=\"%s\",namespace=\"%s/%s\",topic=\"%s\","
+                                     "subscription=",
+                                     sub_metrics[m][0], b->cluster, t->name.tenant, t->name.ns,
+                                     t->name.full);
+                    mg_strbuf_json_string(&sb, s->name); /* escapes \\ and \" as Prometheus */
+                    mg_strbuf_printf(&sb, "} %.17g\n", v);
+                }
+            }
+        }
+    }
+    int rc = mg_strbuf_status(&sb);
+    if (rc != MG_OK) {
+        mg_strbuf_free(&sb);
+        return rc;
+    }
+    mg_free(*text);
+    *text = mg_strbuf_take(&sb, len);
+    return MG_OK;
+}

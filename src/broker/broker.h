@@ -1,0 +1,70 @@
+/*
+ * The broker: serves the Pulsar binary protocol (port 6650) on one libuv loop, with topics
+ * stored as managed ledgers and subscriptions as managed cursors (../shared/ARCHITECTURE.md
+ * §4–6, ../shared/REFERENCE.md §1). Unmodified Pulsar clients produce and consume through it.
+ *
+ * What it does: CONNECT/CONNECTED with protocol version negotiation and max_message_size,
+ * PING/PONG keep-alive, LOOKUP and PARTITIONED_METADATA, producers (Shared and Exclusive access
+ * modes), SEND stored as sent (plus the BrokerEntryMetadata prefix) and answered with the stored
+ * message id, subscriptions of the four types (Exclusive, Shared, Failover, Key_Shared; durable
+ * and non-durable; Earliest/Latest), FLOW permits counted per message, MESSAGE dispatch without
+ * re-encoding, individual and cumulative acks with batch-index ack sets and ACK_RESPONSE,
+ * redelivery, SEEK, GET_LAST_MESSAGE_ID, UNSUBSCRIBE, close in both directions,
+ * ACTIVE_CONSUMER_CHANGE, GET_TOPICS_OF_NAMESPACE. The admin REST subset and per-topic
+ * Prometheus metrics with Pulsar's names are served through the process's HTTP server.
+ *
+ * Threads: a broker belongs to one loop (the ml_env's); every function is called on it.
+ */
+#ifndef MG_BROKER_BROKER_H
+#define MG_BROKER_BROKER_H
+
+#include "common/http.h"
+#include "common/metrics.h"
+#include "ledger/ledger.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct br_broker br_broker;
+
+typedef struct br_broker_opts {
+    const char *host;               /* numeric IPv4 address to bind; NULL = "0.0.0.0" */
+    uint16_t port;                  /* 0 = ephemeral (br_broker_port); usually 6650 */
+    const char *advertised_address; /* host named in lookup answers and in /brokers; NULL = host,
+                                       or 127.0.0.1 when host is 0.0.0.0 */
+    uint16_t http_port;             /* the admin port, for webServiceUrl in registrations */
+    uint32_t message_bytes_max;     /* advertised max_message_size; 0 = 5 MiB (Pulsar) */
+    uint32_t keepalive_s;           /* idle seconds before a PING; no answer in as many again
+                                       closes the connection; 0 = 30 (Pulsar) */
+    ml_config ml_config;            /* rollover and retention of every topic's managed ledger */
+    const char *cluster;            /* the `cluster` label of metrics; NULL = "standalone" */
+    mg_metrics *metrics;            /* broker-wide metrics; NULL = none; must outlive the broker */
+} br_broker_opts;
+
+/* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie
+ * clients) is borrowed until br_broker_close's callback has run. On success *out is the broker,
+ * owned by the caller until br_broker_close. Errors: MG_EINVAL (bad option), MG_ENOMEM, the
+ * converted bind/listen error (port taken). */
+int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out);
+
+/* The port listened on (the ephemeral one when opts.port was 0). */
+uint16_t br_broker_port(const br_broker *b);
+
+/* Sets the admin port named in ownership records (webServiceUrl), once the HTTP server that
+ * serves the admin routes has started (it may have picked an ephemeral port). */
+void br_broker_set_http_port(br_broker *b, uint16_t http_port);
+
+/* Adds the admin REST routes (/admin/v2/persistent/..., see admin.c) to http, which must not be
+ * started yet. MG_ENOMEM, MG_ELIMIT (too many routes). */
+int br_broker_admin_register(br_broker *b, mg_http_server *http);
+
+/* Appends the per-topic and per-subscription metrics (Prometheus text, Pulsar's names) to
+ * *text (a malloc'd string of *len bytes, reallocated). MG_ENOMEM. */
+int br_broker_metrics_render(br_broker *b, char **text, size_t *len);
+
+/* Stops listening, closes every connection, closes every topic (producers' pending sends
+ * complete or fail, cursors write their state, managed ledgers close), then calls closed(arg)
+ * and frees the broker. Call once. */
+void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg);
+
+#endif

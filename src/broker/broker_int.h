@@ -1,0 +1,417 @@
+/*
+ * Broker internals shared by server.c (connections, commands), topic.c (topics, producers,
+ * publishing), sub.c (subscriptions, consumers, dispatch, acks) and admin.c (REST, metrics).
+ *
+ * OBJECTS AND OWNERSHIP
+ *   br_broker  owns the listener, the list of connections and the topic table.
+ *   br_conn    one client connection; owns its producers and consumers (by id) until they are
+ *              closed. A connection is freed when its handle is closed and no asynchronous
+ *              operation still refers to it (refs).
+ *   br_topic   one persistent topic: its managed ledger (ml), its cursor group, its producers
+ *              and subscriptions. Opened on first use (producer, consumer, admin), closed when
+ *              the broker closes or the topic is deleted.
+ *   br_sub     one subscription: its managed cursor, its consumers, and the dispatch state.
+ *   br_producer, br_consumer  belong to a connection and a topic (subscription) at once; closing
+ *              either side detaches them from both.
+ *
+ * DISPATCH (sub.c) — one model for all four subscription types
+ *   Every entry delivered and not yet wholly acknowledged has a pending record in the
+ *   subscription (pos -> consumer, message count, redelivery count). Entries to deliver again
+ *   (consumer closed, negative ack, REDELIVER_UNACKNOWLEDGED, no permits left for the entry's
+ *   consumer) keep their record with consumer NULL and are listed in the replay set, ordered by
+ *   position. A dispatch round serves the replay set first (reading those entries again), then
+ *   reads new entries at the cursor's read position; each entry goes to a consumer chosen by
+ *   the type: the active consumer (Exclusive, Failover), round robin among consumers with
+ *   permits (Shared), the owner of the key's hash (Key_Shared). An entry whose consumer cannot
+ *   take it now joins the replay set, and so does every later entry for that consumer in the
+ *   round, which keeps each consumer's (hence each key's) order.
+ *
+ * Threads: all on the broker's loop.
+ */
+#ifndef MG_BROKER_BROKER_INT_H
+#define MG_BROKER_BROKER_INT_H
+
+#include "broker/broker.h"
+#include "broker/wire.h"
+#include "common/hist.h"
+#include "common/outq.h"
+#include "cursor/cursor.h"
+#include "proto/PulsarApi.pb-c.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Our newest protocol version (answered as min(ours, the client's)). */
+#define BR_PROTOCOL_VERSION 19
+
+typedef struct br_conn br_conn;
+typedef struct br_topic br_topic;
+typedef struct br_sub br_sub;
+typedef struct br_producer br_producer;
+typedef struct br_consumer br_consumer;
+
+/* Intrusive doubly linked list. */
+typedef struct br_link {
+    struct br_link *prev, *next;
+} br_link;
+
+static inline void br_list_init(br_link *head)
+{
+    head->prev = head->next = head;
+}
+static inline bool br_list_empty(const br_link *head)
+{
+    return head->next == head;
+}
+static inline void br_list_push(br_link *head, br_link *l)
+{
+    l->prev = head->prev;
+    l->next = head;
+    head->prev->next = l;
+    head->prev = l;
+}
+static inline void br_list_remove(br_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = l;
+}
+#define BR_CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* --- position map: open addressing, backward-shift deletion --------------------------------- */
+
+typedef struct br_pending {
+    ml_position pos;
+    br_consumer *consumer; /* NULL: waiting in the replay set */
+    uint32_t msgs;         /* messages in the entry (1 for a single message) */
+    uint32_t redeliveries; /* times delivered again */
+    bool used;
+} br_pending;
+
+typedef struct br_posmap {
+    br_pending *slots;
+    size_t cap; /* a power of two, or 0 */
+    size_t count;
+} br_posmap;
+
+br_pending *br_posmap_get(br_posmap *m, ml_position pos);
+/* Inserts (or returns the existing) record for pos. NULL when out of memory. */
+br_pending *br_posmap_put(br_posmap *m, ml_position pos);
+void br_posmap_del(br_posmap *m, ml_position pos);
+void br_posmap_free(br_posmap *m);
+
+/* A sorted set of positions (the replay set). */
+typedef struct br_posset {
+    ml_position *v;
+    size_t count, cap;
+} br_posset;
+
+int br_posset_add(br_posset *s, ml_position pos); /* MG_OK (also when present), MG_ENOMEM */
+bool br_posset_del(br_posset *s, ml_position pos);
+void br_posset_free(br_posset *s);
+
+/* --- broker ---------------------------------------------------------------------------------- */
+
+#define BR_STATS_PERIOD_S    10
+/* Command types are small numbers (up to 40 in PulsarApi.proto; newer ones below 64). */
+#define BR_COMMAND_TYPES_MAX 64
+
+/* Bundles per namespace (topic ownership, owner.c): Pulsar's default is 4; more bundles spread
+ * a namespace's topics over more brokers. */
+#define BR_BUNDLES 16
+
+typedef struct br_owned {
+    struct br_owned *next;
+    char path[MD_PATH_BYTES_MAX];
+} br_owned;
+
+/* status MG_OK: owner_url NULL when this broker owns the topic's bundle, else the owner's
+ * pulsar:// URL (valid during the call). Errors: metadata errors, MG_ECORRUPT. */
+typedef void (*br_owner_cb)(int status, const char *owner_url, void *arg);
+/* Finds (claiming it when nobody does) the owner of tn's bundle. cb may run inside the call
+ * (when the bundle is known to be ours). MG_ENOMEM, metadata errors returned. */
+int br_owner_find(br_broker *b, const br_topic_name *tn, br_owner_cb cb, void *arg);
+void br_bundle_path(const br_topic_name *tn, char *dst, size_t cap);
+void br_owned_clear(br_broker *b);
+
+typedef struct br_topic_table {
+    br_topic **buckets;
+    size_t bucket_count; /* a power of two */
+    size_t count;
+} br_topic_table;
+
+struct br_broker {
+    uv_loop_t *loop;
+    ml_env *env;
+    md_client *md;
+    br_broker_opts opts;
+    char host[64];
+    char advertised[128];
+    char service_url[192]; /* pulsar://advertised:port */
+    char cluster[64];
+    uv_tcp_t listener;
+    bool listening;
+    br_link conns;
+    uint32_t conn_count;
+    br_topic_table topics;
+    br_owned *owned;            /* bundles this broker owns */
+    uint64_t next_producer_seq; /* for generated producer names */
+    bool closing;
+    uint32_t close_pending; /* connections and topics still closing */
+    void (*closed_cb)(void *arg);
+    void *closed_arg;
+    uv_timer_t stats_timer; /* rates every BR_STATS_PERIOD_S */
+
+    /* Metrics (NULL when opts.metrics is NULL). */
+    mg_gauge *m_connections;
+    mg_counter *m_conn_opened;
+    mg_counter *m_conn_closed;
+    mg_metric_family *m_proto_errors;                     /* label: reason */
+    mg_metric_family *m_commands;                         /* label: type */
+    mg_counter *m_command_counters[BR_COMMAND_TYPES_MAX]; /* looked up once per type */
+    mg_histogram *m_publish_latency_us;
+};
+
+/* --- connections ------------------------------------------------------------------------------ */
+
+typedef enum br_conn_state {
+    BR_CONN_AWAIT_CONNECT = 0,
+    BR_CONN_READY = 1,
+    BR_CONN_CLOSING = 2,
+} br_conn_state;
+
+struct br_conn {
+    br_broker *b;
+    br_link link; /* in b->conns */
+    uv_tcp_t tcp;
+    uv_timer_t keepalive;
+    br_conn_state state;
+    int refs; /* the handle (1) + asynchronous operations holding the connection */
+    int handles_open;
+    int protocol_version;
+    bool bem_supported; /* the client can parse the 0x0e02 prefix */
+    bool reading;
+    bool idle_ping_sent;
+    uint64_t last_in_ms;
+    char peer[64];
+    char client_version[64];
+
+    mg_buf *rbuf; /* receive buffer: [rpos, len) not parsed yet */
+    size_t rpos;
+    size_t rwant; /* length of the frame being received, when known and larger than rbuf */
+    mg_outq out;
+
+    br_link producers; /* br_producer.conn_link */
+    br_link consumers; /* br_consumer.conn_link */
+    uint32_t pending_sends;
+    bool paused_sends; /* reading stopped for pending_sends */
+    bool out_blocked;  /* some consumer wait for the output queue to drain */
+};
+
+/* Queues a frame (takes its own reference) and flushes. On failure closes the connection. */
+void br_conn_send(br_conn *c, mg_buf *frame);
+/* Queues a frame built from a command. */
+void br_conn_send_cmd(br_conn *c, const Magnetar__Pulsar__BaseCommand *cmd);
+void br_conn_send_error(br_conn *c, uint64_t request_id, Magnetar__Pulsar__ServerError err,
+                        const char *message);
+void br_conn_send_success(br_conn *c, uint64_t request_id);
+/* Queues slices (a MESSAGE head and an entry) without flushing; br_conn_flush after a batch. */
+int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count);
+void br_conn_flush(br_conn *c);
+bool br_conn_writable(const br_conn *c);
+void br_conn_ref(br_conn *c);
+void br_conn_unref(br_conn *c);
+/* Closes the connection (protocol error or shutdown); reason is logged. */
+void br_conn_close(br_conn *c, const char *reason);
+void br_conn_count_proto_error(br_broker *b, const char *reason);
+
+/* --- topics ------------------------------------------------------------------------------------
+ */
+
+typedef enum br_topic_state {
+    BR_TOPIC_OPENING = 0,
+    BR_TOPIC_OPEN = 1,
+    BR_TOPIC_FAILED = 2, /* open failed or fenced: refuses new work, closes when unused */
+    BR_TOPIC_CLOSING = 3,
+} br_topic_state;
+
+typedef void (*br_topic_cb)(int status, br_topic *t, void *arg);
+
+typedef struct br_topic_waiter {
+    struct br_topic_waiter *next;
+    br_topic_cb cb;
+    void *arg;
+} br_topic_waiter;
+
+struct br_topic {
+    br_broker *b;
+    br_topic *hash_next;
+    br_topic_name name;
+    char ml_name[ML_NAME_BYTES_MAX];
+    br_topic_state state;
+    int open_status;
+    ml_managed *ml;
+    mc_group *group;
+    br_topic_waiter *waiters;
+    br_link producers; /* br_producer.topic_link */
+    br_link subs;      /* br_sub.topic_link */
+    int refs;          /* waiters, sends in flight, subscription operations, admin requests */
+    bool exclusive_producer;
+    bool deleting;
+    void (*closed_cb)(int status, void *arg);
+    void *closed_arg;
+
+    /* Stats. */
+    uint64_t msg_in, bytes_in, msg_out, bytes_out;
+    uint64_t msg_in_prev, bytes_in_prev, msg_out_prev, bytes_out_prev;
+    double rate_in, throughput_in, rate_out, throughput_out;
+};
+
+/* Finds or opens the topic (full name). cb runs once the topic is open (at once, inside the
+ * call, when it already is) with MG_OK, or with the open's error. MG_ELIMIT (too many topics),
+ * MG_ENOMEM, MG_ECLOSED (broker closing) returned. */
+int br_topic_get(br_broker *b, const br_topic_name *name, br_topic_cb cb, void *arg);
+br_topic *br_topic_find(br_broker *b, const char *full_name);
+void br_topic_ref(br_topic *t);
+void br_topic_unref(br_topic *t);
+/* Closes every producer and consumer of the topic (telling their clients to look it up again),
+ * closes cursors and the managed ledger, and removes the topic; with delete_data the managed
+ * ledger's ledgers and metadata and the cursors are deleted. cb may be NULL. */
+void br_topic_close(br_topic *t, bool delete_data, void (*cb)(int status, void *arg), void *arg);
+br_sub *br_topic_sub_find(br_topic *t, const char *name);
+void br_topic_stats_tick(br_topic *t, double period_s);
+/* Deletes a topic that is not open: its managed ledger's ledgers and metadata. */
+int br_topic_delete_stored(br_broker *b, const br_topic_name *name,
+                           void (*cb)(int status, void *arg), void *arg);
+
+/* --- producers -------------------------------------------------------------------------------- */
+
+struct br_producer {
+    br_conn *conn;
+    br_topic *topic; /* NULL until the topic opened */
+    br_link conn_link;
+    br_link topic_link;
+    uint64_t id;
+    char name[BR_NAME_BYTES_MAX];
+    int access_mode;
+    bool ready;
+    bool closing;
+    int64_t last_sequence_id;
+    uint64_t msg_in, bytes_in;
+    uint64_t msg_in_prev, bytes_in_prev;
+    double rate_in, throughput_in;
+    int64_t connected_since_ms;
+    int pending; /* sends in flight */
+};
+
+void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd);
+void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t frame_off);
+void br_handle_close_producer(br_conn *c, const Magnetar__Pulsar__CommandCloseProducer *cmd);
+br_producer *br_conn_producer(br_conn *c, uint64_t id);
+/* Detaches and frees a producer (connection gone or topic closing). notify: tell the client
+ * (CLOSE_PRODUCER) so it looks the topic up again. */
+void br_producer_drop(br_producer *p, bool notify);
+
+/* --- subscriptions and consumers ---------------------------------------------------------------
+ */
+
+typedef enum br_sub_type {
+    BR_SUB_EXCLUSIVE = 0,
+    BR_SUB_SHARED = 1,
+    BR_SUB_FAILOVER = 2,
+    BR_SUB_KEY_SHARED = 3,
+} br_sub_type;
+
+struct br_consumer {
+    br_conn *conn;
+    br_sub *sub; /* NULL until subscribed */
+    br_link conn_link;
+    br_link sub_link;
+    uint64_t id;
+    char name[BR_NAME_BYTES_MAX];
+    int priority;
+    int64_t permits;       /* messages the client can take now (may go below 0 with batches) */
+    uint64_t unacked_msgs; /* messages delivered and not acknowledged */
+    bool wants_bem;        /* send the 0x0e02 prefix */
+    bool ready;
+    bool active;        /* Failover: the active consumer */
+    bool blocked_round; /* dispatch: an entry for it was deferred this round */
+    bool closing;
+    br_sub_type requested_type;
+    uint64_t pending_request_id; /* SUBSCRIBE answered once the subscription opened */
+    uint64_t msg_out, bytes_out;
+    uint64_t msg_out_prev, bytes_out_prev;
+    double rate_out, throughput_out;
+    int64_t connected_since_ms;
+    uint32_t ring_points[BR_KEY_RING_POINTS]; /* Key_Shared hash ring positions */
+};
+
+struct br_sub {
+    br_topic *topic;
+    br_link topic_link;
+    char name[MC_NAME_BYTES_MAX];
+    br_sub_type type;
+    bool durable;
+    mc_cursor *cursor; /* NULL while opening */
+    bool opening;
+    bool closing;
+    bool reading;   /* a read of the cursor or of the replay set is in flight */
+    bool caught_up; /* the last read found nothing new: wait for an add */
+    bool dispatch_scheduled;
+    br_link consumers; /* br_consumer.sub_link, in arrival order */
+    uint32_t consumer_count;
+    br_consumer *rr_next; /* Shared: next consumer of the round robin */
+    br_posmap pending;    /* delivered or waiting for redelivery, not wholly acknowledged */
+    br_posset replay;     /* positions waiting for redelivery */
+    uint64_t msg_out, bytes_out;
+    uint64_t msg_out_prev, bytes_out_prev;
+    double rate_out, throughput_out;
+    uint64_t msg_redelivered;
+    int refs;          /* reads and operations in flight */
+    bool close_delete; /* closing while opening: what to do once open */
+    void (*close_cb)(int status, void *arg);
+    void *close_arg;
+};
+
+void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *cmd);
+void br_handle_flow(br_conn *c, const Magnetar__Pulsar__CommandFlow *cmd);
+void br_handle_ack(br_conn *c, const Magnetar__Pulsar__CommandAck *cmd);
+void br_handle_redeliver(br_conn *c,
+                         const Magnetar__Pulsar__CommandRedeliverUnacknowledgedMessages *cmd);
+void br_handle_seek(br_conn *c, const Magnetar__Pulsar__CommandSeek *cmd);
+void br_handle_unsubscribe(br_conn *c, const Magnetar__Pulsar__CommandUnsubscribe *cmd);
+void br_handle_close_consumer(br_conn *c, const Magnetar__Pulsar__CommandCloseConsumer *cmd);
+void br_handle_get_last_message_id(br_conn *c,
+                                   const Magnetar__Pulsar__CommandGetLastMessageId *cmd);
+br_consumer *br_conn_consumer(br_conn *c, uint64_t id);
+/* Detaches and frees a consumer; its unacknowledged entries go to the replay set. notify: tell
+ * the client (CLOSE_CONSUMER). */
+void br_consumer_drop(br_consumer *k, bool notify);
+/* A new entry was added to the topic: wake caught-up subscriptions. */
+void br_topic_entries_added(br_topic *t);
+/* The connection's output drained: resume dispatch to its consumers. */
+void br_conn_out_drained(br_conn *c);
+/* Closes a subscription (its consumers dropped with notify); delete: the cursor is deleted. */
+void br_sub_close(br_sub *s, bool delete_cursor, void (*cb)(int status, void *arg), void *arg);
+/* Admin operations on a subscription. */
+int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), void *arg);
+int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),
+                         void *arg);
+/* Opens (creating at initial if new) the durable subscription name without consumers: stored
+ * subscriptions at topic open, and the admin API. MG_EEXIST when it is open already. */
+int br_sub_open_durable(br_topic *t, const char *name, mc_initial initial,
+                        void (*cb)(int status, void *arg), void *arg);
+const char *br_sub_type_name(br_sub_type type);
+
+/* --- lookup and namespaces (lookup.c) -------------------------------------------------------- */
+
+void br_handle_lookup(br_conn *c, const Magnetar__Pulsar__CommandLookupTopic *cmd);
+void br_handle_partitioned_metadata(br_conn *c,
+                                    const Magnetar__Pulsar__CommandPartitionedTopicMetadata *cmd);
+void br_handle_topics_of_namespace(br_conn *c,
+                                   const Magnetar__Pulsar__CommandGetTopicsOfNamespace *cmd);
+
+int64_t br_now_ms(void);
+
+#endif

@@ -1,0 +1,754 @@
+/*
+ * The broker's listener and connections: reads frames, hands each command to its handler
+ * (topic.c, sub.c, lookup.c), queues replies, keeps the connection alive with PING/PONG.
+ *
+ * CONNECTION STATES
+ *     accepted --> AWAIT_CONNECT --CONNECT--> READY --(close: peer, error, broker)--> CLOSING
+ *   In AWAIT_CONNECT only CONNECT (and PING) is accepted; anything else closes the connection.
+ *   CLOSING: producers and consumers are dropped at once (their subscriptions redeliver what
+ *   was unacknowledged), the handle is closed; the memory goes when the last asynchronous
+ *   operation that holds a reference (a SEND being stored, a topic being opened) completes.
+ *
+ * BAD INPUT harms only its connection and is counted in
+ * pulsar_broker_protocol_errors_total{reason}: a frame larger than the advertised
+ * max_message_size plus Pulsar's padding, a malformed frame or command, an unknown command type
+ * (answered with ERROR when it carried nothing we could answer; the connection stays), SEND
+ * before PRODUCER (closed, as Pulsar does), a wrong checksum (SEND_ERROR ChecksumError, the
+ * connection stays).
+ *
+ * RECEIVE BUFFERS: frames are parsed in place from a reference-counted buffer; a SEND's payload
+ * goes to the managed ledger as a reference to that buffer (no copy). Bytes past the buffer's
+ * length are filled by later reads while earlier frames' payloads are still referenced: holders
+ * only ever read their own range, so this does not disturb them. A frame that does not fit the
+ * rest of the buffer moves, with whatever follows it, to a new buffer sized for it.
+ *
+ * BACKPRESSURE: more than BR_CONN_PENDING_SENDS_MAX SENDs waiting for storage stops reading the
+ * socket until half completed; dispatch to a connection whose output queue holds more than
+ * BR_CONN_OUT_BYTES_MAX pauses until it drains.
+ */
+#include "broker/broker_int.h"
+
+#include "common/alloc.h"
+#include "common/assert.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
+
+int64_t br_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void br_conn_count_proto_error(br_broker *b, const char *reason)
+{
+    if (b->m_proto_errors == NULL)
+        return;
+    const char *values[] = { reason };
+    mg_counter *c = mg_metrics_counter(b->m_proto_errors, values);
+    if (c != NULL)
+        mg_counter_inc(c);
+}
+
+static void count_command(br_broker *b, int type)
+{
+    if (b->m_commands == NULL || type < 0 || type >= BR_COMMAND_TYPES_MAX)
+        return;
+    if (b->m_command_counters[type] == NULL) {
+        const char *values[] = { br_command_type_name(type) };
+        b->m_command_counters[type] = mg_metrics_counter(b->m_commands, values);
+    }
+    if (b->m_command_counters[type] != NULL)
+        mg_counter_inc(b->m_command_counters[type]);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
+
+static void broker_maybe_closed(br_broker *b);
+
+void br_conn_ref(br_conn *c)
+{
+    c->refs++;
+}
+
+void br_conn_unref(br_conn *c)
+{
+    MG_ASSERT(c->refs > 0);
+    if (--c->refs > 0)
+        return;
+    br_broker *b = c->b;
+    mg_outq_discard(&c->out);
+    mg_buf_unref(c->rbuf);
+    br_list_remove(&c->link);
+    b->conn_count--;
+    if (b->m_connections)
+        mg_gauge_set(b->m_connections, b->conn_count);
+    mg_free(c);
+    broker_maybe_closed(b);
+}
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    br_conn *c = h->data;
+    if (--c->handles_open == 0)
+        br_conn_unref(c);
+}
+
+void br_conn_close(br_conn *c, const char *reason)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    if (reason != NULL)
+        MG_INFO("broker: closing connection from %s: %s", c->peer, reason);
+    c->state = BR_CONN_CLOSING;
+    if (c->b->m_conn_closed)
+        mg_counter_inc(c->b->m_conn_closed);
+    /* Producers and consumers first: subscriptions redeliver what this client did not ack. */
+    while (!br_list_empty(&c->producers))
+        br_producer_drop(BR_CONTAINER(c->producers.next, br_producer, conn_link), false);
+    while (!br_list_empty(&c->consumers))
+        br_consumer_drop(BR_CONTAINER(c->consumers.next, br_consumer, conn_link), false);
+    mg_outq_discard(&c->out);
+    uv_close((uv_handle_t *)&c->keepalive, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+}
+
+/* ---- output ---------------------------------------------------------------------------------- */
+
+static void conn_written(mg_outq *q, int status)
+{
+    br_conn *c = q->arg;
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    if (status != MG_OK) {
+        br_conn_close(c, mg_strerror(status));
+        return;
+    }
+    br_conn_flush(c);
+    if (c->out_blocked && br_conn_writable(c)) {
+        c->out_blocked = false;
+        br_conn_out_drained(c);
+    }
+}
+
+void br_conn_flush(br_conn *c)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    int rc = mg_outq_flush(&c->out, (uv_stream_t *)&c->tcp);
+    if (rc != MG_OK)
+        br_conn_close(c, mg_strerror(rc));
+}
+
+bool br_conn_writable(const br_conn *c)
+{
+    return c->state != BR_CONN_CLOSING && mg_outq_queued_bytes(&c->out) < BR_CONN_OUT_BYTES_MAX;
+}
+
+int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return MG_ECLOSED;
+    return mg_outq_push(&c->out, slices, count);
+}
+
+void br_conn_send(br_conn *c, mg_buf *frame)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    int rc = mg_outq_push_buf(&c->out, frame);
+    if (rc != MG_OK) {
+        br_conn_close(c, mg_strerror(rc));
+        return;
+    }
+    br_conn_flush(c);
+}
+
+void br_conn_send_cmd(br_conn *c, const Magnetar__Pulsar__BaseCommand *cmd)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    mg_buf *frame = NULL;
+    int rc = br_command_encode(cmd, &frame);
+    if (rc != MG_OK) {
+        br_conn_close(c, mg_strerror(rc));
+        return;
+    }
+    br_conn_send(c, frame);
+    mg_buf_unref(frame);
+}
+
+void br_conn_send_error(br_conn *c, uint64_t request_id, Magnetar__Pulsar__ServerError err,
+                        const char *message)
+{
+    Magnetar__Pulsar__CommandError e = MAGNETAR__PULSAR__COMMAND_ERROR__INIT;
+    e.request_id = request_id;
+    e.error = err;
+    e.message = (char *)(message != NULL ? message : "");
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(ERROR);
+    cmd.error = &e;
+    br_conn_send_cmd(c, &cmd);
+}
+
+void br_conn_send_success(br_conn *c, uint64_t request_id)
+{
+    Magnetar__Pulsar__CommandSuccess s = MAGNETAR__PULSAR__COMMAND_SUCCESS__INIT;
+    s.request_id = request_id;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SUCCESS);
+    cmd.success = &s;
+    br_conn_send_cmd(c, &cmd);
+}
+
+static void send_simple(br_conn *c, Magnetar__Pulsar__BaseCommand__Type type)
+{
+    Magnetar__Pulsar__CommandPing ping = MAGNETAR__PULSAR__COMMAND_PING__INIT;
+    Magnetar__Pulsar__CommandPong pong = MAGNETAR__PULSAR__COMMAND_PONG__INIT;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = type;
+    if (type == T(PING))
+        cmd.ping = &ping;
+    else
+        cmd.pong = &pong;
+    br_conn_send_cmd(c, &cmd);
+}
+
+/* ---- commands ---------------------------------------------------------------------------------
+ */
+
+static void handle_connect(br_conn *c, const Magnetar__Pulsar__CommandConnect *cmd)
+{
+    if (c->state != BR_CONN_AWAIT_CONNECT) {
+        br_conn_count_proto_error(c->b, "connect_twice");
+        br_conn_close(c, "CONNECT on a connected connection");
+        return;
+    }
+    int client_version = cmd->has_protocol_version ? cmd->protocol_version : 0;
+    c->protocol_version =
+        client_version < BR_PROTOCOL_VERSION ? client_version : BR_PROTOCOL_VERSION;
+    c->bem_supported = client_version >= 18 && cmd->feature_flags != NULL &&
+                       cmd->feature_flags->has_supports_broker_entry_metadata &&
+                       cmd->feature_flags->supports_broker_entry_metadata;
+    snprintf(c->client_version, sizeof(c->client_version), "%s",
+             cmd->client_version != NULL ? cmd->client_version : "");
+    c->state = BR_CONN_READY;
+
+    Magnetar__Pulsar__FeatureFlags ff = MAGNETAR__PULSAR__FEATURE_FLAGS__INIT;
+    ff.has_supports_broker_entry_metadata = 1;
+    ff.supports_broker_entry_metadata = 1;
+    Magnetar__Pulsar__CommandConnected ok = MAGNETAR__PULSAR__COMMAND_CONNECTED__INIT;
+    ok.server_version = (char *)"Magnetar " MG_VERSION;
+    ok.has_protocol_version = 1;
+    ok.protocol_version = c->protocol_version;
+    ok.has_max_message_size = 1;
+    ok.max_message_size = (int32_t)c->b->opts.message_bytes_max;
+    ok.feature_flags = &ff;
+    Magnetar__Pulsar__BaseCommand reply = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    reply.type = T(CONNECTED);
+    reply.connected = &ok;
+    br_conn_send_cmd(c, &reply);
+    MG_DEBUG("broker: %s connected (%s, protocol %d)", c->peer, c->client_version,
+             c->protocol_version);
+}
+
+/* A command this broker does not serve: ERROR, naming the command's request_id when it has
+ * one so that the client fails that request instead of waiting for it. */
+static void handle_unknown(br_conn *c, const br_frame *f)
+{
+    br_conn_count_proto_error(c->b, "unsupported_command");
+    uint64_t request_id = 0;
+    const ProtobufCMessage *body = br_command_body(f->cmd);
+    if (body != NULL) {
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field_by_name(body->descriptor, "request_id");
+        if (fd != NULL && fd->type == PROTOBUF_C_TYPE_UINT64 &&
+            fd->label != PROTOBUF_C_LABEL_REPEATED)
+            memcpy(&request_id, (const char *)body + fd->offset, sizeof(request_id));
+    }
+    char message[96];
+    snprintf(message, sizeof(message), "%s is not supported by this broker",
+             br_command_type_name(f->cmd->type));
+    br_conn_send_error(c, request_id, MAGNETAR__PULSAR__SERVER_ERROR__NotAllowedError, message);
+}
+
+static void handle_frame(br_conn *c, const br_frame *f, const uint8_t *frame, size_t frame_off)
+{
+    const Magnetar__Pulsar__BaseCommand *cmd = f->cmd;
+    count_command(c->b, cmd->type);
+    if (c->state == BR_CONN_AWAIT_CONNECT && cmd->type != T(CONNECT) && cmd->type != T(PING) &&
+        cmd->type != T(PONG)) {
+        br_conn_count_proto_error(c->b, "not_connected");
+        br_conn_close(c, "a command before CONNECT");
+        return;
+    }
+    switch (cmd->type) {
+    case T(CONNECT):
+        handle_connect(c, cmd->connect);
+        break;
+    case T(PING):
+        send_simple(c, T(PONG));
+        break;
+    case T(PONG):
+        break;
+    case T(LOOKUP):
+        br_handle_lookup(c, cmd->lookup_topic);
+        break;
+    case T(PARTITIONED_METADATA):
+        br_handle_partitioned_metadata(c, cmd->partition_metadata);
+        break;
+    case T(GET_TOPICS_OF_NAMESPACE):
+        br_handle_topics_of_namespace(c, cmd->get_topics_of_namespace);
+        break;
+    case T(PRODUCER):
+        br_handle_producer(c, cmd->producer);
+        break;
+    case T(SEND):
+        br_handle_send(c, f, frame, frame_off);
+        break;
+    case T(CLOSE_PRODUCER):
+        br_handle_close_producer(c, cmd->close_producer);
+        break;
+    case T(SUBSCRIBE):
+        br_handle_subscribe(c, cmd->subscribe);
+        break;
+    case T(FLOW):
+        br_handle_flow(c, cmd->flow);
+        break;
+    case T(ACK):
+        br_handle_ack(c, cmd->ack);
+        break;
+    case T(REDELIVER_UNACKNOWLEDGED_MESSAGES):
+        br_handle_redeliver(c, cmd->redeliver_unacknowledged_messages);
+        break;
+    case T(SEEK):
+        br_handle_seek(c, cmd->seek);
+        break;
+    case T(UNSUBSCRIBE):
+        br_handle_unsubscribe(c, cmd->unsubscribe);
+        break;
+    case T(CLOSE_CONSUMER):
+        br_handle_close_consumer(c, cmd->close_consumer);
+        break;
+    case T(GET_LAST_MESSAGE_ID):
+        br_handle_get_last_message_id(c, cmd->get_last_message_id);
+        break;
+    default:
+        handle_unknown(c, f);
+        break;
+    }
+}
+
+/* ---- input -------------------------------------------------------------------------------------
+ */
+
+static uint32_t frame_limit(const br_broker *b)
+{
+    return b->opts.message_bytes_max + BR_FRAME_PADDING_BYTES;
+}
+
+static void conn_process(br_conn *c)
+{
+    while (c->state != BR_CONN_CLOSING && c->rbuf != NULL) {
+        const uint8_t *data = mg_buf_data(c->rbuf);
+        size_t avail = mg_buf_len(c->rbuf) - c->rpos;
+        size_t frame_len = 0;
+        int rc = br_frame_size(data + c->rpos, avail, frame_limit(c->b), &frame_len);
+        if (rc == MG_EAGAIN) {
+            c->rwant = 0;
+            return;
+        }
+        if (rc != MG_OK) {
+            br_conn_count_proto_error(c->b, rc == MG_ELIMIT ? "frame_too_large" : "bad_frame");
+            br_conn_close(c, rc == MG_ELIMIT ? "frame larger than max_message_size"
+                                             : "malformed frame size");
+            return;
+        }
+        if (frame_len > avail) {
+            c->rwant = frame_len;
+            return;
+        }
+        c->rwant = 0;
+        br_frame f;
+        rc = br_frame_decode(data + c->rpos, frame_len, &f);
+        if (rc == MG_ENOTSUP) {
+            br_conn_count_proto_error(c->b, "unknown_command");
+            br_conn_send_error(c, 0, MAGNETAR__PULSAR__SERVER_ERROR__NotAllowedError,
+                               "unknown command type");
+            c->rpos += frame_len;
+            continue;
+        }
+        if (rc != MG_OK) {
+            br_conn_count_proto_error(c->b, "bad_command");
+            br_conn_close(c, "malformed command");
+            return;
+        }
+        size_t frame_off = c->rpos;
+        c->rpos += frame_len;
+        handle_frame(c, &f, data + frame_off, frame_off);
+        br_frame_free(&f);
+    }
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    (void)suggested;
+    br_conn *c = h->data;
+    size_t want = c->rwant > BR_READ_BUF_BYTES ? c->rwant : BR_READ_BUF_BYTES;
+    size_t unparsed = c->rbuf != NULL ? mg_buf_len(c->rbuf) - c->rpos : 0;
+    bool fits = c->rbuf != NULL && mg_buf_cap(c->rbuf) - c->rpos >= want &&
+                mg_buf_cap(c->rbuf) - mg_buf_len(c->rbuf) >= 1024;
+    if (!fits) {
+        /* A fresh buffer when the old one is full, the frame is larger than what is left, or the
+         * old one is referenced elsewhere and mostly parsed. */
+        mg_buf *nb = mg_buf_new(want + BR_READ_BUF_BYTES);
+        if (nb == NULL) {
+            out->base = NULL;
+            out->len = 0;
+            return;
+        }
+        if (unparsed > 0)
+            memcpy(mg_buf_data(nb), mg_buf_data(c->rbuf) + c->rpos, unparsed);
+        mg_buf_set_len(nb, unparsed);
+        mg_buf_unref(c->rbuf);
+        c->rbuf = nb;
+        c->rpos = 0;
+    }
+    out->base = (char *)mg_buf_data(c->rbuf) + mg_buf_len(c->rbuf);
+    out->len = mg_buf_cap(c->rbuf) - mg_buf_len(c->rbuf);
+}
+
+static void conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    br_conn *c = stream->data;
+    if (nread == UV_ENOBUFS) {
+        br_conn_close(c, "out of memory for the receive buffer");
+        return;
+    }
+    if (nread < 0) {
+        br_conn_close(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->last_in_ms = uv_now(c->b->loop);
+    c->idle_ping_sent = false;
+    mg_buf_set_len(c->rbuf, mg_buf_len(c->rbuf) + (size_t)nread);
+    br_conn_ref(c);
+    conn_process(c);
+    br_conn_unref(c);
+}
+
+void br_conn_pause_reading(br_conn *c);
+void br_conn_resume_reading(br_conn *c);
+
+void br_conn_pause_reading(br_conn *c)
+{
+    if (c->reading && c->state != BR_CONN_CLOSING) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+void br_conn_resume_reading(br_conn *c)
+{
+    if (!c->reading && c->state != BR_CONN_CLOSING) {
+        int rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read);
+        if (rc < 0) {
+            br_conn_close(c, uv_strerror(rc));
+            return;
+        }
+        c->reading = true;
+        /* Frames already buffered while paused. */
+        br_conn_ref(c);
+        conn_process(c);
+        br_conn_unref(c);
+    }
+}
+
+static void conn_keepalive(uv_timer_t *t)
+{
+    br_conn *c = t->data;
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    uint64_t idle_ms = uv_now(c->b->loop) - c->last_in_ms;
+    uint64_t period_ms = (uint64_t)c->b->opts.keepalive_s * 1000;
+    if (idle_ms < period_ms)
+        return;
+    if (c->idle_ping_sent) {
+        br_conn_close(c, "no answer to PING: keep-alive timeout");
+        return;
+    }
+    if (c->state == BR_CONN_AWAIT_CONNECT) {
+        br_conn_close(c, "no CONNECT within the keep-alive period");
+        return;
+    }
+    c->idle_ping_sent = true;
+    c->last_in_ms = uv_now(c->b->loop) - period_ms / 2; /* answer due within half a period more */
+    send_simple(c, T(PING));
+}
+
+/* ---- listener
+ * ------------------------------------------------------------------------------------ */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    br_broker *b = server->data;
+    if (status < 0) {
+        MG_WARN("broker: accept failed: %s", uv_strerror(status));
+        return;
+    }
+    br_conn *c = mg_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        MG_WARN("broker: out of memory for a connection");
+        return;
+    }
+    c->b = b;
+    br_list_init(&c->producers);
+    br_list_init(&c->consumers);
+    br_list_init(&c->link);
+    mg_outq_init(&c->out, conn_written, c);
+    uv_tcp_init(b->loop, &c->tcp);
+    uv_timer_init(b->loop, &c->keepalive);
+    c->tcp.data = c->keepalive.data = c;
+    c->handles_open = 2;
+    c->refs = 1;
+    br_list_push(&b->conns, &c->link);
+    b->conn_count++;
+    if (b->m_connections)
+        mg_gauge_set(b->m_connections, b->conn_count);
+    if (b->m_conn_opened)
+        mg_counter_inc(b->m_conn_opened);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || b->conn_count > BR_CONNECTIONS_MAX) {
+        c->state = BR_CONN_AWAIT_CONNECT;
+        br_conn_close(c, "cannot accept (connection limit)");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    snprintf(c->peer, sizeof(c->peer), "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+            uv_ip4_name(sin, ip, sizeof(ip));
+            port = ntohs(sin->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(sin6, ip, sizeof(ip));
+            port = ntohs(sin6->sin6_port);
+        }
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->last_in_ms = uv_now(b->loop);
+    uint64_t period_ms = (uint64_t)b->opts.keepalive_s * 1000;
+    uv_timer_start(&c->keepalive, conn_keepalive, period_ms / 2, period_ms / 2);
+    c->state = BR_CONN_AWAIT_CONNECT;
+    br_conn_resume_reading(c);
+}
+
+static void stats_tick(uv_timer_t *t)
+{
+    br_broker *b = t->data;
+    for (size_t i = 0; i < b->topics.bucket_count; i++)
+        for (br_topic *tp = b->topics.buckets[i]; tp != NULL; tp = tp->hash_next)
+            br_topic_stats_tick(tp, BR_STATS_PERIOD_S);
+}
+
+/* The metadata session expired: this broker's ownership nodes are gone and another broker may
+ * take its bundles over. Drop them and close every topic (clients look them up again). */
+static void session_changed(md_session_state state, void *arg)
+{
+    br_broker *b = arg;
+    if (state != MD_SESSION_EXPIRED || b->closing)
+        return;
+    MG_WARN("broker: metadata session expired: releasing every topic");
+    br_owned_clear(b);
+    for (size_t i = 0; i < b->topics.bucket_count; i++) {
+        br_topic *t = b->topics.buckets[i];
+        while (t != NULL) {
+            br_topic *next = t->hash_next;
+            if (t->state == BR_TOPIC_OPEN)
+                br_topic_close(t, false, NULL, NULL);
+            t = next;
+        }
+    }
+}
+
+static void register_metrics(br_broker *b)
+{
+    mg_metrics *m = b->opts.metrics;
+    if (m == NULL)
+        return;
+    b->m_connections = mg_metrics_unlabelled_gauge(m, "pulsar_active_connections",
+                                                   "Open Pulsar protocol connections");
+    b->m_conn_opened = mg_metrics_unlabelled_counter(m, "pulsar_connection_created_total_count",
+                                                     "Pulsar protocol connections accepted");
+    b->m_conn_closed = mg_metrics_unlabelled_counter(m, "pulsar_connection_closed_total_count",
+                                                     "Pulsar protocol connections closed");
+    static const char *const reason[] = { "reason" };
+    b->m_proto_errors = mg_metrics_counter_family(
+        m, "magnetar_broker_protocol_errors_total",
+        "Bad input from Pulsar clients, by kind (the connection was answered or closed)", 1,
+        reason);
+    static const char *const type[] = { "type" };
+    b->m_commands = mg_metrics_counter_family(m, "magnetar_broker_commands_total",
+                                              "Pulsar commands received, by type", 1, type);
+    b->m_publish_latency_us = mg_metrics_unlabelled_histogram(
+        m, "magnetar_broker_publish_latency_ms",
+        "Time from a SEND's arrival to its SEND_RECEIPT, in milliseconds", 0.001);
+}
+
+int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
+{
+    if (opts == NULL ||
+        (opts->message_bytes_max != 0 &&
+         (opts->message_bytes_max < 1024 || opts->message_bytes_max > BR_MESSAGE_BYTES_MAX)))
+        return MG_EINVAL;
+    br_broker *b = mg_calloc(1, sizeof(*b));
+    if (b == NULL)
+        return MG_ENOMEM;
+    b->loop = ml_env_loop(env);
+    b->env = env;
+    b->md = ml_env_md(env);
+    b->opts = *opts;
+    if (b->opts.message_bytes_max == 0)
+        b->opts.message_bytes_max = BR_MESSAGE_BYTES_DEFAULT;
+    if (b->opts.keepalive_s == 0)
+        b->opts.keepalive_s = 30;
+    snprintf(b->host, sizeof(b->host), "%s", opts->host != NULL ? opts->host : "0.0.0.0");
+    const char *adv = opts->advertised_address;
+    if (adv == NULL || adv[0] == '\0')
+        adv = strcmp(b->host, "0.0.0.0") == 0 ? "127.0.0.1" : b->host;
+    snprintf(b->advertised, sizeof(b->advertised), "%s", adv);
+    snprintf(b->cluster, sizeof(b->cluster), "%s",
+             opts->cluster != NULL ? opts->cluster : "standalone");
+    b->opts.host = b->host;
+    b->opts.advertised_address = b->advertised;
+    b->opts.cluster = b->cluster;
+    br_list_init(&b->conns);
+    b->topics.bucket_count = 1024;
+    b->topics.buckets = mg_calloc(b->topics.bucket_count, sizeof(br_topic *));
+    if (b->topics.buckets == NULL) {
+        mg_free(b);
+        return MG_ENOMEM;
+    }
+    register_metrics(b);
+
+    struct sockaddr_in addr;
+    int rc = uv_ip4_addr(b->host, opts->port, &addr);
+    if (rc != 0) {
+        mg_free(b->topics.buckets);
+        mg_free(b);
+        return MG_EINVAL;
+    }
+    uv_tcp_init(b->loop, &b->listener);
+    b->listener.data = b;
+    rc = uv_tcp_bind(&b->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&b->listener, 511, on_connection);
+    if (rc != 0) {
+        MG_ERROR("broker: cannot listen on %s:%u: %s", b->host, (unsigned)opts->port,
+                 uv_strerror(rc));
+        /* The handle's memory is the broker's: free it from the close callback. */
+        b->listener.data = b;
+        uv_close((uv_handle_t *)&b->listener, NULL);
+        uv_run(b->loop, UV_RUN_NOWAIT);
+        mg_free(b->topics.buckets);
+        mg_free(b);
+        return mg_err_from_uv(rc);
+    }
+    b->listening = true;
+    snprintf(b->service_url, sizeof(b->service_url), "pulsar://%s:%u", b->advertised,
+             (unsigned)br_broker_port(b));
+    md_client_on_session(b->md, session_changed, b);
+    uv_timer_init(b->loop, &b->stats_timer);
+    b->stats_timer.data = b;
+    uv_timer_start(&b->stats_timer, stats_tick, BR_STATS_PERIOD_S * 1000, BR_STATS_PERIOD_S * 1000);
+    *out = b;
+    return MG_OK;
+}
+
+uint16_t br_broker_port(const br_broker *b)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(&b->listener, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void br_broker_set_http_port(br_broker *b, uint16_t http_port)
+{
+    b->opts.http_port = http_port;
+}
+
+/* ---- close ------------------------------------------------------------------------------------
+ */
+
+static void broker_handle_closed(uv_handle_t *h)
+{
+    br_broker *b = h->data;
+    MG_ASSERT(b->close_pending > 0);
+    b->close_pending--;
+    broker_maybe_closed(b);
+}
+
+static void broker_maybe_closed(br_broker *b)
+{
+    if (!b->closing || b->close_pending > 0 || !br_list_empty(&b->conns) || b->topics.count > 0)
+        return;
+    void (*cb)(void *) = b->closed_cb;
+    void *arg = b->closed_arg;
+    br_owned_clear(b);
+    mg_free(b->topics.buckets);
+    mg_free(b);
+    if (cb != NULL)
+        cb(arg);
+}
+
+static void topic_closed_for_shutdown(int status, void *arg)
+{
+    (void)status;
+    br_broker *b = arg;
+    broker_maybe_closed(b);
+}
+
+void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
+{
+    MG_ASSERT(!b->closing);
+    b->closing = true;
+    md_client_on_session(b->md, NULL, NULL);
+    b->closed_cb = closed;
+    b->closed_arg = arg;
+    b->close_pending = 2;
+    uv_close((uv_handle_t *)&b->listener, broker_handle_closed);
+    uv_close((uv_handle_t *)&b->stats_timer, broker_handle_closed);
+    b->stats_timer.data = b;
+    /* Connections first (their consumers and producers detach), then topics. */
+    for (br_link *l = b->conns.next; l != &b->conns;) {
+        br_conn *c = BR_CONTAINER(l, br_conn, link);
+        l = l->next;
+        br_conn_close(c, NULL);
+    }
+    for (size_t i = 0; i < b->topics.bucket_count; i++) {
+        br_topic *t = b->topics.buckets[i];
+        while (t != NULL) {
+            br_topic *next = t->hash_next;
+            if (t->state != BR_TOPIC_CLOSING)
+                br_topic_close(t, false, topic_closed_for_shutdown, b);
+            t = next;
+        }
+    }
+    broker_maybe_closed(b);
+}

@@ -1,0 +1,276 @@
+/*
+ * The Pulsar binary protocol codec: frames, commands, message payloads and topic names. It is
+ * its own target (mg_pulsar_wire) shared by the broker and the C client; it knows nothing of
+ * connections, topics or storage, and keeps no state between calls.
+ *
+ * FRAMES (all integers big-endian)
+ *
+ *   simple:  [total_size u32][command_size u32][BaseCommand]
+ *   payload: [total_size u32][command_size u32][BaseCommand][payload ...]
+ *
+ *   total_size counts every byte after itself: 4 + command_size + payload bytes, so a frame is
+ *   4 + total_size bytes long. Only SEND and MESSAGE carry a payload; any other command with
+ *   bytes after it is a protocol error. The payload of SEND and MESSAGE is
+ *
+ *     [0x0e02 u16][bem_size u32][BrokerEntryMetadata]   optional, only ever from a broker
+ *     [0x0e01 u16][crc32c u32]                          optional checksum
+ *     [metadata_size u32][MessageMetadata][data]
+ *
+ *   The CRC32C (common/crc32c.h) covers every byte after the checksum field: metadata_size,
+ *   the metadata and the data. The "client bytes" are the payload without the 0x0e02 prefix:
+ *   exactly what a producer sent after its SEND command, and what a consumer that did not ask
+ *   for broker entry metadata receives after its MESSAGE command. A broker stores
+ *   [0x0e02 prefix][client bytes] as one entry and sends either all of it or the client bytes.
+ *
+ * ZERO COPY
+ *   Decoding never copies a payload: br_frame_decode reports where the payload lies inside the
+ *   frame, br_payload_parse reports offsets and pointers into the caller's bytes, and the only
+ *   allocations are those of the unpacked command. Encoding a MESSAGE or SEND writes the sizes
+ *   and the command into a small new buffer (br_payload_head_encode); the payload that follows
+ *   on the socket is the caller's stored entry, referenced, not copied.
+ *
+ * ERRORS
+ *   MG_EAGAIN  not enough bytes yet (br_frame_size only)
+ *   MG_ELIMIT  a size beyond the allowed frame size
+ *   MG_EPROTO  malformed input: bad sizes, a protobuf that does not parse or lacks required
+ *              fields, a type without its sub-command, trailing bytes, absurd counts
+ *   MG_ENOTSUP a well-formed BaseCommand whose type this codec does not know (transactions,
+ *              topic-list watchers, anything newer): the peer may be answered with an error
+ *   MG_ECORRUPT a payload whose checksum does not match (answer SEND_ERROR ChecksumError)
+ *   MG_EINVAL  a caller's mistake: an inconsistent command to encode, bad arguments
+ *   MG_ENOMEM  allocation failed
+ *
+ * THREADING: every function is reentrant and may run on any thread; objects passed in belong
+ * to the caller for the duration of the call.
+ */
+#ifndef MG_BROKER_WIRE_H
+#define MG_BROKER_WIRE_H
+
+#include "common/buf.h"
+#include "common/limits.h"
+#include "proto/PulsarApi.pb-c.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The two magic numbers of a payload (big-endian u16 on the wire). */
+#define BR_MAGIC_CHECKSUM              0x0e01u
+#define BR_MAGIC_BROKER_ENTRY_METADATA 0x0e02u
+
+/* Bytes of the two fixed frame fields, total_size and command_size. */
+#define BR_FRAME_HEADER_BYTES 8u
+
+/* --- Frames ---------------------------------------------------------------------------------- */
+
+/* Looks at the first n bytes of a stream (p may be NULL when n is 0) and tells how long the
+ * frame that starts there is. The bound: frame_max_bytes limits the whole frame, 4 + total_size
+ * (the size field included); a connection passes its advertised max_message_size plus the
+ * padding it allows for the command and headers. Values above MG_PULSAR_FRAME_BYTES_MAX are
+ * treated as MG_PULSAR_FRAME_BYTES_MAX.
+ * Returns MG_OK with *frame_len = 4 + total_size (the bytes may not all be there yet: wait for
+ * *frame_len bytes), MG_EAGAIN when n < 4, MG_ELIMIT when 4 + total_size > frame_max_bytes,
+ * MG_EPROTO when total_size < 4 (no room for command_size). *frame_len is set only on MG_OK. */
+int br_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *frame_len);
+
+/* A decoded frame. Offsets are relative to the first byte of the frame. */
+typedef struct br_frame {
+    Magnetar__Pulsar__BaseCommand *cmd; /* owned by the frame; NULL after br_frame_free */
+    int type;                           /* cmd->type: a Magnetar__Pulsar__BaseCommand__Type */
+    uint32_t frame_len;                 /* 4 + total_size */
+    uint32_t command_len;               /* command_size */
+    uint32_t payload_off;               /* BR_FRAME_HEADER_BYTES + command_len */
+    uint32_t payload_len;               /* bytes after the command: 0 unless SEND or MESSAGE */
+} br_frame;
+
+/* Decodes the frame p[0, frame_len), where frame_len is what br_frame_size returned for it.
+ * Checks command_size <= total_size - 4, unpacks the BaseCommand, checks that the sub-command
+ * matching its type is present, and records the payload region of SEND and MESSAGE (the bytes
+ * are not parsed: see br_payload_parse). The payload stays in the caller's buffer.
+ * On MG_OK *out holds the command (release it with br_frame_free). On error nothing is left
+ * allocated and out->cmd is NULL; on MG_ENOTSUP out->type and the lengths are still filled in
+ * so the caller can name the type it refuses.
+ * Errors: MG_EPROTO (sizes, a BaseCommand that does not parse, a type without its sub-command,
+ * bytes after a command that carries no payload), MG_ENOTSUP (type unknown to this codec),
+ * MG_EINVAL (frame_len disagrees with the size field or is below 8), MG_ENOMEM. */
+int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out);
+
+/* Releases the command of a decoded frame and sets f->cmd to NULL. Calling it again, or on a
+ * frame whose decode failed, is a no-op. */
+void br_frame_free(br_frame *f);
+
+/* The sub-command of cmd that matches cmd->type (e.g. cmd->send for SEND), or NULL when the
+ * type is unknown to this codec or that field is not set. */
+const ProtobufCMessage *br_command_body(const Magnetar__Pulsar__BaseCommand *cmd);
+
+/* The name of a command type for logs and metric labels: "CONNECT", "SEND", ...; "UNKNOWN" for
+ * a value this codec does not know. The string is static. */
+const char *br_command_type_name(int type);
+
+/* --- Payloads -------------------------------------------------------------------------------- */
+
+/* What br_payload_parse found. Offsets are relative to the p passed to it; pointers point into
+ * those same bytes (nothing is allocated or copied), so they are valid while those bytes are
+ * and the struct may be copied freely. Strings from the metadata are NOT NUL-terminated. */
+typedef struct br_payload {
+    /* [0x0e02][size][BrokerEntryMetadata]: p[0, bem_len) when present */
+    bool has_broker_entry_metadata;
+    bool has_broker_timestamp;
+    bool has_index;
+    size_t bem_len;               /* 0 when absent, else 6 + size */
+    uint64_t broker_timestamp_ms; /* 0 when absent */
+    int64_t index;                /* -1 when absent */
+
+    /* The client bytes: p[client_off, client_off + client_len) = everything after the prefix */
+    size_t client_off;
+    size_t client_len;
+
+    bool has_checksum;
+    uint32_t checksum; /* as found on the wire; verified only when asked */
+
+    /* [metadata_size][MessageMetadata]: the protobuf is p[metadata_off, +metadata_len) */
+    size_t metadata_off;
+    size_t metadata_len;
+    /* The message (or batch) bytes after the metadata, to the end of the payload */
+    size_t data_off;
+    size_t data_len;
+
+    /* From MessageMetadata */
+    int32_t num_messages;        /* num_messages_in_batch; 1 when absent */
+    int64_t sequence_id;         /* producer's sequence id (of the first message) */
+    int64_t highest_sequence_id; /* -1 when absent */
+    uint64_t publish_time_ms;
+    uint64_t event_time_ms; /* 0 when absent */
+    int compression;        /* a Magnetar__Pulsar__CompressionType */
+    uint32_t uncompressed_size;
+    const char *producer_name; /* never NULL after success */
+    size_t producer_name_len;
+    const uint8_t *partition_key; /* the message key; NULL when absent */
+    size_t partition_key_len;
+    const uint8_t *ordering_key; /* Key_Shared ordering key; NULL when absent */
+    size_t ordering_key_len;
+} br_payload;
+
+/* Parses the payload p[0, len) of a SEND or MESSAGE frame (the bytes after the command) or a
+ * stored entry, as laid out in the header comment. A 0x0e02 prefix is accepted wherever it
+ * appears first; a broker refuses one in a client's SEND by checking has_broker_entry_metadata.
+ * When the 0x0e01 checksum is present and verify_checksum is true, the CRC32C over everything after
+ * the checksum field is checked. MessageMetadata is unpacked into scratch memory on the stack
+ * (allocating only for very large metadata, released before return) and the fields of br_payload
+ * are extracted; the whole metadata is available through br_metadata_unpack. Returns MG_OK;
+ * MG_ECORRUPT on a checksum mismatch; MG_EPROTO for a truncated prefix, a size past the end,
+ * BrokerEntryMetadata longer than MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX or not parsing,
+ * MessageMetadata not parsing or lacking producer_name, sequence_id or publish_time,
+ * num_messages_in_batch < 1 or > MG_PULSAR_BATCH_MESSAGES_MAX; MG_ENOMEM. *out is fully written
+ * on MG_OK and unspecified otherwise. */
+int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payload *out);
+
+/* Unpacks the whole MessageMetadata of a payload that br_payload_parse accepted (p is the same
+ * buffer, pl its result) into a new message owned by the caller, released with
+ * br_metadata_free. Returns MG_OK, MG_EPROTO (not the same bytes), MG_ENOMEM. */
+int br_metadata_unpack(const uint8_t *p, const br_payload *pl,
+                       Magnetar__Pulsar__MessageMetadata **out);
+
+/* Releases metadata from br_metadata_unpack. NULL is a no-op. */
+void br_metadata_free(Magnetar__Pulsar__MessageMetadata *md);
+
+/* --- Encoding ----------------------------------------------------------------------------------
+ * Every encoder checks the command first: its type must be known, the matching sub-command set
+ * and every required field present (protobuf_c_message_check); otherwise MG_EINVAL, since
+ * building an incomplete command is the caller's mistake. A result larger than
+ * MG_PULSAR_FRAME_BYTES_MAX is MG_ELIMIT. On success *out is a new buffer with refcount 1 owned
+ * by the caller, its length the encoded size; on error *out is untouched. */
+
+/* A simple frame [total_size][command_size][cmd] for a command without payload. MG_EINVAL also
+ * for SEND and MESSAGE, which need br_payload_head_encode. */
+int br_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out);
+
+/* The head of a payload frame: [total_size = 4 + command_size + payload_len][command_size][cmd].
+ * The caller sends payload_len bytes of payload right after it (for MESSAGE, a stored entry or
+ * its client bytes, as stored). cmd->type must be SEND or MESSAGE (MG_EINVAL otherwise). */
+int br_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
+                           mg_buf **out);
+
+/* The client bytes of a SEND: [0x0e01][crc32c][metadata_size][md][data], the checksum computed.
+ * data may be NULL when data_len is 0. MG_EINVAL when md lacks a required field. */
+int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
+                           size_t data_len, mg_buf **out);
+
+/* A whole payload frame in one buffer: br_payload_head_encode followed by
+ * br_send_payload_encode's bytes. For clients and tests that publish small messages. */
+int br_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
+                            const Magnetar__Pulsar__MessageMetadata *md, const void *data,
+                            size_t data_len, mg_buf **out);
+
+/* --- Common replies ----------------------------------------------------------------------------
+ * Convenience encoders for the commands a broker sends most; same ownership and errors as
+ * br_command_encode (message strings are copied into the frame; NULL means ""). */
+
+/* SUCCESS{request_id}. */
+int br_encode_success(uint64_t request_id, mg_buf **out);
+
+/* ERROR{request_id, error, message}; server_error is a Magnetar__Pulsar__ServerError. */
+int br_encode_error(uint64_t request_id, int server_error, const char *message, mg_buf **out);
+
+/* PING{} and PONG{}. */
+int br_encode_ping(mg_buf **out);
+int br_encode_pong(mg_buf **out);
+
+/* SEND_RECEIPT{producer_id, sequence_id, highest_sequence_id (omitted when < 0),
+ * message_id{ledger_id, entry_id}}. */
+int br_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t highest_sequence_id,
+                           int64_t ledger_id, int64_t entry_id, mg_buf **out);
+
+/* SEND_ERROR{producer_id, sequence_id, error, message}. */
+int br_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_error,
+                         const char *message, mg_buf **out);
+
+/* The head of a MESSAGE frame: MESSAGE{consumer_id, message_id{ledger_id, entry_id, partition
+ * (omitted when < 0)}, redelivery_count (omitted when 0)} announcing payload_len bytes of
+ * payload, which the caller sends right after it. */
+int br_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entry_id,
+                           int32_t partition, uint32_t redelivery_count, size_t payload_len,
+                           mg_buf **out);
+
+/* --- Topic names (wire_topic.c) ----------------------------------------------------------------
+ * "persistent://tenant/namespace/topic", optionally "...topic-partition-N" for partition N of a
+ * partitioned topic. Every part is 1 or more characters of [A-Za-z0-9_=:.-] ('/' only between
+ * parts), within the MG_PULSAR_*_BYTES_MAX limits. */
+
+typedef struct br_topic_name {
+    char domain[MG_PULSAR_DOMAIN_BYTES_MAX + 1]; /* "persistent" or "non-persistent" */
+    bool persistent;
+    char tenant[MG_PULSAR_TENANT_BYTES_MAX + 1];
+    char ns[MG_PULSAR_NAMESPACE_BYTES_MAX + 1];
+    char local[MG_PULSAR_TOPIC_LOCAL_BYTES_MAX + 1]; /* the topic part, with any suffix */
+    int partition;                                   /* N of "-partition-N", else -1 */
+    char full[MG_PULSAR_TOPIC_BYTES_MAX + 1];        /* "persistent://t/n/x[-partition-N]" */
+    char base[MG_PULSAR_TOPIC_BYTES_MAX + 1];        /* full without "-partition-N" */
+} br_topic_name;
+
+/* Parses a topic name as Pulsar clients write it:
+ *   "topic"                              -> persistent://public/default/topic
+ *   "tenant/ns/topic"                    -> persistent://tenant/ns/topic
+ *   "persistent://tenant/ns/topic"       (and "non-persistent://...": parsed; the broker decides)
+ * A topic part ending in "-partition-N", N a decimal without sign or leading zeros below
+ * MG_PULSAR_TOPIC_PARTITIONS_MAX, names partition N; with any other text after "-partition-"
+ * the whole part is an ordinary name (Pulsar does the same). The legacy form with a cluster
+ * ("persistent://tenant/cluster/ns/topic") is refused.
+ * Returns MG_OK, or MG_EINVAL with a one-line reason in err (cut to err_size; err may be NULL
+ * when err_size is 0), e.g. "topic name 'a//t' has an empty namespace". *out is written only on
+ * MG_OK. */
+int br_topic_name_parse(const char *s, br_topic_name *out, char *err, size_t err_size);
+
+/* The name of partition `partition` of the partitioned topic base (whose own partition is -1).
+ * Returns MG_OK, MG_EINVAL (base is itself a partition, or partition is outside
+ * [0, MG_PULSAR_TOPIC_PARTITIONS_MAX)), MG_ELIMIT (the suffixed topic part would exceed
+ * MG_PULSAR_TOPIC_LOCAL_BYTES_MAX). out may not alias base. */
+int br_topic_partition_name(const br_topic_name *base, int partition, br_topic_name *out);
+
+/* Writes the managed-ledger name of a persistent topic, "tenant/ns/persistent/topic" (the
+ * topic part with any partition suffix; names never need escaping since they cannot contain
+ * '/' or '%'), NUL-terminated, into dst[0, cap). Returns MG_OK, MG_EINVAL for a non-persistent
+ * topic (it has no managed ledger), MG_ELIMIT when cap is too small. */
+int br_topic_ml_name(const br_topic_name *t, char *dst, size_t cap);
+
+#endif

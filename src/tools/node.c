@@ -1,0 +1,364 @@
+/*
+ * The roles of a Magnetar process on one loop; see node.h. Stopping is a chain: each step's
+ * callback starts the next (HTTP -> broker -> ledger environment -> bookie client -> bookie
+ * server -> bookie storage -> metadata client -> signal handles), so nothing is closed while
+ * something above it may still use it.
+ */
+#include "node.h"
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "tools.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long start-up waits for the metadata store before giving up. */
+#define NODE_START_TIMEOUT_MS 30000
+
+static void handle_health(mg_http_request *req, void *arg)
+{
+    mg_http_reply(req, 200, "text/plain", "ok", 2);
+}
+
+static void handle_metrics(mg_http_request *req, void *arg)
+{
+    mg_node *s = arg;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = mg_metrics_render(s->metrics, &text, &len);
+    if (rc == MG_OK && s->broker != NULL)
+        rc = br_broker_metrics_render(s->broker, &text, &len);
+    if (rc != MG_OK) {
+        free(text);
+        mg_http_reply_json_error(req, 500, mg_strerror(rc));
+        return;
+    }
+    mg_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+/* ---- stopping: each step's callback starts the next ----------------------------------------- */
+
+static void md_client_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->mdc = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void storage_closed(int status, void *arg)
+{
+    mg_node *s = arg;
+    if (status != MG_OK)
+        MG_WARN("closing the bookie storage: %s", mg_strerror(status));
+    s->storage = NULL;
+    if (s->mdc)
+        md_client_close(s->mdc, md_client_closed, s);
+    else
+        md_client_closed(s);
+}
+
+static void bookie_server_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->bookie = NULL;
+    if (s->storage)
+        bk_storage_close(s->storage, storage_closed, s);
+    else
+        storage_closed(MG_OK, s);
+}
+
+static void bk_client_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->bkc = NULL;
+    if (s->bookie)
+        bk_server_close(s->bookie, bookie_server_closed, s);
+    else
+        bookie_server_closed(s);
+}
+
+static void broker_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->broker = NULL;
+    if (s->env) {
+        ml_env_destroy(s->env);
+        s->env = NULL;
+    }
+    if (s->bkc)
+        bk_client_close(s->bkc, bk_client_closed, s);
+    else
+        bk_client_closed(s);
+}
+
+static void http_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->http = NULL;
+    if (s->broker)
+        br_broker_close(s->broker, broker_closed, s);
+    else
+        broker_closed(s);
+}
+
+static void stop(mg_node *s)
+{
+    s->stopping = 1;
+    if (s->http)
+        mg_http_server_close(s->http, http_closed, s);
+    else
+        http_closed(s);
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    mg_node *s = handle->data;
+    if (s->stopping) {
+        MG_WARN("second %s while stopping: exiting now", strsignal(signum));
+        _exit(MG_EXIT_FAILURE);
+    }
+    MG_INFO("received %s: stopping", strsignal(signum));
+    stop(s);
+}
+
+/* ---- starting ----------------------------------------------------------------------------------
+ */
+
+static int register_metrics(mg_node *s)
+{
+    MG_TRY(mg_metrics_create(&s->metrics));
+    mg_metrics_register_process(s->metrics);
+    static const char *const names[] = { "version" };
+    static const char *const values[] = { MG_VERSION };
+    mg_metric_family *info = mg_metrics_gauge_family(
+        s->metrics, "magnetar_build_info", "Build information; the value is always 1", 1, names);
+    mg_gauge *g = info ? mg_metrics_gauge(info, values) : NULL;
+    if (g == NULL)
+        return MG_ENOMEM;
+    mg_gauge_set(g, 1);
+    return MG_OK;
+}
+
+int mg_node_open_metadata(mg_node *s, const char *url)
+{
+    int rc = md_store_open(url, NULL, &s->md);
+    if (rc != MG_OK) {
+        MG_ERROR("cannot open the metadata store %s: %s", url, mg_strerror(rc));
+        return rc;
+    }
+    MG_INFO("metadata store %s open (%s)", url, md_store_backend(s->md));
+    return md_client_create(s->md, &s->loop, &s->mdc);
+}
+
+static void node_registered(int status, const char *path, void *arg)
+{
+    mg_node *s = arg;
+    s->register_status = status;
+    s->registered = true;
+}
+
+/* Creates an ephemeral registration node and waits for the answer (start-up only). Bounded: a
+ * ZooKeeper ensemble that is down must not hang start-up silently. */
+static int register_node(mg_node *s, const char *path, const char *value)
+{
+    s->registered = false;
+    MG_TRY(md_create(s->mdc, path, value, strlen(value), MD_EPHEMERAL | MD_CREATE_PARENTS,
+                     node_registered, s));
+    uint64_t deadline_ms = uv_now(&s->loop) + NODE_START_TIMEOUT_MS;
+    while (!s->registered && uv_now(&s->loop) < deadline_ms) {
+        if (uv_run(&s->loop, UV_RUN_NOWAIT) == 0)
+            uv_sleep(1);
+        uv_update_time(&s->loop);
+    }
+    if (!s->registered) {
+        MG_ERROR("the metadata store did not answer within %d ms", NODE_START_TIMEOUT_MS);
+        return MG_ETIMEDOUT;
+    }
+    if (s->register_status != MG_OK)
+        MG_ERROR("cannot register %s in the metadata store: %s%s", path,
+                 mg_strerror(s->register_status),
+                 s->register_status == MG_EEXIST ? " (another process uses this address)" : "");
+    return s->register_status;
+}
+
+/* The bookie's identity is its address: ledgers name the bookies that hold them. With
+ * --bookie-port 0 the port chosen on the first start is kept in <data-dir>/bookie/port and used
+ * again on every restart, so the ledgers stay readable. Returns the port to listen on. */
+static int64_t bookie_port_choose(const mg_node_bookie_opts *o, char *file, size_t file_size)
+{
+    snprintf(file, file_size, "%s/bookie/port", o->data_dir);
+    if (o->port != 0)
+        return o->port;
+    FILE *f = fopen(file, "r");
+    long long port = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%lld", &port) != 1 || port < 1 || port > 65535)
+            port = 0;
+        fclose(f);
+    }
+    return port;
+}
+
+static void bookie_port_remember(const char *file, unsigned port)
+{
+    FILE *f = fopen(file, "w");
+    if (f == NULL || fprintf(f, "%u\n", port) < 0 || fclose(f) != 0)
+        MG_WARN("cannot write %s: %s (a restart will pick another bookie port and will not find "
+                "its ledgers)",
+                file, strerror(errno));
+}
+
+int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
+{
+    char journal[4200], ledgers[4200];
+    snprintf(journal, sizeof(journal), "%s/bookie/journal", o->data_dir);
+    snprintf(ledgers, sizeof(ledgers), "%s/bookie/ledgers", o->data_dir);
+    int rc = mg_mkdirs(journal);
+    if (rc == MG_OK)
+        rc = mg_mkdirs(ledgers);
+    if (rc != MG_OK) {
+        MG_ERROR("cannot create %s or %s: %s", journal, ledgers, mg_strerror(rc));
+        return rc;
+    }
+    bk_storage_opts so = {
+        .journal_dir = journal,
+        .ledger_dir = ledgers,
+        .write_cache_bytes = (size_t)o->write_cache_mb << 20,
+        .read_cache_bytes = (size_t)o->read_cache_mb << 20,
+        .readahead = true,
+        .metrics = s->metrics,
+    };
+    rc = bk_storage_open(&s->loop, &so, &s->storage);
+    if (rc != MG_OK)
+        return rc; /* logged */
+    char port_file[4200];
+    int64_t port = bookie_port_choose(o, port_file, sizeof(port_file));
+    bk_server_opts sv = { .host = o->bind_address, .port = (uint16_t)port, .metrics = s->metrics };
+    rc = bk_server_start(&s->loop, s->storage, &sv, &s->bookie);
+    if (rc != MG_OK) {
+        MG_ERROR("cannot serve the bookie RPC on %s:%lld: %s", o->bind_address, (long long)port,
+                 mg_strerror(rc));
+        return rc;
+    }
+    if (o->port == 0 && port == 0)
+        bookie_port_remember(port_file, bk_server_port(s->bookie));
+    snprintf(s->bookie_path, sizeof(s->bookie_path), "/bookies/%s:%u", o->advertised_address,
+             (unsigned)bk_server_port(s->bookie));
+    char value[9000];
+    snprintf(value, sizeof(value),
+             "{\"version\":\"%s\",\"journalDir\":\"%s\",\"ledgerDirs\":\"%s\","
+             "\"startTimestamp\":%lld}",
+             MG_VERSION, journal, ledgers, (long long)time(NULL) * 1000);
+    return register_node(s, s->bookie_path, value);
+}
+
+int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
+{
+    MG_TRY(bk_client_create(&s->loop, NULL, &s->bkc));
+    ml_env_opts eo = { .ensemble_size = o->ensemble_size,
+                       .write_quorum = o->write_quorum,
+                       .ack_quorum = o->ack_quorum,
+                       .metrics = s->metrics };
+    MG_TRY(ml_env_create(&s->loop, s->mdc, s->bkc, &eo, &s->env));
+    br_broker_opts bo = {
+        .host = o->bind_address,
+        .port = (uint16_t)o->port,
+        .advertised_address = o->advertised_address,
+        .message_bytes_max = (uint32_t)o->message_size_max,
+        .keepalive_s = (uint32_t)o->keepalive_s,
+        .cluster = o->cluster,
+        .metrics = s->metrics,
+    };
+    int rc = br_broker_start(s->env, &bo, &s->broker);
+    if (rc != MG_OK)
+        MG_ERROR("cannot start the broker on %s:%lld: %s", o->bind_address, (long long)o->port,
+                 mg_strerror(rc));
+    return rc;
+}
+
+int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
+{
+    mg_http_options ho = { .host = bind_address, .port = (uint16_t)port };
+    int rc = mg_http_server_create(&s->loop, &ho, &s->http);
+    if (rc != MG_OK)
+        return rc;
+    MG_TRY(mg_http_server_route(s->http, "GET", "/metrics", handle_metrics, s));
+    MG_TRY(mg_http_server_route(s->http, "GET", "/admin/v2/brokers/health", handle_health, s));
+    if (s->broker != NULL)
+        MG_TRY(br_broker_admin_register(s->broker, s->http));
+    MG_TRY(mg_http_server_start(s->http)); /* logs the address on failure */
+    if (s->broker != NULL)
+        br_broker_set_http_port(s->broker, mg_http_server_port(s->http));
+    return MG_OK;
+}
+
+/* Registers this process as a live broker: ephemeral /brokers/<address>:<http port>, holding
+ * JSON in the spirit of Pulsar's broker registration. */
+int mg_node_register_broker(mg_node *s, const char *advertised_address)
+{
+    unsigned port = mg_http_server_port(s->http);
+    snprintf(s->broker_path, sizeof(s->broker_path), "/brokers/%s:%u", advertised_address, port);
+    char value[512];
+    snprintf(value, sizeof(value),
+             "{\"webServiceUrl\":\"http://%s:%u\",\"pulsarServiceUrl\":\"pulsar://%s:%u\","
+             "\"version\":\"%s\",\"startTimestamp\":%lld}",
+             advertised_address, port, advertised_address, (unsigned)br_broker_port(s->broker),
+             MG_VERSION, (long long)time(NULL) * 1000);
+    return register_node(s, s->broker_path, value);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int mg_node_init(mg_node *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->lock_fd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->loop);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    if (register_metrics(s) != MG_OK) {
+        MG_ERROR("cannot set up metrics: out of memory");
+        return MG_ENOMEM;
+    }
+    return MG_OK;
+}
+
+void mg_node_run(mg_node *s)
+{
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+void mg_node_cleanup(mg_node *s)
+{
+    if (!s->stopping && (s->http || s->broker || s->bkc || s->bookie || s->storage || s->mdc)) {
+        /* Start-up failed part way: stop what started, in the same order. */
+        stop(s);
+        uint64_t deadline_ms = uv_now(&s->loop) + NODE_START_TIMEOUT_MS;
+        while (s->mdc != NULL && uv_now(&s->loop) < deadline_ms)
+            uv_run(&s->loop, UV_RUN_ONCE);
+    }
+    uv_walk(&s->loop, close_walk_cb, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    md_store_close(s->md);
+    mg_metrics_destroy(s->metrics);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+}

@@ -1,0 +1,86 @@
+/*
+ * A Magnetar process running one or more roles on one libuv loop: the metadata client, a
+ * bookie, a broker, the HTTP server for /metrics, health and the admin API. `magnetar
+ * standalone` runs all of them, `magnetar broker` the broker and HTTP parts against a shared
+ * metadata store and remote bookies.
+ *
+ * Life cycle: mg_node_init -> mg_node_open_metadata -> [mg_node_start_bookie] ->
+ * [mg_node_start_broker] -> mg_node_start_http -> mg_node_register_broker -> mg_node_run
+ * (until SIGINT/SIGTERM; stops every role in reverse order: HTTP, broker and its ledger
+ * environment and bookie client, bookie server, bookie storage, metadata client) ->
+ * mg_node_cleanup (also after a start-up failure part way: it stops what started). A second
+ * signal while stopping exits at once with status 1. Start-up errors are logged here.
+ */
+#ifndef MG_TOOLS_NODE_H
+#define MG_TOOLS_NODE_H
+
+#include "bookie/client.h"
+#include "bookie/server.h"
+#include "bookie/storage.h"
+#include "broker/broker.h"
+#include "common/http.h"
+#include "common/metrics.h"
+#include "metadata/metadata.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct mg_node {
+    uv_loop_t loop;
+    uv_signal_t sigint;
+    uv_signal_t sigterm;
+    mg_metrics *metrics;
+    mg_http_server *http;
+    md_store *md;
+    md_client *mdc;
+    bk_storage *storage;
+    bk_server *bookie;
+    bk_client *bkc;
+    ml_env *env;
+    br_broker *broker;
+    char broker_path[300];
+    char bookie_path[300];
+    bool registered;
+    int register_status;
+    int lock_fd;
+    int stopping;
+} mg_node;
+
+typedef struct mg_node_bookie_opts {
+    const char *data_dir; /* storage under <data_dir>/bookie */
+    const char *bind_address;
+    const char *advertised_address;
+    int64_t port; /* 0: chosen once, kept in <data_dir>/bookie/port */
+    int64_t write_cache_mb;
+    int64_t read_cache_mb;
+} mg_node_bookie_opts;
+
+typedef struct mg_node_broker_opts {
+    const char *bind_address;
+    const char *advertised_address;
+    int64_t port;
+    int64_t message_size_max;
+    int64_t keepalive_s;
+    int ensemble_size, write_quorum, ack_quorum;
+    const char *cluster;
+} mg_node_broker_opts;
+
+/* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */
+int mg_node_init(mg_node *n);
+/* Opens the metadata store at url and a client on the loop. */
+int mg_node_open_metadata(mg_node *n, const char *url);
+/* Opens the bookie storage, serves its RPC and registers /bookies/<addr>:<port>. */
+int mg_node_start_bookie(mg_node *n, const mg_node_bookie_opts *o);
+/* Creates the bookie client, the ledger environment and the broker. */
+int mg_node_start_broker(mg_node *n, const mg_node_broker_opts *o);
+/* Serves GET /metrics, GET /admin/v2/brokers/health and, with a broker, the admin API. */
+int mg_node_start_http(mg_node *n, const char *bind_address, int64_t port);
+/* Registers the broker as /brokers/<advertised>:<http port> (ephemeral). */
+int mg_node_register_broker(mg_node *n, const char *advertised_address);
+/* Runs until a signal stopped every role. */
+void mg_node_run(mg_node *n);
+/* Stops whatever still runs and frees everything. */
+void mg_node_cleanup(mg_node *n);
+
+#endif

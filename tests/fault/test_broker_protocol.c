@@ -1,0 +1,1035 @@
+/*
+ * Protocol faults against the real broker: every test starts `magnetar standalone` (binary from
+ * MG_BIN) on free loopback ports with its data under a fresh directory in /var/tmp, talks to it
+ * with a small blocking client over raw sockets, and stops it at the end (SIGTERM, and a clean
+ * exit is required; the suite's fini kills it with SIGKILL whatever happened and removes the
+ * directory). Every wait is bounded by a deadline.
+ *
+ * Rule checked throughout: bad input from one connection is either answered with the error the
+ * protocol defines (ERROR, SEND_ERROR, LOOKUP_RESPONSE Failed) or closes that connection, and
+ * never harms another. A healthy connection (CONNECTed, with a producer on its own topic) stays
+ * open during every test; whenever the client waits on another connection it also answers the
+ * broker's PINGs on the healthy one, and at the end of each case the healthy producer must still
+ * get a SEND_RECEIPT for the next entry of its topic.
+ *
+ * Cases: a command before CONNECT; version negotiation and max_message_size; CONNECT twice;
+ * garbage commands; oversized frames (only the 4-byte header is sent); command_size past the
+ * frame; total_size below 4; unknown and unsupported command types (ERROR, connection kept);
+ * SEND without PRODUCER and with malformed metadata; wrong checksum (SEND_ERROR ChecksumError,
+ * nothing stored, a consumer gets only the good messages, byte-identical); frames trickled one
+ * byte at a time and several frames in one write; PING/PONG and the broker's keep-alive
+ * (--keepalive-s 1); LOOKUP of bad and good names; finally the per-reason counters of
+ * magnetar_broker_protocol_errors_total on /metrics, exactly as many as the cases caused.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/wire.h"
+#include "common/buf.h"
+#include "common/error.h"
+
+#define T(x)   MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
+#define ERR(x) MAGNETAR__PULSAR__SERVER_ERROR__##x
+
+/* The wire values the protocol fixes (REFERENCE.md §1): the asserts below name them. */
+_Static_assert(ERR(ChecksumError) == 9, "ServerError ChecksumError is 9 on the wire");
+_Static_assert(ERR(InvalidTopicName) == 17, "ServerError InvalidTopicName is 17 on the wire");
+_Static_assert(ERR(NotAllowedError) == 22, "ServerError NotAllowedError is 22 on the wire");
+_Static_assert(MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed == 2,
+               "LookupType Failed is 2 on the wire");
+
+#define MAX_MESSAGE_BYTES   65536u     /* given as --max-message-size */
+#define FRAME_PADDING_BYTES 10240u     /* what the broker allows on top of it */
+#define START_TIMEOUT_MS    30000      /* standalone up and ready */
+#define STOP_TIMEOUT_MS     15000      /* standalone stopped after SIGTERM */
+#define REPLY_TIMEOUT_MS    10000      /* an answer (PRODUCER may create a ledger first) */
+#define CLOSE_TIMEOUT_MS    5000       /* a connection the broker must close */
+#define HEALTHY_POLL_MS     50         /* slice in which waits also serve the healthy conn */
+#define CLIENT_FRAME_BYTES  (1u << 24) /* largest frame this client accepts */
+#define METRICS_BYTES_MAX   (4u << 20) /* largest /metrics answer read */
+#define TRICKLE_FRAME_BYTES 100        /* bound of the frames sent one byte at a time */
+#define TRICKLE_DELAY_US    2000
+
+#define HEALTHY_TOPIC "persistent://public/default/healthy"
+
+/* ---- the standalone process ---------------------------------------------------------------- */
+
+static char g_dir[256];  /* the mkdtemp directory ("" when none) */
+static char g_log[320];  /* the standalone's stdout and stderr */
+static pid_t g_pid = -1; /* the standalone, -1 when not running */
+static unsigned g_broker_port;
+static unsigned g_http_port;
+static bool g_passed; /* set at the end of a test body: fini shows the log otherwise */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Prints the last bytes of the standalone's log to stderr (when a test failed). */
+static void dump_log_tail(void)
+{
+    FILE *f = fopen(g_log, "r");
+    if (f == NULL)
+        return;
+    static char tail[8192];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long from = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
+    fseek(f, from, SEEK_SET);
+    size_t n = fread(tail, 1, sizeof(tail) - 1, f);
+    tail[n] = '\0';
+    fclose(f);
+    fprintf(stderr, "---- last %zu bytes of %s ----\n%s---- end of log ----\n", n, g_log, tail);
+}
+
+/* Starts `magnetar standalone` with every port picked free on 127.0.0.1 and waits (bounded) for
+ * its ready line, which names the broker and HTTP ports. */
+static void sa_start(unsigned keepalive_s)
+{
+    const char *bin = getenv("MG_BIN");
+    cr_assert_not_null(bin, "MG_BIN must name the magnetar binary");
+    snprintf(g_dir, sizeof(g_dir), "/var/tmp/magnetar-bproto-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir), "mkdtemp: %s", strerror(errno));
+    char data[300], max[32], ka[32];
+    snprintf(data, sizeof(data), "%s/data", g_dir);
+    snprintf(g_log, sizeof(g_log), "%s/standalone.log", g_dir);
+    snprintf(max, sizeof(max), "%u", MAX_MESSAGE_BYTES);
+    snprintf(ka, sizeof(ka), "%u", keepalive_s);
+    int log_fd = open(g_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(log_fd, 0, "open %s: %s", g_log, strerror(errno));
+    pid_t parent = getpid();
+    g_pid = fork();
+    cr_assert_neq(g_pid, -1, "fork: %s", strerror(errno));
+    if (g_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (getppid() != parent)
+            _exit(127);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execl(bin, bin, "standalone", "--data-dir", data, "--bind-address", "127.0.0.1",
+              "--advertised-address", "127.0.0.1", "--broker-port", "0", "--bookie-port", "0",
+              "--http-port", "0", "--max-message-size", max, "--keepalive-s", ka,
+              "--write-cache-mb", "8", "--read-cache-mb", "8", "--log-level", "info", (char *)NULL);
+        _exit(127);
+    }
+    close(log_fd);
+    g_broker_port = g_http_port = 0;
+    int64_t deadline = now_ms() + START_TIMEOUT_MS;
+    while (g_broker_port == 0 && now_ms() < deadline) {
+        int status;
+        if (waitpid(g_pid, &status, WNOHANG) == g_pid) {
+            g_pid = -1;
+            dump_log_tail();
+            cr_assert_fail("standalone exited during start-up (status %d)", status);
+        }
+        FILE *f = fopen(g_log, "r");
+        char line[1024];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            const char *p = strstr(line, "ready: pulsar://127.0.0.1:");
+            unsigned bp, hp;
+            if (p != NULL &&
+                sscanf(p, "ready: pulsar://127.0.0.1:%u, admin and metrics on http://127.0.0.1:%u",
+                       &bp, &hp) == 2) {
+                g_broker_port = bp;
+                g_http_port = hp;
+            }
+        }
+        if (f != NULL)
+            fclose(f);
+        if (g_broker_port == 0)
+            usleep(20000);
+    }
+    if (g_broker_port == 0)
+        dump_log_tail();
+    cr_assert_neq(g_broker_port, 0, "standalone not ready within %d ms", START_TIMEOUT_MS);
+}
+
+/* Stops the standalone with SIGTERM and requires a clean exit (status 0) within the bound:
+ * nothing the cases sent may have broken its shutdown. */
+static void sa_stop_clean(void)
+{
+    cr_assert_gt(g_pid, 0);
+    kill(g_pid, SIGTERM);
+    int status = 0;
+    pid_t r = 0;
+    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
+    while ((r = waitpid(g_pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(10000);
+    cr_assert_eq(r, g_pid, "standalone did not stop within %d ms of SIGTERM", STOP_TIMEOUT_MS);
+    g_pid = -1;
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "standalone exit status %d", status);
+}
+
+/* ---- a blocking raw client ------------------------------------------------------------------- */
+
+typedef enum rc_result {
+    RC_FRAME = 1,   /* a frame was read */
+    RC_EOF = 0,     /* the peer closed (or reset) the connection */
+    RC_TIMEOUT = -1 /* nothing (complete) before the deadline */
+} rc_result;
+
+typedef struct rconn {
+    int fd;         /* -1 when closed */
+    bool auto_pong; /* answer the broker's PINGs without handing them to the test */
+    uint8_t *raw;   /* the last frame read, as it came (malloc'd) */
+    size_t raw_len;
+    br_frame f; /* the last frame, decoded (f.cmd NULL when none) */
+} rconn;
+
+static rconn g_healthy = { .fd = -1 };
+static uint64_t g_healthy_seq;       /* next sequence id of the healthy producer */
+static int64_t g_healthy_ledger;     /* where its entries go */
+static int64_t g_healthy_entry;      /* its last entry */
+static unsigned g_healthy_pings_met; /* broker PINGs the healthy connection answered */
+
+static void rc_forget_frame(rconn *c)
+{
+    br_frame_free(&c->f);
+    free(c->raw);
+    c->raw = NULL;
+    c->raw_len = 0;
+}
+
+static void rc_close(rconn *c)
+{
+    rc_forget_frame(c);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+static rconn rc_open(void)
+{
+    rconn c = { .fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    cr_assert_geq(c.fd, 0, "socket: %s", strerror(errno));
+    /* Bounds connect and every send: a broker that stops reading cannot hang the test. */
+    struct timeval tv = { .tv_sec = REPLY_TIMEOUT_MS / 1000 };
+    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_broker_port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(c.fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect to %u: %s",
+                 g_broker_port, strerror(errno));
+    int one = 1;
+    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return c;
+}
+
+static void rc_write(rconn *c, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    size_t done = 0;
+    int64_t deadline = now_ms() + REPLY_TIMEOUT_MS;
+    while (done < n) {
+        ssize_t k = send(c->fd, b + done, n - done, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(k, 0, "send: %s", strerror(errno));
+        done += (size_t)k;
+        cr_assert_lt(now_ms(), deadline, "send did not finish in time");
+    }
+}
+
+static void rc_write_buf(rconn *c, mg_buf *b)
+{
+    rc_write(c, mg_buf_data(b), mg_buf_len(b));
+}
+
+static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
+{
+    mg_buf *b = NULL;
+    cr_assert_eq(br_command_encode(cmd, &b), MG_OK);
+    rc_write_buf(c, b);
+    mg_buf_unref(b);
+}
+
+static void send_pong(rconn *c)
+{
+    mg_buf *b = NULL;
+    cr_assert_eq(br_encode_pong(&b), MG_OK);
+    rc_write_buf(c, b);
+    mg_buf_unref(b);
+}
+
+static rc_result rc_read_frame(rconn *c, int64_t deadline);
+
+/* Reads a frame on the healthy connection that poll found readable: it must be the broker's
+ * PING (nothing else is sent to it unasked), answered with PONG. */
+static void healthy_serve(void)
+{
+    rc_result r = rc_read_frame(&g_healthy, now_ms() + REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, RC_FRAME, "the healthy connection was closed (result %d)", r);
+    cr_assert_eq(g_healthy.f.type, T(PING), "unasked frame of type %d on the healthy connection",
+                 g_healthy.f.type);
+    send_pong(&g_healthy);
+    g_healthy_pings_met++;
+}
+
+/* Reads exactly n bytes before the deadline; while waiting on another connection, serves the
+ * healthy one. RC_EOF also when the peer reset the connection. */
+static rc_result rc_read_exact(rconn *c, uint8_t *dst, size_t n, int64_t deadline)
+{
+    size_t got = 0;
+    while (got < n) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return RC_TIMEOUT;
+        bool serve = c != &g_healthy && g_healthy.fd >= 0;
+        struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN },
+                               { .fd = g_healthy.fd, .events = POLLIN } };
+        int r = poll(p, serve ? 2 : 1, left < HEALTHY_POLL_MS ? (int)left : HEALTHY_POLL_MS);
+        if (r < 0 && errno == EINTR)
+            continue;
+        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
+        if (serve && p[1].revents != 0)
+            healthy_serve();
+        if (p[0].revents == 0)
+            continue;
+        ssize_t k = recv(c->fd, dst + got, n - got, 0);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            return RC_EOF;
+        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        cr_assert_gt(k, 0, "recv: %s", strerror(errno));
+        got += (size_t)k;
+    }
+    return RC_FRAME;
+}
+
+/* Reads one whole frame and decodes it into c->f (which must decode: the broker's frames are
+ * well formed). A connection closed inside a frame fails the test. */
+static rc_result rc_read_frame(rconn *c, int64_t deadline)
+{
+    rc_forget_frame(c);
+    uint8_t head[4];
+    rc_result r = rc_read_exact(c, head, 4, deadline);
+    if (r != RC_FRAME)
+        return r;
+    uint32_t total =
+        ((uint32_t)head[0] << 24) | ((uint32_t)head[1] << 16) | ((uint32_t)head[2] << 8) | head[3];
+    cr_assert(total >= 4 && total <= CLIENT_FRAME_BYTES, "frame with total_size %u", total);
+    c->raw_len = 4 + (size_t)total;
+    c->raw = malloc(c->raw_len);
+    cr_assert_not_null(c->raw);
+    memcpy(c->raw, head, 4);
+    r = rc_read_exact(c, c->raw + 4, total, deadline);
+    cr_assert_eq(r, RC_FRAME, "connection ended inside a frame of %zu bytes (result %d)",
+                 c->raw_len, r);
+    int rc = br_frame_decode(c->raw, c->raw_len, &c->f);
+    cr_assert_eq(rc, MG_OK, "the broker sent a frame that does not decode: %s", mg_strerror(rc));
+    return RC_FRAME;
+}
+
+/* The next frame within timeout_ms, the broker's PINGs answered when c->auto_pong. */
+static rc_result rc_next(rconn *c, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    for (int i = 0; i < 1000; i++) {
+        rc_result r = rc_read_frame(c, deadline);
+        if (r != RC_FRAME || !c->auto_pong || c->f.type != T(PING))
+            return r;
+        send_pong(c);
+        if (c == &g_healthy)
+            g_healthy_pings_met++;
+    }
+    cr_assert_fail("more than 1000 PINGs in a row");
+    return RC_TIMEOUT;
+}
+
+/* The next frame must be of the given type (within REPLY_TIMEOUT_MS); returns the command. */
+static const Magnetar__Pulsar__BaseCommand *rc_expect(rconn *c, int type)
+{
+    rc_result r = rc_next(c, REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, RC_FRAME, "waiting for %s: %s", br_command_type_name(type),
+                 r == RC_EOF ? "connection closed" : "timed out");
+    cr_assert_eq(c->f.type, type, "expected %s, got %s", br_command_type_name(type),
+                 br_command_type_name(c->f.type));
+    return c->f.cmd;
+}
+
+/* The broker must close the connection within CLOSE_TIMEOUT_MS without sending anything. */
+static void rc_expect_closed(rconn *c, const char *what)
+{
+    rc_result r = rc_next(c, CLOSE_TIMEOUT_MS);
+    if (r == RC_FRAME)
+        cr_assert_fail("%s: expected the connection closed, got a %s frame", what,
+                       br_command_type_name(c->f.type));
+    cr_assert_eq(r, RC_EOF, "%s: the connection was not closed within %d ms", what,
+                 CLOSE_TIMEOUT_MS);
+    rc_close(c);
+}
+
+/* ---- commands ----------------------------------------------------------------------------------
+ */
+
+static mg_buf *encode_connect(int version)
+{
+    Magnetar__Pulsar__CommandConnect cc = MAGNETAR__PULSAR__COMMAND_CONNECT__INIT;
+    cc.client_version = (char *)"magnetar-fault-test";
+    cc.has_protocol_version = 1;
+    cc.protocol_version = version;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(CONNECT);
+    cmd.connect = &cc;
+    mg_buf *b = NULL;
+    cr_assert_eq(br_command_encode(&cmd, &b), MG_OK);
+    return b;
+}
+
+/* CONNECT with the given protocol version; returns the CONNECTED answer (valid until the next
+ * read on c) after checking what every CONNECTED must carry. */
+static const Magnetar__Pulsar__CommandConnected *rc_handshake(rconn *c, int version)
+{
+    mg_buf *b = encode_connect(version);
+    rc_write_buf(c, b);
+    mg_buf_unref(b);
+    const Magnetar__Pulsar__CommandConnected *ok = rc_expect(c, T(CONNECTED))->connected;
+    cr_assert_not_null(ok->server_version);
+    cr_assert(ok->has_protocol_version);
+    cr_assert(ok->has_max_message_size);
+    cr_assert_eq(ok->max_message_size, (int32_t)MAX_MESSAGE_BYTES);
+    return ok;
+}
+
+static void send_producer(rconn *c, const char *topic, uint64_t producer_id, uint64_t request_id)
+{
+    Magnetar__Pulsar__CommandProducer p = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
+    p.topic = (char *)topic;
+    p.producer_id = producer_id;
+    p.request_id = request_id;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(PRODUCER);
+    cmd.producer = &p;
+    rc_send_cmd(c, &cmd);
+}
+
+static void rc_create_producer(rconn *c, const char *topic, uint64_t producer_id,
+                               uint64_t request_id)
+{
+    send_producer(c, topic, producer_id, request_id);
+    const Magnetar__Pulsar__CommandProducerSuccess *ok =
+        rc_expect(c, T(PRODUCER_SUCCESS))->producer_success;
+    cr_assert_eq(ok->request_id, request_id);
+    cr_assert_not_null(ok->producer_name);
+}
+
+/* A whole SEND frame with a checksummed payload. */
+static mg_buf *encode_send(uint64_t producer_id, uint64_t sequence_id, const void *data, size_t len)
+{
+    Magnetar__Pulsar__CommandSend s = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
+    s.producer_id = producer_id;
+    s.sequence_id = sequence_id;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SEND);
+    cmd.send = &s;
+    Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
+    md.producer_name = (char *)"fault-test-producer";
+    md.sequence_id = sequence_id;
+    md.publish_time = (uint64_t)time(NULL) * 1000;
+    mg_buf *b = NULL;
+    cr_assert_eq(br_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
+    return b;
+}
+
+/* The bytes after the command of a SEND frame this client encoded: what a consumer must get. */
+static void send_payload(mg_buf *frame, const uint8_t **p, size_t *len)
+{
+    br_frame f;
+    cr_assert_eq(br_frame_decode(mg_buf_data(frame), mg_buf_len(frame), &f), MG_OK);
+    *p = mg_buf_data(frame) + f.payload_off;
+    *len = f.payload_len;
+    br_frame_free(&f);
+}
+
+/* The next frame must be the SEND_RECEIPT of (producer_id, sequence_id); returns its id. */
+static void rc_expect_receipt(rconn *c, uint64_t producer_id, uint64_t sequence_id,
+                              int64_t *ledger_id, int64_t *entry_id)
+{
+    const Magnetar__Pulsar__CommandSendReceipt *r = rc_expect(c, T(SEND_RECEIPT))->send_receipt;
+    cr_assert_eq(r->producer_id, producer_id);
+    cr_assert_eq(r->sequence_id, sequence_id);
+    cr_assert_not_null(r->message_id, "SEND_RECEIPT without message_id");
+    *ledger_id = (int64_t)r->message_id->ledger_id;
+    *entry_id = (int64_t)r->message_id->entry_id;
+    cr_assert_geq(*ledger_id, 0);
+    cr_assert_geq(*entry_id, 0);
+}
+
+static void send_ping(rconn *c)
+{
+    mg_buf *b = NULL;
+    cr_assert_eq(br_encode_ping(&b), MG_OK);
+    rc_write_buf(c, b);
+    mg_buf_unref(b);
+}
+
+static void rc_ping_pong(rconn *c)
+{
+    send_ping(c);
+    rc_expect(c, T(PONG));
+}
+
+/* A frame [total_size][command_size][body] with sizes as given (they may lie). */
+static size_t raw_frame(uint8_t *dst, uint32_t total, uint32_t command_size, const void *body,
+                        size_t body_len)
+{
+    const uint32_t v[2] = { total, command_size };
+    for (int i = 0; i < 2; i++) {
+        dst[i * 4 + 0] = (uint8_t)(v[i] >> 24);
+        dst[i * 4 + 1] = (uint8_t)(v[i] >> 16);
+        dst[i * 4 + 2] = (uint8_t)(v[i] >> 8);
+        dst[i * 4 + 3] = (uint8_t)v[i];
+    }
+    memcpy(dst + 8, body, body_len);
+    return 8 + body_len;
+}
+
+/* ---- the healthy connection
+ * ---------------------------------------------------------------------- */
+
+static void healthy_open(void)
+{
+    g_healthy = rc_open();
+    g_healthy.auto_pong = true;
+    rc_handshake(&g_healthy, 19);
+    rc_create_producer(&g_healthy, HEALTHY_TOPIC, 1, 1);
+    g_healthy_seq = 0;
+    g_healthy_pings_met = 0;
+    mg_buf *b = encode_send(1, g_healthy_seq, "healthy", 7);
+    rc_write_buf(&g_healthy, b);
+    mg_buf_unref(b);
+    rc_expect_receipt(&g_healthy, 1, g_healthy_seq, &g_healthy_ledger, &g_healthy_entry);
+    g_healthy_seq++;
+}
+
+/* The healthy producer still publishes: its next message is the next entry of its ledger. */
+static void healthy_check(const char *after)
+{
+    cr_assert_geq(g_healthy.fd, 0);
+    mg_buf *b = encode_send(1, g_healthy_seq, "healthy", 7);
+    rc_write_buf(&g_healthy, b);
+    mg_buf_unref(b);
+    rc_result r = rc_next(&g_healthy, REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, RC_FRAME, "after %s the healthy connection %s", after,
+                 r == RC_EOF ? "was closed" : "got no SEND_RECEIPT");
+    cr_assert_eq(g_healthy.f.type, T(SEND_RECEIPT), "after %s the healthy connection got %s", after,
+                 br_command_type_name(g_healthy.f.type));
+    const Magnetar__Pulsar__CommandSendReceipt *rc = g_healthy.f.cmd->send_receipt;
+    cr_assert_eq(rc->producer_id, 1);
+    cr_assert_eq(rc->sequence_id, g_healthy_seq);
+    cr_assert_not_null(rc->message_id);
+    cr_assert_eq((int64_t)rc->message_id->ledger_id, g_healthy_ledger);
+    cr_assert_eq((int64_t)rc->message_id->entry_id, g_healthy_entry + 1);
+    g_healthy_entry++;
+    g_healthy_seq++;
+}
+
+/* ---- suite set-up -------------------------------------------------------------------------------
+ */
+
+static void suite_fini(void)
+{
+    if (!g_passed && g_log[0] != '\0')
+        dump_log_tail();
+    rc_close(&g_healthy);
+    if (g_pid > 0) {
+        kill(g_pid, SIGKILL);
+        waitpid(g_pid, NULL, 0);
+        g_pid = -1;
+    }
+    if (g_dir[0] != '\0')
+        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    g_dir[0] = '\0';
+}
+
+TestSuite(broker_protocol, .fini = suite_fini, .timeout = 90);
+
+/* ---- the cases ----------------------------------------------------------------------------------
+ */
+
+/* 1. Anything but CONNECT (or PING/PONG) first closes the connection. PING is allowed. */
+static void case_before_connect(void)
+{
+    rconn c = rc_open();
+    rc_ping_pong(&c);
+    send_producer(&c, "persistent://public/default/early", 1, 1);
+    rc_expect_closed(&c, "PRODUCER before CONNECT");
+}
+
+/* 2. CONNECTED carries min(19, client's version) and the configured max_message_size; a second
+ * CONNECT on a connected connection closes it. */
+static void case_connect_versions(void)
+{
+    rconn a = rc_open(), b = rc_open();
+    cr_assert_eq(rc_handshake(&a, 10)->protocol_version, 10);
+    cr_assert_eq(rc_handshake(&b, 21)->protocol_version, 19);
+    rc_ping_pong(&a);
+    rc_ping_pong(&b);
+    mg_buf *again = encode_connect(19);
+    rc_write_buf(&a, again);
+    mg_buf_unref(again);
+    rc_expect_closed(&a, "a second CONNECT");
+    rc_ping_pong(&b);
+    rc_close(&b);
+}
+
+/* 3. Command bytes that are not a BaseCommand close the connection. */
+static void case_garbage(void)
+{
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f, 0x42, 0x13, 0x37, 0x00, 0xfe };
+    uint8_t f[64];
+    size_t n = raw_frame(f, 4 + sizeof(junk), sizeof(junk), junk, sizeof(junk));
+    rc_write(&c, f, n);
+    rc_expect_closed(&c, "a BaseCommand that does not parse");
+}
+
+/* 4. A total_size past max_message_size + padding closes the connection at the header: only the
+ * 4 size bytes are sent, so the close proves the body was never awaited. */
+static void case_frame_too_large(void)
+{
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    uint32_t total = MAX_MESSAGE_BYTES + FRAME_PADDING_BYTES + 1;
+    uint8_t head[4] = { (uint8_t)(total >> 24), (uint8_t)(total >> 16), (uint8_t)(total >> 8),
+                        (uint8_t)total };
+    rc_write(&c, head, sizeof(head));
+    rc_expect_closed(&c, "total_size above the frame limit (header only)");
+}
+
+/* 5. command_size > total_size - 4, and total_size < 4, close the connection. */
+static void case_bad_sizes(void)
+{
+    /* A PING command whose command_size claims more than the frame holds. */
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    static const uint8_t ping[] = { 0x08, 18, 0x92, 0x01, 0x00 };
+    uint8_t f[64];
+    size_t n = raw_frame(f, 4 + sizeof(ping), sizeof(ping) + 1, ping, sizeof(ping));
+    rc_write(&c, f, n);
+    rc_expect_closed(&c, "command_size > total_size - 4");
+
+    rconn d = rc_open();
+    rc_handshake(&d, 19);
+    static const uint8_t tiny[] = { 0, 0, 0, 2, 0, 0 };
+    rc_write(&d, tiny, sizeof(tiny));
+    rc_expect_closed(&d, "total_size 2");
+}
+
+/* 6. A valid BaseCommand of a type the broker does not know (50, without a sub-command) or
+ * does not serve (CONSUMER_STATS) is answered with ERROR; the connection stays. */
+static void case_unknown_command(void)
+{
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    static const uint8_t type50[] = { 0x08, 50 };
+    uint8_t f[64];
+    size_t n = raw_frame(f, 4 + sizeof(type50), sizeof(type50), type50, sizeof(type50));
+    rc_write(&c, f, n);
+    const Magnetar__Pulsar__CommandError *e = rc_expect(&c, T(ERROR))->error;
+    cr_assert_eq(e->request_id, 0);
+    cr_assert_eq(e->error, ERR(NotAllowedError));
+    rc_ping_pong(&c);
+
+    Magnetar__Pulsar__CommandConsumerStats cs = MAGNETAR__PULSAR__COMMAND_CONSUMER_STATS__INIT;
+    cs.request_id = 7;
+    cs.consumer_id = 1;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(CONSUMER_STATS);
+    cmd.consumer_stats = &cs;
+    rc_send_cmd(&c, &cmd);
+    e = rc_expect(&c, T(ERROR))->error;
+    cr_assert_eq(e->error, ERR(NotAllowedError));
+    cr_assert_eq(e->request_id, 7, "the ERROR names the refused request");
+    rc_ping_pong(&c);
+    rc_close(&c);
+}
+
+/* 7. SEND for a producer id never created closes the connection; so does a SEND whose message
+ * metadata is malformed (the checksum, absent here, cannot vouch for it). */
+static void case_send_without_producer(void)
+{
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    mg_buf *s = encode_send(777, 0, "orphan", 6);
+    rc_write_buf(&c, s);
+    mg_buf_unref(s);
+    rc_expect_closed(&c, "SEND before PRODUCER");
+
+    rconn d = rc_open();
+    rc_handshake(&d, 19);
+    rc_create_producer(&d, "persistent://public/default/bad-metadata", 1, 1);
+    /* [metadata_size 1000][3 bytes]: the metadata runs past the payload. */
+    static const uint8_t payload[] = { 0x00, 0x00, 0x03, 0xe8, 'x', 'y', 'z' };
+    Magnetar__Pulsar__CommandSend sc = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
+    sc.producer_id = 1;
+    sc.sequence_id = 0;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SEND);
+    cmd.send = &sc;
+    mg_buf *head = NULL;
+    cr_assert_eq(br_payload_head_encode(&cmd, sizeof(payload), &head), MG_OK);
+    rc_write_buf(&d, head);
+    rc_write(&d, payload, sizeof(payload));
+    mg_buf_unref(head);
+    rc_expect_closed(&d, "SEND with malformed metadata");
+}
+
+/* 8. A wrong checksum is SEND_ERROR ChecksumError for that sequence id and stores nothing; the
+ * connection keeps publishing, and a consumer from Earliest gets exactly the good messages. */
+static void case_checksum(void)
+{
+    static const char topic[] = "persistent://public/default/checksum";
+    rconn p = rc_open();
+    rc_handshake(&p, 19);
+    rc_create_producer(&p, topic, 3, 1);
+
+    mg_buf *bad = encode_send(3, 10, "corrupted", 9);
+    uint8_t *last = mg_buf_data(bad) + mg_buf_len(bad) - 1;
+    *last ^= 0x01; /* a data byte: the checksum no longer matches */
+    rc_write_buf(&p, bad);
+    mg_buf_unref(bad);
+    const Magnetar__Pulsar__CommandSendError *se = rc_expect(&p, T(SEND_ERROR))->send_error;
+    cr_assert_eq(se->producer_id, 3);
+    cr_assert_eq(se->sequence_id, 10);
+    cr_assert_eq(se->error, ERR(ChecksumError));
+
+    static const char data1[] = "the first good message";
+    static const char data2[] = "the second good message, after the bad one";
+    mg_buf *good1 = encode_send(3, 11, data1, sizeof(data1) - 1);
+    mg_buf *good2 = encode_send(3, 12, data2, sizeof(data2) - 1);
+    int64_t ledger1, entry1, ledger2, entry2;
+    rc_write_buf(&p, good1);
+    rc_expect_receipt(&p, 3, 11, &ledger1, &entry1);
+    cr_assert_eq(entry1, 0, "the corrupted message must not have been stored");
+    rc_write_buf(&p, good2);
+    rc_expect_receipt(&p, 3, 12, &ledger2, &entry2);
+    cr_assert_eq(ledger2, ledger1);
+    cr_assert_eq(entry2, entry1 + 1);
+
+    rconn k = rc_open();
+    rc_handshake(&k, 19);
+    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
+    sub.topic = (char *)topic;
+    sub.subscription = (char *)"checksum-sub";
+    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
+    sub.consumer_id = 5;
+    sub.request_id = 2;
+    sub.has_initial_position = 1;
+    sub.initial_position = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SUBSCRIBE);
+    cmd.subscribe = &sub;
+    rc_send_cmd(&k, &cmd);
+    cr_assert_eq(rc_expect(&k, T(SUCCESS))->success->request_id, 2);
+    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
+    flow.consumer_id = 5;
+    flow.message_permits = 10;
+    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    fc.type = T(FLOW);
+    fc.flow = &flow;
+    rc_send_cmd(&k, &fc);
+
+    mg_buf *goods[2] = { good1, good2 };
+    int64_t entries[2] = { entry1, entry2 };
+    for (int i = 0; i < 2; i++) {
+        const Magnetar__Pulsar__CommandMessage *m = rc_expect(&k, T(MESSAGE))->message;
+        cr_assert_eq(m->consumer_id, 5);
+        cr_assert_not_null(m->message_id);
+        cr_assert_eq((int64_t)m->message_id->ledger_id, ledger1);
+        cr_assert_eq((int64_t)m->message_id->entry_id, entries[i], "message %d", i);
+        const uint8_t *want;
+        size_t want_len;
+        send_payload(goods[i], &want, &want_len);
+        cr_assert_eq(k.f.payload_len, want_len, "message %d: payload length", i);
+        cr_assert(memcmp(k.raw + k.f.payload_off, want, want_len) == 0,
+                  "message %d: payload differs from what was sent", i);
+    }
+    mg_buf_unref(good1);
+    mg_buf_unref(good2);
+    rc_ping_pong(&p);
+    rc_close(&p);
+    rc_close(&k);
+}
+
+/* 9. Frames trickled one byte at a time are decoded, and so are several frames in one write. */
+static void case_trickle(void)
+{
+    rconn c = rc_open();
+    mg_buf *b = encode_connect(19);
+    size_t n = mg_buf_len(b);
+    cr_assert_leq(n, TRICKLE_FRAME_BYTES);
+    for (size_t i = 0; i < n; i++) {
+        rc_write(&c, mg_buf_data(b) + i, 1);
+        usleep(TRICKLE_DELAY_US);
+    }
+    mg_buf_unref(b);
+    const Magnetar__Pulsar__CommandConnected *ok = rc_expect(&c, T(CONNECTED))->connected;
+    cr_assert_eq(ok->protocol_version, 19);
+    cr_assert_eq(ok->max_message_size, (int32_t)MAX_MESSAGE_BYTES);
+
+    mg_buf *ping = NULL;
+    cr_assert_eq(br_encode_ping(&ping), MG_OK);
+    for (size_t i = 0; i < mg_buf_len(ping); i++) {
+        rc_write(&c, mg_buf_data(ping) + i, 1);
+        usleep(TRICKLE_DELAY_US);
+    }
+    rc_expect(&c, T(PONG));
+    uint8_t three[3 * 16];
+    size_t pl = mg_buf_len(ping);
+    cr_assert_leq(3 * pl, sizeof(three));
+    for (int i = 0; i < 3; i++)
+        memcpy(three + (size_t)i * pl, mg_buf_data(ping), pl);
+    rc_write(&c, three, 3 * pl);
+    mg_buf_unref(ping);
+    for (int i = 0; i < 3; i++)
+        rc_expect(&c, T(PONG));
+    rc_close(&c);
+}
+
+/* 10. PING is answered with PONG; with --keepalive-s 1 an idle connection is PINGed and closed
+ * when it does not answer, a connection that never sends CONNECT is closed too, and one that
+ * answers (the healthy one) stays. */
+static void case_keepalive(void)
+{
+    rc_ping_pong(&g_healthy);
+    rconn idle = rc_open();
+    rconn mute = rc_open();
+    rc_handshake(&idle, 19);
+    rc_result r = rc_next(&idle, 3000); /* the PING is due after 1 to 1.5 s of silence */
+    cr_assert_eq(r, RC_FRAME, "no PING on an idle connection (result %d)", r);
+    cr_assert_eq(idle.f.type, T(PING), "got %s", br_command_type_name(idle.f.type));
+    rc_expect_closed(&idle, "no PONG for the broker's PING");
+    rc_expect_closed(&mute, "no CONNECT within the keep-alive period");
+    cr_assert_geq(g_healthy_pings_met, 1, "the healthy connection was never PINGed");
+}
+
+/* 11. LOOKUP of a bad name is a LOOKUP_RESPONSE Failed (not ERROR); a good name is Connect to
+ * this broker's service URL. */
+static void case_lookup(void)
+{
+    rconn c = rc_open();
+    rc_handshake(&c, 19);
+    Magnetar__Pulsar__CommandLookupTopic lt = MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC__INIT;
+    lt.topic = (char *)"a//b";
+    lt.request_id = 41;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(LOOKUP);
+    cmd.lookup_topic = &lt;
+    rc_send_cmd(&c, &cmd);
+    const Magnetar__Pulsar__CommandLookupTopicResponse *r =
+        rc_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
+    cr_assert_eq(r->request_id, 41);
+    cr_assert(r->has_response);
+    cr_assert_eq(r->response, MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed);
+    cr_assert(r->has_error);
+    cr_assert_eq(r->error, ERR(InvalidTopicName));
+
+    lt.topic = (char *)"persistent://public/default/lookup-ok";
+    lt.request_id = 42;
+    rc_send_cmd(&c, &cmd);
+    r = rc_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
+    cr_assert_eq(r->request_id, 42);
+    cr_assert(r->has_response);
+    cr_assert_eq(r->response,
+                 MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    char url[64];
+    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_broker_port);
+    cr_assert_not_null(r->broker_service_url);
+    cr_assert_str_eq(r->broker_service_url, url);
+    rc_close(&c);
+}
+
+/* ---- metrics
+ * ------------------------------------------------------------------------------------- */
+
+/* GET /metrics through curl; returns a malloc'd NUL-terminated body. */
+static char *fetch_metrics(void)
+{
+    char command[128];
+    snprintf(command, sizeof(command), "curl -sS -m 5 http://127.0.0.1:%u/metrics", g_http_port);
+    FILE *p = popen(command, "r");
+    cr_assert_not_null(p, "popen curl: %s", strerror(errno));
+    char *text = malloc(METRICS_BYTES_MAX + 1);
+    cr_assert_not_null(text);
+    size_t n = 0, k;
+    while (n < METRICS_BYTES_MAX && (k = fread(text + n, 1, METRICS_BYTES_MAX - n, p)) > 0)
+        n += k;
+    text[n] = '\0';
+    int status = pclose(p);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "curl exit status %d", status);
+    return text;
+}
+
+/* The value of magnetar_broker_protocol_errors_total{reason="<reason>"}, or -1 when absent. */
+static double proto_errors(const char *text, const char *reason)
+{
+    static const char name[] = "magnetar_broker_protocol_errors_total{";
+    char label[96];
+    snprintf(label, sizeof(label), "reason=\"%s\"", reason);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len > sizeof(name) - 1 && strncmp(line, name, sizeof(name) - 1) == 0) {
+            const char *close = memchr(line, '}', len);
+            const char *l = strstr(line, label);
+            if (close != NULL && l != NULL && l < close)
+                return strtod(close + 1, NULL);
+        }
+        line = end != NULL ? end + 1 : NULL;
+    }
+    return -1;
+}
+
+/* ---- the tests
+ * ----------------------------------------------------------------------------------- */
+
+typedef struct named_case {
+    const char *name;
+    void (*run)(void);
+} named_case;
+
+/* Runs one case on a fresh standalone, with the healthy connection checked before and after. */
+static void run_case(const named_case *c, unsigned keepalive_s)
+{
+    sa_start(keepalive_s);
+    healthy_open();
+    c->run();
+    healthy_check(c->name);
+    rc_close(&g_healthy);
+    sa_stop_clean();
+    g_passed = true;
+}
+
+#define CASE(fn) (&(const named_case){ #fn, fn })
+
+Test(broker_protocol, command_before_connect_closes)
+{
+    run_case(CASE(case_before_connect), 30);
+}
+
+Test(broker_protocol, connect_negotiates_version_and_max_message_size)
+{
+    run_case(CASE(case_connect_versions), 30);
+}
+
+Test(broker_protocol, garbage_command_closes)
+{
+    run_case(CASE(case_garbage), 30);
+}
+
+Test(broker_protocol, frame_too_large_closes_at_the_header)
+{
+    run_case(CASE(case_frame_too_large), 30);
+}
+
+Test(broker_protocol, bad_frame_sizes_close)
+{
+    run_case(CASE(case_bad_sizes), 30);
+}
+
+Test(broker_protocol, unknown_command_is_answered_with_error)
+{
+    run_case(CASE(case_unknown_command), 30);
+}
+
+Test(broker_protocol, send_without_producer_closes)
+{
+    run_case(CASE(case_send_without_producer), 30);
+}
+
+Test(broker_protocol, wrong_checksum_is_send_error_and_not_stored)
+{
+    run_case(CASE(case_checksum), 30);
+}
+
+Test(broker_protocol, frames_split_into_single_bytes_decode)
+{
+    run_case(CASE(case_trickle), 30);
+}
+
+Test(broker_protocol, keepalive_pings_idle_and_closes_silent)
+{
+    run_case(CASE(case_keepalive), 1);
+}
+
+Test(broker_protocol, lookup_of_bad_name_fails_with_lookup_response)
+{
+    run_case(CASE(case_lookup), 30);
+}
+
+/* 12. Every case on one broker, the healthy connection checked after each, then the counters
+ * on /metrics: exactly as many of each reason as the cases caused. */
+Test(broker_protocol, metrics_count_every_protocol_error)
+{
+    static const named_case cases[] = {
+        { "case_before_connect", case_before_connect },
+        { "case_connect_versions", case_connect_versions },
+        { "case_garbage", case_garbage },
+        { "case_frame_too_large", case_frame_too_large },
+        { "case_bad_sizes", case_bad_sizes },
+        { "case_unknown_command", case_unknown_command },
+        { "case_send_without_producer", case_send_without_producer },
+        { "case_checksum", case_checksum },
+        { "case_trickle", case_trickle },
+        { "case_lookup", case_lookup },
+    };
+    sa_start(30);
+    healthy_open();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cases[i].run();
+        healthy_check(cases[i].name);
+    }
+    char *text = fetch_metrics();
+    static const struct {
+        const char *reason;
+        double count;
+    } want[] = {
+        { "not_connected", 1 },         /* case 1 */
+        { "connect_twice", 1 },         /* case 2 */
+        { "bad_command", 2 },           /* cases 3 and 5 (command_size) */
+        { "frame_too_large", 1 },       /* case 4 */
+        { "bad_frame", 1 },             /* case 5 (total_size < 4) */
+        { "unknown_command", 1 },       /* case 6, type 50 */
+        { "unsupported_command", 1 },   /* case 6, CONSUMER_STATS */
+        { "send_without_producer", 1 }, /* case 7 */
+        { "bad_message_metadata", 1 },  /* case 7 */
+        { "checksum", 1 },              /* case 8 */
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        double got = proto_errors(text, want[i].reason);
+        cr_expect_eq(got, want[i].count, "magnetar_broker_protocol_errors_total{reason=\"%s\"}: %g",
+                     want[i].reason, got);
+    }
+    free(text);
+    healthy_check("fetching /metrics");
+    rc_close(&g_healthy);
+    sa_stop_clean();
+    g_passed = true;
+}
