@@ -14,6 +14,7 @@
  *   PUT    base/{topic}/subscription/{sub}        create a durable subscription at the end
  *   DELETE base/{topic}/subscription/{sub}[?force=true]
  *   POST   base/{topic}/subscription/{sub}/skip/{n}, /skip_all, /resetcursor/{timestamp}
+ *   POST   base/{topic}/terminate                 no more messages, ever; answers the last id
  * Errors are JSON {"reason": "..."} with Pulsar's statuses: 404 topic or subscription not
  * found, 409 already exists, 412 invalid name or in use, 500 storage or metadata failure.
  *
@@ -50,6 +51,7 @@ typedef enum admin_op {
     OP_PART_CREATE,
     OP_PART_GET,
     OP_PART_DELETE,
+    OP_TERMINATE,
 } admin_op;
 
 typedef struct admin_req {
@@ -265,9 +267,10 @@ static void internal_stats_json(br_topic *t, mg_strbuf *sb)
     mg_strbuf_printf(sb,
                      "{\"entriesAddedCounter\":%" PRId64 ",\"numberOfEntries\":%" PRId64
                      ",\"totalSize\":%" PRId64 ",\"messagesTotal\":%" PRId64
-                     ",\"lastConfirmedEntry\":\"%s\",\"state\":\"LedgerOpened\",\"ledgers\":[",
+                     ",\"lastConfirmedEntry\":\"%s\",\"state\":\"%s\",\"ledgers\":[",
                      ml_entries_total(t->ml), ml_entries_total(t->ml), ml_bytes_total(t->ml),
-                     ml_messages_total(t->ml), last);
+                     ml_messages_total(t->ml), last,
+                     ml_is_terminated(t->ml) ? "Terminated" : "LedgerOpened");
     ml_ledger_info li[64];
     size_t total = ml_ledgers(t->ml, li, 64);
     size_t n = total < 64 ? total : 64;
@@ -320,6 +323,22 @@ static void sub_op_done(int status, void *arg)
 static void sub_created(int status, void *arg)
 {
     finish_rc(arg, status);
+}
+
+static void terminated_cb(int status, ml_position last, void *arg)
+{
+    admin_req *r = arg;
+    if (status != MG_OK) {
+        finish_rc(r, status);
+        return;
+    }
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    mg_strbuf_printf(&sb,
+                     "{\"ledgerId\":%" PRId64 ",\"entryId\":%" PRId64 ",\"partitionIndex\":%d}",
+                     last.ledger_id, last.entry_id, r->tn.partition);
+    reply_json(r, 200, &sb);
+    mg_free(r);
 }
 
 static bool topic_in_use(br_topic *t)
@@ -399,6 +418,11 @@ static void with_topic(int status, br_topic *t, void *arg)
         mg_free(r);
         return;
     }
+    case OP_TERMINATE:
+        rc = br_topic_terminate(t, terminated_cb, r);
+        if (rc != MG_OK)
+            finish_rc(r, rc);
+        return;
     case OP_SUB_CREATE:
         if (s != NULL) {
             finish(r, 409, "Subscription already exists for topic");
@@ -518,6 +542,7 @@ HANDLER(h_last_message_id, OP_LAST_MESSAGE_ID)
 HANDLER(h_sub_create, OP_SUB_CREATE)
 HANDLER(h_sub_delete, OP_SUB_DELETE)
 HANDLER(h_skip_all, OP_SKIP_ALL)
+HANDLER(h_terminate, OP_TERMINATE)
 
 static void h_create(mg_http_request *req, void *arg)
 {
@@ -812,6 +837,7 @@ int br_broker_admin_register(br_broker *b, mg_http_server *http)
         { "GET", BASE "/{topic}/internalStats", h_internal_stats },
         { "GET", BASE "/{topic}/subscriptions", h_subscriptions },
         { "GET", BASE "/{topic}/lastMessageId", h_last_message_id },
+        { "POST", BASE "/{topic}/terminate", h_terminate },
         { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create },
         { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete },
         { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all },

@@ -338,6 +338,7 @@ struct br_consumer {
     bool active;        /* Failover: the active consumer */
     bool blocked_round; /* dispatch: an entry for it was deferred this round */
     bool closing;
+    bool end_sent; /* REACHED_END_OF_TOPIC sent */
     br_sub_type requested_type;
     uint64_t pending_request_id; /* SUBSCRIBE answered once the subscription opened */
     uint64_t msg_out, bytes_out;
@@ -346,6 +347,11 @@ struct br_consumer {
     int64_t connected_since_ms;
     uint32_t ring_points[BR_KEY_RING_POINTS]; /* Key_Shared hash ring positions */
 };
+
+typedef struct br_ring_point {
+    uint32_t h;
+    br_consumer *k;
+} br_ring_point;
 
 struct br_sub {
     br_topic *topic;
@@ -362,8 +368,10 @@ struct br_sub {
     br_link consumers; /* br_consumer.sub_link, in arrival order */
     uint32_t consumer_count;
     br_consumer *rr_next; /* Shared: next consumer of the round robin */
-    br_posmap pending;    /* delivered or waiting for redelivery, not wholly acknowledged */
-    br_posset replay;     /* positions waiting for redelivery */
+    br_ring_point *ring;  /* Key_Shared: every ready consumer's points, sorted */
+    size_t ring_len;
+    br_posmap pending; /* delivered or waiting for redelivery, not wholly acknowledged */
+    br_posset replay;  /* positions waiting for redelivery */
     uint64_t msg_out, bytes_out;
     uint64_t msg_out_prev, bytes_out_prev;
     double rate_out, throughput_out;
@@ -394,6 +402,9 @@ void br_topic_entries_added(br_topic *t);
 void br_conn_out_drained(br_conn *c);
 /* Closes a subscription (its consumers dropped with notify); delete: the cursor is deleted. */
 void br_sub_close(br_sub *s, bool delete_cursor, void (*cb)(int status, void *arg), void *arg);
+/* Terminates the topic (no message can be added any more): producers are closed, consumers that
+ * read everything are told REACHED_END_OF_TOPIC. cb gets the last position. */
+int br_topic_terminate(br_topic *t, ml_find_cb cb, void *arg);
 /* Admin operations on a subscription. */
 int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), void *arg);
 int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),

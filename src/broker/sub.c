@@ -324,34 +324,58 @@ static void failover_elect(br_sub *s, bool notify_all)
             send_active_change(sorted[i], sorted[i] == active);
 }
 
-typedef struct ring_point {
-    uint32_t h;
-    br_consumer *k;
-} ring_point;
-
-static br_consumer *key_shared_owner(br_sub *s, uint32_t key_hash)
+static int ring_point_cmp(const void *a, const void *b)
 {
-    /* A small ring per call would be wasteful; consumers keep their points sorted and the
-     * owner is the consumer with the smallest point >= key_hash (wrapping to the smallest). */
-    br_consumer *best = NULL, *lowest = NULL;
-    uint32_t best_h = 0, lowest_h = 0;
+    const br_ring_point *x = a, *y = b;
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    /* Equal points (a collision): the older consumer first, deterministically. */
+    return x->k->id < y->k->id ? -1 : x->k->id > y->k->id ? 1 : 0;
+}
+
+/* Key_Shared: the ring of every ready consumer's points, sorted; rebuilt when consumers come
+ * or go (a few hundred points: cheap), searched by binary search for each message. */
+static void ring_rebuild(br_sub *s)
+{
+    mg_free(s->ring);
+    s->ring = NULL;
+    s->ring_len = 0;
+    if (s->type != BR_SUB_KEY_SHARED || s->consumer_count == 0)
+        return;
+    s->ring = mg_calloc((size_t)s->consumer_count * BR_KEY_RING_POINTS, sizeof(*s->ring));
+    if (s->ring == NULL)
+        return; /* key_shared_owner falls back to the first consumer */
     for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
         br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
         if (!k->ready)
             continue;
-        for (size_t i = 0; i < BR_KEY_RING_POINTS; i++) {
-            uint32_t h = k->ring_points[i];
-            if (h >= key_hash && (best == NULL || h < best_h)) {
-                best = k;
-                best_h = h;
-            }
-            if (lowest == NULL || h < lowest_h) {
-                lowest = k;
-                lowest_h = h;
-            }
-        }
+        for (size_t i = 0; i < BR_KEY_RING_POINTS; i++)
+            s->ring[s->ring_len++] = (br_ring_point){ k->ring_points[i], k };
     }
-    return best != NULL ? best : lowest;
+    qsort(s->ring, s->ring_len, sizeof(*s->ring), ring_point_cmp);
+}
+
+/* The owner of key_hash: the consumer with the smallest point >= key_hash, wrapping to the
+ * smallest point of all. */
+static br_consumer *key_shared_owner(br_sub *s, uint32_t key_hash)
+{
+    if (s->ring_len == 0) {
+        for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+            br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+            if (k->ready)
+                return k;
+        }
+        return NULL;
+    }
+    size_t lo = 0, hi = s->ring_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->ring[mid].h < key_hash)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return s->ring[lo < s->ring_len ? lo : 0].k;
 }
 
 static void consumer_ring_init(br_consumer *k)
@@ -546,6 +570,23 @@ static void flush_consumers(br_sub *s)
     }
 }
 
+static void send_end_of_topic(br_sub *s)
+{
+    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+        if (!k->ready || k->end_sent)
+            continue;
+        k->end_sent = true;
+        Magnetar__Pulsar__CommandReachedEndOfTopic e =
+            MAGNETAR__PULSAR__COMMAND_REACHED_END_OF_TOPIC__INIT;
+        e.consumer_id = k->id;
+        Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+        cmd.type = T(REACHED_END_OF_TOPIC);
+        cmd.reached_end_of_topic = &e;
+        br_conn_send_cmd(k->conn, &cmd);
+    }
+}
+
 static void read_done(int status, const ml_entry *entries, size_t count, void *arg)
 {
     br_sub *s = arg;
@@ -556,6 +597,10 @@ static void read_done(int status, const ml_entry *entries, size_t count, void *a
     }
     if (status == MG_OK && count == 0) {
         s->caught_up = true;
+        /* Everything was read: on a terminated topic, consumers learn there is no more (as
+         * Pulsar, once the cursor's read position passed the last entry). */
+        if (s->topic->ml != NULL && ml_is_terminated(s->topic->ml) && s->replay.count == 0)
+            send_end_of_topic(s);
     } else if (status != MG_OK && status != MG_EAGAIN) {
         MG_WARN("broker: reading %s/%s: %s", s->topic->name.full, s->name, mg_strerror(status));
     }
@@ -688,6 +733,7 @@ static void sub_maybe_free(br_sub *s)
     br_list_remove(&s->topic_link);
     br_posmap_free(&s->pending);
     br_posset_free(&s->replay);
+    mg_free(s->ring);
     mg_free(s);
     br_topic_unref(t); /* the subscription's reference */
 }
@@ -876,6 +922,7 @@ void br_consumer_drop(br_consumer *k, bool notify)
             requeue_consumer(s, k, false);
         bool was_active = k->active;
         k->sub = NULL;
+        ring_rebuild(s);
         if (was_active)
             failover_elect(s, false);
         if (!s->durable && s->consumer_count == 0 && br_list_empty(&s->consumers) && !s->closing)
@@ -928,6 +975,7 @@ static void consumer_attach(br_consumer *k, br_sub *s, uint64_t request_id)
     k->ready = true;
     s->consumer_count++;
     consumer_ring_init(k);
+    ring_rebuild(s);
     br_conn_send_success(c, request_id);
     MG_DEBUG("broker: consumer %s (%s) on %s/%s from %s", k->name, br_sub_type_name(s->type),
              s->topic->name.full, s->name, c->peer);

@@ -438,8 +438,50 @@ int br_topic_delete_stored(br_broker *b, const br_topic_name *name,
     return ml_delete_stored(b->env, ml_name, cb, arg);
 }
 
-/* ---- producers
- * ------------------------------------------------------------------------------------ */
+typedef struct terminate_ctx {
+    br_topic *t;
+    ml_find_cb cb;
+    void *arg;
+} terminate_ctx;
+
+static void topic_terminated(int status, ml_position last, void *arg)
+{
+    terminate_ctx *x = arg;
+    br_topic *t = x->t;
+    if (status == MG_OK) {
+        MG_INFO("broker: topic %s terminated at %lld:%lld", t->name.full, (long long)last.ledger_id,
+                (long long)last.entry_id);
+        /* Producers are told to go (they get TopicTerminatedError when they come back);
+         * caught-up consumers learn they reached the end. */
+        while (!br_list_empty(&t->producers))
+            br_producer_drop(BR_CONTAINER(t->producers.next, br_producer, topic_link), true);
+        br_topic_entries_added(t);
+    }
+    x->cb(status, last, x->arg);
+    mg_free(x);
+    br_topic_unref(t);
+}
+
+int br_topic_terminate(br_topic *t, ml_find_cb cb, void *arg)
+{
+    if (t->state != BR_TOPIC_OPEN)
+        return MG_ESTATE;
+    terminate_ctx *x = mg_calloc(1, sizeof(*x));
+    if (x == NULL)
+        return MG_ENOMEM;
+    x->t = t;
+    x->cb = cb;
+    x->arg = arg;
+    int rc = ml_terminate(t->ml, topic_terminated, x);
+    if (rc != MG_OK) {
+        mg_free(x);
+        return rc;
+    }
+    br_topic_ref(t);
+    return MG_OK;
+}
+
+/* ---- producers ------------------------------------------------------------------------------ */
 
 br_producer *br_conn_producer(br_conn *c, uint64_t id)
 {
@@ -503,6 +545,10 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
                            status == MG_EPERM ? "the topic is served by another broker: look "
                                                 "it up again"
                                               : mg_strerror(status));
+        br_producer_drop(p, false);
+    } else if (ml_is_terminated(t->ml)) {
+        br_conn_send_error(c, r->request_id, ERR(TopicTerminatedError),
+                           "the topic is terminated: no message can be added");
         br_producer_drop(p, false);
     } else if ((p->access_mode != MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Shared &&
                 !br_list_empty(&t->producers)) ||
@@ -775,8 +821,13 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
     rc = ml_add(t->ml, c->rbuf, off, len, num_messages, send_stored, x);
     if (rc != MG_OK) {
         mg_free(x);
-        send_error(c, cmd->producer_id, cmd->sequence_id,
-                   rc == MG_EAGAIN ? ERR(TooManyRequests) : ERR(PersistenceError), mg_strerror(rc));
+        if (ml_is_terminated(t->ml))
+            send_error(c, cmd->producer_id, cmd->sequence_id, ERR(TopicTerminatedError),
+                       "the topic is terminated");
+        else
+            send_error(c, cmd->producer_id, cmd->sequence_id,
+                       rc == MG_EAGAIN ? ERR(TooManyRequests) : ERR(PersistenceError),
+                       mg_strerror(rc));
         return;
     }
     br_conn_ref(c);

@@ -21,6 +21,8 @@
  *    positions can be found by time and by message offset. Retention deletes ledgers that every
  *    cursor has consumed and that are outside the retention time and size. A managed ledger that
  *    is not open is deleted for good (its cursors, its ledgers, its node) by ml_delete_stored.
+ *    A terminated managed ledger (ml_terminate, Pulsar's "terminate topic") takes no entry ever
+ *    again, also after a restart; it is still read, searched, trimmed and closed.
  *
  * Threads: everything belongs to one libuv loop (the topic's); every call is made on it and
  * every callback runs on it. A call that returns an error never calls its callback; one that
@@ -167,18 +169,23 @@ typedef void (*ml_find_cb)(int status, ml_position pos, void *arg);
 
 /* Opens (creating if new) the managed ledger of name ("tenant/ns/persistent/topic"): reads its
  * ledger list, recovers its last ledger (fencing out a previous owner), creates a new ledger
- * and writes the list (CAS: if another owner changed it meanwhile, MG_EFENCED). */
+ * and writes the list (CAS: if another owner changed it meanwhile, MG_EFENCED). A list marked
+ * terminated (ml_terminate) gets no new ledger: it is written back with its last ledger
+ * recovered and its empty ledgers dropped, and the managed ledger opens terminated
+ * (ml_is_terminated; adds refused; reads, finds, retention and close work). */
 int ml_open(ml_env *env, const char *name, const ml_config *config, ml_managed_cb cb, void *arg);
 
 /* Appends an entry of num_messages messages (a Pulsar batch): the BrokerEntryMetadata prefix
  * is written before payload[off, off + len). cb gets the position and the entry's index.
- * Errors: MG_EAGAIN (too many pending adds), MG_ESTATE (closed, fenced or terminated). To cb:
- * MG_EFENCED when another broker took the topic over. */
+ * Errors: MG_EAGAIN (too many pending adds), MG_ESTATE (closing, fenced, terminated, or
+ * ml_terminate called on this handle, even if that termination failed). To cb: MG_EFENCED when
+ * another broker took the topic over. */
 int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_messages,
            ml_madd_cb cb, void *arg);
 
 /* Reads entries from position from (inclusive) onwards, at most max_entries and max_bytes
- * (at least one), across ledger boundaries; count 0 with MG_OK means from is past the end. */
+ * (at least one), across ledger boundaries; count 0 with MG_OK means from is past the end (of a
+ * terminated managed ledger: the reader has everything there will ever be). */
 int ml_read(ml_managed *ml, ml_position from, int max_entries, uint32_t max_bytes, ml_mread_cb cb,
             void *arg);
 
@@ -225,7 +232,34 @@ int ml_find_by_index(ml_managed *ml, int64_t index, ml_find_cb cb, void *arg);
  * with CAS first, then the ledgers). */
 void ml_set_oldest_needed(ml_managed *ml, ml_position pos);
 
-/* Closes: waits for pending adds, closes the current ledger, frees after cb. */
+/* Terminates the managed ledger (Pulsar's "terminate topic"): no entry is ever added again,
+ * on this handle or by any later owner. From this call on ml_add returns MG_ESTATE; adds it
+ * accepted before complete as usual (through a rollover if one is due). Once they have all
+ * called back and no rollover runs, the current ledger is closed (as a rollover closes it; no
+ * new ledger is created, and a rollover under way that no add needs any more lists none) and
+ * the ledger list is written with compare-and-set, marked terminated (ManagedLedgerInfo's
+ * terminated, terminated_ledger_id and terminated_entry_id fields) at the last position; an
+ * empty last ledger is left out of the list and deleted.
+ * cb gets MG_OK and the position of the last entry (ledger_id -1 when the log is empty), which
+ * is ml_last_position from then on. On a terminated managed ledger (also one opened
+ * terminated) cb gets MG_OK and the same position, from the loop without any I/O. Calls made
+ * while a termination runs wait for it and get its outcome.
+ * Errors returned (cb not called): MG_EINVAL (NULL), MG_ESTATE (opening or closing),
+ * MG_EFENCED (already fenced and not terminated), MG_EAGAIN (16 calls already waiting),
+ * MG_ENOMEM. Errors to cb: MG_EFENCED (another owner took the managed ledger over: the list
+ * was not written by us, or the ledger was fenced), metadata errors (MG_ECONNECTION, MG_EIO,
+ * MG_ELIMIT, ...): then the list in the store is not marked, adds stay refused on this handle,
+ * and calling ml_terminate again retries the list write.
+ * ml_close called meanwhile waits for the termination to finish. */
+int ml_terminate(ml_managed *ml, ml_find_cb cb, void *arg);
+
+/* Whether the managed ledger is terminated: true once ml_terminate's list write succeeded, or
+ * from the open of a managed ledger whose list is marked terminated. Stays true if the managed
+ * ledger is fenced later. Never fails. */
+bool ml_is_terminated(const ml_managed *ml);
+
+/* Closes: waits for pending adds (and a termination under way), closes the current ledger,
+ * frees after cb. */
 int ml_close(ml_managed *ml, ml_done_cb cb, void *arg);
 
 /* Deletes the managed ledger of name for good; it must not be open anywhere (in this process

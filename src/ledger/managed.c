@@ -7,7 +7,9 @@
  * STATES
  *
  *     ml_open: OPENING (read list, recover the last ledger, create a ledger, write list)
- *        |
+ *        |         \
+ *        |          \ the list is marked terminated: no ledger created, the list written
+ *        |           \ back as it is ----------------------------------------> TERMINATED
  *        v            limits reached / ledger failed            list written
  *     WRITING ---------------------------------------> ROLLING -------------> WRITING
  *        ^  \                                          |   (drain in-flight adds of the old
@@ -15,9 +17,18 @@
  *        |    +------------------> NO_LEDGER <---------+    write the list)
  *        |  next ml_add: ROLLING without an old ledger  |
  *        +----------------------------------------------+
+ *
+ *     WRITING, ROLLING, NO_LEDGER --ml_terminate, then the queue empty and no rollover
+ *        running--> TERMINATING --list written--> TERMINATED (sticky: no current ledger,
+ *                   (close the current ledger,     adds refused; reads, finds, retention
+ *                    write the list: terminated)   and close work)
+ *                        | list write failed (not fenced)
+ *                        v
+ *                    NO_LEDGER (adds still refused: ml_terminate again retries)
+ *
  *     any state --MG_EFENCED (bookie or list CAS)--> FENCED (sticky: adds fail, reads work)
- *     ml_close: waits for the queue to drain and a rollover to finish, closes the current ledger,
- *     writes the list, waits for its reads and deletions, calls back, frees.
+ *     ml_close: waits for the queue to drain, a rollover and a termination to finish, closes the
+ *     current ledger, writes the list, waits for its reads and deletions, calls back, frees.
  *
  * ADDS AND ORDER
  *   Every ml_add becomes an op in one FIFO queue (bounded by the env's pending_adds_max). An op
@@ -41,10 +52,34 @@
  *   list update) is used; 0 for a new log.
  *
  * LIST UPDATES (one at a time: list_busy)
- *   open (recovered ledger closed, empty closed ledgers dropped, new ledger appended),
- *   rollover (old ledger closed with entries, size, close time; new ledger appended),
- *   retention (a prefix of ledgers removed), close (current ledger closed; dropped if empty).
- *   A list write waits for the running one; after each, a waiting rollover, close or trim runs.
+ *   open (recovered ledger closed, empty closed ledgers dropped, new ledger appended unless
+ *   the list is marked terminated), rollover (old ledger closed with entries, size, close time;
+ *   new ledger appended), retention (a prefix of ledgers removed), terminate (current ledger
+ *   closed, dropped if empty; terminated = true with the last position), close (current ledger
+ *   closed; dropped if empty). A list write waits for the running one; after each, a waiting
+ *   rollover, termination, close or trim runs, in that order.
+ *
+ * TERMINATION (Pulsar's "terminate topic"; ml_terminate)
+ *   The mark is ManagedLedgerInfo's own fields terminated (2), terminated_ledger_id (3) and
+ *   terminated_entry_id (4): optional fields, so a list written before termination existed
+ *   decodes as not terminated, and every list write carries them over once set. Steps:
+ *     1. ml_terminate sets term_requested: from then on ml_add refuses with MG_ESTATE (sticky
+ *        for this handle, whatever the outcome). Adds already queued are written as usual,
+ *        through rollovers if they come.
+ *     2. Once the queue is empty and no rollover runs: TERMINATING. A rollover that finds
+ *        term_requested and no add waiting for its new ledger does not list it: the new ledger
+ *        is closed and deleted (never in the list) and the state becomes NO_LEDGER, so that
+ *        termination creates no ledger of its own.
+ *     3. The current ledger (if any) is closed as a rollover closes it; the list is written
+ *        (CAS) with it closed, or without it when it is empty (then it is deleted), and with
+ *        terminated = true at the last position (ledger_id -1: an empty log).
+ *     4. TERMINATED; every waiting ml_terminate gets MG_OK and the position. A version
+ *        conflict is MG_EFENCED (FENCED); another error is passed on and leaves NO_LEDGER with
+ *        adds still refused (ml_terminate again retries step 3).
+ *   Opening a terminated list recovers its last ledger as usual but creates none: the list is
+ *   written back (CAS, so a previous owner is fenced out of the list) and the state is
+ *   TERMINATED. Retention never deletes the last ledger of the list, so the last position and
+ *   the message count stay readable.
  *
  * RETENTION (ml_set_oldest_needed(pos); also re-checked after each rollover)
  *   Ledgers are deleted oldest first, and the scan stops at the first one kept. Ledger L (never
@@ -88,6 +123,9 @@
 #define ML_DEFAULT_BYTES_MAX   (2ll * 1024 * 1024 * 1024)
 #define ML_DEFAULT_AGE_MS      (4ll * 3600 * 1000)
 #define ML_NUM_BYTES           24
+/* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
+ * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
+#define ML__TERM_WAITERS_MAX   16
 
 int ml__managed_path(const char *name, char *buf, size_t buf_size)
 {
@@ -122,6 +160,8 @@ typedef enum ml__mstate {
     ML__M_ROLLING,
     ML__M_NO_LEDGER,
     ML__M_FENCED,
+    ML__M_TERMINATING,
+    ML__M_TERMINATED,
 } ml__mstate;
 
 typedef enum ml__opstate {
@@ -173,6 +213,13 @@ typedef struct ml__start {
 
 typedef void (*ml__list_done_fn)(ml_managed *ml, int status);
 
+/* An ml_terminate call waiting for the termination to finish. */
+typedef struct ml__term_waiter {
+    struct ml__term_waiter *next;
+    ml_find_cb cb;
+    void *arg;
+} ml__term_waiter;
+
 struct ml_managed {
     ml_env *env;
     char name[ML_NAME_BYTES_MAX];
@@ -213,6 +260,14 @@ struct ml_managed {
     bool roll_listing;
     uint64_t roll_started_ms; /* monotonic, for the log */
 
+    /* termination (see TERMINATION) */
+    bool term_requested; /* ml_terminate was called: adds are refused from then on */
+    bool term_closing;   /* the current ledger is being closed by the termination */
+    bool term_listing;   /* the list marked terminated is being written */
+    bool term_dropping;  /* that write leaves out the empty last ledger */
+    ml__term_waiter *term_waiters, *term_waiters_tail;
+    uint32_t term_waiter_count;
+
     /* list writes */
     bool list_busy;
     ml__list_done_fn list_done;
@@ -249,6 +304,7 @@ static void ml__trim(ml_managed *ml);
 static void ml__dispatch(ml_managed *ml);
 static void ml__drain(ml_managed *ml);
 static void ml__fenced(ml_managed *ml);
+static void ml__term_progress(ml_managed *ml);
 
 /* --- helpers -------------------------------------------------------------------------------- */
 
@@ -370,10 +426,11 @@ static int64_t ml__prop_messages(const ml_managed *ml)
 static void ml__list_set_done(int status, const md_stat *stat, void *arg);
 static void ml__list_create_done(int status, const char *path, void *arg);
 
-/* Writes ledgers[skip, ledger_count - drop_last) plus append (if not NULL). done runs with
- * MG_OK, MG_EFENCED (the version moved: another owner) or another error. */
+/* Writes ledgers[skip, ledger_count - drop_last) plus append (if not NULL), marked terminated
+ * at *terminate_at when that is not NULL (otherwise the termination fields as they are). done
+ * runs with MG_OK, MG_EFENCED (the version moved: another owner) or another error. */
 static int ml__list_write(ml_managed *ml, size_t skip, bool drop_last, const ml__linfo *append,
-                          ml__list_done_fn done)
+                          const ml_position *terminate_at, ml__list_done_fn done)
 {
     MG_ASSERT(!ml->list_busy);
     size_t keep = ml->ledger_count - skip - (drop_last ? 1 : 0);
@@ -431,6 +488,12 @@ static int ml__list_write(ml_managed *ml, size_t skip, bool drop_last, const ml_
     pb.terminated_ledger_id = ml->term_ledger;
     pb.has_terminated_entry_id = ml->has_term_entry;
     pb.terminated_entry_id = ml->term_entry;
+    if (terminate_at != NULL) {
+        pb.has_terminated = pb.terminated = 1;
+        pb.has_terminated_ledger_id = pb.has_terminated_entry_id = 1;
+        pb.terminated_ledger_id = terminate_at->ledger_id;
+        pb.terminated_entry_id = terminate_at->entry_id;
+    }
     size_t len = magnetar__ledger__managed_ledger_info__get_packed_size(&pb);
     buf = mg_malloc(len ? len : 1);
     if (buf == NULL)
@@ -843,7 +906,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
     if (len > BK_ENTRY_BYTES_MAX - ML_BEM_PREFIX_BYTES_MAX)
         return MG_ELIMIT;
     if (ml->closing || ml->state == ML__M_FENCED || ml->state == ML__M_OPENING ||
-        (ml->has_terminated && ml->terminated))
+        ml->term_requested || ml_is_terminated(ml))
         return MG_ESTATE;
     if (ml->op_count >= ml->env->pending_adds_max)
         return MG_EAGAIN;
@@ -891,6 +954,7 @@ static void ml__fenced(ml_managed *ml)
         return;
     MG_WARN("managed ledger %s: fenced, another broker owns it now", ml->name);
     bool rolling = ml->state == ML__M_ROLLING;
+    bool term_closing = ml->term_closing;
     ml->state = ML__M_FENCED;
     for (ml__op *op = ml->next_dispatch; op != NULL; op = op->next) {
         if (op->state == ML__OP_WAITING) {
@@ -902,8 +966,8 @@ static void ml__fenced(ml_managed *ml)
     /* The writer handle goes (its adds fail with MG_EFENCED by themselves). During a rollover
      * the rollover's callbacks take care of the old ledger (closed through them, so that they
      * see it go) and of the new one. */
-    if (ml->current == NULL)
-        return;
+    if (ml->current == NULL || term_closing)
+        return; /* a termination closing it: its callback lets the handle go */
     if (rolling) {
         if (!ml->roll_closing) {
             ml->roll_closing = true;
@@ -1007,6 +1071,19 @@ static void ml__roll_progress(ml_managed *ml)
     if (!ml->roll_closed || !ml->roll_created || ml->roll_listing)
         return;
     /* 2. both done: the list */
+    if (ml->term_requested && ml->next_dispatch == NULL) {
+        /* Terminating, and no add waits for the new ledger (none can come): it is not listed
+         * but closed and deleted, and the termination goes on without a ledger. */
+        if (ml->roll_new != NULL) {
+            ml__discard_ledger(ml, ml->roll_new);
+            ml->roll_new = NULL;
+        }
+        ml->roll_closing = ml->roll_closed = ml->roll_creating = ml->roll_created = false;
+        ml->state = ML__M_NO_LEDGER;
+        ml->trim_pending = true; /* retention may apply to the ledger just closed */
+        ml__close_progress(ml);
+        return;
+    }
     if (ml->roll_create_status != MG_OK) {
         ml__roll_abort(ml, ml->roll_create_status);
         ml__close_progress(ml);
@@ -1016,7 +1093,7 @@ static void ml__roll_progress(ml_managed *ml)
         return; /* ml__list_idle brings us back */
     ml->closed_messages = ml->messages_total;
     ml__linfo nl = { .ledger_id = ml_ledger_id(ml->roll_new) };
-    int rc = ml__list_write(ml, 0, false, &nl, ml__roll_listed);
+    int rc = ml__list_write(ml, 0, false, &nl, NULL, ml__roll_listed);
     if (rc != MG_OK) {
         ml__roll_abort(ml, rc);
         ml__close_progress(ml);
@@ -1152,7 +1229,7 @@ static void ml__trim(ml_managed *ml)
 {
     if (ml->closing || ml->state == ML__M_FENCED || ml->state == ML__M_OPENING)
         return;
-    if (ml->list_busy || ml->state == ML__M_ROLLING) {
+    if (ml->list_busy || ml->state == ML__M_ROLLING || ml->state == ML__M_TERMINATING) {
         ml->trim_pending = true;
         return;
     }
@@ -1161,7 +1238,7 @@ static void ml__trim(ml_managed *ml)
     if (n == 0)
         return;
     ml->trim_count = n;
-    int rc = ml__list_write(ml, n, false, NULL, ml__trim_listed);
+    int rc = ml__list_write(ml, n, false, NULL, NULL, ml__trim_listed);
     if (rc != MG_OK) {
         ml->trim_count = 0;
         MG_WARN("managed ledger %s: retention cannot write the list: %s", ml->name,
@@ -1659,6 +1736,179 @@ static void ml__finish(ml_managed *ml)
     uv_close((uv_handle_t *)&ml->timer, ml__timer_closed);
 }
 
+/* --- termination (see TERMINATION) ----------------------------------------------------------- */
+
+bool ml_is_terminated(const ml_managed *ml)
+{
+    return ml->has_terminated && ml->terminated;
+}
+
+/* The position a terminated list records: the one written with the mark, or (a list marked by
+ * something that wrote no position) the last entry known. */
+static ml_position ml__term_position(const ml_managed *ml)
+{
+    if (ml->has_term_ledger && ml->has_term_entry)
+        return (ml_position){ ml->term_ledger, ml->term_entry };
+    return ml->last_pos;
+}
+
+/* Calls back every waiting ml_terminate with status (and the position on MG_OK). */
+static void ml__term_complete(ml_managed *ml, int status)
+{
+    ml_position pos = status == MG_OK ? ml__term_position(ml) : (ml_position){ -1, -1 };
+    ml__term_waiter *w = ml->term_waiters;
+    ml->term_waiters = ml->term_waiters_tail = NULL;
+    ml->term_waiter_count = 0;
+    while (w != NULL) {
+        ml__term_waiter *n = w->next;
+        w->cb(status, pos, w->arg);
+        mg_free(w);
+        w = n;
+    }
+}
+
+static void ml__term_listed(ml_managed *ml, int status)
+{
+    ml->term_listing = false;
+    bool dropped = ml->term_dropping;
+    ml->term_dropping = false;
+    if (status == MG_OK) {
+        if (dropped) {
+            /* The empty last ledger left the list: delete it too. */
+            int64_t id = ml->ledgers[ml->ledger_count - 1].ledger_id;
+            ml->ledger_count--;
+            ml__delete_ledger(ml, id);
+        }
+        ml_position at = ml->last_pos;
+        ml->has_terminated = ml->terminated = true;
+        ml->has_term_ledger = ml->has_term_entry = true;
+        ml->term_ledger = at.ledger_id;
+        ml->term_entry = at.entry_id;
+        if (ml->state != ML__M_FENCED)
+            ml->state = ML__M_TERMINATED;
+        MG_INFO("managed ledger %s: terminated at %" PRId64 ":%" PRId64 ", %zu ledgers", ml->name,
+                at.ledger_id, at.entry_id, ml->ledger_count);
+        ml__term_complete(ml, MG_OK);
+        return;
+    }
+    if (status == MG_EFENCED)
+        ml__fenced(ml);
+    else if (ml->state != ML__M_FENCED)
+        ml->state = ML__M_NO_LEDGER; /* adds stay refused (term_requested) */
+    MG_WARN("managed ledger %s: terminating failed: %s", ml->name, mg_strerror(status));
+    ml__term_complete(ml, ml->state == ML__M_FENCED ? MG_EFENCED : status);
+}
+
+static void ml__term_write_list(ml_managed *ml)
+{
+    ml->closed_messages = ml->messages_total;
+    ml__linfo *li = ml__last_linfo(ml);
+    bool drop_last = li != NULL && li->closed && li->entries == 0;
+    ml_position at = ml->last_pos;
+    int rc = ml__list_write(ml, 0, drop_last, NULL, &at, ml__term_listed);
+    if (rc != MG_OK) {
+        MG_WARN("managed ledger %s: terminating cannot write the list: %s", ml->name,
+                mg_strerror(rc));
+        ml->state = ML__M_NO_LEDGER;
+        ml__term_complete(ml, rc);
+        return;
+    }
+    ml->term_listing = true;
+    ml->term_dropping = drop_last;
+}
+
+static void ml__term_ledger_closed(int status, void *arg)
+{
+    ml_managed *ml = arg;
+    ml->outstanding--;
+    ml->term_closing = false;
+    ml->current = NULL;
+    ml__linfo *li = ml__last_linfo(ml);
+    li->closed = true;
+    li->timestamp_ms = ml__now_ms();
+    if (status == MG_EFENCED) {
+        ml__fenced(ml);
+    } else if (status != MG_OK) {
+        /* As in a rollover: the list records what was acknowledged; the ledger's own metadata
+         * gets closed by the next recovery. */
+        MG_WARN("managed ledger %s: closing ledger %" PRId64 " failed: %s", ml->name, li->ledger_id,
+                mg_strerror(status));
+    }
+    ml__close_progress(ml); /* runs ml__term_progress first */
+}
+
+/* Moves a requested termination on; called (through ml__close_progress) after anything that
+ * may unblock it. Never calls back inside ml_terminate: that only kicks the timer. */
+static void ml__term_progress(ml_managed *ml)
+{
+    if (ml->term_waiters == NULL || ml->finishing || ml->open_failed)
+        return;
+    switch (ml->state) {
+    case ML__M_OPENING:
+    case ML__M_ROLLING:
+        return;
+    case ML__M_FENCED:
+        ml__term_complete(ml, ml_is_terminated(ml) ? MG_OK : MG_EFENCED);
+        return;
+    case ML__M_TERMINATED:
+        ml__term_complete(ml, MG_OK);
+        return;
+    case ML__M_TERMINATING:
+        if (ml->term_closing || ml->term_listing || ml->list_busy)
+            return; /* ml__list_idle brings us back once the list is free */
+        ml__term_write_list(ml);
+        return;
+    case ML__M_WRITING:
+    case ML__M_NO_LEDGER:
+        break;
+    }
+    if (ml->head != NULL)
+        return; /* adds queued before ml_terminate finish first */
+    ml->state = ML__M_TERMINATING;
+    if (ml->current != NULL) {
+        int rc = ml_ledger_close(ml->current, ml__term_ledger_closed, ml);
+        if (rc == MG_OK) {
+            ml->term_closing = true;
+            ml->outstanding++;
+            return;
+        }
+        /* Cannot happen for a live writer handle; treat the ledger as closed. */
+        MG_ERROR("managed ledger %s: cannot close ledger: %s", ml->name, mg_strerror(rc));
+        ml__linfo *li = ml__last_linfo(ml);
+        li->closed = true;
+        li->timestamp_ms = ml__now_ms();
+        ml->current = NULL;
+    }
+    if (!ml->list_busy)
+        ml__term_write_list(ml);
+}
+
+int ml_terminate(ml_managed *ml, ml_find_cb cb, void *arg)
+{
+    if (ml == NULL || cb == NULL)
+        return MG_EINVAL;
+    if (ml->closing || ml->state == ML__M_OPENING)
+        return MG_ESTATE;
+    if (ml->state == ML__M_FENCED && !ml_is_terminated(ml))
+        return MG_EFENCED;
+    if (ml->term_waiter_count >= ML__TERM_WAITERS_MAX)
+        return MG_EAGAIN;
+    ml__term_waiter *w = mg_calloc(1, sizeof(*w));
+    if (w == NULL)
+        return MG_ENOMEM;
+    w->cb = cb;
+    w->arg = arg;
+    if (ml->term_waiters_tail != NULL)
+        ml->term_waiters_tail->next = w;
+    else
+        ml->term_waiters = w;
+    ml->term_waiters_tail = w;
+    ml->term_waiter_count++;
+    ml->term_requested = true;
+    ml__kick(ml); /* progress from the loop: the callback never runs inside this call */
+    return MG_OK;
+}
+
 /* --- close ---------------------------------------------------------------------------------- */
 
 static void ml__close_listed(ml_managed *ml, int status)
@@ -1680,7 +1930,7 @@ static void ml__close_write_list(ml_managed *ml)
     ml->closed_messages = ml->messages_total;
     ml__linfo *li = ml__last_linfo(ml);
     bool drop_last = li != NULL && li->closed && li->entries == 0 && ml->ledger_count > 1;
-    int rc = ml__list_write(ml, 0, drop_last, NULL, ml__close_listed);
+    int rc = ml__list_write(ml, 0, drop_last, NULL, NULL, ml__close_listed);
     if (rc != MG_OK) {
         ml->close_status = rc;
         return;
@@ -1718,10 +1968,12 @@ static void ml__close_progress(ml_managed *ml)
         }
         return;
     }
+    ml__term_progress(ml);
     if (!ml->closing || ml->finishing || ml->state == ML__M_OPENING)
         return;
     if (!ml->close_started) {
-        if (ml->head != NULL || ml->state == ML__M_ROLLING || ml->list_busy)
+        if (ml->head != NULL || ml->state == ML__M_ROLLING || ml->list_busy ||
+            ml->state == ML__M_TERMINATING || ml->term_waiters != NULL)
             return;
         ml->close_started = true;
         if (ml->state == ML__M_FENCED) {
@@ -1775,7 +2027,7 @@ static void ml__open_fail(ml_managed *ml, int status)
 
 static void ml__open_listed(ml_managed *ml, int status)
 {
-    if (status == MG_OK) {
+    if (status == MG_OK && ml->current != NULL) {
         ml__linfo nl = { .ledger_id = ml_ledger_id(ml->current) };
         status = ml__linfo_append(ml, &nl);
     }
@@ -1786,13 +2038,23 @@ static void ml__open_listed(ml_managed *ml, int status)
     for (size_t i = 0; i < ml->dropped_count; i++)
         ml__delete_ledger(ml, ml->dropped[i]);
     ml->dropped_count = 0;
-    ml->state = ML__M_WRITING;
-    ml->current_created_ms = ml__mono_ms();
     ml_managed_cb cb = ml->open_cb;
     void *arg = ml->open_arg;
     ml->open_cb = NULL;
-    MG_INFO("managed ledger %s: open, %zu ledgers, %" PRId64 " messages, writing ledger %" PRId64,
-            ml->name, ml->ledger_count, ml->messages_total, ml_ledger_id(ml->current));
+    if (ml->current == NULL) {
+        ml->state = ML__M_TERMINATED;
+        ml->term_requested = true;
+        ml_position at = ml__term_position(ml);
+        MG_INFO("managed ledger %s: open, terminated at %" PRId64 ":%" PRId64
+                ", %zu ledgers, %" PRId64 " messages",
+                ml->name, at.ledger_id, at.entry_id, ml->ledger_count, ml->messages_total);
+    } else {
+        ml->state = ML__M_WRITING;
+        ml->current_created_ms = ml__mono_ms();
+        MG_INFO("managed ledger %s: open, %zu ledgers, %" PRId64
+                " messages, writing ledger %" PRId64,
+                ml->name, ml->ledger_count, ml->messages_total, ml_ledger_id(ml->current));
+    }
     cb(MG_OK, ml, arg);
 }
 
@@ -1807,13 +2069,22 @@ static void ml__open_created(int status, ml_ledger *l, void *arg)
     ml->current = l;
     ml->closed_messages = ml->messages_total;
     ml__linfo nl = { .ledger_id = ml_ledger_id(l) };
-    int rc = ml__list_write(ml, 0, false, &nl, ml__open_listed);
+    int rc = ml__list_write(ml, 0, false, &nl, NULL, ml__open_listed);
     if (rc != MG_OK)
         ml__open_fail(ml, rc);
 }
 
 static void ml__open_create(ml_managed *ml)
 {
+    if (ml_is_terminated(ml)) {
+        /* No ledger for a terminated log: the list goes back as it is (recovered and empty
+         * ledgers closed or dropped), with CAS so that a previous owner is out of it. */
+        ml->closed_messages = ml->messages_total;
+        int rc = ml__list_write(ml, 0, false, NULL, NULL, ml__open_listed);
+        if (rc != MG_OK)
+            ml__open_fail(ml, rc);
+        return;
+    }
     int rc = ml_ledger_create(ml->env, ml__open_created, ml);
     if (rc != MG_OK) {
         ml__open_fail(ml, rc);

@@ -778,6 +778,87 @@ static void case_checksum(void)
     rc_close(&k);
 }
 
+/* POSTs to the admin API through curl; returns the HTTP status and the body in body. */
+static int admin_post(const char *path, char *body, size_t cap)
+{
+    char command[512];
+    snprintf(command, sizeof(command),
+             "curl -sS -m 10 -X POST -w '\\n%%{http_code}' http://127.0.0.1:%u%s", g_http_port,
+             path);
+    FILE *p = popen(command, "r");
+    cr_assert_not_null(p, "popen curl: %s", strerror(errno));
+    size_t n = fread(body, 1, cap - 1, p);
+    body[n] = '\0';
+    pclose(p);
+    char *nl = strrchr(body, '\n');
+    cr_assert_not_null(nl, "no status line from curl: '%s'", body);
+    *nl = '\0';
+    return atoi(nl + 1);
+}
+
+/* Terminating a topic: its producer is closed by the broker, a new producer and a SEND are
+ * refused with TopicTerminatedError, and a consumer that read everything is told
+ * REACHED_END_OF_TOPIC. */
+static void case_terminate(void)
+{
+    static const char topic[] = "persistent://public/default/terminated";
+    rconn p = rc_open();
+    rc_handshake(&p, 19);
+    rc_create_producer(&p, topic, 4, 1);
+    rconn k = rc_open();
+    rc_handshake(&k, 19);
+    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
+    sub.topic = (char *)topic;
+    sub.subscription = (char *)"to-the-end";
+    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
+    sub.consumer_id = 6;
+    sub.request_id = 3;
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SUBSCRIBE);
+    cmd.subscribe = &sub;
+    rc_send_cmd(&k, &cmd);
+    cr_assert_eq(rc_expect(&k, T(SUCCESS))->success->request_id, 3);
+    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
+    flow.consumer_id = 6;
+    flow.message_permits = 10;
+    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    fc.type = T(FLOW);
+    fc.flow = &flow;
+    rc_send_cmd(&k, &fc);
+
+    int64_t ledger, entry;
+    mg_buf *m = encode_send(4, 0, "last words", 10);
+    rc_write_buf(&p, m);
+    mg_buf_unref(m);
+    rc_expect_receipt(&p, 4, 0, &ledger, &entry);
+    const Magnetar__Pulsar__CommandMessage *msg = rc_expect(&k, T(MESSAGE))->message;
+    cr_assert_eq((int64_t)msg->message_id->entry_id, entry);
+
+    char body[512], want[128];
+    int status =
+        admin_post("/admin/v2/persistent/public/default/terminated/terminate", body, sizeof(body));
+    cr_assert_eq(status, 200, "terminate: HTTP %d %s", status, body);
+    snprintf(want, sizeof(want), "{\"ledgerId\":%lld,\"entryId\":%lld,\"partitionIndex\":-1}",
+             (long long)ledger, (long long)entry);
+    cr_assert_str_eq(body, want);
+    cr_assert_eq(rc_expect(&p, T(CLOSE_PRODUCER))->close_producer->producer_id, 4);
+    cr_assert_eq(rc_expect(&k, T(REACHED_END_OF_TOPIC))->reached_end_of_topic->consumer_id, 6);
+
+    /* The client comes back: refused. */
+    send_producer(&p, topic, 7, 8);
+    const Magnetar__Pulsar__CommandError *e = rc_expect(&p, T(ERROR))->error;
+    cr_assert_eq(e->request_id, 8);
+    cr_assert_eq(e->error, ERR(TopicTerminatedError));
+    /* Terminating again answers the same last message id. */
+    status =
+        admin_post("/admin/v2/persistent/public/default/terminated/terminate", body, sizeof(body));
+    cr_assert_eq(status, 200);
+    cr_assert_str_eq(body, want);
+    rc_ping_pong(&p);
+    rc_close(&p);
+    rc_close(&k);
+}
+
 /* 9. Frames trickled one byte at a time are decoded, and so are several frames in one write. */
 static void case_trickle(void)
 {
@@ -977,6 +1058,11 @@ Test(broker_protocol, frames_split_into_single_bytes_decode)
 Test(broker_protocol, keepalive_pings_idle_and_closes_silent)
 {
     run_case(CASE(case_keepalive), 1);
+}
+
+Test(broker_protocol, terminate_refuses_producers_and_ends_consumers)
+{
+    run_case(CASE(case_terminate), 30);
 }
 
 Test(broker_protocol, lookup_of_bad_name_fails_with_lookup_response)
