@@ -157,6 +157,19 @@ int bk_encode_request_head(const bk_request *req, size_t payload_len, mg_buf **o
 /* Entry lists up to this long are built on the stack. */
 #define BK__STACK_ENTRIES 16
 
+/* True when the ids are first, first + 1, ... with first >= 0: the compact form applies. */
+static bool bk__entries_consecutive(const bk_entry *entries, size_t count)
+{
+    if (count == 0 || entries[0].entry_id < 0)
+        return false;
+    for (size_t i = 1; i < count; i++) {
+        if (entries[i - 1].entry_id == INT64_MAX ||
+            entries[i].entry_id != entries[i - 1].entry_id + 1)
+            return false;
+    }
+    return true;
+}
+
 int bk_encode_response_head(const bk_response *resp, const bk_entry *entries, size_t entry_count,
                             mg_buf **out)
 {
@@ -171,27 +184,47 @@ int bk_encode_response_head(const bk_response *resp, const bk_entry *entries, si
     if (payload_len > BK_FRAME_BYTES_MAX)
         return MG_ELIMIT;
 
+    Magnetar__Bookie__Response m = MAGNETAR__BOOKIE__RESPONSE__INIT;
+    void *block = NULL;
+    /* Compact form (first id + packed sizes) for consecutive ids, the general one otherwise. */
+    uint32_t sizes_stack[BK__STACK_ENTRIES];
     Magnetar__Bookie__EntryRef refs_stack[BK__STACK_ENTRIES];
     Magnetar__Bookie__EntryRef *ptrs_stack[BK__STACK_ENTRIES];
-    Magnetar__Bookie__EntryRef *refs = refs_stack;
-    Magnetar__Bookie__EntryRef **ptrs = ptrs_stack;
-    void *block = NULL;
-    if (entry_count > BK__STACK_ENTRIES) {
-        block = mg_calloc(entry_count, sizeof(*refs) + sizeof(*ptrs));
-        if (block == NULL)
-            return MG_ENOMEM;
-        refs = block;
-        ptrs = (Magnetar__Bookie__EntryRef **)(refs + entry_count);
-    }
-    for (size_t i = 0; i < entry_count; i++) {
-        Magnetar__Bookie__EntryRef init = MAGNETAR__BOOKIE__ENTRY_REF__INIT;
-        refs[i] = init;
-        refs[i].entry_id = entries[i].entry_id;
-        refs[i].size = (uint32_t)entries[i].len;
-        ptrs[i] = &refs[i];
+    if (bk__entries_consecutive(entries, entry_count)) {
+        uint32_t *sizes = sizes_stack;
+        if (entry_count > BK__STACK_ENTRIES) {
+            block = mg_malloc(entry_count * sizeof(*sizes));
+            if (block == NULL)
+                return MG_ENOMEM;
+            sizes = block;
+        }
+        for (size_t i = 0; i < entry_count; i++)
+            sizes[i] = (uint32_t)entries[i].len;
+        m.has_first_entry_id = true;
+        m.first_entry_id = entries[0].entry_id;
+        m.n_entry_sizes = entry_count;
+        m.entry_sizes = sizes;
+    } else if (entry_count > 0) {
+        Magnetar__Bookie__EntryRef *refs = refs_stack;
+        Magnetar__Bookie__EntryRef **ptrs = ptrs_stack;
+        if (entry_count > BK__STACK_ENTRIES) {
+            block = mg_calloc(entry_count, sizeof(*refs) + sizeof(*ptrs));
+            if (block == NULL)
+                return MG_ENOMEM;
+            refs = block;
+            ptrs = (Magnetar__Bookie__EntryRef **)(refs + entry_count);
+        }
+        for (size_t i = 0; i < entry_count; i++) {
+            Magnetar__Bookie__EntryRef init = MAGNETAR__BOOKIE__ENTRY_REF__INIT;
+            refs[i] = init;
+            refs[i].entry_id = entries[i].entry_id;
+            refs[i].size = (uint32_t)entries[i].len;
+            ptrs[i] = &refs[i];
+        }
+        m.n_entries = entry_count;
+        m.entries = ptrs;
     }
 
-    Magnetar__Bookie__Response m = MAGNETAR__BOOKIE__RESPONSE__INIT;
     m.request_id = resp->request_id;
     m.op = resp->op;
     m.status = resp->status;
@@ -201,8 +234,6 @@ int bk_encode_response_head(const bk_response *resp, const bk_entry *entries, si
     m.entry_id = resp->entry_id;
     m.has_last_entry_id = (resp->present & BK_HAS_LAST_ENTRY_ID) != 0;
     m.last_entry_id = resp->last_entry_id;
-    m.n_entries = entry_count;
-    m.entries = entry_count > 0 ? ptrs : NULL;
     /* The message is cut at the array's end even if the caller forgot the terminator. */
     char message[BK_MESSAGE_BYTES_MAX];
     size_t message_len = strnlen(resp->message, sizeof(message) - 1);
@@ -505,32 +536,48 @@ static int bk__decode_header(bk_decoder *dec, const uint8_t *header, size_t head
     if (m == NULL)
         return MG_EPROTO;
     int rc = MG_OK;
-    if (m->n_entries > BK_RANGE_ENTRIES_MAX) {
+    /* The entry list, in the compact form (first id + sizes) or the general one (EntryRefs),
+     * never both; a compact list needs both of its fields and ids that do not overflow. */
+    bool compact = m->has_first_entry_id || m->n_entry_sizes > 0;
+    size_t count = compact ? m->n_entry_sizes : m->n_entries;
+    if (compact && (m->n_entries > 0 || !m->has_first_entry_id || m->n_entry_sizes == 0 ||
+                    m->first_entry_id < 0 ||
+                    m->first_entry_id > INT64_MAX - ((int64_t)m->n_entry_sizes - 1))) {
+        rc = MG_EPROTO;
+        goto done;
+    }
+    if (count > BK_RANGE_ENTRIES_MAX) {
         rc = MG_EPROTO;
         goto done;
     }
     size_t sum = 0;
-    for (size_t i = 0; i < m->n_entries; i++)
-        sum += m->entries[i]->size; /* < 2^15 * 2^32: no overflow */
+    for (size_t i = 0; i < count; i++)
+        sum += compact ? m->entry_sizes[i] : m->entries[i]->size; /* < 2^15 * 2^32 */
     if (sum != payload_len) {
         rc = MG_EPROTO;
         goto done;
     }
-    if (m->n_entries > 0) {
-        out->entries = mg_calloc(m->n_entries, sizeof(bk_entry));
+    if (count > 0) {
+        out->entries = mg_malloc(count * sizeof(bk_entry));
         if (out->entries == NULL) {
             rc = MG_ENOMEM;
             goto done;
         }
         size_t off = payload_off;
-        for (size_t i = 0; i < m->n_entries; i++) {
-            out->entries[i].entry_id = m->entries[i]->entry_id;
-            out->entries[i].buf = dec->buf;
-            out->entries[i].off = off;
-            out->entries[i].len = m->entries[i]->size;
-            off += m->entries[i]->size;
+        for (size_t i = 0; i < count; i++) {
+            bk_entry *e = &out->entries[i];
+            if (compact) {
+                e->entry_id = m->first_entry_id + (int64_t)i;
+                e->len = m->entry_sizes[i];
+            } else {
+                e->entry_id = m->entries[i]->entry_id;
+                e->len = m->entries[i]->size;
+            }
+            e->buf = dec->buf;
+            e->off = off;
+            off += e->len;
         }
-        out->entry_count = m->n_entries;
+        out->entry_count = count;
     }
     bk__copy_response(m, &out->resp);
 done:

@@ -17,8 +17,15 @@
  *   stream that lost its framing cannot be trusted).
  *   The header is a magnetar.bookie.Request (client -> bookie) or Response (bookie -> client),
  *   proto/bookie.proto. Payload: ADD requests carry the entry's bytes; READ and READ_RANGE
- *   responses carry the entries listed in Response.entries, concatenated in that order, and the
+ *   responses carry the entries listed in the header, concatenated in that order, and the
  *   sizes listed must add up to the payload length exactly. Every other frame has no payload.
+ *   The list has two forms, never both in one header: compact (first_entry_id >= 0 and packed
+ *   entry_sizes: ids first_entry_id, first_entry_id + 1, ...), which the encoder writes whenever
+ *   the ids are consecutive (a range always is: ~2 bytes per 1 KiB entry instead of ~8 and no
+ *   sub-message to build or parse), and general (one EntryRef per entry, any ids) otherwise.
+ *   The decoder accepts both and presents them identically (bk_frame.entries). A compact list
+ *   with a field missing, a negative first id or ids past INT64_MAX, or a header with both
+ *   forms, is MG_EPROTO.
  *
  * OPERATIONS (request fields -> response fields; every response echoes request_id and op and
  * has a status, an MG_ error code)
@@ -161,8 +168,9 @@ void bk_frame_release(bk_frame *frame);
 int bk_encode_request_head(const bk_request *req, size_t payload_len, mg_buf **out);
 
 /* As above for a response whose payload is entries[0..entry_count) (the header lists their ids
- * and sizes; the payload length is the sum of their lengths). MG_ELIMIT also when entry_count
- * exceeds BK_RANGE_ENTRIES_MAX or an entry is longer than UINT32_MAX. */
+ * and sizes, in the compact form when the ids are consecutive from a non-negative first one,
+ * else as EntryRefs; the payload length is the sum of their lengths). MG_ELIMIT also when
+ * entry_count exceeds BK_RANGE_ENTRIES_MAX or an entry is longer than UINT32_MAX. */
 int bk_encode_response_head(const bk_response *resp, const bk_entry *entries, size_t entry_count,
                             mg_buf **out);
 

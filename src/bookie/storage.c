@@ -11,7 +11,8 @@
  *   maintenance  flushes the write cache's flushing half to the entry log, syncs it, writes
  *                the index, persists fences, advances the journal checkpoint; then garbage
  *                collection. It is the only writer of the entry logs and the index.
- *   threadpool   index look-ups for reads (uv_queue_work): the loop never waits on RocksDB
+ *   threadpool   index look-ups for reads (uv_queue_work): the loop never waits on RocksDB;
+ *                and the check (CRC, size, ids) of the records of each stretch read from disk
  *
  * Write path: add -> write cache (active half) -> journal append -> (journal thread: fdatasync)
  * -> jq -> loop -> caller's callback. The entry sits in the write cache before its journal
@@ -20,8 +21,12 @@
  * belongs to an entry in that half or in an earlier one.
  *
  * Read path: write cache -> read cache -> in-flight read-ahead window (wait for it) -> index
- * (one seek for a whole run) -> O_DIRECT read of each contiguous stretch of the run, parsed
- * in place: entries are handed out as slices of the read buffer, never copied.
+ * (one seek for a whole run) -> O_DIRECT read of each contiguous stretch of the run -> every
+ * record of the stretch checked on the threadpool -> parsed in place on the loop: entries are
+ * handed out as slices of the read buffer, never copied. The first record that does not check
+ * ends the read there (MG_ECORRUPT, logged, counted): a bad record is never served. A read
+ * owns one reference per disk chunk it used (its entries share it) and one per cache hit, in
+ * its `held` list; its entries are views kept alive by those.
  *
  * Read-ahead (the idea of BookKeeper BP-49): per ledger, the engine remembers where the last
  * read ended. A read that starts there is sequential; after it, if no window is in flight and
@@ -119,6 +124,9 @@ typedef struct disk_chunk {
     mg_buf *buf;
     size_t data_off, data_len;
     int status;
+    size_t valid;   /* run[first, first + valid) checked (CRC, size, ids) by chunk_verify */
+    bool used;      /* entries view buf: its reference moves to the read's held list */
+    uv_work_t work; /* chunk_verify on the threadpool */
 } disk_chunk;
 
 struct read_ctx {
@@ -128,8 +136,10 @@ struct read_ctx {
     size_t max_bytes, bytes;
     bk_read_done_cb cb;
     void *arg;
-    bk_entry *entries;
+    bk_entry *entries; /* views: each buffer is kept alive by a reference in held */
     size_t count, cap;
+    mg_buf **held; /* the references this read owns: one per cache hit, one per disk chunk */
+    size_t held_count, held_cap;
     int status;
     int source; /* 0 write cache, 1 read cache, 2 disk: the slowest source used */
     uint64_t start_ns;
@@ -140,7 +150,7 @@ struct read_ctx {
     bk_index_put *run;
     size_t run_count, run_pos;
     disk_chunk chunks[BK_DISK_CHUNKS_MAX]; /* the disk reads in flight for one stretch */
-    int chunk_count, chunks_done;
+    int chunk_count, chunks_done;          /* done: read and verified, or failed */
     int work_status;
     struct read_ctx *next_waiter;
     struct read_ctx *next_ready;
@@ -901,6 +911,9 @@ static ra_state *ra_find(bk_storage *s, int64_t ledger_id, bool create)
     return lru;
 }
 
+/* Adds the view buf[off, off + len) to the read's entries. Takes no reference: buf must be kept
+ * alive by one in r->held (a disk chunk's entries share the chunk's single reference instead of
+ * taking one each). */
 static int entries_push(read_ctx *r, mg_buf *buf, size_t off, size_t len, int64_t entry_id)
 {
     if (r->count == r->cap) {
@@ -913,12 +926,40 @@ static int entries_push(read_ctx *r, mg_buf *buf, size_t off, size_t len, int64_
     }
     bk_entry *e = &r->entries[r->count++];
     e->entry_id = entry_id;
-    e->buf = buf; /* the caller passes a reference */
+    e->buf = buf;
     e->off = off;
     e->len = len;
     r->bytes += len;
     r->next = entry_id + 1;
     return MG_OK;
+}
+
+/* Makes room for n more references in r->held. */
+static int held_reserve(read_ctx *r, size_t n)
+{
+    if (r->held_cap - r->held_count >= n)
+        return MG_OK;
+    size_t cap = r->held_cap ? r->held_cap : 16;
+    while (cap - r->held_count < n)
+        cap *= 2;
+    mg_buf **held = mg_realloc(r->held, cap * sizeof(*held));
+    if (held == NULL)
+        return MG_ENOMEM;
+    r->held = held;
+    r->held_cap = cap;
+    return MG_OK;
+}
+
+/* A cache hit: e carries a new reference, which the read keeps; then the view is added. On
+ * MG_ENOMEM the reference is dropped (or kept in held) and no view added. */
+static int entries_push_owned(read_ctx *r, const bk_entry *e, int64_t entry_id)
+{
+    if (held_reserve(r, 1) != MG_OK) {
+        mg_buf_unref(e->buf);
+        return MG_ENOMEM;
+    }
+    r->held[r->held_count++] = e->buf;
+    return entries_push(r, e->buf, e->off, e->len, entry_id);
 }
 
 static bool read_wants_more(const read_ctx *r)
@@ -930,8 +971,9 @@ static bool read_wants_more(const read_ctx *r)
 
 static void read_free(read_ctx *r)
 {
-    for (size_t i = 0; i < r->count; i++)
-        mg_buf_unref(r->entries[i].buf);
+    for (size_t i = 0; i < r->held_count; i++)
+        mg_buf_unref(r->held[i]);
+    mg_free(r->held);
     mg_free(r->entries);
     mg_free(r->run);
     mg_free(r);
@@ -1074,7 +1116,35 @@ static void read_disk(read_ctx *r)
         disk_chunks_parse(r); /* every submission failed */
 }
 
-/* Parses one chunk's records into the read's entries. Returns false to stop. */
+/* Checks the records of a chunk that arrived: each must parse (length, CRC) and carry the
+ * ledger, entry id and size the index gave. Sets c->valid to the length of the good prefix.
+ * Reads only the chunk's buffer, the run and the ids, which nothing changes meanwhile, and
+ * writes only c->valid: runs on a threadpool thread (several chunks of a read at once), or on
+ * the loop when the work cannot be queued. */
+static void chunk_verify(const read_ctx *r, disk_chunk *c)
+{
+    c->valid = 0;
+    if (c->status != MG_OK)
+        return;
+    const uint8_t *base = mg_buf_data(c->buf) + c->data_off;
+    size_t pos = 0;
+    for (size_t i = c->first; i < c->end; i++) {
+        const bk_index_put *p = &r->run[i];
+        bk_record rec;
+        int rc = pos + p->loc.size <= c->data_len
+                     ? bk_record_parse(base + pos, c->data_len - pos, &rec)
+                     : MG_ECORRUPT; /* the index points past the end of the file */
+        if (rc != MG_OK || rec.ledger_id != r->ledger_id || rec.entry_id != p->entry_id ||
+            rec.record_size != p->loc.size)
+            return;
+        pos += p->loc.size;
+        c->valid++;
+    }
+}
+
+/* Adds one verified chunk's records to the read's entries, in order, as views of the chunk's
+ * buffer. A record chunk_verify refused is reported as corrupt and ends the read there: a bad
+ * record is never served. Returns false to stop. Loop thread. */
 static bool parse_chunk(read_ctx *r, disk_chunk *c)
 {
     bk_storage *s = r->s;
@@ -1084,20 +1154,12 @@ static bool parse_chunk(read_ctx *r, disk_chunk *c)
         r->status = c->status;
         return false;
     }
-    const uint8_t *base = mg_buf_data(c->buf) + c->data_off;
     size_t pos = 0;
     for (size_t i = c->first; i < c->end && read_wants_more(r); i++) {
         const bk_index_put *p = &r->run[i];
         if (p->entry_id != r->next)
             return false;
-        bk_record rec;
-        int rc = pos + p->loc.size <= c->data_len
-                     ? bk_record_parse(base + pos, c->data_len - pos, &rec)
-                     : MG_ECORRUPT; /* the index points past the end of the file */
-        if (rc == MG_OK && (rec.ledger_id != r->ledger_id || rec.entry_id != p->entry_id ||
-                            rec.record_size != p->loc.size))
-            rc = MG_ECORRUPT;
-        if (rc != MG_OK) {
+        if (i - c->first >= c->valid) {
             MG_ERROR("bookie: ledger %" PRId64 " entry %" PRId64
                      " is corrupt on disk (entry log %u offset %u): not served",
                      r->ledger_id, p->entry_id, p->loc.log_id, p->loc.offset);
@@ -1105,13 +1167,13 @@ static bool parse_chunk(read_ctx *r, disk_chunk *c)
             r->status = MG_ECORRUPT;
             return false;
         }
-        size_t payload_off = c->data_off + pos + (size_t)(rec.payload - (base + pos));
-        if (entries_push(r, mg_buf_ref(c->buf), payload_off, rec.payload_len, p->entry_id) !=
-            MG_OK) {
-            mg_buf_unref(c->buf);
+        size_t payload_off = c->data_off + pos + BK_RECORD_HEADER_BYTES;
+        if (entries_push(r, c->buf, payload_off, p->loc.size - BK_RECORD_HEADER_BYTES,
+                         p->entry_id) != MG_OK) {
             r->status = MG_ENOMEM;
             return false;
         }
+        c->used = true;
         pos += p->loc.size;
         r->run_pos = i + 1;
         if (!r->readahead)
@@ -1120,20 +1182,55 @@ static bool parse_chunk(read_ctx *r, disk_chunk *c)
     return true;
 }
 
+/* Every chunk of the stretch has arrived and been verified: hand out the entries. */
 static void disk_chunks_parse(read_ctx *r)
 {
-    for (int c = 0; c < r->chunk_count; c++) {
-        if (!parse_chunk(r, &r->chunks[c]))
-            break;
+    /* Room for every chunk's reference first, so a chunk whose entries were handed out can
+     * always be kept. */
+    if (held_reserve(r, (size_t)r->chunk_count) != MG_OK) {
+        r->status = MG_ENOMEM;
+    } else {
+        for (int c = 0; c < r->chunk_count; c++) {
+            if (!parse_chunk(r, &r->chunks[c]))
+                break;
+        }
     }
     for (int c = 0; c < r->chunk_count; c++) {
-        mg_buf_unref(r->chunks[c].buf); /* NULL-safe; entries hold their own references */
-        r->chunks[c].buf = NULL;
+        disk_chunk *ch = &r->chunks[c];
+        if (ch->used)
+            r->held[r->held_count++] = ch->buf; /* the entries' views share this reference */
+        else
+            mg_buf_unref(ch->buf); /* NULL-safe */
+        ch->buf = NULL;
     }
     r->chunk_count = r->chunks_done = 0;
     read_step(r);
 }
 
+static void chunk_verify_work(uv_work_t *w)
+{
+    disk_chunk *c = w->data;
+    chunk_verify(c->r, c);
+}
+
+/* One more chunk is read and verified (or failed): once all are, hand out the entries. */
+static void chunk_finished(read_ctx *r)
+{
+    if (++r->chunks_done == r->chunk_count)
+        disk_chunks_parse(r);
+}
+
+static void chunk_verify_done(uv_work_t *w, int uv_status)
+{
+    disk_chunk *c = w->data;
+    if (uv_status != 0) /* not run (never cancelled, but be safe): verify here */
+        chunk_verify(c->r, c);
+    chunk_finished(c->r);
+}
+
+/* Each chunk is checked on the threadpool as soon as it arrives: the CRCs run off the loop,
+ * which keeps serving the network and the disk completions, and overlap with the chunks still
+ * being read. */
 static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data_len, void *arg)
 {
     disk_chunk *c = arg;
@@ -1145,9 +1242,13 @@ static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data
     c->data_len = data_len;
     if (status == MG_OK && data_len < c->len)
         c->data_len = data_len; /* short: the records past the end are reported corrupt */
-    if (++r->chunks_done < r->chunk_count)
-        return;
-    disk_chunks_parse(r);
+    if (status == MG_OK) {
+        c->work.data = c;
+        if (uv_queue_work(r->s->loop, &c->work, chunk_verify_work, chunk_verify_done) == 0)
+            return;
+        chunk_verify(r, c);
+    }
+    chunk_finished(r);
 }
 
 static void index_work_done(uv_work_t *w, int uv_status)
@@ -1177,7 +1278,10 @@ static void read_step(read_ctx *r)
         bk_entry e;
         if (!r->readahead && bk_write_cache_get(s->wc, r->ledger_id, r->next, &e)) {
             s->stats.reads_write_cache++;
-            entries_push(r, e.buf, e.off, e.len, r->next);
+            if (entries_push_owned(r, &e, r->next) != MG_OK) {
+                r->status = MG_ENOMEM;
+                break;
+            }
             continue;
         }
         if (bk_read_cache_get(s->rc, r->ledger_id, r->next, &e)) {
@@ -1191,7 +1295,10 @@ static void read_step(read_ctx *r)
             s->stats.readahead_used_bytes += e.len;
             if (r->source < 1)
                 r->source = 1;
-            entries_push(r, e.buf, e.off, e.len, r->next);
+            if (entries_push_owned(r, &e, r->next) != MG_OK) {
+                r->status = MG_ENOMEM;
+                break;
+            }
             continue;
         }
         if (!r->readahead) {

@@ -9,9 +9,10 @@
  *     mg_crc32c(mg_crc32c(0, a, n), b, m) == mg_crc32c(0, a || b, n + m)
  *
  * Two implementations give identical results: the SSE4.2 `crc32` instruction (x86-64 only,
- * chosen at run time when the CPU has it) and a portable slicing-by-8 table fallback whose
- * tables are computed from the polynomial on first use. All functions are pure and may be
- * called from any thread.
+ * chosen at run time when the CPU has it; buffers of 192 bytes and more run as three
+ * interleaved streams combined through precomputed shift tables, see crc32c.c) and a portable
+ * slicing-by-8 table fallback whose tables are computed from the polynomial on first use. All
+ * functions are pure and may be called from any thread.
  */
 #ifndef MG_COMMON_CRC32C_H
 #define MG_COMMON_CRC32C_H

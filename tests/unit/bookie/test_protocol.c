@@ -1,6 +1,8 @@
 /* The bookie RPC wire format: encode/decode round trips for every op, the incremental decoder
- * fed in every kind of split, zero-copy payloads, malformed frames refused with MG_EPROTO, and
- * the output queue writing a many-entry response through a real libuv stream. */
+ * fed in every kind of split, zero-copy payloads, malformed frames refused with MG_EPROTO, the
+ * two forms of a response's entry list (compact for consecutive ids, EntryRefs otherwise, both
+ * decoded the same; malformed compact lists refused), and the output queue writing a
+ * many-entry response through a real libuv stream. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 
 #include "bookie/protocol.h"
 #include "common/error.h"
+#include "proto/bookie.pb-c.h"
 
 TestSuite(bookie_protocol, .timeout = 10);
 
@@ -590,6 +593,226 @@ Test(bookie_protocol, encoder_limits)
     bk_entry e = { 0, NULL, 0, 0 };
     cr_assert_eq(bk_encode_response_head(&resp, &e, BK_RANGE_ENTRIES_MAX + 1, &head), MG_ELIMIT);
     cr_assert_null(head);
+}
+
+/* ---- entry list forms -------------------------------------------------------------------- */
+
+/* The header of an encoded response frame, unpacked (free with ..._free_unpacked). */
+static Magnetar__Bookie__Response *encoded_header(const bk_response *resp, const bk_entry *entries,
+                                                  size_t count)
+{
+    mg_buf *head = NULL;
+    cr_assert_eq(bk_encode_response_head(resp, entries, count, &head), MG_OK);
+    const uint8_t *p = mg_buf_data(head);
+    size_t header_len = ((size_t)p[4] << 24) | ((size_t)p[5] << 16) | ((size_t)p[6] << 8) | p[7];
+    cr_assert_eq(header_len + 8, mg_buf_len(head));
+    Magnetar__Bookie__Response *m = magnetar__bookie__response__unpack(NULL, header_len, p + 8);
+    cr_assert_not_null(m);
+    mg_buf_unref(head);
+    return m;
+}
+
+/* A response frame with the header m and payload_len bytes of payload ('p'). */
+static uint8_t *raw_response(const Magnetar__Bookie__Response *m, size_t payload_len,
+                             size_t *len_out)
+{
+    size_t header_len = protobuf_c_message_get_packed_size(&m->base);
+    size_t len = 8 + header_len + payload_len;
+    uint8_t *bytes = malloc(len);
+    cr_assert_not_null(bytes);
+    put_u32(bytes, (uint32_t)(len - 4));
+    put_u32(bytes + 4, (uint32_t)header_len);
+    cr_assert_eq(protobuf_c_message_pack(&m->base, bytes + 8), header_len);
+    memset(bytes + 8 + header_len, 'p', payload_len);
+    *len_out = len;
+    return bytes;
+}
+
+/* Decodes one response frame into *f (MG_OK) or returns the error. */
+static int decode_response(const uint8_t *bytes, size_t len, bk_frame *f)
+{
+    bk_decoder dec;
+    bk_decoder_init(&dec, BK_FRAME_RESPONSE);
+    cr_assert_eq(bk_decoder_feed(&dec, bytes, len), MG_OK);
+    int rc = bk_decoder_next(&dec, f);
+    bk_decoder_destroy(&dec); /* the frame keeps its own reference */
+    return rc;
+}
+
+Test(bookie_protocol, consecutive_entries_use_the_compact_form)
+{
+    mg_buf *a = buf_of("0123456789");
+    bk_entry entries[3] = { { 10, a, 0, 3 }, { 11, a, 3, 0 }, { 12, a, 3, 7 } };
+    bk_response resp = { .request_id = 9, .op = BK_OP_READ_RANGE };
+    Magnetar__Bookie__Response *m = encoded_header(&resp, entries, 3);
+    cr_assert(m->has_first_entry_id);
+    cr_assert_eq(m->first_entry_id, 10);
+    cr_assert_eq(m->n_entry_sizes, 3);
+    cr_assert_eq(m->entry_sizes[0], 3);
+    cr_assert_eq(m->entry_sizes[1], 0);
+    cr_assert_eq(m->entry_sizes[2], 7);
+    cr_assert_eq(m->n_entries, 0);
+    magnetar__bookie__response__free_unpacked(m, NULL);
+
+    /* One entry (READ) too, and the largest ids. */
+    bk_entry top[2] = { { INT64_MAX - 1, a, 0, 4 }, { INT64_MAX, a, 4, 6 } };
+    m = encoded_header(&resp, top, 2);
+    cr_assert(m->has_first_entry_id);
+    cr_assert_eq(m->first_entry_id, INT64_MAX - 1);
+    cr_assert_eq(m->n_entry_sizes, 2);
+    cr_assert_eq(m->n_entries, 0);
+    magnetar__bookie__response__free_unpacked(m, NULL);
+    m = encoded_header(&resp, &top[1], 1);
+    cr_assert_eq(m->first_entry_id, INT64_MAX);
+    cr_assert_eq(m->n_entry_sizes, 1);
+    magnetar__bookie__response__free_unpacked(m, NULL);
+
+    /* No entries: neither form. */
+    m = encoded_header(&resp, NULL, 0);
+    cr_assert(!m->has_first_entry_id);
+    cr_assert_eq(m->n_entry_sizes, 0);
+    cr_assert_eq(m->n_entries, 0);
+    magnetar__bookie__response__free_unpacked(m, NULL);
+
+    /* Round trip of the top ids through the decoder. */
+    mg_chain chain;
+    mg_chain_init(&chain);
+    cr_assert_eq(bk_encode_response(&resp, top, 2, &chain), MG_OK);
+    size_t len;
+    uint8_t *bytes = flatten(&chain, &len);
+    mg_chain_reset(&chain);
+    bk_frame f;
+    cr_assert_eq(decode_response(bytes, len, &f), MG_OK);
+    cr_assert_eq(f.entry_count, 2);
+    cr_assert_eq(f.entries[0].entry_id, INT64_MAX - 1);
+    cr_assert_eq(f.entries[1].entry_id, INT64_MAX);
+    cr_assert_eq(memcmp(mg_buf_data(f.buf) + f.entries[0].off, "0123", 4), 0);
+    cr_assert_eq(f.entries[1].off, f.entries[0].off + 4);
+    cr_assert_eq(memcmp(mg_buf_data(f.buf) + f.entries[1].off, "456789", 6), 0);
+    bk_frame_release(&f);
+    free(bytes);
+    mg_buf_unref(a);
+}
+
+Test(bookie_protocol, other_ids_use_entry_refs_and_decode_the_same)
+{
+    mg_buf *a = buf_of("aabbbcccc");
+    /* Out of order, a gap, a repeat, a negative id: all sent as EntryRefs. */
+    static const int64_t id_sets[][3] = { { 5, 7, 6 }, { 5, 6, 8 }, { 5, 5, 6 }, { -1, 0, 1 } };
+    bk_response resp = { .request_id = 3, .op = BK_OP_READ_RANGE };
+    for (size_t s = 0; s < sizeof(id_sets) / sizeof(id_sets[0]); s++) {
+        bk_entry entries[3] = { { id_sets[s][0], a, 0, 2 },
+                                { id_sets[s][1], a, 2, 3 },
+                                { id_sets[s][2], a, 5, 4 } };
+        Magnetar__Bookie__Response *m = encoded_header(&resp, entries, 3);
+        cr_assert(!m->has_first_entry_id, "set %zu", s);
+        cr_assert_eq(m->n_entry_sizes, 0);
+        cr_assert_eq(m->n_entries, 3);
+        magnetar__bookie__response__free_unpacked(m, NULL);
+
+        mg_chain chain;
+        mg_chain_init(&chain);
+        cr_assert_eq(bk_encode_response(&resp, entries, 3, &chain), MG_OK);
+        size_t len;
+        uint8_t *bytes = flatten(&chain, &len);
+        mg_chain_reset(&chain);
+        bk_frame f;
+        cr_assert_eq(decode_response(bytes, len, &f), MG_OK);
+        cr_assert_eq(f.entry_count, 3);
+        const char *want[3] = { "aa", "bbb", "cccc" };
+        for (size_t i = 0; i < 3; i++) {
+            cr_assert_eq(f.entries[i].entry_id, id_sets[s][i]);
+            cr_assert_eq(f.entries[i].buf, f.buf);
+            cr_assert_eq(f.entries[i].len, strlen(want[i]));
+            cr_assert_eq(memcmp(mg_buf_data(f.buf) + f.entries[i].off, want[i], strlen(want[i])),
+                         0);
+        }
+        bk_frame_release(&f);
+        free(bytes);
+    }
+    mg_buf_unref(a);
+}
+
+Test(bookie_protocol, entry_refs_for_consecutive_ids_still_decode)
+{
+    /* The form every response used before the compact one: consecutive ids as EntryRefs. */
+    Magnetar__Bookie__EntryRef r0 = MAGNETAR__BOOKIE__ENTRY_REF__INIT;
+    Magnetar__Bookie__EntryRef r1 = MAGNETAR__BOOKIE__ENTRY_REF__INIT;
+    r0.entry_id = 40;
+    r0.size = 3;
+    r1.entry_id = 41;
+    r1.size = 5;
+    Magnetar__Bookie__EntryRef *refs[2] = { &r0, &r1 };
+    Magnetar__Bookie__Response m = MAGNETAR__BOOKIE__RESPONSE__INIT;
+    m.request_id = 77;
+    m.op = BK_OP_READ_RANGE;
+    m.status = MG_OK;
+    m.n_entries = 2;
+    m.entries = refs;
+    size_t len;
+    uint8_t *bytes = raw_response(&m, 8, &len);
+    bk_frame f;
+    cr_assert_eq(decode_response(bytes, len, &f), MG_OK);
+    cr_assert_eq(f.resp.request_id, 77);
+    cr_assert_eq(f.entry_count, 2);
+    cr_assert_eq(f.entries[0].entry_id, 40);
+    cr_assert_eq(f.entries[0].len, 3);
+    cr_assert_eq(f.entries[0].off, f.payload_off);
+    cr_assert_eq(f.entries[1].entry_id, 41);
+    cr_assert_eq(f.entries[1].len, 5);
+    cr_assert_eq(f.entries[1].off, f.payload_off + 3);
+    bk_frame_release(&f);
+    free(bytes);
+}
+
+/* Decodes a compact-form header with the given fields and payload length. */
+static int decode_compact(bool has_first, int64_t first, const uint32_t *sizes, size_t n,
+                          bool with_ref, size_t payload_len)
+{
+    Magnetar__Bookie__EntryRef r = MAGNETAR__BOOKIE__ENTRY_REF__INIT;
+    r.entry_id = 1;
+    r.size = 0;
+    Magnetar__Bookie__EntryRef *refs[1] = { &r };
+    Magnetar__Bookie__Response m = MAGNETAR__BOOKIE__RESPONSE__INIT;
+    m.request_id = 1;
+    m.op = BK_OP_READ_RANGE;
+    m.has_first_entry_id = has_first;
+    m.first_entry_id = first;
+    m.n_entry_sizes = n;
+    m.entry_sizes = (uint32_t *)sizes;
+    if (with_ref) {
+        m.n_entries = 1;
+        m.entries = refs;
+    }
+    size_t len;
+    uint8_t *bytes = raw_response(&m, payload_len, &len);
+    int rc = decode_raw(BK_FRAME_RESPONSE, bytes, len);
+    free(bytes);
+    return rc;
+}
+
+Test(bookie_protocol, malformed_compact_lists_are_refused)
+{
+    uint32_t sizes[2] = { 3, 4 };
+    cr_assert_eq(decode_compact(true, 0, sizes, 2, false, 7), MG_OK);
+    cr_assert_eq(decode_compact(true, INT64_MAX - 1, sizes, 2, false, 7), MG_OK);
+    cr_assert_eq(decode_compact(true, INT64_MAX, sizes, 1, false, 3), MG_OK);
+    /* The last id would pass INT64_MAX. */
+    cr_assert_eq(decode_compact(true, INT64_MAX, sizes, 2, false, 7), MG_EPROTO);
+    cr_assert_eq(decode_compact(true, -1, sizes, 2, false, 7), MG_EPROTO);
+    cr_assert_eq(decode_compact(true, INT64_MIN, sizes, 1, false, 3), MG_EPROTO);
+    /* One field without the other. */
+    cr_assert_eq(decode_compact(false, 0, sizes, 2, false, 7), MG_EPROTO);
+    cr_assert_eq(decode_compact(true, 5, NULL, 0, false, 0), MG_EPROTO);
+    /* Both forms at once. */
+    cr_assert_eq(decode_compact(true, 5, sizes, 2, true, 7), MG_EPROTO);
+    /* Sizes that do not add up to the payload. */
+    cr_assert_eq(decode_compact(true, 5, sizes, 2, false, 6), MG_EPROTO);
+    cr_assert_eq(decode_compact(true, 5, sizes, 2, false, 8), MG_EPROTO);
+    /* More entries than a response may carry (each of size 0, so the payload is empty). */
+    static uint32_t zeros[BK_RANGE_ENTRIES_MAX + 1];
+    cr_assert_eq(decode_compact(true, 0, zeros, BK_RANGE_ENTRIES_MAX, false, 0), MG_OK);
+    cr_assert_eq(decode_compact(true, 0, zeros, BK_RANGE_ENTRIES_MAX + 1, false, 0), MG_EPROTO);
 }
 
 /* ---- output queue ------------------------------------------------------------------------ */
