@@ -411,7 +411,7 @@ static int conn__create(bk_client *c, const char *addr, bk__conn **out)
     conn->c = c;
     conn->state = BK__C_IDLE;
     bk_decoder_init(&conn->dec, BK_FRAME_RESPONSE);
-    bk_outq_init(&conn->outq, conn__written, conn);
+    mg_outq_init(&conn->outq, conn__written, conn);
     MG_ASSERT(uv_timer_init(c->loop, &conn->timer) == 0); /* cannot fail on Unix */
     conn->timer.data = conn;
     c->outstanding++;
@@ -580,7 +580,7 @@ static void conn__on_connect(uv_connect_t *req, int status)
     conn->retry_at_ms = 0;
     int rc = uv_read_start((uv_stream_t *)&conn->tcp, conn__alloc, conn__on_read);
     if (rc == 0)
-        rc = bk_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp);
+        rc = mg_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp);
     if (rc != 0)
         conn__lost(conn);
 }
@@ -705,7 +705,7 @@ static void conn__lost(bk__conn *conn)
     }
     if (conn->gai_active)
         (void)uv_cancel((uv_req_t *)&conn->gai_req);
-    bk_outq_discard(&conn->outq);
+    mg_outq_discard(&conn->outq);
     bk_decoder_destroy(&conn->dec);
     bk_decoder_init(&conn->dec, BK_FRAME_RESPONSE);
     if (conn->failures < UINT32_MAX)
@@ -727,7 +727,7 @@ static void conn__written(bk_outq *q, int status)
         conn__lost(conn);
         return;
     }
-    if (bk_outq_flush(q, (uv_stream_t *)&conn->tcp) != MG_OK)
+    if (mg_outq_flush(q, (uv_stream_t *)&conn->tcp) != MG_OK)
         conn__lost(conn);
 }
 
@@ -775,8 +775,8 @@ static void client__maybe_finish(bk_client *c)
     while (c->conns != NULL) {
         bk__conn *conn = c->conns;
         c->conns = conn->next;
-        MG_ASSERT(conn->list_head == NULL && bk_outq_writes_inflight(&conn->outq) == 0);
-        bk_outq_discard(&conn->outq);
+        MG_ASSERT(conn->list_head == NULL && mg_outq_writes_inflight(&conn->outq) == 0);
+        mg_outq_discard(&conn->outq);
         bk_decoder_destroy(&conn->dec);
         mg_free(conn->buckets);
         mg_free(conn);
@@ -804,7 +804,7 @@ void bk_client_close(bk_client *c, void (*closed)(void *arg), void *arg)
         if (conn->gai_active)
             (void)uv_cancel((uv_req_t *)&conn->gai_req);
         uv_close((uv_handle_t *)&conn->timer, conn__on_timer_closed);
-        bk_outq_discard(&conn->outq);
+        mg_outq_discard(&conn->outq);
     }
 }
 
@@ -843,7 +843,7 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
         conn__start(conn);
         break;
     case BK__C_CONNECTED:
-        if (bk_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp) != MG_OK)
+        if (mg_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp) != MG_OK)
             conn__fail_soon(conn);
         break;
     default:

@@ -628,89 +628,29 @@ int bk_decoder_next(bk_decoder *dec, bk_frame *out)
 
 /* ---- Output queue ------------------------------------------------------------------------ */
 
-struct bk__wblock {
-    uv_write_t req;
-    bk_outq *q;
-    bk__wblock *next;
-    mg_chain chain;
-};
-
-void bk_outq_init(bk_outq *q, void (*written_cb)(bk_outq *q, int status), void *arg)
-{
-    memset(q, 0, sizeof(*q));
-    q->written_cb = written_cb;
-    q->arg = arg;
-}
-
-size_t bk_outq_queued_bytes(const bk_outq *q)
-{
-    return q->queued_bytes;
-}
-
-uint32_t bk_outq_writes_inflight(const bk_outq *q)
-{
-    return q->writes_inflight;
-}
-
-static void bk__wblock_free(bk__wblock *b)
-{
-    mg_chain_reset(&b->chain);
-    mg_free(b);
-}
-
-/* Appends head and the payload views, spreading them over the tail block and as many new blocks
- * as needed (allocated first, so a failure changes nothing). */
-static int bk__outq_put(bk_outq *q, mg_buf *head, const bk_entry *entries, size_t count)
+/* Appends head and the payload views as one all-or-nothing push (the slice array is on the stack
+ * for small frames, allocated for a range of many entries). */
+static int bk__outq_put(mg_outq *q, mg_buf *head, const bk_entry *entries, size_t count)
 {
     size_t slices = 1 + bk__merged_count(entries, count);
-    size_t room = q->tail != NULL ? bk__chain_room(&q->tail->chain) : 0;
-    size_t extra =
-        slices > room ? (slices - room + MG_CHAIN_SLICES_MAX - 1) / MG_CHAIN_SLICES_MAX : 0;
-    bk__wblock *first_new = NULL, *last_new = NULL;
-    for (size_t i = 0; i < extra; i++) {
-        bk__wblock *b = mg_calloc(1, sizeof(*b));
-        if (b == NULL) {
-            while (first_new != NULL) {
-                bk__wblock *next = first_new->next;
-                mg_free(first_new);
-                first_new = next;
-            }
-            return MG_ENOMEM;
-        }
-        b->q = q;
-        mg_chain_init(&b->chain);
-        if (last_new != NULL)
-            last_new->next = b;
-        else
-            first_new = b;
-        last_new = b;
-    }
-    /* Every block but the tail is full, so filling starts at the tail (or the first new one). */
-    bk__wblock *b = room > 0 ? q->tail : first_new;
-    if (first_new != NULL) {
-        if (q->tail != NULL)
-            q->tail->next = first_new;
-        else
-            q->head = first_new;
-        q->tail = last_new;
-    }
-    size_t total = mg_buf_len(head);
-    int rc = mg_chain_append(&b->chain, head, 0, mg_buf_len(head));
-    MG_ASSERT(rc == MG_OK);
+    mg_slice small[16];
+    mg_slice *v = slices <= 16 ? small : mg_malloc(slices * sizeof(*v));
+    if (v == NULL)
+        return MG_ENOMEM;
+    size_t n = 0;
+    v[n++] = (mg_slice){ head, 0, mg_buf_len(head) };
     bk__slice_iter it = { entries, count, 0 };
     mg_slice s;
-    while (bk__slice_next(&it, &s)) {
-        while (bk__chain_room(&b->chain) == 0)
-            b = b->next;
-        rc = mg_chain_append(&b->chain, s.buf, s.off, s.len);
-        MG_ASSERT(rc == MG_OK);
-        total += s.len;
-    }
-    q->queued_bytes += total;
-    return MG_OK;
+    while (bk__slice_next(&it, &s))
+        v[n++] = s;
+    MG_ASSERT(n == slices);
+    int rc = mg_outq_push(q, v, n);
+    if (v != small)
+        mg_free(v);
+    return rc;
 }
 
-int bk_outq_push_request(bk_outq *q, const bk_request *req, mg_buf *payload, size_t off, size_t len)
+int bk_outq_push_request(mg_outq *q, const bk_request *req, mg_buf *payload, size_t off, size_t len)
 {
     bk_entry e = { 0, payload, off, len };
     MG_TRY(bk__check_views(&e, 1));
@@ -721,7 +661,7 @@ int bk_outq_push_request(bk_outq *q, const bk_request *req, mg_buf *payload, siz
     return rc;
 }
 
-int bk_outq_push_response(bk_outq *q, const bk_response *resp, const bk_entry *entries,
+int bk_outq_push_response(mg_outq *q, const bk_response *resp, const bk_entry *entries,
                           size_t entry_count)
 {
     MG_TRY(bk__check_views(entries, entry_count));
@@ -730,56 +670,4 @@ int bk_outq_push_response(bk_outq *q, const bk_response *resp, const bk_entry *e
     int rc = bk__outq_put(q, head, entries, entry_count);
     mg_buf_unref(head);
     return rc;
-}
-
-static void bk__outq_write_done(uv_write_t *req, int status)
-{
-    bk__wblock *b = (bk__wblock *)req;
-    bk_outq *q = b->q;
-    size_t bytes = mg_chain_len(&b->chain);
-    bk__wblock_free(b);
-    MG_ASSERT(q->writes_inflight > 0 && q->queued_bytes >= bytes);
-    q->writes_inflight--;
-    q->queued_bytes -= bytes;
-    q->written_cb(q, status < 0 ? mg_err_from_uv(status) : MG_OK);
-}
-
-int bk_outq_flush(bk_outq *q, uv_stream_t *stream)
-{
-    if (q->writes_inflight > 0)
-        return MG_OK;
-    while (q->head != NULL) {
-        bk__wblock *b = q->head;
-        if (mg_chain_len(&b->chain) == 0) {
-            /* Only a tail block can be empty (a push that failed after allocating: none). */
-            q->head = b->next;
-            if (q->head == NULL)
-                q->tail = NULL;
-            bk__wblock_free(b);
-            continue;
-        }
-        struct iovec iov[MG_CHAIN_SLICES_MAX];
-        size_t n = mg_chain_to_iovec(&b->chain, iov, MG_CHAIN_SLICES_MAX);
-        int rc = uv_write(&b->req, stream, (const uv_buf_t *)iov, (unsigned)n, bk__outq_write_done);
-        if (rc < 0)
-            return mg_err_from_uv(rc);
-        q->head = b->next;
-        if (q->head == NULL)
-            q->tail = NULL;
-        b->next = NULL;
-        q->writes_inflight++;
-    }
-    return MG_OK;
-}
-
-void bk_outq_discard(bk_outq *q)
-{
-    while (q->head != NULL) {
-        bk__wblock *b = q->head;
-        q->head = b->next;
-        MG_ASSERT(q->queued_bytes >= mg_chain_len(&b->chain));
-        q->queued_bytes -= mg_chain_len(&b->chain);
-        bk__wblock_free(b);
-    }
-    q->tail = NULL;
 }

@@ -66,6 +66,7 @@
 #define MG_BOOKIE_PROTOCOL_H
 
 #include "common/buf.h"
+#include "common/outq.h"
 #include "common/limits.h"
 
 #include <stdbool.h>
@@ -234,49 +235,19 @@ size_t bk_decoder_buffered(const bk_decoder *dec);
 
 /* ---- Output queue ------------------------------------------------------------------------ */
 
-/* A connection's output: frames waiting to be written and writes in flight. Frames are appended
- * to a list of blocks, each an mg_chain of up to MG_CHAIN_SLICES_MAX slices written with one
- * uv_write (a range response of many entries spans several blocks). Write coalescing: the owner
- * calls bk_outq_flush after appending; while writes are in flight it does nothing, and frames
- * appended meanwhile go out together when the owner flushes again from written_cb.
- * Embedded by value in its owner, which must stay alive until every write it started has called
- * written_cb (libuv cancels them with MG_ECANCELED when the stream is closed, before the close
- * callback). Fields are private. */
-typedef struct bk__wblock bk__wblock;
-typedef struct bk_outq bk_outq;
-struct bk_outq {
-    bk__wblock *head; /* blocks not yet handed to uv_write, in order */
-    bk__wblock *tail;
-    uint32_t writes_inflight;
-    size_t queued_bytes; /* appended and not yet completed by a write callback */
-    /* Called once per completed uv_write with MG_OK or the converted error (MG_ECANCELED when
-     * the stream was closed). The queue is not touched after it returns, so it may free the
-     * owner once bk_outq_writes_inflight() is 0. */
-    void (*written_cb)(bk_outq *q, int status);
-    void *arg; /* for the owner */
-};
-
-void bk_outq_init(bk_outq *q, void (*written_cb)(bk_outq *q, int status), void *arg);
+/* A connection's output is the common output queue (common/outq.h: blocks of slices written
+ * with uv_write, coalesced while a write is in flight); these two append bookie frames to it,
+ * the payload as references to the entries' buffers (adjacent views of one buffer merged). */
+typedef mg_outq bk_outq;
 
 /* Appends a request frame (as bk_encode_request, any number of slices). Returns MG_OK,
  * MG_EINVAL, MG_ELIMIT or MG_ENOMEM; all or nothing. */
-int bk_outq_push_request(bk_outq *q, const bk_request *req, mg_buf *payload, size_t off,
+int bk_outq_push_request(mg_outq *q, const bk_request *req, mg_buf *payload, size_t off,
                          size_t len);
 
 /* Appends a response frame (as bk_encode_response, any number of entries up to
  * BK_RANGE_ENTRIES_MAX). Returns MG_OK, MG_EINVAL, MG_ELIMIT or MG_ENOMEM; all or nothing. */
-int bk_outq_push_response(bk_outq *q, const bk_response *resp, const bk_entry *entries,
+int bk_outq_push_response(mg_outq *q, const bk_response *resp, const bk_entry *entries,
                           size_t entry_count);
-
-/* Starts writing every queued block on stream unless writes are in flight (then written_cb's
- * owner flushes again). Returns MG_OK, or the converted uv_write error (the blocks stay queued;
- * the owner closes the connection and calls bk_outq_discard). */
-int bk_outq_flush(bk_outq *q, uv_stream_t *stream);
-
-/* Drops every block not yet handed to uv_write (writes in flight are unaffected). */
-void bk_outq_discard(bk_outq *q);
-
-size_t bk_outq_queued_bytes(const bk_outq *q);
-uint32_t bk_outq_writes_inflight(const bk_outq *q);
 
 #endif

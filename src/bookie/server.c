@@ -105,8 +105,8 @@ static void conn__unref(bk__sconn *conn)
     if (--conn->refs > 0)
         return;
     bk_server *s = conn->srv;
-    MG_ASSERT(conn->inflight == 0 && bk_outq_writes_inflight(&conn->outq) == 0);
-    bk_outq_discard(&conn->outq);
+    MG_ASSERT(conn->inflight == 0 && mg_outq_writes_inflight(&conn->outq) == 0);
+    mg_outq_discard(&conn->outq);
     bk_decoder_destroy(&conn->dec);
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
@@ -132,7 +132,7 @@ static void conn__close(bk__sconn *conn)
     conn->reading = false;
     mg_gauge_add(conn->srv->connections, -1);
     uv_close((uv_handle_t *)&conn->tcp, conn__on_closed);
-    bk_outq_discard(&conn->outq);
+    mg_outq_discard(&conn->outq);
     bk_decoder_destroy(&conn->dec);
 }
 
@@ -440,7 +440,7 @@ static void conn__dispatch(bk__sconn *conn, bk_frame *frame)
 static bool conn__under_limits(const bk__sconn *conn)
 {
     return conn->inflight < conn->srv->inflight_max &&
-           bk_outq_queued_bytes(&conn->outq) < BK_SERVER_CONN_OUT_BYTES_MAX;
+           mg_outq_queued_bytes(&conn->outq) < BK_SERVER_CONN_OUT_BYTES_MAX;
 }
 
 /* Decodes and dispatches buffered frames while under the limits, flushes the output, and
@@ -473,7 +473,7 @@ static void conn__process(bk__sconn *conn)
     conn->processing = false;
     if (conn->closing)
         return;
-    int rc = bk_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp);
+    int rc = mg_outq_flush(&conn->outq, (uv_stream_t *)&conn->tcp);
     if (rc != MG_OK) {
         MG_DEBUG("bookie rpc: write failed: %s", mg_strerror(rc));
         conn__close(conn);
@@ -523,7 +523,7 @@ static void server__on_connection(uv_stream_t *listener, int status)
     conn->srv = s;
     conn->refs = 1;
     bk_decoder_init(&conn->dec, BK_FRAME_REQUEST);
-    bk_outq_init(&conn->outq, conn__written, conn);
+    mg_outq_init(&conn->outq, conn__written, conn);
     MG_ASSERT(uv_tcp_init(s->loop, &conn->tcp) == 0);
     conn->tcp.data = conn;
     conn->next = s->conns;

@@ -851,24 +851,24 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
     }
     outq_ctx ctx = { 0, 1 };
     bk_outq q;
-    bk_outq_init(&q, outq_written, &ctx);
+    mg_outq_init(&q, outq_written, &ctx);
     bk_response resp = { .request_id = 5, .op = BK_OP_READ_RANGE };
     cr_assert_eq(bk_outq_push_response(&q, &resp, entries, N), MG_OK);
     /* A second, small frame coalesces into the last block. */
     bk_response health = { .request_id = 6, .op = BK_OP_HEALTH, .status = MG_EREADONLY };
     cr_assert_eq(bk_outq_push_response(&q, &health, NULL, 0), MG_OK);
-    size_t queued = bk_outq_queued_bytes(&q);
+    size_t queued = mg_outq_queued_bytes(&q);
     cr_assert_gt(queued, 0);
     for (int i = 0; i < N; i++)
         cr_assert_eq(mg_buf_refcount(bufs[i]), 2); /* referenced, not copied */
-    cr_assert_eq(bk_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK);
-    cr_assert_eq(bk_outq_writes_inflight(&q), 4);
-    cr_assert_eq(bk_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK); /* no-op while in flight */
-    for (int spins = 0; spins < 100 && bk_outq_writes_inflight(&q) > 0; spins++)
+    cr_assert_eq(mg_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK);
+    cr_assert_eq(mg_outq_writes_inflight(&q), 4);
+    cr_assert_eq(mg_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK); /* no-op while in flight */
+    for (int spins = 0; spins < 100 && mg_outq_writes_inflight(&q) > 0; spins++)
         uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(ctx.written, 4);
     cr_assert_eq(ctx.last_status, MG_OK);
-    cr_assert_eq(bk_outq_queued_bytes(&q), 0);
+    cr_assert_eq(mg_outq_queued_bytes(&q), 0);
     for (int i = 0; i < N; i++)
         cr_assert_eq(mg_buf_refcount(bufs[i]), 1);
 
@@ -906,9 +906,9 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
     /* Discarding drops queued frames and their references. */
     cr_assert_eq(bk_outq_push_response(&q, &resp, entries, 3), MG_OK);
     cr_assert_eq(mg_buf_refcount(bufs[0]), 2);
-    bk_outq_discard(&q);
+    mg_outq_discard(&q);
     cr_assert_eq(mg_buf_refcount(bufs[0]), 1);
-    cr_assert_eq(bk_outq_queued_bytes(&q), 0);
+    cr_assert_eq(mg_outq_queued_bytes(&q), 0);
 
     for (int i = 0; i < N; i++)
         mg_buf_unref(bufs[i]);
