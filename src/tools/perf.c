@@ -27,18 +27,15 @@
  * pseudo-random pattern starting at an offset derived from e, so each entry differs from its
  * neighbours, a misplaced entry is detected, and building or checking one is a memcpy/memcmp.
  *
- * fio's JSON is read from a pipe (popen) and searched as text, with no JSON library: inside the
- * "jobs" array, the job's "read" or "write" object is found as a key followed by ':' and '{'
- * (so the value "read" of the job option "rw" does not match), and "bw_bytes", "iops" and
- * "clat_ns" -> "mean" are looked up between that key and the next sibling object's key
- * ("write" after "read", "trim" after "write"). Any missing piece, or fio failing, reports fio as
- * unavailable; no figure is ever guessed.
+ * fio runs through fio.h (popen, its JSON searched as text; a failure is reported, never a
+ * guessed figure).
  *
  * Bounds: adds in flight <= --inflight, range reads in flight <= --read-inflight, every request
  * answered or failed within the client's timeouts (connect 5 s, request 10 s), fio capped by
  * --runtime and its output by FIO_OUTPUT_BYTES_MAX, the metrics page by METRICS_BYTES_MAX.
  * Threading: one thread, one libuv loop.
  */
+#include "fio.h"
 #include "tools.h"
 
 #include "bookie/client.h"
@@ -77,17 +74,10 @@
 #define PERF_HIST_VALUE_MAX_US    1000000000ull
 /* Mismatching entries described one by one on stderr before only counting the rest. */
 #define PERF_MISMATCH_REPORTS_MAX 10
-/* fio prints about 10 KiB of JSON per job; more than this is not fio's answer. */
-#define FIO_OUTPUT_BYTES_MAX      (4u * 1024 * 1024)
-/* A single fio job runs at most this long (fio's --runtime; the layout of the file comes first
- * and is bounded by --fio-size). */
-#define FIO_RUNTIME_S             60
 /* The bookie's /metrics page; far smaller in practice. */
 #define METRICS_BYTES_MAX         (4u * 1024 * 1024)
 /* Connecting to and reading /metrics. */
 #define METRICS_TIMEOUT_S         5
-/* Shell command lines built for popen (paths are at most PATH_MAX). */
-#define PERF_COMMAND_BYTES_MAX    8192
 
 /* ---- options -------------------------------------------------------------------------------- */
 
@@ -239,15 +229,6 @@ static const mg_cmd_spec perf_bookie_spec = {
 };
 
 /* ---- results -------------------------------------------------------------------------------- */
-
-typedef struct fio_result {
-    bool ok;
-    double bw_bytes_per_s;
-    double iops;
-    double clat_ns_mean;
-    double sync_ns_mean; /* -1: not reported */
-    char error[256];     /* why ok is false */
-} fio_result;
 
 typedef struct disk_metrics {
     bool ok;
@@ -592,21 +573,6 @@ static void pb_settle(pb_run *r)
 
 /* sync, then "3" into /proc/sys/vm/drop_caches. Returns true when the caches were dropped; else
  * why in why. */
-static bool pb_drop_caches(char *why, size_t why_size)
-{
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, "3", 1) != 1) {
-        int e = errno;
-        snprintf(why, why_size, "cannot write /proc/sys/vm/drop_caches: %s%s", strerror(e),
-                 e == EACCES || e == EPERM || e == EROFS ? " (needs root)" : "");
-        if (fd >= 0)
-            close(fd);
-        return false;
-    }
-    close(fd);
-    return true;
-}
 
 /* ---- phase 3: range reads ------------------------------------------------------------------- */
 
@@ -839,182 +805,6 @@ static int pb_disk_metrics(const char *addr, disk_metrics *m)
 
 /* ---- fio ------------------------------------------------------------------------------------ */
 
-static bool pb_fio_installed(void)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        const char *end = strchr(path, ':');
-        size_t n = end ? (size_t)(end - path) : strlen(path);
-        char candidate[4200];
-        if (n > 0 && n < sizeof(candidate) - 5) {
-            snprintf(candidate, sizeof(candidate), "%.*s/fio", (int)n, path);
-            if (access(candidate, X_OK) == 0)
-                return true;
-        }
-        if (end == NULL)
-            break;
-        path = end + 1;
-    }
-    return false;
-}
-
-/* Appends src to dst as one single-quoted shell word ('it'\''s'). */
-static bool pb_shell_quote(char *dst, size_t dst_capacity, const char *src)
-{
-    size_t len = strlen(dst);
-    if (len + 1 >= dst_capacity)
-        return false;
-    dst[len++] = '\'';
-    for (const char *p = src; *p; p++) {
-        const char *piece = *p == '\'' ? "'\\''" : NULL;
-        size_t pn = piece ? 4 : 1;
-        if (len + pn + 2 >= dst_capacity)
-            return false;
-        if (piece)
-            memcpy(dst + len, piece, pn);
-        else
-            dst[len] = *p;
-        len += pn;
-    }
-    dst[len++] = '\'';
-    dst[len] = '\0';
-    return true;
-}
-
-/* Finds "key" (with its quotes) in [from, end) used as an object key: followed by blanks, ':',
- * blanks and then `next` (e.g. '{'), or anything but a quote when next is 0 (a number).
- * Returns the position after the ':' and blanks, or NULL. */
-static const char *pb_json_key(const char *from, const char *end, const char *key, char next)
-{
-    char quoted[64];
-    int qn = snprintf(quoted, sizeof(quoted), "\"%s\"", key);
-    MG_ASSERT(qn > 0 && (size_t)qn < sizeof(quoted));
-    const char *p = from;
-    while (p < end) {
-        const char *hit = memmem(p, (size_t)(end - p), quoted, (size_t)qn);
-        if (hit == NULL)
-            return NULL;
-        const char *q = hit + qn;
-        while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-            q++;
-        if (q < end && *q == ':') {
-            q++;
-            while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-                q++;
-            if (q < end && (next ? *q == next : *q != '"'))
-                return q;
-        }
-        p = hit + qn;
-    }
-    return NULL;
-}
-
-static bool pb_json_number(const char *from, const char *end, const char *key, double *out)
-{
-    const char *v = pb_json_key(from, end, key, 0);
-    if (v == NULL)
-        return false;
-    char *stop;
-    double d = strtod(v, &stop);
-    if (stop == v || stop > end)
-        return false;
-    *out = d;
-    return true;
-}
-
-/* Extracts the figures of the first job's `dir` object ("read" or "write") from fio's JSON. */
-static bool pb_fio_parse(const char *json, size_t len, const char *dir, fio_result *res)
-{
-    const char *end = json + len;
-    const char *jobs = pb_json_key(json, end, "jobs", '[');
-    if (jobs == NULL)
-        return false;
-    const char *obj = pb_json_key(jobs, end, dir, '{');
-    if (obj == NULL)
-        return false;
-    /* the object ends where its next sibling begins: "write" follows "read", "trim" "write" */
-    const char *sibling = pb_json_key(obj, end, strcmp(dir, "read") == 0 ? "write" : "trim", '{');
-    const char *oend = sibling ? sibling : end;
-    const char *clat = pb_json_key(obj, oend, "clat_ns", '{');
-    if (!pb_json_number(obj, oend, "bw_bytes", &res->bw_bytes_per_s) ||
-        !pb_json_number(obj, oend, "iops", &res->iops) || clat == NULL ||
-        !pb_json_number(clat, oend, "mean", &res->clat_ns_mean))
-        return false;
-    /* fdatasync latency: "sync" -> "lat_ns" -> "mean", after the direction objects */
-    res->sync_ns_mean = -1;
-    const char *sync = pb_json_key(oend, end, "sync", '{');
-    const char *slat = sync ? pb_json_key(sync, end, "lat_ns", '{') : NULL;
-    double v;
-    if (slat && pb_json_number(slat, end, "mean", &v) && v > 0)
-        res->sync_ns_mean = v;
-    return res->bw_bytes_per_s > 0 && res->iops > 0;
-}
-
-/* Runs `fio <args> --output-format=json` in dir, reads its JSON from a pipe and parses the
- * `dir_key` object; deletes fio's file afterwards. res->ok false (with a reason) on any failure. */
-static void pb_fio_run(const char *dir, const char *file, const char *args, const char *dir_key,
-                       fio_result *res)
-{
-    memset(res, 0, sizeof(*res));
-    char qdir[PERF_COMMAND_BYTES_MAX / 2] = "";
-    char cmd[PERF_COMMAND_BYTES_MAX];
-    int n = -1;
-    if (pb_shell_quote(qdir, sizeof(qdir), dir))
-        n = snprintf(cmd, sizeof(cmd),
-                     "fio --directory=%s --filename=%s %s --runtime=%d --output-format=json", qdir,
-                     file, args, FIO_RUNTIME_S);
-    if (n < 0 || (size_t)n >= sizeof(cmd)) {
-        snprintf(res->error, sizeof(res->error), "the fio command line is too long");
-        return;
-    }
-    MG_INFO("perf bookie: running %s", cmd);
-    FILE *pipe = popen(cmd, "r");
-    if (pipe == NULL) {
-        snprintf(res->error, sizeof(res->error), "cannot start fio: %s", strerror(errno));
-        return;
-    }
-    char *out = mg_malloc(FIO_OUTPUT_BYTES_MAX + 1);
-    size_t len = 0;
-    bool too_long = false;
-    char sink[4096];
-    for (;;) {
-        size_t got = out && len < FIO_OUTPUT_BYTES_MAX
-                         ? fread(out + len, 1, FIO_OUTPUT_BYTES_MAX - len, pipe)
-                         : fread(sink, 1, sizeof(sink), pipe); /* drain, so fio can finish */
-        if (got == 0)
-            break;
-        if (out && len < FIO_OUTPUT_BYTES_MAX)
-            len += got;
-        else
-            too_long = true;
-    }
-    int st = pclose(pipe);
-    char path[PATH_MAX + 256];
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
-    if (unlink(path) != 0 && errno != ENOENT)
-        MG_WARN("perf bookie: cannot delete fio's file %s: %s", path, strerror(errno));
-    if (out == NULL) {
-        snprintf(res->error, sizeof(res->error), "out of memory for fio's output");
-    } else if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(res->error, sizeof(res->error), "fio failed (exit status %d)",
-                 st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-    } else if (too_long) {
-        snprintf(res->error, sizeof(res->error), "fio printed more than %u bytes",
-                 FIO_OUTPUT_BYTES_MAX);
-    } else {
-        out[len] = '\0';
-        if (pb_fio_parse(out, len, dir_key, res))
-            res->ok = true;
-        else
-            snprintf(res->error, sizeof(res->error),
-                     "fio's JSON has no usable \"%s\" figures (bw_bytes, iops, clat_ns mean)",
-                     dir_key);
-    }
-    mg_free(out);
-}
-
 /* ---- report --------------------------------------------------------------------------------- */
 
 typedef struct pb_report {
@@ -1025,7 +815,7 @@ typedef struct pb_report {
     bool caches_dropped;
     char drop_why[256]; /* why not, "" when dropped */
     bool fio_ran;
-    fio_result seq, sync;
+    mg_fio_result seq, sync;
     bool metrics_ran;
     disk_metrics dm; /* deltas over the read phase */
     char started[32];
@@ -1143,7 +933,7 @@ static void pb_json_latency(FILE *f, const mg_hist *h)
             mg_hist_mean(h) / 1000.0, mg_hist_count(h));
 }
 
-static void pb_json_fio(FILE *f, const fio_result *r)
+static void pb_json_fio(FILE *f, const mg_fio_result *r)
 {
     if (!r->ok) {
         fputs("{\"available\": false, \"error\": ", f);
@@ -1278,7 +1068,7 @@ static int pb_check_options(const perf_bookie_opts *o)
         fprintf(stderr, "magnetar perf bookie: --fio-dir %s is not a directory\n", o->fio_dir);
         return MG_EXIT_USAGE;
     }
-    if (!pb_fio_installed()) {
+    if (!mg_fio_installed()) {
         fprintf(stderr, "magnetar perf bookie: --fio-dir needs fio, which is not installed "
                         "(Debian package fio; scripts/setup.sh installs it)\n");
         return MG_EXIT_FAILURE;
@@ -1304,7 +1094,7 @@ static int pb_phases(pb_run *r, pb_report *rep)
         pb_settle(r);
     }
     if (o->drop_caches) {
-        rep->caches_dropped = pb_drop_caches(rep->drop_why, sizeof(rep->drop_why));
+        rep->caches_dropped = mg_drop_caches(rep->drop_why, sizeof(rep->drop_why));
         if (!rep->caches_dropped)
             fprintf(stderr,
                     "magnetar perf bookie: %s; the read below is WARM (served partly from "
@@ -1419,15 +1209,8 @@ static int perf_bookie(int argc, char **argv)
     int status = rc == MG_OK ? MG_EXIT_OK : MG_EXIT_FAILURE;
     if (rc == MG_OK && o.fio_dir != NULL) {
         rep.fio_ran = true;
-        char args[256];
-        snprintf(args, sizeof(args),
-                 "--name=seqread --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=16 "
-                 "--size=%" PRId64,
-                 o.fio_bytes);
-        pb_fio_run(o.fio_dir, "magnetar-perf-fio.seqread", args, "read", &rep.seq);
-        pb_fio_run(o.fio_dir, "magnetar-perf-fio.syncwrite",
-                   "--name=syncwrite --rw=write --bs=4k --fdatasync=1 --size=64M", "write",
-                   &rep.sync);
+        mg_fio_seq_read(o.fio_dir, o.fio_bytes, &rep.seq);
+        mg_fio_sync_write(o.fio_dir, &rep.sync);
         if (!rep.seq.ok)
             fprintf(stderr, "magnetar perf bookie: fio sequential read unavailable: %s\n",
                     rep.seq.error);
