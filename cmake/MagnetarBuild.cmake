@@ -45,11 +45,15 @@ function(mg_add_unit_test)
   endif()
   add_test(NAME ${_target} COMMAND ${_target} --jobs=1 --ascii)
   set_tests_properties(${_target} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "unit;${T_LABELS}")
+  mg_sanitizer_guard(${_target})
+endfunction()
+
+# Criterion reports a test as passed even when the sanitizer runtime printed a report in its
+# worker process (a leak is found at exit, after the verdict), so in a sanitizer build the
+# report itself fails the test. For every Criterion-based ctest test.
+function(mg_sanitizer_guard test_name)
   if(MG_SANITIZE)
-    # Criterion reports a test as passed even when the sanitizer runtime printed a report in
-    # its worker process (a leak is found at exit, after the verdict), so the report itself
-    # fails the test.
-    set_tests_properties(${_target} PROPERTIES FAIL_REGULAR_EXPRESSION
+    set_tests_properties(${test_name} PROPERTIES FAIL_REGULAR_EXPRESSION
       "ERROR: LeakSanitizer|ERROR: AddressSanitizer|runtime error: |SUMMARY: UndefinedBehaviorSanitizer")
   endif()
 endfunction()

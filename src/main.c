@@ -25,7 +25,7 @@ static const mg_command commands[] = {
     { "broker", "run a stateless broker (ports 6650, 8080)", mg_tool_broker },
     { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", NULL },
     { "job", "run a chat Job worker (topics to gateways)", NULL },
-    { "client", "produce or consume messages from the command line", NULL },
+    { "client", "produce or consume messages from the command line", mg_tool_client },
     { "perf", "load generators: produce, consume, catchup, chat", mg_tool_perf },
     { "replay", "drain a backlog from a position or a time", NULL },
     { "admin", "administer topics, subscriptions and metadata", mg_tool_admin },

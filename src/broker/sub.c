@@ -1135,8 +1135,12 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
             r->initial = MC_INITIAL_LATEST; /* MessageId.latest */
         else if (l < 0)
             r->initial = MC_INITIAL_EARLIEST; /* MessageId.earliest */
-        else
+        else {
+            /* Opened at the earliest entry so that the seek to start can go backwards too
+             * (from the latest, a seek at or before the mark-delete position does nothing). */
             r->start = (ml_position){ l, e < 0 ? 0 : e };
+            r->initial = MC_INITIAL_EARLIEST;
+        }
     }
     snprintf(r->sub_name, sizeof(r->sub_name), "%s", cmd->subscription);
     br_conn_ref(c);

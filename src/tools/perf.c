@@ -1,7 +1,8 @@
 /*
  * `magnetar perf <workload>`: load generators that print a human summary and, with --json, a
- * machine-readable result (../shared/BENCHMARKS.md, perf/README.md). Built so far: `bookie`.
- * `produce`, `consume`, `catchup` and `chat` arrive with the modules they measure.
+ * machine-readable result (../shared/BENCHMARKS.md, perf/README.md). Built so far: `bookie`
+ * (here), `produce` and `consume` (perf_pulsar.c); `catchup` and `chat` arrive with the modules
+ * they measure.
  *
  * `magnetar perf bookie` measures one running bookie over its RPC (bookie/client.h):
  *
@@ -1254,8 +1255,10 @@ typedef struct perf_workload {
 
 static const perf_workload perf_workloads[] = {
     { "bookie", "one bookie: adds with fsync, cold range reads, fio ratios", perf_bookie },
-    { "produce", "publish throughput and latency through a broker", NULL },
-    { "consume", "consume throughput from a broker", NULL },
+    { "produce", "publish throughput and latency through a broker (as pulsar-perf produce)",
+      mg_perf_produce },
+    { "consume", "consume throughput and end-to-end latency (as pulsar-perf consume)",
+      mg_perf_consume },
     { "catchup", "drain of a cold backlog against the disk's bandwidth", NULL },
     { "chat", "WebSocket fan-out through a chat gateway", NULL },
 };

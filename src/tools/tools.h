@@ -16,6 +16,10 @@ int mg_tool_standalone(int argc, char **argv);
 int mg_tool_admin(int argc, char **argv);
 int mg_tool_bookie(int argc, char **argv);
 int mg_tool_broker(int argc, char **argv);
+int mg_tool_client(int argc, char **argv);
+/* `magnetar perf produce` and `magnetar perf consume` (perf_pulsar.c). */
+int mg_perf_produce(int argc, char **argv);
+int mg_perf_consume(int argc, char **argv);
 int mg_tool_perf(int argc, char **argv);
 
 /* Parses a subcommand's options and prints errors and help.

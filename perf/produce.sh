@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Workload 4 of ../shared/BENCHMARKS.md (produce), plus the consume rate of what was produced, on
+# this machine: a throw-away `magnetar standalone` in a temporary directory on the real disk,
+# then `magnetar perf produce` with 1 KiB messages, batching and fsync on (the bookie answers
+# after its journal's fdatasync):
+#   1. maximum throughput: --rate 0 for --duration;
+#   2. publish latency at half of that rate, for --duration;
+#   3. fio's 4 KiB write + fdatasync in the standalone's data directory (the same disk), and
+#      the ratio of the maximum produce MiB/s to it;
+#   4. `magnetar perf consume` draining everything from the earliest message (from the page cache:
+#      this is not the cold catch-up workload).
+# JSON results go to perf/results/{produce-max,produce-half,consume}-<date>.json. Every wait is
+# bounded; the standalone is stopped and the directory removed however the run ends.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/build/magnetar
+BASE=/var/tmp
+DURATION=20s
+PRODUCERS=1
+OUTSTANDING=10000
+EXTRA=()
+READY_WAIT_S=60
+STOP_WAIT_S=60
+
+usage() {
+  cat <<EOF
+Usage: perf/produce.sh [options] [-- magnetar perf produce options]
+
+Runs the produce benchmark (1 KiB messages, batching on, fsync on) against a fresh standalone
+in a temporary directory on the real disk: maximum throughput, latency at half of it, fio's
+fdatasync write in the same directory, then a consume of everything produced.
+
+Options:
+  --dir DIR          parent of the temporary directory (default /var/tmp; not tmpfs)
+  --bin PATH         the magnetar executable (default build/magnetar)
+  --duration D       length of each produce phase (default 20s)
+  --producers N      producers (default 1)
+  --max-outstanding N  messages in flight per producer (default 10000)
+  --help             this help
+
+Arguments after -- go to both produce phases (e.g. -- --compression LZ4).
+EOF
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h) usage; exit 0 ;;
+    --dir) BASE=${2:?--dir needs a directory}; shift 2 ;;
+    --bin) BIN=${2:?--bin needs a path}; shift 2 ;;
+    --duration) DURATION=${2:?--duration needs a value}; shift 2 ;;
+    --producers) PRODUCERS=${2:?--producers needs a number}; shift 2 ;;
+    --max-outstanding) OUTSTANDING=${2:?--max-outstanding needs a number}; shift 2 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) echo "perf/produce.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ ! -x "$BIN" ]; then
+  echo "perf/produce.sh: $BIN is not an executable; build first or pass --bin" >&2
+  exit 1
+fi
+mkdir -p "$BASE" || exit 1
+if [ "$(stat -f -c %T "$BASE")" = tmpfs ]; then
+  echo "perf/produce.sh: $BASE is tmpfs, not a disk; pass --dir on a real file system" >&2
+  exit 1
+fi
+WORK=$(mktemp -d "$BASE/magnetar-perf-produce.XXXXXX") || exit 1
+SA_PID=
+# shellcheck disable=SC2317  # called through the EXIT trap
+cleanup() {
+  if [ -n "$SA_PID" ] && kill -0 "$SA_PID" 2>/dev/null; then
+    kill -KILL "$SA_PID" 2>/dev/null
+    wait "$SA_PID" 2>/dev/null
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BIN" standalone --data-dir "$WORK/data" --bind-address 127.0.0.1 --broker-port 0 \
+  --bookie-port 0 --http-port 0 >"$WORK/standalone.log" 2>&1 &
+SA_PID=$!
+URL=
+for ((i = 0; i < READY_WAIT_S * 10; i++)); do
+  URL=$(grep -m1 -oE 'ready: pulsar://[0-9.]+:[0-9]+' "$WORK/standalone.log" 2>/dev/null | sed 's/ready: //')
+  [ -n "$URL" ] && break
+  kill -0 "$SA_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$URL" ]; then
+  echo "perf/produce.sh: the standalone did not become ready within ${READY_WAIT_S}s; its log:" >&2
+  tail -20 "$WORK/standalone.log" >&2
+  exit 1
+fi
+echo "perf/produce.sh: standalone ready at $URL, data in $WORK/data" >&2
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$ROOT/perf/results" || exit 1
+TOPIC=persistent://public/default/perf-produce-$STAMP
+COMMON=(-u "$URL" -s 1024 -n "$PRODUCERS" -o "$OUTSTANDING" -b 1 -t "$DURATION")
+
+echo "== 1. maximum throughput (--rate 0, $DURATION)"
+"$BIN" perf produce "${COMMON[@]}" -r 0 --json "$ROOT/perf/results/produce-max-$STAMP.json" \
+  --fio-dir "$WORK/data" ${EXTRA[@]+"${EXTRA[@]}"} "$TOPIC" || exit 1
+MAX=$(grep -oE '"msg_per_s":[0-9.]+' "$ROOT/perf/results/produce-max-$STAMP.json" | head -1 | cut -d: -f2)
+HALF=$(awk -v m="$MAX" 'BEGIN { printf "%d", m / 2 }')
+echo "== 2. publish latency at half of it (--rate $HALF msg/s, $DURATION)"
+"$BIN" perf produce "${COMMON[@]}" -r "$HALF" --json "$ROOT/perf/results/produce-half-$STAMP.json" \
+  ${EXTRA[@]+"${EXTRA[@]}"} "$TOPIC" || exit 1
+echo "== 3. consume everything produced, from the earliest message"
+TOTAL=$(cat "$ROOT/perf/results/produce-max-$STAMP.json" "$ROOT/perf/results/produce-half-$STAMP.json" |
+  grep -oE '"messages":[0-9]+' | awk -F: '{ s += $2 } END { print s }')
+"$BIN" perf consume -u "$URL" --subscription-position Earliest -m "$TOTAL" -t 300s \
+  --json "$ROOT/perf/results/consume-$STAMP.json" "$TOPIC"
+STATUS=$?
+
+kill -TERM "$SA_PID" 2>/dev/null
+for ((i = 0; i < STOP_WAIT_S * 10; i++)); do
+  kill -0 "$SA_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if ! kill -0 "$SA_PID" 2>/dev/null; then
+  wait "$SA_PID"
+  SA_STATUS=$?
+  SA_PID=
+  [ "$SA_STATUS" != 0 ] && echo "perf/produce.sh: the standalone exited with status $SA_STATUS" >&2
+fi
+echo "perf/produce.sh: results in perf/results/{produce-max,produce-half,consume}-$STAMP.json" >&2
+exit "$STATUS"

@@ -1,0 +1,1214 @@
+/*
+ * Producers (client.h): one part per partition (client_int.h), batching, compression, pending
+ * limits, receipts and resends.
+ *
+ * A MESSAGE'S WAY
+ *   pc_send copies the message (one allocation: struct, key, properties, payload) and either
+ *   admits it (counted in pending_msgs / pending_bytes, given the part's next sequence id) or,
+ *   when the limits are reached and fail_if_full is off, holds it in the producer's held queue
+ *   (at most max_pending_messages), admitted in order as room frees. An admitted message joins
+ *   its part's batch (batching) or becomes an op at once. An op is one SEND: its messages, the
+ *   encoded command head and payload (built once, resent as they are), its sequence ids.
+ *   Ops wait in the part's queue, in sequence order, until their SEND_RECEIPT.
+ *
+ * BATCHES: flushed when batch_max_messages or batch_max_bytes is reached, batch_max_delay_ms
+ *   after their first message, on pc_producer_flush and on close. A batch of one message is
+ *   sent as a plain message (as Pulsar's Java client does). A batch payload is
+ *   [u32 size][SingleMessageMetadata][payload] per message; compression covers the whole of it
+ *   (MessageMetadata.uncompressed_size); num_messages_in_batch and highest_sequence_id (the last
+ *   message's) are set, and the SEND's num_messages and highest_sequence_id too.
+ *
+ * RECEIPTS are matched to the oldest op: the same sequence id completes it (message ids: the
+ *   i-th message of a batch gets batch index i and batch_size n); an older one is a duplicate
+ *   of an op already failed or completed and is ignored; a newer one means the broker skipped
+ *   something: the connection is closed and every op not acknowledged is resent (as Pulsar's
+ *   clients do). SEND_ERROR ChecksumError fails that op with MG_ECORRUPT; any other SEND_ERROR
+ *   closes the connection (resend after reconnecting). The broker's CLOSE_PRODUCER makes the
+ *   part look the topic up again; after each (re)registration every unacknowledged op is sent
+ *   again in order.
+ *
+ * TERMINATED TOPICS: a SEND_ERROR TopicTerminatedError, or that refusal when the part registers
+ *   again (the broker closes producers when it terminates a topic), stops the part for good:
+ *   what it holds fails with MG_EPERM, and so does every later send to it.
+ *
+ * SEND TIMEOUT (send_timeout_ms, checked by housekeeping): an op, or a held message, older than
+ *   it fails with MG_ETIMEDOUT; a late receipt for it is then an old one and ignored.
+ *
+ * ORDER: sequence ids and callbacks follow pc_send order per part (per partition). Failures
+ *   found while encoding (out of memory) are reported from a zero-delay timer, in order among
+ *   themselves.
+ *
+ * PRODUCER STATES
+ *   META (partitioned metadata, retried until operation_timeout_ms) -> CREATING (parts
+ *   registering) -> READY --pc_producer_close--> CLOSING (pending sends finish or time out,
+ *   then CLOSE_PRODUCER on every connected part) -> DEAD (freed from a zero-delay timer).
+ *   A creation failure goes to DEAD after cb(error, NULL); client close aborts any state.
+ */
+#include "client/client_int.h"
+#include "client/compress.h"
+
+#include "common/alloc.h"
+#include "common/assert.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct pc__msg pc__msg;
+struct pc__msg {
+    pc__msg *next;
+    uint32_t part_index;
+    int64_t seq;
+    const uint8_t *payload; /* inside this allocation */
+    size_t len;
+    const char *key; /* NULL = none */
+    uint32_t prop_count;
+    const char **props; /* key, value pairs */
+    int64_t event_time_ms;
+    pc_send_cb cb;
+    void *arg;
+    uint64_t enqueued_ms;
+    int fail_status; /* encoding failed: reported from the part's fail_timer */
+};
+
+typedef struct pc__op pc__op;
+struct pc__op {
+    pc__op *next;
+    int64_t seq_first;
+    int64_t seq_last;
+    uint32_t count;
+    bool batched;
+    bool sent; /* on the current connection */
+    pc__msg *msgs;
+    mg_buf *head;
+    mg_buf *payload;
+    uint64_t enqueued_ms;
+    uint64_t bytes;
+};
+
+struct pc__prod {
+    pc__part base;
+    pc_producer *parent;
+    uint32_t index;
+    char name[PC_NAME_BYTES_MAX + 1];
+    bool has_name;
+    int64_t next_seq;
+    uint32_t max_message_size;
+    pc__msg *batch_head, *batch_tail;
+    uint32_t batch_count;
+    size_t batch_bytes;
+    pc__timer batch_timer;
+    pc__op *ops_head, *ops_tail;
+    pc__msg *failed_head, *failed_tail; /* admitted, failed to encode: reported by fail_timer */
+    pc__timer fail_timer;
+    pc__req *close_req;
+    bool terminated; /* the topic was terminated: everything for this part fails (MG_EPERM) */
+};
+
+typedef enum pc__prod_state {
+    PC__PRODUCER_META = 0,
+    PC__PRODUCER_CREATING,
+    PC__PRODUCER_READY,
+    PC__PRODUCER_CLOSING,
+    PC__PRODUCER_DEAD,
+} pc__prod_state;
+
+struct pc_producer {
+    pc_client *c;
+    pc__link link; /* client's producers */
+    pc__prod_state state;
+    char topic[MG_PULSAR_TOPIC_BYTES_MAX + 1];
+    char user_name[PC_NAME_BYTES_MAX + 1];
+    bool has_user_name;
+    int access_mode;
+    bool batching;
+    uint32_t batch_max_messages;
+    uint32_t batch_max_bytes;
+    uint32_t batch_max_delay_ms;
+    int compression;
+    uint32_t max_pending_messages;
+    uint64_t max_pending_bytes;
+    bool fail_if_full;
+    uint32_t send_timeout_ms;
+    pc__lookup meta;
+    pc__timer timer; /* META start and retries; the deferred free when DEAD */
+    uint32_t meta_backoff_ms;
+    uint64_t create_deadline_ms;
+    pc_producer_cb create_cb;
+    void *create_arg;
+    bool create_reported;
+    uint32_t nparts;
+    pc__prod **parts;
+    uint32_t parts_created;
+    uint32_t rr_next;
+    uint32_t pending_msgs;
+    uint64_t pending_bytes;
+    pc__msg *held_head, *held_tail;
+    uint32_t held_count;
+    void (*close_cb)(int status, void *arg);
+    void *close_arg;
+    bool close_started; /* CLOSE_PRODUCER sent */
+    uint32_t close_waiting;
+    int final_status; /* for close_cb when DEAD */
+};
+
+static void producer_check_close(pc_producer *p);
+static void producer_release_held(pc_producer *p);
+
+/* ---- messages and ops ----------------------------------------------------------------------- */
+
+static pc__msg *msg_new(const pc_message *m, pc_send_cb cb, void *arg, uint64_t now_ms)
+{
+    size_t key_len = m->key != NULL ? strlen(m->key) + 1 : 0;
+    size_t strings = 0;
+    for (size_t i = 0; i < m->property_count; i++)
+        strings += strlen(m->properties[i].key) + strlen(m->properties[i].value) + 2;
+    size_t ptrs = 2 * m->property_count * sizeof(char *);
+    size_t total = sizeof(pc__msg) + ptrs + key_len + strings + m->payload_len;
+    pc__msg *msg = mg_malloc(total);
+    if (msg == NULL)
+        return NULL;
+    memset(msg, 0, sizeof(*msg));
+    char *p = (char *)(msg + 1);
+    msg->props = (const char **)(void *)p;
+    p += ptrs;
+    if (key_len > 0) {
+        memcpy(p, m->key, key_len);
+        msg->key = p;
+        p += key_len;
+    }
+    for (size_t i = 0; i < m->property_count; i++) {
+        size_t kl = strlen(m->properties[i].key) + 1, vl = strlen(m->properties[i].value) + 1;
+        memcpy(p, m->properties[i].key, kl);
+        msg->props[2 * i] = p;
+        p += kl;
+        memcpy(p, m->properties[i].value, vl);
+        msg->props[2 * i + 1] = p;
+        p += vl;
+    }
+    msg->prop_count = (uint32_t)m->property_count;
+    if (m->payload_len > 0)
+        memcpy(p, m->payload, m->payload_len);
+    msg->payload = (const uint8_t *)p;
+    msg->len = m->payload_len;
+    msg->event_time_ms = m->event_time_ms;
+    msg->cb = cb;
+    msg->arg = arg;
+    msg->enqueued_ms = now_ms;
+    return msg;
+}
+
+/* Calls back every message of a list (in order) with status and frees them. */
+static void msgs_fail(pc__msg *m, int status)
+{
+    while (m != NULL) {
+        pc__msg *next = m->next;
+        if (m->cb != NULL)
+            m->cb(status, NULL, m->arg);
+        mg_free(m);
+        m = next;
+    }
+}
+
+static void op_free(pc__op *op)
+{
+    mg_buf_unref(op->head);
+    mg_buf_unref(op->payload);
+    mg_free(op);
+}
+
+/* Properties of a message as KeyValue pointers (kv storage and ptrs supplied by the caller). */
+static void fill_props(const pc__msg *m, Magnetar__Pulsar__KeyValue *kv,
+                       Magnetar__Pulsar__KeyValue **ptrs)
+{
+    for (uint32_t i = 0; i < m->prop_count; i++) {
+        magnetar__pulsar__key_value__init(&kv[i]);
+        kv[i].key = (char *)m->props[2 * i];
+        kv[i].value = (char *)m->props[2 * i + 1];
+        ptrs[i] = &kv[i];
+    }
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* The uncompressed batch payload of op's messages. */
+static int batch_payload(const pc__op *op, mg_buf **out)
+{
+    size_t total = 0;
+    uint32_t props_max = 0;
+    for (const pc__msg *m = op->msgs; m != NULL; m = m->next) {
+        total += 4 + m->len + 64 + (m->key != NULL ? strlen(m->key) : 0);
+        for (uint32_t i = 0; i < m->prop_count; i++)
+            total += strlen(m->props[2 * i]) + strlen(m->props[2 * i + 1]) + 8;
+        if (m->prop_count > props_max)
+            props_max = m->prop_count;
+    }
+    Magnetar__Pulsar__KeyValue *kv = mg_calloc(props_max + 1, sizeof(*kv));
+    Magnetar__Pulsar__KeyValue **ptrs = mg_calloc(props_max + 1, sizeof(*ptrs));
+    mg_buf *b = mg_buf_new(total);
+    if (kv == NULL || ptrs == NULL || b == NULL) {
+        mg_free(kv);
+        mg_free(ptrs);
+        mg_buf_unref(b);
+        return MG_ENOMEM;
+    }
+    uint8_t *d = mg_buf_data(b);
+    size_t off = 0;
+    for (const pc__msg *m = op->msgs; m != NULL; m = m->next) {
+        Magnetar__Pulsar__SingleMessageMetadata smm =
+            MAGNETAR__PULSAR__SINGLE_MESSAGE_METADATA__INIT;
+        fill_props(m, kv, ptrs);
+        smm.n_properties = m->prop_count;
+        smm.properties = ptrs;
+        smm.partition_key = (char *)m->key;
+        smm.payload_size = (int32_t)m->len;
+        if (m->event_time_ms != 0) {
+            smm.has_event_time = 1;
+            smm.event_time = (uint64_t)m->event_time_ms;
+        }
+        smm.has_sequence_id = 1;
+        smm.sequence_id = (uint64_t)m->seq;
+        size_t sz = magnetar__pulsar__single_message_metadata__get_packed_size(&smm);
+        MG_ASSERT(off + 4 + sz + m->len <= total);
+        put_u32(d + off, (uint32_t)sz);
+        off += 4;
+        magnetar__pulsar__single_message_metadata__pack(&smm, d + off);
+        off += sz;
+        if (m->len > 0)
+            memcpy(d + off, m->payload, m->len);
+        off += m->len;
+    }
+    mg_buf_set_len(b, off);
+    mg_free(kv);
+    mg_free(ptrs);
+    *out = b;
+    return MG_OK;
+}
+
+/* Encodes op (head and payload) for part pp. */
+static int op_encode(pc__prod *pp, pc__op *op)
+{
+    pc_producer *p = pp->parent;
+    const pc__msg *first = op->msgs;
+    mg_buf *raw = NULL;
+    const uint8_t *data;
+    size_t data_len;
+    if (op->batched) {
+        MG_TRY(batch_payload(op, &raw));
+        data = mg_buf_data(raw);
+        data_len = mg_buf_len(raw);
+    } else {
+        data = first->payload;
+        data_len = first->len;
+    }
+    mg_buf *compressed = NULL;
+    if (p->compression != PC_COMPRESSION_NONE) {
+        int rc = pc_compress(p->compression, data, data_len, &compressed);
+        if (rc != MG_OK) {
+            mg_buf_unref(raw);
+            return rc;
+        }
+    }
+    Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
+    md.producer_name = pp->name;
+    md.sequence_id = (uint64_t)op->seq_first;
+    md.publish_time = (uint64_t)pc__wall_ms();
+    Magnetar__Pulsar__KeyValue *kv = NULL;
+    Magnetar__Pulsar__KeyValue **ptrs = NULL;
+    if (op->batched) {
+        md.has_num_messages_in_batch = 1;
+        md.num_messages_in_batch = (int32_t)op->count;
+        md.has_highest_sequence_id = 1;
+        md.highest_sequence_id = (uint64_t)op->seq_last;
+    } else {
+        if (first->prop_count > 0) {
+            kv = mg_calloc(first->prop_count, sizeof(*kv));
+            ptrs = mg_calloc(first->prop_count, sizeof(*ptrs));
+            if (kv == NULL || ptrs == NULL) {
+                mg_free(kv);
+                mg_free(ptrs);
+                mg_buf_unref(raw);
+                mg_buf_unref(compressed);
+                return MG_ENOMEM;
+            }
+            fill_props(first, kv, ptrs);
+            md.n_properties = first->prop_count;
+            md.properties = ptrs;
+        }
+        md.partition_key = (char *)first->key;
+        if (first->event_time_ms != 0) {
+            md.has_event_time = 1;
+            md.event_time = (uint64_t)first->event_time_ms;
+        }
+    }
+    if (compressed != NULL) {
+        md.has_compression = 1;
+        md.compression = (Magnetar__Pulsar__CompressionType)p->compression;
+        md.has_uncompressed_size = 1;
+        md.uncompressed_size = (uint32_t)data_len;
+        data = mg_buf_data(compressed);
+        data_len = mg_buf_len(compressed);
+    }
+    int rc = br_send_payload_encode(&md, data, data_len, &op->payload);
+    mg_free(kv);
+    mg_free(ptrs);
+    mg_buf_unref(raw);
+    mg_buf_unref(compressed);
+    if (rc != MG_OK)
+        return rc;
+    Magnetar__Pulsar__CommandSend send = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
+    send.producer_id = pp->base.id;
+    send.sequence_id = (uint64_t)op->seq_first;
+    send.has_num_messages = 1;
+    send.num_messages = (int32_t)op->count;
+    if (op->batched) {
+        send.has_highest_sequence_id = 1;
+        send.highest_sequence_id = (uint64_t)op->seq_last;
+    }
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = PC__T(SEND);
+    cmd.send = &send;
+    rc = br_payload_head_encode(&cmd, mg_buf_len(op->payload), &op->head);
+    if (rc != MG_OK) {
+        mg_buf_unref(op->payload);
+        op->payload = NULL;
+    }
+    return rc;
+}
+
+/* Queues op on the part's connection (READY only). */
+static void op_send(pc__prod *pp, pc__op *op)
+{
+    mg_slice s[2] = { { op->head, 0, mg_buf_len(op->head) },
+                      { op->payload, 0, mg_buf_len(op->payload) } };
+    if (pc__conn_queue(pp->base.conn, s, 2) == MG_OK)
+        op->sent = true;
+}
+
+static void fail_fired(pc__timer *t)
+{
+    pc__prod *pp = PC__CONTAINER(t, pc__prod, fail_timer);
+    pc_producer *p = pp->parent;
+    while (pp->failed_head != NULL && p->state != PC__PRODUCER_DEAD) {
+        pc__msg *m = pp->failed_head;
+        pp->failed_head = m->next;
+        if (pp->failed_head == NULL)
+            pp->failed_tail = NULL;
+        m->next = NULL;
+        p->pending_msgs--;
+        p->pending_bytes -= m->len;
+        msgs_fail(m, m->fail_status);
+    }
+    producer_release_held(p);
+    producer_check_close(p);
+}
+
+/* Turns msgs (count of them, in order) into an op, queued and sent when connected. An encoding
+ * failure is reported from fail_timer (this may run inside pc_send). */
+static void op_make(pc__prod *pp, pc__msg *msgs, uint32_t count, uint64_t bytes)
+{
+    pc_producer *p = pp->parent;
+    pc__op *op = mg_calloc(1, sizeof(*op));
+    int rc = MG_ENOMEM;
+    if (op != NULL) {
+        op->msgs = msgs;
+        op->count = count;
+        op->bytes = bytes;
+        op->batched = count > 1;
+        op->seq_first = msgs->seq;
+        pc__msg *last = msgs;
+        while (last->next != NULL)
+            last = last->next;
+        op->seq_last = last->seq;
+        op->enqueued_ms = msgs->enqueued_ms;
+        rc = op_encode(pp, op);
+    }
+    if (rc != MG_OK) {
+        MG_WARN("client: producer on %s: cannot encode a message: %s", pp->base.topic,
+                mg_strerror(rc));
+        if (op != NULL)
+            op_free(op);
+        for (pc__msg *m = msgs; m != NULL; m = m->next)
+            m->fail_status = rc;
+        if (pp->failed_tail != NULL)
+            pp->failed_tail->next = msgs;
+        else
+            pp->failed_head = msgs;
+        pc__msg *last = msgs;
+        while (last->next != NULL)
+            last = last->next;
+        pp->failed_tail = last;
+        pc__timer_start(p->c, &pp->fail_timer, 0);
+        return;
+    }
+    if (pp->ops_tail != NULL)
+        pp->ops_tail->next = op;
+    else
+        pp->ops_head = op;
+    pp->ops_tail = op;
+    if (pp->base.state == PC__PART_READY) {
+        op_send(pp, op);
+        pc__conn_flush(pp->base.conn);
+    }
+}
+
+static void batch_flush(pc__prod *pp)
+{
+    pc__timer_stop(pp->base.c, &pp->batch_timer);
+    if (pp->batch_count == 0)
+        return;
+    pc__msg *msgs = pp->batch_head;
+    uint32_t count = pp->batch_count;
+    uint64_t bytes = pp->batch_bytes;
+    pp->batch_head = pp->batch_tail = NULL;
+    pp->batch_count = 0;
+    pp->batch_bytes = 0;
+    op_make(pp, msgs, count, bytes);
+}
+
+static void batch_fired(pc__timer *t)
+{
+    batch_flush(PC__CONTAINER(t, pc__prod, batch_timer));
+}
+
+static uint32_t batch_bytes_limit(const pc__prod *pp)
+{
+    uint32_t limit = pp->parent->batch_max_bytes;
+    uint32_t room = pp->max_message_size > 4096 ? pp->max_message_size - 4096 : 1024;
+    return limit < room ? limit : room;
+}
+
+/* An admitted message joins its part: a sequence id, then the batch or an op of its own. */
+static void part_add(pc__prod *pp, pc__msg *m)
+{
+    pc_producer *p = pp->parent;
+    m->seq = pp->next_seq++;
+    m->next = NULL;
+    if (pp->terminated) {
+        m->fail_status = MG_EPERM;
+        if (pp->failed_tail != NULL)
+            pp->failed_tail->next = m;
+        else
+            pp->failed_head = m;
+        pp->failed_tail = m;
+        pc__timer_start(p->c, &pp->fail_timer, 0);
+        return;
+    }
+    if (!p->batching) {
+        op_make(pp, m, 1, m->len);
+        return;
+    }
+    uint32_t max_bytes = batch_bytes_limit(pp);
+    if (pp->batch_count > 0 && pp->batch_bytes + m->len > max_bytes)
+        batch_flush(pp);
+    if (pp->batch_tail != NULL)
+        pp->batch_tail->next = m;
+    else
+        pp->batch_head = m;
+    pp->batch_tail = m;
+    pp->batch_count++;
+    pp->batch_bytes += m->len;
+    if (pp->batch_count >= p->batch_max_messages || pp->batch_bytes >= max_bytes)
+        batch_flush(pp);
+    else if (pp->batch_count == 1)
+        pc__timer_start(p->c, &pp->batch_timer, p->batch_max_delay_ms);
+}
+
+static bool producer_full(const pc_producer *p, size_t len)
+{
+    return p->pending_msgs >= p->max_pending_messages ||
+           (p->pending_bytes > 0 && p->pending_bytes + len > p->max_pending_bytes);
+}
+
+static void admit(pc_producer *p, pc__msg *m)
+{
+    p->pending_msgs++;
+    p->pending_bytes += m->len;
+    part_add(p->parts[m->part_index], m);
+}
+
+static void producer_release_held(pc_producer *p)
+{
+    while (p->held_head != NULL && p->state != PC__PRODUCER_DEAD &&
+           !producer_full(p, p->held_head->len)) {
+        pc__msg *m = p->held_head;
+        p->held_head = m->next;
+        if (p->held_head == NULL)
+            p->held_tail = NULL;
+        p->held_count--;
+        admit(p, m);
+    }
+}
+
+/* Completes op (already unlinked) and frees it. */
+static void op_complete(pc__prod *pp, pc__op *op, int status, int64_t ledger_id, int64_t entry_id)
+{
+    pc_producer *p = pp->parent;
+    p->pending_msgs -= op->count;
+    p->pending_bytes -= op->bytes;
+    int32_t i = 0;
+    for (pc__msg *m = op->msgs; m != NULL;) {
+        pc__msg *next = m->next;
+        if (m->cb != NULL) {
+            if (status == MG_OK) {
+                pc_message_id id = { ledger_id, entry_id, op->batched ? i : -1,
+                                     op->batched ? (int32_t)op->count : 0, pp->base.partition };
+                m->cb(MG_OK, &id, m->arg);
+            } else {
+                m->cb(status, NULL, m->arg);
+            }
+        }
+        mg_free(m);
+        m = next;
+        i++;
+    }
+    op_free(op);
+}
+
+static pc__op *ops_pop(pc__prod *pp)
+{
+    pc__op *op = pp->ops_head;
+    if (op != NULL) {
+        pp->ops_head = op->next;
+        if (pp->ops_head == NULL)
+            pp->ops_tail = NULL;
+        op->next = NULL;
+    }
+    return op;
+}
+
+/* ---- registration ---------------------------------------------------------------------------- */
+
+static void prod_fail_all(pc__prod *pp, int status);
+
+/* The topic was terminated (Pulsar: the producer's state becomes Terminated): the part stops,
+ * what it holds fails with MG_EPERM (pc_last_error tells why), later sends to it fail too. */
+static void prod_terminated(pc__prod *pp, const char *text)
+{
+    pc_producer *p = pp->parent;
+    MG_WARN("client: producer %s on %s: %s", pp->name, pp->base.topic, text);
+    pc__set_last_error(p->c, text);
+    pp->terminated = true;
+    pc__part_stop(&pp->base);
+    prod_fail_all(pp, MG_EPERM);
+    producer_release_held(p);
+    producer_check_close(p);
+}
+
+static void producer_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
+{
+    pc__prod *pp = r->arg;
+    pc__part *part = &pp->base;
+    part->req = NULL;
+    if (status == MG_EPERM) {
+        pc__set_last_error(part->c, cmd->error->message);
+        if (part->created && cmd->error->error == PC__ERR(TopicTerminatedError)) {
+            prod_terminated(pp, cmd->error->message);
+            return;
+        }
+        pc__part_failed(part, MG_EPERM, pc__server_error_retriable((int)cmd->error->error));
+        return;
+    }
+    if (status != MG_OK || cmd->type != PC__T(PRODUCER_SUCCESS)) {
+        pc__part_failed(part, status != MG_OK ? status : MG_EPROTO, true);
+        return;
+    }
+    const Magnetar__Pulsar__CommandProducerSuccess *ok = cmd->producer_success;
+    snprintf(pp->name, sizeof(pp->name), "%s", ok->producer_name);
+    pp->has_name = true;
+    pp->max_message_size = part->conn->max_message_size;
+    if (!part->created) {
+        int64_t last = ok->has_last_sequence_id ? ok->last_sequence_id : -1;
+        pp->next_seq = last >= 0 ? last + 1 : 0;
+    }
+    pc__part_ready(part);
+    if (part->state != PC__PART_READY)
+        return; /* the producer went away meanwhile */
+    /* Everything not acknowledged goes again, in order, except what was already sent on this
+     * connection: pc__part_ready runs the application's creation callback, whose pc_send calls
+     * send their messages at once (sending them again here stored every one twice). */
+    for (pc__op *op = pp->ops_head; op != NULL; op = op->next)
+        if (!op->sent)
+            op_send(pp, op);
+    pc__conn_flush(part->conn);
+}
+
+static int prod_register(pc__part *part)
+{
+    pc__prod *pp = (pc__prod *)part;
+    pc_producer *p = pp->parent;
+    uint64_t rid = pc__next_request_id(part->c);
+    Magnetar__Pulsar__CommandProducer cp = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
+    cp.topic = part->topic;
+    cp.producer_id = part->id;
+    cp.request_id = rid;
+    if (pp->has_name) {
+        cp.producer_name = pp->name;
+        cp.has_user_provided_producer_name = 1;
+        cp.user_provided_producer_name = p->has_user_name;
+    }
+    if (p->access_mode != PC_ACCESS_SHARED) {
+        cp.has_producer_access_mode = 1;
+        cp.producer_access_mode = MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Exclusive;
+    }
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = PC__T(PRODUCER);
+    cmd.producer = &cp;
+    return pc__conn_request(part->conn, &cmd, rid, producer_answered, pp, &part->req);
+}
+
+static void prod_detached(pc__part *part)
+{
+    pc__prod *pp = (pc__prod *)part;
+    for (pc__op *op = pp->ops_head; op != NULL; op = op->next)
+        op->sent = false;
+    if (pp->close_req != NULL) {
+        pc__req_cancel(pp->close_req);
+        pp->close_req = NULL;
+        pp->parent->close_waiting--;
+        producer_check_close(pp->parent);
+    }
+}
+
+static void producer_fail_creation(pc_producer *p, int status);
+
+static void prod_created(pc__part *part, int status)
+{
+    pc__prod *pp = (pc__prod *)part;
+    pc_producer *p = pp->parent;
+    if (p->state != PC__PRODUCER_CREATING || p->create_reported)
+        return;
+    if (status != MG_OK) {
+        producer_fail_creation(p, status);
+        return;
+    }
+    if (++p->parts_created < p->nparts)
+        return;
+    p->state = PC__PRODUCER_READY;
+    p->create_reported = true;
+    p->create_cb(MG_OK, p, p->create_arg);
+}
+
+static const pc__part_ops prod_ops = {
+    .register_on = prod_register,
+    .detached = prod_detached,
+    .created = prod_created,
+};
+
+/* ---- frames from the broker --------------------------------------------------------------------
+ */
+
+void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
+{
+    pc__prod *pp = (pc__prod *)part;
+    pc_producer *p = pp->parent;
+    if (part->state != PC__PART_READY)
+        return;
+    switch (cmd->type) {
+    case PC__T(SEND_RECEIPT): {
+        const Magnetar__Pulsar__CommandSendReceipt *rc = cmd->send_receipt;
+        pc__op *op = pp->ops_head;
+        int64_t seq = (int64_t)rc->sequence_id;
+        if (op == NULL || !op->sent || seq < op->seq_first) {
+            MG_DEBUG("client: producer %s: receipt for %lld ignored (old)", pp->name,
+                     (long long)seq);
+            return;
+        }
+        if (seq > op->seq_first) {
+            MG_WARN("client: producer %s on %s: receipt for %lld while %lld is the oldest pending: "
+                    "reconnecting to send again",
+                    pp->name, part->topic, (long long)seq, (long long)op->seq_first);
+            pc__conn_close(part->conn, MG_EPROTO, "a send receipt out of order");
+            return;
+        }
+        ops_pop(pp);
+        int64_t ledger = rc->message_id != NULL ? (int64_t)rc->message_id->ledger_id : -1;
+        int64_t entry = rc->message_id != NULL ? (int64_t)rc->message_id->entry_id : -1;
+        op_complete(pp, op, MG_OK, ledger, entry);
+        producer_release_held(p);
+        producer_check_close(p);
+        break;
+    }
+    case PC__T(SEND_ERROR): {
+        const Magnetar__Pulsar__CommandSendError *se = cmd->send_error;
+        if (se->error == PC__ERR(ChecksumError)) {
+            pc__op *prev = NULL;
+            for (pc__op *op = pp->ops_head; op != NULL; prev = op, op = op->next) {
+                if (op->seq_first != (int64_t)se->sequence_id)
+                    continue;
+                if (prev != NULL)
+                    prev->next = op->next;
+                else
+                    pp->ops_head = op->next;
+                if (pp->ops_tail == op)
+                    pp->ops_tail = prev;
+                op->next = NULL;
+                op_complete(pp, op, MG_ECORRUPT, -1, -1);
+                producer_release_held(p);
+                producer_check_close(p);
+                return;
+            }
+            return;
+        }
+        if (se->error == PC__ERR(TopicTerminatedError)) {
+            prod_terminated(pp, se->message);
+            return;
+        }
+        MG_WARN("client: producer %s on %s: send error %d (%s): reconnecting to send again",
+                pp->name, part->topic, (int)se->error, se->message);
+        pc__conn_close(part->conn, MG_ECONNECTION, "send error");
+        break;
+    }
+    case PC__T(CLOSE_PRODUCER):
+        MG_INFO("client: the broker closed producer %s on %s: looking it up again", pp->name,
+                part->topic);
+        part->backoff_ms = PC_BACKOFF_MS_MIN;
+        pc__part_failed(part, MG_ECONNECTION, true);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- producer life cycle -----------------------------------------------------------------------
+ */
+
+static void prod_free(pc__prod *pp)
+{
+    pc_client *c = pp->base.c;
+    pc__part_fini(&pp->base);
+    pc__timer_unregister(c, &pp->batch_timer);
+    pc__timer_unregister(c, &pp->fail_timer);
+    mg_free(pp);
+}
+
+/* Fails everything a part holds (batch, ops, deferred failures) with status, in order. */
+static void prod_fail_all(pc__prod *pp, int status)
+{
+    pc_producer *p = pp->parent;
+    pc__timer_stop(p->c, &pp->batch_timer);
+    pc__timer_stop(p->c, &pp->fail_timer);
+    pc__msg *failed = pp->failed_head;
+    pp->failed_head = pp->failed_tail = NULL;
+    for (pc__msg *m = failed; m != NULL; m = m->next) {
+        p->pending_msgs--;
+        p->pending_bytes -= m->len;
+    }
+    msgs_fail(failed, status);
+    pc__op *op;
+    while ((op = ops_pop(pp)) != NULL)
+        op_complete(pp, op, status, -1, -1);
+    pc__msg *batch = pp->batch_head;
+    uint32_t n = pp->batch_count;
+    uint64_t bytes = pp->batch_bytes;
+    pp->batch_head = pp->batch_tail = NULL;
+    pp->batch_count = 0;
+    pp->batch_bytes = 0;
+    p->pending_msgs -= n;
+    p->pending_bytes -= bytes;
+    msgs_fail(batch, status);
+}
+
+static void producer_free(pc_producer *p)
+{
+    pc_client *c = p->c;
+    for (uint32_t i = 0; i < p->nparts; i++)
+        if (p->parts[i] != NULL)
+            prod_free(p->parts[i]);
+    mg_free(p->parts);
+    pc__lookup_cancel(&p->meta);
+    pc__timer_unregister(c, &p->timer);
+    pc__list_remove(&p->link);
+    mg_free(p);
+}
+
+/* Stops every part and schedules the free (and close_cb) on the zero-delay timer. */
+static void producer_kill(pc_producer *p, int status)
+{
+    p->state = PC__PRODUCER_DEAD;
+    p->final_status = status;
+    pc__lookup_cancel(&p->meta);
+    for (uint32_t i = 0; i < p->nparts; i++)
+        if (p->parts[i] != NULL) {
+            if (p->parts[i]->close_req != NULL) {
+                pc__req_cancel(p->parts[i]->close_req);
+                p->parts[i]->close_req = NULL;
+            }
+            pc__part_release(&p->parts[i]->base);
+        }
+    pc__timer_start(p->c, &p->timer, 0);
+}
+
+static void producer_fail_creation(pc_producer *p, int status)
+{
+    p->create_reported = true;
+    producer_kill(p, status);
+    p->create_cb(status, NULL, p->create_arg);
+}
+
+static int producer_make_parts(pc_producer *p, uint32_t partitions)
+{
+    uint32_t n = partitions == 0 ? 1 : partitions;
+    p->parts = mg_calloc(n, sizeof(*p->parts));
+    if (p->parts == NULL)
+        return MG_ENOMEM;
+    br_topic_name base;
+    if (partitions > 0)
+        MG_TRY(br_topic_name_parse(p->topic, &base, NULL, 0));
+    for (uint32_t i = 0; i < n; i++) {
+        pc__prod *pp = mg_calloc(1, sizeof(*pp));
+        if (pp == NULL)
+            return MG_ENOMEM;
+        br_topic_name tn;
+        const char *topic = p->topic;
+        if (partitions > 0) {
+            int rc = br_topic_partition_name(&base, (int)i, &tn);
+            if (rc != MG_OK) {
+                mg_free(pp);
+                return rc;
+            }
+            topic = tn.full;
+        }
+        int rc = pc__part_init(&pp->base, p->c, PC__KIND_PRODUCER, &prod_ops, topic,
+                               partitions > 0 ? (int32_t)i : -1);
+        if (rc != MG_OK) {
+            mg_free(pp);
+            return rc;
+        }
+        pp->parent = p;
+        pp->index = i;
+        pp->max_message_size = PC_MESSAGE_BYTES_DEFAULT;
+        if (p->has_user_name) {
+            snprintf(pp->name, sizeof(pp->name), "%s", p->user_name);
+            pp->has_name = true;
+        }
+        p->parts[i] = pp;
+        p->nparts = i + 1;
+        if (pc__timer_register(p->c, &pp->batch_timer, batch_fired) != MG_OK ||
+            pc__timer_register(p->c, &pp->fail_timer, fail_fired) != MG_OK)
+            return MG_ENOMEM;
+    }
+    return MG_OK;
+}
+
+static void meta_done(pc__lookup *l, int status, bool fatal)
+{
+    pc_producer *p = PC__CONTAINER(l, pc_producer, meta);
+    if (p->state != PC__PRODUCER_META)
+        return;
+    if (status != MG_OK) {
+        if (fatal || pc__now_ms(p->c) >= p->create_deadline_ms) {
+            producer_fail_creation(p, status);
+            return;
+        }
+        uint64_t delay = pc__backoff_next(p->c, &p->meta_backoff_ms);
+        pc__timer_start(p->c, &p->timer, delay);
+        return;
+    }
+    int rc = producer_make_parts(p, l->partitions);
+    if (rc != MG_OK) {
+        producer_fail_creation(p, rc);
+        return;
+    }
+    p->state = PC__PRODUCER_CREATING;
+    for (uint32_t i = 0; i < p->nparts; i++) {
+        pc__part_start(&p->parts[i]->base);
+        p->parts[i]->base.create_deadline_ms = p->create_deadline_ms;
+    }
+}
+
+static void producer_timer_fired(pc__timer *t)
+{
+    pc_producer *p = PC__CONTAINER(t, pc_producer, timer);
+    if (p->state == PC__PRODUCER_META) {
+        int rc = pc__lookup_start(&p->meta, p->topic);
+        if (rc != MG_OK)
+            meta_done(&p->meta, rc, rc == MG_EINVAL || rc == MG_ECLOSED);
+        return;
+    }
+    if (p->state == PC__PRODUCER_DEAD) {
+        void (*cb)(int, void *) = p->close_cb;
+        void *arg = p->close_arg;
+        int status = p->final_status;
+        for (uint32_t i = 0; i < p->nparts; i++)
+            if (p->parts[i] != NULL)
+                prod_fail_all(p->parts[i], MG_ECLOSED);
+        msgs_fail(p->held_head, MG_ECLOSED);
+        p->held_head = p->held_tail = NULL;
+        p->held_count = 0;
+        producer_free(p);
+        if (cb != NULL)
+            cb(status, arg);
+    }
+}
+
+int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_cb cb, void *arg)
+{
+    if (c == NULL || opts == NULL || cb == NULL || opts->topic == NULL)
+        return MG_EINVAL;
+    if (c->closing)
+        return MG_ECLOSED;
+    br_topic_name tn;
+    char err[128];
+    if (br_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
+        pc__set_last_error(c, err);
+        return MG_EINVAL;
+    }
+    if ((int)opts->compression < PC_COMPRESSION_NONE ||
+        (int)opts->compression > PC_COMPRESSION_SNAPPY ||
+        (opts->access_mode != PC_ACCESS_SHARED && opts->access_mode != PC_ACCESS_EXCLUSIVE) ||
+        (opts->producer_name != NULL && strlen(opts->producer_name) > PC_NAME_BYTES_MAX) ||
+        opts->max_pending_messages > PC_PENDING_MESSAGES_MAX ||
+        opts->batch_max_messages > PC_BATCH_MESSAGES_MAX)
+        return MG_EINVAL;
+    pc_producer *p = mg_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return MG_ENOMEM;
+    p->c = c;
+    snprintf(p->topic, sizeof(p->topic), "%s", tn.full);
+    if (opts->producer_name != NULL && opts->producer_name[0] != '\0') {
+        snprintf(p->user_name, sizeof(p->user_name), "%s", opts->producer_name);
+        p->has_user_name = true;
+    }
+    p->access_mode = opts->access_mode;
+    p->batching = opts->batching;
+    p->batch_max_messages = opts->batch_max_messages != 0 ? opts->batch_max_messages : 1000;
+    p->batch_max_bytes = opts->batch_max_bytes != 0 ? opts->batch_max_bytes : 128 * 1024;
+    p->batch_max_delay_ms = opts->batch_max_delay_ms != 0 ? opts->batch_max_delay_ms : 1;
+    p->compression = (int)opts->compression;
+    p->max_pending_messages = opts->max_pending_messages != 0 ? opts->max_pending_messages : 1000;
+    p->max_pending_bytes =
+        opts->max_pending_bytes != 0 ? opts->max_pending_bytes : 64ull * 1024 * 1024;
+    p->fail_if_full = opts->fail_if_full;
+    p->send_timeout_ms = opts->send_timeout_ms != 0 ? opts->send_timeout_ms : 30000;
+    p->create_cb = cb;
+    p->create_arg = arg;
+    p->meta_backoff_ms = PC_BACKOFF_MS_MIN;
+    pc__lookup_init(&p->meta, c, true, meta_done);
+    if (pc__timer_register(c, &p->timer, producer_timer_fired) != MG_OK) {
+        mg_free(p);
+        return MG_ENOMEM;
+    }
+    pc__list_push(&c->producers, &p->link);
+    p->state = PC__PRODUCER_META;
+    p->create_deadline_ms = pc__now_ms(c) + c->op_timeout_ms;
+    pc__timer_start(c, &p->timer, 0);
+    pc__housekeeping_arm(c);
+    return MG_OK;
+}
+
+static uint32_t key_hash(const char *key)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *s = (const unsigned char *)key; *s != '\0'; s++) {
+        h ^= *s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg)
+{
+    if (p == NULL || m == NULL || (m->payload == NULL && m->payload_len > 0) ||
+        (m->properties == NULL && m->property_count > 0) || m->property_count > PC_PROPERTIES_MAX)
+        return MG_EINVAL;
+    if (p->state != PC__PRODUCER_READY || p->c->closing)
+        return MG_ECLOSED;
+    for (size_t i = 0; i < m->property_count; i++)
+        if (m->properties[i].key == NULL || m->properties[i].value == NULL)
+            return MG_EINVAL;
+    uint32_t index = 0;
+    if (p->nparts > 1)
+        index = m->key != NULL ? key_hash(m->key) % p->nparts : p->rr_next++ % p->nparts;
+    if (m->payload_len > p->parts[index]->max_message_size)
+        return MG_EINVAL;
+    if (p->parts[index]->terminated)
+        return MG_EPERM;
+    bool hold = p->held_count > 0 || producer_full(p, m->payload_len);
+    if (hold && (p->fail_if_full || p->held_count >= p->max_pending_messages))
+        return MG_EAGAIN;
+    pc__msg *msg = msg_new(m, cb, arg, pc__now_ms(p->c));
+    if (msg == NULL)
+        return MG_ENOMEM;
+    msg->part_index = index;
+    if (hold) {
+        if (p->held_tail != NULL)
+            p->held_tail->next = msg;
+        else
+            p->held_head = msg;
+        p->held_tail = msg;
+        p->held_count++;
+        return MG_OK;
+    }
+    admit(p, msg);
+    return MG_OK;
+}
+
+void pc_producer_flush(pc_producer *p)
+{
+    if (p->state != PC__PRODUCER_READY && p->state != PC__PRODUCER_CLOSING)
+        return;
+    for (uint32_t i = 0; i < p->nparts; i++)
+        batch_flush(p->parts[i]);
+}
+
+size_t pc_producer_pending(const pc_producer *p)
+{
+    return (size_t)p->pending_msgs + p->held_count;
+}
+
+static void close_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
+{
+    (void)status;
+    (void)cmd;
+    pc__prod *pp = r->arg;
+    pc_producer *p = pp->parent;
+    pp->close_req = NULL;
+    pc__part_stop(&pp->base);
+    MG_ASSERT(p->close_waiting > 0);
+    if (--p->close_waiting == 0)
+        producer_kill(p, MG_OK);
+}
+
+/* CLOSING: once nothing is pending, CLOSE_PRODUCER goes to every connected part; when all
+ * answered (or left their connection) the producer dies. */
+static void producer_check_close(pc_producer *p)
+{
+    if (p->state != PC__PRODUCER_CLOSING)
+        return;
+    if (p->close_started) {
+        if (p->close_waiting == 0)
+            producer_kill(p, MG_OK);
+        return;
+    }
+    if (p->pending_msgs > 0 || p->held_count > 0)
+        return;
+    p->close_started = true;
+    for (uint32_t i = 0; i < p->nparts; i++) {
+        pc__prod *pp = p->parts[i];
+        if (pp->base.state != PC__PART_READY) {
+            pc__part_stop(&pp->base);
+            continue;
+        }
+        uint64_t rid = pc__next_request_id(p->c);
+        Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
+        cp.producer_id = pp->base.id;
+        cp.request_id = rid;
+        Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+        cmd.type = PC__T(CLOSE_PRODUCER);
+        cmd.close_producer = &cp;
+        if (pc__conn_request(pp->base.conn, &cmd, rid, close_answered, pp, &pp->close_req) == MG_OK)
+            p->close_waiting++;
+        else
+            pc__part_stop(&pp->base);
+    }
+    if (p->close_waiting == 0)
+        producer_kill(p, MG_OK);
+}
+
+void pc_producer_close(pc_producer *p, void (*cb)(int status, void *arg), void *arg)
+{
+    if (p->c->closing || p->state == PC__PRODUCER_DEAD) {
+        /* The client is closing (or the producer is going): the abort reports it. */
+        if (p->close_cb == NULL) {
+            p->close_cb = cb;
+            p->close_arg = arg;
+        }
+        return;
+    }
+    MG_ASSERT(p->state == PC__PRODUCER_READY);
+    p->state = PC__PRODUCER_CLOSING;
+    p->close_cb = cb;
+    p->close_arg = arg;
+    for (uint32_t i = 0; i < p->nparts; i++)
+        batch_flush(p->parts[i]);
+    if (p->pending_msgs == 0 && p->held_count == 0) {
+        /* Nothing to wait for; the CLOSE_PRODUCER answers (or the zero-delay kill) report. */
+        producer_check_close(p);
+    }
+}
+
+/* ---- housekeeping and client close -------------------------------------------------------------
+ */
+
+static void part_timeouts(pc__prod *pp, uint64_t now_ms)
+{
+    pc_producer *p = pp->parent;
+    while (pp->ops_head != NULL && now_ms - pp->ops_head->enqueued_ms >= p->send_timeout_ms &&
+           p->state != PC__PRODUCER_DEAD) {
+        pc__op *op = ops_pop(pp);
+        MG_DEBUG("client: producer %s: send %lld timed out", pp->name, (long long)op->seq_first);
+        op_complete(pp, op, MG_ETIMEDOUT, -1, -1);
+    }
+}
+
+void pc__producers_housekeeping(pc_client *c, uint64_t now_ms)
+{
+    for (pc__link *l = c->producers.next; l != &c->producers;) {
+        pc_producer *p = PC__CONTAINER(l, pc_producer, link);
+        l = l->next;
+        if (p->state != PC__PRODUCER_READY && p->state != PC__PRODUCER_CLOSING)
+            continue;
+        for (uint32_t i = 0; i < p->nparts && p->state != PC__PRODUCER_DEAD; i++)
+            part_timeouts(p->parts[i], now_ms);
+        while (p->held_head != NULL && now_ms - p->held_head->enqueued_ms >= p->send_timeout_ms &&
+               p->state != PC__PRODUCER_DEAD) {
+            pc__msg *m = p->held_head;
+            p->held_head = m->next;
+            if (p->held_head == NULL)
+                p->held_tail = NULL;
+            p->held_count--;
+            m->next = NULL;
+            msgs_fail(m, MG_ETIMEDOUT);
+        }
+        producer_release_held(p);
+        producer_check_close(p);
+    }
+}
+
+bool pc__producers_any(const pc_client *c)
+{
+    return !pc__list_empty(&c->producers);
+}
+
+void pc__producers_abort(pc_client *c)
+{
+    while (!pc__list_empty(&c->producers)) {
+        pc_producer *p = PC__CONTAINER(c->producers.next, pc_producer, link);
+        bool report_create = !p->create_reported;
+        p->create_reported = true;
+        pc__prod_state was = p->state;
+        p->state = PC__PRODUCER_DEAD;
+        pc__lookup_cancel(&p->meta);
+        for (uint32_t i = 0; i < p->nparts; i++)
+            if (p->parts[i] != NULL) {
+                pc__part_stop(&p->parts[i]->base);
+                if (p->parts[i]->close_req != NULL) {
+                    pc__req_cancel(p->parts[i]->close_req);
+                    p->parts[i]->close_req = NULL;
+                }
+            }
+        if (report_create && was != PC__PRODUCER_DEAD)
+            p->create_cb(MG_ECLOSED, NULL, p->create_arg);
+        for (uint32_t i = 0; i < p->nparts; i++)
+            if (p->parts[i] != NULL)
+                prod_fail_all(p->parts[i], MG_ECLOSED);
+        pc__msg *held = p->held_head;
+        p->held_head = p->held_tail = NULL;
+        p->held_count = 0;
+        msgs_fail(held, MG_ECLOSED);
+        void (*cb)(int, void *) = p->close_cb;
+        void *arg = p->close_arg;
+        int status = was == PC__PRODUCER_DEAD ? p->final_status : MG_ECLOSED;
+        producer_free(p);
+        if (cb != NULL)
+            cb(status, arg);
+    }
+}

@@ -1,0 +1,1600 @@
+/*
+ * The C Pulsar client (src/client/client.h) against a real broker: every test starts
+ * `magnetar standalone` (binary from MG_BIN) on free loopback ports with its data under a fresh
+ * directory in /var/tmp, drives one client on its own libuv loop, and stops the standalone at
+ * the end (the suite's fini kills it with SIGKILL whatever happened and removes the directory).
+ * Every wait runs the loop with a deadline; no test depends on timing beyond those bounds.
+ *
+ * Cases: single messages and batches in order with keys, properties and event times; every
+ * compression codec, batched and not, byte for byte; Shared splitting messages between two
+ * consumers; Failover active-consumer changes; Key_Shared per-key order; individual, batch-index
+ * and cumulative acks surviving a resubscription (acked not redelivered, unacked redelivered);
+ * a nack redelivered with redelivery_count 1; seek to the earliest message and by publish time;
+ * readers from EARLIEST and from a message id, inclusive and exclusive (plain and batch ids);
+ * GET_LAST_MESSAGE_ID; unsubscribe; the pending-queue limits (fail-fast at exactly
+ * max_pending_messages, then blocking with its own bound); pause and resume; refusals
+ * (ProducerBusy, ConsumerBusy) with the broker's text; a partitioned topic; client close failing
+ * what is pending; a broker restart (SIGTERM, same data and ports) during which the producer's
+ * sends wait and complete afterwards and the consumer goes on where it was.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "client/client.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#define START_TIMEOUT_MS 30000 /* standalone up and ready */
+#define STOP_TIMEOUT_MS  15000 /* standalone stopped after SIGTERM */
+#define WAIT_MS          10000 /* an answer, a message */
+#define QUIET_MS         300   /* "nothing more arrives" is checked over this long */
+#define MSGS_MAX         2048  /* messages one sink records */
+
+/* ---- the standalone process ---------------------------------------------------------------- */
+
+static char g_dir[256];
+static char g_log[320];
+static pid_t g_pid = -1;
+static unsigned g_broker_port, g_http_port, g_bookie_port;
+static bool g_passed;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void dump_log_tail(void)
+{
+    FILE *f = fopen(g_log, "r");
+    if (f == NULL)
+        return;
+    static char tail[8192];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long from = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
+    fseek(f, from, SEEK_SET);
+    size_t n = fread(tail, 1, sizeof(tail) - 1, f);
+    tail[n] = '\0';
+    fclose(f);
+    fprintf(stderr, "---- last %zu bytes of %s ----\n%s---- end of log ----\n", n, g_log, tail);
+}
+
+/* Starts the standalone: on free ports the first time (g_dir empty), else again on the same
+ * data directory and ports. Waits (bounded) for its ready line. */
+static void sa_start(void)
+{
+    const char *bin = getenv("MG_BIN");
+    cr_assert_not_null(bin, "MG_BIN must name the magnetar binary");
+    bool first = g_dir[0] == '\0';
+    if (first) {
+        snprintf(g_dir, sizeof(g_dir), "/var/tmp/magnetar-client-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(g_dir), "mkdtemp: %s", strerror(errno));
+        snprintf(g_log, sizeof(g_log), "%s/standalone.log", g_dir);
+    }
+    char data[300], bp[16], hp[16], kp[16];
+    snprintf(data, sizeof(data), "%s/data", g_dir);
+    snprintf(bp, sizeof(bp), "%u", first ? 0 : g_broker_port);
+    snprintf(hp, sizeof(hp), "%u", first ? 0 : g_http_port);
+    snprintf(kp, sizeof(kp), "%u", first ? 0 : g_bookie_port);
+    int log_fd = open(g_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(log_fd, 0, "open %s: %s", g_log, strerror(errno));
+    pid_t parent = getpid();
+    g_pid = fork();
+    cr_assert_neq(g_pid, -1, "fork: %s", strerror(errno));
+    if (g_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(log_fd, 1);
+        dup2(log_fd, 2);
+        execl(bin, bin, "standalone", "--data-dir", data, "--bind-address", "127.0.0.1",
+              "--advertised-address", "127.0.0.1", "--broker-port", bp, "--bookie-port", kp,
+              "--http-port", hp, "--write-cache-mb", "8", "--read-cache-mb", "8", "--log-level",
+              "info", (char *)NULL);
+        _exit(127);
+    }
+    close(log_fd);
+    unsigned got = 0;
+    int64_t deadline = now_ms() + START_TIMEOUT_MS;
+    while (got == 0 && now_ms() < deadline) {
+        int status;
+        if (waitpid(g_pid, &status, WNOHANG) == g_pid) {
+            g_pid = -1;
+            dump_log_tail();
+            cr_assert_fail("standalone exited during start-up (status %d)", status);
+        }
+        FILE *f = fopen(g_log, "r");
+        char line[1024];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            const char *p = strstr(line, "ready: pulsar://127.0.0.1:");
+            unsigned b, h, k;
+            if (p != NULL &&
+                sscanf(p,
+                       "ready: pulsar://127.0.0.1:%u, admin and metrics on http://127.0.0.1:%u, "
+                       "bookie 127.0.0.1:%u",
+                       &b, &h, &k) == 3) {
+                got = b;
+                g_broker_port = b;
+                g_http_port = h;
+                g_bookie_port = k;
+            }
+        }
+        if (f != NULL)
+            fclose(f);
+        if (got == 0)
+            usleep(20000);
+    }
+    if (got == 0)
+        dump_log_tail();
+    cr_assert_neq(got, 0, "standalone not ready within %d ms", START_TIMEOUT_MS);
+}
+
+/* SIGTERM and a clean exit within the bound. */
+static void sa_stop(void)
+{
+    cr_assert_gt(g_pid, 0);
+    kill(g_pid, SIGTERM);
+    int status = 0;
+    pid_t r = 0;
+    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
+    while ((r = waitpid(g_pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(10000);
+    cr_assert_eq(r, g_pid, "standalone did not stop within %d ms of SIGTERM", STOP_TIMEOUT_MS);
+    g_pid = -1;
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "standalone exit status %d", status);
+}
+
+/* A blocking HTTP request to the admin API; returns the status code. */
+static int http_request(const char *method, const char *path, const char *body)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_http_port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s", strerror(errno));
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     method, path, strlen(body), body);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    char resp[4096];
+    size_t got = 0;
+    int64_t deadline = now_ms() + WAIT_MS;
+    while (got < sizeof(resp) - 1 && now_ms() < deadline) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t k = read(fd, resp + got, sizeof(resp) - 1 - got);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    resp[got] = '\0';
+    int code = 0;
+    sscanf(resp, "HTTP/1.%*d %d", &code);
+    return code;
+}
+
+/* ---- the loop and the client ------------------------------------------------------------------
+ */
+
+static uv_loop_t g_loop;
+static bool g_loop_open;
+static pc_client *g_client;
+
+static void guard_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop until cond(arg) holds or timeout_ms passed; returns cond's last value. */
+static bool run_until(bool (*cond)(void *), void *arg, int timeout_ms)
+{
+    uv_timer_t guard;
+    uv_timer_init(&g_loop, &guard);
+    uv_timer_start(&guard, guard_tick, 5, 5);
+    int64_t deadline = now_ms() + timeout_ms;
+    bool ok;
+    while (!(ok = cond(arg)) && now_ms() < deadline)
+        uv_run(&g_loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&g_loop, UV_RUN_NOWAIT);
+    return ok;
+}
+
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+static void run_for(int ms)
+{
+    run_until(never, NULL, ms);
+}
+
+static bool flag_set(void *arg)
+{
+    return *(bool *)arg;
+}
+
+static void client_open(void)
+{
+    mg_log_set_level(MG_LOG_WARN);
+    cr_assert_eq(uv_loop_init(&g_loop), 0);
+    g_loop_open = true;
+    char url[64];
+    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_broker_port);
+    pc_client_opts o = { .service_url = url, .operation_timeout_ms = 10000 };
+    cr_assert_eq(pc_client_create(&g_loop, &o, &g_client), MG_OK);
+}
+
+static void closed_cb(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* Closes the client and requires every libuv handle it had to be gone. */
+static void client_close(void)
+{
+    bool closed = false;
+    pc_client_close(g_client, closed_cb, &closed);
+    cr_assert(run_until(flag_set, &closed, WAIT_MS), "the client did not close");
+    g_client = NULL;
+    uv_run(&g_loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&g_loop), 0, "handles left open on the loop");
+    g_loop_open = false;
+}
+
+/* ---- producers ----------------------------------------------------------------------------- */
+
+typedef struct created {
+    bool done;
+    int status;
+    void *obj;
+} created;
+
+static void producer_created(int status, pc_producer *p, void *arg)
+{
+    created *c = arg;
+    c->done = true;
+    c->status = status;
+    c->obj = p;
+}
+
+static pc_producer *producer_open(const pc_producer_opts *o)
+{
+    created c = { 0 };
+    cr_assert_eq(pc_producer_create(g_client, o, producer_created, &c), MG_OK);
+    cr_assert(run_until(flag_set, &c.done, WAIT_MS), "producer on %s not created", o->topic);
+    cr_assert_eq(c.status, MG_OK, "producer on %s: %s (%s)", o->topic, mg_strerror(c.status),
+                 pc_last_error(g_client));
+    return c.obj;
+}
+
+typedef struct sendrec {
+    bool done;
+    int status;
+    int order;
+    pc_message_id id;
+} sendrec;
+
+static int g_send_order;
+
+static void sent_cb(int status, const pc_message_id *id, void *arg)
+{
+    sendrec *r = arg;
+    cr_assert(!r->done, "a send callback ran twice");
+    r->done = true;
+    r->status = status;
+    r->order = g_send_order++;
+    if (id != NULL)
+        r->id = *id;
+}
+
+typedef struct all_done {
+    sendrec *recs;
+    size_t n;
+} all_done;
+
+static bool sends_done(void *arg)
+{
+    all_done *a = arg;
+    for (size_t i = 0; i < a->n; i++)
+        if (!a->recs[i].done)
+            return false;
+    return true;
+}
+
+static void wait_sends(sendrec *recs, size_t n)
+{
+    all_done a = { recs, n };
+    cr_assert(run_until(sends_done, &a, WAIT_MS), "sends not completed");
+}
+
+static int send_text(pc_producer *p, const char *text, const char *key, sendrec *rec)
+{
+    pc_message m = { .payload = text, .payload_len = strlen(text), .key = key };
+    return pc_send(p, &m, sent_cb, rec);
+}
+
+static void producer_closed(int status, void *arg)
+{
+    *(int *)arg = status;
+}
+
+static bool status_known(void *arg)
+{
+    return *(int *)arg != 1;
+}
+
+static void producer_close_sync(pc_producer *p)
+{
+    int st = 1;
+    pc_producer_close(p, producer_closed, &st);
+    cr_assert_eq(st, 1, "pc_producer_close called back inside the call");
+    cr_assert(run_until(status_known, &st, WAIT_MS), "producer not closed");
+    cr_assert_eq(st, MG_OK, "producer close: %s", mg_strerror(st));
+}
+
+/* ---- consumers ------------------------------------------------------------------------------ */
+
+typedef struct rmsg {
+    pc_message_id id;
+    uint8_t *payload;
+    size_t len;
+    char key[64];
+    bool has_key;
+    size_t nprops;
+    char props[4][2][32];
+    uint32_t redelivery;
+    int64_t publish_time;
+    int64_t event_time;
+    char producer[64];
+    char topic[256];
+} rmsg;
+
+typedef struct sink {
+    pc_consumer *k;
+    rmsg *msgs;
+    size_t count;
+    bool auto_ack;
+    int actives[16]; /* on_active values in order (1 / 0) */
+    size_t active_count;
+    bool ended;
+} sink;
+
+static void sink_init(sink *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->msgs = calloc(MSGS_MAX, sizeof(rmsg));
+    cr_assert_not_null(s->msgs);
+}
+
+static void sink_reset(sink *s)
+{
+    for (size_t i = 0; i < s->count; i++)
+        free(s->msgs[i].payload);
+    s->count = 0;
+}
+
+static void sink_free(sink *s)
+{
+    sink_reset(s);
+    free(s->msgs);
+    s->msgs = NULL;
+}
+
+static void on_message(pc_consumer *k, const pc_received *m, void *arg)
+{
+    sink *s = arg;
+    cr_assert_lt(s->count, MSGS_MAX);
+    rmsg *r = &s->msgs[s->count++];
+    memset(r, 0, sizeof(*r));
+    r->id = m->id;
+    r->len = m->payload_len;
+    r->payload = malloc(m->payload_len + 1);
+    cr_assert_not_null(r->payload);
+    memcpy(r->payload, m->payload, m->payload_len);
+    r->payload[m->payload_len] = 0;
+    if (m->key != NULL) {
+        r->has_key = true;
+        snprintf(r->key, sizeof(r->key), "%s", m->key);
+        cr_assert_eq(m->key_len, strlen(m->key));
+    }
+    r->nprops = m->property_count;
+    for (size_t i = 0; i < m->property_count && i < 4; i++) {
+        snprintf(r->props[i][0], sizeof(r->props[i][0]), "%s", m->properties[i].key);
+        snprintf(r->props[i][1], sizeof(r->props[i][1]), "%s", m->properties[i].value);
+    }
+    r->redelivery = m->redelivery_count;
+    r->publish_time = m->publish_time_ms;
+    r->event_time = m->event_time_ms;
+    snprintf(r->producer, sizeof(r->producer), "%s", m->producer_name);
+    snprintf(r->topic, sizeof(r->topic), "%s", m->topic);
+    if (s->auto_ack)
+        cr_assert_eq(pc_ack(k, &m->id), MG_OK);
+}
+
+static void on_active(pc_consumer *k, bool active, void *arg)
+{
+    (void)k;
+    sink *s = arg;
+    if (s->active_count < 16)
+        s->actives[s->active_count++] = active ? 1 : 0;
+}
+
+static void on_end(pc_consumer *k, void *arg)
+{
+    (void)k;
+    ((sink *)arg)->ended = true;
+}
+
+static void consumer_created(int status, pc_consumer *k, void *arg)
+{
+    created *c = arg;
+    c->done = true;
+    c->status = status;
+    c->obj = k;
+}
+
+/* Subscribes with o (callbacks filled in for s); returns the status of the creation. */
+static int consumer_try(pc_consumer_opts *o, sink *s)
+{
+    o->on_message = on_message;
+    o->on_active = on_active;
+    o->on_end = on_end;
+    o->arg = s;
+    created c = { 0 };
+    cr_assert_eq(pc_subscribe(g_client, o, consumer_created, &c), MG_OK);
+    cr_assert(run_until(flag_set, &c.done, WAIT_MS), "subscription to %s not answered", o->topic);
+    s->k = c.obj;
+    if (c.status == MG_OK)
+        cr_assert_not_null(s->k);
+    else
+        cr_assert_null(s->k);
+    return c.status;
+}
+
+static void consumer_open(pc_consumer_opts *o, sink *s)
+{
+    int rc = consumer_try(o, s);
+    cr_assert_eq(rc, MG_OK, "subscribe to %s: %s (%s)", o->topic, mg_strerror(rc),
+                 pc_last_error(g_client));
+}
+
+static void done_cb(int status, void *arg)
+{
+    int *st = arg;
+    *st = status;
+}
+
+static bool status_set(void *arg)
+{
+    return *(int *)arg != 1;
+}
+
+static void consumer_close_sync(sink *s)
+{
+    int st = 1;
+    pc_consumer_close(s->k, done_cb, &st);
+    cr_assert(run_until(status_set, &st, WAIT_MS), "consumer not closed");
+    cr_assert_eq(st, MG_OK);
+    s->k = NULL;
+}
+
+typedef struct count_wait {
+    const sink *s;
+    size_t want;
+} count_wait;
+
+static bool count_reached(void *arg)
+{
+    count_wait *w = arg;
+    return w->s->count >= w->want;
+}
+
+/* Waits for at least n messages in s. */
+static void wait_count(const sink *s, size_t n)
+{
+    count_wait w = { s, n };
+    cr_assert(run_until(count_reached, &w, WAIT_MS), "got %zu messages of %zu", s->count, n);
+}
+
+/* Waits for n messages, then QUIET_MS more, and requires exactly n. */
+static void wait_exactly(const sink *s, size_t n)
+{
+    wait_count(s, n);
+    run_for(QUIET_MS);
+    cr_assert_eq(s->count, n, "expected exactly %zu messages, got %zu", n, s->count);
+}
+
+static bool id_eq(const pc_message_id *a, const pc_message_id *b)
+{
+    return a->ledger_id == b->ledger_id && a->entry_id == b->entry_id &&
+           a->batch_index == b->batch_index && a->batch_size == b->batch_size &&
+           a->partition == b->partition;
+}
+
+static void produce_n(pc_producer *p, const char *prefix, size_t n, sendrec *recs)
+{
+    for (size_t i = 0; i < n; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "%s-%zu", prefix, i);
+        memset(&recs[i], 0, sizeof(recs[i]));
+        cr_assert_eq(send_text(p, text, NULL, &recs[i]), MG_OK);
+    }
+    wait_sends(recs, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(recs[i].status, MG_OK, "send %zu: %s", i, mg_strerror(recs[i].status));
+}
+
+/* ---- suite --------------------------------------------------------------------------------------
+ */
+
+static void suite_init(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* as any libuv program: a closed peer is an error, not a signal */
+    g_dir[0] = '\0';
+    g_passed = false;
+    g_send_order = 0;
+    sa_start();
+    client_open();
+}
+
+static void suite_fini(void)
+{
+    if (!g_passed && g_log[0] != '\0')
+        dump_log_tail();
+    if (g_pid > 0) {
+        kill(g_pid, SIGKILL);
+        waitpid(g_pid, NULL, 0);
+        g_pid = -1;
+    }
+    if (g_dir[0] != '\0')
+        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    g_dir[0] = '\0';
+}
+
+/* The clean end of a test: the client closes with nothing left on the loop, the broker stops
+ * cleanly. */
+static void finish(void)
+{
+    client_close();
+    sa_stop();
+    g_passed = true;
+}
+
+TestSuite(client, .init = suite_init, .fini = suite_fini, .timeout = 120);
+
+/* ---- the tests
+ * ------------------------------------------------------------------------------------ */
+
+Test(client, single_messages_in_order_with_keys_and_properties)
+{
+    pc_producer *p =
+        producer_open(&(pc_producer_opts){ .topic = "single", .producer_name = "p-single" });
+    sink s;
+    sink_init(&s);
+    consumer_open(&(pc_consumer_opts){ .topic = "single",
+                                       .subscription = "s1",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    enum { N = 10 };
+    sendrec recs[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        char text[32], key[16], val[16];
+        snprintf(text, sizeof(text), "message %d", i);
+        snprintf(key, sizeof(key), "k-%d", i);
+        snprintf(val, sizeof(val), "%d", i);
+        pc_property props[2] = { { "i", val }, { "kind", "single" } };
+        pc_message m = { .payload = text,
+                         .payload_len = strlen(text),
+                         .key = i % 2 == 0 ? key : NULL,
+                         .properties = props,
+                         .property_count = 2,
+                         .event_time_ms = i % 3 == 0 ? 1000 + i : 0 };
+        cr_assert_eq(pc_send(p, &m, sent_cb, &recs[i]), MG_OK);
+    }
+    cr_assert_eq(pc_producer_pending(p), N);
+    wait_sends(recs, N);
+    cr_assert_eq(pc_producer_pending(p), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(recs[i].status, MG_OK);
+        cr_assert_eq(recs[i].order, i, "callbacks in send order");
+        cr_assert_eq(recs[i].id.batch_index, -1);
+        cr_assert_eq(recs[i].id.batch_size, 0);
+        cr_assert_eq(recs[i].id.partition, -1);
+        if (i > 0)
+            cr_assert_gt(pc_message_id_cmp(&recs[i].id, &recs[i - 1].id), 0);
+    }
+    wait_exactly(&s, N);
+    int64_t t0 = wall_ms();
+    for (int i = 0; i < N; i++) {
+        const rmsg *r = &s.msgs[i];
+        char text[32];
+        snprintf(text, sizeof(text), "message %d", i);
+        cr_assert_str_eq((char *)r->payload, text);
+        cr_assert(id_eq(&r->id, &recs[i].id), "message %d has the id its send got", i);
+        cr_assert_eq(r->has_key, i % 2 == 0);
+        if (i % 2 == 0) {
+            char key[16];
+            snprintf(key, sizeof(key), "k-%d", i);
+            cr_assert_str_eq(r->key, key);
+        }
+        cr_assert_eq(r->nprops, 2);
+        cr_assert_str_eq(r->props[0][0], "i");
+        char val[16];
+        snprintf(val, sizeof(val), "%d", i);
+        cr_assert_str_eq(r->props[0][1], val);
+        cr_assert_str_eq(r->props[1][0], "kind");
+        cr_assert_str_eq(r->props[1][1], "single");
+        cr_assert_eq(r->event_time, i % 3 == 0 ? 1000 + i : 0);
+        cr_assert_str_eq(r->producer, "p-single");
+        cr_assert_str_eq(r->topic, "persistent://public/default/single");
+        cr_assert(r->publish_time > t0 - 60000 && r->publish_time <= t0 + 1000);
+        cr_assert_eq(r->redelivery, 0);
+    }
+    char f[64];
+    pc_message_id_format(&recs[0].id, f, sizeof(f));
+    char want[64];
+    snprintf(want, sizeof(want), "%lld:%lld:-1:-1", (long long)recs[0].id.ledger_id,
+             (long long)recs[0].id.entry_id);
+    cr_assert_str_eq(f, want);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, batches_carry_indexes_and_sizes)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){
+        .topic = "batches", .batching = true, .batch_max_messages = 4, .batch_max_delay_ms = 50 });
+    sink s;
+    sink_init(&s);
+    consumer_open(&(pc_consumer_opts){ .topic = "batches",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    enum { N = 10 };
+    sendrec recs[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        char text[32], key[16];
+        snprintf(text, sizeof(text), "batched %d", i);
+        snprintf(key, sizeof(key), "key%d", i % 3);
+        pc_property prop = { "n", text };
+        pc_message m = { .payload = text,
+                         .payload_len = strlen(text),
+                         .key = key,
+                         .properties = &prop,
+                         .property_count = 1,
+                         .event_time_ms = 500 + i };
+        cr_assert_eq(pc_send(p, &m, sent_cb, &recs[i]), MG_OK);
+    }
+    wait_sends(recs, N);
+    /* 4 + 4 by count, then 2 after the delay. */
+    static const int sizes[N] = { 4, 4, 4, 4, 4, 4, 4, 4, 2, 2 };
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(recs[i].status, MG_OK);
+        cr_assert_eq(recs[i].order, i);
+        cr_assert_eq(recs[i].id.batch_index, i % 4, "message %d: index %d", i,
+                     recs[i].id.batch_index);
+        cr_assert_eq(recs[i].id.batch_size, sizes[i]);
+        if (i % 4 != 0) {
+            cr_assert_eq(recs[i].id.ledger_id, recs[i - 1].id.ledger_id);
+            cr_assert_eq(recs[i].id.entry_id, recs[i - 1].id.entry_id);
+        } else if (i > 0) {
+            cr_assert_eq(recs[i].id.entry_id, recs[i - 1].id.entry_id + 1);
+        }
+    }
+    wait_exactly(&s, N);
+    for (int i = 0; i < N; i++) {
+        const rmsg *r = &s.msgs[i];
+        char text[32], key[16];
+        snprintf(text, sizeof(text), "batched %d", i);
+        snprintf(key, sizeof(key), "key%d", i % 3);
+        cr_assert_str_eq((char *)r->payload, text);
+        cr_assert(id_eq(&r->id, &recs[i].id));
+        cr_assert_str_eq(r->key, key);
+        cr_assert_eq(r->nprops, 1);
+        cr_assert_str_eq(r->props[0][1], text);
+        cr_assert_eq(r->event_time, 500 + i);
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+/* Payload i of a compression round: compressible text, a stretch of noise, various sizes. */
+static size_t make_payload(uint8_t *dst, size_t i)
+{
+    static const size_t sizes[] = { 0, 1, 100, 5000, 60000, 3 };
+    size_t n = sizes[i % 6];
+    uint32_t x = (uint32_t)(i * 2654435761u + 1);
+    for (size_t j = 0; j < n; j++) {
+        if (j % 97 < 60) {
+            dst[j] = (uint8_t)("the quick brown fox "[j % 20]);
+        } else {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            dst[j] = (uint8_t)x;
+        }
+    }
+    return n;
+}
+
+Test(client, every_codec_round_trips_byte_for_byte)
+{
+    static const char *const names[] = { "none", "lz4", "zlib", "zstd", "snappy" };
+    static uint8_t buf[6][60000];
+    size_t lens[6];
+    for (size_t i = 0; i < 6; i++)
+        lens[i] = make_payload(buf[i], i);
+    for (int codec = PC_COMPRESSION_NONE; codec <= PC_COMPRESSION_SNAPPY; codec++) {
+        for (int batching = 0; batching <= 1; batching++) {
+            char topic[64];
+            snprintf(topic, sizeof(topic), "comp-%s-%d", names[codec], batching);
+            pc_producer *p = producer_open(&(pc_producer_opts){ .topic = topic,
+                                                                .compression = codec,
+                                                                .batching = batching,
+                                                                .batch_max_delay_ms = 20 });
+            sink s;
+            sink_init(&s);
+            consumer_open(&(pc_consumer_opts){ .topic = topic,
+                                               .subscription = "s",
+                                               .initial_position = PC_INITIAL_EARLIEST },
+                          &s);
+            sendrec recs[6] = { 0 };
+            for (size_t i = 0; i < 6; i++) {
+                pc_message m = { .payload = buf[i], .payload_len = lens[i] };
+                cr_assert_eq(pc_send(p, &m, sent_cb, &recs[i]), MG_OK);
+            }
+            wait_sends(recs, 6);
+            for (size_t i = 0; i < 6; i++)
+                cr_assert_eq(recs[i].status, MG_OK, "%s: send %zu: %s", topic, i,
+                             mg_strerror(recs[i].status));
+            if (batching)
+                cr_assert_eq(recs[5].id.batch_size, 6, "%s: one batch of 6", topic);
+            wait_exactly(&s, 6);
+            for (size_t i = 0; i < 6; i++) {
+                cr_assert_eq(s.msgs[i].len, lens[i], "%s: message %zu length", topic, i);
+                cr_assert(memcmp(s.msgs[i].payload, buf[i], lens[i]) == 0, "%s: message %zu bytes",
+                          topic, i);
+            }
+            producer_close_sync(p);
+            consumer_close_sync(&s);
+            sink_free(&s);
+        }
+    }
+    finish();
+}
+
+Test(client, shared_subscription_splits_messages)
+{
+    sink a, b;
+    sink_init(&a);
+    sink_init(&b);
+    a.auto_ack = b.auto_ack = true;
+    consumer_open(&(pc_consumer_opts){ .topic = "shared",
+                                       .subscription = "sh",
+                                       .type = PC_SUB_SHARED,
+                                       .consumer_name = "a",
+                                       .receiver_queue_size = 4 },
+                  &a);
+    consumer_open(&(pc_consumer_opts){ .topic = "shared",
+                                       .subscription = "sh",
+                                       .type = PC_SUB_SHARED,
+                                       .consumer_name = "b",
+                                       .receiver_queue_size = 4 },
+                  &b);
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "shared" });
+    enum { N = 40 };
+    sendrec recs[N];
+    produce_n(p, "shared", N, recs);
+    count_wait wa = { &a, 0 };
+    (void)wa;
+    int64_t deadline = now_ms() + WAIT_MS;
+    while (a.count + b.count < N && now_ms() < deadline)
+        run_for(20);
+    run_for(QUIET_MS);
+    cr_assert_eq(a.count + b.count, N, "a %zu + b %zu", a.count, b.count);
+    cr_assert_gt(a.count, 0);
+    cr_assert_gt(b.count, 0);
+    bool seen[N] = { false };
+    for (int w = 0; w < 2; w++) {
+        const sink *s = w == 0 ? &a : &b;
+        for (size_t i = 0; i < s->count; i++) {
+            int n = -1;
+            cr_assert_eq(sscanf((char *)s->msgs[i].payload, "shared-%d", &n), 1);
+            cr_assert(n >= 0 && n < N && !seen[n], "message %d twice", n);
+            seen[n] = true;
+        }
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&a);
+    consumer_close_sync(&b);
+    sink_free(&a);
+    sink_free(&b);
+    finish();
+}
+
+static bool actives_at_least(void *arg)
+{
+    count_wait *w = arg;
+    return w->s->active_count >= w->want;
+}
+
+Test(client, failover_reports_the_active_consumer)
+{
+    sink a, b;
+    sink_init(&a);
+    sink_init(&b);
+    consumer_open(&(pc_consumer_opts){ .topic = "failover",
+                                       .subscription = "fo",
+                                       .type = PC_SUB_FAILOVER,
+                                       .consumer_name = "a" },
+                  &a);
+    count_wait wa = { &a, 1 };
+    cr_assert(run_until(actives_at_least, &wa, WAIT_MS), "a heard nothing");
+    cr_assert_eq(a.actives[0], 1, "a is active alone");
+    consumer_open(&(pc_consumer_opts){ .topic = "failover",
+                                       .subscription = "fo",
+                                       .type = PC_SUB_FAILOVER,
+                                       .consumer_name = "b" },
+                  &b);
+    count_wait wb = { &b, 1 };
+    cr_assert(run_until(actives_at_least, &wb, WAIT_MS), "b heard nothing");
+    cr_assert_eq(b.actives[b.active_count - 1], 0, "b is not active while a is");
+    cr_assert_eq(a.actives[a.active_count - 1], 1, "a stays active");
+    /* Messages go to a only. */
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "failover" });
+    sendrec recs[5];
+    produce_n(p, "fo", 5, recs);
+    wait_exactly(&a, 5);
+    cr_assert_eq(b.count, 0);
+    /* a leaves: b becomes active and gets what a did not acknowledge. */
+    size_t before = b.active_count;
+    consumer_close_sync(&a);
+    wb.want = before + 1;
+    cr_assert(run_until(actives_at_least, &wb, WAIT_MS), "b was not told");
+    cr_assert_eq(b.actives[b.active_count - 1], 1, "b is active now");
+    wait_count(&b, 5);
+    cr_assert_str_eq((char *)b.msgs[0].payload, "fo-0");
+    producer_close_sync(p);
+    consumer_close_sync(&b);
+    sink_free(&a);
+    sink_free(&b);
+    finish();
+}
+
+Test(client, key_shared_keeps_per_key_order)
+{
+    sink a, b;
+    sink_init(&a);
+    sink_init(&b);
+    a.auto_ack = b.auto_ack = true;
+    consumer_open(
+        &(pc_consumer_opts){
+            .topic = "ks", .subscription = "ks", .type = PC_SUB_KEY_SHARED, .consumer_name = "a" },
+        &a);
+    consumer_open(
+        &(pc_consumer_opts){
+            .topic = "ks", .subscription = "ks", .type = PC_SUB_KEY_SHARED, .consumer_name = "b" },
+        &b);
+    pc_producer *p = producer_open(
+        &(pc_producer_opts){ .topic = "ks", .batching = true, .batch_max_messages = 3 });
+    enum { N = 60, KEYS = 12 };
+    sendrec recs[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        char text[32], key[16];
+        snprintf(key, sizeof(key), "key-%d", i % KEYS);
+        snprintf(text, sizeof(text), "%d %d", i % KEYS, i);
+        cr_assert_eq(send_text(p, text, key, &recs[i]), MG_OK);
+    }
+    wait_sends(recs, N);
+    int64_t deadline = now_ms() + WAIT_MS;
+    while (a.count + b.count < N && now_ms() < deadline)
+        run_for(20);
+    run_for(QUIET_MS);
+    cr_assert_eq(a.count + b.count, N);
+    int owner[KEYS], last[KEYS];
+    for (int k = 0; k < KEYS; k++)
+        owner[k] = -1, last[k] = -1;
+    for (int w = 0; w < 2; w++) {
+        const sink *s = w == 0 ? &a : &b;
+        for (size_t i = 0; i < s->count; i++) {
+            int key = -1, n = -1;
+            cr_assert_eq(sscanf((char *)s->msgs[i].payload, "%d %d", &key, &n), 2);
+            cr_assert(owner[key] == -1 || owner[key] == w, "key %d went to both consumers", key);
+            owner[key] = w;
+            cr_assert_gt(n, last[key], "key %d out of order (%d after %d)", key, n, last[key]);
+            last[key] = n;
+        }
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&a);
+    consumer_close_sync(&b);
+    sink_free(&a);
+    sink_free(&b);
+    finish();
+}
+
+Test(client, individual_acks_survive_a_resubscription)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "acks" });
+    sink s;
+    sink_init(&s);
+    pc_consumer_opts co = { .topic = "acks",
+                            .subscription = "s",
+                            .initial_position = PC_INITIAL_EARLIEST,
+                            .ack_group_ms = 10 };
+    consumer_open(&co, &s);
+    enum { N = 10 };
+    sendrec recs[N];
+    produce_n(p, "ack", N, recs);
+    wait_exactly(&s, N);
+    for (int i = 0; i < N; i += 2)
+        cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
+    run_for(100);
+    consumer_close_sync(&s);
+    sink_reset(&s);
+    consumer_open(&co, &s);
+    wait_exactly(&s, N / 2);
+    for (int i = 0; i < N / 2; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "ack-%d", 2 * i + 1);
+        cr_assert_str_eq((char *)s.msgs[i].payload, text, "redelivered: the unacked ones");
+        cr_assert(id_eq(&s.msgs[i].id, &recs[2 * i + 1].id));
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, batch_index_acks_survive_a_resubscription)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){
+        .topic = "back", .batching = true, .batch_max_messages = 10, .batch_max_delay_ms = 1000 });
+    sink s;
+    sink_init(&s);
+    pc_consumer_opts co = { .topic = "back",
+                            .subscription = "s",
+                            .initial_position = PC_INITIAL_EARLIEST,
+                            .ack_group_ms = 10 };
+    consumer_open(&co, &s);
+    enum { N = 10 };
+    sendrec recs[N];
+    produce_n(p, "b", N, recs);
+    cr_assert_eq(recs[9].id.batch_size, 10);
+    wait_exactly(&s, N);
+    /* Two flushes: 0..2 then 3, 5, 7 — the broker ANDs their sets. */
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
+    run_for(100);
+    for (int i = 3; i < 8; i += 2)
+        cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
+    run_for(100);
+    consumer_close_sync(&s);
+    sink_reset(&s);
+    consumer_open(&co, &s);
+    static const int left[] = { 4, 6, 8, 9 };
+    wait_exactly(&s, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(s.msgs[i].id.batch_index, left[i]);
+        cr_assert_eq(s.msgs[i].id.batch_size, 10);
+    }
+    /* All of them: the entry is gone. */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
+    run_for(100);
+    consumer_close_sync(&s);
+    sink_reset(&s);
+    consumer_open(&co, &s);
+    wait_exactly(&s, 0);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, cumulative_ack_then_resubscription)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "cum" });
+    sink s;
+    sink_init(&s);
+    pc_consumer_opts co = { .topic = "cum",
+                            .subscription = "s",
+                            .initial_position = PC_INITIAL_EARLIEST,
+                            .ack_group_ms = 10 };
+    consumer_open(&co, &s);
+    enum { N = 10 };
+    sendrec recs[N];
+    produce_n(p, "c", N, recs);
+    wait_exactly(&s, N);
+    cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[3].id), MG_OK);
+    cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[5].id), MG_OK);
+    cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[2].id), MG_OK); /* older: no effect */
+    run_for(100);
+    consumer_close_sync(&s);
+    sink_reset(&s);
+    consumer_open(&co, &s);
+    wait_exactly(&s, 4);
+    for (int i = 0; i < 4; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "c-%d", 6 + i);
+        cr_assert_str_eq((char *)s.msgs[i].payload, text);
+    }
+    /* Cumulative acks are for Exclusive and Failover only. */
+    sink sh;
+    sink_init(&sh);
+    consumer_open(&(pc_consumer_opts){ .topic = "cum",
+                                       .subscription = "shared",
+                                       .type = PC_SUB_SHARED,
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &sh);
+    wait_count(&sh, 1);
+    cr_assert_eq(pc_ack_cumulative(sh.k, &sh.msgs[0].id), MG_EINVAL);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    consumer_close_sync(&sh);
+    sink_free(&s);
+    sink_free(&sh);
+    finish();
+}
+
+Test(client, nack_is_redelivered_with_count_one)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "nack" });
+    sink s;
+    sink_init(&s);
+    consumer_open(&(pc_consumer_opts){ .topic = "nack",
+                                       .subscription = "s",
+                                       .type = PC_SUB_SHARED,
+                                       .nack_delay_ms = 100,
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    sendrec recs[3];
+    produce_n(p, "n", 3, recs);
+    wait_exactly(&s, 3);
+    cr_assert_eq(pc_ack(s.k, &s.msgs[0].id), MG_OK);
+    cr_assert_eq(pc_ack(s.k, &s.msgs[2].id), MG_OK);
+    cr_assert_eq(pc_nack(s.k, &s.msgs[1].id), MG_OK);
+    wait_exactly(&s, 4);
+    cr_assert_str_eq((char *)s.msgs[3].payload, "n-1");
+    cr_assert(id_eq(&s.msgs[3].id, &recs[1].id));
+    cr_assert_eq(s.msgs[3].redelivery, 1);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+static void seek_done(int status, void *arg)
+{
+    *(int *)arg = status;
+}
+
+Test(client, seek_to_earliest_and_by_time)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "seek" });
+    sink s;
+    sink_init(&s);
+    s.auto_ack = true;
+    consumer_open(&(pc_consumer_opts){ .topic = "seek",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    sendrec recs[10];
+    produce_n(p, "a", 5, recs);
+    run_for(50);
+    int64_t middle = wall_ms();
+    run_for(50);
+    produce_n(p, "b", 5, recs + 5);
+    wait_exactly(&s, 10);
+    run_for(200); /* the acks reach the broker */
+    sink_reset(&s);
+    int st = 1;
+    cr_assert_eq(pc_seek(s.k, &PC_MESSAGE_ID_EARLIEST, seek_done, &st), MG_OK);
+    cr_assert_eq(pc_seek(s.k, &PC_MESSAGE_ID_EARLIEST, seek_done, &st), MG_EAGAIN);
+    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert_eq(st, MG_OK);
+    wait_exactly(&s, 10);
+    cr_assert_str_eq((char *)s.msgs[0].payload, "a-0");
+    cr_assert_str_eq((char *)s.msgs[9].payload, "b-4");
+    run_for(200);
+    sink_reset(&s);
+    st = 1;
+    cr_assert_eq(pc_seek_time(s.k, middle, seek_done, &st), MG_OK);
+    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert_eq(st, MG_OK);
+    wait_exactly(&s, 5);
+    for (int i = 0; i < 5; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "b-%d", i);
+        cr_assert_str_eq((char *)s.msgs[i].payload, text);
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+/* A reader from start (inclusive or not); returns its sink after the expected count. */
+static void reader_check(const char *topic, pc_message_id start, bool inclusive,
+                         const sendrec *recs, size_t first, size_t n_total)
+{
+    sink s;
+    sink_init(&s);
+    consumer_open(
+        &(pc_consumer_opts){
+            .topic = topic, .reader = true, .start_id = start, .start_inclusive = inclusive },
+        &s);
+    wait_exactly(&s, n_total - first);
+    for (size_t i = 0; i < n_total - first; i++)
+        cr_assert(id_eq(&s.msgs[i].id, &recs[first + i].id),
+                  "reader from %lld:%lld:%d (%s): message %zu", (long long)start.ledger_id,
+                  (long long)start.entry_id, start.batch_index,
+                  inclusive ? "inclusive" : "exclusive", i);
+    consumer_close_sync(&s);
+    sink_free(&s);
+}
+
+Test(client, readers_from_earliest_and_from_ids)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "reader" });
+    sendrec recs[8];
+    produce_n(p, "r", 8, recs);
+    reader_check("reader", PC_MESSAGE_ID_EARLIEST, false, recs, 0, 8);
+    reader_check("reader", recs[3].id, true, recs, 3, 8);
+    reader_check("reader", recs[3].id, false, recs, 4, 8);
+    /* Batch ids: a batch of 5, then readers from inside it. */
+    pc_producer *bp = producer_open(&(pc_producer_opts){ .topic = "breader",
+                                                         .batching = true,
+                                                         .batch_max_messages = 5,
+                                                         .batch_max_delay_ms = 1000 });
+    sendrec brecs[10];
+    produce_n(bp, "br", 10, brecs);
+    cr_assert_eq(brecs[7].id.batch_index, 2);
+    reader_check("breader", brecs[7].id, true, brecs, 7, 10);
+    reader_check("breader", brecs[7].id, false, brecs, 8, 10);
+    reader_check("breader", brecs[2].id, false, brecs, 3, 10);
+    /* A reader at LATEST sees only what comes after it. */
+    sink s;
+    sink_init(&s);
+    consumer_open(
+        &(pc_consumer_opts){ .topic = "reader", .reader = true, .start_id = PC_MESSAGE_ID_LATEST },
+        &s);
+    wait_exactly(&s, 0);
+    sendrec more[2];
+    produce_n(p, "late", 2, more);
+    wait_exactly(&s, 2);
+    cr_assert_str_eq((char *)s.msgs[0].payload, "late-0");
+    consumer_close_sync(&s);
+    sink_free(&s);
+    producer_close_sync(p);
+    producer_close_sync(bp);
+    finish();
+}
+
+typedef struct last_rec {
+    bool done;
+    int status;
+    pc_message_id id;
+} last_rec;
+
+static void got_last(int status, const pc_message_id *id, void *arg)
+{
+    last_rec *l = arg;
+    l->done = true;
+    l->status = status;
+    if (id != NULL)
+        l->id = *id;
+}
+
+Test(client, get_last_message_id)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "last" });
+    sink s;
+    sink_init(&s);
+    consumer_open(&(pc_consumer_opts){ .topic = "last", .subscription = "s" }, &s);
+    sendrec recs[3];
+    produce_n(p, "l", 3, recs);
+    last_rec l = { 0 };
+    cr_assert_eq(pc_get_last_message_id(s.k, got_last, &l), MG_OK);
+    cr_assert(run_until(flag_set, &l.done, WAIT_MS));
+    cr_assert_eq(l.status, MG_OK);
+    cr_assert_eq(l.id.ledger_id, recs[2].id.ledger_id);
+    cr_assert_eq(l.id.entry_id, recs[2].id.entry_id);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, unsubscribe_deletes_the_subscription)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "unsub" });
+    sink s;
+    sink_init(&s);
+    pc_consumer_opts co = { .topic = "unsub",
+                            .subscription = "gone",
+                            .initial_position = PC_INITIAL_EARLIEST };
+    consumer_open(&co, &s);
+    sendrec recs[3];
+    produce_n(p, "u", 3, recs);
+    wait_exactly(&s, 3);
+    int st = 1;
+    cr_assert_eq(pc_unsubscribe(s.k, done_cb, &st), MG_OK);
+    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert_eq(st, MG_OK);
+    /* A subscription of that name starts afresh (at the latest message). */
+    sink_reset(&s);
+    co.initial_position = PC_INITIAL_LATEST;
+    consumer_open(&co, &s);
+    wait_exactly(&s, 0);
+    sendrec more[1];
+    produce_n(p, "after", 1, more);
+    wait_exactly(&s, 1);
+    cr_assert_str_eq((char *)s.msgs[0].payload, "after-0");
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, pending_limit_fails_fast_at_exactly_max)
+{
+    pc_producer *p = producer_open(
+        &(pc_producer_opts){ .topic = "limits", .max_pending_messages = 5, .fail_if_full = true });
+    sendrec recs[6] = { 0 };
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(send_text(p, "x", NULL, &recs[i]), MG_OK, "send %d", i);
+    cr_assert_eq(send_text(p, "x", NULL, &recs[5]), MG_EAGAIN);
+    cr_assert_eq(pc_producer_pending(p), 5);
+    wait_sends(recs, 5);
+    cr_assert(!recs[5].done, "a refused send never calls back");
+    cr_assert_eq(pc_producer_pending(p), 0);
+    cr_assert_eq(send_text(p, "x", NULL, &recs[5]), MG_OK, "room again");
+    wait_sends(recs + 5, 1);
+    producer_close_sync(p);
+
+    /* Blocking: 5 admitted, 5 more held (callbacks delayed, in order), then MG_EAGAIN. */
+    pc_producer *q =
+        producer_open(&(pc_producer_opts){ .topic = "limits", .max_pending_messages = 5 });
+    sendrec held[11] = { 0 };
+    g_send_order = 0;
+    for (int i = 0; i < 10; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "h-%d", i);
+        cr_assert_eq(send_text(q, text, NULL, &held[i]), MG_OK, "send %d", i);
+    }
+    cr_assert_eq(send_text(q, "over", NULL, &held[10]), MG_EAGAIN);
+    cr_assert_eq(pc_producer_pending(q), 10);
+    wait_sends(held, 10);
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(held[i].status, MG_OK);
+        cr_assert_eq(held[i].order, i);
+        if (i > 0)
+            cr_assert_gt(pc_message_id_cmp(&held[i].id, &held[i - 1].id), 0);
+    }
+    /* A payload larger than the broker's max_message_size is refused. */
+    size_t big_len = 6u * 1024 * 1024;
+    void *big = calloc(1, big_len);
+    cr_assert_not_null(big);
+    pc_message m = { .payload = big, .payload_len = big_len };
+    cr_assert_eq(pc_send(q, &m, sent_cb, &held[10]), MG_EINVAL);
+    free(big);
+    producer_close_sync(q);
+    finish();
+}
+
+Test(client, pause_holds_messages_until_resume)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "pause" });
+    sink s;
+    sink_init(&s);
+    consumer_open(
+        &(pc_consumer_opts){ .topic = "pause", .subscription = "s", .receiver_queue_size = 10 },
+        &s);
+    pc_consumer_pause(s.k);
+    sendrec recs[20];
+    produce_n(p, "p", 20, recs);
+    run_for(QUIET_MS);
+    cr_assert_eq(s.count, 0, "nothing while paused");
+    pc_consumer_resume(s.k);
+    cr_assert_eq(s.count, 0, "resume hands messages out from the loop, not inside the call");
+    wait_exactly(&s, 20);
+    for (int i = 0; i < 20; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "p-%d", i);
+        cr_assert_str_eq((char *)s.msgs[i].payload, text);
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, refusals_carry_the_broker_text)
+{
+    pc_producer *p =
+        producer_open(&(pc_producer_opts){ .topic = "busy", .access_mode = PC_ACCESS_EXCLUSIVE });
+    created c = { 0 };
+    cr_assert_eq(
+        pc_producer_create(g_client, &(pc_producer_opts){ .topic = "busy" }, producer_created, &c),
+        MG_OK);
+    cr_assert(run_until(flag_set, &c.done, WAIT_MS));
+    cr_assert_eq(c.status, MG_EPERM);
+    cr_assert_null(c.obj);
+    cr_assert_neq(pc_last_error(g_client)[0], '\0');
+    sink a, b;
+    sink_init(&a);
+    sink_init(&b);
+    consumer_open(&(pc_consumer_opts){ .topic = "busy", .subscription = "x" }, &a);
+    cr_assert_eq(consumer_try(&(pc_consumer_opts){ .topic = "busy", .subscription = "x" }, &b),
+                 MG_EPERM);
+    cr_assert(strstr(pc_last_error(g_client), "xclusive") != NULL, "text: %s",
+              pc_last_error(g_client));
+    cr_assert_eq(
+        pc_producer_create(g_client, &(pc_producer_opts){ .topic = "a//b" }, producer_created, &c),
+        MG_EINVAL);
+    producer_close_sync(p);
+    consumer_close_sync(&a);
+    sink_free(&a);
+    sink_free(&b);
+    finish();
+}
+
+Test(client, partitioned_topic_routes_and_collects)
+{
+    cr_assert_eq(http_request("PUT", "/admin/v2/persistent/public/default/parts/partitions", "3"),
+                 204);
+    sink s;
+    sink_init(&s);
+    s.auto_ack = true;
+    consumer_open(&(pc_consumer_opts){ .topic = "parts",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "parts" });
+    enum { N = 30 };
+    sendrec recs[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        char text[16], key[16];
+        snprintf(text, sizeof(text), "%d", i);
+        snprintf(key, sizeof(key), "k%d", i % 5);
+        cr_assert_eq(send_text(p, text, i < 15 ? key : NULL, &recs[i]), MG_OK);
+    }
+    wait_sends(recs, N);
+    int used[3] = { 0 };
+    int key_part[5] = { -1, -1, -1, -1, -1 };
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(recs[i].status, MG_OK);
+        cr_assert(recs[i].id.partition >= 0 && recs[i].id.partition < 3);
+        used[recs[i].id.partition]++;
+        if (i < 15) {
+            int k = i % 5;
+            cr_assert(key_part[k] == -1 || key_part[k] == recs[i].id.partition,
+                      "a key goes to one partition");
+            key_part[k] = recs[i].id.partition;
+        }
+    }
+    cr_assert(used[0] > 0 && used[1] > 0 && used[2] > 0, "round robin spreads keyless sends");
+    wait_exactly(&s, N);
+    bool seen[N] = { false };
+    for (int i = 0; i < N; i++) {
+        int n = atoi((char *)s.msgs[i].payload);
+        cr_assert(!seen[n]);
+        seen[n] = true;
+        cr_assert(id_eq(&s.msgs[i].id, &recs[n].id));
+        char want[128];
+        snprintf(want, sizeof(want), "persistent://public/default/parts-partition-%d",
+                 recs[n].id.partition);
+        cr_assert_str_eq(s.msgs[i].topic, want);
+    }
+    last_rec l = { 0 };
+    cr_assert_eq(pc_get_last_message_id(s.k, got_last, &l), MG_ENOTSUP);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, client_close_fails_pending_sends)
+{
+    pc_producer *p = producer_open(
+        &(pc_producer_opts){ .topic = "closing", .batching = true, .batch_max_delay_ms = 5000 });
+    sendrec recs[3] = { 0 };
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(send_text(p, "pending", NULL, &recs[i]), MG_OK);
+    bool closed = false;
+    pc_client_close(g_client, closed_cb, &closed);
+    cr_assert(!recs[0].done, "nothing is called back inside pc_client_close");
+    cr_assert(run_until(flag_set, &closed, WAIT_MS));
+    for (int i = 0; i < 3; i++) {
+        cr_assert(recs[i].done);
+        cr_assert_eq(recs[i].status, MG_ECLOSED);
+        cr_assert_eq(recs[i].order, i);
+    }
+    g_client = NULL;
+    uv_run(&g_loop, UV_RUN_NOWAIT);
+    cr_assert_eq(uv_loop_close(&g_loop), 0);
+    g_loop_open = false;
+    sa_stop();
+    g_passed = true;
+}
+
+Test(client, broker_restart_resends_and_resumes)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "restart" });
+    sink s;
+    sink_init(&s);
+    s.auto_ack = true;
+    consumer_open(&(pc_consumer_opts){ .topic = "restart",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST,
+                                       .ack_group_ms = 10 },
+                  &s);
+    sendrec recs[10] = { 0 };
+    produce_n(p, "before", 5, recs);
+    wait_exactly(&s, 5);
+    run_for(200); /* the acks reach the broker */
+    sa_stop();
+    /* While the broker is down: sends wait (pending), nothing fails. */
+    for (int i = 5; i < 10; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "after-%d", i - 5);
+        cr_assert_eq(send_text(p, text, NULL, &recs[i]), MG_OK);
+    }
+    run_for(500);
+    for (int i = 5; i < 10; i++)
+        cr_assert(!recs[i].done, "send %d completed while the broker was down (%s)", i,
+                  mg_strerror(recs[i].status));
+    cr_assert_eq(pc_producer_pending(p), 5);
+    sa_start();
+    all_done a = { recs + 5, 5 };
+    cr_assert(run_until(sends_done, &a, 30000), "sends not completed after the restart");
+    for (int i = 5; i < 10; i++) {
+        cr_assert_eq(recs[i].status, MG_OK, "send %d: %s", i, mg_strerror(recs[i].status));
+        cr_assert_eq(recs[i].order, i);
+    }
+    count_wait w = { &s, 10 };
+    cr_assert(run_until(count_reached, &w, 30000), "the consumer got %zu of 10", s.count);
+    run_for(QUIET_MS);
+    cr_assert_eq(s.count, 10, "no redelivery of what was acknowledged");
+    for (int i = 5; i < 10; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "after-%d", i - 5);
+        cr_assert_str_eq((char *)s.msgs[i].payload, text);
+    }
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, sends_time_out_while_the_broker_is_away)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){
+        .topic = "timeout", .send_timeout_ms = 300, .max_pending_messages = 2 });
+    sendrec ok[1];
+    produce_n(p, "t", 1, ok);
+    sa_stop();
+    sendrec recs[4] = { 0 };
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(send_text(p, "lost", NULL, &recs[i]), MG_OK); /* 2 pending, 2 held */
+    int64_t t0 = now_ms();
+    wait_sends(recs, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(recs[i].status, MG_ETIMEDOUT, "send %d: %s", i, mg_strerror(recs[i].status));
+        cr_assert_eq(recs[i].order, 1 + i);
+    }
+    cr_assert_geq(now_ms() - t0, 250, "not before the send timeout");
+    cr_assert_eq(pc_producer_pending(p), 0);
+    /* The producer keeps trying to reconnect; closing it while the broker is away still ends. */
+    producer_close_sync(p);
+    client_close();
+    g_passed = true;
+}
+
+Test(client, terminated_topic_ends_consumers_and_fails_producers)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "term" });
+    sink s;
+    sink_init(&s);
+    s.auto_ack = true;
+    consumer_open(&(pc_consumer_opts){ .topic = "term",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    sendrec recs[3];
+    produce_n(p, "x", 3, recs);
+    wait_exactly(&s, 3);
+    cr_assert_eq(http_request("POST", "/admin/v2/persistent/public/default/term/terminate", ""),
+                 200);
+    cr_assert(run_until(flag_set, &s.ended, WAIT_MS), "the consumer was not told of the end");
+    /* The producer learns it when it comes back: its send fails, and so do later ones. */
+    sendrec late = { 0 };
+    int rc = send_text(p, "late", NULL, &late);
+    if (rc == MG_OK) {
+        wait_sends(&late, 1);
+        rc = late.status;
+    }
+    cr_assert_eq(rc, MG_EPERM, "a send to a terminated topic: %s", mg_strerror(rc));
+    sendrec later = { 0 };
+    int64_t deadline = now_ms() + WAIT_MS;
+    while ((rc = send_text(p, "later", NULL, &later)) == MG_OK && now_ms() < deadline) {
+        wait_sends(&later, 1);
+        cr_assert_eq(later.status, MG_EPERM);
+        later.done = false;
+    }
+    cr_assert_eq(rc, MG_EPERM);
+    cr_assert_neq(pc_last_error(g_client)[0], '\0');
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
+
+Test(client, redeliver_unacked_sends_everything_again)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "redeliver" });
+    sink s;
+    sink_init(&s);
+    consumer_open(&(pc_consumer_opts){ .topic = "redeliver",
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  &s);
+    sendrec recs[3];
+    produce_n(p, "r", 3, recs);
+    wait_exactly(&s, 3);
+    cr_assert_eq(pc_ack(s.k, &s.msgs[0].id), MG_OK);
+    run_for(200); /* the ack reaches the broker first */
+    cr_assert_eq(pc_redeliver_unacked(s.k), MG_OK);
+    wait_exactly(&s, 5);
+    cr_assert_str_eq((char *)s.msgs[3].payload, "r-1");
+    cr_assert_str_eq((char *)s.msgs[4].payload, "r-2");
+    cr_assert_eq(s.msgs[3].redelivery, 1);
+    cr_assert_eq(s.msgs[4].redelivery, 1);
+    producer_close_sync(p);
+    consumer_close_sync(&s);
+    sink_free(&s);
+    finish();
+}
