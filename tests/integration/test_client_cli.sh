@@ -54,6 +54,32 @@ out=$(timeout 30 "$MG" client consume cli -u "$URL" -s s2 -p Earliest -n 4 --tim
 t_check "a new subscription at Earliest gets all 4" \
   test "$rc" = 0 -a "$(grep -c 'got message' <<<"$out")" = 4
 
+# --- interoperability with pulsar-flex (an unmodified third-party client), both ways
+FLEX=$(cd "$(dirname "$0")/../pulsar-flex" && pwd)
+if [ -f "$FLEX/node_modules/pulsar-flex/package.json" ]; then
+  timeout 60 node "$FLEX/consume.js" --url "$URL" --topic interop1 --subscription f --type Exclusive \
+    --count 3 --timeout-ms 20000 >"$T_TMP/f1.out" 2>"$T_TMP/f1.err" &
+  fpid=$!
+  t_wait_for "$T_TMP/f1.err" 'subscribed' 20
+  out=$(timeout 30 "$MG" client produce interop1 -u "$URL" -m c1,c2,c3 -p from=c); rc=$?
+  t_wait_exit "$fpid" 30
+  t_check "C client produces, pulsar-flex consumes all 3 in order with properties" \
+    test "$rc" = 0 -a "$T_STATUS" = 0 \
+    -a "$(grep -o '"payload":"c[0-9]"' "$T_TMP/f1.out" | tr -d '\n')" = '"payload":"c1""payload":"c2""payload":"c3"' \
+    -a "$(grep -c '"from":"c"' "$T_TMP/f1.out")" = 3
+  timeout 30 "$MG" client consume interop2 -u "$URL" -s c -n 3 --timeout 20s >"$T_TMP/c2.out" 2>&1 &
+  cpid=$!
+  sleep 1
+  timeout 60 node "$FLEX/produce.js" --url "$URL" --topic interop2 --count 3 --prefix f \
+    --properties from=flex --quiet >/dev/null 2>&1
+  t_wait_exit "$cpid" 30
+  t_check "pulsar-flex produces, the C client consumes all 3 in order with properties" \
+    test "$T_STATUS" = 0 -a "$(grep -o 'content:f-[0-9]' "$T_TMP/c2.out" | tr -d '\n')" = 'content:f-1content:f-2content:f-3' \
+    -a "$(grep -c 'properties:\[from=flex\]' "$T_TMP/c2.out")" = 3
+else
+  t_fail "pulsar-flex is installed in tests/pulsar-flex/node_modules (run scripts/setup-node.sh)"
+fi
+
 # --- magnetar perf produce / consume
 out=$("$MG" perf produce --help); rc=$?
 t_check "perf produce --help documents pulsar-perf's flags" \
