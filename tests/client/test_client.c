@@ -1598,3 +1598,44 @@ Test(client, redeliver_unacked_sends_everything_again)
     sink_free(&s);
     finish();
 }
+
+/* A slow broker (stopped with SIGSTOP, so its socket accepts and nothing answers): the producer
+ * admits max_pending_messages plus as many held ones and then refuses with MG_EAGAIN, so the
+ * client's memory stays bounded whatever the application does; once the broker runs again every
+ * admitted message completes, in order. */
+Test(client, slow_broker_bounds_the_pending_queue)
+{
+    pc_producer *p = producer_open(&(pc_producer_opts){
+        .topic = "slow", .max_pending_messages = 50, .send_timeout_ms = 60000 });
+    cr_assert_eq(kill(g_pid, SIGSTOP), 0);
+    enum { TRIES = 1000 };
+    static sendrec recs[TRIES];
+    memset(recs, 0, sizeof(recs));
+    g_send_order = 0;
+    int admitted = 0, refused = 0;
+    for (int i = 0; i < TRIES; i++) {
+        int rc = send_text(p, "while the broker sleeps", NULL, &recs[admitted]);
+        if (rc == MG_OK)
+            admitted++;
+        else {
+            cr_assert_eq(rc, MG_EAGAIN, "send %d: %s", i, mg_strerror(rc));
+            refused++;
+        }
+        if (i % 100 == 0)
+            run_for(5); /* let the client write what it can to the sleeping broker */
+    }
+    cr_assert_eq(admitted, 100, "50 pending + 50 held, then refused (admitted %d)", admitted);
+    cr_assert_eq(refused, TRIES - 100);
+    cr_assert_eq(pc_producer_pending(p), 100);
+    for (int i = 0; i < admitted; i++)
+        cr_assert(!recs[i].done, "nothing completes while the broker is stopped (%d)", i);
+    cr_assert_eq(kill(g_pid, SIGCONT), 0);
+    wait_sends(recs, (size_t)admitted);
+    for (int i = 0; i < admitted; i++) {
+        cr_assert_eq(recs[i].status, MG_OK, "send %d: %s", i, mg_strerror(recs[i].status));
+        cr_assert_eq(recs[i].order, i);
+    }
+    cr_assert_eq(pc_producer_pending(p), 0);
+    producer_close_sync(p);
+    finish();
+}
