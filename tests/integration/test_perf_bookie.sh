@@ -10,8 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # The dispatcher.
 out=$("$MG" perf --help); rc=$?
 t_check "perf --help exits 0 and lists bookie" test "$rc" = 0 -a -n "$(grep -w bookie <<<"$out")"
-err=$("$MG" perf produce 2>&1); rc=$?
-t_check "perf produce: exits 1, not built yet" test "$rc" = 1 -a -n "$(grep 'this workload is not built yet' <<<"$err")"
+err=$("$MG" perf catchup 2>&1); rc=$?
+t_check "perf catchup: exits 1, not built yet" test "$rc" = 1 -a -n "$(grep 'this workload is not built yet' <<<"$err")"
 err=$("$MG" perf frob 2>&1); rc=$?
 t_check "unknown workload exits 2 and names it" test "$rc" = 2 -a -n "$(grep "unknown workload 'frob'" <<<"$err")"
 out=$("$MG" perf bookie --help); rc=$?
