@@ -19,10 +19,12 @@
 #include "bookie/storage.h"
 #include "broker/broker.h"
 #include "common/http.h"
+#include "common/limits.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -65,6 +67,44 @@ typedef struct mg_node_broker_opts {
     int ensemble_size, write_quorum, ack_quorum;
     const char *cluster;
 } mg_node_broker_opts;
+
+/* Options shared by the commands that run a broker (standalone, broker), for their mg_opt
+ * tables: the same names, defaults, bounds and help everywhere. */
+#define MG_NODE_OPT_BIND_ADDRESS(opts_type, field)                                           \
+    {                                                                                        \
+        .name = "bind-address", .type = MG_OPT_STRING, .offset = offsetof(opts_type, field), \
+        .default_value = "0.0.0.0", .metavar = "ADDR",                                       \
+        .help = "IPv4 address the servers listen on",                                        \
+    }
+#define MG_NODE_OPT_ADVERTISED_ADDRESS(opts_type, field)                                           \
+    {                                                                                              \
+        .name = "advertised-address", .type = MG_OPT_STRING, .offset = offsetof(opts_type, field), \
+        .default_value = "127.0.0.1", .metavar = "ADDR",                                           \
+        .help = "address clients and other brokers are told to connect to (lookups, "              \
+                "/brokers, /bookies)",                                                             \
+    }
+#define MG_NODE_OPT_HTTP_PORT(opts_type, field)                                            \
+    {                                                                                      \
+        .name = "http-port", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),     \
+        .default_value = "8080", .metavar = "PORT",                                        \
+        .help = "port of the admin REST API and /metrics (0 picks a free port)", .min = 0, \
+        .max = 65535,                                                                      \
+    }
+#define MG_NODE_OPT_MAX_MESSAGE_SIZE(opts_type, field)                                             \
+    {                                                                                              \
+        .name = "max-message-size", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),      \
+        .default_value = "5242880", .metavar = "BYTES",                                            \
+        .help = "largest message (batch) a producer may send, advertised to clients", .min = 1024, \
+        .max = BR_MESSAGE_BYTES_MAX,                                                               \
+    }
+#define MG_NODE_OPT_KEEPALIVE_S(opts_type, field)                                             \
+    {                                                                                         \
+        .name = "keepalive-s", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),      \
+        .default_value = "30", .metavar = "S",                                                \
+        .help = "seconds a client connection may stay silent before the broker PINGs it; no " \
+                "answer within as long again closes it",                                      \
+        .min = 1, .max = 3600,                                                                \
+    }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */
 int mg_node_init(mg_node *n);
