@@ -314,6 +314,10 @@ void pc__part_fini(pc__part *p);
 /* Starts the first lookup; created() runs later (never inside this call). */
 void pc__part_start(pc__part *p);
 /* The registration succeeded: READY, backoff reset, created(MG_OK) the first time. */
+/* The topic of part i of a handle on topic with `partitions` partitions (0: not partitioned):
+ * topic itself, or its "-partition-i" name written into *scratch. MG_EINVAL (bad name). */
+int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_name *scratch,
+                   const char **out);
 void pc__part_ready(pc__part *p);
 /* The registration failed or the part must reconnect: detach, then retry after the backoff
  * or, before the first READY only, end (not retriable, or past the creation deadline).

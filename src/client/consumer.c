@@ -1036,25 +1036,19 @@ static int consumer_make_parts(pc_consumer *k, uint32_t partitions)
     k->parts = mg_calloc(n, sizeof(*k->parts));
     if (k->parts == NULL)
         return MG_ENOMEM;
-    br_topic_name base;
-    if (partitions > 0)
-        MG_TRY(br_topic_name_parse(k->topic, &base, NULL, 0));
     for (uint32_t i = 0; i < n; i++) {
         pc__cons *kc = mg_calloc(1, sizeof(*kc));
         if (kc == NULL)
             return MG_ENOMEM;
         br_topic_name tn;
-        const char *topic = k->topic;
-        if (partitions > 0) {
-            int rc = br_topic_partition_name(&base, (int)i, &tn);
-            if (rc != MG_OK) {
-                mg_free(kc);
-                return rc;
-            }
-            topic = tn.full;
+        const char *topic;
+        int rc = pc__part_topic(k->topic, partitions, i, &tn, &topic);
+        if (rc != MG_OK) {
+            mg_free(kc);
+            return rc;
         }
-        int rc = pc__part_init(&kc->base, k->c, PC__KIND_CONSUMER, &cons_ops, topic,
-                               partitions > 0 ? (int32_t)i : -1);
+        rc = pc__part_init(&kc->base, k->c, PC__KIND_CONSUMER, &cons_ops, topic,
+                           partitions > 0 ? (int32_t)i : -1);
         if (rc != MG_OK) {
             mg_free(kc);
             return rc;

@@ -332,6 +332,20 @@ static void part_lookup_done(pc__lookup *l, int status, bool fatal)
     part_on_conn(p, conn);
 }
 
+int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_name *scratch,
+                   const char **out)
+{
+    if (partitions == 0) {
+        *out = topic;
+        return MG_OK;
+    }
+    br_topic_name base;
+    MG_TRY(br_topic_name_parse(topic, &base, NULL, 0));
+    MG_TRY(br_topic_partition_name(&base, (int)i, scratch));
+    *out = scratch->full;
+    return MG_OK;
+}
+
 void pc__part_ready(pc__part *p)
 {
     p->state = PC__PART_READY;

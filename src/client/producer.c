@@ -859,25 +859,19 @@ static int producer_make_parts(pc_producer *p, uint32_t partitions)
     p->parts = mg_calloc(n, sizeof(*p->parts));
     if (p->parts == NULL)
         return MG_ENOMEM;
-    br_topic_name base;
-    if (partitions > 0)
-        MG_TRY(br_topic_name_parse(p->topic, &base, NULL, 0));
     for (uint32_t i = 0; i < n; i++) {
         pc__prod *pp = mg_calloc(1, sizeof(*pp));
         if (pp == NULL)
             return MG_ENOMEM;
         br_topic_name tn;
-        const char *topic = p->topic;
-        if (partitions > 0) {
-            int rc = br_topic_partition_name(&base, (int)i, &tn);
-            if (rc != MG_OK) {
-                mg_free(pp);
-                return rc;
-            }
-            topic = tn.full;
+        const char *topic;
+        int rc = pc__part_topic(p->topic, partitions, i, &tn, &topic);
+        if (rc != MG_OK) {
+            mg_free(pp);
+            return rc;
         }
-        int rc = pc__part_init(&pp->base, p->c, PC__KIND_PRODUCER, &prod_ops, topic,
-                               partitions > 0 ? (int32_t)i : -1);
+        rc = pc__part_init(&pp->base, p->c, PC__KIND_PRODUCER, &prod_ops, topic,
+                           partitions > 0 ? (int32_t)i : -1);
         if (rc != MG_OK) {
             mg_free(pp);
             return rc;
