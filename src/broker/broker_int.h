@@ -216,6 +216,9 @@ void br_conn_send_cmd(br_conn *c, const Magnetar__Pulsar__BaseCommand *cmd);
 void br_conn_send_error(br_conn *c, uint64_t request_id, Magnetar__Pulsar__ServerError err,
                         const char *message);
 void br_conn_send_success(br_conn *c, uint64_t request_id);
+/* Whether the connection already holds BR_CONN_HANDLES_MAX producers (or consumers); if so it
+ * answers the request with TooManyRequests itself. */
+bool br_conn_handles_full(br_conn *c, uint64_t request_id, bool producers);
 /* Queues slices (a MESSAGE head and an entry) without flushing; br_conn_flush after a batch. */
 int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count);
 void br_conn_flush(br_conn *c);

@@ -198,6 +198,20 @@ void br_conn_send_error(br_conn *c, uint64_t request_id, Magnetar__Pulsar__Serve
     br_conn_send_cmd(c, &cmd);
 }
 
+bool br_conn_handles_full(br_conn *c, uint64_t request_id, bool producers)
+{
+    const br_link *head = producers ? &c->producers : &c->consumers;
+    size_t n = 0;
+    for (const br_link *l = head->next; l != head && n < BR_CONN_HANDLES_MAX; l = l->next)
+        n++;
+    if (n < BR_CONN_HANDLES_MAX)
+        return false;
+    br_conn_send_error(c, request_id, MAGNETAR__PULSAR__SERVER_ERROR__TooManyRequests,
+                       producers ? "too many producers on this connection"
+                                 : "too many consumers on this connection");
+    return true;
+}
+
 void br_conn_send_success(br_conn *c, uint64_t request_id)
 {
     Magnetar__Pulsar__CommandSuccess s = MAGNETAR__PULSAR__COMMAND_SUCCESS__INIT;

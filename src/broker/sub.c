@@ -1090,14 +1090,8 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
         br_conn_send_error(c, cmd->request_id, ERR(NotAllowedError), "unknown subscription type");
         return;
     }
-    size_t n = 0;
-    for (br_link *l = c->consumers.next; l != &c->consumers; l = l->next)
-        n++;
-    if (n >= BR_CONN_HANDLES_MAX) {
-        br_conn_send_error(c, cmd->request_id, ERR(TooManyRequests),
-                           "too many consumers on this connection");
+    if (br_conn_handles_full(c, cmd->request_id, false))
         return;
-    }
     br_consumer *k = mg_calloc(1, sizeof(*k));
     subscribe_req *r = mg_calloc(1, sizeof(*r));
     if (k == NULL || r == NULL) {

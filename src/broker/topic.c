@@ -628,14 +628,8 @@ void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd
                            "producer access mode not supported (Shared and Exclusive are)");
         return;
     }
-    size_t n = 0;
-    for (br_link *l = c->producers.next; l != &c->producers; l = l->next)
-        n++;
-    if (n >= BR_CONN_HANDLES_MAX) {
-        br_conn_send_error(c, cmd->request_id, ERR(TooManyRequests),
-                           "too many producers on this connection");
+    if (br_conn_handles_full(c, cmd->request_id, true))
         return;
-    }
     br_producer *p = mg_calloc(1, sizeof(*p));
     producer_req *r = mg_calloc(1, sizeof(*r));
     if (p == NULL || r == NULL) {
