@@ -320,6 +320,8 @@ typedef struct pp_run {
     bool stopping;
     int status; /* first fatal error */
     uint64_t start_ns, end_ns, interval_start_ns;
+    /* producers (produce) or consumers (consume): how many, up, and closed */
+    size_t handle_count, handles_ready, handles_closed;
     /* counters */
     uint64_t msgs, bytes, errors;
     uint64_t interval_msgs, interval_bytes;
@@ -327,14 +329,12 @@ typedef struct pp_run {
     /* produce */
     const perf_produce_opts *po;
     pc_producer *producers[PP_TOPICS_MAX * PP_PRODUCERS_MAX];
-    size_t producer_count, producers_ready, producers_closed;
     uint64_t sent; /* pc_send accepted */
     uint8_t *payload;
     size_t next_producer;
     /* consume */
     const perf_consume_opts *co;
     pc_consumer *consumers[PP_TOPICS_MAX * PP_PRODUCERS_MAX];
-    size_t consumer_count, consumers_ready, consumers_closed;
     int64_t limit_msgs;
     int64_t duration_ms;
 } pp_run;
@@ -405,8 +405,7 @@ static void client_closed(void *arg)
 
 static void maybe_close_client(pp_run *r)
 {
-    if (r->client != NULL && r->producers_closed == r->producer_count &&
-        r->consumers_closed == r->consumer_count)
+    if (r->client != NULL && r->handles_closed == r->handle_count)
         pc_client_close(r->client, client_closed, r);
 }
 
@@ -414,10 +413,7 @@ static void one_closed(int status, void *arg)
 {
     pp_run *r = arg;
     (void)status;
-    if (r->producing)
-        r->producers_closed++;
-    else
-        r->consumers_closed++;
+    r->handles_closed++;
     maybe_close_client(r);
 }
 
@@ -431,11 +427,7 @@ static void stop(pp_run *r, int status)
     r->end_ns = now_ns();
     uv_timer_stop(&r->tick);
     uv_timer_stop(&r->stats);
-    size_t n = r->producing ? r->producer_count : r->consumer_count;
-    size_t ready = r->producing ? r->producers_ready : r->consumers_ready;
-    if (ready < n) {
-        /* Some never came up: their creation callbacks count them as closed. */
-    }
+    size_t n = r->handles_ready; /* those never up count themselves as closed */
     for (size_t i = 0; i < n; i++) {
         if (r->producing && r->producers[i] != NULL)
             pc_producer_close(r->producers[i], one_closed, r);
@@ -481,7 +473,7 @@ static void sent(int status, const pc_message_id *id, void *arg)
 static void on_tick_produce(uv_timer_t *t)
 {
     pp_run *r = t->data;
-    if (r->stopping || r->producers_ready < r->producer_count)
+    if (r->stopping || r->handles_ready < r->handle_count)
         return;
     uint64_t now = now_ns();
     if (r->duration_ms > 0 && now - r->start_ns >= (uint64_t)r->duration_ms * 1000000ull) {
@@ -496,19 +488,18 @@ static void on_tick_produce(uv_timer_t *t)
     if (r->po->num_messages > 0 && target > (uint64_t)r->po->num_messages)
         target = (uint64_t)r->po->num_messages;
     /* Bounded per tick: at most every producer's outstanding limit. */
-    uint64_t budget = (uint64_t)r->po->max_outstanding * r->producer_count;
+    uint64_t budget = (uint64_t)r->po->max_outstanding * r->handle_count;
     while (r->sent < target && budget-- > 0) {
         pc_producer *p = r->producers[r->next_producer];
         if (pc_producer_pending(p) >= (size_t)r->po->max_outstanding) {
             /* This producer is full: try the others once, else wait for the next tick. */
             size_t tried = 0;
-            while (tried < r->producer_count &&
-                   pc_producer_pending(r->producers[r->next_producer]) >=
-                       (size_t)r->po->max_outstanding) {
-                r->next_producer = (r->next_producer + 1) % r->producer_count;
+            while (tried < r->handle_count && pc_producer_pending(r->producers[r->next_producer]) >=
+                                                  (size_t)r->po->max_outstanding) {
+                r->next_producer = (r->next_producer + 1) % r->handle_count;
                 tried++;
             }
-            if (tried == r->producer_count)
+            if (tried == r->handle_count)
                 break;
             p = r->producers[r->next_producer];
         }
@@ -532,33 +523,45 @@ static void on_tick_produce(uv_timer_t *t)
             return;
         }
         r->sent++;
-        r->next_producer = (r->next_producer + 1) % r->producer_count;
+        r->next_producer = (r->next_producer + 1) % r->handle_count;
     }
+}
+
+/* A producer or consumer is up (true: keep it), or failed (the run stops). When all are up the
+ * run starts: the pacing or deadline tick every tick_ms, the progress line every interval. */
+static bool handle_created(pp_run *r, int status, const char *what)
+{
+    if (status != MG_OK) {
+        MG_ERROR("perf: cannot create a %s: %s (%s)", what, mg_strerror(status),
+                 r->client ? pc_last_error(r->client) : "");
+        r->handles_closed++;
+        stop(r, status);
+        return false;
+    }
+    r->handles_ready++;
+    return true;
+}
+
+static void maybe_start(pp_run *r, uv_timer_cb tick, uint64_t tick_ms, int64_t interval_ms)
+{
+    if (r->stopping || r->handles_ready < r->handle_count)
+        return;
+    MG_INFO("perf: %zu %s ready", r->handle_count, r->producing ? "producers" : "consumers");
+    r->start_ns = r->interval_start_ns = now_ns();
+    uv_timer_start(&r->tick, tick, r->producing ? 0 : tick_ms, tick_ms);
+    uv_timer_start(&r->stats, on_stats, (uint64_t)interval_ms, (uint64_t)interval_ms);
 }
 
 static void producer_created(int status, pc_producer *p, void *arg)
 {
     pp_run *r = arg;
-    if (status != MG_OK) {
-        MG_ERROR("perf produce: cannot create a producer: %s (%s)", mg_strerror(status),
-                 r->client ? pc_last_error(r->client) : "");
-        r->producers_closed++;
-        stop(r, status);
+    if (!handle_created(r, status, "producer"))
         return;
-    }
-    size_t i = r->producers_ready++;
-    r->producers[i] = p;
-    if (r->stopping) {
+    r->producers[r->handles_ready - 1] = p;
+    if (r->stopping)
         pc_producer_close(p, one_closed, r);
-        return;
-    }
-    if (r->producers_ready == r->producer_count) {
-        MG_INFO("perf produce: %zu producers ready", r->producer_count);
-        r->start_ns = r->interval_start_ns = now_ns();
-        uv_timer_start(&r->tick, on_tick_produce, 0, PP_TICK_MS);
-        uv_timer_start(&r->stats, on_stats, (uint64_t)r->po->interval_ms,
-                       (uint64_t)r->po->interval_ms);
-    }
+    else
+        maybe_start(r, on_tick_produce, PP_TICK_MS, r->po->interval_ms);
 }
 
 /* --- consume ---------------------------------------------------------------------------------- */
@@ -584,26 +587,13 @@ static void on_tick_consume(uv_timer_t *t)
 static void consumer_created(int status, pc_consumer *k, void *arg)
 {
     pp_run *r = arg;
-    if (status != MG_OK) {
-        MG_ERROR("perf consume: cannot subscribe: %s (%s)", mg_strerror(status),
-                 r->client ? pc_last_error(r->client) : "");
-        r->consumers_closed++;
-        stop(r, status);
+    if (!handle_created(r, status, "consumer"))
         return;
-    }
-    size_t i = r->consumers_ready++;
-    r->consumers[i] = k;
-    if (r->stopping) {
+    r->consumers[r->handles_ready - 1] = k;
+    if (r->stopping)
         pc_consumer_close(k, one_closed, r);
-        return;
-    }
-    if (r->consumers_ready == r->consumer_count) {
-        MG_INFO("perf consume: %zu consumers ready", r->consumer_count);
-        r->start_ns = r->interval_start_ns = now_ns();
-        uv_timer_start(&r->tick, on_tick_consume, 100, 100);
-        uv_timer_start(&r->stats, on_stats, (uint64_t)r->co->interval_ms,
-                       (uint64_t)r->co->interval_ms);
-    }
+    else
+        maybe_start(r, on_tick_consume, 100, r->co->interval_ms);
 }
 
 /* --- summary
@@ -729,7 +719,7 @@ int mg_perf_produce(int argc, char **argv)
         goto out;
     for (int64_t i = 0; i < o.size_bytes; i++)
         r->payload[i] = (uint8_t)('a' + (i * 7) % 26); /* compressible like text */
-    r->producer_count = (size_t)res.positional_count * (size_t)o.producers;
+    r->handle_count = (size_t)res.positional_count * (size_t)o.producers;
     for (int t = 0; t < res.positional_count; t++) {
         for (int64_t i = 0; i < o.producers; i++) {
             pc_producer_opts po = {
@@ -746,7 +736,7 @@ int mg_perf_produce(int argc, char **argv)
             if (rc != MG_OK) {
                 fprintf(stderr, "magnetar perf produce: %s: %s\n", res.positional[t],
                         mg_strerror(rc));
-                r->producers_closed++;
+                r->handles_closed++;
                 stop(r, rc);
             }
         }
@@ -800,7 +790,7 @@ int mg_perf_consume(int argc, char **argv)
     int status = MG_EXIT_FAILURE;
     if (run_setup(r, o.service_url) != MG_OK)
         goto out;
-    r->consumer_count = (size_t)res.positional_count * (size_t)o.consumers;
+    r->handle_count = (size_t)res.positional_count * (size_t)o.consumers;
     for (int t = 0; t < res.positional_count; t++) {
         for (int64_t i = 0; i < o.consumers; i++) {
             pc_consumer_opts co = {
@@ -816,7 +806,7 @@ int mg_perf_consume(int argc, char **argv)
             if (rc != MG_OK) {
                 fprintf(stderr, "magnetar perf consume: %s: %s\n", res.positional[t],
                         mg_strerror(rc));
-                r->consumers_closed++;
+                r->handles_closed++;
                 stop(r, rc);
             }
         }
