@@ -309,6 +309,11 @@ struct pc__part {
 /* Sets the part up (id, topic, timers registered): MG_OK, MG_ENOMEM, MG_ELIMIT (id map). */
 int pc__part_init(pc__part *p, pc_client *c, pc__part_kind kind, const pc__part_ops *ops,
                   const char *topic, int32_t partition);
+/* Allocates size bytes (a pc__prod or pc__cons, whose first member is the part) and initialises
+ * the part for partition i of topic (partitions 0: the topic itself). Freed by its owner.
+ * MG_EINVAL (name), MG_ENOMEM, pc__part_init's errors. */
+int pc__part_new(pc_client *c, size_t size, pc__part_kind kind, const pc__part_ops *ops,
+                 const char *topic, uint32_t partitions, uint32_t i, pc__part **out);
 /* Releases what pc__part_init took (after pc__part_stop). */
 void pc__part_fini(pc__part *p);
 /* Starts the first lookup; created() runs later (never inside this call). */

@@ -1037,22 +1037,10 @@ static int consumer_make_parts(pc_consumer *k, uint32_t partitions)
     if (k->parts == NULL)
         return MG_ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
-        pc__cons *kc = mg_calloc(1, sizeof(*kc));
-        if (kc == NULL)
-            return MG_ENOMEM;
-        br_topic_name tn;
-        const char *topic;
-        int rc = pc__part_topic(k->topic, partitions, i, &tn, &topic);
-        if (rc != MG_OK) {
-            mg_free(kc);
-            return rc;
-        }
-        rc = pc__part_init(&kc->base, k->c, PC__KIND_CONSUMER, &cons_ops, topic,
-                           partitions > 0 ? (int32_t)i : -1);
-        if (rc != MG_OK) {
-            mg_free(kc);
-            return rc;
-        }
+        pc__part *part;
+        MG_TRY(pc__part_new(k->c, sizeof(pc__cons), PC__KIND_CONSUMER, &cons_ops, k->topic,
+                            partitions, i, &part));
+        pc__cons *kc = (pc__cons *)part;
         kc->parent = k;
         kc->index = i;
         k->parts[i] = kc;

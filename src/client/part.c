@@ -346,6 +346,24 @@ int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_
     return MG_OK;
 }
 
+int pc__part_new(pc_client *c, size_t size, pc__part_kind kind, const pc__part_ops *ops,
+                 const char *topic, uint32_t partitions, uint32_t i, pc__part **out)
+{
+    br_topic_name tn;
+    const char *name;
+    MG_TRY(pc__part_topic(topic, partitions, i, &tn, &name));
+    pc__part *p = mg_calloc(1, size);
+    if (p == NULL)
+        return MG_ENOMEM;
+    int rc = pc__part_init(p, c, kind, ops, name, partitions > 0 ? (int32_t)i : -1);
+    if (rc != MG_OK) {
+        mg_free(p);
+        return rc;
+    }
+    *out = p;
+    return MG_OK;
+}
+
 void pc__part_ready(pc__part *p)
 {
     p->state = PC__PART_READY;

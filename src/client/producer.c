@@ -860,22 +860,10 @@ static int producer_make_parts(pc_producer *p, uint32_t partitions)
     if (p->parts == NULL)
         return MG_ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
-        pc__prod *pp = mg_calloc(1, sizeof(*pp));
-        if (pp == NULL)
-            return MG_ENOMEM;
-        br_topic_name tn;
-        const char *topic;
-        int rc = pc__part_topic(p->topic, partitions, i, &tn, &topic);
-        if (rc != MG_OK) {
-            mg_free(pp);
-            return rc;
-        }
-        rc = pc__part_init(&pp->base, p->c, PC__KIND_PRODUCER, &prod_ops, topic,
-                           partitions > 0 ? (int32_t)i : -1);
-        if (rc != MG_OK) {
-            mg_free(pp);
-            return rc;
-        }
+        pc__part *part;
+        MG_TRY(pc__part_new(p->c, sizeof(pc__prod), PC__KIND_PRODUCER, &prod_ops, p->topic,
+                            partitions, i, &part));
+        pc__prod *pp = (pc__prod *)part;
         pp->parent = p;
         pp->index = i;
         pp->max_message_size = PC_MESSAGE_BYTES_DEFAULT;
