@@ -30,7 +30,11 @@ typedef struct bk_journal bk_journal;
 /* Defaults for the options left 0. */
 #define BK_JOURNAL_SEGMENT_BYTES_DEFAULT   (256ull * 1024 * 1024)
 #define BK_JOURNAL_GROUP_WAIT_US_DEFAULT   1000u
-#define BK_JOURNAL_GROUP_BYTES_MAX_DEFAULT (512u * 1024)
+/* BookKeeper flushes its journal at 512 KiB; Pulsar batches make entries of ~128 KiB, so that
+ * would be four entries per fdatasync. 4 MiB groups measured ~15 % more produce throughput on
+ * standalone (perf produce, 1 KiB messages batched, 198-201k against 220-239k msg/s, runs
+ * alternated); a lone add still waits only one step of the group window. */
+#define BK_JOURNAL_GROUP_BYTES_MAX_DEFAULT (4u * 1024 * 1024)
 #define BK_JOURNAL_QUEUE_MAX_DEFAULT       65536u
 
 /* Size of the fixed record header on disk (see journal.c): payload_len u32, crc u32, type u8,
@@ -43,7 +47,7 @@ typedef struct bk_journal_opts {
     uint64_t segment_bytes;   /* preallocated size of a segment file; 0 = 256 MiB; within
                                  BK_JOURNAL_SEGMENT_BYTES_MIN..BK_JOURNAL_SEGMENT_BYTES_MAX */
     uint32_t group_wait_us;   /* 0 = 1000; at most BK_JOURNAL_GROUP_WAIT_US_MAX */
-    uint32_t group_bytes_max; /* 0 = 512 KiB; at most BK_JOURNAL_GROUP_BYTES_MAX */
+    uint32_t group_bytes_max; /* 0 = 4 MiB; at most BK_JOURNAL_GROUP_BYTES_MAX */
     uint32_t queue_max;       /* records accepted but not yet completed; 0 = 65536; at most
                                  BK_JOURNAL_QUEUE_RECORDS_MAX; past it append returns
                                  MG_EAGAIN */

@@ -40,7 +40,7 @@ typedef struct bk_storage_opts {
     size_t write_cache_bytes;         /* both halves together; 0 = 64 MiB */
     size_t read_cache_bytes;          /* 0 = 64 MiB */
     uint32_t journal_group_wait_us;   /* 0 = 1000 */
-    uint32_t journal_group_bytes_max; /* 0 = 512 KiB */
+    uint32_t journal_group_bytes_max; /* 0 = 4 MiB (BK_JOURNAL_GROUP_BYTES_MAX_DEFAULT) */
     uint64_t journal_segment_bytes;   /* 0 = 256 MiB */
     uint64_t entrylog_bytes_max;      /* 0 = 1 GiB */
     bool readahead;                   /* asynchronous read-ahead on (default on: set false to
