@@ -54,16 +54,17 @@ static void md_client_closed(void *arg)
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
 
-static void storage_closed(int status, void *arg)
+/* ---- the bookie's thread ----------------------------------------------------------------------
+ * Runs bookie_loop until the stop async closes the server, then the storage (its write cache
+ * flushed), then the async handle itself, which ends the loop. */
+
+static void bookie_storage_closed(int status, void *arg)
 {
     mg_node *s = arg;
     if (status != MG_OK)
         MG_WARN("closing the bookie storage: %s", mg_strerror(status));
     s->storage = NULL;
-    if (s->mdc)
-        md_client_close(s->mdc, md_client_closed, s);
-    else
-        md_client_closed(s);
+    uv_close((uv_handle_t *)&s->bookie_stop, NULL);
 }
 
 static void bookie_server_closed(void *arg)
@@ -71,19 +72,53 @@ static void bookie_server_closed(void *arg)
     mg_node *s = arg;
     s->bookie = NULL;
     if (s->storage)
-        bk_storage_close(s->storage, storage_closed, s);
+        bk_storage_close(s->storage, bookie_storage_closed, s);
     else
-        storage_closed(MG_OK, s);
+        bookie_storage_closed(MG_OK, s);
+}
+
+static void bookie_stop_requested(uv_async_t *h)
+{
+    mg_node *s = h->data;
+    if (s->bookie)
+        bk_server_close(s->bookie, bookie_server_closed, s);
+    else
+        bookie_server_closed(s);
+}
+
+static void bookie_walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Stops the bookie (on its thread, or here when the thread never started) and frees its loop.
+ * Blocks the calling loop for as long as the storage takes to close: only while stopping. */
+static void bookie_shutdown(mg_node *s)
+{
+    if (!s->bookie_loop_ready)
+        return;
+    if (s->bookie_thread_running) {
+        uv_async_send(&s->bookie_stop);
+        uv_thread_join(&s->bookie_thread);
+        s->bookie_thread_running = false;
+    }
+    uv_walk(&s->bookie_loop, bookie_walk_close, NULL);
+    uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->bookie_loop);
+    s->bookie_loop_ready = false;
 }
 
 static void bk_client_closed(void *arg)
 {
     mg_node *s = arg;
     s->bkc = NULL;
-    if (s->bookie)
-        bk_server_close(s->bookie, bookie_server_closed, s);
+    bookie_shutdown(s);
+    if (s->mdc)
+        md_client_close(s->mdc, md_client_closed, s);
     else
-        bookie_server_closed(s);
+        md_client_closed(s);
 }
 
 static void broker_closed(void *arg)
@@ -217,6 +252,56 @@ static void bookie_port_remember(const char *file, unsigned port)
                 file, strerror(errno));
 }
 
+/* What the bookie's thread needs to start, and what it answers (through `started`). */
+typedef struct bookie_start {
+    mg_node *node;
+    const mg_node_bookie_opts *o;
+    const char *journal, *ledgers;
+    uv_sem_t started;
+    int status;
+} bookie_start;
+
+/* The bookie's thread opens the storage and the server itself: they belong to the thread that
+ * runs their loop (their queues record their consumer thread when created). */
+static void bookie_thread_main(void *arg)
+{
+    bookie_start *b = arg;
+    mg_node *s = b->node;
+    const mg_node_bookie_opts *o = b->o;
+    mg_log_set_thread_name("bookie");
+    bk_storage_opts so = {
+        .journal_dir = b->journal,
+        .ledger_dir = b->ledgers,
+        .write_cache_bytes = (size_t)o->write_cache_mb << 20,
+        .read_cache_bytes = (size_t)o->read_cache_mb << 20,
+        .readahead = true,
+        .metrics = s->metrics,
+    };
+    int rc = bk_storage_open(&s->bookie_loop, &so, &s->storage);
+    char port_file[4200];
+    int64_t port = bookie_port_choose(o, port_file, sizeof(port_file));
+    if (rc == MG_OK) {
+        bk_server_opts sv = { .host = o->bind_address,
+                              .port = (uint16_t)port,
+                              .metrics = s->metrics };
+        rc = bk_server_start(&s->bookie_loop, s->storage, &sv, &s->bookie);
+        if (rc != MG_OK)
+            MG_ERROR("cannot serve the bookie RPC on %s:%lld: %s", o->bind_address, (long long)port,
+                     mg_strerror(rc));
+    }
+    if (rc == MG_OK && o->port == 0 && port == 0)
+        bookie_port_remember(port_file, bk_server_port(s->bookie));
+    if (rc != MG_OK) {
+        /* Close what opened, here on its own thread, before telling the main thread. */
+        bookie_stop_requested(&s->bookie_stop);
+        uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
+    }
+    b->status = rc;
+    uv_sem_post(&b->started); /* b may be gone from here on */
+    if (rc == MG_OK)
+        uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
+}
+
 int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
 {
     char journal[4200], ledgers[4200];
@@ -229,28 +314,32 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
         MG_ERROR("cannot create %s or %s: %s", journal, ledgers, mg_strerror(rc));
         return rc;
     }
-    bk_storage_opts so = {
-        .journal_dir = journal,
-        .ledger_dir = ledgers,
-        .write_cache_bytes = (size_t)o->write_cache_mb << 20,
-        .read_cache_bytes = (size_t)o->read_cache_mb << 20,
-        .readahead = true,
-        .metrics = s->metrics,
-    };
-    rc = bk_storage_open(&s->loop, &so, &s->storage);
-    if (rc != MG_OK)
-        return rc; /* logged */
-    char port_file[4200];
-    int64_t port = bookie_port_choose(o, port_file, sizeof(port_file));
-    bk_server_opts sv = { .host = o->bind_address, .port = (uint16_t)port, .metrics = s->metrics };
-    rc = bk_server_start(&s->loop, s->storage, &sv, &s->bookie);
-    if (rc != MG_OK) {
-        MG_ERROR("cannot serve the bookie RPC on %s:%lld: %s", o->bind_address, (long long)port,
-                 mg_strerror(rc));
-        return rc;
+    if (uv_loop_init(&s->bookie_loop) != 0 ||
+        uv_async_init(&s->bookie_loop, &s->bookie_stop, bookie_stop_requested) != 0) {
+        MG_ERROR("cannot set up the bookie's event loop");
+        return MG_ENOMEM;
     }
-    if (o->port == 0 && port == 0)
-        bookie_port_remember(port_file, bk_server_port(s->bookie));
+    s->bookie_stop.data = s;
+    s->bookie_loop_ready = true;
+    bookie_start b = { .node = s, .o = o, .journal = journal, .ledgers = ledgers };
+    if (uv_sem_init(&b.started, 0) != 0)
+        return MG_ENOMEM;
+    if (uv_thread_create(&s->bookie_thread, bookie_thread_main, &b) != 0) {
+        uv_sem_destroy(&b.started);
+        MG_ERROR("cannot start the bookie's thread");
+        return MG_ENOMEM;
+    }
+    uv_sem_wait(&b.started);
+    uv_sem_destroy(&b.started);
+    if (b.status != MG_OK) {
+        uv_thread_join(&s->bookie_thread); /* it closed what it opened and returned */
+        uv_walk(&s->bookie_loop, bookie_walk_close, NULL);
+        uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->bookie_loop);
+        s->bookie_loop_ready = false;
+        return b.status; /* logged */
+    }
+    s->bookie_thread_running = true;
     snprintf(s->bookie_path, sizeof(s->bookie_path), "/bookies/%s:%u", o->advertised_address,
              (unsigned)bk_server_port(s->bookie));
     char value[9000];
@@ -347,7 +436,8 @@ void mg_node_run(mg_node *s)
 
 void mg_node_cleanup(mg_node *s)
 {
-    if (!s->stopping && (s->http || s->broker || s->bkc || s->bookie || s->storage || s->mdc)) {
+    if (!s->stopping &&
+        (s->http || s->broker || s->bkc || s->bookie_loop_ready || s->storage || s->mdc)) {
         /* Start-up failed part way: stop what started, in the same order. */
         stop(s);
         uint64_t deadline_ms = uv_now(&s->loop) + NODE_START_TIMEOUT_MS;

@@ -36,8 +36,15 @@ typedef struct mg_node {
     mg_http_server *http;
     md_store *md;
     md_client *mdc;
-    bk_storage *storage;
-    bk_server *bookie;
+    bk_storage *storage; /* on bookie_loop */
+    bk_server *bookie;   /* on bookie_loop */
+    /* The embedded bookie runs on its own loop and thread, so that it and the broker use both
+     * cores (they talk over loopback TCP as they would across machines). */
+    uv_loop_t bookie_loop;
+    bool bookie_loop_ready;
+    uv_thread_t bookie_thread;
+    bool bookie_thread_running;
+    uv_async_t bookie_stop; /* wakes the bookie thread to close the server and storage */
     bk_client *bkc;
     ml_env *env;
     br_broker *broker;
