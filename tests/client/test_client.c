@@ -18,194 +18,33 @@
  * sends wait and complete afterwards and the consumer goes on where it was.
  */
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/loop_wait.h"
+#include "support/sa_harness.h"
 
-#define START_TIMEOUT_MS 30000 /* standalone up and ready */
-#define STOP_TIMEOUT_MS  15000 /* standalone stopped after SIGTERM */
-#define WAIT_MS          10000 /* an answer, a message */
-#define QUIET_MS         300   /* "nothing more arrives" is checked over this long */
-#define MSGS_MAX         2048  /* messages one sink records */
+#define WAIT_MS  10000 /* an answer, a message */
+#define QUIET_MS 300   /* "nothing more arrives" is checked over this long */
+#define MSGS_MAX 2048  /* messages one sink records */
 
 /* ---- the standalone process ---------------------------------------------------------------- */
 
-static char g_dir[256];
-static char g_log[320];
-static pid_t g_pid = -1;
-static unsigned g_broker_port, g_http_port, g_bookie_port;
+static sah_standalone g_sa; /* support/sa_harness.h */
 static bool g_passed;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dump_log_tail(void)
-{
-    FILE *f = fopen(g_log, "r");
-    if (f == NULL)
-        return;
-    static char tail[8192];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    long from = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
-    fseek(f, from, SEEK_SET);
-    size_t n = fread(tail, 1, sizeof(tail) - 1, f);
-    tail[n] = '\0';
-    fclose(f);
-    fprintf(stderr, "---- last %zu bytes of %s ----\n%s---- end of log ----\n", n, g_log, tail);
-}
-
-/* Starts the standalone: on free ports the first time (g_dir empty), else again on the same
- * data directory and ports. Waits (bounded) for its ready line. */
-static void sa_start(void)
-{
-    const char *bin = getenv("MG_BIN");
-    cr_assert_not_null(bin, "MG_BIN must name the magnetar binary");
-    bool first = g_dir[0] == '\0';
-    if (first) {
-        snprintf(g_dir, sizeof(g_dir), "/var/tmp/magnetar-client-test-XXXXXX");
-        cr_assert_not_null(mkdtemp(g_dir), "mkdtemp: %s", strerror(errno));
-        snprintf(g_log, sizeof(g_log), "%s/standalone.log", g_dir);
-    }
-    char data[300], bp[16], hp[16], kp[16];
-    snprintf(data, sizeof(data), "%s/data", g_dir);
-    snprintf(bp, sizeof(bp), "%u", first ? 0 : g_broker_port);
-    snprintf(hp, sizeof(hp), "%u", first ? 0 : g_http_port);
-    snprintf(kp, sizeof(kp), "%u", first ? 0 : g_bookie_port);
-    int log_fd = open(g_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert_geq(log_fd, 0, "open %s: %s", g_log, strerror(errno));
-    pid_t parent = getpid();
-    g_pid = fork();
-    cr_assert_neq(g_pid, -1, "fork: %s", strerror(errno));
-    if (g_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        execl(bin, bin, "standalone", "--data-dir", data, "--bind-address", "127.0.0.1",
-              "--advertised-address", "127.0.0.1", "--broker-port", bp, "--bookie-port", kp,
-              "--http-port", hp, "--write-cache-mb", "8", "--read-cache-mb", "8", "--log-level",
-              "info", (char *)NULL);
-        _exit(127);
-    }
-    close(log_fd);
-    unsigned got = 0;
-    int64_t deadline = now_ms() + START_TIMEOUT_MS;
-    while (got == 0 && now_ms() < deadline) {
-        int status;
-        if (waitpid(g_pid, &status, WNOHANG) == g_pid) {
-            g_pid = -1;
-            dump_log_tail();
-            cr_assert_fail("standalone exited during start-up (status %d)", status);
-        }
-        FILE *f = fopen(g_log, "r");
-        char line[1024];
-        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            const char *p = strstr(line, "ready: pulsar://127.0.0.1:");
-            unsigned b, h, k;
-            if (p != NULL &&
-                sscanf(p,
-                       "ready: pulsar://127.0.0.1:%u, admin and metrics on http://127.0.0.1:%u, "
-                       "bookie 127.0.0.1:%u",
-                       &b, &h, &k) == 3) {
-                got = b;
-                g_broker_port = b;
-                g_http_port = h;
-                g_bookie_port = k;
-            }
-        }
-        if (f != NULL)
-            fclose(f);
-        if (got == 0)
-            usleep(20000);
-    }
-    if (got == 0)
-        dump_log_tail();
-    cr_assert_neq(got, 0, "standalone not ready within %d ms", START_TIMEOUT_MS);
-}
 
 /* SIGTERM and a clean exit within the bound. */
 static void sa_stop(void)
 {
-    cr_assert_gt(g_pid, 0);
-    kill(g_pid, SIGTERM);
     int status = 0;
-    pid_t r = 0;
-    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
-    while ((r = waitpid(g_pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
-        usleep(10000);
-    cr_assert_eq(r, g_pid, "standalone did not stop within %d ms of SIGTERM", STOP_TIMEOUT_MS);
-    g_pid = -1;
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "standalone exit status %d", status);
-}
-
-/* A blocking HTTP request to the admin API; returns the status code. */
-static int http_request(const char *method, const char *path, const char *body)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_http_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s", strerror(errno));
-    char req[1024];
-    int n = snprintf(req, sizeof(req),
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     method, path, strlen(body), body);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
-    char resp[4096];
-    size_t got = 0;
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (got < sizeof(resp) - 1 && now_ms() < deadline) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t k = read(fd, resp + got, sizeof(resp) - 1 - got);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    close(fd);
-    resp[got] = '\0';
-    int code = 0;
-    sscanf(resp, "HTTP/1.%*d %d", &code);
-    return code;
+    int rc = sah_stop(&g_sa, &status);
+    cr_assert_eq(rc, MG_OK, "standalone stop: %s (wait status %d)", mg_strerror(rc), status);
 }
 
 /* ---- the loop and the client ------------------------------------------------------------------
@@ -215,49 +54,13 @@ static uv_loop_t g_loop;
 static bool g_loop_open;
 static pc_client *g_client;
 
-static void guard_tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Runs the loop until cond(arg) holds or timeout_ms passed; returns cond's last value. */
-static bool run_until(bool (*cond)(void *), void *arg, int timeout_ms)
-{
-    uv_timer_t guard;
-    uv_timer_init(&g_loop, &guard);
-    uv_timer_start(&guard, guard_tick, 5, 5);
-    int64_t deadline = now_ms() + timeout_ms;
-    bool ok;
-    while (!(ok = cond(arg)) && now_ms() < deadline)
-        uv_run(&g_loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&g_loop, UV_RUN_NOWAIT);
-    return ok;
-}
-
-static bool never(void *arg)
-{
-    (void)arg;
-    return false;
-}
-
-static void run_for(int ms)
-{
-    run_until(never, NULL, ms);
-}
-
-static bool flag_set(void *arg)
-{
-    return *(bool *)arg;
-}
-
 static void client_open(void)
 {
     mg_log_set_level(MG_LOG_WARN);
     cr_assert_eq(uv_loop_init(&g_loop), 0);
     g_loop_open = true;
     char url[64];
-    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_broker_port);
+    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
     pc_client_opts o = { .service_url = url, .operation_timeout_ms = 10000 };
     cr_assert_eq(pc_client_create(&g_loop, &o, &g_client), MG_OK);
 }
@@ -272,7 +75,7 @@ static void client_close(void)
 {
     bool closed = false;
     pc_client_close(g_client, closed_cb, &closed);
-    cr_assert(run_until(flag_set, &closed, WAIT_MS), "the client did not close");
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "the client did not close");
     g_client = NULL;
     uv_run(&g_loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&g_loop), 0, "handles left open on the loop");
@@ -299,7 +102,8 @@ static pc_producer *producer_open(const pc_producer_opts *o)
 {
     created c = { 0 };
     cr_assert_eq(pc_producer_create(g_client, o, producer_created, &c), MG_OK);
-    cr_assert(run_until(flag_set, &c.done, WAIT_MS), "producer on %s not created", o->topic);
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS), "producer on %s not created",
+              o->topic);
     cr_assert_eq(c.status, MG_OK, "producer on %s: %s (%s)", o->topic, mg_strerror(c.status),
                  pc_last_error(g_client));
     return c.obj;
@@ -342,7 +146,7 @@ static bool sends_done(void *arg)
 static void wait_sends(sendrec *recs, size_t n)
 {
     all_done a = { recs, n };
-    cr_assert(run_until(sends_done, &a, WAIT_MS), "sends not completed");
+    cr_assert(mgt_run_until(&g_loop, sends_done, &a, WAIT_MS), "sends not completed");
 }
 
 static int send_text(pc_producer *p, const char *text, const char *key, sendrec *rec)
@@ -366,7 +170,7 @@ static void producer_close_sync(pc_producer *p)
     int st = 1;
     pc_producer_close(p, producer_closed, &st);
     cr_assert_eq(st, 1, "pc_producer_close called back inside the call");
-    cr_assert(run_until(status_known, &st, WAIT_MS), "producer not closed");
+    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "producer not closed");
     cr_assert_eq(st, MG_OK, "producer close: %s", mg_strerror(st));
 }
 
@@ -480,7 +284,8 @@ static int consumer_try(pc_consumer_opts *o, sink *s)
     o->arg = s;
     created c = { 0 };
     cr_assert_eq(pc_subscribe(g_client, o, consumer_created, &c), MG_OK);
-    cr_assert(run_until(flag_set, &c.done, WAIT_MS), "subscription to %s not answered", o->topic);
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS),
+              "subscription to %s not answered", o->topic);
     s->k = c.obj;
     if (c.status == MG_OK)
         cr_assert_not_null(s->k);
@@ -511,7 +316,7 @@ static void consumer_close_sync(sink *s)
 {
     int st = 1;
     pc_consumer_close(s->k, done_cb, &st);
-    cr_assert(run_until(status_set, &st, WAIT_MS), "consumer not closed");
+    cr_assert(mgt_run_until(&g_loop, status_set, &st, WAIT_MS), "consumer not closed");
     cr_assert_eq(st, MG_OK);
     s->k = NULL;
 }
@@ -531,14 +336,15 @@ static bool count_reached(void *arg)
 static void wait_count(const sink *s, size_t n)
 {
     count_wait w = { s, n };
-    cr_assert(run_until(count_reached, &w, WAIT_MS), "got %zu messages of %zu", s->count, n);
+    cr_assert(mgt_run_until(&g_loop, count_reached, &w, WAIT_MS), "got %zu messages of %zu",
+              s->count, n);
 }
 
 /* Waits for n messages, then QUIET_MS more, and requires exactly n. */
 static void wait_exactly(const sink *s, size_t n)
 {
     wait_count(s, n);
-    run_for(QUIET_MS);
+    mgt_run_for(&g_loop, QUIET_MS);
     cr_assert_eq(s->count, n, "expected exactly %zu messages, got %zu", n, s->count);
 }
 
@@ -568,25 +374,18 @@ static void produce_n(pc_producer *p, const char *prefix, size_t n, sendrec *rec
 static void suite_init(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as any libuv program: a closed peer is an error, not a signal */
-    g_dir[0] = '\0';
     g_passed = false;
     g_send_order = 0;
-    sa_start();
+    int rc = sah_start(&g_sa, NULL);
+    cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
     client_open();
 }
 
 static void suite_fini(void)
 {
-    if (!g_passed && g_log[0] != '\0')
-        dump_log_tail();
-    if (g_pid > 0) {
-        kill(g_pid, SIGKILL);
-        waitpid(g_pid, NULL, 0);
-        g_pid = -1;
-    }
-    if (g_dir[0] != '\0')
-        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    g_dir[0] = '\0';
+    if (!g_passed)
+        sah_dump_log(&g_sa);
+    sah_destroy(&g_sa);
 }
 
 /* The clean end of a test: the client closes with nothing left on the loop, the broker stops
@@ -642,7 +441,7 @@ Test(client, single_messages_in_order_with_keys_and_properties)
             cr_assert_gt(pc_message_id_cmp(&recs[i].id, &recs[i - 1].id), 0);
     }
     wait_exactly(&s, N);
-    int64_t t0 = wall_ms();
+    int64_t t0 = sah_wall_ms();
     for (int i = 0; i < N; i++) {
         const rmsg *r = &s.msgs[i];
         char text[32];
@@ -829,10 +628,10 @@ Test(client, shared_subscription_splits_messages)
     produce_n(p, "shared", N, recs);
     count_wait wa = { &a, 0 };
     (void)wa;
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (a.count + b.count < N && now_ms() < deadline)
-        run_for(20);
-    run_for(QUIET_MS);
+    int64_t deadline = sah_now_ms() + WAIT_MS;
+    while (a.count + b.count < N && sah_now_ms() < deadline)
+        mgt_run_for(&g_loop, 20);
+    mgt_run_for(&g_loop, QUIET_MS);
     cr_assert_eq(a.count + b.count, N, "a %zu + b %zu", a.count, b.count);
     cr_assert_gt(a.count, 0);
     cr_assert_gt(b.count, 0);
@@ -871,7 +670,7 @@ Test(client, failover_reports_the_active_consumer)
                                        .consumer_name = "a" },
                   &a);
     count_wait wa = { &a, 1 };
-    cr_assert(run_until(actives_at_least, &wa, WAIT_MS), "a heard nothing");
+    cr_assert(mgt_run_until(&g_loop, actives_at_least, &wa, WAIT_MS), "a heard nothing");
     cr_assert_eq(a.actives[0], 1, "a is active alone");
     consumer_open(&(pc_consumer_opts){ .topic = "failover",
                                        .subscription = "fo",
@@ -879,7 +678,7 @@ Test(client, failover_reports_the_active_consumer)
                                        .consumer_name = "b" },
                   &b);
     count_wait wb = { &b, 1 };
-    cr_assert(run_until(actives_at_least, &wb, WAIT_MS), "b heard nothing");
+    cr_assert(mgt_run_until(&g_loop, actives_at_least, &wb, WAIT_MS), "b heard nothing");
     cr_assert_eq(b.actives[b.active_count - 1], 0, "b is not active while a is");
     cr_assert_eq(a.actives[a.active_count - 1], 1, "a stays active");
     /* Messages go to a only. */
@@ -892,7 +691,7 @@ Test(client, failover_reports_the_active_consumer)
     size_t before = b.active_count;
     consumer_close_sync(&a);
     wb.want = before + 1;
-    cr_assert(run_until(actives_at_least, &wb, WAIT_MS), "b was not told");
+    cr_assert(mgt_run_until(&g_loop, actives_at_least, &wb, WAIT_MS), "b was not told");
     cr_assert_eq(b.actives[b.active_count - 1], 1, "b is active now");
     wait_count(&b, 5);
     cr_assert_str_eq((char *)b.msgs[0].payload, "fo-0");
@@ -928,10 +727,10 @@ Test(client, key_shared_keeps_per_key_order)
         cr_assert_eq(send_text(p, text, key, &recs[i]), MG_OK);
     }
     wait_sends(recs, N);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (a.count + b.count < N && now_ms() < deadline)
-        run_for(20);
-    run_for(QUIET_MS);
+    int64_t deadline = sah_now_ms() + WAIT_MS;
+    while (a.count + b.count < N && sah_now_ms() < deadline)
+        mgt_run_for(&g_loop, 20);
+    mgt_run_for(&g_loop, QUIET_MS);
     cr_assert_eq(a.count + b.count, N);
     int owner[KEYS], last[KEYS];
     for (int k = 0; k < KEYS; k++)
@@ -971,7 +770,7 @@ Test(client, individual_acks_survive_a_resubscription)
     wait_exactly(&s, N);
     for (int i = 0; i < N; i += 2)
         cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     consumer_close_sync(&s);
     sink_reset(&s);
     consumer_open(&co, &s);
@@ -1007,10 +806,10 @@ Test(client, batch_index_acks_survive_a_resubscription)
     /* Two flushes: 0..2 then 3, 5, 7 — the broker ANDs their sets. */
     for (int i = 0; i < 3; i++)
         cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     for (int i = 3; i < 8; i += 2)
         cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     consumer_close_sync(&s);
     sink_reset(&s);
     consumer_open(&co, &s);
@@ -1023,7 +822,7 @@ Test(client, batch_index_acks_survive_a_resubscription)
     /* All of them: the entry is gone. */
     for (int i = 0; i < 4; i++)
         cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     consumer_close_sync(&s);
     sink_reset(&s);
     consumer_open(&co, &s);
@@ -1051,7 +850,7 @@ Test(client, cumulative_ack_then_resubscription)
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[3].id), MG_OK);
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[5].id), MG_OK);
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[2].id), MG_OK); /* older: no effect */
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     consumer_close_sync(&s);
     sink_reset(&s);
     consumer_open(&co, &s);
@@ -1123,26 +922,26 @@ Test(client, seek_to_earliest_and_by_time)
                   &s);
     sendrec recs[10];
     produce_n(p, "a", 5, recs);
-    run_for(50);
-    int64_t middle = wall_ms();
-    run_for(50);
+    mgt_run_for(&g_loop, 50);
+    int64_t middle = sah_wall_ms();
+    mgt_run_for(&g_loop, 50);
     produce_n(p, "b", 5, recs + 5);
     wait_exactly(&s, 10);
-    run_for(200); /* the acks reach the broker */
+    mgt_run_for(&g_loop, 200); /* the acks reach the broker */
     sink_reset(&s);
     int st = 1;
     cr_assert_eq(pc_seek(s.k, &PC_MESSAGE_ID_EARLIEST, seek_done, &st), MG_OK);
     cr_assert_eq(pc_seek(s.k, &PC_MESSAGE_ID_EARLIEST, seek_done, &st), MG_EAGAIN);
-    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, status_set, &st, WAIT_MS));
     cr_assert_eq(st, MG_OK);
     wait_exactly(&s, 10);
     cr_assert_str_eq((char *)s.msgs[0].payload, "a-0");
     cr_assert_str_eq((char *)s.msgs[9].payload, "b-4");
-    run_for(200);
+    mgt_run_for(&g_loop, 200);
     sink_reset(&s);
     st = 1;
     cr_assert_eq(pc_seek_time(s.k, middle, seek_done, &st), MG_OK);
-    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, status_set, &st, WAIT_MS));
     cr_assert_eq(st, MG_OK);
     wait_exactly(&s, 5);
     for (int i = 0; i < 5; i++) {
@@ -1238,7 +1037,7 @@ Test(client, get_last_message_id)
     produce_n(p, "l", 3, recs);
     last_rec l = { 0 };
     cr_assert_eq(pc_get_last_message_id(s.k, got_last, &l), MG_OK);
-    cr_assert(run_until(flag_set, &l.done, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &l.done, WAIT_MS));
     cr_assert_eq(l.status, MG_OK);
     cr_assert_eq(l.id.ledger_id, recs[2].id.ledger_id);
     cr_assert_eq(l.id.entry_id, recs[2].id.entry_id);
@@ -1262,7 +1061,7 @@ Test(client, unsubscribe_deletes_the_subscription)
     wait_exactly(&s, 3);
     int st = 1;
     cr_assert_eq(pc_unsubscribe(s.k, done_cb, &st), MG_OK);
-    cr_assert(run_until(status_set, &st, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, status_set, &st, WAIT_MS));
     cr_assert_eq(st, MG_OK);
     /* A subscription of that name starts afresh (at the latest message). */
     sink_reset(&s);
@@ -1336,7 +1135,7 @@ Test(client, pause_holds_messages_until_resume)
     pc_consumer_pause(s.k);
     sendrec recs[20];
     produce_n(p, "p", 20, recs);
-    run_for(QUIET_MS);
+    mgt_run_for(&g_loop, QUIET_MS);
     cr_assert_eq(s.count, 0, "nothing while paused");
     pc_consumer_resume(s.k);
     cr_assert_eq(s.count, 0, "resume hands messages out from the loop, not inside the call");
@@ -1360,7 +1159,7 @@ Test(client, refusals_carry_the_broker_text)
     cr_assert_eq(
         pc_producer_create(g_client, &(pc_producer_opts){ .topic = "busy" }, producer_created, &c),
         MG_OK);
-    cr_assert(run_until(flag_set, &c.done, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS));
     cr_assert_eq(c.status, MG_EPERM);
     cr_assert_null(c.obj);
     cr_assert_neq(pc_last_error(g_client)[0], '\0');
@@ -1384,7 +1183,8 @@ Test(client, refusals_carry_the_broker_text)
 
 Test(client, partitioned_topic_routes_and_collects)
 {
-    cr_assert_eq(http_request("PUT", "/admin/v2/persistent/public/default/parts/partitions", "3"),
+    cr_assert_eq(sah_http(&g_sa, "PUT", "/admin/v2/persistent/public/default/parts/partitions", "3",
+                          NULL, 0),
                  204);
     sink s;
     sink_init(&s);
@@ -1447,7 +1247,7 @@ Test(client, client_close_fails_pending_sends)
     bool closed = false;
     pc_client_close(g_client, closed_cb, &closed);
     cr_assert(!recs[0].done, "nothing is called back inside pc_client_close");
-    cr_assert(run_until(flag_set, &closed, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS));
     for (int i = 0; i < 3; i++) {
         cr_assert(recs[i].done);
         cr_assert_eq(recs[i].status, MG_ECLOSED);
@@ -1475,7 +1275,7 @@ Test(client, broker_restart_resends_and_resumes)
     sendrec recs[10] = { 0 };
     produce_n(p, "before", 5, recs);
     wait_exactly(&s, 5);
-    run_for(200); /* the acks reach the broker */
+    mgt_run_for(&g_loop, 200); /* the acks reach the broker */
     sa_stop();
     /* While the broker is down: sends wait (pending), nothing fails. */
     for (int i = 5; i < 10; i++) {
@@ -1483,21 +1283,24 @@ Test(client, broker_restart_resends_and_resumes)
         snprintf(text, sizeof(text), "after-%d", i - 5);
         cr_assert_eq(send_text(p, text, NULL, &recs[i]), MG_OK);
     }
-    run_for(500);
+    mgt_run_for(&g_loop, 500);
     for (int i = 5; i < 10; i++)
         cr_assert(!recs[i].done, "send %d completed while the broker was down (%s)", i,
                   mg_strerror(recs[i].status));
     cr_assert_eq(pc_producer_pending(p), 5);
-    sa_start();
+    int rc = sah_restart(&g_sa);
+    cr_assert_eq(rc, MG_OK, "standalone not restarted: %s", mg_strerror(rc));
     all_done a = { recs + 5, 5 };
-    cr_assert(run_until(sends_done, &a, 30000), "sends not completed after the restart");
+    cr_assert(mgt_run_until(&g_loop, sends_done, &a, 30000),
+              "sends not completed after the restart");
     for (int i = 5; i < 10; i++) {
         cr_assert_eq(recs[i].status, MG_OK, "send %d: %s", i, mg_strerror(recs[i].status));
         cr_assert_eq(recs[i].order, i);
     }
     count_wait w = { &s, 10 };
-    cr_assert(run_until(count_reached, &w, 30000), "the consumer got %zu of 10", s.count);
-    run_for(QUIET_MS);
+    cr_assert(mgt_run_until(&g_loop, count_reached, &w, 30000), "the consumer got %zu of 10",
+              s.count);
+    mgt_run_for(&g_loop, QUIET_MS);
     cr_assert_eq(s.count, 10, "no redelivery of what was acknowledged");
     for (int i = 5; i < 10; i++) {
         char text[16];
@@ -1520,13 +1323,13 @@ Test(client, sends_time_out_while_the_broker_is_away)
     sendrec recs[4] = { 0 };
     for (int i = 0; i < 4; i++)
         cr_assert_eq(send_text(p, "lost", NULL, &recs[i]), MG_OK); /* 2 pending, 2 held */
-    int64_t t0 = now_ms();
+    int64_t t0 = sah_now_ms();
     wait_sends(recs, 4);
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(recs[i].status, MG_ETIMEDOUT, "send %d: %s", i, mg_strerror(recs[i].status));
         cr_assert_eq(recs[i].order, 1 + i);
     }
-    cr_assert_geq(now_ms() - t0, 250, "not before the send timeout");
+    cr_assert_geq(sah_now_ms() - t0, 250, "not before the send timeout");
     cr_assert_eq(pc_producer_pending(p), 0);
     /* The producer keeps trying to reconnect; closing it while the broker is away still ends. */
     producer_close_sync(p);
@@ -1547,9 +1350,11 @@ Test(client, terminated_topic_ends_consumers_and_fails_producers)
     sendrec recs[3];
     produce_n(p, "x", 3, recs);
     wait_exactly(&s, 3);
-    cr_assert_eq(http_request("POST", "/admin/v2/persistent/public/default/term/terminate", ""),
-                 200);
-    cr_assert(run_until(flag_set, &s.ended, WAIT_MS), "the consumer was not told of the end");
+    cr_assert_eq(
+        sah_http(&g_sa, "POST", "/admin/v2/persistent/public/default/term/terminate", "", NULL, 0),
+        200);
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &s.ended, WAIT_MS),
+              "the consumer was not told of the end");
     /* The producer learns it when it comes back: its send fails, and so do later ones. */
     sendrec late = { 0 };
     int rc = send_text(p, "late", NULL, &late);
@@ -1559,8 +1364,8 @@ Test(client, terminated_topic_ends_consumers_and_fails_producers)
     }
     cr_assert_eq(rc, MG_EPERM, "a send to a terminated topic: %s", mg_strerror(rc));
     sendrec later = { 0 };
-    int64_t deadline = now_ms() + WAIT_MS;
-    while ((rc = send_text(p, "later", NULL, &later)) == MG_OK && now_ms() < deadline) {
+    int64_t deadline = sah_now_ms() + WAIT_MS;
+    while ((rc = send_text(p, "later", NULL, &later)) == MG_OK && sah_now_ms() < deadline) {
         wait_sends(&later, 1);
         cr_assert_eq(later.status, MG_EPERM);
         later.done = false;
@@ -1586,7 +1391,7 @@ Test(client, redeliver_unacked_sends_everything_again)
     produce_n(p, "r", 3, recs);
     wait_exactly(&s, 3);
     cr_assert_eq(pc_ack(s.k, &s.msgs[0].id), MG_OK);
-    run_for(200); /* the ack reaches the broker first */
+    mgt_run_for(&g_loop, 200); /* the ack reaches the broker first */
     cr_assert_eq(pc_redeliver_unacked(s.k), MG_OK);
     wait_exactly(&s, 5);
     cr_assert_str_eq((char *)s.msgs[3].payload, "r-1");
@@ -1607,7 +1412,7 @@ Test(client, slow_broker_bounds_the_pending_queue)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){
         .topic = "slow", .max_pending_messages = 50, .send_timeout_ms = 60000 });
-    cr_assert_eq(kill(g_pid, SIGSTOP), 0);
+    cr_assert_eq(kill(g_sa.pid, SIGSTOP), 0);
     enum { TRIES = 1000 };
     static sendrec recs[TRIES];
     memset(recs, 0, sizeof(recs));
@@ -1622,14 +1427,14 @@ Test(client, slow_broker_bounds_the_pending_queue)
             refused++;
         }
         if (i % 100 == 0)
-            run_for(5); /* let the client write what it can to the sleeping broker */
+            mgt_run_for(&g_loop, 5); /* let the client write what it can to the sleeping broker */
     }
     cr_assert_eq(admitted, 100, "50 pending + 50 held, then refused (admitted %d)", admitted);
     cr_assert_eq(refused, TRIES - 100);
     cr_assert_eq(pc_producer_pending(p), 100);
     for (int i = 0; i < admitted; i++)
         cr_assert(!recs[i].done, "nothing completes while the broker is stopped (%d)", i);
-    cr_assert_eq(kill(g_pid, SIGCONT), 0);
+    cr_assert_eq(kill(g_sa.pid, SIGCONT), 0);
     wait_sends(recs, (size_t)admitted);
     for (int i = 0; i < admitted; i++) {
         cr_assert_eq(recs[i].status, MG_OK, "send %d: %s", i, mg_strerror(recs[i].status));

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
 #include "broker/wire.h"
@@ -27,6 +26,8 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/loop_wait.h"
+#include "support/sa_harness.h"
 
 #define T(x)       MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 #define ERR(x)     MAGNETAR__PULSAR__SERVER_ERROR__##x
@@ -34,50 +35,8 @@
 #define FRAMES_MAX 4096
 #define CONNS_MAX  16
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uv_loop_t g_loop;
 static pc_client *g_client;
-
-static void guard_tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static bool run_until(bool (*cond)(void *), void *arg, int timeout_ms)
-{
-    uv_timer_t guard;
-    uv_timer_init(&g_loop, &guard);
-    uv_timer_start(&guard, guard_tick, 5, 5);
-    int64_t deadline = now_ms() + timeout_ms;
-    bool ok;
-    while (!(ok = cond(arg)) && now_ms() < deadline)
-        uv_run(&g_loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&g_loop, UV_RUN_NOWAIT);
-    return ok;
-}
-
-static bool never(void *arg)
-{
-    (void)arg;
-    return false;
-}
-
-static void run_for(int ms)
-{
-    run_until(never, NULL, ms);
-}
-
-static bool flag_set(void *arg)
-{
-    return *(bool *)arg;
-}
 
 /* ---- the fake broker ------------------------------------------------------------------------- */
 
@@ -482,8 +441,8 @@ static bool type_reached(void *arg)
 static void wait_frames(const fbroker *b, int type, int count)
 {
     type_wait w = { b, type, count };
-    cr_assert(run_until(type_reached, &w, WAIT_MS), "waited for %d %s frames, got %d", count,
-              br_command_type_name(type), fb_count(b, type));
+    cr_assert(mgt_run_until(&g_loop, type_reached, &w, WAIT_MS), "waited for %d %s frames, got %d",
+              count, br_command_type_name(type), fb_count(b, type));
 }
 
 /* ---- the client --------------------------------------------------------------------------------
@@ -518,7 +477,7 @@ static void finish(void)
 {
     bool closed = false;
     pc_client_close(g_client, closed_cb, &closed);
-    cr_assert(run_until(flag_set, &closed, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS));
     fb_stop(&g_a);
     fb_stop(&g_b);
     uv_run(&g_loop, UV_RUN_NOWAIT);
@@ -545,7 +504,8 @@ static int producer_try(const pc_producer_opts *o, pc_producer **out)
 {
     created c = { 0 };
     cr_assert_eq(pc_producer_create(g_client, o, producer_created, &c), MG_OK);
-    cr_assert(run_until(flag_set, &c.done, 2 * WAIT_MS), "producer creation not answered");
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, 2 * WAIT_MS),
+              "producer creation not answered");
     *out = c.obj;
     return c.status;
 }
@@ -597,7 +557,7 @@ static void send_n(pc_producer *p, sendrec *r, int n)
 static void wait_sends(sendrec *r, int n)
 {
     all_done a = { r, n };
-    cr_assert(run_until(sends_done, &a, WAIT_MS), "sends not completed");
+    cr_assert(mgt_run_until(&g_loop, sends_done, &a, WAIT_MS), "sends not completed");
 }
 
 /* Sequence ids of the SENDs a broker got on connection conn (-1: any), in order. */
@@ -670,9 +630,9 @@ Test(client_proto, lookup_failure_is_eperm_with_the_text)
     g_a.lookup = LOOKUP_FAILED;
     client_open(g_a.port, 5000, 30);
     pc_producer *p = NULL;
-    int64_t t0 = now_ms();
+    int64_t t0 = sah_now_ms();
     cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_EPERM);
-    cr_assert_lt(now_ms() - t0, 4000, "TopicNotFound is not retried until the timeout");
+    cr_assert_lt(sah_now_ms() - t0, 4000, "TopicNotFound is not retried until the timeout");
     cr_assert_str_eq(pc_last_error(g_client), "no such topic");
     finish();
 }
@@ -685,9 +645,9 @@ Test(client_proto, unreachable_broker_is_econnection_after_the_timeout)
     cr_assert_neq(g_b.port, port);
     client_open(port, 800, 30);
     pc_producer *p = NULL;
-    int64_t t0 = now_ms();
+    int64_t t0 = sah_now_ms();
     cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_ECONNECTION);
-    int64_t took = now_ms() - t0;
+    int64_t took = sah_now_ms() - t0;
     cr_assert(took >= 700 && took < 4000, "gave up after %lld ms", (long long)took);
     finish();
 }
@@ -881,12 +841,13 @@ Test(client_proto, keepalive_answers_pings_and_drops_silent_brokers)
     wait_frames(&g_a, T(PONG), 1);
     /* Idle: the client pings after keepalive_s; the broker answers: nothing is dropped. */
     wait_frames(&g_a, T(PING), 1);
-    run_for(1500);
+    mgt_run_for(&g_loop, 1500);
     cr_assert_eq(g_a.nconns, 1);
     /* Silent: the connection is dropped and made again. */
     g_a.silent = true;
     type_wait w = { &g_a, T(CONNECT), 2 };
-    cr_assert(run_until(type_reached, &w, 6000), "no reconnection after the broker went silent");
+    cr_assert(mgt_run_until(&g_loop, type_reached, &w, 6000),
+              "no reconnection after the broker went silent");
     g_a.silent = false;
     finish();
 }
@@ -1035,7 +996,7 @@ Test(client_proto, consumer_frames)
                            .on_message = on_message,
                            .arg = &s };
     cr_assert_eq(pc_subscribe(g_client, &o, consumer_created, &c), MG_OK);
-    cr_assert(run_until(flag_set, &c.done, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS));
     cr_assert_eq(c.status, MG_OK);
     s.k = c.obj;
     wait_frames(&g_a, T(FLOW), 1);
@@ -1056,7 +1017,7 @@ Test(client_proto, consumer_frames)
     fb_message(fc, cid, 1, &md, "one", 3, true, false, NULL, 0);
     fb_message(fc, cid, 2, &md, "two", 3, false, true, NULL, 0);
     count_wait w = { &s, 2 };
-    cr_assert(run_until(count_reached, &w, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, count_reached, &w, WAIT_MS));
     wait_frames(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES), 1);
     cr_assert(fb_nth(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES), 0, &f, NULL));
     cr_assert_eq(f.cmd->redeliver_unacknowledged_messages->n_message_ids, 1);
@@ -1077,14 +1038,14 @@ Test(client_proto, consumer_frames)
     int64_t set = 0xA; /* 1010: messages 1 and 3 still unacknowledged */
     fb_message(fc, cid, 3, &bmd, batch, blen, false, false, &set, 1);
     w.want = 4;
-    cr_assert(run_until(count_reached, &w, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, count_reached, &w, WAIT_MS));
     cr_assert_str_eq(s.msgs[2].payload, "b3-1");
     cr_assert_eq(s.msgs[2].id.batch_index, 1);
     cr_assert_eq(s.msgs[2].id.batch_size, 4);
     cr_assert_str_eq(s.msgs[3].payload, "b3-3");
     /* Permits: 1 + 1 + 1 (corrupt) + 4 = 7 messages used, half of 6 is 3: FLOWs followed. */
     wait_frames(&g_a, T(FLOW), 2);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     cr_assert_eq(g_a.permits, 6 + 7, "every message of every entry is given back");
 
     /* 4: an LZ4 batch of 3. */
@@ -1101,7 +1062,7 @@ Test(client_proto, consumer_frames)
     fb_message(fc, cid, 4, &zmd, mg_buf_data(z), mg_buf_len(z), false, false, NULL, 0);
     mg_buf_unref(z);
     w.want = 7;
-    cr_assert(run_until(count_reached, &w, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, count_reached, &w, WAIT_MS));
     cr_assert_str_eq(s.msgs[4].payload, "b4-0");
     cr_assert_str_eq(s.msgs[6].payload, "b4-2");
 
@@ -1112,7 +1073,7 @@ Test(client_proto, consumer_frames)
     cr_assert_eq(pc_ack(s.k, &s.msgs[5].id), MG_OK);
     cr_assert_eq(pc_ack(s.k, &s.msgs[0].id), MG_OK);
     wait_frames(&g_a, T(ACK), acks_before + 1);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     cr_assert_eq(fb_count(&g_a, T(ACK)), acks_before + 1, "one ACK for the group");
     cr_assert(fb_nth(&g_a, T(ACK), acks_before, &f, NULL));
     const Magnetar__Pulsar__CommandAck *ack = f.cmd->ack;
@@ -1139,10 +1100,10 @@ Test(client_proto, consumer_frames)
 
     /* A nack waits its delay, then names the entry. */
     int redeliver_before = fb_count(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES));
-    int64_t t0 = now_ms();
+    int64_t t0 = sah_now_ms();
     cr_assert_eq(pc_nack(s.k, &s.msgs[1].id), MG_OK);
     wait_frames(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES), redeliver_before + 1);
-    cr_assert_geq(now_ms() - t0, 90);
+    cr_assert_geq(sah_now_ms() - t0, 90);
     cr_assert(fb_nth(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES), redeliver_before, &f, NULL));
     cr_assert_eq(f.cmd->redeliver_unacknowledged_messages->message_ids[0]->entry_id, 2);
     br_frame_free(&f);
@@ -1157,7 +1118,7 @@ Test(client_proto, consumer_frames)
     cmd.close_consumer = &cc;
     fb_send_cmd(fc, &cmd);
     wait_frames(&g_a, T(SUBSCRIBE), subs + 1);
-    run_for(100);
+    mgt_run_for(&g_loop, 100);
     cr_assert_eq(g_a.permits, permits + 6);
     finish();
 }
@@ -1182,7 +1143,7 @@ Test(client_proto, client_close_fails_creations_in_progress)
     bool closed = false;
     pc_client_close(g_client, closed_cb, &closed);
     cr_assert(!pc.done && !kc.done, "nothing is called back inside pc_client_close");
-    cr_assert(run_until(flag_set, &closed, WAIT_MS));
+    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS));
     cr_assert(pc.done && kc.done);
     cr_assert_eq(pc.status, MG_ECLOSED);
     cr_assert_null(pc.obj);

@@ -23,25 +23,21 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "broker/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
+#include "support/sa_harness.h"
 
 #define T(x)   MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 #define ERR(x) MAGNETAR__PULSAR__SERVER_ERROR__##x
@@ -55,8 +51,6 @@ _Static_assert(MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Fai
 
 #define MAX_MESSAGE_BYTES   65536u     /* given as --max-message-size */
 #define FRAME_PADDING_BYTES 10240u     /* what the broker allows on top of it */
-#define START_TIMEOUT_MS    30000      /* standalone up and ready */
-#define STOP_TIMEOUT_MS     15000      /* standalone stopped after SIGTERM */
 #define REPLY_TIMEOUT_MS    10000      /* an answer (PRODUCER may create a ledger first) */
 #define CLOSE_TIMEOUT_MS    5000       /* a connection the broker must close */
 #define HEALTHY_POLL_MS     50         /* slice in which waits also serve the healthy conn */
@@ -69,121 +63,28 @@ _Static_assert(MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Fai
 
 /* ---- the standalone process ---------------------------------------------------------------- */
 
-static char g_dir[256];  /* the mkdtemp directory ("" when none) */
-static char g_log[320];  /* the standalone's stdout and stderr */
-static pid_t g_pid = -1; /* the standalone, -1 when not running */
-static unsigned g_broker_port;
-static unsigned g_http_port;
-static bool g_passed; /* set at the end of a test body: fini shows the log otherwise */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* Prints the last bytes of the standalone's log to stderr (when a test failed). */
-static void dump_log_tail(void)
-{
-    FILE *f = fopen(g_log, "r");
-    if (f == NULL)
-        return;
-    static char tail[8192];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    long from = size > (long)sizeof(tail) - 1 ? size - (long)sizeof(tail) + 1 : 0;
-    fseek(f, from, SEEK_SET);
-    size_t n = fread(tail, 1, sizeof(tail) - 1, f);
-    tail[n] = '\0';
-    fclose(f);
-    fprintf(stderr, "---- last %zu bytes of %s ----\n%s---- end of log ----\n", n, g_log, tail);
-}
+static sah_standalone g_sa; /* the standalone of the running test (support/sa_harness.h) */
+static bool g_passed;       /* set at the end of a test body: fini shows the log otherwise */
 
 /* Starts `magnetar standalone` with every port picked free on 127.0.0.1 and waits (bounded) for
  * its ready line, which names the broker and HTTP ports. */
 static void sa_start(unsigned keepalive_s)
 {
-    const char *bin = getenv("MG_BIN");
-    cr_assert_not_null(bin, "MG_BIN must name the magnetar binary");
-    snprintf(g_dir, sizeof(g_dir), "/var/tmp/magnetar-bproto-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir), "mkdtemp: %s", strerror(errno));
-    char data[300], max[32], ka[32];
-    snprintf(data, sizeof(data), "%s/data", g_dir);
-    snprintf(g_log, sizeof(g_log), "%s/standalone.log", g_dir);
+    char max[32], ka[32];
     snprintf(max, sizeof(max), "%u", MAX_MESSAGE_BYTES);
     snprintf(ka, sizeof(ka), "%u", keepalive_s);
-    int log_fd = open(g_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert_geq(log_fd, 0, "open %s: %s", g_log, strerror(errno));
-    pid_t parent = getpid();
-    g_pid = fork();
-    cr_assert_neq(g_pid, -1, "fork: %s", strerror(errno));
-    if (g_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        if (getppid() != parent)
-            _exit(127);
-        dup2(log_fd, 1);
-        dup2(log_fd, 2);
-        execl(bin, bin, "standalone", "--data-dir", data, "--bind-address", "127.0.0.1",
-              "--advertised-address", "127.0.0.1", "--broker-port", "0", "--bookie-port", "0",
-              "--http-port", "0", "--max-message-size", max, "--keepalive-s", ka,
-              "--write-cache-mb", "8", "--read-cache-mb", "8", "--log-level", "info", (char *)NULL);
-        _exit(127);
-    }
-    close(log_fd);
-    g_broker_port = g_http_port = 0;
-    int64_t deadline = now_ms() + START_TIMEOUT_MS;
-    while (g_broker_port == 0 && now_ms() < deadline) {
-        int status;
-        if (waitpid(g_pid, &status, WNOHANG) == g_pid) {
-            g_pid = -1;
-            dump_log_tail();
-            cr_assert_fail("standalone exited during start-up (status %d)", status);
-        }
-        FILE *f = fopen(g_log, "r");
-        char line[1024];
-        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            const char *p = strstr(line, "ready: pulsar://127.0.0.1:");
-            unsigned bp, hp;
-            if (p != NULL &&
-                sscanf(p, "ready: pulsar://127.0.0.1:%u, admin and metrics on http://127.0.0.1:%u",
-                       &bp, &hp) == 2) {
-                g_broker_port = bp;
-                g_http_port = hp;
-            }
-        }
-        if (f != NULL)
-            fclose(f);
-        if (g_broker_port == 0)
-            usleep(20000);
-    }
-    if (g_broker_port == 0)
-        dump_log_tail();
-    cr_assert_neq(g_broker_port, 0, "standalone not ready within %d ms", START_TIMEOUT_MS);
+    const char *const extra[] = { "--max-message-size", max, "--keepalive-s", ka, NULL };
+    int rc = sah_start(&g_sa, extra);
+    cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
 }
 
 /* Stops the standalone with SIGTERM and requires a clean exit (status 0) within the bound:
  * nothing the cases sent may have broken its shutdown. */
 static void sa_stop_clean(void)
 {
-    cr_assert_gt(g_pid, 0);
-    kill(g_pid, SIGTERM);
     int status = 0;
-    pid_t r = 0;
-    int64_t deadline = now_ms() + STOP_TIMEOUT_MS;
-    while ((r = waitpid(g_pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
-        usleep(10000);
-    cr_assert_eq(r, g_pid, "standalone did not stop within %d ms of SIGTERM", STOP_TIMEOUT_MS);
-    g_pid = -1;
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "standalone exit status %d", status);
+    int rc = sah_stop(&g_sa, &status);
+    cr_assert_eq(rc, MG_OK, "standalone stop: %s (wait status %d)", mg_strerror(rc), status);
 }
 
 /* ---- a blocking raw client ------------------------------------------------------------------- */
@@ -231,10 +132,10 @@ static rconn rc_open(void)
     /* Bounds connect and every send: a broker that stops reading cannot hang the test. */
     struct timeval tv = { .tv_sec = REPLY_TIMEOUT_MS / 1000 };
     setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_broker_port) };
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_sa.broker_port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(connect(c.fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect to %u: %s",
-                 g_broker_port, strerror(errno));
+                 g_sa.broker_port, strerror(errno));
     int one = 1;
     setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return c;
@@ -244,14 +145,14 @@ static void rc_write(rconn *c, const void *p, size_t n)
 {
     const uint8_t *b = p;
     size_t done = 0;
-    int64_t deadline = now_ms() + REPLY_TIMEOUT_MS;
+    int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
     while (done < n) {
         ssize_t k = send(c->fd, b + done, n - done, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR)
             continue;
         cr_assert_gt(k, 0, "send: %s", strerror(errno));
         done += (size_t)k;
-        cr_assert_lt(now_ms(), deadline, "send did not finish in time");
+        cr_assert_lt(sah_now_ms(), deadline, "send did not finish in time");
     }
 }
 
@@ -282,7 +183,7 @@ static rc_result rc_read_frame(rconn *c, int64_t deadline);
  * PING (nothing else is sent to it unasked), answered with PONG. */
 static void healthy_serve(void)
 {
-    rc_result r = rc_read_frame(&g_healthy, now_ms() + REPLY_TIMEOUT_MS);
+    rc_result r = rc_read_frame(&g_healthy, sah_now_ms() + REPLY_TIMEOUT_MS);
     cr_assert_eq(r, RC_FRAME, "the healthy connection was closed (result %d)", r);
     cr_assert_eq(g_healthy.f.type, T(PING), "unasked frame of type %d on the healthy connection",
                  g_healthy.f.type);
@@ -296,7 +197,7 @@ static rc_result rc_read_exact(rconn *c, uint8_t *dst, size_t n, int64_t deadlin
 {
     size_t got = 0;
     while (got < n) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - sah_now_ms();
         if (left <= 0)
             return RC_TIMEOUT;
         bool serve = c != &g_healthy && g_healthy.fd >= 0;
@@ -348,7 +249,7 @@ static rc_result rc_read_frame(rconn *c, int64_t deadline)
 /* The next frame within timeout_ms, the broker's PINGs answered when c->auto_pong. */
 static rc_result rc_next(rconn *c, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = sah_now_ms() + timeout_ms;
     for (int i = 0; i < 1000; i++) {
         rc_result r = rc_read_frame(c, deadline);
         if (r != RC_FRAME || !c->auto_pong || c->f.type != T(PING))
@@ -554,17 +455,10 @@ static void healthy_check(const char *after)
 
 static void suite_fini(void)
 {
-    if (!g_passed && g_log[0] != '\0')
-        dump_log_tail();
+    if (!g_passed)
+        sah_dump_log(&g_sa);
     rc_close(&g_healthy);
-    if (g_pid > 0) {
-        kill(g_pid, SIGKILL);
-        waitpid(g_pid, NULL, 0);
-        g_pid = -1;
-    }
-    if (g_dir[0] != '\0')
-        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    g_dir[0] = '\0';
+    sah_destroy(&g_sa);
 }
 
 TestSuite(broker_protocol, .fini = suite_fini, .timeout = 90);
@@ -778,24 +672,6 @@ static void case_checksum(void)
     rc_close(&k);
 }
 
-/* POSTs to the admin API through curl; returns the HTTP status and the body in body. */
-static int admin_post(const char *path, char *body, size_t cap)
-{
-    char command[512];
-    snprintf(command, sizeof(command),
-             "curl -sS -m 10 -X POST -w '\\n%%{http_code}' http://127.0.0.1:%u%s", g_http_port,
-             path);
-    FILE *p = popen(command, "r");
-    cr_assert_not_null(p, "popen curl: %s", strerror(errno));
-    size_t n = fread(body, 1, cap - 1, p);
-    body[n] = '\0';
-    pclose(p);
-    char *nl = strrchr(body, '\n');
-    cr_assert_not_null(nl, "no status line from curl: '%s'", body);
-    *nl = '\0';
-    return atoi(nl + 1);
-}
-
 /* Terminating a topic: its producer is closed by the broker, a new producer and a SEND are
  * refused with TopicTerminatedError, and a consumer that read everything is told
  * REACHED_END_OF_TOPIC. */
@@ -835,8 +711,8 @@ static void case_terminate(void)
     cr_assert_eq((int64_t)msg->message_id->entry_id, entry);
 
     char body[512], want[128];
-    int status =
-        admin_post("/admin/v2/persistent/public/default/terminated/terminate", body, sizeof(body));
+    int status = sah_http(&g_sa, "POST", "/admin/v2/persistent/public/default/terminated/terminate",
+                          NULL, body, sizeof(body));
     cr_assert_eq(status, 200, "terminate: HTTP %d %s", status, body);
     snprintf(want, sizeof(want), "{\"ledgerId\":%lld,\"entryId\":%lld,\"partitionIndex\":-1}",
              (long long)ledger, (long long)entry);
@@ -850,8 +726,8 @@ static void case_terminate(void)
     cr_assert_eq(e->request_id, 8);
     cr_assert_eq(e->error, ERR(TopicTerminatedError));
     /* Terminating again answers the same last message id. */
-    status =
-        admin_post("/admin/v2/persistent/public/default/terminated/terminate", body, sizeof(body));
+    status = sah_http(&g_sa, "POST", "/admin/v2/persistent/public/default/terminated/terminate",
+                      NULL, body, sizeof(body));
     cr_assert_eq(status, 200);
     cr_assert_str_eq(body, want);
     rc_ping_pong(&p);
@@ -941,7 +817,7 @@ static void case_lookup(void)
     cr_assert_eq(r->response,
                  MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
     char url[64];
-    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_broker_port);
+    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
     cr_assert_not_null(r->broker_service_url);
     cr_assert_str_eq(r->broker_service_url, url);
     rc_close(&c);
@@ -950,21 +826,13 @@ static void case_lookup(void)
 /* ---- metrics
  * ------------------------------------------------------------------------------------- */
 
-/* GET /metrics through curl; returns a malloc'd NUL-terminated body. */
+/* GET /metrics; returns a malloc'd NUL-terminated body. */
 static char *fetch_metrics(void)
 {
-    char command[128];
-    snprintf(command, sizeof(command), "curl -sS -m 5 http://127.0.0.1:%u/metrics", g_http_port);
-    FILE *p = popen(command, "r");
-    cr_assert_not_null(p, "popen curl: %s", strerror(errno));
     char *text = malloc(METRICS_BYTES_MAX + 1);
     cr_assert_not_null(text);
-    size_t n = 0, k;
-    while (n < METRICS_BYTES_MAX && (k = fread(text + n, 1, METRICS_BYTES_MAX - n, p)) > 0)
-        n += k;
-    text[n] = '\0';
-    int status = pclose(p);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "curl exit status %d", status);
+    int status = sah_http(&g_sa, "GET", "/metrics", NULL, text, METRICS_BYTES_MAX + 1);
+    cr_assert_eq(status, 200, "GET /metrics: %d %s", status, status < 0 ? mg_strerror(status) : "");
     return text;
 }
 
