@@ -107,6 +107,10 @@ _Static_assert(BK_JOURNAL_RECORD_BYTES_MAX <= BK_ENTRY_BYTES_MAX,
                "a journalled entry must fit an entry log");
 #endif
 
+/* Deleting an old segment: bytes freed per step and the pause between steps (segment_shrink). */
+#define SEGMENT_SHRINK_STEP_BYTES (8u * 1024 * 1024)
+#define SEGMENT_SHRINK_PAUSE_NS   2000000L
+
 #define HDR_BYTES BK_JOURNAL_RECORD_HEADER_BYTES
 
 #define SEGMENT_PREFIX      "journal-"
@@ -413,6 +417,32 @@ static int segment_create(bk_journal *j, uint64_t id, int *fd_out)
     return MG_OK;
 }
 
+/* Shrinks a segment about to be deleted a step at a time. Unlinking a whole 256 MiB segment
+ * frees all its extents in one file-system transaction, and the next journal fdatasync must
+ * wait for that transaction to commit: measured as 250-300 ms stalls of every add at each
+ * checkpoint (publish p99 241 ms against 44 ms with the deletion left out). Freeing
+ * SEGMENT_SHRINK_STEP_BYTES per ftruncate, with a short pause between steps, keeps each
+ * transaction small. Runs on the checkpointing thread, never on the journal thread; a failure
+ * only means the final unlink frees the rest at once. */
+static void segment_shrink(bk_journal *j, const char *path)
+{
+    int fd;
+    if (bk_io_open(j->io, path, O_RDWR, 0, &fd) != MG_OK)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        uint64_t size = (uint64_t)st.st_size;
+        while (size > SEGMENT_SHRINK_STEP_BYTES) {
+            size -= SEGMENT_SHRINK_STEP_BYTES;
+            if (bk_io_truncate(j->io, fd, size) != MG_OK)
+                break;
+            struct timespec pause = { 0, SEGMENT_SHRINK_PAUSE_NS };
+            nanosleep(&pause, NULL);
+        }
+    }
+    bk_io_close(j->io, fd);
+}
+
 /* Deletes the segment files with an id below before_id (never cur_id). Failures are logged. */
 static void segments_delete_before(bk_journal *j, uint64_t before_id, uint64_t cur_id)
 {
@@ -425,6 +455,7 @@ static void segments_delete_before(bk_journal *j, uint64_t before_id, uint64_t c
             continue;
         char path[PATH_MAX];
         segment_path(j, ids[i], path, sizeof(path));
+        segment_shrink(j, path);
         int rc = bk_io_unlink(j->io, path);
         if (rc != MG_OK && rc != MG_ENOTFOUND)
             MG_WARN("journal: cannot delete %s: %s", path, mg_strerror(rc));
