@@ -46,6 +46,40 @@
 
 /* --- options ---------------------------------------------------------------------------------- */
 
+/* Options both workloads take, with the same names, bounds and help (pulsar-perf's). */
+#define PP_OPT_SERVICE_URL(opts_type)                                                           \
+    {                                                                                           \
+        .name = "service-url", .short_name = 'u', .type = MG_OPT_STRING,                        \
+        .offset = offsetof(opts_type, service_url), .default_value = "pulsar://127.0.0.1:6650", \
+        .metavar = "URL", .help = "broker to connect to"                                        \
+    }
+#define PP_OPT_NUM_MESSAGES(opts_type, verb)                                               \
+    {                                                                                      \
+        .name = "num-messages", .short_name = 'm', .type = MG_OPT_INT,                     \
+        .offset = offsetof(opts_type, num_messages), .default_value = "0", .metavar = "N", \
+        .help = "messages to " verb " in total (0: until --test-duration)", .min = 0,      \
+        .max = INT64_MAX                                                                   \
+    }
+#define PP_OPT_TEST_DURATION(opts_type)                                                          \
+    {                                                                                            \
+        .name = "test-duration", .short_name = 't', .type = MG_OPT_DURATION,                     \
+        .offset = offsetof(opts_type, duration_ms), .default_value = "0", .metavar = "DURATION", \
+        .help = "stop after this long (0: at --num-messages, or at SIGINT)", .min = 0,           \
+        .max = 7LL * 24 * 3600 * 1000                                                            \
+    }
+#define PP_OPT_STATS_INTERVAL(opts_type)                                                           \
+    {                                                                                              \
+        .name = "stats-interval", .type = MG_OPT_DURATION,                                         \
+        .offset = offsetof(opts_type, interval_ms), .default_value = "10s", .metavar = "DURATION", \
+        .help = "time between two progress lines", .min = 100, .max = 3600000                      \
+    }
+#define PP_OPT_JSON(opts_type)                                                      \
+    {                                                                               \
+        .name = "json", .type = MG_OPT_STRING, .offset = offsetof(opts_type, json), \
+        .default_value = NULL, .metavar = "FILE",                                   \
+        .help = "also write the summary as a JSON object to FILE"                   \
+    }
+
 typedef struct perf_produce_opts {
     char *service_url;
     int64_t rate;
@@ -67,13 +101,7 @@ typedef struct perf_produce_opts {
 static const char *const compression_names[] = { "NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY", NULL };
 
 static const mg_opt perf_produce_opt_table[] = {
-    { .name = "service-url",
-      .short_name = 'u',
-      .type = MG_OPT_STRING,
-      .offset = offsetof(perf_produce_opts, service_url),
-      .default_value = "pulsar://127.0.0.1:6650",
-      .metavar = "URL",
-      .help = "broker to connect to" },
+    PP_OPT_SERVICE_URL(perf_produce_opts),
     { .name = "rate",
       .short_name = 'r',
       .type = MG_OPT_INT,
@@ -134,24 +162,8 @@ static const mg_opt perf_produce_opt_table[] = {
       .metavar = "CODEC",
       .help = "batch compression",
       .choices = compression_names },
-    { .name = "num-messages",
-      .short_name = 'm',
-      .type = MG_OPT_INT,
-      .offset = offsetof(perf_produce_opts, num_messages),
-      .default_value = "0",
-      .metavar = "N",
-      .help = "messages to send in total (0: until --test-duration)",
-      .min = 0,
-      .max = INT64_MAX },
-    { .name = "test-duration",
-      .short_name = 't',
-      .type = MG_OPT_DURATION,
-      .offset = offsetof(perf_produce_opts, duration_ms),
-      .default_value = "0",
-      .metavar = "DURATION",
-      .help = "stop after this long (0: at --num-messages, or at SIGINT)",
-      .min = 0,
-      .max = 7LL * 24 * 3600 * 1000 },
+    PP_OPT_NUM_MESSAGES(perf_produce_opts, "send"),
+    PP_OPT_TEST_DURATION(perf_produce_opts),
     { .name = "max-outstanding",
       .short_name = 'o',
       .type = MG_OPT_INT,
@@ -161,20 +173,8 @@ static const mg_opt perf_produce_opt_table[] = {
       .help = "messages sent and not yet acknowledged, per producer",
       .min = 1,
       .max = 1000000 },
-    { .name = "stats-interval",
-      .type = MG_OPT_DURATION,
-      .offset = offsetof(perf_produce_opts, interval_ms),
-      .default_value = "10s",
-      .metavar = "DURATION",
-      .help = "time between two progress lines",
-      .min = 100,
-      .max = 3600000 },
-    { .name = "json",
-      .type = MG_OPT_STRING,
-      .offset = offsetof(perf_produce_opts, json),
-      .default_value = NULL,
-      .metavar = "FILE",
-      .help = "also write the summary as a JSON object to FILE" },
+    PP_OPT_STATS_INTERVAL(perf_produce_opts),
+    PP_OPT_JSON(perf_produce_opts),
     { .name = "fio-dir",
       .type = MG_OPT_STRING,
       .offset = offsetof(perf_produce_opts, fio_dir),
@@ -215,13 +215,7 @@ static const char *const sub_type_names[] = { "Exclusive", "Shared", "Failover",
 static const char *const position_names[] = { "Latest", "Earliest", NULL };
 
 static const mg_opt perf_consume_opt_table[] = {
-    { .name = "service-url",
-      .short_name = 'u',
-      .type = MG_OPT_STRING,
-      .offset = offsetof(perf_consume_opts, service_url),
-      .default_value = "pulsar://127.0.0.1:6650",
-      .metavar = "URL",
-      .help = "broker to connect to" },
+    PP_OPT_SERVICE_URL(perf_consume_opts),
     { .name = "subscriber-name",
       .short_name = 'S',
       .type = MG_OPT_STRING,
@@ -261,38 +255,10 @@ static const mg_opt perf_consume_opt_table[] = {
       .help = "flow permits per consumer",
       .min = 1,
       .max = 1000000 },
-    { .name = "num-messages",
-      .short_name = 'm',
-      .type = MG_OPT_INT,
-      .offset = offsetof(perf_consume_opts, num_messages),
-      .default_value = "0",
-      .metavar = "N",
-      .help = "messages to receive in total (0: until --test-duration)",
-      .min = 0,
-      .max = INT64_MAX },
-    { .name = "test-duration",
-      .short_name = 't',
-      .type = MG_OPT_DURATION,
-      .offset = offsetof(perf_consume_opts, duration_ms),
-      .default_value = "0",
-      .metavar = "DURATION",
-      .help = "stop after this long (0: at --num-messages, or at SIGINT)",
-      .min = 0,
-      .max = 7LL * 24 * 3600 * 1000 },
-    { .name = "stats-interval",
-      .type = MG_OPT_DURATION,
-      .offset = offsetof(perf_consume_opts, interval_ms),
-      .default_value = "10s",
-      .metavar = "DURATION",
-      .help = "time between two progress lines",
-      .min = 100,
-      .max = 3600000 },
-    { .name = "json",
-      .type = MG_OPT_STRING,
-      .offset = offsetof(perf_consume_opts, json),
-      .default_value = NULL,
-      .metavar = "FILE",
-      .help = "also write the summary as a JSON object to FILE" },
+    PP_OPT_NUM_MESSAGES(perf_consume_opts, "receive"),
+    PP_OPT_TEST_DURATION(perf_consume_opts),
+    PP_OPT_STATS_INTERVAL(perf_consume_opts),
+    PP_OPT_JSON(perf_consume_opts),
     MG_TOOL_OPT_LOG_LEVEL(perf_consume_opts, log_level),
 };
 
