@@ -21,8 +21,9 @@
  * belongs to an entry in that half or in an earlier one.
  *
  * Read path: write cache -> read cache -> in-flight read-ahead window (wait for it) -> index
- * (one seek for a whole run) -> O_DIRECT read of each contiguous stretch of the run -> every
- * record of the stretch checked on the threadpool -> parsed in place on the loop: entries are
+ * (two point look-ups planning a walk, else one seek for a whole run) -> O_DIRECT read of each
+ * contiguous stretch -> every record of the stretch checked on the threadpool (a walk finds its
+ * records by their headers there) -> parsed in place on the loop: entries are
  * handed out as slices of the read buffer, never copied. The first record that does not check
  * ends the read there (MG_ECORRUPT, logged, counted): a bad record is never served. A read
  * owns one reference per disk chunk it used (its entries share it) and one per cache hit, in
@@ -85,6 +86,9 @@
  * flight keep the device busier than one large read (fio's sequential read does the same). */
 #define BK_DISK_CHUNK_BYTES          (1u << 20)
 #define BK_DISK_CHUNKS_MAX           16
+/* A walk (walk_plan) reads at most this much beyond what its entries should take (plus 1/8):
+ * the bytes wasted when the stretch turns out shorter than planned. */
+#define BK_WALK_SLACK_BYTES          (64u * 1024)
 /* Read-ahead state is kept for this many ledgers (least recently used dropped). */
 #define BK_RA_LEDGERS_MAX            256
 /* Only reads of at most this many entries start read-ahead windows: a reader asking for large
@@ -149,6 +153,11 @@ struct read_ctx {
     uv_work_t work;
     bk_index_put *run;
     size_t run_count, run_pos;
+    /* a walk (see index_work): the run's locations come from the record headers of one read of
+     * [walk_offset, walk_offset + walk_len) of entry log walk_log, not from the index */
+    bool walk;
+    uint32_t walk_log, walk_offset, walk_len;
+    size_t walk_cap;                       /* the run's capacity: the entries the walk may find */
     disk_chunk chunks[BK_DISK_CHUNKS_MAX]; /* the disk reads in flight for one stretch */
     int chunk_count, chunks_done;          /* done: read and verified, or failed */
     int work_status;
@@ -240,6 +249,7 @@ struct bk_storage {
     mg_histogram *m_add_latency;
     mg_histogram *m_read_latency[3];
     mg_histogram *m_disk_read_bytes;
+    mg_counter *m_stretches[2]; /* found by a walk, by the index */
     mg_counter *m_ra_issued, *m_ra_used;
     mg_counter *m_flush_bytes, *m_gc_logs_removed, *m_gc_bytes_compacted, *m_errors;
 };
@@ -1032,12 +1042,63 @@ static void read_finish(read_ctx *r)
         finish_close_if_idle(s);
 }
 
+/* Tries to plan a walk: two point look-ups instead of an iterator step per entry. The first
+ * wanted entry's location gives where to start; the location of the last entry the budget can
+ * take (all entries the size of the first) gives where to stop. When both lie in one entry log
+ * no further apart than those entries would take, plus a little, the stretch between them is
+ * read in one I/O and its records found by their headers (walk_verify): entries of one ledger
+ * flushed together lie back to back. Anything else in between (another ledger's records, a
+ * later flush) ends the walk early, costing at most the slack in wasted bytes; the next step
+ * looks up where the read goes on. Returns false to fall back to the run (uneven entry sizes,
+ * a ledger spread over flushes, the ledger's last entries). Threadpool. */
+static bool walk_plan(read_ctx *r, int64_t last, bk_location first)
+{
+    size_t budget = r->max_bytes > r->bytes ? r->max_bytes - r->bytes : 0;
+    size_t payload = first.size > BK_RECORD_HEADER_BYTES ? first.size - BK_RECORD_HEADER_BYTES : 1;
+    uint64_t n = (uint64_t)(last - r->next) + 1;
+    if (budget < SIZE_MAX && n > budget / payload + 1)
+        n = budget / payload + 1;
+    if (n > BK_DISK_READ_BYTES_MAX / first.size)
+        n = BK_DISK_READ_BYTES_MAX / first.size;
+    if (n == 0)
+        n = 1;
+    uint64_t end = (uint64_t)first.offset + first.size;
+    if (n > 1) {
+        bk_location probe;
+        if (bk_index_get(r->s->index, r->ledger_id, r->next + (int64_t)n - 1, &probe) != MG_OK ||
+            probe.log_id != first.log_id || probe.offset <= first.offset)
+            return false;
+        uint64_t expect = n * first.size;
+        end = (uint64_t)probe.offset + probe.size;
+        if (end - first.offset > expect + expect / 8 + BK_WALK_SLACK_BYTES ||
+            end - first.offset > BK_DISK_READ_BYTES_MAX)
+            return false;
+    }
+    r->run = mg_malloc(n * sizeof(*r->run));
+    if (r->run == NULL)
+        return false;
+    r->run[0] = (bk_index_put){ .ledger_id = r->ledger_id, .entry_id = r->next, .loc = first };
+    r->run_count = 1;
+    r->walk = true;
+    r->walk_cap = n;
+    r->walk_log = first.log_id;
+    r->walk_offset = first.offset;
+    r->walk_len = (uint32_t)(end - first.offset);
+    return true;
+}
+
 static void index_work(uv_work_t *w)
 {
     read_ctx *r = w->data;
     int64_t last = r->last;
     if (last - r->next >= BK_RUN_ENTRIES_MAX)
         last = r->next + BK_RUN_ENTRIES_MAX - 1;
+    r->run_pos = 0;
+    r->walk = false;
+    bk_location first;
+    r->work_status = bk_index_get(r->s->index, r->ledger_id, r->next, &first);
+    if (r->work_status != MG_OK || (first.size > 0 && walk_plan(r, last, first)))
+        return; /* MG_ENOTFOUND: the first wanted entry is missing */
     size_t cap = (size_t)(last - r->next + 1);
     r->run = mg_malloc(cap * sizeof(*r->run));
     if (r->run == NULL) {
@@ -1046,7 +1107,6 @@ static void index_work(uv_work_t *w)
     }
     r->work_status =
         bk_index_seek_run(r->s->index, r->ledger_id, r->next, last, r->run, cap, &r->run_count);
-    r->run_pos = 0;
     if (r->work_status == MG_OK && (r->run_count == 0 || r->run[0].entry_id != r->next))
         r->work_status = MG_ENOTFOUND; /* the first wanted entry is missing */
 }
@@ -1054,12 +1114,34 @@ static void index_work(uv_work_t *w)
 static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data_len, void *arg);
 static void disk_chunks_parse(read_ctx *r);
 
+static void disk_submit(read_ctx *r, uint32_t log_id);
+
+/* Reads a walk's stretch (walk_plan) in one I/O; walk_verify finds its records. */
+static void read_walk(read_ctx *r)
+{
+    disk_chunk *c = &r->chunks[0];
+    memset(c, 0, sizeof(*c));
+    c->r = r;
+    c->offset = r->walk_offset;
+    c->len = r->walk_len;
+    c->first = 0;
+    c->end = 1;
+    r->chunk_count = 1;
+    r->chunks_done = 0;
+    r->s->stats.disk_walks++;
+    mg_counter_inc(r->s->m_stretches[0]);
+    disk_submit(r, r->walk_log);
+}
+
 /* Reads the contiguous stretch of the run starting at run_pos: O_DIRECT reads of about
  * BK_DISK_CHUNK_BYTES each, cut at record boundaries, all in flight at once; the entries are
  * parsed in order once every chunk has arrived. */
 static void read_disk(read_ctx *r)
 {
-    bk_storage *s = r->s;
+    if (r->walk) {
+        read_walk(r);
+        return;
+    }
     const bk_index_put *p = &r->run[r->run_pos];
     /* The budget counts payload bytes, as the caller's max_bytes does; records carry a header
      * on top, so compare like with like or the tail of a request becomes extra round trips. */
@@ -1091,8 +1173,16 @@ static void read_disk(read_ctx *r)
         }
         c->end = i;
     }
+    mg_counter_inc(r->s->m_stretches[1]);
+    disk_submit(r, p->loc.log_id);
+}
+
+/* Submits the read's chunks, all at once, from entry log log_id. */
+static void disk_submit(read_ctx *r, uint32_t log_id)
+{
+    bk_storage *s = r->s;
     int fd;
-    int rc = bk_entrylogs_direct_fd(s->elogs, p->loc.log_id, &fd);
+    int rc = bk_entrylogs_direct_fd(s->elogs, log_id, &fd);
     if (rc != MG_OK) {
         r->status = rc == MG_ENOTFOUND ? MG_ECORRUPT : rc;
         defer_read(r);
@@ -1204,13 +1294,54 @@ static void disk_chunks_parse(read_ctx *r)
         ch->buf = NULL;
     }
     r->chunk_count = r->chunks_done = 0;
+    r->walk = false; /* what the walk found is a run like any other now */
     read_step(r);
+}
+
+/* A walk's check: the records of its one chunk, from the first location on, as long as each
+ * parses (length, CRC) and is the next entry of the ledger; the first must also have the size
+ * the index gave. Fills the run with what it found (at least the first location, so a first
+ * record that does not check is reported corrupt by parse_chunk). A record that does not
+ * belong ends the walk; the next step looks the entry up again. Threadpool, like chunk_verify. */
+static void walk_verify(read_ctx *r, disk_chunk *c)
+{
+    c->valid = 0;
+    c->end = 1;
+    if (c->status != MG_OK)
+        return;
+    const uint8_t *base = mg_buf_data(c->buf) + c->data_off;
+    size_t pos = 0;
+    size_t n = 0;
+    while (n < r->walk_cap && pos < c->data_len) {
+        bk_record rec;
+        if (bk_record_parse(base + pos, c->data_len - pos, &rec) != MG_OK ||
+            rec.ledger_id != r->ledger_id || rec.entry_id != r->run[0].entry_id + (int64_t)n ||
+            (n == 0 && rec.record_size != r->run[0].loc.size))
+            break;
+        r->run[n] = (bk_index_put){
+            .ledger_id = r->ledger_id,
+            .entry_id = rec.entry_id,
+            .loc = { .log_id = r->walk_log,
+                     .offset = r->walk_offset + (uint32_t)pos,
+                     .size = (uint32_t)rec.record_size },
+        };
+        pos += rec.record_size;
+        n++;
+    }
+    if (n > 0) {
+        r->run_count = n;
+        c->end = n;
+        c->valid = n;
+    }
 }
 
 static void chunk_verify_work(uv_work_t *w)
 {
     disk_chunk *c = w->data;
-    chunk_verify(c->r, c);
+    if (c->r->walk)
+        walk_verify(c->r, c);
+    else
+        chunk_verify(c->r, c);
 }
 
 /* One more chunk is read and verified (or failed): once all are, hand out the entries. */
@@ -1224,7 +1355,7 @@ static void chunk_verify_done(uv_work_t *w, int uv_status)
 {
     disk_chunk *c = w->data;
     if (uv_status != 0) /* not run (never cancelled, but be safe): verify here */
-        chunk_verify(c->r, c);
+        chunk_verify_work(w);
     chunk_finished(c->r);
 }
 
@@ -1246,7 +1377,7 @@ static void disk_read_done(int status, mg_buf *buf, size_t data_off, size_t data
         c->work.data = c;
         if (uv_queue_work(r->s->loop, &c->work, chunk_verify_work, chunk_verify_done) == 0)
             return;
-        chunk_verify(r, c);
+        chunk_verify_work(&c->work);
     }
     chunk_finished(r);
 }
@@ -1587,6 +1718,15 @@ static void register_metrics(bk_storage *s, mg_metrics *m)
         s->m_read_latency[i] = rl ? mg_metrics_histogram(rl, sources[i]) : NULL;
     s->m_disk_read_bytes = mg_metrics_unlabelled_histogram(
         m, "bookie_disk_read_size_bytes", "Size of each O_DIRECT read of an entry log", 1.0);
+    static const char *const found_label[] = { "found" };
+    mg_metric_family *sf = mg_metrics_counter_family(
+        m, "bookie_disk_stretches_total",
+        "Contiguous stretches read from the entry logs, by how they were found: walk (two index "
+        "look-ups, records found by their headers) or index (one index step per entry)",
+        1, found_label);
+    static const char *const founds[2][1] = { { "walk" }, { "index" } };
+    for (int i = 0; i < 2; i++)
+        s->m_stretches[i] = sf ? mg_metrics_counter(sf, founds[i]) : NULL;
     static const char *const state_label[] = { "state" };
     mg_metric_family *ra = mg_metrics_counter_family(
         m, "bookie_readahead_bytes_total",

@@ -119,6 +119,7 @@ typedef struct bk_storage_stats {
     uint64_t reads_disk;
     uint64_t disk_reads; /* O_DIRECT reads issued, foreground and read-ahead */
     uint64_t disk_read_bytes;
+    uint64_t disk_walks; /* of those, stretches found by a walk (two index look-ups) */
     uint64_t readahead_windows;
     uint64_t readahead_bytes;      /* read into the read cache by read-ahead */
     uint64_t readahead_used_bytes; /* of those, served to readers */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bookie/aio.h"
 #include "bookie/entrylog.h"
 #include "bookie/storage.h"
 #include "common/error.h"
@@ -136,10 +137,16 @@ static void add_cb(int status, int64_t ledger_id, int64_t entry_id, void *arg)
     a->last_status = status;
 }
 
+/* Entries of ledgers at or above this id all have FIXED_PAYLOAD bytes: what a range read can
+ * walk (storage.c walk_plan); below it, sizes vary, which makes it fall back to the index. */
+#define FIXED_LEDGER_MIN 1000
+#define FIXED_PAYLOAD    1000
+
 /* The payload of (ledger, entry): deterministic, size varies with the entry. */
 static size_t payload_of(int64_t ledger, int64_t entry, uint8_t *out, size_t cap)
 {
-    size_t len = 100 + (size_t)((entry * 37 + ledger * 11) % 900);
+    size_t len = ledger >= FIXED_LEDGER_MIN ? FIXED_PAYLOAD
+                                            : 100 + (size_t)((entry * 37 + ledger * 11) % 900);
     if (len > cap)
         len = cap;
     for (size_t i = 0; i < len; i++)
@@ -309,6 +316,63 @@ Test(storage, range_read_across_flush_boundary_and_byte_cap)
     bk_storage_stats_get(st, &s);
     cr_assert_lt(s.disk_reads * 10, s.reads_disk, "%lu disk reads for %lu entries",
                  (unsigned long)s.disk_reads, (unsigned long)s.reads_disk);
+}
+
+Test(storage, range_read_walks_records_of_equal_size)
+{
+    bk_storage_opts o = default_opts();
+    o.readahead = false;
+    open_with(&o);
+    add_range(1001, 0, 1999);
+    flush();
+    checked c = read_range(1001, 0, 1999, SIZE_MAX);
+    cr_assert_eq(c.status, MG_OK);
+    cr_assert_eq(c.count, 2000, "got %zu entries", c.count);
+    cr_assert_eq(c.mismatches, 0);
+    bk_storage_stats s;
+    bk_storage_stats_get(st, &s);
+    cr_assert_eq(s.disk_walks, 1, "%lu walks", (unsigned long)s.disk_walks);
+    cr_assert_eq(s.disk_reads, 1, "one read for the whole stretch, got %lu",
+                 (unsigned long)s.disk_reads);
+
+    /* A byte cap: the walk plans only what the cap takes, and the read returns exactly that. */
+    c = read_range(1001, 100, 1999, 10 * FIXED_PAYLOAD);
+    cr_assert_eq(c.count, 10);
+    cr_assert_eq(c.first, 100);
+    cr_assert_eq(c.mismatches, 0);
+    bk_storage_stats_get(st, &s);
+    cr_assert_eq(s.disk_walks, 2);
+    cr_assert_leq(s.disk_read_bytes - (uint64_t)2000 * (FIXED_PAYLOAD + BK_RECORD_HEADER_BYTES),
+                  (uint64_t)11 * (FIXED_PAYLOAD + BK_RECORD_HEADER_BYTES) + 2 * BK_AIO_ALIGN_BYTES,
+                  "the capped walk read %lu bytes in all", (unsigned long)s.disk_read_bytes);
+}
+
+/* Flush 1 holds ledger 1002's entries 0..9 followed by ledger 1003's entry 10; flush 2 holds
+ * 1002's entries 10..19 right after. A walk over 0..19 meets 1003's record after entry 9, with
+ * the very entry id it wants next: it must stop there, look entry 10 up again and go on, never
+ * serving another ledger's record. */
+Test(storage, walk_stops_at_another_ledgers_record)
+{
+    bk_storage_opts o = default_opts();
+    o.readahead = false;
+    open_with(&o);
+    add_range(1002, 0, 9);
+    add_range(1003, 10, 10);
+    flush();
+    add_range(1002, 10, 19);
+    flush();
+    checked c = read_range(1002, 0, 19, SIZE_MAX);
+    cr_assert_eq(c.status, MG_OK);
+    cr_assert_eq(c.count, 20, "got %zu entries", c.count);
+    cr_assert_eq(c.first, 0);
+    cr_assert_eq(c.last, 19);
+    cr_assert_eq(c.mismatches, 0);
+    bk_storage_stats s;
+    bk_storage_stats_get(st, &s);
+    cr_assert_eq(s.disk_walks, 2, "%lu walks", (unsigned long)s.disk_walks);
+    c = read_one(1003, 10);
+    cr_assert_eq(c.status, MG_OK);
+    cr_assert_eq(c.mismatches, 0);
 }
 
 Test(storage, sequential_reads_trigger_readahead)
@@ -595,6 +659,36 @@ Test(storage, corrupt_byte_on_disk_is_never_served)
     c = read_range(33, 0, 9, SIZE_MAX);
     cr_assert_eq(c.count, 5, "a range read stops before the corrupt entry");
     cr_assert_eq(c.mismatches, 0);
+}
+
+/* The entry log is cut inside entry 7: a range read (a walk: equal sizes) stops before it; 7
+ * is reported corrupt, and so is 8, whose index location lies past the end of the file. */
+Test(storage, truncated_entry_log_is_reported_corrupt)
+{
+    bk_storage_opts o = default_opts();
+    o.readahead = false;
+    open_with(&o);
+    add_range(1004, 0, 9);
+    flush();
+    close_storage();
+    log_path[0] = '\0';
+    nftw(dir, find_log, 16, FTW_PHYS);
+    cr_assert_neq(log_path[0], '\0');
+    off_t cut =
+        BK_ENTRYLOG_HEADER_BYTES + 7 * (off_t)(BK_RECORD_HEADER_BYTES + FIXED_PAYLOAD) + 100;
+    cr_assert_eq(truncate(log_path, cut), 0);
+
+    open_with(&o);
+    checked c = read_range(1004, 0, 9, SIZE_MAX);
+    cr_assert_eq(c.status, MG_OK);
+    cr_assert_eq(c.count, 7, "got %zu entries", c.count);
+    cr_assert_eq(c.mismatches, 0);
+    bk_storage_stats s;
+    bk_storage_stats_get(st, &s);
+    cr_assert_geq(s.disk_walks, 1);
+    cr_assert_eq(read_one(1004, 7).status, MG_ECORRUPT);
+    cr_assert_eq(read_one(1004, 8).status, MG_ECORRUPT);
+    cr_assert_eq(read_range(1004, 8, 9, SIZE_MAX).status, MG_ECORRUPT);
 }
 
 Test(storage, bad_arguments)
