@@ -18,6 +18,9 @@
  *         17     8  entry_id      int64, two's complement
  *         25     n  payload
  *
+ * A third type, PAD (3), is the journal's own: its payload is zeros, replay skips it. It fills a
+ * group up to the next 4096-byte boundary when segments are written with O_DIRECT (below).
+ *
  * A header of 25 zero bytes (or fewer than 25 bytes left, all zero) ends a segment cleanly: a
  * valid record never has type 0. Anything else that is not a valid record (unknown type, length
  * over the limit, record running past the end of the file, CRC mismatch) is a torn or corrupt
@@ -58,6 +61,15 @@
  *   the buffer: header and payload written separately, without a copy), then one fdatasync
  *   covers it, then its records complete in order. A group that would not fit in the rest of
  *   the segment goes to a new segment (created and preallocated first).
+ *
+ * O_DIRECT. Segments are written with O_DIRECT when the file system allows it (tmpfs does not:
+ * then through the page cache, same format without padding; opts.buffered asks for that too).
+ * Every group then starts and ends on a 4096-byte boundary: its records are copied into the
+ * aligned write buffer, a PAD record fills the last block, and the buffer is written as whole
+ * blocks. Measured with fio on this disk: 4 MiB writes each followed by fdatasync ran at
+ * 355 MiB/s through the page cache and at 1,266 MiB/s with O_DIRECT (ext4 on a virtio disk);
+ * the page cache path also copies every byte once more and leaves the writeback to the sync.
+ * BookKeeper pads its journal to an alignment the same way (journalAlignmentSize).
  *
  * STATE MACHINE
  *
@@ -124,8 +136,11 @@ _Static_assert(BK_JOURNAL_RECORD_BYTES_MAX <= BK_ENTRY_BYTES_MAX,
 
 /* Replay reads segments through a window of this size (grown for a larger record). */
 #define REPLAY_WINDOW_BYTES   (1024u * 1024)
-/* The write buffer is aligned to a page, the unit the kernel writes back. */
+/* The write buffer is aligned to a page, the unit the kernel writes back, and the block of
+ * O_DIRECT writes: with O_DIRECT, groups are padded to this size (PAD records). */
 #define WRITE_BUFFER_ALIGN    4096u
+/* The journal's own record type: padding, skipped by replay. */
+#define REC_TYPE_PAD          3
 /* An idle journal thread wakes up this often even without a signal (bounded waits). */
 #define IDLE_WAIT_NS          (100ull * 1000 * 1000)
 /* The group wait proceeds in steps of group_wait / GROUP_WAIT_STEPS; the loop is bounded by
@@ -168,6 +183,8 @@ struct bk_journal {
 
     /* Journal thread only (and open/close while the thread is not running). */
     int fd;
+    bool want_direct; /* !opts.buffered */
+    bool direct;      /* fd was opened with O_DIRECT: groups are padded to WRITE_BUFFER_ALIGN */
     uint64_t seg_id;
     uint64_t seg_off;
     uint8_t *wbuf;
@@ -413,6 +430,23 @@ static int segment_create(bk_journal *j, uint64_t id, int *fd_out)
         (void)bk_io_unlink(j->io, path);
         return rc;
     }
+    /* Writes go through a second descriptor opened with O_DIRECT, when the file system takes
+     * it; otherwise through the page cache (logged once). */
+    bool direct = false;
+    if (j->want_direct) {
+        int dfd;
+        int drc = bk_io_open(j->io, path, O_WRONLY | O_DIRECT, 0, &dfd);
+        if (drc == MG_OK) {
+            bk_io_close(j->io, fd);
+            fd = dfd;
+            direct = true;
+        } else {
+            MG_INFO("journal: %s: O_DIRECT is refused (%s); writing through the page cache", j->dir,
+                    mg_strerror(drc));
+            j->want_direct = false;
+        }
+    }
+    j->direct = direct;
     *fd_out = fd;
     return MG_OK;
 }
@@ -507,7 +541,7 @@ static int reader_get(seg_reader *r, uint64_t off, size_t n, const uint8_t **out
     return MG_OK;
 }
 
-typedef enum rec_kind { REC_OK, REC_END, REC_BAD } rec_kind;
+typedef enum rec_kind { REC_OK, REC_PAD, REC_END, REC_BAD } rec_kind;
 
 typedef struct rec_view {
     int type;
@@ -542,7 +576,7 @@ static int record_at(seg_reader *r, uint64_t off, rec_kind *kind, rec_view *v)
     uint32_t crc = get_le32(p + 4);
     int type = p[8];
     *kind = REC_BAD;
-    if (type != BK_JREC_ADD && type != BK_JREC_FENCE) {
+    if (type != BK_JREC_ADD && type != BK_JREC_FENCE && type != REC_TYPE_PAD) {
         v->why = "unknown record type";
         return MG_OK;
     }
@@ -566,7 +600,7 @@ static int record_at(seg_reader *r, uint64_t off, rec_kind *kind, rec_view *v)
         v->why = "CRC mismatch";
         return MG_OK;
     }
-    *kind = REC_OK;
+    *kind = type == REC_TYPE_PAD ? REC_PAD : REC_OK;
     return MG_OK;
 }
 
@@ -620,9 +654,11 @@ static int replay_segment(bk_journal *j, seg_reader *r, uint64_t id, uint64_t st
             }
             break;
         }
-        if (replay != NULL)
-            replay(v.type, v.ledger_id, v.entry_id, v.payload, v.len, arg);
-        (*records)++;
+        if (kind == REC_OK) {
+            if (replay != NULL)
+                replay(v.type, v.ledger_id, v.entry_id, v.payload, v.len, arg);
+            (*records)++;
+        }
         off += HDR_BYTES + (uint64_t)v.len;
     }
     bk_io_close(j->io, r->fd);
@@ -760,36 +796,94 @@ static const uint8_t *slot_payload(const bk_journal_slot *s)
     return s->len ? mg_buf_data(s->buf) + s->off : NULL;
 }
 
-/* Writes the n records at the head of the ring (bytes in all) and syncs them. Journal thread,
- * without mu. Returns MG_OK or the failure status (MG_EIO / MG_ENOSPC). */
+/* Bytes of the PAD record that ends a group of `bytes` bytes on a block boundary: 0 when it
+ * already does or the segment is written through the page cache, else at least a header. */
+static uint64_t group_pad(const bk_journal *j, uint64_t bytes)
+{
+    if (!j->direct)
+        return 0;
+    uint64_t pad = (WRITE_BUFFER_ALIGN - bytes % WRITE_BUFFER_ALIGN) % WRITE_BUFFER_ALIGN;
+    if (pad > 0 && pad < HDR_BYTES)
+        pad += WRITE_BUFFER_ALIGN;
+    return pad;
+}
+
+/* Streams a group into the segment from j->seg_off through the write buffer: bytes are copied
+ * in, and the buffer is written whenever it is full (whole blocks: its size is a multiple of
+ * the block) and at the end of the group. */
+typedef struct group_writer {
+    bk_journal *j;
+    size_t fill;
+    uint64_t off;
+    int rc;
+} group_writer;
+
+static void gw_flush(group_writer *w)
+{
+    if (w->rc != MG_OK || w->fill == 0)
+        return;
+    w->rc = bk_io_pwrite(w->j->io, w->j->fd, w->j->wbuf, w->fill, w->off);
+    w->off += w->fill;
+    w->fill = 0;
+}
+
+/* Copies n bytes from p (zeros when p is NULL) into the group. */
+static void gw_put(group_writer *w, const uint8_t *p, size_t n)
+{
+    while (n > 0 && w->rc == MG_OK) {
+        size_t k = w->j->wbuf_cap - w->fill;
+        if (k > n)
+            k = n;
+        if (p != NULL)
+            memcpy(w->j->wbuf + w->fill, p, k);
+        else
+            memset(w->j->wbuf + w->fill, 0, k);
+        w->fill += k;
+        if (p != NULL)
+            p += k;
+        n -= k;
+        if (w->fill == w->j->wbuf_cap)
+            gw_flush(w);
+    }
+}
+
+/* Writes a PAD record of pad bytes (header included, pad >= HDR_BYTES). */
+static void gw_pad(group_writer *w, uint64_t pad)
+{
+    static const uint8_t zeros[2 * WRITE_BUFFER_ALIGN];
+    MG_ASSERT(pad >= HDR_BYTES && pad - HDR_BYTES <= sizeof(zeros));
+    uint32_t len = (uint32_t)(pad - HDR_BYTES);
+    uint8_t h[HDR_BYTES] = { 0 };
+    h[8] = REC_TYPE_PAD;
+    put_le32(h, len);
+    put_le32(h + 4, mg_crc32c(mg_crc32c(0, h + 8, HDR_BYTES - 8), zeros, len));
+    gw_put(w, h, HDR_BYTES);
+    gw_put(w, NULL, len);
+}
+
+/* Writes the n records at the head of the ring (bytes in all, before padding) and syncs them.
+ * Journal thread, without mu. Returns MG_OK or the failure status (MG_EIO / MG_ENOSPC). */
 static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
 {
-    if (j->seg_off > 0 && j->seg_off + bytes > j->segment_bytes) {
+    uint64_t pad = group_pad(j, bytes);
+    if (j->seg_off > 0 && j->seg_off + bytes + pad > j->segment_bytes) {
         int rc = roll_segment(j);
         if (rc != MG_OK)
             return failure_status(rc);
     }
-    int rc;
-    if (bytes > j->wbuf_cap) {
-        /* One record larger than the buffer: header and payload separately, no copy. */
-        MG_ASSERT(n == 1);
-        const bk_journal_slot *s = slot_at(j, 0);
-        encode_header(j->wbuf, s, slot_payload(s));
-        rc = bk_io_pwrite(j->io, j->fd, j->wbuf, HDR_BYTES, j->seg_off);
-        if (rc == MG_OK)
-            rc = bk_io_pwrite(j->io, j->fd, slot_payload(s), s->len, j->seg_off + HDR_BYTES);
-    } else {
-        uint8_t *p = j->wbuf;
-        for (uint32_t i = 0; i < n; i++) {
-            const bk_journal_slot *s = slot_at(j, i);
-            if (s->len)
-                memcpy(p + HDR_BYTES, slot_payload(s), s->len);
-            encode_header(p, s, s->len ? p + HDR_BYTES : NULL);
-            p += slot_bytes(s);
-        }
-        MG_ASSERT((uint64_t)(p - j->wbuf) == bytes);
-        rc = bk_io_pwrite(j->io, j->fd, j->wbuf, (size_t)bytes, j->seg_off);
+    group_writer w = { .j = j, .off = j->seg_off, .rc = MG_OK };
+    for (uint32_t i = 0; i < n && w.rc == MG_OK; i++) {
+        const bk_journal_slot *s = slot_at(j, i);
+        uint8_t h[HDR_BYTES];
+        encode_header(h, s, slot_payload(s));
+        gw_put(&w, h, HDR_BYTES);
+        gw_put(&w, slot_payload(s), s->len);
     }
+    if (pad > 0)
+        gw_pad(&w, pad);
+    gw_flush(&w);
+    int rc = w.rc;
+    MG_ASSERT(rc != MG_OK || w.off == j->seg_off + bytes + pad);
     if (rc != MG_OK) {
         MG_ERROR("journal: %s: write of %u records (%llu bytes) to segment %llu at offset %llu "
                  "failed: %s; the journal is now read-only",
@@ -808,7 +902,7 @@ static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
                  j->dir, (unsigned long long)j->seg_id, mg_strerror(rc), n);
         return failure_status(rc);
     }
-    j->seg_off += bytes;
+    j->seg_off += bytes + pad;
     set_durable(j);
     mg_histogram_observe(j->m_group_entries, n);
     mg_histogram_observe(j->m_group_bytes, bytes);
@@ -961,6 +1055,7 @@ int bk_journal_open(const bk_journal_opts *opts, bk_journal_replay_fn replay, vo
     j->dir[dlen] = '\0';
     j->io = opts->io;
     j->fd = -1;
+    j->want_direct = !opts->buffered;
     j->segment_bytes = opts->segment_bytes ? opts->segment_bytes : BK_JOURNAL_SEGMENT_BYTES_DEFAULT;
     uint32_t wait_us = opts->group_wait_us ? opts->group_wait_us : BK_JOURNAL_GROUP_WAIT_US_DEFAULT;
     j->group_wait_ns = (uint64_t)wait_us * 1000;

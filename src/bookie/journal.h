@@ -52,6 +52,8 @@ typedef struct bk_journal_opts {
                                  BK_JOURNAL_QUEUE_RECORDS_MAX; past it append returns
                                  MG_EAGAIN */
     mg_metrics *metrics;      /* NULL = none; borrowed, must outlive the journal */
+    bool buffered;            /* write through the page cache, not O_DIRECT (which is used
+                                 when the file system allows it; see journal.c) */
 } bk_journal_opts;
 
 /* Record types. */

@@ -303,6 +303,10 @@ static fixture *fixture_new(void)
     f->opts.dir = f->dir;
     f->opts.io = f->io;
     f->opts.segment_bytes = 4 * 1024 * 1024;
+    /* Through the page cache: the layout is then exactly the records, which the tests that
+     * compute offsets rely on. The O_DIRECT layout (groups padded to blocks) has its own
+     * tests, named direct_*. */
+    f->opts.buffered = true;
     f->w = waiter_new();
     for (uint32_t i = 0; i < RECORDS_MAX; i++)
         f->tickets[i] = (ticket){ f->w, i };
@@ -386,9 +390,10 @@ static int rt_type(uint32_t i)
     return i % 7 == 3 ? BK_JREC_FENCE : BK_JREC_ADD;
 }
 
-Test(journal, roundtrip_mixed_records)
+static void roundtrip_mixed_records(bool buffered)
 {
     fixture *f = fixture_new();
+    f->opts.buffered = buffered;
     f->opts.segment_bytes = 32 * 1024 * 1024; /* everything fits the first segment */
     bk_journal *j = open_ok(f, NULL);
     bk_journal_pos p0 = bk_journal_durable_pos(j);
@@ -414,7 +419,13 @@ Test(journal, roundtrip_mixed_records)
         cr_assert_eq(f->w->order[i], i, "completion %u was record %u", i, f->w->order[i]);
     bk_journal_pos p = bk_journal_durable_pos(j);
     cr_assert_eq(p.segment_id, 1);
-    cr_assert_eq(p.offset, bytes);
+    if (buffered) {
+        cr_assert_eq(p.offset, bytes);
+    } else {
+        /* Each group ends on a block: padded, never cut short. */
+        cr_assert_eq(p.offset % 4096, 0, "offset %llu", (unsigned long long)p.offset);
+        cr_assert_geq(p.offset, bytes);
+    }
     cr_assert_eq(mg_buf_refcount(kept), 1);
     cr_assert_geq(bk_journal_sync_count(j), 1);
     bk_journal_close(j);
@@ -437,6 +448,89 @@ Test(journal, roundtrip_mixed_records)
     bk_journal_close(j);
     collector_free(&c);
     mg_buf_unref(kept);
+    fixture_free(f);
+}
+
+Test(journal, roundtrip_mixed_records)
+{
+    roundtrip_mixed_records(true);
+}
+
+Test(journal, direct_roundtrip_mixed_records)
+{
+    roundtrip_mixed_records(false);
+}
+
+/* With O_DIRECT, one record per group: the record at k * 4096, then a PAD record filling the
+ * block (type 3, zeros), which replay skips. A torn last group ends the replay before it. */
+Test(journal, direct_groups_are_padded_and_a_torn_one_ends_replay)
+{
+    fixture *f = fixture_new();
+    f->opts.buffered = false;
+    bk_journal *j = open_ok(f, NULL);
+    const uint32_t n = 6;
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 1000), MG_OK);
+        wait_completed(f->w, i + 1); /* a group each */
+        cr_assert_eq(status_of(f->w, i), MG_OK);
+        cr_assert_eq(bk_journal_durable_pos(j).offset, (uint64_t)(i + 1) * 4096);
+    }
+    bk_journal_close(j);
+
+    char path[512];
+    seg_path(path, sizeof(path), f->dir, 1);
+    int fd = open(path, O_RDONLY);
+    cr_assert_geq(fd, 0);
+    uint8_t h[HDR];
+    cr_assert_eq(pread(fd, h, HDR, 4096 + HDR + 1000), HDR);
+    close(fd);
+    cr_assert_eq(h[8], 3, "a PAD record follows the record, type %u", h[8]);
+    uint32_t pad_len =
+        (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    cr_assert_eq(pad_len, 4096 - 2 * HDR - 1000);
+
+    collector c = { 0 };
+    j = open_ok(f, &c);
+    cr_assert_eq(c.count, n, "PAD records are not replayed: %u records", c.count);
+    for (uint32_t i = 0; i < n; i++)
+        expect_rec(&c.recs[i], BK_JREC_ADD, 7, i, i, 1000);
+    bk_journal_close(j);
+    collector_free(&c);
+
+    /* Tear the last group: its record loses its end. */
+    cr_assert_eq(truncate(path, (off_t)((n - 1) * 4096 + HDR + 500)), 0);
+    j = open_ok(f, &c);
+    cr_assert_eq(c.count, n - 1);
+    for (uint32_t i = 0; i < n - 1; i++)
+        expect_rec(&c.recs[i], BK_JREC_ADD, 7, i, i, 1000);
+    bk_journal_close(j);
+    collector_free(&c);
+    fixture_free(f);
+}
+
+/* Segments written through the page cache and with O_DIRECT replay together, in order. */
+Test(journal, direct_and_buffered_segments_replay_together)
+{
+    fixture *f = fixture_new();
+    bk_journal *j = open_ok(f, NULL);
+    for (uint32_t i = 0; i < 5; i++)
+        cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 333), MG_OK);
+    wait_completed(f->w, 5);
+    bk_journal_close(j);
+    f->opts.buffered = false;
+    j = open_ok(f, NULL);
+    for (uint32_t i = 5; i < 10; i++) {
+        cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 4000 + i), MG_OK);
+        wait_completed(f->w, i + 1);
+    }
+    bk_journal_close(j);
+    collector c = { 0 };
+    j = open_ok(f, &c);
+    cr_assert_eq(c.count, 10);
+    for (uint32_t i = 0; i < 10; i++)
+        expect_rec(&c.recs[i], BK_JREC_ADD, 7, i, i, i < 5 ? 333 : 4000 + i);
+    bk_journal_close(j);
+    collector_free(&c);
     fixture_free(f);
 }
 
@@ -802,9 +896,10 @@ static size_t roll_len(uint32_t i)
     return ((uint32_t)(i * 2654435761u) >> 7) % 3000;
 }
 
-Test(journal, segment_roll_over)
+static void segment_roll_over(bool buffered)
 {
     fixture *f = fixture_new();
+    f->opts.buffered = buffered;
     f->opts.segment_bytes = 64 * 1024;
     bk_journal *j = open_ok(f, NULL);
     const uint32_t n = 300;
@@ -828,6 +923,16 @@ Test(journal, segment_roll_over)
     bk_journal_close(j);
     collector_free(&c);
     fixture_free(f);
+}
+
+Test(journal, segment_roll_over)
+{
+    segment_roll_over(true);
+}
+
+Test(journal, direct_segment_roll_over)
+{
+    segment_roll_over(false);
 }
 
 Test(journal, fault_fdatasync_eio_is_sticky)
