@@ -5,31 +5,36 @@
  *   journal-<16 lowercase hex digits>.log   segment files, ids increasing from 1
  *   checkpoint                              the mark: records before it need no replay
  *   checkpoint.tmp                          the next mark while it is being written
+ *   spare-<16 lowercase hex digits>.log     a segment no longer needed, kept to be reused as
+ *                                           a later segment (the digits: its old id)
  *
  * SEGMENT FORMAT. A segment is a sequence of records from offset 0, followed by zeros (the file
  * is preallocated with fallocate, so fdatasync never has to write a size change). All integers
- * are LITTLE-ENDIAN. A record is a 25-byte header and the payload:
+ * are LITTLE-ENDIAN. A record is a 29-byte header and the payload:
  *
  *     offset  size  field
  *          0     4  payload_len   0..BK_JOURNAL_RECORD_BYTES_MAX
- *          4     4  crc           CRC32C (common/crc32c.h) of bytes 8..24 and the payload
+ *          4     4  crc           CRC32C (common/crc32c.h) of bytes 8..28 and the payload
  *          8     1  type          BK_JREC_ADD (1) or BK_JREC_FENCE (2)
  *          9     8  ledger_id     int64, two's complement
  *         17     8  entry_id      int64, two's complement
- *         25     n  payload
+ *         25     4  segment       the low 32 bits of the id of the segment it was written to
+ *         29     n  payload
  *
  * A third type, PAD (3), is the journal's own: its payload is zeros, replay skips it. It fills a
  * group up to the next 4096-byte boundary when segments are written with O_DIRECT (below).
  *
- * A header of 25 zero bytes (or fewer than 25 bytes left, all zero) ends a segment cleanly: a
- * valid record never has type 0. Anything else that is not a valid record (unknown type, length
- * over the limit, record running past the end of the file, CRC mismatch) is a torn or corrupt
- * record: it ends the replay of that segment with a WARN naming the file and offset, and replay
- * goes on with the next segment. If a valid record follows right after the bad one (its length
- * field was intact, so only its bytes were damaged), acknowledged data after it in that segment
- * is being skipped, and an ERROR says so. (A torn tail after a crash is normally followed by a
- * newer segment, since every open starts a new one; that alone is no sign of loss and gets only
- * the WARN.) The journal never appends after a torn tail: each open writes to a new segment.
+ * A header of 29 zero bytes (or fewer than 29 bytes left, all zero) ends a segment cleanly: a
+ * valid record never has type 0. So does an intact record of another segment: a reused file
+ * (SPARES below) still holds its previous records after the new ones. Anything else that is not a
+ * valid record (unknown type, length over the limit, record running past the end of the file, CRC
+ * mismatch) is a torn or corrupt record: it ends the replay of that segment with a WARN naming the
+ * file and offset, and replay goes on with the next segment. If a valid record follows right after
+ * the bad one (its length field was intact, so only its bytes were damaged), acknowledged data
+ * after it in that segment is being skipped, and an ERROR says so. (A torn tail after a crash is
+ * normally followed by a newer segment, since every open starts a new one; that alone is no sign of
+ * loss and gets only the WARN.) The journal never appends after a torn tail: each open writes to a
+ * new segment.
  *
  * CHECKPOINT FORMAT (28 bytes, little-endian): magic "MGJC", u32 version (1), u64 segment_id,
  * u64 offset, u32 CRC32C of the 24 bytes before it. Written to checkpoint.tmp, fdatasync'ed,
@@ -70,6 +75,24 @@
  * 355 MiB/s through the page cache and at 1,266 MiB/s with O_DIRECT (ext4 on a virtio disk);
  * the page cache path also copies every byte once more and leaves the writeback to the sync.
  * BookKeeper pads its journal to an alignment the same way (journalAlignmentSize).
+ *
+ * SPARES. A checkpoint does not delete the segments before its mark: it renames up to
+ * SPARES_MAX of them to spare-<id>.log, and the next new segment is a spare renamed to its name
+ * instead of a file created and preallocated. Deleting frees the extents of a whole segment
+ * (with `discard`, as here, the file system then discards them on the device) and every new
+ * segment allocates them again; both land in the transactions that the journal's fdatasync
+ * waits for. A reused file's blocks are already written, so the fdatasync of an O_DIRECT
+ * overwrite has no metadata to commit. Measured on standalone (`magnetar perf produce`, 1 KiB
+ * messages, batching, 10,000 in flight): about 220k msg/s with 256 MiB segments created and
+ * deleted, 280k msg/s when no segment was created or deleted during the run. The rename to a
+ * spare needs no fsync: lost in a crash, the segment is simply an old one again, which open
+ * deletes. The rename from a spare is fsync'ed (the directory) before anything is written to
+ * it. Spares found at open are reused; more than SPARES_MAX are deleted. In a reused file, the
+ * new records need not end on a boundary of the old ones, so each group is written with a
+ * zero block (O_DIRECT) or a zero header after it, which the next group overwrites: replay
+ * ends there cleanly. A group torn by a crash can still leave old bytes after its last intact
+ * record; replay then ends with the usual WARN of a torn tail, and nothing acknowledged is
+ * lost (the group was not).
  *
  * STATE MACHINE
  *
@@ -129,6 +152,10 @@ _Static_assert(BK_JOURNAL_RECORD_BYTES_MAX <= BK_ENTRY_BYTES_MAX,
 #define SEGMENT_SUFFIX      ".log"
 #define SEGMENT_NAME_BYTES  (8 + 16 + 4) /* "journal-" + 16 hex + ".log" */
 #define CHECKPOINT_NAME     "checkpoint"
+#define SPARE_PREFIX        "spare-"
+#define SPARE_NAME_BYTES    (6 + 16 + 4) /* "spare-" + 16 hex + ".log" */
+/* Old segments kept for reuse (see SPARES in the header comment). */
+#define SPARES_MAX          2u
 #define CHECKPOINT_TMP_NAME "checkpoint.tmp"
 #define CHECKPOINT_MAGIC    0x434A474Du /* "MGJC" read as a little-endian u32 */
 #define CHECKPOINT_VERSION  1u
@@ -185,6 +212,7 @@ struct bk_journal {
     int fd;
     bool want_direct; /* !opts.buffered */
     bool direct;      /* fd was opened with O_DIRECT: groups are padded to WRITE_BUFFER_ALIGN */
+    bool reused;      /* the segment's file is a spare: each group is followed by zeros */
     uint64_t seg_id;
     uint64_t seg_off;
     uint8_t *wbuf;
@@ -212,6 +240,11 @@ struct bk_journal {
     /* Checkpoints. */
     pthread_mutex_t cp_mu;
     bk_journal_pos mark; /* under cp_mu */
+
+    /* Spare segment files (old ids), under spare_mu: filled by checkpoints, taken by rolls. */
+    pthread_mutex_t spare_mu;
+    uint64_t spares[SPARES_MAX];
+    uint32_t spare_count;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -288,15 +321,16 @@ static void file_path(const bk_journal *j, const char *name, char *out, size_t o
     MG_ASSERT(n > 0 && (size_t)n < out_size);
 }
 
-/* Parses "journal-<16 hex>.log"; returns true and *id for a segment file name. */
-static bool parse_segment_name(const char *name, uint64_t *id)
+/* Parses "<prefix><16 hex>.log"; returns true and *id. */
+static bool parse_id_name(const char *name, const char *prefix, uint64_t *id)
 {
-    if (strlen(name) != SEGMENT_NAME_BYTES)
+    size_t plen = strlen(prefix);
+    if (strlen(name) != plen + 16 + 4)
         return false;
-    if (memcmp(name, SEGMENT_PREFIX, 8) != 0 || memcmp(name + 24, SEGMENT_SUFFIX, 4) != 0)
+    if (memcmp(name, prefix, plen) != 0 || memcmp(name + plen + 16, SEGMENT_SUFFIX, 4) != 0)
         return false;
     uint64_t v = 0;
-    for (int i = 8; i < 24; i++) {
+    for (size_t i = plen; i < plen + 16; i++) {
         char c = name[i];
         unsigned d;
         if (c >= '0' && c <= '9')
@@ -309,6 +343,36 @@ static bool parse_segment_name(const char *name, uint64_t *id)
     }
     *id = v;
     return true;
+}
+
+/* Parses "journal-<16 hex>.log"; returns true and *id for a segment file name. */
+static bool parse_segment_name(const char *name, uint64_t *id)
+{
+    return parse_id_name(name, SEGMENT_PREFIX, id);
+}
+
+/* Parses "spare-<16 hex>.log"; returns true and *id (the segment's old id). */
+static bool parse_spare_name(const char *name, uint64_t *id)
+{
+    return parse_id_name(name, SPARE_PREFIX, id);
+}
+
+static void spare_path(const bk_journal *j, uint64_t id, char *out, size_t out_size)
+{
+    int n = snprintf(out, out_size, "%s/" SPARE_PREFIX "%016llx" SEGMENT_SUFFIX, j->dir,
+                     (unsigned long long)id);
+    MG_ASSERT(n > 0 && (size_t)n < out_size);
+}
+
+/* Takes a spare out of the pool: true and *id, or false when there is none. */
+static bool spare_take(bk_journal *j, uint64_t *id)
+{
+    pthread_mutex_lock(&j->spare_mu);
+    bool got = j->spare_count > 0;
+    if (got)
+        *id = j->spares[--j->spare_count];
+    pthread_mutex_unlock(&j->spare_mu);
+    return got;
 }
 
 /* Lists the segment ids in dir, sorted, into a new array (*ids, caller frees with mg_free). */
@@ -407,12 +471,35 @@ static int segment_create(bk_journal *j, uint64_t id, int *fd_out)
 {
     char path[PATH_MAX];
     segment_path(j, id, path, sizeof(path));
-    int fd;
-    int rc = bk_io_open(j->io, path, O_RDWR | O_CREAT | O_EXCL, 0644, &fd);
-    if (rc != MG_OK) {
-        MG_ERROR("journal: cannot create %s: %s", path, mg_strerror(rc));
-        return rc;
+    int fd = -1;
+    int rc = MG_ENOTFOUND;
+    uint64_t spare;
+    if (spare_take(j, &spare)) {
+        /* Reuse: rename, then open. Its old records end every replay of it (other segment). */
+        char from[PATH_MAX];
+        spare_path(j, spare, from, sizeof(from));
+        rc = bk_io_rename(j->io, from, path);
+        if (rc == MG_OK)
+            rc = bk_io_open(j->io, path, O_RDWR, 0, &fd);
+        if (rc != MG_OK) {
+            MG_WARN("journal: cannot reuse %s as %s (%s); creating a new segment", from, path,
+                    mg_strerror(rc));
+            (void)bk_io_unlink(j->io, from);
+            (void)bk_io_unlink(j->io, path);
+        } else {
+            MG_DEBUG("journal: %s: segment %llu reuses the file of segment %llu", j->dir,
+                     (unsigned long long)id, (unsigned long long)spare);
+        }
     }
+    bool reused = rc == MG_OK;
+    if (rc != MG_OK) {
+        rc = bk_io_open(j->io, path, O_RDWR | O_CREAT | O_EXCL, 0644, &fd);
+        if (rc != MG_OK) {
+            MG_ERROR("journal: cannot create %s: %s", path, mg_strerror(rc));
+            return rc;
+        }
+    }
+    /* A reused file is normally allocated already: then this changes nothing. */
     const char *what = "preallocate";
     rc = bk_io_allocate(j->io, fd, 0, j->segment_bytes);
     if (rc == MG_OK) {
@@ -447,6 +534,7 @@ static int segment_create(bk_journal *j, uint64_t id, int *fd_out)
         }
     }
     j->direct = direct;
+    j->reused = reused;
     *fd_out = fd;
     return MG_OK;
 }
@@ -477,7 +565,47 @@ static void segment_shrink(bk_journal *j, const char *path)
     bk_io_close(j->io, fd);
 }
 
-/* Deletes the segment files with an id below before_id (never cur_id). Failures are logged. */
+/* Keeps the old segment id (at path) as a spare if the pool has room: true when it did. */
+static bool spare_keep(bk_journal *j, uint64_t id, const char *path)
+{
+    pthread_mutex_lock(&j->spare_mu);
+    bool keep = j->spare_count < SPARES_MAX;
+    if (keep) {
+        char to[PATH_MAX];
+        spare_path(j, id, to, sizeof(to));
+        int rc = bk_io_rename(j->io, path, to);
+        if (rc == MG_OK)
+            j->spares[j->spare_count++] = id;
+        else
+            MG_WARN("journal: cannot keep %s as a spare (%s); deleting it", path, mg_strerror(rc));
+        keep = rc == MG_OK;
+    }
+    pthread_mutex_unlock(&j->spare_mu);
+    return keep;
+}
+
+/* Fills the spare pool from the spare files found at open; deletes those past SPARES_MAX. */
+static void spares_load(bk_journal *j)
+{
+    uint64_t *ids = NULL;
+    size_t count = 0;
+    if (mg_list_ids(j->dir, parse_spare_name, BK_JOURNAL_SEGMENTS_MAX, &ids, &count) != MG_OK)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        if (j->spare_count < SPARES_MAX) {
+            j->spares[j->spare_count++] = ids[i];
+            continue;
+        }
+        char path[PATH_MAX];
+        spare_path(j, ids[i], path, sizeof(path));
+        segment_shrink(j, path);
+        (void)bk_io_unlink(j->io, path);
+    }
+    mg_free(ids);
+}
+
+/* Retires the segment files with an id below before_id (never cur_id): kept as spares while
+ * the pool has room, else deleted. Failures are logged. */
 static void segments_delete_before(bk_journal *j, uint64_t before_id, uint64_t cur_id)
 {
     uint64_t *ids = NULL;
@@ -489,6 +617,8 @@ static void segments_delete_before(bk_journal *j, uint64_t before_id, uint64_t c
             continue;
         char path[PATH_MAX];
         segment_path(j, ids[i], path, sizeof(path));
+        if (spare_keep(j, ids[i], path))
+            continue;
         segment_shrink(j, path);
         int rc = bk_io_unlink(j->io, path);
         if (rc != MG_OK && rc != MG_ENOTFOUND)
@@ -504,6 +634,7 @@ static void segments_delete_before(bk_journal *j, uint64_t before_id, uint64_t c
 typedef struct seg_reader {
     bk_io *io;
     int fd;
+    uint32_t seg_id; /* low 32 bits of the id of the segment being read */
     uint64_t file_bytes;
     uint8_t *win; /* bytes [win_off, win_off + win_len) of the file */
     size_t win_cap;
@@ -600,6 +731,10 @@ static int record_at(seg_reader *r, uint64_t off, rec_kind *kind, rec_view *v)
         v->why = "CRC mismatch";
         return MG_OK;
     }
+    if (get_le32(p + 25) != r->seg_id) {
+        *kind = REC_END; /* intact, but from the file's previous use as another segment */
+        return MG_OK;
+    }
     *kind = type == REC_TYPE_PAD ? REC_PAD : REC_OK;
     return MG_OK;
 }
@@ -622,6 +757,7 @@ static int replay_segment(bk_journal *j, seg_reader *r, uint64_t id, uint64_t st
         return rc;
     }
     r->file_bytes = (uint64_t)st.st_size;
+    r->seg_id = (uint32_t)id;
     r->win_off = 0;
     r->win_len = 0;
 
@@ -781,11 +917,13 @@ static int roll_segment(bk_journal *j)
     return MG_OK;
 }
 
-static void encode_header(uint8_t *h, const bk_journal_slot *s, const uint8_t *payload)
+static void encode_header(uint8_t *h, const bk_journal_slot *s, const uint8_t *payload,
+                          uint64_t seg_id)
 {
     h[8] = (uint8_t)s->type;
     put_le64(h + 9, (uint64_t)s->ledger_id);
     put_le64(h + 17, (uint64_t)s->entry_id);
+    put_le32(h + 25, (uint32_t)seg_id);
     uint32_t crc = mg_crc32c(mg_crc32c(0, h + 8, HDR_BYTES - 8), payload, s->len);
     put_le32(h, (uint32_t)s->len);
     put_le32(h + 4, crc);
@@ -855,6 +993,7 @@ static void gw_pad(group_writer *w, uint64_t pad)
     uint32_t len = (uint32_t)(pad - HDR_BYTES);
     uint8_t h[HDR_BYTES] = { 0 };
     h[8] = REC_TYPE_PAD;
+    put_le32(h + 25, (uint32_t)w->j->seg_id);
     put_le32(h, len);
     put_le32(h + 4, mg_crc32c(mg_crc32c(0, h + 8, HDR_BYTES - 8), zeros, len));
     gw_put(w, h, HDR_BYTES);
@@ -866,7 +1005,11 @@ static void gw_pad(group_writer *w, uint64_t pad)
 static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
 {
     uint64_t pad = group_pad(j, bytes);
-    if (j->seg_off > 0 && j->seg_off + bytes + pad > j->segment_bytes) {
+    /* In a reused file the old records lie after the new ones, and the new data need not end
+     * on one of their boundaries: zeros after each group mark the end for replay (the next
+     * group overwrites them). */
+    uint64_t term = j->reused ? (j->direct ? WRITE_BUFFER_ALIGN : HDR_BYTES) : 0;
+    if (j->seg_off > 0 && j->seg_off + bytes + pad + term > j->segment_bytes) {
         int rc = roll_segment(j);
         if (rc != MG_OK)
             return failure_status(rc);
@@ -875,15 +1018,17 @@ static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
     for (uint32_t i = 0; i < n && w.rc == MG_OK; i++) {
         const bk_journal_slot *s = slot_at(j, i);
         uint8_t h[HDR_BYTES];
-        encode_header(h, s, slot_payload(s));
+        encode_header(h, s, slot_payload(s), j->seg_id);
         gw_put(&w, h, HDR_BYTES);
         gw_put(&w, slot_payload(s), s->len);
     }
     if (pad > 0)
         gw_pad(&w, pad);
+    if (j->reused)
+        gw_put(&w, NULL, j->direct ? WRITE_BUFFER_ALIGN : HDR_BYTES);
     gw_flush(&w);
     int rc = w.rc;
-    MG_ASSERT(rc != MG_OK || w.off == j->seg_off + bytes + pad);
+    MG_ASSERT(rc != MG_OK || w.off >= j->seg_off + bytes + pad);
     if (rc != MG_OK) {
         MG_ERROR("journal: %s: write of %u records (%llu bytes) to segment %llu at offset %llu "
                  "failed: %s; the journal is now read-only",
@@ -1038,6 +1183,7 @@ static void journal_free(bk_journal *j)
     pthread_cond_destroy(&j->cond);
     pthread_mutex_destroy(&j->mu);
     pthread_mutex_destroy(&j->cp_mu);
+    pthread_mutex_destroy(&j->spare_mu);
     mg_free(j);
 }
 
@@ -1069,6 +1215,7 @@ int bk_journal_open(const bk_journal_opts *opts, bk_journal_replay_fn replay, vo
 
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->cp_mu, NULL);
+    pthread_mutex_init(&j->spare_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1093,6 +1240,8 @@ int bk_journal_open(const bk_journal_opts *opts, bk_journal_replay_fn replay, vo
     uint64_t max_id = 0;
     if (rc == MG_OK)
         rc = replay_all(j, j->mark, replay, arg, &max_id);
+    if (rc == MG_OK)
+        spares_load(j);
     if (rc == MG_OK) {
         j->seg_id = (max_id > j->mark.segment_id ? max_id : j->mark.segment_id) + 1;
         j->seg_off = 0;

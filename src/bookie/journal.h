@@ -38,8 +38,8 @@ typedef struct bk_journal bk_journal;
 #define BK_JOURNAL_QUEUE_MAX_DEFAULT       65536u
 
 /* Size of the fixed record header on disk (see journal.c): payload_len u32, crc u32, type u8,
- * ledger_id u64, entry_id u64. */
-#define BK_JOURNAL_RECORD_HEADER_BYTES 25u
+ * ledger_id u64, entry_id u64, segment u32. */
+#define BK_JOURNAL_RECORD_HEADER_BYTES 29u
 
 typedef struct bk_journal_opts {
     const char *dir;          /* created (with its parents) if missing */
@@ -112,8 +112,9 @@ int bk_journal_append(bk_journal *j, int type, int64_t ledger_id, int64_t entry_
 bk_journal_pos bk_journal_durable_pos(bk_journal *j);
 
 /* Declares that every record before pos is durable elsewhere (entry logs and index): persists
- * the mark atomically (temporary file, fdatasync, rename, directory fsync), then deletes the
- * segment files that lie entirely before pos. pos must come from bk_journal_durable_pos (read
+ * the mark atomically (temporary file, fdatasync, rename, directory fsync), then retires the
+ * segment files that lie entirely before pos (a few are kept as spares, reused for later
+ * segments; the rest are deleted). pos must come from bk_journal_durable_pos (read
  * before the data it covers was frozen for flushing). A pos not after the current mark does
  * nothing and returns MG_OK. Any thread; concurrent calls are serialised.
  * Errors: MG_EINVAL (pos after the durable position), MG_EIO / MG_ENOSPC (the mark could not be
