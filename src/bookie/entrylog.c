@@ -13,6 +13,15 @@
  *   - The write buffer always holds the bytes [wbuf_offset, wbuf_offset + wbuf_len) of the
  *     current log, and wbuf_offset + wbuf_len == cur->size_bytes. A new log's header block is
  *     its first 4096 buffered bytes, so creating a log costs no write until the first flush.
+ *   - The current log is written through a second descriptor opened with O_DIRECT (`wfd`),
+ *     when the file system allows it: the page-cache copy of every flushed byte was the largest
+ *     single cost of the flush thread (perf: a sixth of the machine's CPU at ~300 MiB/s of
+ *     produce on standalone), and the bookie reads with O_DIRECT anyway. O_DIRECT writes whole
+ *     4096-byte blocks at aligned offsets, so wbuf_offset stays aligned: a flush writes the
+ *     buffer rounded up to a block, zero-filled, and keeps the last partial block at the front
+ *     of the buffer, to be written again, longer, by the next flush. The file may therefore
+ *     end in zeros after the last record; a scan stops there, as at a torn tail. Where O_DIRECT
+ *     is refused (tmpfs), wfd is the buffered descriptor and nothing is padded.
  *   - The writer's ledger map (ledger id -> record bytes in the current log) is an open-addressing
  *     hash table with linear probing, key -1 = empty (ledger ids are >= 0). At roll-over it is
  *     copied into the (just flushed, empty) write buffer, sorted and encoded in place: a
@@ -39,16 +48,24 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define EL_MAGIC             "MGEL"
-#define EL_HEADER_FIELDS     36u /* bytes covered by header_crc */
-#define EL_MAP_ITEM_BYTES    16u
-#define EL_DEFAULT_LOG_BYTES (1ull << 30)
-#define EL_NAME_BYTES        12u /* "%08x.log" */
-#define EL_SCAN_CHUNK_BYTES  (1u << 20)
-#define EL_MAP_CAP_MIN       64u
+#define EL_MAGIC              "MGEL"
+#define EL_HEADER_FIELDS      36u /* bytes covered by header_crc */
+#define EL_MAP_ITEM_BYTES     16u
+#define EL_DEFAULT_LOG_BYTES  (1ull << 30)
+#define EL_NAME_BYTES         12u /* "%08x.log" */
+#define EL_SCAN_CHUNK_BYTES   (1u << 20)
+#define EL_MAP_CAP_MIN        64u
+#define EL_BLOCK_BYTES        4096u /* O_DIRECT writes whole blocks at aligned offsets */
+/* At roll-over the map's pairs are sorted here, in the second half of the write buffer, then
+ * moved behind the partial block the buffer keeps. */
+#define EL_MAP_SCRATCH_OFFSET (BK_ENTRYLOG_WRITE_BUFFER_BYTES / 2)
 
-_Static_assert(BK_ENTRYLOG_LEDGERS_MAX *EL_MAP_ITEM_BYTES <= BK_ENTRYLOG_WRITE_BUFFER_BYTES,
-               "the ledger map is encoded in the write buffer");
+_Static_assert(EL_BLOCK_BYTES + BK_ENTRYLOG_LEDGERS_MAX * EL_MAP_ITEM_BYTES <=
+                   EL_MAP_SCRATCH_OFFSET,
+               "the ledger map is encoded in the write buffer, after a kept partial block");
+_Static_assert(BK_ENTRYLOG_WRITE_BUFFER_BYTES % EL_BLOCK_BYTES == 0,
+               "a full write buffer is whole blocks");
+_Static_assert(BK_ENTRYLOG_HEADER_BYTES == EL_BLOCK_BYTES, "the header is one block");
 _Static_assert(BK_ENTRYLOG_HEADER_BYTES <= BK_ENTRYLOG_WRITE_BUFFER_BYTES,
                "a new log's header is buffered");
 _Static_assert(BK_ENTRYLOG_BYTES_MAX <= UINT32_MAX, "record offsets are u32");
@@ -96,6 +113,8 @@ struct bk_entrylogs {
     uint8_t *wbuf;
     size_t wbuf_len;
     uint64_t wbuf_offset;
+    int wfd;     /* the current log's write descriptor: O_DIRECT, or cur->fd (not owned) */
+    bool direct; /* wfd is O_DIRECT: writes are whole blocks */
     el_map map;
     char dir[];
 };
@@ -467,17 +486,58 @@ static int set_error(bk_entrylogs *el, int rc, const char *what)
     return el->error;
 }
 
-/* Writes the buffered bytes of the current log. */
+/* Writes the buffered bytes of the current log. With O_DIRECT: rounded up to whole blocks
+ * (zero-filled), and the last partial block stays at the front of the buffer, written again by
+ * the next flush. */
 static int flush_wbuf(bk_entrylogs *el)
 {
     if (el->wbuf_len == 0)
         return MG_OK;
-    int rc = bk_io_pwrite(el->io, el->cur->fd, el->wbuf, el->wbuf_len, el->wbuf_offset);
+    size_t len = el->wbuf_len;
+    size_t keep = 0;
+    if (el->direct) {
+        keep = len % EL_BLOCK_BYTES;
+        if (keep > 0) {
+            memset(el->wbuf + len, 0, EL_BLOCK_BYTES - keep);
+            len += EL_BLOCK_BYTES - keep;
+        }
+    }
+    int rc = bk_io_pwrite(el->io, el->wfd, el->wbuf, len, el->wbuf_offset);
     if (rc != MG_OK)
         return set_error(el, rc, "write");
-    el->wbuf_offset += el->wbuf_len;
-    el->wbuf_len = 0;
+    size_t whole = el->wbuf_len - keep;
+    if (keep > 0)
+        memmove(el->wbuf, el->wbuf + whole, keep);
+    el->wbuf_offset += whole;
+    el->wbuf_len = keep;
     return MG_OK;
+}
+
+/* Appends n bytes to the current log through the write buffer, writing it whenever it fills. */
+static int wbuf_put(bk_entrylogs *el, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    while (n > 0) {
+        size_t k = BK_ENTRYLOG_WRITE_BUFFER_BYTES - el->wbuf_len;
+        if (k > n)
+            k = n;
+        memcpy(el->wbuf + el->wbuf_len, p, k);
+        el->wbuf_len += k;
+        p += k;
+        n -= k;
+        if (el->wbuf_len == BK_ENTRYLOG_WRITE_BUFFER_BYTES)
+            MG_TRY(flush_wbuf(el));
+    }
+    return MG_OK;
+}
+
+/* Closes the current log's O_DIRECT write descriptor, if it has one. */
+static void close_wfd(bk_entrylogs *el)
+{
+    if (el->direct && el->wfd >= 0)
+        bk_io_close(el->io, el->wfd);
+    el->wfd = -1;
+    el->direct = false;
 }
 
 /* Creates log id as the new current log: the file (O_EXCL), the table entry, the header
@@ -503,6 +563,15 @@ static int create_log(bk_entrylogs *el, uint32_t id)
         bk_io_unlink(el->io, log->path);
         mg_free(log);
         return rc;
+    }
+    /* Writes go through O_DIRECT where the file system takes it (see the design notes). */
+    close_wfd(el);
+    int dfd;
+    if (bk_io_open(el->io, log->path, O_WRONLY | O_DIRECT, 0, &dfd) == MG_OK) {
+        el->wfd = dfd;
+        el->direct = true;
+    } else {
+        el->wfd = log->fd;
     }
     encode_header(el->wbuf, id, 0, 0, 0);
     el->wbuf_len = BK_ENTRYLOG_HEADER_BYTES;
@@ -530,25 +599,31 @@ static int roll_over(bk_entrylogs *el)
     if (rc != MG_OK)
         return rc;
 
-    /* The ledger map, sorted and encoded in place in the empty write buffer. */
+    /* The ledger map, sorted and encoded in place in the buffer's scratch half, then appended
+     * behind the partial block the buffer may keep, and written with it. */
     uint64_t map_offset = log_size(old);
+    MG_ASSERT(el->wbuf_offset + el->wbuf_len == map_offset);
     size_t n = el->map.count;
-    el_pair *pairs = (el_pair *)(void *)el->wbuf;
+    uint8_t *scratch = el->wbuf + EL_MAP_SCRATCH_OFFSET;
+    el_pair *pairs = (el_pair *)(void *)scratch;
     map_sorted(&el->map, pairs);
     for (size_t i = 0; i < n; i++) {
         el_pair p = pairs[i];
-        put_be64(el->wbuf + i * EL_MAP_ITEM_BYTES, (uint64_t)p.ledger_id);
-        put_be64(el->wbuf + i * EL_MAP_ITEM_BYTES + 8, p.bytes);
+        put_be64(scratch + i * EL_MAP_ITEM_BYTES, (uint64_t)p.ledger_id);
+        put_be64(scratch + i * EL_MAP_ITEM_BYTES + 8, p.bytes);
     }
     uint64_t map_len = (uint64_t)n * EL_MAP_ITEM_BYTES;
-    uint32_t map_crc = mg_crc32c(0, el->wbuf, (size_t)map_len);
-    rc = bk_io_pwrite(el->io, old->fd, el->wbuf, (size_t)map_len, map_offset);
+    uint32_t map_crc = mg_crc32c(0, scratch, (size_t)map_len);
+    memmove(el->wbuf + el->wbuf_len, scratch, (size_t)map_len);
+    el->wbuf_len += (size_t)map_len;
+    rc = flush_wbuf(el);
     if (rc != MG_OK)
         return set_error(el, rc, "ledger map write");
     encode_header(el->wbuf, old->id, map_offset, map_len, map_crc);
-    rc = bk_io_pwrite(el->io, old->fd, el->wbuf, BK_ENTRYLOG_HEADER_BYTES, 0);
+    rc = bk_io_pwrite(el->io, el->wfd, el->wbuf, BK_ENTRYLOG_HEADER_BYTES, 0);
     if (rc != MG_OK)
         return set_error(el, rc, "header write");
+    el->wbuf_len = 0;
 
     /* At most one finished log waits for its fdatasync. */
     if (el->unsynced != NULL) {
@@ -603,25 +678,11 @@ int bk_entrylogs_append(bk_entrylogs *el, int64_t ledger_id, int64_t entry_id, c
     uint8_t h[BK_RECORD_HEADER_BYTES];
     encode_record_header(h, ledger_id, entry_id, payload, len);
     MG_ASSERT(el->wbuf_offset + el->wbuf_len == at);
-    if (rec > BK_ENTRYLOG_WRITE_BUFFER_BYTES - el->wbuf_len) {
-        rc = flush_wbuf(el);
-        if (rc != MG_OK)
-            return rc;
-    }
-    if (rec <= BK_ENTRYLOG_WRITE_BUFFER_BYTES - el->wbuf_len) {
-        memcpy(el->wbuf + el->wbuf_len, h, sizeof(h));
-        if (len > 0)
-            memcpy(el->wbuf + el->wbuf_len + sizeof(h), payload, len);
-        el->wbuf_len += rec;
-    } else {
-        /* Larger than the whole buffer: written directly, the buffer stays empty. */
-        rc = bk_io_pwrite(el->io, el->cur->fd, h, sizeof(h), at);
-        if (rc == MG_OK)
-            rc = bk_io_pwrite(el->io, el->cur->fd, payload, len, at + sizeof(h));
-        if (rc != MG_OK)
-            return set_error(el, rc, "write");
-        el->wbuf_offset = at + rec;
-    }
+    rc = wbuf_put(el, h, sizeof(h));
+    if (rc == MG_OK && len > 0)
+        rc = wbuf_put(el, payload, len);
+    if (rc != MG_OK)
+        return rc; /* sticky: flush_wbuf set the error */
     map_add(&el->map, ledger_id, rec);
     __atomic_store_n(&el->cur->size_bytes, at + rec, __ATOMIC_RELEASE);
     MG_ASSERT(at + rec <= UINT32_MAX);
@@ -782,6 +843,7 @@ int bk_entrylogs_open(const char *dir, bk_io *io, uint64_t log_bytes_max, bk_ent
     memcpy(el->dir, dir, dir_len + 1);
     el->io = io;
     el->log_bytes_max = log_bytes_max;
+    el->wfd = -1;
     pthread_mutex_init(&el->mu, NULL);
     el->wbuf = mg_aligned_alloc(4096, BK_ENTRYLOG_WRITE_BUFFER_BYTES);
     if (el->wbuf == NULL) {
@@ -816,6 +878,7 @@ void bk_entrylogs_close(bk_entrylogs *el)
         return;
     if (el->unsynced != NULL)
         log_release(el, el->unsynced);
+    close_wfd(el);
     for (size_t i = 0; i < el->log_count; i++) {
         MG_ASSERT(el->logs[i]->refs == 1); /* no reader may be running */
         log_free(el, el->logs[i]);
