@@ -18,7 +18,7 @@ BIN=$ROOT/build/magnetar
 BASE=/var/tmp
 DURATION=20s
 PRODUCERS=1
-OUTSTANDING=10000
+OUTSTANDING=20000   # fewer leave the standalone idle between round trips (perf/README.md)
 EXTRA=()
 READY_WAIT_S=60
 STOP_WAIT_S=60
@@ -36,7 +36,7 @@ Options:
   --bin PATH         the magnetar executable (default build/magnetar)
   --duration D       length of each produce phase (default 20s)
   --producers N      producers (default 1)
-  --max-outstanding N  messages in flight per producer (default 10000)
+  --max-outstanding N  messages in flight per producer (default 20000)
   --help             this help
 
 Arguments after -- go to both produce phases (e.g. -- --compression LZ4).
