@@ -20,7 +20,9 @@
  *     4096-byte blocks at aligned offsets, so wbuf_offset stays aligned: a flush writes the
  *     buffer rounded up to a block, zero-filled, and keeps the last partial block at the front
  *     of the buffer, to be written again, longer, by the next flush. The file may therefore
- *     end in zeros after the last record; a scan stops there, as at a torn tail. Where O_DIRECT
+ *     end in zeros after the last record; a scan stops there, as at a torn tail. Rewriting a
+ *     block that holds synced records is safe even if a crash tears the write: its synced
+ *     bytes are written again unchanged, so every sector holds them, old or new. Where O_DIRECT
  *     is refused (tmpfs), wfd is the buffered descriptor and nothing is padded.
  *   - The writer's ledger map (ledger id -> record bytes in the current log) is an open-addressing
  *     hash table with linear probing, key -1 = empty (ledger ids are >= 0). At roll-over it is
