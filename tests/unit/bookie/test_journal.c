@@ -346,6 +346,19 @@ static bk_journal *open_ok(fixture *f, collector *c)
     return j;
 }
 
+/* Opens the journal again and checks that it replays exactly records 0..n-1 as append_rec made
+ * them (ADD, len bytes), then closes it. */
+static void expect_replay(fixture *f, uint32_t n, size_t len)
+{
+    collector c = { 0 };
+    bk_journal *j = open_ok(f, &c);
+    cr_assert_eq(c.count, n, "replayed %u records, want %u", c.count, n);
+    for (uint32_t i = 0; i < n; i++)
+        expect_rec(&c.recs[i], BK_JREC_ADD, 7, i, i, len);
+    bk_journal_close(j);
+    collector_free(&c);
+}
+
 /* Appends record i: ADD of len pattern bytes (seed i) for ledger 7, entry i, from a buffer with
  * a 3-byte offset, or a FENCE with no payload. Returns the append's status. */
 static int append_rec(fixture *f, bk_journal *j, uint32_t i, int type, size_t len)
@@ -515,12 +528,7 @@ Test(journal, direct_groups_are_padded_and_a_torn_one_ends_replay)
 
     /* Tear the last group: its record loses its end. */
     cr_assert_eq(truncate(path, (off_t)((n - 1) * 4096 + HDR + 500)), 0);
-    j = open_ok(f, &c);
-    cr_assert_eq(c.count, n - 1);
-    for (uint32_t i = 0; i < n - 1; i++)
-        expect_rec(&c.recs[i], BK_JREC_ADD, 7, i, i, 1000);
-    bk_journal_close(j);
-    collector_free(&c);
+    expect_replay(f, n - 1, 1000);
     fixture_free(f);
 }
 
@@ -1119,14 +1127,7 @@ Test(journal, fault_preallocate_enospc_on_roll_over)
     bk_journal_close(j);
     cr_assert_eq(count_segments(f->dir, NULL), 1); /* the half-made segment was removed */
     bk_io_fault_clear(f->io, BK_IO_ALLOCATE);
-
-    collector c = { 0 };
-    j = open_ok(f, &c);
-    cr_assert_eq(c.count, 62);
-    for (uint32_t k = 0; k < 62; k++)
-        expect_rec(&c.recs[k], BK_JREC_ADD, 7, k, k, 1024);
-    bk_journal_close(j);
-    collector_free(&c);
+    expect_replay(f, 62, 1024);
     fixture_free(f);
 }
 

@@ -75,6 +75,14 @@ static void open_with(const bk_storage_opts *o)
     cr_assert_eq(rc, MG_OK, "bk_storage_open: %s", mg_strerror(rc));
 }
 
+/* Opens with the default options and read-ahead off. */
+static void open_no_readahead(void)
+{
+    bk_storage_opts o = default_opts();
+    o.readahead = false;
+    open_with(&o);
+}
+
 static void closed_cb(int status, void *arg)
 {
     (*(int *)arg)++;
@@ -276,9 +284,7 @@ Test(storage, add_then_read_from_write_cache_and_disk)
 
 Test(storage, range_read_across_flush_boundary_and_byte_cap)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
+    open_no_readahead();
     add_range(5, 0, 499);
     flush();
     add_range(5, 500, 599); /* these stay in the write cache */
@@ -320,9 +326,7 @@ Test(storage, range_read_across_flush_boundary_and_byte_cap)
 
 Test(storage, range_read_walks_records_of_equal_size)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
+    open_no_readahead();
     add_range(1001, 0, 1999);
     flush();
     checked c = read_range(1001, 0, 1999, SIZE_MAX);
@@ -353,9 +357,7 @@ Test(storage, range_read_walks_records_of_equal_size)
  * serving another ledger's record. */
 Test(storage, walk_stops_at_another_ledgers_record)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
+    open_no_readahead();
     add_range(1002, 0, 9);
     add_range(1003, 10, 10);
     flush();
@@ -403,9 +405,7 @@ Test(storage, sequential_reads_trigger_readahead)
 
 Test(storage, readahead_off_reads_only_what_is_asked)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
+    open_no_readahead();
     add_range(8, 0, 999);
     flush();
     for (int64_t e = 0; e < 300; e++)
@@ -625,18 +625,24 @@ static int find_log(const char *path, const struct stat *sb, int flag, struct FT
     return 0;
 }
 
-Test(storage, corrupt_byte_on_disk_is_never_served)
+/* Stores entries 0..last of ledger in the entry logs (read-ahead off), closes the storage and
+ * finds the entry log's path (log_path), for a test to damage the file before reopening it
+ * (open_no_readahead). */
+static void store_then_close(int64_t ledger, int64_t last)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
-    add_range(33, 0, 9);
+    open_no_readahead();
+    add_range(ledger, 0, last);
     flush();
     close_storage();
-    /* Flip one byte inside the payload of the 6th record. */
     log_path[0] = '\0';
     nftw(dir, find_log, 16, FTW_PHYS);
     cr_assert_neq(log_path[0], '\0');
+}
+
+Test(storage, corrupt_byte_on_disk_is_never_served)
+{
+    store_then_close(33, 9);
+    /* Flip one byte inside the payload of the 6th record. */
     int fd = open(log_path, O_RDWR);
     cr_assert_geq(fd, 0);
     off_t off = BK_ENTRYLOG_HEADER_BYTES;
@@ -651,7 +657,7 @@ Test(storage, corrupt_byte_on_disk_is_never_served)
     cr_assert_eq(pwrite(fd, &byte, 1, off), 1);
     close(fd);
 
-    open_with(&o);
+    open_no_readahead();
     cr_assert_eq(read_one(33, 5).status, MG_ECORRUPT);
     checked c = read_one(33, 4);
     cr_assert_eq(c.status, MG_OK);
@@ -665,20 +671,12 @@ Test(storage, corrupt_byte_on_disk_is_never_served)
  * is reported corrupt, and so is 8, whose index location lies past the end of the file. */
 Test(storage, truncated_entry_log_is_reported_corrupt)
 {
-    bk_storage_opts o = default_opts();
-    o.readahead = false;
-    open_with(&o);
-    add_range(1004, 0, 9);
-    flush();
-    close_storage();
-    log_path[0] = '\0';
-    nftw(dir, find_log, 16, FTW_PHYS);
-    cr_assert_neq(log_path[0], '\0');
+    store_then_close(1004, 9);
     off_t cut =
         BK_ENTRYLOG_HEADER_BYTES + 7 * (off_t)(BK_RECORD_HEADER_BYTES + FIXED_PAYLOAD) + 100;
     cr_assert_eq(truncate(log_path, cut), 0);
 
-    open_with(&o);
+    open_no_readahead();
     checked c = read_range(1004, 0, 9, SIZE_MAX);
     cr_assert_eq(c.status, MG_OK);
     cr_assert_eq(c.count, 7, "got %zu entries", c.count);
