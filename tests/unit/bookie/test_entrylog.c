@@ -247,7 +247,8 @@ static int collect_scan(const bk_record *rec, bk_location loc, void *arg)
 /* Syncs between appends: each sync writes the buffer up to a block boundary, and the next
  * flush writes that last block again with more records in it. Every record must survive the
  * rewrites, be read back byte for byte, also after a reopen, and a scan must find exactly them
- * (the zeros after the last one end it). */
+ * (the zeros after the last one end it). With page_cache, the O_DIRECT open is refused (as
+ * tmpfs refuses it) and the log is written through the page cache, exactly its bytes. */
 static int count_record(const bk_record *rec, bk_location loc, void *arg)
 {
     (void)rec;
@@ -256,10 +257,14 @@ static int count_record(const bk_record *rec, bk_location loc, void *arg)
     return 0;
 }
 
-Test(entrylog, syncs_between_appends_rewrite_the_partial_block)
+static void syncs_between_appends(bool page_cache)
 {
+    if (page_cache) /* the second open of the new log is the O_DIRECT one */
+        bk_io_fault_arm(g_io, BK_IO_OPEN, ".log", 1, 1, MG_EINVAL, 0);
     bk_entrylogs *el = open_logs(0);
     uint32_t id = bk_entrylogs_current_id(el);
+    if (page_cache)
+        cr_assert_eq(bk_io_fault_count(g_io, BK_IO_OPEN), 1);
     enum { N = 40 };
     bk_location locs[N];
     for (int e = 0; e < N; e++) {
@@ -271,6 +276,17 @@ Test(entrylog, syncs_between_appends_rewrite_the_partial_block)
     for (int e = 0; e < N; e++)
         expect_record(el, locs[e], 77, e, 100 + (size_t)e * 37);
     bk_entrylogs_close(el);
+    bk_io_fault_clear(g_io, BK_IO_OPEN);
+
+    char p[512];
+    log_path(id, p, sizeof(p));
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0);
+    uint64_t end = (uint64_t)locs[N - 1].offset + locs[N - 1].size;
+    if (page_cache)
+        cr_assert_eq((uint64_t)st.st_size, end, "through the page cache: no padding");
+    else
+        cr_assert_eq((uint64_t)st.st_size, (end + 4095) / 4096 * 4096, "O_DIRECT: whole blocks");
 
     el = open_logs(0);
     for (int e = 0; e < N; e++)
@@ -279,6 +295,16 @@ Test(entrylog, syncs_between_appends_rewrite_the_partial_block)
     cr_assert_eq(bk_entrylogs_scan(el, id, count_record, &found), MG_OK);
     cr_assert_eq(found, N);
     bk_entrylogs_close(el);
+}
+
+Test(entrylog, syncs_between_appends_rewrite_the_partial_block)
+{
+    syncs_between_appends(false);
+}
+
+Test(entrylog, written_through_the_page_cache_where_o_direct_is_refused)
+{
+    syncs_between_appends(true);
 }
 
 Test(entrylog, round_trip_assorted_sizes)
