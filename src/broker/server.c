@@ -421,8 +421,15 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
                 mg_buf_cap(c->rbuf) - mg_buf_len(c->rbuf) >= 1024;
     if (!fits) {
         /* A fresh buffer when the old one is full, the frame is larger than what is left, or the
-         * old one is referenced elsewhere and mostly parsed. */
-        mg_buf *nb = mg_buf_new(want + BR_READ_BUF_BYTES);
+         * old one is referenced elsewhere and mostly parsed. Room for several frames when they
+         * are large (a producer's batches), up to BR_READ_BUF_LARGE_BYTES: the partial frame at
+         * the end of a buffer is copied into the next one, and with room for one frame that
+         * copy was 3.9 % of the standalone's CPU samples at ~400 MiB/s of 128 KiB batches (1.5 %
+         * with room for four). */
+        size_t cap = want;
+        if (want > BR_READ_BUF_BYTES && want * BR_READ_BUF_LARGE_FRAMES <= BR_READ_BUF_LARGE_BYTES)
+            cap = want * BR_READ_BUF_LARGE_FRAMES;
+        mg_buf *nb = mg_buf_new(cap + BR_READ_BUF_BYTES);
         if (nb == NULL) {
             out->base = NULL;
             out->len = 0;

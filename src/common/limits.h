@@ -324,6 +324,10 @@
 #define BR_FRAME_PADDING_BYTES     (10u * 1024)
 /* A connection reads into buffers of this size (a larger one for a larger frame). */
 #define BR_READ_BUF_BYTES          (64u * 1024)
+/* A connection reading frames larger than BR_READ_BUF_BYTES gets buffers for this many, as long
+ * as that stays within BR_READ_BUF_LARGE_BYTES. */
+#define BR_READ_BUF_LARGE_FRAMES   4u
+#define BR_READ_BUF_LARGE_BYTES    (1024u * 1024)
 /* SENDs of one connection waiting for storage: past it the connection is not read from until
  * half have completed (Pulsar's maxPendingPublishRequestsPerConnection is 1000). */
 #define BR_CONN_PENDING_SENDS_MAX  1000u
