@@ -809,8 +809,9 @@ void bk_client_close(bk_client *c, void (*closed)(void *arg), void *arg)
 }
 
 /* Queues one request on addr's connection; tmpl holds the op, ids, callback and argument. */
-static int client__submit(bk_client *c, const char *addr, const bk_request *wire, mg_buf *payload,
-                          size_t off, size_t len, const bk__creq *tmpl)
+static int client__submit(bk_client *c, const char *addr, const bk_request *wire,
+                          const uint8_t *prefix, size_t prefix_len, mg_buf *payload, size_t off,
+                          size_t len, const bk__creq *tmpl)
 {
     if (c->closing)
         return MG_ECLOSED;
@@ -828,7 +829,7 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
     req->conn = conn;
     bk_request r = *wire;
     r.request_id = req->request_id;
-    int rc = bk_outq_push_request(&conn->outq, &r, payload, off, len);
+    int rc = bk_outq_push_request_prefixed(&conn->outq, &r, prefix, prefix_len, payload, off, len);
     if (rc != MG_OK) {
         mg_free(req);
         return rc;
@@ -860,9 +861,17 @@ static bool bk__id_ok(int64_t id)
 int bk_client_add(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id, mg_buf *buf,
                   size_t off, size_t len, bk_client_add_cb cb, void *arg)
 {
-    if (cb == NULL || !bk__id_ok(ledger_id) || !bk__id_ok(entry_id) || (buf == NULL && len > 0))
+    return bk_client_add_prefixed(c, addr, ledger_id, entry_id, NULL, 0, buf, off, len, cb, arg);
+}
+
+int bk_client_add_prefixed(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id,
+                           const uint8_t *prefix, size_t prefix_len, mg_buf *buf, size_t off,
+                           size_t len, bk_client_add_cb cb, void *arg)
+{
+    if (cb == NULL || !bk__id_ok(ledger_id) || !bk__id_ok(entry_id) || (buf == NULL && len > 0) ||
+        (prefix == NULL && prefix_len > 0) || prefix_len > BK_REQUEST_PREFIX_BYTES_MAX)
         return MG_EINVAL;
-    if (len > BK_ENTRY_BYTES_MAX)
+    if (len > BK_ENTRY_BYTES_MAX - prefix_len)
         return MG_ELIMIT;
     bk_request wire = { .op = BK_OP_ADD,
                         .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID,
@@ -870,7 +879,7 @@ int bk_client_add(bk_client *c, const char *addr, int64_t ledger_id, int64_t ent
                         .entry_id = entry_id };
     bk__creq tmpl = { .op = BK_OP_ADD, .ledger_id = ledger_id, .entry_id = entry_id, .arg = arg };
     tmpl.cb.add = cb;
-    return client__submit(c, addr, &wire, buf, off, len, &tmpl);
+    return client__submit(c, addr, &wire, prefix, prefix_len, buf, off, len, &tmpl);
 }
 
 int bk_client_read(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id,
@@ -884,7 +893,7 @@ int bk_client_read(bk_client *c, const char *addr, int64_t ledger_id, int64_t en
                         .entry_id = entry_id };
     bk__creq tmpl = { .op = BK_OP_READ, .ledger_id = ledger_id, .entry_id = entry_id, .arg = arg };
     tmpl.cb.read = cb;
-    return client__submit(c, addr, &wire, NULL, 0, 0, &tmpl);
+    return client__submit(c, addr, &wire, NULL, 0, NULL, 0, 0, &tmpl);
 }
 
 int bk_client_read_range(bk_client *c, const char *addr, int64_t ledger_id, int64_t first,
@@ -903,7 +912,7 @@ int bk_client_read_range(bk_client *c, const char *addr, int64_t ledger_id, int6
         .op = BK_OP_READ_RANGE, .ledger_id = ledger_id, .entry_id = first, .arg = arg
     };
     tmpl.cb.read = cb;
-    return client__submit(c, addr, &wire, NULL, 0, 0, &tmpl);
+    return client__submit(c, addr, &wire, NULL, 0, NULL, 0, 0, &tmpl);
 }
 
 static int client__ledger_op(bk_client *c, const char *addr, int32_t op, int64_t ledger_id,
@@ -915,7 +924,7 @@ static int client__ledger_op(bk_client *c, const char *addr, int32_t op, int64_t
     tmpl->op = op;
     tmpl->ledger_id = ledger_id;
     tmpl->entry_id = -1;
-    return client__submit(c, addr, &wire, NULL, 0, 0, tmpl);
+    return client__submit(c, addr, &wire, NULL, 0, NULL, 0, 0, tmpl);
 }
 
 int bk_client_read_lac(bk_client *c, const char *addr, int64_t ledger_id, bk_client_lac_cb cb,
@@ -955,5 +964,5 @@ int bk_client_health(bk_client *c, const char *addr, bk_client_done_cb cb, void 
     bk_request wire = { .op = BK_OP_HEALTH };
     bk__creq tmpl = { .op = BK_OP_HEALTH, .ledger_id = -1, .entry_id = -1, .arg = arg };
     tmpl.cb.done = cb;
-    return client__submit(c, addr, &wire, NULL, 0, 0, &tmpl);
+    return client__submit(c, addr, &wire, NULL, 0, NULL, 0, 0, &tmpl);
 }

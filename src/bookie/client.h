@@ -65,6 +65,13 @@ typedef void (*bk_client_done_cb)(int status, void *arg);
 int bk_client_add(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id, mg_buf *buf,
                   size_t off, size_t len, bk_client_add_cb cb, void *arg);
 
+/* As bk_client_add, storing prefix[0, prefix_len) || buf[off, off + len) as the entry: the
+ * prefix (at most BK_REQUEST_PREFIX_BYTES_MAX bytes) is copied, the payload is not. The managed
+ * ledger puts its per-entry metadata in front of a message this way. */
+int bk_client_add_prefixed(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id,
+                           const uint8_t *prefix, size_t prefix_len, mg_buf *buf, size_t off,
+                           size_t len, bk_client_add_cb cb, void *arg);
+
 /* Reads one entry (MG_ENOTFOUND when it is not stored). */
 int bk_client_read(bk_client *c, const char *addr, int64_t ledger_id, int64_t entry_id,
                    bk_client_read_cb cb, void *arg);

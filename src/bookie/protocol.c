@@ -117,13 +117,16 @@ void bk_frame_release(bk_frame *frame)
 /* ---- Encoding ---------------------------------------------------------------------------- */
 
 /* Writes the prefix and the packed header into a new buffer. */
-static int bk__encode_head(const ProtobufCMessage *msg, size_t payload_len, mg_buf **out)
+/* Encodes the frame's lengths and header; room for `room` more bytes is left after them (the
+ * caller appends the start of the payload there). */
+static int bk__encode_head_room(const ProtobufCMessage *msg, size_t payload_len, size_t room,
+                                mg_buf **out)
 {
     size_t header_len = protobuf_c_message_get_packed_size(msg);
     if (header_len > BK_HEADER_BYTES_MAX || payload_len > BK_FRAME_BYTES_MAX ||
         4 + header_len + payload_len > BK_FRAME_BYTES_MAX)
         return MG_ELIMIT;
-    mg_buf *head = mg_buf_new(BK__PREFIX_BYTES + header_len);
+    mg_buf *head = mg_buf_new(BK__PREFIX_BYTES + header_len + room);
     if (head == NULL)
         return MG_ENOMEM;
     uint8_t *p = mg_buf_data(head);
@@ -136,7 +139,22 @@ static int bk__encode_head(const ProtobufCMessage *msg, size_t payload_len, mg_b
     return MG_OK;
 }
 
+static int bk__encode_head(const ProtobufCMessage *msg, size_t payload_len, mg_buf **out)
+{
+    return bk__encode_head_room(msg, payload_len, 0, out);
+}
+
+/* The request's protobuf header (fields from req). */
+static void bk__request_msg(const bk_request *req, Magnetar__Bookie__Request *m);
+
 int bk_encode_request_head(const bk_request *req, size_t payload_len, mg_buf **out)
+{
+    Magnetar__Bookie__Request m;
+    bk__request_msg(req, &m);
+    return bk__encode_head(&m.base, payload_len, out);
+}
+
+static void bk__request_msg(const bk_request *req, Magnetar__Bookie__Request *out)
 {
     Magnetar__Bookie__Request m = MAGNETAR__BOOKIE__REQUEST__INIT;
     m.request_id = req->request_id;
@@ -151,7 +169,7 @@ int bk_encode_request_head(const bk_request *req, size_t payload_len, mg_buf **o
     m.max_bytes = req->max_bytes;
     m.has_flags = (req->present & BK_HAS_FLAGS) != 0;
     m.flags = req->flags;
-    return bk__encode_head(&m.base, payload_len, out);
+    *out = m;
 }
 
 /* Entry lists up to this long are built on the stack. */
@@ -652,10 +670,24 @@ static int bk__outq_put(mg_outq *q, mg_buf *head, const bk_entry *entries, size_
 
 int bk_outq_push_request(mg_outq *q, const bk_request *req, mg_buf *payload, size_t off, size_t len)
 {
+    return bk_outq_push_request_prefixed(q, req, NULL, 0, payload, off, len);
+}
+
+int bk_outq_push_request_prefixed(mg_outq *q, const bk_request *req, const uint8_t *prefix,
+                                  size_t prefix_len, mg_buf *payload, size_t off, size_t len)
+{
+    if (prefix_len > BK_REQUEST_PREFIX_BYTES_MAX || (prefix == NULL && prefix_len > 0))
+        return MG_EINVAL;
     bk_entry e = { 0, payload, off, len };
     MG_TRY(bk__check_views(&e, 1));
+    Magnetar__Bookie__Request m;
+    bk__request_msg(req, &m);
     mg_buf *head;
-    MG_TRY(bk_encode_request_head(req, len, &head));
+    MG_TRY(bk__encode_head_room(&m.base, prefix_len + len, prefix_len, &head));
+    if (prefix_len > 0) {
+        memcpy(mg_buf_data(head) + mg_buf_len(head), prefix, prefix_len);
+        mg_buf_set_len(head, mg_buf_len(head) + prefix_len);
+    }
     int rc = bk__outq_put(q, head, &e, 1);
     mg_buf_unref(head);
     return rc;

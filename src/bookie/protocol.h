@@ -245,6 +245,14 @@ typedef mg_outq bk_outq;
 int bk_outq_push_request(mg_outq *q, const bk_request *req, mg_buf *payload, size_t off,
                          size_t len);
 
+/* As bk_outq_push_request, with prefix[0, prefix_len) sent first as the start of the payload:
+ * the frame's payload is prefix || payload[off, off + len). The prefix is copied into the
+ * frame's head buffer, so a small header can go before a large payload without copying the
+ * payload. prefix_len <= BK_REQUEST_PREFIX_BYTES_MAX (else MG_EINVAL). */
+#define BK_REQUEST_PREFIX_BYTES_MAX 256u
+int bk_outq_push_request_prefixed(mg_outq *q, const bk_request *req, const uint8_t *prefix,
+                                  size_t prefix_len, mg_buf *payload, size_t off, size_t len);
+
 /* Appends a response frame (as bk_encode_response, any number of entries up to
  * BK_RANGE_ENTRIES_MAX). Returns MG_OK, MG_EINVAL, MG_ELIMIT or MG_ENOMEM; all or nothing. */
 int bk_outq_push_response(mg_outq *q, const bk_response *resp, const bk_entry *entries,

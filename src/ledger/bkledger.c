@@ -90,10 +90,16 @@
 /* The ring of pending adds starts this small and doubles up to pending_adds_max. */
 #define ML_RING_INITIAL 64u
 
+_Static_assert(ML_ADD_PREFIX_BYTES_MAX <= BK_REQUEST_PREFIX_BYTES_MAX,
+               "a ledger add's prefix fits a bookie request's");
+
 typedef struct ml__add {
     int64_t entry_id;
     mg_buf *buf;
     size_t off, len;
+    uint8_t
+        prefix[ML_ADD_PREFIX_BYTES_MAX]; /* stored before buf's bytes (ml_ledger_add_prefixed) */
+    uint8_t prefix_len;
     ml_add_cb cb;
     void *arg;
     uint32_t acked;    /* write-set slots that confirmed */
@@ -374,8 +380,8 @@ static void ml__send_slot(ml_ledger *l, ml__add *a, int j)
     r->slot = j;
     r->bookie = b;
     const char *addr = l->meta.ensembles[l->meta.ensemble_count - 1].bookies[b];
-    int rc = bk_client_add(l->env->bk, addr, l->id, a->entry_id, a->buf, a->off, a->len,
-                           ml__add_done, r);
+    int rc = bk_client_add_prefixed(l->env->bk, addr, l->id, a->entry_id, a->prefix, a->prefix_len,
+                                    a->buf, a->off, a->len, ml__add_done, r);
     if (rc == MG_OK) {
         l->outstanding++;
         a->seq[j] = r->seq;
@@ -408,7 +414,7 @@ static void ml__complete(ml_ledger *l)
             break;
         ml__ring_pop(l);
         l->lac = a->entry_id;
-        l->length += (int64_t)a->len;
+        l->length += (int64_t)(a->prefix_len + a->len);
         ml_add_cb cb = a->cb;
         void *arg = a->arg;
         int64_t id = a->entry_id;
@@ -736,13 +742,20 @@ static void ml__change_reread(int status, const void *value, size_t value_len, c
 
 int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg)
 {
-    if (l == NULL || buf == NULL || cb == NULL)
+    return ml_ledger_add_prefixed(l, NULL, 0, buf, off, len, cb, arg);
+}
+
+int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
+                           size_t off, size_t len, ml_add_cb cb, void *arg)
+{
+    if (l == NULL || buf == NULL || cb == NULL || prefix_len > ML_ADD_PREFIX_BYTES_MAX ||
+        (prefix == NULL && prefix_len > 0))
         return MG_EINVAL;
     if (!l->writer || l->released || l->close_requested || l->error != MG_OK)
         return MG_ESTATE;
     if (off > mg_buf_len(buf) || len > mg_buf_len(buf) - off)
         return MG_EINVAL;
-    if (len > BK_ENTRY_BYTES_MAX)
+    if (len > BK_ENTRY_BYTES_MAX - prefix_len)
         return MG_ELIMIT;
     if (l->ring_count >= l->env->pending_adds_max)
         return MG_EAGAIN;
@@ -757,6 +770,9 @@ int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb c
     a->buf = mg_buf_ref(buf);
     a->off = off;
     a->len = len;
+    if (prefix_len > 0)
+        memcpy(a->prefix, prefix, prefix_len);
+    a->prefix_len = (uint8_t)prefix_len;
     a->cb = cb;
     a->arg = arg;
     for (int j = 0; j < l->meta.write_quorum && l->error == MG_OK; j++)

@@ -97,6 +97,12 @@ int ml_ledger_create(ml_env *env, ml_ledger_cb cb, void *arg);
  * every later add fails too (a ledger never has holes): close it and roll over. */
 int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg);
 
+/* As ml_ledger_add, storing prefix[0, prefix_len) || buf[off, off + len) as the entry, without
+ * copying buf's bytes (the prefix, at most ML_ADD_PREFIX_BYTES_MAX bytes, is copied). */
+#define ML_ADD_PREFIX_BYTES_MAX 64u
+int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
+                           size_t off, size_t len, ml_add_cb cb, void *arg);
+
 /* The last entry id acknowledged to the writer, or -1. For a ledger opened for reading: the
  * last entry id of the closed ledger (or of the recovered one). */
 int64_t ml_ledger_last_confirmed(const ml_ledger *l);

@@ -36,7 +36,9 @@
  *   the head of the queue only, so they come in call order whatever ledger completes first.
  *   At its first dispatch an op gets its broker timestamp (never below the previous one: the
  *   clock may step back) and its index (messages dispatched before it + num_messages - 1) and
- *   its stored bytes [0x0e02][u32 size][BrokerEntryMetadata] + payload are built once. When the
+ *   its prefix [0x0e02][u32 size][BrokerEntryMetadata] is built once; the entry stored is that
+ *   prefix followed by the payload, which is handed on by reference, never copied (the copy
+ *   was 8 % of the standalone's CPU samples at ~400 MiB/s of produce). When the
  *   current ledger fails with an error other than MG_EFENCED, its in-flight ops (a suffix of
  *   the queue: a ledger acknowledges in order) go back to WAITING with their bytes, the ledger
  *   is rolled over and they are written again to the next one in the same order, so indexes
@@ -170,6 +172,9 @@ typedef enum ml__opstate {
     ML__OP_DONE,
 } ml__opstate;
 
+_Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
+               "the entry prefix fits a prefixed ledger add");
+
 typedef struct ml__op {
     struct ml__op *next;
     ml_managed *ml;
@@ -177,7 +182,10 @@ typedef struct ml__op {
     mg_buf *payload;
     size_t off, len;
     int32_t num_messages;
-    mg_buf *stored; /* prefix + payload, built at the first dispatch */
+    /* The stored entry is prefix + payload: the prefix is built at the first dispatch (its
+     * index is fixed then), the payload is sent as it is, never copied. */
+    uint8_t prefix[ML_BEM_PREFIX_BYTES_MAX];
+    uint8_t prefix_len; /* 0 until built */
     int64_t index;
     int64_t ledger_id;
     ml__opstate state;
@@ -741,7 +749,6 @@ static uint64_t ml__mono_ms(void)
 static void ml__op_free(ml__op *op)
 {
     mg_buf_unref(op->payload);
-    mg_buf_unref(op->stored);
     mg_free(op);
 }
 
@@ -799,15 +806,9 @@ static int ml__op_build(ml_managed *ml, ml__op *op)
         ts = ml->last_ts;
     ml->last_ts = ts;
     op->index = ml->next_index + op->num_messages - 1;
-    uint8_t prefix[ML_BEM_PREFIX_BYTES_MAX];
-    size_t plen = ml__bem_encode(prefix, ts, op->index);
-    mg_buf *b = mg_buf_new(plen + op->len);
-    if (b == NULL)
-        return MG_ENOMEM;
-    memcpy(mg_buf_data(b), prefix, plen);
-    memcpy(mg_buf_data(b) + plen, mg_buf_data(op->payload) + op->off, op->len);
-    mg_buf_set_len(b, plen + op->len);
-    op->stored = b;
+    size_t plen = ml__bem_encode(op->prefix, ts, op->index);
+    MG_ASSERT(plen > 0 && plen <= ML_BEM_PREFIX_BYTES_MAX);
+    op->prefix_len = (uint8_t)plen;
     ml->next_index += op->num_messages;
     return MG_OK;
 }
@@ -827,13 +828,13 @@ static void ml__dispatch(ml_managed *ml)
             ml__drain(ml);
             return;
         }
-        if (op->stored == NULL && ml__op_build(ml, op) != MG_OK) {
+        if (op->prefix_len == 0 && ml__op_build(ml, op) != MG_OK) {
             ml__fail_from(ml, op, MG_ENOMEM);
             ml__drain(ml);
             return;
         }
-        int rc =
-            ml_ledger_add(ml->current, op->stored, 0, mg_buf_len(op->stored), ml__op_added, op);
+        int rc = ml_ledger_add_prefixed(ml->current, op->prefix, op->prefix_len, op->payload,
+                                        op->off, op->len, ml__op_added, op);
         if (rc == MG_EAGAIN)
             return; /* the next completion dispatches again */
         if (rc != MG_OK) {
@@ -847,7 +848,7 @@ static void ml__dispatch(ml_managed *ml)
         op->ledger_id = ml_ledger_id(ml->current);
         ml->inflight++;
         ml->cur_entries++;
-        ml->cur_bytes += (int64_t)mg_buf_len(op->stored);
+        ml->cur_bytes += (int64_t)(op->prefix_len + op->len);
         ml->next_dispatch = op->next;
         if (ml__roll_due(ml, true)) {
             ml__start_roll(ml);
@@ -869,7 +870,7 @@ static void ml__op_added(int status, int64_t entry_id, void *arg)
         ml__linfo *li = ml__last_linfo(ml);
         MG_ASSERT(li != NULL && li->ledger_id == op->ledger_id);
         li->entries = entry_id + 1;
-        li->size += (int64_t)mg_buf_len(op->stored);
+        li->size += (int64_t)(op->prefix_len + op->len);
         ml->last_pos = op->pos;
         ml->messages_total = op->index + 1;
         if (ml->env->m_add_latency != NULL)

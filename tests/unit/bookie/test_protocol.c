@@ -917,3 +917,62 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
     cr_assert_eq(uv_loop_close(&loop), 0);
     close(fds[1]);
 }
+
+/* An ADD with a prefix: the frame's payload is prefix || payload, the prefix travels in the
+ * head buffer, the payload as a reference (not copied); too long a prefix is refused. */
+Test(bookie_protocol, prefixed_add_request_carries_prefix_then_payload)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    int fds[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    uv_pipe_t pipe;
+    cr_assert_eq(uv_pipe_init(&loop, &pipe, 0), 0);
+    cr_assert_eq(uv_pipe_open(&pipe, fds[0]), 0);
+
+    mg_buf *payload = buf_of("xxthe message itselfxx");
+    static const uint8_t prefix[] = { 0x0e, 0x02, 0, 0, 0, 3, 'b', 'e', 'm' };
+    outq_ctx ctx = { 0, 1 };
+    bk_outq q;
+    mg_outq_init(&q, outq_written, &ctx);
+    bk_request req = { 9, BK_OP_ADD, BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID, 4, 17, 0, 0, 0 };
+    uint8_t big[BK_REQUEST_PREFIX_BYTES_MAX + 1] = { 0 };
+    cr_assert_eq(bk_outq_push_request_prefixed(&q, &req, big, sizeof(big), payload, 2, 20),
+                 MG_EINVAL);
+    cr_assert_eq(mg_outq_queued_bytes(&q), 0, "a refused frame queues nothing");
+    cr_assert_eq(bk_outq_push_request_prefixed(&q, &req, prefix, sizeof(prefix), payload, 2, 20),
+                 MG_OK);
+    cr_assert_eq(mg_buf_refcount(payload), 2, "the payload is referenced, not copied");
+    size_t queued = mg_outq_queued_bytes(&q);
+    cr_assert_eq(mg_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK);
+    for (int spins = 0; spins < 100 && mg_outq_writes_inflight(&q) > 0; spins++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(ctx.last_status, MG_OK);
+
+    uint8_t *bytes = malloc(queued);
+    size_t got = 0;
+    while (got < queued) {
+        ssize_t n = read(fds[1], bytes + got, queued - got);
+        cr_assert_gt(n, 0);
+        got += (size_t)n;
+    }
+    bk_decoder dec;
+    bk_decoder_init(&dec, BK_FRAME_REQUEST);
+    cr_assert_eq(bk_decoder_feed(&dec, bytes, got), MG_OK);
+    bk_frame f;
+    cr_assert_eq(bk_decoder_next(&dec, &f), MG_OK);
+    assert_request_eq(&f.req, &req);
+    cr_assert_eq(f.payload_len, sizeof(prefix) + 20);
+    const uint8_t *p = payload_of(&f);
+    cr_assert_eq(memcmp(p, prefix, sizeof(prefix)), 0);
+    cr_assert_eq(memcmp(p + sizeof(prefix), "the message itself", 18), 0);
+    bk_frame_release(&f);
+    bk_decoder_destroy(&dec);
+    free(bytes);
+    cr_assert_eq(mg_buf_refcount(payload), 1, "written: the queue let go of the payload");
+    mg_buf_unref(payload);
+    uv_close((uv_handle_t *)&pipe, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    close(fds[1]);
+}
