@@ -829,16 +829,47 @@ static void outq_written(bk_outq *q, int status)
     ctx->last_status = status;
 }
 
+/* A loop and a socket pair: pipe wraps fds[0] (written through the loop), fds[1] is read
+ * directly. */
+static void pipe_pair_open(uv_loop_t *loop, uv_pipe_t *pipe, int fds[2])
+{
+    cr_assert_eq(uv_loop_init(loop), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    cr_assert_eq(uv_pipe_init(loop, pipe, 0), 0);
+    cr_assert_eq(uv_pipe_open(pipe, fds[0]), 0);
+}
+
+static void pipe_pair_close(uv_loop_t *loop, uv_pipe_t *pipe, int fds[2])
+{
+    uv_close((uv_handle_t *)pipe, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(loop), 0);
+    close(fds[1]);
+}
+
+/* Reads exactly n bytes from fd and feeds them to a new decoder of kind. */
+static void read_into_decoder(int fd, size_t n, bk_frame_kind kind, bk_decoder *dec)
+{
+    uint8_t *bytes = malloc(n);
+    cr_assert_not_null(bytes);
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, bytes + got, n - got);
+        cr_assert_gt(r, 0);
+        got += (size_t)r;
+    }
+    bk_decoder_init(dec, kind);
+    cr_assert_eq(bk_decoder_feed(dec, bytes, got), MG_OK);
+    free(bytes);
+}
+
 Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
 {
     enum { N = 200 };
     uv_loop_t loop;
-    cr_assert_eq(uv_loop_init(&loop), 0);
-    int fds[2];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
     uv_pipe_t pipe;
-    cr_assert_eq(uv_pipe_init(&loop, &pipe, 0), 0);
-    cr_assert_eq(uv_pipe_open(&pipe, fds[0]), 0);
+    int fds[2];
+    pipe_pair_open(&loop, &pipe, fds);
 
     /* N entries, each its own buffer: N + 1 slices, four blocks. */
     mg_buf *bufs[N];
@@ -873,16 +904,8 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
         cr_assert_eq(mg_buf_refcount(bufs[i]), 1);
 
     /* Read back what was written and decode it. */
-    uint8_t *bytes = malloc(queued);
-    size_t got = 0;
-    while (got < queued) {
-        ssize_t n = read(fds[1], bytes + got, queued - got);
-        cr_assert_gt(n, 0);
-        got += (size_t)n;
-    }
     bk_decoder dec;
-    bk_decoder_init(&dec, BK_FRAME_RESPONSE);
-    cr_assert_eq(bk_decoder_feed(&dec, bytes, got), MG_OK);
+    read_into_decoder(fds[1], queued, BK_FRAME_RESPONSE, &dec);
     bk_frame f;
     cr_assert_eq(bk_decoder_next(&dec, &f), MG_OK);
     cr_assert_eq(f.resp.request_id, 5);
@@ -901,7 +924,6 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
     bk_frame_release(&f);
     cr_assert_eq(bk_decoder_next(&dec, &f), MG_EAGAIN);
     bk_decoder_destroy(&dec);
-    free(bytes);
 
     /* Discarding drops queued frames and their references. */
     cr_assert_eq(bk_outq_push_response(&q, &resp, entries, 3), MG_OK);
@@ -912,24 +934,13 @@ Test(bookie_protocol, outq_writes_many_entry_response_over_blocks)
 
     for (int i = 0; i < N; i++)
         mg_buf_unref(bufs[i]);
-    uv_close((uv_handle_t *)&pipe, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_assert_eq(uv_loop_close(&loop), 0);
-    close(fds[1]);
+    pipe_pair_close(&loop, &pipe, fds);
 }
 
 /* An ADD with a prefix: the frame's payload is prefix || payload, the prefix travels in the
  * head buffer, the payload as a reference (not copied); too long a prefix is refused. */
 Test(bookie_protocol, prefixed_add_request_carries_prefix_then_payload)
 {
-    uv_loop_t loop;
-    cr_assert_eq(uv_loop_init(&loop), 0);
-    int fds[2];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    uv_pipe_t pipe;
-    cr_assert_eq(uv_pipe_init(&loop, &pipe, 0), 0);
-    cr_assert_eq(uv_pipe_open(&pipe, fds[0]), 0);
-
     mg_buf *payload = buf_of("xxthe message itselfxx");
     static const uint8_t prefix[] = { 0x0e, 0x02, 0, 0, 0, 3, 'b', 'e', 'm' };
     outq_ctx ctx = { 0, 1 };
@@ -943,22 +954,19 @@ Test(bookie_protocol, prefixed_add_request_carries_prefix_then_payload)
     cr_assert_eq(bk_outq_push_request_prefixed(&q, &req, prefix, sizeof(prefix), payload, 2, 20),
                  MG_OK);
     cr_assert_eq(mg_buf_refcount(payload), 2, "the payload is referenced, not copied");
+
+    uv_loop_t loop;
+    uv_pipe_t pipe;
+    int fds[2];
+    pipe_pair_open(&loop, &pipe, fds);
     size_t queued = mg_outq_queued_bytes(&q);
     cr_assert_eq(mg_outq_flush(&q, (uv_stream_t *)&pipe), MG_OK);
     for (int spins = 0; spins < 100 && mg_outq_writes_inflight(&q) > 0; spins++)
         uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(ctx.last_status, MG_OK);
-
-    uint8_t *bytes = malloc(queued);
-    size_t got = 0;
-    while (got < queued) {
-        ssize_t n = read(fds[1], bytes + got, queued - got);
-        cr_assert_gt(n, 0);
-        got += (size_t)n;
-    }
     bk_decoder dec;
-    bk_decoder_init(&dec, BK_FRAME_REQUEST);
-    cr_assert_eq(bk_decoder_feed(&dec, bytes, got), MG_OK);
+    read_into_decoder(fds[1], queued, BK_FRAME_REQUEST, &dec);
+    cr_assert_eq(mg_buf_refcount(payload), 1, "written: the queue let go of the payload");
     bk_frame f;
     cr_assert_eq(bk_decoder_next(&dec, &f), MG_OK);
     assert_request_eq(&f.req, &req);
@@ -968,11 +976,6 @@ Test(bookie_protocol, prefixed_add_request_carries_prefix_then_payload)
     cr_assert_eq(memcmp(p + sizeof(prefix), "the message itself", 18), 0);
     bk_frame_release(&f);
     bk_decoder_destroy(&dec);
-    free(bytes);
-    cr_assert_eq(mg_buf_refcount(payload), 1, "written: the queue let go of the payload");
     mg_buf_unref(payload);
-    uv_close((uv_handle_t *)&pipe, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_assert_eq(uv_loop_close(&loop), 0);
-    close(fds[1]);
+    pipe_pair_close(&loop, &pipe, fds);
 }
