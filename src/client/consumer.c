@@ -1319,6 +1319,27 @@ static void multi_done(pc_consumer *k, pc__multi *m, int status)
         m->cb(m->status, m->arg);
 }
 
+/* Sends one part's request of the multi-part operation m. Returns MG_OK when sent (one more
+ * answer awaited); otherwise the operation ends: with the error returned at once when no part's
+ * request is out yet (the caller returns it), else recorded in m for its callback, and
+ * MULTI_STOP returned (send no more, let the answers come). */
+#define MULTI_STOP 1
+static int multi_send(pc__multi *m, pc__cons *kc, const Magnetar__Pulsar__BaseCommand *cmd,
+                      uint64_t rid, pc__req_cb answered, pc__req **slot)
+{
+    int rc = pc__conn_request(kc->base.conn, cmd, rid, answered, kc, slot);
+    if (rc == MG_OK) {
+        m->waiting++;
+        return MG_OK;
+    }
+    if (m->waiting == 0) {
+        m->active = false;
+        return rc;
+    }
+    m->status = rc;
+    return MULTI_STOP;
+}
+
 static int answer_status(pc_client *c, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     if (status == MG_EPERM && cmd != NULL && cmd->type == PC__T(ERROR))
@@ -1377,16 +1398,11 @@ static int seek_start(pc_consumer *k, const pc_message_id *id, int64_t time_ms, 
         Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
         cmd.type = PC__T(SEEK);
         cmd.seek = &sk;
-        int rc = pc__conn_request(kc->base.conn, &cmd, rid, seek_answered, kc, &kc->seek_req);
-        if (rc != MG_OK) {
-            if (k->seek.waiting == 0) {
-                k->seek.active = false;
-                return rc;
-            }
-            k->seek.status = rc;
+        int rc = multi_send(&k->seek, kc, &cmd, rid, seek_answered, &kc->seek_req);
+        if (rc == MULTI_STOP)
             break;
-        }
-        k->seek.waiting++;
+        if (rc != MG_OK)
+            return rc;
         kc->dropping = true;
         if (k->reader && id != NULL) {
             kc->start = *id;
@@ -1537,16 +1553,11 @@ int pc_unsubscribe(pc_consumer *k, pc_done_cb cb, void *arg)
         Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
         cmd.type = PC__T(UNSUBSCRIBE);
         cmd.unsubscribe = &u;
-        int rc = pc__conn_request(kc->base.conn, &cmd, rid, unsub_answered, kc, &kc->unsub_req);
-        if (rc != MG_OK) {
-            if (k->unsub.waiting == 0) {
-                k->unsub.active = false;
-                return rc;
-            }
-            k->unsub.status = rc;
+        int rc = multi_send(&k->unsub, kc, &cmd, rid, unsub_answered, &kc->unsub_req);
+        if (rc == MULTI_STOP)
             break;
-        }
-        k->unsub.waiting++;
+        if (rc != MG_OK)
+            return rc;
     }
     k->state = PC__CONSUMER_CLOSING; /* nothing more is handed out */
     return MG_OK;
