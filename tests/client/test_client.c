@@ -28,6 +28,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "support/loop_wait.h"
+#include "sends.h"
 #include "support/sa_harness.h"
 
 #define WAIT_MS  10000 /* an answer, a message */
@@ -109,44 +110,9 @@ static pc_producer *producer_open(const pc_producer_opts *o)
     return c.obj;
 }
 
-typedef struct sendrec {
-    bool done;
-    int status;
-    int order;
-    pc_message_id id;
-} sendrec;
-
-static int g_send_order;
-
-static void sent_cb(int status, const pc_message_id *id, void *arg)
-{
-    sendrec *r = arg;
-    cr_assert(!r->done, "a send callback ran twice");
-    r->done = true;
-    r->status = status;
-    r->order = g_send_order++;
-    if (id != NULL)
-        r->id = *id;
-}
-
-typedef struct all_done {
-    sendrec *recs;
-    size_t n;
-} all_done;
-
-static bool sends_done(void *arg)
-{
-    all_done *a = arg;
-    for (size_t i = 0; i < a->n; i++)
-        if (!a->recs[i].done)
-            return false;
-    return true;
-}
-
 static void wait_sends(sendrec *recs, size_t n)
 {
-    all_done a = { recs, n };
-    cr_assert(mgt_run_until(&g_loop, sends_done, &a, WAIT_MS), "sends not completed");
+    sends_wait(&g_loop, recs, n, WAIT_MS);
 }
 
 static int send_text(pc_producer *p, const char *text, const char *key, sendrec *rec)
@@ -1290,8 +1256,8 @@ Test(client, broker_restart_resends_and_resumes)
     cr_assert_eq(pc_producer_pending(p), 5);
     int rc = sah_restart(&g_sa);
     cr_assert_eq(rc, MG_OK, "standalone not restarted: %s", mg_strerror(rc));
-    all_done a = { recs + 5, 5 };
-    cr_assert(mgt_run_until(&g_loop, sends_done, &a, 30000),
+    sends_all a = { recs + 5, 5 };
+    cr_assert(mgt_run_until(&g_loop, sends_all_done, &a, 30000),
               "sends not completed after the restart");
     for (int i = 5; i < 10; i++) {
         cr_assert_eq(recs[i].status, MG_OK, "send %d: %s", i, mg_strerror(recs[i].status));

@@ -27,6 +27,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "support/loop_wait.h"
+#include "sends.h"
 #include "support/sa_harness.h"
 
 #define T(x)       MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
@@ -510,40 +511,6 @@ static int producer_try(const pc_producer_opts *o, pc_producer **out)
     return c.status;
 }
 
-typedef struct sendrec {
-    bool done;
-    int status;
-    int order;
-    pc_message_id id;
-} sendrec;
-
-static int g_order;
-
-static void sent_cb(int status, const pc_message_id *id, void *arg)
-{
-    sendrec *r = arg;
-    cr_assert(!r->done);
-    r->done = true;
-    r->status = status;
-    r->order = g_order++;
-    if (id != NULL)
-        r->id = *id;
-}
-
-typedef struct all_done {
-    sendrec *r;
-    int n;
-} all_done;
-
-static bool sends_done(void *arg)
-{
-    all_done *a = arg;
-    for (int i = 0; i < a->n; i++)
-        if (!a->r[i].done)
-            return false;
-    return true;
-}
-
 static void send_n(pc_producer *p, sendrec *r, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -556,8 +523,7 @@ static void send_n(pc_producer *p, sendrec *r, int n)
 
 static void wait_sends(sendrec *r, int n)
 {
-    all_done a = { r, n };
-    cr_assert(mgt_run_until(&g_loop, sends_done, &a, WAIT_MS), "sends not completed");
+    sends_wait(&g_loop, r, (size_t)n, WAIT_MS);
 }
 
 /* Sequence ids of the SENDs a broker got on connection conn (-1: any), in order. */
