@@ -198,29 +198,21 @@ static void ml__mdel_fenced(int status, const md_stat *stat, void *arg)
 
 /* --- READ ------------------------------------------------------------------------------------ */
 
-/* The ledger ids of a ManagedLedgerInfo, validated as the open path does (ids >= 0, strictly
- * increasing, at most ML_LEDGERS_MAX). MG_ECORRUPT or MG_ENOMEM. */
+/* The ledger ids of a ManagedLedgerInfo, validated as the open path does (ml__info_unpack).
+ * MG_ECORRUPT or MG_ENOMEM. */
 static int ml__mdel_decode(ml__mdel *d, const void *value, size_t len)
 {
-    Magnetar__Ledger__ManagedLedgerInfo *pb =
-        magnetar__ledger__managed_ledger_info__unpack(NULL, len, value);
-    if (pb == NULL)
-        return MG_ECORRUPT;
+    void *unpacked;
+    MG_TRY(ml__info_unpack(value, len, &unpacked));
+    Magnetar__Ledger__ManagedLedgerInfo *pb = unpacked;
     int rc = MG_OK;
-    if (pb->n_ledgers > ML_LEDGERS_MAX)
-        rc = MG_ECORRUPT;
-    if (rc == MG_OK && pb->n_ledgers > 0) {
+    if (pb->n_ledgers > 0) {
         d->ledgers = mg_calloc(pb->n_ledgers, sizeof(*d->ledgers));
         if (d->ledgers == NULL)
             rc = MG_ENOMEM;
     }
-    for (size_t i = 0; rc == MG_OK && i < pb->n_ledgers; i++) {
-        int64_t id = pb->ledgers[i]->ledger_id;
-        if (id < 0 || (i > 0 && id <= d->ledgers[i - 1]))
-            rc = MG_ECORRUPT;
-        else
-            d->ledgers[d->ledger_count++] = id;
-    }
+    for (size_t i = 0; rc == MG_OK && i < pb->n_ledgers; i++)
+        d->ledgers[d->ledger_count++] = pb->ledgers[i]->ledger_id;
     magnetar__ledger__managed_ledger_info__free_unpacked(pb, NULL);
     return rc;
 }

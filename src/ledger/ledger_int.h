@@ -74,8 +74,14 @@ void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size);
 /* --- managed-ledger nodes ------------------------------------------------------------------ */
 
 #define ML__MANAGED_PATH_PREFIX "/managed-ledgers/"
+/* Unpacks a managed ledger's list (ManagedLedgerInfo, proto/ledger.proto) and checks what
+ * every reader relies on: at most ML_LEDGERS_MAX ledgers, ids >= 0 and strictly increasing.
+ * [out] *out (a Magnetar__Ledger__ManagedLedgerInfo *, freed by the caller with
+ * magnetar__ledger__managed_ledger_info__free_unpacked). MG_ECORRUPT or MG_ENOMEM. */
+int ml__info_unpack(const void *value, size_t len, void **out);
+
 /* Bytes of a managed ledger's metadata path, terminator included. */
-#define ML__MANAGED_PATH_BYTES  (sizeof(ML__MANAGED_PATH_PREFIX) + ML_NAME_BYTES_MAX)
+#define ML__MANAGED_PATH_BYTES (sizeof(ML__MANAGED_PATH_PREFIX) + ML_NAME_BYTES_MAX)
 
 /* Checks a managed-ledger name (non-empty, shorter than ML_NAME_BYTES_MAX, not starting with
  * '/'; the metadata store checks the rest) and writes "/managed-ledgers/<name>" into buf

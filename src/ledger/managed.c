@@ -376,15 +376,32 @@ static void ml__kick(ml_managed *ml)
 
 /* --- list codec and writes ------------------------------------------------------------------ */
 
-static int ml__list_decode(ml_managed *ml, const void *value, size_t len)
+int ml__info_unpack(const void *value, size_t len, void **out)
 {
     Magnetar__Ledger__ManagedLedgerInfo *pb =
         magnetar__ledger__managed_ledger_info__unpack(NULL, len, value);
     if (pb == NULL)
         return MG_ECORRUPT;
+    int rc = pb->n_ledgers > ML_LEDGERS_MAX ? MG_ECORRUPT : MG_OK;
+    for (size_t i = 0; rc == MG_OK && i < pb->n_ledgers; i++) {
+        int64_t id = pb->ledgers[i]->ledger_id;
+        if (id < 0 || (i > 0 && id <= pb->ledgers[i - 1]->ledger_id))
+            rc = MG_ECORRUPT;
+    }
+    if (rc != MG_OK) {
+        magnetar__ledger__managed_ledger_info__free_unpacked(pb, NULL);
+        return rc;
+    }
+    *out = pb;
+    return MG_OK;
+}
+
+static int ml__list_decode(ml_managed *ml, const void *value, size_t len)
+{
+    void *unpacked;
+    MG_TRY(ml__info_unpack(value, len, &unpacked));
+    Magnetar__Ledger__ManagedLedgerInfo *pb = unpacked;
     int rc = MG_OK;
-    if (pb->n_ledgers > ML_LEDGERS_MAX)
-        rc = MG_ECORRUPT;
     for (size_t i = 0; rc == MG_OK && i < pb->n_ledgers; i++) {
         const Magnetar__Ledger__ManagedLedgerInfo__LedgerInfo *p = pb->ledgers[i];
         ml__linfo li = { .ledger_id = p->ledger_id,
@@ -392,9 +409,7 @@ static int ml__list_decode(ml_managed *ml, const void *value, size_t len)
                          .size = p->has_size ? p->size : 0,
                          .timestamp_ms = p->has_timestamp_ms ? p->timestamp_ms : 0,
                          .closed = p->has_entries };
-        if (li.ledger_id < 0 || li.entries < 0 || li.size < 0 ||
-            (i > 0 && li.ledger_id <= ml->ledgers[i - 1].ledger_id) ||
-            (!li.closed && i + 1 != pb->n_ledgers))
+        if (li.entries < 0 || li.size < 0 || (!li.closed && i + 1 != pb->n_ledgers))
             rc = MG_ECORRUPT;
         else
             rc = ml__linfo_append(ml, &li);
@@ -989,23 +1004,28 @@ static void ml__fenced(ml_managed *ml)
 static void ml__roll_listed(ml_managed *ml, int status);
 static void ml__fenced_ledger_closed(int status, void *arg);
 
-static void ml__roll_old_closed(int status, void *arg)
+/* The current ledger's close finished (a rollover's or a termination's): it is closed in the
+ * list whatever the status. The list records what we know was acknowledged; after a failed
+ * close the ledger's own metadata gets closed by the next recovery. */
+static void ml__current_closed(ml_managed *ml, int status)
 {
-    ml_managed *ml = arg;
     ml->outstanding--;
-    ml->roll_closed = true;
     ml->current = NULL;
     ml__linfo *li = ml__last_linfo(ml);
     li->closed = true;
     li->timestamp_ms = ml__now_ms();
-    if (status == MG_EFENCED) {
+    if (status == MG_EFENCED)
         ml__fenced(ml);
-    } else if (status != MG_OK) {
-        /* The list records what we know was acknowledged; the ledger's own metadata gets
-         * closed by the next recovery. */
+    else if (status != MG_OK)
         MG_WARN("managed ledger %s: closing ledger %" PRId64 " failed: %s", ml->name, li->ledger_id,
                 mg_strerror(status));
-    }
+}
+
+static void ml__roll_old_closed(int status, void *arg)
+{
+    ml_managed *ml = arg;
+    ml->roll_closed = true;
+    ml__current_closed(ml, status);
     ml__roll_progress(ml);
     ml__drain(ml);
 }
@@ -1821,20 +1841,8 @@ static void ml__term_write_list(ml_managed *ml)
 static void ml__term_ledger_closed(int status, void *arg)
 {
     ml_managed *ml = arg;
-    ml->outstanding--;
     ml->term_closing = false;
-    ml->current = NULL;
-    ml__linfo *li = ml__last_linfo(ml);
-    li->closed = true;
-    li->timestamp_ms = ml__now_ms();
-    if (status == MG_EFENCED) {
-        ml__fenced(ml);
-    } else if (status != MG_OK) {
-        /* As in a rollover: the list records what was acknowledged; the ledger's own metadata
-         * gets closed by the next recovery. */
-        MG_WARN("managed ledger %s: closing ledger %" PRId64 " failed: %s", ml->name, li->ledger_id,
-                mg_strerror(status));
-    }
+    ml__current_closed(ml, status);
     ml__close_progress(ml); /* runs ml__term_progress first */
 }
 
