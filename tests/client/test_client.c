@@ -363,6 +363,15 @@ static void finish(void)
     g_passed = true;
 }
 
+/* The usual end of a test with one producer and one consumer: both closed, then finish. */
+static void finish_with(pc_producer *p, sink *s)
+{
+    producer_close_sync(p);
+    consumer_close_sync(s);
+    sink_free(s);
+    finish();
+}
+
 TestSuite(client, .init = suite_init, .fini = suite_fini, .timeout = 120);
 
 /* ---- the tests
@@ -439,10 +448,7 @@ Test(client, single_messages_in_order_with_keys_and_properties)
     snprintf(want, sizeof(want), "%lld:%lld:-1:-1", (long long)recs[0].id.ledger_id,
              (long long)recs[0].id.entry_id);
     cr_assert_str_eq(f, want);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, batches_carry_indexes_and_sizes)
@@ -499,10 +505,7 @@ Test(client, batches_carry_indexes_and_sizes)
         cr_assert_str_eq(r->props[0][1], text);
         cr_assert_eq(r->event_time, 500 + i);
     }
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 /* Payload i of a compression round: compressible text, a stretch of noise, various sizes. */
@@ -747,10 +750,7 @@ Test(client, individual_acks_survive_a_resubscription)
         cr_assert_str_eq((char *)s.msgs[i].payload, text, "redelivered: the unacked ones");
         cr_assert(id_eq(&s.msgs[i].id, &recs[2 * i + 1].id));
     }
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, batch_index_acks_survive_a_resubscription)
@@ -793,10 +793,7 @@ Test(client, batch_index_acks_survive_a_resubscription)
     sink_reset(&s);
     consumer_open(&co, &s);
     wait_exactly(&s, 0);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, cumulative_ack_then_resubscription)
@@ -865,10 +862,7 @@ Test(client, nack_is_redelivered_with_count_one)
     cr_assert_str_eq((char *)s.msgs[3].payload, "n-1");
     cr_assert(id_eq(&s.msgs[3].id, &recs[1].id));
     cr_assert_eq(s.msgs[3].redelivery, 1);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 static void seek_done(int status, void *arg)
@@ -915,10 +909,7 @@ Test(client, seek_to_earliest_and_by_time)
         snprintf(text, sizeof(text), "b-%d", i);
         cr_assert_str_eq((char *)s.msgs[i].payload, text);
     }
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 /* A reader from start (inclusive or not); returns its sink after the expected count. */
@@ -1007,10 +998,7 @@ Test(client, get_last_message_id)
     cr_assert_eq(l.status, MG_OK);
     cr_assert_eq(l.id.ledger_id, recs[2].id.ledger_id);
     cr_assert_eq(l.id.entry_id, recs[2].id.entry_id);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, unsubscribe_deletes_the_subscription)
@@ -1038,10 +1026,7 @@ Test(client, unsubscribe_deletes_the_subscription)
     produce_n(p, "after", 1, more);
     wait_exactly(&s, 1);
     cr_assert_str_eq((char *)s.msgs[0].payload, "after-0");
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, pending_limit_fails_fast_at_exactly_max)
@@ -1111,10 +1096,7 @@ Test(client, pause_holds_messages_until_resume)
         snprintf(text, sizeof(text), "p-%d", i);
         cr_assert_str_eq((char *)s.msgs[i].payload, text);
     }
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, refusals_carry_the_broker_text)
@@ -1197,10 +1179,7 @@ Test(client, partitioned_topic_routes_and_collects)
     }
     last_rec l = { 0 };
     cr_assert_eq(pc_get_last_message_id(s.k, got_last, &l), MG_ENOTSUP);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, client_close_fails_pending_sends)
@@ -1273,10 +1252,7 @@ Test(client, broker_restart_resends_and_resumes)
         snprintf(text, sizeof(text), "after-%d", i - 5);
         cr_assert_str_eq((char *)s.msgs[i].payload, text);
     }
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, sends_time_out_while_the_broker_is_away)
@@ -1338,10 +1314,7 @@ Test(client, terminated_topic_ends_consumers_and_fails_producers)
     }
     cr_assert_eq(rc, MG_EPERM);
     cr_assert_neq(pc_last_error(g_client)[0], '\0');
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 Test(client, redeliver_unacked_sends_everything_again)
@@ -1364,10 +1337,7 @@ Test(client, redeliver_unacked_sends_everything_again)
     cr_assert_str_eq((char *)s.msgs[4].payload, "r-2");
     cr_assert_eq(s.msgs[3].redelivery, 1);
     cr_assert_eq(s.msgs[4].redelivery, 1);
-    producer_close_sync(p);
-    consumer_close_sync(&s);
-    sink_free(&s);
-    finish();
+    finish_with(p, &s);
 }
 
 /* A slow broker (stopped with SIGSTOP, so its socket accepts and nothing answers): the producer
