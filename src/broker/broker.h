@@ -22,6 +22,7 @@
 #include "common/metrics.h"
 #include "ledger/ledger.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,9 @@ typedef struct br_broker_opts {
     ml_config ml_config;            /* rollover and retention of every topic's managed ledger */
     const char *cluster;            /* the `cluster` label of metrics; NULL = "standalone" */
     mg_metrics *metrics;            /* broker-wide metrics; NULL = none; must outlive the broker */
+    uint64_t tail_cache_bytes;      /* the tail cache's budget; 0 = PF_TAIL_CACHE_BYTES_DEFAULT */
+    uint64_t prefetch_bytes;        /* the prefetch budget; 0 = PF_PREFETCH_BYTES_DEFAULT */
+    bool prefetch_off;              /* no prefetch windows: on-demand reads, as Pulsar */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

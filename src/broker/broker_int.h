@@ -36,6 +36,7 @@
 #include "common/hist.h"
 #include "common/outq.h"
 #include "cursor/cursor.h"
+#include "prefetch/prefetch.h"
 #include "proto/PulsarApi.pb-c.h"
 
 #include <stdbool.h>
@@ -144,6 +145,7 @@ typedef struct br_topic_table {
 struct br_broker {
     uv_loop_t *loop;
     ml_env *env;
+    pf_env *pf; /* the caches every topic reads through */
     md_client *md;
     br_broker_opts opts;
     char host[64];
@@ -255,6 +257,7 @@ struct br_topic {
     br_topic_state state;
     int open_status;
     ml_managed *ml;
+    pf_topic *pf; /* the topic's caches; NULL while ml is */
     mc_group *group;
     br_topic_waiter *waiters;
     br_link producers; /* br_producer.topic_link */
@@ -363,6 +366,7 @@ struct br_sub {
     br_sub_type type;
     bool durable;
     mc_cursor *cursor; /* NULL while opening */
+    pf_reader *reader; /* reads the cursor through the topic's caches; with cursor */
     bool opening;
     bool closing;
     bool reading;   /* a read of the cursor or of the replay set is in flight */

@@ -689,6 +689,19 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
         mg_free(b);
         return mg_err_from_uv(rc);
     }
+    pf_env_opts po = { .tail_cache_bytes = opts->tail_cache_bytes,
+                       .prefetch_bytes = opts->prefetch_bytes,
+                       .prefetch_off = opts->prefetch_off,
+                       .metrics = opts->metrics };
+    rc = pf_env_create(b->loop, &po, &b->pf);
+    if (rc != MG_OK) {
+        b->listener.data = b;
+        uv_close((uv_handle_t *)&b->listener, NULL);
+        uv_run(b->loop, UV_RUN_NOWAIT);
+        mg_free(b->topics.buckets);
+        mg_free(b);
+        return rc;
+    }
     b->listening = true;
     snprintf(b->service_url, sizeof(b->service_url), "pulsar://%s:%u", b->advertised,
              (unsigned)br_broker_port(b));
@@ -732,6 +745,7 @@ static void broker_maybe_closed(br_broker *b)
     void (*cb)(void *) = b->closed_cb;
     void *arg = b->closed_arg;
     br_owned_clear(b);
+    pf_env_destroy(b->pf); /* its handles close on the loop, which runs on */
     mg_free(b->topics.buckets);
     mg_free(b);
     if (cb != NULL)

@@ -513,9 +513,13 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
             return;
         }
     }
-    /* The MESSAGE: a head for this consumer, then the stored bytes as they are. */
-    mg_slice body = k->wants_bem ? (mg_slice){ e->buf, e->off, e->len }
-                                 : (mg_slice){ e->buf, e->payload_off, e->payload_len };
+    /* The MESSAGE: a head for this consumer, then the stored bytes as they are. An entry from
+     * the tail cache is held without its BrokerEntryMetadata prefix: for a consumer that wants
+     * it, the prefix is rebuilt (the same bytes as stored) into the head. */
+    bool rebuild_prefix = k->wants_bem && e->len == e->payload_len;
+    mg_slice body = k->wants_bem && !rebuild_prefix
+                        ? (mg_slice){ e->buf, e->off, e->len }
+                        : (mg_slice){ e->buf, e->payload_off, e->payload_len };
     Magnetar__Pulsar__MessageIdData id = MAGNETAR__PULSAR__MESSAGE_ID_DATA__INIT;
     id.ledger_id = (uint64_t)pos.ledger_id;
     id.entry_id = (uint64_t)pos.entry_id;
@@ -536,7 +540,14 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     cmd.type = T(MESSAGE);
     cmd.message = &m;
     mg_buf *head = NULL;
-    int rc = br_payload_head_encode(&cmd, body.len, &head);
+    int rc;
+    if (rebuild_prefix) {
+        uint8_t prefix[ML_ENTRY_PREFIX_BYTES_MAX];
+        size_t prefix_len = ml_entry_prefix(e, prefix);
+        rc = br_payload_head_encode_prefixed(&cmd, prefix, prefix_len, body.len, &head);
+    } else {
+        rc = br_payload_head_encode(&cmd, body.len, &head);
+    }
     if (rc == MG_OK) {
         mg_slice sl[2] = { { head, 0, mg_buf_len(head) }, body };
         rc = br_conn_queue(k->conn, sl, 2);
@@ -660,7 +671,8 @@ static void replay_done(int status, const ml_entry *entries, size_t count, void 
 
 static void sub_dispatch(br_sub *s)
 {
-    if (s->reading || s->cursor == NULL || s->closing || s->consumer_count == 0)
+    if (s->reading || s->cursor == NULL || s->reader == NULL || s->closing ||
+        s->consumer_count == 0)
         return;
     int64_t permits = sub_permits(s);
     if (permits <= 0 || s->pending.count >= BR_SUB_UNACKED_ENTRIES_MAX)
@@ -682,7 +694,7 @@ static void sub_dispatch(br_sub *s)
         x->first = first;
         x->last = last;
         int span = (int)(last.entry_id - first.entry_id + 1);
-        int rc = ml_read(s->topic->ml, first, span, BR_DISPATCH_BYTES_MAX, replay_done, x);
+        int rc = pf_read(s->topic->pf, first, span, BR_DISPATCH_BYTES_MAX, replay_done, x);
         if (rc != MG_OK) {
             mg_free(x);
             MG_WARN("broker: redelivery read on %s/%s: %s", s->topic->name.full, s->name,
@@ -695,7 +707,7 @@ static void sub_dispatch(br_sub *s)
     }
     if (s->caught_up)
         return;
-    int rc = mc_read_entries(s->cursor, max_entries, BR_DISPATCH_BYTES_MAX, read_done, s);
+    int rc = pf_read_entries(s->reader, max_entries, BR_DISPATCH_BYTES_MAX, read_done, s);
     if (rc == MG_OK) {
         s->reading = true;
         sub_ref(s);
@@ -768,11 +780,19 @@ static void sub_close_cursor(br_sub *s, bool delete_cursor, void (*cb)(int, void
         x->s = s;
         x->cb = cb;
         x->arg = arg;
+        if (s->reader != NULL) {
+            pf_reader_close(s->reader); /* a read in flight completes during the close */
+            s->reader = NULL;
+        }
         rc = delete_cursor ? mc_cursor_delete(s->cursor, cursor_closed, x)
                            : mc_cursor_close(s->cursor, cursor_closed, x);
     }
     if (rc != MG_OK) {
         mg_free(x);
+        if (s->reader != NULL) {
+            pf_reader_close(s->reader);
+            s->reader = NULL;
+        }
         MG_WARN("broker: closing subscription %s: %s", s->name, mg_strerror(rc));
         /* The cursor cannot be closed (already closing): forget it. */
         s->cursor = NULL;
@@ -841,6 +861,16 @@ static void cursor_opened(int status, mc_cursor *cursor, void *arg)
     s->cursor = cursor;
     if (status == MG_OK && x->start.ledger_id >= 0)
         mc_seek(cursor, x->start);
+    if (status == MG_OK) {
+        /* Every read of the subscription goes through the topic's caches. */
+        status = pf_reader_open(s->topic->pf, cursor, &s->reader);
+        if (status == MG_OK)
+            pf_reader_set_active(s->reader, s->consumer_count > 0);
+        else {
+            mc_cursor_abort(cursor, NULL, NULL);
+            s->cursor = NULL;
+        }
+    }
     if (x->cb != NULL)
         x->cb(status, x->arg);
     mg_free(x);
@@ -916,6 +946,8 @@ void br_consumer_drop(br_consumer *k, bool notify)
         br_list_remove(&k->sub_link);
         if (k->ready)
             s->consumer_count--;
+        if (s->consumer_count == 0 && s->reader != NULL)
+            pf_reader_set_active(s->reader, false);
         if (s->rr_next == k)
             s->rr_next = NULL;
         if (k->ready)
@@ -974,6 +1006,8 @@ static void consumer_attach(br_consumer *k, br_sub *s, uint64_t request_id)
     s->type = k->requested_type;
     k->ready = true;
     s->consumer_count++;
+    if (s->reader != NULL)
+        pf_reader_set_active(s->reader, true);
     consumer_ring_init(k);
     ring_rebuild(s);
     br_conn_send_success(c, request_id);
@@ -1285,6 +1319,8 @@ static void sub_after_reset(br_sub *s)
     br_posmap_free(&s->pending);
     br_posset_free(&s->replay);
     s->caught_up = false;
+    if (s->reader != NULL)
+        pf_reader_reset(s->reader); /* the read position moved: a new window */
     while (!br_list_empty(&s->consumers))
         br_consumer_drop(BR_CONTAINER(s->consumers.next, br_consumer, sub_link), true);
 }

@@ -232,7 +232,9 @@ static void ml_opened(int status, ml_managed *ml, void *arg)
         return;
     }
     t->ml = ml;
-    int rc = mc_group_create(ml, &t->group);
+    int rc = pf_topic_open(t->b->pf, ml, &t->pf);
+    if (rc == MG_OK)
+        rc = mc_group_create(ml, &t->group);
     if (rc == MG_OK)
         mc_group_hold(t->group, true); /* until every stored subscription is loaded */
     if (rc == MG_OK)
@@ -332,6 +334,10 @@ static void topic_finish_close(br_topic *t)
 {
     if (t->refs > 0 || !br_list_empty(&t->subs))
         return;
+    if (t->pf != NULL) {
+        pf_topic_close(t->pf);
+        t->pf = NULL;
+    }
     if (t->ml != NULL) {
         ml_managed *ml = t->ml;
         t->ml = NULL;

@@ -497,6 +497,27 @@ int br_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payl
     return br__encode_head(cmd, payload_len, out);
 }
 
+int br_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
+                                    size_t prefix_len, size_t payload_len, mg_buf **out)
+{
+    MG_TRY(br__check_command(cmd, true));
+    if (prefix_len > MG_PULSAR_FRAME_BYTES_MAX || payload_len > MG_PULSAR_FRAME_BYTES_MAX)
+        return MG_ELIMIT;
+    size_t cmd_len = magnetar__pulsar__base_command__get_packed_size(cmd);
+    if (BR_FRAME_HEADER_BYTES + (uint64_t)cmd_len + prefix_len + payload_len >
+        MG_PULSAR_FRAME_BYTES_MAX)
+        return MG_ELIMIT;
+    mg_buf *b = mg_buf_new(BR_FRAME_HEADER_BYTES + cmd_len + prefix_len);
+    if (b == NULL)
+        return MG_ENOMEM;
+    uint8_t *dst = mg_buf_data(b);
+    size_t n = br__put_head(dst, cmd, cmd_len, prefix_len + payload_len);
+    memcpy(dst + n, prefix, prefix_len);
+    mg_buf_set_len(b, n + prefix_len);
+    *out = b;
+    return MG_OK;
+}
+
 int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
                            size_t data_len, mg_buf **out)
 {

@@ -191,6 +191,13 @@ int br_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out);
 int br_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
                            mg_buf **out);
 
+/* As br_payload_head_encode, with prefix[0, prefix_len) (a BrokerEntryMetadata prefix) copied
+ * right after the command: for an entry held without its prefix (the tail cache keeps the
+ * client's bytes as they came), sent to a consumer that asked for broker entry metadata. The
+ * frame's sizes count prefix_len + payload_len after the command. */
+int br_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
+                                    size_t prefix_len, size_t payload_len, mg_buf **out);
+
 /* The client bytes of a SEND: [0x0e01][crc32c][metadata_size][md][data], the checksum computed.
  * data may be NULL when data_len is 0. MG_EINVAL when md lacks a required field. */
 int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,

@@ -122,6 +122,8 @@ struct mc_cursor {
     bool reading;
     mc_read_cb read_cb;
     void *read_arg;
+    mc_read_fn source_fn; /* where mc_read_entries reads: ml_read unless set */
+    void *source;
     int read_max_entries;
     uint32_t read_max_bytes;
     int read_rounds;
@@ -1373,8 +1375,11 @@ static int read_round(mc_cursor *c)
         c->read_from = (ml_position){ p.ledger_id, p.entry_id - 1 };
         c->read_extra = true;
     }
-    int rc = ml_read(c->ml, c->read_from, c->read_max_entries + (c->read_extra ? 1 : 0),
-                     c->read_max_bytes, read_done, c);
+    int max_entries = c->read_max_entries + (c->read_extra ? 1 : 0);
+    int rc =
+        c->source_fn != NULL
+            ? c->source_fn(c->source, c->read_from, max_entries, c->read_max_bytes, read_done, c)
+            : ml_read(c->ml, c->read_from, max_entries, c->read_max_bytes, read_done, c);
     if (rc == MG_OK)
         op_begin(c);
     return rc;
@@ -1455,6 +1460,13 @@ int mc_read_entries(mc_cursor *c, int max_entries, uint32_t max_bytes, mc_read_c
     MG_TRY(read_round(c));
     c->reading = true;
     return MG_OK;
+}
+
+void mc_cursor_set_source(mc_cursor *c, mc_read_fn fn, void *source)
+{
+    MG_ASSERT(!c->reading);
+    c->source_fn = fn;
+    c->source = fn != NULL ? source : NULL;
 }
 
 void mc_rewind(mc_cursor *c)

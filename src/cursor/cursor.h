@@ -176,6 +176,19 @@ int mc_cursor_flush(mc_cursor *cursor, mc_done_cb cb, void *arg);
 int mc_read_entries(mc_cursor *cursor, int max_entries, uint32_t max_bytes, mc_read_cb cb,
                     void *arg);
 
+/* Where mc_read_entries gets its entries: a function with ml_read's contract (entries from
+ * `from` on, in order, at most max_entries and about max_bytes, at least one; count 0 with MG_OK
+ * past the end; a call that returns an error never calls cb, one that returns MG_OK calls it
+ * exactly once and never from inside the call). The prefetcher (src/prefetch) installs itself
+ * here so that a subscription's reads are served from its caches. */
+typedef int (*mc_read_fn)(void *source, ml_position from, int max_entries, uint32_t max_bytes,
+                          ml_mread_cb cb, void *cb_arg);
+
+/* Makes mc_read_entries read through fn(source, ...) instead of ml_read (fn NULL: back to
+ * ml_read). Not while a read is in flight (asserted). The cursor's other reads (the first entry
+ * after a reset, an open at EARLIEST) still use ml_read: they read one entry each. */
+void mc_cursor_set_source(mc_cursor *cursor, mc_read_fn fn, void *source);
+
 /* Read position = the entry after the mark-delete position: unacknowledged entries are read
  * again (redelivery); acknowledged ones are still skipped. */
 void mc_rewind(mc_cursor *cursor);

@@ -164,7 +164,8 @@ typedef struct ml_entry {
     int64_t broker_timestamp_ms;     /* BrokerEntryMetadata.broker_timestamp */
     int64_t index;                   /* BrokerEntryMetadata.index: offset of its last message */
     mg_buf *buf;                     /* the stored bytes, prefix included (zero-copy dispatch) */
-    size_t off, len;                 /* the whole stored entry */
+    size_t off, len;                 /* the whole stored entry (or only the payload: entries
+                                        from the tail cache, see ml_set_added_listener) */
     size_t payload_off, payload_len; /* the part after the prefix */
 } ml_entry;
 
@@ -194,6 +195,24 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
  * terminated managed ledger: the reader has everything there will ever be). */
 int ml_read(ml_managed *ml, ml_position from, int max_entries, uint32_t max_bytes, ml_mread_cb cb,
             void *arg);
+
+/* Called with every entry whose add completed, in position order, right before the add's own
+ * callback: entry->buf is the payload the writer passed to ml_add (take a reference to keep it:
+ * the tail cache keeps the very buffer that went to the bookies), entry->off == payload_off and
+ * entry->len == payload_len (the prefix is not part of the view: ml_entry_prefix rebuilds it).
+ * One listener per managed ledger; fn NULL removes it. Runs on the managed ledger's loop. */
+typedef void (*ml_added_fn)(void *arg, const ml_entry *entry);
+void ml_set_added_listener(ml_managed *ml, ml_added_fn fn, void *arg);
+
+/* The BrokerEntryMetadata prefix of an entry, as stored (the encoding is deterministic, so the
+ * bytes equal the stored ones): written to dst (ML_ENTRY_PREFIX_BYTES_MAX bytes at least),
+ * returns its length. For entries whose view leaves the prefix out (len == payload_len). */
+#define ML_ENTRY_PREFIX_BYTES_MAX 32u
+size_t ml_entry_prefix(const ml_entry *e, uint8_t *dst);
+
+/* Entries and stored bytes of ledger ledger_id of the list (the current ledger: what was
+ * acknowledged so far). MG_ENOTFOUND when it is not in the list. */
+int ml_ledger_size(const ml_managed *ml, int64_t ledger_id, int64_t *entries, int64_t *bytes);
 
 /* The position of the last entry added (ledger_id -1 when the log is empty). */
 ml_position ml_last_position(const ml_managed *ml);

@@ -186,6 +186,7 @@ typedef struct ml__op {
      * index is fixed then), the payload is sent as it is, never copied. */
     uint8_t prefix[ML_BEM_PREFIX_BYTES_MAX];
     uint8_t prefix_len; /* 0 until built */
+    int64_t ts;         /* the prefix's broker timestamp */
     int64_t index;
     int64_t ledger_id;
     ml__opstate state;
@@ -257,6 +258,8 @@ struct ml_managed {
     int64_t last_ts;
     ml_position last_pos;
     bool warned_ledgers_max;
+    ml_added_fn added_fn; /* ml_set_added_listener */
+    void *added_arg;
 
     /* rollover */
     bool roll_closing;
@@ -776,6 +779,17 @@ static void ml__drain(ml_managed *ml)
         if (ml->head == NULL)
             ml->tail = NULL;
         ml->op_count--;
+        if (op->status == MG_OK && ml->added_fn != NULL) {
+            ml_entry e = { .position = op->pos,
+                           .broker_timestamp_ms = op->ts,
+                           .index = op->index,
+                           .buf = op->payload,
+                           .off = op->off,
+                           .len = op->len,
+                           .payload_off = op->off,
+                           .payload_len = op->len };
+            ml->added_fn(ml->added_arg, &e);
+        }
         op->cb(op->status, op->status == MG_OK ? op->pos : (ml_position){ -1, -1 },
                op->status == MG_OK ? op->index : -1, op->arg);
         ml__op_free(op);
@@ -821,6 +835,7 @@ static int ml__op_build(ml_managed *ml, ml__op *op)
         ts = ml->last_ts;
     ml->last_ts = ts;
     op->index = ml->next_index + op->num_messages - 1;
+    op->ts = ts;
     size_t plen = ml__bem_encode(op->prefix, ts, op->index);
     MG_ASSERT(plen > 0 && plen <= ML_BEM_PREFIX_BYTES_MAX);
     op->prefix_len = (uint8_t)plen;
@@ -1621,6 +1636,28 @@ ml_position ml_first_position(const ml_managed *ml)
             return (ml_position){ ml->ledgers[i].ledger_id, 0 };
     }
     return ml__next_write_position(ml);
+}
+
+void ml_set_added_listener(ml_managed *ml, ml_added_fn fn, void *arg)
+{
+    ml->added_fn = fn;
+    ml->added_arg = fn != NULL ? arg : NULL;
+}
+
+size_t ml_entry_prefix(const ml_entry *e, uint8_t *dst)
+{
+    _Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ENTRY_PREFIX_BYTES_MAX, "prefix buffer");
+    return ml__bem_encode(dst, e->broker_timestamp_ms, e->index);
+}
+
+int ml_ledger_size(const ml_managed *ml, int64_t ledger_id, int64_t *entries, int64_t *bytes)
+{
+    size_t i = ml__lower_ledger(ml, ledger_id);
+    if (i == ml->ledger_count || ml->ledgers[i].ledger_id != ledger_id)
+        return MG_ENOTFOUND;
+    *entries = ml->ledgers[i].entries;
+    *bytes = ml->ledgers[i].size;
+    return MG_OK;
 }
 
 ml_position ml_next_position(const ml_managed *ml, ml_position pos)

@@ -28,6 +28,9 @@ typedef struct broker_opts {
     int64_t ack_quorum;
     int64_t message_size_max;
     int64_t keepalive_s;
+    int64_t tail_cache_mb;
+    int64_t prefetch_mb;
+    int prefetch;
     char *cluster;
     int log_level;
 } broker_opts;
@@ -80,6 +83,9 @@ static const mg_opt broker_opt_table[] = {
       .max = 64 },
     MG_NODE_OPT_MAX_MESSAGE_SIZE(broker_opts, message_size_max),
     MG_NODE_OPT_KEEPALIVE_S(broker_opts, keepalive_s),
+    MG_NODE_OPT_TAIL_CACHE_MB(broker_opts, tail_cache_mb),
+    MG_NODE_OPT_PREFETCH_MB(broker_opts, prefetch_mb),
+    MG_NODE_OPT_PREFETCH(broker_opts, prefetch),
     { .name = "cluster",
       .type = MG_OPT_STRING,
       .offset = offsetof(broker_opts, cluster),
@@ -131,6 +137,9 @@ int mg_tool_broker(int argc, char **argv)
         .port = o.port,
         .message_size_max = o.message_size_max,
         .keepalive_s = o.keepalive_s,
+        .tail_cache_mb = o.tail_cache_mb,
+        .prefetch_mb = o.prefetch_mb,
+        .prefetch = o.prefetch,
         .ensemble_size = (int)o.ensemble_size,
         .write_quorum = (int)o.write_quorum,
         .ack_quorum = (int)o.ack_quorum,

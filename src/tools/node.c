@@ -350,6 +350,8 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
     return register_node(s, s->bookie_path, value);
 }
 
+const char *const mg_node_prefetch_choices[] = { "on", "off", NULL };
+
 int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
 {
     MG_TRY(bk_client_create(&s->loop, NULL, &s->bkc));
@@ -366,6 +368,9 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .keepalive_s = (uint32_t)o->keepalive_s,
         .cluster = o->cluster,
         .metrics = s->metrics,
+        .tail_cache_bytes = (uint64_t)o->tail_cache_mb << 20,
+        .prefetch_bytes = (uint64_t)o->prefetch_mb << 20,
+        .prefetch_off = o->prefetch == MG_NODE_PREFETCH_OFF,
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
     if (rc != MG_OK)

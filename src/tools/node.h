@@ -73,7 +73,13 @@ typedef struct mg_node_broker_opts {
     int64_t keepalive_s;
     int ensemble_size, write_quorum, ack_quorum;
     const char *cluster;
+    int64_t tail_cache_mb;
+    int64_t prefetch_mb;
+    int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
 } mg_node_broker_opts;
+
+enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
+extern const char *const mg_node_prefetch_choices[];
 
 /* Options shared by the commands that run a broker (standalone, broker), for their mg_opt
  * tables: the same names, defaults, bounds and help everywhere. */
@@ -111,6 +117,30 @@ typedef struct mg_node_broker_opts {
         .help = "seconds a client connection may stay silent before the broker PINGs it; no " \
                 "answer within as long again closes it",                                      \
         .min = 1, .max = 3600,                                                                \
+    }
+
+/* The broker's read caches (src/prefetch): budgets and the prefetcher's switch. */
+#define MG_NODE_OPT_TAIL_CACHE_MB(opts_type, field)                                        \
+    {                                                                                      \
+        .name = "tail-cache-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
+        .default_value = "256", .metavar = "MB",                                           \
+        .help = "broker tail cache: entries just added, served to consumers at the tail "  \
+                "without a bookie read, in MiB",                                           \
+        .min = 1, .max = 1048576,                                                          \
+    }
+#define MG_NODE_OPT_PREFETCH_MB(opts_type, field)                                           \
+    {                                                                                       \
+        .name = "prefetch-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),    \
+        .default_value = "512", .metavar = "MB",                                            \
+        .help = "broker prefetch budget: entries read ahead of lagging subscriptions, and " \
+                "reads in flight, in MiB",                                                  \
+        .min = 4, .max = 1048576,                                                           \
+    }
+#define MG_NODE_OPT_PREFETCH(opts_type, field)                                           \
+    {                                                                                    \
+        .name = "prefetch", .type = MG_OPT_ENUM, .offset = offsetof(opts_type, field),   \
+        .default_value = "on", .metavar = "on|off", .choices = mg_node_prefetch_choices, \
+        .help = "read ahead of lagging subscriptions (off: on-demand reads, as Pulsar)", \
     }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */

@@ -40,6 +40,9 @@ typedef struct standalone_opts {
     int64_t read_cache_mb;
     int64_t message_size_max;
     int64_t keepalive_s;
+    int64_t tail_cache_mb;
+    int64_t prefetch_mb;
+    int prefetch;
     int log_level;
 } standalone_opts;
 
@@ -95,6 +98,9 @@ static const mg_opt standalone_opt_table[] = {
       .max = 65536 },
     MG_NODE_OPT_MAX_MESSAGE_SIZE(standalone_opts, message_size_max),
     MG_NODE_OPT_KEEPALIVE_S(standalone_opts, keepalive_s),
+    MG_NODE_OPT_TAIL_CACHE_MB(standalone_opts, tail_cache_mb),
+    MG_NODE_OPT_PREFETCH_MB(standalone_opts, prefetch_mb),
+    MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -143,6 +149,9 @@ int mg_tool_standalone(int argc, char **argv)
         .port = o.broker_port,
         .message_size_max = o.message_size_max,
         .keepalive_s = o.keepalive_s,
+        .tail_cache_mb = o.tail_cache_mb,
+        .prefetch_mb = o.prefetch_mb,
+        .prefetch = o.prefetch,
         .ensemble_size = 1,
         .write_quorum = 1,
         .ack_quorum = 1,

@@ -1,0 +1,179 @@
+/*
+ * The prefetch module: the broker's only way to read entries (../shared/ARCHITECTURE.md §6).
+ * It holds two caches in front of the managed ledger, each with its own byte budget:
+ *
+ *  - the TAIL CACHE: an entry is inserted when its add completes (ml_set_added_listener), as the
+ *    very reference-counted buffer that went to the bookies (no copy), and readers at the tail
+ *    are served from it without a bookie read;
+ *  - PREFETCH WINDOWS: for every reader behind the tail, entries are fetched ahead of its read
+ *    position with large range reads (PF_READ_BYTES_DEFAULT each, ml_read of one ledger's
+ *    contiguous entries), before the reader asks, keeping about rate x latency bytes in flight
+ *    (with a floor and a ceiling).
+ *
+ * EXPECTED READS (PIP-430's idea). Every reader has a CLAIM: a contiguous run of positions
+ * [claim_first, claim_last] that it will read. Every cached entry counts the claims that cover
+ * it (expected); an entry that arrives (added, or fetched) is counted for the claims covering it
+ * then. A reader that reads past a position takes its count back; an entry whose count reaches
+ * zero is released at once. So an entry lives exactly as long as some reader still expects it,
+ * or until its budget needs the room (oldest first). Claims:
+ *  - a reader whose claim ends right before a new entry (or whose read position is that entry)
+ *    extends its claim over it: readers at the tail expect every new entry;
+ *  - a reader behind extends its claim window by window, fetching what no one has cached or
+ *    fetches already; readers of one topic whose windows overlap share the cached entries and
+ *    the reads in flight (one disk read, each entry expected once per reader);
+ *  - a reader that seeks, goes inactive (no consumer) or closes gives its whole claim back, and so
+ *    does one that did not read for PF_IDLE_RELEASE_MS; what it had fetched and nobody else
+ *    expects is freed (counted as wasted).
+ *
+ * BUDGETS. Tail entries are charged to the tail budget; when it is full the oldest tail entry is
+ * evicted, and catch-up work never evicts a tail entry. Fetched entries and the bytes reserved by
+ * reads in flight are charged to the prefetch budget: a read is issued only when its
+ * reservation fits, so windows shrink when the budget is full and the broker never holds more
+ * than the two budgets. A reader that finds nothing cached and cannot fetch reads on demand (the
+ * entries go to it and are not cached).
+ *
+ * ISOLATION. A read served from the caches is completed from the loop's idle phase (ml_read's
+ * contract: never from inside the call): reads of tail entries first, all of them, then reads
+ * of fetched entries up to PF_SLICE_BYTES_DEFAULT per loop turn, so publish completions and tail
+ * dispatch never wait behind more than one slice of catch-up dispatch.
+ *
+ * ERRORS. A fetch that fails (after ml_ledger_read tried every bookie of the write set) is
+ * retried after PF_RETRY_MS, PF_READ_ATTEMPTS_MAX times; then the waiting reader reads on demand
+ * and gets that read's error: its read position does not move, so an error is a delay, never a
+ * gap.
+ *
+ * --prefetch off (pf_env_opts.prefetch_off): no windows; readers behind the tail read on demand,
+ * as Pulsar's dispatcher does. The tail cache stays (Pulsar has its entry cache too).
+ *
+ * Threads: a pf_env and everything in it belong to one loop (the broker's); every call is made
+ * on it and every callback runs on it.
+ */
+#ifndef MG_PREFETCH_PREFETCH_H
+#define MG_PREFETCH_PREFETCH_H
+
+#include "common/metrics.h"
+#include "cursor/cursor.h"
+#include "ledger/ledger.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* --- limits, each with its reason ----------------------------------------------------------- */
+
+/* Tail cache: enough for the last seconds of every busy topic of a broker (at 400 MB/s of
+ * produce, 256 MiB is ~0.6 s of everything; a tail reader needs only what was added since its
+ * last read). */
+#define PF_TAIL_CACHE_BYTES_DEFAULT (256ull * 1024 * 1024)
+/* Prefetch budget: windows of a few tens of MiB for each of several lagging readers. */
+#define PF_PREFETCH_BYTES_DEFAULT   (512ull * 1024 * 1024)
+/* One range read: the shape of fio's sequential read (1 MiB blocks); the bookie turns it into
+ * one or a few O_DIRECT reads. */
+#define PF_READ_BYTES_DEFAULT       (1u * 1024 * 1024)
+/* A window's floor and ceiling. The floor keeps several reads in flight from the start (the
+ * disk needs ~16 x 1 MiB in flight to stream); the ceiling bounds one reader's share when the
+ * estimate (rate x latency) is off. */
+#define PF_WINDOW_BYTES_MIN_DEFAULT (8u * 1024 * 1024)
+#define PF_WINDOW_BYTES_MAX_DEFAULT (64u * 1024 * 1024)
+/* Catch-up bytes handed to dispatch per loop turn before the loop polls again. */
+#define PF_SLICE_BYTES_DEFAULT      (2u * 1024 * 1024)
+/* A reader that did not ask for entries for this long gives its window back. */
+#define PF_IDLE_RELEASE_MS          5000u
+/* Reads in flight per topic: 64 x 1 MiB covers the largest window. */
+#define PF_TOPIC_READS_MAX          64u
+/* A failed fetch is tried again this often, after this long. */
+#define PF_READ_ATTEMPTS_MAX        3u
+#define PF_RETRY_MS                 100u
+/* Entries handed over in one read: the array is on the heap, sized per call. */
+#define PF_READ_ENTRIES_MAX         10000
+/* The stats period of the rate metrics (Pulsar's cache rates are per period too). */
+#define PF_STATS_PERIOD_MS          10000u
+
+_Static_assert(PF_READ_BYTES_DEFAULT <= PF_WINDOW_BYTES_MIN_DEFAULT,
+               "a window holds at least one read");
+_Static_assert(PF_WINDOW_BYTES_MIN_DEFAULT <= PF_WINDOW_BYTES_MAX_DEFAULT, "window floor");
+_Static_assert((uint64_t)PF_TOPIC_READS_MAX *PF_READ_BYTES_DEFAULT >= PF_WINDOW_BYTES_MAX_DEFAULT,
+               "a topic's reads in flight can fill the largest window");
+
+typedef struct pf_env pf_env;
+typedef struct pf_topic pf_topic;
+typedef struct pf_reader pf_reader;
+
+typedef struct pf_env_opts {
+    uint64_t tail_cache_bytes; /* 0 = PF_TAIL_CACHE_BYTES_DEFAULT */
+    uint64_t prefetch_bytes;   /* 0 = PF_PREFETCH_BYTES_DEFAULT */
+    bool prefetch_off;         /* no windows: on-demand reads (the tail cache stays) */
+    uint32_t read_bytes;       /* one fetch; 0 = PF_READ_BYTES_DEFAULT */
+    uint32_t window_bytes_min; /* 0 = PF_WINDOW_BYTES_MIN_DEFAULT */
+    uint32_t window_bytes_max; /* 0 = PF_WINDOW_BYTES_MAX_DEFAULT */
+    uint32_t slice_bytes;      /* 0 = PF_SLICE_BYTES_DEFAULT */
+    uint32_t idle_release_ms;  /* 0 = PF_IDLE_RELEASE_MS */
+    mg_metrics *metrics;       /* NULL = none; must outlive the env */
+} pf_env_opts;
+
+/* Figures of an env (also exported as metrics). */
+typedef struct pf_stats {
+    uint64_t tail_bytes, tail_bytes_peak, tail_bytes_max;
+    uint64_t prefetch_bytes, prefetch_bytes_peak, prefetch_bytes_max; /* cached + reserved */
+    uint64_t inflight_bytes;                                          /* reserved by reads */
+    uint64_t tail_entries, prefetch_entries;
+    uint64_t hits, misses;            /* entries served from the caches / read on demand */
+    uint64_t evictions;               /* entries dropped for room (either budget) */
+    uint64_t fetched_bytes;           /* bytes fetched into windows */
+    uint64_t wasted_bytes;            /* fetched, then dropped without any read */
+    uint64_t waits, wait_us;          /* reads that were not served at once, and their wait */
+    uint64_t fetches, fetch_failures; /* range reads issued by windows, and failed ones */
+    uint64_t readers, windows;        /* open readers; readers with a window ahead */
+} pf_stats;
+
+/* Per reader (internalStats shows it for each cursor). */
+typedef struct pf_reader_stats {
+    bool active;
+    bool at_tail;            /* its claim reaches the last entry added */
+    ml_position claim_first; /* ledger_id -1: no claim */
+    ml_position claim_last;  /* inclusive */
+    uint64_t window_bytes;   /* target bytes in flight ahead of it */
+    double rate_bytes_per_s; /* its drain rate */
+    uint64_t hits, misses, waits;
+} pf_reader_stats;
+
+/* Creates the env of loop. MG_EINVAL (a budget below one read), MG_ENOMEM. */
+int pf_env_create(uv_loop_t *loop, const pf_env_opts *opts, pf_env **out);
+/* Every topic must be closed first (asserted); the env's handles are closed and it is freed
+ * once the loop has run their close callbacks (run the loop after this). */
+void pf_env_destroy(pf_env *env);
+void pf_env_stats(const pf_env *env, pf_stats *out);
+bool pf_env_prefetch_on(const pf_env *env);
+
+/* Starts caching the entries of ml (registers its add listener). MG_ENOMEM. */
+int pf_topic_open(pf_env *env, ml_managed *ml, pf_topic **out);
+/* Drops the topic's cached entries; its readers must be closed first (asserted). Reads in
+ * flight finish on their own (ml_close waits for them); the handle is freed after the last. Call
+ * before ml_close. */
+void pf_topic_close(pf_topic *t);
+
+/* Makes cursor (of the topic's managed ledger) read through the caches: mc_read_entries then
+ * reads via pf (mc_cursor_set_source). The reader starts inactive. MG_ENOMEM. */
+int pf_reader_open(pf_topic *t, mc_cursor *cursor, pf_reader **out);
+/* Gives the claim back and detaches from the cursor. A read in flight still calls back (with
+ * what it gets), then the reader is freed: the cursor must then be closed right after (its close
+ * waits for that read, and a closing cursor reads no more). */
+void pf_reader_close(pf_reader *r);
+/* active: the cursor has consumers and will read; inactive readers expect nothing (claim given
+ * back) and fetch nothing. */
+void pf_reader_set_active(pf_reader *r, bool active);
+/* The cursor's read position moved other than by reading (seek, rewind, reset): the claim is
+ * given back, the next read starts a new one. */
+void pf_reader_reset(pf_reader *r);
+void pf_reader_stats_get(const pf_reader *r, pf_reader_stats *out);
+
+/* Reads the cursor's next entries (mc_read_entries through the caches); same contract and
+ * errors as mc_read_entries. */
+int pf_read_entries(pf_reader *r, int max_entries, uint32_t max_bytes, mc_read_cb cb, void *arg);
+
+/* Reads entries from `from` on (redeliveries): from the caches where they hold them, else on
+ * demand; nothing is fetched ahead and nothing is claimed. ml_read's contract and errors. */
+int pf_read(pf_topic *t, ml_position from, int max_entries, uint32_t max_bytes, ml_mread_cb cb,
+            void *arg);
+
+#endif
