@@ -1365,7 +1365,11 @@ static ml_position skip_acked(const mc_cursor *c, ml_position p)
 
 static int read_round(mc_cursor *c)
 {
-    ml_position p = skip_acked(c, c->read_pos);
+    /* The read position as an entry that exists: a position past the end of a ledger that has
+     * rolled over since it was computed is the next ledger's first entry (else the chain below
+     * would look broken and the entry before would be read again). */
+    ml_position p = next_of(c, (ml_position){ c->read_pos.ledger_id, c->read_pos.entry_id - 1 });
+    p = skip_acked(c, p);
     c->read_pos = p;
     c->read_from = p;
     c->read_extra = false;

@@ -82,6 +82,8 @@ typedef struct pf_req {
     ml_mread_cb cb;
     void *arg;
     uint64_t start_us;
+    uint64_t retry_at_ms;
+    uint32_t attempts; /* on-demand reads that failed */
     bool busy;
     bool waited; /* not served at once: counted as a wait */
     bool listed; /* in a ready queue or a waiting list */
@@ -145,6 +147,7 @@ struct pf_env {
     pf_link ready[2];
     pf_link topics;
     pf_link retries;
+    pf_link req_retries; /* requests whose on-demand read failed, waiting to try again */
     uv_idle_t idle;
     bool idle_on;
     uv_timer_t timer;
@@ -501,6 +504,11 @@ static uint64_t req_serve(pf_req *q)
     if (n == 0) {
         if (out != stack_out)
             mg_free(out);
+        ml_position last = ml_last_position(t->ml);
+        if (!t->closed && (last.ledger_id < 0 || pcmp(norm_pos(t, q->from), last) > 0)) {
+            req_complete(q, MG_OK, NULL, 0); /* still past the end: nothing to read yet */
+            return 0;
+        }
         int rc = req_try(q);
         if (rc != MG_OK)
             req_complete(q, rc, NULL, 0);
@@ -553,6 +561,19 @@ static void ondemand_done(int status, const ml_entry *entries, size_t count, voi
 {
     pf_req *q = arg;
     pf_topic *t = q->t;
+    if (status != MG_OK && status != MG_ECLOSED && status != MG_ESTATE && !t->closed &&
+        ++q->attempts < PF_READ_ATTEMPTS_MAX) {
+        /* Every bookie of the write set failed this read: try again shortly rather than hand
+         * the reader an error (it would only stall until its next wake-up). */
+        MG_WARN(
+            "prefetch %s: reading from %" PRId64 ":%" PRId64 " failed (%s); trying again in %u ms",
+            ml_name(t->ml), q->from.ledger_id, q->from.entry_id, mg_strerror(status), PF_RETRY_MS);
+        t->env->s.fetch_failures++;
+        q->retry_at_ms = now_ms() + PF_RETRY_MS;
+        link_push(&t->env->req_retries, &q->link);
+        q->listed = true;
+        return; /* the topic reference stays with the request */
+    }
     t->env->s.misses += count;
     if (q->r != NULL)
         q->r->misses += count;
@@ -867,8 +888,13 @@ static int req_try(pf_req *q)
         return MG_OK;
     }
     ml_position last = ml_last_position(t->ml);
-    bool past_end = last.ledger_id < 0 || pcmp(q->from, last) > 0;
-    if (past_end || r == NULL || env->o.prefetch_off || !r->active || r->closing)
+    if (last.ledger_id < 0 || pcmp(q->from, last) > 0) {
+        /* Past the end: answered from the idle phase without a bookie read (an entry added
+         * meanwhile is served from the tail cache then, not read back from a bookie). */
+        ready_push(q, PF_Q_TAIL);
+        return MG_OK;
+    }
+    if (r == NULL || env->o.prefetch_off || !r->active || r->closing)
         return req_ondemand(q);
     /* The claim starts at the read position: what lies before it was passed (acknowledged
      * entries the cursor skipped); a read before it means the cursor moved back. */
@@ -923,6 +949,7 @@ static int reader_source(void *source, ml_position from, int max_entries, uint32
     q->arg = cb_arg;
     q->start_us = now_us();
     q->waited = false;
+    q->attempts = 0;
     q->busy = true;
     r->refs++;
     r->last_read_ms = now_ms();
@@ -1160,6 +1187,30 @@ static void retry_due(pf_env *env, uint64_t now)
     }
 }
 
+static void req_retry_due(pf_env *env, uint64_t now)
+{
+    pf_link due;
+    link_init(&due);
+    for (pf_link *l = env->req_retries.next; l != &env->req_retries;) {
+        pf_req *q = PF_CONTAINER(l, pf_req, link);
+        l = l->next;
+        if (q->retry_at_ms <= now) {
+            link_remove(&q->link);
+            link_push(&due, &q->link);
+        }
+    }
+    while (!link_empty(&due)) {
+        pf_req *q = PF_CONTAINER(due.next, pf_req, link);
+        link_remove(&q->link);
+        q->listed = false;
+        pf_topic *t = q->t;
+        int rc = req_try(q);
+        if (rc != MG_OK)
+            req_complete(q, rc, NULL, 0);
+        topic_unref(t); /* the failed read's reference */
+    }
+}
+
 static void release_idle(pf_env *env, uint64_t now)
 {
     for (pf_link *tl = env->topics.next; tl != &env->topics; tl = tl->next) {
@@ -1179,6 +1230,8 @@ static void timer_cb(uv_timer_t *h)
     uint64_t now = now_ms();
     if (!link_empty(&env->retries))
         retry_due(env, now);
+    if (!link_empty(&env->req_retries))
+        req_retry_due(env, now);
     env->ticks++;
     if (env->ticks % (1000 / PF_RETRY_MS) == 0)
         release_idle(env, now);
@@ -1327,6 +1380,7 @@ int pf_env_create(uv_loop_t *loop, const pf_env_opts *opts, pf_env **out)
     }
     link_init(&env->topics);
     link_init(&env->retries);
+    link_init(&env->req_retries);
     env->s.tail_bytes_max = o.tail_cache_bytes;
     env->s.prefetch_bytes_max = o.prefetch_bytes;
     uv_idle_init(loop, &env->idle);

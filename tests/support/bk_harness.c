@@ -35,6 +35,7 @@ typedef struct bkh_bookie {
     char node[BKH_ADDR_BYTES + 16]; /* "/bookies/<addr>" */
     bk_storage *storage;
     bk_server *server;
+    bk_io *io;           /* the storage's file I/O, kept across restarts for fault injection */
     bool running;        /* server up and registered */
     bool server_closed;  /* bk_server_close's callback ran */
     bool storage_closed; /* bk_storage_close's callback ran */
@@ -121,8 +122,11 @@ static void bkh_node_deleted(int status, void *arg)
 
 static int bkh_storage_open(bkh_bookie *b)
 {
+    if (b->io == NULL && bk_io_create(&b->io) != MG_OK)
+        return MG_ENOMEM;
     bk_storage_opts so = { .journal_dir = b->journal_dir,
                            .ledger_dir = b->ledger_dir,
+                           .io = b->io,
                            .write_cache_bytes = BKH_CACHE_BYTES,
                            .read_cache_bytes = BKH_CACHE_BYTES,
                            .journal_group_wait_us = 200 };
@@ -296,6 +300,16 @@ const char *bkh_bookie_addr(const bkh *h, int i)
     return h->bookies[i].addr;
 }
 
+bk_storage *bkh_bookie_storage(bkh *h, int i)
+{
+    return i >= 0 && i < h->bookie_count ? h->bookies[i].storage : NULL;
+}
+
+bk_io *bkh_bookie_io(bkh *h, int i)
+{
+    return i >= 0 && i < h->bookie_count ? h->bookies[i].io : NULL;
+}
+
 bool bkh_bookie_running(const bkh *h, int i)
 {
     return i >= 0 && i < h->bookie_count && h->bookies[i].running;
@@ -374,5 +388,7 @@ void bkh_destroy(bkh *h)
         MG_ERROR("bk_harness: destroy timed out, leaving the harness allocated");
         return;
     }
+    for (int i = 0; i < h->bookie_count; i++)
+        bk_io_destroy(h->bookies[i].io);
     mg_free(h);
 }

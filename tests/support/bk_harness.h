@@ -37,6 +37,8 @@
 #define MG_TESTS_SUPPORT_BK_HARNESS_H
 
 #include "bookie/client.h"
+#include "bookie/io.h"
+#include "bookie/storage.h"
 #include "metadata/metadata.h"
 
 #include <uv.h>
@@ -73,6 +75,11 @@ int bkh_bookie_count(const bkh *h);
 /* "127.0.0.1:<port>" of bookie i (its current port; it changes with bkh_restart_bookie). Valid
  * until the next restart of that bookie or bkh_destroy. */
 const char *bkh_bookie_addr(const bkh *h, int i);
+/* Bookie i's storage engine (NULL while killed and closed), e.g. to flush its write cache with
+ * bk_storage_flush so that reads go to the entry logs on disk. */
+bk_storage *bkh_bookie_storage(bkh *h, int i);
+/* Bookie i's file I/O layer, for injecting disk faults (bookie/io.h); kept across restarts. */
+bk_io *bkh_bookie_io(bkh *h, int i);
 /* Whether bookie i is running (not killed). */
 bool bkh_bookie_running(const bkh *h, int i);
 
