@@ -1,7 +1,10 @@
 /*
  * The bookie RPC client (see client.h for the API and protocol.h for the wire format).
  *
- * A client holds one connection (bk__conn) per bookie address, created on first use and kept
+ * A client holds two connections (bk__conn) per bookie address: one for range reads (bulk), one
+ * for everything else (adds, single reads, fences, LAC reads), so that a megabyte of a catch-up
+ * read in a socket never sits in front of an add's answer (../shared/ARCHITECTURE.md §6: writes
+ * and tail reads never queue behind catch-up reads). Each is created on first use and kept
  * (with its retry state) until the client closes or the slot is needed for another address
  * (BK_CLIENT_CONNECTIONS_MAX; only idle ones are evicted). Each request (bk__creq) is encoded
  * into its connection's output queue at once and stays until it completes; it is linked in
@@ -90,6 +93,7 @@ struct bk__creq {
 struct bk__conn {
     bk_client *c;
     bk__conn *next; /* client's list */
+    bool bulk;      /* the range-read connection of addr */
     char addr[BK_ADDR_BYTES_MAX + 1];
     char host[BK_ADDR_BYTES_MAX + 1];
     char port[8];
@@ -390,7 +394,7 @@ static size_t bk__pow2_at_least(size_t n)
     return p;
 }
 
-static int conn__create(bk_client *c, const char *addr, bk__conn **out)
+static int conn__create(bk_client *c, const char *addr, bool bulk, bk__conn **out)
 {
     bk__conn *conn = mg_calloc(1, sizeof(*conn));
     if (conn == NULL)
@@ -409,6 +413,7 @@ static int conn__create(bk_client *c, const char *addr, bk__conn **out)
     }
     conn->bucket_mask = buckets - 1;
     conn->c = c;
+    conn->bulk = bulk;
     conn->state = BK__C_IDLE;
     bk_decoder_init(&conn->dec, BK_FRAME_RESPONSE);
     mg_outq_init(&conn->outq, conn__written, conn);
@@ -422,11 +427,12 @@ static int conn__create(bk_client *c, const char *addr, bk__conn **out)
     return MG_OK;
 }
 
-/* Finds the connection for addr, or makes one (evicting an idle one at the limit). */
-static int conn__get(bk_client *c, const char *addr, bk__conn **out)
+/* Finds addr's connection of the class (bulk: range reads), or makes one (evicting an idle one
+ * at the limit). */
+static int conn__get(bk_client *c, const char *addr, bool bulk, bk__conn **out)
 {
     for (bk__conn *conn = c->conns; conn != NULL; conn = conn->next) {
-        if (strcmp(conn->addr, addr) == 0) {
+        if (conn->bulk == bulk && strcmp(conn->addr, addr) == 0) {
             *out = conn;
             return MG_OK;
         }
@@ -444,7 +450,7 @@ static int conn__get(bk_client *c, const char *addr, bk__conn **out)
         victim->evicting = true;
         uv_close((uv_handle_t *)&victim->timer, conn__on_timer_closed);
     }
-    return conn__create(c, addr, out);
+    return conn__create(c, addr, bulk, out);
 }
 
 /* Defers a failure found inside a call to a callback of its own. */
@@ -818,7 +824,7 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
     if (addr == NULL)
         return MG_EINVAL;
     bk__conn *conn;
-    MG_TRY(conn__get(c, addr, &conn));
+    MG_TRY(conn__get(c, addr, wire->op == BK_OP_READ_RANGE, &conn));
     if (conn->pending >= c->pending_max)
         return MG_EAGAIN;
     bk__creq *req = mg_malloc(sizeof(*req));

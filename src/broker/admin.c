@@ -306,8 +306,26 @@ static void internal_stats_json(br_topic *t, mg_strbuf *sb)
                              i > 0 ? "," : "", ranges[i].first.ledger_id,
                              ranges[i].first.entry_id - 1, ranges[i].last.ledger_id,
                              ranges[i].last.entry_id);
-        mg_strbuf_printf(sb, "%s]\",\"isDurable\":%s}", rt > rn ? ",..." : "",
+        mg_strbuf_printf(sb, "%s]\",\"isDurable\":%s", rt > rn ? ",..." : "",
                          s->durable ? "true" : "false");
+        if (s->reader != NULL) {
+            /* The cursor's window in the broker's caches (src/prefetch): the positions it
+             * claims (first inclusive, end exclusive), the bytes its window aims to keep ahead,
+             * its drain rate, and how its reads were served. */
+            pf_reader_stats rs;
+            pf_reader_stats_get(s->reader, &rs);
+            char cf[64], ce[64];
+            pos_str(cf, sizeof(cf), rs.claim_first);
+            pos_str(ce, sizeof(ce), rs.claim_last);
+            mg_strbuf_printf(sb,
+                             ",\"prefetch\":{\"active\":%s,\"atTail\":%s,\"windowFirst\":\"%s\","
+                             "\"windowEnd\":\"%s\",\"windowTargetBytes\":%" PRIu64
+                             ",\"drainRateBytesPerSecond\":%.0f,\"cacheHits\":%" PRIu64
+                             ",\"cacheMisses\":%" PRIu64 ",\"waits\":%" PRIu64 "}",
+                             rs.active ? "true" : "false", rs.at_tail ? "true" : "false", cf, ce,
+                             rs.window_bytes, rs.rate_bytes_per_s, rs.hits, rs.misses, rs.waits);
+        }
+        mg_strbuf_puts(sb, "}");
     }
     mg_strbuf_puts(sb, "}}");
 }
