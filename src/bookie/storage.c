@@ -34,7 +34,9 @@
  * the reader has passed 75 % of the last window, a background window of readahead_bytes is
  * read into the read cache with the BACKGROUND aio class (bounded in-flight, never ahead of
  * foreground reads). The read that triggered it does not wait. A read that wants an entry of
- * an in-flight window waits for that window only.
+ * an in-flight window waits for that window only. A read that ends while other reads of the
+ * same ledger are still in progress triggers nothing: that caller pipelines its reads, i.e. it
+ * reads ahead itself (the broker's prefetcher), and a window would only read its data twice.
  *
  * Error state (sticky): a failed journal append or sync, or a failed flush (entry log write,
  * sync, index write), puts the engine in READ_ONLY: adds fail with MG_EREADONLY, reads go on
@@ -149,6 +151,7 @@ struct read_ctx {
     uint64_t start_ns;
     bool readahead; /* a read-ahead window, not a caller's read */
     ra_state *ra;
+    ra_state *ra_fg; /* a caller's read: its ledger's state, counting it in fg_inflight */
     /* index look-up */
     uv_work_t work;
     bk_index_put *run;
@@ -170,6 +173,7 @@ struct ra_state {
     int64_t next_expected; /* where the last read of this ledger ended + 1 */
     int64_t window_first, window_last;
     bool inflight;
+    uint32_t fg_inflight; /* callers' reads of this ledger in progress */
     read_ctx *waiters;
     uint64_t used_tick;
 };
@@ -908,10 +912,10 @@ static ra_state *ra_find(bk_storage *s, int64_t ledger_id, bool create)
             r->used_tick = ++s->ra_tick;
             return r;
         }
-        if (!r->inflight && r->used_tick < lru->used_tick)
+        if (!r->inflight && r->fg_inflight == 0 && r->used_tick < lru->used_tick)
             lru = r;
     }
-    if (!create || lru->inflight)
+    if (!create || lru->inflight || lru->fg_inflight > 0)
         return NULL;
     memset(lru, 0, sizeof(*lru));
     lru->ledger_id = ledger_id;
@@ -989,7 +993,8 @@ static void read_free(read_ctx *r)
     mg_free(r);
 }
 
-static void readahead_maybe(bk_storage *s, int64_t ledger_id, int64_t first, int64_t end);
+static void readahead_maybe(bk_storage *s, int64_t ledger_id, int64_t first, int64_t end,
+                            bool pipelined);
 static void read_step(read_ctx *r);
 
 static void ra_window_done(read_ctx *w)
@@ -1033,9 +1038,16 @@ static void read_finish(read_ctx *r)
     if (r->count > 0)
         status = MG_OK; /* a range read returns what it has; the next read reports the rest */
     mg_histogram_observe(s->m_read_latency[r->source], (now_ns() - r->start_ns) / 1000u);
+    /* A caller that keeps several reads of the ledger in flight reads ahead by itself (the
+     * broker's prefetcher): a read-ahead window would read what its next reads ask for. */
+    bool pipelined = false;
+    if (r->ra_fg != NULL && r->ra_fg->ledger_id == r->ledger_id && r->ra_fg->fg_inflight > 0) {
+        r->ra_fg->fg_inflight--;
+        pipelined = r->ra_fg->fg_inflight > 0;
+    }
     r->cb(status, r->count ? r->entries : NULL, r->count, r->arg);
     if (r->count > 0 && r->count <= BK_RA_TRIGGER_ENTRIES_MAX && s->readahead_on)
-        readahead_maybe(s, r->ledger_id, r->first, r->entries[r->count - 1].entry_id);
+        readahead_maybe(s, r->ledger_id, r->first, r->entries[r->count - 1].entry_id, pipelined);
     s->reads_inflight--;
     read_free(r);
     if (s->closing)
@@ -1454,14 +1466,16 @@ static void read_step(read_ctx *r)
     defer_read(r);
 }
 
-static void readahead_maybe(bk_storage *s, int64_t ledger_id, int64_t first, int64_t end)
+static void readahead_maybe(bk_storage *s, int64_t ledger_id, int64_t first, int64_t end,
+                            bool pipelined)
 {
     ra_state *ra = ra_find(s, ledger_id, true);
     if (ra == NULL)
         return;
     bool sequential = ra->next_expected == first;
     ra->next_expected = end + 1;
-    if (!sequential || ra->inflight || s->closing || s->reads_inflight >= BK_READS_INFLIGHT_MAX)
+    if (!sequential || pipelined || ra->inflight || s->closing ||
+        s->reads_inflight >= BK_READS_INFLIGHT_MAX)
         return;
     if (ra->window_last >= 0 && end < ra->window_last) {
         /* inside the last window: read the next one once 75 % of it has been consumed */
@@ -1508,6 +1522,11 @@ static int read_start(bk_storage *s, int64_t ledger_id, int64_t first, int64_t l
     r->cb = done;
     r->arg = arg;
     r->start_ns = now_ns();
+    if (s->readahead_on) {
+        r->ra_fg = ra_find(s, ledger_id, true);
+        if (r->ra_fg != NULL)
+            r->ra_fg->fg_inflight++;
+    }
     s->reads_inflight++;
     read_step(r);
     return MG_OK;

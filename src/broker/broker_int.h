@@ -383,6 +383,7 @@ struct br_sub {
     uint64_t msg_out_prev, bytes_out_prev;
     double rate_out, throughput_out;
     uint64_t msg_redelivered;
+    double avg_entry_msgs; /* messages per entry dispatched (a moving average): sizes reads */
     int refs;          /* reads and operations in flight */
     bool close_delete; /* closing while opening: what to do once open */
     void (*close_cb)(int status, void *arg);

@@ -415,6 +415,22 @@ static int64_t sub_permits(br_sub *s)
     return total;
 }
 
+/* Bytes the output queues of the consumers that can take entries now still accept before they
+ * count as full: a read larger than that would be deferred to the replay set in part. */
+static uint64_t sub_out_room(br_sub *s)
+{
+    uint64_t room = 0;
+    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+        if (!k->ready || k->permits <= 0 || !br_conn_writable(k->conn))
+            continue;
+        if (s->type == BR_SUB_FAILOVER && !k->active)
+            continue;
+        room += BR_CONN_OUT_BYTES_MAX - mg_outq_queued_bytes(&k->conn->out);
+    }
+    return room;
+}
+
 static br_consumer *choose_consumer(br_sub *s, const br_payload *pl, bool parsed)
 {
     switch (s->type) {
@@ -493,6 +509,8 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     const uint8_t *bytes = mg_buf_data(e->buf) + e->payload_off;
     bool parsed = br_payload_parse(bytes, e->payload_len, false, &pl) == MG_OK;
     uint32_t msgs = parsed ? (uint32_t)pl.num_messages : 1;
+    s->avg_entry_msgs =
+        s->avg_entry_msgs <= 0 ? (double)msgs : s->avg_entry_msgs * 0.9 + (double)msgs * 0.1;
     br_consumer *k = choose_consumer(s, &pl, parsed);
     if (!consumer_can_take(k) || s->pending.count >= BR_SUB_UNACKED_ENTRIES_MAX) {
         if (k != NULL)
@@ -677,7 +695,16 @@ static void sub_dispatch(br_sub *s)
     int64_t permits = sub_permits(s);
     if (permits <= 0 || s->pending.count >= BR_SUB_UNACKED_ENTRIES_MAX)
         return;
-    int max_entries = permits < BR_DISPATCH_ENTRIES_MAX ? (int)permits : BR_DISPATCH_ENTRIES_MAX;
+    /* Permits count messages and reads count entries: read about as many entries as the
+     * permits cover (the last batch may take them below zero, as Pulsar's dispatcher lets it),
+     * and no more bytes than the consumers' output queues take, so that little of a read is
+     * deferred to the replay set. */
+    double per_entry = s->avg_entry_msgs > 1 ? s->avg_entry_msgs : 1;
+    int64_t want = (int64_t)((double)permits / per_entry) + 1;
+    int max_entries = want < BR_DISPATCH_ENTRIES_MAX ? (int)want : BR_DISPATCH_ENTRIES_MAX;
+    uint64_t room = sub_out_room(s);
+    uint32_t max_bytes =
+        room < BR_DISPATCH_BYTES_MAX ? (uint32_t)(room > 0 ? room : 1) : BR_DISPATCH_BYTES_MAX;
     if (s->replay.count > 0) {
         /* Entries waiting for redelivery first, in position order: a run within one ledger. */
         ml_position first = s->replay.v[0];
@@ -707,7 +734,7 @@ static void sub_dispatch(br_sub *s)
     }
     if (s->caught_up)
         return;
-    int rc = pf_read_entries(s->reader, max_entries, BR_DISPATCH_BYTES_MAX, read_done, s);
+    int rc = pf_read_entries(s->reader, max_entries, max_bytes, read_done, s);
     if (rc == MG_OK) {
         s->reading = true;
         sub_ref(s);

@@ -445,7 +445,8 @@ static void req_complete(pf_req *q, int status, const ml_entry *entries, size_t 
     q->busy = false;
     if (r != NULL) {
         if (status == MG_OK && count > 0) {
-            claim_release_below(r, entries[count - 1].position, true);
+            /* What was read stays claimed until the reader's next read: the broker may defer
+             * some of it (a consumer without room) and read it again at once, from here. */
             uint64_t bytes = 0;
             for (size_t i = 0; i < count; i++)
                 bytes += entries[i].len;
@@ -882,6 +883,9 @@ static int req_try(pf_req *q)
     if (t->closed)
         return req_ondemand(q);
     q->from = norm_pos(t, q->from);
+    /* Positions of the claim before this read were read (or skipped as acknowledged). */
+    if (r != NULL && r->claimed && pcmp(q->from, r->claim_first) > 0)
+        claim_release_below(r, q->from, false);
     pf_entry *pe = tbl_get(t, q->from);
     if (pe != NULL) {
         ready_push(q, pe->kind == PF_TAIL ? PF_Q_TAIL : PF_Q_CATCHUP);
@@ -900,8 +904,6 @@ static int req_try(pf_req *q)
      * entries the cursor skipped); a read before it means the cursor moved back. */
     if (r->claimed && pcmp(q->from, r->claim_first) < 0)
         claim_drop(r);
-    if (r->claimed)
-        claim_release_below(r, q->from, false);
     if (!r->claimed || pcmp(q->from, r->claim_end) > 0)
         claim_anchor(r, q->from);
     if (fetch_covering(t, q->from) == NULL) {

@@ -21,6 +21,8 @@
  *  - a reader behind extends its claim window by window, fetching what no one has cached or
  *    fetches already; readers of one topic whose windows overlap share the cached entries and
  *    the reads in flight (one disk read, each entry expected once per reader);
+ *  - what a reader read stays claimed until its next read (the broker may have to send part of
+ *    it again at once: a consumer without room gets it through the replay set, from here);
  *  - a reader that seeks, goes inactive (no consumer) or closes gives its whole claim back, and so
  *    does one that did not read for PF_IDLE_RELEASE_MS; what it had fetched and nobody else
  *    expects is freed (counted as wasted).

@@ -532,6 +532,13 @@ ParameterizedTest(bool *off, prefetch, read_error_retried)
     teardown_env();
 }
 
+static uint64_t tail_entries(void)
+{
+    pf_stats s;
+    pf_env_stats(t.pf, &s);
+    return s.tail_entries;
+}
+
 typedef struct rres {
     int calls;
     int status;
@@ -557,10 +564,11 @@ Test(prefetch, redelivery_reads)
     trd *a = reader_open("tail", MC_INITIAL_LATEST);
     a->paused = false;
     t.to_add = 20;
-    RUN_UNTIL(t.acked == 20 && a->ngot == 20);
-    /* The tail reader took them: they were released when it passed them. Add more without
-     * reading, so the cache holds them. */
-    a->stop_after = 20;
+    /* The tail reader took them; its next read (past the end) released them. */
+    RUN_UNTIL(t.acked == 20 && a->ngot == 20 && tail_entries() == 0);
+    /* Add more without reading, so the cache holds them. */
+    a->paused = true;
+    RUN_UNTIL(!a->reading);
     t.to_add = 30;
     RUN_UNTIL(t.acked == 30);
     pf_stats before, after;
