@@ -371,6 +371,7 @@ struct br_sub {
     bool closing;
     bool reading;   /* a read of the cursor or of the replay set is in flight */
     bool caught_up; /* the last read found nothing new: wait for an add */
+    bool resetting; /* a SEEK or reset of the cursor runs: no dispatch until it is done */
     bool dispatch_scheduled;
     br_link consumers; /* br_consumer.sub_link, in arrival order */
     uint32_t consumer_count;
@@ -384,8 +385,8 @@ struct br_sub {
     double rate_out, throughput_out;
     uint64_t msg_redelivered;
     double avg_entry_msgs; /* messages per entry dispatched (a moving average): sizes reads */
-    int refs;          /* reads and operations in flight */
-    bool close_delete; /* closing while opening: what to do once open */
+    int refs;              /* reads and operations in flight */
+    bool close_delete;     /* closing while opening: what to do once open */
     void (*close_cb)(int status, void *arg);
     void *close_arg;
 };

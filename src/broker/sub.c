@@ -689,7 +689,7 @@ static void replay_done(int status, const ml_entry *entries, size_t count, void 
 
 static void sub_dispatch(br_sub *s)
 {
-    if (s->reading || s->cursor == NULL || s->reader == NULL || s->closing ||
+    if (s->reading || s->cursor == NULL || s->reader == NULL || s->closing || s->resetting ||
         s->consumer_count == 0)
         return;
     int64_t permits = sub_permits(s);
@@ -1365,8 +1365,11 @@ static void seek_done(int status, void *arg)
         }
         br_conn_unref(r->conn);
     }
+    s->resetting = false;
     if (status == MG_OK && !s->closing)
         sub_after_reset(s);
+    else if (!s->closing)
+        sub_dispatch(s);
     if (r->cb != NULL)
         r->cb(status, r->arg);
     mg_free(r);
@@ -1416,6 +1419,9 @@ void br_handle_seek(br_conn *c, const Magnetar__Pulsar__CommandSeek *cmd)
         br_conn_send_error(c, cmd->request_id, ERR(UnknownError), mg_strerror(rc));
         return;
     }
+    /* Nothing is dispatched until the reset is done: entries read from the new position before
+     * the consumers are dropped (seek_done) would be lost to them. */
+    s->resetting = true;
     br_conn_ref(c);
     sub_ref(s);
 }
@@ -1561,6 +1567,7 @@ int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status,
         mg_free(r);
         return rc;
     }
+    s->resetting = true;
     sub_ref(s);
     return MG_OK;
 }

@@ -122,6 +122,8 @@ struct mc_cursor {
     bool reading;
     mc_read_cb read_cb;
     void *read_arg;
+    uint64_t pos_gen;     /* bumped when the read position is moved other than by reading */
+    uint64_t read_gen;    /* pos_gen when the read in flight started */
     mc_read_fn source_fn; /* where mc_read_entries reads: ml_read unless set */
     void *source;
     int read_max_entries;
@@ -1372,6 +1374,7 @@ static int read_round(mc_cursor *c)
     p = skip_acked(c, p);
     c->read_pos = p;
     c->read_from = p;
+    c->read_gen = c->pos_gen;
     c->read_extra = false;
     bool chained = c->chain_known && pcmp(next_of(c, c->chain_pos), p) == 0;
     if (!chained && p.entry_id > 0) {
@@ -1400,6 +1403,10 @@ static void read_done(int status, const ml_entry *entries, size_t count, void *a
     mc_cursor *c = arg;
     if (c->phase == MC__CLOSING) {
         finish_read(c, MG_ECLOSED, NULL, 0);
+    } else if (c->read_gen != c->pos_gen) {
+        /* The read position was moved (seek, rewind, reset) while this read was in flight:
+         * what it read belongs to the old position and must not move the new one. */
+        finish_read(c, MG_EAGAIN, NULL, 0);
     } else if (status != MG_OK || count == 0) {
         finish_read(c, status, NULL, 0);
     } else {
@@ -1475,6 +1482,7 @@ void mc_cursor_set_source(mc_cursor *c, mc_read_fn fn, void *source)
 
 void mc_rewind(mc_cursor *c)
 {
+    c->pos_gen++;
     c->read_pos = next_of(c, c->md_pos);
 }
 
@@ -1482,6 +1490,7 @@ int mc_seek(mc_cursor *c, ml_position pos)
 {
     if (pos.ledger_id < 0)
         return MG_EINVAL;
+    c->pos_gen++;
     c->read_pos = pcmp(pos, c->md_pos) <= 0 ? next_of(c, c->md_pos) : pos;
     return MG_OK;
 }
@@ -1642,6 +1651,7 @@ static void reset_read_done(int status, const ml_entry *entries, size_t count, v
     pend_clear(c);
     c->md_pos = md;
     c->acked_msgs = a;
+    c->pos_gen++;
     c->read_pos = next_of(c, md);
     c->chain_known = exact && md.entry_id >= 0 && count > 0;
     c->chain_pos = md;

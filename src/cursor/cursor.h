@@ -170,9 +170,10 @@ int mc_cursor_flush(mc_cursor *cursor, mc_done_cb cb, void *arg);
  * reading), and advances the read position past what was read. Partially acknowledged batches
  * are delivered; mc_batch_ack_set gives their ack set for the consumer.
  * cb: MG_OK with count 0 = nothing to read now (caught up); MG_EAGAIN with count 0 = only
- * acknowledged entries met in MC_READ_ROUNDS_MAX reads, call again; MG_ECLOSED; ml_read errors.
- * Errors returned: MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL, MG_ECLOSED,
- * MG_ESTATE (still opening). */
+ * acknowledged entries met in MC_READ_ROUNDS_MAX reads, or the read position was moved (seek,
+ * rewind, reset) while the read was in flight (its entries are dropped), call again; MG_ECLOSED;
+ * ml_read errors. Errors returned: MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL,
+ * MG_ECLOSED, MG_ESTATE (still opening). */
 int mc_read_entries(mc_cursor *cursor, int max_entries, uint32_t max_bytes, mc_read_cb cb,
                     void *arg);
 

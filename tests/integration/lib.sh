@@ -5,6 +5,11 @@ T_PASS=0
 T_FAIL=0
 T_TMP=$(mktemp -d "${TMPDIR:-/tmp}/magnetar-test.XXXXXX")
 T_PIDS=()
+# Arguments appended to every `magnetar standalone` the scripts start, from
+# MG_TEST_STANDALONE_ARGS (ctest's *_prefetch_off entries set "--prefetch off"): the same tests
+# then run in another mode of the broker. Scripts write it unquoted, last on the command line,
+# so it splits into words (no quoting inside; a later flag overrides an earlier one).
+T_SA_ARGS=${MG_TEST_STANDALONE_ARGS:-}
 
 t_cleanup() {
   local p

@@ -11,7 +11,7 @@ URL="zk:127.0.0.1:$ZK_PORT"
 
 "$MG" standalone --data-dir "$T_TMP/data" --metadata-url "$URL" --http-port 0 --broker-port 0 \
   --bookie-port 0 \
-  --bind-address 127.0.0.1 >"$T_TMP/s.log" 2>&1 &
+  --bind-address 127.0.0.1 $T_SA_ARGS >"$T_TMP/s.log" 2>&1 &
 s=$!; T_PIDS+=("$s")
 if t_wait_for "$T_TMP/s.log" 'ready' 30; then t_ok "standalone on ZooKeeper is ready"; else
   t_fail "standalone on ZooKeeper is ready"; cat "$T_TMP/s.log"; fi

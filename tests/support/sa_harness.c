@@ -6,7 +6,9 @@
  * <dir>/standalone.log, then poll (every SAH_POLL_MS) the part of the log this run wrote for
  * the ready line, checking between polls that the child is still alive. The first start asks
  * for port 0 everywhere and learns the ports from that line; a restart asks for the ports the
- * first run got, so a client that remembers the service URL finds the standalone again.
+ * first run got, so a client that remembers the service URL finds the standalone again. The
+ * words of MG_TEST_STANDALONE_ARGS are read once, at sah_start, and kept with the test's own
+ * extra arguments: a restart runs in the same mode as the first start.
  *
  * Everything the child needs (argv, paths, file descriptors) is prepared before fork(): the test
  * process may have threads (libuv's thread pool, the client's), so the child only makes
@@ -47,6 +49,8 @@
 #define SAH_HTTP_GRACE_MS  5000
 #define SAH_HTTP_ERR_BYTES 1024
 #define SAH_URL_BYTES_MAX  512
+/* Arguments for every standalone of the run (see sa_harness.h). */
+#define SAH_ENV_ARGS       "MG_TEST_STANDALONE_ARGS"
 
 int64_t sah_now_ms(void)
 {
@@ -78,6 +82,18 @@ static pid_t sah_waitpid(pid_t pid, int *status, int options)
     return r;
 }
 
+/* The next word of a MG_TEST_STANDALONE_ARGS string at or after p, its length in *len; NULL
+ * when only blanks are left. */
+static const char *sah_next_word(const char *p, size_t *len)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return NULL;
+    *len = strcspn(p, " \t");
+    return p;
+}
+
 static int sah_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -95,23 +111,58 @@ static void sah_remove_dir(sah_standalone *s)
     s->log[0] = '\0';
 }
 
-/* Copies the NULL-terminated extra_args into s->extra. */
+/* Appends the len bytes at arg to s->extra as one more argument (*used: bytes taken). */
+static int sah_add_extra_arg(sah_standalone *s, size_t *used, const char *arg, size_t len)
+{
+    if (s->extra_count >= SAH_EXTRA_ARGS_MAX || len + 1 > sizeof(s->extra) - *used) {
+        MG_ERROR("sa harness: more than %d extra arguments or %d bytes of them (%s included)",
+                 SAH_EXTRA_ARGS_MAX, SAH_EXTRA_ARGS_BYTES_MAX, SAH_ENV_ARGS);
+        return MG_ELIMIT;
+    }
+    memcpy(s->extra + *used, arg, len);
+    s->extra[*used + len] = '\0';
+    *used += len + 1;
+    s->extra_count++;
+    return MG_OK;
+}
+
+/* Copies the NULL-terminated extra_args, then the words of SAH_ENV_ARGS, into s->extra. */
 static int sah_keep_extra_args(sah_standalone *s, const char *const *extra_args)
 {
     s->extra_count = 0;
     size_t used = 0;
-    for (int i = 0; extra_args != NULL && extra_args[i] != NULL; i++) {
-        size_t len = strlen(extra_args[i]) + 1;
-        if (i >= SAH_EXTRA_ARGS_MAX || len > sizeof(s->extra) - used) {
-            MG_ERROR("sa harness: more than %d extra arguments or %d bytes of them",
-                     SAH_EXTRA_ARGS_MAX, SAH_EXTRA_ARGS_BYTES_MAX);
-            return MG_ELIMIT;
-        }
-        memcpy(s->extra + used, extra_args[i], len);
-        used += len;
-        s->extra_count++;
+    for (int i = 0; extra_args != NULL && extra_args[i] != NULL; i++)
+        MG_TRY(sah_add_extra_arg(s, &used, extra_args[i], strlen(extra_args[i])));
+    const char *w = getenv(SAH_ENV_ARGS);
+    size_t len;
+    while (w != NULL && (w = sah_next_word(w, &len)) != NULL) {
+        MG_TRY(sah_add_extra_arg(s, &used, w, len));
+        w += len;
     }
     return MG_OK;
+}
+
+bool sah_env_option(const char *option, char *value, size_t cap)
+{
+    const char *w = getenv(SAH_ENV_ARGS);
+    const char *found = NULL;
+    size_t len, found_len = 0;
+    bool after_option = false;
+    while (w != NULL && (w = sah_next_word(w, &len)) != NULL) {
+        if (after_option) {
+            found = w;
+            found_len = len;
+        }
+        after_option = len == strlen(option) && memcmp(w, option, len) == 0;
+        w += len;
+    }
+    if (found == NULL || cap == 0)
+        return false;
+    if (found_len > cap - 1)
+        found_len = cap - 1;
+    memcpy(value, found, found_len);
+    value[found_len] = '\0';
+    return true;
 }
 
 /* Forks the standalone with the ports in s (0: any), its output appended to s->log. */

@@ -29,6 +29,12 @@
  * suite's .init) and call sah_destroy in the suite's .fini, which runs in the same worker
  * process whether the test passed or not.
  *
+ * MG_TEST_STANDALONE_ARGS: when this environment variable is set, its words (split on spaces
+ * and tabs; no quoting) are appended to the command line of every standalone started here,
+ * after the test's own extra arguments, so the whole suite can run in another mode of the
+ * broker without a copy of any test (ctest's *_prefetch_off entries set it to "--prefetch off").
+ * A test whose expectations depend on that mode asks sah_env_option.
+ *
  * Not thread-safe: one thread drives a sah_standalone.
  */
 #ifndef MG_TESTS_SUPPORT_SA_HARNESS_H
@@ -49,7 +55,8 @@
 #define SAH_HTTP_TIMEOUT_MS      10000
 #define SAH_DIR_BYTES_MAX        256
 #define SAH_PATH_BYTES_MAX       300
-/* Arguments a test adds to the standalone's command line, and their bytes altogether. */
+/* Arguments a test adds to the standalone's command line (MG_TEST_STANDALONE_ARGS's words
+ * included), and their bytes altogether. */
 #define SAH_EXTRA_ARGS_MAX       16
 #define SAH_EXTRA_ARGS_BYTES_MAX 512
 /* How much of the end of the log sah_dump_log prints. */
@@ -73,12 +80,14 @@ typedef struct sah_standalone {
 /* Creates the directory, starts `$MG_BIN standalone --data-dir <dir>/data --bind-address
  * 127.0.0.1 --advertised-address 127.0.0.1 --broker-port 0 --bookie-port 0 --http-port 0
  * --write-cache-mb 8 --read-cache-mb 8 --log-level info` followed by extra_args (NULL or a
- * NULL-terminated list, copied: sah_restart uses them again), and returns once the ready line
+ * NULL-terminated list, copied: sah_restart uses them again) and by the words of
+ * MG_TEST_STANDALONE_ARGS (read now, kept for sah_restart too), and returns once the ready line
  * named the ports. s is overwritten (it must not hold a running standalone or an undestroyed
  * directory). On failure the end of the log is printed, nothing is left running and the
  * directory is removed.
  * Errors: MG_EINVAL (MG_BIN unset), MG_ELIMIT (more than SAH_EXTRA_ARGS_MAX extra arguments or
- * SAH_EXTRA_ARGS_BYTES_MAX bytes of them), MG_EIO (directory or log), MG_ESYS (fork),
+ * SAH_EXTRA_ARGS_BYTES_MAX bytes of them, MG_TEST_STANDALONE_ARGS's words included), MG_EIO
+ * (directory or log), MG_ESYS (fork),
  * MG_ECLOSED (the standalone exited during start-up), MG_ETIMEDOUT (not ready within
  * SAH_START_TIMEOUT_MS; it was killed). */
 int sah_start(sah_standalone *s, const char *const *extra_args);
@@ -118,6 +127,12 @@ void sah_dump_log(const sah_standalone *s);
  * holds its start), MG_EPROTO (no status from curl). */
 int sah_http(const sah_standalone *s, const char *method, const char *path, const char *body,
              char *out, size_t cap);
+
+/* The word that follows option (e.g. "--prefetch") in MG_TEST_STANDALONE_ARGS, copied into
+ * value (NUL-terminated, cut to cap - 1 bytes); the last one when option is there several times,
+ * as the standalone's own parsing keeps the last. Returns false, value untouched, when the
+ * variable is unset or does not name option with a word after it. */
+bool sah_env_option(const char *option, char *value, size_t cap);
 
 /* Milliseconds of CLOCK_MONOTONIC: deadlines and durations. */
 int64_t sah_now_ms(void);
