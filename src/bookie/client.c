@@ -131,6 +131,11 @@ struct bk_client {
     bk__creq *thead, *ttail;
     uint64_t next_request_id;
     uint32_t outstanding;
+    /* the bookie of this process (bk_client_set_local) */
+    char local_addr[BK_ADDR_BYTES_MAX + 1];
+    bk_client_local_fn local_fn;
+    void *local_transport;
+    uint32_t local_pending; /* local requests not answered yet: closing waits for them */
     bool closing;
     bool finishing;
     void (*closed_cb)(void *arg);
@@ -773,7 +778,7 @@ static void client__on_timer_closed(uv_handle_t *handle)
 
 static void client__maybe_finish(bk_client *c)
 {
-    if (!c->closing || c->outstanding > 0 || c->finishing)
+    if (!c->closing || c->outstanding > 0 || c->local_pending > 0 || c->finishing)
         return;
     c->finishing = true;
     for (bk__conn *conn = c->conns; conn != NULL; conn = conn->next)
@@ -814,6 +819,97 @@ void bk_client_close(bk_client *c, void (*closed)(void *arg), void *arg)
     }
 }
 
+/* Hands a request for the bookie of this process to its transport. */
+static int client__submit_local(bk_client *c, const bk_request *wire, const uint8_t *prefix,
+                                size_t prefix_len, mg_buf *payload, size_t off, size_t len,
+                                const bk__creq *tmpl)
+{
+    if (prefix_len > BK_REQUEST_PREFIX_BYTES_MAX)
+        return MG_EINVAL;
+    bk__creq *req = mg_malloc(sizeof(*req));
+    bk_local_req *lr = req != NULL ? mg_calloc(1, sizeof(*lr)) : NULL;
+    if (lr == NULL) {
+        mg_free(req);
+        return MG_ENOMEM;
+    }
+    *req = *tmpl;
+    lr->client = c;
+    lr->op = wire->op;
+    lr->ledger_id = wire->ledger_id;
+    lr->entry_id = wire->entry_id;
+    lr->last_entry_id = wire->last_entry_id;
+    lr->max_bytes = wire->max_bytes;
+    if (prefix_len > 0)
+        memcpy(lr->prefix, prefix, prefix_len);
+    lr->prefix_len = prefix_len;
+    lr->payload = payload != NULL ? mg_buf_ref(payload) : NULL;
+    lr->off = off;
+    lr->len = len;
+    lr->client_req = req;
+    int rc = c->local_fn(c->local_transport, lr);
+    if (rc != MG_OK) {
+        if (lr->payload != NULL)
+            mg_buf_unref(lr->payload);
+        mg_free(lr);
+        mg_free(req);
+        return rc;
+    }
+    c->local_pending++;
+    return MG_OK;
+}
+
+void bk_local_req_complete(bk_local_req *lr, int status, const bk_entry *entries, size_t count,
+                           int64_t value)
+{
+    bk_client *c = lr->client;
+    bk__creq *req = lr->client_req;
+    switch (req->op) {
+    case BK_OP_ADD:
+        req->cb.add(status, req->ledger_id, req->entry_id, req->arg);
+        break;
+    case BK_OP_READ:
+    case BK_OP_READ_RANGE:
+        if (status == MG_OK)
+            req->cb.read(MG_OK, entries, count, req->arg);
+        else
+            req->cb.read(status, NULL, 0, req->arg);
+        break;
+    case BK_OP_READ_LAC:
+    case BK_OP_FENCE:
+        req->cb.lac(status, status == MG_OK ? value : -1, req->arg);
+        break;
+    case BK_OP_DELETE:
+    case BK_OP_HEALTH:
+        req->cb.done(status, req->arg);
+        break;
+    default:
+        MG_UNREACHABLE();
+    }
+    mg_free(req);
+    if (lr->payload != NULL)
+        mg_buf_unref(lr->payload);
+    mg_free(lr);
+    MG_ASSERT(c->local_pending > 0);
+    c->local_pending--;
+    client__maybe_finish(c);
+}
+
+int bk_client_set_local(bk_client *c, const char *addr, bk_client_local_fn fn, void *transport)
+{
+    if (fn == NULL) {
+        c->local_fn = NULL;
+        c->local_transport = NULL;
+        c->local_addr[0] = '\0';
+        return MG_OK;
+    }
+    if (addr == NULL || strlen(addr) > BK_ADDR_BYTES_MAX)
+        return MG_EINVAL;
+    snprintf(c->local_addr, sizeof(c->local_addr), "%s", addr);
+    c->local_fn = fn;
+    c->local_transport = transport;
+    return MG_OK;
+}
+
 /* Queues one request on addr's connection; tmpl holds the op, ids, callback and argument. */
 static int client__submit(bk_client *c, const char *addr, const bk_request *wire,
                           const uint8_t *prefix, size_t prefix_len, mg_buf *payload, size_t off,
@@ -823,6 +919,8 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
         return MG_ECLOSED;
     if (addr == NULL)
         return MG_EINVAL;
+    if (c->local_fn != NULL && strcmp(addr, c->local_addr) == 0)
+        return client__submit_local(c, wire, prefix, prefix_len, payload, off, len, tmpl);
     bk__conn *conn;
     MG_TRY(conn__get(c, addr, wire->op == BK_OP_READ_RANGE, &conn));
     if (conn->pending >= c->pending_max)

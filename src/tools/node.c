@@ -80,6 +80,10 @@ static void bookie_server_closed(void *arg)
 static void bookie_stop_requested(uv_async_t *h)
 {
     mg_node *s = h->data;
+    if (s->bk_local != NULL) {
+        bk_local_close(s->bk_local); /* the broker's side is gone: nothing in flight */
+        s->bk_local = NULL;
+    }
     if (s->bookie)
         bk_server_close(s->bookie, bookie_server_closed, s);
     else
@@ -114,6 +118,8 @@ static void bk_client_closed(void *arg)
 {
     mg_node *s = arg;
     s->bkc = NULL;
+    if (s->bk_local != NULL)
+        bk_local_detach(s->bk_local);
     bookie_shutdown(s);
     if (s->mdc)
         md_client_close(s->mdc, md_client_closed, s);
@@ -291,6 +297,12 @@ static void bookie_thread_main(void *arg)
     }
     if (rc == MG_OK && o->port == 0 && port == 0)
         bookie_port_remember(port_file, bk_server_port(s->bookie));
+    if (rc == MG_OK) {
+        /* The broker of this process reaches the storage through this, not loopback TCP. */
+        rc = bk_local_create(&s->bookie_loop, s->storage, &s->bk_local);
+        if (rc != MG_OK)
+            MG_ERROR("cannot set up the in-process bookie path: %s", mg_strerror(rc));
+    }
     if (rc != MG_OK) {
         /* Close what opened, here on its own thread, before telling the main thread. */
         bookie_stop_requested(&s->bookie_stop);
@@ -340,8 +352,9 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
         return b.status; /* logged */
     }
     s->bookie_thread_running = true;
-    snprintf(s->bookie_path, sizeof(s->bookie_path), "/bookies/%s:%u", o->advertised_address,
+    snprintf(s->bookie_addr, sizeof(s->bookie_addr), "%s:%u", o->advertised_address,
              (unsigned)bk_server_port(s->bookie));
+    snprintf(s->bookie_path, sizeof(s->bookie_path), "/bookies/%s", s->bookie_addr);
     char value[9000];
     snprintf(value, sizeof(value),
              "{\"version\":\"%s\",\"journalDir\":\"%s\",\"ledgerDirs\":\"%s\","
@@ -355,6 +368,13 @@ const char *const mg_node_prefetch_choices[] = { "on", "off", NULL };
 int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
 {
     MG_TRY(bk_client_create(&s->loop, NULL, &s->bkc));
+    if (s->bk_local != NULL) {
+        int lrc = bk_local_attach(s->bk_local, &s->loop, s->bkc, s->bookie_addr);
+        if (lrc != MG_OK) {
+            MG_ERROR("cannot attach the broker to the in-process bookie: %s", mg_strerror(lrc));
+            return lrc;
+        }
+    }
     ml_env_opts eo = { .ensemble_size = o->ensemble_size,
                        .write_quorum = o->write_quorum,
                        .ack_quorum = o->ack_quorum,

@@ -15,6 +15,7 @@
 #define MG_TOOLS_NODE_H
 
 #include "bookie/client.h"
+#include "bookie/local.h"
 #include "bookie/server.h"
 #include "bookie/storage.h"
 #include "broker/broker.h"
@@ -45,6 +46,8 @@ typedef struct mg_node {
     uv_thread_t bookie_thread;
     bool bookie_thread_running;
     uv_async_t bookie_stop; /* wakes the bookie thread to close the server and storage */
+    bk_local *bk_local;     /* the broker's in-process path to the embedded bookie */
+    char bookie_addr[160];  /* the embedded bookie's "host:port", as ledgers name it */
     bk_client *bkc;
     ml_env *env;
     br_broker *broker;

@@ -32,6 +32,7 @@ typedef struct standalone_opts {
     char *data_dir;
     char *metadata_url;
     char *bind_address;
+    char *bookie_bind_address;
     char *advertised_address;
     int64_t http_port;
     int64_t broker_port;
@@ -62,6 +63,14 @@ static const mg_opt standalone_opt_table[] = {
       .help = "metadata store: rocksdb:<dir> or zk:host:port[,host:port...][/chroot] "
               "(default: rocksdb:<data-dir>/metadata)" },
     MG_NODE_OPT_BIND_ADDRESS(standalone_opts, bind_address),
+    { .name = "bookie-bind-address",
+      .type = MG_OPT_STRING,
+      .offset = offsetof(standalone_opts, bookie_bind_address),
+      .default_value = "127.0.0.1",
+      .metavar = "ADDR",
+      .help = "IPv4 address the embedded bookie's RPC listens on; the broker reaches the bookie "
+              "in process, so by default only this machine can (tools such as `magnetar perf "
+              "bookie`)" },
     MG_NODE_OPT_ADVERTISED_ADDRESS(standalone_opts, advertised_address),
     { .name = "broker-port",
       .type = MG_OPT_INT,
@@ -137,7 +146,7 @@ int mg_tool_standalone(int argc, char **argv)
         snprintf(url, sizeof(url), "rocksdb:%s/metadata", o.data_dir);
     mg_node_bookie_opts bo = {
         .data_dir = o.data_dir,
-        .bind_address = o.bind_address,
+        .bind_address = o.bookie_bind_address,
         .advertised_address = o.advertised_address,
         .port = o.bookie_port,
         .write_cache_mb = o.write_cache_mb,
