@@ -826,6 +826,8 @@ static int client__submit_local(bk_client *c, const bk_request *wire, const uint
 {
     if (prefix_len > BK_REQUEST_PREFIX_BYTES_MAX)
         return MG_EINVAL;
+    if (c->local_pending >= c->pending_max)
+        return MG_EAGAIN; /* as a connection's limit */
     bk__creq *req = mg_malloc(sizeof(*req));
     bk_local_req *lr = req != NULL ? mg_calloc(1, sizeof(*lr)) : NULL;
     if (lr == NULL) {

@@ -144,7 +144,7 @@ static void request_run(void *item, void *arg)
             rc = MG_ELIMIT;
             break;
         }
-        if (req->prefix_len == 0) {
+        if (req->prefix_len == 0 && req->payload != NULL) {
             entry = mg_buf_ref(req->payload);
             off = req->off;
         } else {
@@ -157,7 +157,8 @@ static void request_run(void *item, void *arg)
             }
             uint8_t *d = mg_buf_data(entry);
             memcpy(d, req->prefix, req->prefix_len);
-            memcpy(d + req->prefix_len, mg_buf_data(req->payload) + req->off, req->len);
+            if (req->len > 0) /* an empty payload may come without a buffer */
+                memcpy(d + req->prefix_len, mg_buf_data(req->payload) + req->off, req->len);
             mg_buf_set_len(entry, len);
         }
         rc = bk_storage_add(s, req->ledger_id, req->entry_id, entry, off, len, add_done, a);
