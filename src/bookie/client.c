@@ -217,8 +217,10 @@ static bk__creq *req__find(bk__conn *conn, uint64_t request_id)
     return req;
 }
 
-/* Calls the request's callback (the request is unlinked) and frees it. */
-static void req__complete(bk__creq *req, int status, const bk_frame *frame)
+/* Calls req's callback with what its kind of request answers (TCP and in-process answers
+ * alike), then frees it. */
+static void req__deliver(bk__creq *req, int status, const bk_entry *entries, size_t count,
+                         int64_t lac)
 {
     switch (req->op) {
     case BK_OP_ADD:
@@ -226,19 +228,15 @@ static void req__complete(bk__creq *req, int status, const bk_frame *frame)
         break;
     case BK_OP_READ:
     case BK_OP_READ_RANGE:
-        if (status == MG_OK && frame != NULL)
-            req->cb.read(MG_OK, frame->entries, frame->entry_count, req->arg);
+        if (status == MG_OK)
+            req->cb.read(MG_OK, entries, count, req->arg);
         else
             req->cb.read(status, NULL, 0, req->arg);
         break;
     case BK_OP_READ_LAC:
-    case BK_OP_FENCE: {
-        int64_t lac = -1;
-        if (status == MG_OK && frame != NULL && (frame->resp.present & BK_HAS_LAST_ENTRY_ID))
-            lac = frame->resp.last_entry_id;
-        req->cb.lac(status, lac, req->arg);
+    case BK_OP_FENCE:
+        req->cb.lac(status, status == MG_OK ? lac : -1, req->arg);
         break;
-    }
     case BK_OP_DELETE:
     case BK_OP_HEALTH:
         req->cb.done(status, req->arg);
@@ -247,6 +245,17 @@ static void req__complete(bk__creq *req, int status, const bk_frame *frame)
         MG_UNREACHABLE();
     }
     mg_free(req);
+}
+
+/* Calls the request's callback (the request is unlinked) and frees it. */
+static void req__complete(bk__creq *req, int status, const bk_frame *frame)
+{
+    bool answered = status == MG_OK && frame != NULL;
+    int64_t lac = -1;
+    if (answered && (frame->resp.present & BK_HAS_LAST_ENTRY_ID))
+        lac = frame->resp.last_entry_id;
+    req__deliver(req, status, answered ? frame->entries : NULL, answered ? frame->entry_count : 0,
+                 lac);
 }
 
 /* Fails every request of the connection with status (they are unlinked first, so callbacks see
@@ -864,30 +873,7 @@ void bk_local_req_complete(bk_local_req *lr, int status, const bk_entry *entries
                            int64_t value)
 {
     bk_client *c = lr->client;
-    bk__creq *req = lr->client_req;
-    switch (req->op) {
-    case BK_OP_ADD:
-        req->cb.add(status, req->ledger_id, req->entry_id, req->arg);
-        break;
-    case BK_OP_READ:
-    case BK_OP_READ_RANGE:
-        if (status == MG_OK)
-            req->cb.read(MG_OK, entries, count, req->arg);
-        else
-            req->cb.read(status, NULL, 0, req->arg);
-        break;
-    case BK_OP_READ_LAC:
-    case BK_OP_FENCE:
-        req->cb.lac(status, status == MG_OK ? value : -1, req->arg);
-        break;
-    case BK_OP_DELETE:
-    case BK_OP_HEALTH:
-        req->cb.done(status, req->arg);
-        break;
-    default:
-        MG_UNREACHABLE();
-    }
-    mg_free(req);
+    req__deliver(lr->client_req, status, entries, count, value);
     if (lr->payload != NULL)
         mg_buf_unref(lr->payload);
     mg_free(lr);
