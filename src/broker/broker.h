@@ -43,6 +43,7 @@ typedef struct br_broker_opts {
     uint64_t tail_cache_bytes;      /* the tail cache's budget; 0 = PF_TAIL_CACHE_BYTES_DEFAULT */
     uint64_t prefetch_bytes;        /* the prefetch budget; 0 = PF_PREFETCH_BYTES_DEFAULT */
     bool prefetch_off;              /* no prefetch windows: on-demand reads, as Pulsar */
+    uint32_t catchup_duty_pct;      /* share of the loop catch-up dispatch may take; 0 = 50 */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

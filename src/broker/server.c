@@ -692,6 +692,7 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     pf_env_opts po = { .tail_cache_bytes = opts->tail_cache_bytes,
                        .prefetch_bytes = opts->prefetch_bytes,
                        .prefetch_off = opts->prefetch_off,
+                       .catchup_duty_pct = opts->catchup_duty_pct,
                        .metrics = opts->metrics };
     rc = pf_env_create(b->loop, &po, &b->pf);
     if (rc != MG_OK) {

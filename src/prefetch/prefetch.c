@@ -150,6 +150,13 @@ struct pf_env {
     pf_link req_retries; /* requests whose on-demand read failed, waiting to try again */
     uv_idle_t idle;
     bool idle_on;
+    /* The catch-up duty cycle: in each PF_DUTY_WINDOW_US, at most duty_pct % of the loop's time
+     * goes to handing catch-up entries to dispatch; past it catch-up waits (resume) for the next
+     * window while tail reads go on. */
+    uint32_t duty_pct;
+    uint64_t duty_start_us, duty_used_us;
+    uv_timer_t resume;
+    bool throttled;
     uv_timer_t timer;
     int handles_open;
     bool destroying;
@@ -419,7 +426,7 @@ static void ready_push(pf_req *q, int queue)
     pf_env *env = q->t->env;
     link_push(&env->ready[queue], &q->link);
     q->listed = true;
-    if (!env->idle_on) {
+    if (!env->idle_on && !(queue == PF_Q_CATCHUP && env->throttled)) {
         uv_idle_start(&env->idle, idle_cb);
         env->idle_on = true;
     }
@@ -526,6 +533,20 @@ static uint64_t req_serve(pf_req *q)
     return bytes;
 }
 
+/* The duty cycle's window: short enough that a publish or a tail read never waits long for
+ * the catch-up half of it. */
+#define PF_DUTY_WINDOW_US 10000u
+
+static void resume_cb(uv_timer_t *h)
+{
+    pf_env *env = h->data;
+    env->throttled = false;
+    if (!link_empty(&env->ready[PF_Q_CATCHUP]) && !env->idle_on) {
+        uv_idle_start(&env->idle, idle_cb);
+        env->idle_on = true;
+    }
+}
+
 static void idle_cb(uv_idle_t *h)
 {
     pf_env *env = h->data;
@@ -546,13 +567,31 @@ static void idle_cb(uv_idle_t *h)
     }
     /* Then catch-up reads, one slice per loop turn. */
     uint64_t slice = 0;
-    while (!link_empty(&env->ready[PF_Q_CATCHUP]) && slice < env->o.slice_bytes) {
+    while (!env->throttled && !link_empty(&env->ready[PF_Q_CATCHUP]) &&
+           slice < env->o.slice_bytes) {
+        uint64_t t0 = 0;
+        if (env->duty_pct < 100) {
+            t0 = now_us();
+            if (t0 - env->duty_start_us >= PF_DUTY_WINDOW_US) {
+                env->duty_start_us = t0;
+                env->duty_used_us = 0;
+            }
+            if (env->duty_used_us * 100 >= (uint64_t)env->duty_pct * PF_DUTY_WINDOW_US) {
+                env->throttled = true;
+                uint64_t left = env->duty_start_us + PF_DUTY_WINDOW_US - t0;
+                uv_timer_start(&env->resume, resume_cb, left / 1000 + 1, 0);
+                break;
+            }
+        }
         pf_req *q = PF_CONTAINER(env->ready[PF_Q_CATCHUP].next, pf_req, link);
         link_remove(&q->link);
         q->listed = false;
         slice += req_serve(q);
+        if (env->duty_pct < 100)
+            env->duty_used_us += now_us() - t0;
     }
-    if (link_empty(&env->ready[PF_Q_TAIL]) && link_empty(&env->ready[PF_Q_CATCHUP])) {
+    if (link_empty(&env->ready[PF_Q_TAIL]) &&
+        (link_empty(&env->ready[PF_Q_CATCHUP]) || env->throttled)) {
         uv_idle_stop(&env->idle);
         env->idle_on = false;
     }
@@ -1368,6 +1407,10 @@ int pf_env_create(uv_loop_t *loop, const pf_env_opts *opts, pf_env **out)
         o.slice_bytes = PF_SLICE_BYTES_DEFAULT;
     if (o.idle_release_ms == 0)
         o.idle_release_ms = PF_IDLE_RELEASE_MS;
+    if (o.catchup_duty_pct == 0)
+        o.catchup_duty_pct = PF_CATCHUP_DUTY_PCT_DEFAULT;
+    if (o.catchup_duty_pct > 100)
+        return MG_EINVAL;
     if (o.window_bytes_min > o.window_bytes_max || o.read_bytes > o.window_bytes_max ||
         (!o.prefetch_off && o.prefetch_bytes < 2ull * o.read_bytes))
         return MG_EINVAL;
@@ -1389,7 +1432,10 @@ int pf_env_create(uv_loop_t *loop, const pf_env_opts *opts, pf_env **out)
     env->idle.data = env;
     uv_timer_init(loop, &env->timer);
     env->timer.data = env;
-    env->handles_open = 2;
+    uv_timer_init(loop, &env->resume);
+    env->resume.data = env;
+    env->handles_open = 3;
+    env->duty_pct = o.catchup_duty_pct;
     uv_timer_start(&env->timer, timer_cb, PF_RETRY_MS, PF_RETRY_MS);
     uv_unref((uv_handle_t *)&env->timer); /* never keeps a loop alive by itself */
     register_metrics(env);
@@ -1414,6 +1460,7 @@ void pf_env_destroy(pf_env *env)
     env->destroying = true;
     uv_close((uv_handle_t *)&env->idle, env_handle_closed);
     uv_close((uv_handle_t *)&env->timer, env_handle_closed);
+    uv_close((uv_handle_t *)&env->resume, env_handle_closed);
 }
 
 void pf_env_stats(const pf_env *env, pf_stats *out)

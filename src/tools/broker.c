@@ -31,6 +31,7 @@ typedef struct broker_opts {
     int64_t tail_cache_mb;
     int64_t prefetch_mb;
     int prefetch;
+    int64_t catchup_duty_pct;
     char *cluster;
     int log_level;
 } broker_opts;
@@ -86,6 +87,7 @@ static const mg_opt broker_opt_table[] = {
     MG_NODE_OPT_TAIL_CACHE_MB(broker_opts, tail_cache_mb),
     MG_NODE_OPT_PREFETCH_MB(broker_opts, prefetch_mb),
     MG_NODE_OPT_PREFETCH(broker_opts, prefetch),
+    MG_NODE_OPT_CATCHUP_DUTY_PCT(broker_opts, catchup_duty_pct),
     { .name = "cluster",
       .type = MG_OPT_STRING,
       .offset = offsetof(broker_opts, cluster),
@@ -140,6 +142,7 @@ int mg_tool_broker(int argc, char **argv)
         .tail_cache_mb = o.tail_cache_mb,
         .prefetch_mb = o.prefetch_mb,
         .prefetch = o.prefetch,
+        .catchup_duty_pct = o.catchup_duty_pct,
         .ensemble_size = (int)o.ensemble_size,
         .write_quorum = (int)o.write_quorum,
         .ack_quorum = (int)o.ack_quorum,

@@ -79,6 +79,7 @@ typedef struct mg_node_broker_opts {
     int64_t tail_cache_mb;
     int64_t prefetch_mb;
     int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
+    int64_t catchup_duty_pct;
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
@@ -144,6 +145,16 @@ extern const char *const mg_node_prefetch_choices[];
         .name = "prefetch", .type = MG_OPT_ENUM, .offset = offsetof(opts_type, field),   \
         .default_value = "on", .metavar = "on|off", .choices = mg_node_prefetch_choices, \
         .help = "read ahead of lagging subscriptions (off: on-demand reads, as Pulsar)", \
+    }
+
+#define MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, field)                                        \
+    {                                                                                         \
+        .name = "catchup-duty-pct", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
+        .default_value = "50", .metavar = "PCT",                                              \
+        .help = "share of the broker loop's time (per 10 ms) that dispatch to lagging "       \
+                "subscriptions may take; the rest stays for publishes and tail reads "        \
+                "(100: no cap)",                                                              \
+        .min = 1, .max = 100,                                                                 \
     }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */

@@ -44,6 +44,7 @@ typedef struct standalone_opts {
     int64_t tail_cache_mb;
     int64_t prefetch_mb;
     int prefetch;
+    int64_t catchup_duty_pct;
     int log_level;
 } standalone_opts;
 
@@ -110,6 +111,7 @@ static const mg_opt standalone_opt_table[] = {
     MG_NODE_OPT_TAIL_CACHE_MB(standalone_opts, tail_cache_mb),
     MG_NODE_OPT_PREFETCH_MB(standalone_opts, prefetch_mb),
     MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
+    MG_NODE_OPT_CATCHUP_DUTY_PCT(standalone_opts, catchup_duty_pct),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -161,6 +163,7 @@ int mg_tool_standalone(int argc, char **argv)
         .tail_cache_mb = o.tail_cache_mb,
         .prefetch_mb = o.prefetch_mb,
         .prefetch = o.prefetch,
+        .catchup_duty_pct = o.catchup_duty_pct,
         .ensemble_size = 1,
         .write_quorum = 1,
         .ack_quorum = 1,
