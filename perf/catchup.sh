@@ -553,7 +553,9 @@ cold_drain() { # MODE
         avg_disk_read_bytes: (if $disk_reads != null and $disk_reads > 0 then $disk_bytes / $disk_reads else null end),
         readahead_issued_bytes: delta($ra0; $ra1),
         proc_io_read_bytes: delta($io0; $io1),
-        served_without_wait_share: null,
+        served_without_wait_share: (($deltas.magnetar_dispatch_entries_ready_total) as $r
+          | ($deltas.magnetar_dispatch_entries_waited_total) as $w
+          | if $r != null and $w != null and ($r + $w) > 0 then $r / ($r + $w) else null end),
         cache_hit_share: (if $hits != null and $misses != null and ($hits + $misses) > 0 then $hits / ($hits + $misses) else null end),
         dispatch_waits: $deltas.magnetar_dispatch_waits_total,
         dispatch_wait_s: $deltas.magnetar_dispatch_wait_seconds_sum,
@@ -798,7 +800,7 @@ for mode in "${MODES[@]}"; do
     --slurpfile u "$R/mode-$mode-during.json" '{drain: $d[0], isolation: {alone: $a[0], during: $u[0]}}' \
     >"$R/mode-$mode.json"
 done
-NOTES+=("read_amplification and avg_disk_read_bytes come from the bookie's bookie_disk_read_size_bytes (_sum, _count) in /metrics; served_without_wait_share is null: /metrics counts reads that waited (magnetar_dispatch_waits_total), not entries; cache_hit_share is magnetar_cache_hits_total / (hits + magnetar_cache_misses_total), entries served from the caches over all entries read")
+NOTES+=("read_amplification and avg_disk_read_bytes come from the bookie's bookie_disk_read_size_bytes (_sum, _count) in /metrics; served_without_wait_share is magnetar_dispatch_entries_ready_total / (that + magnetar_dispatch_entries_waited_total): entries handed to dispatch by reads that did not wait for a bookie; cache_hit_share is magnetar_cache_hits_total / (hits + magnetar_cache_misses_total), entries served from the caches over all entries read")
 NOTES+=("drain_mb_s: bytes delivered from the subscription being ready to the last message (the consumer's JSON), which includes the first cold read; NATS's is measured over the same span")
 NOTES_JSON=$(printf '%s\n' "${NOTES[@]}" | jq -R -s 'split("\n") | map(select(length > 0))')
 MODES_JSON=$(printf '%s\n' "${MODES[@]}" | jq -R -s 'split("\n") | map(select(length > 0))')
@@ -836,6 +838,7 @@ jq -n --slurpfile fb "$R/fio-before.json" --slurpfile fa "$R/fio-after.json" \
           avg_disk_read_bytes: x.drain.avg_disk_read_bytes,
           cpu_s_per_gib: x.drain.cpu_s_per_gib,
           cache_hit_share: x.drain.cache_hit_share,
+          served_without_wait_share: x.drain.served_without_wait_share,
           consumer_cores: x.drain.consumer_cores,
           isolation_drain_mb_s: $du.drain.mb_s,
           ratios: {
@@ -850,7 +853,7 @@ jq -n --slurpfile fb "$R/fio-before.json" --slurpfile fa "$R/fio-after.json" \
         };
     def nulls: {drain_mb_s: null, disk_seq_read_mb_s: $disk, drain_ratio: null, publish_p99_ratio: null,
       tail_p99_ratio: null, read_amplification: null, avg_disk_read_bytes: null, cpu_s_per_gib: null,
-      cache_hit_share: null, consumer_cores: null,
+      cache_hit_share: null, served_without_wait_share: null, consumer_cores: null,
       isolation_drain_mb_s: null, ratios: null, percentiles_ms: null, drain_complete: null};
     ($m[if $prefetch_option then "on" else "default" end]) as $primary
   | ($m["off"]) as $off
@@ -917,6 +920,7 @@ jq -r '
         (if $o.avg_disk_read_bytes then $o.avg_disk_read_bytes / 1024 else null end); 1; ">= 256 KiB"; . >= 256),
     row("cpu_s_per_gib (standalone)"; $r.cpu_s_per_gib; $o.cpu_s_per_gib; 3; "<= 0.5"; . <= 0.5),
     plain("cache_hit_share (cold drain)"; $r.cache_hit_share; $o.cache_hit_share; 3),
+    plain("served_without_wait_share (cold drain)"; $r.served_without_wait_share; $o.served_without_wait_share; 3),
     plain("consumer CPU, cores (cold drain)"; $r.consumer_cores; $o.consumer_cores; 2),
     plain("NATS JetStream drain MB/s"; $r.nats_drain_mb_s; (if $r.nats_drain_mb_s then "(same)" else null end); 1),
     plain("NATS client CPU, cores"; $r.nats.client_cores; (if $r.nats.client_cores then "(same)" else null end); 2),

@@ -168,7 +168,7 @@ struct pf_env {
     pf_stats exported;
     mg_gauge *g_hits_rate, *g_misses_rate, *g_used, *g_evictions_period;
     mg_counter *c_hits, *c_misses, *c_evictions, *c_fetched, *c_wasted, *c_waits, *c_fetches,
-        *c_failures;
+        *c_failures, *c_ready, *c_waited;
     mg_gauge *g_tail, *g_tail_peak, *g_tail_max, *g_pf, *g_pf_peak, *g_pf_max, *g_inflight,
         *g_windows, *g_window_bytes;
     mg_histogram *h_wait_us, *h_read_bytes;
@@ -446,6 +446,12 @@ static void req_complete(pf_req *q, int status, const ml_entry *entries, size_t 
             mg_histogram_observe(env->h_wait_us, us);
         if (r != NULL)
             r->waits++;
+    }
+    if (status == MG_OK) {
+        if (q->waited)
+            env->s.entries_waited += count;
+        else
+            env->s.entries_ready += count;
     }
     ml_mread_cb cb = q->cb;
     void *arg = q->arg;
@@ -1334,6 +1340,8 @@ static void export_metrics(pf_env *env, double period_s)
     add_counter(env->c_waits, s.waits, env->exported.waits);
     add_counter(env->c_fetches, s.fetches, env->exported.fetches);
     add_counter(env->c_failures, s.fetch_failures, env->exported.fetch_failures);
+    add_counter(env->c_ready, s.entries_ready, env->exported.entries_ready);
+    add_counter(env->c_waited, s.entries_waited, env->exported.entries_waited);
     env->exported = s;
 }
 
@@ -1384,6 +1392,12 @@ static void register_metrics(pf_env *env)
                                                    "range reads issued by windows");
     env->c_failures = mg_metrics_unlabelled_counter(m, "magnetar_prefetch_read_failures_total",
                                                     "range reads of windows that failed");
+    env->c_ready = mg_metrics_unlabelled_counter(
+        m, "magnetar_dispatch_entries_ready_total",
+        "entries handed to dispatch by reads served without waiting for a bookie");
+    env->c_waited = mg_metrics_unlabelled_counter(
+        m, "magnetar_dispatch_entries_waited_total",
+        "entries handed to dispatch by reads that waited for a bookie");
     env->h_wait_us = mg_metrics_unlabelled_histogram(m, "magnetar_dispatch_wait_seconds",
                                                      "how long a read waited for a bookie", 1e-6);
     env->h_read_bytes = mg_metrics_unlabelled_histogram(m, "magnetar_prefetch_read_bytes",

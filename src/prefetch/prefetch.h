@@ -135,6 +135,8 @@ typedef struct pf_stats {
     uint64_t fetched_bytes;           /* bytes fetched into windows */
     uint64_t wasted_bytes;            /* fetched, then dropped without any read */
     uint64_t waits, wait_us;          /* reads that were not served at once, and their wait */
+    uint64_t entries_ready;           /* entries handed to dispatch by reads served at once */
+    uint64_t entries_waited;          /* entries handed over by reads that waited for a bookie */
     uint64_t fetches, fetch_failures; /* range reads issued by windows, and failed ones */
     uint64_t readers, windows;        /* open readers; readers with a window ahead */
 } pf_stats;

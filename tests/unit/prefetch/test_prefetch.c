@@ -452,6 +452,11 @@ ParameterizedTest(bool *off, prefetch, mixed_cursors)
     cr_assert_gt(metric("magnetar_tail_cache_bytes_peak"), 0);
     cr_assert_eq(metric("magnetar_tail_cache_bytes_max"), TAIL_BYTES);
     cr_assert_leq(s.tail_bytes_peak, TAIL_BYTES);
+    /* Every entry delivered is counted once, as served at once or after a wait. */
+    cr_assert_gt(s.entries_ready, 0);
+    cr_assert_eq(metric("magnetar_dispatch_entries_ready_total") +
+                     metric("magnetar_dispatch_entries_waited_total"),
+                 (double)(s.entries_ready + s.entries_waited));
     cr_assert_leq(s.prefetch_bytes_peak, PREFETCH_BYTES);
     teardown_env();
 }
