@@ -397,9 +397,14 @@ static bool consumer_can_take(const br_consumer *k)
            br_conn_writable(k->conn);
 }
 
-static int64_t sub_permits(br_sub *s)
+/* The permits of the consumers that can take entries now, and the bytes their output queues
+ * still accept before they count as full (*room): a read larger than that would be deferred to
+ * the replay set in part. A consumer whose connection is full is marked to be woken when it
+ * drains. */
+static int64_t sub_permits(br_sub *s, uint64_t *room)
 {
     int64_t total = 0;
+    *room = 0;
     for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
         br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
         if (!k->ready || k->permits <= 0)
@@ -411,24 +416,9 @@ static int64_t sub_permits(br_sub *s)
         if ((s->type == BR_SUB_FAILOVER && !k->active))
             continue;
         total += k->permits;
+        *room += BR_CONN_OUT_BYTES_MAX - mg_outq_queued_bytes(&k->conn->out);
     }
     return total;
-}
-
-/* Bytes the output queues of the consumers that can take entries now still accept before they
- * count as full: a read larger than that would be deferred to the replay set in part. */
-static uint64_t sub_out_room(br_sub *s)
-{
-    uint64_t room = 0;
-    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
-        if (!k->ready || k->permits <= 0 || !br_conn_writable(k->conn))
-            continue;
-        if (s->type == BR_SUB_FAILOVER && !k->active)
-            continue;
-        room += BR_CONN_OUT_BYTES_MAX - mg_outq_queued_bytes(&k->conn->out);
-    }
-    return room;
 }
 
 static br_consumer *choose_consumer(br_sub *s, const br_payload *pl, bool parsed)
@@ -692,7 +682,8 @@ static void sub_dispatch(br_sub *s)
     if (s->reading || s->cursor == NULL || s->reader == NULL || s->closing || s->resetting ||
         s->consumer_count == 0)
         return;
-    int64_t permits = sub_permits(s);
+    uint64_t room;
+    int64_t permits = sub_permits(s, &room);
     if (permits <= 0 || s->pending.count >= BR_SUB_UNACKED_ENTRIES_MAX)
         return;
     /* Permits count messages and reads count entries: read about as many entries as the
@@ -702,7 +693,6 @@ static void sub_dispatch(br_sub *s)
     double per_entry = s->avg_entry_msgs > 1 ? s->avg_entry_msgs : 1;
     int64_t want = (int64_t)((double)permits / per_entry) + 1;
     int max_entries = want < BR_DISPATCH_ENTRIES_MAX ? (int)want : BR_DISPATCH_ENTRIES_MAX;
-    uint64_t room = sub_out_room(s);
     uint32_t max_bytes =
         room < BR_DISPATCH_BYTES_MAX ? (uint32_t)(room > 0 ? room : 1) : BR_DISPATCH_BYTES_MAX;
     if (s->replay.count > 0) {

@@ -54,6 +54,19 @@ static void link_remove(pf_link *l)
     l->next->prev = l->prev;
     l->prev = l->next = l;
 }
+/* Moves every member of from to the empty list to, in order: a pass over to is then not
+ * disturbed by members added to from meanwhile. */
+static void link_take_all(pf_link *from, pf_link *to)
+{
+    link_init(to);
+    if (link_empty(from))
+        return;
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    link_init(from);
+}
 
 enum { PF_TAIL = 0, PF_FETCHED = 1 };
 enum { PF_Q_TAIL = 0, PF_Q_CATCHUP = 1 };
@@ -86,7 +99,6 @@ typedef struct pf_req {
     uint32_t attempts; /* on-demand reads that failed */
     bool busy;
     bool waited; /* not served at once: counted as a wait */
-    bool listed; /* in a ready queue or a waiting list */
 } pf_req;
 
 typedef struct pf_fetch {
@@ -98,7 +110,6 @@ typedef struct pf_fetch {
     uint32_t reserved;
     uint64_t start_us;
     uint32_t attempts;
-    bool reading;
     bool retrying;
     uint64_t retry_at_ms;
 } pf_fetch;
@@ -385,7 +396,6 @@ static void claim_drop(pf_reader *r)
 {
     if (!r->claimed)
         return;
-    r->claim_entries = UINT64_MAX; /* walked to the end below */
     pf_topic *t = r->t;
     ml_position p = r->claim_first;
     uint32_t guard = 0;
@@ -425,7 +435,6 @@ static void ready_push(pf_req *q, int queue)
 {
     pf_env *env = q->t->env;
     link_push(&env->ready[queue], &q->link);
-    q->listed = true;
     if (!env->idle_on && !(queue == PF_Q_CATCHUP && env->throttled)) {
         uv_idle_start(&env->idle, idle_cb);
         env->idle_on = true;
@@ -559,16 +568,10 @@ static void idle_cb(uv_idle_t *h)
     /* Tail reads first, every one of them: each is small (what was added since the reader's last
      * read), and they are what producers' and tail consumers' latency is made of. */
     pf_link batch;
-    link_init(&batch);
-    while (!link_empty(&env->ready[PF_Q_TAIL])) {
-        pf_link *l = env->ready[PF_Q_TAIL].next;
-        link_remove(l);
-        link_push(&batch, l);
-    }
+    link_take_all(&env->ready[PF_Q_TAIL], &batch);
     while (!link_empty(&batch)) {
         pf_req *q = PF_CONTAINER(batch.next, pf_req, link);
         link_remove(&q->link);
-        q->listed = false;
         req_serve(q);
     }
     /* Then catch-up reads, one slice per loop turn. */
@@ -591,7 +594,6 @@ static void idle_cb(uv_idle_t *h)
         }
         pf_req *q = PF_CONTAINER(env->ready[PF_Q_CATCHUP].next, pf_req, link);
         link_remove(&q->link);
-        q->listed = false;
         slice += req_serve(q);
         if (env->duty_pct < 100)
             env->duty_used_us += now_us() - t0;
@@ -617,7 +619,6 @@ static void ondemand_done(int status, const ml_entry *entries, size_t count, voi
         t->env->s.fetch_failures++;
         q->retry_at_ms = now_ms() + PF_RETRY_MS;
         link_push(&t->env->req_retries, &q->link);
-        q->listed = true;
         return; /* the topic reference stays with the request */
     }
     t->env->s.misses += count;
@@ -710,7 +711,6 @@ static int fetch_issue(pf_fetch *f)
     if (rc != MG_OK)
         return rc;
     f->reserved = (uint32_t)want;
-    f->reading = true;
     f->start_us = now_us();
     env->inflight += want;
     env->s.fetches++;
@@ -738,16 +738,10 @@ static bool claimed_by_any(const pf_topic *t, ml_position p)
 static void wake_waiting(pf_topic *t)
 {
     pf_link list;
-    link_init(&list);
-    while (!link_empty(&t->waiting)) {
-        pf_link *l = t->waiting.next;
-        link_remove(l);
-        link_push(&list, l);
-    }
+    link_take_all(&t->waiting, &list);
     while (!link_empty(&list)) {
         pf_req *q = PF_CONTAINER(list.next, pf_req, link);
         link_remove(&q->link);
-        q->listed = false;
         int rc = req_try(q);
         if (rc != MG_OK)
             req_complete(q, rc, NULL, 0);
@@ -771,7 +765,6 @@ static void fetch_done(int status, const ml_entry *entries, size_t count, void *
     pf_fetch *f = arg;
     pf_topic *t = f->t;
     pf_env *env = t->env;
-    f->reading = false;
     env->inflight -= f->reserved;
     f->reserved = 0;
     if (t->closed) {
@@ -965,7 +958,6 @@ static int req_try(pf_req *q)
                                   : r->window_bytes * 2;
         q->waited = true;
         link_push(&t->waiting, &q->link);
-        q->listed = true;
         return MG_OK;
     }
     return req_ondemand(q); /* no room to fetch: read it for this reader alone */
@@ -1249,7 +1241,6 @@ static void req_retry_due(pf_env *env, uint64_t now)
     while (!link_empty(&due)) {
         pf_req *q = PF_CONTAINER(due.next, pf_req, link);
         link_remove(&q->link);
-        q->listed = false;
         pf_topic *t = q->t;
         int rc = req_try(q);
         if (rc != MG_OK)
