@@ -118,6 +118,14 @@ typedef struct bk_local_req {
     mg_buf *payload;
     size_t off, len;
     void *client_req; /* the caller's callback and argument (the client's own record) */
+    /* The transport's answer, carried back in the request itself (no allocation on the way
+     * back): status, the last entry id for READ_LAC/FENCE, and for reads entries[0..count),
+     * each holding a reference to its buffer. */
+    void *transport;
+    int status;
+    int64_t value;
+    bk_entry *entries;
+    size_t count;
 } bk_local_req;
 
 /* Takes req (on MG_OK it must complete it exactly once, on the client's loop, through

@@ -1,11 +1,11 @@
 /*
  * The in-process bookie transport (local.h). Two queues: `requests` (consumed on the storage's
  * loop) and `answers` (consumed on the client's loop). A request is a bk_local_req from the
- * client; on the storage thread it becomes one bk_storage_* call whose callback turns it into an
- * answer: the status, the value, and for reads a copy of the entry views, each holding its own
- * reference to its buffer (the storage's views are valid only during its callback). On the
- * client thread the answer completes the request (bk_local_req_complete) and drops those
- * references.
+ * client; on the storage thread it becomes one bk_storage_* call whose callback writes the
+ * answer into the request itself (no allocation on the way back): the status, the value, and
+ * for reads a copy of the entry views, each holding its own reference to its buffer (the
+ * storage's views are valid only during its callback). On the client thread the answer
+ * completes the request (bk_local_req_complete) and drops those references.
  *
  * Invariants:
  *   1. inflight (client thread only) counts requests pushed and not yet answered; it never
@@ -33,15 +33,6 @@ struct bk_local {
     atomic_int refs;    /* queues still open */
 };
 
-typedef struct bk_local_answer {
-    bk_local *l;
-    bk_local_req *req;
-    int status;
-    int64_t value;
-    bk_entry *entries; /* each entry's buf referenced */
-    size_t count;
-} bk_local_answer;
-
 static void local_unref(bk_local *l)
 {
     if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
@@ -56,38 +47,39 @@ static void queue_closed(void *arg)
 /* --- the storage's thread ----------------------------------------------------------------------
  */
 
-static void answer_push(bk_local_answer *a)
+static void answer_push(bk_local_req *a)
 {
-    int rc = mg_queue_push(a->l->answers, a);
+    bk_local *l = a->transport;
+    int rc = mg_queue_push(l->answers, a);
     /* Room is guaranteed (invariant 1); a closed queue means the client side went away with a
      * request in flight, which its life cycle rules out. */
     MG_ASSERT(rc == MG_OK);
 }
 
-static bk_local_answer *answer_new(bk_local *l, bk_local_req *req, int status)
+/* The request becomes its own answer. */
+static bk_local_req *answer_new(bk_local *l, bk_local_req *req, int status)
 {
-    bk_local_answer *a = mg_calloc(1, sizeof(*a));
-    MG_ASSERT(a != NULL); /* no way to report it: the client waits for this answer */
-    a->l = l;
-    a->req = req;
-    a->status = status;
-    a->value = -1;
-    return a;
+    req->transport = l;
+    req->status = status;
+    req->value = -1;
+    req->entries = NULL;
+    req->count = 0;
+    return req;
 }
 
 static void add_done(int status, int64_t ledger_id, int64_t entry_id, void *arg)
 {
     (void)ledger_id;
     (void)entry_id;
-    bk_local_answer *a = arg;
+    bk_local_req *a = arg;
     a->status = status;
     answer_push(a);
 }
 
 static void read_done(int status, const bk_entry *entries, size_t count, void *arg)
 {
-    bk_local_answer *a = arg;
-    bk_local_req *req = a->req;
+    bk_local_req *a = arg;
+    const bk_local_req *req = a;
     a->status = status;
     if (status == MG_OK && count > 0) {
         /* As the RPC server answers: at most max_bytes (at least one entry). */
@@ -102,7 +94,11 @@ static void read_done(int status, const bk_entry *entries, size_t count, void *a
             n++;
         }
         a->entries = mg_malloc(n * sizeof(*a->entries));
-        MG_ASSERT(a->entries != NULL);
+        if (a->entries == NULL) {
+            a->status = MG_ENOMEM;
+            answer_push(a);
+            return;
+        }
         for (size_t i = 0; i < n; i++) {
             a->entries[i] = entries[i];
             mg_buf_ref(entries[i].buf);
@@ -116,7 +112,7 @@ static void read_done(int status, const bk_entry *entries, size_t count, void *a
 
 static void lac_done(int status, int64_t last_entry_id, void *arg)
 {
-    bk_local_answer *a = arg;
+    bk_local_req *a = arg;
     a->status = status;
     a->value = last_entry_id;
     answer_push(a);
@@ -124,7 +120,7 @@ static void lac_done(int status, int64_t last_entry_id, void *arg)
 
 static void done(int status, void *arg)
 {
-    bk_local_answer *a = arg;
+    bk_local_req *a = arg;
     a->status = status;
     answer_push(a);
 }
@@ -133,7 +129,7 @@ static void request_run(void *item, void *arg)
 {
     bk_local *l = arg;
     bk_local_req *req = item;
-    bk_local_answer *a = answer_new(l, req, MG_OK);
+    bk_local_req *a = answer_new(l, req, MG_OK);
     bk_storage *s = l->storage;
     int rc;
     switch (req->op) {
@@ -206,7 +202,7 @@ static void request_run(void *item, void *arg)
 /* A request still queued when the storage side closes: answered as a closed connection. */
 static void request_dispose(void *item, void *arg)
 {
-    bk_local_answer *a = answer_new(arg, item, MG_ECONNECTION);
+    bk_local_req *a = answer_new(arg, item, MG_ECONNECTION);
     answer_push(a);
 }
 
@@ -237,14 +233,16 @@ void bk_local_close(bk_local *l)
 static void answer_run(void *item, void *arg)
 {
     bk_local *l = arg;
-    bk_local_answer *a = item;
+    bk_local_req *a = item;
     MG_ASSERT(l->inflight > 0);
     l->inflight--;
-    bk_local_req_complete(a->req, a->status, a->entries, a->count, a->value);
-    for (size_t i = 0; i < a->count; i++)
-        mg_buf_unref(a->entries[i].buf);
-    mg_free(a->entries);
-    mg_free(a);
+    bk_entry *entries = a->entries;
+    size_t count = a->count;
+    /* Frees a: what its entries reference is dropped afterwards. */
+    bk_local_req_complete(a, a->status, entries, count, a->value);
+    for (size_t i = 0; i < count; i++)
+        mg_buf_unref(entries[i].buf);
+    mg_free(entries);
 }
 
 static int local_submit(void *transport, bk_local_req *req)
