@@ -207,8 +207,11 @@ struct br_conn {
     br_link producers; /* br_producer.conn_link */
     br_link consumers; /* br_consumer.conn_link */
     uint32_t pending_sends;
-    bool paused_sends; /* reading stopped for pending_sends */
-    bool out_blocked;  /* some consumer wait for the output queue to drain */
+    /* Ids of the producers the broker closed last (CLOSE_PRODUCER), a ring. */
+    uint64_t closed_producers[BR_CONN_CLOSED_PROD_MAX];
+    uint32_t closed_producer_count; /* recorded ever; the ring keeps the last ones */
+    bool paused_sends;              /* reading stopped for pending_sends */
+    bool out_blocked;               /* some consumer wait for the output queue to drain */
 };
 
 /* Queues a frame (takes its own reference) and flushes. On failure closes the connection. */
@@ -260,9 +263,10 @@ struct br_topic {
     pf_topic *pf; /* the topic's caches; NULL while ml is */
     mc_group *group;
     br_topic_waiter *waiters;
-    br_link producers; /* br_producer.topic_link */
-    br_link subs;      /* br_sub.topic_link */
-    int refs;          /* waiters, sends in flight, subscription operations, admin requests */
+    br_link producers;       /* br_producer.topic_link */
+    br_link subs;            /* br_sub.topic_link */
+    int refs;                /* waiters, sends in flight, subscription operations, admin requests */
+    uint32_t sends_inflight; /* ml_add accepted, its callback not yet run */
     bool exclusive_producer;
     bool deleting;
     void (*closed_cb)(int status, void *arg);
@@ -308,7 +312,6 @@ struct br_producer {
     uint64_t msg_in_prev, bytes_in_prev;
     double rate_in, throughput_in;
     int64_t connected_since_ms;
-    int pending; /* sends in flight */
 };
 
 void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd);

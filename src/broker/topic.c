@@ -510,10 +510,23 @@ static void send_close_producer(br_conn *c, uint64_t producer_id)
     br_conn_send_cmd(c, &cmd);
 }
 
+static bool producer_closed_by_us(const br_conn *c, uint64_t id)
+{
+    uint32_t n = c->closed_producer_count < BR_CONN_CLOSED_PROD_MAX ? c->closed_producer_count
+                                                                    : BR_CONN_CLOSED_PROD_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        if (c->closed_producers[i] == id)
+            return true;
+    return false;
+}
+
 void br_producer_drop(br_producer *p, bool notify)
 {
-    if (notify)
+    if (notify) {
         send_close_producer(p->conn, p->id);
+        br_conn *c = p->conn;
+        c->closed_producers[c->closed_producer_count++ % BR_CONN_CLOSED_PROD_MAX] = p->id;
+    }
     br_list_remove(&p->conn_link);
     if (p->topic != NULL) {
         br_list_remove(&p->topic_link);
@@ -714,6 +727,7 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
     br_conn *c = x->conn;
     br_topic *t = x->topic;
     br_producer *p = c->state != BR_CONN_CLOSING ? br_conn_producer(c, x->producer_id) : NULL;
+    t->sends_inflight--;
     if (status == MG_OK) {
         t->msg_in += (uint64_t)x->num_messages;
         t->bytes_in += x->bytes;
@@ -751,8 +765,7 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
             br_topic_close(t, false, NULL, NULL);
         }
     }
-    if (p != NULL)
-        p->pending--;
+    /* p may be gone here: closing the topic above drops its producers. */
     c->pending_sends--;
     if (c->paused_sends && c->pending_sends <= BR_CONN_PENDING_SENDS_MAX / 2) {
         c->paused_sends = false;
@@ -767,6 +780,13 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
 {
     const Magnetar__Pulsar__CommandSend *cmd = f->cmd->send;
     br_producer *p = br_conn_producer(c, cmd->producer_id);
+    if (p == NULL && producer_closed_by_us(c, cmd->producer_id)) {
+        /* Written before the client read our CLOSE_PRODUCER: it sends this again once the
+         * producer is registered anew. Closing the connection instead would lose the receipts
+         * still unread in the client's socket buffer (a reset discards them), and the client
+         * would store again what was already stored. */
+        return;
+    }
     if (p == NULL) {
         br_conn_count_proto_error(c->b, "send_without_producer");
         br_conn_close(c, "SEND for a producer that does not exist");
@@ -819,6 +839,18 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
     x->bytes = len;
     x->start_ns = uv_hrtime();
     rc = ml_add(t->ml, c->rbuf, off, len, num_messages, send_stored, x);
+    if (rc == MG_ESTATE && ml_is_fenced(t->ml)) {
+        /* Another broker owns the log now. No error for this send: the client would resend
+         * every send not yet acknowledged, and those still in flight may yet be stored (they
+         * complete in order, stored or fenced). The first fenced one closes the topic, or,
+         * with none in flight, we close it now; either way CLOSE_PRODUCER makes the client
+         * look the topic up again and send this one again. As Pulsar's broker does for a
+         * closed topic. */
+        mg_free(x);
+        if (t->sends_inflight == 0 && t->state == BR_TOPIC_OPEN)
+            br_topic_close(t, false, NULL, NULL);
+        return;
+    }
     if (rc != MG_OK) {
         mg_free(x);
         if (ml_is_terminated(t->ml))
@@ -832,7 +864,7 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
     }
     br_conn_ref(c);
     br_topic_ref(t);
-    p->pending++;
+    t->sends_inflight++;
     if (++c->pending_sends >= BR_CONN_PENDING_SENDS_MAX && !c->paused_sends) {
         c->paused_sends = true;
         br_conn_pause_reading(c);

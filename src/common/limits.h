@@ -331,6 +331,10 @@
 /* SENDs of one connection waiting for storage: past it the connection is not read from until
  * half have completed (Pulsar's maxPendingPublishRequestsPerConnection is 1000). */
 #define BR_CONN_PENDING_SENDS_MAX  1000u
+/* Producers of one connection the broker closed (CLOSE_PRODUCER) whose ids it remembers: a SEND
+ * the client wrote before it read the CLOSE_PRODUCER is dropped, not a protocol error. A client
+ * re-registers within a round trip, so a few suffice; beyond them the oldest is forgotten. */
+#define BR_CONN_CLOSED_PROD_MAX    8u
 /* Bytes queued for a connection's socket: past it dispatch to its consumers pauses until the
  * socket drains (a slow consumer must not grow the broker's memory without bound). */
 #define BR_CONN_OUT_BYTES_MAX      (16u * 1024 * 1024)

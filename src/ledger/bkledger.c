@@ -28,7 +28,11 @@
  *
  * FENCING AND ERRORS
  *   MG_EFENCED from any bookie means a reader recovered the ledger: the ledger enters the
- *   sticky error state and every pending add fails with MG_EFENCED. Any other failure that
+ *   sticky error state, no add is sent any more, and the answers still in flight are awaited
+ *   (each at most add_timeout_ms): an add that reaches ack quorum meanwhile was written before
+ *   the fence, so recovery keeps it, and it completes with MG_OK, in order; every other pending
+ *   add then fails with MG_EFENCED. (Failing them all at once told producers that entries the
+ *   recovered ledger holds had failed, and their resends were stored twice.) Any other failure that
  *   cannot be repaired (no replacement bookie, metadata errors, out of memory) does the same
  *   with its own code. After an error no add is accepted (MG_ESTATE): a ledger never has holes.
  *   Failing pending adds is deferred to the ledger's timer, so no callback ever runs inside the
@@ -406,9 +410,24 @@ static void ml__send_slot(ml_ledger *l, ml__add *a, int j)
 }
 
 /* Completes, in entry order, every add at the head that reached ack quorum. */
+/* Whether answers of adds sent before a fence are still awaited (see FENCING AND ERRORS). */
+static bool ml__settling(ml_ledger *l)
+{
+    if (l->error != MG_EFENCED)
+        return false;
+    uint64_t now = uv_now(l->env->loop);
+    for (uint32_t i = 0; i < l->ring_count; i++) {
+        const ml__add *a = ml__ring_at(l, i);
+        for (int j = 0; j < l->meta.write_quorum; j++)
+            if ((a->inflight & (1u << j)) && now - a->sent_ms[j] < l->env->add_timeout_ms)
+                return true;
+    }
+    return false;
+}
+
 static void ml__complete(ml_ledger *l)
 {
-    while (l->error == MG_OK && !l->changing && l->ring_count > 0) {
+    while ((l->error == MG_OK || l->error == MG_EFENCED) && !l->changing && l->ring_count > 0) {
         ml__add *a = l->ring[l->ring_head];
         if (a->acks < l->meta.ack_quorum)
             break;
@@ -433,7 +452,7 @@ static void ml__add_done(int status, int64_t ledger_id, int64_t entry_id, void *
     ml_ledger *l = r->l;
     ml__enter(l);
     l->outstanding--;
-    ml__add *a = l->error == MG_OK ? ml__find_add(l, r->entry_id) : NULL;
+    ml__add *a = l->error == MG_OK || l->error == MG_EFENCED ? ml__find_add(l, r->entry_id) : NULL;
     uint32_t bit = 1u << r->slot;
     if (a != NULL && a->seq[r->slot] == r->seq && (a->inflight & bit)) {
         a->inflight &= ~bit;
@@ -451,6 +470,8 @@ static void ml__add_done(int status, int64_t ledger_id, int64_t entry_id, void *
     } else if (status == MG_EFENCED && l->error == MG_OK && !l->released) {
         ml__fail(l, MG_EFENCED); /* a late answer, but the news holds for later adds */
     }
+    if (l->error == MG_EFENCED && !l->released)
+        ml__kick(l, 0); /* perhaps the last answer awaited: fail what is left */
     mg_free(r);
     ml__leave(l);
 }
@@ -494,7 +515,8 @@ static void ml__tick(uv_timer_t *t)
     }
     ml__enter(l);
     if (l->error != MG_OK) {
-        ml__fail_pending(l);
+        if (!ml__settling(l))
+            ml__fail_pending(l);
     } else {
         ml__check_timeouts(l);
         if (l->retry_unsent && !l->changing)
@@ -751,6 +773,8 @@ int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_le
     if (l == NULL || buf == NULL || cb == NULL || prefix_len > ML_ADD_PREFIX_BYTES_MAX ||
         (prefix == NULL && prefix_len > 0))
         return MG_EINVAL;
+    if (l->writer && !l->released && !l->close_requested && l->error == MG_EFENCED)
+        return MG_EFENCED;
     if (!l->writer || l->released || l->close_requested || l->error != MG_OK)
         return MG_ESTATE;
     if (off > mg_buf_len(buf) || len > mg_buf_len(buf) - off)

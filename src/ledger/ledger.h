@@ -91,10 +91,12 @@ int ml_ledger_create(ml_env *env, ml_ledger_cb cb, void *arg);
  * 0, 1, 2, ... in call order and cb runs in that order, with the entry id, once ack_quorum
  * bookies of its write set confirmed. A bookie that fails or times out is replaced by another
  * live bookie for this entry onwards (ensemble change, metadata CAS) and the entry is sent to
- * the replacement. Errors returned: MG_EAGAIN (pending_adds_max reached), MG_ESTATE (not
- * open for writing, closed). Errors to cb: MG_EFENCED (another writer recovered the ledger),
- * MG_ENOTFOUND (no bookie left to replace a failed one), MG_ETIMEDOUT. After a failed add
- * every later add fails too (a ledger never has holes): close it and roll over. */
+ * the replacement. Errors returned: MG_EAGAIN (pending_adds_max reached), MG_EFENCED (the
+ * ledger was found fenced: adds sent before may still complete, with MG_OK, before the rest
+ * fail), MG_ESTATE (not open for writing, closed, failed). Errors to cb: MG_EFENCED (another
+ * writer recovered the ledger), MG_ENOTFOUND (no bookie left to replace a failed one),
+ * MG_ETIMEDOUT. After a failed add every later add fails too (a ledger never has holes): close
+ * it and roll over (when fenced: stop writing, another writer owns the log). */
 int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg);
 
 /* As ml_ledger_add, storing prefix[0, prefix_len) || buf[off, off + len) as the entry, without
@@ -282,6 +284,11 @@ int ml_terminate(ml_managed *ml, ml_find_cb cb, void *arg);
  * from the open of a managed ledger whose list is marked terminated. Stays true if the managed
  * ledger is fenced later. Never fails. */
 bool ml_is_terminated(const ml_managed *ml);
+
+/* Whether the managed ledger learnt that another writer recovered its current ledger (another
+ * broker owns the log now): ml_add refuses with MG_ESTATE from then on, and the adds still in
+ * flight complete, in order, with MG_OK or MG_EFENCED. Never fails. */
+bool ml_is_fenced(const ml_managed *ml);
 
 /* Closes: waits for pending adds (and a termination under way), closes the current ledger,
  * frees after cb. */

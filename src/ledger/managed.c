@@ -867,6 +867,12 @@ static void ml__dispatch(ml_managed *ml)
                                         op->off, op->len, ml__op_added, op);
         if (rc == MG_EAGAIN)
             return; /* the next completion dispatches again */
+        if (rc == MG_EFENCED) {
+            /* Another writer recovered the ledger (an add completing before the fence got us
+             * here): no rollover, the log is someone else's now. */
+            ml__fenced(ml);
+            return;
+        }
         if (rc != MG_OK) {
             /* The ledger failed (its own adds are failing) or refuses: roll over. */
             op->attempts++;
@@ -1799,6 +1805,11 @@ static void ml__finish(ml_managed *ml)
 bool ml_is_terminated(const ml_managed *ml)
 {
     return ml->has_terminated && ml->terminated;
+}
+
+bool ml_is_fenced(const ml_managed *ml)
+{
+    return ml->state == ML__M_FENCED;
 }
 
 /* The position a terminated list records: the one written with the mark, or (a list marked by
