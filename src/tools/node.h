@@ -46,6 +46,11 @@ typedef struct mg_node {
     uv_thread_t bookie_thread;
     bool bookie_thread_running;
     uv_async_t bookie_stop; /* wakes the bookie thread to close the server and storage */
+    uv_async_t bookie_resume;      /* on bookie_loop: PUT /api/v1/bookie/state/readonly */
+    uv_async_t resume_reply;       /* on loop: its answer */
+    bool resume_reply_ready;       /* resume_reply initialised (HTTP started with a bookie) */
+    mg_http_request *resume_req;   /* the PUT waiting for its answer, or NULL */
+    int resume_status;             /* atomic: the answer */
     bk_local *bk_local;     /* the broker's in-process path to the embedded bookie */
     char bookie_addr[160];  /* the embedded bookie's "host:port", as ledgers name it */
     bk_client *bkc;
@@ -66,7 +71,14 @@ typedef struct mg_node_bookie_opts {
     int64_t port; /* 0: chosen once, kept in <data_dir>/bookie/port */
     int64_t write_cache_mb;
     int64_t read_cache_mb;
+    int64_t journal_segment_mb; /* 0 = 256 */
 } mg_node_bookie_opts;
+
+/* After bk_storage_open failed with rc: when the disk had no room (the journal preallocates a
+ * whole segment at every start), logs a start-up error saying how much the journal wanted, how
+ * much the file system of journal_dir has free, and the option that lowers it
+ * (--journal-segment-mb). Other errors were logged by the storage already. */
+void mg_node_explain_storage_error(int rc, const char *journal_dir, int64_t journal_segment_mb);
 
 typedef struct mg_node_broker_opts {
     const char *bind_address;
