@@ -50,15 +50,16 @@
  *        \---------------------close---------^
  *
  * bk_storage_resume (an operator freed space; `PUT /api/v1/bookie/state/readonly`) runs on the
- * maintenance thread: (1) a probe file of BK_RESUME_PROBE_BYTES is written and fdatasync'ed in
- * the journal directory and in the entry-log directory, then removed: if the disk is still
- * full nothing changes; (2) the journal leaves FAILED if its failure was not a group fdatasync
- * (journal.c: those never are retried, only a restart replays what is on disk); (3) the entry
- * logs leave ERROR by starting a new log; (4) the flush that failed is run again from the start
- * (the flushing half is still in the write cache), then the journal checkpoint moves. Only when
- * all of that succeeds does the engine become OPEN again; otherwise it stays READ_ONLY and the
- * caller gets the reason. Nothing acknowledged is lost either way: until a flush has succeeded
- * the journal keeps every acknowledged entry for the replay of a restart.
+ * maintenance thread: (1) a probe file is written and fdatasync'ed in the journal directory
+ * (BK_RESUME_PROBE_BYTES) and in the entry-log directory (with room reserved for a whole flush,
+ * half the write cache), then removed: if the disk is still full nothing changes; (2) the journal
+ * leaves FAILED if its failure was not a group fdatasync (journal.c: those never are retried, only
+ * a restart replays what is on disk); (3) the entry logs leave ERROR by starting a new log; (4) the
+ * flush that failed is run again from the start (the flushing half is still in the write cache),
+ * then the journal checkpoint moves. Only when all of that succeeds does the engine become OPEN
+ * again; otherwise it stays READ_ONLY and the caller gets the reason. Nothing acknowledged is lost
+ * either way: until a flush has succeeded the journal keeps every acknowledged entry for the replay
+ * of a restart.
  */
 #include "bookie/storage.h"
 #include "common/fs.h"
@@ -132,7 +133,7 @@ typedef struct add_ctx {
     void *arg;
     int status;
     uint64_t start_ns;
-    int type; /* BK_JREC_ADD or BK_JREC_FENCE */
+    int type;          /* BK_JREC_ADD or BK_JREC_FENCE */
     bool refused;      /* refused by a read-only storage: no new error to report */
     uint32_t ro_epoch; /* s->ro_epoch when accepted: a failure from before a resume is old news */
     bk_lac_done_cb fence_cb;
@@ -222,6 +223,7 @@ struct bk_storage {
     char *journal_dir, *ledger_dir;
     size_t readahead_bytes;
     bool readahead_on;
+    uint64_t wc_half_bytes; /* one flush writes at most this much */
     bk_io *io;
     bool own_io;
     bk_journal *journal;
@@ -261,7 +263,7 @@ struct bk_storage {
     bool flush_requested, flush_running, flush_done, stop;
     int flush_status;
     bool resume_requested, resume_running, resume_done;
-    bool resume_flush;  /* the failed flush's half is still in the write cache: run it again */
+    bool resume_flush; /* the failed flush's half is still in the write cache: run it again */
     int resume_status;
     bk_journal_pos flush_pos;
     fence_item *fences_pending;   /* persisted into the index by the next flush */
@@ -576,8 +578,9 @@ static void gc_pass(bk_storage *s)
     }
 }
 
-/* Writes, syncs and removes a probe file in dir: the disk takes writes again. */
-static int probe_dir(bk_storage *s, const char *dir)
+/* Reserves room_bytes in a probe file in dir, writes and syncs its first block, removes it:
+ * the disk takes writes again, with room for what must be written next. */
+static int probe_dir(bk_storage *s, const char *dir, uint64_t room_bytes)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/.writable-probe", dir);
@@ -586,6 +589,8 @@ static int probe_dir(bk_storage *s, const char *dir)
         return MG_ENOMEM;
     int fd = -1;
     int rc = bk_io_open(s->io, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd);
+    if (rc == MG_OK && room_bytes > BK_RESUME_PROBE_BYTES)
+        rc = bk_io_allocate(s->io, fd, 0, room_bytes);
     if (rc == MG_OK)
         rc = bk_io_pwrite(s->io, fd, buf, BK_RESUME_PROBE_BYTES, 0);
     if (rc == MG_OK)
@@ -602,8 +607,9 @@ static int probe_dir(bk_storage *s, const char *dir)
 /* The maintenance thread's part of bk_storage_resume (see the header comment). */
 static int resume_run(bk_storage *s, bool flush_again, bk_journal_pos pos)
 {
-    MG_TRY(probe_dir(s, s->journal_dir));
-    MG_TRY(probe_dir(s, s->ledger_dir));
+    MG_TRY(probe_dir(s, s->journal_dir, BK_RESUME_PROBE_BYTES));
+    /* The entry logs must take at least a whole flush (a half of the write cache). */
+    MG_TRY(probe_dir(s, s->ledger_dir, s->wc_half_bytes));
     int rc = bk_journal_resume(s->journal);
     if (rc == MG_ESTATE) {
         MG_WARN("bookie: a journal fdatasync failed: only a restart (which replays the journal) "
@@ -2025,6 +2031,7 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
     size_t wc_bytes =
         opts->write_cache_bytes ? opts->write_cache_bytes : BK_DEFAULT_WRITE_CACHE_BYTES;
     size_t rc_bytes = opts->read_cache_bytes ? opts->read_cache_bytes : BK_DEFAULT_READ_CACHE_BYTES;
+    s->wc_half_bytes = wc_bytes / 2;
     if (rc == MG_OK)
         rc = bk_write_cache_create(wc_bytes / 2, BK_ADDS_INFLIGHT_MAX, &s->wc);
     if (rc == MG_OK)

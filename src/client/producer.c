@@ -25,8 +25,8 @@
  *   clients do). SEND_ERROR ChecksumError fails that op with MG_ECORRUPT; NotAllowedError fails
  *   it with MG_EPERM and the broker's text in pc_last_error (Java's recoverNotAllowedError: e.g.
  *   the bookie's disk is full, so sending it again would fail the same way); any other
- *   SEND_ERROR closes the connection (resend after reconnecting). The broker's CLOSE_PRODUCER makes the
- *   part look the topic up again; after each (re)registration every unacknowledged op is sent
+ *   SEND_ERROR closes the connection (resend after reconnecting). The broker's CLOSE_PRODUCER makes
+ * the part look the topic up again; after each (re)registration every unacknowledged op is sent
  *   again in order.
  *
  * TERMINATED TOPICS: a SEND_ERROR TopicTerminatedError, or that refusal when the part registers

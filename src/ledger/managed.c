@@ -134,14 +134,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PROP_MESSAGES       "magnetar.messages_closed"
-#define ML_DEFAULT_ENTRIES_MAX 50000
-#define ML_DEFAULT_BYTES_MAX   (2ll * 1024 * 1024 * 1024)
-#define ML_DEFAULT_AGE_MS      (4ll * 3600 * 1000)
-#define ML_NUM_BYTES           24
+#define ML_PROP_MESSAGES          "magnetar.messages_closed"
+#define ML_DEFAULT_ENTRIES_MAX    50000
+#define ML_DEFAULT_BYTES_MAX      (2ll * 1024 * 1024 * 1024)
+#define ML_DEFAULT_AGE_MS         (4ll * 3600 * 1000)
+#define ML_NUM_BYTES              24
 /* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
  * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
-#define ML__TERM_WAITERS_MAX   16
+#define ML__TERM_WAITERS_MAX      16
 /* Back-off while the bookies refuse writes (STORAGE REFUSING WRITES): the first attempt after
  * one second (an operator may have freed space already), at most one every 30 s (as Pulsar's
  * client reconnect back-off): a full disk is not fixed in milliseconds, and each attempt costs a
@@ -290,7 +290,7 @@ struct ml_managed {
     ml_ledger *roll_new;
     bool roll_listing;
     uint64_t roll_started_ms; /* monotonic, for the log */
-    int64_t roll_dropped;     /* the empty ledger of a failed attempt left out by this roll, or -1 */
+    int64_t roll_dropped; /* the empty ledger of a failed attempt left out by this roll, or -1 */
 
     /* storage refusing writes (see STORAGE REFUSING WRITES) */
     int storage_error;         /* MG_OK, or MG_ENOSPC / MG_EREADONLY: what the bookie answered */

@@ -89,9 +89,9 @@ static void handle_readonly_get(mg_http_request *req, void *arg)
     mg_node *s = arg;
     int state = bk_storage_state(s->storage);
     char body[512];
-    int n = snprintf(body, sizeof(body), "{\"readOnly\":%s%s%s%s}", state ? "true" : "false",
-                     state ? ",\"reason\":\"" : "", state ? mg_strerror(state) : "",
-                     state ? "\"" : "");
+    int n =
+        snprintf(body, sizeof(body), "{\"readOnly\":%s%s%s%s}", state ? "true" : "false",
+                 state ? ",\"reason\":\"" : "", state ? mg_strerror(state) : "", state ? "\"" : "");
     mg_http_reply(req, 200, "application/json", body, (size_t)n);
 }
 

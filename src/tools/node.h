@@ -45,14 +45,14 @@ typedef struct mg_node {
     bool bookie_loop_ready;
     uv_thread_t bookie_thread;
     bool bookie_thread_running;
-    uv_async_t bookie_stop; /* wakes the bookie thread to close the server and storage */
-    uv_async_t bookie_resume;      /* on bookie_loop: PUT /api/v1/bookie/state/readonly */
-    uv_async_t resume_reply;       /* on loop: its answer */
-    bool resume_reply_ready;       /* resume_reply initialised (HTTP started with a bookie) */
-    mg_http_request *resume_req;   /* the PUT waiting for its answer, or NULL */
-    int resume_status;             /* atomic: the answer */
-    bk_local *bk_local;     /* the broker's in-process path to the embedded bookie */
-    char bookie_addr[160];  /* the embedded bookie's "host:port", as ledgers name it */
+    uv_async_t bookie_stop;      /* wakes the bookie thread to close the server and storage */
+    uv_async_t bookie_resume;    /* on bookie_loop: PUT /api/v1/bookie/state/readonly */
+    uv_async_t resume_reply;     /* on loop: its answer */
+    bool resume_reply_ready;     /* resume_reply initialised (HTTP started with a bookie) */
+    mg_http_request *resume_req; /* the PUT waiting for its answer, or NULL */
+    int resume_status;           /* atomic: the answer */
+    bk_local *bk_local;          /* the broker's in-process path to the embedded bookie */
+    char bookie_addr[160];       /* the embedded bookie's "host:port", as ledgers name it */
     bk_client *bkc;
     ml_env *env;
     br_broker *broker;
