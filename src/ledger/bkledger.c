@@ -17,9 +17,9 @@
  *      (an entry acknowledged now could be attributed to the new ensemble by the metadata while
  *      the replacement does not hold it).
  *   2. /bookies is listed; a replacement is drawn at random among live bookies that are not in
- *      the ensemble and never failed for this ledger (none: the ledger fails with the error the
- *      failed bookie answered, e.g. MG_ENOSPC or MG_EREADONLY from a bookie whose disk is full,
- *      or MG_ENOTFOUND when it did not answer).
+ *      the ensemble and never failed for this ledger (none: the ledger fails with MG_ENOTFOUND,
+ *      or with what the failed bookie answered when that was its storage refusing writes,
+ *      MG_ENOSPC or MG_EREADONLY, which the writer backs off from).
  *   3. The metadata gets an ensemble starting at LAC + 1 (or the last ensemble is edited, when
  *      it already starts there), written with compare-and-set on the version we hold. On
  *      MG_EBADVERSION it is read again: CLOSED or IN_RECOVERY means another client is recovering
@@ -580,7 +580,7 @@ static void ml__change_children(int status, const char *const *names, size_t cou
         mg_free(cand);
         /* The adds fail with what the bookie said (a full disk, a read-only storage), which
          * the writer can act on, rather than with "not found". */
-        ml__change_abort(l, l->bookie_error != MG_OK && l->bookie_error != MG_ETIMEDOUT
+        ml__change_abort(l, l->bookie_error == MG_ENOSPC || l->bookie_error == MG_EREADONLY
                                 ? l->bookie_error
                                 : MG_ENOTFOUND);
         goto out;
