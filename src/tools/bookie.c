@@ -199,6 +199,27 @@ static void handle_health(mg_http_request *req, void *arg)
         mg_http_reply(req, 200, "text/plain", "ok", 2);
 }
 
+static void handle_readonly_get(mg_http_request *req, void *arg)
+{
+    bookie_proc *b = arg;
+    mg_node_readonly_get(req, bk_storage_state(b->storage));
+}
+
+static void resumed(int status, void *arg)
+{
+    mg_node_readonly_reply(arg, status);
+}
+
+static void handle_readonly_put(mg_http_request *req, void *arg)
+{
+    bookie_proc *b = arg;
+    if (!mg_node_readonly_put_valid(req))
+        return;
+    int rc = bk_storage_resume(b->storage, resumed, req);
+    if (rc != MG_OK)
+        mg_node_readonly_reply(req, rc);
+}
+
 static void registered_cb(int status, const char *path, void *arg)
 {
     bookie_proc *b = arg;
@@ -308,6 +329,10 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
     MG_TRY(mg_http_server_create(&b->loop, &ho, &b->http));
     MG_TRY(mg_http_server_route(b->http, "GET", "/metrics", handle_metrics, b));
     MG_TRY(mg_http_server_route(b->http, "GET", "/admin/v2/bookies/health", handle_health, b));
+    MG_TRY(mg_http_server_route(b->http, "GET", "/api/v1/bookie/state/readonly",
+                                handle_readonly_get, b));
+    MG_TRY(mg_http_server_route(b->http, "PUT", "/api/v1/bookie/state/readonly",
+                                handle_readonly_put, b));
     MG_TRY(mg_http_server_start(b->http));
 
     rc = md_store_open(o->metadata_url, NULL, &b->md);

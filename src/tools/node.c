@@ -51,14 +51,8 @@ static void handle_health(mg_http_request *req, void *arg)
  * again (bk_storage_resume, on the bookie's loop), answered once it is (200) or with why not
  * (507 while the disk is still full, 503 otherwise). One PUT at a time (409 for another). */
 
-static void resume_replied(uv_async_t *h)
+void mg_node_readonly_reply(mg_http_request *req, int status)
 {
-    mg_node *s = h->data;
-    mg_http_request *req = s->resume_req;
-    s->resume_req = NULL;
-    if (req == NULL)
-        return;
-    int status = __atomic_load_n(&s->resume_status, __ATOMIC_ACQUIRE);
     if (status == MG_OK) {
         mg_http_reply(req, 200, "application/json", "{\"readOnly\":false}", 18);
         return;
@@ -67,6 +61,15 @@ static void resume_replied(uv_async_t *h)
     snprintf(why, sizeof(why), "the bookie's storage stays read-only: %s%s", mg_strerror(status),
              status == MG_EREADONLY ? " (a journal sync failed: restart the bookie)" : "");
     mg_http_reply_json_error(req, status == MG_ENOSPC ? 507 : 503, why);
+}
+
+static void resume_replied(uv_async_t *h)
+{
+    mg_node *s = h->data;
+    mg_http_request *req = s->resume_req;
+    s->resume_req = NULL;
+    if (req != NULL)
+        mg_node_readonly_reply(req, __atomic_load_n(&s->resume_status, __ATOMIC_ACQUIRE));
 }
 
 static void resume_done(int status, void *arg)
@@ -84,10 +87,8 @@ static void resume_requested(uv_async_t *h)
         resume_done(rc, s);
 }
 
-static void handle_readonly_get(mg_http_request *req, void *arg)
+void mg_node_readonly_get(mg_http_request *req, int state)
 {
-    mg_node *s = arg;
-    int state = bk_storage_state(s->storage);
     char body[512];
     int n =
         snprintf(body, sizeof(body), "{\"readOnly\":%s%s%s%s}", state ? "true" : "false",
@@ -95,9 +96,14 @@ static void handle_readonly_get(mg_http_request *req, void *arg)
     mg_http_reply(req, 200, "application/json", body, (size_t)n);
 }
 
-static void handle_readonly_put(mg_http_request *req, void *arg)
+static void handle_readonly_get(mg_http_request *req, void *arg)
 {
     mg_node *s = arg;
+    mg_node_readonly_get(req, bk_storage_state(s->storage));
+}
+
+bool mg_node_readonly_put_valid(mg_http_request *req)
+{
     size_t len = 0;
     const char *body = mg_http_request_body(req, &len);
     char compact[64];
@@ -108,12 +114,20 @@ static void handle_readonly_put(mg_http_request *req, void *arg)
     compact[n] = '\0';
     if (strcmp(compact, "{\"readOnly\":true}") == 0) {
         mg_http_reply_json_error(req, 400, "making a writable bookie read-only is not supported");
-        return;
+        return false;
     }
     if (strcmp(compact, "{\"readOnly\":false}") != 0) {
         mg_http_reply_json_error(req, 400, "the body must be {\"readOnly\":false}");
-        return;
+        return false;
     }
+    return true;
+}
+
+static void handle_readonly_put(mg_http_request *req, void *arg)
+{
+    mg_node *s = arg;
+    if (!mg_node_readonly_put_valid(req))
+        return;
     if (s->resume_req != NULL) {
         mg_http_reply_json_error(req, 409, "a request to make the bookie writable is running");
         return;

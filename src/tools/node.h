@@ -80,6 +80,15 @@ typedef struct mg_node_bookie_opts {
  * (--journal-segment-mb). Other errors were logged by the storage already. */
 void mg_node_explain_storage_error(int rc, const char *journal_dir, int64_t journal_segment_mb);
 
+/* BookKeeper's /api/v1/bookie/state/readonly, shared by `standalone` and `bookie` (loop thread
+ * of the HTTP server): GET answers {"readOnly":bool[,"reason":"..."]} for a bk_storage_state;
+ * a PUT body must be {"readOnly":false} (else 400 is answered and false returned); the PUT's
+ * answer for a bk_storage_resume status is 200 {"readOnly":false}, 507 while the disk is still
+ * full, else 503 with the reason. */
+void mg_node_readonly_get(mg_http_request *req, int state);
+bool mg_node_readonly_put_valid(mg_http_request *req);
+void mg_node_readonly_reply(mg_http_request *req, int status);
+
 typedef struct mg_node_broker_opts {
     const char *bind_address;
     const char *advertised_address;
