@@ -724,6 +724,39 @@ int bk_entrylogs_sync(bk_entrylogs *el)
     return MG_OK;
 }
 
+int bk_entrylogs_resume(bk_entrylogs *el)
+{
+    if (el->error == 0)
+        return MG_OK;
+    /* What the failed flush wrote is referenced by nothing (the index is written only after a
+     * sync succeeds), and what earlier syncs covered is intact. The log being written stays as
+     * it is, finished without a ledger map (readable, its map rebuilt by scanning, as after a
+     * crash), and writing goes on in a new log: invariant 1 holds, nothing is appended after a
+     * tail that a failed write may have torn. */
+    if (el->unsynced != NULL) {
+        log_release(el, el->unsynced);
+        el->unsynced = NULL;
+    }
+    pthread_mutex_lock(&el->mu);
+    el->cur->current = false;
+    pthread_mutex_unlock(&el->mu);
+    close_wfd(el);
+    el->wbuf_len = 0;
+    el->wbuf_offset = 0;
+    map_clear(&el->map);
+    pthread_mutex_lock(&el->mu);
+    bool full = el->log_count >= BK_ENTRYLOGS_MAX;
+    pthread_mutex_unlock(&el->mu);
+    if (full || el->id_max == UINT32_MAX)
+        return MG_ELIMIT;
+    int rc = create_log(el, el->id_max + 1);
+    if (rc != MG_OK)
+        return rc; /* still in ERROR; el->cur is the old log, not current */
+    MG_INFO("entrylog: %s: writable again, writing log %u", el->dir, el->cur->id);
+    el->error = 0;
+    return MG_OK;
+}
+
 uint32_t bk_entrylogs_current_id(const bk_entrylogs *el)
 {
     return el->cur->id;

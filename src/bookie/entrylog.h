@@ -50,9 +50,11 @@
  *     OPEN --append/sync/roll-over: any pwrite, fdatasync or file creation fails--> ERROR
  *
  *   ERROR is sticky: append and sync return the error that caused it (MG_ENOSPC, MG_EIO, ...)
- *   until the logs are closed and reopened, because after a failed write or fdatasync nobody
- *   knows what reached the disk. The storage turns it into its read-only state. Readers keep
- *   working in ERROR.
+ *   until the logs are closed and reopened, or bk_entrylogs_resume starts a new log, because
+ *   after a failed write or fdatasync nobody knows what reached the disk of the log being
+ *   written. The storage turns it into its read-only state. Readers keep working in ERROR.
+ *
+ *     ERROR --bk_entrylogs_resume (a new log could be created)--> OPEN
  *
  * Threads: open/close are not concurrent with anything. append, sync and current_id belong to
  * one writer thread. Everything else (reads, direct_fd, log_size, list, ledger_map, scan,
@@ -138,6 +140,13 @@ int bk_entrylogs_sync(bk_entrylogs *el);
 
 /* The id of the log being written. Writer thread only (or when no writer runs). */
 uint32_t bk_entrylogs_current_id(const bk_entrylogs *el);
+
+/* Leaves ERROR: the log being written is left as it is (finished without a ledger map; the
+ * locations of what the failed flush wrote were never returned as synced, so nothing refers to
+ * them) and a new log becomes the current one. Everything appended since the last successful
+ * sync must be appended again. MG_OK (also when not in ERROR), or the error of creating the
+ * new log (still in ERROR), MG_ELIMIT (no further log may exist). Writer thread. */
+int bk_entrylogs_resume(bk_entrylogs *el);
 
 /* Size of a record header (24). */
 size_t bk_record_header_bytes(void);

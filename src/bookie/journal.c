@@ -105,6 +105,15 @@
  *   it, Linux may already have dropped the dirty pages and cleared the error, so a second
  *   fdatasync would "succeed" without the data being on disk (PostgreSQL's "fsyncgate", 2018).
  *   The only honest answer is to stop and let a restart replay what really is on disk.
+ *
+ *     FAILED --bk_journal_resume, the failure was not a group's fdatasync--> OPEN
+ *
+ *   A failed write or segment creation (a full disk) leaves nothing acknowledged in doubt:
+ *   every record of the failed group and behind it completed with the error, and every earlier
+ *   group was covered by a successful fdatasync. bk_journal_resume has the journal thread,
+ *   once those completions are done, start a new segment exactly as an open does; if that
+ *   works the journal is OPEN again. After a failed group fdatasync it refuses (MG_ESTATE):
+ *   only a restart, which replays what really is on disk, leaves that FAILED.
  *   While closing: appends return MG_ECLOSED; queued records are written without group waits.
  *
  * INVARIANTS
@@ -231,6 +240,11 @@ struct bk_journal {
     int waiting; /* WAIT_* : what the journal thread is waiting for */
     bool closing;
     int fail_status;
+    bool fail_sync;        /* the failure was a group's fdatasync: never resumed */
+    bool resume_requested; /* bk_journal_resume waits for the thread to try a new segment */
+    bool resume_done;
+    int resume_status;
+    pthread_cond_t resume_cond; /* signalled when resume_done is set */
     bk_journal_pos durable;
     uint64_t cur_seg_id; /* copy of seg_id readable by checkpoints */
 
@@ -1042,6 +1056,9 @@ static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
     __atomic_add_fetch(&j->sync_count, 1, __ATOMIC_RELAXED);
     if (rc != MG_OK) {
         /* Never retried: see "fsyncgate" in the header comment. */
+        pthread_mutex_lock(&j->mu);
+        j->fail_sync = true;
+        pthread_mutex_unlock(&j->mu);
         MG_ERROR("journal: %s: fdatasync of segment %llu failed: %s; %u records are not "
                  "acknowledged and the journal is now read-only",
                  j->dir, (unsigned long long)j->seg_id, mg_strerror(rc), n);
@@ -1090,6 +1107,25 @@ static void *journal_main(void *arg)
     pthread_mutex_lock(&j->mu);
     for (;;) {
         bool failed = __atomic_load_n(&j->state, __ATOMIC_RELAXED) == STATE_FAILED;
+        if (failed && j->resume_requested && j->count == 0 && !j->closing) {
+            /* The failed group and everything queued behind it have completed with the error:
+             * nothing acknowledged lies after the failure, so writing goes on in a new segment
+             * (as after a restart; replay ends the old one at its torn tail). */
+            j->resume_requested = false;
+            pthread_mutex_unlock(&j->mu);
+            int rc = roll_segment(j);
+            pthread_mutex_lock(&j->mu);
+            if (rc == MG_OK) {
+                j->fail_status = MG_OK;
+                __atomic_store_n(&j->state, STATE_OPEN, __ATOMIC_RELEASE);
+                MG_INFO("journal: %s: writable again, writing segment %llu", j->dir,
+                        (unsigned long long)j->seg_id);
+            }
+            j->resume_status = rc == MG_OK ? MG_OK : failure_status(rc);
+            j->resume_done = true;
+            pthread_cond_broadcast(&j->resume_cond);
+            continue;
+        }
         if (j->count == 0) {
             if (j->closing)
                 break;
@@ -1181,6 +1217,7 @@ static void journal_free(bk_journal *j)
     mg_free(j->slots);
     mg_free(j->wbuf);
     pthread_cond_destroy(&j->cond);
+    pthread_cond_destroy(&j->resume_cond);
     pthread_mutex_destroy(&j->mu);
     pthread_mutex_destroy(&j->cp_mu);
     pthread_mutex_destroy(&j->spare_mu);
@@ -1220,6 +1257,7 @@ int bk_journal_open(const bk_journal_opts *opts, bk_journal_replay_fn replay, vo
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&j->cond, &ca);
+    pthread_cond_init(&j->resume_cond, &ca);
     pthread_condattr_destroy(&ca);
 
     /* The buffer holds a whole group, and at least one header (for the direct path). */
@@ -1350,6 +1388,49 @@ int bk_journal_checkpoint(bk_journal *j, bk_journal_pos pos)
 bool bk_journal_failed(const bk_journal *j)
 {
     return __atomic_load_n(&j->state, __ATOMIC_ACQUIRE) == STATE_FAILED;
+}
+
+/* How long bk_journal_resume waits for the journal thread: it only has to finish completing the
+ * failed records and create one segment (a preallocation and two syncs). */
+#define RESUME_WAIT_NS (30ull * 1000 * 1000 * 1000)
+
+int bk_journal_resume(bk_journal *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = MG_OK;
+    if (__atomic_load_n(&j->state, __ATOMIC_RELAXED) != STATE_FAILED) {
+        rc = MG_OK;
+    } else if (j->closing) {
+        rc = MG_ECLOSED;
+    } else if (j->fail_sync) {
+        rc = MG_ESTATE;
+    } else {
+        j->resume_requested = true;
+        j->resume_done = false;
+        pthread_cond_signal(&j->cond);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t t = (uint64_t)ts.tv_nsec + RESUME_WAIT_NS;
+        ts.tv_sec += (time_t)(t / 1000000000ull);
+        ts.tv_nsec = (long)(t % 1000000000ull);
+        while (!j->resume_done) {
+            if (pthread_cond_timedwait(&j->resume_cond, &j->mu, &ts) == ETIMEDOUT)
+                break;
+        }
+        rc = j->resume_done ? j->resume_status : MG_ETIMEDOUT;
+        j->resume_requested = false;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+int bk_journal_fail_status(const bk_journal *j)
+{
+    bk_journal *m = (bk_journal *)j;
+    pthread_mutex_lock(&m->mu);
+    int rc = __atomic_load_n(&j->state, __ATOMIC_RELAXED) == STATE_FAILED ? j->fail_status : MG_OK;
+    pthread_mutex_unlock(&m->mu);
+    return rc;
 }
 
 uint64_t bk_journal_sync_count(const bk_journal *j)

@@ -125,6 +125,17 @@ int bk_journal_checkpoint(bk_journal *j, bk_journal_pos pos);
  * and refuses appends until reopened. Any thread. */
 bool bk_journal_failed(const bk_journal *j);
 
+/* Leaves the FAILED state when that is safe (journal.c, STATE MACHINE): waits (at most 30 s)
+ * for the journal thread to complete the failed records and start a new segment. Returns MG_OK
+ * (OPEN: appends accepted again, also when the journal had not failed), MG_ESTATE (the failure
+ * was a group's fdatasync: only a restart recovers), MG_ENOSPC / MG_EIO (the new segment could
+ * not be created: still FAILED), MG_ETIMEDOUT, MG_ECLOSED. Blocks: call it from a thread that
+ * may wait for the disk (the storage's maintenance thread), never from a loop. */
+int bk_journal_resume(bk_journal *j);
+
+/* MG_OK while OPEN, else the error that made it FAILED (MG_ENOSPC or MG_EIO). Any thread. */
+int bk_journal_fail_status(const bk_journal *j);
+
 /* Number of fdatasync calls made on segment data for groups of records (not counting segment
  * creation or checkpoints). For tests and diagnostics. Any thread. */
 uint64_t bk_journal_sync_count(const bk_journal *j);

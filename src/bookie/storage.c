@@ -38,13 +38,28 @@
  * same ledger are still in progress triggers nothing: that caller pipelines its reads, i.e. it
  * reads ahead itself (the broker's prefetcher), and a window would only read its data twice.
  *
- * Error state (sticky): a failed journal append or sync, or a failed flush (entry log write,
- * sync, index write), puts the engine in READ_ONLY: adds fail with MG_EREADONLY, reads go on
- * (the write cache keeps unflushed entries readable; the journal still holds them). Only a
- * restart leaves it.
+ * Error state: a failed journal append or sync, or a failed flush (entry log write, sync, index
+ * write), puts the engine in READ_ONLY: adds and fences fail at once with MG_ENOSPC when the
+ * cause was a full disk, else with MG_EREADONLY; reads go on (the write cache keeps unflushed
+ * entries readable, the failed flush's half included; the journal still holds them, since its
+ * checkpoint moves only after a flush succeeded). The cause is kept (bk_storage_state) for the
+ * health checks, the `bookie_server_status` metric and the adds' answers.
  *
- *     OPEN --I/O error--> READ_ONLY --close--> CLOSING --> CLOSED
- *       \---------------------close---------------^
+ *     OPEN --I/O error--> READ_ONLY --bk_storage_resume (checks pass)--> OPEN
+ *       \                     \--close--> CLOSING --> CLOSED
+ *        \---------------------close---------^
+ *
+ * bk_storage_resume (an operator freed space; `PUT /api/v1/bookie/state/readonly`) runs on the
+ * maintenance thread: (1) a probe file is written and fdatasync'ed in the journal directory
+ * (BK_RESUME_PROBE_BYTES) and in the entry-log directory (with room reserved for a whole flush,
+ * half the write cache), then removed: if the disk is still full nothing changes; (2) the journal
+ * leaves FAILED if its failure was not a group fdatasync (journal.c: those never are retried, only
+ * a restart replays what is on disk); (3) the entry logs leave ERROR by starting a new log; (4) the
+ * flush that failed is run again from the start (the flushing half is still in the write cache),
+ * then the journal checkpoint moves. Only when all of that succeeds does the engine become OPEN
+ * again; otherwise it stays READ_ONLY and the caller gets the reason. Nothing acknowledged is lost
+ * either way: until a flush has succeeded the journal keeps every acknowledged entry for the replay
+ * of a restart.
  */
 #include "bookie/storage.h"
 #include "common/fs.h"
@@ -61,6 +76,7 @@
 #include "common/queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -98,6 +114,9 @@
  * it); a window would read the same bytes twice. */
 #define BK_RA_TRIGGER_ENTRIES_MAX    16
 #define BK_RA_ENTRIES_MAX            65536
+/* bk_storage_resume writes a probe file of this size in each storage directory: enough that a
+ * disk with only a few blocks free still refuses it, small enough to cost nothing. */
+#define BK_RESUME_PROBE_BYTES        (1u << 20)
 /* The write cache is flushed at least this often when it holds anything. */
 #define BK_FLUSH_INTERVAL_MS         1000
 /* Garbage collection: look at the entry logs this often; compact a log whose live bytes fell
@@ -114,7 +133,9 @@ typedef struct add_ctx {
     void *arg;
     int status;
     uint64_t start_ns;
-    int type; /* BK_JREC_ADD or BK_JREC_FENCE */
+    int type;          /* BK_JREC_ADD or BK_JREC_FENCE */
+    bool refused;      /* refused by a read-only storage: no new error to report */
+    uint32_t ro_epoch; /* s->ro_epoch when accepted: a failure from before a resume is old news */
     bk_lac_done_cb fence_cb;
     struct add_ctx *next;
 } add_ctx;
@@ -202,6 +223,7 @@ struct bk_storage {
     char *journal_dir, *ledger_dir;
     size_t readahead_bytes;
     bool readahead_on;
+    uint64_t wc_half_bytes; /* one flush writes at most this much */
     bk_io *io;
     bool own_io;
     bk_journal *journal;
@@ -217,6 +239,10 @@ struct bk_storage {
 
     /* loop-only state */
     bool closing, read_only;
+    int ro_cause;      /* the error that made it read-only (MG_ENOSPC, MG_EIO, ...) */
+    int ro_state;      /* atomic copy for other threads: 0 writable, else ro_cause */
+    uint32_t ro_epoch; /* counts resumes */
+    flush_waiter *resume_waiters;
     int adds_inflight, reads_inflight;
     add_ctx *waiting_head, *waiting_tail;
     int waiting_count;
@@ -236,6 +262,9 @@ struct bk_storage {
     pthread_cond_t cond;
     bool flush_requested, flush_running, flush_done, stop;
     int flush_status;
+    bool resume_requested, resume_running, resume_done;
+    bool resume_flush; /* the failed flush's half is still in the write cache: run it again */
+    int resume_status;
     bk_journal_pos flush_pos;
     fence_item *fences_pending;   /* persisted into the index by the next flush */
     delete_item *deletes_pending; /* for the maintenance thread */
@@ -256,6 +285,7 @@ struct bk_storage {
     mg_counter *m_stretches[2]; /* found by a walk, by the index */
     mg_counter *m_ra_issued, *m_ra_used;
     mg_counter *m_flush_bytes, *m_gc_logs_removed, *m_gc_bytes_compacted, *m_errors;
+    mg_gauge *m_state[2]; /* bookie_state{state="writable"}, {state="read_only"} */
 };
 
 static uint64_t now_ns(void)
@@ -339,13 +369,37 @@ static void queue_fence_persist(bk_storage *s, int64_t ledger_id)
 
 /* --- entering the error state ---------------------------------------------------------------- */
 
+static void state_publish(bk_storage *s)
+{
+    __atomic_store_n(&s->ro_state, s->read_only ? s->ro_cause : 0, __ATOMIC_RELEASE);
+    mg_gauge_set(s->m_state[0], s->read_only ? 0.0 : 1.0);
+    mg_gauge_set(s->m_state[1], s->read_only ? 1.0 : 0.0);
+}
+
 static void enter_read_only(bk_storage *s, int cause, const char *what)
 {
-    if (!s->read_only)
-        MG_ERROR("bookie: %s failed (%s): storage is now read-only; restart to recover", what,
-                 mg_strerror(cause));
+    if (!s->read_only) {
+        s->ro_cause = cause == MG_ENOSPC ? MG_ENOSPC : cause == MG_EREADONLY ? MG_EIO : cause;
+        if (cause == MG_ENOSPC)
+            MG_ERROR("bookie: %s failed: the disk is full (%s): storage is now read-only; free "
+                     "space, then `PUT /api/v1/bookie/state/readonly` with {\"readOnly\":false} "
+                     "(or a restart) makes it writable again",
+                     what, mg_strerror(cause));
+        else
+            MG_ERROR("bookie: %s failed (%s): storage is now read-only; check the disk, then "
+                     "`PUT /api/v1/bookie/state/readonly` with {\"readOnly\":false} or a restart",
+                     what, mg_strerror(cause));
+    }
     s->read_only = true;
+    state_publish(s);
     mg_counter_inc(s->m_errors);
+}
+
+/* What an add or a fence to a read-only storage is answered: the cause when the disk is full
+ * (so that producers learn it), else MG_EREADONLY. */
+static int ro_status(const bk_storage *s)
+{
+    return s->ro_cause == MG_ENOSPC ? MG_ENOSPC : MG_EREADONLY;
 }
 
 /* --- maintenance thread ----------------------------------------------------------------------- */
@@ -524,6 +578,51 @@ static void gc_pass(bk_storage *s)
     }
 }
 
+/* Reserves room_bytes in a probe file in dir, writes and syncs its first block, removes it:
+ * the disk takes writes again, with room for what must be written next. */
+static int probe_dir(bk_storage *s, const char *dir, uint64_t room_bytes)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/.writable-probe", dir);
+    void *buf = mg_calloc(1, BK_RESUME_PROBE_BYTES);
+    if (buf == NULL)
+        return MG_ENOMEM;
+    int fd = -1;
+    int rc = bk_io_open(s->io, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd);
+    if (rc == MG_OK && room_bytes > BK_RESUME_PROBE_BYTES)
+        rc = bk_io_allocate(s->io, fd, 0, room_bytes);
+    if (rc == MG_OK)
+        rc = bk_io_pwrite(s->io, fd, buf, BK_RESUME_PROBE_BYTES, 0);
+    if (rc == MG_OK)
+        rc = bk_io_fdatasync(s->io, fd);
+    if (fd >= 0)
+        bk_io_close(s->io, fd);
+    (void)bk_io_unlink(s->io, path);
+    mg_free(buf);
+    if (rc != MG_OK)
+        MG_WARN("bookie: %s still refuses writes: %s", dir, mg_strerror(rc));
+    return rc;
+}
+
+/* The maintenance thread's part of bk_storage_resume (see the header comment). */
+static int resume_run(bk_storage *s, bool flush_again, bk_journal_pos pos)
+{
+    MG_TRY(probe_dir(s, s->journal_dir, BK_RESUME_PROBE_BYTES));
+    /* The entry logs must take at least a whole flush (a half of the write cache). */
+    MG_TRY(probe_dir(s, s->ledger_dir, s->wc_half_bytes));
+    int rc = bk_journal_resume(s->journal);
+    if (rc == MG_ESTATE) {
+        MG_WARN("bookie: a journal fdatasync failed: only a restart (which replays the journal) "
+                "makes the storage writable again");
+        return MG_EREADONLY;
+    }
+    MG_TRY(rc);
+    MG_TRY(bk_entrylogs_resume(s->elogs));
+    if (flush_again)
+        MG_TRY(flush_half(s, pos, true));
+    return MG_OK;
+}
+
 static void *maintenance_main(void *arg)
 {
     bk_storage *s = arg;
@@ -531,7 +630,7 @@ static void *maintenance_main(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->stop && !s->flush_requested && !s->gc_requested && !s->deletes_pending &&
-               now_ms() < s->gc_next_ms) {
+               !s->resume_requested && now_ms() < s->gc_next_ms) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
@@ -553,6 +652,20 @@ static void *maintenance_main(void *arg)
             uv_async_send(&s->wake);
             continue;
         }
+        if (s->resume_requested) {
+            s->resume_requested = false;
+            s->resume_running = true;
+            bool again = s->resume_flush;
+            bk_journal_pos pos = s->flush_pos;
+            pthread_mutex_unlock(&s->mu);
+            int rc = resume_run(s, again, pos);
+            pthread_mutex_lock(&s->mu);
+            s->resume_running = false;
+            s->resume_done = true;
+            s->resume_status = rc;
+            uv_async_send(&s->wake);
+            continue;
+        }
         if (s->flush_requested) {
             s->flush_requested = false;
             s->flush_running = true;
@@ -568,6 +681,8 @@ static void *maintenance_main(void *arg)
         }
         if (s->stop)
             break;
+        if (!s->gc_requested && now_ms() < s->gc_next_ms)
+            continue;
         s->gc_next_ms = now_ms() + BK_GC_INTERVAL_MS;
         s->gc_requested = false;
         s->gc_running = true;
@@ -586,6 +701,7 @@ static void *maintenance_main(void *arg)
  */
 
 static void retry_waiting_adds(bk_storage *s);
+static void journal_done(int status, void *arg);
 
 static void start_flush(bk_storage *s)
 {
@@ -631,6 +747,13 @@ static void retry_waiting_adds(bk_storage *s)
         if (s->waiting_head == NULL)
             s->waiting_tail = NULL;
         s->waiting_count--;
+        if (s->read_only) {
+            /* Not in the write cache: journalling it would acknowledge an entry that no read
+             * finds until a restart. Refused, through the queue as every completion. */
+            a->refused = true;
+            journal_done(ro_status(s), a);
+            continue;
+        }
         add_after_cache(s, a);
     }
 }
@@ -677,6 +800,26 @@ static void waiters_answer(flush_waiter **list, int status)
     }
 }
 
+/* The maintenance thread finished a resume (see the header comment). */
+static void resume_finished(bk_storage *s, int status)
+{
+    if (status == MG_OK && s->read_only) {
+        s->read_only = false;
+        s->ro_cause = 0;
+        s->ro_epoch++;
+        if (bk_write_cache_flushing(s->wc))
+            bk_write_cache_clear_flushing(s->wc); /* flushed again by the resume */
+        state_publish(s);
+        MG_INFO("bookie: storage is writable again");
+        waiters_answer(&s->flush_current, MG_OK);
+        retry_waiting_adds(s);
+        start_flush(s);
+    } else if (status != MG_OK) {
+        MG_WARN("bookie: storage stays read-only: %s", mg_strerror(status));
+    }
+    waiters_answer(&s->resume_waiters, status);
+}
+
 static void wake_cb(uv_async_t *h)
 {
     bk_storage *s = h->data;
@@ -684,7 +827,12 @@ static void wake_cb(uv_async_t *h)
     bool done = s->flush_done;
     int status = s->flush_status;
     s->flush_done = false;
+    bool resumed = s->resume_done;
+    int resume_status = s->resume_status;
+    s->resume_done = false;
     pthread_mutex_unlock(&s->mu);
+    if (resumed)
+        resume_finished(s, resume_status);
     if (done) {
         if (status == MG_OK) {
             bk_write_cache_clear_flushing(s->wc);
@@ -744,7 +892,7 @@ static void jq_drain(void *item, void *arg)
     add_ctx *a = item;
     bk_storage *s = arg;
     s->adds_inflight--;
-    if (a->status != MG_OK && a->status != MG_ECLOSED)
+    if (a->status != MG_OK && a->status != MG_ECLOSED && !a->refused && a->ro_epoch == s->ro_epoch)
         enter_read_only(s, a->status, "writing the journal");
     if (a->type == BK_JREC_FENCE) {
         int64_t last = -1;
@@ -774,7 +922,13 @@ static void add_after_cache(bk_storage *s, add_ctx *a)
                                a->len, journal_done, a);
     if (rc != MG_OK) {
         /* The journal refused (failed, or full): complete through the queue, never inline. */
-        a->status = rc == MG_EREADONLY ? MG_EREADONLY : rc;
+        if (rc == MG_EREADONLY) {
+            /* The journal failed: the cause (a full disk?) is what the caller needs. */
+            int cause = bk_journal_fail_status(s->journal);
+            rc = cause == MG_ENOSPC ? MG_ENOSPC : MG_EREADONLY;
+            a->refused = s->read_only;
+        }
+        a->status = rc;
         journal_done(a->status, a);
     }
 }
@@ -787,7 +941,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
     if (ledger_id < 0 || entry_id < 0 || buf == NULL || off + len > mg_buf_len(buf))
         return MG_EINVAL;
     if (s->read_only)
-        return MG_EREADONLY;
+        return ro_status(s);
     if (is_fenced(s, ledger_id))
         return MG_EFENCED;
     if (s->adds_inflight >= BK_ADDS_INFLIGHT_MAX)
@@ -805,6 +959,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
     a->cb = done;
     a->arg = arg;
     a->start_ns = now_ns();
+    a->ro_epoch = s->ro_epoch;
     s->adds_inflight++;
     s->stats.adds++;
     /* Adds never overtake one another: while some wait for room, a new one waits behind them
@@ -845,7 +1000,7 @@ int bk_storage_fence(bk_storage *s, int64_t ledger_id, bk_lac_done_cb done, void
     if (ledger_id < 0)
         return MG_EINVAL;
     if (s->read_only)
-        return MG_EREADONLY;
+        return ro_status(s);
     if (s->adds_inflight >= BK_ADDS_INFLIGHT_MAX)
         return MG_EAGAIN;
     MG_TRY(mark_fenced(s, ledger_id)); /* adds fail from now on */
@@ -856,6 +1011,7 @@ int bk_storage_fence(bk_storage *s, int64_t ledger_id, bk_lac_done_cb done, void
     a->type = BK_JREC_FENCE;
     a->ledger_id = ledger_id;
     a->entry_id = -1;
+    a->ro_epoch = s->ro_epoch;
     a->fence_cb = done;
     a->arg = arg;
     s->adds_inflight++;
@@ -871,6 +1027,42 @@ int bk_storage_flush(bk_storage *s, bk_done_cb done, void *arg)
     start_flush(s); /* no-op while a flush runs: the next one starts when it ends */
     uv_async_send(&s->wake);
     return MG_OK;
+}
+
+int bk_storage_resume(bk_storage *s, bk_done_cb done, void *arg)
+{
+    if (s->closing)
+        return MG_ECLOSED;
+    if (!s->read_only) {
+        MG_TRY(waiter_push(&s->resume_waiters, done, arg));
+        uv_async_send(&s->wake); /* answered MG_OK from wake_cb, never inline */
+        pthread_mutex_lock(&s->mu);
+        if (!s->resume_running && !s->resume_requested) {
+            s->resume_done = true;
+            s->resume_status = MG_OK;
+        }
+        pthread_mutex_unlock(&s->mu);
+        return MG_OK;
+    }
+    pthread_mutex_lock(&s->mu);
+    bool busy = s->flush_running || s->flush_requested;
+    pthread_mutex_unlock(&s->mu);
+    if (busy)
+        return MG_EAGAIN; /* a flush is finishing: its outcome comes first */
+    MG_TRY(waiter_push(&s->resume_waiters, done, arg));
+    pthread_mutex_lock(&s->mu);
+    if (!s->resume_running && !s->resume_requested) {
+        s->resume_requested = true;
+        s->resume_flush = bk_write_cache_flushing(s->wc);
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return MG_OK;
+}
+
+int bk_storage_state(const bk_storage *s)
+{
+    return __atomic_load_n(&s->ro_state, __ATOMIC_ACQUIRE);
 }
 
 int bk_storage_gc(bk_storage *s, bk_done_cb done, void *arg)
@@ -1714,6 +1906,11 @@ static int load_fenced(int64_t ledger_id, const bk_ledger_info *info, void *arg)
     return 0;
 }
 
+static double server_status(void *arg)
+{
+    return bk_storage_state(arg) == 0 ? 1.0 : 0.0;
+}
+
 static double readahead_unused(void *arg)
 {
     const bk_storage *s = arg;
@@ -1767,6 +1964,20 @@ static void register_metrics(bk_storage *s, mg_metrics *m)
         m, "bookie_gc_compacted_bytes_total", "Live bytes copied out of compacted entry logs");
     s->m_errors = mg_metrics_unlabelled_counter(
         m, "bookie_storage_errors_total", "I/O errors and corrupt entries met by the storage");
+    mg_metrics_gauge_fn(m, "bookie_server_status",
+                        "1 while the bookie's storage is writable, 0 while it is read-only (as "
+                        "BookKeeper's bookie_SERVER_STATUS)",
+                        server_status, s);
+    mg_metric_family *st = mg_metrics_gauge_family(
+        m, "bookie_state",
+        "1 for the state the bookie's storage is in: writable, or read_only after a write or sync "
+        "failed (a full disk, an I/O error)",
+        1, state_label);
+    static const char *const writable[] = { "writable" };
+    static const char *const read_only[] = { "read_only" };
+    s->m_state[0] = st ? mg_metrics_gauge(st, writable) : NULL;
+    s->m_state[1] = st ? mg_metrics_gauge(st, read_only) : NULL;
+    state_publish(s);
 }
 
 static void storage_free(bk_storage *s)
@@ -1820,6 +2031,7 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
     size_t wc_bytes =
         opts->write_cache_bytes ? opts->write_cache_bytes : BK_DEFAULT_WRITE_CACHE_BYTES;
     size_t rc_bytes = opts->read_cache_bytes ? opts->read_cache_bytes : BK_DEFAULT_READ_CACHE_BYTES;
+    s->wc_half_bytes = wc_bytes / 2;
     if (rc == MG_OK)
         rc = bk_write_cache_create(wc_bytes / 2, BK_ADDS_INFLIGHT_MAX, &s->wc);
     if (rc == MG_OK)
@@ -1931,7 +2143,7 @@ static void finish_close_if_idle(bk_storage *s)
     if (s->adds_inflight > 0 || s->reads_inflight > 0 || s->handles_open > 0)
         return;
     pthread_mutex_lock(&s->mu);
-    bool busy = s->flush_running || s->flush_requested;
+    bool busy = s->flush_running || s->flush_requested || s->resume_running || s->resume_requested;
     pthread_mutex_unlock(&s->mu);
     if (busy)
         return;

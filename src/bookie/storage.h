@@ -18,8 +18,9 @@
  * Errors: MG_EFENCED (add to a fenced ledger), MG_ENOTFOUND (no such entry or ledger),
  * MG_ECORRUPT (the stored bytes fail their checksum or point outside a file: reported for that
  * entry, never served), MG_EREADONLY (the storage hit an I/O error on write or sync and refuses
- * adds until restarted; reads go on), MG_EAGAIN (a bounded queue is full: retry later),
- * MG_ECLOSED.
+ * adds until bk_storage_resume or a restart; reads go on), MG_ENOSPC (the same read-only state,
+ * entered because the disk was full: adds are refused with it so that the writer learns why),
+ * MG_EAGAIN (a bounded queue is full: retry later), MG_ECLOSED.
  */
 #ifndef MG_BOOKIE_STORAGE_H
 #define MG_BOOKIE_STORAGE_H
@@ -131,7 +132,20 @@ typedef struct bk_storage_stats {
 /* Counters since open. Loop thread. */
 void bk_storage_stats_get(const bk_storage *s, bk_storage_stats *out);
 
-/* True once an I/O error put the storage in its read-only error state. */
+/* True once an I/O error put the storage in its read-only error state. Loop thread. */
 bool bk_storage_read_only(const bk_storage *s);
+
+/* 0 while writable, else the error that made the storage read-only (MG_ENOSPC: the disk was
+ * full; MG_EIO or another code: an I/O error). Any thread (an atomic read), for health checks. */
+int bk_storage_state(const bk_storage *s);
+
+/* Makes a read-only storage writable again once the cause is gone (storage.c, "Error state"):
+ * probes that both directories take a write and an fdatasync, resumes the journal and the entry
+ * logs, runs the failed flush again. done(MG_OK) once writable (also when it was not
+ * read-only); else done gets why it stays read-only: MG_ENOSPC (still full), MG_EIO,
+ * MG_EREADONLY (a journal fdatasync had failed: only a restart recovers). done never runs inside
+ * the call. Returns MG_OK, MG_EAGAIN (a flush is finishing: ask again), MG_ECLOSED, MG_ENOMEM.
+ * Loop thread. */
+int bk_storage_resume(bk_storage *s, bk_done_cb done, void *arg);
 
 #endif

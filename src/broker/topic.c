@@ -720,6 +720,26 @@ static void send_error(br_conn *c, uint64_t producer_id, uint64_t sequence_id,
     br_conn_send_cmd(c, &cmd);
 }
 
+/* The SEND_ERROR for a failed store. A bookie whose storage refuses writes (full disk, I/O
+ * error) is NotAllowedError with the reason: Pulsar's clients fail that message at once with
+ * the text (Java's recoverNotAllowedError), whereas after any other error they reconnect and
+ * send it again, which here only ends in their send timeout. The managed ledger backs off, so
+ * those answers come at once (docs/broker.md, "Errors of SEND"). */
+static Magnetar__Pulsar__ServerError send_failure(int status, const char **message)
+{
+    if (status == MG_ENOSPC) {
+        *message = "the bookie's storage is read-only: disk full (no space left on device); "
+                   "writes resume once space is freed and the bookie is made writable again";
+        return ERR(NotAllowedError);
+    }
+    if (status == MG_EREADONLY) {
+        *message = "the bookie's storage is read-only after an I/O error (see the bookie's log)";
+        return ERR(NotAllowedError);
+    }
+    *message = mg_strerror(status);
+    return status == MG_EAGAIN ? ERR(TooManyRequests) : ERR(PersistenceError);
+}
+
 static void send_stored(int status, ml_position pos, int64_t index, void *arg)
 {
     (void)index;
@@ -758,8 +778,11 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
         }
         br_topic_entries_added(t);
     } else if (c->state != BR_CONN_CLOSING) {
-        MG_WARN("broker: storing a message of %s failed: %s", t->name.full, mg_strerror(status));
-        send_error(c, x->producer_id, x->sequence_id, ERR(PersistenceError), mg_strerror(status));
+        const char *why;
+        Magnetar__Pulsar__ServerError err = send_failure(status, &why);
+        if (err != ERR(NotAllowedError)) /* those are logged once per back-off by the ledger */
+            MG_WARN("broker: storing a message of %s failed: %s", t->name.full, why);
+        send_error(c, x->producer_id, x->sequence_id, err, why);
         if (status == MG_EFENCED && t->state == BR_TOPIC_OPEN) {
             /* Another broker owns the topic now: let clients look it up again. */
             br_topic_close(t, false, NULL, NULL);
@@ -856,10 +879,11 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
         if (ml_is_terminated(t->ml))
             send_error(c, cmd->producer_id, cmd->sequence_id, ERR(TopicTerminatedError),
                        "the topic is terminated");
-        else
-            send_error(c, cmd->producer_id, cmd->sequence_id,
-                       rc == MG_EAGAIN ? ERR(TooManyRequests) : ERR(PersistenceError),
-                       mg_strerror(rc));
+        else {
+            const char *why;
+            Magnetar__Pulsar__ServerError err = send_failure(rc, &why);
+            send_error(c, cmd->producer_id, cmd->sequence_id, err, why);
+        }
         return;
     }
     br_conn_ref(c);

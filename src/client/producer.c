@@ -22,9 +22,11 @@
  *   i-th message of a batch gets batch index i and batch_size n); an older one is a duplicate
  *   of an op already failed or completed and is ignored; a newer one means the broker skipped
  *   something: the connection is closed and every op not acknowledged is resent (as Pulsar's
- *   clients do). SEND_ERROR ChecksumError fails that op with MG_ECORRUPT; any other SEND_ERROR
- *   closes the connection (resend after reconnecting). The broker's CLOSE_PRODUCER makes the
- *   part look the topic up again; after each (re)registration every unacknowledged op is sent
+ *   clients do). SEND_ERROR ChecksumError fails that op with MG_ECORRUPT; NotAllowedError fails
+ *   it with MG_EPERM and the broker's text in pc_last_error (Java's recoverNotAllowedError: e.g.
+ *   the bookie's disk is full, so sending it again would fail the same way); any other
+ *   SEND_ERROR closes the connection (resend after reconnecting). The broker's CLOSE_PRODUCER makes
+ * the part look the topic up again; after each (re)registration every unacknowledged op is sent
  *   again in order.
  *
  * TERMINATED TOPICS: a SEND_ERROR TopicTerminatedError, or that refusal when the part registers
@@ -738,7 +740,10 @@ void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
     }
     case PC__T(SEND_ERROR): {
         const Magnetar__Pulsar__CommandSendError *se = cmd->send_error;
-        if (se->error == PC__ERR(ChecksumError)) {
+        bool not_allowed = se->error == PC__ERR(NotAllowedError);
+        if (se->error == PC__ERR(ChecksumError) || not_allowed) {
+            if (not_allowed)
+                pc__set_last_error(part->c, se->message);
             pc__op *prev = NULL;
             for (pc__op *op = pp->ops_head; op != NULL; prev = op, op = op->next) {
                 if (op->seq_first != (int64_t)se->sequence_id)
@@ -750,7 +755,7 @@ void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
                 if (pp->ops_tail == op)
                     pp->ops_tail = prev;
                 op->next = NULL;
-                op_complete(pp, op, MG_ECORRUPT, -1, -1);
+                op_complete(pp, op, not_allowed ? MG_EPERM : MG_ECORRUPT, -1, -1);
                 producer_release_held(p);
                 producer_check_close(p);
                 return;

@@ -17,7 +17,9 @@
  *      (an entry acknowledged now could be attributed to the new ensemble by the metadata while
  *      the replacement does not hold it).
  *   2. /bookies is listed; a replacement is drawn at random among live bookies that are not in
- *      the ensemble and never failed for this ledger (none: the ledger fails with MG_ENOTFOUND).
+ *      the ensemble and never failed for this ledger (none: the ledger fails with MG_ENOTFOUND,
+ *      or with what the failed bookie answered when that was its storage refusing writes,
+ *      MG_ENOSPC or MG_EREADONLY, which the writer backs off from).
  *   3. The metadata gets an ensemble starting at LAC + 1 (or the last ensemble is edited, when
  *      it already starts there), written with compare-and-set on the version we hold. On
  *      MG_EBADVERSION it is read again: CLOSED or IN_RECOVERY means another client is recovering
@@ -148,6 +150,7 @@ struct ml_ledger {
     bool has_next_meta;
     char *excluded[ML_EXCLUDED_BOOKIES_MAX];
     int excluded_count;
+    int bookie_error; /* the last error a bookie answered an add with (MG_OK: none) */
 
     bool close_requested, close_started;
     int close_attempts;
@@ -348,6 +351,7 @@ static void ml__bookie_failed(ml_ledger *l, int bookie, int err)
     const char *addr = l->meta.ensembles[l->meta.ensemble_count - 1].bookies[bookie];
     MG_WARN("ledger %lld: bookie %s failed an add (%s), replacing it", (long long)l->id, addr,
             mg_strerror(err));
+    l->bookie_error = err;
     if (!ml__is_excluded(l, addr) && l->excluded_count < ML_EXCLUDED_BOOKIES_MAX) {
         size_t n = strlen(addr);
         char *copy = mg_malloc(n + 1);
@@ -596,7 +600,11 @@ static void ml__change_children(int status, const char *const *names, size_t cou
                 "needed)",
                 (long long)l->id, ncand, need);
         mg_free(cand);
-        ml__change_abort(l, MG_ENOTFOUND);
+        /* The adds fail with what the bookie said (a full disk, a read-only storage), which
+         * the writer can act on, rather than with "not found". */
+        ml__change_abort(l, l->bookie_error == MG_ENOSPC || l->bookie_error == MG_EREADONLY
+                                ? l->bookie_error
+                                : MG_ENOTFOUND);
         goto out;
     }
     ml__meta nm;

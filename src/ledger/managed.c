@@ -46,6 +46,20 @@
  *   the index counter goes back to the last stored message. Adds issued during a rollover wait
  *   in the same queue.
  *
+ * STORAGE REFUSING WRITES (a bookie's disk is full: adds answered MG_ENOSPC, or MG_EREADONLY)
+ *   Another ledger would fail the same way, so the failure is not rolled over per add (that
+ *   created a ledger per failed write, ids 1 -> 1,219 in 55 s). Instead:
+ *     1. The first such failure starts a back-off of ML_STORAGE_BACKOFF_MS_MIN (doubling at each
+ *        failed attempt up to ML_STORAGE_BACKOFF_MS_MAX). The rollover that follows closes the
+ *        failed ledger but creates none: every waiting add fails at once with the bookie's
+ *        error, and the state is NO_LEDGER.
+ *     2. Until the back-off ends, ml_add refuses at once with that error (no op is queued).
+ *     3. The first ml_add after it is one attempt: a ledger is created and adds are dispatched
+ *        one at a time (`probing`) until one is acknowledged, which ends the back-off. If it
+ *        fails, back to 1 with the doubled delay; the empty ledger of the failed attempt is
+ *        dropped from the list (and deleted) by the next attempt's list write, so the list does
+ *        not grow with them.
+ *
  * MESSAGE COUNT ACROSS RESTARTS
  *   On open the index of the last stored entry is read back: the last entry of the last
  *   non-empty ledger (after recovery) is read and its BrokerEntryMetadata parsed; the count is
@@ -120,14 +134,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PROP_MESSAGES       "magnetar.messages_closed"
-#define ML_DEFAULT_ENTRIES_MAX 50000
-#define ML_DEFAULT_BYTES_MAX   (2ll * 1024 * 1024 * 1024)
-#define ML_DEFAULT_AGE_MS      (4ll * 3600 * 1000)
-#define ML_NUM_BYTES           24
+#define ML_PROP_MESSAGES          "magnetar.messages_closed"
+#define ML_DEFAULT_ENTRIES_MAX    50000
+#define ML_DEFAULT_BYTES_MAX      (2ll * 1024 * 1024 * 1024)
+#define ML_DEFAULT_AGE_MS         (4ll * 3600 * 1000)
+#define ML_NUM_BYTES              24
 /* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
  * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
-#define ML__TERM_WAITERS_MAX   16
+#define ML__TERM_WAITERS_MAX      16
+/* Back-off while the bookies refuse writes (STORAGE REFUSING WRITES): the first attempt after
+ * one second (an operator may have freed space already), at most one every 30 s (as Pulsar's
+ * client reconnect back-off): a full disk is not fixed in milliseconds, and each attempt costs a
+ * ledger's creation. */
+#define ML_STORAGE_BACKOFF_MS_MIN 1000u
+#define ML_STORAGE_BACKOFF_MS_MAX 30000u
 
 int ml__managed_path(const char *name, char *buf, size_t buf_size)
 {
@@ -270,6 +290,13 @@ struct ml_managed {
     ml_ledger *roll_new;
     bool roll_listing;
     uint64_t roll_started_ms; /* monotonic, for the log */
+    int64_t roll_dropped; /* the empty ledger of a failed attempt left out by this roll, or -1 */
+
+    /* storage refusing writes (see STORAGE REFUSING WRITES) */
+    int storage_error;         /* MG_OK, or MG_ENOSPC / MG_EREADONLY: what the bookie answered */
+    uint64_t backoff_ms;       /* the current delay; 0 when not backing off */
+    uint64_t backoff_until_ms; /* monotonic: until then adds are refused at once */
+    bool probing;              /* one add at a time until one is acknowledged */
 
     /* termination (see TERMINATION) */
     bool term_requested; /* ml_terminate was called: adds are refused from then on */
@@ -764,6 +791,31 @@ static uint64_t ml__mono_ms(void)
     return uv_hrtime() / 1000000u;
 }
 
+static bool ml__storage_refused(int status)
+{
+    return status == MG_ENOSPC || status == MG_EREADONLY;
+}
+
+static bool ml__backing_off(const ml_managed *ml)
+{
+    return ml->storage_error != MG_OK && ml__mono_ms() < ml->backoff_until_ms;
+}
+
+/* An add was refused by the storage: start (or lengthen) the back-off, once per attempt. */
+static void ml__backoff_start(ml_managed *ml, int status)
+{
+    if (ml__backing_off(ml))
+        return; /* another add of the same attempt */
+    uint64_t step = ml->backoff_ms == 0 ? ML_STORAGE_BACKOFF_MS_MIN : ml->backoff_ms * 2;
+    ml->backoff_ms = step > ML_STORAGE_BACKOFF_MS_MAX ? ML_STORAGE_BACKOFF_MS_MAX : step;
+    ml->backoff_until_ms = ml__mono_ms() + ml->backoff_ms;
+    ml->storage_error = status;
+    ml->probing = false;
+    MG_WARN("managed ledger %s: the bookie refuses writes (%s): adds fail at once for %" PRIu64
+            " ms, then one attempt is made",
+            ml->name, mg_strerror(status), ml->backoff_ms);
+}
+
 static void ml__op_free(ml__op *op)
 {
     mg_buf_unref(op->payload);
@@ -847,6 +899,8 @@ static void ml__dispatch(ml_managed *ml)
 {
     while (ml->state == ML__M_WRITING && ml->next_dispatch != NULL) {
         ml__op *op = ml->next_dispatch;
+        if (ml->probing && ml->inflight > 0)
+            return; /* one attempt at a time: its completion dispatches the next */
         if (ml__roll_due(ml, false)) {
             ml__start_roll(ml);
             return;
@@ -909,6 +963,13 @@ static void ml__op_added(int status, int64_t entry_id, void *arg)
         li->size += (int64_t)(op->prefix_len + op->len);
         ml->last_pos = op->pos;
         ml->messages_total = op->index + 1;
+        if (ml->storage_error != MG_OK) {
+            MG_INFO("managed ledger %s: the bookie accepts writes again", ml->name);
+            ml->storage_error = MG_OK;
+            ml->backoff_ms = 0;
+            ml->backoff_until_ms = 0;
+            ml->probing = false;
+        }
         if (ml->env->m_add_latency != NULL)
             mg_histogram_observe(ml->env->m_add_latency,
                                  (uint64_t)(ml__uv_now_us() - (int64_t)op->start_us));
@@ -917,10 +978,13 @@ static void ml__op_added(int status, int64_t entry_id, void *arg)
         op->status = status;
         ml__fenced(ml);
     } else {
-        /* Written again to the next ledger, in order (see ADDS AND ORDER). */
+        /* Written again to the next ledger, in order (see ADDS AND ORDER), unless the storage
+         * refuses writes (see STORAGE REFUSING WRITES). */
         op->state = ML__OP_WAITING;
         op->attempts++;
         op->last_error = status;
+        if (ml__storage_refused(status))
+            ml__backoff_start(ml, status);
         if (ml->next_dispatch == NULL || ml->next_dispatch->seq > op->seq)
             ml->next_dispatch = op;
         if (ml->state == ML__M_WRITING)
@@ -945,6 +1009,8 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
     if (ml->closing || ml->state == ML__M_FENCED || ml->state == ML__M_OPENING ||
         ml->term_requested || ml_is_terminated(ml))
         return MG_ESTATE;
+    if (ml->state == ML__M_NO_LEDGER && ml__backing_off(ml))
+        return ml->storage_error; /* nothing queued: every earlier add failed already */
     if (ml->op_count >= ml->env->pending_adds_max)
         return MG_EAGAIN;
     ml__op *op = mg_calloc(1, sizeof(*op));
@@ -1135,7 +1201,12 @@ static void ml__roll_progress(ml_managed *ml)
         return; /* ml__list_idle brings us back */
     ml->closed_messages = ml->messages_total;
     ml__linfo nl = { .ledger_id = ml_ledger_id(ml->roll_new) };
-    int rc = ml__list_write(ml, 0, false, &nl, NULL, ml__roll_listed);
+    /* An attempt after a storage failure: the empty ledger of the previous failed attempt is
+     * left out of the list (and deleted once it is written), so attempts do not pile up. */
+    const ml__linfo *last = ml__last_linfo(ml);
+    bool drop = ml->storage_error != MG_OK && last != NULL && last->closed && last->entries == 0;
+    ml->roll_dropped = drop ? last->ledger_id : -1;
+    int rc = ml__list_write(ml, 0, drop, &nl, NULL, ml__roll_listed);
     if (rc != MG_OK) {
         ml__roll_abort(ml, rc);
         ml__close_progress(ml);
@@ -1147,6 +1218,13 @@ static void ml__roll_progress(ml_managed *ml)
 static void ml__roll_listed(ml_managed *ml, int status)
 {
     ml->roll_listing = false;
+    if (status == MG_OK && ml->roll_dropped >= 0) {
+        ml__linfo *last = ml__last_linfo(ml);
+        MG_ASSERT(last != NULL && last->ledger_id == ml->roll_dropped);
+        ml->ledger_count--;
+        ml__delete_ledger(ml, ml->roll_dropped);
+    }
+    ml->roll_dropped = -1;
     if (status == MG_OK) {
         ml__linfo nl = { .ledger_id = ml_ledger_id(ml->roll_new) };
         status = ml__linfo_append(ml, &nl);
@@ -1197,6 +1275,17 @@ static void ml__start_roll(ml_managed *ml)
     ml->roll_created = false;
     ml->roll_creating = true;
     ml->roll_new = NULL;
+    ml->roll_dropped = -1;
+    if (ml__backing_off(ml)) {
+        /* The bookies refuse writes: close the failed ledger, create none; the waiting adds
+         * fail with the storage's error (STORAGE REFUSING WRITES). */
+        ml->roll_created = true;
+        ml->roll_create_status = ml->storage_error;
+        ml__roll_progress(ml);
+        return;
+    }
+    if (ml->storage_error != MG_OK)
+        ml->probing = true; /* the back-off is over: this is one attempt */
     int rc = ml_ledger_create(ml->env, ml__roll_new_created, ml);
     if (rc != MG_OK) {
         ml->roll_created = true;

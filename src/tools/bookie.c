@@ -8,6 +8,7 @@
  * the metadata session), stop the server, flush and close the storage, exit 0.
  */
 #include "tools.h"
+#include "node.h"
 
 #include "common/fs.h"
 
@@ -41,6 +42,7 @@ typedef struct bookie_opts {
     int64_t http_port;
     int64_t write_cache_mb;
     int64_t read_cache_mb;
+    int64_t journal_segment_mb;
     int64_t journal_group_wait_us;
     int64_t readahead_kb;
     bool readahead;
@@ -111,6 +113,15 @@ static const mg_opt bookie_opt_table[] = {
       .help = "read cache (read-ahead lands here), in MiB",
       .min = 1,
       .max = 1 << 20 },
+    { .name = "journal-segment-mb",
+      .type = MG_OPT_INT,
+      .offset = offsetof(bookie_opts, journal_segment_mb),
+      .default_value = "256",
+      .metavar = "MB",
+      .help = "size of a journal segment file, preallocated in full when it is created (and at "
+              "every start): lower it on a small disk, the journal needs at least one",
+      .min = 1,
+      .max = 65536 },
     { .name = "journal-group-wait-us",
       .type = MG_OPT_INT,
       .offset = offsetof(bookie_opts, journal_group_wait_us),
@@ -180,9 +191,33 @@ static void handle_health(mg_http_request *req, void *arg)
 {
     bookie_proc *b = arg;
     if (bk_storage_read_only(b->storage))
-        mg_http_reply_json_error(req, 503, "storage is read-only after an I/O error");
+        mg_http_reply_json_error(req, 503,
+                                 bk_storage_state(b->storage) == MG_ENOSPC
+                                     ? "storage is read-only: disk full (no space left on device)"
+                                     : "storage is read-only after an I/O error");
     else
         mg_http_reply(req, 200, "text/plain", "ok", 2);
+}
+
+static void handle_readonly_get(mg_http_request *req, void *arg)
+{
+    bookie_proc *b = arg;
+    mg_node_readonly_get(req, bk_storage_state(b->storage));
+}
+
+static void resumed(int status, void *arg)
+{
+    mg_node_readonly_reply(arg, status);
+}
+
+static void handle_readonly_put(mg_http_request *req, void *arg)
+{
+    bookie_proc *b = arg;
+    if (!mg_node_readonly_put_valid(req))
+        return;
+    int rc = bk_storage_resume(b->storage, resumed, req);
+    if (rc != MG_OK)
+        mg_node_readonly_reply(req, rc);
 }
 
 static void registered_cb(int status, const char *path, void *arg)
@@ -271,13 +306,16 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
         .write_cache_bytes = (size_t)o->write_cache_mb << 20,
         .read_cache_bytes = (size_t)o->read_cache_mb << 20,
         .journal_group_wait_us = (uint32_t)o->journal_group_wait_us,
+        .journal_segment_bytes = (uint64_t)o->journal_segment_mb << 20,
         .readahead = o->readahead,
         .readahead_bytes = (size_t)o->readahead_kb << 10,
         .metrics = b->metrics,
     };
     rc = bk_storage_open(&b->loop, &so, &b->storage);
-    if (rc != MG_OK)
+    if (rc != MG_OK) {
+        mg_node_explain_storage_error(rc, o->journal_dir, o->journal_segment_mb);
         return rc; /* logged */
+    }
     bk_server_opts sv = { .host = o->bind_address,
                           .port = (uint16_t)o->port,
                           .metrics = b->metrics };
@@ -291,6 +329,10 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
     MG_TRY(mg_http_server_create(&b->loop, &ho, &b->http));
     MG_TRY(mg_http_server_route(b->http, "GET", "/metrics", handle_metrics, b));
     MG_TRY(mg_http_server_route(b->http, "GET", "/admin/v2/bookies/health", handle_health, b));
+    MG_TRY(mg_http_server_route(b->http, "GET", "/api/v1/bookie/state/readonly",
+                                handle_readonly_get, b));
+    MG_TRY(mg_http_server_route(b->http, "PUT", "/api/v1/bookie/state/readonly",
+                                handle_readonly_put, b));
     MG_TRY(mg_http_server_start(b->http));
 
     rc = md_store_open(o->metadata_url, NULL, &b->md);

@@ -16,15 +16,124 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 /* How long start-up waits for the metadata store before giving up. */
 #define NODE_START_TIMEOUT_MS 30000
 
+/* Why the bookie's storage refuses writes, for the health check and the state route. */
+static const char *storage_state_reason(int state)
+{
+    if (state == MG_ENOSPC)
+        return "the bookie's storage is read-only: disk full (no space left on device); free "
+               "space, then PUT /api/v1/bookie/state/readonly {\"readOnly\":false}";
+    return "the bookie's storage is read-only after an I/O error (see the log)";
+}
+
+/* Pulsar's broker health check fails (non-200, with the reason) when the broker cannot write;
+ * here that is the embedded bookie's storage being read-only. The storage's state is an atomic
+ * readable from this loop. */
 static void handle_health(mg_http_request *req, void *arg)
 {
+    mg_node *s = arg;
+    int state = s->storage != NULL ? bk_storage_state(s->storage) : 0;
+    if (state != 0) {
+        mg_http_reply_json_error(req, 503, storage_state_reason(state));
+        return;
+    }
     mg_http_reply(req, 200, "text/plain", "ok", 2);
+}
+
+/* ---- the bookie's read-only state: BookKeeper's /api/v1/bookie/state/readonly ----------------
+ * GET answers {"readOnly":bool}; PUT {"readOnly":false} asks the storage to become writable
+ * again (bk_storage_resume, on the bookie's loop), answered once it is (200) or with why not
+ * (507 while the disk is still full, 503 otherwise). One PUT at a time (409 for another). */
+
+void mg_node_readonly_reply(mg_http_request *req, int status)
+{
+    if (status == MG_OK) {
+        mg_http_reply(req, 200, "application/json", "{\"readOnly\":false}", 18);
+        return;
+    }
+    char why[256];
+    snprintf(why, sizeof(why), "the bookie's storage stays read-only: %s%s", mg_strerror(status),
+             status == MG_EREADONLY ? " (a journal sync failed: restart the bookie)" : "");
+    mg_http_reply_json_error(req, status == MG_ENOSPC ? 507 : 503, why);
+}
+
+static void resume_replied(uv_async_t *h)
+{
+    mg_node *s = h->data;
+    mg_http_request *req = s->resume_req;
+    s->resume_req = NULL;
+    if (req != NULL)
+        mg_node_readonly_reply(req, __atomic_load_n(&s->resume_status, __ATOMIC_ACQUIRE));
+}
+
+static void resume_done(int status, void *arg)
+{
+    mg_node *s = arg;
+    __atomic_store_n(&s->resume_status, status, __ATOMIC_RELEASE);
+    uv_async_send(&s->resume_reply);
+}
+
+static void resume_requested(uv_async_t *h)
+{
+    mg_node *s = h->data;
+    int rc = s->storage != NULL ? bk_storage_resume(s->storage, resume_done, s) : MG_ECLOSED;
+    if (rc != MG_OK)
+        resume_done(rc, s);
+}
+
+void mg_node_readonly_get(mg_http_request *req, int state)
+{
+    char body[512];
+    int n =
+        snprintf(body, sizeof(body), "{\"readOnly\":%s%s%s%s}", state ? "true" : "false",
+                 state ? ",\"reason\":\"" : "", state ? mg_strerror(state) : "", state ? "\"" : "");
+    mg_http_reply(req, 200, "application/json", body, (size_t)n);
+}
+
+static void handle_readonly_get(mg_http_request *req, void *arg)
+{
+    mg_node *s = arg;
+    mg_node_readonly_get(req, bk_storage_state(s->storage));
+}
+
+bool mg_node_readonly_put_valid(mg_http_request *req)
+{
+    size_t len = 0;
+    const char *body = mg_http_request_body(req, &len);
+    char compact[64];
+    size_t n = 0;
+    for (size_t i = 0; body != NULL && i < len && n + 1 < sizeof(compact); i++)
+        if (body[i] != ' ' && body[i] != '\n' && body[i] != '\r' && body[i] != '\t')
+            compact[n++] = body[i];
+    compact[n] = '\0';
+    if (strcmp(compact, "{\"readOnly\":true}") == 0) {
+        mg_http_reply_json_error(req, 400, "making a writable bookie read-only is not supported");
+        return false;
+    }
+    if (strcmp(compact, "{\"readOnly\":false}") != 0) {
+        mg_http_reply_json_error(req, 400, "the body must be {\"readOnly\":false}");
+        return false;
+    }
+    return true;
+}
+
+static void handle_readonly_put(mg_http_request *req, void *arg)
+{
+    mg_node *s = arg;
+    if (!mg_node_readonly_put_valid(req))
+        return;
+    if (s->resume_req != NULL) {
+        mg_http_reply_json_error(req, 409, "a request to make the bookie writable is running");
+        return;
+    }
+    s->resume_req = req;
+    uv_async_send(&s->bookie_resume);
 }
 
 static void handle_metrics(mg_http_request *req, void *arg)
@@ -50,6 +159,14 @@ static void md_client_closed(void *arg)
 {
     mg_node *s = arg;
     s->mdc = NULL;
+    if (s->resume_reply_ready) {
+        s->resume_reply_ready = false;
+        if (s->resume_req != NULL) {
+            mg_http_reply_json_error(s->resume_req, 503, "the node is stopping");
+            s->resume_req = NULL;
+        }
+        uv_close((uv_handle_t *)&s->resume_reply, NULL);
+    }
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -64,6 +181,7 @@ static void bookie_storage_closed(int status, void *arg)
     if (status != MG_OK)
         MG_WARN("closing the bookie storage: %s", mg_strerror(status));
     s->storage = NULL;
+    uv_close((uv_handle_t *)&s->bookie_resume, NULL);
     uv_close((uv_handle_t *)&s->bookie_stop, NULL);
 }
 
@@ -267,6 +385,21 @@ typedef struct bookie_start {
     int status;
 } bookie_start;
 
+void mg_node_explain_storage_error(int rc, const char *journal_dir, int64_t journal_segment_mb)
+{
+    if (rc != MG_ENOSPC)
+        return;
+    struct statvfs sv;
+    unsigned long long free_mb = 0;
+    if (statvfs(journal_dir, &sv) == 0)
+        free_mb = (unsigned long long)sv.f_bavail * sv.f_frsize >> 20;
+    MG_ERROR("the bookie cannot start: its journal preallocates %lld MiB per segment file and the "
+             "file system of %s has %llu MiB free; lower it with --journal-segment-mb (e.g. "
+             "--journal-segment-mb %llu) or free space",
+             (long long)(journal_segment_mb ? journal_segment_mb : 256), journal_dir, free_mb,
+             free_mb / 4 > 1 ? free_mb / 4 : 1);
+}
+
 /* The bookie's thread opens the storage and the server itself: they belong to the thread that
  * runs their loop (their queues record their consumer thread when created). */
 static void bookie_thread_main(void *arg)
@@ -280,10 +413,13 @@ static void bookie_thread_main(void *arg)
         .ledger_dir = b->ledgers,
         .write_cache_bytes = (size_t)o->write_cache_mb << 20,
         .read_cache_bytes = (size_t)o->read_cache_mb << 20,
+        .journal_segment_bytes = (uint64_t)o->journal_segment_mb << 20,
         .readahead = true,
         .metrics = s->metrics,
     };
     int rc = bk_storage_open(&s->bookie_loop, &so, &s->storage);
+    if (rc != MG_OK)
+        mg_node_explain_storage_error(rc, b->journal, o->journal_segment_mb);
     char port_file[4200];
     int64_t port = bookie_port_choose(o, port_file, sizeof(port_file));
     if (rc == MG_OK) {
@@ -327,11 +463,13 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
         return rc;
     }
     if (uv_loop_init(&s->bookie_loop) != 0 ||
-        uv_async_init(&s->bookie_loop, &s->bookie_stop, bookie_stop_requested) != 0) {
+        uv_async_init(&s->bookie_loop, &s->bookie_stop, bookie_stop_requested) != 0 ||
+        uv_async_init(&s->bookie_loop, &s->bookie_resume, resume_requested) != 0) {
         MG_ERROR("cannot set up the bookie's event loop");
         return MG_ENOMEM;
     }
     s->bookie_stop.data = s;
+    s->bookie_resume.data = s;
     s->bookie_loop_ready = true;
     bookie_start b = { .node = s, .o = o, .journal = journal, .ledgers = ledgers };
     if (uv_sem_init(&b.started, 0) != 0)
@@ -408,6 +546,16 @@ int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
         return rc;
     MG_TRY(mg_http_server_route(s->http, "GET", "/metrics", handle_metrics, s));
     MG_TRY(mg_http_server_route(s->http, "GET", "/admin/v2/brokers/health", handle_health, s));
+    if (s->storage != NULL) {
+        if (uv_async_init(&s->loop, &s->resume_reply, resume_replied) != 0)
+            return MG_ENOMEM;
+        s->resume_reply.data = s;
+        s->resume_reply_ready = true;
+        MG_TRY(mg_http_server_route(s->http, "GET", "/api/v1/bookie/state/readonly",
+                                    handle_readonly_get, s));
+        MG_TRY(mg_http_server_route(s->http, "PUT", "/api/v1/bookie/state/readonly",
+                                    handle_readonly_put, s));
+    }
     if (s->broker != NULL)
         MG_TRY(br_broker_admin_register(s->broker, s->http));
     MG_TRY(mg_http_server_start(s->http)); /* logs the address on failure */

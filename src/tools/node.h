@@ -45,9 +45,14 @@ typedef struct mg_node {
     bool bookie_loop_ready;
     uv_thread_t bookie_thread;
     bool bookie_thread_running;
-    uv_async_t bookie_stop; /* wakes the bookie thread to close the server and storage */
-    bk_local *bk_local;     /* the broker's in-process path to the embedded bookie */
-    char bookie_addr[160];  /* the embedded bookie's "host:port", as ledgers name it */
+    uv_async_t bookie_stop;      /* wakes the bookie thread to close the server and storage */
+    uv_async_t bookie_resume;    /* on bookie_loop: PUT /api/v1/bookie/state/readonly */
+    uv_async_t resume_reply;     /* on loop: its answer */
+    bool resume_reply_ready;     /* resume_reply initialised (HTTP started with a bookie) */
+    mg_http_request *resume_req; /* the PUT waiting for its answer, or NULL */
+    int resume_status;           /* atomic: the answer */
+    bk_local *bk_local;          /* the broker's in-process path to the embedded bookie */
+    char bookie_addr[160];       /* the embedded bookie's "host:port", as ledgers name it */
     bk_client *bkc;
     ml_env *env;
     br_broker *broker;
@@ -66,7 +71,23 @@ typedef struct mg_node_bookie_opts {
     int64_t port; /* 0: chosen once, kept in <data_dir>/bookie/port */
     int64_t write_cache_mb;
     int64_t read_cache_mb;
+    int64_t journal_segment_mb; /* 0 = 256 */
 } mg_node_bookie_opts;
+
+/* After bk_storage_open failed with rc: when the disk had no room (the journal preallocates a
+ * whole segment at every start), logs a start-up error saying how much the journal wanted, how
+ * much the file system of journal_dir has free, and the option that lowers it
+ * (--journal-segment-mb). Other errors were logged by the storage already. */
+void mg_node_explain_storage_error(int rc, const char *journal_dir, int64_t journal_segment_mb);
+
+/* BookKeeper's /api/v1/bookie/state/readonly, shared by `standalone` and `bookie` (loop thread
+ * of the HTTP server): GET answers {"readOnly":bool[,"reason":"..."]} for a bk_storage_state;
+ * a PUT body must be {"readOnly":false} (else 400 is answered and false returned); the PUT's
+ * answer for a bk_storage_resume status is 200 {"readOnly":false}, 507 while the disk is still
+ * full, else 503 with the reason. */
+void mg_node_readonly_get(mg_http_request *req, int state);
+bool mg_node_readonly_put_valid(mg_http_request *req);
+void mg_node_readonly_reply(mg_http_request *req, int status);
 
 typedef struct mg_node_broker_opts {
     const char *bind_address;

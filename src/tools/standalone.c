@@ -39,6 +39,7 @@ typedef struct standalone_opts {
     int64_t bookie_port;
     int64_t write_cache_mb;
     int64_t read_cache_mb;
+    int64_t journal_segment_mb;
     int64_t message_size_max;
     int64_t keepalive_s;
     int64_t tail_cache_mb;
@@ -90,6 +91,15 @@ static const mg_opt standalone_opt_table[] = {
               "it in <data-dir>/bookie/port: ledgers name their bookie by address)",
       .min = 0,
       .max = 65535 },
+    { .name = "journal-segment-mb",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, journal_segment_mb),
+      .default_value = "256",
+      .metavar = "MB",
+      .help = "size of a journal segment file, preallocated in full when it is created (and at "
+              "every start): lower it on a small disk, the journal needs at least one",
+      .min = 1,
+      .max = 65536 },
     { .name = "write-cache-mb",
       .type = MG_OPT_INT,
       .offset = offsetof(standalone_opts, write_cache_mb),
@@ -153,6 +163,7 @@ int mg_tool_standalone(int argc, char **argv)
         .port = o.bookie_port,
         .write_cache_mb = o.write_cache_mb,
         .read_cache_mb = o.read_cache_mb,
+        .journal_segment_mb = o.journal_segment_mb,
     };
     mg_node_broker_opts ro = {
         .bind_address = o.bind_address,

@@ -1131,6 +1131,66 @@ Test(journal, fault_preallocate_enospc_on_roll_over)
     fixture_free(f);
 }
 
+Test(journal, resume_after_a_full_disk_on_roll_over)
+{
+    fixture *f = fixture_new();
+    f->opts.segment_bytes = 64 * 1024;
+    bk_journal *j = open_ok(f, NULL);
+    bk_io_fault_arm(f->io, BK_IO_ALLOCATE, ".log", 0, -1, MG_ENOSPC, 0);
+    uint32_t i = 0;
+    for (; i < 100; i++) {
+        cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 1024), MG_OK);
+        wait_completed(f->w, i + 1);
+        if (status_of(f->w, i) != MG_OK)
+            break;
+    }
+    cr_assert_eq(i, 62);
+    cr_assert(bk_journal_failed(j));
+    cr_assert_eq(bk_journal_fail_status(j), MG_ENOSPC);
+    /* Still full: the new segment cannot be made, the journal stays FAILED. */
+    cr_assert_eq(bk_journal_resume(j), MG_ENOSPC);
+    cr_assert(bk_journal_failed(j));
+    cr_assert_eq(append_rec(f, j, 62, BK_JREC_ADD, 1024), MG_EREADONLY);
+    /* Space is back: writing goes on in a new segment, and everything acknowledged replays. */
+    bk_io_fault_clear(f->io, BK_IO_ALLOCATE);
+    cr_assert_eq(bk_journal_resume(j), MG_OK);
+    cr_assert_not(bk_journal_failed(j));
+    cr_assert_eq(bk_journal_fail_status(j), MG_OK);
+    for (uint32_t k = 63; k < 73; k++) {
+        cr_assert_eq(append_rec(f, j, k, BK_JREC_ADD, 1024), MG_OK);
+        wait_completed(f->w, k + 1);
+        cr_assert_eq(status_of(f->w, k), MG_OK);
+    }
+    cr_assert_eq(bk_journal_resume(j), MG_OK, "resuming an open journal is a no-op");
+    bk_journal_close(j);
+    collector c = { 0 };
+    j = open_ok(f, &c);
+    cr_assert_eq(c.count, 72, "62 before the failure, 10 after the resume");
+    for (uint32_t k = 0; k < 62; k++)
+        expect_rec(&c.recs[k], BK_JREC_ADD, 7, k, k, 1024);
+    for (uint32_t k = 62; k < 72; k++)
+        expect_rec(&c.recs[k], BK_JREC_ADD, 7, k + 1, k + 1, 1024);
+    bk_journal_close(j);
+    collector_free(&c);
+    fixture_free(f);
+}
+
+Test(journal, no_resume_after_a_failed_fdatasync)
+{
+    fixture *f = fixture_new();
+    bk_journal *j = open_ok(f, NULL);
+    bk_io_fault_arm(f->io, BK_IO_SYNC, ".log", 0, 1, MG_EIO, 0);
+    cr_assert_eq(append_rec(f, j, 0, BK_JREC_ADD, 100), MG_OK);
+    wait_completed(f->w, 1);
+    cr_assert_eq(status_of(f->w, 0), MG_EIO);
+    cr_assert(bk_journal_failed(j));
+    cr_assert_eq(bk_journal_resume(j), MG_ESTATE, "a failed fdatasync is never retried");
+    cr_assert(bk_journal_failed(j));
+    cr_assert_eq(append_rec(f, j, 1, BK_JREC_ADD, 100), MG_EREADONLY);
+    bk_journal_close(j);
+    fixture_free(f);
+}
+
 Test(journal, fault_preallocate_enospc_at_open)
 {
     fixture *f = fixture_new();

@@ -600,6 +600,117 @@ Test(storage, enospc_on_entry_log_makes_storage_read_only)
     bk_io_fault_clear(io, BK_IO_PWRITE);
 }
 
+typedef struct resumed {
+    int done;
+    int status;
+} resumed;
+
+static void resumed_cb(int status, void *arg)
+{
+    resumed *r = arg;
+    r->status = status;
+    r->done++;
+}
+
+static int resume(void)
+{
+    resumed r = { 0 };
+    cr_assert_eq(bk_storage_resume(st, resumed_cb, &r), MG_OK);
+    cr_assert_eq(r.done, 0, "resume called back inside the call");
+    wait_count(&r.done, 1);
+    return r.status;
+}
+
+static int add_one(int64_t ledger, int64_t entry)
+{
+    uint8_t tmp[1024];
+    size_t len = payload_of(ledger, entry, tmp, sizeof(tmp));
+    mg_buf *b = mg_buf_new_copy(tmp, len);
+    adds a = { 0 };
+    int rc = bk_storage_add(st, ledger, entry, b, 0, len, add_cb, &a);
+    mg_buf_unref(b);
+    if (rc != MG_OK)
+        return rc;
+    wait_count(&a.done, 1);
+    return a.last_status;
+}
+
+Test(storage, full_entry_log_disk_then_resume_loses_nothing)
+{
+    bk_storage_opts o = default_opts();
+    open_with(&o);
+    add_range(32, 0, 99);
+    bk_io_fault_arm(io, BK_IO_PWRITE, "entrylogs", 0, -1, MG_ENOSPC, 0);
+    int done = 0;
+    cr_assert_eq(bk_storage_flush(st, closed_cb, &done), MG_OK);
+    wait_count(&done, 1);
+    cr_assert(bk_storage_read_only(st));
+    cr_assert_eq(bk_storage_state(st), MG_ENOSPC, "the state names the full disk");
+    cr_assert_eq(add_one(32, 100), MG_ENOSPC, "adds are refused at once with the cause");
+    /* Still full: the resume fails and changes nothing. */
+    cr_assert_eq(resume(), MG_ENOSPC);
+    cr_assert(bk_storage_read_only(st));
+    cr_assert_eq(add_one(32, 100), MG_ENOSPC);
+    /* Space is back. */
+    bk_io_fault_clear(io, BK_IO_PWRITE);
+    cr_assert_eq(resume(), MG_OK);
+    cr_assert(!bk_storage_read_only(st));
+    cr_assert_eq(bk_storage_state(st), 0);
+    add_range(32, 100, 199);
+    flush();
+    checked c = read_range(32, 0, 199, SIZE_MAX);
+    cr_assert_eq(c.count, 200);
+    cr_assert_eq(c.mismatches, 0);
+    cr_assert_eq(resume(), MG_OK, "resuming a writable storage is a no-op");
+    close_storage();
+    open_with(&o);
+    c = read_range(32, 0, 199, SIZE_MAX);
+    cr_assert_eq(c.status, MG_OK);
+    cr_assert_eq(c.count, 200, "every acknowledged entry survives the restart");
+    cr_assert_eq(c.mismatches, 0);
+}
+
+Test(storage, full_journal_disk_then_resume_loses_nothing)
+{
+    bk_storage_opts o = default_opts();
+    open_with(&o);
+    add_range(33, 0, 49);
+    bk_io_fault_arm(io, BK_IO_PWRITE, "journal", 0, -1, MG_ENOSPC, 0);
+    cr_assert_eq(add_one(33, 50), MG_ENOSPC, "the add whose journal write failed says why");
+    cr_assert(bk_storage_read_only(st));
+    cr_assert_eq(bk_storage_state(st), MG_ENOSPC);
+    cr_assert_eq(add_one(33, 50), MG_ENOSPC);
+    bk_io_fault_clear(io, BK_IO_PWRITE);
+    cr_assert_eq(resume(), MG_OK);
+    cr_assert(!bk_storage_read_only(st));
+    add_range(33, 50, 99);
+    close_storage();
+    open_with(&o);
+    checked c = read_range(33, 0, 99, SIZE_MAX);
+    cr_assert_eq(c.count, 100, "the journal written after the resume is replayed");
+    cr_assert_eq(c.mismatches, 0);
+}
+
+Test(storage, failed_journal_sync_is_not_resumed)
+{
+    bk_storage_opts o = default_opts();
+    open_with(&o);
+    add_range(34, 0, 9);
+    bk_io_fault_arm(io, BK_IO_SYNC, "journal", 0, 1, MG_EIO, 0);
+    cr_assert_eq(add_one(34, 10), MG_EIO);
+    cr_assert(bk_storage_read_only(st));
+    cr_assert_eq(bk_storage_state(st), MG_EIO);
+    /* Even with the disk healthy again: after a failed fdatasync only a restart recovers. */
+    cr_assert_eq(resume(), MG_EREADONLY);
+    cr_assert(bk_storage_read_only(st));
+    cr_assert_eq(add_one(34, 10), MG_EREADONLY);
+    close_storage();
+    open_with(&o);
+    checked c = read_range(34, 0, 9, SIZE_MAX);
+    cr_assert_eq(c.count, 10);
+    cr_assert_eq(add_one(34, 10), MG_OK, "a restart makes it writable");
+}
+
 Test(storage, eio_on_disk_read_is_reported)
 {
     bk_storage_opts o = default_opts();

@@ -1054,6 +1054,99 @@ Test(managed, lost_bookies_fail_adds_then_writing_resumes)
     teardown_env();
 }
 
+/* Runs the loop for ms (the guard timer keeps it turning). */
+static void run_for_ms(uint64_t ms)
+{
+    uint64_t t0 = uv_hrtime();
+    while (uv_hrtime() - t0 < ms * 1000000u)
+        uv_run(&t.loop, UV_RUN_ONCE);
+}
+
+typedef struct rsm {
+    int calls;
+    int status;
+} rsm;
+
+static void resumed_cb(int status, void *arg)
+{
+    rsm *r = arg;
+    r->calls++;
+    r->status = status;
+}
+
+Test(managed, full_disk_backs_off_without_ledger_churn, .timeout = 60)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_managed *ml = open_ml(t.env, NAME, NULL, MG_OK);
+    static adds a;
+    memset(&a, 0, sizeof(a));
+    add_many(ml, &a, 5, 1);
+    uint64_t rollovers0 = counter("ml_rollovers_total");
+
+    /* The bookie's disk fills up: its journal write fails, its storage turns read-only. */
+    bk_io_fault_arm(bkh_bookie_io(t.h, 0), BK_IO_PWRITE, "journal", 0, -1, MG_ENOSPC, 0);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(add_one(ml, &a), MG_OK);
+    RUN_UNTIL(a.done == a.issued);
+    cr_assert(!a.disorder);
+    cr_assert_eq(a.ok, 5);
+    for (int64_t k = 5; k < a.issued; k++)
+        cr_assert_eq(a.status[k], MG_ENOSPC, "add %lld: %s", (long long)k,
+                     mg_strerror(a.status[k]));
+    cr_assert_eq(ml_messages_total(ml), messages_before(5));
+
+    /* Backing off: refused at once, no ledger created. */
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(add_one(ml, &a), MG_ENOSPC);
+    cr_assert_eq(counter("ml_rollovers_total"), rollovers0);
+    ml_ledger_info li[8];
+    cr_assert_eq(ml_ledgers(ml, li, 8), 1, "only the failed ledger, closed");
+
+    /* Two attempts after the back-off (1 s, then 2 s): each one ledger, dropped by the next. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        run_for_ms(attempt == 0 ? 1100 : 2100);
+        int64_t k = a.issued;
+        cr_assert_eq(add_one(ml, &a), MG_OK, "attempt %d: the add is tried", attempt);
+        cr_assert_eq(add_one(ml, &a), MG_OK, "attempt %d: adds queue behind it", attempt);
+        RUN_UNTIL(a.done == a.issued);
+        cr_assert_eq(a.status[k], MG_ENOSPC);
+        cr_assert_eq(a.status[k + 1], MG_ENOSPC);
+        cr_assert_eq(add_one(ml, &a), MG_ENOSPC, "backing off again");
+    }
+    size_t n = ml_ledgers(ml, li, 8);
+    cr_assert_leq(n, 2, "attempts do not pile up ledgers (%zu listed)", n);
+    cr_assert_eq(li[0].entries, 5);
+
+    /* Space is back: the bookie resumes, the next attempt writes and the index goes on. */
+    bk_io_fault_clear(bkh_bookie_io(t.h, 0), BK_IO_PWRITE);
+    rsm r = { 0 };
+    cr_assert_eq(bk_storage_resume(bkh_bookie_storage(t.h, 0), resumed_cb, &r), MG_OK);
+    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(r.status, MG_OK, "%s", mg_strerror(r.status));
+    int64_t k = -1;
+    for (int i = 0; i < 100 && k < 0; i++) { /* the back-off is 4 s now */
+        int64_t next = a.issued;
+        if (add_one(ml, &a) == MG_OK)
+            k = next;
+        else
+            run_for_ms(100);
+    }
+    cr_assert_geq(k, 0, "no add accepted within 10 s of the resume");
+    RUN_UNTIL(a.done == a.issued);
+    cr_assert_eq(a.status[k], MG_OK, "%s", mg_strerror(a.status[k]));
+    cr_assert_eq(a.index[k], messages_before(5) + batch_messages(k) - 1, "no gap in the index");
+    add_many(ml, &a, 10, 4);
+    cr_assert_eq(a.ok, 16);
+    static rres rr;
+    read_ml(ml, ML_POSITION_EARLIEST, 100, 0, &rr);
+    cr_assert_eq((int64_t)rr.count, 16);
+    for (int64_t j = 0; j < 5; j++)
+        check_entry(&rr, (size_t)j, &a, j);
+    rres_free(&rr);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
 /* ---- ledger list and deletion ------------------------------------------------------------- */
 
 static int64_t wall_ms(void)
