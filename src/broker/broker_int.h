@@ -390,8 +390,8 @@ struct br_sub {
      * per ledger). */
     bool stuck_lost;
     int64_t stuck_ledger_id;
-    int refs;              /* reads and operations in flight */
-    bool close_delete;     /* closing while opening: what to do once open */
+    int refs;          /* reads and operations in flight */
+    bool close_delete; /* closing while opening: what to do once open */
     void (*close_cb)(int status, void *arg);
     void *close_arg;
 };

@@ -1428,8 +1428,8 @@ static bool skip_lost(mc_cursor *c, int64_t ledger_id)
         int rc = mc_rangeset_add_range(c->acked, first, last, &added);
         c->acked_msgs += added;
         if (rc != MG_OK) {
-            MG_WARN("cursor %s: cannot acknowledge lost ledger %" PRId64 ": %s", c->name,
-                    ledger_id, mg_strerror(rc));
+            MG_WARN("cursor %s: cannot acknowledge lost ledger %" PRId64 ": %s", c->name, ledger_id,
+                    mg_strerror(rc));
             if (added > 0) {
                 c->dirty = true;
                 advance(c);

@@ -179,8 +179,9 @@ int mc_cursor_flush(mc_cursor *cursor, mc_done_cb cb, void *arg);
  * acknowledged entries met in MC_READ_ROUNDS_MAX reads, or the read position was moved (seek,
  * rewind, reset) while the read was in flight (its entries are dropped), call again; MG_ECLOSED;
  * MG_ENOTFOUND = the read position is in a lost ledger (ml_ledger_lost) and the cursor does not
- * skip lost ledgers (mc_cursor_opts.skip_lost_ledgers); ml_read's other errors. Errors returned: MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL,
- * MG_ECLOSED, MG_ESTATE (still opening). */
+ * skip lost ledgers (mc_cursor_opts.skip_lost_ledgers); ml_read's other errors. Errors returned:
+ * MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL, MG_ECLOSED, MG_ESTATE (still opening).
+ */
 int mc_read_entries(mc_cursor *cursor, int max_entries, uint32_t max_bytes, mc_read_cb cb,
                     void *arg);
 

@@ -279,7 +279,7 @@ struct ml_managed {
     ml_position last_pos;
     bool warned_ledgers_max;
     int64_t lost_skipped_entries; /* entries cursors skipped past in lost ledgers */
-    ml_added_fn added_fn; /* ml_set_added_listener */
+    ml_added_fn added_fn;         /* ml_set_added_listener */
     void *added_arg;
 
     /* rollover */
@@ -2368,7 +2368,8 @@ static void ml__open_recovered(int status, ml_ledger *l, void *arg)
         li->entries = 0;
         li->size = 0;
         li->closed = true;
-        ml__mark_lost(ml, li->ledger_id, "its metadata does not exist (recovering the last ledger)");
+        ml__mark_lost(ml, li->ledger_id,
+                      "its metadata does not exist (recovering the last ledger)");
     } else if (status != MG_OK) {
         MG_ERROR("managed ledger %s: cannot recover ledger %" PRId64 ": %s", ml->name,
                  li->ledger_id, mg_strerror(status));

@@ -611,8 +611,8 @@ static void ondemand_done(int status, const ml_entry *entries, size_t count, voi
     pf_topic *t = q->t;
     /* MG_ENOTFOUND: a lost ledger (ml_ledger_lost), which no retry brings back: the reader is
      * told at once. */
-    if (status != MG_OK && status != MG_ECLOSED && status != MG_ESTATE &&
-        status != MG_ENOTFOUND && !t->closed && ++q->attempts < PF_READ_ATTEMPTS_MAX) {
+    if (status != MG_OK && status != MG_ECLOSED && status != MG_ESTATE && status != MG_ENOTFOUND &&
+        !t->closed && ++q->attempts < PF_READ_ATTEMPTS_MAX) {
         /* Every bookie of the write set failed this read: try again shortly rather than hand
          * the reader an error (it would only stall until its next wake-up). */
         MG_WARN(
@@ -861,6 +861,8 @@ static void window_fill(pf_reader *r)
             window_count(r, false); /* at the tail: new entries are claimed as they come */
             break;
         }
+        if (ml_ledger_lost(t->ml, start.ledger_id))
+            break; /* nothing of it can be read: the reader reads on demand there and is told */
         int64_t entries;
         double lavg = ledger_avg(t, start.ledger_id, &entries);
         int64_t lastid = start.ledger_id == last.ledger_id ? last.entry_id : entries - 1;
