@@ -36,11 +36,11 @@
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
 
-#define PER_LEDGER 100u /* messages written between restarts: one ledger each */
-#define MAX_SEQ    400u
-#define WAIT_MS    10000 /* an answer */
-#define WRITE_MS   30000 /* a ledger's messages */
-#define QUIET_MS   1500  /* "nothing more arrives" is checked over this long */
+#define PER_LEDGER        100u /* messages written between restarts: one ledger each */
+#define MAX_SEQ           400u
+#define WAIT_MS           10000 /* an answer */
+#define WRITE_MS          30000 /* a ledger's messages */
+#define QUIET_MS          1500  /* "nothing more arrives" is checked over this long */
 #define STATS_BYTES_MAX   65536
 #define METRICS_BYTES_MAX (1024 * 1024)
 
@@ -390,8 +390,8 @@ Test(lost, auto_skip_serves_what_exists)
     /* Opening read the last entry of the last ledger that holds entries (for the message
      * count): that one is known lost already; the middle one is found when it is read. */
     char *stats = internal_stats(topic);
-    cr_assert(ledger_marked_lost(stats, l[2]), "ledger %lld not marked lost: %s",
-              (long long)l[2], stats);
+    cr_assert(ledger_marked_lost(stats, l[2]), "ledger %lld not marked lost: %s", (long long)l[2],
+              stats);
     cr_assert(!ledger_marked_lost(stats, l[0]), "ledger %lld marked lost: %s", (long long)l[0],
               stats);
     cr_assert_eq(json_int(stats, "messagesTotal"), 350, "%s", stats);
@@ -445,8 +445,8 @@ Test(lost, stops_until_an_operator_skips)
                  o.received);
 
     char *stats = internal_stats(topic);
-    cr_assert(ledger_marked_lost(stats, l[1]), "ledger %lld not marked lost: %s",
-              (long long)l[1], stats);
+    cr_assert(ledger_marked_lost(stats, l[1]), "ledger %lld not marked lost: %s", (long long)l[1],
+              stats);
     const char *cur = strstr(stats, "\"cursors\":");
     cr_assert_not_null(cur);
     cr_assert_eq(json_int(cur, "stoppedAtLostLedger"), l[1], "%s", cur);
@@ -456,8 +456,8 @@ Test(lost, stops_until_an_operator_skips)
     /* The operator skips the lost ledger's 100 entries (the acks of 0..99 are in by now: the
      * client sends them within its 100 ms grouping, long before QUIET_MS ended). */
     char path[256], body[1024];
-    snprintf(path, sizeof(path),
-             "/admin/v2/persistent/public/default/%s/subscription/sub/skip/100", topic);
+    snprintf(path, sizeof(path), "/admin/v2/persistent/public/default/%s/subscription/sub/skip/100",
+             topic);
     int code = sah_http(&g_sa, "POST", path, "", body, sizeof(body));
     cr_assert(code == 204 || code == 200, "POST %s: %d %s", path, code, body);
     wait_received(&o, o.expect_count);
