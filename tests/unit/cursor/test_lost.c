@@ -7,7 +7,8 @@
  * Covered: reads stop at a lost ledger with MG_ENOTFOUND and serve what comes before it; the
  * ledger is marked lost once (ml_ledgers, ml_lost_ledger_count, ml_lost_ledgers_total); finds
  * leave it out; a cursor that does not skip stops there until a cumulative ack (an operator's
- * skip) or a reset moves it past, and a reset into the lost ledger works; a cursor that skips
+ * skip) or a reset moves it past, a reset into the lost ledger works and a reset by time to a
+ * time inside it lands on the first entry after it; a cursor that skips
  * delivers everything else in order, acknowledges the lost entries and counts them
  * (mc_lost_entries_skipped, ml_lost_entries_skipped_total and its metric); opening a managed
  * ledger whose last non-empty ledger is gone (the message count from the list, adds go on with
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 TestSuite(lost, .timeout = 20);
 
@@ -181,9 +183,9 @@ static void expect_pos(ml_position got, ml_position want)
 static void bookie_delete(int64_t ledger_id)
 {
     res r = { 0 };
-    cr_assert_eq(bk_client_delete(bkh_bk_client(t.h), bkh_bookie_addr(t.h, 0), ledger_id, done_cb,
-                                  &r),
-                 MG_OK);
+    cr_assert_eq(
+        bk_client_delete(bkh_bk_client(t.h), bkh_bookie_addr(t.h, 0), ledger_id, done_cb, &r),
+        MG_OK);
     RUN_UNTIL(r.calls == 1);
     cr_assert_eq(r.status, MG_OK, "bookie delete: %s", mg_strerror(r.status));
 }
@@ -193,6 +195,7 @@ typedef struct readres {
     int status;
     size_t n;
     ml_position got[ENTRIES_MAX];
+    int64_t ts[ENTRIES_MAX];
 } readres;
 
 static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
@@ -200,8 +203,10 @@ static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
     readres *r = arg;
     r->calls++;
     r->status = status;
-    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++)
+    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++) {
+        r->ts[r->n] = e[i].broker_timestamp_ms;
         r->got[r->n++] = e[i].position;
+    }
 }
 
 static void ml_read_from(ml_position from, int max, readres *r)
@@ -292,8 +297,12 @@ static bool lost_in_list(int64_t ledger_id, int64_t *entries)
 static void three_ledgers_middle_lost(void)
 {
     open_ml();
-    publish(3 * PER_LEDGER);
-    cr_assert(t.pos[0].ledger_id < t.pos[10].ledger_id && t.pos[10].ledger_id < t.pos[20].ledger_id);
+    for (int i = 0; i < 3; i++) {
+        publish(PER_LEDGER);
+        usleep(3000); /* each ledger's broker timestamps after the one before's */
+    }
+    cr_assert(t.pos[0].ledger_id < t.pos[10].ledger_id &&
+              t.pos[10].ledger_id < t.pos[20].ledger_id);
     bookie_delete(t.pos[10].ledger_id);
 }
 
@@ -354,6 +363,19 @@ Test(lost, reads_finds_and_cursors_meet_a_lost_ledger, .init = setup, .fini = te
     cr_assert_eq(mc_reset_to_position(stop, t.pos[20], done_cb, &rs), MG_OK);
     RUN_UNTIL(rs.calls == 1);
     cr_assert_eq(rs.status, MG_OK, "reset past the lost ledger: %s", mg_strerror(rs.status));
+    cr_assert_eq(cursor_read_all(stop, &r), MG_OK);
+    expect_entries(&r, 20, 30, 0);
+    /* A reset by time to a time inside the lost ledger lands on the first entry after it. */
+    ml_read_from(t.pos[20], 1, &r);
+    cr_assert_eq(r.status, MG_OK);
+    int64_t ts20 = r.ts[0];
+    ml_read_from(t.pos[9], 1, &r);
+    cr_assert_lt(r.ts[0], ts20);
+    memset(&rs, 0, sizeof(rs));
+    cr_assert_eq(mc_reset_to_time(stop, r.ts[0] + 1, done_cb, &rs), MG_OK);
+    RUN_UNTIL(rs.calls == 1);
+    cr_assert_eq(rs.status, MG_OK, "reset by time: %s", mg_strerror(rs.status));
+    expect_pos(mc_read_position(stop), t.pos[20]);
     cr_assert_eq(cursor_read_all(stop, &r), MG_OK);
     expect_entries(&r, 20, 30, 0);
     close_cursor(stop);
