@@ -267,19 +267,21 @@ static void internal_stats_json(br_topic *t, mg_strbuf *sb)
     mg_strbuf_printf(sb,
                      "{\"entriesAddedCounter\":%" PRId64 ",\"numberOfEntries\":%" PRId64
                      ",\"totalSize\":%" PRId64 ",\"messagesTotal\":%" PRId64
-                     ",\"lastConfirmedEntry\":\"%s\",\"state\":\"%s\",\"ledgers\":[",
+                     ",\"lastConfirmedEntry\":\"%s\",\"state\":\"%s\","
+                     "\"lostLedgerCount\":%zu,\"lostEntriesSkipped\":%" PRId64 ",\"ledgers\":[",
                      ml_entries_total(t->ml), ml_entries_total(t->ml), ml_bytes_total(t->ml),
                      ml_messages_total(t->ml), last,
-                     ml_is_terminated(t->ml) ? "Terminated" : "LedgerOpened");
+                     ml_is_terminated(t->ml) ? "Terminated" : "LedgerOpened",
+                     ml_lost_ledger_count(t->ml), ml_lost_entries_skipped_total(t->ml));
     ml_ledger_info li[64];
     size_t total = ml_ledgers(t->ml, li, 64);
     size_t n = total < 64 ? total : 64;
     for (size_t i = 0; i < n; i++)
         mg_strbuf_printf(sb,
                          "%s{\"ledgerId\":%" PRId64 ",\"entries\":%" PRId64 ",\"size\":%" PRId64
-                         ",\"timestamp\":%" PRId64 "}",
+                         ",\"timestamp\":%" PRId64 "%s}",
                          i > 0 ? "," : "", li[i].ledger_id, li[i].entries, li[i].size_bytes,
-                         li[i].timestamp_ms);
+                         li[i].timestamp_ms, li[i].lost ? ",\"lost\":true" : "");
     mg_strbuf_puts(sb, "],\"cursors\":{");
     bool first = true;
     for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
@@ -308,6 +310,11 @@ static void internal_stats_json(br_topic *t, mg_strbuf *sb)
                              ranges[i].last.entry_id);
         mg_strbuf_printf(sb, "%s]\",\"isDurable\":%s", rt > rn ? ",..." : "",
                          s->durable ? "true" : "false");
+        /* Lost ledgers: entries this cursor skipped, and the one where it waits, if any. */
+        mg_strbuf_printf(sb, ",\"lostEntriesSkipped\":%" PRId64,
+                         mc_lost_entries_skipped(s->cursor));
+        if (s->stuck_lost)
+            mg_strbuf_printf(sb, ",\"stoppedAtLostLedger\":%" PRId64, s->stuck_ledger_id);
         if (s->reader != NULL) {
             /* The cursor's window in the broker's caches (src/prefetch): the positions it
              * claims (first inclusive, end exclusive), the bytes its window aims to keep ahead,

@@ -44,6 +44,9 @@ typedef struct br_broker_opts {
     uint64_t prefetch_bytes;        /* the prefetch budget; 0 = PF_PREFETCH_BYTES_DEFAULT */
     bool prefetch_off;              /* no prefetch windows: on-demand reads, as Pulsar */
     uint32_t catchup_duty_pct;      /* share of the loop catch-up dispatch may take; 0 = 50 */
+    bool auto_skip_non_recoverable_data; /* subscriptions skip lost ledgers (ml_ledger_lost) and
+                                            count what they skipped; false (Pulsar's default):
+                                            they stop there until an operator skips or resets */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

@@ -388,8 +388,13 @@ struct br_sub {
     double rate_out, throughput_out;
     uint64_t msg_redelivered;
     double avg_entry_msgs; /* messages per entry dispatched (a moving average): sizes reads */
-    int refs;              /* reads and operations in flight */
-    bool close_delete;     /* closing while opening: what to do once open */
+    /* The read position is in lost ledger stuck_ledger_id (ml_ledger_lost) and the cursor does
+     * not skip lost ledgers: no read until a skip, an ack or a reset moves it out (logged once
+     * per ledger). */
+    bool stuck_lost;
+    int64_t stuck_ledger_id;
+    int refs;          /* reads and operations in flight */
+    bool close_delete; /* closing while opening: what to do once open */
     void (*close_cb)(int status, void *arg);
     void *close_arg;
 };

@@ -28,6 +28,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,6 +621,17 @@ static void read_done(int status, const ml_entry *entries, size_t count, void *a
          * Pulsar, once the cursor's read position passed the last entry). */
         if (s->topic->ml != NULL && ml_is_terminated(s->topic->ml) && s->replay.count == 0)
             send_end_of_topic(s);
+    } else if (status == MG_ENOTFOUND && s->topic->ml != NULL &&
+               ml_ledger_lost(s->topic->ml, mc_read_position(s->cursor).ledger_id)) {
+        /* A lost ledger and no automatic skip: dispatch waits at it (see sub_dispatch). */
+        int64_t lid = mc_read_position(s->cursor).ledger_id;
+        if (!s->stuck_lost || s->stuck_ledger_id != lid)
+            MG_ERROR("broker: subscription %s/%s stops at lost ledger %" PRId64
+                     ": skip it (admin API skip, skip_all or resetcursor) or run with "
+                     "--auto-skip-non-recoverable-data",
+                     s->topic->name.full, s->name, lid);
+        s->stuck_lost = true;
+        s->stuck_ledger_id = lid;
     } else if (status != MG_OK && status != MG_EAGAIN) {
         MG_WARN("broker: reading %s/%s: %s", s->topic->name.full, s->name, mg_strerror(status));
     }
@@ -647,7 +659,19 @@ static void replay_done(int status, const ml_entry *entries, size_t count, void 
         sub_unref(s);
         return;
     }
-    if (status != MG_OK) {
+    if (status == MG_ENOTFOUND && ml_ledger_lost(s->topic->ml, x->first.ledger_id)) {
+        /* Delivered once, then its ledger was lost: it cannot be sent again. Dropped from the
+         * redelivery set (it stays unacknowledged until a skip or a reset) so that redelivery
+         * of the rest goes on. */
+        MG_ERROR("broker: %s/%s: cannot redeliver entries of lost ledger %" PRId64,
+                 s->topic->name.full, s->name, x->first.ledger_id);
+        while (s->replay.count > 0 && s->replay.v[0].ledger_id == x->first.ledger_id) {
+            ml_position p = s->replay.v[0];
+            br_posset_del(&s->replay, p);
+            br_posmap_del(&s->pending, p);
+        }
+        status = MG_OK;
+    } else if (status != MG_OK) {
         MG_WARN("broker: redelivering on %s/%s: %s", s->topic->name.full, s->name,
                 mg_strerror(status));
     } else {
@@ -724,6 +748,12 @@ static void sub_dispatch(br_sub *s)
     }
     if (s->caught_up)
         return;
+    if (s->stuck_lost) {
+        ml_position r = mc_read_position(s->cursor);
+        if (r.ledger_id == s->stuck_ledger_id && ml_ledger_lost(s->topic->ml, r.ledger_id))
+            return;
+        s->stuck_lost = false;
+    }
     int rc = pf_read_entries(s->reader, max_entries, max_bytes, read_done, s);
     if (rc == MG_OK) {
         s->reading = true;
@@ -918,6 +948,7 @@ static int sub_open(br_sub *s, mc_initial initial, ml_position start,
     x->arg = arg;
     mc_cursor_opts o = { 0 };
     o.group = s->topic->group;
+    o.skip_lost_ledgers = s->topic->b->opts.auto_skip_non_recoverable_data;
     o.event_cb = cursor_event;
     o.event_arg = s;
     int rc = mc_cursor_open(s->topic->ml, s->name, s->durable, initial, &o, cursor_opened, x);
@@ -1537,6 +1568,7 @@ int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), 
                 j--;
             }
         }
+        sub_dispatch(s); /* a subscription stopped at a lost ledger may go on now */
     }
     return mc_cursor_flush(s->cursor, cb, arg);
 }

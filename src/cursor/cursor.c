@@ -39,6 +39,7 @@
 #include "common/log.h"
 #include "proto/ledger.pb-c.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -104,6 +105,8 @@ struct mc_cursor {
     size_t info_bytes_max;
     mc_event_cb event_cb;
     void *event_arg;
+    bool skip_lost;               /* mc_cursor_opts.skip_lost_ledgers */
+    int64_t lost_skipped_entries; /* mc_lost_entries_skipped */
 
     /* acknowledgement state */
     ml_position md_pos;
@@ -1139,7 +1142,16 @@ static void first_read_done(int status, const ml_entry *entries, size_t count, v
 {
     mc_cursor *c = arg;
     c->inflight--;
-    if (status == MG_OK) {
+    if (status == MG_ENOTFOUND) {
+        /* The first entry is in a lost ledger: its index is unknown; every entry of the log is
+         * assumed to hold one message. */
+        status = MG_OK;
+        count = 0;
+        int64_t left = ml_entries_between(c->ml, next_of(c, c->md_pos), ml_last_position(c->ml));
+        int64_t a = ml_messages_total(c->ml) - left;
+        c->acked_msgs = a > 0 ? a : 0;
+        c->chain_known = false;
+    } else if (status == MG_OK) {
         c->acked_msgs = count > 0 ? entries[0].index : ml_messages_total(c->ml);
         c->chain_known = false;
     }
@@ -1242,6 +1254,7 @@ int mc_cursor_open(ml_managed *ml, const char *name, bool durable, mc_initial in
         c->info_bytes_max = 64;
     c->event_cb = opts->event_cb;
     c->event_arg = opts->event_arg;
+    c->skip_lost = opts->skip_lost_ledgers;
     c->open_cb = cb;
     c->open_arg = arg;
     c->version = -1;
@@ -1392,6 +1405,52 @@ static int read_round(mc_cursor *c)
     return rc;
 }
 
+/* A read met lost ledger ledger_id (ml_read's MG_ENOTFOUND). With skip_lost, the entries of it
+ * from the read position on (those before were delivered: their consumers acknowledge them)
+ * are acknowledged, one message each, and the read position moves to the next ledger, as
+ * Pulsar's autoSkipNonRecoverableData acknowledges a lost ledger for the subscription. Returns
+ * whether it skipped (false: not skipping, not lost, or the acknowledgement could not be
+ * recorded: the read then reports the error). */
+static bool skip_lost(mc_cursor *c, int64_t ledger_id)
+{
+    int64_t entries, bytes;
+    if (!c->skip_lost || !ml_ledger_lost(c->ml, ledger_id) ||
+        ml_ledger_size(c->ml, ledger_id, &entries, &bytes) != MG_OK || entries <= 0)
+        return false;
+    ml_position first = { ledger_id, 0 };
+    if (c->read_pos.ledger_id == ledger_id && c->read_pos.entry_id > 0)
+        first.entry_id = c->read_pos.entry_id;
+    if (pcmp(first, c->md_pos) <= 0)
+        first = above(c->md_pos);
+    ml_position last = { ledger_id, entries - 1 };
+    int64_t added = 0;
+    if (first.ledger_id == ledger_id && first.entry_id <= last.entry_id) {
+        int rc = mc_rangeset_add_range(c->acked, first, last, &added);
+        c->acked_msgs += added;
+        if (rc != MG_OK) {
+            MG_WARN("cursor %s: cannot acknowledge lost ledger %" PRId64 ": %s", c->name, ledger_id,
+                    mg_strerror(rc));
+            if (added > 0) {
+                c->dirty = true;
+                advance(c);
+                schedule_persist(c);
+            }
+            return false;
+        }
+    }
+    c->lost_skipped_entries += added;
+    ml_lost_entries_skipped(c->ml, added);
+    MG_WARN("cursor %s of %s: ledger %" PRId64 " is lost: skipped its %" PRId64
+            " unread entries (non-recoverable data skipped automatically)",
+            c->name, ml_name(c->ml), ledger_id, added);
+    c->chain_known = false;
+    c->read_pos = next_of(c, last);
+    c->dirty = true;
+    advance(c);
+    schedule_persist(c);
+    return true;
+}
+
 static void finish_read(mc_cursor *c, int status, const ml_entry *entries, size_t count)
 {
     c->reading = false;
@@ -1407,6 +1466,14 @@ static void read_done(int status, const ml_entry *entries, size_t count, void *a
         /* The read position was moved (seek, rewind, reset) while this read was in flight:
          * what it read belongs to the old position and must not move the new one. */
         finish_read(c, MG_EAGAIN, NULL, 0);
+    } else if (status == MG_ENOTFOUND && skip_lost(c, c->read_from.ledger_id)) {
+        if (++c->read_rounds >= MC_READ_ROUNDS_MAX) {
+            finish_read(c, MG_EAGAIN, NULL, 0);
+        } else {
+            int rc = read_round(c);
+            if (rc != MG_OK)
+                finish_read(c, rc, NULL, 0);
+        }
     } else if (status != MG_OK || count == 0) {
         finish_read(c, status, NULL, 0);
     } else {
@@ -1628,7 +1695,7 @@ static void reset_read_done(int status, const ml_entry *entries, size_t count, v
         op_end(c);
         return;
     }
-    if (status != MG_OK) {
+    if (status != MG_OK && status != MG_ENOTFOUND) {
         reset_complete(c, status);
         op_end(c);
         return;
@@ -1637,7 +1704,14 @@ static void reset_read_done(int status, const ml_entry *entries, size_t count, v
     ml_position md = { pos.ledger_id, pos.entry_id - 1 };
     bool exact = false;
     int64_t a;
-    if (count == 0) {
+    if (status == MG_ENOTFOUND) {
+        /* The entry read for its index is in a lost ledger: a reset there (or just past it)
+         * still works; every entry from pos on is assumed to hold one message. */
+        count = 0;
+        a = ml_messages_total(c->ml) - ml_entries_between(c->ml, pos, ml_last_position(c->ml));
+        if (a < 0)
+            a = 0;
+    } else if (count == 0) {
         a = ml_messages_total(c->ml); /* past the end */
         exact = true;
     } else if (md.entry_id >= 0 && pcmp(entries[0].position, md) == 0) {
@@ -1778,6 +1852,11 @@ int64_t mc_backlog_messages(const mc_cursor *c)
     /* Every entry not wholly acknowledged holds at least one unacknowledged message. */
     int64_t entries = mc_backlog_entries(c);
     return n > entries ? n : entries;
+}
+
+int64_t mc_lost_entries_skipped(const mc_cursor *c)
+{
+    return c->lost_skipped_entries;
 }
 
 int64_t mc_acked_entries(const mc_cursor *c)

@@ -104,6 +104,12 @@ typedef struct mc_cursor_opts {
     mc_group *group;              /* NULL = the caller aggregates mc_mark_delete_position */
     mc_event_cb event_cb;         /* NULL = poll mc_cursor_status */
     void *event_arg;
+    /* A read that meets a lost ledger (ml_ledger_lost: its entries cannot be read): true = its
+     * entries from the read position on are acknowledged, counted (mc_lost_entries_skipped,
+     * ml_lost_entries_skipped) and logged, and the read goes on in the next ledger, as
+     * Pulsar's autoSkipNonRecoverableData; false = the read calls back MG_ENOTFOUND and the
+     * read position stays there until an ack, a seek or a reset moves it past. */
+    bool skip_lost_ledgers;
 } mc_cursor_opts;
 
 /* An inclusive range of acknowledged positions (one ledger). */
@@ -172,8 +178,10 @@ int mc_cursor_flush(mc_cursor *cursor, mc_done_cb cb, void *arg);
  * cb: MG_OK with count 0 = nothing to read now (caught up); MG_EAGAIN with count 0 = only
  * acknowledged entries met in MC_READ_ROUNDS_MAX reads, or the read position was moved (seek,
  * rewind, reset) while the read was in flight (its entries are dropped), call again; MG_ECLOSED;
- * ml_read errors. Errors returned: MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL,
- * MG_ECLOSED, MG_ESTATE (still opening). */
+ * MG_ENOTFOUND = the read position is in a lost ledger (ml_ledger_lost) and the cursor does not
+ * skip lost ledgers (mc_cursor_opts.skip_lost_ledgers); ml_read's other errors. Errors returned:
+ * MG_EAGAIN (a read is in flight: one at a time), MG_EINVAL, MG_ECLOSED, MG_ESTATE (still opening).
+ */
 int mc_read_entries(mc_cursor *cursor, int max_entries, uint32_t max_bytes, mc_read_cb cb,
                     void *arg);
 
@@ -257,6 +265,8 @@ int64_t mc_acked_entries(const mc_cursor *cursor);
 int64_t mc_acked_range_count(const mc_cursor *cursor);
 /* Copies the first min(cap, total) ranges, in order, into out; returns the total. */
 size_t mc_acked_ranges(const mc_cursor *cursor, mc_range *out, size_t cap);
+/* Entries this cursor skipped in lost ledgers since it was opened (skip_lost_ledgers). */
+int64_t mc_lost_entries_skipped(const mc_cursor *cursor);
 /* Bytes held by the acknowledgement state (set, ack sets, pending message counts). */
 size_t mc_cursor_memory_bytes(const mc_cursor *cursor);
 /* Successful metadata writes since open (creation excluded), for tests and stats. */

@@ -69,6 +69,13 @@ int ml_env_create(uv_loop_t *loop, md_client *md, bk_client *bk, const ml_env_op
         env->m_recoveries = mg_metrics_unlabelled_counter(
             o.metrics, "ml_recoveries_total",
             "Ledger recoveries: ledgers fenced and closed after their writer went away");
+        env->m_lost_ledgers = mg_metrics_unlabelled_counter(
+            o.metrics, "ml_lost_ledgers_total",
+            "Ledgers of a topic's list found missing from the bookies or the metadata store "
+            "(non-recoverable: their entries cannot be read)");
+        env->m_lost_skipped = mg_metrics_unlabelled_counter(
+            o.metrics, "ml_lost_entries_skipped_total",
+            "Entries that cursors skipped because their ledger is lost");
     }
     *out = env;
     return MG_OK;

@@ -194,7 +194,9 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
 
 /* Reads entries from position from (inclusive) onwards, at most max_entries and max_bytes
  * (at least one), across ledger boundaries; count 0 with MG_OK means from is past the end (of a
- * terminated managed ledger: the reader has everything there will ever be). */
+ * terminated managed ledger: the reader has everything there will ever be). MG_ENOTFOUND with
+ * count 0: the first entry to read is in a lost ledger (ml_ledger_lost; a read that reaches one
+ * after some entries returns those with MG_OK). */
 int ml_read(ml_managed *ml, ml_position from, int max_entries, uint32_t max_bytes, ml_mread_cb cb,
             void *arg);
 
@@ -236,6 +238,7 @@ typedef struct ml_ledger_info {
     int64_t size_bytes;   /* stored bytes (BrokerEntryMetadata prefixes included), likewise */
     int64_t timestamp_ms; /* when it was closed (wall clock); 0 while it is open */
     bool closed;
+    bool lost; /* its entries cannot be read (ml_ledger_lost) */
 } ml_ledger_info;
 
 /* Copies the first min(cap, total) ledgers of the current list into out[0, cap), oldest first
@@ -243,6 +246,24 @@ typedef struct ml_ledger_info {
  * small can ask again with a larger array (out may be NULL when cap is 0). A snapshot: the
  * list changes with rollovers and retention. No metadata read; never fails. */
 size_t ml_ledgers(const ml_managed *ml, ml_ledger_info *out, size_t cap);
+/* Lost ledgers (Pulsar's non-recoverable data): a ledger of the list whose entries its bookies
+ * or the metadata store no longer have (deleted outside Magnetar, a bookie's disk lost). The
+ * managed ledger marks one, in memory, when opening finds the last ledger's metadata gone or its
+ * last entry unreadable, or when a read or find meets MG_ENOTFOUND for an entry the list says a
+ * closed ledger holds (never the ledger being written); each is logged once (MG_ERROR) and
+ * counted in ml_lost_ledgers_total. ml_read from a position in a lost ledger calls back
+ * MG_ENOTFOUND (no entries) without bookie I/O; ml_find_by_* leave lost ledgers out. Moving a
+ * reader past one is the caller's choice (mc_cursor_opts.skip_lost_ledgers, an operator's skip
+ * or reset). A new open of the managed ledger finds them again when they are read. */
+bool ml_ledger_lost(const ml_managed *ml, int64_t ledger_id);
+/* Ledgers of the current list marked lost. */
+size_t ml_lost_ledger_count(const ml_managed *ml);
+/* Records that a cursor skipped entries (>= 0) of a lost ledger: added to
+ * ml_lost_entries_skipped_total and to the metric ml_lost_entries_skipped_total. */
+void ml_lost_entries_skipped(ml_managed *ml, int64_t entries);
+/* Entries skipped in lost ledgers by the cursors of this managed ledger since it was opened. */
+int64_t ml_lost_entries_skipped_total(const ml_managed *ml);
+
 const char *ml_name(const ml_managed *ml);
 ml_env *ml_managed_env(const ml_managed *ml);
 /* The metadata path of the managed ledger: "/managed-ledgers/<name>" (cursors live below it). */

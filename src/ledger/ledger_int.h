@@ -28,8 +28,10 @@ struct ml_env {
     mg_counter *m_rollovers;
     mg_counter *m_ensemble_changes;
     mg_counter *m_recoveries;
-    uint64_t rng;    /* xorshift64* state (bookie choice) */
-    int64_t objects; /* ledger handles, managed ledgers and module operations alive */
+    mg_counter *m_lost_ledgers; /* ml_lost_ledgers_total */
+    mg_counter *m_lost_skipped; /* ml_lost_entries_skipped_total */
+    uint64_t rng;               /* xorshift64* state (bookie choice) */
+    int64_t objects;            /* ledger handles, managed ledgers and module operations alive */
 };
 
 /* A uniformly distributed random number (not cryptographic) from the env's generator. */

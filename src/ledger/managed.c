@@ -117,6 +117,25 @@
  *   handed out as views of the bookie response buffers (zero-copy; valid during the callback).
  *   Reads and finds start from a zero-delay timer, so their callbacks never run inside the call.
  *
+ * LOST LEDGERS (a ledger of the list that its bookies or the metadata store no longer have:
+ * deleted outside Magnetar, a bookie's disk lost; Pulsar's "non-recoverable" ledgers)
+ *   A ledger is marked lost, in memory, when
+ *     - opening recovers the last ledger of the list and its metadata is gone: it is kept in
+ *       the list, closed with 0 entries (how many it had is unknown), so that the stats show
+ *       it until a later open drops it as an empty ledger;
+ *     - opening reads the last entry of the last non-empty ledger (for the message count) and
+ *       the bookies answer MG_ENOTFOUND: the count falls back to the list property
+ *       "magnetar.messages_closed", written with every list update (exact when the ledger was
+ *       closed by a rollover or a clean close);
+ *     - a read or a find meets MG_ENOTFOUND for an entry the list says a closed ledger has.
+ *   The current ledger is never marked (its writer still adds to it). Each ledger is logged
+ *   once (MG_ERROR) when it is marked, and counted in ml_lost_ledgers_total. From then on
+ *   ml_read from a position in it calls back MG_ENOTFOUND at once, without bookie I/O (a read
+ *   that reaches it after some entries returns those); finds leave it out. The managed
+ *   ledger itself works as before: adds, rollovers, retention (which deletes a lost ledger
+ *   like any other once it is consumed). Moving readers past it is the cursors' business
+ *   (mc_cursor_opts.skip_lost_ledgers, or an operator's skip or reset).
+ *
  * LIFETIME: `outstanding` counts metadata requests, ledger operations and reads of this managed
  * ledger; close completes when it is zero, then the timer handle is closed and its close
  * callback calls the user back and frees the memory.
@@ -174,6 +193,7 @@ typedef struct ml__linfo {
     int64_t size;    /* bytes, likewise */
     int64_t timestamp_ms;
     bool closed;
+    bool lost; /* its entries cannot be read (see LOST LEDGERS); in memory only */
 } ml__linfo;
 
 typedef enum ml__mstate {
@@ -278,7 +298,8 @@ struct ml_managed {
     int64_t last_ts;
     ml_position last_pos;
     bool warned_ledgers_max;
-    ml_added_fn added_fn; /* ml_set_added_listener */
+    int64_t lost_skipped_entries; /* entries cursors skipped past in lost ledgers */
+    ml_added_fn added_fn;         /* ml_set_added_listener */
     void *added_arg;
 
     /* rollover */
@@ -377,6 +398,25 @@ static size_t ml__lower_ledger(const ml_managed *ml, int64_t ledger_id)
             hi = mid;
     }
     return lo;
+}
+
+/* Marks ledger_id of the list lost (see LOST LEDGERS); why says what was found. Returns
+ * whether it was newly marked (false: not in the list, the current ledger, or marked before). */
+static bool ml__mark_lost(ml_managed *ml, int64_t ledger_id, const char *why)
+{
+    size_t i = ml__lower_ledger(ml, ledger_id);
+    if (i == ml->ledger_count || ml->ledgers[i].ledger_id != ledger_id || ml->ledgers[i].lost)
+        return false;
+    if (ml->current != NULL && ml_ledger_id(ml->current) == ledger_id)
+        return false;
+    ml__linfo *li = &ml->ledgers[i];
+    li->lost = true;
+    mg_counter_inc(ml->env->m_lost_ledgers);
+    MG_ERROR("managed ledger %s: ledger %" PRId64 " (%" PRId64 " entries) is lost: %s; its "
+             "entries cannot be read: readers stop there unless skipping lost ledgers is on "
+             "(--auto-skip-non-recoverable-data) or an operator skips or resets past it",
+             ml->name, ledger_id, li->entries, why);
+    return true;
 }
 
 static ml_position ml__next_write_position(const ml_managed *ml)
@@ -1417,10 +1457,20 @@ static void ml__rop_deliver(ml__rop *op, int status)
 
 static void ml__rop_step(ml__rop *op);
 
+/* A read of a closed ledger found no entry where the list says there is one: the ledger is
+ * lost (see LOST LEDGERS). */
+static void ml__rop_missing(ml__rop *op, int status)
+{
+    if (status == MG_ENOTFOUND)
+        ml__mark_lost(op->ml, op->w.ledger_id,
+                      "its bookies or its metadata no longer have an entry it holds");
+}
+
 static void ml__rop_got(int status, const bk_entry *entries, size_t count, void *arg)
 {
     ml__rop *op = arg;
     if (status != MG_OK) {
+        ml__rop_missing(op, status);
         ml__rop_deliver(op, op->count > 0 ? MG_OK : status);
         return;
     }
@@ -1461,6 +1511,7 @@ static void ml__rop_have_ledger(ml__waiter *w, ml_ledger *l, int status)
 {
     ml__rop *op = (ml__rop *)((char *)w - offsetof(ml__rop, w));
     if (status != MG_OK) {
+        ml__rop_missing(op, status);
         ml__rop_deliver(op, op->count > 0 ? MG_OK : status);
         return;
     }
@@ -1492,6 +1543,11 @@ static void ml__rop_step(ml__rop *op)
             }
             op->pos = (ml_position){ ml->ledgers[i + 1].ledger_id, 0 };
             continue;
+        }
+        if (li->lost) {
+            /* Nothing of it can be read: the reader learns where (op->pos) and decides. */
+            ml__rop_deliver(op, op->count > 0 ? MG_OK : MG_ENOTFOUND);
+            return;
         }
         int64_t want = op->max_entries - (int64_t)op->count;
         op->last = op->pos.entry_id + want - 1;
@@ -1581,6 +1637,7 @@ typedef struct ml__fop {
     size_t lo, hi;
     int64_t elo, ehi;
     int64_t probe;
+    size_t restarts; /* searches started again after a probe found a lost ledger */
 } ml__fop;
 
 static void ml__fop_finish(ml__fop *op, int status, ml_position pos)
@@ -1594,6 +1651,25 @@ static void ml__fop_finish(ml__fop *op, int status, ml_position pos)
 }
 
 static void ml__fop_next(ml__fop *op);
+static void ml__fop_start(ml__start *s);
+
+/* A probe failed: a ledger found lost is left out and the search starts again (at most once per
+ * ledger of the list, as each restart marks one more); any other error ends the find. */
+static void ml__fop_failed(ml__fop *op, int status)
+{
+    if (status == MG_ENOTFOUND && op->restarts < op->ml->ledger_count &&
+        ml__mark_lost(op->ml, op->w.ledger_id,
+                      "its bookies or its metadata no longer have an entry it holds")) {
+        op->restarts++;
+        mg_free(op->cand);
+        op->cand = NULL;
+        op->ncand = 0;
+        op->in_ledger = false;
+        ml__fop_start(&op->start);
+        return;
+    }
+    ml__fop_finish(op, status, (ml_position){ -1, -1 });
+}
 
 static void ml__fop_got(int status, const bk_entry *entries, size_t count, void *arg)
 {
@@ -1601,7 +1677,7 @@ static void ml__fop_got(int status, const bk_entry *entries, size_t count, void 
     if (status == MG_OK && count == 0)
         status = MG_ENOTFOUND;
     if (status != MG_OK) {
-        ml__fop_finish(op, status, (ml_position){ -1, -1 });
+        ml__fop_failed(op, status);
         return;
     }
     int64_t ts, index;
@@ -1632,7 +1708,7 @@ static void ml__fop_have_ledger(ml__waiter *w, ml_ledger *l, int status)
 {
     ml__fop *op = (ml__fop *)((char *)w - offsetof(ml__fop, w));
     if (status != MG_OK) {
-        ml__fop_finish(op, status, (ml_position){ -1, -1 });
+        ml__fop_failed(op, status);
         return;
     }
     int rc = ml_ledger_read(l, op->probe, op->probe, 0, ml__fop_got, op);
@@ -1681,7 +1757,7 @@ static void ml__fop_start(ml__start *s)
         return;
     }
     for (size_t i = 0; i < ml->ledger_count; i++) {
-        if (ml->ledgers[i].entries > 0)
+        if (ml->ledgers[i].entries > 0 && !ml->ledgers[i].lost)
             op->cand[op->ncand++] = ml->ledgers[i];
     }
     op->lo = 0;
@@ -1819,9 +1895,36 @@ size_t ml_ledgers(const ml_managed *ml, ml_ledger_info *out, size_t cap)
                                    .entries = li->entries,
                                    .size_bytes = li->size,
                                    .timestamp_ms = li->closed ? li->timestamp_ms : 0,
-                                   .closed = li->closed };
+                                   .closed = li->closed,
+                                   .lost = li->lost };
     }
     return ml->ledger_count;
+}
+
+bool ml_ledger_lost(const ml_managed *ml, int64_t ledger_id)
+{
+    size_t i = ml__lower_ledger(ml, ledger_id);
+    return i < ml->ledger_count && ml->ledgers[i].ledger_id == ledger_id && ml->ledgers[i].lost;
+}
+
+size_t ml_lost_ledger_count(const ml_managed *ml)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ml->ledger_count; i++)
+        n += ml->ledgers[i].lost ? 1 : 0;
+    return n;
+}
+
+void ml_lost_entries_skipped(ml_managed *ml, int64_t entries)
+{
+    MG_ASSERT(entries >= 0);
+    ml->lost_skipped_entries += entries;
+    mg_counter_add(ml->env->m_lost_skipped, (uint64_t)entries);
+}
+
+int64_t ml_lost_entries_skipped_total(const ml_managed *ml)
+{
+    return ml->lost_skipped_entries;
 }
 
 const char *ml_name(const ml_managed *ml)
@@ -2242,8 +2345,21 @@ static void ml__open_create(ml_managed *ml)
 typedef struct ml__derive {
     ml_managed *ml;
     ml_ledger *l;
+    int64_t ledger_id;
     int64_t entry_id;
 } ml__derive;
+
+/* The last entry of the last non-empty ledger cannot be read because the ledger is gone: the
+ * message count is the one the list recorded (see LOST LEDGERS); the open goes on. */
+static bool ml__derive_lost(ml_managed *ml, int64_t ledger_id, int status)
+{
+    if (status != MG_ENOTFOUND)
+        return false;
+    ml__mark_lost(ml, ledger_id, "its last entry cannot be read from its bookies");
+    MG_WARN("managed ledger %s: message count taken from the ledger list: %" PRId64, ml->name,
+            ml->messages_total);
+    return true;
+}
 
 static void ml__derive_read(int status, const bk_entry *entries, size_t count, void *arg)
 {
@@ -2258,7 +2374,12 @@ static void ml__derive_read(int status, const bk_entry *entries, size_t count, v
         status = ml__bem_decode(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts,
                                 &index, &plen);
     ml_ledger_release(d->l);
+    int64_t ledger_id = d->ledger_id;
     mg_free(d);
+    if (ml__derive_lost(ml, ledger_id, status)) {
+        ml__open_create(ml);
+        return;
+    }
     if (status != MG_OK) {
         MG_ERROR("managed ledger %s: cannot read the index of its last entry: %s", ml->name,
                  mg_strerror(status));
@@ -2285,7 +2406,12 @@ static void ml__derive_opened(int status, ml_ledger *l, void *arg)
         }
         ml_ledger_release(l);
     }
+    int64_t ledger_id = d->ledger_id;
     mg_free(d);
+    if (ml__derive_lost(ml, ledger_id, status)) {
+        ml__open_create(ml);
+        return;
+    }
     ml__open_fail(ml, status);
 }
 
@@ -2295,7 +2421,7 @@ static void ml__open_derive(ml_managed *ml)
     size_t w = 0;
     for (size_t i = 0; i < ml->ledger_count; i++) {
         ml__linfo *li = &ml->ledgers[i];
-        if (li->closed && li->entries == 0) {
+        if (li->closed && li->entries == 0 && !li->lost) {
             ml->dropped[ml->dropped_count++] = li->ledger_id;
             continue;
         }
@@ -2304,16 +2430,22 @@ static void ml__open_derive(ml_managed *ml)
     ml->ledger_count = w;
     ml->messages_total = ml->next_index = ml__prop_messages(ml);
     ml->last_pos = (ml_position){ -1, -1 };
-    if (ml->ledger_count == 0) {
+    /* A lost last ledger kept with 0 entries is not where the last entry is. */
+    const ml__linfo *last = NULL;
+    for (size_t i = ml->ledger_count; i > 0 && last == NULL; i--) {
+        if (ml->ledgers[i - 1].entries > 0)
+            last = &ml->ledgers[i - 1];
+    }
+    if (last == NULL) {
         ml__open_create(ml);
         return;
     }
-    const ml__linfo *last = &ml->ledgers[ml->ledger_count - 1];
     ml->last_pos = (ml_position){ last->ledger_id, last->entries - 1 };
     ml__derive *d = mg_calloc(1, sizeof(*d));
     int rc = MG_ENOMEM;
     if (d != NULL) {
         d->ml = ml;
+        d->ledger_id = last->ledger_id;
         d->entry_id = last->entries - 1;
         rc = ml_ledger_open(ml->env, last->ledger_id, false, ml__derive_opened, d);
     }
@@ -2331,10 +2463,13 @@ static void ml__open_recovered(int status, ml_ledger *l, void *arg)
     ml->outstanding--;
     ml__linfo *li = ml__last_linfo(ml);
     if (status == MG_ENOTFOUND) {
-        MG_WARN("managed ledger %s: ledger %" PRId64 " of its list does not exist", ml->name,
-                li->ledger_id);
+        /* Its metadata is gone: how many entries it had is unknown. Kept in the list with 0
+         * entries and marked lost, so that the stats show it (see LOST LEDGERS). */
         li->entries = 0;
         li->size = 0;
+        li->closed = true;
+        ml__mark_lost(ml, li->ledger_id,
+                      "its metadata does not exist (recovering the last ledger)");
     } else if (status != MG_OK) {
         MG_ERROR("managed ledger %s: cannot recover ledger %" PRId64 ": %s", ml->name,
                  li->ledger_id, mg_strerror(status));

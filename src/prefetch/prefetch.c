@@ -609,8 +609,10 @@ static void ondemand_done(int status, const ml_entry *entries, size_t count, voi
 {
     pf_req *q = arg;
     pf_topic *t = q->t;
-    if (status != MG_OK && status != MG_ECLOSED && status != MG_ESTATE && !t->closed &&
-        ++q->attempts < PF_READ_ATTEMPTS_MAX) {
+    /* MG_ENOTFOUND: a lost ledger (ml_ledger_lost), which no retry brings back: the reader is
+     * told at once. */
+    if (status != MG_OK && status != MG_ECLOSED && status != MG_ESTATE && status != MG_ENOTFOUND &&
+        !t->closed && ++q->attempts < PF_READ_ATTEMPTS_MAX) {
         /* Every bookie of the write set failed this read: try again shortly rather than hand
          * the reader an error (it would only stall until its next wake-up). */
         MG_WARN(
@@ -773,6 +775,12 @@ static void fetch_done(int status, const ml_entry *entries, size_t count, void *
     }
     if (status != MG_OK) {
         env->s.fetch_failures++;
+        if (status == MG_ENOTFOUND) {
+            /* A lost ledger (ml_ledger_lost): nothing to prefetch; a reader that gets there
+             * reads on demand and is told. */
+            fetch_end(f);
+            return;
+        }
         if (++f->attempts < PF_READ_ATTEMPTS_MAX) {
             MG_WARN("prefetch %s: reading %" PRId64 ":%" PRId64 "..%" PRId64
                     " failed (%s); trying again in %u ms",
@@ -853,6 +861,8 @@ static void window_fill(pf_reader *r)
             window_count(r, false); /* at the tail: new entries are claimed as they come */
             break;
         }
+        if (ml_ledger_lost(t->ml, start.ledger_id))
+            break; /* nothing of it can be read: the reader reads on demand there and is told */
         int64_t entries;
         double lavg = ledger_avg(t, start.ledger_id, &entries);
         int64_t lastid = start.ledger_id == last.ledger_id ? last.entry_id : entries - 1;

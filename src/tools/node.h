@@ -101,6 +101,7 @@ typedef struct mg_node_broker_opts {
     int64_t prefetch_mb;
     int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
     int64_t catchup_duty_pct;
+    bool auto_skip_non_recoverable_data;
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
@@ -176,6 +177,20 @@ extern const char *const mg_node_prefetch_choices[];
                 "subscriptions may take; the rest stays for publishes and tail reads "        \
                 "(100: no cap)",                                                              \
         .min = 1, .max = 100,                                                                 \
+    }
+
+/* Lost ledgers (docs/broker.md "Lost ledgers"). Off by default, as Pulsar's
+ * autoSkipNonRecoverableData: skipping acknowledges data on the subscriptions' behalf, which an
+ * operator should decide; with it off the subscription stops at the loss (logged, in the
+ * stats) until an operator skips or resets past it. */
+#define MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type, field)                             \
+    {                                                                                            \
+        .name = "auto-skip-non-recoverable-data", .type = MG_OPT_BOOL,                           \
+        .offset = offsetof(opts_type, field), .default_value = "false",                          \
+        .help = "subscriptions whose next entry is in a lost ledger (missing from the bookies) " \
+                "skip it, counting the skipped entries; off: they stop there until an "          \
+                "operator skips or resets the subscription past it (Pulsar's "                   \
+                "autoSkipNonRecoverableData)",                                                   \
     }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */

@@ -46,6 +46,7 @@ typedef struct standalone_opts {
     int64_t prefetch_mb;
     int prefetch;
     int64_t catchup_duty_pct;
+    bool auto_skip_non_recoverable_data;
     int log_level;
 } standalone_opts;
 
@@ -122,6 +123,7 @@ static const mg_opt standalone_opt_table[] = {
     MG_NODE_OPT_PREFETCH_MB(standalone_opts, prefetch_mb),
     MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
     MG_NODE_OPT_CATCHUP_DUTY_PCT(standalone_opts, catchup_duty_pct),
+    MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(standalone_opts, auto_skip_non_recoverable_data),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -175,6 +177,7 @@ int mg_tool_standalone(int argc, char **argv)
         .prefetch_mb = o.prefetch_mb,
         .prefetch = o.prefetch,
         .catchup_duty_pct = o.catchup_duty_pct,
+        .auto_skip_non_recoverable_data = o.auto_skip_non_recoverable_data,
         .ensemble_size = 1,
         .write_quorum = 1,
         .ack_quorum = 1,
