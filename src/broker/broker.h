@@ -44,6 +44,10 @@ typedef struct br_broker_opts {
     uint64_t prefetch_bytes;        /* the prefetch budget; 0 = PF_PREFETCH_BYTES_DEFAULT */
     bool prefetch_off;              /* no prefetch windows: on-demand reads, as Pulsar */
     uint32_t catchup_duty_pct;      /* share of the loop catch-up dispatch may take; 0 = 50 */
+    uint64_t connection_memory_bytes; /* budget of bytes queued to consumers (half) and of
+                                         partially received large frames (half); 0 =
+                                         BR_CONN_MEMORY_BYTES_DEFAULT; at least
+                                         BR_CONN_MEMORY_BYTES_MIN */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

@@ -392,6 +392,7 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .prefetch_bytes = (uint64_t)o->prefetch_mb << 20,
         .prefetch_off = o->prefetch == MG_NODE_PREFETCH_OFF,
         .catchup_duty_pct = (uint32_t)o->catchup_duty_pct,
+        .connection_memory_bytes = (uint64_t)o->connection_memory_mb << 20,
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
     if (rc != MG_OK)

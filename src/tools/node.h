@@ -80,6 +80,7 @@ typedef struct mg_node_broker_opts {
     int64_t prefetch_mb;
     int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
     int64_t catchup_duty_pct;
+    int64_t connection_memory_mb;
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
@@ -155,6 +156,19 @@ extern const char *const mg_node_prefetch_choices[];
                 "subscriptions may take; the rest stays for publishes and tail reads "        \
                 "(100: no cap)",                                                              \
         .min = 1, .max = 100,                                                                 \
+    }
+
+/* The broker's budget of connection memory (src/broker/server.c, "CONNECTION MEMORY"). */
+#define MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, field)                                        \
+    {                                                                                             \
+        .name = "connection-memory-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
+        .default_value = "512", .metavar = "MB",                                                  \
+        .help = "broker memory for client connections, in MiB: half for bytes queued to "         \
+                "consumers (dispatch pauses when it is used up; each connection's share is "      \
+                "that half divided among the connections with consumers, 1 to 16 MiB), half "     \
+                "for frames larger than 64 KiB being received (reading pauses when it is "        \
+                "used up)",                                                                       \
+        .min = BR_CONN_MEMORY_BYTES_MIN >> 20, .max = 1048576,                                    \
     }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */

@@ -45,6 +45,7 @@ typedef struct standalone_opts {
     int64_t prefetch_mb;
     int prefetch;
     int64_t catchup_duty_pct;
+    int64_t connection_memory_mb;
     int log_level;
 } standalone_opts;
 
@@ -112,6 +113,7 @@ static const mg_opt standalone_opt_table[] = {
     MG_NODE_OPT_PREFETCH_MB(standalone_opts, prefetch_mb),
     MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
     MG_NODE_OPT_CATCHUP_DUTY_PCT(standalone_opts, catchup_duty_pct),
+    MG_NODE_OPT_CONNECTION_MEMORY_MB(standalone_opts, connection_memory_mb),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -164,6 +166,7 @@ int mg_tool_standalone(int argc, char **argv)
         .prefetch_mb = o.prefetch_mb,
         .prefetch = o.prefetch,
         .catchup_duty_pct = o.catchup_duty_pct,
+        .connection_memory_mb = o.connection_memory_mb,
         .ensemble_size = 1,
         .write_quorum = 1,
         .ack_quorum = 1,
