@@ -179,6 +179,9 @@ struct br_broker {
     br_link recv_waiters;       /* br_conn.recv_wait_link, in order of arrival */
     uint64_t refused_logged_ms; /* last warning about refused connections */
     uint64_t refused_unlogged;  /* refusals since */
+    uv_timer_t out_stall_timer; /* while out_paused: closes consumers that stopped reading */
+    uint64_t stalled_logged_ms; /* last warning about them */
+    uint64_t stalled_unlogged;
 
     /* Metrics (NULL when opts.metrics is NULL). */
     mg_gauge *m_connections;
@@ -189,7 +192,8 @@ struct br_broker {
     mg_counter *m_command_counters[BR_COMMAND_TYPES_MAX]; /* looked up once per type */
     mg_histogram *m_publish_latency_us;
     mg_counter *m_refused_before_connect; /* magnetar_broker_refused_total{reason} */
-    mg_gauge *m_mem_bytes[2];             /* [BR_MEM_OUT], [BR_MEM_RECV] */
+    mg_counter *m_refused_not_reading;
+    mg_gauge *m_mem_bytes[2]; /* [BR_MEM_OUT], [BR_MEM_RECV] */
     mg_gauge *m_mem_peak[2];
     mg_counter *m_mem_pauses[3]; /* BR_PAUSE_* */
 };
@@ -234,9 +238,11 @@ struct br_conn {
     br_link out_wait_link;
     bool paused_recv; /* reading stopped: no room in the receive budget (in recv_waiters) */
     br_link recv_wait_link;
-    size_t recv_need;    /* the receive buffer paused_recv waits for */
-    size_t recv_held;    /* receive budget taken by rbuf (0 for a BR_READ_BUF_BYTES one) */
-    bool paused_replies; /* reading stopped: the peer does not read what it asked for */
+    size_t recv_need;         /* the receive buffer paused_recv waits for */
+    size_t recv_held;         /* receive budget taken by rbuf (0 for a BR_READ_BUF_BYTES one) */
+    bool paused_replies;      /* reading stopped: the peer does not read what it asked for */
+    uint64_t out_progress_ms; /* loop time of the last write completion, or of the first push
+                                 to an empty output queue */
 };
 
 /* Queues a frame (takes its own reference) and flushes. On failure closes the connection. */
@@ -254,7 +260,8 @@ int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count);
 void br_conn_flush(br_conn *c);
 /* Whether dispatch may queue more to the connection: its output queue is below its share of
  * the broker's output budget, and the budget is not used up (or the connection has written
- * everything it was given: a consumer that reads is never starved by ones that do not). */
+ * everything it was given and the small reserve past the budget is not used up either: a
+ * consumer that reads is never starved by ones that do not). */
 bool br_conn_writable(const br_conn *c);
 /* The bytes dispatch may still queue to the connection (0 when not writable). */
 size_t br_conn_out_room(const br_conn *c);

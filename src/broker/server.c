@@ -33,12 +33,16 @@
  *  2. Output: every connection's mg_outq adds its queued bytes to b->out_bytes. Dispatch queues
  *     to a connection while it is below its share (the output half divided among the
  *     connections that have consumers, within BR_CONN_OUT_BYTES_MIN..MAX) and the half is not
- *     used up; a connection that has written everything it was given may take one read
- *     (BR_CONN_OUT_BYTES_MIN) even then, so consumers that read are never starved by ones that
- *     do not. Consumers that cannot take more wait in b->out_waiters: a connection is woken when
+ *     used up. Past the half, a reserve of BR_CONN_OUT_BYTES_MIN goes to connections that have
+ *     written everything they were given, so consumers that read are never starved by ones that
+ *     do not (a consumer that does not read keeps bytes queued once its socket buffers are
+ *     full). Consumers that cannot take more wait in b->out_waiters: a connection is woken when
  *     its own queue drained below its share, every one when the total fell below
- *     BR_CONN_OUT_RESUME_PCT of the half. Bound: the half, plus one entry per dispatch that
- *     passed the check last, plus one read per connection that had drained, plus replies.
+ *     BR_CONN_OUT_RESUME_PCT of the half. Bound: the half plus the reserve plus one entry (each
+ *     entry is queued only while there is room), plus replies (3). While the half is used up, a
+ *     waiting connection whose queue has not moved for BR_CONN_OUT_STALL_MS is closed
+ *     (magnetar_broker_refused_total{reason="not_reading"}): consumers that never read cannot
+ *     hold the budget for ever.
  *  3. Replies: a connection whose output queue holds more than its share plus a largest frame
  *     (more than dispatch ever queues) does not read the socket until its queue fell below its
  *     share: a client that sends requests without reading the answers cannot grow the broker.
@@ -160,9 +164,12 @@ size_t br_conn_out_room(const br_conn *c)
         return 0;
     size_t room = share - queued;
     if (b->out_bytes >= b->out_budget_bytes) {
-        if (queued > 0)
+        /* The reserve past the budget, for connections that wrote everything they were given. */
+        size_t over = b->out_bytes - b->out_budget_bytes;
+        if (queued > 0 || over >= BR_CONN_OUT_BYTES_MIN)
             return 0;
-        return room < BR_CONN_OUT_BYTES_MIN ? room : BR_CONN_OUT_BYTES_MIN;
+        size_t reserve = BR_CONN_OUT_BYTES_MIN - over;
+        return room < reserve ? room : reserve;
     }
     size_t left = b->out_budget_bytes - b->out_bytes;
     return room < left ? room : left;
@@ -172,6 +179,24 @@ bool br_conn_writable(const br_conn *c)
 {
     return br_conn_out_room(c) > 0;
 }
+
+/* A rate-limited warning for connections closed to protect memory: one line per
+ * BR_REFUSED_LOG_PERIOD_MS at most, with the count since the last one; each at debug level. */
+static void log_refused(br_broker *b, uint64_t *logged_ms, uint64_t *unlogged, const char *what,
+                        const br_conn *c)
+{
+    MG_DEBUG("broker: closing %s: %s", c->peer, what);
+    (*unlogged)++;
+    uint64_t now = uv_now(b->loop);
+    if (*logged_ms == 0 || now - *logged_ms >= BR_REFUSED_LOG_PERIOD_MS) {
+        MG_WARN("broker: closed %llu connection(s) since the last such line: %s (the last: %s)",
+                (unsigned long long)*unlogged, what, c->peer);
+        *logged_ms = now;
+        *unlogged = 0;
+    }
+}
+
+static void out_stall_check(uv_timer_t *t);
 
 void br_conn_out_wait(br_conn *c)
 {
@@ -185,6 +210,9 @@ void br_conn_out_wait(br_conn *c)
     if (b->out_bytes >= b->out_budget_bytes && !b->out_paused) {
         b->out_paused = true;
         count_pause(b, BR_PAUSE_DISPATCH);
+        if (!b->closing)
+            uv_timer_start(&b->out_stall_timer, out_stall_check, BR_CONN_OUT_STALL_CHECK_MS,
+                           BR_CONN_OUT_STALL_CHECK_MS);
         MG_DEBUG("broker: dispatch paused: %zu bytes queued to consumers (budget %zu)",
                  b->out_bytes, b->out_budget_bytes);
     }
@@ -206,6 +234,8 @@ static void out_wake(br_broker *b)
     if (!b->out_paused || b->out_bytes > b->out_budget_bytes / 100 * BR_CONN_OUT_RESUME_PCT)
         return;
     b->out_paused = false;
+    if (!b->closing)
+        uv_timer_stop(&b->out_stall_timer);
     br_link woken;
     list_move_all(&b->out_waiters, &woken);
     while (!br_list_empty(&woken)) {
@@ -215,6 +245,31 @@ static void out_wake(br_broker *b)
         br_conn_ref(c);
         br_conn_out_drained(c);
         br_conn_unref(c);
+    }
+}
+
+/* While dispatch is paused by the budget: closes the waiting connections whose queue has not
+ * moved for BR_CONN_OUT_STALL_MS (their bytes go when the cancelled writes complete). */
+static void out_stall_check(uv_timer_t *t)
+{
+    br_broker *b = t->data;
+    if (!b->out_paused || b->closing)
+        return;
+    uint64_t now = uv_now(b->loop);
+    br_link check;
+    list_move_all(&b->out_waiters, &check);
+    while (!br_list_empty(&check)) {
+        br_conn *c = BR_CONTAINER(check.next, br_conn, out_wait_link);
+        br_list_remove(&c->out_wait_link);
+        br_list_push(&b->out_waiters, &c->out_wait_link);
+        if (c->state == BR_CONN_CLOSING || mg_outq_queued_bytes(&c->out) == 0 ||
+            now - c->out_progress_ms < BR_CONN_OUT_STALL_MS)
+            continue;
+        if (b->m_refused_not_reading != NULL)
+            mg_counter_inc(b->m_refused_not_reading);
+        log_refused(b, &b->stalled_logged_ms, &b->stalled_unlogged,
+                    "its consumers did not read for 10 s while the output budget was used up", c);
+        br_conn_close(c, NULL);
     }
 }
 
@@ -367,6 +422,7 @@ static void conn_written(mg_outq *q, int status)
     if (c->state != BR_CONN_CLOSING && status != MG_OK) {
         br_conn_close(c, mg_strerror(status));
     } else if (c->state != BR_CONN_CLOSING) {
+        c->out_progress_ms = uv_now(b->loop);
         br_conn_flush(c);
         if (c->out_blocked && br_conn_writable(c)) {
             out_unwait(c);
@@ -394,6 +450,8 @@ int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count)
 {
     if (c->state == BR_CONN_CLOSING)
         return MG_ECLOSED;
+    if (mg_outq_queued_bytes(&c->out) == 0)
+        c->out_progress_ms = uv_now(c->b->loop);
     int rc = mg_outq_push(&c->out, slices, count);
     mem_gauges(c->b);
     return rc;
@@ -403,6 +461,8 @@ void br_conn_send(br_conn *c, mg_buf *frame)
 {
     if (c->state == BR_CONN_CLOSING)
         return;
+    if (mg_outq_queued_bytes(&c->out) == 0)
+        c->out_progress_ms = uv_now(c->b->loop);
     int rc = mg_outq_push_buf(&c->out, frame);
     mem_gauges(c->b);
     if (rc != MG_OK) {
@@ -984,11 +1044,14 @@ static void register_metrics(br_broker *b)
         "Time from a SEND's arrival to its SEND_RECEIPT, in milliseconds", 0.001);
     mg_metric_family *refused = mg_metrics_counter_family(
         m, "magnetar_broker_refused_total",
-        "Connections refused to protect the broker's memory, by reason (frame_before_connect: a "
-        "frame larger than a CONNECT can be before CONNECT)",
+        "Connections refused or closed to protect the broker's memory, by reason "
+        "(frame_before_connect: a frame larger than a CONNECT can be before CONNECT; "
+        "not_reading: consumers that did not read for 10 s while the output budget was used up)",
         1, reason);
     const char *before_connect[] = { "frame_before_connect" };
     b->m_refused_before_connect = refused ? mg_metrics_counter(refused, before_connect) : NULL;
+    const char *not_reading[] = { "not_reading" };
+    b->m_refused_not_reading = refused ? mg_metrics_counter(refused, not_reading) : NULL;
     static const char *const kind[] = { "kind" };
     mg_metric_family *bytes = mg_metrics_gauge_family(
         m, "magnetar_broker_connection_memory_bytes",
@@ -1119,6 +1182,8 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     uv_timer_start(&b->stats_timer, stats_tick, BR_STATS_PERIOD_S * 1000, BR_STATS_PERIOD_S * 1000);
     uv_timer_init(b->loop, &b->recv_wake_timer);
     b->recv_wake_timer.data = b;
+    uv_timer_init(b->loop, &b->out_stall_timer);
+    b->out_stall_timer.data = b;
     *out = b;
     return MG_OK;
 }
@@ -1176,11 +1241,12 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     md_client_on_session(b->md, NULL, NULL);
     b->closed_cb = closed;
     b->closed_arg = arg;
-    b->close_pending = 3;
+    b->close_pending = 4;
     uv_close((uv_handle_t *)&b->listener, broker_handle_closed);
     uv_close((uv_handle_t *)&b->stats_timer, broker_handle_closed);
     b->stats_timer.data = b;
     uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);
+    uv_close((uv_handle_t *)&b->out_stall_timer, broker_handle_closed);
     /* Connections first (their consumers and producers detach), then topics. */
     for (br_link *l = b->conns.next; l != &b->conns;) {
         br_conn *c = BR_CONTAINER(l, br_conn, link);

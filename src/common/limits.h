@@ -378,6 +378,12 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * percentage of it: waking every waiting consumer at each write completion would cost a pass
  * over them per write. */
 #define BR_CONN_OUT_RESUME_PCT     75u
+/* While the output budget is used up, a connection whose queue has not moved (no write
+ * completed) for this long is closed, consumers and all: its bytes would otherwise hold the
+ * budget forever and starve consumers that read (a Pulsar client reads its socket whatever the
+ * application does: one that stops for 10 s is stuck or hostile). Checked this often. */
+#define BR_CONN_OUT_STALL_MS       10000u
+#define BR_CONN_OUT_STALL_CHECK_MS 1000u
 /* Before CONNECT a frame may be only as large as a CONNECT can be: the command carries
  * client_version, auth_method_name, auth_data and, through a proxy, the original principal, auth
  * data and method, plus a proxy URL and version. Authentication data is the large part: JWTs
