@@ -196,6 +196,23 @@ static void log_refused(br_broker *b, uint64_t *logged_ms, uint64_t *unlogged, c
     }
 }
 
+/* The rest of log_refused's count, once the period has passed (from the stats timer). */
+static void log_refused_rest(br_broker *b, uint64_t *logged_ms, uint64_t *unlogged,
+                             const char *what)
+{
+    uint64_t now = uv_now(b->loop);
+    if (*unlogged == 0 || now - *logged_ms < BR_REFUSED_LOG_PERIOD_MS)
+        return;
+    MG_WARN("broker: closed %llu connection(s) since the last such line: %s",
+            (unsigned long long)*unlogged, what);
+    *logged_ms = now;
+    *unlogged = 0;
+}
+
+#define REFUSED_BEFORE_CONNECT "a frame larger than a CONNECT can be (128 KiB) before CONNECT"
+#define REFUSED_NOT_READING \
+    "its consumers did not read for 10 s while the output budget was used up"
+
 static void out_stall_check(uv_timer_t *t);
 
 void br_conn_out_wait(br_conn *c)
@@ -267,8 +284,7 @@ static void out_stall_check(uv_timer_t *t)
             continue;
         if (b->m_refused_not_reading != NULL)
             mg_counter_inc(b->m_refused_not_reading);
-        log_refused(b, &b->stalled_logged_ms, &b->stalled_unlogged,
-                    "its consumers did not read for 10 s while the output budget was used up", c);
+        log_refused(b, &b->stalled_logged_ms, &b->stalled_unlogged, REFUSED_NOT_READING, c);
         br_conn_close(c, NULL);
     }
 }
@@ -688,18 +704,9 @@ static void refuse_before_connect(br_conn *c, const uint8_t *head)
         ((uint32_t)head[0] << 24) | ((uint32_t)head[1] << 16) | ((uint32_t)head[2] << 8) | head[3];
     if (b->m_refused_before_connect != NULL)
         mg_counter_inc(b->m_refused_before_connect);
-    MG_DEBUG("broker: refusing %s: a frame of %u bytes before CONNECT (at most %u)", c->peer, total,
+    MG_DEBUG("broker: %s announced a frame of %u bytes before CONNECT (at most %u)", c->peer, total,
              BR_CONNECT_FRAME_BYTES_MAX);
-    b->refused_unlogged++;
-    uint64_t now = uv_now(b->loop);
-    if (b->refused_logged_ms == 0 || now - b->refused_logged_ms >= BR_REFUSED_LOG_PERIOD_MS) {
-        MG_WARN("broker: refused %llu connection(s) since the last such line: a frame larger "
-                "than a CONNECT (%u bytes) before CONNECT (the last from %s, %u bytes)",
-                (unsigned long long)b->refused_unlogged, BR_CONNECT_FRAME_BYTES_MAX, c->peer,
-                total);
-        b->refused_logged_ms = now;
-        b->refused_unlogged = 0;
-    }
+    log_refused(b, &b->refused_logged_ms, &b->refused_unlogged, REFUSED_BEFORE_CONNECT, c);
     br_conn_close(c, NULL);
 }
 
@@ -998,6 +1005,8 @@ static void stats_tick(uv_timer_t *t)
     for (size_t i = 0; i < b->topics.bucket_count; i++)
         for (br_topic *tp = b->topics.buckets[i]; tp != NULL; tp = tp->hash_next)
             br_topic_stats_tick(tp, BR_STATS_PERIOD_S);
+    log_refused_rest(b, &b->refused_logged_ms, &b->refused_unlogged, REFUSED_BEFORE_CONNECT);
+    log_refused_rest(b, &b->stalled_logged_ms, &b->stalled_unlogged, REFUSED_NOT_READING);
 }
 
 /* The metadata session expired: this broker's ownership nodes are gone and another broker may
