@@ -47,6 +47,10 @@ typedef struct br_broker_opts {
     bool auto_skip_non_recoverable_data; /* subscriptions skip lost ledgers (ml_ledger_lost) and
                                             count what they skipped; false (Pulsar's default):
                                             they stop there until an operator skips or resets */
+    uint64_t connection_memory_bytes;    /* budget of bytes queued to consumers (half) and of
+                                            partially received large frames (half); 0 =
+                                            BR_CONN_MEMORY_BYTES_DEFAULT; at least
+                                            BR_CONN_MEMORY_BYTES_MIN */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

@@ -163,7 +163,25 @@ struct br_broker {
     uint32_t close_pending; /* connections and topics still closing */
     void (*closed_cb)(void *arg);
     void *closed_arg;
-    uv_timer_t stats_timer; /* rates every BR_STATS_PERIOD_S */
+    uv_timer_t stats_timer;     /* rates every BR_STATS_PERIOD_S */
+    uv_timer_t recv_wake_timer; /* resumes receive-budget waiters from the loop */
+
+    /* Connection memory (server.c, "CONNECTION MEMORY"). */
+    size_t out_budget_bytes; /* bytes queued to consumers, all connections */
+    size_t out_bytes;        /* every connection's mg_outq adds its queued bytes here */
+    size_t out_bytes_peak;
+    bool out_paused;              /* a consumer waits because out_bytes reached the budget */
+    br_link out_waiters;          /* br_conn.out_wait_link: connections with out_blocked */
+    uint32_t consumer_conn_count; /* connections with at least one consumer: shares */
+    size_t recv_budget_bytes;     /* large receive buffers, all connections */
+    size_t recv_bytes;            /* sum of br_conn.recv_held */
+    size_t recv_bytes_peak;
+    br_link recv_waiters;       /* br_conn.recv_wait_link, in order of arrival */
+    uint64_t refused_logged_ms; /* last warning about refused connections */
+    uint64_t refused_unlogged;  /* refusals since */
+    uv_timer_t out_stall_timer; /* while out_paused: closes consumers that stopped reading */
+    uint64_t stalled_logged_ms; /* last warning about them */
+    uint64_t stalled_unlogged;
 
     /* Metrics (NULL when opts.metrics is NULL). */
     mg_gauge *m_connections;
@@ -173,7 +191,15 @@ struct br_broker {
     mg_metric_family *m_commands;                         /* label: type */
     mg_counter *m_command_counters[BR_COMMAND_TYPES_MAX]; /* looked up once per type */
     mg_histogram *m_publish_latency_us;
+    mg_counter *m_refused_before_connect; /* magnetar_broker_refused_total{reason} */
+    mg_counter *m_refused_not_reading;
+    mg_gauge *m_mem_bytes[2]; /* [BR_MEM_OUT], [BR_MEM_RECV] */
+    mg_gauge *m_mem_peak[2];
+    mg_counter *m_mem_pauses[3]; /* BR_PAUSE_* */
 };
+
+enum { BR_MEM_OUT = 0, BR_MEM_RECV = 1 };
+enum { BR_PAUSE_DISPATCH = 0, BR_PAUSE_RECEIVE = 1, BR_PAUSE_REPLIES = 2 };
 
 /* --- connections ------------------------------------------------------------------------------ */
 
@@ -211,7 +237,15 @@ struct br_conn {
     uint64_t closed_producers[BR_CONN_CLOSED_PROD_MAX];
     uint32_t closed_producer_count; /* recorded ever; the ring keeps the last ones */
     bool paused_sends;              /* reading stopped for pending_sends */
-    bool out_blocked;               /* some consumer wait for the output queue to drain */
+    bool out_blocked; /* some consumer waits for the output queue to drain (in out_waiters) */
+    br_link out_wait_link;
+    bool paused_recv; /* reading stopped: no room in the receive budget (in recv_waiters) */
+    br_link recv_wait_link;
+    size_t recv_need;         /* the receive buffer paused_recv waits for */
+    size_t recv_held;         /* receive budget taken by rbuf (0 for a BR_READ_BUF_BYTES one) */
+    bool paused_replies;      /* reading stopped: the peer does not read what it asked for */
+    uint64_t out_progress_ms; /* loop time of the last write completion, or of the first push
+                                 to an empty output queue */
 };
 
 /* Queues a frame (takes its own reference) and flushes. On failure closes the connection. */
@@ -227,7 +261,18 @@ bool br_conn_handles_full(br_conn *c, uint64_t request_id, bool producers);
 /* Queues slices (a MESSAGE head and an entry) without flushing; br_conn_flush after a batch. */
 int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count);
 void br_conn_flush(br_conn *c);
+/* Whether dispatch may queue more to the connection: its output queue is below its share of
+ * the broker's output budget, and the budget is not used up (or the connection has written
+ * everything it was given and the small reserve past the budget is not used up either: a
+ * consumer that reads is never starved by ones that do not). */
 bool br_conn_writable(const br_conn *c);
+/* The bytes dispatch may still queue to the connection (0 when not writable). */
+size_t br_conn_out_room(const br_conn *c);
+/* Dispatch to a consumer of c waits for room: br_conn_out_drained(c) is called once c's queue
+ * drained or the broker's budget has room again. */
+void br_conn_out_wait(br_conn *c);
+/* A consumer joined (first) or left (last) the connection: the output shares change. */
+void br_conn_consumers_changed(br_conn *c, bool has_consumers);
 void br_conn_ref(br_conn *c);
 void br_conn_unref(br_conn *c);
 /* Closes the connection (protocol error or shutdown); reason is logged. */

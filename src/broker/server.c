@@ -23,8 +23,40 @@
  * rest of the buffer moves, with whatever follows it, to a new buffer sized for it.
  *
  * BACKPRESSURE: more than BR_CONN_PENDING_SENDS_MAX SENDs waiting for storage stops reading the
- * socket until half completed; dispatch to a connection whose output queue holds more than
- * BR_CONN_OUT_BYTES_MAX pauses until it drains.
+ * socket until half completed; dispatch to a connection whose output queue holds more than its
+ * share of the output budget pauses until it drains (below).
+ *
+ * CONNECTION MEMORY: one broker-wide budget (opts.connection_memory_bytes), half for bytes queued
+ * to consumers, half for receive buffers larger than BR_READ_BUF_BYTES (frames being received).
+ *  1. Before CONNECT a frame may be at most BR_CONNECT_FRAME_BYTES_MAX: a larger one refuses the
+ *     connection at its header (magnetar_broker_refused_total{reason="frame_before_connect"}).
+ *  2. Output: every connection's mg_outq adds its queued bytes to b->out_bytes. Dispatch queues
+ *     to a connection while it is below its share (the output half divided among the
+ *     connections that have consumers, within BR_CONN_OUT_BYTES_MIN..MAX) and the half is not
+ *     used up. Past the half, a reserve of BR_CONN_OUT_BYTES_MIN goes to connections that have
+ *     written everything they were given, so consumers that read are never starved by ones that
+ *     do not (a consumer that does not read keeps bytes queued once its socket buffers are
+ *     full). Consumers that cannot take more wait in b->out_waiters: a connection is woken when
+ *     its own queue drained below its share, every one when the total fell below
+ *     BR_CONN_OUT_RESUME_PCT of the half. Bound: the half plus the reserve plus one entry (each
+ *     entry is queued only while there is room), plus replies (3). While the half is used up, a
+ *     waiting connection whose queue has not moved for BR_CONN_OUT_STALL_MS is closed
+ *     (magnetar_broker_refused_total{reason="not_reading"}): consumers that never read cannot
+ *     hold the budget for ever.
+ *  3. Replies: a connection whose output queue holds more than its share plus a largest frame
+ *     (more than dispatch ever queues) does not read the socket until its queue fell below its
+ *     share: a client that sends requests without reading the answers cannot grow the broker.
+ *  4. Receive: a buffer larger than BR_READ_BUF_BYTES (for a frame larger than that) is taken
+ *     from the receive half (c->recv_held, summed in b->recv_bytes) before it is allocated; when
+ *     it does not fit, the connection stops reading (uv_read_stop) and waits in b->recv_waiters,
+ *     in order, until buffers are given back (a frame's buffer goes as soon as everything in it
+ *     was parsed). A connection is always admitted when nobody else holds any, so every frame
+ *     that passes the frame limit is eventually received. Standard buffers (2 x
+ *     BR_READ_BUF_BYTES) are not counted: they are bounded by the connection count.
+ *  5. A connection that does not read (paused by 3 or 4, or for pending sends) is not timed out
+ *     by the keep-alive: its silence is ours.
+ * Pauses are counted in magnetar_broker_connection_memory_pauses_total{kind}, the bytes in use
+ * in magnetar_broker_connection_memory_bytes{kind} (and _peak, and the budget in _limit_bytes).
  */
 #include "broker/broker_int.h"
 
@@ -39,6 +71,9 @@
 #include <time.h>
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
+
+void br_conn_pause_reading(br_conn *c);
+void br_conn_resume_reading(br_conn *c);
 
 int64_t br_now_ms(void)
 {
@@ -69,9 +104,274 @@ static void count_command(br_broker *b, int type)
         mg_counter_inc(b->m_command_counters[type]);
 }
 
-/* ---- lifetime ------------------------------------------------------------------------------ */
+/* ---- connection memory ---------------------------------------------------------------------- */
 
 static void broker_maybe_closed(br_broker *b);
+
+static void mem_gauges(br_broker *b)
+{
+    if (b->out_bytes > b->out_bytes_peak)
+        b->out_bytes_peak = b->out_bytes;
+    if (b->recv_bytes > b->recv_bytes_peak)
+        b->recv_bytes_peak = b->recv_bytes;
+    if (b->m_mem_bytes[BR_MEM_OUT] == NULL)
+        return;
+    mg_gauge_set(b->m_mem_bytes[BR_MEM_OUT], (double)b->out_bytes);
+    mg_gauge_set(b->m_mem_bytes[BR_MEM_RECV], (double)b->recv_bytes);
+    mg_gauge_set(b->m_mem_peak[BR_MEM_OUT], (double)b->out_bytes_peak);
+    mg_gauge_set(b->m_mem_peak[BR_MEM_RECV], (double)b->recv_bytes_peak);
+}
+
+static void count_pause(br_broker *b, int kind)
+{
+    if (b->m_mem_pauses[kind] != NULL)
+        mg_counter_inc(b->m_mem_pauses[kind]);
+}
+
+/* Moves every element of from to the (empty) list to. */
+static void list_move_all(br_link *from, br_link *to)
+{
+    br_list_init(to);
+    if (br_list_empty(from))
+        return;
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    br_list_init(from);
+}
+
+/* A connection's share of the output budget (CONNECTION MEMORY 2). */
+static size_t conn_out_share(const br_broker *b)
+{
+    size_t n = b->consumer_conn_count > 0 ? b->consumer_conn_count : 1;
+    size_t share = b->out_budget_bytes / n;
+    if (share < BR_CONN_OUT_BYTES_MIN)
+        share = BR_CONN_OUT_BYTES_MIN;
+    if (share > BR_CONN_OUT_BYTES_MAX)
+        share = BR_CONN_OUT_BYTES_MAX;
+    return share;
+}
+
+size_t br_conn_out_room(const br_conn *c)
+{
+    if (c->state == BR_CONN_CLOSING)
+        return 0;
+    const br_broker *b = c->b;
+    size_t queued = mg_outq_queued_bytes(&c->out);
+    size_t share = conn_out_share(b);
+    if (queued >= share)
+        return 0;
+    size_t room = share - queued;
+    if (b->out_bytes >= b->out_budget_bytes) {
+        /* The reserve past the budget, for connections that wrote everything they were given. */
+        size_t over = b->out_bytes - b->out_budget_bytes;
+        if (queued > 0 || over >= BR_CONN_OUT_BYTES_MIN)
+            return 0;
+        size_t reserve = BR_CONN_OUT_BYTES_MIN - over;
+        return room < reserve ? room : reserve;
+    }
+    size_t left = b->out_budget_bytes - b->out_bytes;
+    return room < left ? room : left;
+}
+
+bool br_conn_writable(const br_conn *c)
+{
+    return br_conn_out_room(c) > 0;
+}
+
+/* A rate-limited warning for connections closed to protect memory: one line per
+ * BR_REFUSED_LOG_PERIOD_MS at most, with the count since the last one; each at debug level. */
+static void log_refused(br_broker *b, uint64_t *logged_ms, uint64_t *unlogged, const char *what,
+                        const br_conn *c)
+{
+    MG_DEBUG("broker: closing %s: %s", c->peer, what);
+    (*unlogged)++;
+    uint64_t now = uv_now(b->loop);
+    if (*logged_ms == 0 || now - *logged_ms >= BR_REFUSED_LOG_PERIOD_MS) {
+        MG_WARN("broker: closed %llu connection(s) since the last such line: %s (the last: %s)",
+                (unsigned long long)*unlogged, what, c->peer);
+        *logged_ms = now;
+        *unlogged = 0;
+    }
+}
+
+/* The rest of log_refused's count, once the period has passed (from the stats timer). */
+static void log_refused_rest(br_broker *b, uint64_t *logged_ms, uint64_t *unlogged,
+                             const char *what)
+{
+    uint64_t now = uv_now(b->loop);
+    if (*unlogged == 0 || now - *logged_ms < BR_REFUSED_LOG_PERIOD_MS)
+        return;
+    MG_WARN("broker: closed %llu connection(s) since the last such line: %s",
+            (unsigned long long)*unlogged, what);
+    *logged_ms = now;
+    *unlogged = 0;
+}
+
+#define REFUSED_BEFORE_CONNECT "a frame larger than a CONNECT can be (128 KiB) before CONNECT"
+#define REFUSED_NOT_READING \
+    "its consumers did not read for 10 s while the output budget was used up"
+
+static void out_stall_check(uv_timer_t *t);
+
+void br_conn_out_wait(br_conn *c)
+{
+    br_broker *b = c->b;
+    if (c->state == BR_CONN_CLOSING)
+        return;
+    if (!c->out_blocked) {
+        c->out_blocked = true;
+        br_list_push(&b->out_waiters, &c->out_wait_link);
+    }
+    if (b->out_bytes >= b->out_budget_bytes && !b->out_paused) {
+        b->out_paused = true;
+        count_pause(b, BR_PAUSE_DISPATCH);
+        if (!b->closing)
+            uv_timer_start(&b->out_stall_timer, out_stall_check, BR_CONN_OUT_STALL_CHECK_MS,
+                           BR_CONN_OUT_STALL_CHECK_MS);
+        MG_DEBUG("broker: dispatch paused: %zu bytes queued to consumers (budget %zu)",
+                 b->out_bytes, b->out_budget_bytes);
+    }
+}
+
+static void out_unwait(br_conn *c)
+{
+    if (c->out_blocked) {
+        c->out_blocked = false;
+        br_list_remove(&c->out_wait_link);
+    }
+}
+
+/* Called when output bytes were given back (a write completed or was cancelled): once the total
+ * fell below BR_CONN_OUT_RESUME_PCT of the budget, every waiting connection's consumers are
+ * dispatched to again (those that still cannot take more wait again). */
+static void out_wake(br_broker *b)
+{
+    if (!b->out_paused || b->out_bytes > b->out_budget_bytes / 100 * BR_CONN_OUT_RESUME_PCT)
+        return;
+    b->out_paused = false;
+    if (!b->closing)
+        uv_timer_stop(&b->out_stall_timer);
+    br_link woken;
+    list_move_all(&b->out_waiters, &woken);
+    while (!br_list_empty(&woken)) {
+        br_conn *c = BR_CONTAINER(woken.next, br_conn, out_wait_link);
+        br_list_remove(&c->out_wait_link);
+        c->out_blocked = false;
+        br_conn_ref(c);
+        br_conn_out_drained(c);
+        br_conn_unref(c);
+    }
+}
+
+/* While dispatch is paused by the budget: closes the waiting connections whose queue has not
+ * moved for BR_CONN_OUT_STALL_MS (their bytes go when the cancelled writes complete). */
+static void out_stall_check(uv_timer_t *t)
+{
+    br_broker *b = t->data;
+    if (!b->out_paused || b->closing)
+        return;
+    uint64_t now = uv_now(b->loop);
+    br_link check;
+    list_move_all(&b->out_waiters, &check);
+    while (!br_list_empty(&check)) {
+        br_conn *c = BR_CONTAINER(check.next, br_conn, out_wait_link);
+        br_list_remove(&c->out_wait_link);
+        br_list_push(&b->out_waiters, &c->out_wait_link);
+        if (c->state == BR_CONN_CLOSING || mg_outq_queued_bytes(&c->out) == 0 ||
+            now - c->out_progress_ms < BR_CONN_OUT_STALL_MS)
+            continue;
+        if (b->m_refused_not_reading != NULL)
+            mg_counter_inc(b->m_refused_not_reading);
+        log_refused(b, &b->stalled_logged_ms, &b->stalled_unlogged, REFUSED_NOT_READING, c);
+        br_conn_close(c, NULL);
+    }
+}
+
+void br_conn_consumers_changed(br_conn *c, bool has_consumers)
+{
+    br_broker *b = c->b;
+    if (has_consumers) {
+        b->consumer_conn_count++;
+    } else {
+        MG_ASSERT(b->consumer_conn_count > 0);
+        b->consumer_conn_count--;
+    }
+}
+
+/* Takes need bytes of the receive budget for c's next receive buffer (in place of what it
+ * holds); false when they do not fit while others hold some. */
+static bool recv_reserve(br_conn *c, size_t need)
+{
+    br_broker *b = c->b;
+    if (need <= c->recv_held) {
+        b->recv_bytes -= c->recv_held - need;
+        c->recv_held = need;
+        mem_gauges(b);
+        return true;
+    }
+    size_t others = b->recv_bytes - c->recv_held;
+    if (others > 0 && others + need > b->recv_budget_bytes)
+        return false;
+    b->recv_bytes = others + need;
+    c->recv_held = need;
+    mem_gauges(b);
+    return true;
+}
+
+static void recv_wake(uv_timer_t *t);
+
+static void recv_release(br_conn *c)
+{
+    br_broker *b = c->b;
+    if (c->paused_recv) {
+        c->paused_recv = false;
+        br_list_remove(&c->recv_wait_link);
+    }
+    if (c->recv_held == 0)
+        return;
+    MG_ASSERT(b->recv_bytes >= c->recv_held);
+    b->recv_bytes -= c->recv_held;
+    c->recv_held = 0;
+    mem_gauges(b);
+    /* Waiters resume from the loop, not from inside this connection's callbacks. */
+    if (!br_list_empty(&b->recv_waiters) && !b->closing)
+        uv_timer_start(&b->recv_wake_timer, recv_wake, 0, 0);
+}
+
+/* Receive budget was given back: connections waiting for it resume reading, in order of
+ * arrival, as long as their buffers fit. */
+static void recv_wake(uv_timer_t *t)
+{
+    br_broker *b = t->data;
+    while (!br_list_empty(&b->recv_waiters)) {
+        br_conn *c = BR_CONTAINER(b->recv_waiters.next, br_conn, recv_wait_link);
+        if (!recv_reserve(c, c->recv_need))
+            return;
+        br_list_remove(&c->recv_wait_link);
+        c->paused_recv = false;
+        br_conn_ref(c);
+        br_conn_resume_reading(c);
+        br_conn_unref(c);
+    }
+}
+
+static void recv_wait(br_conn *c, size_t need)
+{
+    br_broker *b = c->b;
+    c->recv_need = need;
+    if (c->paused_recv)
+        return;
+    c->paused_recv = true;
+    br_list_push(&b->recv_waiters, &c->recv_wait_link);
+    br_conn_pause_reading(c);
+    count_pause(b, BR_PAUSE_RECEIVE);
+    MG_DEBUG("broker: %s waits for %zu bytes of receive buffer (%zu of %zu in use)", c->peer, need,
+             b->recv_bytes, b->recv_budget_bytes);
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------ */
 
 void br_conn_ref(br_conn *c)
 {
@@ -85,6 +385,8 @@ void br_conn_unref(br_conn *c)
         return;
     br_broker *b = c->b;
     mg_outq_discard(&c->out);
+    mg_outq_set_total(&c->out, NULL);
+    recv_release(c);
     mg_buf_unref(c->rbuf);
     br_list_remove(&c->link);
     b->conn_count--;
@@ -116,6 +418,13 @@ void br_conn_close(br_conn *c, const char *reason)
     while (!br_list_empty(&c->consumers))
         br_consumer_drop(BR_CONTAINER(c->consumers.next, br_consumer, conn_link), false);
     mg_outq_discard(&c->out);
+    out_unwait(c);
+    if (c->paused_recv) {
+        c->paused_recv = false;
+        br_list_remove(&c->recv_wait_link);
+    }
+    c->paused_replies = false;
+    mem_gauges(c->b);
     uv_close((uv_handle_t *)&c->keepalive, conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 }
@@ -125,17 +434,23 @@ void br_conn_close(br_conn *c, const char *reason)
 static void conn_written(mg_outq *q, int status)
 {
     br_conn *c = q->arg;
-    if (c->state == BR_CONN_CLOSING)
-        return;
-    if (status != MG_OK) {
+    br_broker *b = c->b;
+    if (c->state != BR_CONN_CLOSING && status != MG_OK) {
         br_conn_close(c, mg_strerror(status));
-        return;
+    } else if (c->state != BR_CONN_CLOSING) {
+        c->out_progress_ms = uv_now(b->loop);
+        br_conn_flush(c);
+        if (c->out_blocked && br_conn_writable(c)) {
+            out_unwait(c);
+            br_conn_out_drained(c);
+        }
+        if (c->paused_replies && mg_outq_queued_bytes(&c->out) < conn_out_share(b)) {
+            c->paused_replies = false;
+            br_conn_resume_reading(c);
+        }
     }
-    br_conn_flush(c);
-    if (c->out_blocked && br_conn_writable(c)) {
-        c->out_blocked = false;
-        br_conn_out_drained(c);
-    }
+    mem_gauges(b);
+    out_wake(b);
 }
 
 void br_conn_flush(br_conn *c)
@@ -147,23 +462,25 @@ void br_conn_flush(br_conn *c)
         br_conn_close(c, mg_strerror(rc));
 }
 
-bool br_conn_writable(const br_conn *c)
-{
-    return c->state != BR_CONN_CLOSING && mg_outq_queued_bytes(&c->out) < BR_CONN_OUT_BYTES_MAX;
-}
-
 int br_conn_queue(br_conn *c, const mg_slice *slices, size_t count)
 {
     if (c->state == BR_CONN_CLOSING)
         return MG_ECLOSED;
-    return mg_outq_push(&c->out, slices, count);
+    if (mg_outq_queued_bytes(&c->out) == 0)
+        c->out_progress_ms = uv_now(c->b->loop);
+    int rc = mg_outq_push(&c->out, slices, count);
+    mem_gauges(c->b);
+    return rc;
 }
 
 void br_conn_send(br_conn *c, mg_buf *frame)
 {
     if (c->state == BR_CONN_CLOSING)
         return;
+    if (mg_outq_queued_bytes(&c->out) == 0)
+        c->out_progress_ms = uv_now(c->b->loop);
     int rc = mg_outq_push_buf(&c->out, frame);
+    mem_gauges(c->b);
     if (rc != MG_OK) {
         br_conn_close(c, mg_strerror(rc));
         return;
@@ -368,15 +685,98 @@ static uint32_t frame_limit(const br_broker *b)
     return b->opts.message_bytes_max + BR_FRAME_PADDING_BYTES;
 }
 
+/* The frame limit of the connection's state: before CONNECT, only what a CONNECT can be. */
+static uint32_t conn_frame_limit(const br_conn *c)
+{
+    uint32_t limit = frame_limit(c->b);
+    if (c->state == BR_CONN_AWAIT_CONNECT && limit > BR_CONNECT_FRAME_BYTES_MAX)
+        limit = BR_CONNECT_FRAME_BYTES_MAX;
+    return limit;
+}
+
+/* A frame announced before CONNECT is larger than a CONNECT can be: the connection is closed at
+ * the header, before any of the frame is buffered. Per connection this logs at debug level only;
+ * a warning sums the refusals at most once per BR_REFUSED_LOG_PERIOD_MS. */
+static void refuse_before_connect(br_conn *c, const uint8_t *head)
+{
+    br_broker *b = c->b;
+    uint32_t total =
+        ((uint32_t)head[0] << 24) | ((uint32_t)head[1] << 16) | ((uint32_t)head[2] << 8) | head[3];
+    if (b->m_refused_before_connect != NULL)
+        mg_counter_inc(b->m_refused_before_connect);
+    MG_DEBUG("broker: %s announced a frame of %u bytes before CONNECT (at most %u)", c->peer, total,
+             BR_CONNECT_FRAME_BYTES_MAX);
+    log_refused(b, &b->refused_logged_ms, &b->refused_unlogged, REFUSED_BEFORE_CONNECT, c);
+    br_conn_close(c, NULL);
+}
+
+/* The capacity conn_alloc gives a new receive buffer for a frame of want bytes. */
+static size_t rbuf_cap(const br_conn *c, size_t want)
+{
+    /* Room for several frames when they are large (a producer's batches), up to
+     * BR_READ_BUF_LARGE_BYTES: the partial frame at the end of a buffer is copied into the next
+     * one, and with room for one frame that copy was 3.9 % of the standalone's CPU samples at
+     * ~400 MiB/s of 128 KiB batches (1.5 % with room for four). Not before CONNECT. */
+    size_t cap = want;
+    if (c->state == BR_CONN_READY && want > BR_READ_BUF_BYTES &&
+        want * BR_READ_BUF_LARGE_FRAMES <= BR_READ_BUF_LARGE_BYTES)
+        cap = want * BR_READ_BUF_LARGE_FRAMES;
+    return cap + BR_READ_BUF_BYTES;
+}
+
+/* Whether the current receive buffer takes the rest of a frame of want bytes (and 1 KiB more):
+ * else conn_alloc moves the unparsed bytes to a fresh one. */
+static bool rbuf_fits(const br_conn *c, size_t want)
+{
+    return c->rbuf != NULL && mg_buf_cap(c->rbuf) - c->rpos >= want &&
+           mg_buf_cap(c->rbuf) - mg_buf_len(c->rbuf) >= 1024;
+}
+
+static size_t rbuf_want(const br_conn *c)
+{
+    return c->rwant > BR_READ_BUF_BYTES ? c->rwant : BR_READ_BUF_BYTES;
+}
+
+/* A frame of c->rwant bytes is being received: takes the receive budget for the buffer it needs
+ * (CONNECTION MEMORY 4); false when the connection must wait for it (reading stopped). */
+static bool conn_reserve_frame(br_conn *c)
+{
+    size_t want = rbuf_want(c);
+    if (want <= BR_READ_BUF_BYTES || rbuf_fits(c, want))
+        return true;
+    size_t need = rbuf_cap(c, want);
+    if (recv_reserve(c, need))
+        return true;
+    recv_wait(c, need);
+    return false;
+}
+
+/* Everything received was parsed: a large buffer goes back (its bytes stay alive only as long as
+ * payloads handed on from it do); the next read gets a standard one. */
+static void conn_drop_large_rbuf(br_conn *c)
+{
+    if (c->recv_held == 0 || c->rbuf == NULL || mg_buf_len(c->rbuf) != c->rpos)
+        return;
+    mg_buf_unref(c->rbuf);
+    c->rbuf = NULL;
+    c->rpos = 0;
+    recv_release(c);
+}
+
 static void conn_process(br_conn *c)
 {
     while (c->state != BR_CONN_CLOSING && c->rbuf != NULL) {
         const uint8_t *data = mg_buf_data(c->rbuf);
         size_t avail = mg_buf_len(c->rbuf) - c->rpos;
         size_t frame_len = 0;
-        int rc = br_frame_size(data + c->rpos, avail, frame_limit(c->b), &frame_len);
+        int rc = br_frame_size(data + c->rpos, avail, conn_frame_limit(c), &frame_len);
         if (rc == MG_EAGAIN) {
             c->rwant = 0;
+            conn_drop_large_rbuf(c);
+            return;
+        }
+        if (rc == MG_ELIMIT && c->state == BR_CONN_AWAIT_CONNECT) {
+            refuse_before_connect(c, data + c->rpos);
             return;
         }
         if (rc != MG_OK) {
@@ -387,9 +787,20 @@ static void conn_process(br_conn *c)
         }
         if (frame_len > avail) {
             c->rwant = frame_len;
+            conn_reserve_frame(c);
             return;
         }
         c->rwant = 0;
+        if (c->state == BR_CONN_READY &&
+            mg_outq_queued_bytes(&c->out) >= conn_out_share(c->b) + frame_limit(c->b)) {
+            /* CONNECTION MEMORY 3: the peer does not read what it asked for. */
+            c->paused_replies = true;
+            br_conn_pause_reading(c);
+            count_pause(c->b, BR_PAUSE_REPLIES);
+            MG_DEBUG("broker: %s does not read its answers (%zu bytes queued): not reading it",
+                     c->peer, mg_outq_queued_bytes(&c->out));
+            return;
+        }
         br_frame f;
         rc = br_frame_decode(data + c->rpos, frame_len, &f);
         if (rc == MG_ENOTSUP) {
@@ -415,25 +826,28 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     (void)suggested;
     br_conn *c = h->data;
-    size_t want = c->rwant > BR_READ_BUF_BYTES ? c->rwant : BR_READ_BUF_BYTES;
+    size_t want = rbuf_want(c);
     size_t unparsed = c->rbuf != NULL ? mg_buf_len(c->rbuf) - c->rpos : 0;
-    bool fits = c->rbuf != NULL && mg_buf_cap(c->rbuf) - c->rpos >= want &&
-                mg_buf_cap(c->rbuf) - mg_buf_len(c->rbuf) >= 1024;
-    if (!fits) {
+    if (!rbuf_fits(c, want)) {
         /* A fresh buffer when the old one is full, the frame is larger than what is left, or the
-         * old one is referenced elsewhere and mostly parsed. Room for several frames when they
-         * are large (a producer's batches), up to BR_READ_BUF_LARGE_BYTES: the partial frame at
-         * the end of a buffer is copied into the next one, and with room for one frame that
-         * copy was 3.9 % of the standalone's CPU samples at ~400 MiB/s of 128 KiB batches (1.5 %
-         * with room for four). */
-        size_t cap = want;
-        if (want > BR_READ_BUF_BYTES && want * BR_READ_BUF_LARGE_FRAMES <= BR_READ_BUF_LARGE_BYTES)
-            cap = want * BR_READ_BUF_LARGE_FRAMES;
-        mg_buf *nb = mg_buf_new(cap + BR_READ_BUF_BYTES);
+         * old one is referenced elsewhere and mostly parsed (rbuf_cap says how large). A large
+         * one was taken from the receive budget by conn_reserve_frame before reading resumed. */
+        size_t cap = rbuf_cap(c, want);
+        mg_buf *nb = mg_buf_new(cap);
         if (nb == NULL) {
             out->base = NULL;
             out->len = 0;
             return;
+        }
+        if (want > BR_READ_BUF_BYTES) {
+            if (!recv_reserve(c, cap)) {
+                /* Not reserved beforehand (never expected): counted anyway, over the budget. */
+                c->b->recv_bytes += cap - c->recv_held;
+                c->recv_held = cap;
+                mem_gauges(c->b);
+            }
+        } else {
+            recv_release(c);
         }
         if (unparsed > 0)
             memcpy(mg_buf_data(nb), mg_buf_data(c->rbuf) + c->rpos, unparsed);
@@ -468,9 +882,6 @@ static void conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     br_conn_unref(c);
 }
 
-void br_conn_pause_reading(br_conn *c);
-void br_conn_resume_reading(br_conn *c);
-
 void br_conn_pause_reading(br_conn *c)
 {
     if (c->reading && c->state != BR_CONN_CLOSING) {
@@ -479,8 +890,12 @@ void br_conn_pause_reading(br_conn *c)
     }
 }
 
+/* Reading resumes only when no reason to pause it remains (pending sends, receive budget,
+ * unread replies). */
 void br_conn_resume_reading(br_conn *c)
 {
+    if (c->paused_sends || c->paused_recv || c->paused_replies)
+        return;
     if (!c->reading && c->state != BR_CONN_CLOSING) {
         int rc = uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read);
         if (rc < 0) {
@@ -512,6 +927,11 @@ static void conn_keepalive(uv_timer_t *t)
         br_conn_close(c, "no CONNECT within the keep-alive period");
         return;
     }
+    if (!c->reading) {
+        /* Paused (CONNECTION MEMORY 5): the peer's answer would not be read. */
+        c->last_in_ms = uv_now(c->b->loop);
+        return;
+    }
     c->idle_ping_sent = true;
     c->last_in_ms = uv_now(c->b->loop) - period_ms / 2; /* answer due within half a period more */
     send_simple(c, T(PING));
@@ -537,6 +957,7 @@ static void on_connection(uv_stream_t *server, int status)
     br_list_init(&c->consumers);
     br_list_init(&c->link);
     mg_outq_init(&c->out, conn_written, c);
+    mg_outq_set_total(&c->out, &b->out_bytes);
     uv_tcp_init(b->loop, &c->tcp);
     uv_timer_init(b->loop, &c->keepalive);
     c->tcp.data = c->keepalive.data = c;
@@ -584,6 +1005,8 @@ static void stats_tick(uv_timer_t *t)
     for (size_t i = 0; i < b->topics.bucket_count; i++)
         for (br_topic *tp = b->topics.buckets[i]; tp != NULL; tp = tp->hash_next)
             br_topic_stats_tick(tp, BR_STATS_PERIOD_S);
+    log_refused_rest(b, &b->refused_logged_ms, &b->refused_unlogged, REFUSED_BEFORE_CONNECT);
+    log_refused_rest(b, &b->stalled_logged_ms, &b->stalled_unlogged, REFUSED_NOT_READING);
 }
 
 /* The metadata session expired: this broker's ownership nodes are gone and another broker may
@@ -628,13 +1051,61 @@ static void register_metrics(br_broker *b)
     b->m_publish_latency_us = mg_metrics_unlabelled_histogram(
         m, "magnetar_broker_publish_latency_ms",
         "Time from a SEND's arrival to its SEND_RECEIPT, in milliseconds", 0.001);
+    mg_metric_family *refused = mg_metrics_counter_family(
+        m, "magnetar_broker_refused_total",
+        "Connections refused or closed to protect the broker's memory, by reason "
+        "(frame_before_connect: a frame larger than a CONNECT can be before CONNECT; "
+        "not_reading: consumers that did not read for 10 s while the output budget was used up)",
+        1, reason);
+    const char *before_connect[] = { "frame_before_connect" };
+    b->m_refused_before_connect = refused ? mg_metrics_counter(refused, before_connect) : NULL;
+    const char *not_reading[] = { "not_reading" };
+    b->m_refused_not_reading = refused ? mg_metrics_counter(refused, not_reading) : NULL;
+    static const char *const kind[] = { "kind" };
+    mg_metric_family *bytes = mg_metrics_gauge_family(
+        m, "magnetar_broker_connection_memory_bytes",
+        "Connection memory in use: output (bytes queued to consumers and replies) and receive "
+        "(buffers of frames larger than 64 KiB being received)",
+        1, kind);
+    mg_metric_family *peak = mg_metrics_gauge_family(
+        m, "magnetar_broker_connection_memory_bytes_peak",
+        "Highest magnetar_broker_connection_memory_bytes since the broker started", 1, kind);
+    mg_metric_family *limit = mg_metrics_gauge_family(
+        m, "magnetar_broker_connection_memory_limit_bytes",
+        "The budget of each kind of connection memory (half of --connection-memory-mb each)", 1,
+        kind);
+    mg_metric_family *pauses = mg_metrics_counter_family(
+        m, "magnetar_broker_connection_memory_pauses_total",
+        "Pauses for connection memory: dispatch (the output budget was used up), receive (a "
+        "connection waited for a receive buffer), replies (a client that did not read its "
+        "answers was not read)",
+        1, kind);
+    static const char *const kinds[2] = { "output", "receive" };
+    for (int i = 0; i < 2; i++) {
+        const char *v[] = { kinds[i] };
+        b->m_mem_bytes[i] = bytes ? mg_metrics_gauge(bytes, v) : NULL;
+        b->m_mem_peak[i] = peak ? mg_metrics_gauge(peak, v) : NULL;
+        mg_gauge *g = limit ? mg_metrics_gauge(limit, v) : NULL;
+        if (g != NULL)
+            mg_gauge_set(g, (double)(i == BR_MEM_OUT ? b->out_budget_bytes : b->recv_budget_bytes));
+    }
+    if (b->m_mem_bytes[BR_MEM_OUT] == NULL || b->m_mem_bytes[BR_MEM_RECV] == NULL ||
+        b->m_mem_peak[BR_MEM_OUT] == NULL || b->m_mem_peak[BR_MEM_RECV] == NULL)
+        b->m_mem_bytes[BR_MEM_OUT] = NULL; /* mem_gauges sets all four or none */
+    static const char *const pause_kinds[3] = { "dispatch", "receive", "replies" };
+    for (int i = 0; i < 3; i++) {
+        const char *v[] = { pause_kinds[i] };
+        b->m_mem_pauses[i] = pauses ? mg_metrics_counter(pauses, v) : NULL;
+    }
 }
 
 int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
 {
     if (opts == NULL ||
         (opts->message_bytes_max != 0 &&
-         (opts->message_bytes_max < 1024 || opts->message_bytes_max > BR_MESSAGE_BYTES_MAX)))
+         (opts->message_bytes_max < 1024 || opts->message_bytes_max > BR_MESSAGE_BYTES_MAX)) ||
+        (opts->connection_memory_bytes != 0 &&
+         opts->connection_memory_bytes < BR_CONN_MEMORY_BYTES_MIN))
         return MG_EINVAL;
     br_broker *b = mg_calloc(1, sizeof(*b));
     if (b == NULL)
@@ -658,6 +1129,14 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     b->opts.advertised_address = b->advertised;
     b->opts.cluster = b->cluster;
     br_list_init(&b->conns);
+    uint64_t mem = opts->connection_memory_bytes != 0 ? opts->connection_memory_bytes
+                                                      : BR_CONN_MEMORY_BYTES_DEFAULT;
+    if (mem > SIZE_MAX)
+        mem = SIZE_MAX;
+    b->out_budget_bytes = (size_t)(mem / 2);
+    b->recv_budget_bytes = (size_t)(mem - mem / 2);
+    br_list_init(&b->out_waiters);
+    br_list_init(&b->recv_waiters);
     b->topics.bucket_count = 1024;
     b->topics.buckets = mg_calloc(b->topics.bucket_count, sizeof(br_topic *));
     if (b->topics.buckets == NULL) {
@@ -710,6 +1189,10 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     uv_timer_init(b->loop, &b->stats_timer);
     b->stats_timer.data = b;
     uv_timer_start(&b->stats_timer, stats_tick, BR_STATS_PERIOD_S * 1000, BR_STATS_PERIOD_S * 1000);
+    uv_timer_init(b->loop, &b->recv_wake_timer);
+    b->recv_wake_timer.data = b;
+    uv_timer_init(b->loop, &b->out_stall_timer);
+    b->out_stall_timer.data = b;
     *out = b;
     return MG_OK;
 }
@@ -767,10 +1250,12 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     md_client_on_session(b->md, NULL, NULL);
     b->closed_cb = closed;
     b->closed_arg = arg;
-    b->close_pending = 2;
+    b->close_pending = 4;
     uv_close((uv_handle_t *)&b->listener, broker_handle_closed);
     uv_close((uv_handle_t *)&b->stats_timer, broker_handle_closed);
     b->stats_timer.data = b;
+    uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);
+    uv_close((uv_handle_t *)&b->out_stall_timer, broker_handle_closed);
     /* Connections first (their consumers and producers detach), then topics. */
     for (br_link *l = b->conns.next; l != &b->conns;) {
         br_conn *c = BR_CONTAINER(l, br_conn, link);

@@ -398,10 +398,10 @@ static bool consumer_can_take(const br_consumer *k)
            br_conn_writable(k->conn);
 }
 
-/* The permits of the consumers that can take entries now, and the bytes their output queues
- * still accept before they count as full (*room): a read larger than that would be deferred to
- * the replay set in part. A consumer whose connection is full is marked to be woken when it
- * drains. */
+/* The permits of the consumers that can take entries now, and the bytes their connections may
+ * still be given within their share of the broker's output budget (*room, br_conn_out_room): a
+ * read larger than that would be deferred to the replay set in part. A consumer whose connection
+ * has no room waits to be woken when it has (br_conn_out_wait). */
 static int64_t sub_permits(br_sub *s, uint64_t *room)
 {
     int64_t total = 0;
@@ -410,14 +410,15 @@ static int64_t sub_permits(br_sub *s, uint64_t *room)
         br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
         if (!k->ready || k->permits <= 0)
             continue;
-        if (!br_conn_writable(k->conn)) {
-            k->conn->out_blocked = true;
+        size_t conn_room = br_conn_out_room(k->conn);
+        if (conn_room == 0) {
+            br_conn_out_wait(k->conn);
             continue;
         }
         if ((s->type == BR_SUB_FAILOVER && !k->active))
             continue;
         total += k->permits;
-        *room += BR_CONN_OUT_BYTES_MAX - mg_outq_queued_bytes(&k->conn->out);
+        *room += conn_room;
     }
     return total;
 }
@@ -980,6 +981,8 @@ int br_sub_open_durable(br_topic *t, const char *name, mc_initial initial,
 static void consumer_free(br_consumer *k)
 {
     br_list_remove(&k->conn_link);
+    if (br_list_empty(&k->conn->consumers))
+        br_conn_consumers_changed(k->conn, false);
     br_conn_unref(k->conn);
     mg_free(k);
 }
@@ -1191,6 +1194,8 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
     k->connected_since_ms = br_now_ms();
     snprintf(k->name, sizeof(k->name), "%s", cmd->consumer_name != NULL ? cmd->consumer_name : "");
     br_list_init(&k->sub_link);
+    if (br_list_empty(&c->consumers))
+        br_conn_consumers_changed(c, true);
     br_list_push(&c->consumers, &k->conn_link);
 
     r->conn = c;

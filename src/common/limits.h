@@ -336,7 +336,8 @@
  * re-registers within a round trip, so a few suffice; beyond them the oldest is forgotten. */
 #define BR_CONN_CLOSED_PROD_MAX    8u
 /* Bytes queued for a connection's socket: past it dispatch to its consumers pauses until the
- * socket drains (a slow consumer must not grow the broker's memory without bound). */
+ * socket drains (a slow consumer must not grow the broker's memory without bound). The upper
+ * bound of a connection's share of the output budget (BR_CONN_MEMORY_BYTES_DEFAULT below). */
 #define BR_CONN_OUT_BYTES_MAX      (16u * 1024 * 1024)
 /* Producers and consumers on one connection (Pulsar clients multiplex a few dozen). */
 #define BR_CONN_HANDLES_MAX        4096u
@@ -359,6 +360,45 @@
 /* Key_Shared: the hash range of sticky keys and the points per consumer on the hash ring. */
 #define BR_KEY_HASH_RANGE          65536u
 #define BR_KEY_RING_POINTS         100u
+
+/* Broker connection memory (src/broker/server.c, "CONNECTION MEMORY"). */
+/* Broker-wide budget of connection memory (--connection-memory-mb): half for bytes queued to
+ * consumers in output queues, half for receive buffers of frames larger than BR_READ_BUF_BYTES
+ * (a partially received frame). 512 MiB: the output half keeps 16 consumer connections at
+ * BR_CONN_OUT_BYTES_MAX each (or 256 at BR_CONN_OUT_BYTES_MIN), the receive half 51 frames of
+ * the default 5 MiB max_message_size in flight at once, and the whole stays below the default
+ * read caches (--tail-cache-mb 256 + --prefetch-mb 512) so that a 2 GiB machine holds it all.
+ * Without it, 200 connections that each announced a 5 MiB frame took 1 GiB, and 100 consumers
+ * that never read 2 GiB. The smallest budget keeps a whole largest frame in each half. */
+#define BR_CONN_MEMORY_BYTES_DEFAULT (512ull * 1024 * 1024)
+#define BR_CONN_MEMORY_BYTES_MIN     (32ull * 1024 * 1024)
+_Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_PADDING_BYTES,
+               "each half of the smallest connection budget holds a largest frame");
+/* A connection's share of the output half is the half divided among the connections that have
+ * consumers, within these bounds: 1 MiB keeps a reading consumer's socket busy between two write
+ * completions (the kernel's send buffer holds a few MiB more). */
+#define BR_CONN_OUT_BYTES_MIN      (1024u * 1024)
+/* Dispatch paused by the broker-wide output budget resumes once the queues fell below this
+ * percentage of it: waking every waiting consumer at each write completion would cost a pass
+ * over them per write. */
+#define BR_CONN_OUT_RESUME_PCT     75u
+/* While the output budget is used up, a connection whose queue has not moved (no write
+ * completed) for this long is closed, consumers and all: its bytes would otherwise hold the
+ * budget forever and starve consumers that read (a Pulsar client reads its socket whatever the
+ * application does: one that stops for 10 s is stuck or hostile). Checked this often. */
+#define BR_CONN_OUT_STALL_MS       10000u
+#define BR_CONN_OUT_STALL_CHECK_MS 1000u
+/* Before CONNECT a frame may be only as large as a CONNECT can be: the command carries
+ * client_version, auth_method_name, auth_data and, through a proxy, the original principal, auth
+ * data and method, plus a proxy URL and version. Authentication data is the large part: JWTs
+ * are a few KiB; Kerberos (SASL) tokens reach Windows' MaxTokenSize, 48000 bytes; a proxy
+ * forwards the client's besides its own. 128 KiB holds two such tokens and every string. A
+ * larger frame is refused at its header (magnetar_broker_refused_total{reason=
+ * "frame_before_connect"}) instead of buffering up to max_message_size for a stranger. */
+#define BR_CONNECT_FRAME_BYTES_MAX (128u * 1024)
+/* Connections refused for a frame before CONNECT are logged one by one at debug level, and at
+ * warning level at most once per this period (with the count since the last line). */
+#define BR_REFUSED_LOG_PERIOD_MS   10000u
 
 /* Pulsar wire codec (piece: wire, src/broker/wire*.c; shared by the broker and the C client). */
 /* Absolute bound on one frame (4 + total_size) that the codec builds or accepts, whatever a

@@ -25,6 +25,27 @@ void mg_outq_init(mg_outq *q, void (*written_cb)(mg_outq *q, int status), void *
     q->arg = arg;
 }
 
+void mg_outq_set_total(mg_outq *q, size_t *total)
+{
+    if (q->total_bytes != NULL) {
+        MG_ASSERT(*q->total_bytes >= q->queued_bytes);
+        *q->total_bytes -= q->queued_bytes;
+    }
+    q->total_bytes = total;
+    if (total != NULL)
+        *total += q->queued_bytes;
+}
+
+static void outq_account(mg_outq *q, size_t add, size_t sub)
+{
+    MG_ASSERT(q->queued_bytes + add >= sub);
+    q->queued_bytes = q->queued_bytes + add - sub;
+    if (q->total_bytes != NULL) {
+        MG_ASSERT(*q->total_bytes + add >= sub);
+        *q->total_bytes = *q->total_bytes + add - sub;
+    }
+}
+
 size_t mg_outq_queued_bytes(const mg_outq *q)
 {
     return q->queued_bytes;
@@ -83,13 +104,15 @@ int mg_outq_push(mg_outq *q, const mg_slice *slices, size_t count)
             q->head = first_new;
         q->tail = last_new;
     }
+    size_t added = 0;
     for (size_t i = 0; i < count; i++) {
         while (chain_room(&b->chain) == 0)
             b = b->next;
         int rc = mg_chain_append(&b->chain, slices[i].buf, slices[i].off, slices[i].len);
         MG_ASSERT(rc == MG_OK);
-        q->queued_bytes += slices[i].len;
+        added += slices[i].len;
     }
+    outq_account(q, added, 0);
     return MG_OK;
 }
 
@@ -105,9 +128,9 @@ static void outq_write_done(uv_write_t *req, int status)
     mg_outq *q = b->q;
     size_t bytes = mg_chain_len(&b->chain);
     outq_block_free(b);
-    MG_ASSERT(q->writes_inflight > 0 && q->queued_bytes >= bytes);
+    MG_ASSERT(q->writes_inflight > 0);
     q->writes_inflight--;
-    q->queued_bytes -= bytes;
+    outq_account(q, 0, bytes);
     q->written_cb(q, status < 0 ? mg_err_from_uv(status) : MG_OK);
 }
 
@@ -143,8 +166,7 @@ void mg_outq_discard(mg_outq *q)
     while (q->head != NULL) {
         mg__outq_block *b = q->head;
         q->head = b->next;
-        MG_ASSERT(q->queued_bytes >= mg_chain_len(&b->chain));
-        q->queued_bytes -= mg_chain_len(&b->chain);
+        outq_account(q, 0, mg_chain_len(&b->chain));
         outq_block_free(b);
     }
     q->tail = NULL;

@@ -8,7 +8,9 @@
  * that one uv_write sends. Write coalescing: the owner calls mg_outq_flush after appending;
  * while a write is in flight it does nothing, and frames appended meanwhile go out together when
  * the owner flushes again from written_cb. queued_bytes (appended, not yet written) is what an
- * owner compares with its output limit to stop producing for a slow peer.
+ * owner compares with its output limit to stop producing for a slow peer. An owner that budgets
+ * the output of many queues together gives each the same total (mg_outq_set_total), which every
+ * queue keeps equal to the sum of their queued_bytes.
  *
  * Embedded by value in its owner, which must stay alive until every write it started has called
  * written_cb (libuv cancels them with MG_ECANCELED when the stream is closed, before the close
@@ -30,6 +32,7 @@ struct mg_outq {
     mg__outq_block *tail;
     uint32_t writes_inflight;
     size_t queued_bytes; /* appended and not yet completed by a write callback */
+    size_t *total_bytes; /* NULL, or a sum of several queues' queued_bytes (the owner's) */
     /* Called once per completed uv_write with MG_OK or the converted error (MG_ECANCELED when
      * the stream was closed). The queue is not touched after it returns, so the callback may
      * free the owner once mg_outq_writes_inflight() is 0. */
@@ -38,6 +41,11 @@ struct mg_outq {
 };
 
 void mg_outq_init(mg_outq *q, void (*written_cb)(mg_outq *q, int status), void *arg);
+
+/* Adds this queue's queued_bytes, now and from now on, to *total (owned by the caller, shared
+ * with other queues, and outliving this one's writes and discards); NULL stops that (the
+ * queued bytes are taken back out of the previous total). */
+void mg_outq_set_total(mg_outq *q, size_t *total);
 
 /* Appends count slices (each len > 0 and inside its buffer's valid bytes), taking one new
  * reference per slice (the caller keeps its own). All or nothing: MG_OK, MG_EINVAL (a slice

@@ -33,6 +33,7 @@ typedef struct broker_opts {
     int prefetch;
     int64_t catchup_duty_pct;
     bool auto_skip_non_recoverable_data;
+    int64_t connection_memory_mb;
     char *cluster;
     int log_level;
 } broker_opts;
@@ -90,6 +91,7 @@ static const mg_opt broker_opt_table[] = {
     MG_NODE_OPT_PREFETCH(broker_opts, prefetch),
     MG_NODE_OPT_CATCHUP_DUTY_PCT(broker_opts, catchup_duty_pct),
     MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(broker_opts, auto_skip_non_recoverable_data),
+    MG_NODE_OPT_CONNECTION_MEMORY_MB(broker_opts, connection_memory_mb),
     { .name = "cluster",
       .type = MG_OPT_STRING,
       .offset = offsetof(broker_opts, cluster),
@@ -146,6 +148,7 @@ int mg_tool_broker(int argc, char **argv)
         .prefetch = o.prefetch,
         .catchup_duty_pct = o.catchup_duty_pct,
         .auto_skip_non_recoverable_data = o.auto_skip_non_recoverable_data,
+        .connection_memory_mb = o.connection_memory_mb,
         .ensemble_size = (int)o.ensemble_size,
         .write_quorum = (int)o.write_quorum,
         .ack_quorum = (int)o.ack_quorum,

@@ -531,6 +531,7 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .prefetch_off = o->prefetch == MG_NODE_PREFETCH_OFF,
         .catchup_duty_pct = (uint32_t)o->catchup_duty_pct,
         .auto_skip_non_recoverable_data = o->auto_skip_non_recoverable_data,
+        .connection_memory_bytes = (uint64_t)o->connection_memory_mb << 20,
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
     if (rc != MG_OK)

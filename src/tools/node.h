@@ -102,6 +102,7 @@ typedef struct mg_node_broker_opts {
     int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
     int64_t catchup_duty_pct;
     bool auto_skip_non_recoverable_data;
+    int64_t connection_memory_mb;
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
@@ -191,6 +192,19 @@ extern const char *const mg_node_prefetch_choices[];
                 "skip it, counting the skipped entries; off: they stop there until an "          \
                 "operator skips or resets the subscription past it (Pulsar's "                   \
                 "autoSkipNonRecoverableData)",                                                   \
+    }
+
+/* The broker's budget of connection memory (src/broker/server.c, "CONNECTION MEMORY"). */
+#define MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, field)                                        \
+    {                                                                                             \
+        .name = "connection-memory-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
+        .default_value = "512", .metavar = "MB",                                                  \
+        .help = "broker memory for client connections, in MiB: half for bytes queued to "         \
+                "consumers (dispatch pauses when it is used up; each connection's share is "      \
+                "that half divided among the connections with consumers, 1 to 16 MiB), half "     \
+                "for frames larger than 64 KiB being received (reading pauses when it is "        \
+                "used up)",                                                                       \
+        .min = BR_CONN_MEMORY_BYTES_MIN >> 20, .max = 1048576,                                    \
     }
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */

@@ -47,6 +47,7 @@ typedef struct standalone_opts {
     int prefetch;
     int64_t catchup_duty_pct;
     bool auto_skip_non_recoverable_data;
+    int64_t connection_memory_mb;
     int log_level;
 } standalone_opts;
 
@@ -124,6 +125,7 @@ static const mg_opt standalone_opt_table[] = {
     MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
     MG_NODE_OPT_CATCHUP_DUTY_PCT(standalone_opts, catchup_duty_pct),
     MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(standalone_opts, auto_skip_non_recoverable_data),
+    MG_NODE_OPT_CONNECTION_MEMORY_MB(standalone_opts, connection_memory_mb),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -178,6 +180,7 @@ int mg_tool_standalone(int argc, char **argv)
         .prefetch = o.prefetch,
         .catchup_duty_pct = o.catchup_duty_pct,
         .auto_skip_non_recoverable_data = o.auto_skip_non_recoverable_data,
+        .connection_memory_mb = o.connection_memory_mb,
         .ensemble_size = 1,
         .write_quorum = 1,
         .ack_quorum = 1,
