@@ -100,4 +100,20 @@ kill -INT "$s4"
 t_wait_exit "$s4" 10
 t_check "SIGINT stops standalone with status 0 (got $T_STATUS)" test "$T_STATUS" = 0
 
+# The embedded bookie's port is internal: it stays on 127.0.0.1 whatever --bind-address says
+# (the broker reaches the bookie in process), while the public ports follow --bind-address.
+"$MG" standalone --data-dir "$T_TMP/data5" --http-port 0 --broker-port 0 --bookie-port 0 \
+  --bind-address 127.0.0.2 $T_SA_ARGS >"$T_TMP/s5.log" 2>&1 &
+s5=$!; T_PIDS+=("$s5")
+t_check "standalone on 127.0.0.2 is ready" t_wait_for "$T_TMP/s5.log" 'ready' 20
+bport=$(grep -oE 'bookie [0-9.]+:[0-9]+' "$T_TMP/s5.log" | head -1 | sed 's/.*://')
+pport=$(grep -oE 'pulsar://[0-9.]+:[0-9]+' "$T_TMP/s5.log" | head -1 | sed 's/.*://')
+listen=$(ss -ltnH 2>/dev/null | awk '{print $4}')
+t_check "the bookie port ${bport:-?} listens on 127.0.0.1 only ($(grep -E ":${bport:-x}\$" <<<"$listen" | tr '\n' ' '))" \
+  test -n "$bport" -a "$(grep -E ":$bport\$" <<<"$listen")" = "127.0.0.1:$bport"
+t_check "the broker port ${pport:-?} follows --bind-address" \
+  test -n "$pport" -a "$(grep -E ":$pport\$" <<<"$listen")" = "127.0.0.2:$pport"
+kill -TERM "$s5"
+t_wait_exit "$s5" 10
+
 t_end
