@@ -41,6 +41,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/created.h"
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
 
@@ -160,20 +161,6 @@ static void finish(void)
     int rc = sah_stop(&g_sa, &status);
     cr_assert_eq(rc, MG_OK, "standalone stop: %s (wait status %d)", mg_strerror(rc), status);
     g_passed = true;
-}
-
-typedef struct created {
-    bool done;
-    int status;
-    void *obj;
-} created;
-
-static void producer_created(int status, pc_producer *p, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = p;
 }
 
 static pc_producer *producer_open(const pc_producer_opts *o)
@@ -390,14 +377,6 @@ static void ordered_message(pc_consumer *k, const pc_received *m, void *arg)
         o->paused_ms = sah_now_ms();
         o->pause_at = UINT32_MAX; /* a rewind passes here again */
     }
-}
-
-static void consumer_created(int status, pc_consumer *k, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = k;
 }
 
 static pc_consumer *subscribe(pc_consumer_opts *o)

@@ -27,6 +27,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/created.h"
 #include "support/loop_wait.h"
 #include "sends.h"
 #include "support/sa_harness.h"
@@ -84,20 +85,6 @@ static void client_close(void)
 }
 
 /* ---- producers ----------------------------------------------------------------------------- */
-
-typedef struct created {
-    bool done;
-    int status;
-    void *obj;
-} created;
-
-static void producer_created(int status, pc_producer *p, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = p;
-}
 
 static pc_producer *producer_open(const pc_producer_opts *o)
 {
@@ -231,14 +218,6 @@ static void on_end(pc_consumer *k, void *arg)
 {
     (void)k;
     ((sink *)arg)->ended = true;
-}
-
-static void consumer_created(int status, pc_consumer *k, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = k;
 }
 
 /* Subscribes with o (callbacks filled in for s); returns the status of the creation. */

@@ -26,6 +26,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/created.h"
 #include "support/loop_wait.h"
 #include "sends.h"
 #include "support/sa_harness.h"
@@ -487,20 +488,6 @@ static void finish(void)
 
 TestSuite(client_proto, .init = suite_init, .timeout = 60);
 
-typedef struct created {
-    bool done;
-    int status;
-    void *obj;
-} created;
-
-static void producer_created(int status, pc_producer *p, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = p;
-}
-
 static int producer_try(const pc_producer_opts *o, pc_producer **out)
 {
     created c = { 0 };
@@ -842,14 +829,6 @@ static void on_message(pc_consumer *k, const pc_received *m, void *arg)
     r->id = m->id;
     snprintf(r->payload, sizeof(r->payload), "%.*s", (int)m->payload_len, (const char *)m->payload);
     r->redelivery = m->redelivery_count;
-}
-
-static void consumer_created(int status, pc_consumer *k, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = k;
 }
 
 typedef struct count_wait {

@@ -33,6 +33,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/created.h"
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
 
@@ -97,28 +98,6 @@ static void client_close(void)
     pc_client_close(g_client, flag_cb, &closed);
     cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "the client did not close");
     g_client = NULL;
-}
-
-typedef struct created {
-    bool done;
-    int status;
-    void *obj;
-} created;
-
-static void producer_created(int status, pc_producer *p, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = p;
-}
-
-static void consumer_created(int status, pc_consumer *k, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = k;
 }
 
 typedef struct pump {

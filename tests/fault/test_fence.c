@@ -25,6 +25,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/created.h"
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
 
@@ -83,28 +84,6 @@ static void pump_fill(pump *u)
         u->next++;
         u->inflight++;
     }
-}
-
-typedef struct created {
-    bool done;
-    int status;
-    void *obj;
-} created;
-
-static void producer_created(int status, pc_producer *p, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = p;
-}
-
-static void consumer_created(int status, pc_consumer *k, void *arg)
-{
-    created *c = arg;
-    c->done = true;
-    c->status = status;
-    c->obj = k;
 }
 
 typedef struct counted {
