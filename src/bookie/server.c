@@ -36,20 +36,23 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/listen.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct bk__sconn bk__sconn;
 
 struct bk_server {
     uv_loop_t *loop;
     bk_storage *storage;
-    uv_tcp_t listener;
+    mg_listener *listener;
     uint16_t port;
+    uint32_t connections_max;
     uint32_t inflight_max;
     uint32_t range_bytes_max;
     bk__sconn *conns;
@@ -63,6 +66,7 @@ struct bk_server {
     mg_histogram *latency[BK_OP_MAX + 1];
     mg_gauge *connections;
     mg_counter *protocol_errors;
+    mg_counter *refused;
 };
 
 struct bk__sconn {
@@ -506,19 +510,30 @@ static void conn__written(bk_outq *q, int status)
     conn__process(conn);
 }
 
-static void server__on_connection(uv_stream_t *listener, int status)
+/* A socket accepted by the listener (common/listen.c backs off when descriptors run out). Past
+ * connections_max it is closed at once, keeping the rest of the descriptors for the storage. */
+static void server__on_connection(void *arg, int fd, const struct sockaddr *addr,
+                                  socklen_t addr_len)
 {
-    bk_server *s = listener->data;
-    if (status < 0) {
-        MG_WARN("bookie rpc: accept failed: %s", uv_strerror(status));
+    (void)addr;
+    (void)addr_len;
+    bk_server *s = arg;
+    if (s->closing) {
+        close(fd);
         return;
     }
-    if (s->closing)
+    if (s->conn_count >= s->connections_max) {
+        close(fd);
+        mg_counter_inc(s->refused);
+        MG_WARN_LIMITED("bookie rpc: %u connections, the limit: refusing another",
+                        (unsigned)s->conn_count);
         return;
+    }
     bk__sconn *conn = mg_calloc(1, sizeof(*conn));
     if (conn == NULL) {
-        MG_WARN("bookie rpc: out of memory accepting a connection");
-        return; /* the connection stays in the backlog; the next accept retries */
+        close(fd);
+        MG_WARN_LIMITED("bookie rpc: out of memory accepting a connection");
+        return;
     }
     conn->srv = s;
     conn->refs = 1;
@@ -532,15 +547,10 @@ static void server__on_connection(uv_stream_t *listener, int status)
     s->conns = conn;
     s->conn_count++;
     mg_gauge_add(s->connections, 1);
-    int rc = uv_accept(listener, (uv_stream_t *)&conn->tcp);
+    int rc = uv_tcp_open(&conn->tcp, fd);
     if (rc != 0) {
-        MG_WARN("bookie rpc: accept failed: %s", uv_strerror(rc));
-        conn__close(conn);
-        return;
-    }
-    if (s->conn_count > BK_SERVER_CONNECTIONS_MAX) {
-        MG_WARN("bookie rpc: %u connections, refusing another",
-                (unsigned)BK_SERVER_CONNECTIONS_MAX);
+        close(fd);
+        MG_WARN_LIMITED("bookie rpc: cannot use an accepted socket: %s", uv_strerror(rc));
         conn__close(conn);
         return;
     }
@@ -569,18 +579,16 @@ static void server__register_metrics(bk_server *s, mg_metrics *reg)
         mg_metrics_unlabelled_gauge(reg, "bookie_rpc_connections", "Open bookie RPC connections.");
     s->protocol_errors = mg_metrics_unlabelled_counter(reg, "bookie_rpc_protocol_errors_total",
                                                        "Connections closed for a malformed frame.");
+    s->refused = mg_metrics_unlabelled_counter(
+        reg, "bookie_rpc_connections_refused_total",
+        "Connections closed at accept: the connection limit was reached.");
 }
 
-static void server__on_listener_closed(uv_handle_t *handle)
+static void server__on_listener_closed(void *arg)
 {
-    bk_server *s = handle->data;
+    bk_server *s = arg;
     s->listener_open = false;
     server__maybe_finish(s);
-}
-
-static void server__free_on_close(uv_handle_t *handle)
-{
-    mg_free(handle->data);
 }
 
 static void server__maybe_finish(bk_server *s)
@@ -617,26 +625,19 @@ int bk_server_start(uv_loop_t *loop, bk_storage *storage, const bk_server_opts *
     s->inflight_max =
         opts->inflight_max_per_conn != 0 ? opts->inflight_max_per_conn : BK_SERVER_INFLIGHT_DEFAULT;
     s->range_bytes_max = opts->range_bytes_max != 0 ? opts->range_bytes_max : BK_RANGE_BYTES_MAX;
-    MG_ASSERT(uv_tcp_init(loop, &s->listener) == 0);
-    s->listener.data = s;
-    int rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 128, server__on_connection);
-    struct sockaddr_storage bound;
-    int bound_len = sizeof(bound);
-    if (rc == 0)
-        rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &bound_len);
-    if (rc != 0) {
-        MG_WARN("bookie rpc: cannot listen on %s:%u: %s", host, (unsigned)opts->port,
-                uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, server__free_on_close);
-        return mg_err_from_uv(rc);
+    s->connections_max =
+        opts->connections_max != 0 && opts->connections_max < BK_SERVER_CONNECTIONS_MAX
+            ? opts->connections_max
+            : BK_SERVER_CONNECTIONS_MAX;
+    int lfd = -1;
+    int rc = mg_listen_socket("bookie rpc", host, opts->port, 128, &lfd, &s->port);
+    if (rc == MG_OK)
+        rc = mg_listener_start(loop, lfd, "bookie rpc", server__on_connection, s, &s->listener);
+    if (rc != MG_OK) {
+        mg_free(s);
+        return rc;
     }
     s->listener_open = true;
-    if (bound.ss_family == AF_INET)
-        s->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    else
-        s->port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
     server__register_metrics(s, opts->metrics);
     MG_INFO("bookie rpc: listening on %s:%u", host, (unsigned)s->port);
     *out = s;
@@ -654,7 +655,7 @@ void bk_server_close(bk_server *s, void (*closed)(void *arg), void *arg)
     s->closing = true;
     s->closed_cb = closed;
     s->closed_arg = arg;
-    uv_close((uv_handle_t *)&s->listener, server__on_listener_closed);
+    mg_listener_close(s->listener, server__on_listener_closed, s);
     for (bk__sconn *conn = s->conns; conn != NULL; conn = conn->next)
         conn__close(conn);
 }

@@ -34,6 +34,10 @@ typedef struct bk_server_opts {
     uint32_t range_bytes_max;       /* cap on READ_RANGE max_bytes; 0 = BK_RANGE_BYTES_MAX
                                        (16 MiB), which is also the largest accepted */
     mg_metrics *metrics;            /* NULL = no metrics; must outlive the server */
+    uint32_t connections_max;       /* connections served at once; past it a new one is closed
+                                       at accept (bookie_rpc_connections_refused_total); 0 =
+                                       BK_SERVER_CONNECTIONS_MAX; the roles pass their share of
+                                       the descriptor limit (mg_fd_budget) */
 } bk_server_opts;
 
 /* Binds, listens and starts accepting on loop. storage is borrowed: it must stay open until

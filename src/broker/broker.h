@@ -51,6 +51,11 @@ typedef struct br_broker_opts {
                                             partially received large frames (half); 0 =
                                             BR_CONN_MEMORY_BYTES_DEFAULT; at least
                                             BR_CONN_MEMORY_BYTES_MIN */
+    uint32_t connections_max;            /* Pulsar connections served at once; past it a new one is
+                                            closed at accept and counted in
+                                            magnetar_broker_connections_refused_total; 0 =
+                                            BR_CONNECTIONS_MAX; the roles pass their share of the
+                                            descriptor limit (mg_fd_budget) */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

@@ -34,6 +34,7 @@
 #include "broker/broker.h"
 #include "broker/wire.h"
 #include "common/hist.h"
+#include "common/listen.h"
 #include "common/outq.h"
 #include "cursor/cursor.h"
 #include "prefetch/prefetch.h"
@@ -152,7 +153,7 @@ struct br_broker {
     char advertised[128];
     char service_url[192]; /* pulsar://advertised:port */
     char cluster[64];
-    uv_tcp_t listener;
+    mg_listener *listener;
     bool listening;
     br_link conns;
     uint32_t conn_count;
@@ -186,6 +187,7 @@ struct br_broker {
     /* Metrics (NULL when opts.metrics is NULL). */
     mg_gauge *m_connections;
     mg_counter *m_conn_opened;
+    mg_counter *m_conn_refused;
     mg_counter *m_conn_closed;
     mg_metric_family *m_proto_errors;                     /* label: reason */
     mg_metric_family *m_commands;                         /* label: type */

@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 
@@ -940,16 +941,27 @@ static void conn_keepalive(uv_timer_t *t)
 /* ---- listener
  * ------------------------------------------------------------------------------------ */
 
-static void on_connection(uv_stream_t *server, int status)
+/* A socket accepted by the listener (common/listen.c, which backs off when descriptors run
+ * out). Past opts.connections_max it is closed at once: the descriptors left are the reserve
+ * that keeps files, the bookie and the admin port working. */
+static void on_connection(void *arg, int fd, const struct sockaddr *addr, socklen_t addr_len)
 {
-    br_broker *b = server->data;
-    if (status < 0) {
-        MG_WARN("broker: accept failed: %s", uv_strerror(status));
+    (void)addr;
+    (void)addr_len;
+    br_broker *b = arg;
+    if (b->conn_count >= b->opts.connections_max) {
+        close(fd);
+        if (b->m_conn_refused)
+            mg_counter_inc(b->m_conn_refused);
+        MG_WARN_LIMITED("broker: %u connections open, the limit: refusing another (the limit "
+                        "follows the descriptor limit; see docs/broker.md)",
+                        (unsigned)b->conn_count);
         return;
     }
     br_conn *c = mg_calloc(1, sizeof(*c));
     if (c == NULL) {
-        MG_WARN("broker: out of memory for a connection");
+        close(fd);
+        MG_WARN_LIMITED("broker: out of memory for a connection");
         return;
     }
     c->b = b;
@@ -969,9 +981,12 @@ static void on_connection(uv_stream_t *server, int status)
         mg_gauge_set(b->m_connections, b->conn_count);
     if (b->m_conn_opened)
         mg_counter_inc(b->m_conn_opened);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || b->conn_count > BR_CONNECTIONS_MAX) {
+    int rc = uv_tcp_open(&c->tcp, fd);
+    if (rc != 0) {
+        close(fd);
         c->state = BR_CONN_AWAIT_CONNECT;
-        br_conn_close(c, "cannot accept (connection limit)");
+        MG_WARN_LIMITED("broker: cannot use an accepted socket: %s", uv_strerror(rc));
+        br_conn_close(c, NULL);
         return;
     }
     struct sockaddr_storage ss;
@@ -1038,6 +1053,9 @@ static void register_metrics(br_broker *b)
                                                    "Open Pulsar protocol connections");
     b->m_conn_opened = mg_metrics_unlabelled_counter(m, "pulsar_connection_created_total_count",
                                                      "Pulsar protocol connections accepted");
+    b->m_conn_refused = mg_metrics_unlabelled_counter(
+        m, "magnetar_broker_connections_refused_total",
+        "Pulsar protocol connections closed at accept: the connection limit was reached");
     b->m_conn_closed = mg_metrics_unlabelled_counter(m, "pulsar_connection_closed_total_count",
                                                      "Pulsar protocol connections closed");
     static const char *const reason[] = { "reason" };
@@ -1152,21 +1170,16 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
         mg_free(b);
         return MG_EINVAL;
     }
-    uv_tcp_init(b->loop, &b->listener);
-    b->listener.data = b;
-    rc = uv_tcp_bind(&b->listener, (const struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&b->listener, 511, on_connection);
-    if (rc != 0) {
-        MG_ERROR("broker: cannot listen on %s:%u: %s", b->host, (unsigned)opts->port,
-                 uv_strerror(rc));
-        /* The handle's memory is the broker's: free it from the close callback. */
-        b->listener.data = b;
-        uv_close((uv_handle_t *)&b->listener, NULL);
-        uv_run(b->loop, UV_RUN_NOWAIT);
+    if (b->opts.connections_max == 0 || b->opts.connections_max > BR_CONNECTIONS_MAX)
+        b->opts.connections_max = BR_CONNECTIONS_MAX;
+    int lfd = -1;
+    rc = mg_listen_socket("broker", b->host, opts->port, 511, &lfd, NULL);
+    if (rc == MG_OK)
+        rc = mg_listener_start(b->loop, lfd, "broker", on_connection, b, &b->listener);
+    if (rc != MG_OK) {
         mg_free(b->topics.buckets);
         mg_free(b);
-        return mg_err_from_uv(rc);
+        return rc;
     }
     pf_env_opts po = { .tail_cache_bytes = opts->tail_cache_bytes,
                        .prefetch_bytes = opts->prefetch_bytes,
@@ -1175,8 +1188,7 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
                        .metrics = opts->metrics };
     rc = pf_env_create(b->loop, &po, &b->pf);
     if (rc != MG_OK) {
-        b->listener.data = b;
-        uv_close((uv_handle_t *)&b->listener, NULL);
+        mg_listener_close(b->listener, NULL, NULL);
         uv_run(b->loop, UV_RUN_NOWAIT);
         mg_free(b->topics.buckets);
         mg_free(b);
@@ -1199,11 +1211,7 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
 
 uint16_t br_broker_port(const br_broker *b)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getsockname(&b->listener, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return mg_listener_port(b->listener);
 }
 
 void br_broker_set_http_port(br_broker *b, uint16_t http_port)
@@ -1236,6 +1244,14 @@ static void broker_maybe_closed(br_broker *b)
         cb(arg);
 }
 
+static void broker_listener_closed(void *arg)
+{
+    br_broker *b = arg;
+    MG_ASSERT(b->close_pending > 0);
+    b->close_pending--;
+    broker_maybe_closed(b);
+}
+
 static void topic_closed_for_shutdown(int status, void *arg)
 {
     (void)status;
@@ -1251,7 +1267,7 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     b->closed_cb = closed;
     b->closed_arg = arg;
     b->close_pending = 4;
-    uv_close((uv_handle_t *)&b->listener, broker_handle_closed);
+    mg_listener_close(b->listener, broker_listener_closed, b);
     uv_close((uv_handle_t *)&b->stats_timer, broker_handle_closed);
     b->stats_timer.data = b;
     uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);

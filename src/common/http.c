@@ -74,6 +74,7 @@
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/limits.h"
+#include "common/listen.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -156,6 +157,17 @@ struct mg_http_request {
     alignas(max_align_t) char arena[];
 };
 
+/* One connection, from MHD's STARTED to its CLOSED notification. An idle one (no request being
+ * read or answered) sits in the server's idle list, oldest first, so that the connection
+ * limit can close the one that waited longest when a new client arrives. */
+typedef struct http__conn {
+    struct MHD_Connection *conn;
+    struct http__conn *idle_prev;
+    struct http__conn *idle_next;
+    bool idle;    /* in srv->idle_head list */
+    bool evicted; /* shut down to make room; MHD closes it on its next run */
+} http__conn;
+
 struct mg_http_server {
     uv_loop_t *loop;
     uv_thread_t loop_thread;
@@ -178,7 +190,16 @@ struct mg_http_server {
     unsigned pending_count;
     unsigned request_count; /* requests MHD owns */
 
-    unsigned handles_open;
+    mg_listener *listener; /* accepts (with back-off) and hands sockets to MHD */
+    http__conn *idle_head; /* idle connections, the longest idle first */
+    http__conn *idle_tail;
+    unsigned conn_count;     /* connections MHD holds (tracked ones) */
+    unsigned evicting_count; /* shut down for room, not yet closed by MHD */
+    uint64_t evicted_total;
+    uint64_t refused_total;
+
+    unsigned handles_open; /* the timer, the poll handle and the listener, while open */
+    bool poll_open;
     bool started;
     bool closing;
     bool in_run;
@@ -817,6 +838,127 @@ static void http__on_poll(uv_poll_t *poll, int status, int events)
     http__run(srv);
 }
 
+/* ---- connections and the connection limit ---------------------------------------------- */
+
+static void http__idle_unlink(mg_http_server *srv, http__conn *hc)
+{
+    if (!hc->idle)
+        return;
+    if (hc->idle_prev != NULL)
+        hc->idle_prev->idle_next = hc->idle_next;
+    else
+        srv->idle_head = hc->idle_next;
+    if (hc->idle_next != NULL)
+        hc->idle_next->idle_prev = hc->idle_prev;
+    else
+        srv->idle_tail = hc->idle_prev;
+    hc->idle_prev = hc->idle_next = NULL;
+    hc->idle = false;
+}
+
+static void http__idle_append(mg_http_server *srv, http__conn *hc)
+{
+    if (hc->idle || hc->evicted)
+        return;
+    hc->idle_prev = srv->idle_tail;
+    hc->idle_next = NULL;
+    if (srv->idle_tail != NULL)
+        srv->idle_tail->idle_next = hc;
+    else
+        srv->idle_head = hc;
+    srv->idle_tail = hc;
+    hc->idle = true;
+}
+
+static http__conn *http__conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+static void http__on_connection_notify(void *cls, struct MHD_Connection *conn,
+                                       void **socket_context,
+                                       enum MHD_ConnectionNotificationCode code)
+{
+    mg_http_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        http__conn *hc = mg_calloc(1, sizeof(*hc));
+        *socket_context = hc;
+        if (hc == NULL)
+            return; /* untracked: never evicted, but served */
+        hc->conn = conn;
+        srv->conn_count++;
+        http__idle_append(srv, hc);
+        return;
+    }
+    http__conn *hc = *socket_context;
+    if (hc == NULL)
+        return;
+    *socket_context = NULL;
+    http__idle_unlink(srv, hc);
+    if (hc->evicted) {
+        MG_ASSERT(srv->evicting_count > 0);
+        srv->evicting_count--;
+    }
+    MG_ASSERT(srv->conn_count > 0);
+    srv->conn_count--;
+    mg_free(hc);
+}
+
+/* Shuts down the connection idle the longest, if any; MHD sees the end of its stream and closes
+ * it on its next run. Returns false when every connection is busy. */
+static bool http__evict_idle(mg_http_server *srv)
+{
+    http__conn *hc = srv->idle_head;
+    if (hc == NULL)
+        return false;
+    http__idle_unlink(srv, hc);
+    hc->evicted = true;
+    srv->evicting_count++;
+    srv->evicted_total++;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info != NULL)
+        (void)shutdown(info->connect_fd, SHUT_RDWR);
+    MG_DEBUG("http: %u connections open (limit %u): closed the one idle the longest",
+             srv->conn_count - srv->evicting_count, srv->connections_max);
+    return true;
+}
+
+static void http__run(mg_http_server *srv);
+
+/* A socket from the listener. Past connections_max, the connection idle the longest makes room
+ * (so a health check is answered while idle clients hold every slot); MHD's own limit is
+ * connections_max + MG_HTTP_CONNECTIONS_RESERVE, the room for new connections while evicted
+ * ones are still closing. */
+static void http__on_accept(void *arg, int fd, const struct sockaddr *addr, socklen_t addr_len)
+{
+    mg_http_server *srv = arg;
+    if (srv->closing || srv->daemon == NULL) {
+        close(fd);
+        return;
+    }
+    if (srv->conn_count - srv->evicting_count >= srv->connections_max)
+        (void)http__evict_idle(srv);
+    if (srv->conn_count >= srv->connections_max + MG_HTTP_CONNECTIONS_RESERVE &&
+        srv->evicting_count > 0)
+        http__run(srv); /* lets MHD close the evicted connections now */
+    if (srv->closing || srv->conn_count >= srv->connections_max + MG_HTTP_CONNECTIONS_RESERVE) {
+        close(fd);
+        srv->refused_total++;
+        MG_WARN_LIMITED("http: %u connections, all busy (limit %u): refusing another",
+                        srv->conn_count, srv->connections_max);
+        return;
+    }
+    if (MHD_add_connection(srv->daemon, fd, addr, addr_len) != MHD_YES) {
+        int e = errno; /* MHD closed the socket */
+        srv->refused_total++;
+        MG_WARN_LIMITED("http: libmicrohttpd did not take a connection: %s", strerror(e));
+    }
+    http__kick(srv); /* MHD reads what the client already sent */
+}
+
 static void http__pending_add(mg_http_server *srv, mg_http_request *req)
 {
     MG_ASSERT(!req->suspended);
@@ -901,7 +1043,10 @@ static enum MHD_Result http__on_access(void *cls, struct MHD_Connection *conn, c
     mg_http_request *req = *req_cls;
 
     if (req == NULL) {
-        /* Headers have arrived. */
+        /* Headers have arrived: the connection is busy until the request completes. */
+        http__conn *hc = http__conn_of(conn);
+        if (hc != NULL)
+            http__idle_unlink(srv, hc);
         if (srv->closing)
             return MHD_NO;
         int rc = http__request_create(srv, conn, url, method, &req);
@@ -958,6 +1103,12 @@ static void http__on_completed(void *cls, struct MHD_Connection *conn, void **re
 {
     mg_http_server *srv = cls;
     mg_http_request *req = *req_cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* Kept alive and idle until the next request (other endings close the connection). */
+        http__conn *hc = http__conn_of(conn);
+        if (hc != NULL)
+            http__idle_append(srv, hc);
+    }
     if (req == NULL)
         return;
     *req_cls = NULL;
@@ -992,7 +1143,7 @@ __attribute__((format(printf, 2, 0))) static void http__on_mhd_log(void *cls, co
     size_t len = strlen(text);
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
         text[--len] = '\0';
-    MG_WARN("http: libmicrohttpd: %s", text);
+    MG_WARN_LIMITED("http: libmicrohttpd: %s", text);
 }
 
 /* ---- public API ---------------------------------------------------------------------------- */
@@ -1079,57 +1230,6 @@ static void http__addr_text(char *buf, size_t cap, const char *host, unsigned po
         snprintf(buf, cap, "%s:%u", host, port);
 }
 
-/* Creates the listening socket. Errors as mg_http_server_start(). */
-static int http__listen(mg_http_server *srv, const char *host, int *fd_out)
-{
-    char port_text[8];
-    char addr[MG_HTTP_HOST_BYTES_MAX + 16];
-    snprintf(port_text, sizeof(port_text), "%u", (unsigned)srv->port_wanted);
-    http__addr_text(addr, sizeof(addr), host, srv->port_wanted);
-
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    struct addrinfo *ai = NULL;
-    int gai = getaddrinfo(host, port_text, &hints, &ai);
-    if (gai != 0) {
-        MG_ERROR("http: cannot listen on %s: %s", addr, gai_strerror(gai));
-        return MG_EINVAL;
-    }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    int e = fd < 0 ? errno : 0;
-    if (fd >= 0) {
-        int one = 1;
-        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0)
-            e = errno;
-    }
-    freeaddrinfo(ai);
-    if (e != 0) {
-        MG_ERROR("http: cannot listen on %s: %s", addr, strerror(e));
-        if (fd >= 0)
-            close(fd);
-        /* errno is converted here, once; an address in use is the "exists" case. */
-        return e == EADDRINUSE ? MG_EEXIST : mg_err_from_errno(e);
-    }
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &ss_len) != 0) {
-        e = errno;
-        close(fd);
-        MG_ERROR("http: getsockname on %s failed: %s", addr, strerror(e));
-        return mg_err_from_errno(e);
-    }
-    if (ss.ss_family == AF_INET6)
-        srv->port_bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    else
-        srv->port_bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    *fd_out = fd;
-    return MG_OK;
-}
-
 int mg_http_server_start(mg_http_server *srv)
 {
     MG_ASSERT(srv != NULL);
@@ -1138,21 +1238,24 @@ int mg_http_server_start(mg_http_server *srv)
     srv->started = true; /* even on failure: start is once */
     const char *host = srv->host != NULL ? srv->host : "0.0.0.0";
     int fd = -1;
-    int rc = http__listen(srv, host, &fd);
+    int rc = mg_listen_socket("http", host, srv->port_wanted, SOMAXCONN, &fd, &srv->port_bound);
     if (rc != MG_OK)
         return rc;
     char addr[MG_HTTP_HOST_BYTES_MAX + 16];
     http__addr_text(addr, sizeof(addr), host, srv->port_bound);
 
-    /* The listen socket belongs to MHD from here on (MHD_stop_daemon closes it). */
+    /* MHD gets no listen socket: the listener accepts (backing off when descriptors run out,
+     * where MHD would busy-wait) and hands each socket over with MHD_add_connection. */
     /* The logger goes first so that MHD reports option errors through it. */
     // clang-format off
     srv->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET,
+        0, NULL, NULL,
         http__on_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, http__on_mhd_log, (void *)srv,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->connections_max,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(srv->connections_max + MG_HTTP_CONNECTIONS_RESERVE),
+        MHD_OPTION_NOTIFY_CONNECTION, http__on_connection_notify, (void *)srv,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)srv->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, (MHD_RequestCompletedCallback)http__on_completed, (void *)srv,
         MHD_OPTION_UNESCAPE_CALLBACK, http__unescape_none, (void *)NULL,
@@ -1169,6 +1272,7 @@ int mg_http_server_start(mg_http_server *srv)
     if (uv_rc == 0) {
         srv->poll.data = srv;
         srv->handles_open++;
+        srv->poll_open = true;
         uv_rc = uv_poll_start(&srv->poll, UV_READABLE, http__on_poll);
     }
     if (uv_rc != 0) {
@@ -1177,9 +1281,17 @@ int mg_http_server_start(mg_http_server *srv)
         MG_ERROR("http: cannot poll the libmicrohttpd epoll fd for %s: %s", addr,
                  uv_strerror(uv_rc));
         srv->port_bound = 0;
+        close(fd);
         return mg_err_from_uv(uv_rc);
     }
-    MG_INFO("http: listening on %s", addr);
+    rc = mg_listener_start(srv->loop, fd, "http", http__on_accept, srv, &srv->listener);
+    if (rc != MG_OK) {
+        MG_ERROR("http: cannot accept on %s: %s", addr, mg_strerror(rc));
+        srv->port_bound = 0;
+        return rc;
+    }
+    srv->handles_open++;
+    MG_INFO("http: listening on %s (at most %u connections)", addr, srv->connections_max);
     http__schedule(srv);
     return MG_OK;
 }
@@ -1189,9 +1301,9 @@ uint16_t mg_http_server_port(const mg_http_server *srv)
     return srv->port_bound;
 }
 
-static void http__on_handle_closed(uv_handle_t *handle)
+/* One of the timer, the poll handle and the listener has closed; the last frees the server. */
+static void http__handle_released(mg_http_server *srv)
 {
-    mg_http_server *srv = handle->data;
     MG_ASSERT(srv->handles_open > 0);
     if (--srv->handles_open > 0)
         return;
@@ -1213,6 +1325,16 @@ static void http__on_handle_closed(uv_handle_t *handle)
         closed_fn(closed_arg);
 }
 
+static void http__on_handle_closed(uv_handle_t *handle)
+{
+    http__handle_released(handle->data);
+}
+
+static void http__on_listener_closed(void *arg)
+{
+    http__handle_released(arg);
+}
+
 void mg_http_server_close(mg_http_server *srv, void (*closed_fn)(void *arg), void *arg)
 {
     MG_ASSERT(srv != NULL);
@@ -1228,7 +1350,11 @@ void mg_http_server_close(mg_http_server *srv, void (*closed_fn)(void *arg), voi
         http__pending_remove(srv, req);
         MHD_resume_connection(req->conn);
     }
-    if (srv->handles_open == 2) {
+    if (srv->listener != NULL) {
+        mg_listener_close(srv->listener, http__on_listener_closed, srv);
+        srv->listener = NULL;
+    }
+    if (srv->poll_open) {
         uv_poll_stop(&srv->poll);
         uv_close((uv_handle_t *)&srv->poll, http__on_handle_closed);
     }

@@ -65,9 +65,33 @@
  * segments (/admin/v2/persistent/{t}/{ns}/{topic}/subscription/{sub}/skip/{n}); 32 leaves room
  * and keeps the per-request segment table on the stack. Methods are short tokens ("OPTIONS" is
  * the longest standard one). A bind host is an address literal or a DNS name (at most 253). */
-#define MG_HTTP_PATH_SEGMENTS_MAX 32
-#define MG_HTTP_METHOD_BYTES_MAX  16
-#define MG_HTTP_HOST_BYTES_MAX    256
+#define MG_HTTP_PATH_SEGMENTS_MAX   32
+#define MG_HTTP_METHOD_BYTES_MAX    16
+#define MG_HTTP_HOST_BYTES_MAX      256
+/* Connections the HTTP server admits past its limit while it closes the idle connection that
+ * has waited longest (nginx closes idle keep-alive connections the same way when it runs out):
+ * a new request, e.g. the health check, is served at once instead of waiting in the backlog for
+ * an idle timeout. Connections in the middle of a request are never closed for it; when all
+ * are busy and these slots are taken too, a new connection is closed at once. */
+#define MG_HTTP_CONNECTIONS_RESERVE 8
+
+/* Listeners (common/listen.c, piece: listen). Accepting pauses for MIN ms when the process runs
+ * out of descriptors, doubling on each failure up to MAX ms: descriptors come back when clients
+ * close, and a second is a short wait for a client next to a spinning core. A batch of accepts
+ * per readiness event keeps one busy listener from starving the loop's other work. */
+#define MG_LISTEN_BACKOFF_MS_MIN   10u
+#define MG_LISTEN_BACKOFF_MS_MAX   1000u
+#define MG_LISTEN_ACCEPT_BATCH_MAX 64u
+/* The soft RLIMIT_NOFILE is raised to the hard limit but no further than this: connection
+ * tables are sized by it, and a million descriptors is beyond what one process here serves. */
+#define MG_FD_LIMIT_MAX            (1u << 20)
+/* Descriptors kept out of the connection budget (a quarter of the limit, within these bounds):
+ * RocksDB's files, the journal and entry logs, ledger handles, epoll and event fds, metadata
+ * and bookie client sockets, and the admin port. An idle standalone uses about 60. */
+#define MG_FD_RESERVE_MIN          64u
+#define MG_FD_RESERVE_MAX          2048u
+/* The admin HTTP server's share never goes below this, so health and metrics stay reachable. */
+#define MG_FD_HTTP_MIN             8u
 
 /* Metadata store, ZooKeeper backend (piece: mdzk, src/metadata/zk.c). */
 /* A connect string lists a handful of host:port pairs and a chroot path; ensembles have 3, 5 or 7

@@ -69,7 +69,8 @@ const char *mg_log_thread_name(void)
     return thread_name;
 }
 
-void mg_log_vwrite(mg_log_level level, const char *fmt, va_list ap)
+/* Formats and writes one record; suffix (may be "") goes after the message. */
+static void log__vwrite(mg_log_level level, const char *suffix, const char *fmt, va_list ap)
 {
     char line[2048];
     struct timespec ts;
@@ -85,9 +86,60 @@ void mg_log_vwrite(mg_log_level level, const char *fmt, va_list ap)
         len = sizeof(line) - 2; /* truncated: keep the line bounded */
         memcpy(line + len - 3, "...", 3);
     }
+    size_t suffix_len = strlen(suffix);
+    if (suffix_len > 0) {
+        if (len + suffix_len > sizeof(line) - 2)
+            len = sizeof(line) - 2 - suffix_len; /* the count matters more than the tail */
+        memcpy(line + len, suffix, suffix_len);
+        len += suffix_len;
+    }
     line[len++] = '\n';
     ssize_t w = write(__atomic_load_n(&log_fd, __ATOMIC_RELAXED), line, len);
     (void)w; /* nowhere to report a failing log sink */
+}
+
+void mg_log_vwrite(mg_log_level level, const char *fmt, va_list ap)
+{
+    log__vwrite(level, "", fmt, ap);
+}
+
+bool mg_log_limit_admit(mg_log_limit *l, int64_t now_ms, uint64_t *suppressed_out)
+{
+    bool admit = false;
+    pthread_mutex_lock(&l->mu);
+    if (l->window_start_ms == 0 || now_ms - l->window_start_ms >= MG_LOG_LIMIT_WINDOW_MS ||
+        now_ms < l->window_start_ms) {
+        l->window_start_ms = now_ms != 0 ? now_ms : 1;
+        l->lines_in_window = 0;
+    }
+    if (l->lines_in_window < MG_LOG_LIMIT_LINES) {
+        l->lines_in_window++;
+        *suppressed_out = l->suppressed_count;
+        l->suppressed_count = 0;
+        admit = true;
+    } else {
+        l->suppressed_count++;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return admit;
+}
+
+void mg_log_write_limited(mg_log_limit *l, mg_log_level level, const char *fmt, ...)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    uint64_t suppressed = 0;
+    if (!mg_log_limit_admit(l, now_ms, &suppressed))
+        return;
+    char suffix[64] = "";
+    if (suppressed > 0)
+        snprintf(suffix, sizeof(suffix), " (%llu similar lines suppressed)",
+                 (unsigned long long)suppressed);
+    va_list ap;
+    va_start(ap, fmt);
+    log__vwrite(level, suffix, fmt, ap);
+    va_end(ap);
 }
 
 void mg_log_write(mg_log_level level, const char *fmt, ...)

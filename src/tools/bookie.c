@@ -16,6 +16,7 @@
 #include "bookie/storage.h"
 #include "common/error.h"
 #include "common/http.h"
+#include "common/listen.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
@@ -316,16 +317,21 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
         mg_node_explain_storage_error(rc, o->journal_dir, o->journal_segment_mb);
         return rc; /* logged */
     }
+    mg_fd_shares fds;
+    mg_fd_budget(mg_fd_limit_raise(), false, true, &fds);
     bk_server_opts sv = { .host = o->bind_address,
                           .port = (uint16_t)o->port,
-                          .metrics = b->metrics };
+                          .metrics = b->metrics,
+                          .connections_max = fds.bookie_max };
     rc = bk_server_start(&b->loop, b->storage, &sv, &b->server);
     if (rc != MG_OK) {
         MG_ERROR("cannot serve the bookie RPC on %s:%lld: %s", o->bind_address, (long long)o->port,
                  mg_strerror(rc));
         return rc;
     }
-    mg_http_options ho = { .host = o->bind_address, .port = (uint16_t)o->http_port };
+    mg_http_options ho = { .host = o->bind_address,
+                           .port = (uint16_t)o->http_port,
+                           .connections_max = fds.http_max };
     MG_TRY(mg_http_server_create(&b->loop, &ho, &b->http));
     MG_TRY(mg_http_server_route(b->http, "GET", "/metrics", handle_metrics, b));
     MG_TRY(mg_http_server_route(b->http, "GET", "/admin/v2/bookies/health", handle_health, b));

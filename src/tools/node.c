@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/listen.h"
 #include "common/log.h"
 #include "tools.h"
 
@@ -423,9 +424,13 @@ static void bookie_thread_main(void *arg)
     char port_file[4200];
     int64_t port = bookie_port_choose(o, port_file, sizeof(port_file));
     if (rc == MG_OK) {
+        /* A node with a bookie is a standalone: a broker shares its descriptors. */
+        mg_fd_shares fds;
+        mg_fd_budget(s->fd_limit, true, true, &fds);
         bk_server_opts sv = { .host = o->bind_address,
                               .port = (uint16_t)port,
-                              .metrics = s->metrics };
+                              .metrics = s->metrics,
+                              .connections_max = fds.bookie_max };
         rc = bk_server_start(&s->bookie_loop, s->storage, &sv, &s->bookie);
         if (rc != MG_OK)
             MG_ERROR("cannot serve the bookie RPC on %s:%lld: %s", o->bind_address, (long long)port,
@@ -513,6 +518,8 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
             return lrc;
         }
     }
+    mg_fd_shares fds;
+    mg_fd_budget(s->fd_limit, true, s->bookie != NULL, &fds);
     ml_env_opts eo = { .ensemble_size = o->ensemble_size,
                        .write_quorum = o->write_quorum,
                        .ack_quorum = o->ack_quorum,
@@ -532,8 +539,15 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .catchup_duty_pct = (uint32_t)o->catchup_duty_pct,
         .auto_skip_non_recoverable_data = o->auto_skip_non_recoverable_data,
         .connection_memory_bytes = (uint64_t)o->connection_memory_mb << 20,
+        .connections_max = fds.broker_max,
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
+    if (rc == MG_OK)
+        MG_INFO("broker: at most %u connections (descriptor limit %llu, %llu kept in reserve, "
+                "%u for the admin port%s)",
+                (unsigned)fds.broker_max, (unsigned long long)fds.limit,
+                (unsigned long long)fds.reserve, (unsigned)fds.http_max,
+                s->bookie != NULL ? ", the rest for the bookie" : "");
     if (rc != MG_OK)
         MG_ERROR("cannot start the broker on %s:%lld: %s", o->bind_address, (long long)o->port,
                  mg_strerror(rc));
@@ -542,7 +556,11 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
 
 int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
 {
-    mg_http_options ho = { .host = bind_address, .port = (uint16_t)port };
+    mg_fd_shares fds;
+    mg_fd_budget(s->fd_limit, s->broker != NULL, s->bookie != NULL, &fds);
+    mg_http_options ho = { .host = bind_address,
+                           .port = (uint16_t)port,
+                           .connections_max = fds.http_max };
     int rc = mg_http_server_create(&s->loop, &ho, &s->http);
     if (rc != MG_OK)
         return rc;
@@ -596,6 +614,7 @@ int mg_node_init(mg_node *s)
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
+    s->fd_limit = mg_fd_limit_raise();
     if (register_metrics(s) != MG_OK) {
         MG_ERROR("cannot set up metrics: out of memory");
         return MG_ENOMEM;

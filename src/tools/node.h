@@ -62,6 +62,7 @@ typedef struct mg_node {
     int register_status;
     int lock_fd;
     int stopping;
+    uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
 } mg_node;
 
 typedef struct mg_node_bookie_opts {
