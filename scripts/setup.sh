@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Everything the project builds, links or tests against, by Debian package name.
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config clang-format git curl procps iproute2
+  build-essential cmake ninja-build pkg-config clang-format git curl procps iproute2 python3
   libuv1-dev libaio-dev librocksdb-dev libzstd-dev liblz4-dev zlib1g-dev libsnappy-dev
   protobuf-c-compiler libprotobuf-c-dev libmicrohttpd-dev
   libzookeeper-mt-dev zookeeper

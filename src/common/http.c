@@ -928,6 +928,16 @@ static bool http__evict_idle(mg_http_server *srv)
 
 static void http__run(mg_http_server *srv);
 
+/* The process ran out of descriptors: an idle connection gives its own back. */
+static bool http__on_exhausted(void *arg)
+{
+    mg_http_server *srv = arg;
+    if (srv->closing || !http__evict_idle(srv))
+        return false;
+    http__kick(srv);
+    return true;
+}
+
 /* A socket from the listener. Past connections_max, the connection idle the longest makes room
  * (so a health check is answered while idle clients hold every slot); MHD's own limit is
  * connections_max + MG_HTTP_CONNECTIONS_RESERVE, the room for new connections while evicted
@@ -1290,6 +1300,7 @@ int mg_http_server_start(mg_http_server *srv)
         srv->port_bound = 0;
         return rc;
     }
+    mg_listener_on_exhausted(srv->listener, http__on_exhausted);
     srv->handles_open++;
     MG_INFO("http: listening on %s (at most %u connections)", addr, srv->connections_max);
     http__schedule(srv);

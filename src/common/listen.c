@@ -28,6 +28,7 @@ struct mg_listener {
     uint16_t port;
     char name[32];
     mg_listener_accept_fn fn;
+    bool (*exhausted_fn)(void *arg);
     void *arg;
     uint64_t backoff_ms;
     uint64_t pause_count;
@@ -105,8 +106,7 @@ static void listen__on_timer(uv_timer_t *timer)
         return;
     int rc = uv_poll_start(&l->poll, UV_READABLE, listen__on_poll);
     if (rc != 0) {
-        MG_WARN_LIMITED("%s: cannot poll the listening socket again: %s", l->name,
-                        uv_strerror(rc));
+        MG_WARN_LIMITED("%s: cannot poll the listening socket again: %s", l->name, uv_strerror(rc));
         uv_timer_start(&l->timer, listen__on_timer, MG_LISTEN_BACKOFF_MS_MAX, 0);
     }
 }
@@ -114,7 +114,9 @@ static void listen__on_timer(uv_timer_t *timer)
 /* Stops accepting for the current back-off delay (doubled from the last one). */
 static void listen__pause(mg_listener *l, int e)
 {
-    l->backoff_ms = l->backoff_ms == 0 ? MG_LISTEN_BACKOFF_MS_MIN : l->backoff_ms * 2;
+    bool released =
+        (e == EMFILE || e == ENFILE) && l->exhausted_fn != NULL && l->exhausted_fn(l->arg);
+    l->backoff_ms = l->backoff_ms == 0 || released ? MG_LISTEN_BACKOFF_MS_MIN : l->backoff_ms * 2;
     if (l->backoff_ms > MG_LISTEN_BACKOFF_MS_MAX)
         l->backoff_ms = MG_LISTEN_BACKOFF_MS_MAX;
     l->pause_count++;
@@ -191,6 +193,11 @@ int mg_listener_start(uv_loop_t *loop, int fd, const char *name, mg_listener_acc
     }
     *out = l;
     return MG_OK;
+}
+
+void mg_listener_on_exhausted(mg_listener *l, bool (*fn)(void *arg))
+{
+    l->exhausted_fn = fn;
 }
 
 uint16_t mg_listener_port(const mg_listener *l)

@@ -26,6 +26,7 @@
 #ifndef MG_COMMON_LISTEN_H
 #define MG_COMMON_LISTEN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -53,6 +54,12 @@ int mg_listen_socket(const char *what, const char *host, uint16_t port, int back
 int mg_listener_start(uv_loop_t *loop, int fd, const char *name, mg_listener_accept_fn fn,
                       void *arg, mg_listener **out);
 
+/* Sets fn(arg), called when accept fails for lack of descriptors, before accepting pauses: it
+ * may give descriptors back (the HTTP server closes its longest idle connection) and returns
+ * true when it did; the pause is then the shortest, so the next client gets the freed
+ * descriptor. The arg is the one given to mg_listener_start. Loop thread. */
+void mg_listener_on_exhausted(mg_listener *l, bool (*fn)(void *arg));
+
 /* The bound port. Loop thread. */
 uint16_t mg_listener_port(const mg_listener *l);
 
@@ -74,11 +81,11 @@ uint64_t mg_fd_limit(void);
 
 /* How a descriptor limit is shared out. */
 typedef struct mg_fd_shares {
-    uint64_t limit;           /* the soft limit it was computed from */
-    uint64_t reserve;         /* kept for files, internal sockets and the admin port */
-    uint32_t http_max;        /* admin HTTP connections */
-    uint32_t bookie_max;      /* bookie RPC connections (0 when the process has no bookie) */
-    uint32_t broker_max;      /* Pulsar protocol connections (0 when it has no broker) */
+    uint64_t limit;      /* the soft limit it was computed from */
+    uint64_t reserve;    /* kept for files, internal sockets and the admin port */
+    uint32_t http_max;   /* admin HTTP connections */
+    uint32_t bookie_max; /* bookie RPC connections (0 when the process has no bookie) */
+    uint32_t broker_max; /* Pulsar protocol connections (0 when it has no broker) */
 } mg_fd_shares;
 
 /* Shares limit out: reserve = limit / 4 within [MG_FD_RESERVE_MIN, MG_FD_RESERVE_MAX]; of the
