@@ -181,8 +181,8 @@ static void conn__reply(bk__sconn *conn, const bk_response *resp, const bk_entry
     snprintf(err.message, sizeof(err.message), "response could not be encoded: %s",
              mg_strerror(rc));
     if (bk_outq_push_response(&conn->outq, &err, NULL, 0) != MG_OK) {
-        MG_WARN("bookie rpc: cannot queue a response (%s), closing the connection",
-                mg_strerror(rc));
+        MG_WARN_LIMITED("bookie rpc: cannot queue a response (%s), closing the connection",
+                        mg_strerror(rc));
         conn__close(conn);
     }
 }
@@ -464,10 +464,10 @@ static void conn__process(bk__sconn *conn)
         if (rc != MG_OK) {
             if (rc == MG_EPROTO) {
                 mg_counter_inc(s->protocol_errors);
-                MG_WARN("bookie rpc: malformed frame, closing the connection");
+                MG_WARN_LIMITED("bookie rpc: malformed frame, closing the connection");
             } else {
-                MG_WARN("bookie rpc: cannot decode a frame (%s), closing the connection",
-                        mg_strerror(rc));
+                MG_WARN_LIMITED("bookie rpc: cannot decode a frame (%s), closing the connection",
+                                mg_strerror(rc));
             }
             conn__close(conn);
             break;

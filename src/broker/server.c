@@ -409,7 +409,7 @@ void br_conn_close(br_conn *c, const char *reason)
     if (c->state == BR_CONN_CLOSING)
         return;
     if (reason != NULL)
-        MG_INFO("broker: closing connection from %s: %s", c->peer, reason);
+        MG_INFO_LIMITED("broker: closing connection from %s: %s", c->peer, reason);
     c->state = BR_CONN_CLOSING;
     if (c->b->m_conn_closed)
         mg_counter_inc(c->b->m_conn_closed);

@@ -781,7 +781,7 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
         const char *why;
         Magnetar__Pulsar__ServerError err = send_failure(status, &why);
         if (err != ERR(NotAllowedError)) /* those are logged once per back-off by the ledger */
-            MG_WARN("broker: storing a message of %s failed: %s", t->name.full, why);
+            MG_WARN_LIMITED("broker: storing a message of %s failed: %s", t->name.full, why);
         send_error(c, x->producer_id, x->sequence_id, err, why);
         if (status == MG_EFENCED && t->state == BR_TOPIC_OPEN) {
             /* Another broker owns the topic now: let clients look it up again. */

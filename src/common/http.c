@@ -808,7 +808,7 @@ static void http__run(mg_http_server *srv)
     srv->in_run = true;
     unsigned connections_before = http__connection_count(srv);
     if (MHD_run(srv->daemon) != MHD_YES)
-        MG_WARN("http: MHD_run failed");
+        MG_WARN_LIMITED("http: MHD_run failed");
     /* MHD adds or removes its listen socket (connection limit) only at the start of a pass. */
     if (http__connection_count(srv) != connections_before)
         srv->kick = true;
@@ -834,7 +834,7 @@ static void http__on_poll(uv_poll_t *poll, int status, int events)
 {
     mg_http_server *srv = poll->data;
     if (status < 0)
-        MG_WARN("http: polling the MHD epoll fd failed: %s", uv_strerror(status));
+        MG_WARN_LIMITED("http: polling the MHD epoll fd failed: %s", uv_strerror(status));
     http__run(srv);
 }
 
@@ -1033,7 +1033,7 @@ static enum MHD_Result http__on_body(mg_http_server *srv, mg_http_request *req, 
             cap = srv->body_bytes_max;
         unsigned char *body = mg_realloc(req->body, cap + 1);
         if (body == NULL) {
-            MG_WARN("http: out of memory for a %zu-byte request body", req->body_len + n);
+            MG_WARN_LIMITED("http: out of memory for a %zu-byte request body", req->body_len + n);
             return MHD_NO;
         }
         req->body = body;
@@ -1061,7 +1061,7 @@ static enum MHD_Result http__on_access(void *cls, struct MHD_Connection *conn, c
             return MHD_NO;
         int rc = http__request_create(srv, conn, url, method, &req);
         if (rc != MG_OK) {
-            MG_WARN("http: dropping a %s request: %s", method, mg_strerror(rc));
+            MG_WARN_LIMITED("http: dropping a %s request: %s", method, mg_strerror(rc));
             return MHD_NO;
         }
         req->mhd_owned = true;
@@ -1427,7 +1427,7 @@ int mg_http_reply(mg_http_request *req, int status, const char *content_type, co
     int rc = MG_OK;
     struct MHD_Response *resp = http__response_new(content_type, body, body_len, NULL);
     if (resp == NULL) {
-        MG_WARN("http: out of memory for the reply to %s %s", req->method, req->path);
+        MG_WARN_LIMITED("http: out of memory for the reply to %s %s", req->method, req->path);
         req->reply_failed = true;
         rc = MG_ENOMEM;
     }
