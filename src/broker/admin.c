@@ -15,8 +15,19 @@
  *   DELETE base/{topic}/subscription/{sub}[?force=true]
  *   POST   base/{topic}/subscription/{sub}/skip/{n}, /skip_all, /resetcursor/{timestamp}
  *   POST   base/{topic}/terminate                 no more messages, ever; answers the last id
- * Errors are JSON {"reason": "..."} with Pulsar's statuses: 404 topic or subscription not
- * found, 409 already exists, 412 invalid name or in use, 500 storage or metadata failure.
+ * Errors are JSON {"reason": "..."} with Pulsar's statuses: 400 a number that is not one or is
+ * out of range, 404 topic or subscription not found, 409 already exists, 412 invalid name, in
+ * use, or a partition count past BR_ADMIN_PARTITIONS_MAX, 500 storage or metadata failure.
+ *
+ * Validation, before anything is looked up or created:
+ *   - tenant, namespace and topic follow the topic-name rules of wire_topic.c: Pulsar's
+ *     NamedEntity pattern [-=:.\w]+ (ASCII), not "." and not starting with "..", at most
+ *     MG_PULSAR_TENANT_BYTES_MAX / MG_PULSAR_NAMESPACE_BYTES_MAX /
+ *     MG_PULSAR_TOPIC_LOCAL_BYTES_MAX bytes; a decoded '/' ("%2F") is refused by name;
+ *   - a subscription name is non-empty, without '/', shorter than MC_NAME_BYTES_MAX;
+ *   - numbers in paths and bodies are plain decimal integers (no sign unless negative, no
+ *     spaces inside) within int64_t, checked for overflow: skip/{n} >= 0,
+ *     resetcursor/{timestamp} >= 0, partitions in [1, BR_ADMIN_PARTITIONS_MAX].
  *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
@@ -25,13 +36,21 @@
 
 #include "common/alloc.h"
 #include "common/error.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(
+    2 * BR_ADMIN_PARTITIONS_MAX <= BR_CONN_HANDLES_MAX,
+    "a producer and a consumer of the largest partitioned topic must fit one connection");
+_Static_assert(BR_ADMIN_PARTITIONS_MAX <= MG_PULSAR_TOPIC_PARTITIONS_MAX,
+               "partition indexes must stay within what topic names carry");
 
 int br_partitioned_path(const br_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
@@ -108,12 +127,43 @@ static void finish_rc(admin_req *r, int rc)
         finish(r, status_of(rc), mg_strerror(rc));
 }
 
+/* Checks one path parameter before it is put into a topic name: present, within max bytes, and
+ * without a '/' (a decoded "%2F" would otherwise shift the name's parts). Writes the reason
+ * into err and returns false when it is not. */
+static bool name_param_ok(const char *value, const char *what, size_t max, char *err,
+                          size_t err_size)
+{
+    if (value == NULL)
+        return true; /* the route has no such parameter */
+    size_t len = strnlen(value, max + 1);
+    if (len == 0) {
+        snprintf(err, err_size, "the %s name is empty", what);
+        return false;
+    }
+    if (len > max) {
+        snprintf(err, err_size, "the %s name is longer than %zu bytes", what, max);
+        return false;
+    }
+    if (strchr(value, '/') != NULL) {
+        snprintf(err, err_size, "the %s name '%s' has an invalid character '/'", what, value);
+        return false;
+    }
+    return true;
+}
+
 static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
 {
     br_broker *b = arg;
     const char *tenant = mg_http_request_param(req, "tenant");
     const char *ns = mg_http_request_param(req, "namespace");
     const char *topic = mg_http_request_param(req, "topic");
+    char err[256];
+    if (!name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, sizeof(err)) ||
+        !name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, sizeof(err)) ||
+        !name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, sizeof(err))) {
+        mg_http_reply_json_error(req, 412, err);
+        return NULL;
+    }
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
              topic ? topic : "x");
@@ -125,7 +175,6 @@ static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
     r->b = b;
     r->req = req;
     r->op = op;
-    char err[256];
     if (br_topic_name_parse(full, &r->tn, err, sizeof(err)) != MG_OK) {
         finish(r, 412, err);
         return NULL;
@@ -585,16 +634,57 @@ static void h_create(mg_http_request *req, void *arg)
         finish_rc(r, rc);
 }
 
-static bool parse_int(const char *s, int64_t *out)
+typedef enum int_parse {
+    INT_OK,
+    INT_MALFORMED, /* not a decimal integer */
+    INT_RANGE,     /* a decimal integer outside int64_t */
+} int_parse;
+
+/* Parses s[0, len) as a decimal int64_t: an optional '-', then digits only, checked for
+ * overflow digit by digit (strtoll would clamp 2^64 to INT64_MAX and answer as if it fitted). */
+static int_parse parse_i64(const char *s, size_t len, int64_t *out)
 {
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end != '\0')
-        return false;
-    *out = v;
-    return true;
+    size_t i = 0;
+    bool negative = len > 0 && s[0] == '-';
+    if (negative)
+        i++;
+    if (i == len)
+        return INT_MALFORMED;
+    uint64_t limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    uint64_t v = 0;
+    bool range = false;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return INT_MALFORMED;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (range || v > (limit - d) / 10)
+            range = true; /* keep checking the rest is digits */
+        else
+            v = v * 10 + d;
+    }
+    if (range)
+        return INT_RANGE;
+    *out = negative ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+    return INT_OK;
+}
+
+/* Reads the path parameter name as a non-negative int64_t into *out; on failure answers 400
+ * naming what (e.g. "the number of messages to skip") and frees r. */
+static bool path_count(admin_req *r, const char *name, const char *what, int64_t *out)
+{
+    const char *text = mg_http_request_param(r->req, name);
+    char reason[256];
+    int_parse rc = text != NULL ? parse_i64(text, strlen(text), out) : INT_MALFORMED;
+    if (rc == INT_OK && *out >= 0)
+        return true;
+    if (rc == INT_RANGE)
+        snprintf(reason, sizeof(reason), "%s, '%.40s%s', is out of range: the largest is %" PRId64,
+                 what, text, strlen(text) > 40 ? "..." : "", INT64_MAX);
+    else
+        snprintf(reason, sizeof(reason), "%s must be a non-negative decimal integer, not '%.40s%s'",
+                 what, text != NULL ? text : "", text != NULL && strlen(text) > 40 ? "..." : "");
+    finish(r, 400, reason);
+    return false;
 }
 
 static void h_skip(mg_http_request *req, void *arg)
@@ -602,10 +692,8 @@ static void h_skip(mg_http_request *req, void *arg)
     admin_req *r = parse(req, arg, OP_SKIP);
     if (r == NULL)
         return;
-    if (!parse_int(mg_http_request_param(req, "n"), &r->arg) || r->arg < 0) {
-        finish(r, 412, "the number of messages to skip must be a non-negative integer");
+    if (!path_count(r, "n", "the number of messages to skip", &r->arg))
         return;
-    }
     start_topic_op(r);
 }
 
@@ -614,10 +702,8 @@ static void h_reset(mg_http_request *req, void *arg)
     admin_req *r = parse(req, arg, OP_RESET);
     if (r == NULL)
         return;
-    if (!parse_int(mg_http_request_param(req, "timestamp"), &r->arg) || r->arg < 0) {
-        finish(r, 412, "the timestamp must be milliseconds since the epoch");
+    if (!path_count(r, "timestamp", "the timestamp (milliseconds since the epoch)", &r->arg))
         return;
-    }
     start_topic_op(r);
 }
 
@@ -661,12 +747,38 @@ static void h_part_create(mg_http_request *req, void *arg)
         return;
     size_t len = 0;
     const char *body = mg_http_request_body(req, &len);
-    char *end;
-    long n = strtol(body, &end, 10);
-    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
-        end++;
-    if (len == 0 || end == body || *end != '\0' || n < 1 || n > MG_PULSAR_TOPIC_PARTITIONS_MAX) {
-        finish(r, 412, "the body must be the number of partitions, a positive integer");
+    /* The body is the count alone (Pulsar's clients send it as JSON: a bare number), with
+     * blanks around it allowed. */
+    size_t start = 0;
+    while (start < len && strchr(" \t\r\n", body[start]) != NULL)
+        start++;
+    while (len > start && strchr(" \t\r\n", body[len - 1]) != NULL)
+        len--;
+    int64_t n = 0;
+    int_parse pr = parse_i64(body + start, len - start, &n);
+    if (pr != INT_OK) {
+        char reason[160];
+        if (pr == INT_RANGE)
+            snprintf(reason, sizeof(reason),
+                     "the number of partitions is out of range (the largest accepted is %d)",
+                     BR_ADMIN_PARTITIONS_MAX);
+        else
+            snprintf(reason, sizeof(reason),
+                     "the body must be the number of partitions, a decimal integer");
+        finish(r, 400, reason);
+        return;
+    }
+    if (n < 1) {
+        finish(r, 412, "the number of partitions must be more than 0");
+        return;
+    }
+    if (n > BR_ADMIN_PARTITIONS_MAX) {
+        char reason[160];
+        snprintf(reason, sizeof(reason),
+                 "%" PRId64 " partitions is more than the limit of %d partitions per topic "
+                 "(BR_ADMIN_PARTITIONS_MAX)",
+                 n, BR_ADMIN_PARTITIONS_MAX);
+        finish(r, 412, reason);
         return;
     }
     if (r->tn.partition >= 0) {

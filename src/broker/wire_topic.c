@@ -11,6 +11,9 @@
  *      Pulsar accepts anything in the topic part and percent-encodes it for storage; refusing
  *      '/', '%' and the rest instead means a managed-ledger name never needs escaping.
  *   3. Lengths are bounded by the MG_PULSAR_*_BYTES_MAX limits, so all fields are fixed arrays.
+ *   5. A part is not "." and does not start with "..": such names would read as the current or
+ *      parent directory in metadata paths and file names built from them (Pulsar's pattern
+ *      allows them; its ZooKeeper store then refuses "." and ".." path segments).
  *   4. "-partition-N" at the end of the topic part names partition N when N is canonical
  *      decimal (no sign, no leading zero) below MG_PULSAR_TOPIC_PARTITIONS_MAX; any other text
  *      after the last "-partition-" leaves an ordinary topic, as in Pulsar. A canonical N past
@@ -73,6 +76,10 @@ static int br__check_part(const char *s, size_t n, size_t max, const char *what,
     if (n > max)
         return br__fail(err, err_size, "topic name '%s' has a %s longer than %zu bytes", shown,
                         what, max);
+    if ((n == 1 && s[0] == '.') || (n >= 2 && s[0] == '.' && s[1] == '.'))
+        return br__fail(err, err_size,
+                        "topic name '%s' has a %s '%.*s': a name may not be '.' or start with '..'",
+                        shown, what, (int)n, s);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (br__name_char(c))

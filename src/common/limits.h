@@ -457,6 +457,14 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * partition is a topic with its own managed ledger and cursors; Pulsar leaves the count
  * unlimited by default, but a few thousand are already far past any real use. */
 #define MG_PULSAR_TOPIC_PARTITIONS_MAX 65536
+/* Partitions the admin API creates for one topic (PUT .../partitions). A client attaches one
+ * producer or consumer per partition, all on its one connection to a standalone broker, and a
+ * connection carries at most BR_CONN_HANDLES_MAX (4096) of them: 1024 leaves room for a producer
+ * and a consumer of the topic in the same client, with more besides. Pulsar's
+ * maxNumPartitionsPerPartitionedTopic defaults to unlimited; 65536 partitions were accepted
+ * here once and then no producer could attach. Larger counts already stored stay readable up
+ * to MG_PULSAR_TOPIC_PARTITIONS_MAX. */
+#define BR_ADMIN_PARTITIONS_MAX        1024
 
 /* Client compression codecs (src/client/compress.c, piece: codec). */
 /* The largest payload the client compresses or decompresses (MessageMetadata.uncompressed_size).

@@ -163,6 +163,23 @@ Test(wire_topic, rejections)
                                                     "65535");
 }
 
+/* "." and names starting with ".." would read as directories in the paths built from them. */
+Test(wire_topic, dot_names)
+{
+    parse_fails("persistent://..x/ns/t", "topic name 'persistent://..x/ns/t' has a tenant '..x': a "
+                                         "name may not be '.' or start with '..'");
+    parse_fails("t/../x", "topic name 't/../x' has a namespace '..': a name may not be '.' or "
+                          "start with '..'");
+    parse_fails("t/n/.", "topic name 't/n/.' has a topic '.': a name may not be '.' or start "
+                         "with '..'");
+    parse_fails("..", "topic name '..' has a topic '..': a name may not be '.' or start with '..'");
+    br_topic_name t;
+    cr_assert_eq(br_topic_name_parse(".t/n.../x..", &t, NULL, 0), MG_OK);
+    cr_assert_str_eq(t.tenant, ".t");
+    cr_assert_str_eq(t.ns, "n...");
+    cr_assert_eq(br_topic_name_parse("t/n/a..b", &t, NULL, 0), MG_OK);
+}
+
 Test(wire_topic, length_limits)
 {
     char part[512], name[1024], expected[1024];
