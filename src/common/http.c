@@ -76,6 +76,7 @@
 #include "common/limits.h"
 #include "common/listen.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -195,8 +196,8 @@ struct mg_http_server {
     http__conn *idle_tail;
     unsigned conn_count;     /* connections MHD holds (tracked ones) */
     unsigned evicting_count; /* shut down for room, not yet closed by MHD */
-    uint64_t evicted_total;
-    uint64_t refused_total;
+    mg_counter *m_evicted;   /* NULL without metrics */
+    mg_counter *m_refused;
 
     unsigned handles_open; /* the timer, the poll handle and the listener, while open */
     bool poll_open;
@@ -916,7 +917,7 @@ static bool http__evict_idle(mg_http_server *srv)
     http__idle_unlink(srv, hc);
     hc->evicted = true;
     srv->evicting_count++;
-    srv->evicted_total++;
+    mg_counter_inc(srv->m_evicted);
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(hc->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (info != NULL)
@@ -956,14 +957,14 @@ static void http__on_accept(void *arg, int fd, const struct sockaddr *addr, sock
         http__run(srv); /* lets MHD close the evicted connections now */
     if (srv->closing || srv->conn_count >= srv->connections_max + MG_HTTP_CONNECTIONS_RESERVE) {
         close(fd);
-        srv->refused_total++;
+        mg_counter_inc(srv->m_refused);
         MG_WARN_LIMITED("http: %u connections, all busy (limit %u): refusing another",
                         srv->conn_count, srv->connections_max);
         return;
     }
     if (MHD_add_connection(srv->daemon, fd, addr, addr_len) != MHD_YES) {
         int e = errno; /* MHD closed the socket */
-        srv->refused_total++;
+        mg_counter_inc(srv->m_refused);
         MG_WARN_LIMITED("http: libmicrohttpd did not take a connection: %s", strerror(e));
     }
     http__kick(srv); /* MHD reads what the client already sent */
@@ -1185,6 +1186,14 @@ int mg_http_server_create(uv_loop_t *loop, const mg_http_options *opts, mg_http_
     srv->connections_max =
         opts->connections_max != 0 ? opts->connections_max : MG_HTTP_CONNECTIONS_MAX;
     srv->timeout_s = opts->timeout_s != 0 ? opts->timeout_s : MG_HTTP_TIMEOUT_S;
+    if (opts->metrics != NULL) {
+        srv->m_evicted = mg_metrics_unlabelled_counter(
+            opts->metrics, "magnetar_http_connections_closed_idle_total",
+            "Idle admin HTTP connections closed to make room for a new one at the limit");
+        srv->m_refused = mg_metrics_unlabelled_counter(
+            opts->metrics, "magnetar_http_connections_refused_total",
+            "Admin HTTP connections closed at accept: every slot was busy");
+    }
     MG_ASSERT(uv_timer_init(loop, &srv->timer) == 0);
     srv->timer.data = srv;
     srv->handles_open = 1;

@@ -39,11 +39,17 @@ typedef struct mg_http_request mg_http_request;
 typedef void (*mg_http_handler_fn)(mg_http_request *req, void *arg);
 
 typedef struct mg_http_options {
-    const char *host;         /* bind address, e.g. "0.0.0.0" or "127.0.0.1"; NULL = all */
-    uint16_t port;            /* 0 = an ephemeral port (tests) */
-    size_t body_bytes_max;    /* 0 = MG_HTTP_BODY_BYTES_MAX */
-    unsigned connections_max; /* 0 = MG_HTTP_CONNECTIONS_MAX */
-    unsigned timeout_s;       /* idle connection timeout; 0 = MG_HTTP_TIMEOUT_S */
+    const char *host;           /* bind address, e.g. "0.0.0.0" or "127.0.0.1"; NULL = all */
+    uint16_t port;              /* 0 = an ephemeral port (tests) */
+    size_t body_bytes_max;      /* 0 = MG_HTTP_BODY_BYTES_MAX */
+    unsigned connections_max;   /* 0 = MG_HTTP_CONNECTIONS_MAX; past it the connection idle the
+                                   longest is closed to make room (see http.c) */
+    unsigned timeout_s;         /* idle connection timeout; 0 = MG_HTTP_TIMEOUT_S */
+    struct mg_metrics *metrics; /* NULL = none; else magnetar_http_connections_closed_idle_total
+                                   (idle connections closed to make room at connections_max) and
+                                   magnetar_http_connections_refused_total (closed at accept:
+                                   every slot busy) are registered in it; must outlive the
+                                   server */
 } mg_http_options;
 
 /* Creates a server that will run on loop. Nothing is bound until mg_http_server_start().

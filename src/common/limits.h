@@ -87,7 +87,7 @@
 #define MG_FD_LIMIT_MAX            (1u << 20)
 /* Descriptors kept out of the connection budget (a quarter of the limit, within these bounds):
  * RocksDB's files, the journal and entry logs, ledger handles, epoll and event fds, metadata
- * and bookie client sockets, and the admin port. An idle standalone uses about 60. */
+ * and bookie client sockets, and the admin port. An idle standalone uses about 40. */
 #define MG_FD_RESERVE_MIN          64u
 #define MG_FD_RESERVE_MAX          2048u
 /* The admin HTTP server's share never goes below this, so health and metrics stay reachable. */

@@ -331,7 +331,8 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
     }
     mg_http_options ho = { .host = o->bind_address,
                            .port = (uint16_t)o->http_port,
-                           .connections_max = fds.http_max };
+                           .connections_max = fds.http_max,
+                           .metrics = b->metrics };
     MG_TRY(mg_http_server_create(&b->loop, &ho, &b->http));
     MG_TRY(mg_http_server_route(b->http, "GET", "/metrics", handle_metrics, b));
     MG_TRY(mg_http_server_route(b->http, "GET", "/admin/v2/bookies/health", handle_health, b));

@@ -560,7 +560,8 @@ int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
     mg_fd_budget(s->fd_limit, s->broker != NULL, s->bookie != NULL, &fds);
     mg_http_options ho = { .host = bind_address,
                            .port = (uint16_t)port,
-                           .connections_max = fds.http_max };
+                           .connections_max = fds.http_max,
+                           .metrics = s->metrics };
     int rc = mg_http_server_create(&s->loop, &ho, &s->http);
     if (rc != MG_OK)
         return rc;

@@ -90,9 +90,13 @@ start_ns=$(date +%s%N)
 if health_within 1; then
   t_ok "health answers with 1,500 HTTP connections open ($((($(date +%s%N) - start_ns) / 1000000)) ms)"
 else t_fail "health answers within 1 s with 1,500 HTTP connections open"; fi
-refused=$(curl -s -m 2 "$HTTP/metrics" | grep -E '^magnetar_broker_connections_refused_total ' | awk '{print $2}')
+metrics=$(curl -s -m 2 "$HTTP/metrics")
+refused=$(grep -E '^magnetar_broker_connections_refused_total ' <<<"$metrics" | awk '{print $2}')
 t_check "refused Pulsar connections are counted (${refused:-none})" \
   test -n "$refused" -a "${refused%.*}" -gt 0 2>/dev/null
+evicted=$(grep -E '^magnetar_http_connections_closed_idle_total ' <<<"$metrics" | awk '{print $2}')
+t_check "idle HTTP connections closed for room are counted (${evicted:-none})" \
+  test -n "$evicted" -a "${evicted%.*}" -gt 1000 2>/dev/null
 sleep 1
 grown=$(( $(log_bytes) - log0 ))
 t_check "the log grew by $grown bytes during the flood (at most 16 KiB)" test "$grown" -le 16384
