@@ -80,14 +80,20 @@ produce_consume() {
 
 # --- 1. more sockets than descriptors, within the budget
 log0=$(log_bytes)
-hold flood1 400 1500 8
+hold flood1 400 1500 12
 if t_wait_for "$T_TMP/flood1.out" '^opened' 20; then t_ok "clients hold $(cat "$T_TMP/flood1.out")"
 else t_fail "clients opened their sockets"; fi
 t0=$(cpu_ticks); sleep 1; t1=$(cpu_ticks)
 t_check "the standalone is nearly idle under the flood ($((t1 - t0)) ticks in 1 s, at most 20)" \
   test $((t1 - t0)) -le 20
-start_ns=$(date +%s%N)
-if health_within 1; then
+# Within a second; up to three tries, since ctest may run other tests on the same two cores
+# (before the fix the answer took 30 s, so every try failed).
+ok=0
+for _ in 1 2 3; do
+  start_ns=$(date +%s%N)
+  if health_within 1; then ok=1; break; fi
+done
+if [ "$ok" = 1 ]; then
   t_ok "health answers with 1,500 HTTP connections open ($((($(date +%s%N) - start_ns) / 1000000)) ms)"
 else t_fail "health answers within 1 s with 1,500 HTTP connections open"; fi
 metrics=$(curl -s -m 2 "$HTTP/metrics")
@@ -108,7 +114,7 @@ kill "$HOLDER" 2>/dev/null; t_wait_exit "$HOLDER" 10
 used=$(ls "/proc/$SA/fd" | wc -l)
 prlimit --pid "$SA" --nofile=$((used + 4)):256
 log0=$(log_bytes)
-hold flood2 300 100 6
+hold flood2 300 100 10
 t_wait_for "$T_TMP/flood2.out" '^opened' 20 || true
 t_check "accept pauses when descriptors run out" \
   t_wait_for "$T_TMP/s.log" 'cannot accept a connection: Too many open files; not accepting for' 5
