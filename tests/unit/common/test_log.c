@@ -1,7 +1,5 @@
 /* The log's rate limiter: a call site's lines per window, the count of what was held back, and
- * the suffix that reports it; and the descriptor budget's shares. */
-#include "common/limits.h"
-#include "common/listen.h"
+ * the suffix that reports it. */
 #include "common/log.h"
 
 #include <criterion/criterion.h>
@@ -116,29 +114,4 @@ Test(log, first_line_after_a_window_reports_the_suppressed_count)
     mg_log_set_fd(2);
     close(p[0]);
     close(p[1]);
-}
-
-Test(log, descriptor_budget_keeps_a_reserve)
-{
-    mg_fd_shares f;
-    mg_fd_budget(256, 1, 1, &f);
-    cr_assert_eq(f.reserve, MG_FD_RESERVE_MIN);
-    cr_assert_geq(f.http_max, MG_FD_HTTP_MIN);
-    cr_assert_gt(f.broker_max, 0);
-    cr_assert_gt(f.bookie_max, 0);
-    cr_assert_leq(f.reserve + f.http_max + MG_HTTP_CONNECTIONS_RESERVE + f.bookie_max +
-                      f.broker_max,
-                  256 + MG_HTTP_CONNECTIONS_RESERVE);
-    mg_fd_budget(4096, 1, 0, &f);
-    cr_assert_eq(f.reserve, 1024);
-    cr_assert_eq(f.bookie_max, 0);
-    cr_assert_eq(f.broker_max, 4096 - 1024 - f.http_max);
-    mg_fd_budget(MG_FD_LIMIT_MAX, 1, 1, &f);
-    cr_assert_eq(f.reserve, MG_FD_RESERVE_MAX);
-    cr_assert_eq(f.http_max, MG_HTTP_CONNECTIONS_MAX);
-    cr_assert_eq(f.broker_max, BR_CONNECTIONS_MAX);
-    cr_assert_eq(f.bookie_max, BK_SERVER_CONNECTIONS_MAX);
-    mg_fd_budget(100, 0, 1, &f); /* a bookie alone takes what the HTTP server leaves */
-    cr_assert_eq(f.broker_max, 0);
-    cr_assert_eq(f.bookie_max, 100 - MG_FD_RESERVE_MIN - MG_FD_HTTP_MIN);
 }
