@@ -195,6 +195,7 @@ struct br_broker {
     mg_histogram *m_publish_latency_us;
     mg_counter *m_refused_before_connect; /* magnetar_broker_refused_total{reason} */
     mg_counter *m_refused_not_reading;
+    mg_counter *m_refused_connect_timeout;
     mg_gauge *m_mem_bytes[2]; /* [BR_MEM_OUT], [BR_MEM_RECV] */
     mg_gauge *m_mem_peak[2];
     mg_counter *m_mem_pauses[3]; /* BR_PAUSE_* */
@@ -224,6 +225,7 @@ struct br_conn {
     bool reading;
     bool idle_ping_sent;
     uint64_t last_in_ms;
+    uint64_t accepted_ms; /* loop time of the accept (BR_CONNECT_TIMEOUT_MS runs from it) */
     char peer[64];
     char client_version[64];
 

@@ -916,6 +916,15 @@ static void conn_keepalive(uv_timer_t *t)
     br_conn *c = t->data;
     if (c->state == BR_CONN_CLOSING)
         return;
+    if (c->state == BR_CONN_AWAIT_CONNECT &&
+        uv_now(c->b->loop) - c->accepted_ms >= BR_CONNECT_TIMEOUT_MS) {
+        /* Counted with the memory refusals: a socket that never speaks, or trickles bytes,
+         * must not hold a connection slot (and its buffer) for long. */
+        if (c->b->m_refused_connect_timeout)
+            mg_counter_inc(c->b->m_refused_connect_timeout);
+        br_conn_close(c, "no CONNECT within 10 s of connecting");
+        return;
+    }
     uint64_t idle_ms = uv_now(c->b->loop) - c->last_in_ms;
     uint64_t period_ms = (uint64_t)c->b->opts.keepalive_s * 1000;
     if (idle_ms < period_ms)
@@ -1007,9 +1016,11 @@ static void on_connection(void *arg, int fd, const struct sockaddr *addr, sockle
         snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->last_in_ms = uv_now(b->loop);
+    c->last_in_ms = c->accepted_ms = uv_now(b->loop);
     uint64_t period_ms = (uint64_t)b->opts.keepalive_s * 1000;
-    uv_timer_start(&c->keepalive, conn_keepalive, period_ms / 2, period_ms / 2);
+    uint64_t first_ms =
+        period_ms / 2 < BR_CONNECT_TIMEOUT_MS ? period_ms / 2 : BR_CONNECT_TIMEOUT_MS;
+    uv_timer_start(&c->keepalive, conn_keepalive, first_ms, period_ms / 2);
     c->state = BR_CONN_AWAIT_CONNECT;
     br_conn_resume_reading(c);
 }
@@ -1073,12 +1084,15 @@ static void register_metrics(br_broker *b)
         m, "magnetar_broker_refused_total",
         "Connections refused or closed to protect the broker's memory, by reason "
         "(frame_before_connect: a frame larger than a CONNECT can be before CONNECT; "
-        "not_reading: consumers that did not read for 10 s while the output budget was used up)",
+        "not_reading: consumers that did not read for 10 s while the output budget was used up; "
+        "connect_timeout: no CONNECT within 10 s of the accept)",
         1, reason);
     const char *before_connect[] = { "frame_before_connect" };
     b->m_refused_before_connect = refused ? mg_metrics_counter(refused, before_connect) : NULL;
     const char *not_reading[] = { "not_reading" };
     b->m_refused_not_reading = refused ? mg_metrics_counter(refused, not_reading) : NULL;
+    const char *connect_timeout[] = { "connect_timeout" };
+    b->m_refused_connect_timeout = refused ? mg_metrics_counter(refused, connect_timeout) : NULL;
     static const char *const kind[] = { "kind" };
     mg_metric_family *bytes = mg_metrics_gauge_family(
         m, "magnetar_broker_connection_memory_bytes",

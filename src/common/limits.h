@@ -420,6 +420,10 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * larger frame is refused at its header (magnetar_broker_refused_total{reason=
  * "frame_before_connect"}) instead of buffering up to max_message_size for a stranger. */
 #define BR_CONNECT_FRAME_BYTES_MAX (128u * 1024)
+/* A connection must send CONNECT within this long of being accepted (pulsar clients send it
+ * at once); otherwise it is closed, so sockets that never speak, or trickle bytes, do not keep
+ * a connection slot. */
+#define BR_CONNECT_TIMEOUT_MS      (10u * 1000)
 /* Connections refused for a frame before CONNECT are logged one by one at debug level, and at
  * warning level at most once per this period (with the count since the last line). */
 #define BR_REFUSED_LOG_PERIOD_MS   10000u

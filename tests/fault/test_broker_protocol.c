@@ -18,7 +18,8 @@
  * SEND without PRODUCER and with malformed metadata; wrong checksum (SEND_ERROR ChecksumError,
  * nothing stored, a consumer gets only the good messages, byte-identical); frames trickled one
  * byte at a time and several frames in one write; PING/PONG and the broker's keep-alive
- * (--keepalive-s 1); LOOKUP of bad and good names; finally the per-reason counters of
+ * (--keepalive-s 1); a socket trickling bytes without CONNECT closed at the CONNECT deadline;
+ * LOOKUP of bad and good names; finally the per-reason counters of
  * magnetar_broker_protocol_errors_total on /metrics, exactly as many as the cases caused.
  */
 #include <criterion/criterion.h>
@@ -37,6 +38,7 @@
 #include "broker/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
+#include "common/limits.h"
 #include "support/sa_harness.h"
 
 #define T(x)   MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
@@ -787,6 +789,42 @@ static void case_keepalive(void)
     cr_assert_geq(g_healthy_pings_met, 1, "the healthy connection was never PINGed");
 }
 
+/* 10b. A socket that never completes CONNECT is closed BR_CONNECT_TIMEOUT_MS after its accept
+ * (within one more timer period), however it keeps trickling bytes of a frame: the keep-alive
+ * alone, which counts from the last byte in, would keep it forever. Counted on /metrics. */
+static void case_connect_deadline(void)
+{
+    rconn t = rc_open();
+    int64_t start = sah_now_ms();
+    static const uint8_t header[4] = { 0, 0, 0, 64 }; /* a 64-byte frame, a byte a second */
+    bool closed = false;
+    for (int i = 0; !closed && sah_now_ms() - start < 25000; i++) {
+        uint8_t b = i < 4 ? header[i] : 0;
+        if (send(t.fd, &b, 1, MSG_NOSIGNAL) != 1)
+            break;
+        struct pollfd pfd = { .fd = t.fd, .events = POLLIN };
+        if (poll(&pfd, 1, 1000) == 1) {
+            uint8_t junk[16];
+            closed = recv(t.fd, junk, sizeof(junk), 0) <= 0;
+        }
+    }
+    int64_t elapsed_ms = sah_now_ms() - start;
+    rc_close(&t);
+    cr_assert_geq(elapsed_ms, (int64_t)BR_CONNECT_TIMEOUT_MS - 1000,
+                  "closed after %lld ms, before the CONNECT deadline", (long long)elapsed_ms);
+    cr_assert_leq(elapsed_ms, (int64_t)BR_CONNECT_TIMEOUT_MS + 16000,
+                  "a trickling socket without CONNECT still open after %lld ms",
+                  (long long)elapsed_ms);
+    char *text = malloc(1 << 20);
+    cr_assert_not_null(text);
+    int code = sah_http(&g_sa, "GET", "/metrics", NULL, text, 1 << 20);
+    cr_assert_eq(code, 200);
+    cr_assert_not_null(
+        strstr(text, "magnetar_broker_refused_total{reason=\"connect_timeout\"} 1\n"),
+        "the connect_timeout refusal is not counted once");
+    free(text);
+}
+
 /* 11. LOOKUP of a bad name is a LOOKUP_RESPONSE Failed (not ERROR); a good name is Connect to
  * this broker's service URL. */
 static void case_lookup(void)
@@ -931,6 +969,11 @@ Test(broker_protocol, keepalive_pings_idle_and_closes_silent)
 Test(broker_protocol, terminate_refuses_producers_and_ends_consumers)
 {
     run_case(CASE(case_terminate), 30);
+}
+
+Test(broker_protocol, no_connect_within_the_deadline_closes)
+{
+    run_case(CASE(case_connect_deadline), 30);
 }
 
 Test(broker_protocol, lookup_of_bad_name_fails_with_lookup_response)
