@@ -108,15 +108,79 @@ static void finish_rc(admin_req *r, int rc)
         finish(r, status_of(rc), mg_strerror(rc));
 }
 
-static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
+static bool parse_int(const char *s, int64_t *out)
 {
-    br_broker *b = arg;
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static int refuse(char *err, size_t err_size, const char *reason)
+{
+    snprintf(err, err_size, "%s", reason);
+    return 412;
+}
+
+int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
+                        size_t err_size)
+{
+    memset(out, 0, sizeof(*out));
     const char *tenant = mg_http_request_param(req, "tenant");
     const char *ns = mg_http_request_param(req, "namespace");
     const char *topic = mg_http_request_param(req, "topic");
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
              topic ? topic : "x");
+    if (br_topic_name_parse(full, &out->tn, err, err_size) != MG_OK)
+        return 412;
+    const char *sub = mg_http_request_param(req, "sub");
+    if (sub != NULL) {
+        if (sub[0] == '\0' || strlen(sub) >= sizeof(out->sub) || strchr(sub, '/') != NULL)
+            return refuse(err, err_size, "invalid subscription name");
+        snprintf(out->sub, sizeof(out->sub), "%s", sub);
+    }
+    const char *force = mg_http_request_query(req, "force");
+    out->force = force != NULL && strcmp(force, "true") == 0;
+    switch (op) {
+    case OP_SKIP:
+        if (!parse_int(mg_http_request_param(req, "n"), &out->arg) || out->arg < 0)
+            return refuse(err, err_size,
+                          "the number of messages to skip must be a non-negative integer");
+        break;
+    case OP_RESET:
+        if (!parse_int(mg_http_request_param(req, "timestamp"), &out->arg) || out->arg < 0)
+            return refuse(err, err_size, "the timestamp must be milliseconds since the epoch");
+        break;
+    case OP_PART_CREATE: {
+        size_t len = 0;
+        const char *body = mg_http_request_body(req, &len);
+        char *end;
+        long n = strtol(body, &end, 10);
+        while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
+            end++;
+        if (len == 0 || end == body || *end != '\0' || n < 1 || n > MG_PULSAR_TOPIC_PARTITIONS_MAX)
+            return refuse(err, err_size,
+                          "the body must be the number of partitions, a positive integer");
+        if (out->tn.partition >= 0)
+            return refuse(err, err_size,
+                          "a partition of a partitioned topic cannot be partitioned");
+        out->partitions = (int)n;
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
+{
+    br_broker *b = arg;
     admin_req *r = mg_calloc(1, sizeof(*r));
     if (r == NULL) {
         mg_http_reply_json_error(req, 500, "out of memory");
@@ -125,21 +189,18 @@ static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
     r->b = b;
     r->req = req;
     r->op = op;
+    br_admin_args a;
     char err[256];
-    if (br_topic_name_parse(full, &r->tn, err, sizeof(err)) != MG_OK) {
-        finish(r, 412, err);
+    int status = br_admin_args_parse(req, (int)op, &a, err, sizeof(err));
+    if (status != 0) {
+        finish(r, status, err);
         return NULL;
     }
-    const char *sub = mg_http_request_param(req, "sub");
-    if (sub != NULL) {
-        if (sub[0] == '\0' || strlen(sub) >= sizeof(r->sub) || strchr(sub, '/') != NULL) {
-            finish(r, 412, "invalid subscription name");
-            return NULL;
-        }
-        snprintf(r->sub, sizeof(r->sub), "%s", sub);
-    }
-    const char *force = mg_http_request_query(req, "force");
-    r->force = force != NULL && strcmp(force, "true") == 0;
+    r->tn = a.tn;
+    memcpy(r->sub, a.sub, sizeof(r->sub));
+    r->force = a.force;
+    r->arg = a.arg;
+    r->partitions = a.partitions;
     return r;
 }
 
@@ -578,41 +639,8 @@ static void h_create(mg_http_request *req, void *arg)
         finish_rc(r, rc);
 }
 
-static bool parse_int(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static void h_skip(mg_http_request *req, void *arg)
-{
-    admin_req *r = parse(req, arg, OP_SKIP);
-    if (r == NULL)
-        return;
-    if (!parse_int(mg_http_request_param(req, "n"), &r->arg) || r->arg < 0) {
-        finish(r, 412, "the number of messages to skip must be a non-negative integer");
-        return;
-    }
-    start_topic_op(r);
-}
-
-static void h_reset(mg_http_request *req, void *arg)
-{
-    admin_req *r = parse(req, arg, OP_RESET);
-    if (r == NULL)
-        return;
-    if (!parse_int(mg_http_request_param(req, "timestamp"), &r->arg) || r->arg < 0) {
-        finish(r, 412, "the timestamp must be milliseconds since the epoch");
-        return;
-    }
-    start_topic_op(r);
-}
+HANDLER(h_skip, OP_SKIP)
+HANDLER(h_reset, OP_RESET)
 
 /* ---- partitioned topics ------------------------------------------------------------------------
  */
@@ -652,21 +680,6 @@ static void h_part_create(mg_http_request *req, void *arg)
     admin_req *r = parse(req, arg, OP_PART_CREATE);
     if (r == NULL)
         return;
-    size_t len = 0;
-    const char *body = mg_http_request_body(req, &len);
-    char *end;
-    long n = strtol(body, &end, 10);
-    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
-        end++;
-    if (len == 0 || end == body || *end != '\0' || n < 1 || n > MG_PULSAR_TOPIC_PARTITIONS_MAX) {
-        finish(r, 412, "the body must be the number of partitions, a positive integer");
-        return;
-    }
-    if (r->tn.partition >= 0) {
-        finish(r, 412, "a partition of a partitioned topic cannot be partitioned");
-        return;
-    }
-    r->partitions = (int)n;
     char path[MD_PATH_BYTES_MAX];
     ml_path(&r->tn, path, sizeof(path));
     int rc = md_get(r->b->md, path, part_plain_checked, r);
@@ -836,36 +849,49 @@ static void h_list_partitioned(mg_http_request *req, void *arg)
         finish_rc(r, rc);
 }
 
+#define BASE "/admin/v2/persistent/{tenant}/{namespace}"
+static const struct {
+    const char *method;
+    const char *pattern;
+    mg_http_handler_fn fn;
+    admin_op op; /* what the handler passes to parse() */
+} admin_routes[] = {
+    { "GET", BASE, h_list, OP_STATS },
+    { "GET", BASE "/partitioned", h_list_partitioned, OP_STATS },
+    { "PUT", BASE "/{topic}", h_create, OP_CREATE },
+    { "DELETE", BASE "/{topic}", h_delete, OP_DELETE },
+    { "PUT", BASE "/{topic}/partitions", h_part_create, OP_PART_CREATE },
+    { "GET", BASE "/{topic}/partitions", h_part_get, OP_PART_GET },
+    { "DELETE", BASE "/{topic}/partitions", h_part_delete, OP_PART_DELETE },
+    { "GET", BASE "/{topic}/stats", h_stats, OP_STATS },
+    { "GET", BASE "/{topic}/internalStats", h_internal_stats, OP_INTERNAL_STATS },
+    { "GET", BASE "/{topic}/subscriptions", h_subscriptions, OP_SUBSCRIPTIONS },
+    { "GET", BASE "/{topic}/lastMessageId", h_last_message_id, OP_LAST_MESSAGE_ID },
+    { "POST", BASE "/{topic}/terminate", h_terminate, OP_TERMINATE },
+    { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create, OP_SUB_CREATE },
+    { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete, OP_SUB_DELETE },
+    { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all, OP_SKIP_ALL },
+    { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip, OP_SKIP },
+    { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset, OP_RESET },
+};
+#undef BASE
+
 int br_broker_admin_register(br_broker *b, mg_http_server *http)
 {
-#define BASE "/admin/v2/persistent/{tenant}/{namespace}"
-    static const struct {
-        const char *method;
-        const char *pattern;
-        mg_http_handler_fn fn;
-    } routes[] = {
-        { "GET", BASE, h_list },
-        { "GET", BASE "/partitioned", h_list_partitioned },
-        { "PUT", BASE "/{topic}", h_create },
-        { "DELETE", BASE "/{topic}", h_delete },
-        { "PUT", BASE "/{topic}/partitions", h_part_create },
-        { "GET", BASE "/{topic}/partitions", h_part_get },
-        { "DELETE", BASE "/{topic}/partitions", h_part_delete },
-        { "GET", BASE "/{topic}/stats", h_stats },
-        { "GET", BASE "/{topic}/internalStats", h_internal_stats },
-        { "GET", BASE "/{topic}/subscriptions", h_subscriptions },
-        { "GET", BASE "/{topic}/lastMessageId", h_last_message_id },
-        { "POST", BASE "/{topic}/terminate", h_terminate },
-        { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create },
-        { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete },
-        { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all },
-        { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip },
-        { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset },
-    };
-#undef BASE
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        MG_TRY(mg_http_server_route(http, routes[i].method, routes[i].pattern, routes[i].fn, b));
+    for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++)
+        MG_TRY(mg_http_server_route(http, admin_routes[i].method, admin_routes[i].pattern,
+                                    admin_routes[i].fn, b));
     return MG_OK;
+}
+
+bool br_admin_route(size_t i, const char **method, const char **pattern, int *op)
+{
+    if (i >= sizeof(admin_routes) / sizeof(admin_routes[0]))
+        return false;
+    *method = admin_routes[i].method;
+    *pattern = admin_routes[i].pattern;
+    *op = (int)admin_routes[i].op;
+    return true;
 }
 
 /* ---- Prometheus
