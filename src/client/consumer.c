@@ -614,7 +614,8 @@ int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
     if (left < 4 || size > left - 4 ||
         (smm = magnetar__pulsar__single_message_metadata__unpack(NULL, size, data + *pos + 4)) ==
             NULL ||
-        smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size) {
+        smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size ||
+        br_has_field_zero(&smm->base)) {
         if (smm != NULL)
             magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
         *smm_out = NULL;
