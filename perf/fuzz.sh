@@ -138,11 +138,16 @@ fi
 rate=$(awk -v n="${execs:-0}" -v s="$elapsed" 'BEGIN{printf "%.0f", (s > 0 ? n / s : n)}')
 corpus_n=$(find "${CORPORA[0]}" -type f | wc -l)
 echo "fuzz.sh: target=$TARGET executions=${execs:-0} seconds=$elapsed execs_per_s=$rate corpus_files=$corpus_n"
+artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$LOG" | tail -1)
 if [ "$rc" -eq 0 ]; then
   echo "fuzz.sh: no crash"
   exit 0
 fi
-artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$LOG" | tail -1)
+if [ "$rc" -eq 72 ] && [ -z "$artifact" ]; then
+  # libFuzzer's exit status after SIGINT or SIGTERM (-interrupted_exitcode).
+  echo "fuzz.sh: interrupted, no crash until then"
+  exit 0
+fi
 echo "fuzz.sh: CRASH (libFuzzer exit status $rc); the report is in $LOG" >&2
 grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|invariant broken|Assertion' "$LOG" >&2 || true
 if [ -n "$artifact" ]; then

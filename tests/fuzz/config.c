@@ -139,13 +139,15 @@ static void parse_file(const uint8_t *data, size_t size)
         config_fd = memfd_create("magnetar-fuzz-config", MFD_CLOEXEC);
         check(config_fd >= 0, "memfd_create failed");
     }
-    check(ftruncate(config_fd, 0) == 0, "ftruncate failed");
+    /* Written over the previous file, then cut to size: the memfd keeps its pages (truncating
+     * to 0 first freed and faulted them in again for every input). */
     size_t done = 0;
     while (done < size) {
         ssize_t n = pwrite(config_fd, data + done, size - done, (off_t)done);
         check(n > 0, "pwrite failed");
         done += (size_t)n;
     }
+    check(ftruncate(config_fd, (off_t)size) == 0, "ftruncate failed");
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", config_fd);
     char *argv[] = { (char *)"fuzz", (char *)"--config", path, NULL };
