@@ -17,6 +17,24 @@ if(MG_SANITIZE)
   add_compile_options(-fno-omit-frame-pointer -fno-sanitize-recover=all)
 endif()
 
+# The fuzz build: every library gets libFuzzer's coverage instrumentation (fuzzer-no-link) with
+# ASan and UBSan, so the fuzz targets see the code they drive; only the targets themselves link
+# libFuzzer's driver (-fsanitize=fuzzer, tests/fuzz/CMakeLists.txt). A UBSan report aborts, so
+# libFuzzer records it as a crash.
+if(MG_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MG_FUZZ needs clang (-DCMAKE_C_COMPILER=clang), not "
+      "${CMAKE_C_COMPILER_ID}: libFuzzer is part of clang (Debian: clang, libfuzzer-14-dev)")
+  endif()
+  if(MG_SANITIZE)
+    message(FATAL_ERROR "MG_FUZZ brings its own sanitizers (address,undefined): "
+      "leave MG_SANITIZE empty")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+    -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
 add_compile_definitions(_GNU_SOURCE MG_VERSION="${PROJECT_VERSION}")
 
 # mg_add_module(NAME mg_common SOURCES ... LIBS ...)

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Everything the project builds, links or tests against, by Debian package name.
+# Everything the project builds, links or tests against, by Debian package name. clang and
+# libfuzzer-14-dev serve only the fuzz build (perf/fuzz.sh, build-fuzz/); the main build is gcc.
 PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format git curl procps iproute2 python3
   libuv1-dev libaio-dev librocksdb-dev libzstd-dev liblz4-dev zlib1g-dev libsnappy-dev
@@ -14,6 +15,7 @@ PACKAGES=(
   libzookeeper-mt-dev zookeeper
   librdkafka-dev kcat
   libcriterion-dev
+  clang libfuzzer-14-dev
   fio
 )
 

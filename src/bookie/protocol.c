@@ -31,6 +31,8 @@
 #include "common/error.h"
 #include "proto/bookie.pb-c.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 /* The proto enum and bk_op must agree. */
@@ -641,6 +643,58 @@ int bk_decoder_next(bk_decoder *dec, bk_frame *out)
     out->payload_off = payload_off;
     out->payload_len = payload_len;
     dec->pos += 4 + (size_t)frame_len;
+    return MG_OK;
+}
+
+static bool bk__has(const bk_request *r, uint32_t fields)
+{
+    return (r->present & fields) == fields;
+}
+
+static int bk__refuse(int rc, char *why, size_t why_size, const char *reason)
+{
+    if (why_size > 0)
+        snprintf(why, why_size, "%s", reason);
+    return rc;
+}
+
+int bk_request_check(const bk_request *r, size_t payload_len, char *why, size_t why_size)
+{
+    uint32_t need = 0;
+    switch (r->op) {
+    case BK_OP_ADD:
+    case BK_OP_READ:
+        need = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID;
+        break;
+    case BK_OP_READ_RANGE:
+        need = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID | BK_HAS_LAST_ENTRY_ID;
+        break;
+    case BK_OP_READ_LAC:
+    case BK_OP_FENCE:
+    case BK_OP_DELETE:
+        need = BK_HAS_LEDGER_ID;
+        break;
+    case BK_OP_HEALTH:
+        break;
+    default:
+        if (why_size > 0)
+            snprintf(why, why_size, "unknown op %" PRId32, r->op);
+        return MG_ENOTSUP;
+    }
+    if (!bk__has(r, need))
+        return bk__refuse(MG_EINVAL, why, why_size, "a field the op needs is missing");
+    if (((need & BK_HAS_LEDGER_ID) && r->ledger_id < 0) ||
+        ((need & BK_HAS_ENTRY_ID) && r->entry_id < 0) ||
+        ((need & BK_HAS_LAST_ENTRY_ID) && r->last_entry_id < 0))
+        return bk__refuse(MG_EINVAL, why, why_size, "ids must be >= 0");
+    if (r->op == BK_OP_READ_RANGE && r->last_entry_id < r->entry_id)
+        return bk__refuse(MG_EINVAL, why, why_size, "last_entry_id < entry_id");
+    if (r->op != BK_OP_ADD && payload_len > 0)
+        return bk__refuse(MG_EINVAL, why, why_size, "only ADD carries a payload");
+    if (r->op == BK_OP_ADD && payload_len > BK_ENTRY_BYTES_MAX)
+        return bk__refuse(MG_ELIMIT, why, why_size, "entry larger than BK_ENTRY_BYTES_MAX");
+    if (why_size > 0)
+        why[0] = '\0';
     return MG_OK;
 }
 

@@ -233,6 +233,15 @@ int bk_decoder_next(bk_decoder *dec, bk_frame *out);
 /* Bytes received and not yet returned in a frame. */
 size_t bk_decoder_buffered(const bk_decoder *dec);
 
+/* The checks a bookie makes on a decoded request before any work (server.c): the fields its op
+ * needs are present (ADD, READ: ledger_id and entry_id; READ_RANGE: those and last_entry_id;
+ * READ_LAC, FENCE, DELETE: ledger_id; HEALTH: none), those ids are >= 0, a READ_RANGE has
+ * last_entry_id >= entry_id, only ADD carries a payload (payload_len bytes), and an ADD's payload
+ * is at most BK_ENTRY_BYTES_MAX. Returns MG_OK; MG_ENOTSUP (an op this bookie does not know),
+ * MG_EINVAL or MG_ELIMIT with the reason for the reply in why (NUL-terminated, cut to why_size;
+ * why may be NULL when why_size is 0). Pure: any thread. */
+int bk_request_check(const bk_request *req, size_t payload_len, char *why, size_t why_size);
+
 /* ---- Output queue ------------------------------------------------------------------------ */
 
 /* A connection's output is the common output queue (common/outq.h: blocks of slices written

@@ -151,22 +151,140 @@ static bool name_param_ok(const char *value, const char *what, size_t max, char 
     return true;
 }
 
-static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
+typedef enum int_parse {
+    INT_OK,
+    INT_MALFORMED, /* not a decimal integer */
+    INT_RANGE,     /* a decimal integer outside int64_t */
+} int_parse;
+
+/* Parses s[0, len) as a decimal int64_t: an optional '-', then digits only, checked for
+ * overflow digit by digit (strtoll would clamp 2^64 to INT64_MAX and answer as if it fitted). */
+static int_parse parse_i64(const char *s, size_t len, int64_t *out)
 {
-    br_broker *b = arg;
+    size_t i = 0;
+    bool negative = len > 0 && s[0] == '-';
+    if (negative)
+        i++;
+    if (i == len)
+        return INT_MALFORMED;
+    uint64_t limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    uint64_t v = 0;
+    bool range = false;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return INT_MALFORMED;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (range || v > (limit - d) / 10)
+            range = true; /* keep checking the rest is digits */
+        else
+            v = v * 10 + d;
+    }
+    if (range)
+        return INT_RANGE;
+    *out = negative ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+    return INT_OK;
+}
+
+/* Reads text (a path parameter) as a non-negative int64_t into *out. Otherwise writes the reason,
+ * naming what (e.g. "the number of messages to skip"), into err and returns 400. */
+static int count_param(const char *text, const char *what, int64_t *out, char *err, size_t err_size)
+{
+    int_parse rc = text != NULL ? parse_i64(text, strlen(text), out) : INT_MALFORMED;
+    if (rc == INT_OK && *out >= 0)
+        return 0;
+    if (rc == INT_RANGE)
+        snprintf(err, err_size, "%s, '%.40s%s', is out of range: the largest is %" PRId64, what,
+                 text, strlen(text) > 40 ? "..." : "", INT64_MAX);
+    else
+        snprintf(err, err_size, "%s must be a non-negative decimal integer, not '%.40s%s'", what,
+                 text != NULL ? text : "", text != NULL && strlen(text) > 40 ? "..." : "");
+    return 400;
+}
+
+static int refuse(char *err, size_t err_size, const char *reason)
+{
+    snprintf(err, err_size, "%s", reason);
+    return 412;
+}
+
+int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
+                        size_t err_size)
+{
+    memset(out, 0, sizeof(*out));
     const char *tenant = mg_http_request_param(req, "tenant");
     const char *ns = mg_http_request_param(req, "namespace");
     const char *topic = mg_http_request_param(req, "topic");
-    char err[256];
-    if (!name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, sizeof(err)) ||
-        !name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, sizeof(err)) ||
-        !name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, sizeof(err))) {
-        mg_http_reply_json_error(req, 412, err);
-        return NULL;
-    }
+    if (!name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, err_size) ||
+        !name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, err_size) ||
+        !name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, err_size))
+        return 412;
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
              topic ? topic : "x");
+    if (br_topic_name_parse(full, &out->tn, err, err_size) != MG_OK)
+        return 412;
+    const char *sub = mg_http_request_param(req, "sub");
+    if (sub != NULL) {
+        if (sub[0] == '\0' || strlen(sub) >= sizeof(out->sub) || strchr(sub, '/') != NULL)
+            return refuse(err, err_size, "invalid subscription name");
+        snprintf(out->sub, sizeof(out->sub), "%s", sub);
+    }
+    const char *force = mg_http_request_query(req, "force");
+    out->force = force != NULL && strcmp(force, "true") == 0;
+    switch (op) {
+    case OP_SKIP:
+        return count_param(mg_http_request_param(req, "n"), "the number of messages to skip",
+                           &out->arg, err, err_size);
+    case OP_RESET:
+        return count_param(mg_http_request_param(req, "timestamp"),
+                           "the timestamp (milliseconds since the epoch)", &out->arg, err,
+                           err_size);
+    case OP_PART_CREATE: {
+        size_t len = 0;
+        const char *body = mg_http_request_body(req, &len);
+        /* The body is the count alone (Pulsar's clients send it as JSON: a bare number), with
+         * blanks around it allowed. */
+        size_t start = 0;
+        while (start < len && strchr(" \t\r\n", body[start]) != NULL)
+            start++;
+        while (len > start && strchr(" \t\r\n", body[len - 1]) != NULL)
+            len--;
+        int64_t n = 0;
+        int_parse pr = parse_i64(body + start, len - start, &n);
+        if (pr == INT_RANGE) {
+            snprintf(err, err_size,
+                     "the number of partitions is out of range (the largest accepted is %d)",
+                     BR_ADMIN_PARTITIONS_MAX);
+            return 400;
+        }
+        if (pr != INT_OK) {
+            snprintf(err, err_size, "the body must be the number of partitions, a decimal integer");
+            return 400;
+        }
+        if (n < 1)
+            return refuse(err, err_size, "the number of partitions must be more than 0");
+        if (n > BR_ADMIN_PARTITIONS_MAX) {
+            snprintf(err, err_size,
+                     "%" PRId64 " partitions is more than the limit of %d partitions per topic "
+                     "(BR_ADMIN_PARTITIONS_MAX)",
+                     n, BR_ADMIN_PARTITIONS_MAX);
+            return 412;
+        }
+        if (out->tn.partition >= 0)
+            return refuse(err, err_size,
+                          "a partition of a partitioned topic cannot be partitioned");
+        out->partitions = (int)n;
+        break;
+    }
+    default:
+        break;
+    }
+    return 0;
+}
+
+static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
+{
+    br_broker *b = arg;
     admin_req *r = mg_calloc(1, sizeof(*r));
     if (r == NULL) {
         mg_http_reply_json_error(req, 500, "out of memory");
@@ -175,20 +293,18 @@ static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
     r->b = b;
     r->req = req;
     r->op = op;
-    if (br_topic_name_parse(full, &r->tn, err, sizeof(err)) != MG_OK) {
-        finish(r, 412, err);
+    br_admin_args a;
+    char err[256];
+    int status = br_admin_args_parse(req, (int)op, &a, err, sizeof(err));
+    if (status != 0) {
+        finish(r, status, err);
         return NULL;
     }
-    const char *sub = mg_http_request_param(req, "sub");
-    if (sub != NULL) {
-        if (sub[0] == '\0' || strlen(sub) >= sizeof(r->sub) || strchr(sub, '/') != NULL) {
-            finish(r, 412, "invalid subscription name");
-            return NULL;
-        }
-        snprintf(r->sub, sizeof(r->sub), "%s", sub);
-    }
-    const char *force = mg_http_request_query(req, "force");
-    r->force = force != NULL && strcmp(force, "true") == 0;
+    r->tn = a.tn;
+    memcpy(r->sub, a.sub, sizeof(r->sub));
+    r->force = a.force;
+    r->arg = a.arg;
+    r->partitions = a.partitions;
     return r;
 }
 
@@ -634,78 +750,8 @@ static void h_create(mg_http_request *req, void *arg)
         finish_rc(r, rc);
 }
 
-typedef enum int_parse {
-    INT_OK,
-    INT_MALFORMED, /* not a decimal integer */
-    INT_RANGE,     /* a decimal integer outside int64_t */
-} int_parse;
-
-/* Parses s[0, len) as a decimal int64_t: an optional '-', then digits only, checked for
- * overflow digit by digit (strtoll would clamp 2^64 to INT64_MAX and answer as if it fitted). */
-static int_parse parse_i64(const char *s, size_t len, int64_t *out)
-{
-    size_t i = 0;
-    bool negative = len > 0 && s[0] == '-';
-    if (negative)
-        i++;
-    if (i == len)
-        return INT_MALFORMED;
-    uint64_t limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    uint64_t v = 0;
-    bool range = false;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return INT_MALFORMED;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (range || v > (limit - d) / 10)
-            range = true; /* keep checking the rest is digits */
-        else
-            v = v * 10 + d;
-    }
-    if (range)
-        return INT_RANGE;
-    *out = negative ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
-    return INT_OK;
-}
-
-/* Reads the path parameter name as a non-negative int64_t into *out; on failure answers 400
- * naming what (e.g. "the number of messages to skip") and frees r. */
-static bool path_count(admin_req *r, const char *name, const char *what, int64_t *out)
-{
-    const char *text = mg_http_request_param(r->req, name);
-    char reason[256];
-    int_parse rc = text != NULL ? parse_i64(text, strlen(text), out) : INT_MALFORMED;
-    if (rc == INT_OK && *out >= 0)
-        return true;
-    if (rc == INT_RANGE)
-        snprintf(reason, sizeof(reason), "%s, '%.40s%s', is out of range: the largest is %" PRId64,
-                 what, text, strlen(text) > 40 ? "..." : "", INT64_MAX);
-    else
-        snprintf(reason, sizeof(reason), "%s must be a non-negative decimal integer, not '%.40s%s'",
-                 what, text != NULL ? text : "", text != NULL && strlen(text) > 40 ? "..." : "");
-    finish(r, 400, reason);
-    return false;
-}
-
-static void h_skip(mg_http_request *req, void *arg)
-{
-    admin_req *r = parse(req, arg, OP_SKIP);
-    if (r == NULL)
-        return;
-    if (!path_count(r, "n", "the number of messages to skip", &r->arg))
-        return;
-    start_topic_op(r);
-}
-
-static void h_reset(mg_http_request *req, void *arg)
-{
-    admin_req *r = parse(req, arg, OP_RESET);
-    if (r == NULL)
-        return;
-    if (!path_count(r, "timestamp", "the timestamp (milliseconds since the epoch)", &r->arg))
-        return;
-    start_topic_op(r);
-}
+HANDLER(h_skip, OP_SKIP)
+HANDLER(h_reset, OP_RESET)
 
 /* ---- partitioned topics ------------------------------------------------------------------------
  */
@@ -745,47 +791,6 @@ static void h_part_create(mg_http_request *req, void *arg)
     admin_req *r = parse(req, arg, OP_PART_CREATE);
     if (r == NULL)
         return;
-    size_t len = 0;
-    const char *body = mg_http_request_body(req, &len);
-    /* The body is the count alone (Pulsar's clients send it as JSON: a bare number), with
-     * blanks around it allowed. */
-    size_t start = 0;
-    while (start < len && strchr(" \t\r\n", body[start]) != NULL)
-        start++;
-    while (len > start && strchr(" \t\r\n", body[len - 1]) != NULL)
-        len--;
-    int64_t n = 0;
-    int_parse pr = parse_i64(body + start, len - start, &n);
-    if (pr != INT_OK) {
-        char reason[160];
-        if (pr == INT_RANGE)
-            snprintf(reason, sizeof(reason),
-                     "the number of partitions is out of range (the largest accepted is %d)",
-                     BR_ADMIN_PARTITIONS_MAX);
-        else
-            snprintf(reason, sizeof(reason),
-                     "the body must be the number of partitions, a decimal integer");
-        finish(r, 400, reason);
-        return;
-    }
-    if (n < 1) {
-        finish(r, 412, "the number of partitions must be more than 0");
-        return;
-    }
-    if (n > BR_ADMIN_PARTITIONS_MAX) {
-        char reason[160];
-        snprintf(reason, sizeof(reason),
-                 "%" PRId64 " partitions is more than the limit of %d partitions per topic "
-                 "(BR_ADMIN_PARTITIONS_MAX)",
-                 n, BR_ADMIN_PARTITIONS_MAX);
-        finish(r, 412, reason);
-        return;
-    }
-    if (r->tn.partition >= 0) {
-        finish(r, 412, "a partition of a partitioned topic cannot be partitioned");
-        return;
-    }
-    r->partitions = (int)n;
     char path[MD_PATH_BYTES_MAX];
     ml_path(&r->tn, path, sizeof(path));
     int rc = md_get(r->b->md, path, part_plain_checked, r);
@@ -955,36 +960,49 @@ static void h_list_partitioned(mg_http_request *req, void *arg)
         finish_rc(r, rc);
 }
 
+#define BASE "/admin/v2/persistent/{tenant}/{namespace}"
+static const struct {
+    const char *method;
+    const char *pattern;
+    mg_http_handler_fn fn;
+    admin_op op; /* what the handler passes to parse() */
+} admin_routes[] = {
+    { "GET", BASE, h_list, OP_STATS },
+    { "GET", BASE "/partitioned", h_list_partitioned, OP_STATS },
+    { "PUT", BASE "/{topic}", h_create, OP_CREATE },
+    { "DELETE", BASE "/{topic}", h_delete, OP_DELETE },
+    { "PUT", BASE "/{topic}/partitions", h_part_create, OP_PART_CREATE },
+    { "GET", BASE "/{topic}/partitions", h_part_get, OP_PART_GET },
+    { "DELETE", BASE "/{topic}/partitions", h_part_delete, OP_PART_DELETE },
+    { "GET", BASE "/{topic}/stats", h_stats, OP_STATS },
+    { "GET", BASE "/{topic}/internalStats", h_internal_stats, OP_INTERNAL_STATS },
+    { "GET", BASE "/{topic}/subscriptions", h_subscriptions, OP_SUBSCRIPTIONS },
+    { "GET", BASE "/{topic}/lastMessageId", h_last_message_id, OP_LAST_MESSAGE_ID },
+    { "POST", BASE "/{topic}/terminate", h_terminate, OP_TERMINATE },
+    { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create, OP_SUB_CREATE },
+    { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete, OP_SUB_DELETE },
+    { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all, OP_SKIP_ALL },
+    { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip, OP_SKIP },
+    { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset, OP_RESET },
+};
+#undef BASE
+
 int br_broker_admin_register(br_broker *b, mg_http_server *http)
 {
-#define BASE "/admin/v2/persistent/{tenant}/{namespace}"
-    static const struct {
-        const char *method;
-        const char *pattern;
-        mg_http_handler_fn fn;
-    } routes[] = {
-        { "GET", BASE, h_list },
-        { "GET", BASE "/partitioned", h_list_partitioned },
-        { "PUT", BASE "/{topic}", h_create },
-        { "DELETE", BASE "/{topic}", h_delete },
-        { "PUT", BASE "/{topic}/partitions", h_part_create },
-        { "GET", BASE "/{topic}/partitions", h_part_get },
-        { "DELETE", BASE "/{topic}/partitions", h_part_delete },
-        { "GET", BASE "/{topic}/stats", h_stats },
-        { "GET", BASE "/{topic}/internalStats", h_internal_stats },
-        { "GET", BASE "/{topic}/subscriptions", h_subscriptions },
-        { "GET", BASE "/{topic}/lastMessageId", h_last_message_id },
-        { "POST", BASE "/{topic}/terminate", h_terminate },
-        { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create },
-        { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete },
-        { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all },
-        { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip },
-        { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset },
-    };
-#undef BASE
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        MG_TRY(mg_http_server_route(http, routes[i].method, routes[i].pattern, routes[i].fn, b));
+    for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++)
+        MG_TRY(mg_http_server_route(http, admin_routes[i].method, admin_routes[i].pattern,
+                                    admin_routes[i].fn, b));
     return MG_OK;
+}
+
+bool br_admin_route(size_t i, const char **method, const char **pattern, int *op)
+{
+    if (i >= sizeof(admin_routes) / sizeof(admin_routes[0]))
+        return false;
+    *method = admin_routes[i].method;
+    *pattern = admin_routes[i].pattern;
+    *op = (int)admin_routes[i].op;
+    return true;
 }
 
 /* ---- Prometheus

@@ -489,6 +489,28 @@ void br_handle_partitioned_metadata(br_conn *c,
 void br_handle_topics_of_namespace(br_conn *c,
                                    const Magnetar__Pulsar__CommandGetTopicsOfNamespace *cmd);
 
+/* --- admin API (admin.c) --------------------------------------------------------------------- */
+
+/* What an admin request names and asks, parsed and checked before any work. */
+typedef struct br_admin_args {
+    br_topic_name tn;            /* {tenant}/{namespace}/{topic} ("x" when the route has none) */
+    char sub[MC_NAME_BYTES_MAX]; /* {sub}, "" when the route has none */
+    bool force;                  /* ?force=true */
+    int64_t arg;                 /* skip/{n}, resetcursor/{timestamp} */
+    int partitions;              /* the body of PUT .../partitions */
+} br_admin_args;
+
+/* Route i of the admin API (0, 1, ... until it returns false): its method and pattern, as
+ * br_broker_admin_register registers them, and the op its handler parses for (pass it to
+ * br_admin_args_parse). For the fuzz target, which routes requests through the same table. */
+bool br_admin_route(size_t i, const char **method, const char **pattern, int *op);
+
+/* Parses req's path parameters, query and body for op into *out, as every admin handler does
+ * before it touches the broker. Returns 0, or the HTTP status the handler answers (412) with the
+ * reason in err (cut to err_size > 0). Pure: reads req only; req's loop thread. */
+int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
+                        size_t err_size);
+
 int64_t br_now_ms(void);
 
 #endif

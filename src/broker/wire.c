@@ -149,6 +149,35 @@ const char *br_command_type_name(int type)
     return v != NULL ? v->name : "UNKNOWN";
 }
 
+bool br_has_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        if (m->unknown_fields[i].tag == 0)
+            return true;
+    }
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *member = (const char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(const void *)((const char *)m + f->quantifier_offset);
+            const ProtobufCMessage *const *items =
+                *(const ProtobufCMessage *const *const *)(const void *)member;
+            for (size_t k = 0; k < n; k++) {
+                if (br_has_field_zero(items[k]))
+                    return true;
+            }
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(const void *)member;
+            if (sub != NULL && br_has_field_zero(sub))
+                return true;
+        }
+    }
+    return false;
+}
+
 static bool br__has_payload(int type)
 {
     return type == MAGNETAR__PULSAR__BASE_COMMAND__TYPE__SEND ||
@@ -197,7 +226,9 @@ int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out)
     out->payload_len = (uint32_t)(frame_len - out->payload_off);
 
     int rc = MG_OK;
-    if (br__type_field(out->type) == NULL)
+    if (br_has_field_zero(&cmd->base))
+        rc = MG_EPROTO;
+    else if (br__type_field(out->type) == NULL)
         rc = MG_ENOTSUP;
     else if (br_command_body(cmd) == NULL)
         rc = MG_EPROTO;
@@ -250,6 +281,8 @@ static int br__locate_keys(const uint8_t *p, size_t off, size_t len, br_payload 
         if (!br__varint(p, end, &pos, &key))
             return MG_EPROTO;
         uint64_t field = key >> 3;
+        if (field == 0)
+            return MG_EPROTO; /* see br_has_field_zero */
         switch (key & 7) {
         case 0:
             if (!br__varint(p, end, &pos, &n))
@@ -302,6 +335,11 @@ static int br__parse_bem(const uint8_t *p, size_t len, br_payload *out)
         magnetar__pulsar__broker_entry_metadata__unpack(&alloc, size, p + 6);
     if (bem == NULL)
         return arena.failed ? MG_ENOMEM : MG_EPROTO;
+    if (br_has_field_zero(&bem->base)) {
+        if (arena.spilled > 0)
+            magnetar__pulsar__broker_entry_metadata__free_unpacked(bem, &alloc);
+        return MG_EPROTO;
+    }
     out->has_broker_entry_metadata = true;
     out->bem_len = 6 + (size_t)size;
     out->has_broker_timestamp = bem->has_broker_timestamp;
@@ -359,7 +397,7 @@ int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payl
 
     int rc = MG_OK;
     int32_t num = md->has_num_messages_in_batch ? md->num_messages_in_batch : 1;
-    if (num < 1 || num > MG_PULSAR_BATCH_MESSAGES_MAX) {
+    if (br_has_field_zero(&md->base) || num < 1 || num > MG_PULSAR_BATCH_MESSAGES_MAX) {
         rc = MG_EPROTO;
     } else {
         out->num_messages = num;

@@ -90,9 +90,10 @@ typedef struct br_frame {
  * On MG_OK *out holds the command (release it with br_frame_free). On error nothing is left
  * allocated and out->cmd is NULL; on MG_ENOTSUP out->type and the lengths are still filled in
  * so the caller can name the type it refuses.
- * Errors: MG_EPROTO (sizes, a BaseCommand that does not parse, a type without its sub-command,
- * bytes after a command that carries no payload), MG_ENOTSUP (type unknown to this codec),
- * MG_EINVAL (frame_len disagrees with the size field or is below 8), MG_ENOMEM. */
+ * Errors: MG_EPROTO (sizes, a BaseCommand that does not parse or holds a field numbered 0, a
+ * type without its sub-command, bytes after a command that carries no payload), MG_ENOTSUP (type
+ * unknown to this codec), MG_EINVAL (frame_len disagrees with the size field or is below 8),
+ * MG_ENOMEM. */
 int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out);
 
 /* Releases the command of a decoded frame and sets f->cmd to NULL. Calling it again, or on a
@@ -102,6 +103,14 @@ void br_frame_free(br_frame *f);
 /* The sub-command of cmd that matches cmd->type (e.g. cmd->send for SEND), or NULL when the
  * type is unknown to this codec or that field is not set. */
 const ProtobufCMessage *br_command_body(const Magnetar__Pulsar__BaseCommand *cmd);
+
+/* Whether m, or a message inside it, holds a field numbered 0. Field numbers start at 1 and
+ * every protobuf implementation refuses 0, but protobuf-c 1.4 refuses it only when its tag's
+ * first byte says so: written in more bytes than needed (0x80 0x00) it is kept as an unknown
+ * field, and written back as a plain 0 tag that protobuf-c itself then refuses. The decoders
+ * here (br_frame_decode, br_payload_parse) treat such a message as malformed (MG_EPROTO), so
+ * nothing is accepted that a Pulsar peer refuses or that does not encode back. */
+bool br_has_field_zero(const ProtobufCMessage *m);
 
 /* The name of a command type for logs and metric labels: "CONNECT", "SEND", ...; "UNKNOWN" for
  * a value this codec does not know. The string is static. */
@@ -160,7 +169,8 @@ typedef struct br_payload {
  * are extracted; the whole metadata is available through br_metadata_unpack. Returns MG_OK;
  * MG_ECORRUPT on a checksum mismatch; MG_EPROTO for a truncated prefix, a size past the end,
  * BrokerEntryMetadata longer than MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX or not parsing,
- * MessageMetadata not parsing or lacking producer_name, sequence_id or publish_time,
+ * MessageMetadata not parsing or lacking producer_name, sequence_id or publish_time, either
+ * holding a field numbered 0 (br_has_field_zero),
  * num_messages_in_batch < 1 or > MG_PULSAR_BATCH_MESSAGES_MAX; MG_ENOMEM. *out is fully written
  * on MG_OK and unspecified otherwise. */
 int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payload *out);

@@ -603,6 +603,31 @@ static uint32_t get_u32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
+                   Magnetar__Pulsar__SingleMessageMetadata **smm_out, const uint8_t **payload,
+                   size_t *payload_len)
+{
+    MG_ASSERT(*pos <= len);
+    size_t left = len - *pos;
+    uint32_t size = left >= 4 ? get_u32(data + *pos) : 0;
+    Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
+    if (left < 4 || size > left - 4 ||
+        (smm = magnetar__pulsar__single_message_metadata__unpack(NULL, size, data + *pos + 4)) ==
+            NULL ||
+        smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size ||
+        br_has_field_zero(&smm->base)) {
+        if (smm != NULL)
+            magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
+        *smm_out = NULL;
+        return MG_EPROTO;
+    }
+    *payload = data + *pos + 4 + size;
+    *payload_len = (size_t)smm->payload_size;
+    *pos += 4 + size + *payload_len;
+    *smm_out = smm;
+    return MG_OK;
+}
+
 /* Whether a reader must skip id (before its start, or the start itself when exclusive). */
 static bool reader_skips(pc__cons *kc, const pc_message_id *id)
 {
@@ -638,24 +663,14 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
     const char *key;
     int64_t event_time;
     if (e->batched) {
-        size_t left = e->dlen - e->dpos;
-        uint32_t size = left >= 4 ? get_u32(e->dp + e->dpos) : 0;
-        if (left < 4 || size > left - 4 ||
-            (smm = magnetar__pulsar__single_message_metadata__unpack(
-                 NULL, size, e->dp + e->dpos + 4)) == NULL ||
-            smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size) {
+        if (pc__batch_next(e->dp, e->dlen, &e->dpos, &smm, &payload, &payload_len) != MG_OK) {
             MG_WARN("client: consumer on %s: batch %lld:%lld is malformed at message %d",
                     kc->base.topic, (long long)e->ledger_id, (long long)e->entry_id, (int)idx);
-            if (smm != NULL)
-                magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
             e->next_index = e->count;
             discard_entry(kc, e,
                           MAGNETAR__PULSAR__COMMAND_ACK__VALIDATION_ERROR__BatchDeSerializeError);
             return;
         }
-        payload = e->dp + e->dpos + 4 + size;
-        payload_len = (size_t)smm->payload_size;
-        e->dpos += 4 + size + payload_len;
         kvs = smm->properties;
         nkv = smm->n_properties;
         key = smm->partition_key;

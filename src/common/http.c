@@ -115,6 +115,22 @@ struct http__kv {
     const char *value;
 };
 
+/* Where a request's headers and query arguments come from: MHD's connection, or the
+ * {key, value} pairs given to mg_http_server_inject (conn NULL). */
+struct http__source {
+    struct MHD_Connection *conn;
+    const char *const *headers;
+    size_t header_count;
+    const char *const *query;
+    size_t query_count;
+};
+
+/* What mg_http_server_inject learns from the handler's reply. */
+struct http__injected {
+    int status;
+    bool replied;
+};
+
 struct mg_http_request {
     mg_http_server *srv;         /* NULL once MHD no longer owns the request */
     struct MHD_Connection *conn; /* NULL once MHD no longer owns the request */
@@ -152,6 +168,7 @@ struct mg_http_request {
     bool replied;
     bool queued;
     bool reply_failed;
+    struct http__injected *injected; /* mg_http_server_inject's result, while it runs */
 
     char *arena_next; /* bump allocation while the request is built */
     size_t arena_left;
@@ -633,14 +650,32 @@ static void http__request_split_path(mg_http_request *req, const char *url, size
     }
 }
 
-/* Allocates the request for a connection whose headers have arrived, copies what it needs from
- * MHD, and routes it. Errors: MG_ENOMEM. */
-static int http__request_create(mg_http_server *srv, struct MHD_Connection *conn, const char *url,
-                                const char *method, mg_http_request **out)
+/* Calls it(cls, kind, key, value) for each header (MHD_HEADER_KIND) or query argument
+ * (MHD_GET_ARGUMENT_KIND) of src, until it returns MHD_NO. */
+static void http__source_each(const struct http__source *src, enum MHD_ValueKind kind,
+                              MHD_KeyValueIterator it, void *cls)
+{
+    if (src->conn != NULL) {
+        MHD_get_connection_values(src->conn, kind, it, cls);
+        return;
+    }
+    bool headers = kind == MHD_HEADER_KIND;
+    const char *const *kv = headers ? src->headers : src->query;
+    size_t count = headers ? src->header_count : src->query_count;
+    for (size_t i = 0; i < count; i++) {
+        if (it(cls, kind, kv[2 * i], kv[2 * i + 1]) != MHD_YES)
+            break;
+    }
+}
+
+/* Allocates the request for a connection whose headers have arrived (or for
+ * mg_http_server_inject), copies what it needs from src, and routes it. Errors: MG_ENOMEM. */
+static int http__request_create(mg_http_server *srv, const struct http__source *src,
+                                const char *url, const char *method, mg_http_request **out)
 {
     struct http__kv_measure hm = { 0 }, qm = { 0 };
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, http__kv_measure_cb, &hm);
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http__kv_measure_cb, &qm);
+    http__source_each(src, MHD_HEADER_KIND, http__kv_measure_cb, &hm);
+    http__source_each(src, MHD_GET_ARGUMENT_KIND, http__kv_measure_cb, &qm);
     size_t url_len = strlen(url);
     size_t method_len = strlen(method);
     /* kv arrays first (pointer-aligned), then strings: method, decoded path, decoded segments,
@@ -654,7 +689,7 @@ static int http__request_create(mg_http_server *srv, struct MHD_Connection *conn
     req->arena_next = req->arena;
     req->arena_left = arena_bytes;
     req->srv = srv;
-    req->conn = conn;
+    req->conn = src->conn;
 
     struct http__kv *headers = (struct http__kv *)(void *)req->arena_next;
     req->arena_next += hm.count * sizeof(struct http__kv);
@@ -663,11 +698,11 @@ static int http__request_create(mg_http_server *srv, struct MHD_Connection *conn
     req->arena_left -= (size_t)(hm.count + qm.count) * sizeof(struct http__kv);
 
     struct http__kv_fill hf = { .req = req, .kv = headers, .cap = hm.count, .decode = false };
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, http__kv_fill_cb, &hf);
+    http__source_each(src, MHD_HEADER_KIND, http__kv_fill_cb, &hf);
     req->headers = headers;
     req->header_count = hf.count;
     struct http__kv_fill qf = { .req = req, .kv = query, .cap = qm.count, .decode = true };
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http__kv_fill_cb, &qf);
+    http__source_each(src, MHD_GET_ARGUMENT_KIND, http__kv_fill_cb, &qf);
     req->query = query;
     req->query_count = qf.count;
     req->method = http__arena_copy(req, method, false);
@@ -1060,7 +1095,8 @@ static enum MHD_Result http__on_access(void *cls, struct MHD_Connection *conn, c
             http__idle_unlink(srv, hc);
         if (srv->closing)
             return MHD_NO;
-        int rc = http__request_create(srv, conn, url, method, &req);
+        struct http__source src = { .conn = conn };
+        int rc = http__request_create(srv, &src, url, method, &req);
         if (rc != MG_OK) {
             MG_WARN_LIMITED("http: dropping a %s request: %s", method, mg_strerror(rc));
             return MHD_NO;
@@ -1382,6 +1418,49 @@ void mg_http_server_close(mg_http_server *srv, void (*closed_fn)(void *arg), voi
     uv_close((uv_handle_t *)&srv->timer, http__on_handle_closed);
 }
 
+int mg_http_server_inject(mg_http_server *srv, const char *method, const char *url,
+                          const char *const *headers, size_t header_count, const char *const *query,
+                          size_t query_count, const void *body, size_t body_len, int *status)
+{
+    http__assert_loop_thread(srv);
+    MG_ASSERT(method != NULL && url != NULL && status != NULL);
+    MG_ASSERT(body != NULL || body_len == 0);
+    *status = 0;
+    if (srv->closing)
+        return MG_ESTATE;
+    struct http__source src = { NULL, headers, header_count, query, query_count };
+    mg_http_request *req;
+    MG_TRY(http__request_create(srv, &src, url, method, &req));
+    /* The body as MHD hands it over (http__on_access), here in one piece. */
+    if (req->error_status == 0 && body_len > 0) {
+        size_t n = body_len;
+        if (http__on_body(srv, req, body, &n) != MHD_YES) {
+            http__request_free(req);
+            return MG_ENOMEM;
+        }
+    }
+    if (req->error_status != 0) {
+        *status = (int)req->error_status;
+        http__request_free(req);
+        return MG_OK;
+    }
+    if (req->body != NULL)
+        req->body[req->body_len] = '\0';
+    struct http__injected result = { 0, false };
+    req->injected = &result;
+    req->handler_called = true;
+    req->app_owned = true;
+    req->in_handler = true;
+    req->route->fn(req, req->route->arg);
+    if (!result.replied) {
+        /* The handler keeps the request and replies later, to nobody. */
+        req->in_handler = false;
+        req->injected = NULL;
+    }
+    *status = result.status;
+    return MG_OK;
+}
+
 const char *mg_http_request_method(const mg_http_request *req)
 {
     return req->method;
@@ -1426,6 +1505,10 @@ int mg_http_reply(mg_http_request *req, int status, const char *content_type, co
     MG_ASSERT(body != NULL || body_len == 0);
     MG_ASSERT(content_type == NULL || strpbrk(content_type, "\r\n") == NULL);
     req->replied = true;
+    if (req->injected != NULL) {
+        req->injected->status = status;
+        req->injected->replied = true;
+    }
     if (!req->mhd_owned || req->srv->closing) {
         /* The connection or the server is gone: nothing to send. */
         http__app_release(req);

@@ -91,6 +91,25 @@ uint16_t mg_http_server_port(const mg_http_server *srv);
  * Loop thread, once. */
 void mg_http_server_close(mg_http_server *srv, void (*closed_fn)(void *arg), void *arg);
 
+/* Handles one request without a connection, as the server handles a request whose request line
+ * and headers libmicrohttpd has parsed: the same routing (path split on '/' then
+ * percent-decoded, parameters, 404/405), query decoding, Content-Length and body limits (413),
+ * path checks (400/414), and the route's handler, called with the body. For tests and the fuzz
+ * target (tests/fuzz/http.c), which reach the server's own parsing without a socket.
+ * [in] method, url: as MHD passes them: url is the raw path, without the query string.
+ * [in] headers, query: header_count (query_count) {key, value} pairs, 2 * count strings, raw
+ *      as received (query values are percent-decoded here, as for a real request; a NULL value
+ *      is a key given without '='). Either may be NULL when its count is 0.
+ * [in] body: body_len bytes, the request body as MHD would deliver it (the caller gives a
+ *      Content-Length or Transfer-Encoding header with it, as a client must).
+ * [out] status: the status of the reply: the server's own error status, the one the handler
+ *      replied with before returning, or 0 when the handler keeps the request to reply later
+ *      (that reply then goes nowhere: mg_http_reply returns MG_ECLOSED).
+ * Loop thread; the server need not be started. Returns MG_OK, MG_ESTATE (closing), MG_ENOMEM. */
+int mg_http_server_inject(mg_http_server *srv, const char *method, const char *url,
+                          const char *const *headers, size_t header_count, const char *const *query,
+                          size_t query_count, const void *body, size_t body_len, int *status);
+
 /* Request accessors. Every returned string lives in req and is valid until the reply. Loop
  * thread. */
 

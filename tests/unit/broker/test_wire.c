@@ -1184,3 +1184,80 @@ Test(wire, allocation_failures)
     mg_buf_unref(big);
     mg_buf_unref(b);
 }
+
+/* --- field number 0 (found by the pulsar_frame fuzz target) -------------------------------------
+ * protobuf-c keeps a field numbered 0 as an unknown field when its tag is written in two bytes
+ * (0x80 0x00), and would write it back as a one-byte 0 tag that it refuses itself; every other
+ * protobuf implementation refuses field 0. The codec refuses it in commands (at any depth),
+ * MessageMetadata and BrokerEntryMetadata. */
+
+/* CONNECTED{server_version "magnetar", protocol_version 19} with, inside it, field 0 (overlong
+ * tag 0x80 0x00, varint value 0): the shape of the fuzzer's input. */
+static const uint8_t k_connected_field0[] = {
+    0x08, 0x03,                                          /* type = CONNECTED */
+    0x1a, 0x0f,                                          /* connected, 15 bytes */
+    0x0a, 0x08, 'm',  'a', 'g', 'n', 'e', 't', 'a', 'r', /* server_version */
+    0x10, 0x13,                                          /* protocol_version 19 */
+    0x80, 0x00, 0x00,                                    /* field 0, varint 0 */
+};
+
+Test(wire, command_with_field_zero_is_malformed)
+{
+    uint8_t frame[64];
+    size_t n = raw_frame(frame, k_connected_field0, sizeof(k_connected_field0), NULL, 0);
+    br_frame f;
+    cr_assert_eq(br_frame_decode(frame, n, &f), MG_EPROTO);
+    cr_assert_null(f.cmd);
+    /* The same command without the field decodes, and encodes back. */
+    uint8_t good[sizeof(k_connected_field0)];
+    memcpy(good, k_connected_field0, sizeof(good));
+    good[3] = 0x0c; /* connected is 12 bytes now */
+    n = raw_frame(frame, good, sizeof(good) - 3, NULL, 0);
+    cr_assert_eq(br_frame_decode(frame, n, &f), MG_OK);
+    cr_assert_str_eq(f.cmd->connected->server_version, "magnetar");
+    mg_buf *b = NULL;
+    cr_assert_eq(br_command_encode(f.cmd, &b), MG_OK);
+    br_frame again;
+    cr_assert_eq(br_frame_decode(mg_buf_data(b), mg_buf_len(b), &again), MG_OK);
+    br_frame_free(&again);
+    mg_buf_unref(b);
+    br_frame_free(&f);
+    /* A one-byte 0 tag was refused before: protobuf-c itself rejects it. */
+    static const uint8_t plain0[] = { 0x08, 0x12, 0x92, 0x01, 0x00, 0x00, 0x00 };
+    n = raw_frame(frame, plain0, sizeof(plain0), NULL, 0);
+    cr_assert_eq(br_frame_decode(frame, n, &f), MG_EPROTO);
+}
+
+Test(wire, metadata_with_field_zero_is_malformed)
+{
+    Magnetar__Pulsar__MessageMetadata md = test_metadata();
+    size_t md_len;
+    uint8_t *mdb = pack(&md.base, &md_len);
+    uint8_t buf[256];
+    /* The metadata with field 0 appended (overlong tag, varint value 5). */
+    put_u32(buf, (uint32_t)md_len + 3);
+    memcpy(buf + 4, mdb, md_len);
+    buf[4 + md_len] = 0x80;
+    buf[5 + md_len] = 0x00;
+    buf[6 + md_len] = 0x05;
+    memcpy(buf + 7 + md_len, "xyz", 3);
+    br_payload pl;
+    cr_assert_eq(br_payload_parse(buf, 10 + md_len, false, &pl), MG_EPROTO);
+    /* Without it, the same payload parses. */
+    put_u32(buf, (uint32_t)md_len);
+    memcpy(buf + 4 + md_len, "xyz", 3);
+    cr_assert_eq(br_payload_parse(buf, 7 + md_len, false, &pl), MG_OK);
+    /* Field 0 inside BrokerEntryMetadata. */
+    uint8_t stored[300];
+    static const uint8_t bem[] = {
+        0x0e, 0x02, 0x00, 0x00, 0x00, 0x05, 0x08, 0x01, 0x80, 0x00, 0x00
+    }; /* broker_timestamp 1, f0 */
+    memcpy(stored, bem, sizeof(bem));
+    memcpy(stored + sizeof(bem), buf, 7 + md_len);
+    cr_assert_eq(br_payload_parse(stored, sizeof(bem) + 7 + md_len, false, &pl), MG_EPROTO);
+    stored[5] = 0x02; /* only broker_timestamp: the entry parses */
+    memmove(stored + 8, stored + sizeof(bem), 7 + md_len);
+    cr_assert_eq(br_payload_parse(stored, 8 + 7 + md_len, false, &pl), MG_OK);
+    cr_assert(pl.has_broker_timestamp);
+    free(mdb);
+}
