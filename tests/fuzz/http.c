@@ -14,7 +14,7 @@
  * (br_partitions_parse), the one JSON document the broker parses.
  *
  * Checks beyond "no crash, no sanitizer report": every request is answered with a status the
- * server may give (a handler's 204/412, or 400, 404, 405, 413, 414); a matched route's
+ * server may give (a handler's 204/400/412, or 404, 405, 413, 414); a matched route's
  * parameters are present and non-empty; the path is a C string starting with '/'.
  */
 #include "broker/broker_int.h"
@@ -57,7 +57,8 @@ static void admin_handler(mg_http_request *req, void *arg)
     char err[256];
     int status = br_admin_args_parse(req, op, &a, err, sizeof(err));
     if (status != 0) {
-        check(status == 412 && err[0] != '\0', "a refusal that is not 412 with a reason");
+        check((status == 400 || status == 412) && err[0] != '\0',
+              "a refusal that is not 400 (a number) or 412 with a reason");
         mg_http_reply_json_error(req, status, err);
         return;
     }
