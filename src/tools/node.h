@@ -147,6 +147,17 @@ extern const char *const mg_node_prefetch_choices[];
         .min = 1, .max = 3600,                                                                \
     }
 
+/* The bookie's journal segment size (`bookie` and `standalone`): each segment file is
+ * preallocated in full, so a small disk needs a smaller one (the start-up error names this). */
+#define MG_NODE_OPT_JOURNAL_SEGMENT_MB(opts_type, field)                                        \
+    {                                                                                           \
+        .name = "journal-segment-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
+        .default_value = "256", .metavar = "MB",                                                \
+        .help = "size of a journal segment file, preallocated in full when it is created (and " \
+                "at every start): lower it on a small disk, the journal needs at least one",    \
+        .min = 1, .max = 65536,                                                                 \
+    }
+
 /* The broker's read caches (src/prefetch): budgets and the prefetcher's switch. */
 #define MG_NODE_OPT_TAIL_CACHE_MB(opts_type, field)                                        \
     {                                                                                      \
