@@ -86,6 +86,14 @@ static mg_buf *cmd_frame(Magnetar__Pulsar__BaseCommand *cmd)
     return out;
 }
 
+/* Writes the frame of cmd as a seed of target. */
+static void seed_cmd(const char *target, const char *name, Magnetar__Pulsar__BaseCommand *cmd)
+{
+    mg_buf *b = cmd_frame(cmd);
+    write_seed(target, name, mg_buf_data(b), mg_buf_len(b));
+    mg_buf_unref(b);
+}
+
 static Magnetar__Pulsar__MessageMetadata metadata(uint64_t seq)
 {
     Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
@@ -269,9 +277,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(LOOKUP);
     cmd.lookup_topic = &lookup;
-    b = cmd_frame(&cmd);
-    write_seed(T, "lookup", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "lookup", &cmd);
 
     Magnetar__Pulsar__CommandLookupTopicResponse lr =
         MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__INIT;
@@ -282,9 +288,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(LOOKUP_RESPONSE);
     cmd.lookup_topic_response = &lr;
-    b = cmd_frame(&cmd);
-    write_seed(T, "lookup_response", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "lookup_response", &cmd);
 
     Magnetar__Pulsar__CommandPartitionedTopicMetadata pm =
         MAGNETAR__PULSAR__COMMAND_PARTITIONED_TOPIC_METADATA__INIT;
@@ -293,9 +297,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(PARTITIONED_METADATA);
     cmd.partition_metadata = &pm;
-    b = cmd_frame(&cmd);
-    write_seed(T, "partitioned_metadata", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "partitioned_metadata", &cmd);
 
     Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
     flow.consumer_id = 7;
@@ -326,14 +328,10 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(ACK);
     cmd.ack = &ack;
-    b = cmd_frame(&cmd);
-    write_seed(T, "ack_individual_batch", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "ack_individual_batch", &cmd);
     ack.ack_type = P(COMMAND_ACK__ACK_TYPE__Cumulative);
     ack.n_message_id = 1;
-    b = cmd_frame(&cmd);
-    write_seed(T, "ack_cumulative", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "ack_cumulative", &cmd);
 
     Magnetar__Pulsar__CommandSeek seek = MAGNETAR__PULSAR__COMMAND_SEEK__INIT;
     seek.consumer_id = 7;
@@ -342,9 +340,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(SEEK);
     cmd.seek = &seek;
-    b = cmd_frame(&cmd);
-    write_seed(T, "seek", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "seek", &cmd);
 
     Magnetar__Pulsar__CommandRedeliverUnacknowledgedMessages rd =
         MAGNETAR__PULSAR__COMMAND_REDELIVER_UNACKNOWLEDGED_MESSAGES__INIT;
@@ -354,9 +350,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(REDELIVER_UNACKNOWLEDGED_MESSAGES);
     cmd.redeliver_unacknowledged_messages = &rd;
-    b = cmd_frame(&cmd);
-    write_seed(T, "redeliver", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "redeliver", &cmd);
 
     Magnetar__Pulsar__CommandGetTopicsOfNamespace gt =
         MAGNETAR__PULSAR__COMMAND_GET_TOPICS_OF_NAMESPACE__INIT;
@@ -365,9 +359,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(GET_TOPICS_OF_NAMESPACE);
     cmd.get_topics_of_namespace = &gt;
-    b = cmd_frame(&cmd);
-    write_seed(T, "get_topics_of_namespace", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "get_topics_of_namespace", &cmd);
 
     Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
     cp.producer_id = 1;
@@ -375,9 +367,7 @@ static void pulsar_seeds(void)
     magnetar__pulsar__base_command__init(&cmd);
     cmd.type = TYPE(CLOSE_PRODUCER);
     cmd.close_producer = &cp;
-    b = cmd_frame(&cmd);
-    write_seed(T, "close_producer", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    seed_cmd(T, "close_producer", &cmd);
 
     mg_buf *bb = NULL;
     if (br_encode_ping(&bb) != MG_OK)
