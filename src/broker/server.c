@@ -916,25 +916,25 @@ static void conn_keepalive(uv_timer_t *t)
     br_conn *c = t->data;
     if (c->state == BR_CONN_CLOSING)
         return;
-    if (c->state == BR_CONN_AWAIT_CONNECT &&
-        uv_now(c->b->loop) - c->accepted_ms >= BR_CONNECT_TIMEOUT_MS) {
-        /* Counted with the memory refusals: a socket that never speaks, or trickles bytes,
-         * must not hold a connection slot (and its buffer) for long. */
-        if (c->b->m_refused_connect_timeout)
-            mg_counter_inc(c->b->m_refused_connect_timeout);
-        br_conn_close(c, "no CONNECT within 10 s of connecting");
+    uint64_t now = uv_now(c->b->loop);
+    uint64_t period_ms = (uint64_t)c->b->opts.keepalive_s * 1000;
+    if (c->state == BR_CONN_AWAIT_CONNECT) {
+        /* CONNECT is due within the keep-alive period, and BR_CONNECT_TIMEOUT_MS at most, of the
+         * accept, not of the last byte in: a socket that never speaks, or trickles bytes, must
+         * not hold a connection slot (and its buffer) for long. Counted with the refusals. */
+        uint64_t due_ms = period_ms < BR_CONNECT_TIMEOUT_MS ? period_ms : BR_CONNECT_TIMEOUT_MS;
+        if (now - c->accepted_ms >= due_ms) {
+            if (c->b->m_refused_connect_timeout)
+                mg_counter_inc(c->b->m_refused_connect_timeout);
+            br_conn_close(c, "no CONNECT in time after connecting");
+        }
         return;
     }
-    uint64_t idle_ms = uv_now(c->b->loop) - c->last_in_ms;
-    uint64_t period_ms = (uint64_t)c->b->opts.keepalive_s * 1000;
+    uint64_t idle_ms = now - c->last_in_ms;
     if (idle_ms < period_ms)
         return;
     if (c->idle_ping_sent) {
         br_conn_close(c, "no answer to PING: keep-alive timeout");
-        return;
-    }
-    if (c->state == BR_CONN_AWAIT_CONNECT) {
-        br_conn_close(c, "no CONNECT within the keep-alive period");
         return;
     }
     if (!c->reading) {
@@ -1085,7 +1085,7 @@ static void register_metrics(br_broker *b)
         "Connections refused or closed to protect the broker's memory, by reason "
         "(frame_before_connect: a frame larger than a CONNECT can be before CONNECT; "
         "not_reading: consumers that did not read for 10 s while the output budget was used up; "
-        "connect_timeout: no CONNECT within 10 s of the accept)",
+        "connect_timeout: no CONNECT within the keep-alive period, 10 s at most, of the accept)",
         1, reason);
     const char *before_connect[] = { "frame_before_connect" };
     b->m_refused_before_connect = refused ? mg_metrics_counter(refused, before_connect) : NULL;
