@@ -20,7 +20,7 @@
  * use, or a partition count past BR_ADMIN_PARTITIONS_MAX, 500 storage or metadata failure.
  *
  * Validation, before anything is looked up or created:
- *   - tenant, namespace and topic follow the topic-name rules of wire_topic.c: Pulsar's
+ *   - tenant, namespace and topic follow the topic-name rules of src/pulsar/topic.c: Pulsar's
  *     NamedEntity pattern [-=:.\w]+ (ASCII), not "." and not starting with "..", at most
  *     MG_PULSAR_TENANT_BYTES_MAX / MG_PULSAR_NAMESPACE_BYTES_MAX /
  *     MG_PULSAR_TOPIC_LOCAL_BYTES_MAX bytes; a decoded '/' ("%2F") is refused by name;
@@ -52,7 +52,7 @@ _Static_assert(
 _Static_assert(BR_ADMIN_PARTITIONS_MAX <= MG_PULSAR_TOPIC_PARTITIONS_MAX,
                "partition indexes must stay within what topic names carry");
 
-int br_partitioned_path(const br_topic_name *tn, char *dst, size_t cap);
+int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
 
 typedef enum admin_op {
@@ -77,7 +77,7 @@ typedef struct admin_req {
     br_broker *b;
     mg_http_request *req;
     admin_op op;
-    br_topic_name tn;
+    pw_topic_name tn;
     char sub[MC_NAME_BYTES_MAX];
     int64_t arg;
     bool force;
@@ -221,7 +221,7 @@ int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, 
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
              topic ? topic : "x");
-    if (br_topic_name_parse(full, &out->tn, err, err_size) != MG_OK)
+    if (pw_topic_name_parse(full, &out->tn, err, err_size) != MG_OK)
         return 412;
     const char *sub = mg_http_request_param(req, "sub");
     if (sub != NULL) {
@@ -308,10 +308,10 @@ static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
     return r;
 }
 
-static void ml_path(const br_topic_name *tn, char *dst, size_t cap)
+static void ml_path(const pw_topic_name *tn, char *dst, size_t cap)
 {
     char name[ML_NAME_BYTES_MAX];
-    br_topic_ml_name(tn, name, sizeof(name));
+    pw_topic_ml_name(tn, name, sizeof(name));
     snprintf(dst, cap, "/managed-ledgers/%s", name);
 }
 
@@ -832,9 +832,9 @@ static void part_one_deleted(int status, void *arg)
 static void part_delete_next(admin_req *r)
 {
     while (r->next_partition < r->partitions) {
-        br_topic_name pn;
+        pw_topic_name pn;
         int i = r->next_partition++;
-        if (br_topic_partition_name(&r->tn, i, &pn) != MG_OK)
+        if (pw_topic_partition_name(&r->tn, i, &pn) != MG_OK)
             continue;
         br_topic *t = br_topic_find(r->b, pn.full);
         if (t != NULL && t->state == BR_TOPIC_CLOSING)

@@ -32,7 +32,7 @@
 #define MG_BROKER_BROKER_INT_H
 
 #include "broker/broker.h"
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "common/hist.h"
 #include "common/listen.h"
 #include "common/outq.h"
@@ -133,8 +133,8 @@ typedef struct br_owned {
 typedef void (*br_owner_cb)(int status, const char *owner_url, void *arg);
 /* Finds (claiming it when nobody does) the owner of tn's bundle. cb may run inside the call
  * (when the bundle is known to be ours). MG_ENOMEM, metadata errors returned. */
-int br_owner_find(br_broker *b, const br_topic_name *tn, br_owner_cb cb, void *arg);
-void br_bundle_path(const br_topic_name *tn, char *dst, size_t cap);
+int br_owner_find(br_broker *b, const pw_topic_name *tn, br_owner_cb cb, void *arg);
+void br_bundle_path(const pw_topic_name *tn, char *dst, size_t cap);
 void br_owned_clear(br_broker *b);
 
 typedef struct br_topic_table {
@@ -304,7 +304,7 @@ typedef struct br_topic_waiter {
 struct br_topic {
     br_broker *b;
     br_topic *hash_next;
-    br_topic_name name;
+    pw_topic_name name;
     char ml_name[ML_NAME_BYTES_MAX];
     br_topic_state state;
     int open_status;
@@ -330,7 +330,7 @@ struct br_topic {
 /* Finds or opens the topic (full name). cb runs once the topic is open (at once, inside the
  * call, when it already is) with MG_OK, or with the open's error. MG_ELIMIT (too many topics),
  * MG_ENOMEM, MG_ECLOSED (broker closing) returned. */
-int br_topic_get(br_broker *b, const br_topic_name *name, br_topic_cb cb, void *arg);
+int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *arg);
 br_topic *br_topic_find(br_broker *b, const char *full_name);
 void br_topic_ref(br_topic *t);
 void br_topic_unref(br_topic *t);
@@ -341,7 +341,7 @@ void br_topic_close(br_topic *t, bool delete_data, void (*cb)(int status, void *
 br_sub *br_topic_sub_find(br_topic *t, const char *name);
 void br_topic_stats_tick(br_topic *t, double period_s);
 /* Deletes a topic that is not open: its managed ledger's ledgers and metadata. */
-int br_topic_delete_stored(br_broker *b, const br_topic_name *name,
+int br_topic_delete_stored(br_broker *b, const pw_topic_name *name,
                            void (*cb)(int status, void *arg), void *arg);
 
 /* --- producers -------------------------------------------------------------------------------- */
@@ -364,7 +364,7 @@ struct br_producer {
 };
 
 void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd);
-void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t frame_off);
+void br_handle_send(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t frame_off);
 void br_handle_close_producer(br_conn *c, const Magnetar__Pulsar__CommandCloseProducer *cmd);
 br_producer *br_conn_producer(br_conn *c, uint64_t id);
 /* Detaches and frees a producer (connection gone or topic closing). notify: tell the client
@@ -493,7 +493,7 @@ void br_handle_topics_of_namespace(br_conn *c,
 
 /* What an admin request names and asks, parsed and checked before any work. */
 typedef struct br_admin_args {
-    br_topic_name tn;            /* {tenant}/{namespace}/{topic} ("x" when the route has none) */
+    pw_topic_name tn;            /* {tenant}/{namespace}/{topic} ("x" when the route has none) */
     char sub[MC_NAME_BYTES_MAX]; /* {sub}, "" when the route has none */
     bool force;                  /* ?force=true */
     int64_t arg;                 /* skip/{n}, resetcursor/{timestamp} */

@@ -68,9 +68,9 @@ static void lookup_owner_found(int status, const char *owner_url, void *arg)
 
 void br_handle_lookup(br_conn *c, const Magnetar__Pulsar__CommandLookupTopic *cmd)
 {
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[256];
-    if (br_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
         lookup_reply(c, cmd->request_id, false, NULL, ERR(InvalidTopicName), err);
         return;
     }
@@ -98,8 +98,8 @@ void br_handle_lookup(br_conn *c, const Magnetar__Pulsar__CommandLookupTopic *cm
 /* ---- partitioned metadata ---------------------------------------------------------------------
  */
 
-int br_partitioned_path(const br_topic_name *tn, char *dst, size_t cap);
-int br_partitioned_path(const br_topic_name *tn, char *dst, size_t cap)
+int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
+int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap)
 {
     int n = snprintf(dst, cap, "/admin/partitioned-topics/%s/%s/persistent/%s", tn->tenant, tn->ns,
                      tn->local);
@@ -179,9 +179,9 @@ static void pm_got(int status, const void *value, size_t len, const md_stat *sta
 void br_handle_partitioned_metadata(br_conn *c,
                                     const Magnetar__Pulsar__CommandPartitionedTopicMetadata *cmd)
 {
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[256];
-    if (br_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
         pm_reply(c, cmd->request_id, 0, MG_EINVAL);
         return;
     }
@@ -257,9 +257,9 @@ void br_handle_topics_of_namespace(br_conn *c,
 {
     /* "tenant/ns": checked by parsing a topic name in it. */
     char probe[MG_PULSAR_TOPIC_BYTES_MAX + 16];
-    br_topic_name tn;
+    pw_topic_name tn;
     snprintf(probe, sizeof(probe), "persistent://%s/x", cmd->namespace_ ? cmd->namespace_ : "");
-    if (br_topic_name_parse(probe, &tn, NULL, 0) != MG_OK) {
+    if (pw_topic_name_parse(probe, &tn, NULL, 0) != MG_OK) {
         br_conn_send_error(c, cmd->request_id, ERR(InvalidTopicName), "invalid namespace");
         return;
     }

@@ -36,7 +36,7 @@ static uint32_t topic_hash(const char *s)
     return h;
 }
 
-void br_bundle_path(const br_topic_name *tn, char *dst, size_t cap)
+void br_bundle_path(const pw_topic_name *tn, char *dst, size_t cap)
 {
     uint32_t h = topic_hash(tn->full);
     uint64_t width = (1ull << 32) / BR_BUNDLES;
@@ -170,7 +170,7 @@ static void owner_claim(owner_req *r)
         owner_finish(r, rc, NULL);
 }
 
-int br_owner_find(br_broker *b, const br_topic_name *tn, br_owner_cb cb, void *arg)
+int br_owner_find(br_broker *b, const pw_topic_name *tn, br_owner_cb cb, void *arg)
 {
     char path[MD_PATH_BYTES_MAX];
     br_bundle_path(tn, path, sizeof(path));

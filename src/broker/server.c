@@ -98,7 +98,7 @@ static void count_command(br_broker *b, int type)
     if (b->m_commands == NULL || type < 0 || type >= BR_COMMAND_TYPES_MAX)
         return;
     if (b->m_command_counters[type] == NULL) {
-        const char *values[] = { br_command_type_name(type) };
+        const char *values[] = { pw_command_type_name(type) };
         b->m_command_counters[type] = mg_metrics_counter(b->m_commands, values);
     }
     if (b->m_command_counters[type] != NULL)
@@ -494,7 +494,7 @@ void br_conn_send_cmd(br_conn *c, const Magnetar__Pulsar__BaseCommand *cmd)
     if (c->state == BR_CONN_CLOSING)
         return;
     mg_buf *frame = NULL;
-    int rc = br_command_encode(cmd, &frame);
+    int rc = pw_command_encode(cmd, &frame);
     if (rc != MG_OK) {
         br_conn_close(c, mg_strerror(rc));
         return;
@@ -593,11 +593,11 @@ static void handle_connect(br_conn *c, const Magnetar__Pulsar__CommandConnect *c
 
 /* A command this broker does not serve: ERROR, naming the command's request_id when it has
  * one so that the client fails that request instead of waiting for it. */
-static void handle_unknown(br_conn *c, const br_frame *f)
+static void handle_unknown(br_conn *c, const pw_frame *f)
 {
     br_conn_count_proto_error(c->b, "unsupported_command");
     uint64_t request_id = 0;
-    const ProtobufCMessage *body = br_command_body(f->cmd);
+    const ProtobufCMessage *body = pw_command_body(f->cmd);
     if (body != NULL) {
         const ProtobufCFieldDescriptor *fd =
             protobuf_c_message_descriptor_get_field_by_name(body->descriptor, "request_id");
@@ -607,11 +607,11 @@ static void handle_unknown(br_conn *c, const br_frame *f)
     }
     char message[96];
     snprintf(message, sizeof(message), "%s is not supported by this broker",
-             br_command_type_name(f->cmd->type));
+             pw_command_type_name(f->cmd->type));
     br_conn_send_error(c, request_id, MAGNETAR__PULSAR__SERVER_ERROR__NotAllowedError, message);
 }
 
-static void handle_frame(br_conn *c, const br_frame *f, const uint8_t *frame, size_t frame_off)
+static void handle_frame(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t frame_off)
 {
     const Magnetar__Pulsar__BaseCommand *cmd = f->cmd;
     count_command(c->b, cmd->type);
@@ -770,7 +770,7 @@ static void conn_process(br_conn *c)
         const uint8_t *data = mg_buf_data(c->rbuf);
         size_t avail = mg_buf_len(c->rbuf) - c->rpos;
         size_t frame_len = 0;
-        int rc = br_frame_size(data + c->rpos, avail, conn_frame_limit(c), &frame_len);
+        int rc = pw_frame_size(data + c->rpos, avail, conn_frame_limit(c), &frame_len);
         if (rc == MG_EAGAIN) {
             c->rwant = 0;
             conn_drop_large_rbuf(c);
@@ -802,8 +802,8 @@ static void conn_process(br_conn *c)
                      c->peer, mg_outq_queued_bytes(&c->out));
             return;
         }
-        br_frame f;
-        rc = br_frame_decode(data + c->rpos, frame_len, &f);
+        pw_frame f;
+        rc = pw_frame_decode(data + c->rpos, frame_len, &f);
         if (rc == MG_ENOTSUP) {
             br_conn_count_proto_error(c->b, "unknown_command");
             br_conn_send_error(c, 0, MAGNETAR__PULSAR__SERVER_ERROR__NotAllowedError,
@@ -819,7 +819,7 @@ static void conn_process(br_conn *c)
         size_t frame_off = c->rpos;
         c->rpos += frame_len;
         handle_frame(c, &f, data + frame_off, frame_off);
-        br_frame_free(&f);
+        pw_frame_free(&f);
     }
 }
 

@@ -423,7 +423,7 @@ static int64_t sub_permits(br_sub *s, uint64_t *room)
     return total;
 }
 
-static br_consumer *choose_consumer(br_sub *s, const br_payload *pl, bool parsed)
+static br_consumer *choose_consumer(br_sub *s, const pw_payload *pl, bool parsed)
 {
     switch (s->type) {
     case BR_SUB_EXCLUSIVE:
@@ -497,9 +497,9 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     }
     if (pr != NULL && pr->consumer != NULL)
         return; /* delivered already and not acknowledged: not twice */
-    br_payload pl;
+    pw_payload pl;
     const uint8_t *bytes = mg_buf_data(e->buf) + e->payload_off;
-    bool parsed = br_payload_parse(bytes, e->payload_len, false, &pl) == MG_OK;
+    bool parsed = pw_payload_parse(bytes, e->payload_len, false, &pl) == MG_OK;
     uint32_t msgs = parsed ? (uint32_t)pl.num_messages : 1;
     s->avg_entry_msgs =
         s->avg_entry_msgs <= 0 ? (double)msgs : s->avg_entry_msgs * 0.9 + (double)msgs * 0.1;
@@ -554,9 +554,9 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     if (rebuild_prefix) {
         uint8_t prefix[ML_ENTRY_PREFIX_BYTES_MAX];
         size_t prefix_len = ml_entry_prefix(e, prefix);
-        rc = br_payload_head_encode_prefixed(&cmd, prefix, prefix_len, body.len, &head);
+        rc = pw_payload_head_encode_prefixed(&cmd, prefix, prefix_len, body.len, &head);
     } else {
-        rc = br_payload_head_encode(&cmd, body.len, &head);
+        rc = pw_payload_head_encode(&cmd, body.len, &head);
     }
     if (rc == MG_OK) {
         mg_slice sl[2] = { { head, 0, mg_buf_len(head) }, body };
@@ -1154,9 +1154,9 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
                                "the consumer is already being created");
         return;
     }
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[256];
-    if (br_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
         br_conn_send_error(c, cmd->request_id, ERR(InvalidTopicName), err);
         return;
     }

@@ -265,7 +265,7 @@ static void topic_owner_found(int status, const char *owner_url, void *arg)
     }
 }
 
-int br_topic_get(br_broker *b, const br_topic_name *name, br_topic_cb cb, void *arg)
+int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *arg)
 {
     if (b->closing)
         return MG_ECLOSED;
@@ -285,7 +285,7 @@ int br_topic_get(br_broker *b, const br_topic_name *name, br_topic_cb cb, void *
             return MG_ENOMEM;
         t->b = b;
         t->name = *name;
-        int rc = br_topic_ml_name(name, t->ml_name, sizeof(t->ml_name));
+        int rc = pw_topic_ml_name(name, t->ml_name, sizeof(t->ml_name));
         if (rc != MG_OK) {
             mg_free(t);
             return rc;
@@ -436,11 +436,11 @@ void br_topic_stats_tick(br_topic *t, double period_s)
     }
 }
 
-int br_topic_delete_stored(br_broker *b, const br_topic_name *name,
+int br_topic_delete_stored(br_broker *b, const pw_topic_name *name,
                            void (*cb)(int status, void *arg), void *arg)
 {
     char ml_name[ML_NAME_BYTES_MAX];
-    MG_TRY(br_topic_ml_name(name, ml_name, sizeof(ml_name)));
+    MG_TRY(pw_topic_ml_name(name, ml_name, sizeof(ml_name)));
     return ml_delete_stored(b->env, ml_name, cb, arg);
 }
 
@@ -628,9 +628,9 @@ void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd
         }
         return;
     }
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[256];
-    if (br_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(cmd->topic, &tn, err, sizeof(err)) != MG_OK) {
         br_conn_send_error(c, cmd->request_id, ERR(InvalidTopicName), err);
         return;
     }
@@ -799,7 +799,7 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
     mg_free(x);
 }
 
-void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t frame_off)
+void br_handle_send(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t frame_off)
 {
     const Magnetar__Pulsar__CommandSend *cmd = f->cmd->send;
     br_producer *p = br_conn_producer(c, cmd->producer_id);
@@ -820,8 +820,8 @@ void br_handle_send(br_conn *c, const br_frame *f, const uint8_t *frame, size_t 
                    "the producer is not ready");
         return;
     }
-    br_payload pl;
-    int rc = br_payload_parse(frame + f->payload_off, f->payload_len, true, &pl);
+    pw_payload pl;
+    int rc = pw_payload_parse(frame + f->payload_off, f->payload_len, true, &pl);
     if (rc == MG_ECORRUPT) {
         br_conn_count_proto_error(c->b, "checksum");
         send_error(c, cmd->producer_id, cmd->sequence_id, ERR(ChecksumError),

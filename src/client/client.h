@@ -3,7 +3,7 @@
  * binary protocol (../shared/REFERENCE.md §1) to any Pulsar-compatible broker. It is a library
  * with this one public header: Job workers, `magnetar client`, `magnetar perf`, `magnetar
  * replay` and tests use it, and it does not reach into broker internals (it shares only the wire
- * codec, broker/wire.h).
+ * codec, pulsar/wire.h).
  *
  * MODEL
  *   A pc_client lives on one libuv loop, given by the caller, and every function is called on

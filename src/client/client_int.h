@@ -36,7 +36,7 @@
 #ifndef MG_CLIENT_CLIENT_INT_H
 #define MG_CLIENT_CLIENT_INT_H
 
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "client/client.h"
 #include "common/buf.h"
 #include "common/limits.h"
@@ -251,7 +251,7 @@ int pc__parse_broker_url(const char *url, char *dst, size_t cap);
  * (*payload)[0, *payload_len) inside data, and *pos has moved past them. MG_EPROTO (and *smm
  * NULL) when the bytes left are not such a message (truncated, metadata that does not parse or
  * also on allocation failure, a payload_size that is negative or past the end, a field numbered 0:
- * br_has_field_zero). Pure: any
+ * pw_has_field_zero). Pure: any
  * thread. */
 int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
                    Magnetar__Pulsar__SingleMessageMetadata **smm, const uint8_t **payload,
@@ -334,7 +334,7 @@ void pc__part_start(pc__part *p);
 /* The registration succeeded: READY, backoff reset, created(MG_OK) the first time. */
 /* The topic of part i of a handle on topic with `partitions` partitions (0: not partitioned):
  * topic itself, or its "-partition-i" name written into *scratch. MG_EINVAL (bad name). */
-int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_name *scratch,
+int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, pw_topic_name *scratch,
                    const char **out);
 void pc__part_ready(pc__part *p);
 /* The registration failed or the part must reconnect: detach, then retry after the backoff

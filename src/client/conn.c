@@ -189,7 +189,7 @@ int pc__conn_send_cmd(pc__conn *conn, const Magnetar__Pulsar__BaseCommand *cmd)
     if (conn->state == PC__CONN_CLOSING || pc__timer_armed(&conn->close_timer))
         return MG_ECLOSED;
     mg_buf *frame = NULL;
-    int rc = br_command_encode(cmd, &frame);
+    int rc = pw_command_encode(cmd, &frame);
     if (rc != MG_OK)
         return rc;
     mg_slice s = { frame, 0, mg_buf_len(frame) };
@@ -255,7 +255,7 @@ static void req_complete(pc__conn *conn, uint64_t request_id, int status,
     pc__req *r = req_take(conn, request_id);
     if (r == NULL) {
         MG_DEBUG("client: %s answered request %llu, which nobody waits for (%s)", conn->addr,
-                 (unsigned long long)request_id, br_command_type_name(cmd->type));
+                 (unsigned long long)request_id, pw_command_type_name(cmd->type));
         return;
     }
     r->cb(r, status, cmd);
@@ -364,7 +364,7 @@ static pc__part *part_for(pc__conn *conn, uint64_t id, pc__part_kind kind)
     return p;
 }
 
-static void handle_frame(pc__conn *conn, const br_frame *f, size_t frame_off)
+static void handle_frame(pc__conn *conn, const pw_frame *f, size_t frame_off)
 {
     const Magnetar__Pulsar__BaseCommand *cmd = f->cmd;
     pc__part *p;
@@ -446,7 +446,7 @@ static void handle_frame(pc__conn *conn, const br_frame *f, size_t frame_off)
             pc__cons_on_frame(p, cmd);
         break;
     default:
-        MG_DEBUG("client: %s sent %s, ignored", conn->addr, br_command_type_name(cmd->type));
+        MG_DEBUG("client: %s sent %s, ignored", conn->addr, pw_command_type_name(cmd->type));
         break;
     }
 }
@@ -471,7 +471,7 @@ static void conn_process(pc__conn *conn)
         const uint8_t *data = mg_buf_data(conn->rbuf);
         size_t avail = mg_buf_len(conn->rbuf) - conn->rpos;
         size_t frame_len = 0;
-        int rc = br_frame_size(data + conn->rpos, avail, frame_limit(conn), &frame_len);
+        int rc = pw_frame_size(data + conn->rpos, avail, frame_limit(conn), &frame_len);
         if (rc == MG_EAGAIN) {
             conn->rwant = 0;
             return;
@@ -487,8 +487,8 @@ static void conn_process(pc__conn *conn)
             return;
         }
         conn->rwant = 0;
-        br_frame f;
-        rc = br_frame_decode(data + conn->rpos, frame_len, &f);
+        pw_frame f;
+        rc = pw_frame_decode(data + conn->rpos, frame_len, &f);
         if (rc == MG_ENOTSUP) {
             MG_DEBUG("client: %s sent a command of unknown type %d, ignored", conn->addr, f.type);
             conn->rpos += frame_len;
@@ -501,7 +501,7 @@ static void conn_process(pc__conn *conn)
         size_t frame_off = conn->rpos;
         conn->rpos += frame_len;
         handle_frame(conn, &f, frame_off);
-        br_frame_free(&f);
+        pw_frame_free(&f);
     }
 }
 

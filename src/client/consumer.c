@@ -5,7 +5,7 @@
  * RECEIVING
  *   A MESSAGE becomes an entry in its part's queue holding a reference to the connection's
  *   receive buffer (no copy). Delivery parses it (the checksum verified; a 0x0e02 prefix
- *   skipped by br_payload_parse), decompresses the whole payload, and hands out its messages one
+ *   skipped by pw_payload_parse), decompresses the whole payload, and hands out its messages one
  *   by one, each with its batch index, through on_message. A message whose bit is clear in the
  *   MESSAGE's ack_set (already acknowledged in a partially acknowledged batch) is skipped, as are
  *   a reader's messages before its start id (and the start id itself unless start_inclusive).
@@ -207,7 +207,7 @@ static bool is_set(const pc_message_id *id)
 static void entry_free(pc__entry *e)
 {
     if (e->md != NULL)
-        br_metadata_free(e->md);
+        pw_metadata_free(e->md);
     mg_buf_unref(e->data);
     mg_buf_unref(e->buf);
     mg_free(e);
@@ -554,8 +554,8 @@ static void discard_entry(pc__cons *kc, const pc__entry *e, int validation_error
 static int entry_parse(pc__cons *kc, pc__entry *e)
 {
     const uint8_t *p = mg_buf_data(e->buf) + e->off;
-    br_payload pl;
-    int rc = br_payload_parse(p, e->len, true, &pl);
+    pw_payload pl;
+    int rc = pw_payload_parse(p, e->len, true, &pl);
     if (rc == MG_ECORRUPT) {
         MG_WARN("client: consumer on %s: checksum mismatch in %lld:%lld: asking again",
                 kc->base.topic, (long long)e->ledger_id, (long long)e->entry_id);
@@ -564,7 +564,7 @@ static int entry_parse(pc__cons *kc, pc__entry *e)
         return rc;
     }
     if (rc == MG_OK)
-        rc = br_metadata_unpack(p, &pl, &e->md);
+        rc = pw_metadata_unpack(p, &pl, &e->md);
     if (rc != MG_OK) {
         MG_WARN("client: consumer on %s: entry %lld:%lld does not parse (%s): discarded",
                 kc->base.topic, (long long)e->ledger_id, (long long)e->entry_id, mg_strerror(rc));
@@ -615,7 +615,7 @@ int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
         (smm = magnetar__pulsar__single_message_metadata__unpack(NULL, size, data + *pos + 4)) ==
             NULL ||
         smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size ||
-        br_has_field_zero(&smm->base)) {
+        pw_has_field_zero(&smm->base)) {
         if (smm != NULL)
             magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
         *smm_out = NULL;
@@ -1132,9 +1132,9 @@ int pc_subscribe(pc_client *c, const pc_consumer_opts *opts, pc_consumer_cb cb, 
         return MG_EINVAL;
     if (c->closing)
         return MG_ECLOSED;
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[128];
-    if (br_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
         pc__set_last_error(c, err);
         return MG_EINVAL;
     }

@@ -332,16 +332,16 @@ static void part_lookup_done(pc__lookup *l, int status, bool fatal)
     part_on_conn(p, conn);
 }
 
-int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_name *scratch,
+int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, pw_topic_name *scratch,
                    const char **out)
 {
     if (partitions == 0) {
         *out = topic;
         return MG_OK;
     }
-    br_topic_name base;
-    MG_TRY(br_topic_name_parse(topic, &base, NULL, 0));
-    MG_TRY(br_topic_partition_name(&base, (int)i, scratch));
+    pw_topic_name base;
+    MG_TRY(pw_topic_name_parse(topic, &base, NULL, 0));
+    MG_TRY(pw_topic_partition_name(&base, (int)i, scratch));
     *out = scratch->full;
     return MG_OK;
 }
@@ -349,7 +349,7 @@ int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, br_topic_
 int pc__part_new(pc_client *c, size_t size, pc__part_kind kind, const pc__part_ops *ops,
                  const char *topic, uint32_t partitions, uint32_t i, pc__part **out)
 {
-    br_topic_name tn;
+    pw_topic_name tn;
     const char *name;
     MG_TRY(pc__part_topic(topic, partitions, i, &tn, &name));
     pc__part *p = mg_calloc(1, size);

@@ -358,7 +358,7 @@ static int op_encode(pc__prod *pp, pc__op *op)
         data = mg_buf_data(compressed);
         data_len = mg_buf_len(compressed);
     }
-    int rc = br_send_payload_encode(&md, data, data_len, &op->payload);
+    int rc = pw_send_payload_encode(&md, data, data_len, &op->payload);
     mg_free(kv);
     mg_free(ptrs);
     mg_buf_unref(raw);
@@ -377,7 +377,7 @@ static int op_encode(pc__prod *pp, pc__op *op)
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = PC__T(SEND);
     cmd.send = &send;
-    rc = br_payload_head_encode(&cmd, mg_buf_len(op->payload), &op->head);
+    rc = pw_payload_head_encode(&cmd, mg_buf_len(op->payload), &op->head);
     if (rc != MG_OK) {
         mg_buf_unref(op->payload);
         op->payload = NULL;
@@ -942,9 +942,9 @@ int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_c
         return MG_EINVAL;
     if (c->closing)
         return MG_ECLOSED;
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[128];
-    if (br_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
+    if (pw_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
         pc__set_last_error(c, err);
         return MG_EINVAL;
     }

@@ -428,11 +428,11 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * warning level at most once per this period (with the count since the last line). */
 #define BR_REFUSED_LOG_PERIOD_MS   10000u
 
-/* Pulsar wire codec (piece: wire, src/broker/wire*.c; shared by the broker and the C client). */
+/* Pulsar wire codec (piece: wire, src/pulsar; shared by the broker and the C client). */
 /* Absolute bound on one frame (4 + total_size) that the codec builds or accepts, whatever a
  * connection's setting: total_size is a u32 read from the network, and no setting needs more
  * (a stored entry is at most BK_ENTRY_BYTES_MAX). A connection passes its own bound,
- * max_message_size + padding, to br_frame_size; this one only caps that. */
+ * max_message_size + padding, to pw_frame_size; this one only caps that. */
 #define MG_PULSAR_FRAME_BYTES_MAX                 (128u * 1024 * 1024)
 /* Messages in one entry (MessageMetadata.num_messages_in_batch). Producers batch at most 1000
  * messages by default (batchingMaxMessages) and rarely more than 10000. The count becomes flow
@@ -443,11 +443,11 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * longer one was not written by a broker (the storage side uses the same bound,
  * ML_BROKER_ENTRY_METADATA_BYTES_MAX). */
 #define MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX 64
-/* Topic names "domain://tenant/namespace/topic" (br_topic_name). Pulsar itself sets no length
+/* Topic names "domain://tenant/namespace/topic" (pw_topic_name). Pulsar itself sets no length
  * limit; Magnetar does, so that a name fits fixed arrays, is a metrics label value
  * (MG_METRICS_LABEL_VALUE_BYTES_MAX), and its managed-ledger name "tenant/ns/persistent/topic"
  * fits ML_NAME_BYTES_MAX with the metadata path around it (checked at compile time in
- * wire_topic.c). Tenants and namespaces are short administrative names; a topic's own part
+ * src/pulsar/topic.c). Tenants and namespaces are short administrative names; a topic's own part
  * (with any -partition-N suffix) gets 255 bytes, a little more than Kafka's 249-byte topic
  * names, so every Kafka topic name maps onto it. */
 #define MG_PULSAR_DOMAIN_BYTES_MAX                14 /* "non-persistent" */

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "client/client.h"
 #include "client/compress.h"
 #include "common/buf.h"
@@ -127,7 +127,7 @@ static void fb_write_buf(fconn *fc, mg_buf *b)
 static void fb_send_cmd(fconn *fc, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_command_encode(cmd, &b), MG_OK);
+    cr_assert_eq(pw_command_encode(cmd, &b), MG_OK);
     fb_write_buf(fc, b);
 }
 
@@ -170,19 +170,19 @@ static void fb_lookup_reply(fbroker *b, fconn *fc, const Magnetar__Pulsar__Comma
 static void fb_success(fconn *fc, uint64_t request_id)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_encode_success(request_id, &b), MG_OK);
+    cr_assert_eq(pw_encode_success(request_id, &b), MG_OK);
     fb_write_buf(fc, b);
 }
 
 static void fb_receipt(fbroker *b, fconn *fc, uint64_t producer_id, uint64_t seq)
 {
     mg_buf *m = NULL;
-    cr_assert_eq(br_encode_send_receipt(producer_id, (int64_t)seq, -1, 7, b->entry_next++, &m),
+    cr_assert_eq(pw_encode_send_receipt(producer_id, (int64_t)seq, -1, 7, b->entry_next++, &m),
                  MG_OK);
     fb_write_buf(fc, m);
 }
 
-static void fb_handle(fbroker *b, fconn *fc, const br_frame *f)
+static void fb_handle(fbroker *b, fconn *fc, const pw_frame *f)
 {
     const Magnetar__Pulsar__BaseCommand *cmd = f->cmd;
     if (b->silent)
@@ -191,7 +191,7 @@ static void fb_handle(fbroker *b, fconn *fc, const br_frame *f)
     case T(CONNECT): {
         if (b->refuse_connect) {
             mg_buf *m = NULL;
-            cr_assert_eq(br_encode_error(0, ERR(AuthenticationError), "bad token", &m), MG_OK);
+            cr_assert_eq(pw_encode_error(0, ERR(AuthenticationError), "bad token", &m), MG_OK);
             fb_write_buf(fc, m);
             break;
         }
@@ -209,7 +209,7 @@ static void fb_handle(fbroker *b, fconn *fc, const br_frame *f)
     }
     case T(PING): {
         mg_buf *m = NULL;
-        cr_assert_eq(br_encode_pong(&m), MG_OK);
+        cr_assert_eq(pw_encode_pong(&m), MG_OK);
         fb_write_buf(fc, m);
         break;
     }
@@ -251,7 +251,7 @@ static void fb_handle(fbroker *b, fconn *fc, const br_frame *f)
             break;
         if ((int64_t)seq == b->checksum_seq) {
             mg_buf *m = NULL;
-            cr_assert_eq(br_encode_send_error(cmd->send->producer_id, (int64_t)seq,
+            cr_assert_eq(pw_encode_send_error(cmd->send->producer_id, (int64_t)seq,
                                               ERR(ChecksumError), "bad checksum", &m),
                          MG_OK);
             fb_write_buf(fc, m);
@@ -260,7 +260,7 @@ static void fb_handle(fbroker *b, fconn *fc, const br_frame *f)
         if ((int64_t)seq == b->error_seq) {
             b->error_seq = -1;
             mg_buf *m = NULL;
-            cr_assert_eq(br_encode_send_error(cmd->send->producer_id, (int64_t)seq,
+            cr_assert_eq(pw_encode_send_error(cmd->send->producer_id, (int64_t)seq,
                                               ERR(PersistenceError), "disk on fire", &m),
                          MG_OK);
             fb_write_buf(fc, m);
@@ -329,12 +329,12 @@ static void fb_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     size_t off = 0;
     for (;;) {
         size_t frame_len = 0;
-        int rc = br_frame_size(fc->buf + off, fc->len - off, 16u << 20, &frame_len);
+        int rc = pw_frame_size(fc->buf + off, fc->len - off, 16u << 20, &frame_len);
         if (rc == MG_EAGAIN || (rc == MG_OK && frame_len > fc->len - off))
             break;
         cr_assert_eq(rc, MG_OK, "the client sent a bad frame size");
-        br_frame f;
-        cr_assert_eq(br_frame_decode(fc->buf + off, frame_len, &f), MG_OK,
+        pw_frame f;
+        cr_assert_eq(pw_frame_decode(fc->buf + off, frame_len, &f), MG_OK,
                      "the client sent a frame that does not decode");
         fbroker *b = fc->b;
         cr_assert_lt(b->nframes, FRAMES_MAX);
@@ -346,7 +346,7 @@ static void fb_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         memcpy(r->raw, fc->buf + off, frame_len);
         r->len = frame_len;
         fb_handle(b, fc, &f);
-        br_frame_free(&f);
+        pw_frame_free(&f);
         off += frame_len;
     }
     memmove(fc->buf, fc->buf + off, fc->len - off);
@@ -415,12 +415,12 @@ static int fb_count(const fbroker *b, int type)
     return n;
 }
 
-static bool fb_nth(const fbroker *b, int type, int nth, br_frame *out, int *conn)
+static bool fb_nth(const fbroker *b, int type, int nth, pw_frame *out, int *conn)
 {
     for (int i = 0; i < b->nframes; i++) {
         if (b->frames[i].type != type || nth-- > 0)
             continue;
-        cr_assert_eq(br_frame_decode(b->frames[i].raw, b->frames[i].len, out), MG_OK);
+        cr_assert_eq(pw_frame_decode(b->frames[i].raw, b->frames[i].len, out), MG_OK);
         if (conn != NULL)
             *conn = b->frames[i].conn;
         return true;
@@ -444,7 +444,7 @@ static void wait_frames(const fbroker *b, int type, int count)
 {
     type_wait w = { b, type, count };
     cr_assert(mgt_run_until(&g_loop, type_reached, &w, WAIT_MS), "waited for %d %s frames, got %d",
-              count, br_command_type_name(type), fb_count(b, type));
+              count, pw_command_type_name(type), fb_count(b, type));
 }
 
 /* ---- the client --------------------------------------------------------------------------------
@@ -520,10 +520,10 @@ static int send_seqs(const fbroker *b, int conn, int64_t *seqs, int cap)
     for (int i = 0; i < b->nframes && n < cap; i++) {
         if (b->frames[i].type != T(SEND) || (conn >= 0 && b->frames[i].conn != conn))
             continue;
-        br_frame f;
-        cr_assert_eq(br_frame_decode(b->frames[i].raw, b->frames[i].len, &f), MG_OK);
+        pw_frame f;
+        cr_assert_eq(pw_frame_decode(b->frames[i].raw, b->frames[i].len, &f), MG_OK);
         seqs[n++] = (int64_t)f.cmd->send->sequence_id;
-        br_frame_free(&f);
+        pw_frame_free(&f);
     }
     return n;
 }
@@ -541,19 +541,19 @@ Test(client_proto, lookup_follows_a_redirect_authoritatively)
     cr_assert_eq(fb_count(&g_a, T(PARTITIONED_METADATA)), 1);
     cr_assert_eq(fb_count(&g_a, T(LOOKUP)), 1);
     cr_assert_eq(fb_count(&g_a, T(PRODUCER)), 0);
-    br_frame f;
+    pw_frame f;
     cr_assert(fb_nth(&g_a, T(LOOKUP), 0, &f, NULL));
     cr_assert_str_eq(f.cmd->lookup_topic->topic, "persistent://public/default/t");
     cr_assert(!f.cmd->lookup_topic->authoritative);
-    br_frame_free(&f);
+    pw_frame_free(&f);
     cr_assert(fb_nth(&g_b, T(LOOKUP), 0, &f, NULL));
     cr_assert(f.cmd->lookup_topic->authoritative, "the redirected lookup is authoritative");
-    br_frame_free(&f);
+    pw_frame_free(&f);
     cr_assert_eq(fb_count(&g_b, T(PRODUCER)), 1, "the producer registers at the owner");
     cr_assert(fb_nth(&g_b, T(CONNECT), 0, &f, NULL));
     cr_assert_eq(f.cmd->connect->protocol_version, 19);
     cr_assert_not_null(f.cmd->connect->client_version);
-    br_frame_free(&f);
+    pw_frame_free(&f);
     /* Sequence ids continue from the broker's last_sequence_id. */
     sendrec r[1] = { 0 };
     send_n(p, r, 1);
@@ -619,7 +619,7 @@ Test(client_proto, connect_carries_auth_and_a_refusal_is_eperm)
     pc_producer *p = NULL;
     cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_EPERM);
     cr_assert_str_eq(pc_last_error(g_client), "bad token");
-    br_frame f;
+    pw_frame f;
     cr_assert(fb_nth(&g_a, T(CONNECT), 0, &f, NULL));
     const Magnetar__Pulsar__CommandConnect *cc = f.cmd->connect;
     cr_assert_str_eq(cc->client_version, "test-client 1");
@@ -627,7 +627,7 @@ Test(client_proto, connect_carries_auth_and_a_refusal_is_eperm)
     cr_assert(cc->has_auth_data);
     cr_assert_eq(cc->auth_data.len, strlen("secret-token"));
     cr_assert(memcmp(cc->auth_data.data, "secret-token", cc->auth_data.len) == 0);
-    br_frame_free(&f);
+    pw_frame_free(&f);
     g_a.refuse_connect = false;
     cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
     finish();
@@ -716,11 +716,11 @@ Test(client_proto, send_error_reconnects_and_resends_in_order)
     for (int i = 1; i < n; i++)
         cr_assert_eq(seqs[i], seqs[i - 1] + 1, "resent in order");
     cr_assert_eq(fb_count(&g_a, T(PRODUCER)), 2);
-    br_frame f;
+    pw_frame f;
     cr_assert(fb_nth(&g_a, T(PRODUCER), 1, &f, NULL));
     cr_assert_str_eq(f.cmd->producer->producer_name, "fake-producer",
                      "the producer keeps its name");
-    br_frame_free(&f);
+    pw_frame_free(&f);
     finish();
 }
 
@@ -789,7 +789,7 @@ Test(client_proto, keepalive_answers_pings_and_drops_silent_brokers)
     pc_producer *p = NULL;
     cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
     mg_buf *ping = NULL;
-    cr_assert_eq(br_encode_ping(&ping), MG_OK);
+    cr_assert_eq(pw_encode_ping(&ping), MG_OK);
     fb_write_buf(g_a.conns[0], ping);
     wait_frames(&g_a, T(PONG), 1);
     /* Idle: the client pings after keepalive_s; the broker answers: nothing is dropped. */
@@ -850,7 +850,7 @@ static void fb_message(fconn *fc, uint64_t consumer_id, int64_t entry,
                        size_t ack_words)
 {
     mg_buf *payload = NULL;
-    cr_assert_eq(br_send_payload_encode(md, data, data_len, &payload), MG_OK);
+    cr_assert_eq(pw_send_payload_encode(md, data, data_len, &payload), MG_OK);
     if (corrupt)
         mg_buf_data(payload)[mg_buf_len(payload) - 1] ^= 0x55;
     uint8_t prefix[64];
@@ -882,7 +882,7 @@ static void fb_message(fconn *fc, uint64_t consumer_id, int64_t entry,
     cmd.type = T(MESSAGE);
     cmd.message = &m;
     mg_buf *head = NULL;
-    cr_assert_eq(br_payload_head_encode(&cmd, prefix_len + mg_buf_len(payload), &head), MG_OK);
+    cr_assert_eq(pw_payload_head_encode(&cmd, prefix_len + mg_buf_len(payload), &head), MG_OK);
     size_t total = mg_buf_len(head) + prefix_len + mg_buf_len(payload);
     uint8_t *all = malloc(total);
     cr_assert_not_null(all);
@@ -946,13 +946,13 @@ Test(client_proto, consumer_frames)
     s.k = c.obj;
     wait_frames(&g_a, T(FLOW), 1);
     cr_assert_eq(g_a.permits, 6, "the first FLOW is receiver_queue_size");
-    br_frame f;
+    pw_frame f;
     cr_assert(fb_nth(&g_a, T(SUBSCRIBE), 0, &f, NULL));
     cr_assert_str_eq(f.cmd->subscribe->subscription, "s");
     cr_assert_eq(f.cmd->subscribe->sub_type,
                  MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive);
     cr_assert(f.cmd->subscribe->consumer_name != NULL && f.cmd->subscribe->consumer_name[0]);
-    br_frame_free(&f);
+    pw_frame_free(&f);
     fconn *fc = g_a.conns[0];
     uint64_t cid = g_a.consumer_id;
 
@@ -968,7 +968,7 @@ Test(client_proto, consumer_frames)
     cr_assert_eq(f.cmd->redeliver_unacknowledged_messages->n_message_ids, 1);
     cr_assert_eq(f.cmd->redeliver_unacknowledged_messages->message_ids[0]->entry_id, 1,
                  "the corrupt entry is asked for again");
-    br_frame_free(&f);
+    pw_frame_free(&f);
     cr_assert_str_eq(s.msgs[0].payload, "zero");
     cr_assert_str_eq(s.msgs[1].payload, "two", "the corrupt one is not delivered");
     cr_assert_eq(s.msgs[1].id.entry_id, 2);
@@ -1032,7 +1032,7 @@ Test(client_proto, consumer_frames)
     cr_assert_eq(ack->message_id[1]->ack_set[0], 0x5, "bits of 1 and 3 cleared of 1111");
     cr_assert_eq(ack->message_id[2]->entry_id, 4);
     cr_assert_eq(ack->message_id[2]->ack_set[0], 0x5, "bit 1 cleared of 111");
-    br_frame_free(&f);
+    pw_frame_free(&f);
 
     /* Cumulative: batch 4 up to index 0 leaves 1 and 2 marked. */
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[4].id), MG_OK);
@@ -1041,7 +1041,7 @@ Test(client_proto, consumer_frames)
     cr_assert_eq(f.cmd->ack->ack_type, MAGNETAR__PULSAR__COMMAND_ACK__ACK_TYPE__Cumulative);
     cr_assert_eq(f.cmd->ack->message_id[0]->entry_id, 4);
     cr_assert_eq(f.cmd->ack->message_id[0]->ack_set[0], 0x6);
-    br_frame_free(&f);
+    pw_frame_free(&f);
 
     /* A nack waits its delay, then names the entry. */
     int redeliver_before = fb_count(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES));
@@ -1051,7 +1051,7 @@ Test(client_proto, consumer_frames)
     cr_assert_geq(sah_now_ms() - t0, 90);
     cr_assert(fb_nth(&g_a, T(REDELIVER_UNACKNOWLEDGED_MESSAGES), redeliver_before, &f, NULL));
     cr_assert_eq(f.cmd->redeliver_unacknowledged_messages->message_ids[0]->entry_id, 2);
-    br_frame_free(&f);
+    pw_frame_free(&f);
 
     /* The broker closes the consumer: it subscribes again and gives fresh permits. */
     int subs = fb_count(&g_a, T(SUBSCRIBE));

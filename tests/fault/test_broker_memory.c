@@ -1,7 +1,7 @@
 /*
  * Connection memory a stranger could pin, against the real broker: every test starts `magnetar
  * standalone` (binary from MG_BIN) on free loopback ports, talks to it over raw sockets speaking
- * the Pulsar protocol by hand (src/broker/wire.h encodes), reads its resident memory from
+ * the Pulsar protocol by hand (src/pulsar/wire.h encodes), reads its resident memory from
  * /proc/<pid>/status and its counters from /metrics. Every wait is bounded by a deadline.
  *
  * broker_memory.frames_before_connect_are_refused: 200 connections that never sent CONNECT each
@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/limits.h"
@@ -180,12 +180,12 @@ static double metric_now(const char *name, const char *label)
 typedef struct rconn {
     int fd;
     uint8_t *raw;
-    br_frame f; /* the last frame read (f.cmd NULL when none) */
+    pw_frame f; /* the last frame read (f.cmd NULL when none) */
 } rconn;
 
 static void rc_forget(rconn *c)
 {
-    br_frame_free(&c->f);
+    pw_frame_free(&c->f);
     free(c->raw);
     c->raw = NULL;
 }
@@ -251,7 +251,7 @@ static size_t rc_write_some(rconn *c, const void *p, size_t n)
 static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_command_encode(cmd, &b), MG_OK);
+    cr_assert_eq(pw_command_encode(cmd, &b), MG_OK);
     rc_write(c, mg_buf_data(b), mg_buf_len(b));
     mg_buf_unref(b);
 }
@@ -300,11 +300,11 @@ static const Magnetar__Pulsar__BaseCommand *rc_next(rconn *c, int timeout_ms)
         memcpy(c->raw, head, 4);
         r = rc_read_exact(c, c->raw + 4, total, deadline);
         cr_assert_eq(r, 1, "connection ended inside a frame");
-        cr_assert_eq(br_frame_decode(c->raw, 4 + (size_t)total, &c->f), MG_OK);
+        cr_assert_eq(pw_frame_decode(c->raw, 4 + (size_t)total, &c->f), MG_OK);
         if (c->f.type != T(PING))
             return c->f.cmd;
         mg_buf *pong = NULL;
-        cr_assert_eq(br_encode_pong(&pong), MG_OK);
+        cr_assert_eq(pw_encode_pong(&pong), MG_OK);
         rc_write(c, mg_buf_data(pong), mg_buf_len(pong));
         mg_buf_unref(pong);
     }
@@ -315,8 +315,8 @@ static const Magnetar__Pulsar__BaseCommand *rc_next(rconn *c, int timeout_ms)
 static const Magnetar__Pulsar__BaseCommand *rc_expect(rconn *c, int type)
 {
     const Magnetar__Pulsar__BaseCommand *cmd = rc_next(c, REPLY_TIMEOUT_MS);
-    cr_assert_eq(cmd->type, type, "expected %s, got %s", br_command_type_name(type),
-                 br_command_type_name(cmd->type));
+    cr_assert_eq(cmd->type, type, "expected %s, got %s", pw_command_type_name(type),
+                 pw_command_type_name(cmd->type));
     return cmd;
 }
 
@@ -359,7 +359,7 @@ static void rc_send(rconn *c, uint64_t producer_id, uint64_t seq, const void *da
     md.sequence_id = seq;
     md.publish_time = (uint64_t)time(NULL) * 1000;
     mg_buf *b = NULL;
-    cr_assert_eq(br_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
+    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
     rc_write(c, mg_buf_data(b), mg_buf_len(b));
     mg_buf_unref(b);
 }
@@ -474,7 +474,7 @@ static mg_buf *send_frame(uint64_t producer_id, uint64_t seq, size_t len)
     md.sequence_id = seq;
     md.publish_time = (uint64_t)time(NULL) * 1000;
     mg_buf *b = NULL;
-    cr_assert_eq(br_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
+    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
     free(data);
     return b;
 }
@@ -531,7 +531,7 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     for (int i = 0; i < PARTIAL_CONNS; i++) {
         const Magnetar__Pulsar__BaseCommand *cmd = rc_next(&c[i], PARTIAL_RECEIPT_MS);
         cr_assert_eq(cmd->type, T(SEND_RECEIPT), "connection %d: %s", i,
-                     br_command_type_name(cmd->type));
+                     pw_command_type_name(cmd->type));
     }
     mg_buf_unref(frame);
     deadline = sah_now_ms() + SETTLE_MS;
@@ -596,7 +596,7 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
     int64_t normal_start = sah_now_ms();
     for (int i = 0; i < NORMAL_MSGS; i++) {
         const Magnetar__Pulsar__BaseCommand *cmd = rc_next(&n, NORMAL_MS);
-        cr_assert_eq(cmd->type, T(MESSAGE), "normal consumer: %s", br_command_type_name(cmd->type));
+        cr_assert_eq(cmd->type, T(MESSAGE), "normal consumer: %s", pw_command_type_name(cmd->type));
         cr_assert_eq(cmd->message->consumer_id, 7);
     }
     int64_t normal_ms = sah_now_ms() - normal_start;

@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/limits.h"
@@ -102,7 +102,7 @@ typedef struct rconn {
     bool auto_pong; /* answer the broker's PINGs without handing them to the test */
     uint8_t *raw;   /* the last frame read, as it came (malloc'd) */
     size_t raw_len;
-    br_frame f; /* the last frame, decoded (f.cmd NULL when none) */
+    pw_frame f; /* the last frame, decoded (f.cmd NULL when none) */
 } rconn;
 
 static rconn g_healthy = { .fd = -1 };
@@ -113,7 +113,7 @@ static unsigned g_healthy_pings_met; /* broker PINGs the healthy connection answ
 
 static void rc_forget_frame(rconn *c)
 {
-    br_frame_free(&c->f);
+    pw_frame_free(&c->f);
     free(c->raw);
     c->raw = NULL;
     c->raw_len = 0;
@@ -166,7 +166,7 @@ static void rc_write_buf(rconn *c, mg_buf *b)
 static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_command_encode(cmd, &b), MG_OK);
+    cr_assert_eq(pw_command_encode(cmd, &b), MG_OK);
     rc_write_buf(c, b);
     mg_buf_unref(b);
 }
@@ -174,7 +174,7 @@ static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
 static void send_pong(rconn *c)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_encode_pong(&b), MG_OK);
+    cr_assert_eq(pw_encode_pong(&b), MG_OK);
     rc_write_buf(c, b);
     mg_buf_unref(b);
 }
@@ -243,7 +243,7 @@ static rc_result rc_read_frame(rconn *c, int64_t deadline)
     r = rc_read_exact(c, c->raw + 4, total, deadline);
     cr_assert_eq(r, RC_FRAME, "connection ended inside a frame of %zu bytes (result %d)",
                  c->raw_len, r);
-    int rc = br_frame_decode(c->raw, c->raw_len, &c->f);
+    int rc = pw_frame_decode(c->raw, c->raw_len, &c->f);
     cr_assert_eq(rc, MG_OK, "the broker sent a frame that does not decode: %s", mg_strerror(rc));
     return RC_FRAME;
 }
@@ -268,10 +268,10 @@ static rc_result rc_next(rconn *c, int timeout_ms)
 static const Magnetar__Pulsar__BaseCommand *rc_expect(rconn *c, int type)
 {
     rc_result r = rc_next(c, REPLY_TIMEOUT_MS);
-    cr_assert_eq(r, RC_FRAME, "waiting for %s: %s", br_command_type_name(type),
+    cr_assert_eq(r, RC_FRAME, "waiting for %s: %s", pw_command_type_name(type),
                  r == RC_EOF ? "connection closed" : "timed out");
-    cr_assert_eq(c->f.type, type, "expected %s, got %s", br_command_type_name(type),
-                 br_command_type_name(c->f.type));
+    cr_assert_eq(c->f.type, type, "expected %s, got %s", pw_command_type_name(type),
+                 pw_command_type_name(c->f.type));
     return c->f.cmd;
 }
 
@@ -281,7 +281,7 @@ static void rc_expect_closed(rconn *c, const char *what)
     rc_result r = rc_next(c, CLOSE_TIMEOUT_MS);
     if (r == RC_FRAME)
         cr_assert_fail("%s: expected the connection closed, got a %s frame", what,
-                       br_command_type_name(c->f.type));
+                       pw_command_type_name(c->f.type));
     cr_assert_eq(r, RC_EOF, "%s: the connection was not closed within %d ms", what,
                  CLOSE_TIMEOUT_MS);
     rc_close(c);
@@ -300,7 +300,7 @@ static mg_buf *encode_connect(int version)
     cmd.type = T(CONNECT);
     cmd.connect = &cc;
     mg_buf *b = NULL;
-    cr_assert_eq(br_command_encode(&cmd, &b), MG_OK);
+    cr_assert_eq(pw_command_encode(&cmd, &b), MG_OK);
     return b;
 }
 
@@ -355,18 +355,18 @@ static mg_buf *encode_send(uint64_t producer_id, uint64_t sequence_id, const voi
     md.sequence_id = sequence_id;
     md.publish_time = (uint64_t)time(NULL) * 1000;
     mg_buf *b = NULL;
-    cr_assert_eq(br_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
+    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
     return b;
 }
 
 /* The bytes after the command of a SEND frame this client encoded: what a consumer must get. */
 static void send_payload(mg_buf *frame, const uint8_t **p, size_t *len)
 {
-    br_frame f;
-    cr_assert_eq(br_frame_decode(mg_buf_data(frame), mg_buf_len(frame), &f), MG_OK);
+    pw_frame f;
+    cr_assert_eq(pw_frame_decode(mg_buf_data(frame), mg_buf_len(frame), &f), MG_OK);
     *p = mg_buf_data(frame) + f.payload_off;
     *len = f.payload_len;
-    br_frame_free(&f);
+    pw_frame_free(&f);
 }
 
 /* The next frame must be the SEND_RECEIPT of (producer_id, sequence_id); returns its id. */
@@ -386,7 +386,7 @@ static void rc_expect_receipt(rconn *c, uint64_t producer_id, uint64_t sequence_
 static void send_ping(rconn *c)
 {
     mg_buf *b = NULL;
-    cr_assert_eq(br_encode_ping(&b), MG_OK);
+    cr_assert_eq(pw_encode_ping(&b), MG_OK);
     rc_write_buf(c, b);
     mg_buf_unref(b);
 }
@@ -441,7 +441,7 @@ static void healthy_check(const char *after)
     cr_assert_eq(r, RC_FRAME, "after %s the healthy connection %s", after,
                  r == RC_EOF ? "was closed" : "got no SEND_RECEIPT");
     cr_assert_eq(g_healthy.f.type, T(SEND_RECEIPT), "after %s the healthy connection got %s", after,
-                 br_command_type_name(g_healthy.f.type));
+                 pw_command_type_name(g_healthy.f.type));
     const Magnetar__Pulsar__CommandSendReceipt *rc = g_healthy.f.cmd->send_receipt;
     cr_assert_eq(rc->producer_id, 1);
     cr_assert_eq(rc->sequence_id, g_healthy_seq);
@@ -590,7 +590,7 @@ static void case_send_without_producer(void)
     cmd.type = T(SEND);
     cmd.send = &sc;
     mg_buf *head = NULL;
-    cr_assert_eq(br_payload_head_encode(&cmd, sizeof(payload), &head), MG_OK);
+    cr_assert_eq(pw_payload_head_encode(&cmd, sizeof(payload), &head), MG_OK);
     rc_write_buf(&d, head);
     rc_write(&d, payload, sizeof(payload));
     mg_buf_unref(head);
@@ -754,7 +754,7 @@ static void case_trickle(void)
     cr_assert_eq(ok->max_message_size, (int32_t)MAX_MESSAGE_BYTES);
 
     mg_buf *ping = NULL;
-    cr_assert_eq(br_encode_ping(&ping), MG_OK);
+    cr_assert_eq(pw_encode_ping(&ping), MG_OK);
     for (size_t i = 0; i < mg_buf_len(ping); i++) {
         rc_write(&c, mg_buf_data(ping) + i, 1);
         usleep(TRICKLE_DELAY_US);
@@ -783,7 +783,7 @@ static void case_keepalive(void)
     rc_handshake(&idle, 19);
     rc_result r = rc_next(&idle, 3000); /* the PING is due after 1 to 1.5 s of silence */
     cr_assert_eq(r, RC_FRAME, "no PING on an idle connection (result %d)", r);
-    cr_assert_eq(idle.f.type, T(PING), "got %s", br_command_type_name(idle.f.type));
+    cr_assert_eq(idle.f.type, T(PING), "got %s", pw_command_type_name(idle.f.type));
     rc_expect_closed(&idle, "no PONG for the broker's PING");
     rc_expect_closed(&mute, "no CONNECT within the keep-alive period");
     cr_assert_geq(g_healthy_pings_met, 1, "the healthy connection was never PINGed");

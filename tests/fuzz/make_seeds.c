@@ -11,7 +11,7 @@
  * The committed corpus is this program's output; run it again after a wire format change.
  */
 #include "bookie/protocol.h"
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "client/compress.h"
 #include "common/error.h"
 
@@ -81,8 +81,8 @@ static const char *const TOPIC = "persistent://public/default/orders";
 static mg_buf *cmd_frame(Magnetar__Pulsar__BaseCommand *cmd)
 {
     mg_buf *out = NULL;
-    if (br_command_encode(cmd, &out) != MG_OK)
-        die("br_command_encode failed");
+    if (pw_command_encode(cmd, &out) != MG_OK)
+        die("pw_command_encode failed");
     return out;
 }
 
@@ -167,8 +167,8 @@ static mg_buf *payload(int codec, int batch_n, bool keys, uint64_t seq)
     mg_buf *out = NULL;
     const void *bytes_p = compressed != NULL ? mg_buf_data(compressed) : data.p;
     size_t bytes_len = compressed != NULL ? mg_buf_len(compressed) : data.len;
-    if (br_send_payload_encode(&md, bytes_p, bytes_len, &out) != MG_OK)
-        die("br_send_payload_encode failed");
+    if (pw_send_payload_encode(&md, bytes_p, bytes_len, &out) != MG_OK)
+        die("pw_send_payload_encode failed");
     mg_buf_unref(compressed);
     free(data.p);
     return out;
@@ -370,15 +370,15 @@ static void pulsar_seeds(void)
     seed_cmd(T, "close_producer", &cmd);
 
     mg_buf *bb = NULL;
-    if (br_encode_ping(&bb) != MG_OK)
+    if (pw_encode_ping(&bb) != MG_OK)
         die("ping");
     write_seed(T, "ping", mg_buf_data(bb), mg_buf_len(bb));
     mg_buf_unref(bb);
-    if (br_encode_error(3, P(SERVER_ERROR__TopicNotFound), "topic not found", &bb) != MG_OK)
+    if (pw_encode_error(3, P(SERVER_ERROR__TopicNotFound), "topic not found", &bb) != MG_OK)
         die("error");
     write_seed(T, "error", mg_buf_data(bb), mg_buf_len(bb));
     mg_buf_unref(bb);
-    if (br_encode_send_receipt(1, 5, 9, 12, 345, &bb) != MG_OK)
+    if (pw_encode_send_receipt(1, 5, 9, 12, 345, &bb) != MG_OK)
         die("receipt");
     write_seed(T, "send_receipt", mg_buf_data(bb), mg_buf_len(bb));
     mg_buf_unref(bb);
@@ -409,8 +409,8 @@ static void pulsar_seeds(void)
         cmd.type = TYPE(SEND);
         cmd.send = &send;
         mg_buf *head = NULL;
-        if (br_payload_head_encode(&cmd, mg_buf_len(pl), &head) != MG_OK)
-            die("br_payload_head_encode");
+        if (pw_payload_head_encode(&cmd, mg_buf_len(pl), &head) != MG_OK)
+            die("pw_payload_head_encode");
         bytes frame = { 0 };
         put(&frame, mg_buf_data(head), mg_buf_len(head));
         put(&frame, mg_buf_data(pl), mg_buf_len(pl));
@@ -433,9 +433,9 @@ static void pulsar_seeds(void)
         else
             put_buf(&body, pl);
         mg_buf *head = NULL;
-        if (br_encode_message_head(7, 12, 345, with_prefix ? 3 : -1, with_prefix, body.len,
+        if (pw_encode_message_head(7, 12, 345, with_prefix ? 3 : -1, with_prefix, body.len,
                                    &head) != MG_OK)
-            die("br_encode_message_head");
+            die("pw_encode_message_head");
         bytes frame = { 0 };
         put_buf(&frame, head);
         put(&frame, body.p, body.len);

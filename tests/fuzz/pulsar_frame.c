@@ -1,16 +1,16 @@
 /*
  * Fuzz target pulsar_frame: a Pulsar client's (or a broker's) byte stream as the broker and the
- * C client read it from a socket (broker/server.c conn_process, client/conn.c): br_frame_size,
- * then br_frame_decode of every whole frame, then what the handlers parse next: the topic name
- * of PRODUCER, SUBSCRIBE, LOOKUP and PARTITIONED_METADATA (br_topic_name_parse) and the payload
- * of SEND and MESSAGE (br_payload_parse with the checksum checked, br_metadata_unpack).
+ * C client read it from a socket (broker/server.c conn_process, client/conn.c): pw_frame_size,
+ * then pw_frame_decode of every whole frame, then what the handlers parse next: the topic name
+ * of PRODUCER, SUBSCRIBE, LOOKUP and PARTITIONED_METADATA (pw_topic_name_parse) and the payload
+ * of SEND and MESSAGE (pw_payload_parse with the checksum checked, pw_metadata_unpack).
  *
  * Checks beyond "no crash, no sanitizer report": a decoded command encodes again
- * (br_command_encode, or br_payload_head_encode for SEND and MESSAGE) and that frame decodes to
- * the same type, since the broker forwards and answers what it decoded; br_frame_decode's
- * offsets stay inside the frame; br_payload_parse's regions stay inside the payload.
+ * (pw_command_encode, or pw_payload_head_encode for SEND and MESSAGE) and that frame decodes to
+ * the same type, since the broker forwards and answers what it decoded; pw_frame_decode's
+ * offsets stay inside the frame; pw_payload_parse's regions stay inside the payload.
  */
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "common/error.h"
 
 #include <stdio.h>
@@ -33,22 +33,22 @@ static void check(bool ok, const char *what)
 
 static void parse_topic(const char *topic)
 {
-    br_topic_name tn;
+    pw_topic_name tn;
     char err[128];
-    if (topic != NULL && br_topic_name_parse(topic, &tn, err, sizeof(err)) == MG_OK) {
+    if (topic != NULL && pw_topic_name_parse(topic, &tn, err, sizeof(err)) == MG_OK) {
         check(strlen(tn.full) <= MG_PULSAR_TOPIC_BYTES_MAX, "topic name longer than its limit");
         char ml[MG_PULSAR_TOPIC_BYTES_MAX + 16];
-        (void)br_topic_ml_name(&tn, ml, sizeof(ml));
-        br_topic_name part;
+        (void)pw_topic_ml_name(&tn, ml, sizeof(ml));
+        pw_topic_name part;
         if (tn.partition < 0)
-            (void)br_topic_partition_name(&tn, 3, &part);
+            (void)pw_topic_partition_name(&tn, 3, &part);
     }
 }
 
 static void parse_payload(const uint8_t *p, size_t len)
 {
-    br_payload pl;
-    if (br_payload_parse(p, len, true, &pl) != MG_OK)
+    pw_payload pl;
+    if (pw_payload_parse(p, len, true, &pl) != MG_OK)
         return;
     check(pl.client_off + pl.client_len == len, "client bytes do not end the payload");
     check(pl.data_off + pl.data_len == len, "data does not end the payload");
@@ -57,42 +57,42 @@ static void parse_payload(const uint8_t *p, size_t len)
     check(pl.num_messages >= 1 && pl.num_messages <= MG_PULSAR_BATCH_MESSAGES_MAX,
           "batch count out of range");
     Magnetar__Pulsar__MessageMetadata *md = NULL;
-    if (br_metadata_unpack(p, &pl, &md) == MG_OK) {
+    if (pw_metadata_unpack(p, &pl, &md) == MG_OK) {
         check(md != NULL && md->producer_name != NULL, "unpacked metadata without producer");
-        br_metadata_free(md);
+        pw_metadata_free(md);
     }
 }
 
-static void reencode(const br_frame *f)
+static void reencode(const pw_frame *f)
 {
     mg_buf *out = NULL;
     int rc;
     if (f->type == MAGNETAR__PULSAR__BASE_COMMAND__TYPE__SEND ||
         f->type == MAGNETAR__PULSAR__BASE_COMMAND__TYPE__MESSAGE)
-        rc = br_payload_head_encode(f->cmd, 0, &out);
+        rc = pw_payload_head_encode(f->cmd, 0, &out);
     else
-        rc = br_command_encode(f->cmd, &out);
+        rc = pw_command_encode(f->cmd, &out);
     if (rc == MG_ELIMIT)
         return;
     check(rc == MG_OK, "a decoded command does not encode");
     size_t frame_len = 0;
-    check(br_frame_size(mg_buf_data(out), mg_buf_len(out), MG_PULSAR_FRAME_BYTES_MAX, &frame_len) ==
+    check(pw_frame_size(mg_buf_data(out), mg_buf_len(out), MG_PULSAR_FRAME_BYTES_MAX, &frame_len) ==
                   MG_OK &&
               frame_len == mg_buf_len(out),
           "an encoded frame's size field is wrong");
-    br_frame again;
-    check(br_frame_decode(mg_buf_data(out), frame_len, &again) == MG_OK,
+    pw_frame again;
+    check(pw_frame_decode(mg_buf_data(out), frame_len, &again) == MG_OK,
           "a re-encoded command does not decode");
     check(again.type == f->type, "a re-encoded command changed type");
-    br_frame_free(&again);
+    pw_frame_free(&again);
     mg_buf_unref(out);
 }
 
-static void handle(const uint8_t *frame, const br_frame *f)
+static void handle(const uint8_t *frame, const pw_frame *f)
 {
     const Magnetar__Pulsar__BaseCommand *cmd = f->cmd;
-    check(br_command_body(cmd) != NULL, "decoded command without its body");
-    check(br_command_type_name(f->type) != NULL, "no type name");
+    check(pw_command_body(cmd) != NULL, "decoded command without its body");
+    check(pw_command_type_name(f->type) != NULL, "no type name");
     check(f->payload_off <= f->frame_len && f->payload_off + f->payload_len == f->frame_len,
           "payload region outside the frame");
     switch (f->type) {
@@ -123,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t pos = 0;
     for (unsigned n = 0; n < FRAMES_PER_INPUT_MAX; n++) {
         size_t frame_len = 0;
-        int rc = br_frame_size(data + pos, size - pos, MG_PULSAR_FRAME_BYTES_MAX, &frame_len);
+        int rc = pw_frame_size(data + pos, size - pos, MG_PULSAR_FRAME_BYTES_MAX, &frame_len);
         if (rc != MG_OK)
             break; /* MG_EAGAIN: the stream ends; any other: the connection is closed */
         check(frame_len >= 8, "a frame shorter than its two size fields");
@@ -134,12 +134,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (frame == NULL)
             break;
         memcpy(frame, data + pos, frame_len);
-        br_frame f;
-        rc = br_frame_decode(frame, frame_len, &f);
+        pw_frame f;
+        rc = pw_frame_decode(frame, frame_len, &f);
         if (rc == MG_OK) {
             handle(frame, &f);
-            br_frame_free(&f);
-            check(f.cmd == NULL, "br_frame_free left the command");
+            pw_frame_free(&f);
+            check(f.cmd == NULL, "pw_frame_free left the command");
         } else {
             check(f.cmd == NULL, "a failed decode left a command");
         }

@@ -1,20 +1,20 @@
 /*
  * Fuzz target pulsar_payload: the payload of a SEND or MESSAGE frame, or a stored entry, as the
  * broker and the C client read it:
- *   - the broker: br_payload_parse with the checksum checked (a producer's SEND, broker/topic.c)
+ *   - the broker: pw_payload_parse with the checksum checked (a producer's SEND, broker/topic.c)
  *     and without (dispatch of a stored entry, broker/sub.c, which then hashes the ordering or
  *     partition key for Key_Shared);
- *   - the client (client/consumer.c entry_parse and deliver_one): br_payload_parse,
- *     br_metadata_unpack, pc_decompress of a compressed batch to its uncompressed_size, then
+ *   - the client (client/consumer.c entry_parse and deliver_one): pw_payload_parse,
+ *     pw_metadata_unpack, pc_decompress of a compressed batch to its uncompressed_size, then
  *     each message of the batch split off with pc__batch_next (SingleMessageMetadata and its
  *     payload), its properties and key read.
  *
- * Checks beyond "no crash, no sanitizer report": every region br_payload_parse reports lies
+ * Checks beyond "no crash, no sanitizer report": every region pw_payload_parse reports lies
  * inside the payload; the keys it locates agree with what protobuf-c unpacked; a batch never
  * yields more messages than its count and each message lies inside the batch; NONE
  * decompression returns the bytes unchanged.
  */
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 #include "client/client_int.h"
 #include "client/compress.h"
 #include "common/error.h"
@@ -46,8 +46,8 @@ static void touch(const void *p, size_t len)
 
 static void broker_side(const uint8_t *p, size_t len)
 {
-    br_payload pl;
-    if (br_payload_parse(p, len, false, &pl) != MG_OK)
+    pw_payload pl;
+    if (pw_payload_parse(p, len, false, &pl) != MG_OK)
         return;
     check(pl.bem_len == pl.client_off && pl.client_off + pl.client_len == len,
           "client bytes outside the payload");
@@ -73,12 +73,12 @@ static void broker_side(const uint8_t *p, size_t len)
 
 static void client_side(const uint8_t *p, size_t len)
 {
-    br_payload pl;
-    int rc = br_payload_parse(p, len, true, &pl);
+    pw_payload pl;
+    int rc = pw_payload_parse(p, len, true, &pl);
     if (rc != MG_OK)
         return;
     Magnetar__Pulsar__MessageMetadata *md = NULL;
-    if (br_metadata_unpack(p, &pl, &md) != MG_OK)
+    if (pw_metadata_unpack(p, &pl, &md) != MG_OK)
         return;
     check(strlen(md->producer_name) <= pl.producer_name_len, "producer name longer than found");
     check((md->partition_key != NULL) == (pl.partition_key != NULL),
@@ -90,7 +90,7 @@ static void client_side(const uint8_t *p, size_t len)
         rc = pc_decompress((int)md->compression, dp, dlen, md->uncompressed_size, &inflated);
         if (rc != MG_OK) {
             check(inflated == NULL, "a failed decompression left a buffer");
-            br_metadata_free(md);
+            pw_metadata_free(md);
             return;
         }
         check(mg_buf_len(inflated) == md->uncompressed_size, "decompressed to another size");
@@ -132,7 +132,7 @@ static void client_side(const uint8_t *p, size_t len)
         }
     }
     mg_buf_unref(inflated);
-    br_metadata_free(md);
+    pw_metadata_free(md);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -15,7 +15,7 @@
  *      the top-level protobuf fields, so the result holds no allocation at all. Unless the arena
  *      spilled, the unpacked message is dropped without protobuf-c's freeing walk.
  */
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
@@ -130,7 +130,7 @@ static const ProtobufCFieldDescriptor *br__type_field(int type)
     return f;
 }
 
-const ProtobufCMessage *br_command_body(const Magnetar__Pulsar__BaseCommand *cmd)
+const ProtobufCMessage *pw_command_body(const Magnetar__Pulsar__BaseCommand *cmd)
 {
     if (cmd == NULL || cmd->type < 0)
         return NULL;
@@ -142,14 +142,14 @@ const ProtobufCMessage *br_command_body(const Magnetar__Pulsar__BaseCommand *cmd
     return *slot;
 }
 
-const char *br_command_type_name(int type)
+const char *pw_command_type_name(int type)
 {
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
         &magnetar__pulsar__base_command__type__descriptor, type);
     return v != NULL ? v->name : "UNKNOWN";
 }
 
-bool br_has_field_zero(const ProtobufCMessage *m)
+bool pw_has_field_zero(const ProtobufCMessage *m)
 {
     for (unsigned i = 0; i < m->n_unknown_fields; i++) {
         if (m->unknown_fields[i].tag == 0)
@@ -166,12 +166,12 @@ bool br_has_field_zero(const ProtobufCMessage *m)
             const ProtobufCMessage *const *items =
                 *(const ProtobufCMessage *const *const *)(const void *)member;
             for (size_t k = 0; k < n; k++) {
-                if (br_has_field_zero(items[k]))
+                if (pw_has_field_zero(items[k]))
                     return true;
             }
         } else {
             const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)(const void *)member;
-            if (sub != NULL && br_has_field_zero(sub))
+            if (sub != NULL && pw_has_field_zero(sub))
                 return true;
         }
     }
@@ -186,7 +186,7 @@ static bool br__has_payload(int type)
 
 /* --- Frames ---------------------------------------------------------------------------------- */
 
-int br_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *frame_len)
+int pw_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *frame_len)
 {
     if (n < 4)
         return MG_EAGAIN;
@@ -201,10 +201,10 @@ int br_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *
     return MG_OK;
 }
 
-int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out)
+int pw_frame_decode(const uint8_t *p, size_t frame_len, pw_frame *out)
 {
     memset(out, 0, sizeof(*out));
-    if (p == NULL || frame_len < BR_FRAME_HEADER_BYTES || frame_len > MG_PULSAR_FRAME_BYTES_MAX ||
+    if (p == NULL || frame_len < PW_FRAME_HEADER_BYTES || frame_len > MG_PULSAR_FRAME_BYTES_MAX ||
         (uint64_t)br__get_u32(p) + 4 != frame_len)
         return MG_EINVAL;
     uint64_t total = br__get_u32(p);
@@ -215,22 +215,22 @@ int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out)
     br__heap heap = { false };
     ProtobufCAllocator alloc = { br__heap_alloc, br__heap_free, &heap };
     Magnetar__Pulsar__BaseCommand *cmd =
-        magnetar__pulsar__base_command__unpack(&alloc, (size_t)cmd_len, p + BR_FRAME_HEADER_BYTES);
+        magnetar__pulsar__base_command__unpack(&alloc, (size_t)cmd_len, p + PW_FRAME_HEADER_BYTES);
     if (cmd == NULL)
         return heap.failed ? MG_ENOMEM : MG_EPROTO;
 
     out->type = (int)cmd->type;
     out->frame_len = (uint32_t)frame_len;
     out->command_len = (uint32_t)cmd_len;
-    out->payload_off = (uint32_t)(BR_FRAME_HEADER_BYTES + cmd_len);
+    out->payload_off = (uint32_t)(PW_FRAME_HEADER_BYTES + cmd_len);
     out->payload_len = (uint32_t)(frame_len - out->payload_off);
 
     int rc = MG_OK;
-    if (br_has_field_zero(&cmd->base))
+    if (pw_has_field_zero(&cmd->base))
         rc = MG_EPROTO;
     else if (br__type_field(out->type) == NULL)
         rc = MG_ENOTSUP;
-    else if (br_command_body(cmd) == NULL)
+    else if (pw_command_body(cmd) == NULL)
         rc = MG_EPROTO;
     else if (out->payload_len > 0 && !br__has_payload(out->type))
         rc = MG_EPROTO;
@@ -242,7 +242,7 @@ int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out)
     return MG_OK;
 }
 
-void br_frame_free(br_frame *f)
+void pw_frame_free(pw_frame *f)
 {
     if (f == NULL || f->cmd == NULL)
         return;
@@ -273,7 +273,7 @@ static bool br__varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
 /* Finds the last occurrence of length-delimited fields 1 (producer_name), 6 (partition_key) and
  * 18 (ordering_key) in the MessageMetadata p[off, off + len), which protobuf-c has already
  * accepted; any inconsistency still fails safely with MG_EPROTO. */
-static int br__locate_keys(const uint8_t *p, size_t off, size_t len, br_payload *out)
+static int br__locate_keys(const uint8_t *p, size_t off, size_t len, pw_payload *out)
 {
     size_t pos = off, end = off + len;
     while (pos < end) {
@@ -282,7 +282,7 @@ static int br__locate_keys(const uint8_t *p, size_t off, size_t len, br_payload 
             return MG_EPROTO;
         uint64_t field = key >> 3;
         if (field == 0)
-            return MG_EPROTO; /* see br_has_field_zero */
+            return MG_EPROTO; /* see pw_has_field_zero */
         switch (key & 7) {
         case 0:
             if (!br__varint(p, end, &pos, &n))
@@ -321,7 +321,7 @@ static int br__locate_keys(const uint8_t *p, size_t off, size_t len, br_payload 
 }
 
 /* Parses [0x0e02][size][BrokerEntryMetadata] at the start of p[0, len) into out. */
-static int br__parse_bem(const uint8_t *p, size_t len, br_payload *out)
+static int br__parse_bem(const uint8_t *p, size_t len, pw_payload *out)
 {
     if (len < 6)
         return MG_EPROTO;
@@ -335,7 +335,7 @@ static int br__parse_bem(const uint8_t *p, size_t len, br_payload *out)
         magnetar__pulsar__broker_entry_metadata__unpack(&alloc, size, p + 6);
     if (bem == NULL)
         return arena.failed ? MG_ENOMEM : MG_EPROTO;
-    if (br_has_field_zero(&bem->base)) {
+    if (pw_has_field_zero(&bem->base)) {
         if (arena.spilled > 0)
             magnetar__pulsar__broker_entry_metadata__free_unpacked(bem, &alloc);
         return MG_EPROTO;
@@ -351,7 +351,7 @@ static int br__parse_bem(const uint8_t *p, size_t len, br_payload *out)
     return MG_OK;
 }
 
-int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payload *out)
+int pw_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, pw_payload *out)
 {
     memset(out, 0, sizeof(*out));
     out->index = -1;
@@ -359,14 +359,14 @@ int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payl
         return MG_EINVAL;
 
     size_t pos = 0;
-    if (len >= 2 && br__get_u16(p) == BR_MAGIC_BROKER_ENTRY_METADATA) {
+    if (len >= 2 && br__get_u16(p) == PW_MAGIC_BROKER_ENTRY_METADATA) {
         MG_TRY(br__parse_bem(p, len, out));
         pos = out->bem_len;
     }
     out->client_off = pos;
     out->client_len = len - pos;
 
-    if (len - pos >= 2 && br__get_u16(p + pos) == BR_MAGIC_CHECKSUM) {
+    if (len - pos >= 2 && br__get_u16(p + pos) == PW_MAGIC_CHECKSUM) {
         if (len - pos < 6)
             return MG_EPROTO;
         out->has_checksum = true;
@@ -397,7 +397,7 @@ int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payl
 
     int rc = MG_OK;
     int32_t num = md->has_num_messages_in_batch ? md->num_messages_in_batch : 1;
-    if (br_has_field_zero(&md->base) || num < 1 || num > MG_PULSAR_BATCH_MESSAGES_MAX) {
+    if (pw_has_field_zero(&md->base) || num < 1 || num > MG_PULSAR_BATCH_MESSAGES_MAX) {
         rc = MG_EPROTO;
     } else {
         out->num_messages = num;
@@ -417,7 +417,7 @@ int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payl
     return br__locate_keys(p, out->metadata_off, out->metadata_len, out);
 }
 
-int br_metadata_unpack(const uint8_t *p, const br_payload *pl,
+int pw_metadata_unpack(const uint8_t *p, const pw_payload *pl,
                        Magnetar__Pulsar__MessageMetadata **out)
 {
     if (p == NULL || pl == NULL || out == NULL)
@@ -432,7 +432,7 @@ int br_metadata_unpack(const uint8_t *p, const br_payload *pl,
     return MG_OK;
 }
 
-void br_metadata_free(Magnetar__Pulsar__MessageMetadata *md)
+void pw_metadata_free(Magnetar__Pulsar__MessageMetadata *md)
 {
     if (md == NULL)
         return;
@@ -447,7 +447,7 @@ static int br__check_command(const Magnetar__Pulsar__BaseCommand *cmd, bool payl
 {
     if (cmd == NULL || cmd->base.descriptor != &magnetar__pulsar__base_command__descriptor)
         return MG_EINVAL;
-    if (br_command_body(cmd) == NULL || br__has_payload((int)cmd->type) != payload)
+    if (pw_command_body(cmd) == NULL || br__has_payload((int)cmd->type) != payload)
         return MG_EINVAL;
     if (!protobuf_c_message_check(&cmd->base))
         return MG_EINVAL;
@@ -460,16 +460,16 @@ static size_t br__put_head(uint8_t *dst, const Magnetar__Pulsar__BaseCommand *cm
 {
     br__put_u32(dst, (uint32_t)(4 + cmd_len + payload_len));
     br__put_u32(dst + 4, (uint32_t)cmd_len);
-    size_t n = magnetar__pulsar__base_command__pack(cmd, dst + BR_FRAME_HEADER_BYTES);
+    size_t n = magnetar__pulsar__base_command__pack(cmd, dst + PW_FRAME_HEADER_BYTES);
     MG_ASSERT(n == cmd_len);
-    return BR_FRAME_HEADER_BYTES + n;
+    return PW_FRAME_HEADER_BYTES + n;
 }
 
 /* Writes [0x0e01][crc][md_size][md][data] at dst (room checked by the caller). */
 static size_t br__put_send_payload(uint8_t *dst, const Magnetar__Pulsar__MessageMetadata *md,
                                    size_t md_len, const void *data, size_t data_len)
 {
-    br__put_u16(dst, BR_MAGIC_CHECKSUM);
+    br__put_u16(dst, PW_MAGIC_CHECKSUM);
     uint8_t *body = dst + 6;
     br__put_u32(body, (uint32_t)md_len);
     size_t n = magnetar__pulsar__message_metadata__pack(md, body + 4);
@@ -492,13 +492,13 @@ static int br__check_metadata(const Magnetar__Pulsar__MessageMetadata *md, const
     return MG_OK;
 }
 
-/* br_command_encode without the checks, for commands built correctly here. */
+/* pw_command_encode without the checks, for commands built correctly here. */
 static int br__encode_simple(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out)
 {
     size_t cmd_len = magnetar__pulsar__base_command__get_packed_size(cmd);
-    if (cmd_len > MG_PULSAR_FRAME_BYTES_MAX - BR_FRAME_HEADER_BYTES)
+    if (cmd_len > MG_PULSAR_FRAME_BYTES_MAX - PW_FRAME_HEADER_BYTES)
         return MG_ELIMIT;
-    mg_buf *b = mg_buf_new(BR_FRAME_HEADER_BYTES + cmd_len);
+    mg_buf *b = mg_buf_new(PW_FRAME_HEADER_BYTES + cmd_len);
     if (b == NULL)
         return MG_ENOMEM;
     mg_buf_set_len(b, br__put_head(mg_buf_data(b), cmd, cmd_len, 0));
@@ -506,21 +506,21 @@ static int br__encode_simple(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **
     return MG_OK;
 }
 
-int br_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out)
+int pw_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out)
 {
     MG_TRY(br__check_command(cmd, false));
     return br__encode_simple(cmd, out);
 }
 
-/* br_payload_head_encode without the checks, for commands built correctly here. */
+/* pw_payload_head_encode without the checks, for commands built correctly here. */
 static int br__encode_head(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
                            mg_buf **out)
 {
     size_t cmd_len = magnetar__pulsar__base_command__get_packed_size(cmd);
-    if (cmd_len > MG_PULSAR_FRAME_BYTES_MAX - BR_FRAME_HEADER_BYTES ||
-        payload_len > MG_PULSAR_FRAME_BYTES_MAX - BR_FRAME_HEADER_BYTES - cmd_len)
+    if (cmd_len > MG_PULSAR_FRAME_BYTES_MAX - PW_FRAME_HEADER_BYTES ||
+        payload_len > MG_PULSAR_FRAME_BYTES_MAX - PW_FRAME_HEADER_BYTES - cmd_len)
         return MG_ELIMIT;
-    mg_buf *b = mg_buf_new(BR_FRAME_HEADER_BYTES + cmd_len);
+    mg_buf *b = mg_buf_new(PW_FRAME_HEADER_BYTES + cmd_len);
     if (b == NULL)
         return MG_ENOMEM;
     mg_buf_set_len(b, br__put_head(mg_buf_data(b), cmd, cmd_len, payload_len));
@@ -528,24 +528,24 @@ static int br__encode_head(const Magnetar__Pulsar__BaseCommand *cmd, size_t payl
     return MG_OK;
 }
 
-int br_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
+int pw_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
                            mg_buf **out)
 {
     MG_TRY(br__check_command(cmd, true));
     return br__encode_head(cmd, payload_len, out);
 }
 
-int br_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
+int pw_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
                                     size_t prefix_len, size_t payload_len, mg_buf **out)
 {
     MG_TRY(br__check_command(cmd, true));
     if (prefix_len > MG_PULSAR_FRAME_BYTES_MAX || payload_len > MG_PULSAR_FRAME_BYTES_MAX)
         return MG_ELIMIT;
     size_t cmd_len = magnetar__pulsar__base_command__get_packed_size(cmd);
-    if (BR_FRAME_HEADER_BYTES + (uint64_t)cmd_len + prefix_len + payload_len >
+    if (PW_FRAME_HEADER_BYTES + (uint64_t)cmd_len + prefix_len + payload_len >
         MG_PULSAR_FRAME_BYTES_MAX)
         return MG_ELIMIT;
-    mg_buf *b = mg_buf_new(BR_FRAME_HEADER_BYTES + cmd_len + prefix_len);
+    mg_buf *b = mg_buf_new(PW_FRAME_HEADER_BYTES + cmd_len + prefix_len);
     if (b == NULL)
         return MG_ENOMEM;
     uint8_t *dst = mg_buf_data(b);
@@ -556,7 +556,7 @@ int br_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, co
     return MG_OK;
 }
 
-int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
+int pw_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
                            size_t data_len, mg_buf **out)
 {
     MG_TRY(br__check_metadata(md, data, data_len));
@@ -572,7 +572,7 @@ int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const vo
     return MG_OK;
 }
 
-int br_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
+int pw_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
                             const Magnetar__Pulsar__MessageMetadata *md, const void *data,
                             size_t data_len, mg_buf **out)
 {
@@ -581,9 +581,9 @@ int br_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
     size_t cmd_len = magnetar__pulsar__base_command__get_packed_size(cmd);
     size_t md_len = magnetar__pulsar__message_metadata__get_packed_size(md);
     uint64_t payload_len = 10 + (uint64_t)md_len + data_len;
-    if (BR_FRAME_HEADER_BYTES + (uint64_t)cmd_len + payload_len > MG_PULSAR_FRAME_BYTES_MAX)
+    if (PW_FRAME_HEADER_BYTES + (uint64_t)cmd_len + payload_len > MG_PULSAR_FRAME_BYTES_MAX)
         return MG_ELIMIT;
-    mg_buf *b = mg_buf_new(BR_FRAME_HEADER_BYTES + cmd_len + (size_t)payload_len);
+    mg_buf *b = mg_buf_new(PW_FRAME_HEADER_BYTES + cmd_len + (size_t)payload_len);
     if (b == NULL)
         return MG_ENOMEM;
     uint8_t *dst = mg_buf_data(b);
@@ -596,7 +596,7 @@ int br_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
 
 /* --- Common replies -------------------------------------------------------------------------- */
 
-int br_encode_success(uint64_t request_id, mg_buf **out)
+int pw_encode_success(uint64_t request_id, mg_buf **out)
 {
     Magnetar__Pulsar__CommandSuccess success = MAGNETAR__PULSAR__COMMAND_SUCCESS__INIT;
     success.request_id = request_id;
@@ -606,7 +606,7 @@ int br_encode_success(uint64_t request_id, mg_buf **out)
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_error(uint64_t request_id, int server_error, const char *message, mg_buf **out)
+int pw_encode_error(uint64_t request_id, int server_error, const char *message, mg_buf **out)
 {
     Magnetar__Pulsar__CommandError error = MAGNETAR__PULSAR__COMMAND_ERROR__INIT;
     error.request_id = request_id;
@@ -618,7 +618,7 @@ int br_encode_error(uint64_t request_id, int server_error, const char *message, 
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_ping(mg_buf **out)
+int pw_encode_ping(mg_buf **out)
 {
     Magnetar__Pulsar__CommandPing ping = MAGNETAR__PULSAR__COMMAND_PING__INIT;
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
@@ -627,7 +627,7 @@ int br_encode_ping(mg_buf **out)
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_pong(mg_buf **out)
+int pw_encode_pong(mg_buf **out)
 {
     Magnetar__Pulsar__CommandPong pong = MAGNETAR__PULSAR__COMMAND_PONG__INIT;
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
@@ -636,7 +636,7 @@ int br_encode_pong(mg_buf **out)
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t highest_sequence_id,
+int pw_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t highest_sequence_id,
                            int64_t ledger_id, int64_t entry_id, mg_buf **out)
 {
     Magnetar__Pulsar__MessageIdData id = MAGNETAR__PULSAR__MESSAGE_ID_DATA__INIT;
@@ -656,7 +656,7 @@ int br_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t hi
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_error,
+int pw_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_error,
                          const char *message, mg_buf **out)
 {
     Magnetar__Pulsar__CommandSendError error = MAGNETAR__PULSAR__COMMAND_SEND_ERROR__INIT;
@@ -670,7 +670,7 @@ int br_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_e
     return br__encode_simple(&cmd, out);
 }
 
-int br_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entry_id,
+int pw_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entry_id,
                            int32_t partition, uint32_t redelivery_count, size_t payload_len,
                            mg_buf **out)
 {

@@ -1,8 +1,8 @@
 /*
- * Tests of topic-name parsing (src/broker/wire_topic.c): the three accepted forms, partition
+ * Tests of topic-name parsing (src/pulsar/topic.c): the three accepted forms, partition
  * suffixes, every rejection with its exact message, partition names and managed-ledger names.
  */
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 
 #include "common/error.h"
 
@@ -10,13 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
-TestSuite(wire_topic, .timeout = 10);
+TestSuite(pulsar_topic, .timeout = 10);
 
-static br_topic_name parse_ok(const char *s)
+static pw_topic_name parse_ok(const char *s)
 {
-    br_topic_name t;
+    pw_topic_name t;
     char err[256] = "untouched";
-    int rc = br_topic_name_parse(s, &t, err, sizeof(err));
+    int rc = pw_topic_name_parse(s, &t, err, sizeof(err));
     cr_assert_eq(rc, MG_OK, "'%s': %s", s, err);
     cr_assert_str_eq(err, "", "err is cleared on success");
     return t;
@@ -24,10 +24,10 @@ static br_topic_name parse_ok(const char *s)
 
 static void parse_fails(const char *s, const char *expected)
 {
-    br_topic_name t;
+    pw_topic_name t;
     memset(&t, 0x5a, sizeof(t));
     char err[512];
-    int rc = br_topic_name_parse(s, &t, err, sizeof(err));
+    int rc = pw_topic_name_parse(s, &t, err, sizeof(err));
     cr_assert_eq(rc, MG_EINVAL, "'%s' was accepted", s);
     cr_assert_str_eq(err, expected);
     cr_assert_eq(t.tenant[0], 0x5a, "out untouched on error");
@@ -41,9 +41,9 @@ static char *repeat(char *buf, char c, size_t n)
     return buf;
 }
 
-Test(wire_topic, short_name)
+Test(pulsar_topic, short_name)
 {
-    br_topic_name t = parse_ok("my-topic");
+    pw_topic_name t = parse_ok("my-topic");
     cr_assert_str_eq(t.domain, "persistent");
     cr_assert(t.persistent);
     cr_assert_str_eq(t.tenant, "public");
@@ -54,9 +54,9 @@ Test(wire_topic, short_name)
     cr_assert_str_eq(t.base, "persistent://public/default/my-topic");
 }
 
-Test(wire_topic, tenant_namespace_form)
+Test(pulsar_topic, tenant_namespace_form)
 {
-    br_topic_name t = parse_ok("acme/orders/new_order.v2");
+    pw_topic_name t = parse_ok("acme/orders/new_order.v2");
     cr_assert_str_eq(t.domain, "persistent");
     cr_assert_str_eq(t.tenant, "acme");
     cr_assert_str_eq(t.ns, "orders");
@@ -64,9 +64,9 @@ Test(wire_topic, tenant_namespace_form)
     cr_assert_str_eq(t.full, "persistent://acme/orders/new_order.v2");
 }
 
-Test(wire_topic, full_forms)
+Test(pulsar_topic, full_forms)
 {
-    br_topic_name t = parse_ok("persistent://t1/ns1/a=b:c");
+    pw_topic_name t = parse_ok("persistent://t1/ns1/a=b:c");
     cr_assert(t.persistent);
     cr_assert_str_eq(t.tenant, "t1");
     cr_assert_str_eq(t.ns, "ns1");
@@ -80,14 +80,14 @@ Test(wire_topic, full_forms)
     cr_assert_str_eq(t.base, t.full);
 
     /* Parsing a full name again gives the same result. */
-    br_topic_name a = parse_ok("x/y/z-partition-4");
-    br_topic_name b = parse_ok(a.full);
+    pw_topic_name a = parse_ok("x/y/z-partition-4");
+    pw_topic_name b = parse_ok(a.full);
     cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0);
 }
 
-Test(wire_topic, partitions)
+Test(pulsar_topic, partitions)
 {
-    br_topic_name t = parse_ok("persistent://t/n/x-partition-3");
+    pw_topic_name t = parse_ok("persistent://t/n/x-partition-3");
     cr_assert_eq(t.partition, 3);
     cr_assert_str_eq(t.local, "x-partition-3");
     cr_assert_str_eq(t.full, "persistent://t/n/x-partition-3");
@@ -119,7 +119,7 @@ Test(wire_topic, partitions)
     cr_assert_eq(t.partition, -1);
 }
 
-Test(wire_topic, rejections)
+Test(pulsar_topic, rejections)
 {
     parse_fails("", "topic name is empty");
     parse_fails(NULL, "topic name is empty");
@@ -164,7 +164,7 @@ Test(wire_topic, rejections)
 }
 
 /* "." and names starting with ".." would read as directories in the paths built from them. */
-Test(wire_topic, dot_names)
+Test(pulsar_topic, dot_names)
 {
     parse_fails("persistent://..x/ns/t", "topic name 'persistent://..x/ns/t' has a tenant '..x': a "
                                          "name may not be '.' or start with '..'");
@@ -173,20 +173,20 @@ Test(wire_topic, dot_names)
     parse_fails("t/n/.", "topic name 't/n/.' has a topic '.': a name may not be '.' or start "
                          "with '..'");
     parse_fails("..", "topic name '..' has a topic '..': a name may not be '.' or start with '..'");
-    br_topic_name t;
-    cr_assert_eq(br_topic_name_parse(".t/n.../x..", &t, NULL, 0), MG_OK);
+    pw_topic_name t;
+    cr_assert_eq(pw_topic_name_parse(".t/n.../x..", &t, NULL, 0), MG_OK);
     cr_assert_str_eq(t.tenant, ".t");
     cr_assert_str_eq(t.ns, "n...");
-    cr_assert_eq(br_topic_name_parse("t/n/a..b", &t, NULL, 0), MG_OK);
+    cr_assert_eq(pw_topic_name_parse("t/n/a..b", &t, NULL, 0), MG_OK);
 }
 
-Test(wire_topic, length_limits)
+Test(pulsar_topic, length_limits)
 {
     char part[512], name[1024], expected[1024];
 
     /* Exactly at each limit is accepted. */
     snprintf(name, sizeof(name), "%s/n/x", repeat(part, 't', MG_PULSAR_TENANT_BYTES_MAX));
-    br_topic_name t = parse_ok(name);
+    pw_topic_name t = parse_ok(name);
     cr_assert_eq(strlen(t.tenant), MG_PULSAR_TENANT_BYTES_MAX);
     snprintf(name, sizeof(name), "t/%s/x", repeat(part, 'n', MG_PULSAR_NAMESPACE_BYTES_MAX));
     t = parse_ok(name);
@@ -220,63 +220,63 @@ Test(wire_topic, length_limits)
                 "topic name is longer than 402 bytes");
 }
 
-Test(wire_topic, error_buffer_handling)
+Test(pulsar_topic, error_buffer_handling)
 {
-    br_topic_name t;
+    pw_topic_name t;
     char err[12];
-    cr_assert_eq(br_topic_name_parse("a/b", &t, err, sizeof(err)), MG_EINVAL);
+    cr_assert_eq(pw_topic_name_parse("a/b", &t, err, sizeof(err)), MG_EINVAL);
     cr_assert_str_eq(err, "topic name "); /* cut to the buffer, NUL-terminated */
-    cr_assert_eq(br_topic_name_parse("a/b", &t, NULL, 0), MG_EINVAL);
-    cr_assert_eq(br_topic_name_parse("ok", &t, NULL, 0), MG_OK);
+    cr_assert_eq(pw_topic_name_parse("a/b", &t, NULL, 0), MG_EINVAL);
+    cr_assert_eq(pw_topic_name_parse("ok", &t, NULL, 0), MG_OK);
 }
 
-Test(wire_topic, partition_name)
+Test(pulsar_topic, partition_name)
 {
-    br_topic_name base = parse_ok("persistent://t/n/orders");
-    br_topic_name p;
-    cr_assert_eq(br_topic_partition_name(&base, 5, &p), MG_OK);
+    pw_topic_name base = parse_ok("persistent://t/n/orders");
+    pw_topic_name p;
+    cr_assert_eq(pw_topic_partition_name(&base, 5, &p), MG_OK);
     cr_assert_eq(p.partition, 5);
     cr_assert_str_eq(p.local, "orders-partition-5");
     cr_assert_str_eq(p.full, "persistent://t/n/orders-partition-5");
     cr_assert_str_eq(p.base, "persistent://t/n/orders");
     cr_assert_str_eq(p.tenant, "t");
     /* Same as parsing the name. */
-    br_topic_name q = parse_ok(p.full);
+    pw_topic_name q = parse_ok(p.full);
     cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
 
-    cr_assert_eq(br_topic_partition_name(&base, 0, &p), MG_OK);
+    cr_assert_eq(pw_topic_partition_name(&base, 0, &p), MG_OK);
     cr_assert_str_eq(p.full, "persistent://t/n/orders-partition-0");
-    cr_assert_eq(br_topic_partition_name(&base, MG_PULSAR_TOPIC_PARTITIONS_MAX - 1, &p), MG_OK);
+    cr_assert_eq(pw_topic_partition_name(&base, MG_PULSAR_TOPIC_PARTITIONS_MAX - 1, &p), MG_OK);
 
-    cr_assert_eq(br_topic_partition_name(&base, -1, &p), MG_EINVAL);
-    cr_assert_eq(br_topic_partition_name(&base, MG_PULSAR_TOPIC_PARTITIONS_MAX, &p), MG_EINVAL);
-    br_topic_name part = parse_ok("orders-partition-2");
-    cr_assert_eq(br_topic_partition_name(&part, 1, &p), MG_EINVAL);
+    cr_assert_eq(pw_topic_partition_name(&base, -1, &p), MG_EINVAL);
+    cr_assert_eq(pw_topic_partition_name(&base, MG_PULSAR_TOPIC_PARTITIONS_MAX, &p), MG_EINVAL);
+    pw_topic_name part = parse_ok("orders-partition-2");
+    cr_assert_eq(pw_topic_partition_name(&part, 1, &p), MG_EINVAL);
 
     /* A long base name whose suffixed form no longer fits. */
     char local[512], name[600];
     memset(local, 'x', MG_PULSAR_TOPIC_LOCAL_BYTES_MAX - 12);
     local[MG_PULSAR_TOPIC_LOCAL_BYTES_MAX - 12] = '\0';
     snprintf(name, sizeof(name), "t/n/%s", local);
-    br_topic_name longb = parse_ok(name);
-    cr_assert_eq(br_topic_partition_name(&longb, 7, &p), MG_OK); /* 12 + 1 bytes: fits */
+    pw_topic_name longb = parse_ok(name);
+    cr_assert_eq(pw_topic_partition_name(&longb, 7, &p), MG_OK); /* 12 + 1 bytes: fits */
     cr_assert_eq(strlen(p.local), MG_PULSAR_TOPIC_LOCAL_BYTES_MAX);
-    cr_assert_eq(br_topic_partition_name(&longb, 10, &p), MG_ELIMIT);
+    cr_assert_eq(pw_topic_partition_name(&longb, 10, &p), MG_ELIMIT);
 }
 
-Test(wire_topic, ml_name)
+Test(pulsar_topic, ml_name)
 {
     char dst[ML_NAME_BYTES_MAX];
-    br_topic_name t = parse_ok("persistent://acme/orders/x-partition-2");
-    cr_assert_eq(br_topic_ml_name(&t, dst, sizeof(dst)), MG_OK);
+    pw_topic_name t = parse_ok("persistent://acme/orders/x-partition-2");
+    cr_assert_eq(pw_topic_ml_name(&t, dst, sizeof(dst)), MG_OK);
     cr_assert_str_eq(dst, "acme/orders/persistent/x-partition-2");
     t = parse_ok("y");
-    cr_assert_eq(br_topic_ml_name(&t, dst, sizeof(dst)), MG_OK);
+    cr_assert_eq(pw_topic_ml_name(&t, dst, sizeof(dst)), MG_OK);
     cr_assert_str_eq(dst, "public/default/persistent/y");
     /* Exactly enough room, and one byte short. */
     size_t need = strlen("public/default/persistent/y") + 1;
-    cr_assert_eq(br_topic_ml_name(&t, dst, need), MG_OK);
-    cr_assert_eq(br_topic_ml_name(&t, dst, need - 1), MG_ELIMIT);
+    cr_assert_eq(pw_topic_ml_name(&t, dst, need), MG_OK);
+    cr_assert_eq(pw_topic_ml_name(&t, dst, need - 1), MG_ELIMIT);
     t = parse_ok("non-persistent://a/b/c");
-    cr_assert_eq(br_topic_ml_name(&t, dst, sizeof(dst)), MG_EINVAL);
+    cr_assert_eq(pw_topic_ml_name(&t, dst, sizeof(dst)), MG_EINVAL);
 }

@@ -1,6 +1,6 @@
 /*
  * The Pulsar binary protocol codec: frames, commands, message payloads and topic names. It is
- * its own target (mg_pulsar_wire) shared by the broker and the C client; it knows nothing of
+ * its own target (mg_pulsar) shared by the broker and the C client; it knows nothing of
  * connections, topics or storage, and keeps no state between calls.
  *
  * FRAMES (all integers big-endian)
@@ -23,14 +23,14 @@
  *   [0x0e02 prefix][client bytes] as one entry and sends either all of it or the client bytes.
  *
  * ZERO COPY
- *   Decoding never copies a payload: br_frame_decode reports where the payload lies inside the
- *   frame, br_payload_parse reports offsets and pointers into the caller's bytes, and the only
+ *   Decoding never copies a payload: pw_frame_decode reports where the payload lies inside the
+ *   frame, pw_payload_parse reports offsets and pointers into the caller's bytes, and the only
  *   allocations are those of the unpacked command. Encoding a MESSAGE or SEND writes the sizes
- *   and the command into a small new buffer (br_payload_head_encode); the payload that follows
+ *   and the command into a small new buffer (pw_payload_head_encode); the payload that follows
  *   on the socket is the caller's stored entry, referenced, not copied.
  *
  * ERRORS
- *   MG_EAGAIN  not enough bytes yet (br_frame_size only)
+ *   MG_EAGAIN  not enough bytes yet (pw_frame_size only)
  *   MG_ELIMIT  a size beyond the allowed frame size
  *   MG_EPROTO  malformed input: bad sizes, a protobuf that does not parse or lacks required
  *              fields, a type without its sub-command, trailing bytes, absurd counts
@@ -43,8 +43,8 @@
  * THREADING: every function is reentrant and may run on any thread; objects passed in belong
  * to the caller for the duration of the call.
  */
-#ifndef MG_BROKER_WIRE_H
-#define MG_BROKER_WIRE_H
+#ifndef MG_PULSAR_WIRE_H
+#define MG_PULSAR_WIRE_H
 
 #include "common/buf.h"
 #include "common/limits.h"
@@ -55,11 +55,11 @@
 #include <stdint.h>
 
 /* The two magic numbers of a payload (big-endian u16 on the wire). */
-#define BR_MAGIC_CHECKSUM              0x0e01u
-#define BR_MAGIC_BROKER_ENTRY_METADATA 0x0e02u
+#define PW_MAGIC_CHECKSUM              0x0e01u
+#define PW_MAGIC_BROKER_ENTRY_METADATA 0x0e02u
 
 /* Bytes of the two fixed frame fields, total_size and command_size. */
-#define BR_FRAME_HEADER_BYTES 8u
+#define PW_FRAME_HEADER_BYTES 8u
 
 /* --- Frames ---------------------------------------------------------------------------------- */
 
@@ -71,57 +71,57 @@
  * Returns MG_OK with *frame_len = 4 + total_size (the bytes may not all be there yet: wait for
  * *frame_len bytes), MG_EAGAIN when n < 4, MG_ELIMIT when 4 + total_size > frame_max_bytes,
  * MG_EPROTO when total_size < 4 (no room for command_size). *frame_len is set only on MG_OK. */
-int br_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *frame_len);
+int pw_frame_size(const uint8_t *p, size_t n, uint32_t frame_max_bytes, size_t *frame_len);
 
 /* A decoded frame. Offsets are relative to the first byte of the frame. */
-typedef struct br_frame {
-    Magnetar__Pulsar__BaseCommand *cmd; /* owned by the frame; NULL after br_frame_free */
+typedef struct pw_frame {
+    Magnetar__Pulsar__BaseCommand *cmd; /* owned by the frame; NULL after pw_frame_free */
     int type;                           /* cmd->type: a Magnetar__Pulsar__BaseCommand__Type */
     uint32_t frame_len;                 /* 4 + total_size */
     uint32_t command_len;               /* command_size */
-    uint32_t payload_off;               /* BR_FRAME_HEADER_BYTES + command_len */
+    uint32_t payload_off;               /* PW_FRAME_HEADER_BYTES + command_len */
     uint32_t payload_len;               /* bytes after the command: 0 unless SEND or MESSAGE */
-} br_frame;
+} pw_frame;
 
-/* Decodes the frame p[0, frame_len), where frame_len is what br_frame_size returned for it.
+/* Decodes the frame p[0, frame_len), where frame_len is what pw_frame_size returned for it.
  * Checks command_size <= total_size - 4, unpacks the BaseCommand, checks that the sub-command
  * matching its type is present, and records the payload region of SEND and MESSAGE (the bytes
- * are not parsed: see br_payload_parse). The payload stays in the caller's buffer.
- * On MG_OK *out holds the command (release it with br_frame_free). On error nothing is left
+ * are not parsed: see pw_payload_parse). The payload stays in the caller's buffer.
+ * On MG_OK *out holds the command (release it with pw_frame_free). On error nothing is left
  * allocated and out->cmd is NULL; on MG_ENOTSUP out->type and the lengths are still filled in
  * so the caller can name the type it refuses.
  * Errors: MG_EPROTO (sizes, a BaseCommand that does not parse or holds a field numbered 0, a
  * type without its sub-command, bytes after a command that carries no payload), MG_ENOTSUP (type
  * unknown to this codec), MG_EINVAL (frame_len disagrees with the size field or is below 8),
  * MG_ENOMEM. */
-int br_frame_decode(const uint8_t *p, size_t frame_len, br_frame *out);
+int pw_frame_decode(const uint8_t *p, size_t frame_len, pw_frame *out);
 
 /* Releases the command of a decoded frame and sets f->cmd to NULL. Calling it again, or on a
  * frame whose decode failed, is a no-op. */
-void br_frame_free(br_frame *f);
+void pw_frame_free(pw_frame *f);
 
 /* The sub-command of cmd that matches cmd->type (e.g. cmd->send for SEND), or NULL when the
  * type is unknown to this codec or that field is not set. */
-const ProtobufCMessage *br_command_body(const Magnetar__Pulsar__BaseCommand *cmd);
+const ProtobufCMessage *pw_command_body(const Magnetar__Pulsar__BaseCommand *cmd);
 
 /* Whether m, or a message inside it, holds a field numbered 0. Field numbers start at 1 and
  * every protobuf implementation refuses 0, but protobuf-c 1.4 refuses it only when its tag's
  * first byte says so: written in more bytes than needed (0x80 0x00) it is kept as an unknown
  * field, and written back as a plain 0 tag that protobuf-c itself then refuses. The decoders
- * here (br_frame_decode, br_payload_parse) treat such a message as malformed (MG_EPROTO), so
+ * here (pw_frame_decode, pw_payload_parse) treat such a message as malformed (MG_EPROTO), so
  * nothing is accepted that a Pulsar peer refuses or that does not encode back. */
-bool br_has_field_zero(const ProtobufCMessage *m);
+bool pw_has_field_zero(const ProtobufCMessage *m);
 
 /* The name of a command type for logs and metric labels: "CONNECT", "SEND", ...; "UNKNOWN" for
  * a value this codec does not know. The string is static. */
-const char *br_command_type_name(int type);
+const char *pw_command_type_name(int type);
 
 /* --- Payloads -------------------------------------------------------------------------------- */
 
-/* What br_payload_parse found. Offsets are relative to the p passed to it; pointers point into
+/* What pw_payload_parse found. Offsets are relative to the p passed to it; pointers point into
  * those same bytes (nothing is allocated or copied), so they are valid while those bytes are
  * and the struct may be copied freely. Strings from the metadata are NOT NUL-terminated. */
-typedef struct br_payload {
+typedef struct pw_payload {
     /* [0x0e02][size][BrokerEntryMetadata]: p[0, bem_len) when present */
     bool has_broker_entry_metadata;
     bool has_broker_timestamp;
@@ -158,31 +158,31 @@ typedef struct br_payload {
     size_t partition_key_len;
     const uint8_t *ordering_key; /* Key_Shared ordering key; NULL when absent */
     size_t ordering_key_len;
-} br_payload;
+} pw_payload;
 
 /* Parses the payload p[0, len) of a SEND or MESSAGE frame (the bytes after the command) or a
  * stored entry, as laid out in the header comment. A 0x0e02 prefix is accepted wherever it
  * appears first; a broker refuses one in a client's SEND by checking has_broker_entry_metadata.
  * When the 0x0e01 checksum is present and verify_checksum is true, the CRC32C over everything after
  * the checksum field is checked. MessageMetadata is unpacked into scratch memory on the stack
- * (allocating only for very large metadata, released before return) and the fields of br_payload
- * are extracted; the whole metadata is available through br_metadata_unpack. Returns MG_OK;
+ * (allocating only for very large metadata, released before return) and the fields of pw_payload
+ * are extracted; the whole metadata is available through pw_metadata_unpack. Returns MG_OK;
  * MG_ECORRUPT on a checksum mismatch; MG_EPROTO for a truncated prefix, a size past the end,
  * BrokerEntryMetadata longer than MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX or not parsing,
  * MessageMetadata not parsing or lacking producer_name, sequence_id or publish_time, either
- * holding a field numbered 0 (br_has_field_zero),
+ * holding a field numbered 0 (pw_has_field_zero),
  * num_messages_in_batch < 1 or > MG_PULSAR_BATCH_MESSAGES_MAX; MG_ENOMEM. *out is fully written
  * on MG_OK and unspecified otherwise. */
-int br_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, br_payload *out);
+int pw_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, pw_payload *out);
 
-/* Unpacks the whole MessageMetadata of a payload that br_payload_parse accepted (p is the same
+/* Unpacks the whole MessageMetadata of a payload that pw_payload_parse accepted (p is the same
  * buffer, pl its result) into a new message owned by the caller, released with
- * br_metadata_free. Returns MG_OK, MG_EPROTO (not the same bytes), MG_ENOMEM. */
-int br_metadata_unpack(const uint8_t *p, const br_payload *pl,
+ * pw_metadata_free. Returns MG_OK, MG_EPROTO (not the same bytes), MG_ENOMEM. */
+int pw_metadata_unpack(const uint8_t *p, const pw_payload *pl,
                        Magnetar__Pulsar__MessageMetadata **out);
 
-/* Releases metadata from br_metadata_unpack. NULL is a no-op. */
-void br_metadata_free(Magnetar__Pulsar__MessageMetadata *md);
+/* Releases metadata from pw_metadata_unpack. NULL is a no-op. */
+void pw_metadata_free(Magnetar__Pulsar__MessageMetadata *md);
 
 /* --- Encoding ----------------------------------------------------------------------------------
  * Every encoder checks the command first: its type must be known, the matching sub-command set
@@ -192,69 +192,69 @@ void br_metadata_free(Magnetar__Pulsar__MessageMetadata *md);
  * by the caller, its length the encoded size; on error *out is untouched. */
 
 /* A simple frame [total_size][command_size][cmd] for a command without payload. MG_EINVAL also
- * for SEND and MESSAGE, which need br_payload_head_encode. */
-int br_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out);
+ * for SEND and MESSAGE, which need pw_payload_head_encode. */
+int pw_command_encode(const Magnetar__Pulsar__BaseCommand *cmd, mg_buf **out);
 
 /* The head of a payload frame: [total_size = 4 + command_size + payload_len][command_size][cmd].
  * The caller sends payload_len bytes of payload right after it (for MESSAGE, a stored entry or
  * its client bytes, as stored). cmd->type must be SEND or MESSAGE (MG_EINVAL otherwise). */
-int br_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
+int pw_payload_head_encode(const Magnetar__Pulsar__BaseCommand *cmd, size_t payload_len,
                            mg_buf **out);
 
-/* As br_payload_head_encode, with prefix[0, prefix_len) (a BrokerEntryMetadata prefix) copied
+/* As pw_payload_head_encode, with prefix[0, prefix_len) (a BrokerEntryMetadata prefix) copied
  * right after the command: for an entry held without its prefix (the tail cache keeps the
  * client's bytes as they came), sent to a consumer that asked for broker entry metadata. The
  * frame's sizes count prefix_len + payload_len after the command. */
-int br_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
+int pw_payload_head_encode_prefixed(const Magnetar__Pulsar__BaseCommand *cmd, const uint8_t *prefix,
                                     size_t prefix_len, size_t payload_len, mg_buf **out);
 
 /* The client bytes of a SEND: [0x0e01][crc32c][metadata_size][md][data], the checksum computed.
  * data may be NULL when data_len is 0. MG_EINVAL when md lacks a required field. */
-int br_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
+int pw_send_payload_encode(const Magnetar__Pulsar__MessageMetadata *md, const void *data,
                            size_t data_len, mg_buf **out);
 
-/* A whole payload frame in one buffer: br_payload_head_encode followed by
- * br_send_payload_encode's bytes. For clients and tests that publish small messages. */
-int br_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
+/* A whole payload frame in one buffer: pw_payload_head_encode followed by
+ * pw_send_payload_encode's bytes. For clients and tests that publish small messages. */
+int pw_payload_frame_encode(const Magnetar__Pulsar__BaseCommand *cmd,
                             const Magnetar__Pulsar__MessageMetadata *md, const void *data,
                             size_t data_len, mg_buf **out);
 
 /* --- Common replies ----------------------------------------------------------------------------
  * Convenience encoders for the commands a broker sends most; same ownership and errors as
- * br_command_encode (message strings are copied into the frame; NULL means ""). */
+ * pw_command_encode (message strings are copied into the frame; NULL means ""). */
 
 /* SUCCESS{request_id}. */
-int br_encode_success(uint64_t request_id, mg_buf **out);
+int pw_encode_success(uint64_t request_id, mg_buf **out);
 
 /* ERROR{request_id, error, message}; server_error is a Magnetar__Pulsar__ServerError. */
-int br_encode_error(uint64_t request_id, int server_error, const char *message, mg_buf **out);
+int pw_encode_error(uint64_t request_id, int server_error, const char *message, mg_buf **out);
 
 /* PING{} and PONG{}. */
-int br_encode_ping(mg_buf **out);
-int br_encode_pong(mg_buf **out);
+int pw_encode_ping(mg_buf **out);
+int pw_encode_pong(mg_buf **out);
 
 /* SEND_RECEIPT{producer_id, sequence_id, highest_sequence_id (omitted when < 0),
  * message_id{ledger_id, entry_id}}. */
-int br_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t highest_sequence_id,
+int pw_encode_send_receipt(uint64_t producer_id, int64_t sequence_id, int64_t highest_sequence_id,
                            int64_t ledger_id, int64_t entry_id, mg_buf **out);
 
 /* SEND_ERROR{producer_id, sequence_id, error, message}. */
-int br_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_error,
+int pw_encode_send_error(uint64_t producer_id, int64_t sequence_id, int server_error,
                          const char *message, mg_buf **out);
 
 /* The head of a MESSAGE frame: MESSAGE{consumer_id, message_id{ledger_id, entry_id, partition
  * (omitted when < 0)}, redelivery_count (omitted when 0)} announcing payload_len bytes of
  * payload, which the caller sends right after it. */
-int br_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entry_id,
+int pw_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entry_id,
                            int32_t partition, uint32_t redelivery_count, size_t payload_len,
                            mg_buf **out);
 
-/* --- Topic names (wire_topic.c) ----------------------------------------------------------------
+/* --- Topic names (src/pulsar/topic.c) ----------------------------------------------------------------
  * "persistent://tenant/namespace/topic", optionally "...topic-partition-N" for partition N of a
  * partitioned topic. Every part is 1 or more characters of [A-Za-z0-9_=:.-] ('/' only between
  * parts), within the MG_PULSAR_*_BYTES_MAX limits. */
 
-typedef struct br_topic_name {
+typedef struct pw_topic_name {
     char domain[MG_PULSAR_DOMAIN_BYTES_MAX + 1]; /* "persistent" or "non-persistent" */
     bool persistent;
     char tenant[MG_PULSAR_TENANT_BYTES_MAX + 1];
@@ -263,7 +263,7 @@ typedef struct br_topic_name {
     int partition;                                   /* N of "-partition-N", else -1 */
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 1];        /* "persistent://t/n/x[-partition-N]" */
     char base[MG_PULSAR_TOPIC_BYTES_MAX + 1];        /* full without "-partition-N" */
-} br_topic_name;
+} pw_topic_name;
 
 /* Parses a topic name as Pulsar clients write it:
  *   "topic"                              -> persistent://public/default/topic
@@ -276,18 +276,18 @@ typedef struct br_topic_name {
  * Returns MG_OK, or MG_EINVAL with a one-line reason in err (cut to err_size; err may be NULL
  * when err_size is 0), e.g. "topic name 'a//t' has an empty namespace". *out is written only on
  * MG_OK. */
-int br_topic_name_parse(const char *s, br_topic_name *out, char *err, size_t err_size);
+int pw_topic_name_parse(const char *s, pw_topic_name *out, char *err, size_t err_size);
 
 /* The name of partition `partition` of the partitioned topic base (whose own partition is -1).
  * Returns MG_OK, MG_EINVAL (base is itself a partition, or partition is outside
  * [0, MG_PULSAR_TOPIC_PARTITIONS_MAX)), MG_ELIMIT (the suffixed topic part would exceed
  * MG_PULSAR_TOPIC_LOCAL_BYTES_MAX). out may not alias base. */
-int br_topic_partition_name(const br_topic_name *base, int partition, br_topic_name *out);
+int pw_topic_partition_name(const pw_topic_name *base, int partition, pw_topic_name *out);
 
 /* Writes the managed-ledger name of a persistent topic, "tenant/ns/persistent/topic" (the
  * topic part with any partition suffix; names never need escaping since they cannot contain
  * '/' or '%'), NUL-terminated, into dst[0, cap). Returns MG_OK, MG_EINVAL for a non-persistent
  * topic (it has no managed ledger), MG_ELIMIT when cap is too small. */
-int br_topic_ml_name(const br_topic_name *t, char *dst, size_t cap);
+int pw_topic_ml_name(const pw_topic_name *t, char *dst, size_t cap);
 
 #endif

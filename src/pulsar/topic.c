@@ -19,7 +19,7 @@
  *      after the last "-partition-" leaves an ordinary topic, as in Pulsar. A canonical N past
  *      the limit, or nothing before the suffix, is refused.
  */
-#include "broker/wire.h"
+#include "pulsar/wire.h"
 
 #include "common/assert.h"
 #include "common/error.h"
@@ -128,7 +128,7 @@ static int br__partition_of(const char *local, size_t n, const char *shown, int 
 }
 
 /* Fills full and base from the other fields. */
-static void br__compose(br_topic_name *t)
+static void br__compose(pw_topic_name *t)
 {
     int n =
         snprintf(t->full, sizeof(t->full), "%s://%s/%s/%s", t->domain, t->tenant, t->ns, t->local);
@@ -144,7 +144,7 @@ static void br__compose(br_topic_name *t)
     }
 }
 
-int br_topic_name_parse(const char *s, br_topic_name *out, char *err, size_t err_size)
+int pw_topic_name_parse(const char *s, pw_topic_name *out, char *err, size_t err_size)
 {
     if (err != NULL && err_size > 0)
         err[0] = '\0';
@@ -162,7 +162,7 @@ int br_topic_name_parse(const char *s, br_topic_name *out, char *err, size_t err
         shown[i] = (c == '\0' || (c >= 0x20 && c < 0x7f)) ? (char)c : '?';
     }
 
-    br_topic_name t;
+    pw_topic_name t;
     memset(&t, 0, sizeof(t));
     const char *rest = s;
     bool full_form = false;
@@ -242,12 +242,12 @@ int br_topic_name_parse(const char *s, br_topic_name *out, char *err, size_t err
     return MG_OK;
 }
 
-int br_topic_partition_name(const br_topic_name *base, int partition, br_topic_name *out)
+int pw_topic_partition_name(const pw_topic_name *base, int partition, pw_topic_name *out)
 {
     MG_ASSERT(base != out);
     if (base->partition != -1 || partition < 0 || partition >= MG_PULSAR_TOPIC_PARTITIONS_MAX)
         return MG_EINVAL;
-    br_topic_name t = *base;
+    pw_topic_name t = *base;
     int n =
         snprintf(t.local, sizeof(t.local), "%s" BR__PARTITION_SUFFIX "%d", base->local, partition);
     if (n < 0 || (size_t)n >= sizeof(t.local))
@@ -258,7 +258,7 @@ int br_topic_partition_name(const br_topic_name *base, int partition, br_topic_n
     return MG_OK;
 }
 
-int br_topic_ml_name(const br_topic_name *t, char *dst, size_t cap)
+int pw_topic_ml_name(const pw_topic_name *t, char *dst, size_t cap)
 {
     if (!t->persistent)
         return MG_EINVAL;
