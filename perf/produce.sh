@@ -9,6 +9,8 @@
 #      the ratio of the maximum produce MiB/s to it;
 #   4. `magnetar perf consume` draining everything from the earliest message (from the page cache:
 #      this is not the cold catch-up workload).
+# Each produce phase also reports the standalone's CPU seconds (utime + stime from
+# /proc/PID/stat, broker and bookie together) per MiB produced in it.
 # JSON results go to perf/results/{produce-max,produce-half,consume}-<date>.json. Every wait is
 # bounded; the standalone is stopped and the directory removed however the run ends.
 set -u
@@ -99,15 +101,38 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$ROOT/perf/results" || exit 1
 TOPIC=persistent://public/default/perf-produce-$STAMP
 COMMON=(-u "$URL" -s 1024 -n "$PRODUCERS" -o "$OUTSTANDING" -b 1 -t "$DURATION")
+TICKS_PER_S=$(getconf CLK_TCK)
+
+# The standalone's CPU time so far, in clock ticks (utime + stime: fields 14 and 15 of
+# /proc/PID/stat, counted after the ')' that ends the command name).
+sa_cpu_ticks() {
+  sed 's/.*) //' "/proc/$SA_PID/stat" | awk '{ print $12 + $13 }'
+}
+
+# Prints the standalone's CPU per MiB produced for a phase: $1 = ticks before, $2 = the phase's
+# JSON result (its "bytes"), $3 = the phase's name.
+report_cpu() {
+  local after bytes
+  after=$(sa_cpu_ticks)
+  bytes=$(grep -oE '"bytes":[0-9]+' "$2" | head -1 | cut -d: -f2)
+  awk -v b="$1" -v a="$after" -v t="$TICKS_PER_S" -v n="${bytes:-0}" -v p="$3" 'BEGIN {
+    s = (a - b) / t; m = n / 1048576
+    printf "standalone CPU during %s: %.2f s for %.1f MiB produced = %.2f CPU ms per MiB\n", \
+      p, s, m, m > 0 ? 1000 * s / m : 0 }'
+}
 
 echo "== 1. maximum throughput (--rate 0, $DURATION)"
+CPU0=$(sa_cpu_ticks)
 "$BIN" perf produce "${COMMON[@]}" -r 0 --json "$ROOT/perf/results/produce-max-$STAMP.json" \
   --fio-dir "$WORK/data" ${EXTRA[@]+"${EXTRA[@]}"} "$TOPIC" || exit 1
+report_cpu "$CPU0" "$ROOT/perf/results/produce-max-$STAMP.json" "the maximum (and fio after it)"
 MAX=$(grep -oE '"msg_per_s":[0-9.]+' "$ROOT/perf/results/produce-max-$STAMP.json" | head -1 | cut -d: -f2)
 HALF=$(awk -v m="$MAX" 'BEGIN { printf "%d", m / 2 }')
 echo "== 2. publish latency at half of it (--rate $HALF msg/s, $DURATION)"
+CPU0=$(sa_cpu_ticks)
 "$BIN" perf produce "${COMMON[@]}" -r "$HALF" --json "$ROOT/perf/results/produce-half-$STAMP.json" \
   ${EXTRA[@]+"${EXTRA[@]}"} "$TOPIC" || exit 1
+report_cpu "$CPU0" "$ROOT/perf/results/produce-half-$STAMP.json" "the half rate"
 echo "== 3. consume everything produced, from the earliest message"
 TOTAL=$(cat "$ROOT/perf/results/produce-max-$STAMP.json" "$ROOT/perf/results/produce-half-$STAMP.json" |
   grep -oE '"messages":[0-9]+' | awk -F: '{ s += $2 } END { print s }')

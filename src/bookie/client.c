@@ -54,9 +54,11 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/freelist.h"
 #include "common/log.h"
 
 #include <netdb.h>
+#include <stddef.h>
 #include <string.h>
 
 typedef enum bk__cstate {
@@ -71,8 +73,14 @@ typedef enum bk__cstate {
 typedef struct bk__conn bk__conn;
 typedef struct bk__creq bk__creq;
 
+/* A request from its submission to its callback. A TCP request comes from the client's
+ * req_pool; a request for the bookie of this process is the first half of a bk__lreq from
+ * local_pool, with the transport's bk_local_req embedded after it (local set), and goes back
+ * with it in bk_local_req_complete. Both lists are the client's, on its loop, and are emptied
+ * when the client is freed (every request has called back by then). */
 struct bk__creq {
     uint64_t request_id;
+    bool local; /* embedded in a bk__lreq */
     int32_t op;
     bk__conn *conn;
     uint64_t deadline_ms;
@@ -89,6 +97,18 @@ struct bk__creq {
     } cb;
     void *arg;
 };
+
+/* An in-process request: the client's record and the transport's request in one block. */
+typedef struct bk__lreq {
+    bk__creq req;
+    bk_local_req lr;
+} bk__lreq;
+
+#define BK__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Released requests a client keeps for reuse (TCP ~120 bytes, in-process ~300 bytes each):
+ * one in-flight window of a loop's adds; past it a burst costs the allocator, as before. */
+#define BK__CLIENT_REQ_POOL_MAX 1024u
 
 struct bk__conn {
     bk_client *c;
@@ -136,6 +156,8 @@ struct bk_client {
     bk_client_local_fn local_fn;
     void *local_transport;
     uint32_t local_pending; /* local requests not answered yet: closing waits for them */
+    mg_freelist req_pool;   /* released bk__creq (TCP) */
+    mg_freelist local_pool; /* released bk__lreq (in-process) */
     bool closing;
     bool finishing;
     void (*closed_cb)(void *arg);
@@ -219,8 +241,8 @@ static bk__creq *req__find(bk__conn *conn, uint64_t request_id)
 
 /* Calls req's callback with what its kind of request answers (TCP and in-process answers
  * alike), then frees it. */
-static void req__deliver(bk__creq *req, int status, const bk_entry *entries, size_t count,
-                         int64_t lac)
+static void req__deliver(bk_client *c, bk__creq *req, int status, const bk_entry *entries,
+                         size_t count, int64_t lac)
 {
     switch (req->op) {
     case BK_OP_ADD:
@@ -244,7 +266,8 @@ static void req__deliver(bk__creq *req, int status, const bk_entry *entries, siz
     default:
         MG_UNREACHABLE();
     }
-    mg_free(req);
+    if (!req->local) /* a local one goes with its bk__lreq (bk_local_req_complete) */
+        mg_freelist_put(&c->req_pool, req);
 }
 
 /* Calls the request's callback (the request is unlinked) and frees it. */
@@ -254,8 +277,8 @@ static void req__complete(bk__creq *req, int status, const bk_frame *frame)
     int64_t lac = -1;
     if (answered && (frame->resp.present & BK_HAS_LAST_ENTRY_ID))
         lac = frame->resp.last_entry_id;
-    req__deliver(req, status, answered ? frame->entries : NULL, answered ? frame->entry_count : 0,
-                 lac);
+    req__deliver(req->conn->c, req, status, answered ? frame->entries : NULL,
+                 answered ? frame->entry_count : 0, lac);
 }
 
 /* Fails every request of the connection with status (they are unlinked first, so callbacks see
@@ -773,6 +796,8 @@ int bk_client_create(uv_loop_t *loop, const bk_client_opts *opts, bk_client **ou
     MG_ASSERT(uv_timer_init(loop, &c->timer) == 0); /* cannot fail on Unix */
     c->timer.data = c;
     c->outstanding = 1;
+    mg_freelist_init(&c->req_pool, sizeof(bk__creq), BK__CLIENT_REQ_POOL_MAX);
+    mg_freelist_init(&c->local_pool, sizeof(bk__lreq), BK__CLIENT_REQ_POOL_MAX);
     *out = c;
     return MG_OK;
 }
@@ -803,6 +828,8 @@ static void client__maybe_finish(bk_client *c)
     }
     void (*closed)(void *) = c->closed_cb;
     void *arg = c->closed_arg;
+    mg_freelist_clear(&c->req_pool);
+    mg_freelist_clear(&c->local_pool);
     mg_free(c);
     if (closed != NULL)
         closed(arg);
@@ -837,13 +864,13 @@ static int client__submit_local(bk_client *c, const bk_request *wire, const uint
         return MG_EINVAL;
     if (c->local_pending >= c->pending_max)
         return MG_EAGAIN; /* as a connection's limit */
-    bk__creq *req = mg_malloc(sizeof(*req));
-    bk_local_req *lr = req != NULL ? mg_calloc(1, sizeof(*lr)) : NULL;
-    if (lr == NULL) {
-        mg_free(req);
+    bk__lreq *block = mg_freelist_get(&c->local_pool);
+    if (block == NULL)
         return MG_ENOMEM;
-    }
+    bk__creq *req = &block->req;
+    bk_local_req *lr = &block->lr;
     *req = *tmpl;
+    req->local = true;
     lr->client = c;
     lr->op = wire->op;
     lr->ledger_id = wire->ledger_id;
@@ -861,8 +888,7 @@ static int client__submit_local(bk_client *c, const bk_request *wire, const uint
     if (rc != MG_OK) {
         if (lr->payload != NULL)
             mg_buf_unref(lr->payload);
-        mg_free(lr);
-        mg_free(req);
+        mg_freelist_put(&c->local_pool, block);
         return rc;
     }
     c->local_pending++;
@@ -873,10 +899,12 @@ void bk_local_req_complete(bk_local_req *lr, int status, const bk_entry *entries
                            int64_t value)
 {
     bk_client *c = lr->client;
-    req__deliver(lr->client_req, status, entries, count, value);
+    bk__lreq *block = BK__CONTAINER_OF(lr, bk__lreq, lr);
+    MG_ASSERT(lr->client_req == &block->req && block->req.local);
+    req__deliver(c, &block->req, status, entries, count, value);
     if (lr->payload != NULL)
         mg_buf_unref(lr->payload);
-    mg_free(lr);
+    mg_freelist_put(&c->local_pool, block);
     MG_ASSERT(c->local_pending > 0);
     c->local_pending--;
     client__maybe_finish(c);
@@ -913,7 +941,7 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
     MG_TRY(conn__get(c, addr, wire->op == BK_OP_READ_RANGE, &conn));
     if (conn->pending >= c->pending_max)
         return MG_EAGAIN;
-    bk__creq *req = mg_malloc(sizeof(*req));
+    bk__creq *req = mg_freelist_get(&c->req_pool);
     if (req == NULL)
         return MG_ENOMEM;
     *req = *tmpl;
@@ -923,7 +951,7 @@ static int client__submit(bk_client *c, const char *addr, const bk_request *wire
     r.request_id = req->request_id;
     int rc = bk_outq_push_request_prefixed(&conn->outq, &r, prefix, prefix_len, payload, off, len);
     if (rc != MG_OK) {
-        mg_free(req);
+        mg_freelist_put(&c->req_pool, req);
         return rc;
     }
     req->deadline_ms = uv_now(c->loop) + c->request_timeout_ms;

@@ -72,6 +72,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/freelist.h"
 #include "common/log.h"
 #include "common/queue.h"
 
@@ -124,6 +125,9 @@
 #define BK_GC_INTERVAL_MS            60000
 #define BK_GC_LIVE_SHARE_MIN         0.5
 
+/* An add or a fence on its way through the write cache and the journal: from the storage's
+ * add_pool (add_ctx_new), back to it in jq_drain on the storage's loop, after its callback. The
+ * journal thread only pushes it onto the completion queue. */
 typedef struct add_ctx {
     bk_storage *s;
     int64_t ledger_id, entry_id;
@@ -245,6 +249,7 @@ struct bk_storage {
     flush_waiter *resume_waiters;
     int adds_inflight, reads_inflight;
     add_ctx *waiting_head, *waiting_tail;
+    mg_freelist add_pool; /* released add_ctx (BK__ADD_POOL_MAX), on the storage's loop */
     int waiting_count;
     read_ctx *ready_head, *ready_tail;
     ra_state ra[BK_RA_LEDGERS_MAX];
@@ -879,6 +884,15 @@ static void wake_cb(uv_async_t *h)
 /* --- adds ----------------------------------------------------------------------------------------
  */
 
+/* Released add contexts a storage keeps for reuse (~100 bytes each): an in-flight window of
+ * adds; past it a burst costs the allocator, as before. */
+#define BK__ADD_POOL_MAX 1024u
+
+static add_ctx *add_ctx_new(bk_storage *s)
+{
+    return mg_freelist_get(&s->add_pool);
+}
+
 static void journal_done(int status, void *arg)
 {
     add_ctx *a = arg;
@@ -911,7 +925,7 @@ static void jq_drain(void *item, void *arg)
         a->cb(a->status, a->ledger_id, a->entry_id, a->arg);
         mg_buf_unref(a->buf);
     }
-    mg_free(a);
+    mg_freelist_put(&s->add_pool, a);
     if (s->closing)
         finish_close_if_idle(s);
 }
@@ -946,7 +960,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
         return MG_EFENCED;
     if (s->adds_inflight >= BK_ADDS_INFLIGHT_MAX)
         return MG_EAGAIN;
-    add_ctx *a = mg_calloc(1, sizeof(*a));
+    add_ctx *a = add_ctx_new(s);
     if (a == NULL)
         return MG_ENOMEM;
     a->s = s;
@@ -970,7 +984,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
         if (s->waiting_count >= BK_ADDS_WAITING_MAX) {
             s->adds_inflight--;
             mg_buf_unref(a->buf);
-            mg_free(a);
+            mg_freelist_put(&s->add_pool, a);
             return MG_EAGAIN;
         }
         a->next = NULL;
@@ -986,7 +1000,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
     if (rc != MG_OK) {
         s->adds_inflight--;
         mg_buf_unref(a->buf);
-        mg_free(a);
+        mg_freelist_put(&s->add_pool, a);
         return rc;
     }
     add_after_cache(s, a);
@@ -1004,7 +1018,7 @@ int bk_storage_fence(bk_storage *s, int64_t ledger_id, bk_lac_done_cb done, void
     if (s->adds_inflight >= BK_ADDS_INFLIGHT_MAX)
         return MG_EAGAIN;
     MG_TRY(mark_fenced(s, ledger_id)); /* adds fail from now on */
-    add_ctx *a = mg_calloc(1, sizeof(*a));
+    add_ctx *a = add_ctx_new(s);
     if (a == NULL)
         return MG_ENOMEM;
     a->s = s;
@@ -1997,6 +2011,7 @@ static void storage_free(bk_storage *s)
         s->fences_pending = f->next;
         mg_free(f);
     }
+    mg_freelist_clear(&s->add_pool);
     mg_free(s->fenced);
     mg_free(s->journal_dir);
     mg_free(s->ledger_dir);
@@ -2012,6 +2027,7 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
         return MG_ENOMEM;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
+    mg_freelist_init(&s->add_pool, sizeof(add_ctx), BK__ADD_POOL_MAX);
     s->loop = loop;
     s->journal_dir = dup_str(opts->journal_dir);
     s->ledger_dir = dup_str(opts->ledger_dir);

@@ -33,6 +33,7 @@
 
 #include "broker/broker.h"
 #include "pulsar/wire.h"
+#include "common/freelist.h"
 #include "common/hist.h"
 #include "common/listen.h"
 #include "common/outq.h"
@@ -118,6 +119,11 @@ void br_posset_free(br_posset *s);
 #define BR_STATS_PERIOD_S    10
 /* Command types are small numbers (up to 40 in PulsarApi.proto; newer ones below 64). */
 #define BR_COMMAND_TYPES_MAX 64
+
+/* Send contexts a connection keeps for reuse (~80 bytes each): the SENDs a producer has in
+ * flight at a few thousand entries per second; a larger window reuses most of them too, since
+ * receipts and new SENDs alternate. */
+#define BR_CONN_SEND_POOL_MAX 128u
 
 /* Bundles per namespace (topic ownership, owner.c): Pulsar's default is 4; more bundles spread
  * a namespace's topics over more brokers. */
@@ -237,6 +243,10 @@ struct br_conn {
     br_link producers; /* br_producer.conn_link */
     br_link consumers; /* br_consumer.conn_link */
     uint32_t pending_sends;
+    /* Released send contexts (topic.c, one per SEND until its receipt), kept for the next SENDs
+     * of this connection: at most BR_CONN_SEND_POOL_MAX, freed with the connection (every
+     * context holds a reference to the connection, so none is in use by then). */
+    mg_freelist send_pool;
     /* Ids of the producers the broker closed last (CLOSE_PRODUCER), a ring. */
     uint64_t closed_producers[BR_CONN_CLOSED_PROD_MAX];
     uint32_t closed_producer_count; /* recorded ever; the ring keeps the last ones */

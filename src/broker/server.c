@@ -389,6 +389,7 @@ void br_conn_unref(br_conn *c)
     mg_outq_set_total(&c->out, NULL);
     recv_release(c);
     mg_buf_unref(c->rbuf);
+    mg_freelist_clear(&c->send_pool);
     br_list_remove(&c->link);
     b->conn_count--;
     if (b->m_connections)

@@ -694,6 +694,8 @@ void br_handle_close_producer(br_conn *c, const Magnetar__Pulsar__CommandClosePr
 /* ---- SEND
  * ------------------------------------------------------------------------------------------ */
 
+/* One SEND from its arrival to its receipt: from the connection's free list (send_ctx_new),
+ * back to it in send_stored. It holds a reference to the connection, which so outlives it. */
 typedef struct send_ctx {
     br_conn *conn;
     br_topic *topic;
@@ -705,6 +707,14 @@ typedef struct send_ctx {
     size_t bytes;
     uint64_t start_ns;
 } send_ctx;
+
+/* A zeroed send context of c's free list, or NULL (out of memory). */
+static send_ctx *send_ctx_new(br_conn *c)
+{
+    if (c->send_pool.block_bytes == 0) /* first SEND of the connection */
+        mg_freelist_init(&c->send_pool, sizeof(send_ctx), BR_CONN_SEND_POOL_MAX);
+    return mg_freelist_get(&c->send_pool);
+}
 
 static void send_error(br_conn *c, uint64_t producer_id, uint64_t sequence_id,
                        Magnetar__Pulsar__ServerError err, const char *message)
@@ -795,8 +805,8 @@ static void send_stored(int status, ml_position pos, int64_t index, void *arg)
         br_conn_resume_reading(c);
     }
     br_topic_unref(t);
+    mg_freelist_put(&c->send_pool, x);
     br_conn_unref(c);
-    mg_free(x);
 }
 
 void br_handle_send(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t frame_off)
@@ -845,7 +855,7 @@ void br_handle_send(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t 
                    "the topic is closing");
         return;
     }
-    send_ctx *x = mg_calloc(1, sizeof(*x));
+    send_ctx *x = send_ctx_new(c);
     if (x == NULL) {
         send_error(c, cmd->producer_id, cmd->sequence_id, ERR(PersistenceError), "out of memory");
         return;
@@ -869,13 +879,13 @@ void br_handle_send(br_conn *c, const pw_frame *f, const uint8_t *frame, size_t 
          * with none in flight, we close it now; either way CLOSE_PRODUCER makes the client
          * look the topic up again and send this one again. As Pulsar's broker does for a
          * closed topic. */
-        mg_free(x);
+        mg_freelist_put(&c->send_pool, x);
         if (t->sends_inflight == 0 && t->state == BR_TOPIC_OPEN)
             br_topic_close(t, false, NULL, NULL);
         return;
     }
     if (rc != MG_OK) {
-        mg_free(x);
+        mg_freelist_put(&c->send_pool, x);
         if (ml_is_terminated(t->ml))
             send_error(c, cmd->producer_id, cmd->sequence_id, ERR(TopicTerminatedError),
                        "the topic is terminated");

@@ -99,24 +99,7 @@
 _Static_assert(ML_ADD_PREFIX_BYTES_MAX <= BK_REQUEST_PREFIX_BYTES_MAX,
                "a ledger add's prefix fits a bookie request's");
 
-typedef struct ml__add {
-    int64_t entry_id;
-    mg_buf *buf;
-    size_t off, len;
-    uint8_t
-        prefix[ML_ADD_PREFIX_BYTES_MAX]; /* stored before buf's bytes (ml_ledger_add_prefixed) */
-    uint8_t prefix_len;
-    ml_add_cb cb;
-    void *arg;
-    uint32_t acked;    /* write-set slots that confirmed */
-    uint32_t inflight; /* slots with a request outstanding */
-    uint32_t unsent;   /* slots not sent: bookie being replaced, or the client was busy */
-    int acks;
-    uint64_t seq[ML_ENSEMBLE_SIZE_MAX];     /* per slot: the request whose answer counts */
-    uint64_t sent_ms[ML_ENSEMBLE_SIZE_MAX]; /* per slot: when it was sent (uv_now) */
-} ml__add;
-
-/* One bookie ADD in flight. */
+/* One bookie ADD in flight: from the ledger's free list (req_pool), back to it when answered. */
 typedef struct ml__req {
     ml_ledger *l;
     int64_t entry_id;
@@ -159,6 +142,7 @@ struct ml_ledger {
 
     uv_timer_t timer;
     uint64_t period_ms;
+    mg_freelist req_pool; /* released ml__req (ML__REQ_POOL_MAX), freed with the handle */
     uint32_t outstanding; /* client requests of this handle not yet called back */
     int depth;            /* callbacks of this handle on the stack */
     bool released;
@@ -173,9 +157,11 @@ static void ml__timer_closed(uv_handle_t *h)
     for (uint32_t i = 0; i < l->ring_count; i++) {
         ml__add *a = l->ring[(l->ring_head + i) % l->ring_cap];
         mg_buf_unref(a->buf);
-        mg_free(a);
+        if (a->owned)
+            mg_free(a);
     }
     mg_free(l->ring);
+    mg_freelist_clear(&l->req_pool);
     for (int i = 0; i < l->excluded_count; i++)
         mg_free(l->excluded[i]);
     if (l->has_next_meta)
@@ -226,6 +212,7 @@ static ml_ledger *ml__ledger_new(ml_env *env, int64_t id, ml__meta *meta, int64_
     }
     l->timer.data = l;
     uv_unref((uv_handle_t *)&l->timer); /* in-flight requests keep the loop alive, not this */
+    mg_freelist_init(&l->req_pool, sizeof(ml__req), ML__REQ_POOL_MAX);
     l->env = env;
     l->id = id;
     ml__ledger_path(id, l->path, sizeof(l->path));
@@ -322,7 +309,8 @@ static void ml__fail_pending(ml_ledger *l)
         void *arg = a->arg;
         int64_t id = a->entry_id;
         mg_buf_unref(a->buf);
-        mg_free(a);
+        if (a->owned)
+            mg_free(a);
         cb(l->error, id, arg);
     }
 }
@@ -377,7 +365,7 @@ static void ml__send_slot(ml_ledger *l, ml__add *a, int j)
         a->unsent |= bit;
         return;
     }
-    ml__req *r = mg_malloc(sizeof(*r));
+    ml__req *r = mg_freelist_get(&l->req_pool);
     if (r == NULL) {
         ml__fail(l, MG_ENOMEM);
         return;
@@ -398,7 +386,7 @@ static void ml__send_slot(ml_ledger *l, ml__add *a, int j)
         a->unsent &= ~bit;
         return;
     }
-    mg_free(r);
+    mg_freelist_put(&l->req_pool, r);
     a->unsent |= bit;
     if (rc == MG_EAGAIN) {
         /* The client's queue for that bookie is full: try again shortly. */
@@ -442,7 +430,8 @@ static void ml__complete(ml_ledger *l)
         void *arg = a->arg;
         int64_t id = a->entry_id;
         mg_buf_unref(a->buf);
-        mg_free(a);
+        if (a->owned)
+            mg_free(a);
         cb(MG_OK, id, arg);
     }
     ml__close_progress(l);
@@ -476,7 +465,7 @@ static void ml__add_done(int status, int64_t ledger_id, int64_t entry_id, void *
     }
     if (l->error == MG_EFENCED && !l->released)
         ml__kick(l, 0); /* perhaps the last answer awaited: fail what is left */
-    mg_free(r);
+    mg_freelist_put(&l->req_pool, r);
     ml__leave(l);
 }
 
@@ -770,6 +759,10 @@ static void ml__change_reread(int status, const void *value, size_t value_len, c
 
 /* --- add ------------------------------------------------------------------------------------ */
 
+static int ml__add_submit(ml_ledger *l, ml__add *a, bool owned, const uint8_t *prefix,
+                          size_t prefix_len, mg_buf *buf, size_t off, size_t len, ml_add_cb cb,
+                          void *arg);
+
 int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg)
 {
     return ml_ledger_add_prefixed(l, NULL, 0, buf, off, len, cb, arg);
@@ -778,8 +771,28 @@ int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb c
 int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
                            size_t off, size_t len, ml_add_cb cb, void *arg)
 {
-    if (l == NULL || buf == NULL || cb == NULL || prefix_len > ML_ADD_PREFIX_BYTES_MAX ||
-        (prefix == NULL && prefix_len > 0))
+    ml__add *a = mg_calloc(1, sizeof(*a));
+    if (a == NULL)
+        return MG_ENOMEM;
+    int rc = ml__add_submit(l, a, true, prefix, prefix_len, buf, off, len, cb, arg);
+    if (rc != MG_OK)
+        mg_free(a);
+    return rc;
+}
+
+int ml__ledger_add(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
+                   size_t off, size_t len, ml_add_cb cb, void *arg)
+{
+    return ml__add_submit(l, a, false, prefix, prefix_len, buf, off, len, cb, arg);
+}
+
+/* Starts add a (owned: allocated here, freed when it completes; otherwise the caller's). */
+static int ml__add_submit(ml_ledger *l, ml__add *a, bool owned, const uint8_t *prefix,
+                          size_t prefix_len, mg_buf *buf, size_t off, size_t len, ml_add_cb cb,
+                          void *arg)
+{
+    if (l == NULL || a == NULL || buf == NULL || cb == NULL ||
+        prefix_len > ML_ADD_PREFIX_BYTES_MAX || (prefix == NULL && prefix_len > 0))
         return MG_EINVAL;
     if (l->writer && !l->released && !l->close_requested && l->error == MG_EFENCED)
         return MG_EFENCED;
@@ -791,13 +804,11 @@ int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_le
         return MG_ELIMIT;
     if (l->ring_count >= l->env->pending_adds_max)
         return MG_EAGAIN;
-    ml__add *a = mg_calloc(1, sizeof(*a));
-    if (a == NULL)
+    if (ml__ring_push(l, a) != MG_OK)
         return MG_ENOMEM;
-    if (ml__ring_push(l, a) != MG_OK) {
-        mg_free(a);
-        return MG_ENOMEM;
-    }
+    /* The request's own fields start clean whether it is new or reused. */
+    memset(a, 0, sizeof(*a));
+    a->owned = owned;
     a->entry_id = l->next_entry_id++;
     a->buf = mg_buf_ref(buf);
     a->off = off;

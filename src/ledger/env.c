@@ -86,6 +86,7 @@ void ml_env_destroy(ml_env *env)
     if (env == NULL)
         return;
     MG_ASSERT(env->objects == 0);
+    mg_freelist_clear(&env->op_pool);
     mg_free(env);
 }
 

@@ -8,6 +8,7 @@
 
 #include "ledger/ledger.h"
 
+#include "common/freelist.h"
 #include "common/limits.h"
 
 #include <stdbool.h>
@@ -32,7 +33,50 @@ struct ml_env {
     mg_counter *m_lost_skipped; /* ml_lost_entries_skipped_total */
     uint64_t rng;               /* xorshift64* state (bookie choice) */
     int64_t objects;            /* ledger handles, managed ledgers and module operations alive */
+    mg_freelist op_pool;        /* managed.c's add operations (ml__op), reused on this loop */
 };
+
+/* --- per-entry requests ------------------------------------------------------------------------
+ * A produced entry crosses the module in two requests: the managed ledger's add operation
+ * (managed.c, ml__op), which embeds the bookie ledger's add request (ml__add, below), as a libuv
+ * caller embeds a uv_write_t in its own context. The operations come from the env's free list
+ * (op_pool: one per loop, ops are freed on the loop before the env can be destroyed); the
+ * bookie requests of one add (one per write-set slot) come from the ledger's own free list,
+ * because a late answer may arrive after the add completed and its operation was reused. */
+
+/* Released add operations an env keeps for reuse: about one in-flight window of a busy topic
+ * at 1 KiB entries; past it a burst costs the allocator, as before. ~0.4 KiB each. */
+#define ML__OP_POOL_MAX  1024u
+/* Released bookie requests (ml__req, 40 bytes) a ledger keeps for reuse. */
+#define ML__REQ_POOL_MAX 256u
+
+/* The bookie ledger's add request (ml__ledger_add). Owned by the caller, who embeds it in its
+ * own per-entry context; the ledger holds it from a successful ml__ledger_add until it calls cb
+ * and never touches it afterwards, so the caller may free or reuse it from inside cb (answers
+ * of its bookies that arrive later find only the ledger). All fields are the ledger's. */
+typedef struct ml__add {
+    int64_t entry_id;
+    mg_buf *buf;
+    size_t off, len;
+    uint8_t
+        prefix[ML_ADD_PREFIX_BYTES_MAX]; /* stored before buf's bytes (ml_ledger_add_prefixed) */
+    uint8_t prefix_len;
+    bool owned; /* allocated by the ledger (ml_ledger_add_prefixed): freed by it */
+    ml_add_cb cb;
+    void *arg;
+    uint32_t acked;    /* write-set slots that confirmed */
+    uint32_t inflight; /* slots with a request outstanding */
+    uint32_t unsent;   /* slots not sent: bookie being replaced, or the client was busy */
+    int acks;
+    uint64_t seq[ML_ENSEMBLE_SIZE_MAX];     /* per slot: the request whose answer counts */
+    uint64_t sent_ms[ML_ENSEMBLE_SIZE_MAX]; /* per slot: when it was sent (uv_now) */
+} ml__add;
+
+/* ml_ledger_add_prefixed with a request the caller owns (a, zeroed or reused after its
+ * callback ran; see ml__add). Same arguments, errors and callback otherwise; on an error a is
+ * not held. */
+int ml__ledger_add(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
+                   size_t off, size_t len, ml_add_cb cb, void *arg);
 
 /* A uniformly distributed random number (not cryptographic) from the env's generator. */
 uint64_t ml__rand(ml_env *env);

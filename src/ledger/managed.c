@@ -215,9 +215,14 @@ typedef enum ml__opstate {
 _Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
                "the entry prefix fits a prefixed ledger add");
 
+/* An add: from the env's free list (ml__op_new), back to it once its callback ran. It embeds
+ * the bookie ledger's add request (ml__add), which a ledger holds while the op is INFLIGHT;
+ * after that request's callback the op may be sent again, on the next ledger, with the same
+ * embedded request. */
 typedef struct ml__op {
     struct ml__op *next;
     ml_managed *ml;
+    ml__add add; /* the bookie ledger's request, held by ml->current while INFLIGHT */
     uint64_t seq;
     mg_buf *payload;
     size_t off, len;
@@ -856,10 +861,18 @@ static void ml__backoff_start(ml_managed *ml, int status)
             ml->name, mg_strerror(status), ml->backoff_ms);
 }
 
+/* A zeroed op from the loop's free list, or NULL (MG_ENOMEM). */
+static ml__op *ml__op_new(ml_env *env)
+{
+    if (env->op_pool.block_bytes == 0) /* first use: env.c does not know the op's size */
+        mg_freelist_init(&env->op_pool, sizeof(ml__op), ML__OP_POOL_MAX);
+    return mg_freelist_get(&env->op_pool);
+}
+
 static void ml__op_free(ml__op *op)
 {
     mg_buf_unref(op->payload);
-    mg_free(op);
+    mg_freelist_put(&op->ml->env->op_pool, op);
 }
 
 /* Calls back the DONE ops at the head of the queue, in order. */
@@ -957,8 +970,8 @@ static void ml__dispatch(ml_managed *ml)
             ml__drain(ml);
             return;
         }
-        int rc = ml_ledger_add_prefixed(ml->current, op->prefix, op->prefix_len, op->payload,
-                                        op->off, op->len, ml__op_added, op);
+        int rc = ml__ledger_add(ml->current, &op->add, op->prefix, op->prefix_len, op->payload,
+                                op->off, op->len, ml__op_added, op);
         if (rc == MG_EAGAIN)
             return; /* the next completion dispatches again */
         if (rc == MG_EFENCED) {
@@ -1053,7 +1066,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
         return ml->storage_error; /* nothing queued: every earlier add failed already */
     if (ml->op_count >= ml->env->pending_adds_max)
         return MG_EAGAIN;
-    ml__op *op = mg_calloc(1, sizeof(*op));
+    ml__op *op = ml__op_new(ml->env);
     if (op == NULL)
         return MG_ENOMEM;
     op->ml = ml;
