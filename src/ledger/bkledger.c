@@ -759,9 +759,8 @@ static void ml__change_reread(int status, const void *value, size_t value_len, c
 
 /* --- add ------------------------------------------------------------------------------------ */
 
-static int ml__add_submit(ml_ledger *l, ml__add *a, bool owned, const uint8_t *prefix,
-                          size_t prefix_len, mg_buf *buf, size_t off, size_t len, ml_add_cb cb,
-                          void *arg);
+static int ml__add_submit(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefix_len,
+                          mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg);
 
 int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg)
 {
@@ -771,28 +770,24 @@ int ml_ledger_add(ml_ledger *l, mg_buf *buf, size_t off, size_t len, ml_add_cb c
 int ml_ledger_add_prefixed(ml_ledger *l, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
                            size_t off, size_t len, ml_add_cb cb, void *arg)
 {
-    ml__add *a = mg_calloc(1, sizeof(*a));
-    if (a == NULL)
-        return MG_ENOMEM;
-    int rc = ml__add_submit(l, a, true, prefix, prefix_len, buf, off, len, cb, arg);
-    if (rc != MG_OK)
-        mg_free(a);
-    return rc;
+    return ml__add_submit(l, NULL, prefix, prefix_len, buf, off, len, cb, arg);
 }
 
 int ml__ledger_add(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefix_len, mg_buf *buf,
                    size_t off, size_t len, ml_add_cb cb, void *arg)
 {
-    return ml__add_submit(l, a, false, prefix, prefix_len, buf, off, len, cb, arg);
+    if (a == NULL)
+        return MG_EINVAL;
+    return ml__add_submit(l, a, prefix, prefix_len, buf, off, len, cb, arg);
 }
 
-/* Starts add a (owned: allocated here, freed when it completes; otherwise the caller's). */
-static int ml__add_submit(ml_ledger *l, ml__add *a, bool owned, const uint8_t *prefix,
-                          size_t prefix_len, mg_buf *buf, size_t off, size_t len, ml_add_cb cb,
-                          void *arg)
+/* Starts an add with the caller's request a, or (a NULL) with one allocated here, which the
+ * ledger frees when it completes. */
+static int ml__add_submit(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefix_len,
+                          mg_buf *buf, size_t off, size_t len, ml_add_cb cb, void *arg)
 {
-    if (l == NULL || a == NULL || buf == NULL || cb == NULL ||
-        prefix_len > ML_ADD_PREFIX_BYTES_MAX || (prefix == NULL && prefix_len > 0))
+    if (l == NULL || buf == NULL || cb == NULL || prefix_len > ML_ADD_PREFIX_BYTES_MAX ||
+        (prefix == NULL && prefix_len > 0))
         return MG_EINVAL;
     if (l->writer && !l->released && !l->close_requested && l->error == MG_EFENCED)
         return MG_EFENCED;
@@ -804,10 +799,19 @@ static int ml__add_submit(ml_ledger *l, ml__add *a, bool owned, const uint8_t *p
         return MG_ELIMIT;
     if (l->ring_count >= l->env->pending_adds_max)
         return MG_EAGAIN;
-    if (ml__ring_push(l, a) != MG_OK)
+    bool owned = a == NULL;
+    if (owned) {
+        a = mg_calloc(1, sizeof(*a));
+        if (a == NULL)
+            return MG_ENOMEM;
+    } else {
+        memset(a, 0, sizeof(*a)); /* a reused request starts clean */
+    }
+    if (ml__ring_push(l, a) != MG_OK) {
+        if (owned)
+            mg_free(a);
         return MG_ENOMEM;
-    /* The request's own fields start clean whether it is new or reused. */
-    memset(a, 0, sizeof(*a));
+    }
     a->owned = owned;
     a->entry_id = l->next_entry_id++;
     a->buf = mg_buf_ref(buf);
