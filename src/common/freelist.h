@@ -43,8 +43,8 @@ typedef struct mg_freelist {
 static inline void mg_freelist_init(mg_freelist *fl, size_t block_bytes, uint32_t count_max)
 {
     fl->head = NULL;
-    fl->block_bytes = block_bytes < sizeof(mg_freelist_node) ? sizeof(mg_freelist_node)
-                                                             : block_bytes;
+    fl->block_bytes =
+        block_bytes < sizeof(mg_freelist_node) ? sizeof(mg_freelist_node) : block_bytes;
     fl->count = 0;
     fl->count_max = count_max;
 }
