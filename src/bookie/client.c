@@ -106,9 +106,11 @@ typedef struct bk__lreq {
 
 #define BK__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Released requests a client keeps for reuse (TCP ~120 bytes, in-process ~300 bytes each):
- * one in-flight window of a loop's adds; past it a burst costs the allocator, as before. */
-#define BK__CLIENT_REQ_POOL_MAX 1024u
+/* Released requests a client (a loop) keeps for reuse, per list (TCP ~120 bytes, in-process
+ * ~300 bytes each, 1.2 MiB at most): the adds a loop has in flight when every entry holds one
+ * message; past it a burst costs the allocator, as before. A list never holds more than the
+ * client once had in flight. */
+#define BK__CLIENT_REQ_POOL_MAX 4096u
 
 struct bk__conn {
     bk_client *c;

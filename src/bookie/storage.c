@@ -884,9 +884,10 @@ static void wake_cb(uv_async_t *h)
 /* --- adds ----------------------------------------------------------------------------------------
  */
 
-/* Released add contexts a storage keeps for reuse (~100 bytes each): an in-flight window of
- * adds; past it a burst costs the allocator, as before. */
-#define BK__ADD_POOL_MAX 1024u
+/* Released add contexts a storage keeps for reuse (~100 bytes each, 400 KiB at most): the adds
+ * in flight when every entry holds one message; past it a burst costs the allocator, as before.
+ * The list never holds more than the storage once had in flight. */
+#define BK__ADD_POOL_MAX 4096u
 
 static add_ctx *add_ctx_new(bk_storage *s)
 {
