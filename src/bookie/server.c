@@ -36,6 +36,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/freelist.h"
 #include "common/listen.h"
 #include "common/log.h"
 
@@ -77,12 +78,15 @@ struct bk__sconn {
     bk_outq outq;
     uint32_t refs;
     uint32_t inflight;
+    /* Released requests (bk__sreq), at most the server's inflight_max: the connection never
+     * had more in flight. Freed with the connection, which every request holds a reference to. */
+    mg_freelist req_pool;
     bool reading;
     bool closing;
     bool processing;
 };
 
-/* One request in the storage. */
+/* One request in the storage: from its connection's req_pool, back to it when it ends. */
 typedef struct bk__sreq {
     bk__sconn *conn;
     uint64_t request_id;
@@ -112,6 +116,7 @@ static void conn__unref(bk__sconn *conn)
     MG_ASSERT(conn->inflight == 0 && mg_outq_writes_inflight(&conn->outq) == 0);
     mg_outq_discard(&conn->outq);
     bk_decoder_destroy(&conn->dec);
+    mg_freelist_clear(&conn->req_pool);
     if (conn->prev != NULL)
         conn->prev->next = conn->next;
     else
@@ -209,7 +214,9 @@ static void server__observe(bk_server *s, int32_t op, uint64_t start_ns)
 
 static bk__sreq *sreq__new(bk__sconn *conn, const bk_request *r, uint64_t start_ns)
 {
-    bk__sreq *req = mg_malloc(sizeof(*req));
+    if (conn->req_pool.block_bytes == 0) /* the connection's first request */
+        mg_freelist_init(&conn->req_pool, sizeof(bk__sreq), conn->srv->inflight_max);
+    bk__sreq *req = mg_freelist_get(&conn->req_pool);
     if (req == NULL)
         return NULL;
     req->conn = conn;
@@ -229,7 +236,7 @@ static void sreq__finish(bk__sreq *req)
 {
     bk__sconn *conn = req->conn;
     server__observe(conn->srv, req->op, req->start_ns);
-    mg_free(req);
+    mg_freelist_put(&conn->req_pool, req);
     MG_ASSERT(conn->inflight > 0);
     conn->inflight--;
     if (!conn->closing)
@@ -241,7 +248,7 @@ static void sreq__finish(bk__sreq *req)
 static void sreq__refused(bk__sreq *req, const bk_request *r, int rc)
 {
     bk__sconn *conn = req->conn;
-    mg_free(req);
+    mg_freelist_put(&conn->req_pool, req);
     conn->inflight--;
     conn->refs--; /* the handle still holds one: never the last */
     MG_ASSERT(conn->refs > 0);
