@@ -118,7 +118,7 @@ report_cpu() {
   awk -v b="$1" -v a="$after" -v t="$TICKS_PER_S" -v n="${bytes:-0}" -v p="$3" 'BEGIN {
     s = (a - b) / t; m = n / 1048576
     printf "standalone CPU during %s: %.2f s for %.1f MiB produced = %.2f CPU ms per MiB\n", \
-      p, s, m, m > 0 ? 1000 * s / m : 0 }'
+      p, s, m, (m > 0 ? 1000 * s / m : 0) }'
 }
 
 echo "== 1. maximum throughput (--rate 0, $DURATION)"
