@@ -37,6 +37,7 @@
 #include "common/listen.h"
 #include "common/outq.h"
 #include "cursor/cursor.h"
+#include "metadata/metadata.h"
 #include "prefetch/prefetch.h"
 #include "proto/PulsarApi.pb-c.h"
 

@@ -38,6 +38,7 @@
 
 #include "pulsar/wire.h"
 #include "client/client.h"
+#include "proto/PulsarApi.pb-c.h"
 #include "common/buf.h"
 #include "common/limits.h"
 #include "common/outq.h"

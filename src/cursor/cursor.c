@@ -37,6 +37,7 @@
 #include "common/error.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "metadata/metadata.h"
 #include "proto/ledger.pb-c.h"
 
 #include <inttypes.h>

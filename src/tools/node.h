@@ -19,6 +19,7 @@
 #include "bookie/server.h"
 #include "bookie/storage.h"
 #include "broker/broker.h"
+#include "ledger/ledger.h"
 #include "common/http.h"
 #include "common/limits.h"
 #include "common/metrics.h"
