@@ -54,22 +54,12 @@
 #ifndef MG_BOOKIE_CACHE_H
 #define MG_BOOKIE_CACHE_H
 
+#include "bookie/client.h" /* bk_entry */
 #include "common/buf.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Shared with storage.h and the RPC client (protocol.h). */
-#ifndef BK_ENTRY_DEFINED
-#define BK_ENTRY_DEFINED
-typedef struct bk_entry {
-    int64_t entry_id;
-    mg_buf *buf;
-    size_t off;
-    size_t len;
-} bk_entry;
-#endif
 
 /* --- write cache ---------------------------------------------------------------------------- */
 

@@ -41,19 +41,11 @@
 #ifndef MG_BOOKIE_INDEX_H
 #define MG_BOOKIE_INDEX_H
 
+#include "bookie/entrylog.h" /* bk_location */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Shared with entrylog.h: where an entry's record lies in the entry logs. */
-#ifndef BK_LOCATION_DEFINED
-#define BK_LOCATION_DEFINED
-typedef struct bk_location {
-    uint32_t log_id;
-    uint32_t offset;
-    uint32_t size;
-} bk_location;
-#endif
 
 typedef struct bk_index bk_index;
 
