@@ -50,6 +50,8 @@
  * buffer (a 1 MiB O_DIRECT read holding a thousand entries) keeps the WHOLE buffer alive while
  * any of its slices is cached, yet is charged only len. The storage decides: copy small
  * entries out of large read buffers before caching them, or accept the slack.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_CACHE_H
 #define MG_BOOKIE_CACHE_H

@@ -29,7 +29,7 @@
 #define MG_BOOKIE_CLIENT_H
 
 #include "common/buf.h"
-#include "common/limits.h"
+#include "common/limits.h" /* BK_ENTRY_BYTES_MAX, BK_CLIENT_*: the limits named here */
 
 #include <stddef.h>
 #include <stdint.h>

@@ -68,6 +68,8 @@
  *
  * All file operations go through the bk_io (io.h), so tests inject ENOSPC, EIO, failing
  * fdatasync and short reads.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_ENTRYLOG_H
 #define MG_BOOKIE_ENTRYLOG_H

@@ -37,6 +37,8 @@
  * Fencing is recorded, not enforced: put_batch indexes entries of a fenced ledger too (the
  * storage refuses the adds; recovery writes may still arrive), and a put to a deleted ledger
  * creates it again — the storage filters those out (see cache.h on deletion).
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_INDEX_H
 #define MG_BOOKIE_INDEX_H
