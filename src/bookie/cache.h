@@ -50,26 +50,18 @@
  * buffer (a 1 MiB O_DIRECT read holding a thousand entries) keeps the WHOLE buffer alive while
  * any of its slices is cached, yet is charged only len. The storage decides: copy small
  * entries out of large read buffers before caching them, or accept the slack.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_CACHE_H
 #define MG_BOOKIE_CACHE_H
 
+#include "bookie/client.h" /* bk_entry */
 #include "common/buf.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Shared with storage.h and the RPC client (protocol.h). */
-#ifndef BK_ENTRY_DEFINED
-#define BK_ENTRY_DEFINED
-typedef struct bk_entry {
-    int64_t entry_id;
-    mg_buf *buf;
-    size_t off;
-    size_t len;
-} bk_entry;
-#endif
 
 /* --- write cache ---------------------------------------------------------------------------- */
 

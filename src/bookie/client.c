@@ -50,6 +50,8 @@
  *      (IDLE, no requests, no tcp handle, no resolution; freed in its timer's close callback).
  */
 #include "bookie/client.h"
+#include "bookie/client_int.h"
+#include "bookie/protocol.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"

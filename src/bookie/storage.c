@@ -1,5 +1,5 @@
 /*
- * The bookie's storage engine; API and error codes in storage.h.
+ * The bookie's storage engine; API and error codes in bookie.h.
  *
  * Pieces: journal.c (write-ahead log, group commit), cache.c (double-buffered write cache,
  * read cache), entrylog.c (ledger-sorted data files), index.c (RocksDB location index),
@@ -61,7 +61,7 @@
  * either way: until a flush has succeeded the journal keeps every acknowledged entry for the replay
  * of a restart.
  */
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/fs.h"
 
 #include "bookie/aio.h"
@@ -84,7 +84,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-/* Defaults (storage.h documents them). */
+/* Defaults (bookie.h documents them). */
 #define BK_DEFAULT_WRITE_CACHE_BYTES (64u << 20)
 #define BK_DEFAULT_READ_CACHE_BYTES  (64u << 20)
 #define BK_DEFAULT_READAHEAD_BYTES   (4u << 20)

@@ -12,8 +12,7 @@
 
 #include "common/fs.h"
 
-#include "bookie/server.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/http.h"
 #include "common/listen.h"

@@ -14,10 +14,8 @@
 #ifndef MG_TOOLS_NODE_H
 #define MG_TOOLS_NODE_H
 
+#include "bookie/bookie.h"
 #include "bookie/client.h"
-#include "bookie/local.h"
-#include "bookie/server.h"
-#include "bookie/storage.h"
 #include "broker/broker.h"
 #include "ledger/ledger.h"
 #include "common/http.h"

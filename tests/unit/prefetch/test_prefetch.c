@@ -17,8 +17,7 @@
  */
 #include "prefetch/prefetch.h"
 
-#include "bookie/io.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/metrics.h"
