@@ -552,8 +552,8 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     mg_buf *head = NULL;
     int rc;
     if (rebuild_prefix) {
-        uint8_t prefix[ML_ENTRY_PREFIX_BYTES_MAX];
-        size_t prefix_len = ml_entry_prefix(e, prefix);
+        uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
+        size_t prefix_len = pw_bem_encode(e->broker_timestamp_ms, e->index, prefix);
         rc = pw_payload_head_encode_prefixed(&cmd, prefix, prefix_len, body.len, &head);
     } else {
         rc = pw_payload_head_encode(&cmd, body.len, &head);

@@ -245,19 +245,6 @@ void pc__lookup_cancel(pc__lookup *l);
 /* "pulsar://host:port" -> "host:port" in dst. MG_EINVAL for anything else. */
 int pc__parse_broker_url(const char *url, char *dst, size_t cap);
 
-/* The next message of a batch (consumer.c): data[*pos, len), *pos <= len, starts with
- * [size u32][SingleMessageMetadata of size bytes][payload of its payload_size bytes]. On MG_OK
- * *smm is the unpacked metadata (the caller frees it with
- * magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL)), the message's bytes are
- * (*payload)[0, *payload_len) inside data, and *pos has moved past them. MG_EPROTO (and *smm
- * NULL) when the bytes left are not such a message (truncated, metadata that does not parse or
- * also on allocation failure, a payload_size that is negative or past the end, a field numbered 0:
- * pw_has_field_zero). Pure: any
- * thread. */
-int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
-                   Magnetar__Pulsar__SingleMessageMetadata **smm, const uint8_t **payload,
-                   size_t *payload_len);
-
 /* --- parts (part.c) --------------------------------------------------------------------------
  *
  *   PART STATES

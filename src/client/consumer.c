@@ -598,36 +598,6 @@ static int entry_parse(pc__cons *kc, pc__entry *e)
     return MG_OK;
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
-                   Magnetar__Pulsar__SingleMessageMetadata **smm_out, const uint8_t **payload,
-                   size_t *payload_len)
-{
-    MG_ASSERT(*pos <= len);
-    size_t left = len - *pos;
-    uint32_t size = left >= 4 ? get_u32(data + *pos) : 0;
-    Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
-    if (left < 4 || size > left - 4 ||
-        (smm = magnetar__pulsar__single_message_metadata__unpack(NULL, size, data + *pos + 4)) ==
-            NULL ||
-        smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size ||
-        pw_has_field_zero(&smm->base)) {
-        if (smm != NULL)
-            magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
-        *smm_out = NULL;
-        return MG_EPROTO;
-    }
-    *payload = data + *pos + 4 + size;
-    *payload_len = (size_t)smm->payload_size;
-    *pos += 4 + size + *payload_len;
-    *smm_out = smm;
-    return MG_OK;
-}
-
 /* Whether a reader must skip id (before its start, or the start itself when exclusive). */
 static bool reader_skips(pc__cons *kc, const pc_message_id *id)
 {
@@ -655,7 +625,8 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
 {
     pc_consumer *k = kc->parent;
     int32_t idx = e->next_index++;
-    Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
+    pw_batch_msg bm = { NULL, NULL, 0 };
+    const Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
     const uint8_t *payload;
     size_t payload_len;
     Magnetar__Pulsar__KeyValue **kvs;
@@ -663,7 +634,7 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
     const char *key;
     int64_t event_time;
     if (e->batched) {
-        if (pc__batch_next(e->dp, e->dlen, &e->dpos, &smm, &payload, &payload_len) != MG_OK) {
+        if (pw_batch_next(e->dp, e->dlen, &e->dpos, &bm) != MG_OK) {
             MG_WARN("client: consumer on %s: batch %lld:%lld is malformed at message %d",
                     kc->base.topic, (long long)e->ledger_id, (long long)e->entry_id, (int)idx);
             e->next_index = e->count;
@@ -671,6 +642,9 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
                           MAGNETAR__PULSAR__COMMAND_ACK__VALIDATION_ERROR__BatchDeSerializeError);
             return;
         }
+        smm = bm.smm;
+        payload = bm.payload;
+        payload_len = bm.payload_len;
         kvs = smm->properties;
         nkv = smm->n_properties;
         key = smm->partition_key;
@@ -727,8 +701,7 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
         if (props != stack_props)
             mg_free(props);
     }
-    if (smm != NULL)
-        magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
+    pw_batch_msg_free(&bm);
 }
 
 static bool can_deliver(const pc__cons *kc)

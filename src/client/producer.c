@@ -232,15 +232,8 @@ static void fill_props(const pc__msg *m, Magnetar__Pulsar__KeyValue *kv,
     }
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* The uncompressed batch payload of op's messages. */
+/* The uncompressed batch payload of op's messages, written message by message with pw_batch_put
+ * (the layout is the pulsar module's, pulsar/wire.h). */
 static int batch_payload(const pc__op *op, mg_buf **out)
 {
     size_t total = 0;
@@ -277,15 +270,10 @@ static int batch_payload(const pc__op *op, mg_buf **out)
         }
         smm.has_sequence_id = 1;
         smm.sequence_id = (uint64_t)m->seq;
-        size_t sz = magnetar__pulsar__single_message_metadata__get_packed_size(&smm);
-        MG_ASSERT(off + 4 + sz + m->len <= total);
-        put_u32(d + off, (uint32_t)sz);
-        off += 4;
-        magnetar__pulsar__single_message_metadata__pack(&smm, d + off);
-        off += sz;
-        if (m->len > 0)
-            memcpy(d + off, m->payload, m->len);
-        off += m->len;
+        size_t n = 0;
+        int rc = pw_batch_put(d + off, total - off, &smm, m->payload, m->len, &n);
+        MG_ASSERT(rc == MG_OK);
+        off += n;
     }
     mg_buf_set_len(b, off);
     mg_free(kv);

@@ -293,45 +293,42 @@
 /* Ledgers and managed ledgers (piece: ledger, src/ledger). */
 /* Bookies in one ensemble. BookKeeper ensembles are 2-5 bookies; striping over more gains
  * nothing, and recovery fences every one of them. Per-entry bookie sets are 32-bit masks. */
-#define ML_ENSEMBLE_SIZE_MAX               16
+#define ML_ENSEMBLE_SIZE_MAX        16
 /* Ensembles of one ledger (one per ensemble change). 1024 ensembles of 16 addresses stay under
  * half of the metadata store's 1000 KiB value; a ledger that lost a thousand bookies is better
  * closed (the add fails with MG_ELIMIT, the managed ledger rolls over). */
-#define ML_ENSEMBLES_MAX                   1024
+#define ML_ENSEMBLES_MAX            1024
 /* Bookies remembered as failed by one ledger's writer (never chosen again as a replacement). */
-#define ML_EXCLUDED_BOOKIES_MAX            64
+#define ML_EXCLUDED_BOOKIES_MAX     64
 /* Compare-and-set rounds on one metadata node when the version moved but the state still
  * allows the write (a concurrent recovery bumping the version); more means a fight. */
-#define ML_MD_ATTEMPTS_MAX                 8
+#define ML_MD_ATTEMPTS_MAX          8
 /* Whole recovery restarts (the metadata changed under it before it could be fenced). */
-#define ML_RECOVERY_ATTEMPTS_MAX           8
+#define ML_RECOVERY_ATTEMPTS_MAX    8
 /* Entries one ml_ledger_read gathers with single-entry reads when the ensemble is striped
  * (ensemble_size > write_quorum: no bookie holds a contiguous range). */
-#define ML_STRIPED_READ_ENTRIES_MAX        64
+#define ML_STRIPED_READ_ENTRIES_MAX 64
 /* A managed ledger's name "tenant/namespace/persistent/topic": Pulsar caps topic names well
  * below this, and "/managed-ledgers/" + name + "/" + a cursor name must fit MD_PATH_BYTES_MAX
  * (1024). */
-#define ML_NAME_BYTES_MAX                  512
+#define ML_NAME_BYTES_MAX           512
 /* Ledgers in one managed ledger's list: a LedgerInfo is about 30 bytes, so 20000 of them stay
  * under the metadata store's 1000 KiB value. At the limit the current ledger stops rolling
  * over (retention normally keeps the list far shorter). */
-#define ML_LEDGERS_MAX                     20000
+#define ML_LEDGERS_MAX              20000
 /* Read handles of closed ledgers a managed ledger keeps open (catch-up readers touch one or
  * two ledgers at a time; each handle costs a metadata read to open). */
-#define ML_READ_HANDLES_MAX                8
+#define ML_READ_HANDLES_MAX         8
 /* Entries returned by one ml_read: Pulsar dispatches at most a few hundred per read; this caps
  * the array allocated for the result. */
-#define ML_READ_ENTRIES_MAX                10000
+#define ML_READ_ENTRIES_MAX         10000
 /* Ledgers one add is written to before its error is reported: a failed ledger is closed and
  * the add retried on the next one (ordering and message indexes kept), at most this often. */
-#define ML_ADD_ATTEMPTS_MAX                3
-/* The BrokerEntryMetadata protobuf (two varints, at most 22 bytes): a longer one is not ours
- * and the entry is reported corrupt. */
-#define ML_BROKER_ENTRY_METADATA_BYTES_MAX 64
+#define ML_ADD_ATTEMPTS_MAX         3
 /* Pending-add timer of a writing ledger: checks add timeouts at a quarter of add_timeout_ms,
  * within these bounds. */
-#define ML_TIMER_PERIOD_MS_MIN             5
-#define ML_TIMER_PERIOD_MS_MAX             1000
+#define ML_TIMER_PERIOD_MS_MIN      5
+#define ML_TIMER_PERIOD_MS_MAX      1000
 
 /* Metadata paths: topic names plus a few segments; Pulsar bounds topic names well below this.
  * Callers that build paths (ledger, cursor, broker) size their buffers with it. */
@@ -440,8 +437,8 @@ _Static_assert(BR_CONN_MEMORY_BYTES_MIN / 2 >= BR_MESSAGE_BYTES_MAX + BR_FRAME_P
  * malformed rather than trusted. */
 #define MG_PULSAR_BATCH_MESSAGES_MAX              100000
 /* The BrokerEntryMetadata protobuf after magic 0x0e02: two tagged varints, at most 22 bytes; a
- * longer one was not written by a broker (the storage side uses the same bound,
- * ML_BROKER_ENTRY_METADATA_BYTES_MAX). */
+ * longer one was not written by a broker (pw_bem_parse refuses it; the managed ledger then
+ * reports the entry corrupt). */
 #define MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX 64
 /* Topic names "domain://tenant/namespace/topic" (pw_topic_name). Pulsar itself sets no length
  * limit; Magnetar does, so that a name fits fixed arrays, is a metrics label value

@@ -36,7 +36,8 @@
  *   the head of the queue only, so they come in call order whatever ledger completes first.
  *   At its first dispatch an op gets its broker timestamp (never below the previous one: the
  *   clock may step back) and its index (messages dispatched before it + num_messages - 1) and
- *   its prefix [0x0e02][u32 size][BrokerEntryMetadata] is built once; the entry stored is that
+ *   its prefix [0x0e02][u32 size][BrokerEntryMetadata] is built once (pw_bem_encode, the
+ *   pulsar module's codec; reads parse it back with pw_bem_parse); the entry stored is that
  *   prefix followed by the payload, which is handed on by reference, never copied (the copy
  *   was 8 % of the standalone's CPU samples at ~400 MiB/s of produce). When the
  *   current ledger fails with an error other than MG_EFENCED, its in-flight ops (a suffix of
@@ -147,6 +148,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "proto/ledger.pb-c.h"
+#include "pulsar/wire.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -212,7 +214,7 @@ typedef enum ml__opstate {
     ML__OP_DONE,
 } ml__opstate;
 
-_Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
+_Static_assert(PW_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
                "the entry prefix fits a prefixed ledger add");
 
 typedef struct ml__op {
@@ -224,7 +226,7 @@ typedef struct ml__op {
     int32_t num_messages;
     /* The stored entry is prefix + payload: the prefix is built at the first dispatch (its
      * index is fixed then), the payload is sent as it is, never copied. */
-    uint8_t prefix[ML_BEM_PREFIX_BYTES_MAX];
+    uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
     uint8_t prefix_len; /* 0 until built */
     int64_t ts;         /* the prefix's broker timestamp */
     int64_t index;
@@ -920,6 +922,25 @@ static void ml__roll_old_closed(int status, void *arg);
 
 static void ml__op_added(int status, int64_t entry_id, void *arg);
 
+/* The broker timestamp, index and prefix length of a stored entry data[0, len), as ml__op_build
+ * wrote them: both fields present, neither negative. MG_ECORRUPT for anything else (no prefix,
+ * a malformed one, a missing or negative field); MG_ENOMEM. */
+static int ml__entry_bem(const uint8_t *data, size_t len, int64_t *timestamp_ms, int64_t *index,
+                         size_t *prefix_len)
+{
+    pw_bem bem;
+    int rc = pw_bem_parse(data, len, &bem);
+    if (rc == MG_ENOMEM)
+        return rc;
+    if (rc != MG_OK || !bem.has_broker_timestamp || !bem.has_index ||
+        bem.broker_timestamp_ms > (uint64_t)INT64_MAX || bem.index < 0)
+        return MG_ECORRUPT;
+    *timestamp_ms = (int64_t)bem.broker_timestamp_ms;
+    *index = bem.index;
+    *prefix_len = bem.len;
+    return MG_OK;
+}
+
 static int ml__op_build(ml_managed *ml, ml__op *op)
 {
     int64_t ts = ml__now_ms();
@@ -928,8 +949,8 @@ static int ml__op_build(ml_managed *ml, ml__op *op)
     ml->last_ts = ts;
     op->index = ml->next_index + op->num_messages - 1;
     op->ts = ts;
-    size_t plen = ml__bem_encode(op->prefix, ts, op->index);
-    MG_ASSERT(plen > 0 && plen <= ML_BEM_PREFIX_BYTES_MAX);
+    size_t plen = pw_bem_encode(ts, op->index, op->prefix);
+    MG_ASSERT(plen > 0 && plen <= PW_BEM_PREFIX_BYTES_MAX);
     op->prefix_len = (uint8_t)plen;
     ml->next_index += op->num_messages;
     return MG_OK;
@@ -1044,7 +1065,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
         return MG_EINVAL;
     if (off > mg_buf_len(payload) || len > mg_buf_len(payload) - off)
         return MG_EINVAL;
-    if (len > BK_ENTRY_BYTES_MAX - ML_BEM_PREFIX_BYTES_MAX)
+    if (len > BK_ENTRY_BYTES_MAX - PW_BEM_PREFIX_BYTES_MAX)
         return MG_ELIMIT;
     if (ml->closing || ml->state == ML__M_FENCED || ml->state == ML__M_OPENING ||
         ml->term_requested || ml_is_terminated(ml))
@@ -1483,7 +1504,7 @@ static void ml__rop_got(int status, const bk_entry *entries, size_t count, void 
         ml_entry *me = &op->entries[op->count];
         const uint8_t *data = mg_buf_data(en->buf) + en->off;
         size_t plen;
-        if (ml__bem_decode(data, en->len, &me->broker_timestamp_ms, &me->index, &plen) != MG_OK) {
+        if (ml__entry_bem(data, en->len, &me->broker_timestamp_ms, &me->index, &plen) != MG_OK) {
             MG_WARN("managed ledger %s: entry %" PRId64 ":%" PRId64
                     " has no valid BrokerEntryMetadata",
                     op->ml->name, op->w.ledger_id, en->entry_id);
@@ -1682,8 +1703,8 @@ static void ml__fop_got(int status, const bk_entry *entries, size_t count, void 
     }
     int64_t ts, index;
     size_t plen;
-    if (ml__bem_decode(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts, &index,
-                       &plen) != MG_OK) {
+    if (ml__entry_bem(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts, &index,
+                      &plen) != MG_OK) {
         ml__fop_finish(op, MG_ECORRUPT, (ml_position){ -1, -1 });
         return;
     }
@@ -1813,12 +1834,6 @@ void ml_set_added_listener(ml_managed *ml, ml_added_fn fn, void *arg)
 {
     ml->added_fn = fn;
     ml->added_arg = fn != NULL ? arg : NULL;
-}
-
-size_t ml_entry_prefix(const ml_entry *e, uint8_t *dst)
-{
-    _Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ENTRY_PREFIX_BYTES_MAX, "prefix buffer");
-    return ml__bem_encode(dst, e->broker_timestamp_ms, e->index);
 }
 
 int ml_ledger_size(const ml_managed *ml, int64_t ledger_id, int64_t *entries, int64_t *bytes)
@@ -2371,8 +2386,8 @@ static void ml__derive_read(int status, const bk_entry *entries, size_t count, v
     if (status == MG_OK && count == 0)
         status = MG_ENOTFOUND;
     if (status == MG_OK)
-        status = ml__bem_decode(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts,
-                                &index, &plen);
+        status = ml__entry_bem(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts,
+                               &index, &plen);
     ml_ledger_release(d->l);
     int64_t ledger_id = d->ledger_id;
     mg_free(d);

@@ -19,7 +19,9 @@
  * nothing stored, a consumer gets only the good messages, byte-identical); frames trickled one
  * byte at a time and several frames in one write; PING/PONG and the broker's keep-alive
  * (--keepalive-s 1); a socket trickling bytes without CONNECT closed at the CONNECT deadline;
- * LOOKUP of bad and good names; finally the per-reason counters of
+ * LOOKUP of bad and good names; BrokerEntryMetadata to a consumer that asked for it, rebuilt for
+ * entries from the tail cache and read as stored after a restart, the same bytes both ways;
+ * finally the per-reason counters of
  * magnetar_broker_protocol_errors_total on /metrics, exactly as many as the cases caused.
  */
 #include <criterion/criterion.h>
@@ -674,6 +676,130 @@ static void case_checksum(void)
     rc_close(&k);
 }
 
+/* BrokerEntryMetadata to a consumer that asked for it (protocol 19 and the feature flag): a
+ * subscription at the tail gets the entries from the tail cache, which holds them without the
+ * prefix, so the broker rebuilds it; after a restart (empty tail cache) a subscription from the
+ * earliest entry gets the prefixes as stored. Both must be [0x0e02][BrokerEntryMetadata] with
+ * the entry's index and timestamp before the client's bytes, and byte for byte the same. */
+#define BEM_TOPIC   "persistent://public/default/bem"
+#define BEM_ENTRIES 3
+
+static uint8_t g_bem_seen[BEM_ENTRIES][PW_BEM_PREFIX_BYTES_MAX]; /* prefixes from the tail */
+static size_t g_bem_seen_len[BEM_ENTRIES];
+static uint8_t g_bem_client[BEM_ENTRIES][256]; /* the client bytes sent */
+static size_t g_bem_client_len[BEM_ENTRIES];
+
+static void bem_subscribe(rconn *k, const char *subscription, uint64_t consumer_id, bool earliest)
+{
+    mg_buf *b = NULL;
+    Magnetar__Pulsar__FeatureFlags ff = MAGNETAR__PULSAR__FEATURE_FLAGS__INIT;
+    ff.has_supports_broker_entry_metadata = 1;
+    ff.supports_broker_entry_metadata = 1;
+    Magnetar__Pulsar__CommandConnect cc = MAGNETAR__PULSAR__COMMAND_CONNECT__INIT;
+    cc.client_version = (char *)"magnetar-fault-test";
+    cc.has_protocol_version = 1;
+    cc.protocol_version = 19;
+    cc.feature_flags = &ff;
+    Magnetar__Pulsar__BaseCommand connect = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    connect.type = T(CONNECT);
+    connect.connect = &cc;
+    cr_assert_eq(pw_command_encode(&connect, &b), MG_OK);
+    rc_write_buf(k, b);
+    mg_buf_unref(b);
+    rc_expect(k, T(CONNECTED));
+
+    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
+    sub.topic = (char *)BEM_TOPIC;
+    sub.subscription = (char *)subscription;
+    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
+    sub.consumer_id = consumer_id;
+    sub.request_id = 1;
+    if (earliest) {
+        sub.has_initial_position = 1;
+        sub.initial_position = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest;
+    }
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SUBSCRIBE);
+    cmd.subscribe = &sub;
+    rc_send_cmd(k, &cmd);
+    cr_assert_eq(rc_expect(k, T(SUCCESS))->success->request_id, 1);
+    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
+    flow.consumer_id = consumer_id;
+    flow.message_permits = 10;
+    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    fc.type = T(FLOW);
+    fc.flow = &flow;
+    rc_send_cmd(k, &fc);
+}
+
+/* The next MESSAGE on k must be entry i: the prefix (index i, a timestamp in [ts_min, ts_max])
+ * then the client bytes g_bem_client[i]; returns the prefix's length, its bytes left in prefix. */
+static size_t bem_expect(rconn *k, int i, uint64_t ts_min, uint64_t ts_max, uint8_t *prefix)
+{
+    rc_expect(k, T(MESSAGE));
+    const uint8_t *p = k->raw + k->f.payload_off;
+    pw_payload pl;
+    cr_assert_eq(pw_payload_parse(p, k->f.payload_len, true, &pl), MG_OK, "message %d", i);
+    cr_assert(pl.has_broker_entry_metadata, "message %d without BrokerEntryMetadata", i);
+    cr_assert(pl.has_broker_timestamp && pl.has_index, "message %d: a field missing", i);
+    cr_assert_eq(pl.index, i, "message %d: index %lld", i, (long long)pl.index);
+    cr_assert(pl.broker_timestamp_ms >= ts_min && pl.broker_timestamp_ms <= ts_max,
+              "message %d: broker timestamp %llu outside [%llu, %llu]", i,
+              (unsigned long long)pl.broker_timestamp_ms, (unsigned long long)ts_min,
+              (unsigned long long)ts_max);
+    cr_assert_leq(pl.bem_len, PW_BEM_PREFIX_BYTES_MAX);
+    uint8_t want[PW_BEM_PREFIX_BYTES_MAX];
+    size_t want_len = pw_bem_encode((int64_t)pl.broker_timestamp_ms, pl.index, want);
+    cr_assert(pl.bem_len == want_len && memcmp(p, want, want_len) == 0,
+              "message %d: the prefix is not the codec's encoding of its own fields", i);
+    cr_assert(pl.client_len == g_bem_client_len[i] &&
+                  memcmp(p + pl.client_off, g_bem_client[i], pl.client_len) == 0,
+              "message %d: the client bytes differ from what was sent", i);
+    memcpy(prefix, p, pl.bem_len);
+    return pl.bem_len;
+}
+
+static void case_bem_from_tail(void)
+{
+    rconn k = rc_open();
+    bem_subscribe(&k, "bem-tail", 7, false);
+    rconn p = rc_open();
+    rc_handshake(&p, 19);
+    rc_create_producer(&p, BEM_TOPIC, 8, 1);
+    uint64_t ts_min = (uint64_t)sah_wall_ms();
+    for (int i = 0; i < BEM_ENTRIES; i++) {
+        char data[32];
+        int n = snprintf(data, sizeof(data), "entry %d", i);
+        mg_buf *sent = encode_send(8, (uint64_t)i, data, (size_t)n);
+        const uint8_t *client;
+        send_payload(sent, &client, &g_bem_client_len[i]);
+        cr_assert_leq(g_bem_client_len[i], sizeof(g_bem_client[i]));
+        memcpy(g_bem_client[i], client, g_bem_client_len[i]);
+        rc_write_buf(&p, sent);
+        mg_buf_unref(sent);
+        int64_t ledger, entry;
+        rc_expect_receipt(&p, 8, (uint64_t)i, &ledger, &entry);
+    }
+    uint64_t ts_max = (uint64_t)sah_wall_ms();
+    for (int i = 0; i < BEM_ENTRIES; i++)
+        g_bem_seen_len[i] = bem_expect(&k, i, ts_min, ts_max, g_bem_seen[i]);
+    rc_close(&p);
+    rc_close(&k);
+}
+
+static void case_bem_stored(void)
+{
+    rconn k = rc_open();
+    bem_subscribe(&k, "bem-earliest", 9, true);
+    for (int i = 0; i < BEM_ENTRIES; i++) {
+        uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
+        size_t n = bem_expect(&k, i, 0, UINT64_MAX, prefix);
+        cr_assert(n == g_bem_seen_len[i] && memcmp(prefix, g_bem_seen[i], n) == 0,
+                  "entry %d: the stored prefix differs from the one rebuilt at the tail", i);
+    }
+    rc_close(&k);
+}
+
 /* Terminating a topic: its producer is closed by the broker, a new producer and a SEND are
  * refused with TopicTerminatedError, and a consumer that read everything is told
  * REACHED_END_OF_TOPIC. */
@@ -979,6 +1105,24 @@ Test(broker_protocol, no_connect_within_the_deadline_closes)
 Test(broker_protocol, lookup_of_bad_name_fails_with_lookup_response)
 {
     run_case(CASE(case_lookup), 30);
+}
+
+Test(broker_protocol, broker_entry_metadata_rebuilt_from_the_tail_equals_the_stored_prefix)
+{
+    sa_start(30);
+    healthy_open();
+    case_bem_from_tail();
+    healthy_check("case_bem_from_tail");
+    rc_close(&g_healthy);
+    sa_stop_clean();
+    int rc = sah_restart(&g_sa);
+    cr_assert_eq(rc, MG_OK, "restart: %s", mg_strerror(rc));
+    healthy_open();
+    case_bem_stored();
+    healthy_check("case_bem_stored");
+    rc_close(&g_healthy);
+    sa_stop_clean();
+    g_passed = true;
 }
 
 /* 12. Every case on one broker, the healthy connection checked after each, then the counters
