@@ -368,9 +368,9 @@ typedef struct pc__handle_ops {
     pc__part_kind part_kind;
     size_t part_size; /* sizeof(pc__prod) or sizeof(pc__cons): the part comes first in it */
     const pc__part_ops *part_ops;
-    /* Sets up part i, just made and in h->parts (its own fields and timers): MG_OK or
+    /* Sets up a part just made and put in h->parts (its own fields and timers): MG_OK or
      * MG_ENOMEM (the handle's creation fails; part_free frees it). */
-    int (*part_setup)(pc__handle *h, pc__part *part, uint32_t i);
+    int (*part_setup)(pc__handle *h, pc__part *part);
     /* Frees a part (pc__part_fini, its own timers and memory). */
     void (*part_free)(pc__part *part);
     /* Stops a part when the handle dies: release tells the broker (pc__part_release), except

@@ -95,8 +95,6 @@ typedef struct pc__nack {
 
 struct pc__cons {
     pc__part base;
-    pc_consumer *parent;
-    uint32_t index;
     pc__entry *q_head, *q_tail;
     uint32_t q_entries;
     uint32_t flow_due;
@@ -178,6 +176,12 @@ static inline pc__cons *cons_at(const pc_consumer *k, uint32_t i)
     return (pc__cons *)(void *)k->base.parts[i];
 }
 
+/* The consumer a part belongs to. */
+static inline pc_consumer *cons_parent(const pc__cons *kc)
+{
+    return (pc_consumer *)(void *)kc->base.handle;
+}
+
 static void cons_drain(pc__cons *kc);
 static void cons_flush_acks(pc__cons *kc);
 
@@ -213,7 +217,7 @@ static void send_flow(pc__cons *kc, uint32_t permits)
 
 static void maybe_flow(pc__cons *kc)
 {
-    uint32_t half = kc->parent->rq_size / 2;
+    uint32_t half = cons_parent(kc)->rq_size / 2;
     if (half == 0)
         half = 1;
     if (kc->flow_due >= half && kc->base.state == PC__PART_READY) {
@@ -638,7 +642,7 @@ static bool reader_skips(pc__cons *kc, const pc_message_id *id)
 /* Hands out (or skips) the next message of e. */
 static void deliver_one(pc__cons *kc, pc__entry *e)
 {
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     int32_t idx = e->next_index++;
     Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
     const uint8_t *payload;
@@ -718,7 +722,7 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
 
 static bool can_deliver(const pc__cons *kc)
 {
-    const pc_consumer *k = kc->parent;
+    const pc_consumer *k = cons_parent(kc);
     return k->base.state == PC__HANDLE_READY && !k->paused && kc->base.state == PC__PART_READY &&
            !kc->dropping;
 }
@@ -773,7 +777,7 @@ void pc__cons_on_message(pc__part *part, const Magnetar__Pulsar__CommandMessage 
                          size_t off, size_t len)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     if (part->state != PC__PART_READY || kc->dropping || k->base.state == PC__HANDLE_CLOSING ||
         k->base.state == PC__HANDLE_DEAD)
         return;
@@ -820,18 +824,18 @@ static void subscribe_answered(pc__req *r, int status, const Magnetar__Pulsar__B
     queue_clear(kc, false);
     kc->flow_due = 0;
     kc->dropping = false;
-    kc->filter_on = kc->parent->reader && kc->start_set;
+    kc->filter_on = cons_parent(kc)->reader && kc->start_set;
     pc__part_ready(part);
     if (part->state != PC__PART_READY)
         return;
-    send_flow(kc, kc->parent->rq_size);
+    send_flow(kc, cons_parent(kc)->rq_size);
     cons_flush_acks(kc);
 }
 
 static int cons_register(pc__part *part)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     uint64_t rid = pc__next_request_id(part->c);
     Magnetar__Pulsar__CommandSubscribe s = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
     s.topic = part->topic;
@@ -888,7 +892,7 @@ static const pc__part_ops cons_ops = {
 void pc__cons_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     if (part->state != PC__PART_READY)
         return;
     switch (cmd->type) {
@@ -969,12 +973,10 @@ static void cons_part_stop(pc__part *part, bool release)
     pc__timer_stop(part->c, &kc->drain_timer);
 }
 
-static int cons_part_setup(pc__handle *h, pc__part *part, uint32_t i)
+static int cons_part_setup(pc__handle *h, pc__part *part)
 {
     pc_consumer *k = (pc_consumer *)h;
     pc__cons *kc = (pc__cons *)part;
-    kc->parent = k;
-    kc->index = i;
     if (k->reader) {
         kc->start = k->start_id;
         kc->start_inclusive = k->start_inclusive;
@@ -1288,7 +1290,7 @@ static int answer_status(pc_client *c, int status, const Magnetar__Pulsar__BaseC
 static void seek_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->seek_req = NULL;
     status = answer_status(k->base.c, status, cmd);
     kc->dropping = false;
@@ -1369,7 +1371,7 @@ int pc_seek_time(pc_consumer *k, int64_t publish_time_ms, pc_done_cb cb, void *a
 static void last_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->last_req = NULL;
     status = answer_status(k->base.c, status, cmd);
     void (*cb)(int, const pc_message_id *, void *) = k->last_cb;
@@ -1441,7 +1443,7 @@ static void consumer_close_now(pc_consumer *k);
 static void unsub_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->unsub_req = NULL;
     status = answer_status(k->base.c, status, cmd);
     kc->unsub_ok = status == MG_OK;

@@ -42,7 +42,7 @@ static int handle_make_parts(pc__handle *h, uint32_t partitions)
         part->handle = h;
         h->parts[i] = part;
         h->nparts = i + 1;
-        MG_TRY(h->ops->part_setup(h, part, i));
+        MG_TRY(h->ops->part_setup(h, part));
     }
     return MG_OK;
 }

@@ -91,8 +91,6 @@ struct pc__op {
 
 struct pc__prod {
     pc__part base;
-    pc_producer *parent;
-    uint32_t index;
     char name[PC_NAME_BYTES_MAX + 1];
     bool has_name;
     int64_t next_seq;
@@ -137,6 +135,12 @@ struct pc_producer {
 static inline pc__prod *prod_at(const pc_producer *p, uint32_t i)
 {
     return (pc__prod *)(void *)p->base.parts[i];
+}
+
+/* The producer a part belongs to. */
+static inline pc_producer *prod_parent(const pc__prod *pp)
+{
+    return (pc_producer *)(void *)pp->base.handle;
 }
 
 static void producer_check_close(pc_producer *p);
@@ -281,7 +285,7 @@ static int batch_payload(const pc__op *op, mg_buf **out)
 /* Encodes op (head and payload) for part pp. */
 static int op_encode(pc__prod *pp, pc__op *op)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     const pc__msg *first = op->msgs;
     mg_buf *raw = NULL;
     const uint8_t *data;
@@ -381,7 +385,7 @@ static void op_send(pc__prod *pp, pc__op *op)
 static void fail_fired(pc__timer *t)
 {
     pc__prod *pp = MG_CONTAINER_OF(t, pc__prod, fail_timer);
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     while (pp->failed_head != NULL && p->base.state != PC__HANDLE_DEAD) {
         pc__msg *m = pp->failed_head;
         pp->failed_head = m->next;
@@ -400,7 +404,7 @@ static void fail_fired(pc__timer *t)
  * failure is reported from fail_timer (this may run inside pc_send). */
 static void op_make(pc__prod *pp, pc__msg *msgs, uint32_t count, uint64_t bytes)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     pc__op *op = mg_calloc(1, sizeof(*op));
     int rc = MG_ENOMEM;
     if (op != NULL) {
@@ -466,7 +470,7 @@ static void batch_fired(pc__timer *t)
 
 static uint32_t batch_bytes_limit(const pc__prod *pp)
 {
-    uint32_t limit = pp->parent->batch_max_bytes;
+    uint32_t limit = prod_parent(pp)->batch_max_bytes;
     uint32_t room = pp->max_message_size > 4096 ? pp->max_message_size - 4096 : 1024;
     return limit < room ? limit : room;
 }
@@ -474,7 +478,7 @@ static uint32_t batch_bytes_limit(const pc__prod *pp)
 /* An admitted message joins its part: a sequence id, then the batch or an op of its own. */
 static void part_add(pc__prod *pp, pc__msg *m)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     m->seq = pp->next_seq++;
     m->next = NULL;
     if (pp->terminated) {
@@ -536,7 +540,7 @@ static void producer_release_held(pc_producer *p)
 /* Completes op (already unlinked) and frees it. */
 static void op_complete(pc__prod *pp, pc__op *op, int status, int64_t ledger_id, int64_t entry_id)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     p->pending_msgs -= op->count;
     p->pending_bytes -= op->bytes;
     int32_t i = 0;
@@ -578,7 +582,7 @@ static void prod_fail_all(pc__prod *pp, int status);
  * what it holds fails with MG_EPERM (pc_last_error tells why), later sends to it fail too. */
 static void prod_terminated(pc__prod *pp, const char *text)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     MG_WARN("client: producer %s on %s: %s", pp->name, pp->base.topic, text);
     pc__set_last_error(p->base.c, text);
     pp->terminated = true;
@@ -623,7 +627,7 @@ static void producer_answered(pc__req *r, int status, const Magnetar__Pulsar__Ba
 static int prod_register(pc__part *part)
 {
     pc__prod *pp = (pc__prod *)part;
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     uint64_t rid = pc__next_request_id(part->c);
     Magnetar__Pulsar__CommandProducer cp = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
     cp.topic = part->topic;
@@ -652,8 +656,8 @@ static void prod_detached(pc__part *part)
     if (pp->base.close_req != NULL) {
         pc__req_cancel(pp->base.close_req);
         pp->base.close_req = NULL;
-        pp->parent->base.close_waiting--;
-        producer_check_close(pp->parent);
+        prod_parent(pp)->base.close_waiting--;
+        producer_check_close(prod_parent(pp));
     }
 }
 
@@ -669,7 +673,7 @@ static const pc__part_ops prod_ops = {
 void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__prod *pp = (pc__prod *)part;
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     if (part->state != PC__PART_READY)
         return;
     switch (cmd->type) {
@@ -746,7 +750,7 @@ void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 /* Fails everything a part holds (batch, ops, deferred failures) with status, in order. */
 static void prod_fail_all(pc__prod *pp, int status)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     pc__timer_stop(p->base.c, &pp->batch_timer);
     pc__timer_stop(p->base.c, &pp->fail_timer);
     pc__msg *failed = pp->failed_head;
@@ -792,12 +796,10 @@ static void prod_part_stop(pc__part *part, bool release)
         pc__part_stop(part);
 }
 
-static int prod_part_setup(pc__handle *h, pc__part *part, uint32_t i)
+static int prod_part_setup(pc__handle *h, pc__part *part)
 {
     pc_producer *p = (pc_producer *)h;
     pc__prod *pp = (pc__prod *)part;
-    pp->parent = p;
-    pp->index = i;
     pp->max_message_size = PC_MESSAGE_BYTES_DEFAULT;
     if (p->has_user_name) {
         snprintf(pp->name, sizeof(pp->name), "%s", p->user_name);
@@ -1014,7 +1016,7 @@ void pc_producer_close(pc_producer *p, void (*cb)(int status, void *arg), void *
 
 static void part_timeouts(pc__prod *pp, uint64_t now_ms)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     while (pp->ops_head != NULL && now_ms - pp->ops_head->enqueued_ms >= p->send_timeout_ms &&
            p->base.state != PC__HANDLE_DEAD) {
         pc__op *op = ops_pop(pp);
