@@ -215,10 +215,10 @@ static void uv_timer_fired(uv_timer_t *h)
 
 static void housekeeping_fired(pc__timer *t)
 {
-    pc_client *c = PC__CONTAINER(t, pc_client, housekeeping);
+    pc_client *c = MG_CONTAINER_OF(t, pc_client, housekeeping);
     uint64_t now = pc__now_ms(c);
-    for (pc__link *l = c->conns.next; l != &c->conns;) {
-        pc__conn *conn = PC__CONTAINER(l, pc__conn, link);
+    for (mg_link *l = c->conns.next; l != &c->conns;) {
+        pc__conn *conn = MG_CONTAINER_OF(l, pc__conn, link);
         l = l->next;
         pc__conn_housekeeping(conn, now);
     }
@@ -230,7 +230,7 @@ void pc__housekeeping_arm(pc_client *c)
 {
     if (c->closing || pc__timer_armed(&c->housekeeping))
         return;
-    if (pc__list_empty(&c->conns) && !pc__producers_any(c))
+    if (mg_list_empty(&c->conns) && !pc__producers_any(c))
         return;
     pc__timer_start(c, &c->housekeeping, PC_HOUSEKEEPING_MS);
 }
@@ -439,9 +439,9 @@ int pc_client_create(uv_loop_t *loop, const pc_client_opts *opts, pc_client **ou
     if (c == NULL)
         return MG_ENOMEM;
     c->loop = loop;
-    pc__list_init(&c->conns);
-    pc__list_init(&c->producers);
-    pc__list_init(&c->consumers);
+    mg_list_init(&c->conns);
+    mg_list_init(&c->producers);
+    mg_list_init(&c->consumers);
     int rc = parse_service_url(c, opts->service_url);
     if (rc != MG_OK) {
         client_free(c);
@@ -491,7 +491,7 @@ void pc__set_last_error(pc_client *c, const char *text)
 void pc__client_maybe_freed(pc_client *c)
 {
     if (!c->closing || c->closed_done || c->uv_timer_open || c->handles_open > 0 ||
-        !pc__list_empty(&c->conns))
+        !mg_list_empty(&c->conns))
         return;
     c->closed_done = true;
     void (*cb)(void *) = c->closed_cb;
@@ -510,11 +510,11 @@ static void uv_timer_closed(uv_handle_t *h)
 
 static void close_fired(pc__timer *t)
 {
-    pc_client *c = PC__CONTAINER(t, pc_client, close_timer);
-    pc__producers_abort(c);
-    pc__consumers_abort(c);
-    for (pc__link *l = c->conns.next; l != &c->conns;) {
-        pc__conn *conn = PC__CONTAINER(l, pc__conn, link);
+    pc_client *c = MG_CONTAINER_OF(t, pc_client, close_timer);
+    pc__handles_abort(&c->producers);
+    pc__handles_abort(&c->consumers);
+    for (mg_link *l = c->conns.next; l != &c->conns;) {
+        pc__conn *conn = MG_CONTAINER_OF(l, pc__conn, link);
         l = l->next;
         pc__conn_abort(conn);
     }
