@@ -25,6 +25,7 @@
 #include "ledger/ledger.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"
+#include "support/ml_harness.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -37,25 +38,15 @@ TestSuite(cursor, .timeout = 10);
 #define WAIT_NS_MAX (8ull * 1000 * 1000 * 1000) /* under the suite's 10 s */
 #define ENTRIES_MAX 256
 
-#define RUN_UNTIL(cond)                                                                       \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(cond) MLH_RUN_UNTIL(&fx.loop, cond, WAIT_NS_MAX)
 
 #define LONG_INTERVAL_MS 3600000u /* writes only on flush and close */
 
 /* ---- environment -------------------------------------------------------------------------- */
 
+static mlh fx; /* the loop, the bookie, the env */
+
 typedef struct tenv {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bkh *h;
-    ml_env *env;
     ml_managed *ml;
     ml_position pos[ENTRIES_MAX]; /* every entry published, in order */
     int64_t idx[ENTRIES_MAX];     /* its BrokerEntryMetadata index */
@@ -64,11 +55,6 @@ typedef struct tenv {
 } tenv;
 
 static tenv t;
-
-static void guard_tick(uv_timer_t *timer)
-{
-    (void)timer;
-}
 
 typedef struct dres {
     int calls;
@@ -82,51 +68,23 @@ static void done_cb(int status, void *arg)
     r->status = status;
 }
 
-typedef struct mlres {
-    int calls;
-    int status;
-    ml_managed *ml;
-} mlres;
-
-static void ml_opened(int status, ml_managed *ml, void *arg)
-{
-    mlres *r = arg;
-    r->calls++;
-    r->status = status;
-    r->ml = ml;
-}
-
 /* A fresh topic on one bookie (1/1/1); entries_per_ledger 0 = no rollover in the test. */
 static void setup(const char *topic, int64_t entries_per_ledger)
 {
     memset(&t, 0, sizeof(t));
-    cr_assert_eq(uv_loop_init(&t.loop), 0);
-    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
-    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
-    cr_assert_eq(bkh_start(&t.loop, 1, &t.h), MG_OK);
-    ml_env_opts o = { .ensemble_size = 1 };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+    mlh_opts o = { .bookie_count = 1, .env = { .ensemble_size = 1 } };
+    cr_assert_eq(mlh_start(&fx, &o), MG_OK);
     ml_config cfg = { .entries_per_ledger_max = entries_per_ledger,
                       .retention_time_ms = -1,
                       .retention_bytes = -1 };
-    mlres r = { 0 };
-    cr_assert_eq(ml_open(t.env, topic, &cfg, ml_opened, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    cr_assert_eq(r.status, MG_OK, "ml_open: %s", mg_strerror(r.status));
-    t.ml = r.ml;
+    int rc = mlh_open_ml(&fx, fx.env, topic, &cfg, &t.ml);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
 }
 
 static void teardown(void)
 {
-    dres r = { 0 };
-    cr_assert_eq(ml_close(t.ml, done_cb, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    ml_env_destroy(t.env);
-    bkh_destroy(t.h);
-    uv_close((uv_handle_t *)&t.guard, NULL);
-    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
-        uv_run(&t.loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
+    cr_assert_eq(mlh_close_ml(&fx, t.ml, NULL), MG_OK);
+    cr_assert_eq(mlh_stop(&fx), MG_OK, "handles left open on the loop");
 }
 
 /* ---- publishing --------------------------------------------------------------------------- */
@@ -315,7 +273,7 @@ static Magnetar__Ledger__CursorInfo *stored(const char *name, int *status, int64
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", ml_metadata_path(t.ml), name);
     getres r = { 0 };
-    cr_assert_eq(md_get(bkh_md_client(t.h), path, got_node, &r), MG_OK);
+    cr_assert_eq(md_get(bkh_md_client(fx.h), path, got_node, &r), MG_OK);
     RUN_UNTIL(r.calls == 1);
     *status = r.status;
     if (version)
@@ -671,7 +629,7 @@ static void wait_clock_tick(void)
     gettimeofday(&tv, NULL);
     int64_t t0 = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     for (int i = 0; i < 1000; i++) {
-        uv_run(&t.loop, UV_RUN_ONCE); /* the guard timer ticks every 5 ms */
+        uv_run(&fx.loop, UV_RUN_ONCE); /* the guard timer ticks every 5 ms */
         gettimeofday(&tv, NULL);
         if ((int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 >= t0 + 2)
             return;
@@ -866,7 +824,7 @@ Test(cursor, persist_interval)
     for (int i = 0; i < 5; i++)
         cr_assert_eq(mc_ack_individual(c, P(i), NULL, 0), MG_OK);
     for (int i = 0; i < 20; i++) /* a few loop turns: nothing is written meanwhile */
-        uv_run(&t.loop, UV_RUN_ONCE);
+        uv_run(&fx.loop, UV_RUN_ONCE);
     int st;
     int64_t version;
     Magnetar__Ledger__CursorInfo *info = stored("quiet", &st, &version);
@@ -938,13 +896,12 @@ Test(cursor, takeover_by_a_second_broker)
 
     ml_env *env2 = NULL;
     ml_env_opts o = { .ensemble_size = 1 };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &env2), MG_OK);
+    cr_assert_eq(ml_env_create(&fx.loop, bkh_md_client(fx.h), bkh_bk_client(fx.h), &o, &env2),
+                 MG_OK);
     ml_config cfg = { .retention_time_ms = -1, .retention_bytes = -1 };
-    mlres mr = { 0 };
-    cr_assert_eq(ml_open(env2, "t/ns/persistent/takeover", &cfg, ml_opened, &mr), MG_OK);
-    RUN_UNTIL(mr.calls == 1);
-    cr_assert_eq(mr.status, MG_OK, "ml_open: %s", mg_strerror(mr.status));
-    ml_managed *ml2 = mr.ml;
+    ml_managed *ml2 = NULL;
+    int rc = mlh_open_ml(&fx, env2, "t/ns/persistent/takeover", &cfg, &ml2);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
 
     openres r = { 0 };
     cr_assert_eq(mc_cursor_open(ml2, "sub", true, MC_INITIAL_LATEST, &quiet, cursor_opened, &r),
@@ -969,9 +926,7 @@ Test(cursor, takeover_by_a_second_broker)
     cr_expect_eq(info->mark_delete_entry_id, P(3).entry_id);
     magnetar__ledger__cursor_info__free_unpacked(info, NULL);
 
-    dres d = { 0 };
-    cr_assert_eq(ml_close(ml2, done_cb, &d), MG_OK);
-    RUN_UNTIL(d.calls == 1);
+    cr_assert_eq(mlh_close_ml(&fx, ml2, NULL), MG_OK);
     ml_env_destroy(env2);
     teardown(); /* closes A's (fenced) managed ledger */
 }
