@@ -31,10 +31,10 @@
 #include <uv.h>
 
 /* The guard timer's period: how long an idle uv_run(UV_RUN_ONCE) may block. */
-#define MLH_GUARD_MS 5
+#define MLH_GUARD_MS    5
 /* One open or close of a managed ledger on loopback bookies takes milliseconds; past this
  * something is stuck. */
-#define MLH_WAIT_MS  20000
+#define MLH_WAIT_MS     20000
 /* Loop turns mlh_stop gives the closing handles before it closes the loop. */
 #define MLH_DRAIN_TURNS 1000
 
@@ -82,14 +82,14 @@ int mlh_close_ml(mlh *m, ml_managed *ml, int *status);
 
 /* For Criterion tests (criterion.h included first): runs loop one iteration at a time until
  * cond holds, failing the test when wait_ns nanoseconds passed first. */
-#define MLH_RUN_UNTIL(loop, cond, wait_ns)                                                    \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, (wait_ns), "timed out waiting for %s",   \
-                         #cond);                                                              \
-            uv_run((loop), UV_RUN_ONCE);                                                      \
-        }                                                                                     \
+#define MLH_RUN_UNTIL(loop, cond, wait_ns)                                                  \
+    do {                                                                                    \
+        uint64_t run_until_t0 = uv_hrtime();                                                \
+        while (!(cond)) {                                                                   \
+            cr_assert_lt(uv_hrtime() - run_until_t0, (wait_ns), "timed out waiting for %s", \
+                         #cond);                                                            \
+            uv_run((loop), UV_RUN_ONCE);                                                    \
+        }                                                                                   \
     } while (0)
 
 #endif
