@@ -6,6 +6,8 @@
  * Everything runs on one loop in the test thread (managed_util.h), and every wait is bounded. */
 #include "unit/ledger/managed_util.h"
 
+#include "support/loop_wait.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,26 +82,6 @@ static void takeover_case(int inflight)
     ml_env_destroy(env2);
     second_clients_close(md2, bk2);
     teardown_env();
-}
-
-/* Runs the loop for ms (the guard timer keeps it turning). */
-static void run_for_ms(uint64_t ms)
-{
-    uint64_t t0 = uv_hrtime();
-    while (uv_hrtime() - t0 < ms * 1000000u)
-        uv_run(&t.loop, UV_RUN_ONCE);
-}
-
-typedef struct rsm {
-    int calls;
-    int status;
-} rsm;
-
-static void resumed_cb(int status, void *arg)
-{
-    rsm *r = arg;
-    r->calls++;
-    r->status = status;
 }
 
 Test(managed, second_owner_fences_the_first)
@@ -186,7 +168,7 @@ Test(managed, full_disk_backs_off_without_ledger_churn, .timeout = 60)
 
     /* Two attempts after the back-off (1 s, then 2 s): each one ledger, dropped by the next. */
     for (int attempt = 0; attempt < 2; attempt++) {
-        run_for_ms(attempt == 0 ? 1100 : 2100);
+        mgt_run_for(&t.loop, attempt == 0 ? 1100 : 2100);
         int64_t k = a.issued;
         cr_assert_eq(add_one(ml, &a), MG_OK, "attempt %d: the add is tried", attempt);
         cr_assert_eq(add_one(ml, &a), MG_OK, "attempt %d: adds queue behind it", attempt);
@@ -201,8 +183,8 @@ Test(managed, full_disk_backs_off_without_ledger_churn, .timeout = 60)
 
     /* Space is back: the bookie resumes, the next attempt writes and the index goes on. */
     bk_io_fault_clear(bkh_bookie_io(t.h, 0), BK_IO_PWRITE);
-    rsm r = { 0 };
-    cr_assert_eq(bk_storage_resume(bkh_bookie_storage(t.h, 0), resumed_cb, &r), MG_OK);
+    dres r = { 0 };
+    cr_assert_eq(bk_storage_resume(bkh_bookie_storage(t.h, 0), done_cb, &r), MG_OK);
     RUN_UNTIL(r.calls == 1);
     cr_assert_eq(r.status, MG_OK, "%s", mg_strerror(r.status));
     int64_t k = -1;
@@ -211,7 +193,7 @@ Test(managed, full_disk_backs_off_without_ledger_churn, .timeout = 60)
         if (add_one(ml, &a) == MG_OK)
             k = next;
         else
-            run_for_ms(100);
+            mgt_run_for(&t.loop, 100);
     }
     cr_assert_geq(k, 0, "no add accepted within 10 s of the resume");
     RUN_UNTIL(a.done == a.issued);
