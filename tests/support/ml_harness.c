@@ -109,3 +109,14 @@ int mlh_close_ml(mlh *m, ml_managed *ml, int *status)
         *status = r.status;
     return MG_OK;
 }
+
+void mlh_read_collect(int status, const ml_entry *e, size_t count, void *arg)
+{
+    mlh_read *r = arg;
+    r->calls++;
+    r->status = status;
+    for (size_t i = 0; i < count && r->n < MLH_READ_ENTRIES_MAX; i++) {
+        r->ts[r->n] = e[i].broker_timestamp_ms;
+        r->got[r->n++] = e[i].position;
+    }
+}

@@ -80,6 +80,22 @@ int mlh_open_ml(mlh *m, ml_env *env, const char *name, const ml_config *cfg, ml_
  * within MLH_WAIT_MS). */
 int mlh_close_ml(mlh *m, ml_managed *ml, int *status);
 
+/* What read callbacks delivered, collected (mlh_read_collect): the positions and broker
+ * timestamps of the entries, in order. A test's reads stay well below the capacity; entries past
+ * it are dropped (and then missing from what the test compares). */
+#define MLH_READ_ENTRIES_MAX 256
+
+typedef struct mlh_read {
+    int calls;  /* callbacks so far */
+    int status; /* the last one's */
+    size_t n;   /* entries collected */
+    ml_position got[MLH_READ_ENTRIES_MAX];
+    int64_t ts[MLH_READ_ENTRIES_MAX];
+} mlh_read;
+
+/* A read callback (ml_read, mc_read_entries) appending to the mlh_read arg points to. */
+void mlh_read_collect(int status, const ml_entry *e, size_t count, void *arg);
+
 /* For Criterion tests (criterion.h included first): runs loop one iteration at a time until
  * cond holds, failing the test when wait_ns nanoseconds passed first. */
 #define MLH_RUN_UNTIL(loop, cond, wait_ns)                                                  \

@@ -196,33 +196,14 @@ static int flush_cursor(mc_cursor *c)
     return finish(mc_cursor_flush, c);
 }
 
-typedef struct readres {
-    int calls;
-    int status;
-    size_t n;
-    ml_position got[ENTRIES_MAX];
-    int64_t ts[ENTRIES_MAX];
-} readres;
-
-static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
-{
-    readres *r = arg;
-    r->calls++;
-    r->status = status;
-    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++) {
-        r->ts[r->n] = e[i].broker_timestamp_ms;
-        r->got[r->n++] = e[i].position;
-    }
-}
-
 /* Reads until caught up; returns the positions delivered (in r). */
-static void read_all(mc_cursor *c, int batch, readres *r)
+static void read_all(mc_cursor *c, int batch, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
     for (int round = 0; round < 200; round++) {
         int before_calls = r->calls;
         size_t before_n = r->n;
-        cr_assert_eq(mc_read_entries(c, batch, 1u << 20, read_cb, r), MG_OK);
+        cr_assert_eq(mc_read_entries(c, batch, 1u << 20, mlh_read_collect, r), MG_OK);
         RUN_UNTIL(r->calls == before_calls + 1);
         if (r->status == MG_EAGAIN)
             continue;
@@ -234,7 +215,7 @@ static void read_all(mc_cursor *c, int batch, readres *r)
 }
 
 /* The delivered positions are exactly the entries whose index is in want[] (in order). */
-static void expect_delivered(const readres *r, const int *want, size_t nwant)
+static void expect_delivered(const mlh_read *r, const int *want, size_t nwant)
 {
     cr_assert_eq(r->n, nwant, "delivered %zu entries, expected %zu", r->n, nwant);
     for (size_t i = 0; i < nwant; i++)
@@ -381,7 +362,7 @@ Test(cursor, batch_index_acks)
     /* Opened on the empty log, the cursor knows every message count exactly. */
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     publish(5, four); /* 5 entries of 4 messages */
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r); /* the cursor learns each entry's message count */
     cr_expect_eq(r.n, 5);
     cr_expect_eq(mc_backlog_messages(c), 20);
@@ -449,7 +430,7 @@ Test(cursor, read_skips_acked_and_rewind_redelivers_unacked)
     cr_assert_eq(mc_ack_individual(c, P(2), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(3), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(7), NULL, 0), MG_OK);
-    readres r;
+    mlh_read r;
     read_all(c, 3, &r);
     expect_delivered(&r, (int[]){ 0, 1, 4, 5, 6, 8, 9 }, 7);
     expect_pos(mc_read_position(c), (ml_position){ P(9).ledger_id, P(9).entry_id + 1 });
@@ -472,10 +453,10 @@ Test(cursor, read_skips_acked_and_rewind_redelivers_unacked)
     expect_pos(mc_read_position(c), P(1));
 
     /* One read in flight at a time. */
-    readres r2 = { 0 };
-    cr_assert_eq(mc_read_entries(c, 1, 1024, read_cb, &r2), MG_OK);
-    cr_expect_eq(mc_read_entries(c, 1, 1024, read_cb, &r2), MG_EAGAIN);
-    cr_expect_eq(mc_read_entries(c, 0, 1024, read_cb, &r2), MG_EINVAL);
+    mlh_read r2 = { 0 };
+    cr_assert_eq(mc_read_entries(c, 1, 1024, mlh_read_collect, &r2), MG_OK);
+    cr_expect_eq(mc_read_entries(c, 1, 1024, mlh_read_collect, &r2), MG_EAGAIN);
+    cr_expect_eq(mc_read_entries(c, 0, 1024, mlh_read_collect, &r2), MG_EINVAL);
     RUN_UNTIL(r2.calls == 1);
     expect_delivered(&r2, (int[]){ 1 }, 1);
     cr_expect_eq(close_cursor(c), MG_OK);
@@ -509,7 +490,7 @@ Test(cursor, backlog_exact_across_rollovers)
         acked[i] = true;
     acked[9] = acked[10] = acked[19] = acked[20] = true;
     for (int k = 0; k < 2; k++) {
-        readres r;
+        mlh_read r;
         read_all(cs[k], 7, &r);
         cr_expect_eq(r.n, 35);
         for (int i = 0; i < 35; i++)
@@ -578,7 +559,7 @@ Test(cursor, random_order_acks_exact)
     setup("t/ns/persistent/random", 64);
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     publish(200, varied);
-    readres r;
+    mlh_read r;
     read_all(c, 50, &r);
     cr_assert_eq(r.n, 200);
     int order[200];
@@ -643,7 +624,7 @@ Test(cursor, reset_by_time_and_position)
     wait_clock_tick(); /* entries 5.. get later broker timestamps than 0..4 */
     publish(5, varied);
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_assert_eq(r.n, 10);
     cr_assert_gt(r.ts[5], r.ts[4]);
@@ -710,7 +691,7 @@ Test(cursor, durable_close_and_reopen)
     cr_expect_eq(info->mark_delete_entry_id, before(0).entry_id);
     magnetar__ledger__cursor_info__free_unpacked(info, NULL);
 
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_assert_eq(mc_ack_individual(c, P(0), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(1), NULL, 0), MG_OK);
@@ -776,7 +757,7 @@ Test(cursor, crash_reopens_last_persisted_state)
     expect_pos(mc_mark_delete_position(c), P(2));
     cr_expect_eq(mc_acked_entries(c), 1);
     cr_expect_eq(mc_backlog_entries(c), 6);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     /* 3, 5 and 8 come again (at-least-once); 6 does not, nothing unacknowledged is missing. */
     expect_delivered(&r, (int[]){ 3, 4, 5, 7, 8, 9 }, 6);
@@ -809,7 +790,7 @@ Test(cursor, truncated_record_keeps_a_prefix)
 
     c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     cr_expect_eq(mc_acked_range_count(c), (int64_t)kept);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_expect_eq(r.n, 41 - kept); /* everything not in the kept prefix, acked or not */
     cr_expect_eq(close_cursor(c), MG_OK);
@@ -911,7 +892,7 @@ Test(cursor, takeover_by_a_second_broker)
     mc_cursor *b = r.c;
     expect_pos(mc_mark_delete_position(b), P(2)); /* 3..5 will be delivered again */
     cr_expect_eq(mc_backlog_entries(b), 5);
-    readres rr;
+    mlh_read rr;
     read_all(b, 100, &rr);
     expect_delivered(&rr, (int[]){ 3, 4, 5, 6, 7 }, 5);
     cr_assert_eq(mc_ack_individual(b, P(3), NULL, 0), MG_OK);
@@ -950,7 +931,7 @@ Test(cursor, non_durable_persists_nothing)
     c = open_cursor("reader", false, MC_INITIAL_LATEST, NULL);
     expect_pos(mc_mark_delete_position(c), P(4));
     publish(2, NULL);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     expect_delivered(&r, (int[]){ 5, 6 }, 2);
     cr_expect_eq(close_cursor(c), MG_OK);

@@ -151,41 +151,22 @@ static void bookie_delete(int64_t ledger_id)
     cr_assert_eq(r.status, MG_OK, "bookie delete: %s", mg_strerror(r.status));
 }
 
-typedef struct readres {
-    int calls;
-    int status;
-    size_t n;
-    ml_position got[ENTRIES_MAX];
-    int64_t ts[ENTRIES_MAX];
-} readres;
-
-static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
-{
-    readres *r = arg;
-    r->calls++;
-    r->status = status;
-    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++) {
-        r->ts[r->n] = e[i].broker_timestamp_ms;
-        r->got[r->n++] = e[i].position;
-    }
-}
-
-static void ml_read_from(ml_position from, int max, readres *r)
+static void ml_read_from(ml_position from, int max, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
-    cr_assert_eq(ml_read(t.ml, from, max, 0, read_cb, r), MG_OK);
+    cr_assert_eq(ml_read(t.ml, from, max, 0, mlh_read_collect, r), MG_OK);
     RUN_UNTIL(r->calls == 1);
 }
 
 /* Reads the cursor until it is caught up (MG_OK with nothing) or an error; returns the last
  * status. */
-static int cursor_read_all(mc_cursor *c, readres *r)
+static int cursor_read_all(mc_cursor *c, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
     for (int round = 0; round < 100; round++) {
         int before_calls = r->calls;
         size_t before_n = r->n;
-        cr_assert_eq(mc_read_entries(c, 4, 1u << 20, read_cb, r), MG_OK);
+        cr_assert_eq(mc_read_entries(c, 4, 1u << 20, mlh_read_collect, r), MG_OK);
         RUN_UNTIL(r->calls == before_calls + 1);
         if (r->status == MG_EAGAIN)
             continue;
@@ -196,7 +177,7 @@ static int cursor_read_all(mc_cursor *c, readres *r)
     return MG_EIO;
 }
 
-static void expect_entries(const readres *r, int first, int end, size_t at)
+static void expect_entries(const mlh_read *r, int first, int end, size_t at)
 {
     for (int i = first; i < end; i++, at++) {
         cr_assert_lt(at, r->n, "entry %d not delivered (%zu delivered)", i, r->n);
@@ -273,7 +254,7 @@ Test(lost, reads_finds_and_cursors_meet_a_lost_ledger, .init = setup, .fini = te
     int64_t b = t.pos[10].ledger_id;
 
     /* A read from before it returns what comes before; one from it is told. */
-    readres r;
+    mlh_read r;
     ml_read_from(t.pos[5], 20, &r);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.n, 5, "%zu entries", r.n);
@@ -377,7 +358,7 @@ Test(lost, open_with_the_last_ledger_gone_from_its_bookie, .init = setup, .fini 
     cr_assert_eq(t.idx[20], 2 * PER_LEDGER, "the index goes on: %lld", (long long)t.idx[20]);
     cr_assert_gt(t.pos[20].ledger_id, b);
 
-    readres r;
+    mlh_read r;
     ml_read_from(t.pos[0], 30, &r);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.n, PER_LEDGER);
@@ -440,7 +421,7 @@ Test(lost, open_with_the_last_ledger_metadata_gone, .init = setup, .fini = teard
     publish(3);
     cr_assert_gt(t.pos[0].ledger_id, gone);
     cr_assert_eq(t.idx[0], 0);
-    readres rr;
+    mlh_read rr;
     ml_read_from((ml_position){ gone, 0 }, 10, &rr); /* 0 entries: straight to the next ledger */
     cr_assert_eq(rr.status, MG_OK);
     cr_assert_eq(rr.n, 3);
