@@ -324,6 +324,18 @@ static void subscribe_and_fill(pc_producer *p, pc_consumer_opts *o, sink *s, con
     wait_exactly(s, n);
 }
 
+/* Subscribes "s" (Exclusive) on topic from the earliest message into s (initialised here); with
+ * auto_ack, s acknowledges every message as it comes. */
+static void subscribe_earliest(const char *topic, sink *s, bool auto_ack)
+{
+    sink_init(s);
+    s->auto_ack = auto_ack;
+    consumer_open(&(pc_consumer_opts){ .topic = topic,
+                                       .subscription = "s",
+                                       .initial_position = PC_INITIAL_EARLIEST },
+                  s);
+}
+
 /* An Exclusive subscription "s" on topic from the earliest message, acks grouped for 10 ms. */
 static pc_consumer_opts acking_subscription(const char *topic)
 {
@@ -465,11 +477,7 @@ Test(client, batches_carry_indexes_and_sizes)
     pc_producer *p = producer_open(&(pc_producer_opts){
         .topic = "batches", .batching = true, .batch_max_messages = 4, .batch_max_delay_ms = 50 });
     sink s;
-    sink_init(&s);
-    consumer_open(&(pc_consumer_opts){ .topic = "batches",
-                                       .subscription = "s",
-                                       .initial_position = PC_INITIAL_EARLIEST },
-                  &s);
+    subscribe_earliest("batches", &s, false);
     enum { N = 10 };
     sendrec recs[N] = { 0 };
     for (int i = 0; i < N; i++) {
@@ -851,12 +859,7 @@ Test(client, seek_to_earliest_and_by_time)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "seek" });
     sink s;
-    sink_init(&s);
-    s.auto_ack = true;
-    consumer_open(&(pc_consumer_opts){ .topic = "seek",
-                                       .subscription = "s",
-                                       .initial_position = PC_INITIAL_EARLIEST },
-                  &s);
+    subscribe_earliest("seek", &s, true);
     sendrec recs[10];
     produce_n(p, "a", 5, recs);
     mgt_run_for(&g_loop, 50);
@@ -1112,12 +1115,7 @@ Test(client, partitioned_topic_routes_and_collects)
                           NULL, 0),
                  204);
     sink s;
-    sink_init(&s);
-    s.auto_ack = true;
-    consumer_open(&(pc_consumer_opts){ .topic = "parts",
-                                       .subscription = "s",
-                                       .initial_position = PC_INITIAL_EARLIEST },
-                  &s);
+    subscribe_earliest("parts", &s, true);
     pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "parts" });
     enum { N = 30 };
     sendrec recs[N] = { 0 };
@@ -1260,12 +1258,7 @@ Test(client, terminated_topic_ends_consumers_and_fails_producers)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "term" });
     sink s;
-    sink_init(&s);
-    s.auto_ack = true;
-    consumer_open(&(pc_consumer_opts){ .topic = "term",
-                                       .subscription = "s",
-                                       .initial_position = PC_INITIAL_EARLIEST },
-                  &s);
+    subscribe_earliest("term", &s, true);
     sendrec recs[3];
     produce_n(p, "x", 3, recs);
     wait_exactly(&s, 3);
