@@ -13,7 +13,9 @@
  *     test's uv_run(&m->loop, UV_RUN_ONCE) returns within a few milliseconds even when nothing
  *     else happens: a test's own wait (MLH_RUN_UNTIL) is bounded by its deadline.
  *  2. Every wait of the harness is bounded (MLH_WAIT_MS); one that times out fails the call
- *     with MG_ETIMEDOUT.
+ *     with MG_ETIMEDOUT. The operation is then still in flight and its callback would write
+ *     into the returned call's stack frame: after MG_ETIMEDOUT the test fails at once (it
+ *     asserts MG_OK) and runs the loop no more.
  *  3. The harness returns error codes and never asserts: the test decides.
  *
  * Threads: one thread (the loop's) drives an mlh; mlh_start, mlh_stop and the managed-ledger
