@@ -469,7 +469,8 @@ static size_t g_bem_seen_len[BEM_ENTRIES];
 static uint8_t g_bem_client[BEM_ENTRIES][256]; /* the client bytes sent */
 static size_t g_bem_client_len[BEM_ENTRIES];
 
-static void bem_subscribe(rconn *k, const char *subscription, uint64_t consumer_id, bool earliest)
+static void bem_subscribe(prw_conn *k, const char *subscription, uint64_t consumer_id,
+                          bool earliest)
 {
     mg_buf *b = NULL;
     Magnetar__Pulsar__FeatureFlags ff = MAGNETAR__PULSAR__FEATURE_FLAGS__INIT;
@@ -484,9 +485,9 @@ static void bem_subscribe(rconn *k, const char *subscription, uint64_t consumer_
     connect.type = T(CONNECT);
     connect.connect = &cc;
     cr_assert_eq(pw_command_encode(&connect, &b), MG_OK);
-    rc_write_buf(k, b);
+    prw_write_buf(k, b);
     mg_buf_unref(b);
-    rc_expect(k, T(CONNECTED));
+    prw_expect(k, T(CONNECTED));
 
     Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
     sub.topic = (char *)BEM_TOPIC;
@@ -501,22 +502,22 @@ static void bem_subscribe(rconn *k, const char *subscription, uint64_t consumer_
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = T(SUBSCRIBE);
     cmd.subscribe = &sub;
-    rc_send_cmd(k, &cmd);
-    cr_assert_eq(rc_expect(k, T(SUCCESS))->success->request_id, 1);
+    prw_send_cmd(k, &cmd);
+    cr_assert_eq(prw_expect(k, T(SUCCESS))->success->request_id, 1);
     Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
     flow.consumer_id = consumer_id;
     flow.message_permits = 10;
     Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     fc.type = T(FLOW);
     fc.flow = &flow;
-    rc_send_cmd(k, &fc);
+    prw_send_cmd(k, &fc);
 }
 
 /* The next MESSAGE on k must be entry i: the prefix (index i, a timestamp in [ts_min, ts_max])
  * then the client bytes g_bem_client[i]; returns the prefix's length, its bytes left in prefix. */
-static size_t bem_expect(rconn *k, int i, uint64_t ts_min, uint64_t ts_max, uint8_t *prefix)
+static size_t bem_expect(prw_conn *k, int i, uint64_t ts_min, uint64_t ts_max, uint8_t *prefix)
 {
-    rc_expect(k, T(MESSAGE));
+    prw_expect(k, T(MESSAGE));
     const uint8_t *p = k->raw + k->f.payload_off;
     pw_payload pl;
     cr_assert_eq(pw_payload_parse(p, k->f.payload_len, true, &pl), MG_OK, "message %d", i);
@@ -541,9 +542,9 @@ static size_t bem_expect(rconn *k, int i, uint64_t ts_min, uint64_t ts_max, uint
 
 static void case_bem_from_tail(void)
 {
-    rconn k = rc_open();
+    prw_conn k = prw_open(&g_cl, 0);
     bem_subscribe(&k, "bem-tail", 7, false);
-    rconn p = rc_open();
+    prw_conn p = prw_open(&g_cl, 0);
     rc_handshake(&p, 19);
     rc_create_producer(&p, BEM_TOPIC, 8, 1);
     uint64_t ts_min = (uint64_t)sah_wall_ms();
@@ -555,7 +556,7 @@ static void case_bem_from_tail(void)
         send_payload(sent, &client, &g_bem_client_len[i]);
         cr_assert_leq(g_bem_client_len[i], sizeof(g_bem_client[i]));
         memcpy(g_bem_client[i], client, g_bem_client_len[i]);
-        rc_write_buf(&p, sent);
+        prw_write_buf(&p, sent);
         mg_buf_unref(sent);
         int64_t ledger, entry;
         rc_expect_receipt(&p, 8, (uint64_t)i, &ledger, &entry);
@@ -563,13 +564,13 @@ static void case_bem_from_tail(void)
     uint64_t ts_max = (uint64_t)sah_wall_ms();
     for (int i = 0; i < BEM_ENTRIES; i++)
         g_bem_seen_len[i] = bem_expect(&k, i, ts_min, ts_max, g_bem_seen[i]);
-    rc_close(&p);
-    rc_close(&k);
+    prw_close(&p);
+    prw_close(&k);
 }
 
 static void case_bem_stored(void)
 {
-    rconn k = rc_open();
+    prw_conn k = prw_open(&g_cl, 0);
     bem_subscribe(&k, "bem-earliest", 9, true);
     for (int i = 0; i < BEM_ENTRIES; i++) {
         uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
@@ -577,7 +578,7 @@ static void case_bem_stored(void)
         cr_assert(n == g_bem_seen_len[i] && memcmp(prefix, g_bem_seen[i], n) == 0,
                   "entry %d: the stored prefix differs from the one rebuilt at the tail", i);
     }
-    rc_close(&k);
+    prw_close(&k);
 }
 
 /* Terminating a topic: its producer is closed by the broker, a new producer and a SEND are
@@ -864,14 +865,15 @@ Test(broker_protocol, broker_entry_metadata_rebuilt_from_the_tail_equals_the_sto
     healthy_open();
     case_bem_from_tail();
     healthy_check("case_bem_from_tail");
-    rc_close(&g_healthy);
+    prw_close(&g_healthy);
     sa_stop_clean();
     int rc = sah_restart(&g_sa);
     cr_assert_eq(rc, MG_OK, "restart: %s", mg_strerror(rc));
+    g_cl.port = g_sa.broker_port;
     healthy_open();
     case_bem_stored();
     healthy_check("case_bem_stored");
-    rc_close(&g_healthy);
+    prw_close(&g_healthy);
     sa_stop_clean();
     g_passed = true;
 }
