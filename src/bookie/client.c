@@ -51,6 +51,7 @@
  */
 #include "bookie/client.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

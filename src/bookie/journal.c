@@ -127,11 +127,11 @@
 #include "bookie/journal.h"
 #include "common/fs.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/crc32c.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -145,11 +145,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(BK_ENTRY_BYTES_MAX)
-_Static_assert(BK_JOURNAL_RECORD_BYTES_MAX <= BK_ENTRY_BYTES_MAX,
-               "a journalled entry must fit an entry log");
-#endif
 
 /* Deleting an old segment: bytes freed per step and the pause between steps (segment_shrink). */
 #define SEGMENT_SHRINK_STEP_BYTES (8u * 1024 * 1024)

@@ -15,6 +15,7 @@
  */
 #include "bookie/local.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

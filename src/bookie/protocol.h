@@ -65,9 +65,9 @@
 #ifndef MG_BOOKIE_PROTOCOL_H
 #define MG_BOOKIE_PROTOCOL_H
 
+#include "bookie/limits.h"
 #include "common/buf.h"
 #include "common/outq.h"
-#include "common/limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -69,6 +69,7 @@
 #include "bookie/entrylog.h"
 #include "bookie/index.h"
 #include "bookie/journal.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -83,46 +84,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-/* Defaults (storage.h documents them). */
-#define BK_DEFAULT_WRITE_CACHE_BYTES (64u << 20)
-#define BK_DEFAULT_READ_CACHE_BYTES  (64u << 20)
-#define BK_DEFAULT_READAHEAD_BYTES   (4u << 20)
-#define BK_DEFAULT_AIO_DEPTH         32
-/* Adds accepted but not yet acknowledged. Bounds the journal's queue and the completion
- * queue together, so a completion can always be queued. */
-#define BK_ADDS_INFLIGHT_MAX         65536
-/* Adds waiting for room in the write cache while a flush runs; past it MG_EAGAIN. */
-#define BK_ADDS_WAITING_MAX          65536
-/* Reads in progress; past it MG_EAGAIN (the server stops reading its sockets). */
-#define BK_READS_INFLIGHT_MAX        16384
-/* One index look-up returns at most this many consecutive locations. */
-#define BK_RUN_ENTRIES_MAX           16384
-/* One disk read covers at most this many bytes (aio.c refuses more than 8 MiB). */
-#define BK_DISK_READ_BYTES_MAX       (8u << 20)
-/* A stretch is read as chunks of about this size, all submitted at once: several 1 MiB reads in
- * flight keep the device busier than one large read (fio's sequential read does the same). */
-#define BK_DISK_CHUNK_BYTES          (1u << 20)
-#define BK_DISK_CHUNKS_MAX           16
-/* A walk (walk_plan) reads at most this much beyond what its entries should take (plus 1/8):
- * the bytes wasted when the stretch turns out shorter than planned. */
-#define BK_WALK_SLACK_BYTES          (64u * 1024)
-/* Read-ahead state is kept for this many ledgers (least recently used dropped). */
-#define BK_RA_LEDGERS_MAX            256
-/* Only reads of at most this many entries start read-ahead windows: a reader asking for large
- * ranges already reads sequentially in large I/Os (and the broker prefetcher reads ahead for
- * it); a window would read the same bytes twice. */
-#define BK_RA_TRIGGER_ENTRIES_MAX    16
-#define BK_RA_ENTRIES_MAX            65536
-/* bk_storage_resume writes a probe file of this size in each storage directory: enough that a
- * disk with only a few blocks free still refuses it, small enough to cost nothing. */
-#define BK_RESUME_PROBE_BYTES        (1u << 20)
-/* The write cache is flushed at least this often when it holds anything. */
-#define BK_FLUSH_INTERVAL_MS         1000
-/* Garbage collection: look at the entry logs this often; compact a log whose live bytes fell
- * below this share of its size. */
-#define BK_GC_INTERVAL_MS            60000
-#define BK_GC_LIVE_SHARE_MIN         0.5
 
 typedef struct add_ctx {
     bk_storage *s;

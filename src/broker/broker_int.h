@@ -32,6 +32,10 @@
 #define MG_BROKER_BROKER_INT_H
 
 #include "broker/broker.h"
+#include "broker/limits.h"
+#include "cursor/limits.h"
+#include "ledger/limits.h"
+#include "metadata/limits.h"
 #include "pulsar/wire.h"
 #include "common/hist.h"
 #include "common/listen.h"

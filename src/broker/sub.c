@@ -23,10 +23,12 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "cursor/limits.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -21,10 +21,12 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 
 #include <stdio.h>
 #include <string.h>

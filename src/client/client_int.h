@@ -36,10 +36,11 @@
 #ifndef MG_CLIENT_CLIENT_INT_H
 #define MG_CLIENT_CLIENT_INT_H
 
+#include "client/limits.h"
+#include "pulsar/limits.h"
 #include "pulsar/wire.h"
 #include "client/client.h"
 #include "common/buf.h"
-#include "common/limits.h"
 #include "common/outq.h"
 
 #include <stdbool.h>

@@ -35,8 +35,8 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
+#include "cursor/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <inttypes.h>

@@ -83,10 +83,12 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,20 +9,17 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#define ML_DEFAULT_ADD_TIMEOUT_MS   10000u
-#define ML_DEFAULT_PENDING_ADDS_MAX 10000u
-/* The pending-add ring grows by doubling; this many adds is plenty for any broker. */
-#define ML_PENDING_ADDS_HARD_MAX    (1u << 20)
 
 /* --- environment -------------------------------------------------------------------------- */
 

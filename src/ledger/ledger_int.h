@@ -7,8 +7,7 @@
 #define MG_LEDGER_LEDGER_INT_H
 
 #include "ledger/ledger.h"
-
-#include "common/limits.h"
+#include "ledger/limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -142,10 +142,12 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <inttypes.h>
@@ -153,20 +155,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PROP_MESSAGES          "magnetar.messages_closed"
-#define ML_DEFAULT_ENTRIES_MAX    50000
-#define ML_DEFAULT_BYTES_MAX      (2ll * 1024 * 1024 * 1024)
-#define ML_DEFAULT_AGE_MS         (4ll * 3600 * 1000)
-#define ML_NUM_BYTES              24
+#define ML_PROP_MESSAGES     "magnetar.messages_closed"
+#define ML_NUM_BYTES         24
 /* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
  * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
-#define ML__TERM_WAITERS_MAX      16
-/* Back-off while the bookies refuse writes (STORAGE REFUSING WRITES): the first attempt after
- * one second (an operator may have freed space already), at most one every 30 s (as Pulsar's
- * client reconnect back-off): a full disk is not fixed in milliseconds, and each attempt costs a
- * ledger's creation. */
-#define ML_STORAGE_BACKOFF_MS_MIN 1000u
-#define ML_STORAGE_BACKOFF_MS_MAX 30000u
+#define ML__TERM_WAITERS_MAX 16
 
 int ml__managed_path(const char *name, char *buf, size_t buf_size)
 {

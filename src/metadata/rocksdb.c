@@ -72,6 +72,7 @@
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -84,18 +85,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RDB_LAYOUT_VERSION     1
-#define RDB_FORMAT_VERSION     1
-#define RDB_HEADER_BYTES       45
+#define RDB_LAYOUT_VERSION 1
+#define RDB_FORMAT_VERSION 1
+#define RDB_HEADER_BYTES   45
 /* A key is at most the path plus 2 bytes ("n" and the '\0' added after a root parent). */
-#define RDB_KEY_BYTES_MAX      (MD_PATH_BYTES_MAX + 8)
+#define RDB_KEY_BYTES_MAX  (MD_PATH_BYTES_MAX + 8)
 /* The largest counter that fits in MD_SEQUENTIAL_DIGITS digits. */
-#define RDB_SEQUENCE_MAX       INT64_C(9999999999)
-/* RocksDB's own LOG files: enough history to diagnose a failure, bounded on disk. */
-#define RDB_INFO_LOG_FILES_MAX 4
-#define RDB_INFO_LOG_BYTES_MAX (4u << 20)
-/* Metadata is small; a smaller memtable than RocksDB's 64 MiB default bounds memory. */
-#define RDB_WRITE_BUFFER_BYTES (8u << 20)
+#define RDB_SEQUENCE_MAX   INT64_C(9999999999)
 
 static const char rdb_layout_key[] = "mlayout";
 
@@ -875,9 +871,9 @@ static int rdb_open(md_store *store, const char *target, const md_store_options 
 
     b->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(b->options, 1);
-    rocksdb_options_set_keep_log_file_num(b->options, RDB_INFO_LOG_FILES_MAX);
-    rocksdb_options_set_max_log_file_size(b->options, RDB_INFO_LOG_BYTES_MAX);
-    rocksdb_options_set_write_buffer_size(b->options, RDB_WRITE_BUFFER_BYTES);
+    rocksdb_options_set_keep_log_file_num(b->options, MD_ROCKSDB_INFO_LOG_FILES_MAX);
+    rocksdb_options_set_max_log_file_size(b->options, MD_ROCKSDB_INFO_LOG_BYTES_MAX);
+    rocksdb_options_set_write_buffer_size(b->options, MD_ROCKSDB_WRITE_BUFFER_BYTES);
     b->read_opts = rocksdb_readoptions_create();
     b->write_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(b->write_sync, 1);

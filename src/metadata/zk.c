@@ -93,8 +93,8 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 #include "metadata/md_int.h"
 
 #include <errno.h>
@@ -105,9 +105,6 @@
 #include <string.h>
 #include <time.h>
 #include <zookeeper/zookeeper.h>
-
-/* Pulsar's default zooKeeperSessionTimeoutMillis. */
-#define MD_ZK_SESSION_TIMEOUT_MS_DEFAULT 30000
 
 typedef enum zk_step {
     ZK_STEP_MAIN = 0,   /* the op's own request */

@@ -20,6 +20,7 @@
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "prefetch/limits.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -70,11 +71,6 @@ static void link_take_all(pf_link *from, pf_link *to)
 
 enum { PF_TAIL = 0, PF_FETCHED = 1 };
 enum { PF_Q_TAIL = 0, PF_Q_CATCHUP = 1 };
-
-/* Loops over positions are bounded: no claim or range holds more entries than this. */
-#define PF_WALK_ENTRIES_MAX (16u * 1024 * 1024)
-/* The drain rate is measured over spans of at least this long. */
-#define PF_RATE_SPAN_MS     200u
 
 typedef struct pf_entry {
     ml_entry e; /* e.buf referenced */

@@ -47,7 +47,7 @@
 #define MG_PULSAR_WIRE_H
 
 #include "common/buf.h"
-#include "common/limits.h"
+#include "pulsar/limits.h"
 #include "proto/PulsarApi.pb-c.h"
 
 #include <stdbool.h>
@@ -249,7 +249,8 @@ int pw_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entr
                            int32_t partition, uint32_t redelivery_count, size_t payload_len,
                            mg_buf **out);
 
-/* --- Topic names (src/pulsar/topic.c) ----------------------------------------------------------------
+/* --- Topic names (src/pulsar/topic.c)
+ * ----------------------------------------------------------------
  * "persistent://tenant/namespace/topic", optionally "...topic-partition-N" for partition N of a
  * partitioned topic. Every part is 1 or more characters of [A-Za-z0-9_=:.-] ('/' only between
  * parts), within the MG_PULSAR_*_BYTES_MAX limits. */

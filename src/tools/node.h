@@ -19,8 +19,8 @@
 #include "bookie/server.h"
 #include "bookie/storage.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "common/http.h"
-#include "common/limits.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
 

@@ -42,6 +42,7 @@
 #include "tools.h"
 
 #include "bookie/client.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/buf.h"

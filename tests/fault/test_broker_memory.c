@@ -40,10 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/limits.h"
 #include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "support/sa_harness.h"
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x

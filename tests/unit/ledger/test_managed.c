@@ -17,8 +17,10 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/limits.h"
 #include "common/metrics.h"
 #include "ledger/ledger.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"
 
