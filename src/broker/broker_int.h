@@ -515,6 +515,4 @@ bool br_admin_route(size_t i, const char **method, const char **pattern, int *op
 int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
                         size_t err_size);
 
-int64_t br_now_ms(void);
-
 #endif

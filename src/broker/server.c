@@ -77,13 +77,6 @@
 void br_conn_pause_reading(br_conn *c);
 void br_conn_resume_reading(br_conn *c);
 
-int64_t br_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void br_conn_count_proto_error(br_broker *b, const char *reason)
 {
     if (b->m_proto_errors == NULL)

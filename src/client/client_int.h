@@ -394,8 +394,6 @@ struct pc_client {
 };
 
 uint64_t pc__now_ms(const pc_client *c);
-/* Wall-clock milliseconds (publish times). */
-int64_t pc__wall_ms(void);
 uint64_t pc__next_request_id(pc_client *c);
 uint64_t pc__random(pc_client *c);
 /* The client's service addresses, round robin; pc__service_failed moves past one. */

@@ -116,13 +116,6 @@ uint64_t ml__rand(ml_env *env)
     return x * 0x2545f4914f6cdd1dull;
 }
 
-int64_t ml__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size)
 {
     snprintf(buf, buf_size, "/ledgers/%lld", (long long)ledger_id);

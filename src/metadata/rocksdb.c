@@ -66,6 +66,7 @@
  * after a background failure; they are reported the same way.)
  */
 #include "metadata/md_int.h"
+#include "common/clock.h"
 #include "common/fs.h"
 
 #include "common/alloc.h"
@@ -252,13 +253,6 @@ static int rdb_path_of_key(const char *key, size_t klen, char *path)
 }
 
 /* --- database access (worker thread, or open/close while no worker runs) ------------------- */
-
-static int64_t rdb_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Logs a RocksDB error for an operation on path, frees err, returns MG_EIO. */
 static int rdb_io_error(md_backend *b, const char *what, const char *path, size_t len, char *err)
@@ -519,7 +513,7 @@ static int rdb_do_create(md_backend *b, md_op *op)
     }
     memcpy(created, full, full_len + 1);
 
-    int64_t now = rdb_now_ms();
+    int64_t now = mg_clock_wall_ms();
     char key[RDB_KEY_BYTES_MAX];
     size_t klen;
     batch = rocksdb_writebatch_create();
@@ -596,7 +590,7 @@ static int rdb_do_set(md_backend *b, md_op *op)
         goto out;
     }
     n.stat.version++;
-    n.stat.modified_ms = rdb_now_ms();
+    n.stat.modified_ms = mg_clock_wall_ms();
     rdb_encode_header(record, &n.stat, n.sequence);
     if (op->value_len > 0)
         memcpy(record + RDB_HEADER_BYTES, op->value, op->value_len);
@@ -829,7 +823,7 @@ static int rdb_prepare(md_backend *b)
     const char version = RDB_LAYOUT_VERSION;
     rocksdb_writebatch_put(batch, rdb_layout_key, sizeof(rdb_layout_key) - 1, &version, 1);
     if (rc == MG_OK) {
-        int64_t now = rdb_now_ms();
+        int64_t now = mg_clock_wall_ms();
         md_stat st = { .created_ms = now, .modified_ms = now };
         uint8_t header[RDB_HEADER_BYTES];
         rdb_encode_header(header, &st, 0);

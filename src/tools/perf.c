@@ -46,6 +46,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/hist.h"
 #include "common/log.h"
@@ -294,11 +295,6 @@ struct pb_run {
     const char *cur_name;
 };
 
-static uint64_t pb_now_ns(void)
-{
-    return uv_hrtime();
-}
-
 static double pb_mib(double bytes)
 {
     return bytes / (1024.0 * 1024.0);
@@ -395,7 +391,7 @@ static void pb_slot_put(pb_run *r, pb_slot *s)
 static void pb_progress(uv_timer_t *t)
 {
     pb_run *r = t->data;
-    double s = (double)(pb_now_ns() - r->phase_start_ns) / 1e9;
+    double s = (double)(mg_clock_mono_ns() - r->phase_start_ns) / 1e9;
     const phase_stats *ph = r->cur;
     MG_INFO("perf bookie: %s %" PRIu64 "/%" PRId64 " entries (%.0f %%), %.1f MiB/s so far",
             r->cur_name, ph->entries, r->o->entry_count,
@@ -409,14 +405,14 @@ static void pb_phase_begin(pb_run *r, phase_stats *ph, const char *name)
     r->cur_name = name;
     r->done = false;
     r->next = 0;
-    r->phase_start_ns = pb_now_ns();
+    r->phase_start_ns = mg_clock_mono_ns();
     uv_timer_start(&r->timer, pb_progress, PERF_PROGRESS_MS, PERF_PROGRESS_MS);
 }
 
 static double pb_phase_end(pb_run *r)
 {
     uv_timer_stop(&r->timer);
-    return (double)(pb_now_ns() - r->phase_start_ns) / 1e9;
+    return (double)(mg_clock_mono_ns() - r->phase_start_ns) / 1e9;
 }
 
 /* ---- probes: health, read_lac, delete ------------------------------------------------------- */
@@ -511,7 +507,7 @@ static void pb_add_done(int status, int64_t ledger_id, int64_t entry_id, void *a
         pb_fail(r, status, "ADD of ledger %" PRId64 " entry %" PRId64 " failed: %s", r->ledger_id,
                 entry_id, mg_strerror(status));
     } else {
-        mg_hist_record(&r->add.lat_us, (pb_now_ns() - s->start_ns) / 1000u);
+        mg_hist_record(&r->add.lat_us, (mg_clock_mono_ns() - s->start_ns) / 1000u);
         r->add.entries++;
         r->add.bytes += r->entry_bytes;
         r->add.requests++;
@@ -532,7 +528,7 @@ static void pb_add_issue(pb_run *r)
         mg_buf_set_len(b, r->entry_bytes);
         pb_slot *s = pb_slot_get(r);
         s->first = s->last = r->next;
-        s->start_ns = pb_now_ns();
+        s->start_ns = mg_clock_mono_ns();
         int rc = bk_client_add(r->client, r->o->bookie, r->ledger_id, r->next, b, 0, r->entry_bytes,
                                pb_add_done, s);
         mg_buf_unref(b); /* the client holds its own reference until the bytes are sent */
@@ -589,7 +585,7 @@ static void pb_read_done(int status, const bk_entry *entries, size_t count, void
 {
     pb_slot *s = arg;
     pb_run *r = s->run;
-    mg_hist_record(&r->read.lat_us, (pb_now_ns() - s->start_ns) / 1000u);
+    mg_hist_record(&r->read.lat_us, (mg_clock_mono_ns() - s->start_ns) / 1000u);
     if (status != MG_OK || count == 0) {
         pb_fail(r, status != MG_OK ? status : MG_EPROTO,
                 "READ_RANGE of ledger %" PRId64 " entries %" PRId64 "..%" PRId64 ": %s",
@@ -633,7 +629,7 @@ static void pb_read_done(int status, const bk_entry *entries, size_t count, void
 
 static int pb_read_send(pb_run *r, pb_slot *s)
 {
-    s->start_ns = pb_now_ns();
+    s->start_ns = mg_clock_mono_ns();
     return bk_client_read_range(r->client, r->o->bookie, r->ledger_id, s->first, s->last,
                                 r->read_max_bytes, pb_read_done, s);
 }
