@@ -32,6 +32,11 @@
 #define MG_METRICS_NAME_BYTES_MAX        128
 #define MG_METRICS_LABEL_VALUE_BYTES_MAX 512
 
+/* The growth limit of a string builder initialised without one (mg_strbuf_init with 0): replies
+ * built in memory (admin JSON, the Prometheus page) stay far below it; the cap stops a bug from
+ * growing one without bound. */
+#define MG_STRBUF_BYTES_MAX_DEFAULT (64u * 1024 * 1024)
+
 /* A buffer chain holds at most this many slices; a Pulsar MESSAGE frame needs at most 4
  * (header, command, metadata prefix, payload), a batch of dispatched entries a few dozen. */
 #define MG_CHAIN_SLICES_MAX 64

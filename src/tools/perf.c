@@ -35,7 +35,7 @@
  *
  * Bounds: adds in flight <= --inflight, range reads in flight <= --read-inflight, every request
  * answered or failed within the client's timeouts (connect 5 s, request 10 s), fio capped by
- * --runtime and its output by FIO_OUTPUT_BYTES_MAX, the metrics page by METRICS_BYTES_MAX.
+ * --runtime and its output by FIO_OUTPUT_BYTES_MAX, the metrics page by PERF_METRICS_BYTES_MAX.
  * Threading: one thread, one libuv loop.
  */
 #include "fio.h"
@@ -50,6 +50,7 @@
 #include "common/error.h"
 #include "common/hist.h"
 #include "common/log.h"
+#include "tools/limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,20 +70,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-
-/* Progress lines on stderr this often during the add and read phases. */
-#define PERF_PROGRESS_MS          2000
-/* The shared pattern entries are cut from: entry offsets wrap within this many bytes. */
-#define PERF_PATTERN_SPAN_BYTES   (64u * 1024)
-/* Latency histograms: 2^5 sub-buckets per power of two (< 3.2 % error), up to 1000 s in µs. */
-#define PERF_HIST_PRECISION_BITS  5
-#define PERF_HIST_VALUE_MAX_US    1000000000ull
-/* Mismatching entries described one by one on stderr before only counting the rest. */
-#define PERF_MISMATCH_REPORTS_MAX 10
-/* The bookie's /metrics page; far smaller in practice. */
-#define METRICS_BYTES_MAX         (4u * 1024 * 1024)
-/* Connecting to and reading /metrics. */
-#define METRICS_TIMEOUT_S         5
 
 /* ---- options -------------------------------------------------------------------------------- */
 
@@ -674,7 +661,8 @@ static int pb_phase_read(pb_run *r)
 /* ---- /metrics of the bookie ----------------------------------------------------------------- */
 
 /* GET http://addr/metrics (HTTP/1.0, so the server closes when done) into a malloc'd,
- * NUL-terminated body. Bounded by METRICS_TIMEOUT_S per socket operation and METRICS_BYTES_MAX. */
+ * NUL-terminated body. Bounded by PERF_METRICS_TIMEOUT_S per socket operation and
+ * PERF_METRICS_BYTES_MAX. */
 static int pb_http_get_metrics(const char *addr, char **body_out, char *why, size_t why_size)
 {
     char host[256];
@@ -697,7 +685,7 @@ static int pb_http_get_metrics(const char *addr, char **body_out, char *why, siz
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0)
             continue;
-        struct timeval tv = { .tv_sec = METRICS_TIMEOUT_S };
+        struct timeval tv = { .tv_sec = PERF_METRICS_TIMEOUT_S };
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* also bounds connect() */
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
@@ -722,7 +710,7 @@ static int pb_http_get_metrics(const char *addr, char **body_out, char *why, siz
     int rc = buf ? MG_OK : MG_ENOMEM;
     while (rc == MG_OK) {
         if (len == cap) {
-            if (cap >= METRICS_BYTES_MAX) {
+            if (cap >= PERF_METRICS_BYTES_MAX) {
                 rc = MG_ELIMIT;
                 break;
             }

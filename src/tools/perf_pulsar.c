@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "fio.h"
 #include "tools.h"
+#include "tools/limits.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -38,12 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define PP_TOPICS_MAX       64
-#define PP_PRODUCERS_MAX    256
-#define PP_LATENCY_US_MAX   (600ull * 1000 * 1000) /* 10 min: anything above is an overflow */
-#define PP_TICK_MS          1
-#define PP_CLOSE_TIMEOUT_MS 30000
 
 /* --- options ---------------------------------------------------------------------------------- */
 
