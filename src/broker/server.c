@@ -69,7 +69,6 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x

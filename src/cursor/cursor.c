@@ -43,7 +43,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
 /* CursorInfo property holding A (see the header comment). */
 #define MC__PROP_ACKED "mc.acked_messages"

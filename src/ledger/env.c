@@ -19,7 +19,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 /* --- environment -------------------------------------------------------------------------- */
 
