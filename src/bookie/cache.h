@@ -43,7 +43,7 @@
  * READ CACHE — entries read from the entry logs (and read-ahead), FIFO: a hash chained over a
  * fixed bucket array plus one list in insertion order; get does not promote (as BookKeeper's
  * read cache, which is written in insertion order and evicted oldest first). Each entry is
- * charged len + BK_READ_CACHE_ENTRY_OVERHEAD_BYTES (common/limits.h), and the sum stays within
+ * charged len + BK_READ_CACHE_ENTRY_OVERHEAD_BYTES (bookie/limits.h), and the sum stays within
  * bytes_max, which also bounds the count (bytes_max / overhead). Loop thread only.
  *
  * Both caches hold (mg_buf, off, len) views, not copies: an entry that is a slice of a large

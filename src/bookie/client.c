@@ -53,6 +53,7 @@
 #include "bookie/client_int.h"
 #include "bookie/protocol.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

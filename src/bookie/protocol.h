@@ -68,8 +68,8 @@
 #define MG_BOOKIE_PROTOCOL_H
 
 #include "bookie/client.h" /* bk_entry, BK_RPC_PORT_DEFAULT, BK_REQUEST_PREFIX_BYTES_MAX */
+#include "bookie/limits.h"
 #include "common/buf.h"
-#include "common/limits.h"
 #include "common/outq.h"
 
 #include <stdbool.h>

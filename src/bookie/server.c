@@ -32,6 +32,7 @@
  */
 #include "bookie/bookie.h"
 
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
 #include "common/alloc.h"
 #include "common/assert.h"

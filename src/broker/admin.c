@@ -34,23 +34,21 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "cursor/limits.h"
+#include "ledger/limits.h"
+#include "metadata/limits.h"
+#include "pulsar/limits.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-_Static_assert(
-    2 * BR_ADMIN_PARTITIONS_MAX <= BR_CONN_HANDLES_MAX,
-    "a producer and a consumer of the largest partitioned topic must fit one connection");
-_Static_assert(BR_ADMIN_PARTITIONS_MAX <= MG_PULSAR_TOPIC_PARTITIONS_MAX,
-               "partition indexes must stay within what topic names carry");
 
 int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);

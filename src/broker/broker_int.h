@@ -32,6 +32,10 @@
 #define MG_BROKER_BROKER_INT_H
 
 #include "broker/broker.h"
+#include "broker/limits.h"
+#include "cursor/limits.h"
+#include "ledger/limits.h"
+#include "metadata/limits.h"
 #include "pulsar/wire.h"
 #include "common/hist.h"
 #include "common/list.h"
@@ -484,7 +488,5 @@ bool br_admin_route(size_t i, const char **method, const char **pattern, int *op
  * reason in err (cut to err_size > 0). Pure: reads req only; req's loop thread. */
 int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
                         size_t err_size);
-
-int64_t br_now_ms(void);
 
 #endif

@@ -60,6 +60,7 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -68,20 +69,12 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 
 void br_conn_pause_reading(br_conn *c);
 void br_conn_resume_reading(br_conn *c);
-
-int64_t br_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void br_conn_count_proto_error(br_broker *b, const char *reason)
 {

@@ -23,10 +23,13 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "cursor/limits.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -1191,7 +1194,7 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
     k->requested_type = (br_sub_type)type;
     k->priority = cmd->has_priority_level ? cmd->priority_level : 0;
     k->wants_bem = c->bem_supported;
-    k->connected_since_ms = br_now_ms();
+    k->connected_since_ms = mg_clock_wall_ms();
     snprintf(k->name, sizeof(k->name), "%s", cmd->consumer_name != NULL ? cmd->consumer_name : "");
     mg_list_init(&k->sub_link);
     if (mg_list_empty(&c->consumers))

@@ -21,10 +21,13 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -661,7 +664,7 @@ void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd
     p->id = cmd->producer_id;
     p->access_mode = mode;
     p->last_sequence_id = -1;
-    p->connected_since_ms = br_now_ms();
+    p->connected_since_ms = mg_clock_wall_ms();
     mg_list_init(&p->topic_link);
     if (cmd->producer_name != NULL && cmd->producer_name[0] != '\0')
         snprintf(p->name, sizeof(p->name), "%s", cmd->producer_name);

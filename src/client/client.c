@@ -17,28 +17,25 @@
  */
 #include "client/client_int.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- time and randomness ------------------------------------------------------------------- */
 
+/* The loop's cached time (uv_now), not common/clock.h: the client's timers and deadlines are kept
+ * in the loop's time, the same for every callback of one loop turn, and compared with the due
+ * times of its timer heap. */
 uint64_t pc__now_ms(const pc_client *c)
 {
     return uv_now(c->loop);
-}
-
-int64_t pc__wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 uint64_t pc__random(pc_client *c)
@@ -451,7 +448,7 @@ int pc_client_create(uv_loop_t *loop, const pc_client_opts *opts, pc_client **ou
     c->keepalive_ms = (opts->keepalive_s != 0 ? opts->keepalive_s : 30) * 1000u;
     c->next_id = 1;
     c->next_request_id = 1;
-    c->rng = (uint64_t)pc__wall_ms() ^ ((uint64_t)(uintptr_t)c << 16) ^ uv_hrtime();
+    c->rng = (uint64_t)mg_clock_wall_ms() ^ ((uint64_t)(uintptr_t)c << 16) ^ uv_hrtime();
     if (c->rng == 0)
         c->rng = 0x9E3779B97F4A7C15ull;
     char version[64];

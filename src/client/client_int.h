@@ -43,11 +43,12 @@
 #ifndef MG_CLIENT_CLIENT_INT_H
 #define MG_CLIENT_CLIENT_INT_H
 
+#include "client/limits.h"
+#include "pulsar/limits.h"
 #include "pulsar/wire.h"
 #include "client/client.h"
 #include "proto/PulsarApi.pb-c.h"
 #include "common/buf.h"
-#include "common/limits.h"
 #include "common/list.h"
 #include "common/outq.h"
 
@@ -461,8 +462,6 @@ struct pc_client {
 };
 
 uint64_t pc__now_ms(const pc_client *c);
-/* Wall-clock milliseconds (publish times). */
-int64_t pc__wall_ms(void);
 uint64_t pc__next_request_id(pc_client *c);
 uint64_t pc__random(pc_client *c);
 /* The client's service addresses, round robin; pc__service_failed moves past one. */

@@ -30,6 +30,7 @@
  */
 #include "client/client_int.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

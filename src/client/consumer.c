@@ -50,10 +50,12 @@
 #include "client/client_int.h"
 #include "client/compress.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -49,10 +49,13 @@
 #include "client/client_int.h"
 #include "client/compress.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -297,7 +300,7 @@ static int op_encode(pc__prod *pp, pc__op *op)
     Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
     md.producer_name = pp->name;
     md.sequence_id = (uint64_t)op->seq_first;
-    md.publish_time = (uint64_t)pc__wall_ms();
+    md.publish_time = (uint64_t)mg_clock_wall_ms();
     Magnetar__Pulsar__KeyValue *kv = NULL;
     Magnetar__Pulsar__KeyValue **ptrs = NULL;
     if (op->batched) {

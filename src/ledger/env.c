@@ -9,20 +9,16 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-#define ML_DEFAULT_ADD_TIMEOUT_MS   10000u
-#define ML_DEFAULT_PENDING_ADDS_MAX 10000u
-/* The pending-add ring grows by doubling; this many adds is plenty for any broker. */
-#define ML_PENDING_ADDS_HARD_MAX    (1u << 20)
 
 /* --- environment -------------------------------------------------------------------------- */
 
@@ -117,13 +113,6 @@ uint64_t ml__rand(ml_env *env)
     x ^= x >> 27;
     env->rng = x;
     return x * 0x2545f4914f6cdd1dull;
-}
-
-int64_t ml__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size)

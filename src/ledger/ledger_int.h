@@ -7,8 +7,7 @@
 #define MG_LEDGER_LEDGER_INT_H
 
 #include "ledger/ledger.h"
-
-#include "common/limits.h"
+#include "ledger/limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,8 +35,6 @@ struct ml_env {
 
 /* A uniformly distributed random number (not cryptographic) from the env's generator. */
 uint64_t ml__rand(ml_env *env);
-/* Wall clock, milliseconds since the epoch (metadata timestamps, broker timestamps). */
-int64_t ml__now_ms(void);
 
 /* --- ledger metadata (proto/ledger.proto LedgerMetadata) ------------------------------------ */
 

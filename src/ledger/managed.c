@@ -143,10 +143,13 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 #include "pulsar/wire.h"
 
@@ -155,20 +158,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PROP_MESSAGES          "magnetar.messages_closed"
-#define ML_DEFAULT_ENTRIES_MAX    50000
-#define ML_DEFAULT_BYTES_MAX      (2ll * 1024 * 1024 * 1024)
-#define ML_DEFAULT_AGE_MS         (4ll * 3600 * 1000)
-#define ML_NUM_BYTES              24
+#define ML_PROP_MESSAGES     "magnetar.messages_closed"
+#define ML_NUM_BYTES         24
 /* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
  * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
-#define ML__TERM_WAITERS_MAX      16
-/* Back-off while the bookies refuse writes (STORAGE REFUSING WRITES): the first attempt after
- * one second (an operator may have freed space already), at most one every 30 s (as Pulsar's
- * client reconnect back-off): a full disk is not fixed in milliseconds, and each attempt costs a
- * ledger's creation. */
-#define ML_STORAGE_BACKOFF_MS_MIN 1000u
-#define ML_STORAGE_BACKOFF_MS_MAX 30000u
+#define ML__TERM_WAITERS_MAX 16
 
 int ml__managed_path(const char *name, char *buf, size_t buf_size)
 {
@@ -821,17 +815,8 @@ static void ml__handles_release(ml_managed *ml, int64_t below_ledger_id)
 
 /* --- adds ----------------------------------------------------------------------------------- */
 
-static int64_t ml__uv_now_us(void)
-{
-    return (int64_t)(uv_hrtime() / 1000);
-}
-
-/* Ledger age: the monotonic clock read now (the loop's cached time lags behind a caller that
- * blocked since the last loop turn). */
-static uint64_t ml__mono_ms(void)
-{
-    return uv_hrtime() / 1000000u;
-}
+/* Ledger age and the storage back-off read the monotonic clock now, not the loop's cached time
+ * (uv_now): that lags behind a caller that blocked since the last loop turn. */
 
 static bool ml__storage_refused(int status)
 {
@@ -840,7 +825,7 @@ static bool ml__storage_refused(int status)
 
 static bool ml__backing_off(const ml_managed *ml)
 {
-    return ml->storage_error != MG_OK && ml__mono_ms() < ml->backoff_until_ms;
+    return ml->storage_error != MG_OK && mg_clock_mono_ms() < ml->backoff_until_ms;
 }
 
 /* An add was refused by the storage: start (or lengthen) the back-off, once per attempt. */
@@ -850,7 +835,7 @@ static void ml__backoff_start(ml_managed *ml, int status)
         return; /* another add of the same attempt */
     uint64_t step = ml->backoff_ms == 0 ? ML_STORAGE_BACKOFF_MS_MIN : ml->backoff_ms * 2;
     ml->backoff_ms = step > ML_STORAGE_BACKOFF_MS_MAX ? ML_STORAGE_BACKOFF_MS_MAX : step;
-    ml->backoff_until_ms = ml__mono_ms() + ml->backoff_ms;
+    ml->backoff_until_ms = mg_clock_mono_ms() + ml->backoff_ms;
     ml->storage_error = status;
     ml->probing = false;
     MG_WARN("managed ledger %s: the bookie refuses writes (%s): adds fail at once for %" PRIu64
@@ -914,7 +899,7 @@ static bool ml__roll_due(const ml_managed *ml, bool after_add)
     if (after_add)
         return ml->cur_entries >= ml->cfg.entries_per_ledger_max ||
                ml->cur_bytes >= ml->cfg.ledger_bytes_max;
-    return ml__mono_ms() - ml->current_created_ms >= (uint64_t)ml->cfg.ledger_age_ms_max;
+    return mg_clock_mono_ms() - ml->current_created_ms >= (uint64_t)ml->cfg.ledger_age_ms_max;
 }
 
 static void ml__start_roll(ml_managed *ml);
@@ -943,7 +928,7 @@ static int ml__entry_bem(const uint8_t *data, size_t len, int64_t *timestamp_ms,
 
 static int ml__op_build(ml_managed *ml, ml__op *op)
 {
-    int64_t ts = ml__now_ms();
+    int64_t ts = mg_clock_wall_ms();
     if (ts < ml->last_ts)
         ts = ml->last_ts;
     ml->last_ts = ts;
@@ -1032,8 +1017,7 @@ static void ml__op_added(int status, int64_t entry_id, void *arg)
             ml->probing = false;
         }
         if (ml->env->m_add_latency != NULL)
-            mg_histogram_observe(ml->env->m_add_latency,
-                                 (uint64_t)(ml__uv_now_us() - (int64_t)op->start_us));
+            mg_histogram_observe(ml->env->m_add_latency, mg_clock_mono_us() - op->start_us);
     } else if (status == MG_EFENCED || ml->state == ML__M_FENCED) {
         op->state = ML__OP_DONE;
         op->status = status;
@@ -1086,7 +1070,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
     op->index = -1;
     op->cb = cb;
     op->arg = arg;
-    op->start_us = (uint64_t)ml__uv_now_us();
+    op->start_us = mg_clock_mono_us();
     if (ml->tail != NULL)
         ml->tail->next = op;
     else
@@ -1161,7 +1145,7 @@ static void ml__current_closed(ml_managed *ml, int status)
     ml->current = NULL;
     ml__linfo *li = ml__last_linfo(ml);
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     if (status == MG_EFENCED)
         ml__fenced(ml);
     else if (status != MG_OK)
@@ -1314,13 +1298,13 @@ static void ml__roll_listed(ml_managed *ml, int status)
     ml->current = ml->roll_new;
     ml->roll_new = NULL;
     ml->roll_closing = ml->roll_closed = ml->roll_creating = ml->roll_created = false;
-    ml->current_created_ms = ml__mono_ms();
+    ml->current_created_ms = mg_clock_mono_ms();
     ml->cur_entries = 0;
     ml->cur_bytes = 0;
     ml->state = ML__M_WRITING;
     mg_counter_inc(ml->env->m_rollovers);
     MG_DEBUG("managed ledger %s: rolled over to ledger %" PRId64 " in %" PRIu64 " ms", ml->name,
-             ml_ledger_id(ml->current), ml__mono_ms() - ml->roll_started_ms);
+             ml_ledger_id(ml->current), mg_clock_mono_ms() - ml->roll_started_ms);
     ml->trim_pending = true; /* retention may apply to the ledger just closed */
     ml__dispatch(ml);
     ml__drain(ml);
@@ -1331,7 +1315,7 @@ static void ml__start_roll(ml_managed *ml)
     if (ml->state != ML__M_WRITING && ml->state != ML__M_NO_LEDGER)
         return;
     ml->state = ML__M_ROLLING;
-    ml->roll_started_ms = ml__mono_ms();
+    ml->roll_started_ms = mg_clock_mono_ms();
     ml->roll_closing = ml->roll_closed = false;
     ml->roll_created = false;
     ml->roll_creating = true;
@@ -1404,7 +1388,7 @@ static size_t ml__trim_count(const ml_managed *ml)
     int64_t consumed_bytes = 0;
     for (size_t i = 0; i < consumed; i++)
         consumed_bytes += ml->ledgers[i].size;
-    int64_t now = ml__now_ms();
+    int64_t now = mg_clock_wall_ms();
     size_t n = 0;
     for (; n < consumed; n++) {
         const ml__linfo *li = &ml->ledgers[n];
@@ -2140,7 +2124,7 @@ static void ml__term_progress(ml_managed *ml)
         MG_ERROR("managed ledger %s: cannot close ledger: %s", ml->name, mg_strerror(rc));
         ml__linfo *li = ml__last_linfo(ml);
         li->closed = true;
-        li->timestamp_ms = ml__now_ms();
+        li->timestamp_ms = mg_clock_wall_ms();
         ml->current = NULL;
     }
     if (!ml->list_busy)
@@ -2209,7 +2193,7 @@ static void ml__close_ledger_closed(int status, void *arg)
     ml->current = NULL;
     ml__linfo *li = ml__last_linfo(ml);
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     if (status == MG_EFENCED) {
         ml->close_status = MG_EFENCED;
         ml->state = ML__M_FENCED;
@@ -2314,7 +2298,7 @@ static void ml__open_listed(ml_managed *ml, int status)
                 ml->name, at.ledger_id, at.entry_id, ml->ledger_count, ml->messages_total);
     } else {
         ml->state = ML__M_WRITING;
-        ml->current_created_ms = ml__mono_ms();
+        ml->current_created_ms = mg_clock_mono_ms();
         MG_INFO("managed ledger %s: open, %zu ledgers, %" PRId64
                 " messages, writing ledger %" PRId64,
                 ml->name, ml->ledger_count, ml->messages_total, ml_ledger_id(ml->current));
@@ -2496,7 +2480,7 @@ static void ml__open_recovered(int status, ml_ledger *l, void *arg)
         ml_ledger_release(l);
     }
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     ml__open_derive(ml);
 }
 

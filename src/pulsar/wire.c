@@ -21,6 +21,7 @@
 #include "common/assert.h"
 #include "common/crc32c.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <stdalign.h>
 #include <stddef.h>

@@ -48,7 +48,7 @@
 #define MG_PULSAR_WIRE_H
 
 #include "common/buf.h"
-#include "common/limits.h"
+#include "pulsar/limits.h"
 #include "proto/PulsarApi.pb-c.h"
 
 #include <stdbool.h>

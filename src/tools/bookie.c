@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
+#include "tools/limits.h"
 
 #include <signal.h>
 #include <stddef.h>
@@ -28,9 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-
-/* How long start-up waits for the metadata store before giving up. */
-#define BOOKIE_START_TIMEOUT_MS 30000
 
 typedef struct bookie_opts {
     int64_t port;

@@ -17,9 +17,9 @@
 #include "bookie/bookie.h"
 #include "bookie/client.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
 #include "ledger/ledger.h"
 #include "common/http.h"
-#include "common/limits.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
 

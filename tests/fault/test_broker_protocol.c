@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/limits.h"
 #include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"

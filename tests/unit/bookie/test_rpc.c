@@ -24,6 +24,7 @@
 
 #include "bookie/client.h"
 #include "bookie/entrylog.h"
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
 #include "bookie/bookie.h"
 #include "common/error.h"

@@ -22,6 +22,7 @@
 #include "cursor/cursor.h"
 
 #include "common/error.h"
+#include "cursor/limits.h"
 #include "ledger/ledger.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"

@@ -3,6 +3,7 @@
  * neighbour stays; a missing name; finishing a partial deletion; what is not a managed ledger
  * (a parent node, a list that does not parse); argument checks.
  * Everything runs on one loop in the test thread (managed_util.h), and every wait is bounded. */
+#include "ledger/limits.h"
 #include "unit/ledger/managed_util.h"
 
 #include <stdio.h>
