@@ -30,11 +30,13 @@
 
 /* ---- time and randomness ------------------------------------------------------------------- */
 
-/* The loop's cached time (uv_now), not common/clock.h: the client's timers and deadlines are kept
- * in the loop's time, the same for every callback of one loop turn, and compared with the due
- * times of its timer heap. */
+/* The loop's time (uv_now), not common/clock.h: the client's timers and deadlines are kept in the
+ * loop's time and compared with the due times of its timer heap. It is brought up to date first
+ * (uv_update_time, one clock read): an application may call the client after blocking outside the
+ * loop, and a send stamped with the time of the loop's last turn would time out early. */
 uint64_t pc__now_ms(const pc_client *c)
 {
+    uv_update_time(c->loop);
     return uv_now(c->loop);
 }
 
