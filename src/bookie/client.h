@@ -3,7 +3,7 @@
  * does not link the storage engine): asynchronous requests to bookies over the RPC wire format
  * (private to the module, protocol.h), on one libuv loop. It exports the client, bk_entry (the
  * entry views it hands out, shared with the storage API of bookie/bookie.h) and the defaults
- * that belong to its calls; the limits it refers to are in common/limits.h. A bookie in the
+ * that belong to its calls; the limits it refers to are in bookie/limits.h. A bookie in the
  * same process is reached without TCP once bk_local_attach (bookie/bookie.h) routes its
  * address.
  *
@@ -29,7 +29,7 @@
 #define MG_BOOKIE_CLIENT_H
 
 #include "common/buf.h"
-#include "common/limits.h" /* BK_ENTRY_BYTES_MAX, BK_CLIENT_*: the limits named here */
+#include "bookie/limits.h" /* BK_ENTRY_BYTES_MAX, BK_CLIENT_*: the limits named here */
 
 #include <stddef.h>
 #include <stdint.h>
