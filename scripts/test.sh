@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test:
-#   1. clang-format check of every C file;
+#   1. clang-format check of every C file, and the layering check (src/modules.txt);
 #   2. the whole ctest suite (unit, integration) in build/;
 #   3. the unit tests again in build-asan/ under AddressSanitizer and UBSan, with the fault tests
 #      labelled sanitize (tests/CMakeLists.txt), which run that build's magnetar.
@@ -11,6 +11,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/setup.sh --werror
 bash scripts/check-format.sh
+python3 scripts/check-layers.py
 
 echo "== test suite (build/)"
 ctest --test-dir build --output-on-failure -j "$jobs"

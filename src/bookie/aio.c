@@ -18,10 +18,10 @@
  */
 #include "bookie/aio.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 
 #include <errno.h>

@@ -36,6 +36,8 @@
  * Threads: a bk_aio belongs to its loop; every function here is called on that loop's thread
  * and every callback runs there. The poll handle is unreferenced while no read is in flight,
  * so an idle bk_aio does not keep uv_run() from returning.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_AIO_H
 #define MG_BOOKIE_AIO_H

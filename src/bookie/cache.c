@@ -21,10 +21,10 @@
  */
 #include "bookie/cache.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <stdlib.h>
 #include <string.h>

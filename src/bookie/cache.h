@@ -43,33 +43,25 @@
  * READ CACHE — entries read from the entry logs (and read-ahead), FIFO: a hash chained over a
  * fixed bucket array plus one list in insertion order; get does not promote (as BookKeeper's
  * read cache, which is written in insertion order and evicted oldest first). Each entry is
- * charged len + BK_READ_CACHE_ENTRY_OVERHEAD_BYTES (common/limits.h), and the sum stays within
+ * charged len + BK_READ_CACHE_ENTRY_OVERHEAD_BYTES (bookie/limits.h), and the sum stays within
  * bytes_max, which also bounds the count (bytes_max / overhead). Loop thread only.
  *
  * Both caches hold (mg_buf, off, len) views, not copies: an entry that is a slice of a large
  * buffer (a 1 MiB O_DIRECT read holding a thousand entries) keeps the WHOLE buffer alive while
  * any of its slices is cached, yet is charged only len. The storage decides: copy small
  * entries out of large read buffers before caching them, or accept the slack.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_CACHE_H
 #define MG_BOOKIE_CACHE_H
 
+#include "bookie/client.h" /* bk_entry */
 #include "common/buf.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Shared with storage.h and the RPC client (protocol.h). */
-#ifndef BK_ENTRY_DEFINED
-#define BK_ENTRY_DEFINED
-typedef struct bk_entry {
-    int64_t entry_id;
-    mg_buf *buf;
-    size_t off;
-    size_t len;
-} bk_entry;
-#endif
 
 /* --- write cache ---------------------------------------------------------------------------- */
 

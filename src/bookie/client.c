@@ -50,7 +50,10 @@
  *      (IDLE, no requests, no tcp handle, no resolution; freed in its timer's close callback).
  */
 #include "bookie/client.h"
+#include "bookie/client_int.h"
+#include "bookie/protocol.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

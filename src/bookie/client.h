@@ -1,6 +1,11 @@
 /*
- * The bookie RPC client: asynchronous requests to bookies over the wire format of protocol.h,
- * on one libuv loop. Brokers link this (target mg_bookie_client) and never the storage engine.
+ * The bookie RPC client, the module's public header for brokers (target mg_bookie_client, which
+ * does not link the storage engine): asynchronous requests to bookies over the RPC wire format
+ * (private to the module, protocol.h), on one libuv loop. It exports the client, bk_entry (the
+ * entry views it hands out, shared with the storage API of bookie/bookie.h) and the defaults
+ * that belong to its calls; the limits it refers to are in bookie/limits.h. A bookie in the
+ * same process is reached without TCP once bk_local_attach (bookie/bookie.h) routes its
+ * address.
  *
  * One connection per bookie address ("host:port", made on first use), requests pipelined on it
  * and matched to responses by request id. Every function is called on the client's loop and
@@ -23,12 +28,27 @@
 #ifndef MG_BOOKIE_CLIENT_H
 #define MG_BOOKIE_CLIENT_H
 
-#include "bookie/protocol.h"
 #include "common/buf.h"
+#include "bookie/limits.h" /* BK_ENTRY_BYTES_MAX, BK_CLIENT_*: the limits named here */
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+/* The bookie RPC's usual TCP port. */
+#define BK_RPC_PORT_DEFAULT 3181
+
+/* An entry's bytes are buf[off, off + len); the holder of a bk_entry borrows buf unless it says
+ * otherwise. The storage engine (bookie/bookie.h) hands out entries the same way. */
+typedef struct bk_entry {
+    int64_t entry_id;
+    mg_buf *buf;
+    size_t off;
+    size_t len;
+} bk_entry;
+
+/* The most bytes bk_client_add_prefixed puts in front of an entry's payload. */
+#define BK_REQUEST_PREFIX_BYTES_MAX 256u
 
 typedef struct bk_client bk_client;
 
@@ -96,52 +116,5 @@ int bk_client_delete(bk_client *c, const char *addr, int64_t ledger_id, bk_clien
 
 /* MG_OK when the bookie is up and writable, MG_EREADONLY when it is up and read-only. */
 int bk_client_health(bk_client *c, const char *addr, bk_client_done_cb cb, void *arg);
-
-/* --- bookies in this process --------------------------------------------------------------
- * `magnetar standalone` runs its bookie in the same process, on a loop and thread of its own.
- * Requests for that bookie's address need not cross loopback TCP (two copies of every byte and
- * the TCP stack on both sides): bk_client_set_local hands them to a transport (bookie/local.h)
- * that passes them to the storage's thread and brings the answers back. Entries read travel as
- * references to the storage's buffers, never copied. */
-
-typedef struct bk_local_req {
-    struct bk_client *client;
-    int32_t op; /* BK_OP_ADD, BK_OP_READ, BK_OP_READ_RANGE, BK_OP_READ_LAC, BK_OP_FENCE,
-                   BK_OP_DELETE, BK_OP_HEALTH */
-    int64_t ledger_id;
-    int64_t entry_id;
-    int64_t last_entry_id; /* READ_RANGE */
-    uint32_t max_bytes;    /* READ_RANGE */
-    /* ADD: the entry is prefix[0, prefix_len) || payload[off, off + len) (payload referenced) */
-    uint8_t prefix[BK_REQUEST_PREFIX_BYTES_MAX];
-    size_t prefix_len;
-    mg_buf *payload;
-    size_t off, len;
-    void *client_req; /* the caller's callback and argument (the client's own record) */
-    /* The transport's answer, carried back in the request itself (no allocation on the way
-     * back): status, the last entry id for READ_LAC/FENCE, and for reads entries[0..count),
-     * each holding a reference to its buffer. */
-    void *transport;
-    int status;
-    int64_t value;
-    bk_entry *entries;
-    size_t count;
-} bk_local_req;
-
-/* Takes req (on MG_OK it must complete it exactly once, on the client's loop, through
- * bk_local_req_complete; on an error return the client keeps it). Called on the client's loop. */
-typedef int (*bk_client_local_fn)(void *transport, bk_local_req *req);
-
-/* From now on, requests for addr ("host:port", as ledgers name it) go to fn(transport, req)
- * instead of a connection (fn NULL: back to TCP). One local address per client. They have no
- * timeout: the transport always answers. Call on the client's loop, with no request to addr in
- * flight. MG_EINVAL (addr too long). */
-int bk_client_set_local(bk_client *c, const char *addr, bk_client_local_fn fn, void *transport);
-
-/* Completes a local request on the client's loop: its callback runs (entries[0..count) for
- * reads, valid during the callback; value: the last entry id for READ_LAC and FENCE), then req
- * is freed with its payload reference. */
-void bk_local_req_complete(bk_local_req *req, int status, const bk_entry *entries, size_t count,
-                           int64_t value);
 
 #endif

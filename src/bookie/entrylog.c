@@ -32,11 +32,11 @@
 #include "bookie/entrylog.h"
 #include "common/fs.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/crc32c.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -53,7 +53,6 @@
 #define EL_MAGIC              "MGEL"
 #define EL_HEADER_FIELDS      36u /* bytes covered by header_crc */
 #define EL_MAP_ITEM_BYTES     16u
-#define EL_DEFAULT_LOG_BYTES  (1ull << 30)
 #define EL_NAME_BYTES         12u /* "%08x.log" */
 #define EL_SCAN_CHUNK_BYTES   (1u << 20)
 #define EL_MAP_CAP_MIN        64u
@@ -866,7 +865,7 @@ static int load_log(bk_entrylogs *el, uint32_t id, uint8_t *hbuf)
 int bk_entrylogs_open(const char *dir, bk_io *io, uint64_t log_bytes_max, bk_entrylogs **out)
 {
     if (log_bytes_max == 0)
-        log_bytes_max = EL_DEFAULT_LOG_BYTES;
+        log_bytes_max = BK_ENTRYLOG_BYTES_DEFAULT;
     if (log_bytes_max < BK_ENTRYLOG_BYTES_MIN || log_bytes_max > BK_ENTRYLOG_BYTES_MAX)
         return MG_EINVAL;
     size_t dir_len = strlen(dir);

@@ -68,6 +68,8 @@
  *
  * All file operations go through the bk_io (io.h), so tests inject ENOSPC, EIO, failing
  * fdatasync and short reads.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_ENTRYLOG_H
 #define MG_BOOKIE_ENTRYLOG_H
@@ -78,15 +80,12 @@
 #include <stdint.h>
 
 /* Where an entry's record lies: the log, the offset of the record header and the size of the
- * whole record (header included). Shared with index.h. */
-#ifndef BK_LOCATION_DEFINED
-#define BK_LOCATION_DEFINED
+ * whole record (header included). The index (index.h) maps (ledger, entry) to one. */
 typedef struct bk_location {
     uint32_t log_id;
     uint32_t offset;
     uint32_t size;
 } bk_location;
-#endif
 
 /* A decoded record. payload points into the parsed bytes (no copy). */
 typedef struct bk_record {

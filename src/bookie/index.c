@@ -15,10 +15,10 @@
 #include "bookie/index.h"
 #include "common/fs.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 
 #include <errno.h>

@@ -37,23 +37,17 @@
  * Fencing is recorded, not enforced: put_batch indexes entries of a fenced ledger too (the
  * storage refuses the adds; recovery writes may still arrive), and a put to a deleted ledger
  * creates it again — the storage filters those out (see cache.h on deletion).
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_INDEX_H
 #define MG_BOOKIE_INDEX_H
 
+#include "bookie/entrylog.h" /* bk_location */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* Shared with entrylog.h: where an entry's record lies in the entry logs. */
-#ifndef BK_LOCATION_DEFINED
-#define BK_LOCATION_DEFINED
-typedef struct bk_location {
-    uint32_t log_id;
-    uint32_t offset;
-    uint32_t size;
-} bk_location;
-#endif
 
 typedef struct bk_index bk_index;
 

@@ -8,6 +8,7 @@
  */
 #include "bookie/io.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -19,11 +20,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Descriptors above this are not tracked for path filters (a fault with a path filter then
- * does not fire for them). The bookie keeps a few dozen files open. */
-#define BK_IO_TRACKED_FDS_MAX       65536
-#define BK_IO_PATH_FILTER_BYTES_MAX 256
 
 typedef struct bk_io_fault {
     bool armed;

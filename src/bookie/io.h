@@ -11,41 +11,20 @@
  * Asynchronous reads (libaio in aio.c) consult the same table through bk_io_read_fault(), so
  * an injected EIO reaches the O_DIRECT path too.
  *
+ * The handle and its fault injection (bk_io_create, bk_io_fault_arm, ...) are public, in
+ * bookie/bookie.h; the system-call wrappers below are private to src/bookie.
+ *
  * All functions return MG_OK / a byte count, or a negative MG_E* code (errno converted once
  * here). Thread-safe: the journal thread, the flush thread and the loop share one bk_io.
  */
 #ifndef MG_BOOKIE_IO_H
 #define MG_BOOKIE_IO_H
 
+#include "bookie/bookie.h" /* bk_io, bk_io_op */
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-typedef struct bk_io bk_io;
-
-typedef enum bk_io_op {
-    BK_IO_OPEN = 0,
-    BK_IO_PREAD = 1, /* also asynchronous reads, through bk_io_read_fault() */
-    BK_IO_PWRITE = 2,
-    BK_IO_SYNC = 3, /* fdatasync and fsync */
-    BK_IO_ALLOCATE = 4,
-    BK_IO_OP_COUNT = 5,
-} bk_io_op;
-
-/* Creates a bk_io with no faults armed. Returns MG_OK or MG_ENOMEM. */
-int bk_io_create(bk_io **out);
-void bk_io_destroy(bk_io *io);
-
-/* Arms a fault: the (skip + 1)-th call of kind op on a file whose path contains path_substr
- * (NULL: any file) fails with error (an MG_E* code, e.g. MG_EIO or MG_ENOSPC), and so does every
- * later one while times != 0 (times < 0: forever; times > 0: that many failures). For
- * BK_IO_PREAD, error == 0 with short_bytes > 0 makes the read return short_bytes fewer bytes
- * instead (a short read). One fault per op kind; arming again replaces it. Any thread. */
-void bk_io_fault_arm(bk_io *io, bk_io_op op, const char *path_substr, int64_t skip, int64_t times,
-                     int error, size_t short_bytes);
-void bk_io_fault_clear(bk_io *io, bk_io_op op);
-/* How many faults of this kind fired so far. */
-uint64_t bk_io_fault_count(bk_io *io, bk_io_op op);
 
 /* open(2) with O_CLOEXEC added; records the path for fault filters. Returns MG_OK and *fd. */
 int bk_io_open(bk_io *io, const char *path, int flags, mode_t mode, int *fd);

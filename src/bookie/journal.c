@@ -125,13 +125,14 @@
  *      segments with an id below the position's segment id are removed.
  */
 #include "bookie/journal.h"
+#include "common/clock.h"
 #include "common/fs.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/crc32c.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -145,11 +146,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(BK_ENTRY_BYTES_MAX)
-_Static_assert(BK_JOURNAL_RECORD_BYTES_MAX <= BK_ENTRY_BYTES_MAX,
-               "a journalled entry must fit an entry log");
-#endif
 
 /* Deleting an old segment: bytes freed per step and the pause between steps (segment_shrink). */
 #define SEGMENT_SHRINK_STEP_BYTES (8u * 1024 * 1024)
@@ -270,13 +266,6 @@ int bk_journal_pos_cmp(bk_journal_pos a, bk_journal_pos b)
     if (a.offset != b.offset)
         return a.offset < b.offset ? -1 : 1;
     return 0;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void put_le32(uint8_t *p, uint32_t v)
@@ -892,7 +881,7 @@ static void group_wait_locked(bk_journal *j)
     for (uint32_t round = 0; round < GROUP_WAIT_ROUNDS_MAX; round++) {
         if (j->closing || j->queued_bytes >= j->group_cap_bytes)
             return;
-        uint64_t now = now_ns();
+        uint64_t now = mg_clock_mono_ns();
         uint64_t deadline = slot_at(j, 0)->enqueued_ns + j->group_wait_ns;
         if (now >= deadline)
             return;
@@ -1050,9 +1039,9 @@ static int write_group(bk_journal *j, uint32_t n, uint64_t bytes)
                  (unsigned long long)j->seg_off, mg_strerror(rc));
         return failure_status(rc);
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = mg_clock_mono_ns();
     rc = bk_io_fdatasync(j->io, j->fd);
-    mg_histogram_observe(j->m_sync_latency, (now_ns() - t0) / 1000);
+    mg_histogram_observe(j->m_sync_latency, (mg_clock_mono_ns() - t0) / 1000);
     __atomic_add_fetch(&j->sync_count, 1, __ATOMIC_RELAXED);
     if (rc != MG_OK) {
         /* Never retried: see "fsyncgate" in the header comment. */
@@ -1341,7 +1330,7 @@ int bk_journal_append(bk_journal *j, int type, int64_t ledger_id, int64_t entry_
         .len = len,
         .done = done,
         .arg = arg,
-        .enqueued_ns = now_ns(),
+        .enqueued_ns = mg_clock_mono_ns(),
     };
     j->count++;
     j->queued_bytes += slot_bytes(s);

@@ -13,6 +13,8 @@
  * shutdown); bk_journal_append, bk_journal_durable_pos, bk_journal_failed,
  * bk_journal_sync_count from any thread; bk_journal_checkpoint from any thread (the flush
  * thread), serialised internally. Completions run on the journal thread.
+ *
+ * Private to src/bookie (the storage node's public API is bookie/bookie.h).
  */
 #ifndef MG_BOOKIE_JOURNAL_H
 #define MG_BOOKIE_JOURNAL_H

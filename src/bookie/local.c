@@ -1,11 +1,12 @@
 /*
- * The in-process bookie transport (local.h). Two queues: `requests` (consumed on the storage's
- * loop) and `answers` (consumed on the client's loop). A request is a bk_local_req from the
- * client; on the storage thread it becomes one bk_storage_* call whose callback writes the
- * answer into the request itself (no allocation on the way back): the status, the value, and
- * for reads a copy of the entry views, each holding its own reference to its buffer (the
- * storage's views are valid only during its callback). On the client thread the answer
- * completes the request (bk_local_req_complete) and drops those references.
+ * The in-process bookie transport (API: bk_local_* in bookie.h; the client's side of the hook in
+ * client_int.h). Two queues: `requests` (consumed on the storage's loop) and `answers` (consumed
+ * on the client's loop). A request is a bk_local_req from the client; on the storage thread it
+ * becomes one bk_storage_* call whose callback writes the answer into the request itself (no
+ * allocation on the way back): the status, the value, and for reads a copy of the entry views,
+ * each holding its own reference to its buffer (the storage's views are valid only during its
+ * callback). On the client thread the answer completes the request (bk_local_req_complete) and
+ * drops those references.
  *
  * Invariants:
  *   1. inflight (client thread only) counts requests pushed and not yet answered; it never
@@ -13,8 +14,11 @@
  *   2. Each side closes its own queue on its own thread; the memory goes when the last of the
  *      two close callbacks ran (refs).
  */
-#include "bookie/local.h"
+#include "bookie/bookie.h"
+#include "bookie/client_int.h"
+#include "bookie/protocol.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"

@@ -26,9 +26,11 @@
  */
 #include "bookie/protocol.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/limits.h"
 #include "proto/bookie.pb-c.h"
 
 #include <inttypes.h>
@@ -43,13 +45,6 @@ _Static_assert((int)MAGNETAR__BOOKIE__OP__READ_LAC == (int)BK_OP_READ_LAC, "op")
 _Static_assert((int)MAGNETAR__BOOKIE__OP__FENCE == (int)BK_OP_FENCE, "op");
 _Static_assert((int)MAGNETAR__BOOKIE__OP__DELETE == (int)BK_OP_DELETE, "op");
 _Static_assert((int)MAGNETAR__BOOKIE__OP__HEALTH == (int)BK_OP_HEALTH, "op");
-/* A maximal response (every entry listed at 18 bytes, fixed fields, message) fits the header
- * bound, and a maximal entry fits a frame with any request header. */
-_Static_assert((uint64_t)BK_RANGE_ENTRIES_MAX * 18 + BK_MESSAGE_BYTES_MAX + 256 <=
-                   BK_HEADER_BYTES_MAX,
-               "header bound");
-_Static_assert((uint64_t)BK_ENTRY_BYTES_MAX + 4 + 256 <= BK_FRAME_BYTES_MAX, "entry in frame");
-_Static_assert((uint64_t)BK_FRAME_BYTES_MAX + 4 <= UINT32_MAX, "frame_len is a u32");
 
 #define BK__PREFIX_BYTES 8 /* frame_len + header_len */
 

@@ -2,6 +2,8 @@
  * The bookie RPC wire format (TCP port 3181): frame encoding, an incremental frame decoder for
  * bytes arriving from libuv reads, and a connection's output queue. Shared by the client
  * (client.c, linked by brokers) and the server (server.c); nothing here knows the storage engine.
+ * Private to src/bookie (outside it, only the codec's fuzz target and its seed generator in
+ * tests/fuzz include it); the client's users see bookie/client.h.
  *
  * FRAMES
  *
@@ -65,29 +67,15 @@
 #ifndef MG_BOOKIE_PROTOCOL_H
 #define MG_BOOKIE_PROTOCOL_H
 
+#include "bookie/client.h" /* bk_entry, BK_RPC_PORT_DEFAULT, BK_REQUEST_PREFIX_BYTES_MAX */
+#include "bookie/limits.h"
 #include "common/buf.h"
 #include "common/outq.h"
-#include "common/limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-
-#define BK_RPC_PORT_DEFAULT 3181
-
-/* Shared with the storage engine (storage.h), which defines it identically under the same
- * guard; the client target must not include storage.h. An entry's bytes are
- * buf[off, off + len); the holder of a bk_entry borrows buf unless it says otherwise. */
-#ifndef BK_ENTRY_DEFINED
-#define BK_ENTRY_DEFINED
-typedef struct bk_entry {
-    int64_t entry_id;
-    mg_buf *buf;
-    size_t off;
-    size_t len;
-} bk_entry;
-#endif
 
 /* Operation codes, the values of proto/bookie.proto's Op. */
 typedef enum bk_op {
@@ -258,7 +246,6 @@ int bk_outq_push_request(mg_outq *q, const bk_request *req, mg_buf *payload, siz
  * the frame's payload is prefix || payload[off, off + len). The prefix is copied into the
  * frame's head buffer, so a small header can go before a large payload without copying the
  * payload. prefix_len <= BK_REQUEST_PREFIX_BYTES_MAX (else MG_EINVAL). */
-#define BK_REQUEST_PREFIX_BYTES_MAX 256u
 int bk_outq_push_request_prefixed(mg_outq *q, const bk_request *req, const uint8_t *prefix,
                                   size_t prefix_len, mg_buf *payload, size_t off, size_t len);
 

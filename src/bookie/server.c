@@ -1,5 +1,5 @@
 /*
- * The bookie RPC server (see server.h for the API, protocol.h for the wire format).
+ * The bookie RPC server (see bookie.h for the API, protocol.h for the wire format).
  *
  * CONNECTION LIFE
  *
@@ -30,8 +30,9 @@
  *   3. conn__process never recurses (a storage call may complete inside it): `processing`.
  *   4. Response views into storage buffers are referenced by the output chains, never copied.
  */
-#include "bookie/server.h"
+#include "bookie/bookie.h"
 
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
 #include "common/alloc.h"
 #include "common/assert.h"

@@ -1,5 +1,5 @@
 /*
- * The bookie's storage engine; API and error codes in storage.h.
+ * The bookie's storage engine; API and error codes in bookie.h.
  *
  * Pieces: journal.c (write-ahead log, group commit), cache.c (double-buffered write cache,
  * read cache), entrylog.c (ledger-sorted data files), index.c (RocksDB location index),
@@ -61,7 +61,8 @@
  * either way: until a flush has succeeded the journal keeps every acknowledged entry for the replay
  * of a restart.
  */
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
+#include "common/clock.h"
 #include "common/fs.h"
 
 #include "bookie/aio.h"
@@ -69,6 +70,7 @@
 #include "bookie/entrylog.h"
 #include "bookie/index.h"
 #include "bookie/journal.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -84,46 +86,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-/* Defaults (storage.h documents them). */
-#define BK_DEFAULT_WRITE_CACHE_BYTES (64u << 20)
-#define BK_DEFAULT_READ_CACHE_BYTES  (64u << 20)
-#define BK_DEFAULT_READAHEAD_BYTES   (4u << 20)
-#define BK_DEFAULT_AIO_DEPTH         32
-/* Adds accepted but not yet acknowledged. Bounds the journal's queue and the completion
- * queue together, so a completion can always be queued. */
-#define BK_ADDS_INFLIGHT_MAX         65536
-/* Adds waiting for room in the write cache while a flush runs; past it MG_EAGAIN. */
-#define BK_ADDS_WAITING_MAX          65536
-/* Reads in progress; past it MG_EAGAIN (the server stops reading its sockets). */
-#define BK_READS_INFLIGHT_MAX        16384
-/* One index look-up returns at most this many consecutive locations. */
-#define BK_RUN_ENTRIES_MAX           16384
-/* One disk read covers at most this many bytes (aio.c refuses more than 8 MiB). */
-#define BK_DISK_READ_BYTES_MAX       (8u << 20)
-/* A stretch is read as chunks of about this size, all submitted at once: several 1 MiB reads in
- * flight keep the device busier than one large read (fio's sequential read does the same). */
-#define BK_DISK_CHUNK_BYTES          (1u << 20)
-#define BK_DISK_CHUNKS_MAX           16
-/* A walk (walk_plan) reads at most this much beyond what its entries should take (plus 1/8):
- * the bytes wasted when the stretch turns out shorter than planned. */
-#define BK_WALK_SLACK_BYTES          (64u * 1024)
-/* Read-ahead state is kept for this many ledgers (least recently used dropped). */
-#define BK_RA_LEDGERS_MAX            256
-/* Only reads of at most this many entries start read-ahead windows: a reader asking for large
- * ranges already reads sequentially in large I/Os (and the broker prefetcher reads ahead for
- * it); a window would read the same bytes twice. */
-#define BK_RA_TRIGGER_ENTRIES_MAX    16
-#define BK_RA_ENTRIES_MAX            65536
-/* bk_storage_resume writes a probe file of this size in each storage directory: enough that a
- * disk with only a few blocks free still refuses it, small enough to cost nothing. */
-#define BK_RESUME_PROBE_BYTES        (1u << 20)
-/* The write cache is flushed at least this often when it holds anything. */
-#define BK_FLUSH_INTERVAL_MS         1000
-/* Garbage collection: look at the entry logs this often; compact a log whose live bytes fell
- * below this share of its size. */
-#define BK_GC_INTERVAL_MS            60000
-#define BK_GC_LIVE_SHARE_MIN         0.5
 
 /* An add or a fence on its way through the write cache and the journal: from the storage's
  * add_pool (add_ctx_new), back to it in jq_drain on the storage's loop, after its callback. The
@@ -292,18 +254,6 @@ struct bk_storage {
     mg_counter *m_flush_bytes, *m_gc_logs_removed, *m_gc_bytes_compacted, *m_errors;
     mg_gauge *m_state[2]; /* bookie_state{state="writable"}, {state="read_only"} */
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t now_ms(void)
-{
-    return now_ns() / 1000000u;
-}
 
 /* --- fenced ledgers (loop) ------------------------------------------------------------------ */
 
@@ -635,7 +585,7 @@ static void *maintenance_main(void *arg)
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->stop && !s->flush_requested && !s->gc_requested && !s->deletes_pending &&
-               !s->resume_requested && now_ms() < s->gc_next_ms) {
+               !s->resume_requested && mg_clock_mono_ms() < s->gc_next_ms) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
@@ -686,9 +636,9 @@ static void *maintenance_main(void *arg)
         }
         if (s->stop)
             break;
-        if (!s->gc_requested && now_ms() < s->gc_next_ms)
+        if (!s->gc_requested && mg_clock_mono_ms() < s->gc_next_ms)
             continue;
-        s->gc_next_ms = now_ms() + BK_GC_INTERVAL_MS;
+        s->gc_next_ms = mg_clock_mono_ms() + BK_GC_INTERVAL_MS;
         s->gc_requested = false;
         s->gc_running = true;
         pthread_mutex_unlock(&s->mu);
@@ -922,7 +872,7 @@ static void jq_drain(void *item, void *arg)
         }
         a->fence_cb(a->status, last, a->arg);
     } else {
-        mg_histogram_observe(s->m_add_latency, (now_ns() - a->start_ns) / 1000u);
+        mg_histogram_observe(s->m_add_latency, (mg_clock_mono_ns() - a->start_ns) / 1000u);
         a->cb(a->status, a->ledger_id, a->entry_id, a->arg);
         mg_buf_unref(a->buf);
     }
@@ -973,7 +923,7 @@ int bk_storage_add(bk_storage *s, int64_t ledger_id, int64_t entry_id, mg_buf *b
     a->len = len;
     a->cb = done;
     a->arg = arg;
-    a->start_ns = now_ns();
+    a->start_ns = mg_clock_mono_ns();
     a->ro_epoch = s->ro_epoch;
     s->adds_inflight++;
     s->stats.adds++;
@@ -1244,7 +1194,7 @@ static void read_finish(read_ctx *r)
         status = MG_ENOTFOUND;
     if (r->count > 0)
         status = MG_OK; /* a range read returns what it has; the next read reports the rest */
-    mg_histogram_observe(s->m_read_latency[r->source], (now_ns() - r->start_ns) / 1000u);
+    mg_histogram_observe(s->m_read_latency[r->source], (mg_clock_mono_ns() - r->start_ns) / 1000u);
     /* A caller that keeps several reads of the ledger in flight reads ahead by itself (the
      * broker's prefetcher): a read-ahead window would read what its next reads ask for. */
     bool pipelined = false;
@@ -1701,7 +1651,7 @@ static void readahead_maybe(bk_storage *s, int64_t ledger_id, int64_t first, int
     w->first = w->next = start;
     w->last = start + BK_RA_ENTRIES_MAX - 1;
     w->max_bytes = s->readahead_bytes;
-    w->start_ns = now_ns();
+    w->start_ns = mg_clock_mono_ns();
     ra->inflight = true;
     ra->window_first = start;
     ra->window_last = w->last;
@@ -1728,7 +1678,7 @@ static int read_start(bk_storage *s, int64_t ledger_id, int64_t first, int64_t l
     r->max_bytes = max_bytes;
     r->cb = done;
     r->arg = arg;
-    r->start_ns = now_ns();
+    r->start_ns = mg_clock_mono_ns();
     if (s->readahead_on) {
         r->ra_fg = ra_find(s, ledger_id, true);
         if (r->ra_fg != NULL)
@@ -2115,7 +2065,7 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
     uv_timer_init(loop, &s->flush_timer);
     s->flush_timer.data = s;
     uv_timer_start(&s->flush_timer, flush_timer_cb, BK_FLUSH_INTERVAL_MS, BK_FLUSH_INTERVAL_MS);
-    s->gc_next_ms = now_ms() + BK_GC_INTERVAL_MS;
+    s->gc_next_ms = mg_clock_mono_ms() + BK_GC_INTERVAL_MS;
     int err = pthread_create(&s->thread, NULL, maintenance_main, s);
     MG_ASSERT(err == 0);
     *out = s;

@@ -34,23 +34,21 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "cursor/limits.h"
+#include "ledger/limits.h"
+#include "metadata/limits.h"
+#include "pulsar/limits.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-_Static_assert(
-    2 * BR_ADMIN_PARTITIONS_MAX <= BR_CONN_HANDLES_MAX,
-    "a producer and a consumer of the largest partitioned topic must fit one connection");
-_Static_assert(BR_ADMIN_PARTITIONS_MAX <= MG_PULSAR_TOPIC_PARTITIONS_MAX,
-               "partition indexes must stay within what topic names carry");
 
 int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
@@ -330,8 +328,8 @@ static int64_t sub_backlog_msgs(const br_sub *s)
 static int64_t sub_unacked(const br_sub *s)
 {
     int64_t n = 0;
-    for (const br_link *l = s->consumers.next; l != &s->consumers; l = l->next)
-        n += (int64_t)BR_CONTAINER(l, br_consumer, sub_link)->unacked_msgs;
+    for (const mg_link *l = s->consumers.next; l != &s->consumers; l = l->next)
+        n += (int64_t)MG_CONTAINER_OF(l, br_consumer, sub_link)->unacked_msgs;
     return n;
 }
 
@@ -340,8 +338,8 @@ static int64_t backlog_bytes(br_topic *t)
     int64_t entries = ml_entries_total(t->ml);
     int64_t bytes = ml_bytes_total(t->ml);
     int64_t most = 0;
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         if (s->cursor != NULL && s->durable && mc_backlog_entries(s->cursor) > most)
             most = mc_backlog_entries(s->cursor);
     }
@@ -360,8 +358,8 @@ static void stats_json(br_topic *t, mg_strbuf *sb)
         t->rate_in, t->throughput_in, t->rate_out, t->throughput_out, t->msg_in, t->bytes_in,
         t->msg_out, t->bytes_out, avg, ml_bytes_total(t->ml), backlog_bytes(t));
     bool first = true;
-    for (br_link *l = t->producers.next; l != &t->producers; l = l->next) {
-        br_producer *p = BR_CONTAINER(l, br_producer, topic_link);
+    for (mg_link *l = t->producers.next; l != &t->producers; l = l->next) {
+        br_producer *p = MG_CONTAINER_OF(l, br_producer, topic_link);
         mg_strbuf_printf(sb, "%s{\"producerId\":%" PRIu64 ",\"producerName\":", first ? "" : ",",
                          p->id);
         mg_strbuf_json_string(sb, p->name);
@@ -378,8 +376,8 @@ static void stats_json(br_topic *t, mg_strbuf *sb)
     }
     mg_strbuf_puts(sb, "],\"subscriptions\":{");
     first = true;
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         if (s->closing)
             continue;
         if (!first)
@@ -397,8 +395,8 @@ static void stats_json(br_topic *t, mg_strbuf *sb)
             s->cursor != NULL ? mc_backlog_entries(s->cursor) : 0, sub_unacked(s),
             s->msg_redelivered, br_sub_type_name(s->type), s->durable ? "true" : "false");
         bool kfirst = true;
-        for (br_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
-            br_consumer *k = BR_CONTAINER(m, br_consumer, sub_link);
+        for (mg_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
+            br_consumer *k = MG_CONTAINER_OF(m, br_consumer, sub_link);
             if (!k->ready)
                 continue;
             mg_strbuf_printf(sb, "%s{\"consumerName\":", kfirst ? "" : ",");
@@ -449,8 +447,8 @@ static void internal_stats_json(br_topic *t, mg_strbuf *sb)
                          li[i].timestamp_ms, li[i].lost ? ",\"lost\":true" : "");
     mg_strbuf_puts(sb, "],\"cursors\":{");
     bool first = true;
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         if (s->cursor == NULL || s->closing)
             continue;
         if (!first)
@@ -533,10 +531,10 @@ static void terminated_cb(int status, ml_position last, void *arg)
 
 static bool topic_in_use(br_topic *t)
 {
-    if (!br_list_empty(&t->producers))
+    if (!mg_list_empty(&t->producers))
         return true;
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next)
-        if (BR_CONTAINER(l, br_sub, topic_link)->consumer_count > 0)
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next)
+        if (MG_CONTAINER_OF(l, br_sub, topic_link)->consumer_count > 0)
             return true;
     return false;
 }
@@ -581,8 +579,8 @@ static void with_topic(int status, br_topic *t, void *arg)
     case OP_SUBSCRIPTIONS: {
         mg_strbuf_puts(&sb, "[");
         bool first = true;
-        for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-            br_sub *x = BR_CONTAINER(l, br_sub, topic_link);
+        for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+            br_sub *x = MG_CONTAINER_OF(l, br_sub, topic_link);
             if (x->closing || !x->durable)
                 continue;
             if (!first)
@@ -1052,13 +1050,13 @@ static const struct {
 static double topic_metric_value(br_topic *t, topic_metric m)
 {
     double consumers = 0, backlog = 0, subs = 0, producers = 0;
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         consumers += s->consumer_count;
         backlog += (double)sub_backlog_msgs(s);
         subs += 1;
     }
-    for (br_link *l = t->producers.next; l != &t->producers; l = l->next)
+    for (mg_link *l = t->producers.next; l != &t->producers; l = l->next)
         producers += 1;
     switch (m) {
     case TM_IN_MSGS:
@@ -1126,8 +1124,8 @@ int br_broker_metrics_render(br_broker *b, char **text, size_t *len)
             for (br_topic *t = b->topics.buckets[i]; t != NULL; t = t->hash_next) {
                 if (t->state != BR_TOPIC_OPEN)
                     continue;
-                for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-                    br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+                for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+                    br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
                     if (s->closing)
                         continue;
                     double v = m == 0   ? (double)sub_backlog_msgs(s)

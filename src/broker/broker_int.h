@@ -32,12 +32,18 @@
 #define MG_BROKER_BROKER_INT_H
 
 #include "broker/broker.h"
+#include "broker/limits.h"
+#include "cursor/limits.h"
+#include "ledger/limits.h"
+#include "metadata/limits.h"
 #include "pulsar/wire.h"
 #include "common/freelist.h"
 #include "common/hist.h"
+#include "common/list.h"
 #include "common/listen.h"
 #include "common/outq.h"
 #include "cursor/cursor.h"
+#include "metadata/metadata.h"
 #include "prefetch/prefetch.h"
 #include "proto/PulsarApi.pb-c.h"
 
@@ -53,34 +59,6 @@ typedef struct br_topic br_topic;
 typedef struct br_sub br_sub;
 typedef struct br_producer br_producer;
 typedef struct br_consumer br_consumer;
-
-/* Intrusive doubly linked list. */
-typedef struct br_link {
-    struct br_link *prev, *next;
-} br_link;
-
-static inline void br_list_init(br_link *head)
-{
-    head->prev = head->next = head;
-}
-static inline bool br_list_empty(const br_link *head)
-{
-    return head->next == head;
-}
-static inline void br_list_push(br_link *head, br_link *l)
-{
-    l->prev = head->prev;
-    l->next = head;
-    head->prev->next = l;
-    head->prev = l;
-}
-static inline void br_list_remove(br_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-#define BR_CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* --- position map: open addressing, backward-shift deletion --------------------------------- */
 
@@ -162,7 +140,7 @@ struct br_broker {
     char cluster[64];
     mg_listener *listener;
     bool listening;
-    br_link conns;
+    mg_link conns;
     uint32_t conn_count;
     br_topic_table topics;
     br_owned *owned;            /* bundles this broker owns */
@@ -179,12 +157,12 @@ struct br_broker {
     size_t out_bytes;        /* every connection's mg_outq adds its queued bytes here */
     size_t out_bytes_peak;
     bool out_paused;              /* a consumer waits because out_bytes reached the budget */
-    br_link out_waiters;          /* br_conn.out_wait_link: connections with out_blocked */
+    mg_link out_waiters;          /* br_conn.out_wait_link: connections with out_blocked */
     uint32_t consumer_conn_count; /* connections with at least one consumer: shares */
     size_t recv_budget_bytes;     /* large receive buffers, all connections */
     size_t recv_bytes;            /* sum of br_conn.recv_held */
     size_t recv_bytes_peak;
-    br_link recv_waiters;       /* br_conn.recv_wait_link, in order of arrival */
+    mg_link recv_waiters;       /* br_conn.recv_wait_link, in order of arrival */
     uint64_t refused_logged_ms; /* last warning about refused connections */
     uint64_t refused_unlogged;  /* refusals since */
     uv_timer_t out_stall_timer; /* while out_paused: closes consumers that stopped reading */
@@ -221,7 +199,7 @@ typedef enum br_conn_state {
 
 struct br_conn {
     br_broker *b;
-    br_link link; /* in b->conns */
+    mg_link link; /* in b->conns */
     uv_tcp_t tcp;
     uv_timer_t keepalive;
     br_conn_state state;
@@ -241,8 +219,8 @@ struct br_conn {
     size_t rwant; /* length of the frame being received, when known and larger than rbuf */
     mg_outq out;
 
-    br_link producers; /* br_producer.conn_link */
-    br_link consumers; /* br_consumer.conn_link */
+    mg_link producers; /* br_producer.conn_link */
+    mg_link consumers; /* br_consumer.conn_link */
     uint32_t pending_sends;
     /* Released send contexts (topic.c, one per SEND until its receipt), kept for the next SENDs
      * of this connection: at most BR_CONN_SEND_POOL_MAX, freed with the connection (every
@@ -253,9 +231,9 @@ struct br_conn {
     uint32_t closed_producer_count; /* recorded ever; the ring keeps the last ones */
     bool paused_sends;              /* reading stopped for pending_sends */
     bool out_blocked; /* some consumer waits for the output queue to drain (in out_waiters) */
-    br_link out_wait_link;
+    mg_link out_wait_link;
     bool paused_recv; /* reading stopped: no room in the receive budget (in recv_waiters) */
-    br_link recv_wait_link;
+    mg_link recv_wait_link;
     size_t recv_need;         /* the receive buffer paused_recv waits for */
     size_t recv_held;         /* receive budget taken by rbuf (0 for a BR_READ_BUF_BYTES one) */
     bool paused_replies;      /* reading stopped: the peer does not read what it asked for */
@@ -323,8 +301,8 @@ struct br_topic {
     pf_topic *pf; /* the topic's caches; NULL while ml is */
     mc_group *group;
     br_topic_waiter *waiters;
-    br_link producers;       /* br_producer.topic_link */
-    br_link subs;            /* br_sub.topic_link */
+    mg_link producers;       /* br_producer.topic_link */
+    mg_link subs;            /* br_sub.topic_link */
     int refs;                /* waiters, sends in flight, subscription operations, admin requests */
     uint32_t sends_inflight; /* ml_add accepted, its callback not yet run */
     bool exclusive_producer;
@@ -360,8 +338,8 @@ int br_topic_delete_stored(br_broker *b, const pw_topic_name *name,
 struct br_producer {
     br_conn *conn;
     br_topic *topic; /* NULL until the topic opened */
-    br_link conn_link;
-    br_link topic_link;
+    mg_link conn_link;
+    mg_link topic_link;
     uint64_t id;
     char name[BR_NAME_BYTES_MAX];
     int access_mode;
@@ -395,8 +373,8 @@ typedef enum br_sub_type {
 struct br_consumer {
     br_conn *conn;
     br_sub *sub; /* NULL until subscribed */
-    br_link conn_link;
-    br_link sub_link;
+    mg_link conn_link;
+    mg_link sub_link;
     uint64_t id;
     char name[BR_NAME_BYTES_MAX];
     int priority;
@@ -424,7 +402,7 @@ typedef struct br_ring_point {
 
 struct br_sub {
     br_topic *topic;
-    br_link topic_link;
+    mg_link topic_link;
     char name[MC_NAME_BYTES_MAX];
     br_sub_type type;
     bool durable;
@@ -436,7 +414,7 @@ struct br_sub {
     bool caught_up; /* the last read found nothing new: wait for an add */
     bool resetting; /* a SEEK or reset of the cursor runs: no dispatch until it is done */
     bool dispatch_scheduled;
-    br_link consumers; /* br_consumer.sub_link, in arrival order */
+    mg_link consumers; /* br_consumer.sub_link, in arrival order */
     uint32_t consumer_count;
     br_consumer *rr_next; /* Shared: next consumer of the round robin */
     br_ring_point *ring;  /* Key_Shared: every ready consumer's points, sorted */
@@ -521,7 +499,5 @@ bool br_admin_route(size_t i, const char **method, const char **pattern, int *op
  * reason in err (cut to err_size > 0). Pure: reads req only; req's loop thread. */
 int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, char *err,
                         size_t err_size);
-
-int64_t br_now_ms(void);
 
 #endif

@@ -15,6 +15,8 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>

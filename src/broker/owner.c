@@ -19,6 +19,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 
 #include <stdio.h>
 #include <string.h>

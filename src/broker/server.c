@@ -60,6 +60,7 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -68,20 +69,12 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 
 void br_conn_pause_reading(br_conn *c);
 void br_conn_resume_reading(br_conn *c);
-
-int64_t br_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void br_conn_count_proto_error(br_broker *b, const char *reason)
 {
@@ -130,16 +123,16 @@ static void count_pause(br_broker *b, int kind)
 }
 
 /* Moves every element of from to the (empty) list to. */
-static void list_move_all(br_link *from, br_link *to)
+static void list_move_all(mg_link *from, mg_link *to)
 {
-    br_list_init(to);
-    if (br_list_empty(from))
+    mg_list_init(to);
+    if (mg_list_empty(from))
         return;
     to->next = from->next;
     to->prev = from->prev;
     to->next->prev = to;
     to->prev->next = to;
-    br_list_init(from);
+    mg_list_init(from);
 }
 
 /* A connection's share of the output budget (CONNECTION MEMORY 2). */
@@ -223,7 +216,7 @@ void br_conn_out_wait(br_conn *c)
         return;
     if (!c->out_blocked) {
         c->out_blocked = true;
-        br_list_push(&b->out_waiters, &c->out_wait_link);
+        mg_list_push(&b->out_waiters, &c->out_wait_link);
     }
     if (b->out_bytes >= b->out_budget_bytes && !b->out_paused) {
         b->out_paused = true;
@@ -240,7 +233,7 @@ static void out_unwait(br_conn *c)
 {
     if (c->out_blocked) {
         c->out_blocked = false;
-        br_list_remove(&c->out_wait_link);
+        mg_list_remove(&c->out_wait_link);
     }
 }
 
@@ -254,11 +247,11 @@ static void out_wake(br_broker *b)
     b->out_paused = false;
     if (!b->closing)
         uv_timer_stop(&b->out_stall_timer);
-    br_link woken;
+    mg_link woken;
     list_move_all(&b->out_waiters, &woken);
-    while (!br_list_empty(&woken)) {
-        br_conn *c = BR_CONTAINER(woken.next, br_conn, out_wait_link);
-        br_list_remove(&c->out_wait_link);
+    while (!mg_list_empty(&woken)) {
+        br_conn *c = MG_CONTAINER_OF(woken.next, br_conn, out_wait_link);
+        mg_list_remove(&c->out_wait_link);
         c->out_blocked = false;
         br_conn_ref(c);
         br_conn_out_drained(c);
@@ -274,12 +267,12 @@ static void out_stall_check(uv_timer_t *t)
     if (!b->out_paused || b->closing)
         return;
     uint64_t now = uv_now(b->loop);
-    br_link check;
+    mg_link check;
     list_move_all(&b->out_waiters, &check);
-    while (!br_list_empty(&check)) {
-        br_conn *c = BR_CONTAINER(check.next, br_conn, out_wait_link);
-        br_list_remove(&c->out_wait_link);
-        br_list_push(&b->out_waiters, &c->out_wait_link);
+    while (!mg_list_empty(&check)) {
+        br_conn *c = MG_CONTAINER_OF(check.next, br_conn, out_wait_link);
+        mg_list_remove(&c->out_wait_link);
+        mg_list_push(&b->out_waiters, &c->out_wait_link);
         if (c->state == BR_CONN_CLOSING || mg_outq_queued_bytes(&c->out) == 0 ||
             now - c->out_progress_ms < BR_CONN_OUT_STALL_MS)
             continue;
@@ -328,7 +321,7 @@ static void recv_release(br_conn *c)
     br_broker *b = c->b;
     if (c->paused_recv) {
         c->paused_recv = false;
-        br_list_remove(&c->recv_wait_link);
+        mg_list_remove(&c->recv_wait_link);
     }
     if (c->recv_held == 0)
         return;
@@ -337,7 +330,7 @@ static void recv_release(br_conn *c)
     c->recv_held = 0;
     mem_gauges(b);
     /* Waiters resume from the loop, not from inside this connection's callbacks. */
-    if (!br_list_empty(&b->recv_waiters) && !b->closing)
+    if (!mg_list_empty(&b->recv_waiters) && !b->closing)
         uv_timer_start(&b->recv_wake_timer, recv_wake, 0, 0);
 }
 
@@ -346,11 +339,11 @@ static void recv_release(br_conn *c)
 static void recv_wake(uv_timer_t *t)
 {
     br_broker *b = t->data;
-    while (!br_list_empty(&b->recv_waiters)) {
-        br_conn *c = BR_CONTAINER(b->recv_waiters.next, br_conn, recv_wait_link);
+    while (!mg_list_empty(&b->recv_waiters)) {
+        br_conn *c = MG_CONTAINER_OF(b->recv_waiters.next, br_conn, recv_wait_link);
         if (!recv_reserve(c, c->recv_need))
             return;
-        br_list_remove(&c->recv_wait_link);
+        mg_list_remove(&c->recv_wait_link);
         c->paused_recv = false;
         br_conn_ref(c);
         br_conn_resume_reading(c);
@@ -365,7 +358,7 @@ static void recv_wait(br_conn *c, size_t need)
     if (c->paused_recv)
         return;
     c->paused_recv = true;
-    br_list_push(&b->recv_waiters, &c->recv_wait_link);
+    mg_list_push(&b->recv_waiters, &c->recv_wait_link);
     br_conn_pause_reading(c);
     count_pause(b, BR_PAUSE_RECEIVE);
     MG_DEBUG("broker: %s waits for %zu bytes of receive buffer (%zu of %zu in use)", c->peer, need,
@@ -390,7 +383,7 @@ void br_conn_unref(br_conn *c)
     recv_release(c);
     mg_buf_unref(c->rbuf);
     mg_freelist_clear(&c->send_pool);
-    br_list_remove(&c->link);
+    mg_list_remove(&c->link);
     b->conn_count--;
     if (b->m_connections)
         mg_gauge_set(b->m_connections, b->conn_count);
@@ -415,15 +408,15 @@ void br_conn_close(br_conn *c, const char *reason)
     if (c->b->m_conn_closed)
         mg_counter_inc(c->b->m_conn_closed);
     /* Producers and consumers first: subscriptions redeliver what this client did not ack. */
-    while (!br_list_empty(&c->producers))
-        br_producer_drop(BR_CONTAINER(c->producers.next, br_producer, conn_link), false);
-    while (!br_list_empty(&c->consumers))
-        br_consumer_drop(BR_CONTAINER(c->consumers.next, br_consumer, conn_link), false);
+    while (!mg_list_empty(&c->producers))
+        br_producer_drop(MG_CONTAINER_OF(c->producers.next, br_producer, conn_link), false);
+    while (!mg_list_empty(&c->consumers))
+        br_consumer_drop(MG_CONTAINER_OF(c->consumers.next, br_consumer, conn_link), false);
     mg_outq_discard(&c->out);
     out_unwait(c);
     if (c->paused_recv) {
         c->paused_recv = false;
-        br_list_remove(&c->recv_wait_link);
+        mg_list_remove(&c->recv_wait_link);
     }
     c->paused_replies = false;
     mem_gauges(c->b);
@@ -519,9 +512,9 @@ void br_conn_send_error(br_conn *c, uint64_t request_id, Magnetar__Pulsar__Serve
 
 bool br_conn_handles_full(br_conn *c, uint64_t request_id, bool producers)
 {
-    const br_link *head = producers ? &c->producers : &c->consumers;
+    const mg_link *head = producers ? &c->producers : &c->consumers;
     size_t n = 0;
-    for (const br_link *l = head->next; l != head && n < BR_CONN_HANDLES_MAX; l = l->next)
+    for (const mg_link *l = head->next; l != head && n < BR_CONN_HANDLES_MAX; l = l->next)
         n++;
     if (n < BR_CONN_HANDLES_MAX)
         return false;
@@ -975,9 +968,9 @@ static void on_connection(void *arg, int fd, const struct sockaddr *addr, sockle
         return;
     }
     c->b = b;
-    br_list_init(&c->producers);
-    br_list_init(&c->consumers);
-    br_list_init(&c->link);
+    mg_list_init(&c->producers);
+    mg_list_init(&c->consumers);
+    mg_list_init(&c->link);
     mg_outq_init(&c->out, conn_written, c);
     mg_outq_set_total(&c->out, &b->out_bytes);
     uv_tcp_init(b->loop, &c->tcp);
@@ -985,7 +978,7 @@ static void on_connection(void *arg, int fd, const struct sockaddr *addr, sockle
     c->tcp.data = c->keepalive.data = c;
     c->handles_open = 2;
     c->refs = 1;
-    br_list_push(&b->conns, &c->link);
+    mg_list_push(&b->conns, &c->link);
     b->conn_count++;
     if (b->m_connections)
         mg_gauge_set(b->m_connections, b->conn_count);
@@ -1161,15 +1154,15 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     b->opts.host = b->host;
     b->opts.advertised_address = b->advertised;
     b->opts.cluster = b->cluster;
-    br_list_init(&b->conns);
+    mg_list_init(&b->conns);
     uint64_t mem = opts->connection_memory_bytes != 0 ? opts->connection_memory_bytes
                                                       : BR_CONN_MEMORY_BYTES_DEFAULT;
     if (mem > SIZE_MAX)
         mem = SIZE_MAX;
     b->out_budget_bytes = (size_t)(mem / 2);
     b->recv_budget_bytes = (size_t)(mem - mem / 2);
-    br_list_init(&b->out_waiters);
-    br_list_init(&b->recv_waiters);
+    mg_list_init(&b->out_waiters);
+    mg_list_init(&b->recv_waiters);
     b->topics.bucket_count = 1024;
     b->topics.buckets = mg_calloc(b->topics.bucket_count, sizeof(br_topic *));
     if (b->topics.buckets == NULL) {
@@ -1247,7 +1240,7 @@ static void broker_handle_closed(uv_handle_t *h)
 
 static void broker_maybe_closed(br_broker *b)
 {
-    if (!b->closing || b->close_pending > 0 || !br_list_empty(&b->conns) || b->topics.count > 0)
+    if (!b->closing || b->close_pending > 0 || !mg_list_empty(&b->conns) || b->topics.count > 0)
         return;
     void (*cb)(void *) = b->closed_cb;
     void *arg = b->closed_arg;
@@ -1288,8 +1281,8 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);
     uv_close((uv_handle_t *)&b->out_stall_timer, broker_handle_closed);
     /* Connections first (their consumers and producers detach), then topics. */
-    for (br_link *l = b->conns.next; l != &b->conns;) {
-        br_conn *c = BR_CONTAINER(l, br_conn, link);
+    for (mg_link *l = b->conns.next; l != &b->conns;) {
+        br_conn *c = MG_CONTAINER_OF(l, br_conn, link);
         l = l->next;
         br_conn_close(c, NULL);
     }

@@ -23,10 +23,13 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "cursor/limits.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -203,8 +206,8 @@ const char *br_sub_type_name(br_sub_type type)
 
 br_consumer *br_conn_consumer(br_conn *c, uint64_t id)
 {
-    for (br_link *l = c->consumers.next; l != &c->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, conn_link);
+    for (mg_link *l = c->consumers.next; l != &c->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, conn_link);
         if (k->id == id)
             return k;
     }
@@ -213,8 +216,8 @@ br_consumer *br_conn_consumer(br_conn *c, uint64_t id)
 
 br_sub *br_topic_sub_find(br_topic *t, const char *name)
 {
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         if (strcmp(s->name, name) == 0 && !s->closing)
             return s;
     }
@@ -293,9 +296,9 @@ static void failover_elect(br_sub *s, bool notify_all)
         return;
     br_consumer *sorted[BR_SUB_CONSUMERS_MAX];
     size_t n = 0;
-    for (br_link *l = s->consumers.next; l != &s->consumers && n < BR_SUB_CONSUMERS_MAX;
+    for (mg_link *l = s->consumers.next; l != &s->consumers && n < BR_SUB_CONSUMERS_MAX;
          l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         if (!k->ready)
             continue;
         size_t i = n++;
@@ -346,8 +349,8 @@ static void ring_rebuild(br_sub *s)
     s->ring = mg_calloc((size_t)s->consumer_count * BR_KEY_RING_POINTS, sizeof(*s->ring));
     if (s->ring == NULL)
         return; /* key_shared_owner falls back to the first consumer */
-    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+    for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         if (!k->ready)
             continue;
         for (size_t i = 0; i < BR_KEY_RING_POINTS; i++)
@@ -361,8 +364,8 @@ static void ring_rebuild(br_sub *s)
 static br_consumer *key_shared_owner(br_sub *s, uint32_t key_hash)
 {
     if (s->ring_len == 0) {
-        for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-            br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+        for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+            br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
             if (k->ready)
                 return k;
         }
@@ -406,8 +409,8 @@ static int64_t sub_permits(br_sub *s, uint64_t *room)
 {
     int64_t total = 0;
     *room = 0;
-    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+    for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         if (!k->ready || k->permits <= 0)
             continue;
         size_t conn_room = br_conn_out_room(k->conn);
@@ -428,8 +431,8 @@ static br_consumer *choose_consumer(br_sub *s, const pw_payload *pl, bool parsed
     switch (s->type) {
     case BR_SUB_EXCLUSIVE:
     case BR_SUB_FAILOVER:
-        for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-            br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+        for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+            br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
             if (k->ready && (s->type == BR_SUB_EXCLUSIVE || k->active))
                 return k;
         }
@@ -437,18 +440,18 @@ static br_consumer *choose_consumer(br_sub *s, const pw_payload *pl, bool parsed
     case BR_SUB_SHARED: {
         if (s->consumer_count == 0)
             return NULL;
-        br_link *start = s->rr_next != NULL ? &s->rr_next->sub_link : s->consumers.next;
-        br_link *l = start;
+        mg_link *start = s->rr_next != NULL ? &s->rr_next->sub_link : s->consumers.next;
+        mg_link *l = start;
         for (uint32_t i = 0; i <= s->consumer_count; i++) {
             if (l == &s->consumers) {
                 l = l->next;
                 continue;
             }
-            br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+            br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
             if (consumer_can_take(k)) {
-                br_link *next = l->next == &s->consumers ? s->consumers.next : l->next;
+                mg_link *next = l->next == &s->consumers ? s->consumers.next : l->next;
                 s->rr_next =
-                    next == &s->consumers ? NULL : BR_CONTAINER(next, br_consumer, sub_link);
+                    next == &s->consumers ? NULL : MG_CONTAINER_OF(next, br_consumer, sub_link);
                 return k;
             }
             l = l->next;
@@ -552,8 +555,8 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
     mg_buf *head = NULL;
     int rc;
     if (rebuild_prefix) {
-        uint8_t prefix[ML_ENTRY_PREFIX_BYTES_MAX];
-        size_t prefix_len = ml_entry_prefix(e, prefix);
+        uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
+        size_t prefix_len = pw_bem_encode(e->broker_timestamp_ms, e->index, prefix);
         rc = pw_payload_head_encode_prefixed(&cmd, prefix, prefix_len, body.len, &head);
     } else {
         rc = pw_payload_head_encode(&cmd, body.len, &head);
@@ -584,8 +587,8 @@ static void dispatch_entry(br_sub *s, const ml_entry *e)
 
 static void flush_consumers(br_sub *s)
 {
-    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+    for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         k->blocked_round = false;
         br_conn_flush(k->conn);
     }
@@ -593,8 +596,8 @@ static void flush_consumers(br_sub *s)
 
 static void send_end_of_topic(br_sub *s)
 {
-    for (br_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+    for (mg_link *l = s->consumers.next; l != &s->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         if (!k->ready || k->end_sent)
             continue;
         k->end_sent = true;
@@ -766,8 +769,8 @@ static void sub_dispatch(br_sub *s)
 
 void br_topic_entries_added(br_topic *t)
 {
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         s->caught_up = false;
         sub_dispatch(s);
     }
@@ -775,8 +778,8 @@ void br_topic_entries_added(br_topic *t)
 
 void br_conn_out_drained(br_conn *c)
 {
-    for (br_link *l = c->consumers.next; l != &c->consumers; l = l->next) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, conn_link);
+    for (mg_link *l = c->consumers.next; l != &c->consumers; l = l->next) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, conn_link);
         if (k->sub != NULL && k->ready)
             sub_dispatch(k->sub);
     }
@@ -790,7 +793,7 @@ static void sub_maybe_free(br_sub *s)
     if (!s->closing || s->refs > 0 || s->cursor != NULL || s->opening)
         return;
     br_topic *t = s->topic;
-    br_list_remove(&s->topic_link);
+    mg_list_remove(&s->topic_link);
     br_posmap_free(&s->pending);
     br_posset_free(&s->replay);
     mg_free(s->ring);
@@ -854,8 +857,8 @@ void br_sub_close(br_sub *s, bool delete_cursor, void (*cb)(int status, void *ar
 {
     s->closing = true;
     sub_ref(s);
-    while (!br_list_empty(&s->consumers))
-        br_consumer_drop(BR_CONTAINER(s->consumers.next, br_consumer, sub_link), true);
+    while (!mg_list_empty(&s->consumers))
+        br_consumer_drop(MG_CONTAINER_OF(s->consumers.next, br_consumer, sub_link), true);
     if (s->cursor != NULL) {
         sub_close_cursor(s, delete_cursor, cb, arg);
     } else {
@@ -876,8 +879,8 @@ static br_sub *sub_new(br_topic *t, const char *name, bool durable)
     snprintf(s->name, sizeof(s->name), "%s", name);
     s->durable = durable;
     s->opening = true;
-    br_list_init(&s->consumers);
-    br_list_push(&t->subs, &s->topic_link);
+    mg_list_init(&s->consumers);
+    mg_list_push(&t->subs, &s->topic_link);
     br_topic_ref(t);
     return s;
 }
@@ -980,8 +983,8 @@ int br_sub_open_durable(br_topic *t, const char *name, mc_initial initial,
 
 static void consumer_free(br_consumer *k)
 {
-    br_list_remove(&k->conn_link);
-    if (br_list_empty(&k->conn->consumers))
+    mg_list_remove(&k->conn_link);
+    if (mg_list_empty(&k->conn->consumers))
         br_conn_consumers_changed(k->conn, false);
     br_conn_unref(k->conn);
     mg_free(k);
@@ -994,7 +997,7 @@ void br_consumer_drop(br_consumer *k, bool notify)
         send_close_consumer(k);
     k->closing = true;
     if (s != NULL) {
-        br_list_remove(&k->sub_link);
+        mg_list_remove(&k->sub_link);
         if (k->ready)
             s->consumer_count--;
         if (s->consumer_count == 0 && s->reader != NULL)
@@ -1008,7 +1011,7 @@ void br_consumer_drop(br_consumer *k, bool notify)
         ring_rebuild(s);
         if (was_active)
             failover_elect(s, false);
-        if (!s->durable && s->consumer_count == 0 && br_list_empty(&s->consumers) && !s->closing)
+        if (!s->durable && s->consumer_count == 0 && mg_list_empty(&s->consumers) && !s->closing)
             br_sub_close(s, false, NULL, NULL);
         else
             sub_dispatch(s);
@@ -1034,7 +1037,7 @@ static void consumer_attach(br_consumer *k, br_sub *s, uint64_t request_id)
     if (s->consumer_count > 0 && s->type != k->requested_type) {
         br_conn_send_error(c, request_id, ERR(ConsumerBusy),
                            "the subscription has consumers of another type");
-        br_list_remove(&k->sub_link);
+        mg_list_remove(&k->sub_link);
         k->sub = NULL;
         consumer_free(k);
         return;
@@ -1042,14 +1045,14 @@ static void consumer_attach(br_consumer *k, br_sub *s, uint64_t request_id)
     if (s->consumer_count > 0 && k->requested_type == BR_SUB_EXCLUSIVE) {
         br_conn_send_error(c, request_id, ERR(ConsumerBusy),
                            "Exclusive consumer is already connected");
-        br_list_remove(&k->sub_link);
+        mg_list_remove(&k->sub_link);
         k->sub = NULL;
         consumer_free(k);
         return;
     }
     if (s->consumer_count >= BR_SUB_CONSUMERS_MAX) {
         br_conn_send_error(c, request_id, ERR(ConsumerBusy), "too many consumers");
-        br_list_remove(&k->sub_link);
+        mg_list_remove(&k->sub_link);
         k->sub = NULL;
         consumer_free(k);
         return;
@@ -1076,15 +1079,15 @@ static void consumer_attach(br_consumer *k, br_sub *s, uint64_t request_id)
 
 static void attach_waiting_consumers(br_sub *s, int status)
 {
-    for (br_link *l = s->consumers.next; l != &s->consumers;) {
-        br_consumer *k = BR_CONTAINER(l, br_consumer, sub_link);
+    for (mg_link *l = s->consumers.next; l != &s->consumers;) {
+        br_consumer *k = MG_CONTAINER_OF(l, br_consumer, sub_link);
         l = l->next;
         if (k->ready)
             continue;
         if (status != MG_OK) {
             br_conn_send_error(k->conn, k->pending_request_id, ERR(ServiceNotReady),
                                mg_strerror(status));
-            br_list_remove(&k->sub_link);
+            mg_list_remove(&k->sub_link);
             k->sub = NULL;
             consumer_free(k);
             continue;
@@ -1119,7 +1122,7 @@ static void subscribe_topic_ready(int status, br_topic *t, void *arg)
         } else {
             k->sub = s;
             k->pending_request_id = r->request_id;
-            br_list_push(&s->consumers, &k->sub_link);
+            mg_list_push(&s->consumers, &k->sub_link);
             if (created) {
                 int rc = sub_open(s, r->initial, r->start, NULL, NULL);
                 if (rc != MG_OK) {
@@ -1129,7 +1132,7 @@ static void subscribe_topic_ready(int status, br_topic *t, void *arg)
                         c, r->request_id,
                         rc == MG_EINVAL ? ERR(InvalidTopicName) : ERR(ServiceNotReady),
                         rc == MG_EINVAL ? "invalid subscription name" : mg_strerror(rc));
-                    br_list_remove(&k->sub_link);
+                    mg_list_remove(&k->sub_link);
                     k->sub = NULL;
                     br_consumer_drop(k, false);
                     sub_maybe_free(s);
@@ -1191,12 +1194,12 @@ void br_handle_subscribe(br_conn *c, const Magnetar__Pulsar__CommandSubscribe *c
     k->requested_type = (br_sub_type)type;
     k->priority = cmd->has_priority_level ? cmd->priority_level : 0;
     k->wants_bem = c->bem_supported;
-    k->connected_since_ms = br_now_ms();
+    k->connected_since_ms = mg_clock_wall_ms();
     snprintf(k->name, sizeof(k->name), "%s", cmd->consumer_name != NULL ? cmd->consumer_name : "");
-    br_list_init(&k->sub_link);
-    if (br_list_empty(&c->consumers))
+    mg_list_init(&k->sub_link);
+    if (mg_list_empty(&c->consumers))
         br_conn_consumers_changed(c, true);
-    br_list_push(&c->consumers, &k->conn_link);
+    mg_list_push(&c->consumers, &k->conn_link);
 
     r->conn = c;
     r->consumer_id = cmd->consumer_id;
@@ -1374,8 +1377,8 @@ static void sub_after_reset(br_sub *s)
     s->caught_up = false;
     if (s->reader != NULL)
         pf_reader_reset(s->reader); /* the read position moved: a new window */
-    while (!br_list_empty(&s->consumers))
-        br_consumer_drop(BR_CONTAINER(s->consumers.next, br_consumer, sub_link), true);
+    while (!mg_list_empty(&s->consumers))
+        br_consumer_drop(MG_CONTAINER_OF(s->consumers.next, br_consumer, sub_link), true);
 }
 
 static void seek_done(int status, void *arg)

@@ -21,10 +21,13 @@
  */
 #include "broker/broker_int.h"
 
+#include "broker/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -97,7 +100,7 @@ static void table_grow(br_broker *b)
 static void topic_free(br_topic *t)
 {
     br_broker *b = t->b;
-    MG_ASSERT(t->refs == 0 && br_list_empty(&t->producers) && br_list_empty(&t->subs));
+    MG_ASSERT(t->refs == 0 && mg_list_empty(&t->producers) && mg_list_empty(&t->subs));
     mc_group_destroy(t->group);
     void (*cb)(int, void *) = t->closed_cb;
     void *arg = t->closed_arg;
@@ -290,8 +293,8 @@ int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *
             mg_free(t);
             return rc;
         }
-        br_list_init(&t->producers);
-        br_list_init(&t->subs);
+        mg_list_init(&t->producers);
+        mg_list_init(&t->subs);
         t->state = BR_TOPIC_OPENING;
         if (b->topics.count >= b->topics.bucket_count)
             table_grow(b);
@@ -332,7 +335,7 @@ int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *
 /* Closing: producers and subscriptions go first, then the managed ledger. */
 static void topic_finish_close(br_topic *t)
 {
-    if (t->refs > 0 || !br_list_empty(&t->subs))
+    if (t->refs > 0 || !mg_list_empty(&t->subs))
         return;
     if (t->pf != NULL) {
         pf_topic_close(t->pf);
@@ -391,10 +394,10 @@ void br_topic_close(br_topic *t, bool delete_data, void (*cb)(int status, void *
     br_topic_ref(t); /* not freed inside this call */
     if (was_opening)
         topic_wake_waiters(t, MG_ECLOSED);
-    while (!br_list_empty(&t->producers))
-        br_producer_drop(BR_CONTAINER(t->producers.next, br_producer, topic_link), true);
-    for (br_link *l = t->subs.next; l != &t->subs;) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    while (!mg_list_empty(&t->producers))
+        br_producer_drop(MG_CONTAINER_OF(t->producers.next, br_producer, topic_link), true);
+    for (mg_link *l = t->subs.next; l != &t->subs;) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         l = l->next;
         br_topic_ref(t);
         br_sub_close(s, delete_data, sub_closed_for_topic, t);
@@ -413,21 +416,21 @@ void br_topic_stats_tick(br_topic *t, double period_s)
     t->bytes_in_prev = t->bytes_in;
     t->msg_out_prev = t->msg_out;
     t->bytes_out_prev = t->bytes_out;
-    for (br_link *l = t->producers.next; l != &t->producers; l = l->next) {
-        br_producer *p = BR_CONTAINER(l, br_producer, topic_link);
+    for (mg_link *l = t->producers.next; l != &t->producers; l = l->next) {
+        br_producer *p = MG_CONTAINER_OF(l, br_producer, topic_link);
         p->rate_in = (double)(p->msg_in - p->msg_in_prev) / period_s;
         p->throughput_in = (double)(p->bytes_in - p->bytes_in_prev) / period_s;
         p->msg_in_prev = p->msg_in;
         p->bytes_in_prev = p->bytes_in;
     }
-    for (br_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = BR_CONTAINER(l, br_sub, topic_link);
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
+        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
         s->rate_out = (double)(s->msg_out - s->msg_out_prev) / period_s;
         s->throughput_out = (double)(s->bytes_out - s->bytes_out_prev) / period_s;
         s->msg_out_prev = s->msg_out;
         s->bytes_out_prev = s->bytes_out;
-        for (br_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
-            br_consumer *k = BR_CONTAINER(m, br_consumer, sub_link);
+        for (mg_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
+            br_consumer *k = MG_CONTAINER_OF(m, br_consumer, sub_link);
             k->rate_out = (double)(k->msg_out - k->msg_out_prev) / period_s;
             k->throughput_out = (double)(k->bytes_out - k->bytes_out_prev) / period_s;
             k->msg_out_prev = k->msg_out;
@@ -459,8 +462,8 @@ static void topic_terminated(int status, ml_position last, void *arg)
                 (long long)last.entry_id);
         /* Producers are told to go (they get TopicTerminatedError when they come back);
          * caught-up consumers learn they reached the end. */
-        while (!br_list_empty(&t->producers))
-            br_producer_drop(BR_CONTAINER(t->producers.next, br_producer, topic_link), true);
+        while (!mg_list_empty(&t->producers))
+            br_producer_drop(MG_CONTAINER_OF(t->producers.next, br_producer, topic_link), true);
         br_topic_entries_added(t);
     }
     x->cb(status, last, x->arg);
@@ -491,8 +494,8 @@ int br_topic_terminate(br_topic *t, ml_find_cb cb, void *arg)
 
 br_producer *br_conn_producer(br_conn *c, uint64_t id)
 {
-    for (br_link *l = c->producers.next; l != &c->producers; l = l->next) {
-        br_producer *p = BR_CONTAINER(l, br_producer, conn_link);
+    for (mg_link *l = c->producers.next; l != &c->producers; l = l->next) {
+        br_producer *p = MG_CONTAINER_OF(l, br_producer, conn_link);
         if (p->id == id)
             return p;
     }
@@ -527,9 +530,9 @@ void br_producer_drop(br_producer *p, bool notify)
         br_conn *c = p->conn;
         c->closed_producers[c->closed_producer_count++ % BR_CONN_CLOSED_PROD_MAX] = p->id;
     }
-    br_list_remove(&p->conn_link);
+    mg_list_remove(&p->conn_link);
     if (p->topic != NULL) {
-        br_list_remove(&p->topic_link);
+        mg_list_remove(&p->topic_link);
         if (p->access_mode != MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Shared)
             p->topic->exclusive_producer = false;
     }
@@ -544,8 +547,8 @@ typedef struct producer_req {
 
 static bool producer_name_taken(br_topic *t, const char *name)
 {
-    for (br_link *l = t->producers.next; l != &t->producers; l = l->next)
-        if (strcmp(BR_CONTAINER(l, br_producer, topic_link)->name, name) == 0)
+    for (mg_link *l = t->producers.next; l != &t->producers; l = l->next)
+        if (strcmp(MG_CONTAINER_OF(l, br_producer, topic_link)->name, name) == 0)
             return true;
     return false;
 }
@@ -570,7 +573,7 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
                            "the topic is terminated: no message can be added");
         br_producer_drop(p, false);
     } else if ((p->access_mode != MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Shared &&
-                !br_list_empty(&t->producers)) ||
+                !mg_list_empty(&t->producers)) ||
                t->exclusive_producer) {
         br_conn_send_error(c, r->request_id, ERR(ProducerBusy),
                            "the topic has an exclusive producer, or producers already");
@@ -587,7 +590,7 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
         p->ready = true;
         if (p->access_mode != MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Shared)
             t->exclusive_producer = true;
-        br_list_push(&t->producers, &p->topic_link);
+        mg_list_push(&t->producers, &p->topic_link);
         Magnetar__Pulsar__CommandProducerSuccess ok =
             MAGNETAR__PULSAR__COMMAND_PRODUCER_SUCCESS__INIT;
         ok.request_id = r->request_id;
@@ -661,11 +664,11 @@ void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd
     p->id = cmd->producer_id;
     p->access_mode = mode;
     p->last_sequence_id = -1;
-    p->connected_since_ms = br_now_ms();
-    br_list_init(&p->topic_link);
+    p->connected_since_ms = mg_clock_wall_ms();
+    mg_list_init(&p->topic_link);
     if (cmd->producer_name != NULL && cmd->producer_name[0] != '\0')
         snprintf(p->name, sizeof(p->name), "%s", cmd->producer_name);
-    br_list_push(&c->producers, &p->conn_link);
+    mg_list_push(&c->producers, &p->conn_link);
     r->conn = c;
     r->producer_id = cmd->producer_id;
     r->request_id = cmd->request_id;
@@ -674,7 +677,7 @@ void br_handle_producer(br_conn *c, const Magnetar__Pulsar__CommandProducer *cmd
     if (rc != MG_OK) {
         br_conn_unref(c);
         mg_free(r);
-        br_list_remove(&p->conn_link);
+        mg_list_remove(&p->conn_link);
         mg_free(p);
         br_conn_send_error(c, cmd->request_id,
                            rc == MG_ELIMIT ? ERR(TooManyRequests) : ERR(ServiceNotReady),

@@ -17,28 +17,27 @@
  */
 #include "client/client_int.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- time and randomness ------------------------------------------------------------------- */
 
+/* The loop's time (uv_now), not common/clock.h: the client's timers and deadlines are kept in the
+ * loop's time and compared with the due times of its timer heap. It is brought up to date first
+ * (uv_update_time, one clock read): an application may call the client after blocking outside the
+ * loop, and a send stamped with the time of the loop's last turn would time out early. */
 uint64_t pc__now_ms(const pc_client *c)
 {
+    uv_update_time(c->loop);
     return uv_now(c->loop);
-}
-
-int64_t pc__wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 uint64_t pc__random(pc_client *c)
@@ -215,10 +214,10 @@ static void uv_timer_fired(uv_timer_t *h)
 
 static void housekeeping_fired(pc__timer *t)
 {
-    pc_client *c = PC__CONTAINER(t, pc_client, housekeeping);
+    pc_client *c = MG_CONTAINER_OF(t, pc_client, housekeeping);
     uint64_t now = pc__now_ms(c);
-    for (pc__link *l = c->conns.next; l != &c->conns;) {
-        pc__conn *conn = PC__CONTAINER(l, pc__conn, link);
+    for (mg_link *l = c->conns.next; l != &c->conns;) {
+        pc__conn *conn = MG_CONTAINER_OF(l, pc__conn, link);
         l = l->next;
         pc__conn_housekeeping(conn, now);
     }
@@ -230,7 +229,7 @@ void pc__housekeeping_arm(pc_client *c)
 {
     if (c->closing || pc__timer_armed(&c->housekeeping))
         return;
-    if (pc__list_empty(&c->conns) && !pc__producers_any(c))
+    if (mg_list_empty(&c->conns) && !pc__producers_any(c))
         return;
     pc__timer_start(c, &c->housekeeping, PC_HOUSEKEEPING_MS);
 }
@@ -439,9 +438,9 @@ int pc_client_create(uv_loop_t *loop, const pc_client_opts *opts, pc_client **ou
     if (c == NULL)
         return MG_ENOMEM;
     c->loop = loop;
-    pc__list_init(&c->conns);
-    pc__list_init(&c->producers);
-    pc__list_init(&c->consumers);
+    mg_list_init(&c->conns);
+    mg_list_init(&c->producers);
+    mg_list_init(&c->consumers);
     int rc = parse_service_url(c, opts->service_url);
     if (rc != MG_OK) {
         client_free(c);
@@ -451,7 +450,7 @@ int pc_client_create(uv_loop_t *loop, const pc_client_opts *opts, pc_client **ou
     c->keepalive_ms = (opts->keepalive_s != 0 ? opts->keepalive_s : 30) * 1000u;
     c->next_id = 1;
     c->next_request_id = 1;
-    c->rng = (uint64_t)pc__wall_ms() ^ ((uint64_t)(uintptr_t)c << 16) ^ uv_hrtime();
+    c->rng = (uint64_t)mg_clock_wall_ms() ^ ((uint64_t)(uintptr_t)c << 16) ^ uv_hrtime();
     if (c->rng == 0)
         c->rng = 0x9E3779B97F4A7C15ull;
     char version[64];
@@ -491,7 +490,7 @@ void pc__set_last_error(pc_client *c, const char *text)
 void pc__client_maybe_freed(pc_client *c)
 {
     if (!c->closing || c->closed_done || c->uv_timer_open || c->handles_open > 0 ||
-        !pc__list_empty(&c->conns))
+        !mg_list_empty(&c->conns))
         return;
     c->closed_done = true;
     void (*cb)(void *) = c->closed_cb;
@@ -510,11 +509,11 @@ static void uv_timer_closed(uv_handle_t *h)
 
 static void close_fired(pc__timer *t)
 {
-    pc_client *c = PC__CONTAINER(t, pc_client, close_timer);
-    pc__producers_abort(c);
-    pc__consumers_abort(c);
-    for (pc__link *l = c->conns.next; l != &c->conns;) {
-        pc__conn *conn = PC__CONTAINER(l, pc__conn, link);
+    pc_client *c = MG_CONTAINER_OF(t, pc_client, close_timer);
+    pc__handles_abort(&c->producers);
+    pc__handles_abort(&c->consumers);
+    for (mg_link *l = c->conns.next; l != &c->conns;) {
+        pc__conn *conn = MG_CONTAINER_OF(l, pc__conn, link);
         l = l->next;
         pc__conn_abort(conn);
     }

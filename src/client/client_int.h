@@ -8,6 +8,9 @@
  *   part.c      lookups (LOOKUP, PARTITIONED_METADATA) and the life cycle shared by every
  *               producer and consumer of one (partition) topic: lookup, connect, register,
  *               reconnect with backoff
+ *   handle.c    the life cycle shared by every pc_producer and pc_consumer: partitioned
+ *               metadata with backoff, making and starting the parts, creation, closing the
+ *               parts, the deferred free, client close
  *   producer.c  producers: batching, compression, pending limits, receipts, resends
  *   consumer.c  consumers and readers: flow permits, delivery, acks, nacks, seek
  *
@@ -17,6 +20,10 @@
  *   producer or consumer registered with one broker: the unit that connects, reconnects and
  *   receives frames. Parts have client-wide unique ids (producer_id / consumer_id on the wire),
  *   found through the client's id map when a frame names them.
+ *   As libuv's handle types all begin with the same fields, both levels begin with a shared
+ *   struct: a pc_producer or pc_consumer with a pc__handle, a pc__prod or pc__cons with a
+ *   pc__part. The shared life cycles (handle.c, part.c) work on those; the type-specific steps
+ *   come from a small table of functions (pc__handle_ops, pc__part_ops).
  *
  * TIMERS
  *   One uv_timer per client drives a min-heap of pc__timer nodes embedded in the objects, so no
@@ -36,10 +43,13 @@
 #ifndef MG_CLIENT_CLIENT_INT_H
 #define MG_CLIENT_CLIENT_INT_H
 
+#include "client/limits.h"
+#include "pulsar/limits.h"
 #include "pulsar/wire.h"
 #include "client/client.h"
+#include "proto/PulsarApi.pb-c.h"
 #include "common/buf.h"
-#include "common/limits.h"
+#include "common/list.h"
 #include "common/outq.h"
 
 #include <stdbool.h>
@@ -54,43 +64,9 @@
 /* Protocol version this client speaks (REFERENCE.md §1: v19 is the newest common one). */
 #define PC__PROTOCOL_VERSION 19
 
-/* --- intrusive lists ----------------------------------------------------------------------- */
-
-typedef struct pc__link {
-    struct pc__link *prev, *next;
-} pc__link;
-
-static inline void pc__list_init(pc__link *l)
-{
-    l->prev = l->next = l;
-}
-
-static inline bool pc__list_empty(const pc__link *l)
-{
-    return l->next == l;
-}
-
-/* Appends l at the tail of the list head. */
-static inline void pc__list_push(pc__link *head, pc__link *l)
-{
-    l->prev = head->prev;
-    l->next = head;
-    head->prev->next = l;
-    head->prev = l;
-}
-
-/* Unlinks l (a no-op on an unlinked, self-pointing node) and leaves it self-pointing. */
-static inline void pc__list_remove(pc__link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
-#define PC__CONTAINER(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
-
 typedef struct pc__conn pc__conn;
 typedef struct pc__part pc__part;
+typedef struct pc__handle pc__handle;
 typedef struct pc__prod pc__prod;
 typedef struct pc__cons pc__cons;
 
@@ -126,7 +102,7 @@ typedef struct pc__req pc__req;
  * The request is freed after the callback returns. */
 typedef void (*pc__req_cb)(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd);
 struct pc__req {
-    pc__link link; /* in its connection's list, in deadline order */
+    mg_link link; /* in its connection's list, in deadline order */
     pc__conn *conn;
     uint64_t request_id;
     uint64_t deadline_ms;
@@ -137,7 +113,7 @@ struct pc__req {
 /* Somebody waiting for a connection to become ready. */
 typedef struct pc__wait pc__wait;
 struct pc__wait {
-    pc__link link;
+    mg_link link;
     pc__conn *conn; /* NULL when not waiting */
     /* MG_OK with the ready connection, or the error that closed it (conn NULL). */
     void (*cb)(pc__wait *w, int status, pc__conn *conn);
@@ -153,7 +129,7 @@ typedef enum pc__conn_state {
 
 struct pc__conn {
     pc_client *c;
-    pc__link link; /* client's pool */
+    mg_link link; /* client's pool */
     char addr[PC_ADDR_BYTES_MAX + 1];
     char host[PC_ADDR_BYTES_MAX + 1];
     char port[8];
@@ -176,10 +152,10 @@ struct pc__conn {
     uint64_t connect_deadline_ms;
     uint64_t last_in_ms;
     bool ping_sent;
-    pc__link reqs;
+    mg_link reqs;
     uint32_t req_count;
-    pc__link waiters;
-    pc__link parts; /* producers and consumers registered (or registering) on it */
+    mg_link waiters;
+    mg_link parts; /* producers and consumers registered (or registering) on it */
     pc__timer close_timer;
     int close_status;
     char close_reason[PC_ERROR_TEXT_BYTES_MAX];
@@ -244,19 +220,6 @@ void pc__lookup_cancel(pc__lookup *l);
 /* "pulsar://host:port" -> "host:port" in dst. MG_EINVAL for anything else. */
 int pc__parse_broker_url(const char *url, char *dst, size_t cap);
 
-/* The next message of a batch (consumer.c): data[*pos, len), *pos <= len, starts with
- * [size u32][SingleMessageMetadata of size bytes][payload of its payload_size bytes]. On MG_OK
- * *smm is the unpacked metadata (the caller frees it with
- * magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL)), the message's bytes are
- * (*payload)[0, *payload_len) inside data, and *pos has moved past them. MG_EPROTO (and *smm
- * NULL) when the bytes left are not such a message (truncated, metadata that does not parse or
- * also on allocation failure, a payload_size that is negative or past the end, a field numbered 0:
- * pw_has_field_zero). Pure: any
- * thread. */
-int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
-                   Magnetar__Pulsar__SingleMessageMetadata **smm, const uint8_t **payload,
-                   size_t *payload_len);
-
 /* --- parts (part.c) --------------------------------------------------------------------------
  *
  *   PART STATES
@@ -308,7 +271,7 @@ struct pc__part {
     char topic[MG_PULSAR_TOPIC_BYTES_MAX + 1];
     pc__part_state state;
     pc__conn *conn; /* REGISTERING and READY */
-    pc__link conn_link;
+    mg_link conn_link;
     pc__lookup lookup;
     pc__wait wait;
     pc__req *req; /* PRODUCER / SUBSCRIBE in flight */
@@ -317,6 +280,8 @@ struct pc__part {
     uint64_t create_deadline_ms;
     bool created; /* READY at least once */
     int last_status;
+    pc__handle *handle; /* the producer or consumer it belongs to */
+    pc__req *close_req; /* CLOSE_PRODUCER / CLOSE_CONSUMER of its handle's close, in flight */
 };
 
 /* Sets the part up (id, topic, timers registered): MG_OK, MG_ENOMEM, MG_ELIMIT (id map). */
@@ -339,8 +304,16 @@ int pc__part_topic(const char *topic, uint32_t partitions, uint32_t i, pw_topic_
 void pc__part_ready(pc__part *p);
 /* The registration failed or the part must reconnect: detach, then retry after the backoff
  * or, before the first READY only, end (not retriable, or past the creation deadline).
- * A part the broker closed resets backoff_ms first, so it comes back after the minimum. */
+ * A part the broker closed comes back after the minimum backoff (pc__part_reconnect). */
 void pc__part_failed(pc__part *p, int status, bool retriable);
+/* The answer to PRODUCER / SUBSCRIBE (pc__req_cb's status and cmd): true when it is
+ * success_type (the caller goes on to pc__part_ready); otherwise the part failed (a refusal
+ * records the broker's text for pc_last_error) and false. */
+bool pc__part_register_answered(pc__part *p, int status, const Magnetar__Pulsar__BaseCommand *cmd,
+                                int success_type);
+/* The broker closed the part (CLOSE_PRODUCER / CLOSE_CONSUMER): it looks its topic up again
+ * after the minimum backoff. */
+void pc__part_reconnect(pc__part *p);
 /* The connection is gone (called by conn.c for every attached part). */
 void pc__part_conn_lost(pc__part *p, int status);
 /* Stops everything in flight; state CLOSED; no callback. */
@@ -349,10 +322,106 @@ void pc__part_stop(pc__part *p);
  * when the part is registered: for parts given up without a close of their own (a partitioned
  * producer or consumer whose creation failed on another partition). */
 void pc__part_release(pc__part *p);
+/* Sends CLOSE_PRODUCER / CLOSE_CONSUMER for p (READY) with a new request id, answered to cb.
+ * pc__conn_request's errors. */
+int pc__part_close_request(pc__part *p, pc__req_cb cb, void *arg, pc__req **out);
 /* Whether an ERROR's ServerError is worth retrying (else the broker refused for good). */
 bool pc__server_error_retriable(int server_error);
 /* Records the broker's text of a refusal for pc_last_error. */
 void pc__set_last_error(pc_client *c, const char *text);
+
+/* --- handles (handle.c) -----------------------------------------------------------------------
+ *
+ *   HANDLE STATES (a pc_producer or pc_consumer)
+ *              partitioned metadata, parts made           every part READY
+ *     META ---------------------------------> CREATING -----------------------> READY
+ *       |  (retried with backoff until             |                              |
+ *       |   operation_timeout_ms)                  | a part failed                | close,
+ *       | fatal, or past the deadline              |                              | unsubscribe
+ *       v                                          v                              v
+ *     DEAD <------------------------------------------------------------------ CLOSING
+ *   A creation failure reports through ops->report_created(status) and goes to DEAD. DEAD is
+ *   freed from the handle's zero-delay timer (ops->dead). Client close (pc__handles_abort)
+ *   takes any state to DEAD and frees at once.
+ */
+
+typedef enum pc__handle_state {
+    PC__HANDLE_META = 0,
+    PC__HANDLE_CREATING,
+    PC__HANDLE_READY,
+    PC__HANDLE_CLOSING,
+    PC__HANDLE_DEAD,
+} pc__handle_state;
+
+typedef struct pc__handle_ops {
+    pc__part_kind part_kind;
+    size_t part_size; /* sizeof(pc__prod) or sizeof(pc__cons): the part comes first in it */
+    const pc__part_ops *part_ops;
+    /* Sets up a part just made and put in h->parts (its own fields and timers): MG_OK or
+     * MG_ENOMEM (the handle's creation fails; part_free frees it). */
+    int (*part_setup)(pc__handle *h, pc__part *part);
+    /* Frees a part (pc__part_fini, its own timers and memory). */
+    void (*part_free)(pc__part *part);
+    /* Stops a part when the handle dies: release tells the broker (pc__part_release), except
+     * on client close. */
+    void (*part_stop)(pc__part *part, bool release);
+    /* Before its CLOSE goes (or the part stops, when it is not READY): what the part sends or
+     * drops first. NULL: nothing. */
+    void (*part_closing)(pc__part *part);
+    /* The application's creation callback: status MG_OK (the handle), or the error (NULL). */
+    void (*report_created)(pc__handle *h, int status);
+    /* Every part answered its CLOSE or stopped: the handle dies (pc__handle_kill). */
+    void (*closed)(pc__handle *h);
+    /* DEAD, from the zero-delay timer: fails what it holds, pc__handle_free, reports. */
+    void (*dead)(pc__handle *h);
+    /* Client close, after the parts stopped and the creation was reported: fails what it
+     * holds, pc__handle_free, reports; was is the state before the abort. */
+    void (*aborted)(pc__handle *h, pc__handle_state was);
+} pc__handle_ops;
+
+struct pc__handle {
+    pc_client *c;
+    const pc__handle_ops *ops;
+    mg_link link; /* the client's producers or consumers */
+    pc__handle_state state;
+    char topic[MG_PULSAR_TOPIC_BYTES_MAX + 1];
+    pc__lookup meta; /* PARTITIONED_METADATA */
+    pc__timer timer; /* META start and retries; the deferred free when DEAD */
+    uint32_t meta_backoff_ms;
+    uint64_t create_deadline_ms;
+    bool create_reported;
+    uint32_t nparts;
+    pc__part **parts; /* nparts of them, made in META */
+    uint32_t parts_created;
+    uint32_t close_waiting; /* CLOSE_* answers awaited */
+    int final_status;       /* what the handle reports when DEAD */
+};
+
+/* Checks what creating a handle on topic needs: MG_ECLOSED (client closing), MG_EINVAL (bad
+ * topic name, explained in pc_last_error); *tn is the parsed name on MG_OK. */
+int pc__handle_check(pc_client *c, const char *topic, pw_topic_name *tn);
+/* Sets up h (the first member of an object allocated zeroed) on topic, a full name, and starts
+ * its life cycle: h joins list (the client's producers or consumers), and the partitioned
+ * metadata lookup starts from a zero-delay timer. MG_ENOMEM (nothing to undo but the object's
+ * memory). */
+int pc__handle_start(pc__handle *h, pc_client *c, const pc__handle_ops *ops, const char *topic,
+                     mg_link *list);
+/* Frees the parts (ops->part_free), the timer, unlinks h and frees the object h begins. */
+void pc__handle_free(pc__handle *h);
+/* DEAD with status: the lookup and every part stopped (released to the broker); the
+ * zero-delay timer runs ops->dead. */
+void pc__handle_kill(pc__handle *h, int status);
+/* The first registration of a part ended (it serves as pc__part_ops.created): its handle is
+ * READY and ops->report_created(MG_OK) runs once every part is created; the handle's creation
+ * fails on the first error. */
+void pc__handle_part_created(pc__part *part, int status);
+/* Closes every part: ops->part_closing, then CLOSE_* on each READY one, the others stopped;
+ * ops->closed when all answered or left (at once when none was sent). */
+void pc__handle_close_parts(pc__handle *h);
+/* Client close: every handle of list (the client's producers or consumers) fails what it holds
+ * with MG_ECLOSED (callbacks in order), reports its pending creation, close or unsubscribe, and
+ * is freed (no round trips). */
+void pc__handles_abort(mg_link *list);
 
 /* --- the client (client.c) -------------------------------------------------------------------- */
 
@@ -373,11 +442,11 @@ struct pc_client {
     char service[PC_SERVICE_HOSTS_MAX][PC_ADDR_BYTES_MAX + 1];
     uint32_t service_count;
     uint32_t service_next;
-    pc__link conns;
+    mg_link conns;
     uint32_t conn_count;
-    pc__link producers; /* pc_producer, live ones */
-    pc__link consumers; /* pc_consumer */
-    pc__part **idmap;   /* open addressing by id; NULL = empty */
+    mg_link producers; /* pc_producer, live ones */
+    mg_link consumers; /* pc_consumer */
+    pc__part **idmap;  /* open addressing by id; NULL = empty */
     size_t idmap_cap;
     size_t idmap_count;
     uint64_t next_id;
@@ -393,8 +462,6 @@ struct pc_client {
 };
 
 uint64_t pc__now_ms(const pc_client *c);
-/* Wall-clock milliseconds (publish times). */
-int64_t pc__wall_ms(void);
 uint64_t pc__next_request_id(pc_client *c);
 uint64_t pc__random(pc_client *c);
 /* The client's service addresses, round robin; pc__service_failed moves past one. */
@@ -422,9 +489,5 @@ void pc__cons_on_message(pc__part *p, const Magnetar__Pulsar__CommandMessage *m,
 /* Send timeouts of every producer (housekeeping). */
 void pc__producers_housekeeping(pc_client *c, uint64_t now_ms);
 bool pc__producers_any(const pc_client *c);
-/* Client close: every producer / consumer fails what it holds with MG_ECLOSED (callbacks in
- * order), reports its pending creation, close or unsubscribe, and is freed (no round trips). */
-void pc__producers_abort(pc_client *c);
-void pc__consumers_abort(pc_client *c);
 
 #endif

@@ -70,10 +70,10 @@
 #include "client/compress.h"
 
 #include "client/client.h"
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <limits.h>
 #include <lz4.h>
@@ -94,8 +94,6 @@
 #define PC__ZLIB_LAST_BLOCK     64
 #define PC__ZLIB_BLOCK_BOUNDARY 128
 
-_Static_assert(PC_UNCOMPRESSED_BYTES_MAX >= BR_MESSAGE_BYTES_MAX,
-               "any message the broker stores must fit uncompressed");
 _Static_assert(PC_UNCOMPRESSED_BYTES_MAX <= LZ4_MAX_INPUT_SIZE, "LZ4 counts in int");
 _Static_assert(PC_UNCOMPRESSED_BYTES_MAX < UINT_MAX / 2,
                "zlib counts in uInt, and its bounds and the spare output byte must fit");

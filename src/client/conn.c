@@ -30,6 +30,7 @@
  */
 #include "client/client_int.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
@@ -48,9 +49,9 @@ static void conn_maybe_free(pc__conn *conn)
     if (conn->state != PC__CONN_CLOSING || conn->handles_open > 0 || conn->gai_active)
         return;
     pc_client *c = conn->c;
-    MG_ASSERT(pc__list_empty(&conn->reqs) && pc__list_empty(&conn->waiters) &&
-              pc__list_empty(&conn->parts));
-    pc__list_remove(&conn->link);
+    MG_ASSERT(mg_list_empty(&conn->reqs) && mg_list_empty(&conn->waiters) &&
+              mg_list_empty(&conn->parts));
+    mg_list_remove(&conn->link);
     c->conn_count--;
     pc__timer_unregister(c, &conn->close_timer);
     mg_outq_discard(&conn->out);
@@ -89,21 +90,21 @@ static void conn_close_now(pc__conn *conn, int status)
         uv_cancel((uv_req_t *)&conn->gai_req);
     tcp_close(conn, tcp_closed);
     int req_status = status == MG_ECLOSED ? MG_ECLOSED : MG_ECONNECTION;
-    while (!pc__list_empty(&conn->waiters)) {
-        pc__wait *w = PC__CONTAINER(conn->waiters.next, pc__wait, link);
-        pc__list_remove(&w->link);
+    while (!mg_list_empty(&conn->waiters)) {
+        pc__wait *w = MG_CONTAINER_OF(conn->waiters.next, pc__wait, link);
+        mg_list_remove(&w->link);
         w->conn = NULL;
         w->cb(w, status, NULL);
     }
-    while (!pc__list_empty(&conn->reqs)) {
-        pc__req *r = PC__CONTAINER(conn->reqs.next, pc__req, link);
-        pc__list_remove(&r->link);
+    while (!mg_list_empty(&conn->reqs)) {
+        pc__req *r = MG_CONTAINER_OF(conn->reqs.next, pc__req, link);
+        mg_list_remove(&r->link);
         conn->req_count--;
         r->cb(r, req_status, NULL);
         mg_free(r);
     }
-    while (!pc__list_empty(&conn->parts)) {
-        pc__part *p = PC__CONTAINER(conn->parts.next, pc__part, conn_link);
+    while (!mg_list_empty(&conn->parts)) {
+        pc__part *p = MG_CONTAINER_OF(conn->parts.next, pc__part, conn_link);
         pc__part_conn_lost(p, status); /* detaches p */
         if (p->conn == conn) {
             /* The part did not detach: do it for it rather than loop. */
@@ -115,7 +116,7 @@ static void conn_close_now(pc__conn *conn, int status)
 
 static void close_fired(pc__timer *t)
 {
-    pc__conn *conn = PC__CONTAINER(t, pc__conn, close_timer);
+    pc__conn *conn = MG_CONTAINER_OF(t, pc__conn, close_timer);
     conn_close_now(conn, conn->close_status);
 }
 
@@ -139,14 +140,14 @@ void pc__conn_attach(pc__conn *conn, pc__part *p)
 {
     MG_ASSERT(p->conn == NULL);
     p->conn = conn;
-    pc__list_push(&conn->parts, &p->conn_link);
+    mg_list_push(&conn->parts, &p->conn_link);
 }
 
 void pc__conn_detach(pc__part *p)
 {
     if (p->conn == NULL)
         return;
-    pc__list_remove(&p->conn_link);
+    mg_list_remove(&p->conn_link);
     p->conn = NULL;
 }
 
@@ -220,7 +221,7 @@ int pc__conn_request(pc__conn *conn, const Magnetar__Pulsar__BaseCommand *cmd, u
     r->deadline_ms = pc__now_ms(conn->c) + conn->c->op_timeout_ms;
     r->cb = cb;
     r->arg = arg;
-    pc__list_push(&conn->reqs, &r->link);
+    mg_list_push(&conn->reqs, &r->link);
     conn->req_count++;
     if (out != NULL)
         *out = r;
@@ -231,17 +232,17 @@ void pc__req_cancel(pc__req *r)
 {
     if (r == NULL)
         return;
-    pc__list_remove(&r->link);
+    mg_list_remove(&r->link);
     r->conn->req_count--;
     mg_free(r);
 }
 
 static pc__req *req_take(pc__conn *conn, uint64_t request_id)
 {
-    for (pc__link *l = conn->reqs.next; l != &conn->reqs; l = l->next) {
-        pc__req *r = PC__CONTAINER(l, pc__req, link);
+    for (mg_link *l = conn->reqs.next; l != &conn->reqs; l = l->next) {
+        pc__req *r = MG_CONTAINER_OF(l, pc__req, link);
         if (r->request_id == request_id) {
-            pc__list_remove(&r->link);
+            mg_list_remove(&r->link);
             conn->req_count--;
             return r;
         }
@@ -288,11 +289,11 @@ void pc__conn_housekeeping(pc__conn *conn, uint64_t now_ms)
         return;
     }
     /* Requests share one timeout, so the list is in deadline order. */
-    while (!pc__list_empty(&conn->reqs)) {
-        pc__req *r = PC__CONTAINER(conn->reqs.next, pc__req, link);
+    while (!mg_list_empty(&conn->reqs)) {
+        pc__req *r = MG_CONTAINER_OF(conn->reqs.next, pc__req, link);
         if (r->deadline_ms > now_ms)
             break;
-        pc__list_remove(&r->link);
+        mg_list_remove(&r->link);
         conn->req_count--;
         r->cb(r, MG_ETIMEDOUT, NULL);
         mg_free(r);
@@ -326,9 +327,9 @@ static void conn_ready(pc__conn *conn, const Magnetar__Pulsar__CommandConnected 
     conn->protocol_version = ok->has_protocol_version ? ok->protocol_version : 0;
     MG_DEBUG("client: connected to %s (%s, protocol %d, max message %u)", conn->addr,
              ok->server_version, (int)conn->protocol_version, (unsigned)max);
-    while (conn->state == PC__CONN_READY && !pc__list_empty(&conn->waiters)) {
-        pc__wait *w = PC__CONTAINER(conn->waiters.next, pc__wait, link);
-        pc__list_remove(&w->link);
+    while (conn->state == PC__CONN_READY && !mg_list_empty(&conn->waiters)) {
+        pc__wait *w = MG_CONTAINER_OF(conn->waiters.next, pc__wait, link);
+        mg_list_remove(&w->link);
         w->conn = NULL;
         w->cb(w, MG_OK, conn);
     }
@@ -709,12 +710,12 @@ static int conn_new(pc_client *c, const char *addr, pc__conn **out)
         mg_free(conn);
         return MG_ENOMEM;
     }
-    pc__list_init(&conn->reqs);
-    pc__list_init(&conn->waiters);
-    pc__list_init(&conn->parts);
+    mg_list_init(&conn->reqs);
+    mg_list_init(&conn->waiters);
+    mg_list_init(&conn->parts);
     mg_outq_init(&conn->out, conn_written, conn);
     conn->connect_deadline_ms = pc__now_ms(c) + c->op_timeout_ms;
-    pc__list_push(&c->conns, &conn->link);
+    mg_list_push(&c->conns, &conn->link);
     c->conn_count++;
 
     int port = atoi(conn->port);
@@ -751,8 +752,8 @@ int pc__conn_get(pc_client *c, const char *addr, pc__wait *w, pc__conn **ready)
     if (c->closing)
         return MG_ECLOSED;
     pc__conn *conn = NULL;
-    for (pc__link *l = c->conns.next; l != &c->conns; l = l->next) {
-        pc__conn *x = PC__CONTAINER(l, pc__conn, link);
+    for (mg_link *l = c->conns.next; l != &c->conns; l = l->next) {
+        pc__conn *x = MG_CONTAINER_OF(l, pc__conn, link);
         if (!conn_gone(x) && strcmp(x->addr, addr) == 0) {
             conn = x;
             break;
@@ -766,7 +767,7 @@ int pc__conn_get(pc_client *c, const char *addr, pc__wait *w, pc__conn **ready)
     }
     MG_ASSERT(w->conn == NULL);
     w->conn = conn;
-    pc__list_push(&conn->waiters, &w->link);
+    mg_list_push(&conn->waiters, &w->link);
     return MG_EAGAIN;
 }
 
@@ -774,6 +775,6 @@ void pc__wait_cancel(pc__wait *w)
 {
     if (w->conn == NULL)
         return;
-    pc__list_remove(&w->link);
+    mg_list_remove(&w->link);
     w->conn = NULL;
 }

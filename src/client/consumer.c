@@ -41,7 +41,7 @@
  *   again, at the new position. A reader resubscribes at the seek id (its subscription is not
  *   durable); otherwise at the message after the last one it handed out.
  *
- * CONSUMER STATES
+ * CONSUMER STATES (the handle's, client_int.h; its life cycle is handle.c's)
  *   META -> CREATING (parts subscribing; messages of parts already subscribed wait in their
  *   queues) -> READY --close, unsubscribe--> CLOSING --answers--> DEAD (freed from a zero-delay
  *   timer, then the close or unsubscribe callback). A creation failure goes to DEAD after
@@ -50,10 +50,12 @@
 #include "client/client_int.h"
 #include "client/compress.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,8 +97,6 @@ typedef struct pc__nack {
 
 struct pc__cons {
     pc__part base;
-    pc_consumer *parent;
-    uint32_t index;
     pc__entry *q_head, *q_tail;
     uint32_t q_entries;
     uint32_t flow_due;
@@ -127,17 +127,8 @@ struct pc__cons {
     pc__req *seek_req;
     pc__req *last_req;
     pc__req *unsub_req;
-    pc__req *close_req;
     bool unsub_ok; /* this part's UNSUBSCRIBE succeeded */
 };
-
-typedef enum pc__cons_state {
-    PC__CONSUMER_META = 0,
-    PC__CONSUMER_CREATING,
-    PC__CONSUMER_READY,
-    PC__CONSUMER_CLOSING,
-    PC__CONSUMER_DEAD,
-} pc__cons_state;
 
 typedef struct pc__multi {
     bool active;
@@ -148,10 +139,7 @@ typedef struct pc__multi {
 } pc__multi;
 
 struct pc_consumer {
-    pc_client *c;
-    pc__link link;
-    pc__cons_state state;
-    char topic[MG_PULSAR_TOPIC_BYTES_MAX + 1];
+    pc__handle base; /* first: the shared life cycle (handle.c); its parts are pc__conss */
     char subscription[PC_NAME_BYTES_MAX + 1];
     char name[PC_NAME_BYTES_MAX + 1];
     pc_sub_type type;
@@ -167,31 +155,34 @@ struct pc_consumer {
     pc_active_cb on_active;
     pc_end_cb on_end;
     void *arg;
-    pc__lookup meta;
-    pc__timer timer;
-    uint32_t meta_backoff_ms;
-    uint64_t create_deadline_ms;
     pc_consumer_cb create_cb;
     void *create_arg;
-    bool create_reported;
-    uint32_t nparts;
-    pc__cons **parts;
-    uint32_t parts_created;
     bool paused;
     bool end_reported;
     pc__multi seek;
     pc__multi unsub;
-    pc__multi close;
+    pc__multi close; /* its waiting is unused: the handle's close_waiting counts */
     void (*last_cb)(int status, const pc_message_id *id, void *arg);
     void *last_arg;
     /* DEAD: what the free reports; a close asked during an unsubscribe hears of it too */
     pc_done_cb final_cb;
     void *final_arg;
-    int final_status;
     pc_done_cb close_after_cb;
     void *close_after_arg;
     bool close_after_unsub;
 };
+
+/* Part i of k. */
+static inline pc__cons *cons_at(const pc_consumer *k, uint32_t i)
+{
+    return (pc__cons *)(void *)k->base.parts[i];
+}
+
+/* The consumer a part belongs to. */
+static inline pc_consumer *cons_parent(const pc__cons *kc)
+{
+    return (pc_consumer *)(void *)kc->base.handle;
+}
 
 static void cons_drain(pc__cons *kc);
 static void cons_flush_acks(pc__cons *kc);
@@ -228,7 +219,7 @@ static void send_flow(pc__cons *kc, uint32_t permits)
 
 static void maybe_flow(pc__cons *kc)
 {
-    uint32_t half = kc->parent->rq_size / 2;
+    uint32_t half = cons_parent(kc)->rq_size / 2;
     if (half == 0)
         half = 1;
     if (kc->flow_due >= half && kc->base.state == PC__PART_READY) {
@@ -444,7 +435,7 @@ static void cons_flush_acks(pc__cons *kc)
 
 static void ack_fired(pc__timer *t)
 {
-    cons_flush_acks(PC__CONTAINER(t, pc__cons, ack_timer));
+    cons_flush_acks(MG_CONTAINER_OF(t, pc__cons, ack_timer));
 }
 
 /* REDELIVER_UNACKNOWLEDGED_MESSAGES with ids[0, n) (n 0: everything). */
@@ -531,7 +522,7 @@ static void nack_arm(pc__cons *kc)
 
 static void nack_fired(pc__timer *t)
 {
-    pc__cons *kc = PC__CONTAINER(t, pc__cons, nack_timer);
+    pc__cons *kc = MG_CONTAINER_OF(t, pc__cons, nack_timer);
     nack_send_due(kc, pc__now_ms(kc->base.c), false);
     nack_arm(kc);
 }
@@ -598,36 +589,6 @@ static int entry_parse(pc__cons *kc, pc__entry *e)
     return MG_OK;
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-int pc__batch_next(const uint8_t *data, size_t len, size_t *pos,
-                   Magnetar__Pulsar__SingleMessageMetadata **smm_out, const uint8_t **payload,
-                   size_t *payload_len)
-{
-    MG_ASSERT(*pos <= len);
-    size_t left = len - *pos;
-    uint32_t size = left >= 4 ? get_u32(data + *pos) : 0;
-    Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
-    if (left < 4 || size > left - 4 ||
-        (smm = magnetar__pulsar__single_message_metadata__unpack(NULL, size, data + *pos + 4)) ==
-            NULL ||
-        smm->payload_size < 0 || (size_t)smm->payload_size > left - 4 - size ||
-        pw_has_field_zero(&smm->base)) {
-        if (smm != NULL)
-            magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
-        *smm_out = NULL;
-        return MG_EPROTO;
-    }
-    *payload = data + *pos + 4 + size;
-    *payload_len = (size_t)smm->payload_size;
-    *pos += 4 + size + *payload_len;
-    *smm_out = smm;
-    return MG_OK;
-}
-
 /* Whether a reader must skip id (before its start, or the start itself when exclusive). */
 static bool reader_skips(pc__cons *kc, const pc_message_id *id)
 {
@@ -653,9 +614,10 @@ static bool reader_skips(pc__cons *kc, const pc_message_id *id)
 /* Hands out (or skips) the next message of e. */
 static void deliver_one(pc__cons *kc, pc__entry *e)
 {
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     int32_t idx = e->next_index++;
-    Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
+    pw_batch_msg bm = { NULL, NULL, 0 };
+    const Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
     const uint8_t *payload;
     size_t payload_len;
     Magnetar__Pulsar__KeyValue **kvs;
@@ -663,7 +625,7 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
     const char *key;
     int64_t event_time;
     if (e->batched) {
-        if (pc__batch_next(e->dp, e->dlen, &e->dpos, &smm, &payload, &payload_len) != MG_OK) {
+        if (pw_batch_next(e->dp, e->dlen, &e->dpos, &bm) != MG_OK) {
             MG_WARN("client: consumer on %s: batch %lld:%lld is malformed at message %d",
                     kc->base.topic, (long long)e->ledger_id, (long long)e->entry_id, (int)idx);
             e->next_index = e->count;
@@ -671,6 +633,9 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
                           MAGNETAR__PULSAR__COMMAND_ACK__VALIDATION_ERROR__BatchDeSerializeError);
             return;
         }
+        smm = bm.smm;
+        payload = bm.payload;
+        payload_len = bm.payload_len;
         kvs = smm->properties;
         nkv = smm->n_properties;
         key = smm->partition_key;
@@ -727,14 +692,13 @@ static void deliver_one(pc__cons *kc, pc__entry *e)
         if (props != stack_props)
             mg_free(props);
     }
-    if (smm != NULL)
-        magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
+    pw_batch_msg_free(&bm);
 }
 
 static bool can_deliver(const pc__cons *kc)
 {
-    const pc_consumer *k = kc->parent;
-    return k->state == PC__CONSUMER_READY && !k->paused && kc->base.state == PC__PART_READY &&
+    const pc_consumer *k = cons_parent(kc);
+    return k->base.state == PC__HANDLE_READY && !k->paused && kc->base.state == PC__PART_READY &&
            !kc->dropping;
 }
 
@@ -781,16 +745,16 @@ static void cons_drain(pc__cons *kc)
 
 static void drain_fired(pc__timer *t)
 {
-    cons_drain(PC__CONTAINER(t, pc__cons, drain_timer));
+    cons_drain(MG_CONTAINER_OF(t, pc__cons, drain_timer));
 }
 
 void pc__cons_on_message(pc__part *part, const Magnetar__Pulsar__CommandMessage *m, mg_buf *buf,
                          size_t off, size_t len)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
-    if (part->state != PC__PART_READY || kc->dropping || k->state == PC__CONSUMER_CLOSING ||
-        k->state == PC__CONSUMER_DEAD)
+    pc_consumer *k = cons_parent(kc);
+    if (part->state != PC__PART_READY || kc->dropping || k->base.state == PC__HANDLE_CLOSING ||
+        k->base.state == PC__HANDLE_DEAD)
         return;
     if (kc->q_entries > k->rq_size) {
         MG_WARN("client: consumer on %s: the broker sent past the permits: entry dropped",
@@ -830,30 +794,23 @@ static void subscribe_answered(pc__req *r, int status, const Magnetar__Pulsar__B
     pc__cons *kc = r->arg;
     pc__part *part = &kc->base;
     part->req = NULL;
-    if (status == MG_EPERM) {
-        pc__set_last_error(part->c, cmd->error->message);
-        pc__part_failed(part, MG_EPERM, pc__server_error_retriable((int)cmd->error->error));
+    if (!pc__part_register_answered(part, status, cmd, PC__T(SUCCESS)))
         return;
-    }
-    if (status != MG_OK || cmd->type != PC__T(SUCCESS)) {
-        pc__part_failed(part, status != MG_OK ? status : MG_EPROTO, true);
-        return;
-    }
     queue_clear(kc, false);
     kc->flow_due = 0;
     kc->dropping = false;
-    kc->filter_on = kc->parent->reader && kc->start_set;
+    kc->filter_on = cons_parent(kc)->reader && kc->start_set;
     pc__part_ready(part);
     if (part->state != PC__PART_READY)
         return;
-    send_flow(kc, kc->parent->rq_size);
+    send_flow(kc, cons_parent(kc)->rq_size);
     cons_flush_acks(kc);
 }
 
 static int cons_register(pc__part *part)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     uint64_t rid = pc__next_request_id(part->c);
     Magnetar__Pulsar__CommandSubscribe s = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
     s.topic = part->topic;
@@ -901,51 +858,26 @@ static void cons_detached(pc__part *part)
     pc__timer_stop(part->c, &kc->ack_timer);
 }
 
-static void consumer_fail_creation(pc_consumer *k, int status);
-
-static void cons_created(pc__part *part, int status)
-{
-    pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
-    if (k->state != PC__CONSUMER_CREATING || k->create_reported)
-        return;
-    if (status != MG_OK) {
-        consumer_fail_creation(k, status);
-        return;
-    }
-    if (++k->parts_created < k->nparts)
-        return;
-    k->state = PC__CONSUMER_READY;
-    k->create_reported = true;
-    k->create_cb(MG_OK, k, k->create_arg);
-    /* Parts subscribed earlier may hold messages: hand them out from the loop. */
-    if (k->state == PC__CONSUMER_READY)
-        for (uint32_t i = 0; i < k->nparts; i++)
-            if (k->parts[i]->q_head != NULL)
-                pc__timer_start(k->c, &k->parts[i]->drain_timer, 0);
-}
-
 static const pc__part_ops cons_ops = {
     .register_on = cons_register,
     .detached = cons_detached,
-    .created = cons_created,
+    .created = pc__handle_part_created,
 };
 
 void pc__cons_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = (pc__cons *)part;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     if (part->state != PC__PART_READY)
         return;
     switch (cmd->type) {
     case PC__T(CLOSE_CONSUMER):
         MG_DEBUG("client: the broker closed consumer %llu on %s: subscribing again",
                  (unsigned long long)part->id, part->topic);
-        part->backoff_ms = PC_BACKOFF_MS_MIN;
-        pc__part_failed(part, MG_ECONNECTION, true);
+        pc__part_reconnect(part);
         break;
     case PC__T(ACTIVE_CONSUMER_CHANGE):
-        if (k->on_active != NULL && k->state == PC__CONSUMER_READY)
+        if (k->on_active != NULL && k->base.state == PC__HANDLE_READY)
             k->on_active(k,
                          cmd->active_consumer_change->has_is_active &&
                              cmd->active_consumer_change->is_active,
@@ -955,10 +887,10 @@ void pc__cons_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
         if (!kc->reached_end) {
             kc->reached_end = true;
             uint32_t ended = 0;
-            for (uint32_t i = 0; i < k->nparts; i++)
-                ended += k->parts[i]->reached_end;
-            if (ended == k->nparts && !k->end_reported && k->on_end != NULL &&
-                k->state == PC__CONSUMER_READY) {
+            for (uint32_t i = 0; i < k->base.nparts; i++)
+                ended += cons_at(k, i)->reached_end;
+            if (ended == k->base.nparts && !k->end_reported && k->on_end != NULL &&
+                k->base.state == PC__HANDLE_READY) {
                 k->end_reported = true;
                 k->on_end(k, k->arg);
             }
@@ -974,7 +906,7 @@ void pc__cons_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 
 static void cons_cancel_reqs(pc__cons *kc)
 {
-    pc__req **reqs[] = { &kc->seek_req, &kc->last_req, &kc->unsub_req, &kc->close_req };
+    pc__req **reqs[] = { &kc->seek_req, &kc->last_req, &kc->unsub_req, &kc->base.close_req };
     for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
         if (*reqs[i] != NULL) {
             pc__req_cancel(*reqs[i]);
@@ -997,129 +929,109 @@ static void cons_free(pc__cons *kc)
     mg_free(kc);
 }
 
-static void consumer_free(pc_consumer *k)
+static void cons_part_free(pc__part *part)
 {
-    for (uint32_t i = 0; i < k->nparts; i++)
-        if (k->parts[i] != NULL)
-            cons_free(k->parts[i]);
-    mg_free(k->parts);
-    pc__lookup_cancel(&k->meta);
-    pc__timer_unregister(k->c, &k->timer);
-    pc__list_remove(&k->link);
-    mg_free(k);
+    cons_free((pc__cons *)part);
 }
 
-/* release: tell the broker about parts still registered (not on client close). */
-static void consumer_stop_parts(pc_consumer *k, bool release)
+/* release: tell the broker about a part still registered (not on client close). */
+static void cons_part_stop(pc__part *part, bool release)
 {
-    pc__lookup_cancel(&k->meta);
-    for (uint32_t i = 0; i < k->nparts; i++)
-        if (k->parts[i] != NULL) {
-            pc__cons *kc = k->parts[i];
-            cons_cancel_reqs(kc);
-            if (release && !kc->unsub_ok)
-                pc__part_release(&kc->base);
-            else
-                pc__part_stop(&kc->base);
-            pc__timer_stop(k->c, &kc->ack_timer);
-            pc__timer_stop(k->c, &kc->nack_timer);
-            pc__timer_stop(k->c, &kc->drain_timer);
-        }
+    pc__cons *kc = (pc__cons *)part;
+    cons_cancel_reqs(kc);
+    if (release && !kc->unsub_ok)
+        pc__part_release(part);
+    else
+        pc__part_stop(part);
+    pc__timer_stop(part->c, &kc->ack_timer);
+    pc__timer_stop(part->c, &kc->nack_timer);
+    pc__timer_stop(part->c, &kc->drain_timer);
+}
+
+static int cons_part_setup(pc__handle *h, pc__part *part)
+{
+    pc_consumer *k = (pc_consumer *)h;
+    pc__cons *kc = (pc__cons *)part;
+    if (k->reader) {
+        kc->start = k->start_id;
+        kc->start_inclusive = k->start_inclusive;
+        kc->start_set = is_set(&k->start_id);
+    }
+    if (pc__timer_register(h->c, &kc->ack_timer, ack_fired) != MG_OK ||
+        pc__timer_register(h->c, &kc->nack_timer, nack_fired) != MG_OK ||
+        pc__timer_register(h->c, &kc->drain_timer, drain_fired) != MG_OK)
+        return MG_ENOMEM;
+    return MG_OK;
+}
+
+/* Before CLOSE_CONSUMER: nothing more is handed out, grouped acks go first. */
+static void cons_part_closing(pc__part *part)
+{
+    pc__cons *kc = (pc__cons *)part;
+    queue_clear(kc, false);
+    if (part->state == PC__PART_READY)
+        cons_flush_acks(kc);
+}
+
+static void consumer_report_created(pc__handle *h, int status)
+{
+    pc_consumer *k = (pc_consumer *)h;
+    if (status != MG_OK) {
+        k->create_cb(status, NULL, k->create_arg);
+        return;
+    }
+    k->create_cb(MG_OK, k, k->create_arg);
+    /* Parts subscribed earlier may hold messages: hand them out from the loop. */
+    if (h->state == PC__HANDLE_READY)
+        for (uint32_t i = 0; i < h->nparts; i++)
+            if (cons_at(k, i)->q_head != NULL)
+                pc__timer_start(h->c, &cons_at(k, i)->drain_timer, 0);
 }
 
 /* Stops everything; the zero-delay timer frees and calls cb(status, arg). */
 static void consumer_kill(pc_consumer *k, int status, pc_done_cb cb, void *arg)
 {
-    k->state = PC__CONSUMER_DEAD;
-    k->final_status = status;
     k->final_cb = cb;
     k->final_arg = arg;
-    consumer_stop_parts(k, true);
-    pc__timer_start(k->c, &k->timer, 0);
+    pc__handle_kill(&k->base, status);
 }
 
-static void consumer_fail_creation(pc_consumer *k, int status)
+static void consumer_closed(pc__handle *h)
 {
-    k->create_reported = true;
-    consumer_kill(k, status, NULL, NULL);
-    k->create_cb(status, NULL, k->create_arg);
+    pc_consumer *k = (pc_consumer *)h;
+    consumer_kill(k, MG_OK, k->close.cb, k->close.arg);
 }
 
-static int consumer_make_parts(pc_consumer *k, uint32_t partitions)
+static void consumer_dead(pc__handle *h)
 {
-    uint32_t n = partitions == 0 ? 1 : partitions;
-    k->parts = mg_calloc(n, sizeof(*k->parts));
-    if (k->parts == NULL)
-        return MG_ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        pc__part *part;
-        MG_TRY(pc__part_new(k->c, sizeof(pc__cons), PC__KIND_CONSUMER, &cons_ops, k->topic,
-                            partitions, i, &part));
-        pc__cons *kc = (pc__cons *)part;
-        kc->parent = k;
-        kc->index = i;
-        k->parts[i] = kc;
-        k->nparts = i + 1;
-        if (k->reader) {
-            kc->start = k->start_id;
-            kc->start_inclusive = k->start_inclusive;
-            kc->start_set = is_set(&k->start_id);
-        }
-        if (pc__timer_register(k->c, &kc->ack_timer, ack_fired) != MG_OK ||
-            pc__timer_register(k->c, &kc->nack_timer, nack_fired) != MG_OK ||
-            pc__timer_register(k->c, &kc->drain_timer, drain_fired) != MG_OK)
-            return MG_ENOMEM;
-    }
-    return MG_OK;
+    pc_consumer *k = (pc_consumer *)h;
+    pc_done_cb cb = k->final_cb;
+    void *arg = k->final_arg;
+    int status = h->final_status;
+    pc_done_cb cb2 = k->close_after_cb;
+    void *arg2 = k->close_after_arg;
+    pc__handle_free(h);
+    if (cb != NULL)
+        cb(status, arg);
+    if (cb2 != NULL)
+        cb2(MG_OK, arg2);
 }
 
-static void meta_done(pc__lookup *l, int status, bool fatal)
-{
-    pc_consumer *k = PC__CONTAINER(l, pc_consumer, meta);
-    if (k->state != PC__CONSUMER_META)
-        return;
-    if (status != MG_OK) {
-        if (fatal || pc__now_ms(k->c) >= k->create_deadline_ms) {
-            consumer_fail_creation(k, status);
-            return;
-        }
-        pc__timer_start(k->c, &k->timer, pc__backoff_next(k->c, &k->meta_backoff_ms));
-        return;
-    }
-    int rc = consumer_make_parts(k, l->partitions);
-    if (rc != MG_OK) {
-        consumer_fail_creation(k, rc);
-        return;
-    }
-    k->state = PC__CONSUMER_CREATING;
-    for (uint32_t i = 0; i < k->nparts; i++) {
-        pc__part_start(&k->parts[i]->base);
-        k->parts[i]->base.create_deadline_ms = k->create_deadline_ms;
-    }
-}
+static void consumer_aborted(pc__handle *h, pc__handle_state was);
 
-static void consumer_timer_fired(pc__timer *t)
-{
-    pc_consumer *k = PC__CONTAINER(t, pc_consumer, timer);
-    if (k->state == PC__CONSUMER_META) {
-        int rc = pc__lookup_start(&k->meta, k->topic);
-        if (rc != MG_OK)
-            meta_done(&k->meta, rc, rc == MG_EINVAL || rc == MG_ECLOSED);
-        return;
-    }
-    if (k->state == PC__CONSUMER_DEAD) {
-        pc_done_cb cb = k->final_cb;
-        void *arg = k->final_arg;
-        int status = k->final_status;
-        pc_done_cb cb2 = k->close_after_cb;
-        void *arg2 = k->close_after_arg;
-        consumer_free(k);
-        if (cb != NULL)
-            cb(status, arg);
-        if (cb2 != NULL)
-            cb2(MG_OK, arg2);
-    }
-}
+static const pc__handle_ops consumer_ops = {
+    .part_kind = PC__KIND_CONSUMER,
+    .part_size = sizeof(pc__cons),
+    .part_ops = &cons_ops,
+    .part_setup = cons_part_setup,
+    .part_free = cons_part_free,
+    .part_stop = cons_part_stop,
+    .part_closing = cons_part_closing,
+    .report_created = consumer_report_created,
+    .closed = consumer_closed,
+    .dead = consumer_dead,
+    .aborted = consumer_aborted,
+};
 
 static void random_name(pc_client *c, const char *prefix, char *dst, size_t cap)
 {
@@ -1130,14 +1042,8 @@ int pc_subscribe(pc_client *c, const pc_consumer_opts *opts, pc_consumer_cb cb, 
 {
     if (c == NULL || opts == NULL || cb == NULL || opts->topic == NULL || opts->on_message == NULL)
         return MG_EINVAL;
-    if (c->closing)
-        return MG_ECLOSED;
     pw_topic_name tn;
-    char err[128];
-    if (pw_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
-        pc__set_last_error(c, err);
-        return MG_EINVAL;
-    }
+    MG_TRY(pc__handle_check(c, opts->topic, &tn));
     if ((!opts->reader && (opts->subscription == NULL || opts->subscription[0] == '\0')) ||
         (opts->subscription != NULL && strlen(opts->subscription) > PC_NAME_BYTES_MAX) ||
         (opts->consumer_name != NULL && strlen(opts->consumer_name) > PC_NAME_BYTES_MAX) ||
@@ -1149,8 +1055,6 @@ int pc_subscribe(pc_client *c, const pc_consumer_opts *opts, pc_consumer_cb cb, 
     pc_consumer *k = mg_calloc(1, sizeof(*k));
     if (k == NULL)
         return MG_ENOMEM;
-    k->c = c;
-    snprintf(k->topic, sizeof(k->topic), "%s", tn.full);
     if (opts->subscription != NULL && opts->subscription[0] != '\0')
         snprintf(k->subscription, sizeof(k->subscription), "%s", opts->subscription);
     else
@@ -1181,16 +1085,10 @@ int pc_subscribe(pc_client *c, const pc_consumer_opts *opts, pc_consumer_cb cb, 
     k->arg = opts->arg;
     k->create_cb = cb;
     k->create_arg = arg;
-    k->meta_backoff_ms = PC_BACKOFF_MS_MIN;
-    pc__lookup_init(&k->meta, c, true, meta_done);
-    if (pc__timer_register(c, &k->timer, consumer_timer_fired) != MG_OK) {
+    if (pc__handle_start(&k->base, c, &consumer_ops, tn.full, &c->consumers) != MG_OK) {
         mg_free(k);
         return MG_ENOMEM;
     }
-    pc__list_push(&c->consumers, &k->link);
-    k->state = PC__CONSUMER_META;
-    k->create_deadline_ms = pc__now_ms(c) + c->op_timeout_ms;
-    pc__timer_start(c, &k->timer, 0);
     return MG_OK;
 }
 
@@ -1200,16 +1098,16 @@ int pc_subscribe(pc_client *c, const pc_consumer_opts *opts, pc_consumer_cb cb, 
 /* The part an id belongs to, or NULL (a partition this consumer does not have). */
 static pc__cons *part_of(pc_consumer *k, const pc_message_id *id)
 {
-    if (k->nparts == 1)
-        return k->parts[0];
-    if (id->partition < 0 || (uint32_t)id->partition >= k->nparts)
+    if (k->base.nparts == 1)
+        return cons_at(k, 0);
+    if (id->partition < 0 || (uint32_t)id->partition >= k->base.nparts)
         return NULL;
-    return k->parts[id->partition];
+    return cons_at(k, id->partition);
 }
 
 static bool consumer_usable(const pc_consumer *k)
 {
-    return k->state == PC__CONSUMER_READY && !k->c->closing;
+    return k->base.state == PC__HANDLE_READY && !k->base.c->closing;
 }
 
 int pc_ack(pc_consumer *k, const pc_message_id *id)
@@ -1245,7 +1143,7 @@ int pc_ack(pc_consumer *k, const pc_message_id *id)
     if (kc->ack_count >= PC_ACK_IDS_PER_COMMAND)
         cons_flush_acks(kc);
     else
-        pc__timer_start_by(k->c, &kc->ack_timer, pc__now_ms(k->c) + k->ack_group_ms);
+        pc__timer_start_by(k->base.c, &kc->ack_timer, pc__now_ms(k->base.c) + k->ack_group_ms);
     return MG_OK;
 }
 
@@ -1264,7 +1162,7 @@ int pc_ack_cumulative(pc_consumer *k, const pc_message_id *id)
         kc->cum = (pc__ackid){ id->ledger_id, id->entry_id, id->batch_index, id->batch_size };
         kc->has_cum = true;
     }
-    pc__timer_start_by(k->c, &kc->ack_timer, pc__now_ms(k->c) + k->ack_group_ms);
+    pc__timer_start_by(k->base.c, &kc->ack_timer, pc__now_ms(k->base.c) + k->ack_group_ms);
     return MG_OK;
 }
 
@@ -1296,7 +1194,7 @@ int pc_nack(pc_consumer *k, const pc_message_id *id)
     uint32_t slot = (kc->nack_head + kc->nack_count) % kc->nack_cap;
     kc->nacks[slot].id =
         (pc__ackid){ id->ledger_id, id->entry_id, id->batch_index, id->batch_size };
-    kc->nacks[slot].due_ms = pc__now_ms(k->c) + k->nack_delay_ms;
+    kc->nacks[slot].due_ms = pc__now_ms(k->base.c) + k->nack_delay_ms;
     kc->nack_count++;
     nack_arm(kc);
     return MG_OK;
@@ -1308,8 +1206,8 @@ int pc_redeliver_unacked(pc_consumer *k)
         return MG_EINVAL;
     if (!consumer_usable(k))
         return MG_ECLOSED;
-    for (uint32_t i = 0; i < k->nparts; i++) {
-        pc__cons *kc = k->parts[i];
+    for (uint32_t i = 0; i < k->base.nparts; i++) {
+        pc__cons *kc = cons_at(k, i);
         if (kc->base.state != PC__PART_READY)
             continue;
         cons_flush_acks(kc);
@@ -1367,9 +1265,9 @@ static int answer_status(pc_client *c, int status, const Magnetar__Pulsar__BaseC
 static void seek_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->seek_req = NULL;
-    status = answer_status(k->c, status, cmd);
+    status = answer_status(k->base.c, status, cmd);
     kc->dropping = false;
     if (status == MG_OK)
         queue_clear(kc, false); /* the broker closes the consumer: it subscribes again */
@@ -1383,21 +1281,21 @@ static int seek_start(pc_consumer *k, const pc_message_id *id, int64_t time_ms, 
         return MG_ECLOSED;
     if (k->seek.active)
         return MG_EAGAIN;
-    uint32_t from = 0, to = k->nparts;
-    if (id != NULL && id->partition >= 0 && k->nparts > 1) {
-        if ((uint32_t)id->partition >= k->nparts)
+    uint32_t from = 0, to = k->base.nparts;
+    if (id != NULL && id->partition >= 0 && k->base.nparts > 1) {
+        if ((uint32_t)id->partition >= k->base.nparts)
             return MG_EINVAL;
         from = (uint32_t)id->partition;
         to = from + 1;
     }
     for (uint32_t i = from; i < to; i++)
-        if (k->parts[i]->base.state != PC__PART_READY)
+        if (cons_at(k, i)->base.state != PC__PART_READY)
             return MG_ECONNECTION;
     k->seek = (pc__multi){ .active = true, .status = MG_OK, .cb = cb, .arg = arg };
     for (uint32_t i = from; i < to; i++) {
-        pc__cons *kc = k->parts[i];
+        pc__cons *kc = cons_at(k, i);
         cons_flush_acks(kc);
-        uint64_t rid = pc__next_request_id(k->c);
+        uint64_t rid = pc__next_request_id(k->base.c);
         Magnetar__Pulsar__CommandSeek sk = MAGNETAR__PULSAR__COMMAND_SEEK__INIT;
         Magnetar__Pulsar__MessageIdData mid = MAGNETAR__PULSAR__MESSAGE_ID_DATA__INIT;
         sk.consumer_id = kc->base.id;
@@ -1448,9 +1346,9 @@ int pc_seek_time(pc_consumer *k, int64_t publish_time_ms, pc_done_cb cb, void *a
 static void last_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->last_req = NULL;
-    status = answer_status(k->c, status, cmd);
+    status = answer_status(k->base.c, status, cmd);
     void (*cb)(int, const pc_message_id *, void *) = k->last_cb;
     void *arg = k->last_arg;
     k->last_cb = NULL;
@@ -1474,14 +1372,14 @@ int pc_get_last_message_id(pc_consumer *k,
         return MG_EINVAL;
     if (!consumer_usable(k))
         return MG_ECLOSED;
-    if (k->nparts != 1)
+    if (k->base.nparts != 1)
         return MG_ENOTSUP;
     if (k->last_cb != NULL)
         return MG_EAGAIN;
-    pc__cons *kc = k->parts[0];
+    pc__cons *kc = cons_at(k, 0);
     if (kc->base.state != PC__PART_READY)
         return MG_ECONNECTION;
-    uint64_t rid = pc__next_request_id(k->c);
+    uint64_t rid = pc__next_request_id(k->base.c);
     Magnetar__Pulsar__CommandGetLastMessageId g =
         MAGNETAR__PULSAR__COMMAND_GET_LAST_MESSAGE_ID__INIT;
     g.consumer_id = kc->base.id;
@@ -1507,9 +1405,9 @@ void pc_consumer_resume(pc_consumer *k)
     k->paused = false;
     if (!consumer_usable(k))
         return;
-    for (uint32_t i = 0; i < k->nparts; i++)
-        if (k->parts[i]->q_head != NULL)
-            pc__timer_start(k->c, &k->parts[i]->drain_timer, 0);
+    for (uint32_t i = 0; i < k->base.nparts; i++)
+        if (cons_at(k, i)->q_head != NULL)
+            pc__timer_start(k->base.c, &cons_at(k, i)->drain_timer, 0);
 }
 
 /* ---- unsubscribe and close
@@ -1520,9 +1418,9 @@ static void consumer_close_now(pc_consumer *k);
 static void unsub_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
+    pc_consumer *k = cons_parent(kc);
     kc->unsub_req = NULL;
-    status = answer_status(k->c, status, cmd);
+    status = answer_status(k->base.c, status, cmd);
     kc->unsub_ok = status == MG_OK;
     if (status != MG_OK && k->unsub.status == MG_OK)
         k->unsub.status = status;
@@ -1534,13 +1432,13 @@ static void unsub_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseC
         return;
     }
     /* Refused: the consumer stays. Parts whose consumer the broker dropped subscribe again. */
-    k->state = PC__CONSUMER_READY;
-    for (uint32_t i = 0; i < k->nparts; i++)
-        if (k->parts[i]->unsub_ok && k->parts[i]->base.state == PC__PART_READY)
-            pc__part_failed(&k->parts[i]->base, MG_ECONNECTION, true);
+    k->base.state = PC__HANDLE_READY;
+    for (uint32_t i = 0; i < k->base.nparts; i++)
+        if (cons_at(k, i)->unsub_ok && cons_at(k, i)->base.state == PC__PART_READY)
+            pc__part_failed(&cons_at(k, i)->base, MG_ECONNECTION, true);
     if (k->unsub.cb != NULL)
         k->unsub.cb(k->unsub.status, k->unsub.arg);
-    if (k->close_after_unsub && k->state == PC__CONSUMER_READY) {
+    if (k->close_after_unsub && k->base.state == PC__HANDLE_READY) {
         k->close_after_unsub = false;
         k->close_after_cb = NULL; /* close.cb reports this close */
         consumer_close_now(k);
@@ -1553,15 +1451,15 @@ int pc_unsubscribe(pc_consumer *k, pc_done_cb cb, void *arg)
         return MG_EINVAL;
     if (!consumer_usable(k) || k->unsub.active)
         return MG_ECLOSED;
-    for (uint32_t i = 0; i < k->nparts; i++)
-        if (k->parts[i]->base.state != PC__PART_READY)
+    for (uint32_t i = 0; i < k->base.nparts; i++)
+        if (cons_at(k, i)->base.state != PC__PART_READY)
             return MG_ECONNECTION;
     k->unsub = (pc__multi){ .active = true, .status = MG_OK, .cb = cb, .arg = arg };
-    for (uint32_t i = 0; i < k->nparts; i++) {
-        pc__cons *kc = k->parts[i];
+    for (uint32_t i = 0; i < k->base.nparts; i++) {
+        pc__cons *kc = cons_at(k, i);
         kc->unsub_ok = false;
         cons_flush_acks(kc);
-        uint64_t rid = pc__next_request_id(k->c);
+        uint64_t rid = pc__next_request_id(k->base.c);
         Magnetar__Pulsar__CommandUnsubscribe u = MAGNETAR__PULSAR__COMMAND_UNSUBSCRIBE__INIT;
         u.consumer_id = kc->base.id;
         u.request_id = rid;
@@ -1574,56 +1472,22 @@ int pc_unsubscribe(pc_consumer *k, pc_done_cb cb, void *arg)
         if (rc != MG_OK)
             return rc;
     }
-    k->state = PC__CONSUMER_CLOSING; /* nothing more is handed out */
+    k->base.state = PC__HANDLE_CLOSING; /* nothing more is handed out */
     return MG_OK;
-}
-
-static void close_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
-{
-    (void)status;
-    (void)cmd;
-    pc__cons *kc = r->arg;
-    pc_consumer *k = kc->parent;
-    kc->close_req = NULL;
-    pc__part_stop(&kc->base);
-    if (--k->close.waiting == 0)
-        consumer_kill(k, MG_OK, k->close.cb, k->close.arg);
 }
 
 static void consumer_close_now(pc_consumer *k)
 {
-    k->state = PC__CONSUMER_CLOSING;
+    k->base.state = PC__HANDLE_CLOSING;
     k->close.active = true;
-    k->close.waiting = 0;
-    for (uint32_t i = 0; i < k->nparts; i++) {
-        pc__cons *kc = k->parts[i];
-        queue_clear(kc, false);
-        if (kc->base.state != PC__PART_READY) {
-            pc__part_stop(&kc->base);
-            continue;
-        }
-        cons_flush_acks(kc);
-        uint64_t rid = pc__next_request_id(k->c);
-        Magnetar__Pulsar__CommandCloseConsumer cc = MAGNETAR__PULSAR__COMMAND_CLOSE_CONSUMER__INIT;
-        cc.consumer_id = kc->base.id;
-        cc.request_id = rid;
-        Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-        cmd.type = PC__T(CLOSE_CONSUMER);
-        cmd.close_consumer = &cc;
-        if (pc__conn_request(kc->base.conn, &cmd, rid, close_answered, kc, &kc->close_req) == MG_OK)
-            k->close.waiting++;
-        else
-            pc__part_stop(&kc->base);
-    }
-    if (k->close.waiting == 0)
-        consumer_kill(k, MG_OK, k->close.cb, k->close.arg);
+    pc__handle_close_parts(&k->base);
 }
 
 void pc_consumer_close(pc_consumer *k, pc_done_cb cb, void *arg)
 {
-    if (k->c->closing || k->state == PC__CONSUMER_DEAD) {
+    if (k->base.c->closing || k->base.state == PC__HANDLE_DEAD) {
         /* The client is closing (or the consumer is going): that path reports. */
-        if (k->state == PC__CONSUMER_DEAD && k->final_cb != NULL) {
+        if (k->base.state == PC__HANDLE_DEAD && k->final_cb != NULL) {
             k->close_after_cb = cb;
             k->close_after_arg = arg;
         } else if (k->close.cb == NULL) {
@@ -1632,7 +1496,7 @@ void pc_consumer_close(pc_consumer *k, pc_done_cb cb, void *arg)
         }
         return;
     }
-    MG_ASSERT(k->state == PC__CONSUMER_READY || k->state == PC__CONSUMER_CLOSING);
+    MG_ASSERT(k->base.state == PC__HANDLE_READY || k->base.state == PC__HANDLE_CLOSING);
     if (k->close.active || k->close_after_unsub)
         return; /* closing already */
     k->close.cb = cb;
@@ -1649,47 +1513,38 @@ void pc_consumer_close(pc_consumer *k, pc_done_cb cb, void *arg)
 
 /* ---- client close ---------------------------------------------------------------------------- */
 
-void pc__consumers_abort(pc_client *c)
+static void consumer_aborted(pc__handle *h, pc__handle_state was)
 {
-    while (!pc__list_empty(&c->consumers)) {
-        pc_consumer *k = PC__CONTAINER(c->consumers.next, pc_consumer, link);
-        bool report_create = !k->create_reported;
-        k->create_reported = true;
-        pc__cons_state was = k->state;
-        k->state = PC__CONSUMER_DEAD;
-        consumer_stop_parts(k, false);
-        if (report_create && was != PC__CONSUMER_DEAD)
-            k->create_cb(MG_ECLOSED, NULL, k->create_arg);
-        if (k->seek.active) {
-            k->seek.active = false;
-            if (k->seek.cb != NULL)
-                k->seek.cb(MG_ECLOSED, k->seek.arg);
-        }
-        if (k->last_cb != NULL) {
-            void (*lcb)(int, const pc_message_id *, void *) = k->last_cb;
-            k->last_cb = NULL;
-            lcb(MG_ECLOSED, NULL, k->last_arg);
-        }
-        pc_done_cb cb = NULL;
-        void *arg = NULL;
-        int status = MG_ECLOSED;
-        pc_done_cb cb2 = k->close_after_cb;
-        void *arg2 = k->close_after_arg;
-        if (was == PC__CONSUMER_DEAD) {
-            cb = k->final_cb;
-            arg = k->final_arg;
-            status = k->final_status;
-        } else if (k->unsub.active) {
-            cb = k->unsub.cb;
-            arg = k->unsub.arg;
-        } else {
-            cb = k->close.cb;
-            arg = k->close.arg;
-        }
-        consumer_free(k);
-        if (cb != NULL)
-            cb(status, arg);
-        if (cb2 != NULL)
-            cb2(MG_ECLOSED, arg2);
+    pc_consumer *k = (pc_consumer *)h;
+    if (k->seek.active) {
+        k->seek.active = false;
+        if (k->seek.cb != NULL)
+            k->seek.cb(MG_ECLOSED, k->seek.arg);
     }
+    if (k->last_cb != NULL) {
+        void (*lcb)(int, const pc_message_id *, void *) = k->last_cb;
+        k->last_cb = NULL;
+        lcb(MG_ECLOSED, NULL, k->last_arg);
+    }
+    pc_done_cb cb = NULL;
+    void *arg = NULL;
+    int status = MG_ECLOSED;
+    pc_done_cb cb2 = k->close_after_cb;
+    void *arg2 = k->close_after_arg;
+    if (was == PC__HANDLE_DEAD) {
+        cb = k->final_cb;
+        arg = k->final_arg;
+        status = h->final_status;
+    } else if (k->unsub.active) {
+        cb = k->unsub.cb;
+        arg = k->unsub.arg;
+    } else {
+        cb = k->close.cb;
+        arg = k->close.arg;
+    }
+    pc__handle_free(h);
+    if (cb != NULL)
+        cb(status, arg);
+    if (cb2 != NULL)
+        cb2(MG_ECLOSED, arg2);
 }

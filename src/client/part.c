@@ -16,10 +16,12 @@
  */
 #include "client/client_int.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -168,7 +170,7 @@ static void lookup_send(pc__lookup *l, pc__conn *conn)
 
 static void lookup_conn_ready(pc__wait *w, int status, pc__conn *conn)
 {
-    pc__lookup *l = PC__CONTAINER(w, pc__lookup, wait);
+    pc__lookup *l = MG_CONTAINER_OF(w, pc__lookup, wait);
     if (status != MG_OK) {
         if (target_is_service(l))
             pc__service_failed(l->c, l->target);
@@ -249,7 +251,7 @@ static void part_lookup(pc__part *p)
 
 static void backoff_fired(pc__timer *t)
 {
-    pc__part *p = PC__CONTAINER(t, pc__part, backoff_timer);
+    pc__part *p = MG_CONTAINER_OF(t, pc__part, backoff_timer);
     if (p->state == PC__PART_BACKOFF || p->state == PC__PART_INIT)
         part_lookup(p);
 }
@@ -265,7 +267,7 @@ int pc__part_init(pc__part *p, pc_client *c, pc__part_kind kind, const pc__part_
     p->partition = partition;
     p->state = PC__PART_INIT;
     p->backoff_ms = PC_BACKOFF_MS_MIN;
-    pc__list_init(&p->conn_link);
+    mg_list_init(&p->conn_link);
     snprintf(p->topic, sizeof(p->topic), "%s", topic);
     pc__lookup_init(&p->lookup, c, false, part_lookup_done);
     p->wait.cb = part_conn_ready;
@@ -303,7 +305,7 @@ static void part_on_conn(pc__part *p, pc__conn *conn)
 
 static void part_conn_ready(pc__wait *w, int status, pc__conn *conn)
 {
-    pc__part *p = PC__CONTAINER(w, pc__part, wait);
+    pc__part *p = MG_CONTAINER_OF(w, pc__part, wait);
     if (status != MG_OK) {
         pc__part_failed(p, status == MG_EPERM ? MG_EPERM : MG_ECONNECTION, status != MG_EPERM);
         return;
@@ -313,7 +315,7 @@ static void part_conn_ready(pc__wait *w, int status, pc__conn *conn)
 
 static void part_lookup_done(pc__lookup *l, int status, bool fatal)
 {
-    pc__part *p = PC__CONTAINER(l, pc__part, lookup);
+    pc__part *p = MG_CONTAINER_OF(l, pc__part, lookup);
     if (p->state != PC__PART_LOOKUP)
         return;
     if (status != MG_OK) {
@@ -412,6 +414,27 @@ void pc__part_failed(pc__part *p, int status, bool retriable)
     pc__timer_start(c, &p->backoff_timer, delay);
 }
 
+bool pc__part_register_answered(pc__part *p, int status, const Magnetar__Pulsar__BaseCommand *cmd,
+                                int success_type)
+{
+    if (status == MG_EPERM) {
+        pc__set_last_error(p->c, cmd->error->message);
+        pc__part_failed(p, MG_EPERM, pc__server_error_retriable((int)cmd->error->error));
+        return false;
+    }
+    if (status != MG_OK || (int)cmd->type != success_type) {
+        pc__part_failed(p, status != MG_OK ? status : MG_EPROTO, true);
+        return false;
+    }
+    return true;
+}
+
+void pc__part_reconnect(pc__part *p)
+{
+    p->backoff_ms = PC_BACKOFF_MS_MIN;
+    pc__part_failed(p, MG_ECONNECTION, true);
+}
+
 void pc__part_conn_lost(pc__part *p, int status)
 {
     (void)status;
@@ -433,26 +456,30 @@ static void release_answered(pc__req *r, int status, const Magnetar__Pulsar__Bas
     (void)cmd;
 }
 
+int pc__part_close_request(pc__part *p, pc__req_cb cb, void *arg, pc__req **out)
+{
+    uint64_t rid = pc__next_request_id(p->c);
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
+    Magnetar__Pulsar__CommandCloseConsumer cc = MAGNETAR__PULSAR__COMMAND_CLOSE_CONSUMER__INIT;
+    if (p->kind == PC__KIND_PRODUCER) {
+        cp.producer_id = p->id;
+        cp.request_id = rid;
+        cmd.type = PC__T(CLOSE_PRODUCER);
+        cmd.close_producer = &cp;
+    } else {
+        cc.consumer_id = p->id;
+        cc.request_id = rid;
+        cmd.type = PC__T(CLOSE_CONSUMER);
+        cmd.close_consumer = &cc;
+    }
+    return pc__conn_request(p->conn, &cmd, rid, cb, arg, out);
+}
+
 void pc__part_release(pc__part *p)
 {
-    if (p->state == PC__PART_READY && p->conn != NULL) {
-        uint64_t rid = pc__next_request_id(p->c);
-        Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-        Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
-        Magnetar__Pulsar__CommandCloseConsumer cc = MAGNETAR__PULSAR__COMMAND_CLOSE_CONSUMER__INIT;
-        if (p->kind == PC__KIND_PRODUCER) {
-            cp.producer_id = p->id;
-            cp.request_id = rid;
-            cmd.type = PC__T(CLOSE_PRODUCER);
-            cmd.close_producer = &cp;
-        } else {
-            cc.consumer_id = p->id;
-            cc.request_id = rid;
-            cmd.type = PC__T(CLOSE_CONSUMER);
-            cmd.close_consumer = &cc;
-        }
-        /* The answer only frees the request: nothing refers to the part. */
-        (void)pc__conn_request(p->conn, &cmd, rid, release_answered, NULL, NULL);
-    }
+    /* The answer only frees the request: nothing refers to the part. */
+    if (p->state == PC__PART_READY && p->conn != NULL)
+        (void)pc__part_close_request(p, release_answered, NULL, NULL);
     pc__part_stop(p);
 }

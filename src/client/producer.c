@@ -40,7 +40,7 @@
  *   found while encoding (out of memory) are reported from a zero-delay timer, in order among
  *   themselves.
  *
- * PRODUCER STATES
+ * PRODUCER STATES (the handle's, client_int.h; its life cycle is handle.c's)
  *   META (partitioned metadata, retried until operation_timeout_ms) -> CREATING (parts
  *   registering) -> READY --pc_producer_close--> CLOSING (pending sends finish or time out,
  *   then CLOSE_PRODUCER on every connected part) -> DEAD (freed from a zero-delay timer).
@@ -49,10 +49,13 @@
 #include "client/client_int.h"
 #include "client/compress.h"
 
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -91,8 +94,6 @@ struct pc__op {
 
 struct pc__prod {
     pc__part base;
-    pc_producer *parent;
-    uint32_t index;
     char name[PC_NAME_BYTES_MAX + 1];
     bool has_name;
     int64_t next_seq;
@@ -104,23 +105,11 @@ struct pc__prod {
     pc__op *ops_head, *ops_tail;
     pc__msg *failed_head, *failed_tail; /* admitted, failed to encode: reported by fail_timer */
     pc__timer fail_timer;
-    pc__req *close_req;
     bool terminated; /* the topic was terminated: everything for this part fails (MG_EPERM) */
 };
 
-typedef enum pc__prod_state {
-    PC__PRODUCER_META = 0,
-    PC__PRODUCER_CREATING,
-    PC__PRODUCER_READY,
-    PC__PRODUCER_CLOSING,
-    PC__PRODUCER_DEAD,
-} pc__prod_state;
-
 struct pc_producer {
-    pc_client *c;
-    pc__link link; /* client's producers */
-    pc__prod_state state;
-    char topic[MG_PULSAR_TOPIC_BYTES_MAX + 1];
+    pc__handle base; /* first: the shared life cycle (handle.c); its parts are pc__prods */
     char user_name[PC_NAME_BYTES_MAX + 1];
     bool has_user_name;
     int access_mode;
@@ -133,16 +122,8 @@ struct pc_producer {
     uint64_t max_pending_bytes;
     bool fail_if_full;
     uint32_t send_timeout_ms;
-    pc__lookup meta;
-    pc__timer timer; /* META start and retries; the deferred free when DEAD */
-    uint32_t meta_backoff_ms;
-    uint64_t create_deadline_ms;
     pc_producer_cb create_cb;
     void *create_arg;
-    bool create_reported;
-    uint32_t nparts;
-    pc__prod **parts;
-    uint32_t parts_created;
     uint32_t rr_next;
     uint32_t pending_msgs;
     uint64_t pending_bytes;
@@ -151,9 +132,19 @@ struct pc_producer {
     void (*close_cb)(int status, void *arg);
     void *close_arg;
     bool close_started; /* CLOSE_PRODUCER sent */
-    uint32_t close_waiting;
-    int final_status; /* for close_cb when DEAD */
 };
+
+/* Part i of p. */
+static inline pc__prod *prod_at(const pc_producer *p, uint32_t i)
+{
+    return (pc__prod *)(void *)p->base.parts[i];
+}
+
+/* The producer a part belongs to. */
+static inline pc_producer *prod_parent(const pc__prod *pp)
+{
+    return (pc_producer *)(void *)pp->base.handle;
+}
 
 static void producer_check_close(pc_producer *p);
 static void producer_release_held(pc_producer *p);
@@ -232,15 +223,8 @@ static void fill_props(const pc__msg *m, Magnetar__Pulsar__KeyValue *kv,
     }
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* The uncompressed batch payload of op's messages. */
+/* The uncompressed batch payload of op's messages, written message by message with pw_batch_put
+ * (the layout is the pulsar module's, pulsar/wire.h). */
 static int batch_payload(const pc__op *op, mg_buf **out)
 {
     size_t total = 0;
@@ -277,15 +261,10 @@ static int batch_payload(const pc__op *op, mg_buf **out)
         }
         smm.has_sequence_id = 1;
         smm.sequence_id = (uint64_t)m->seq;
-        size_t sz = magnetar__pulsar__single_message_metadata__get_packed_size(&smm);
-        MG_ASSERT(off + 4 + sz + m->len <= total);
-        put_u32(d + off, (uint32_t)sz);
-        off += 4;
-        magnetar__pulsar__single_message_metadata__pack(&smm, d + off);
-        off += sz;
-        if (m->len > 0)
-            memcpy(d + off, m->payload, m->len);
-        off += m->len;
+        size_t n = 0;
+        int rc = pw_batch_put(d + off, total - off, &smm, m->payload, m->len, &n);
+        MG_ASSERT(rc == MG_OK);
+        off += n;
     }
     mg_buf_set_len(b, off);
     mg_free(kv);
@@ -297,7 +276,7 @@ static int batch_payload(const pc__op *op, mg_buf **out)
 /* Encodes op (head and payload) for part pp. */
 static int op_encode(pc__prod *pp, pc__op *op)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     const pc__msg *first = op->msgs;
     mg_buf *raw = NULL;
     const uint8_t *data;
@@ -321,7 +300,7 @@ static int op_encode(pc__prod *pp, pc__op *op)
     Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
     md.producer_name = pp->name;
     md.sequence_id = (uint64_t)op->seq_first;
-    md.publish_time = (uint64_t)pc__wall_ms();
+    md.publish_time = (uint64_t)mg_clock_wall_ms();
     Magnetar__Pulsar__KeyValue *kv = NULL;
     Magnetar__Pulsar__KeyValue **ptrs = NULL;
     if (op->batched) {
@@ -396,9 +375,9 @@ static void op_send(pc__prod *pp, pc__op *op)
 
 static void fail_fired(pc__timer *t)
 {
-    pc__prod *pp = PC__CONTAINER(t, pc__prod, fail_timer);
-    pc_producer *p = pp->parent;
-    while (pp->failed_head != NULL && p->state != PC__PRODUCER_DEAD) {
+    pc__prod *pp = MG_CONTAINER_OF(t, pc__prod, fail_timer);
+    pc_producer *p = prod_parent(pp);
+    while (pp->failed_head != NULL && p->base.state != PC__HANDLE_DEAD) {
         pc__msg *m = pp->failed_head;
         pp->failed_head = m->next;
         if (pp->failed_head == NULL)
@@ -416,7 +395,7 @@ static void fail_fired(pc__timer *t)
  * failure is reported from fail_timer (this may run inside pc_send). */
 static void op_make(pc__prod *pp, pc__msg *msgs, uint32_t count, uint64_t bytes)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     pc__op *op = mg_calloc(1, sizeof(*op));
     int rc = MG_ENOMEM;
     if (op != NULL) {
@@ -447,7 +426,7 @@ static void op_make(pc__prod *pp, pc__msg *msgs, uint32_t count, uint64_t bytes)
         while (last->next != NULL)
             last = last->next;
         pp->failed_tail = last;
-        pc__timer_start(p->c, &pp->fail_timer, 0);
+        pc__timer_start(p->base.c, &pp->fail_timer, 0);
         return;
     }
     if (pp->ops_tail != NULL)
@@ -477,12 +456,12 @@ static void batch_flush(pc__prod *pp)
 
 static void batch_fired(pc__timer *t)
 {
-    batch_flush(PC__CONTAINER(t, pc__prod, batch_timer));
+    batch_flush(MG_CONTAINER_OF(t, pc__prod, batch_timer));
 }
 
 static uint32_t batch_bytes_limit(const pc__prod *pp)
 {
-    uint32_t limit = pp->parent->batch_max_bytes;
+    uint32_t limit = prod_parent(pp)->batch_max_bytes;
     uint32_t room = pp->max_message_size > 4096 ? pp->max_message_size - 4096 : 1024;
     return limit < room ? limit : room;
 }
@@ -490,7 +469,7 @@ static uint32_t batch_bytes_limit(const pc__prod *pp)
 /* An admitted message joins its part: a sequence id, then the batch or an op of its own. */
 static void part_add(pc__prod *pp, pc__msg *m)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     m->seq = pp->next_seq++;
     m->next = NULL;
     if (pp->terminated) {
@@ -500,7 +479,7 @@ static void part_add(pc__prod *pp, pc__msg *m)
         else
             pp->failed_head = m;
         pp->failed_tail = m;
-        pc__timer_start(p->c, &pp->fail_timer, 0);
+        pc__timer_start(p->base.c, &pp->fail_timer, 0);
         return;
     }
     if (!p->batching) {
@@ -520,7 +499,7 @@ static void part_add(pc__prod *pp, pc__msg *m)
     if (pp->batch_count >= p->batch_max_messages || pp->batch_bytes >= max_bytes)
         batch_flush(pp);
     else if (pp->batch_count == 1)
-        pc__timer_start(p->c, &pp->batch_timer, p->batch_max_delay_ms);
+        pc__timer_start(p->base.c, &pp->batch_timer, p->batch_max_delay_ms);
 }
 
 static bool producer_full(const pc_producer *p, size_t len)
@@ -533,12 +512,12 @@ static void admit(pc_producer *p, pc__msg *m)
 {
     p->pending_msgs++;
     p->pending_bytes += m->len;
-    part_add(p->parts[m->part_index], m);
+    part_add(prod_at(p, m->part_index), m);
 }
 
 static void producer_release_held(pc_producer *p)
 {
-    while (p->held_head != NULL && p->state != PC__PRODUCER_DEAD &&
+    while (p->held_head != NULL && p->base.state != PC__HANDLE_DEAD &&
            !producer_full(p, p->held_head->len)) {
         pc__msg *m = p->held_head;
         p->held_head = m->next;
@@ -552,7 +531,7 @@ static void producer_release_held(pc_producer *p)
 /* Completes op (already unlinked) and frees it. */
 static void op_complete(pc__prod *pp, pc__op *op, int status, int64_t ledger_id, int64_t entry_id)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     p->pending_msgs -= op->count;
     p->pending_bytes -= op->bytes;
     int32_t i = 0;
@@ -594,9 +573,9 @@ static void prod_fail_all(pc__prod *pp, int status);
  * what it holds fails with MG_EPERM (pc_last_error tells why), later sends to it fail too. */
 static void prod_terminated(pc__prod *pp, const char *text)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     MG_WARN("client: producer %s on %s: %s", pp->name, pp->base.topic, text);
-    pc__set_last_error(p->c, text);
+    pc__set_last_error(p->base.c, text);
     pp->terminated = true;
     pc__part_stop(&pp->base);
     prod_fail_all(pp, MG_EPERM);
@@ -609,19 +588,13 @@ static void producer_answered(pc__req *r, int status, const Magnetar__Pulsar__Ba
     pc__prod *pp = r->arg;
     pc__part *part = &pp->base;
     part->req = NULL;
-    if (status == MG_EPERM) {
+    if (status == MG_EPERM && part->created && cmd->error->error == PC__ERR(TopicTerminatedError)) {
         pc__set_last_error(part->c, cmd->error->message);
-        if (part->created && cmd->error->error == PC__ERR(TopicTerminatedError)) {
-            prod_terminated(pp, cmd->error->message);
-            return;
-        }
-        pc__part_failed(part, MG_EPERM, pc__server_error_retriable((int)cmd->error->error));
+        prod_terminated(pp, cmd->error->message);
         return;
     }
-    if (status != MG_OK || cmd->type != PC__T(PRODUCER_SUCCESS)) {
-        pc__part_failed(part, status != MG_OK ? status : MG_EPROTO, true);
+    if (!pc__part_register_answered(part, status, cmd, PC__T(PRODUCER_SUCCESS)))
         return;
-    }
     const Magnetar__Pulsar__CommandProducerSuccess *ok = cmd->producer_success;
     snprintf(pp->name, sizeof(pp->name), "%s", ok->producer_name);
     pp->has_name = true;
@@ -645,7 +618,7 @@ static void producer_answered(pc__req *r, int status, const Magnetar__Pulsar__Ba
 static int prod_register(pc__part *part)
 {
     pc__prod *pp = (pc__prod *)part;
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     uint64_t rid = pc__next_request_id(part->c);
     Magnetar__Pulsar__CommandProducer cp = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
     cp.topic = part->topic;
@@ -671,37 +644,18 @@ static void prod_detached(pc__part *part)
     pc__prod *pp = (pc__prod *)part;
     for (pc__op *op = pp->ops_head; op != NULL; op = op->next)
         op->sent = false;
-    if (pp->close_req != NULL) {
-        pc__req_cancel(pp->close_req);
-        pp->close_req = NULL;
-        pp->parent->close_waiting--;
-        producer_check_close(pp->parent);
+    if (pp->base.close_req != NULL) {
+        pc__req_cancel(pp->base.close_req);
+        pp->base.close_req = NULL;
+        prod_parent(pp)->base.close_waiting--;
+        producer_check_close(prod_parent(pp));
     }
-}
-
-static void producer_fail_creation(pc_producer *p, int status);
-
-static void prod_created(pc__part *part, int status)
-{
-    pc__prod *pp = (pc__prod *)part;
-    pc_producer *p = pp->parent;
-    if (p->state != PC__PRODUCER_CREATING || p->create_reported)
-        return;
-    if (status != MG_OK) {
-        producer_fail_creation(p, status);
-        return;
-    }
-    if (++p->parts_created < p->nparts)
-        return;
-    p->state = PC__PRODUCER_READY;
-    p->create_reported = true;
-    p->create_cb(MG_OK, p, p->create_arg);
 }
 
 static const pc__part_ops prod_ops = {
     .register_on = prod_register,
     .detached = prod_detached,
-    .created = prod_created,
+    .created = pc__handle_part_created,
 };
 
 /* ---- frames from the broker --------------------------------------------------------------------
@@ -710,7 +664,7 @@ static const pc__part_ops prod_ops = {
 void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 {
     pc__prod *pp = (pc__prod *)part;
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     if (part->state != PC__PART_READY)
         return;
     switch (cmd->type) {
@@ -774,8 +728,7 @@ void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
     case PC__T(CLOSE_PRODUCER):
         MG_INFO("client: the broker closed producer %s on %s: looking it up again", pp->name,
                 part->topic);
-        part->backoff_ms = PC_BACKOFF_MS_MIN;
-        pc__part_failed(part, MG_ECONNECTION, true);
+        pc__part_reconnect(part);
         break;
     default:
         break;
@@ -785,21 +738,12 @@ void pc__prod_on_frame(pc__part *part, const Magnetar__Pulsar__BaseCommand *cmd)
 /* ---- producer life cycle -----------------------------------------------------------------------
  */
 
-static void prod_free(pc__prod *pp)
-{
-    pc_client *c = pp->base.c;
-    pc__part_fini(&pp->base);
-    pc__timer_unregister(c, &pp->batch_timer);
-    pc__timer_unregister(c, &pp->fail_timer);
-    mg_free(pp);
-}
-
 /* Fails everything a part holds (batch, ops, deferred failures) with status, in order. */
 static void prod_fail_all(pc__prod *pp, int status)
 {
-    pc_producer *p = pp->parent;
-    pc__timer_stop(p->c, &pp->batch_timer);
-    pc__timer_stop(p->c, &pp->fail_timer);
+    pc_producer *p = prod_parent(pp);
+    pc__timer_stop(p->base.c, &pp->batch_timer);
+    pc__timer_stop(p->base.c, &pp->fail_timer);
     pc__msg *failed = pp->failed_head;
     pp->failed_head = pp->failed_tail = NULL;
     for (pc__msg *m = failed; m != NULL; m = m->next) {
@@ -821,133 +765,109 @@ static void prod_fail_all(pc__prod *pp, int status)
     msgs_fail(batch, status);
 }
 
-static void producer_free(pc_producer *p)
+static void prod_part_free(pc__part *part)
 {
-    pc_client *c = p->c;
-    for (uint32_t i = 0; i < p->nparts; i++)
-        if (p->parts[i] != NULL)
-            prod_free(p->parts[i]);
-    mg_free(p->parts);
-    pc__lookup_cancel(&p->meta);
-    pc__timer_unregister(c, &p->timer);
-    pc__list_remove(&p->link);
-    mg_free(p);
+    pc__prod *pp = (pc__prod *)part;
+    pc_client *c = part->c;
+    pc__part_fini(part);
+    pc__timer_unregister(c, &pp->batch_timer);
+    pc__timer_unregister(c, &pp->fail_timer);
+    mg_free(pp);
 }
 
-/* Stops every part and schedules the free (and close_cb) on the zero-delay timer. */
-static void producer_kill(pc_producer *p, int status)
+static void prod_part_stop(pc__part *part, bool release)
 {
-    p->state = PC__PRODUCER_DEAD;
-    p->final_status = status;
-    pc__lookup_cancel(&p->meta);
-    for (uint32_t i = 0; i < p->nparts; i++)
-        if (p->parts[i] != NULL) {
-            if (p->parts[i]->close_req != NULL) {
-                pc__req_cancel(p->parts[i]->close_req);
-                p->parts[i]->close_req = NULL;
-            }
-            pc__part_release(&p->parts[i]->base);
-        }
-    pc__timer_start(p->c, &p->timer, 0);
-}
-
-static void producer_fail_creation(pc_producer *p, int status)
-{
-    p->create_reported = true;
-    producer_kill(p, status);
-    p->create_cb(status, NULL, p->create_arg);
-}
-
-static int producer_make_parts(pc_producer *p, uint32_t partitions)
-{
-    uint32_t n = partitions == 0 ? 1 : partitions;
-    p->parts = mg_calloc(n, sizeof(*p->parts));
-    if (p->parts == NULL)
-        return MG_ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        pc__part *part;
-        MG_TRY(pc__part_new(p->c, sizeof(pc__prod), PC__KIND_PRODUCER, &prod_ops, p->topic,
-                            partitions, i, &part));
-        pc__prod *pp = (pc__prod *)part;
-        pp->parent = p;
-        pp->index = i;
-        pp->max_message_size = PC_MESSAGE_BYTES_DEFAULT;
-        if (p->has_user_name) {
-            snprintf(pp->name, sizeof(pp->name), "%s", p->user_name);
-            pp->has_name = true;
-        }
-        p->parts[i] = pp;
-        p->nparts = i + 1;
-        if (pc__timer_register(p->c, &pp->batch_timer, batch_fired) != MG_OK ||
-            pc__timer_register(p->c, &pp->fail_timer, fail_fired) != MG_OK)
-            return MG_ENOMEM;
+    if (part->close_req != NULL) {
+        pc__req_cancel(part->close_req);
+        part->close_req = NULL;
     }
+    if (release)
+        pc__part_release(part);
+    else
+        pc__part_stop(part);
+}
+
+static int prod_part_setup(pc__handle *h, pc__part *part)
+{
+    pc_producer *p = (pc_producer *)h;
+    pc__prod *pp = (pc__prod *)part;
+    pp->max_message_size = PC_MESSAGE_BYTES_DEFAULT;
+    if (p->has_user_name) {
+        snprintf(pp->name, sizeof(pp->name), "%s", p->user_name);
+        pp->has_name = true;
+    }
+    if (pc__timer_register(h->c, &pp->batch_timer, batch_fired) != MG_OK ||
+        pc__timer_register(h->c, &pp->fail_timer, fail_fired) != MG_OK)
+        return MG_ENOMEM;
     return MG_OK;
 }
 
-static void meta_done(pc__lookup *l, int status, bool fatal)
+static void producer_report_created(pc__handle *h, int status)
 {
-    pc_producer *p = PC__CONTAINER(l, pc_producer, meta);
-    if (p->state != PC__PRODUCER_META)
-        return;
-    if (status != MG_OK) {
-        if (fatal || pc__now_ms(p->c) >= p->create_deadline_ms) {
-            producer_fail_creation(p, status);
-            return;
-        }
-        uint64_t delay = pc__backoff_next(p->c, &p->meta_backoff_ms);
-        pc__timer_start(p->c, &p->timer, delay);
-        return;
-    }
-    int rc = producer_make_parts(p, l->partitions);
-    if (rc != MG_OK) {
-        producer_fail_creation(p, rc);
-        return;
-    }
-    p->state = PC__PRODUCER_CREATING;
-    for (uint32_t i = 0; i < p->nparts; i++) {
-        pc__part_start(&p->parts[i]->base);
-        p->parts[i]->base.create_deadline_ms = p->create_deadline_ms;
-    }
+    pc_producer *p = (pc_producer *)h;
+    p->create_cb(status, status == MG_OK ? p : NULL, p->create_arg);
 }
 
-static void producer_timer_fired(pc__timer *t)
+static void producer_closed(pc__handle *h)
 {
-    pc_producer *p = PC__CONTAINER(t, pc_producer, timer);
-    if (p->state == PC__PRODUCER_META) {
-        int rc = pc__lookup_start(&p->meta, p->topic);
-        if (rc != MG_OK)
-            meta_done(&p->meta, rc, rc == MG_EINVAL || rc == MG_ECLOSED);
-        return;
-    }
-    if (p->state == PC__PRODUCER_DEAD) {
-        void (*cb)(int, void *) = p->close_cb;
-        void *arg = p->close_arg;
-        int status = p->final_status;
-        for (uint32_t i = 0; i < p->nparts; i++)
-            if (p->parts[i] != NULL)
-                prod_fail_all(p->parts[i], MG_ECLOSED);
-        msgs_fail(p->held_head, MG_ECLOSED);
-        p->held_head = p->held_tail = NULL;
-        p->held_count = 0;
-        producer_free(p);
-        if (cb != NULL)
-            cb(status, arg);
-    }
+    pc__handle_kill(h, MG_OK);
 }
+
+/* Fails what the parts and the held queue hold with MG_ECLOSED, in order. */
+static void producer_fail_held(pc_producer *p)
+{
+    for (uint32_t i = 0; i < p->base.nparts; i++)
+        if (prod_at(p, i) != NULL)
+            prod_fail_all(prod_at(p, i), MG_ECLOSED);
+    pc__msg *held = p->held_head;
+    p->held_head = p->held_tail = NULL;
+    p->held_count = 0;
+    msgs_fail(held, MG_ECLOSED);
+}
+
+static void producer_dead(pc__handle *h)
+{
+    pc_producer *p = (pc_producer *)h;
+    void (*cb)(int, void *) = p->close_cb;
+    void *arg = p->close_arg;
+    int status = h->final_status;
+    producer_fail_held(p);
+    pc__handle_free(h);
+    if (cb != NULL)
+        cb(status, arg);
+}
+
+static void producer_aborted(pc__handle *h, pc__handle_state was)
+{
+    pc_producer *p = (pc_producer *)h;
+    producer_fail_held(p);
+    void (*cb)(int, void *) = p->close_cb;
+    void *arg = p->close_arg;
+    int status = was == PC__HANDLE_DEAD ? h->final_status : MG_ECLOSED;
+    pc__handle_free(h);
+    if (cb != NULL)
+        cb(status, arg);
+}
+
+static const pc__handle_ops producer_ops = {
+    .part_kind = PC__KIND_PRODUCER,
+    .part_size = sizeof(pc__prod),
+    .part_ops = &prod_ops,
+    .part_setup = prod_part_setup,
+    .part_free = prod_part_free,
+    .part_stop = prod_part_stop,
+    .report_created = producer_report_created,
+    .closed = producer_closed,
+    .dead = producer_dead,
+    .aborted = producer_aborted,
+};
 
 int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_cb cb, void *arg)
 {
     if (c == NULL || opts == NULL || cb == NULL || opts->topic == NULL)
         return MG_EINVAL;
-    if (c->closing)
-        return MG_ECLOSED;
     pw_topic_name tn;
-    char err[128];
-    if (pw_topic_name_parse(opts->topic, &tn, err, sizeof(err)) != MG_OK) {
-        pc__set_last_error(c, err);
-        return MG_EINVAL;
-    }
+    MG_TRY(pc__handle_check(c, opts->topic, &tn));
     if ((int)opts->compression < PC_COMPRESSION_NONE ||
         (int)opts->compression > PC_COMPRESSION_SNAPPY ||
         (opts->access_mode != PC_ACCESS_SHARED && opts->access_mode != PC_ACCESS_EXCLUSIVE) ||
@@ -958,8 +878,6 @@ int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_c
     pc_producer *p = mg_calloc(1, sizeof(*p));
     if (p == NULL)
         return MG_ENOMEM;
-    p->c = c;
-    snprintf(p->topic, sizeof(p->topic), "%s", tn.full);
     if (opts->producer_name != NULL && opts->producer_name[0] != '\0') {
         snprintf(p->user_name, sizeof(p->user_name), "%s", opts->producer_name);
         p->has_user_name = true;
@@ -977,16 +895,10 @@ int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_c
     p->send_timeout_ms = opts->send_timeout_ms != 0 ? opts->send_timeout_ms : 30000;
     p->create_cb = cb;
     p->create_arg = arg;
-    p->meta_backoff_ms = PC_BACKOFF_MS_MIN;
-    pc__lookup_init(&p->meta, c, true, meta_done);
-    if (pc__timer_register(c, &p->timer, producer_timer_fired) != MG_OK) {
+    if (pc__handle_start(&p->base, c, &producer_ops, tn.full, &c->producers) != MG_OK) {
         mg_free(p);
         return MG_ENOMEM;
     }
-    pc__list_push(&c->producers, &p->link);
-    p->state = PC__PRODUCER_META;
-    p->create_deadline_ms = pc__now_ms(c) + c->op_timeout_ms;
-    pc__timer_start(c, &p->timer, 0);
     pc__housekeeping_arm(c);
     return MG_OK;
 }
@@ -1006,22 +918,22 @@ int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg)
     if (p == NULL || m == NULL || (m->payload == NULL && m->payload_len > 0) ||
         (m->properties == NULL && m->property_count > 0) || m->property_count > PC_PROPERTIES_MAX)
         return MG_EINVAL;
-    if (p->state != PC__PRODUCER_READY || p->c->closing)
+    if (p->base.state != PC__HANDLE_READY || p->base.c->closing)
         return MG_ECLOSED;
     for (size_t i = 0; i < m->property_count; i++)
         if (m->properties[i].key == NULL || m->properties[i].value == NULL)
             return MG_EINVAL;
     uint32_t index = 0;
-    if (p->nparts > 1)
-        index = m->key != NULL ? key_hash(m->key) % p->nparts : p->rr_next++ % p->nparts;
-    if (m->payload_len > p->parts[index]->max_message_size)
+    if (p->base.nparts > 1)
+        index = m->key != NULL ? key_hash(m->key) % p->base.nparts : p->rr_next++ % p->base.nparts;
+    if (m->payload_len > prod_at(p, index)->max_message_size)
         return MG_EINVAL;
-    if (p->parts[index]->terminated)
+    if (prod_at(p, index)->terminated)
         return MG_EPERM;
     bool hold = p->held_count > 0 || producer_full(p, m->payload_len);
     if (hold && (p->fail_if_full || p->held_count >= p->max_pending_messages))
         return MG_EAGAIN;
-    pc__msg *msg = msg_new(m, cb, arg, pc__now_ms(p->c));
+    pc__msg *msg = msg_new(m, cb, arg, pc__now_ms(p->base.c));
     if (msg == NULL)
         return MG_ENOMEM;
     msg->part_index = index;
@@ -1040,10 +952,10 @@ int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg)
 
 void pc_producer_flush(pc_producer *p)
 {
-    if (p->state != PC__PRODUCER_READY && p->state != PC__PRODUCER_CLOSING)
+    if (p->base.state != PC__HANDLE_READY && p->base.state != PC__HANDLE_CLOSING)
         return;
-    for (uint32_t i = 0; i < p->nparts; i++)
-        batch_flush(p->parts[i]);
+    for (uint32_t i = 0; i < p->base.nparts; i++)
+        batch_flush(prod_at(p, i));
 }
 
 size_t pc_producer_pending(const pc_producer *p)
@@ -1051,58 +963,26 @@ size_t pc_producer_pending(const pc_producer *p)
     return (size_t)p->pending_msgs + p->held_count;
 }
 
-static void close_answered(pc__req *r, int status, const Magnetar__Pulsar__BaseCommand *cmd)
-{
-    (void)status;
-    (void)cmd;
-    pc__prod *pp = r->arg;
-    pc_producer *p = pp->parent;
-    pp->close_req = NULL;
-    pc__part_stop(&pp->base);
-    MG_ASSERT(p->close_waiting > 0);
-    if (--p->close_waiting == 0)
-        producer_kill(p, MG_OK);
-}
-
 /* CLOSING: once nothing is pending, CLOSE_PRODUCER goes to every connected part; when all
  * answered (or left their connection) the producer dies. */
 static void producer_check_close(pc_producer *p)
 {
-    if (p->state != PC__PRODUCER_CLOSING)
+    if (p->base.state != PC__HANDLE_CLOSING)
         return;
     if (p->close_started) {
-        if (p->close_waiting == 0)
-            producer_kill(p, MG_OK);
+        if (p->base.close_waiting == 0)
+            pc__handle_kill(&p->base, MG_OK);
         return;
     }
     if (p->pending_msgs > 0 || p->held_count > 0)
         return;
     p->close_started = true;
-    for (uint32_t i = 0; i < p->nparts; i++) {
-        pc__prod *pp = p->parts[i];
-        if (pp->base.state != PC__PART_READY) {
-            pc__part_stop(&pp->base);
-            continue;
-        }
-        uint64_t rid = pc__next_request_id(p->c);
-        Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
-        cp.producer_id = pp->base.id;
-        cp.request_id = rid;
-        Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-        cmd.type = PC__T(CLOSE_PRODUCER);
-        cmd.close_producer = &cp;
-        if (pc__conn_request(pp->base.conn, &cmd, rid, close_answered, pp, &pp->close_req) == MG_OK)
-            p->close_waiting++;
-        else
-            pc__part_stop(&pp->base);
-    }
-    if (p->close_waiting == 0)
-        producer_kill(p, MG_OK);
+    pc__handle_close_parts(&p->base);
 }
 
 void pc_producer_close(pc_producer *p, void (*cb)(int status, void *arg), void *arg)
 {
-    if (p->c->closing || p->state == PC__PRODUCER_DEAD) {
+    if (p->base.c->closing || p->base.state == PC__HANDLE_DEAD) {
         /* The client is closing (or the producer is going): the abort reports it. */
         if (p->close_cb == NULL) {
             p->close_cb = cb;
@@ -1110,12 +990,12 @@ void pc_producer_close(pc_producer *p, void (*cb)(int status, void *arg), void *
         }
         return;
     }
-    MG_ASSERT(p->state == PC__PRODUCER_READY);
-    p->state = PC__PRODUCER_CLOSING;
+    MG_ASSERT(p->base.state == PC__HANDLE_READY);
+    p->base.state = PC__HANDLE_CLOSING;
     p->close_cb = cb;
     p->close_arg = arg;
-    for (uint32_t i = 0; i < p->nparts; i++)
-        batch_flush(p->parts[i]);
+    for (uint32_t i = 0; i < p->base.nparts; i++)
+        batch_flush(prod_at(p, i));
     if (p->pending_msgs == 0 && p->held_count == 0) {
         /* Nothing to wait for; the CLOSE_PRODUCER answers (or the zero-delay kill) report. */
         producer_check_close(p);
@@ -1127,9 +1007,9 @@ void pc_producer_close(pc_producer *p, void (*cb)(int status, void *arg), void *
 
 static void part_timeouts(pc__prod *pp, uint64_t now_ms)
 {
-    pc_producer *p = pp->parent;
+    pc_producer *p = prod_parent(pp);
     while (pp->ops_head != NULL && now_ms - pp->ops_head->enqueued_ms >= p->send_timeout_ms &&
-           p->state != PC__PRODUCER_DEAD) {
+           p->base.state != PC__HANDLE_DEAD) {
         pc__op *op = ops_pop(pp);
         MG_DEBUG("client: producer %s: send %lld timed out", pp->name, (long long)op->seq_first);
         op_complete(pp, op, MG_ETIMEDOUT, -1, -1);
@@ -1138,15 +1018,15 @@ static void part_timeouts(pc__prod *pp, uint64_t now_ms)
 
 void pc__producers_housekeeping(pc_client *c, uint64_t now_ms)
 {
-    for (pc__link *l = c->producers.next; l != &c->producers;) {
-        pc_producer *p = PC__CONTAINER(l, pc_producer, link);
+    for (mg_link *l = c->producers.next; l != &c->producers;) {
+        pc_producer *p = MG_CONTAINER_OF(l, pc_producer, base.link);
         l = l->next;
-        if (p->state != PC__PRODUCER_READY && p->state != PC__PRODUCER_CLOSING)
+        if (p->base.state != PC__HANDLE_READY && p->base.state != PC__HANDLE_CLOSING)
             continue;
-        for (uint32_t i = 0; i < p->nparts && p->state != PC__PRODUCER_DEAD; i++)
-            part_timeouts(p->parts[i], now_ms);
+        for (uint32_t i = 0; i < p->base.nparts && p->base.state != PC__HANDLE_DEAD; i++)
+            part_timeouts(prod_at(p, i), now_ms);
         while (p->held_head != NULL && now_ms - p->held_head->enqueued_ms >= p->send_timeout_ms &&
-               p->state != PC__PRODUCER_DEAD) {
+               p->base.state != PC__HANDLE_DEAD) {
             pc__msg *m = p->held_head;
             p->held_head = m->next;
             if (p->held_head == NULL)
@@ -1162,40 +1042,5 @@ void pc__producers_housekeeping(pc_client *c, uint64_t now_ms)
 
 bool pc__producers_any(const pc_client *c)
 {
-    return !pc__list_empty(&c->producers);
-}
-
-void pc__producers_abort(pc_client *c)
-{
-    while (!pc__list_empty(&c->producers)) {
-        pc_producer *p = PC__CONTAINER(c->producers.next, pc_producer, link);
-        bool report_create = !p->create_reported;
-        p->create_reported = true;
-        pc__prod_state was = p->state;
-        p->state = PC__PRODUCER_DEAD;
-        pc__lookup_cancel(&p->meta);
-        for (uint32_t i = 0; i < p->nparts; i++)
-            if (p->parts[i] != NULL) {
-                pc__part_stop(&p->parts[i]->base);
-                if (p->parts[i]->close_req != NULL) {
-                    pc__req_cancel(p->parts[i]->close_req);
-                    p->parts[i]->close_req = NULL;
-                }
-            }
-        if (report_create && was != PC__PRODUCER_DEAD)
-            p->create_cb(MG_ECLOSED, NULL, p->create_arg);
-        for (uint32_t i = 0; i < p->nparts; i++)
-            if (p->parts[i] != NULL)
-                prod_fail_all(p->parts[i], MG_ECLOSED);
-        pc__msg *held = p->held_head;
-        p->held_head = p->held_tail = NULL;
-        p->held_count = 0;
-        msgs_fail(held, MG_ECLOSED);
-        void (*cb)(int, void *) = p->close_cb;
-        void *arg = p->close_arg;
-        int status = was == PC__PRODUCER_DEAD ? p->final_status : MG_ECLOSED;
-        producer_free(p);
-        if (cb != NULL)
-            cb(status, arg);
-    }
+    return !mg_list_empty(&c->producers);
 }

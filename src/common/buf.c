@@ -18,6 +18,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/limits.h"
 
 #include <stdalign.h>
 #include <stdatomic.h>

@@ -289,9 +289,9 @@ void mg_fd_budget(uint64_t limit, int has_broker, int has_bookie, mg_fd_shares *
     rest = rest > out->http_max ? rest - out->http_max : 0;
     if (has_bookie) {
         uint64_t bookie = has_broker ? rest / 8 : rest;
-        out->bookie_max = listen__min_u64(bookie > 0 ? bookie : 1, BK_SERVER_CONNECTIONS_MAX);
+        out->bookie_max = listen__min_u64(bookie > 0 ? bookie : 1, MG_FD_BOOKIE_MAX);
         rest = rest > out->bookie_max ? rest - out->bookie_max : 0;
     }
     if (has_broker)
-        out->broker_max = listen__min_u64(rest > 0 ? rest : 1, BR_CONNECTIONS_MAX);
+        out->broker_max = listen__min_u64(rest > 0 ? rest : 1, MG_FD_BROKER_MAX);
 }

@@ -1,6 +1,7 @@
 /* Logging; see log.h. */
 #include "common/log.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 
 #include <pthread.h>
@@ -126,9 +127,7 @@ bool mg_log_limit_admit(mg_log_limit *l, int64_t now_ms, uint64_t *suppressed_ou
 
 void mg_log_write_limited(mg_log_limit *l, mg_log_level level, const char *fmt, ...)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now_ms = (int64_t)mg_clock_mono_ms();
     uint64_t suppressed = 0;
     if (!mg_log_limit_admit(l, now_ms, &suppressed))
         return;

@@ -8,6 +8,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/limits.h"
 
 #include <string.h>
 

@@ -3,16 +3,15 @@
 
 #include "common/alloc.h"
 #include "common/error.h"
+#include "common/limits.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define STRBUF_CAP_MAX_DEFAULT (64u * 1024 * 1024)
-
 void mg_strbuf_init(mg_strbuf *sb, size_t cap_max)
 {
     memset(sb, 0, sizeof(*sb));
-    sb->cap_max = cap_max != 0 ? cap_max : STRBUF_CAP_MAX_DEFAULT;
+    sb->cap_max = cap_max != 0 ? cap_max : MG_STRBUF_BYTES_MAX_DEFAULT;
 }
 
 static int strbuf_reserve(mg_strbuf *sb, size_t extra)

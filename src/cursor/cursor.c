@@ -34,15 +34,16 @@
 
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
+#include "cursor/limits.h"
+#include "metadata/metadata.h"
 #include "proto/ledger.pb-c.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
 /* CursorInfo property holding A (see the header comment). */
 #define MC__PROP_ACKED "mc.acked_messages"
@@ -193,13 +194,6 @@ static ml_position next_of(const mc_cursor *c, ml_position p)
 static ml_position above(ml_position p)
 {
     return (ml_position){ p.ledger_id, p.entry_id + 1 };
-}
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int64_t popcount_words(const uint64_t *w, size_t n)
@@ -637,7 +631,7 @@ static int build_info(mc_cursor *c, uint8_t **out, size_t *out_len)
     info.n_properties = 1;
     info.properties = props;
     info.has_last_active_ms = 1;
-    info.last_active_ms = wall_ms();
+    info.last_active_ms = mg_clock_wall_ms();
     size_t used = magnetar__ledger__cursor_info__get_packed_size(&info);
 
     Magnetar__Ledger__CursorInfo__Range *ranges = NULL;

@@ -14,7 +14,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
-#include "common/limits.h"
+#include "cursor/limits.h"
 
 #include <string.h>
 

@@ -83,10 +83,13 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -1164,7 +1167,7 @@ static void ml__create_bookies(int status, const char *const *names, size_t coun
     op->meta.ack_quorum = env->ack_quorum;
     op->meta.state = ML_LEDGER_OPEN;
     op->meta.last_entry_id = -1;
-    op->meta.ctime_ms = ml__now_ms();
+    op->meta.ctime_ms = mg_clock_wall_ms();
     for (size_t i = 0; i < count; i++)
         idx[i] = i;
     int rc = MG_OK;

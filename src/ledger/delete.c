@@ -32,6 +32,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
  * The ledger environment (one per loop: the loop, its metadata and bookie clients, the quorum
- * settings and the module's metrics) and the codecs shared by bookie and managed ledgers: the
- * in-memory LedgerMetadata and the BrokerEntryMetadata prefix.
+ * settings and the module's metrics) and the codec shared by bookie and managed ledgers: the
+ * in-memory LedgerMetadata.
  *
  * Invariant: env->objects counts every ledger handle, managed ledger and module operation that
  * still refers to the env; ml_env_destroy asserts it is zero (destroying an env under a live
@@ -9,20 +9,16 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-#define ML_DEFAULT_ADD_TIMEOUT_MS   10000u
-#define ML_DEFAULT_PENDING_ADDS_MAX 10000u
-/* The pending-add ring grows by doubling; this many adds is plenty for any broker. */
-#define ML_PENDING_ADDS_HARD_MAX    (1u << 20)
 
 /* --- environment -------------------------------------------------------------------------- */
 
@@ -118,13 +114,6 @@ uint64_t ml__rand(ml_env *env)
     x ^= x >> 27;
     env->rng = x;
     return x * 0x2545f4914f6cdd1dull;
-}
-
-int64_t ml__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void ml__ledger_path(int64_t ledger_id, char *buf, size_t buf_size)
@@ -291,109 +280,4 @@ size_t ml__meta_ensemble_of(const ml__meta *m, int64_t entry_id)
     while (i > 1 && m->ensembles[i - 1].first_entry_id > entry_id)
         i--;
     return i - 1;
-}
-
-/* --- BrokerEntryMetadata ------------------------------------------------------------------ */
-
-static size_t ml__varint_put(uint8_t *dst, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        dst[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    dst[n++] = (uint8_t)v;
-    return n;
-}
-
-/* Reads a varint from p[0, end - p); returns bytes used or 0 when malformed or truncated. */
-static size_t ml__varint_get(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if ((p[i] & 0x80) == 0) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
-size_t ml__bem_encode(uint8_t *dst, int64_t broker_timestamp_ms, int64_t index)
-{
-    uint8_t *m = dst + 6;
-    size_t n = 0;
-    m[n++] = 0x08; /* field 1, varint */
-    n += ml__varint_put(m + n, (uint64_t)broker_timestamp_ms);
-    m[n++] = 0x10; /* field 2, varint */
-    n += ml__varint_put(m + n, (uint64_t)index);
-    dst[0] = (uint8_t)(ML_BEM_MAGIC >> 8);
-    dst[1] = (uint8_t)(ML_BEM_MAGIC & 0xff);
-    dst[2] = (uint8_t)(n >> 24);
-    dst[3] = (uint8_t)(n >> 16);
-    dst[4] = (uint8_t)(n >> 8);
-    dst[5] = (uint8_t)n;
-    return 6 + n;
-}
-
-int ml__bem_decode(const uint8_t *data, size_t len, int64_t *timestamp_ms, int64_t *index,
-                   size_t *prefix_len)
-{
-    if (len < 6 || data[0] != (ML_BEM_MAGIC >> 8) || data[1] != (ML_BEM_MAGIC & 0xff))
-        return MG_ECORRUPT;
-    uint32_t size =
-        ((uint32_t)data[2] << 24) | ((uint32_t)data[3] << 16) | ((uint32_t)data[4] << 8) | data[5];
-    if (size > ML_BROKER_ENTRY_METADATA_BYTES_MAX || size > len - 6)
-        return MG_ECORRUPT;
-    const uint8_t *p = data + 6, *end = data + 6 + size;
-    bool have_ts = false, have_index = false;
-    uint64_t ts = 0, idx = 0;
-    while (p < end) {
-        uint64_t key;
-        size_t n = ml__varint_get(p, end, &key);
-        if (n == 0)
-            return MG_ECORRUPT;
-        p += n;
-        uint64_t field = key >> 3, wire = key & 7, v;
-        switch (wire) {
-        case 0:
-            n = ml__varint_get(p, end, &v);
-            if (n == 0)
-                return MG_ECORRUPT;
-            p += n;
-            if (field == 1) {
-                ts = v;
-                have_ts = true;
-            } else if (field == 2) {
-                idx = v;
-                have_index = true;
-            }
-            break;
-        case 1:
-            if (end - p < 8)
-                return MG_ECORRUPT;
-            p += 8;
-            break;
-        case 2:
-            n = ml__varint_get(p, end, &v);
-            if (n == 0 || v > (uint64_t)(end - p - (ptrdiff_t)n))
-                return MG_ECORRUPT;
-            p += n + v;
-            break;
-        case 5:
-            if (end - p < 4)
-                return MG_ECORRUPT;
-            p += 4;
-            break;
-        default:
-            return MG_ECORRUPT;
-        }
-    }
-    if (!have_ts || !have_index || ts > (uint64_t)INT64_MAX || idx > (uint64_t)INT64_MAX)
-        return MG_ECORRUPT;
-    *timestamp_ms = (int64_t)ts;
-    *index = (int64_t)idx;
-    *prefix_len = 6 + size;
-    return MG_OK;
 }

@@ -17,7 +17,8 @@
  *    (ledger_id, entry_id). Adds go to the current ledger, which rolls over by size, entry count
  *    or age; opening recovers the last ledger (fencing out any previous owner) and starts a new
  *    one. Every entry is stored with a BrokerEntryMetadata prefix (magic 0x0e02, broker
- *    timestamp, message index = offset of its last message counting from 0 in the topic), so
+ *    timestamp, message index = offset of its last message counting from 0 in the topic;
+ *    written and read with the pulsar module's codec, pw_bem_encode and pw_bem_parse), so
  *    positions can be found by time and by message offset. Retention deletes ledgers that every
  *    cursor has consumed and that are outside the retention time and size. A managed ledger that
  *    is not open is deleted for good (its cursors, its ledgers, its node) by ml_delete_stored.
@@ -203,16 +204,11 @@ int ml_read(ml_managed *ml, ml_position from, int max_entries, uint32_t max_byte
 /* Called with every entry whose add completed, in position order, right before the add's own
  * callback: entry->buf is the payload the writer passed to ml_add (take a reference to keep it:
  * the tail cache keeps the very buffer that went to the bookies), entry->off == payload_off and
- * entry->len == payload_len (the prefix is not part of the view: ml_entry_prefix rebuilds it).
+ * entry->len == payload_len (the prefix is not part of the view: pw_bem_encode with the entry's
+ * broker_timestamp_ms and index rebuilds it, byte for byte).
  * One listener per managed ledger; fn NULL removes it. Runs on the managed ledger's loop. */
 typedef void (*ml_added_fn)(void *arg, const ml_entry *entry);
 void ml_set_added_listener(ml_managed *ml, ml_added_fn fn, void *arg);
-
-/* The BrokerEntryMetadata prefix of an entry, as stored (the encoding is deterministic, so the
- * bytes equal the stored ones): written to dst (ML_ENTRY_PREFIX_BYTES_MAX bytes at least),
- * returns its length. For entries whose view leaves the prefix out (len == payload_len). */
-#define ML_ENTRY_PREFIX_BYTES_MAX 32u
-size_t ml_entry_prefix(const ml_entry *e, uint8_t *dst);
 
 /* Entries and stored bytes of ledger ledger_id of the list (the current ledger: what was
  * acknowledged so far). MG_ENOTFOUND when it is not in the list. */

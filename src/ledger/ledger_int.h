@@ -1,7 +1,7 @@
 /*
  * Internals of the ledger module shared by env.c, bkledger.c, managed.c and delete.c: the
- * environment, the in-memory form of LedgerMetadata, the BrokerEntryMetadata prefix codec and
- * small helpers. Nothing here is used outside src/ledger.
+ * environment, the in-memory form of LedgerMetadata and small helpers (the BrokerEntryMetadata
+ * prefix codec is the pulsar module's, pulsar/wire.h). Nothing here is used outside src/ledger.
  */
 #ifndef MG_LEDGER_LEDGER_INT_H
 #define MG_LEDGER_LEDGER_INT_H
@@ -9,7 +9,7 @@
 #include "ledger/ledger.h"
 
 #include "common/freelist.h"
-#include "common/limits.h"
+#include "ledger/limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -82,8 +82,6 @@ int ml__ledger_add(ml_ledger *l, ml__add *a, const uint8_t *prefix, size_t prefi
 
 /* A uniformly distributed random number (not cryptographic) from the env's generator. */
 uint64_t ml__rand(ml_env *env);
-/* Wall clock, milliseconds since the epoch (metadata timestamps, broker timestamps). */
-int64_t ml__now_ms(void);
 
 /* --- ledger metadata (proto/ledger.proto LedgerMetadata) ------------------------------------ */
 
@@ -135,20 +133,5 @@ int ml__info_unpack(const void *value, size_t len, void **out);
  * '/'; the metadata store checks the rest) and writes "/managed-ledgers/<name>" into buf
  * (ML__MANAGED_PATH_BYTES). MG_OK or MG_EINVAL. */
 int ml__managed_path(const char *name, char *buf, size_t buf_size);
-
-/* --- BrokerEntryMetadata prefix ---------------------------------------------------------------
- * [0x0e02 u16][size u32][BrokerEntryMetadata: broker_timestamp = 1 (varint), index = 2
- * (varint)], big-endian, before the payload of every stored entry. */
-#define ML_BEM_MAGIC            0x0e02u
-/* Bytes of the largest prefix we write: 2 + 4 + two tagged 10-byte varints. */
-#define ML_BEM_PREFIX_BYTES_MAX (6 + 22)
-
-/* Writes the prefix into dst (at least ML_BEM_PREFIX_BYTES_MAX bytes); returns its length. */
-size_t ml__bem_encode(uint8_t *dst, int64_t broker_timestamp_ms, int64_t index);
-/* Parses the prefix of data[0, len): the timestamp, the index and the prefix length. MG_OK or
- * MG_ECORRUPT (no magic, a size past the data or above ML_BROKER_ENTRY_METADATA_BYTES_MAX, a
- * malformed or missing field). */
-int ml__bem_decode(const uint8_t *data, size_t len, int64_t *timestamp_ms, int64_t *index,
-                   size_t *prefix_len);
 
 #endif

@@ -36,7 +36,8 @@
  *   the head of the queue only, so they come in call order whatever ledger completes first.
  *   At its first dispatch an op gets its broker timestamp (never below the previous one: the
  *   clock may step back) and its index (messages dispatched before it + num_messages - 1) and
- *   its prefix [0x0e02][u32 size][BrokerEntryMetadata] is built once; the entry stored is that
+ *   its prefix [0x0e02][u32 size][BrokerEntryMetadata] is built once (pw_bem_encode, the
+ *   pulsar module's codec; reads parse it back with pw_bem_parse); the entry stored is that
  *   prefix followed by the payload, which is handed on by reference, never copied (the copy
  *   was 8 % of the standalone's CPU samples at ~400 MiB/s of produce). When the
  *   current ledger fails with an error other than MG_EFENCED, its in-flight ops (a suffix of
@@ -142,31 +143,26 @@
  */
 #include "ledger/ledger_int.h"
 
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "ledger/limits.h"
 #include "proto/ledger.pb-c.h"
+#include "pulsar/wire.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_PROP_MESSAGES          "magnetar.messages_closed"
-#define ML_DEFAULT_ENTRIES_MAX    50000
-#define ML_DEFAULT_BYTES_MAX      (2ll * 1024 * 1024 * 1024)
-#define ML_DEFAULT_AGE_MS         (4ll * 3600 * 1000)
-#define ML_NUM_BYTES              24
+#define ML_PROP_MESSAGES     "magnetar.messages_closed"
+#define ML_NUM_BYTES         24
 /* ml_terminate calls waiting for one termination: it is an admin operation, so a handful at
  * most for one topic; past it MG_EAGAIN. Local to this file: nothing else sizes by it. */
-#define ML__TERM_WAITERS_MAX      16
-/* Back-off while the bookies refuse writes (STORAGE REFUSING WRITES): the first attempt after
- * one second (an operator may have freed space already), at most one every 30 s (as Pulsar's
- * client reconnect back-off): a full disk is not fixed in milliseconds, and each attempt costs a
- * ledger's creation. */
-#define ML_STORAGE_BACKOFF_MS_MIN 1000u
-#define ML_STORAGE_BACKOFF_MS_MAX 30000u
+#define ML__TERM_WAITERS_MAX 16
 
 int ml__managed_path(const char *name, char *buf, size_t buf_size)
 {
@@ -212,7 +208,7 @@ typedef enum ml__opstate {
     ML__OP_DONE,
 } ml__opstate;
 
-_Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
+_Static_assert(PW_BEM_PREFIX_BYTES_MAX <= ML_ADD_PREFIX_BYTES_MAX,
                "the entry prefix fits a prefixed ledger add");
 
 /* An add: from the env's free list (ml__op_new), back to it once its callback ran. It embeds
@@ -229,7 +225,7 @@ typedef struct ml__op {
     int32_t num_messages;
     /* The stored entry is prefix + payload: the prefix is built at the first dispatch (its
      * index is fixed then), the payload is sent as it is, never copied. */
-    uint8_t prefix[ML_BEM_PREFIX_BYTES_MAX];
+    uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
     uint8_t prefix_len; /* 0 until built */
     int64_t ts;         /* the prefix's broker timestamp */
     int64_t index;
@@ -824,17 +820,8 @@ static void ml__handles_release(ml_managed *ml, int64_t below_ledger_id)
 
 /* --- adds ----------------------------------------------------------------------------------- */
 
-static int64_t ml__uv_now_us(void)
-{
-    return (int64_t)(uv_hrtime() / 1000);
-}
-
-/* Ledger age: the monotonic clock read now (the loop's cached time lags behind a caller that
- * blocked since the last loop turn). */
-static uint64_t ml__mono_ms(void)
-{
-    return uv_hrtime() / 1000000u;
-}
+/* Ledger age and the storage back-off read the monotonic clock now, not the loop's cached time
+ * (uv_now): that lags behind a caller that blocked since the last loop turn. */
 
 static bool ml__storage_refused(int status)
 {
@@ -843,7 +830,7 @@ static bool ml__storage_refused(int status)
 
 static bool ml__backing_off(const ml_managed *ml)
 {
-    return ml->storage_error != MG_OK && ml__mono_ms() < ml->backoff_until_ms;
+    return ml->storage_error != MG_OK && mg_clock_mono_ms() < ml->backoff_until_ms;
 }
 
 /* An add was refused by the storage: start (or lengthen) the back-off, once per attempt. */
@@ -853,7 +840,7 @@ static void ml__backoff_start(ml_managed *ml, int status)
         return; /* another add of the same attempt */
     uint64_t step = ml->backoff_ms == 0 ? ML_STORAGE_BACKOFF_MS_MIN : ml->backoff_ms * 2;
     ml->backoff_ms = step > ML_STORAGE_BACKOFF_MS_MAX ? ML_STORAGE_BACKOFF_MS_MAX : step;
-    ml->backoff_until_ms = ml__mono_ms() + ml->backoff_ms;
+    ml->backoff_until_ms = mg_clock_mono_ms() + ml->backoff_ms;
     ml->storage_error = status;
     ml->probing = false;
     MG_WARN("managed ledger %s: the bookie refuses writes (%s): adds fail at once for %" PRIu64
@@ -925,7 +912,7 @@ static bool ml__roll_due(const ml_managed *ml, bool after_add)
     if (after_add)
         return ml->cur_entries >= ml->cfg.entries_per_ledger_max ||
                ml->cur_bytes >= ml->cfg.ledger_bytes_max;
-    return ml__mono_ms() - ml->current_created_ms >= (uint64_t)ml->cfg.ledger_age_ms_max;
+    return mg_clock_mono_ms() - ml->current_created_ms >= (uint64_t)ml->cfg.ledger_age_ms_max;
 }
 
 static void ml__start_roll(ml_managed *ml);
@@ -933,16 +920,35 @@ static void ml__roll_old_closed(int status, void *arg);
 
 static void ml__op_added(int status, int64_t entry_id, void *arg);
 
+/* The broker timestamp, index and prefix length of a stored entry data[0, len), as ml__op_build
+ * wrote them: both fields present, neither negative. MG_ECORRUPT for anything else (no prefix,
+ * a malformed one, a missing or negative field); MG_ENOMEM. */
+static int ml__entry_bem(const uint8_t *data, size_t len, int64_t *timestamp_ms, int64_t *index,
+                         size_t *prefix_len)
+{
+    pw_bem bem;
+    int rc = pw_bem_parse(data, len, &bem);
+    if (rc == MG_ENOMEM)
+        return rc;
+    if (rc != MG_OK || !bem.has_broker_timestamp || !bem.has_index ||
+        bem.broker_timestamp_ms > (uint64_t)INT64_MAX || bem.index < 0)
+        return MG_ECORRUPT;
+    *timestamp_ms = (int64_t)bem.broker_timestamp_ms;
+    *index = bem.index;
+    *prefix_len = bem.len;
+    return MG_OK;
+}
+
 static int ml__op_build(ml_managed *ml, ml__op *op)
 {
-    int64_t ts = ml__now_ms();
+    int64_t ts = mg_clock_wall_ms();
     if (ts < ml->last_ts)
         ts = ml->last_ts;
     ml->last_ts = ts;
     op->index = ml->next_index + op->num_messages - 1;
     op->ts = ts;
-    size_t plen = ml__bem_encode(op->prefix, ts, op->index);
-    MG_ASSERT(plen > 0 && plen <= ML_BEM_PREFIX_BYTES_MAX);
+    size_t plen = pw_bem_encode(ts, op->index, op->prefix);
+    MG_ASSERT(plen > 0 && plen <= PW_BEM_PREFIX_BYTES_MAX);
     op->prefix_len = (uint8_t)plen;
     ml->next_index += op->num_messages;
     return MG_OK;
@@ -1024,8 +1030,7 @@ static void ml__op_added(int status, int64_t entry_id, void *arg)
             ml->probing = false;
         }
         if (ml->env->m_add_latency != NULL)
-            mg_histogram_observe(ml->env->m_add_latency,
-                                 (uint64_t)(ml__uv_now_us() - (int64_t)op->start_us));
+            mg_histogram_observe(ml->env->m_add_latency, mg_clock_mono_us() - op->start_us);
     } else if (status == MG_EFENCED || ml->state == ML__M_FENCED) {
         op->state = ML__OP_DONE;
         op->status = status;
@@ -1057,7 +1062,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
         return MG_EINVAL;
     if (off > mg_buf_len(payload) || len > mg_buf_len(payload) - off)
         return MG_EINVAL;
-    if (len > BK_ENTRY_BYTES_MAX - ML_BEM_PREFIX_BYTES_MAX)
+    if (len > BK_ENTRY_BYTES_MAX - PW_BEM_PREFIX_BYTES_MAX)
         return MG_ELIMIT;
     if (ml->closing || ml->state == ML__M_FENCED || ml->state == ML__M_OPENING ||
         ml->term_requested || ml_is_terminated(ml))
@@ -1078,7 +1083,7 @@ int ml_add(ml_managed *ml, mg_buf *payload, size_t off, size_t len, int32_t num_
     op->index = -1;
     op->cb = cb;
     op->arg = arg;
-    op->start_us = (uint64_t)ml__uv_now_us();
+    op->start_us = mg_clock_mono_us();
     if (ml->tail != NULL)
         ml->tail->next = op;
     else
@@ -1153,7 +1158,7 @@ static void ml__current_closed(ml_managed *ml, int status)
     ml->current = NULL;
     ml__linfo *li = ml__last_linfo(ml);
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     if (status == MG_EFENCED)
         ml__fenced(ml);
     else if (status != MG_OK)
@@ -1306,13 +1311,13 @@ static void ml__roll_listed(ml_managed *ml, int status)
     ml->current = ml->roll_new;
     ml->roll_new = NULL;
     ml->roll_closing = ml->roll_closed = ml->roll_creating = ml->roll_created = false;
-    ml->current_created_ms = ml__mono_ms();
+    ml->current_created_ms = mg_clock_mono_ms();
     ml->cur_entries = 0;
     ml->cur_bytes = 0;
     ml->state = ML__M_WRITING;
     mg_counter_inc(ml->env->m_rollovers);
     MG_DEBUG("managed ledger %s: rolled over to ledger %" PRId64 " in %" PRIu64 " ms", ml->name,
-             ml_ledger_id(ml->current), ml__mono_ms() - ml->roll_started_ms);
+             ml_ledger_id(ml->current), mg_clock_mono_ms() - ml->roll_started_ms);
     ml->trim_pending = true; /* retention may apply to the ledger just closed */
     ml__dispatch(ml);
     ml__drain(ml);
@@ -1323,7 +1328,7 @@ static void ml__start_roll(ml_managed *ml)
     if (ml->state != ML__M_WRITING && ml->state != ML__M_NO_LEDGER)
         return;
     ml->state = ML__M_ROLLING;
-    ml->roll_started_ms = ml__mono_ms();
+    ml->roll_started_ms = mg_clock_mono_ms();
     ml->roll_closing = ml->roll_closed = false;
     ml->roll_created = false;
     ml->roll_creating = true;
@@ -1396,7 +1401,7 @@ static size_t ml__trim_count(const ml_managed *ml)
     int64_t consumed_bytes = 0;
     for (size_t i = 0; i < consumed; i++)
         consumed_bytes += ml->ledgers[i].size;
-    int64_t now = ml__now_ms();
+    int64_t now = mg_clock_wall_ms();
     size_t n = 0;
     for (; n < consumed; n++) {
         const ml__linfo *li = &ml->ledgers[n];
@@ -1496,7 +1501,7 @@ static void ml__rop_got(int status, const bk_entry *entries, size_t count, void 
         ml_entry *me = &op->entries[op->count];
         const uint8_t *data = mg_buf_data(en->buf) + en->off;
         size_t plen;
-        if (ml__bem_decode(data, en->len, &me->broker_timestamp_ms, &me->index, &plen) != MG_OK) {
+        if (ml__entry_bem(data, en->len, &me->broker_timestamp_ms, &me->index, &plen) != MG_OK) {
             MG_WARN("managed ledger %s: entry %" PRId64 ":%" PRId64
                     " has no valid BrokerEntryMetadata",
                     op->ml->name, op->w.ledger_id, en->entry_id);
@@ -1695,8 +1700,8 @@ static void ml__fop_got(int status, const bk_entry *entries, size_t count, void 
     }
     int64_t ts, index;
     size_t plen;
-    if (ml__bem_decode(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts, &index,
-                       &plen) != MG_OK) {
+    if (ml__entry_bem(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts, &index,
+                      &plen) != MG_OK) {
         ml__fop_finish(op, MG_ECORRUPT, (ml_position){ -1, -1 });
         return;
     }
@@ -1826,12 +1831,6 @@ void ml_set_added_listener(ml_managed *ml, ml_added_fn fn, void *arg)
 {
     ml->added_fn = fn;
     ml->added_arg = fn != NULL ? arg : NULL;
-}
-
-size_t ml_entry_prefix(const ml_entry *e, uint8_t *dst)
-{
-    _Static_assert(ML_BEM_PREFIX_BYTES_MAX <= ML_ENTRY_PREFIX_BYTES_MAX, "prefix buffer");
-    return ml__bem_encode(dst, e->broker_timestamp_ms, e->index);
 }
 
 int ml_ledger_size(const ml_managed *ml, int64_t ledger_id, int64_t *entries, int64_t *bytes)
@@ -2138,7 +2137,7 @@ static void ml__term_progress(ml_managed *ml)
         MG_ERROR("managed ledger %s: cannot close ledger: %s", ml->name, mg_strerror(rc));
         ml__linfo *li = ml__last_linfo(ml);
         li->closed = true;
-        li->timestamp_ms = ml__now_ms();
+        li->timestamp_ms = mg_clock_wall_ms();
         ml->current = NULL;
     }
     if (!ml->list_busy)
@@ -2207,7 +2206,7 @@ static void ml__close_ledger_closed(int status, void *arg)
     ml->current = NULL;
     ml__linfo *li = ml__last_linfo(ml);
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     if (status == MG_EFENCED) {
         ml->close_status = MG_EFENCED;
         ml->state = ML__M_FENCED;
@@ -2312,7 +2311,7 @@ static void ml__open_listed(ml_managed *ml, int status)
                 ml->name, at.ledger_id, at.entry_id, ml->ledger_count, ml->messages_total);
     } else {
         ml->state = ML__M_WRITING;
-        ml->current_created_ms = ml__mono_ms();
+        ml->current_created_ms = mg_clock_mono_ms();
         MG_INFO("managed ledger %s: open, %zu ledgers, %" PRId64
                 " messages, writing ledger %" PRId64,
                 ml->name, ml->ledger_count, ml->messages_total, ml_ledger_id(ml->current));
@@ -2384,8 +2383,8 @@ static void ml__derive_read(int status, const bk_entry *entries, size_t count, v
     if (status == MG_OK && count == 0)
         status = MG_ENOTFOUND;
     if (status == MG_OK)
-        status = ml__bem_decode(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts,
-                                &index, &plen);
+        status = ml__entry_bem(mg_buf_data(entries[0].buf) + entries[0].off, entries[0].len, &ts,
+                               &index, &plen);
     ml_ledger_release(d->l);
     int64_t ledger_id = d->ledger_id;
     mg_free(d);
@@ -2494,7 +2493,7 @@ static void ml__open_recovered(int status, ml_ledger *l, void *arg)
         ml_ledger_release(l);
     }
     li->closed = true;
-    li->timestamp_ms = ml__now_ms();
+    li->timestamp_ms = mg_clock_wall_ms();
     ml__open_derive(ml);
 }
 

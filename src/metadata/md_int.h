@@ -25,19 +25,10 @@
 
 #include "metadata/metadata.h"
 
-#include "common/limits.h"
-
 #include <pthread.h>
 
-/* Limits of the metadata store (reasons in common/limits.h style; MD_PATH_BYTES_MAX is there,
- * since callers build paths too):
- * ZooKeeper refuses packets above jute.maxbuffer (default 0xfffff bytes, about 1 MiB); a value
- * must leave room for the path and the request header. In-flight and watch counts bound the
- * memory a client can pin; a caller past them gets MG_ELIMIT and backs off. */
-#define MD_VALUE_BYTES_MAX     (1000 * 1024)
-#define MD_CLIENT_INFLIGHT_MAX 4096
-#define MD_CLIENT_WATCHES_MAX  4096
-#define MD_SEQUENTIAL_DIGITS   10
+/* Digits of the counter a sequential node's name ends with (as ZooKeeper's %010d). */
+#define MD_SEQUENTIAL_DIGITS 10
 
 typedef enum md_op_type {
     MD_OP_GET = 1,

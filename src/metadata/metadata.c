@@ -38,6 +38,7 @@
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -47,14 +48,6 @@
 enum { ITEM_OP = 1, ITEM_WATCH = 2, ITEM_SESSION = 3, ITEM_ID = 4 };
 
 enum { WATCH_NEW = 0, WATCH_ARMED = 1, WATCH_QUEUED = 2, WATCH_DEAD = 3 };
-
-/* The id allocator reserves this many ids per round trip. A restart skips what is left of a
- * block: with 64-bit ids, gaps cost nothing, and fewer compare-and-set rounds mean fewer
- * conflicts between brokers creating ledgers at once. */
-#define MD_ID_BLOCK          16
-#define MD_ID_COUNTERS_MAX   16
-#define MD_ID_NAME_BYTES_MAX 64
-#define MD_ID_RETRIES_MAX    64
 
 struct md_watch {
     md_item item;

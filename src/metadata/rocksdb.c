@@ -66,12 +66,14 @@
  * after a background failure; they are reported the same way.)
  */
 #include "metadata/md_int.h"
+#include "common/clock.h"
 #include "common/fs.h"
 
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -84,18 +86,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RDB_LAYOUT_VERSION     1
-#define RDB_FORMAT_VERSION     1
-#define RDB_HEADER_BYTES       45
+#define RDB_LAYOUT_VERSION 1
+#define RDB_FORMAT_VERSION 1
+#define RDB_HEADER_BYTES   45
 /* A key is at most the path plus 2 bytes ("n" and the '\0' added after a root parent). */
-#define RDB_KEY_BYTES_MAX      (MD_PATH_BYTES_MAX + 8)
+#define RDB_KEY_BYTES_MAX  (MD_PATH_BYTES_MAX + 8)
 /* The largest counter that fits in MD_SEQUENTIAL_DIGITS digits. */
-#define RDB_SEQUENCE_MAX       INT64_C(9999999999)
-/* RocksDB's own LOG files: enough history to diagnose a failure, bounded on disk. */
-#define RDB_INFO_LOG_FILES_MAX 4
-#define RDB_INFO_LOG_BYTES_MAX (4u << 20)
-/* Metadata is small; a smaller memtable than RocksDB's 64 MiB default bounds memory. */
-#define RDB_WRITE_BUFFER_BYTES (8u << 20)
+#define RDB_SEQUENCE_MAX   INT64_C(9999999999)
 
 static const char rdb_layout_key[] = "mlayout";
 
@@ -256,13 +253,6 @@ static int rdb_path_of_key(const char *key, size_t klen, char *path)
 }
 
 /* --- database access (worker thread, or open/close while no worker runs) ------------------- */
-
-static int64_t rdb_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Logs a RocksDB error for an operation on path, frees err, returns MG_EIO. */
 static int rdb_io_error(md_backend *b, const char *what, const char *path, size_t len, char *err)
@@ -523,7 +513,7 @@ static int rdb_do_create(md_backend *b, md_op *op)
     }
     memcpy(created, full, full_len + 1);
 
-    int64_t now = rdb_now_ms();
+    int64_t now = mg_clock_wall_ms();
     char key[RDB_KEY_BYTES_MAX];
     size_t klen;
     batch = rocksdb_writebatch_create();
@@ -600,7 +590,7 @@ static int rdb_do_set(md_backend *b, md_op *op)
         goto out;
     }
     n.stat.version++;
-    n.stat.modified_ms = rdb_now_ms();
+    n.stat.modified_ms = mg_clock_wall_ms();
     rdb_encode_header(record, &n.stat, n.sequence);
     if (op->value_len > 0)
         memcpy(record + RDB_HEADER_BYTES, op->value, op->value_len);
@@ -833,7 +823,7 @@ static int rdb_prepare(md_backend *b)
     const char version = RDB_LAYOUT_VERSION;
     rocksdb_writebatch_put(batch, rdb_layout_key, sizeof(rdb_layout_key) - 1, &version, 1);
     if (rc == MG_OK) {
-        int64_t now = rdb_now_ms();
+        int64_t now = mg_clock_wall_ms();
         md_stat st = { .created_ms = now, .modified_ms = now };
         uint8_t header[RDB_HEADER_BYTES];
         rdb_encode_header(header, &st, 0);
@@ -875,9 +865,9 @@ static int rdb_open(md_store *store, const char *target, const md_store_options 
 
     b->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(b->options, 1);
-    rocksdb_options_set_keep_log_file_num(b->options, RDB_INFO_LOG_FILES_MAX);
-    rocksdb_options_set_max_log_file_size(b->options, RDB_INFO_LOG_BYTES_MAX);
-    rocksdb_options_set_write_buffer_size(b->options, RDB_WRITE_BUFFER_BYTES);
+    rocksdb_options_set_keep_log_file_num(b->options, MD_ROCKSDB_INFO_LOG_FILES_MAX);
+    rocksdb_options_set_max_log_file_size(b->options, MD_ROCKSDB_INFO_LOG_BYTES_MAX);
+    rocksdb_options_set_write_buffer_size(b->options, MD_ROCKSDB_WRITE_BUFFER_BYTES);
     b->read_opts = rocksdb_readoptions_create();
     b->write_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(b->write_sync, 1);

@@ -92,9 +92,10 @@
 
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 #include "metadata/md_int.h"
 
 #include <errno.h>
@@ -105,9 +106,6 @@
 #include <string.h>
 #include <time.h>
 #include <zookeeper/zookeeper.h>
-
-/* Pulsar's default zooKeeperSessionTimeoutMillis. */
-#define MD_ZK_SESSION_TIMEOUT_MS_DEFAULT 30000
 
 typedef enum zk_step {
     ZK_STEP_MAIN = 0,   /* the op's own request */
@@ -159,6 +157,8 @@ struct md_backend {
 
 /* --- small helpers ------------------------------------------------------------------------ */
 
+/* A monotonic deadline ms from now as a timespec, the form pthread_cond_timedwait takes (so not
+ * common/clock.h, which gives plain numbers). */
 static void zk_deadline(struct timespec *ts, int64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -1002,13 +1002,6 @@ typedef struct zk_probe {
     int64_t connected_at_ms;
 } zk_probe;
 
-static int64_t zk_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void zk_probe_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
     (void)zh;
@@ -1019,7 +1012,7 @@ static void zk_probe_watcher(zhandle_t *zh, int type, int state, const char *pat
     pthread_mutex_lock(&p->mu);
     if (state == ZOO_CONNECTED_STATE) {
         if (!p->connected)
-            p->connected_at_ms = zk_now_ms();
+            p->connected_at_ms = (int64_t)mg_clock_mono_ms();
         p->connected = true;
     } else if (state == ZOO_CONNECTING_STATE) {
         p->connected = false;
@@ -1046,10 +1039,10 @@ static void zk_steal_and_close(md_backend *b, const clientid_t *cid)
     zhandle_t *zh = zookeeper_init2(b->hosts, zk_probe_watcher, b->session_timeout_ms, cid, &p,
                                     ZOO_NO_LOG_CLIENTENV, zk_log);
     if (zh != NULL) {
-        int64_t deadline_ms = zk_now_ms() + MD_ZK_TEST_STEP_WAIT_MS;
+        int64_t deadline_ms = (int64_t)mg_clock_mono_ms() + MD_ZK_TEST_STEP_WAIT_MS;
         pthread_mutex_lock(&p.mu);
         for (;;) {
-            int64_t now_ms = zk_now_ms();
+            int64_t now_ms = (int64_t)mg_clock_mono_ms();
             if (p.dead || now_ms >= deadline_ms)
                 break;
             if (p.connected && now_ms - p.connected_at_ms >= stable_ms)

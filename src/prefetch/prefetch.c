@@ -18,8 +18,10 @@
 
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "prefetch/limits.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -70,11 +72,6 @@ static void link_take_all(pf_link *from, pf_link *to)
 
 enum { PF_TAIL = 0, PF_FETCHED = 1 };
 enum { PF_Q_TAIL = 0, PF_Q_CATCHUP = 1 };
-
-/* Loops over positions are bounded: no claim or range holds more entries than this. */
-#define PF_WALK_ENTRIES_MAX (16u * 1024 * 1024)
-/* The drain rate is measured over spans of at least this long. */
-#define PF_RATE_SPAN_MS     200u
 
 typedef struct pf_entry {
     ml_entry e; /* e.buf referenced */
@@ -184,16 +181,6 @@ struct pf_env {
         *g_windows, *g_window_bytes;
     mg_histogram *h_wait_us, *h_read_bytes;
 };
-
-static uint64_t now_us(void)
-{
-    return uv_hrtime() / 1000u;
-}
-
-static uint64_t now_ms(void)
-{
-    return uv_hrtime() / 1000000u;
-}
 
 static ml_position next_pos(const pf_topic *t, ml_position p)
 {
@@ -448,7 +435,7 @@ static void req_complete(pf_req *q, int status, const ml_entry *entries, size_t 
     pf_env *env = t->env;
     pf_reader *r = q->r;
     if (q->waited) {
-        uint64_t us = now_us() - q->start_us;
+        uint64_t us = mg_clock_mono_us() - q->start_us;
         env->s.waits++;
         env->s.wait_us += us;
         if (env->h_wait_us != NULL)
@@ -472,7 +459,7 @@ static void req_complete(pf_req *q, int status, const ml_entry *entries, size_t 
             uint64_t bytes = 0;
             for (size_t i = 0; i < count; i++)
                 bytes += entries[i].len;
-            uint64_t now = now_ms();
+            uint64_t now = mg_clock_mono_ms();
             r->rate_bytes += bytes;
             if (now - r->rate_t0_ms >= PF_RATE_SPAN_MS) {
                 double rate = (double)r->rate_bytes * 1000.0 / (double)(now - r->rate_t0_ms);
@@ -580,7 +567,7 @@ static void idle_cb(uv_idle_t *h)
            slice < env->o.slice_bytes) {
         uint64_t t0 = 0;
         if (env->duty_pct < 100) {
-            t0 = now_us();
+            t0 = mg_clock_mono_us();
             if (t0 - env->duty_start_us >= PF_DUTY_WINDOW_US) {
                 env->duty_start_us = t0;
                 env->duty_used_us = 0;
@@ -596,7 +583,7 @@ static void idle_cb(uv_idle_t *h)
         link_remove(&q->link);
         slice += req_serve(q);
         if (env->duty_pct < 100)
-            env->duty_used_us += now_us() - t0;
+            env->duty_used_us += mg_clock_mono_us() - t0;
     }
     if (link_empty(&env->ready[PF_Q_TAIL]) &&
         (link_empty(&env->ready[PF_Q_CATCHUP]) || env->throttled)) {
@@ -619,7 +606,7 @@ static void ondemand_done(int status, const ml_entry *entries, size_t count, voi
             "prefetch %s: reading from %" PRId64 ":%" PRId64 " failed (%s); trying again in %u ms",
             ml_name(t->ml), q->from.ledger_id, q->from.entry_id, mg_strerror(status), PF_RETRY_MS);
         t->env->s.fetch_failures++;
-        q->retry_at_ms = now_ms() + PF_RETRY_MS;
+        q->retry_at_ms = mg_clock_mono_ms() + PF_RETRY_MS;
         link_push(&t->env->req_retries, &q->link);
         return; /* the topic reference stays with the request */
     }
@@ -713,7 +700,7 @@ static int fetch_issue(pf_fetch *f)
     if (rc != MG_OK)
         return rc;
     f->reserved = (uint32_t)want;
-    f->start_us = now_us();
+    f->start_us = mg_clock_mono_us();
     env->inflight += want;
     env->s.fetches++;
     note_peaks(env);
@@ -787,7 +774,7 @@ static void fetch_done(int status, const ml_entry *entries, size_t count, void *
                     ml_name(t->ml), f->ledger_id, f->next, f->last, mg_strerror(status),
                     PF_RETRY_MS);
             f->retrying = true;
-            f->retry_at_ms = now_ms() + PF_RETRY_MS;
+            f->retry_at_ms = mg_clock_mono_ms() + PF_RETRY_MS;
             link_push(&env->retries, &f->rlink);
             return;
         }
@@ -820,7 +807,7 @@ static void fetch_done(int status, const ml_entry *entries, size_t count, void *
     env->s.fetched_bytes += bytes;
     if (env->h_read_bytes != NULL)
         mg_histogram_observe(env->h_read_bytes, bytes);
-    uint64_t us = now_us() - f->start_us;
+    uint64_t us = mg_clock_mono_us() - f->start_us;
     env->latency_us = env->latency_us <= 0 ? (double)us : env->latency_us * 0.8 + (double)us * 0.2;
     f->attempts = 0;
     if (count > 0 && f->next <= f->last &&
@@ -996,12 +983,12 @@ static int reader_source(void *source, ml_position from, int max_entries, uint32
     q->max_bytes = max_bytes ? max_bytes : UINT32_MAX;
     q->cb = cb;
     q->arg = cb_arg;
-    q->start_us = now_us();
+    q->start_us = mg_clock_mono_us();
     q->waited = false;
     q->attempts = 0;
     q->busy = true;
     r->refs++;
-    r->last_read_ms = now_ms();
+    r->last_read_ms = mg_clock_mono_ms();
     int rc = req_try(q);
     if (rc != MG_OK) {
         q->busy = false;
@@ -1036,7 +1023,7 @@ int pf_reader_open(pf_topic *t, mc_cursor *cursor, pf_reader **out)
     r->cursor = cursor;
     r->refs = 1;
     r->window_bytes = t->env->o.window_bytes_min;
-    r->rate_t0_ms = now_ms();
+    r->rate_t0_ms = mg_clock_mono_ms();
     r->last_read_ms = r->rate_t0_ms;
     link_init(&r->req.link);
     link_push(&t->readers, &r->link);
@@ -1115,7 +1102,7 @@ int pf_read(pf_topic *t, ml_position from, int max_entries, uint32_t max_bytes, 
     q->max_bytes = max_bytes ? max_bytes : UINT32_MAX;
     q->cb = cb;
     q->arg = arg;
-    q->start_us = now_us();
+    q->start_us = mg_clock_mono_us();
     q->busy = true;
     t->refs++;
     int rc = req_try(q);
@@ -1275,7 +1262,7 @@ static void release_idle(pf_env *env, uint64_t now)
 static void timer_cb(uv_timer_t *h)
 {
     pf_env *env = h->data;
-    uint64_t now = now_ms();
+    uint64_t now = mg_clock_mono_ms();
     if (!link_empty(&env->retries))
         retry_due(env, now);
     if (!link_empty(&env->req_retries))

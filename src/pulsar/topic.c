@@ -23,6 +23,7 @@
 
 #include "common/assert.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,17 +34,6 @@
 #define BR__PERSISTENT           "persistent"
 #define BR__NON_PERSISTENT       "non-persistent"
 
-/* "tenant/ns/persistent/topic" fits a managed-ledger name, and "/managed-ledgers/" + that +
- * "/" + a cursor name fits the metadata store's 1024-byte paths (MD_PATH_BYTES_MAX). */
-#define BR__ML_NAME_BYTES_MAX                                                                      \
-    (MG_PULSAR_TENANT_BYTES_MAX + 1 + MG_PULSAR_NAMESPACE_BYTES_MAX + 1 + sizeof(BR__PERSISTENT) - \
-     1 + 1 + MG_PULSAR_TOPIC_LOCAL_BYTES_MAX)
-_Static_assert(BR__ML_NAME_BYTES_MAX < ML_NAME_BYTES_MAX, "topic limits exceed ML_NAME_BYTES_MAX");
-_Static_assert(sizeof("/managed-ledgers/") - 1 + BR__ML_NAME_BYTES_MAX + 1 + MC_NAME_BYTES_MAX <
-                   1024,
-               "a cursor path of the longest topic exceeds the metadata store's path limit");
-_Static_assert(MG_PULSAR_TOPIC_BYTES_MAX < MG_METRICS_LABEL_VALUE_BYTES_MAX,
-               "a topic name must fit a metrics label value");
 _Static_assert(sizeof(BR__NON_PERSISTENT) - 1 <= MG_PULSAR_DOMAIN_BYTES_MAX,
                "MG_PULSAR_DOMAIN_BYTES_MAX too small");
 

@@ -21,6 +21,7 @@
 #include "common/assert.h"
 #include "common/crc32c.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <stdalign.h>
 #include <stddef.h>
@@ -320,10 +321,28 @@ static int br__locate_keys(const uint8_t *p, size_t off, size_t len, pw_payload 
     return out->producer_name != NULL ? MG_OK : MG_EPROTO;
 }
 
-/* Parses [0x0e02][size][BrokerEntryMetadata] at the start of p[0, len) into out. */
-static int br__parse_bem(const uint8_t *p, size_t len, pw_payload *out)
+/* --- BrokerEntryMetadata --------------------------------------------------------------------- */
+
+/* protobuf-c packs a message's set fields in field-number order, a uint64 as its plain varint:
+ * with both has_ flags set this is exactly 0x08 <varint ts> 0x10 <varint index>, the bytes
+ * stored entries have always carried (the golden tests in tests/unit/pulsar pin them). */
+size_t pw_bem_encode(int64_t broker_timestamp_ms, int64_t index, uint8_t *dst)
 {
-    if (len < 6)
+    Magnetar__Pulsar__BrokerEntryMetadata bem = MAGNETAR__PULSAR__BROKER_ENTRY_METADATA__INIT;
+    bem.has_broker_timestamp = true;
+    bem.broker_timestamp = (uint64_t)broker_timestamp_ms;
+    bem.has_index = true;
+    bem.index = (uint64_t)index;
+    size_t n = magnetar__pulsar__broker_entry_metadata__pack(&bem, dst + 6);
+    MG_ASSERT(n <= PW_BEM_PREFIX_BYTES_MAX - 6);
+    br__put_u16(dst, PW_MAGIC_BROKER_ENTRY_METADATA);
+    br__put_u32(dst + 2, (uint32_t)n);
+    return 6 + n;
+}
+
+int pw_bem_parse(const uint8_t *p, size_t len, pw_bem *out)
+{
+    if (p == NULL || len < 6 || br__get_u16(p) != PW_MAGIC_BROKER_ENTRY_METADATA)
         return MG_EPROTO;
     uint32_t size = br__get_u32(p + 2);
     if (size > MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX || size > len - 6)
@@ -340,8 +359,7 @@ static int br__parse_bem(const uint8_t *p, size_t len, pw_payload *out)
             magnetar__pulsar__broker_entry_metadata__free_unpacked(bem, &alloc);
         return MG_EPROTO;
     }
-    out->has_broker_entry_metadata = true;
-    out->bem_len = 6 + (size_t)size;
+    out->len = 6 + (size_t)size;
     out->has_broker_timestamp = bem->has_broker_timestamp;
     out->broker_timestamp_ms = bem->has_broker_timestamp ? bem->broker_timestamp : 0;
     out->has_index = bem->has_index;
@@ -360,7 +378,14 @@ int pw_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, pw_payl
 
     size_t pos = 0;
     if (len >= 2 && br__get_u16(p) == PW_MAGIC_BROKER_ENTRY_METADATA) {
-        MG_TRY(br__parse_bem(p, len, out));
+        pw_bem bem;
+        MG_TRY(pw_bem_parse(p, len, &bem));
+        out->has_broker_entry_metadata = true;
+        out->bem_len = bem.len;
+        out->has_broker_timestamp = bem.has_broker_timestamp;
+        out->broker_timestamp_ms = bem.broker_timestamp_ms;
+        out->has_index = bem.has_index;
+        out->index = bem.index;
         pos = out->bem_len;
     }
     out->client_off = pos;

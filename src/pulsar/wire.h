@@ -1,7 +1,8 @@
 /*
- * The Pulsar binary protocol codec: frames, commands, message payloads and topic names. It is
- * its own target (mg_pulsar) shared by the broker and the C client; it knows nothing of
- * connections, topics or storage, and keeps no state between calls.
+ * The Pulsar binary protocol codec: frames, commands, message and batch payloads,
+ * BrokerEntryMetadata and topic names. It is its own target (mg_pulsar) shared by the broker, the
+ * managed ledger, the C client and the Kafka shim; it knows nothing of connections, topics or
+ * storage, and keeps no state between calls.
  *
  * FRAMES (all integers big-endian)
  *
@@ -47,7 +48,7 @@
 #define MG_PULSAR_WIRE_H
 
 #include "common/buf.h"
-#include "common/limits.h"
+#include "pulsar/limits.h"
 #include "proto/PulsarApi.pb-c.h"
 
 #include <stdbool.h>
@@ -115,6 +116,40 @@ bool pw_has_field_zero(const ProtobufCMessage *m);
 /* The name of a command type for logs and metric labels: "CONNECT", "SEND", ...; "UNKNOWN" for
  * a value this codec does not know. The string is static. */
 const char *pw_command_type_name(int type);
+
+/* --- BrokerEntryMetadata ---------------------------------------------------------------------
+ * The prefix a managed ledger puts before every stored entry (ARCHITECTURE.md §5):
+ *
+ *   [0x0e02 u16][size u32][BrokerEntryMetadata{broker_timestamp = 1, index = 2}]
+ *
+ * big-endian sizes, the protobuf's two fields as varints in field order. This is the one encoder
+ * and the one parser of it: the managed ledger writes it and reads it back, the broker rebuilds
+ * it for entries held without it, and pw_payload_parse reads it. */
+
+/* Bytes of the largest prefix pw_bem_encode writes: 6 + two tagged 10-byte varints. */
+#define PW_BEM_PREFIX_BYTES_MAX (6u + 22u)
+
+/* Writes [0x0e02][size][BrokerEntryMetadata] with both fields set into dst, which has room for
+ * PW_BEM_PREFIX_BYTES_MAX bytes, and returns the prefix length (8 to PW_BEM_PREFIX_BYTES_MAX).
+ * The values are written as protobuf uint64 (a negative value as its two's complement, 10 bytes).
+ * The bytes are those every stored entry carries: do not change them. Cannot fail. */
+size_t pw_bem_encode(int64_t broker_timestamp_ms, int64_t index, uint8_t *dst);
+
+/* What pw_bem_parse found. */
+typedef struct pw_bem {
+    bool has_broker_timestamp;
+    bool has_index;
+    uint64_t broker_timestamp_ms; /* 0 when absent */
+    int64_t index;                /* -1 when absent; the uint64 field read as int64 */
+    size_t len;                   /* prefix bytes: 6 + size */
+} pw_bem;
+
+/* Parses the prefix at the start of p[0, len) (a stored entry, or a payload that starts with
+ * 0x0e02). Returns MG_OK; MG_EPROTO when p does not start with the magic, the prefix is truncated,
+ * its size runs past len or exceeds MG_PULSAR_BROKER_ENTRY_METADATA_BYTES_MAX, or the protobuf
+ * does not parse or holds a field numbered 0 (pw_has_field_zero); MG_ENOMEM. Either field may be
+ * absent: a caller that requires them checks has_*. *out is written only on MG_OK. */
+int pw_bem_parse(const uint8_t *p, size_t len, pw_bem *out);
 
 /* --- Payloads -------------------------------------------------------------------------------- */
 
@@ -184,6 +219,49 @@ int pw_metadata_unpack(const uint8_t *p, const pw_payload *pl,
 /* Releases metadata from pw_metadata_unpack. NULL is a no-op. */
 void pw_metadata_free(Magnetar__Pulsar__MessageMetadata *md);
 
+/* --- Batch payloads (src/pulsar/batch.c) ------------------------------------------------------
+ * The data of an entry whose MessageMetadata has num_messages_in_batch, once uncompressed, is
+ * its messages one after another:
+ *
+ *   [size u32][SingleMessageMetadata of size bytes][payload of payload_size bytes] ...
+ *
+ * (big-endian size; payload_size is the SingleMessageMetadata field). The count comes from the
+ * MessageMetadata, not from the batch. Compression is the client's business: these functions
+ * see uncompressed bytes only. */
+
+/* One message of a batch, as pw_batch_next found it. */
+typedef struct pw_batch_msg {
+    /* Its metadata, unpacked (owned: pw_batch_msg_free); strings are NUL-terminated copies. */
+    Magnetar__Pulsar__SingleMessageMetadata *smm;
+    /* Its bytes, inside the caller's batch: never copied. */
+    const uint8_t *payload;
+    size_t payload_len;
+} pw_batch_msg;
+
+/* Reads the message that starts at batch[*pos], *pos <= batch_len. On MG_OK *out holds it (the
+ * caller releases it with pw_batch_msg_free; out->payload points into batch, valid while batch
+ * is) and *pos has moved past it. On error *pos is unchanged and out->smm is NULL. Errors:
+ * MG_EPROTO when the bytes left are not such a message (fewer than 4, a size past the end,
+ * metadata that does not parse, lacks payload_size or holds a field numbered 0
+ * (pw_has_field_zero), a payload_size negative or past the end); MG_ENOMEM. */
+int pw_batch_next(const uint8_t *batch, size_t batch_len, size_t *pos, pw_batch_msg *out);
+
+/* Releases a message's metadata and sets m->smm to NULL; a no-op when it is already NULL. */
+void pw_batch_msg_free(pw_batch_msg *m);
+
+/* Bytes pw_batch_put writes for smm and its payload: 4 + packed metadata + payload_size. smm must
+ * hold a payload_size >= 0. */
+size_t pw_batch_msg_size(const Magnetar__Pulsar__SingleMessageMetadata *smm);
+
+/* Appends one message [size][smm][payload] at dst[0, dst_capacity) and returns its length in
+ * *written. smm->payload_size must equal payload_len (payload may be NULL when it is 0). Returns
+ * MG_OK; MG_EINVAL (smm not a complete SingleMessageMetadata, payload_size disagreeing);
+ * MG_ELIMIT when payload_len exceeds INT32_MAX or the message does not fit dst_capacity (nothing
+ * written then). */
+int pw_batch_put(uint8_t *dst, size_t dst_capacity,
+                 const Magnetar__Pulsar__SingleMessageMetadata *smm, const void *payload,
+                 size_t payload_len, size_t *written);
+
 /* --- Encoding ----------------------------------------------------------------------------------
  * Every encoder checks the command first: its type must be known, the matching sub-command set
  * and every required field present (protobuf_c_message_check); otherwise MG_EINVAL, since
@@ -249,7 +327,8 @@ int pw_encode_message_head(uint64_t consumer_id, int64_t ledger_id, int64_t entr
                            int32_t partition, uint32_t redelivery_count, size_t payload_len,
                            mg_buf **out);
 
-/* --- Topic names (src/pulsar/topic.c) ----------------------------------------------------------------
+/* --- Topic names (src/pulsar/topic.c)
+ * ----------------------------------------------------------------
  * "persistent://tenant/namespace/topic", optionally "...topic-partition-N" for partition N of a
  * partitioned topic. Every part is 1 or more characters of [A-Za-z0-9_=:.-] ('/' only between
  * parts), within the MG_PULSAR_*_BYTES_MAX limits. */

@@ -12,14 +12,14 @@
 
 #include "common/fs.h"
 
-#include "bookie/server.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/http.h"
 #include "common/listen.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
+#include "tools/limits.h"
 
 #include <signal.h>
 #include <stddef.h>
@@ -29,9 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-
-/* How long start-up waits for the metadata store before giving up. */
-#define BOOKIE_START_TIMEOUT_MS 30000
 
 typedef struct bookie_opts {
     int64_t port;

@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "tools.h"
+#include "tools/limits.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -26,9 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CLI_MESSAGES_MAX   1024 /* distinct -m messages */
-#define CLI_PROPERTIES_MAX 64
 
 /* --- produce ---------------------------------------------------------------------------------- */
 

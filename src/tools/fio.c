@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/log.h"
+#include "tools/limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,14 +24,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* fio prints about 10 KiB of JSON per job; more than this is not fio's answer. */
-#define FIO_OUTPUT_BYTES_MAX  (4u * 1024 * 1024)
-/* A single fio job runs at most this long (fio's --runtime; the layout of the file comes first
- * and is bounded by its size). */
-#define FIO_RUNTIME_S         60
-/* Shell command lines built for popen (paths are at most PATH_MAX). */
-#define FIO_COMMAND_BYTES_MAX 8192
 
 bool mg_drop_caches(char *why, size_t why_size)
 {

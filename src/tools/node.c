@@ -11,6 +11,7 @@
 #include "common/listen.h"
 #include "common/log.h"
 #include "tools.h"
+#include "tools/limits.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -20,9 +21,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-
-/* How long start-up waits for the metadata store before giving up. */
-#define NODE_START_TIMEOUT_MS 30000
 
 /* Why the bookie's storage refuses writes, for the health check and the state route. */
 static const char *storage_state_reason(int state)

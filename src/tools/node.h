@@ -14,13 +14,12 @@
 #ifndef MG_TOOLS_NODE_H
 #define MG_TOOLS_NODE_H
 
+#include "bookie/bookie.h"
 #include "bookie/client.h"
-#include "bookie/local.h"
-#include "bookie/server.h"
-#include "bookie/storage.h"
 #include "broker/broker.h"
+#include "broker/limits.h"
+#include "ledger/ledger.h"
 #include "common/http.h"
-#include "common/limits.h"
 #include "common/metrics.h"
 #include "metadata/metadata.h"
 

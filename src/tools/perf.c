@@ -35,19 +35,22 @@
  *
  * Bounds: adds in flight <= --inflight, range reads in flight <= --read-inflight, every request
  * answered or failed within the client's timeouts (connect 5 s, request 10 s), fio capped by
- * --runtime and its output by FIO_OUTPUT_BYTES_MAX, the metrics page by METRICS_BYTES_MAX.
+ * --runtime and its output by FIO_OUTPUT_BYTES_MAX, the metrics page by PERF_METRICS_BYTES_MAX.
  * Threading: one thread, one libuv loop.
  */
 #include "fio.h"
 #include "tools.h"
 
 #include "bookie/client.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/hist.h"
 #include "common/log.h"
+#include "tools/limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,20 +70,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-
-/* Progress lines on stderr this often during the add and read phases. */
-#define PERF_PROGRESS_MS          2000
-/* The shared pattern entries are cut from: entry offsets wrap within this many bytes. */
-#define PERF_PATTERN_SPAN_BYTES   (64u * 1024)
-/* Latency histograms: 2^5 sub-buckets per power of two (< 3.2 % error), up to 1000 s in µs. */
-#define PERF_HIST_PRECISION_BITS  5
-#define PERF_HIST_VALUE_MAX_US    1000000000ull
-/* Mismatching entries described one by one on stderr before only counting the rest. */
-#define PERF_MISMATCH_REPORTS_MAX 10
-/* The bookie's /metrics page; far smaller in practice. */
-#define METRICS_BYTES_MAX         (4u * 1024 * 1024)
-/* Connecting to and reading /metrics. */
-#define METRICS_TIMEOUT_S         5
 
 /* ---- options -------------------------------------------------------------------------------- */
 
@@ -293,11 +282,6 @@ struct pb_run {
     const char *cur_name;
 };
 
-static uint64_t pb_now_ns(void)
-{
-    return uv_hrtime();
-}
-
 static double pb_mib(double bytes)
 {
     return bytes / (1024.0 * 1024.0);
@@ -394,7 +378,7 @@ static void pb_slot_put(pb_run *r, pb_slot *s)
 static void pb_progress(uv_timer_t *t)
 {
     pb_run *r = t->data;
-    double s = (double)(pb_now_ns() - r->phase_start_ns) / 1e9;
+    double s = (double)(mg_clock_mono_ns() - r->phase_start_ns) / 1e9;
     const phase_stats *ph = r->cur;
     MG_INFO("perf bookie: %s %" PRIu64 "/%" PRId64 " entries (%.0f %%), %.1f MiB/s so far",
             r->cur_name, ph->entries, r->o->entry_count,
@@ -408,14 +392,14 @@ static void pb_phase_begin(pb_run *r, phase_stats *ph, const char *name)
     r->cur_name = name;
     r->done = false;
     r->next = 0;
-    r->phase_start_ns = pb_now_ns();
+    r->phase_start_ns = mg_clock_mono_ns();
     uv_timer_start(&r->timer, pb_progress, PERF_PROGRESS_MS, PERF_PROGRESS_MS);
 }
 
 static double pb_phase_end(pb_run *r)
 {
     uv_timer_stop(&r->timer);
-    return (double)(pb_now_ns() - r->phase_start_ns) / 1e9;
+    return (double)(mg_clock_mono_ns() - r->phase_start_ns) / 1e9;
 }
 
 /* ---- probes: health, read_lac, delete ------------------------------------------------------- */
@@ -510,7 +494,7 @@ static void pb_add_done(int status, int64_t ledger_id, int64_t entry_id, void *a
         pb_fail(r, status, "ADD of ledger %" PRId64 " entry %" PRId64 " failed: %s", r->ledger_id,
                 entry_id, mg_strerror(status));
     } else {
-        mg_hist_record(&r->add.lat_us, (pb_now_ns() - s->start_ns) / 1000u);
+        mg_hist_record(&r->add.lat_us, (mg_clock_mono_ns() - s->start_ns) / 1000u);
         r->add.entries++;
         r->add.bytes += r->entry_bytes;
         r->add.requests++;
@@ -531,7 +515,7 @@ static void pb_add_issue(pb_run *r)
         mg_buf_set_len(b, r->entry_bytes);
         pb_slot *s = pb_slot_get(r);
         s->first = s->last = r->next;
-        s->start_ns = pb_now_ns();
+        s->start_ns = mg_clock_mono_ns();
         int rc = bk_client_add(r->client, r->o->bookie, r->ledger_id, r->next, b, 0, r->entry_bytes,
                                pb_add_done, s);
         mg_buf_unref(b); /* the client holds its own reference until the bytes are sent */
@@ -588,7 +572,7 @@ static void pb_read_done(int status, const bk_entry *entries, size_t count, void
 {
     pb_slot *s = arg;
     pb_run *r = s->run;
-    mg_hist_record(&r->read.lat_us, (pb_now_ns() - s->start_ns) / 1000u);
+    mg_hist_record(&r->read.lat_us, (mg_clock_mono_ns() - s->start_ns) / 1000u);
     if (status != MG_OK || count == 0) {
         pb_fail(r, status != MG_OK ? status : MG_EPROTO,
                 "READ_RANGE of ledger %" PRId64 " entries %" PRId64 "..%" PRId64 ": %s",
@@ -632,7 +616,7 @@ static void pb_read_done(int status, const bk_entry *entries, size_t count, void
 
 static int pb_read_send(pb_run *r, pb_slot *s)
 {
-    s->start_ns = pb_now_ns();
+    s->start_ns = mg_clock_mono_ns();
     return bk_client_read_range(r->client, r->o->bookie, r->ledger_id, s->first, s->last,
                                 r->read_max_bytes, pb_read_done, s);
 }
@@ -677,7 +661,8 @@ static int pb_phase_read(pb_run *r)
 /* ---- /metrics of the bookie ----------------------------------------------------------------- */
 
 /* GET http://addr/metrics (HTTP/1.0, so the server closes when done) into a malloc'd,
- * NUL-terminated body. Bounded by METRICS_TIMEOUT_S per socket operation and METRICS_BYTES_MAX. */
+ * NUL-terminated body. Bounded by PERF_METRICS_TIMEOUT_S per socket operation and
+ * PERF_METRICS_BYTES_MAX. */
 static int pb_http_get_metrics(const char *addr, char **body_out, char *why, size_t why_size)
 {
     char host[256];
@@ -700,7 +685,7 @@ static int pb_http_get_metrics(const char *addr, char **body_out, char *why, siz
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0)
             continue;
-        struct timeval tv = { .tv_sec = METRICS_TIMEOUT_S };
+        struct timeval tv = { .tv_sec = PERF_METRICS_TIMEOUT_S };
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* also bounds connect() */
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
@@ -725,7 +710,7 @@ static int pb_http_get_metrics(const char *addr, char **body_out, char *why, siz
     int rc = buf ? MG_OK : MG_ENOMEM;
     while (rc == MG_OK) {
         if (len == cap) {
-            if (cap >= METRICS_BYTES_MAX) {
+            if (cap >= PERF_METRICS_BYTES_MAX) {
                 rc = MG_ELIMIT;
                 break;
             }

@@ -24,11 +24,13 @@
  */
 #include "client/client.h"
 #include "common/alloc.h"
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/hist.h"
 #include "common/log.h"
 #include "fio.h"
 #include "tools.h"
+#include "tools/limits.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -36,13 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#define PP_TOPICS_MAX       64
-#define PP_PRODUCERS_MAX    256
-#define PP_LATENCY_US_MAX   (600ull * 1000 * 1000) /* 10 min: anything above is an overflow */
-#define PP_TICK_MS          1
-#define PP_CLOSE_TIMEOUT_MS 30000
 
 /* --- options ---------------------------------------------------------------------------------- */
 
@@ -305,18 +300,6 @@ typedef struct pp_run {
     int64_t duration_ms;
 } pp_run;
 
-static uint64_t now_ns(void)
-{
-    return uv_hrtime();
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static double us_to_ms(uint64_t us)
 {
     return (double)us / 1000.0;
@@ -341,7 +324,7 @@ static void print_line(pp_run *r, const char *what, double secs, uint64_t msgs, 
 static void on_stats(uv_timer_t *t)
 {
     pp_run *r = t->data;
-    uint64_t now = now_ns();
+    uint64_t now = mg_clock_mono_ns();
     double secs = (double)(now - r->interval_start_ns) / 1e9;
     print_line(r, r->producing ? "Throughput produced" : "Throughput received", secs,
                r->interval_msgs, r->interval_bytes, &r->interval_us, stdout);
@@ -390,7 +373,7 @@ static void stop(pp_run *r, int status)
     r->stopping = true;
     if (status != MG_OK && r->status == MG_OK)
         r->status = status;
-    r->end_ns = now_ns();
+    r->end_ns = mg_clock_mono_ns();
     uv_timer_stop(&r->tick);
     uv_timer_stop(&r->stats);
     size_t n = r->handles_ready; /* those never up count themselves as closed */
@@ -424,7 +407,7 @@ static void sent(int status, const pc_message_id *id, void *arg)
     send_ctx *x = arg;
     pp_run *r = x->r;
     if (status == MG_OK) {
-        record(r, (now_ns() - x->start_ns) / 1000, (size_t)r->po->size_bytes);
+        record(r, (mg_clock_mono_ns() - x->start_ns) / 1000, (size_t)r->po->size_bytes);
     } else {
         r->errors++;
         if (r->errors == 1)
@@ -441,7 +424,7 @@ static void on_tick_produce(uv_timer_t *t)
     pp_run *r = t->data;
     if (r->stopping || r->handles_ready < r->handle_count)
         return;
-    uint64_t now = now_ns();
+    uint64_t now = mg_clock_mono_ns();
     if (r->duration_ms > 0 && now - r->start_ns >= (uint64_t)r->duration_ms * 1000000ull) {
         stop(r, MG_OK);
         return;
@@ -475,7 +458,7 @@ static void on_tick_produce(uv_timer_t *t)
             return;
         }
         x->r = r;
-        x->start_ns = now_ns();
+        x->start_ns = mg_clock_mono_ns();
         pc_message m = { .payload = r->payload, .payload_len = (size_t)r->po->size_bytes };
         int rc = pc_send(p, &m, sent, x);
         if (rc == MG_EAGAIN) {
@@ -513,7 +496,7 @@ static void maybe_start(pp_run *r, uv_timer_cb tick, uint64_t tick_ms, int64_t i
     if (r->stopping || r->handles_ready < r->handle_count)
         return;
     MG_INFO("perf: %zu %s ready", r->handle_count, r->producing ? "producers" : "consumers");
-    r->start_ns = r->interval_start_ns = now_ns();
+    r->start_ns = r->interval_start_ns = mg_clock_mono_ns();
     uv_timer_start(&r->tick, tick, r->producing ? 0 : tick_ms, tick_ms);
     uv_timer_start(&r->stats, on_stats, (uint64_t)interval_ms, (uint64_t)interval_ms);
 }
@@ -535,7 +518,7 @@ static void producer_created(int status, pc_producer *p, void *arg)
 static void on_message(pc_consumer *k, const pc_received *m, void *arg)
 {
     pp_run *r = arg;
-    int64_t lat_ms = wall_ms() - m->publish_time_ms;
+    int64_t lat_ms = mg_clock_wall_ms() - m->publish_time_ms;
     record(r, lat_ms > 0 ? (uint64_t)lat_ms * 1000 : 0, m->payload_len);
     pc_ack(k, &m->id);
     if (!r->stopping && r->limit_msgs > 0 && r->msgs >= (uint64_t)r->limit_msgs)
@@ -546,7 +529,7 @@ static void on_tick_consume(uv_timer_t *t)
 {
     pp_run *r = t->data;
     if (!r->stopping && r->duration_ms > 0 &&
-        now_ns() - r->start_ns >= (uint64_t)r->duration_ms * 1000000ull)
+        mg_clock_mono_ns() - r->start_ns >= (uint64_t)r->duration_ms * 1000000ull)
         stop(r, MG_OK);
 }
 

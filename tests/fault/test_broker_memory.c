@@ -40,19 +40,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/limits.h"
 #include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/limits.h"
+#include "support/pulsar_raw.h"
 #include "support/sa_harness.h"
 
 #define T(x) MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
 
-#define REPLY_TIMEOUT_MS  10000      /* an answer (PRODUCER may create a ledger first) */
-#define CLOSE_TIMEOUT_MS  10000      /* every refused connection closed */
-#define SETTLE_MS         20000      /* the broker reached the state a test waits for */
-#define POLL_MS           100        /* metrics sampling period */
-#define CLIENT_FRAME_MAX  (1u << 24) /* largest frame this client accepts */
+#define REPLY_TIMEOUT_MS  10000 /* an answer (PRODUCER may create a ledger first) */
+#define CLOSE_TIMEOUT_MS  10000 /* every refused connection closed */
+#define SETTLE_MS         20000 /* the broker reached the state a test waits for */
+#define POLL_MS           100   /* metrics sampling period */
 #define METRICS_BYTES_MAX (4u << 20)
 /* Resident memory the standalone may gain in a test: far below what the cases cost without the
  * bounds (1 GiB, 150 MiB, 320 MiB), far above the noise of allocator and caches. */
@@ -85,6 +86,8 @@
 
 static sah_standalone g_sa;
 static bool g_passed;
+/* The client of every connection (its port set by sa_start); PINGs answered on every read. */
+static prw_client g_cl = { .timeout_ms = REPLY_TIMEOUT_MS, .auto_pong = true };
 
 static void suite_fini(void)
 {
@@ -99,6 +102,7 @@ static void sa_start(const char *const *extra)
 {
     int rc = sah_start(&g_sa, extra);
     cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
+    g_cl.port = g_sa.broker_port;
 }
 
 static void sa_stop_clean(void)
@@ -139,30 +143,10 @@ static char *metrics_get(void)
     return text;
 }
 
-/* The value of name{label} (label like kind="output"), or -1 when the series is absent. */
-static double metric(const char *text, const char *name, const char *label)
-{
-    char prefix[192];
-    snprintf(prefix, sizeof(prefix), "%s{", name);
-    size_t plen = strlen(prefix);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        const char *end = strchr(line, '\n');
-        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
-        if (len > plen && strncmp(line, prefix, plen) == 0) {
-            const char *close = memchr(line, '}', len);
-            const char *l = strstr(line, label);
-            if (close != NULL && l != NULL && l < close)
-                return strtod(close + 1, NULL);
-        }
-        line = end != NULL ? end + 1 : NULL;
-    }
-    return -1;
-}
-
 static double metric_now(const char *name, const char *label)
 {
     char *text = metrics_get();
-    double v = metric(text, name, label);
+    double v = sah_metric(text, name, label);
     free(text);
     cr_assert_geq(v, 0, "%s{%s} not on /metrics", name, label);
     return v;
@@ -177,196 +161,39 @@ static double metric_now(const char *name, const char *label)
 
 /* ---- a raw client ------------------------------------------------------------------------- */
 
-typedef struct rconn {
-    int fd;
-    uint8_t *raw;
-    pw_frame f; /* the last frame read (f.cmd NULL when none) */
-} rconn;
-
-static void rc_forget(rconn *c)
+/* The next frame other than PING (answered) within timeout_ms; the test fails without one. */
+static const Magnetar__Pulsar__BaseCommand *rc_next(prw_conn *c, int timeout_ms)
 {
-    pw_frame_free(&c->f);
-    free(c->raw);
-    c->raw = NULL;
+    prw_result r = prw_next(c, timeout_ms);
+    cr_assert_eq(r, PRW_FRAME, "no frame within %d ms (%s)", timeout_ms,
+                 r == PRW_EOF ? "connection closed" : "timed out");
+    return c->f.cmd;
 }
 
-static void rc_close(rconn *c)
+static void rc_handshake(prw_conn *c)
 {
-    rc_forget(c);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-}
-
-/* A connection to the broker; rcvbuf > 0 sets SO_RCVBUF before connecting (a consumer that
- * takes almost nothing into its kernel buffer). */
-static rconn rc_open(int rcvbuf)
-{
-    rconn c = { .fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
-    cr_assert_geq(c.fd, 0, "socket: %s", strerror(errno));
-    if (rcvbuf > 0)
-        setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    struct timeval tv = { .tv_sec = REPLY_TIMEOUT_MS / 1000 };
-    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(g_sa.broker_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(c.fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect to %u: %s",
-                 g_sa.broker_port, strerror(errno));
-    int one = 1;
-    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return c;
-}
-
-static void rc_write(rconn *c, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    size_t done = 0;
-    int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
-    while (done < n) {
-        ssize_t k = send(c->fd, b + done, n - done, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        cr_assert_gt(k, 0, "send: %s", strerror(errno));
-        done += (size_t)k;
-        cr_assert_lt(sah_now_ms(), deadline, "send did not finish in time");
-    }
-}
-
-/* Sends up to n bytes without blocking (what the socket takes now); returns the count. Errors
- * (the broker closed the connection) end it quietly. */
-static size_t rc_write_some(rconn *c, const void *p, size_t n)
-{
-    size_t done = 0;
-    for (int i = 0; i < 100000 && done < n; i++) {
-        ssize_t k = send(c->fd, (const uint8_t *)p + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        done += (size_t)k;
-    }
-    return done;
-}
-
-static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
-{
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_command_encode(cmd, &b), MG_OK);
-    rc_write(c, mg_buf_data(b), mg_buf_len(b));
+    mg_buf *b = prw_encode_connect("magnetar-memory-test", 19);
+    prw_write_buf(c, b);
     mg_buf_unref(b);
+    prw_expect(c, T(CONNECTED));
 }
 
-/* Reads exactly n bytes before the deadline: 1, 0 (closed or reset), -1 (timed out). */
-static int rc_read_exact(rconn *c, uint8_t *dst, size_t n, int64_t deadline)
+static void rc_producer(prw_conn *c, const char *topic, uint64_t producer_id)
 {
-    size_t got = 0;
-    while (got < n) {
-        int64_t left = deadline - sah_now_ms();
-        if (left <= 0)
-            return -1;
-        struct pollfd p = { .fd = c->fd, .events = POLLIN };
-        int r = poll(&p, 1, (int)left);
-        if (r < 0 && errno == EINTR)
-            continue;
-        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
-        if (r == 0)
-            continue;
-        ssize_t k = recv(c->fd, dst + got, n - got, 0);
-        if (k == 0 || (k < 0 && errno == ECONNRESET))
-            return 0;
-        if (k < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        cr_assert_gt(k, 0, "recv: %s", strerror(errno));
-        got += (size_t)k;
-    }
-    return 1;
+    prw_send_producer(c, topic, producer_id, producer_id);
+    prw_expect(c, T(PRODUCER_SUCCESS));
 }
 
-/* The next frame other than PING (answered) into c->f, within timeout_ms. */
-static const Magnetar__Pulsar__BaseCommand *rc_next(rconn *c, int timeout_ms)
+static void rc_send(prw_conn *c, uint64_t producer_id, uint64_t seq, const void *data, size_t len)
 {
-    int64_t deadline = sah_now_ms() + timeout_ms;
-    for (int i = 0; i < 1000; i++) {
-        rc_forget(c);
-        uint8_t head[4];
-        int r = rc_read_exact(c, head, 4, deadline);
-        cr_assert_eq(r, 1, "no frame within %d ms (%s)", timeout_ms,
-                     r == 0 ? "connection closed" : "timed out");
-        uint32_t total = ((uint32_t)head[0] << 24) | ((uint32_t)head[1] << 16) |
-                         ((uint32_t)head[2] << 8) | head[3];
-        cr_assert(total >= 4 && total <= CLIENT_FRAME_MAX, "frame with total_size %u", total);
-        c->raw = malloc(4 + (size_t)total);
-        cr_assert_not_null(c->raw);
-        memcpy(c->raw, head, 4);
-        r = rc_read_exact(c, c->raw + 4, total, deadline);
-        cr_assert_eq(r, 1, "connection ended inside a frame");
-        cr_assert_eq(pw_frame_decode(c->raw, 4 + (size_t)total, &c->f), MG_OK);
-        if (c->f.type != T(PING))
-            return c->f.cmd;
-        mg_buf *pong = NULL;
-        cr_assert_eq(pw_encode_pong(&pong), MG_OK);
-        rc_write(c, mg_buf_data(pong), mg_buf_len(pong));
-        mg_buf_unref(pong);
-    }
-    cr_assert_fail("more than 1000 PINGs in a row");
-    return NULL;
-}
-
-static const Magnetar__Pulsar__BaseCommand *rc_expect(rconn *c, int type)
-{
-    const Magnetar__Pulsar__BaseCommand *cmd = rc_next(c, REPLY_TIMEOUT_MS);
-    cr_assert_eq(cmd->type, type, "expected %s, got %s", pw_command_type_name(type),
-                 pw_command_type_name(cmd->type));
-    return cmd;
-}
-
-static void rc_handshake(rconn *c)
-{
-    Magnetar__Pulsar__CommandConnect cc = MAGNETAR__PULSAR__COMMAND_CONNECT__INIT;
-    cc.client_version = (char *)"magnetar-memory-test";
-    cc.has_protocol_version = 1;
-    cc.protocol_version = 19;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(CONNECT);
-    cmd.connect = &cc;
-    rc_send_cmd(c, &cmd);
-    rc_expect(c, T(CONNECTED));
-}
-
-static void rc_producer(rconn *c, const char *topic, uint64_t producer_id)
-{
-    Magnetar__Pulsar__CommandProducer p = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
-    p.topic = (char *)topic;
-    p.producer_id = producer_id;
-    p.request_id = producer_id;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(PRODUCER);
-    cmd.producer = &p;
-    rc_send_cmd(c, &cmd);
-    rc_expect(c, T(PRODUCER_SUCCESS));
-}
-
-static void rc_send(rconn *c, uint64_t producer_id, uint64_t seq, const void *data, size_t len)
-{
-    Magnetar__Pulsar__CommandSend s = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
-    s.producer_id = producer_id;
-    s.sequence_id = seq;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SEND);
-    cmd.send = &s;
-    Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
-    md.producer_name = (char *)"memory-test-producer";
-    md.sequence_id = seq;
-    md.publish_time = (uint64_t)time(NULL) * 1000;
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
-    rc_write(c, mg_buf_data(b), mg_buf_len(b));
+    mg_buf *b = prw_encode_send(producer_id, seq, "memory-test-producer", data, len);
+    prw_write_buf(c, b);
     mg_buf_unref(b);
 }
 
 /* Publishes count messages of len bytes (a window of SEND_WINDOW in flight), every receipt
  * awaited. */
-static void publish(rconn *c, uint64_t producer_id, uint32_t count, size_t len)
+static void publish(prw_conn *c, uint64_t producer_id, uint32_t count, size_t len)
 {
     uint8_t *data = malloc(len);
     cr_assert_not_null(data);
@@ -376,7 +203,7 @@ static void publish(rconn *c, uint64_t producer_id, uint32_t count, size_t len)
     while (acked < count) {
         while (sent < count && sent - acked < SEND_WINDOW)
             rc_send(c, producer_id, sent++, data, len);
-        const Magnetar__Pulsar__BaseCommand *cmd = rc_expect(c, T(SEND_RECEIPT));
+        const Magnetar__Pulsar__BaseCommand *cmd = prw_expect(c, T(SEND_RECEIPT));
         cr_assert_eq(cmd->send_receipt->producer_id, producer_id);
         cr_assert_eq(cmd->send_receipt->sequence_id, acked, "receipt %llu, expected %u",
                      (unsigned long long)cmd->send_receipt->sequence_id, acked);
@@ -385,29 +212,10 @@ static void publish(rconn *c, uint64_t producer_id, uint32_t count, size_t len)
     free(data);
 }
 
-static void rc_subscribe(rconn *c, const char *topic, const char *sub, uint64_t consumer_id,
+static void rc_subscribe(prw_conn *c, const char *topic, const char *sub, uint64_t consumer_id,
                          uint32_t permits)
 {
-    Magnetar__Pulsar__CommandSubscribe s = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
-    s.topic = (char *)topic;
-    s.subscription = (char *)sub;
-    s.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
-    s.consumer_id = consumer_id;
-    s.request_id = 1000 + consumer_id;
-    s.has_initial_position = 1;
-    s.initial_position = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SUBSCRIBE);
-    cmd.subscribe = &s;
-    rc_send_cmd(c, &cmd);
-    rc_expect(c, T(SUCCESS));
-    Magnetar__Pulsar__CommandFlow fl = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
-    fl.consumer_id = consumer_id;
-    fl.message_permits = permits;
-    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    fc.type = T(FLOW);
-    fc.flow = &fl;
-    rc_send_cmd(c, &fc);
+    prw_subscribe(c, topic, sub, consumer_id, 1000 + consumer_id, true, permits);
 }
 
 /* ---- the tests --------------------------------------------------------------------------------
@@ -419,10 +227,10 @@ Test(broker_memory, frames_before_connect_are_refused)
     long rss0 = status_kb("VmRSS");
     uint8_t *data = calloc(1, STRANGER_SENDS);
     cr_assert_not_null(data);
-    rconn c[STRANGERS];
+    prw_conn c[STRANGERS];
     int64_t start = sah_now_ms();
     for (int i = 0; i < STRANGERS; i++) {
-        c[i] = rc_open(0);
+        c[i] = prw_open(&g_cl, 0);
         uint8_t head[8] = { (uint8_t)(ANNOUNCED_BYTES >> 24),
                             (uint8_t)(ANNOUNCED_BYTES >> 16),
                             (uint8_t)(ANNOUNCED_BYTES >> 8),
@@ -431,18 +239,18 @@ Test(broker_memory, frames_before_connect_are_refused)
                             0,
                             0,
                             16 };
-        cr_assert_eq(rc_write_some(&c[i], head, sizeof(head)), sizeof(head));
-        rc_write_some(&c[i], data, STRANGER_SENDS);
+        cr_assert_eq(prw_write_some(&c[i], head, sizeof(head)), sizeof(head));
+        prw_write_some(&c[i], data, STRANGER_SENDS);
     }
     free(data);
     /* Each must be closed (EOF or reset) without a byte sent to it. */
     int64_t deadline = sah_now_ms() + CLOSE_TIMEOUT_MS;
     for (int i = 0; i < STRANGERS; i++) {
         uint8_t b;
-        int r = rc_read_exact(&c[i], &b, 1, deadline);
+        int r = prw_read_exact(&c[i], &b, 1, deadline);
         cr_assert_eq(r, 0, "stranger %d: %s", i,
                      r < 0 ? "not closed in time" : "the broker sent it something");
-        rc_close(&c[i]);
+        prw_close(&c[i]);
     }
     long rss = status_kb("VmRSS"), hwm = status_kb("VmHWM");
     fprintf(stderr, "strangers: %d refused in %lld ms; VmRSS %ld -> %ld kB, VmHWM %ld kB\n",
@@ -451,9 +259,9 @@ Test(broker_memory, frames_before_connect_are_refused)
     double refused = metric_now("magnetar_broker_refused_total", "reason=\"frame_before_connect\"");
     cr_assert_eq(refused, STRANGERS, "refused_total{frame_before_connect} = %g", refused);
     /* The broker serves as before. */
-    rconn ok = rc_open(0);
+    prw_conn ok = prw_open(&g_cl, 0);
     rc_handshake(&ok);
-    rc_close(&ok);
+    prw_close(&ok);
     sa_stop_clean();
     g_passed = true;
 }
@@ -463,18 +271,7 @@ static mg_buf *send_frame(uint64_t producer_id, uint64_t seq, size_t len)
 {
     uint8_t *data = calloc(1, len);
     cr_assert_not_null(data);
-    Magnetar__Pulsar__CommandSend s = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
-    s.producer_id = producer_id;
-    s.sequence_id = seq;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SEND);
-    cmd.send = &s;
-    Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
-    md.producer_name = (char *)"memory-test-producer";
-    md.sequence_id = seq;
-    md.publish_time = (uint64_t)time(NULL) * 1000;
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
+    mg_buf *b = prw_encode_send(producer_id, seq, "memory-test-producer", data, len);
     free(data);
     return b;
 }
@@ -488,13 +285,13 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     mg_buf *frame = send_frame(1, 0, PARTIAL_MSG_BYTES);
     size_t frame_len = mg_buf_len(frame);
     size_t first = frame_len - PARTIAL_HELD_BACK;
-    rconn c[PARTIAL_CONNS];
+    prw_conn c[PARTIAL_CONNS];
     for (int i = 0; i < PARTIAL_CONNS; i++) {
-        c[i] = rc_open(0);
+        c[i] = prw_open(&g_cl, 0);
         rc_handshake(&c[i]);
         rc_producer(&c[i], "persistent://public/default/memory-large", 1);
         /* The frame but its last bytes: the kernel takes what the broker does not read. */
-        cr_assert_eq(rc_write_some(&c[i], mg_buf_data(frame), first), first,
+        cr_assert_eq(prw_write_some(&c[i], mg_buf_data(frame), first), first,
                      "connection %d: the socket did not take %zu bytes", i, first);
     }
     /* As many as fit have a buffer; every other one waits: one pause each. */
@@ -504,8 +301,8 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     int64_t deadline = sah_now_ms() + SETTLE_MS;
     while (sah_now_ms() < deadline) {
         char *text = metrics_get();
-        pauses = metric(text, MEM_PAUSE, "kind=\"receive\"");
-        used = metric(text, MEM_BYTES, RECEIVE);
+        pauses = sah_metric(text, MEM_PAUSE, "kind=\"receive\"");
+        used = sah_metric(text, MEM_BYTES, RECEIVE);
         free(text);
         cr_assert_leq(used, HALF_BYTES, "receive bytes %g past the budget", used);
         if (pauses >= (double)(PARTIAL_CONNS - fit))
@@ -515,7 +312,7 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     cr_assert_geq(pauses, (double)(PARTIAL_CONNS - fit), "receive pauses %g", pauses);
     cr_assert_geq(used, (double)(fit * per_conn), "receive bytes %g", used);
     /* Small frames are not held up. */
-    rconn p = rc_open(0);
+    prw_conn p = prw_open(&g_cl, 0);
     rc_handshake(&p);
     rc_producer(&p, "persistent://public/default/memory-small", 1);
     publish(&p, 1, 10, 1000);
@@ -527,7 +324,7 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     cr_assert_lt(rss, rss0 + RSS_GROWTH_MAX_KB, "VmRSS %ld kB, started at %ld kB", rss, rss0);
     /* Every frame completes: waiting connections get buffers in turn as others finish. */
     for (int i = 0; i < PARTIAL_CONNS; i++)
-        rc_write(&c[i], mg_buf_data(frame) + first, frame_len - first);
+        prw_write(&c[i], mg_buf_data(frame) + first, frame_len - first);
     for (int i = 0; i < PARTIAL_CONNS; i++) {
         const Magnetar__Pulsar__BaseCommand *cmd = rc_next(&c[i], PARTIAL_RECEIPT_MS);
         cr_assert_eq(cmd->type, T(SEND_RECEIPT), "connection %d: %s", i,
@@ -540,8 +337,8 @@ Test(broker_memory, receive_budget_pauses_large_frames)
     cr_assert_eq(metric_now(MEM_BYTES, RECEIVE), 0, "receive buffers not given back");
     cr_assert_leq(metric_now(MEM_PEAK, RECEIVE), HALF_BYTES);
     for (int i = 0; i < PARTIAL_CONNS; i++)
-        rc_close(&c[i]);
-    rc_close(&p);
+        prw_close(&c[i]);
+    prw_close(&p);
     sa_stop_clean();
     g_passed = true;
 }
@@ -555,7 +352,7 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
     cr_assert_eq(metric_now(MEM_LIMIT, OUTPUT), HALF_BYTES);
     static const char stuck_topic[] = "persistent://public/default/memory-backlog";
     static const char normal_topic[] = "persistent://public/default/memory-normal";
-    rconn p = rc_open(0);
+    prw_conn p = prw_open(&g_cl, 0);
     rc_handshake(&p);
     rc_producer(&p, stuck_topic, 1);
     rc_producer(&p, normal_topic, 2);
@@ -563,9 +360,9 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
     publish(&p, 2, NORMAL_MSGS, 1000);
     long rss0 = status_kb("VmRSS");
 
-    rconn k[STUCK_CONSUMERS];
+    prw_conn k[STUCK_CONSUMERS];
     for (int i = 0; i < STUCK_CONSUMERS; i++) {
-        k[i] = rc_open(4096);
+        k[i] = prw_open(&g_cl, 4096);
         rc_handshake(&k[i]);
         char sub[32];
         snprintf(sub, sizeof(sub), "stuck-%d", i);
@@ -576,8 +373,8 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
     int64_t deadline = sah_now_ms() + SETTLE_MS;
     while (sah_now_ms() < deadline) {
         char *text = metrics_get();
-        out = metric(text, MEM_BYTES, OUTPUT);
-        dispatch_pauses = metric(text, MEM_PAUSE, "kind=\"dispatch\"");
+        out = sah_metric(text, MEM_BYTES, OUTPUT);
+        dispatch_pauses = sah_metric(text, MEM_PAUSE, "kind=\"dispatch\"");
         free(text);
         cr_assert_leq(out, HALF_BYTES + OUT_SLACK_BYTES, "output bytes %g past the budget", out);
         if (dispatch_pauses >= 1)
@@ -590,7 +387,7 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
 
     /* A consumer that reads gets every message of its topic meanwhile (at once, through the
      * reserve, or once the broker closed consumers that did not read). */
-    rconn n = rc_open(0);
+    prw_conn n = prw_open(&g_cl, 0);
     rc_handshake(&n);
     rc_subscribe(&n, normal_topic, "normal", 7, 1000);
     int64_t normal_start = sah_now_ms();
@@ -628,14 +425,14 @@ Test(broker_memory, consumers_that_never_read_are_bounded)
     }
     cr_assert_geq(closed, 1, "no consumer closed for not reading");
     for (int i = 0; i < STUCK_CONSUMERS; i++)
-        rc_close(&k[i]);
+        prw_close(&k[i]);
     deadline = sah_now_ms() + SETTLE_MS;
     while (sah_now_ms() < deadline && metric_now(MEM_BYTES, OUTPUT) > 0)
         usleep(POLL_MS * 1000);
     cr_assert_eq(metric_now(MEM_BYTES, OUTPUT), 0);
     cr_assert_leq(metric_now(MEM_PEAK, OUTPUT), HALF_BYTES + OUT_SLACK_BYTES);
-    rc_close(&n);
-    rc_close(&p);
+    prw_close(&n);
+    prw_close(&p);
     sa_stop_clean();
     g_passed = true;
 }

@@ -19,7 +19,9 @@
  * nothing stored, a consumer gets only the good messages, byte-identical); frames trickled one
  * byte at a time and several frames in one write; PING/PONG and the broker's keep-alive
  * (--keepalive-s 1); a socket trickling bytes without CONNECT closed at the CONNECT deadline;
- * LOOKUP of bad and good names; finally the per-reason counters of
+ * LOOKUP of bad and good names; BrokerEntryMetadata to a consumer that asked for it, rebuilt for
+ * entries from the tail cache and read as stored after a restart, the same bytes both ways;
+ * finally the per-reason counters of
  * magnetar_broker_protocol_errors_total on /metrics, exactly as many as the cases caused.
  */
 #include <criterion/criterion.h>
@@ -35,10 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/limits.h"
 #include "pulsar/wire.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/limits.h"
+#include "support/pulsar_raw.h"
 #include "support/sa_harness.h"
 
 #define T(x)   MAGNETAR__PULSAR__BASE_COMMAND__TYPE__##x
@@ -56,7 +60,6 @@ _Static_assert(MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Fai
 #define REPLY_TIMEOUT_MS    10000      /* an answer (PRODUCER may create a ledger first) */
 #define CLOSE_TIMEOUT_MS    5000       /* a connection the broker must close */
 #define HEALTHY_POLL_MS     50         /* slice in which waits also serve the healthy conn */
-#define CLIENT_FRAME_BYTES  (1u << 24) /* largest frame this client accepts */
 #define METRICS_BYTES_MAX   (4u << 20) /* largest /metrics answer read */
 #define TRICKLE_FRAME_BYTES 100        /* bound of the frames sent one byte at a time */
 #define TRICKLE_DELAY_US    2000
@@ -68,6 +71,30 @@ _Static_assert(MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Fai
 static sah_standalone g_sa; /* the standalone of the running test (support/sa_harness.h) */
 static bool g_passed;       /* set at the end of a test body: fini shows the log otherwise */
 
+/* The raw client (support/pulsar_raw.h) and the healthy connection it serves while it waits. */
+static prw_conn g_healthy = { .fd = -1 }; /* its pongs_sent: broker PINGs it answered */
+static uint64_t g_healthy_seq;            /* next sequence id of the healthy producer */
+static int64_t g_healthy_ledger;          /* where its entries go */
+static int64_t g_healthy_entry;           /* its last entry */
+
+/* Reads a frame on the healthy connection that poll found readable: it must be the broker's
+ * PING (nothing else is sent to it unasked), answered with PONG. */
+static void healthy_serve(prw_conn *h)
+{
+    prw_result r = prw_read_frame(h, sah_now_ms() + REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, PRW_FRAME, "the healthy connection was closed (result %d)", r);
+    cr_assert_eq(h->f.type, T(PING), "unasked frame of type %d on the healthy connection",
+                 h->f.type);
+    prw_send_pong(h);
+}
+
+/* The client of every connection (its port set by sa_start): while it waits on another
+ * connection it serves the healthy one. */
+static prw_client g_cl = { .timeout_ms = REPLY_TIMEOUT_MS,
+                           .side = &g_healthy,
+                           .side_ready = healthy_serve,
+                           .side_poll_ms = HEALTHY_POLL_MS };
+
 /* Starts `magnetar standalone` with every port picked free on 127.0.0.1 and waits (bounded) for
  * its ready line, which names the broker and HTTP ports. */
 static void sa_start(unsigned keepalive_s)
@@ -78,6 +105,7 @@ static void sa_start(unsigned keepalive_s)
     const char *const extra[] = { "--max-message-size", max, "--keepalive-s", ka, NULL };
     int rc = sah_start(&g_sa, extra);
     cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
+    g_cl.port = g_sa.broker_port;
 }
 
 /* Stops the standalone with SIGTERM and requires a clean exit (status 0) within the bound:
@@ -91,200 +119,16 @@ static void sa_stop_clean(void)
 
 /* ---- a blocking raw client ------------------------------------------------------------------- */
 
-typedef enum rc_result {
-    RC_FRAME = 1,   /* a frame was read */
-    RC_EOF = 0,     /* the peer closed (or reset) the connection */
-    RC_TIMEOUT = -1 /* nothing (complete) before the deadline */
-} rc_result;
-
-typedef struct rconn {
-    int fd;         /* -1 when closed */
-    bool auto_pong; /* answer the broker's PINGs without handing them to the test */
-    uint8_t *raw;   /* the last frame read, as it came (malloc'd) */
-    size_t raw_len;
-    pw_frame f; /* the last frame, decoded (f.cmd NULL when none) */
-} rconn;
-
-static rconn g_healthy = { .fd = -1 };
-static uint64_t g_healthy_seq;       /* next sequence id of the healthy producer */
-static int64_t g_healthy_ledger;     /* where its entries go */
-static int64_t g_healthy_entry;      /* its last entry */
-static unsigned g_healthy_pings_met; /* broker PINGs the healthy connection answered */
-
-static void rc_forget_frame(rconn *c)
-{
-    pw_frame_free(&c->f);
-    free(c->raw);
-    c->raw = NULL;
-    c->raw_len = 0;
-}
-
-static void rc_close(rconn *c)
-{
-    rc_forget_frame(c);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-}
-
-static rconn rc_open(void)
-{
-    rconn c = { .fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
-    cr_assert_geq(c.fd, 0, "socket: %s", strerror(errno));
-    /* Bounds connect and every send: a broker that stops reading cannot hang the test. */
-    struct timeval tv = { .tv_sec = REPLY_TIMEOUT_MS / 1000 };
-    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_sa.broker_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(c.fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect to %u: %s",
-                 g_sa.broker_port, strerror(errno));
-    int one = 1;
-    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return c;
-}
-
-static void rc_write(rconn *c, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    size_t done = 0;
-    int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
-    while (done < n) {
-        ssize_t k = send(c->fd, b + done, n - done, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        cr_assert_gt(k, 0, "send: %s", strerror(errno));
-        done += (size_t)k;
-        cr_assert_lt(sah_now_ms(), deadline, "send did not finish in time");
-    }
-}
-
-static void rc_write_buf(rconn *c, mg_buf *b)
-{
-    rc_write(c, mg_buf_data(b), mg_buf_len(b));
-}
-
-static void rc_send_cmd(rconn *c, const Magnetar__Pulsar__BaseCommand *cmd)
-{
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_command_encode(cmd, &b), MG_OK);
-    rc_write_buf(c, b);
-    mg_buf_unref(b);
-}
-
-static void send_pong(rconn *c)
-{
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_encode_pong(&b), MG_OK);
-    rc_write_buf(c, b);
-    mg_buf_unref(b);
-}
-
-static rc_result rc_read_frame(rconn *c, int64_t deadline);
-
-/* Reads a frame on the healthy connection that poll found readable: it must be the broker's
- * PING (nothing else is sent to it unasked), answered with PONG. */
-static void healthy_serve(void)
-{
-    rc_result r = rc_read_frame(&g_healthy, sah_now_ms() + REPLY_TIMEOUT_MS);
-    cr_assert_eq(r, RC_FRAME, "the healthy connection was closed (result %d)", r);
-    cr_assert_eq(g_healthy.f.type, T(PING), "unasked frame of type %d on the healthy connection",
-                 g_healthy.f.type);
-    send_pong(&g_healthy);
-    g_healthy_pings_met++;
-}
-
-/* Reads exactly n bytes before the deadline; while waiting on another connection, serves the
- * healthy one. RC_EOF also when the peer reset the connection. */
-static rc_result rc_read_exact(rconn *c, uint8_t *dst, size_t n, int64_t deadline)
-{
-    size_t got = 0;
-    while (got < n) {
-        int64_t left = deadline - sah_now_ms();
-        if (left <= 0)
-            return RC_TIMEOUT;
-        bool serve = c != &g_healthy && g_healthy.fd >= 0;
-        struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN },
-                               { .fd = g_healthy.fd, .events = POLLIN } };
-        int r = poll(p, serve ? 2 : 1, left < HEALTHY_POLL_MS ? (int)left : HEALTHY_POLL_MS);
-        if (r < 0 && errno == EINTR)
-            continue;
-        cr_assert_geq(r, 0, "poll: %s", strerror(errno));
-        if (serve && p[1].revents != 0)
-            healthy_serve();
-        if (p[0].revents == 0)
-            continue;
-        ssize_t k = recv(c->fd, dst + got, n - got, 0);
-        if (k == 0 || (k < 0 && errno == ECONNRESET))
-            return RC_EOF;
-        if (k < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        cr_assert_gt(k, 0, "recv: %s", strerror(errno));
-        got += (size_t)k;
-    }
-    return RC_FRAME;
-}
-
-/* Reads one whole frame and decodes it into c->f (which must decode: the broker's frames are
- * well formed). A connection closed inside a frame fails the test. */
-static rc_result rc_read_frame(rconn *c, int64_t deadline)
-{
-    rc_forget_frame(c);
-    uint8_t head[4];
-    rc_result r = rc_read_exact(c, head, 4, deadline);
-    if (r != RC_FRAME)
-        return r;
-    uint32_t total =
-        ((uint32_t)head[0] << 24) | ((uint32_t)head[1] << 16) | ((uint32_t)head[2] << 8) | head[3];
-    cr_assert(total >= 4 && total <= CLIENT_FRAME_BYTES, "frame with total_size %u", total);
-    c->raw_len = 4 + (size_t)total;
-    c->raw = malloc(c->raw_len);
-    cr_assert_not_null(c->raw);
-    memcpy(c->raw, head, 4);
-    r = rc_read_exact(c, c->raw + 4, total, deadline);
-    cr_assert_eq(r, RC_FRAME, "connection ended inside a frame of %zu bytes (result %d)",
-                 c->raw_len, r);
-    int rc = pw_frame_decode(c->raw, c->raw_len, &c->f);
-    cr_assert_eq(rc, MG_OK, "the broker sent a frame that does not decode: %s", mg_strerror(rc));
-    return RC_FRAME;
-}
-
-/* The next frame within timeout_ms, the broker's PINGs answered when c->auto_pong. */
-static rc_result rc_next(rconn *c, int timeout_ms)
-{
-    int64_t deadline = sah_now_ms() + timeout_ms;
-    for (int i = 0; i < 1000; i++) {
-        rc_result r = rc_read_frame(c, deadline);
-        if (r != RC_FRAME || !c->auto_pong || c->f.type != T(PING))
-            return r;
-        send_pong(c);
-        if (c == &g_healthy)
-            g_healthy_pings_met++;
-    }
-    cr_assert_fail("more than 1000 PINGs in a row");
-    return RC_TIMEOUT;
-}
-
-/* The next frame must be of the given type (within REPLY_TIMEOUT_MS); returns the command. */
-static const Magnetar__Pulsar__BaseCommand *rc_expect(rconn *c, int type)
-{
-    rc_result r = rc_next(c, REPLY_TIMEOUT_MS);
-    cr_assert_eq(r, RC_FRAME, "waiting for %s: %s", pw_command_type_name(type),
-                 r == RC_EOF ? "connection closed" : "timed out");
-    cr_assert_eq(c->f.type, type, "expected %s, got %s", pw_command_type_name(type),
-                 pw_command_type_name(c->f.type));
-    return c->f.cmd;
-}
-
 /* The broker must close the connection within CLOSE_TIMEOUT_MS without sending anything. */
-static void rc_expect_closed(rconn *c, const char *what)
+static void rc_expect_closed(prw_conn *c, const char *what)
 {
-    rc_result r = rc_next(c, CLOSE_TIMEOUT_MS);
-    if (r == RC_FRAME)
+    prw_result r = prw_next(c, CLOSE_TIMEOUT_MS);
+    if (r == PRW_FRAME)
         cr_assert_fail("%s: expected the connection closed, got a %s frame", what,
                        pw_command_type_name(c->f.type));
-    cr_assert_eq(r, RC_EOF, "%s: the connection was not closed within %d ms", what,
+    cr_assert_eq(r, PRW_EOF, "%s: the connection was not closed within %d ms", what,
                  CLOSE_TIMEOUT_MS);
-    rc_close(c);
+    prw_close(c);
 }
 
 /* ---- commands ----------------------------------------------------------------------------------
@@ -292,26 +136,17 @@ static void rc_expect_closed(rconn *c, const char *what)
 
 static mg_buf *encode_connect(int version)
 {
-    Magnetar__Pulsar__CommandConnect cc = MAGNETAR__PULSAR__COMMAND_CONNECT__INIT;
-    cc.client_version = (char *)"magnetar-fault-test";
-    cc.has_protocol_version = 1;
-    cc.protocol_version = version;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(CONNECT);
-    cmd.connect = &cc;
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_command_encode(&cmd, &b), MG_OK);
-    return b;
+    return prw_encode_connect("magnetar-fault-test", version);
 }
 
 /* CONNECT with the given protocol version; returns the CONNECTED answer (valid until the next
  * read on c) after checking what every CONNECTED must carry. */
-static const Magnetar__Pulsar__CommandConnected *rc_handshake(rconn *c, int version)
+static const Magnetar__Pulsar__CommandConnected *rc_handshake(prw_conn *c, int version)
 {
     mg_buf *b = encode_connect(version);
-    rc_write_buf(c, b);
+    prw_write_buf(c, b);
     mg_buf_unref(b);
-    const Magnetar__Pulsar__CommandConnected *ok = rc_expect(c, T(CONNECTED))->connected;
+    const Magnetar__Pulsar__CommandConnected *ok = prw_expect(c, T(CONNECTED))->connected;
     cr_assert_not_null(ok->server_version);
     cr_assert(ok->has_protocol_version);
     cr_assert(ok->has_max_message_size);
@@ -319,24 +154,12 @@ static const Magnetar__Pulsar__CommandConnected *rc_handshake(rconn *c, int vers
     return ok;
 }
 
-static void send_producer(rconn *c, const char *topic, uint64_t producer_id, uint64_t request_id)
-{
-    Magnetar__Pulsar__CommandProducer p = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
-    p.topic = (char *)topic;
-    p.producer_id = producer_id;
-    p.request_id = request_id;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(PRODUCER);
-    cmd.producer = &p;
-    rc_send_cmd(c, &cmd);
-}
-
-static void rc_create_producer(rconn *c, const char *topic, uint64_t producer_id,
+static void rc_create_producer(prw_conn *c, const char *topic, uint64_t producer_id,
                                uint64_t request_id)
 {
-    send_producer(c, topic, producer_id, request_id);
+    prw_send_producer(c, topic, producer_id, request_id);
     const Magnetar__Pulsar__CommandProducerSuccess *ok =
-        rc_expect(c, T(PRODUCER_SUCCESS))->producer_success;
+        prw_expect(c, T(PRODUCER_SUCCESS))->producer_success;
     cr_assert_eq(ok->request_id, request_id);
     cr_assert_not_null(ok->producer_name);
 }
@@ -344,19 +167,7 @@ static void rc_create_producer(rconn *c, const char *topic, uint64_t producer_id
 /* A whole SEND frame with a checksummed payload. */
 static mg_buf *encode_send(uint64_t producer_id, uint64_t sequence_id, const void *data, size_t len)
 {
-    Magnetar__Pulsar__CommandSend s = MAGNETAR__PULSAR__COMMAND_SEND__INIT;
-    s.producer_id = producer_id;
-    s.sequence_id = sequence_id;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SEND);
-    cmd.send = &s;
-    Magnetar__Pulsar__MessageMetadata md = MAGNETAR__PULSAR__MESSAGE_METADATA__INIT;
-    md.producer_name = (char *)"fault-test-producer";
-    md.sequence_id = sequence_id;
-    md.publish_time = (uint64_t)time(NULL) * 1000;
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_payload_frame_encode(&cmd, &md, data, len, &b), MG_OK);
-    return b;
+    return prw_encode_send(producer_id, sequence_id, "fault-test-producer", data, len);
 }
 
 /* The bytes after the command of a SEND frame this client encoded: what a consumer must get. */
@@ -370,10 +181,10 @@ static void send_payload(mg_buf *frame, const uint8_t **p, size_t *len)
 }
 
 /* The next frame must be the SEND_RECEIPT of (producer_id, sequence_id); returns its id. */
-static void rc_expect_receipt(rconn *c, uint64_t producer_id, uint64_t sequence_id,
+static void rc_expect_receipt(prw_conn *c, uint64_t producer_id, uint64_t sequence_id,
                               int64_t *ledger_id, int64_t *entry_id)
 {
-    const Magnetar__Pulsar__CommandSendReceipt *r = rc_expect(c, T(SEND_RECEIPT))->send_receipt;
+    const Magnetar__Pulsar__CommandSendReceipt *r = prw_expect(c, T(SEND_RECEIPT))->send_receipt;
     cr_assert_eq(r->producer_id, producer_id);
     cr_assert_eq(r->sequence_id, sequence_id);
     cr_assert_not_null(r->message_id, "SEND_RECEIPT without message_id");
@@ -383,18 +194,10 @@ static void rc_expect_receipt(rconn *c, uint64_t producer_id, uint64_t sequence_
     cr_assert_geq(*entry_id, 0);
 }
 
-static void send_ping(rconn *c)
+static void rc_ping_pong(prw_conn *c)
 {
-    mg_buf *b = NULL;
-    cr_assert_eq(pw_encode_ping(&b), MG_OK);
-    rc_write_buf(c, b);
-    mg_buf_unref(b);
-}
-
-static void rc_ping_pong(rconn *c)
-{
-    send_ping(c);
-    rc_expect(c, T(PONG));
+    prw_send_ping(c);
+    prw_expect(c, T(PONG));
 }
 
 /* A frame [total_size][command_size][body] with sizes as given (they may lie). */
@@ -417,14 +220,13 @@ static size_t raw_frame(uint8_t *dst, uint32_t total, uint32_t command_size, con
 
 static void healthy_open(void)
 {
-    g_healthy = rc_open();
+    g_healthy = prw_open(&g_cl, 0);
     g_healthy.auto_pong = true;
     rc_handshake(&g_healthy, 19);
     rc_create_producer(&g_healthy, HEALTHY_TOPIC, 1, 1);
     g_healthy_seq = 0;
-    g_healthy_pings_met = 0;
     mg_buf *b = encode_send(1, g_healthy_seq, "healthy", 7);
-    rc_write_buf(&g_healthy, b);
+    prw_write_buf(&g_healthy, b);
     mg_buf_unref(b);
     rc_expect_receipt(&g_healthy, 1, g_healthy_seq, &g_healthy_ledger, &g_healthy_entry);
     g_healthy_seq++;
@@ -435,11 +237,11 @@ static void healthy_check(const char *after)
 {
     cr_assert_geq(g_healthy.fd, 0);
     mg_buf *b = encode_send(1, g_healthy_seq, "healthy", 7);
-    rc_write_buf(&g_healthy, b);
+    prw_write_buf(&g_healthy, b);
     mg_buf_unref(b);
-    rc_result r = rc_next(&g_healthy, REPLY_TIMEOUT_MS);
-    cr_assert_eq(r, RC_FRAME, "after %s the healthy connection %s", after,
-                 r == RC_EOF ? "was closed" : "got no SEND_RECEIPT");
+    prw_result r = prw_next(&g_healthy, REPLY_TIMEOUT_MS);
+    cr_assert_eq(r, PRW_FRAME, "after %s the healthy connection %s", after,
+                 r == PRW_EOF ? "was closed" : "got no SEND_RECEIPT");
     cr_assert_eq(g_healthy.f.type, T(SEND_RECEIPT), "after %s the healthy connection got %s", after,
                  pw_command_type_name(g_healthy.f.type));
     const Magnetar__Pulsar__CommandSendReceipt *rc = g_healthy.f.cmd->send_receipt;
@@ -459,7 +261,7 @@ static void suite_fini(void)
 {
     if (!g_passed)
         sah_dump_log(&g_sa);
-    rc_close(&g_healthy);
+    prw_close(&g_healthy);
     sah_destroy(&g_sa);
 }
 
@@ -471,9 +273,9 @@ TestSuite(broker_protocol, .fini = suite_fini, .timeout = 90);
 /* 1. Anything but CONNECT (or PING/PONG) first closes the connection. PING is allowed. */
 static void case_before_connect(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_ping_pong(&c);
-    send_producer(&c, "persistent://public/default/early", 1, 1);
+    prw_send_producer(&c, "persistent://public/default/early", 1, 1);
     rc_expect_closed(&c, "PRODUCER before CONNECT");
 }
 
@@ -481,28 +283,28 @@ static void case_before_connect(void)
  * CONNECT on a connected connection closes it. */
 static void case_connect_versions(void)
 {
-    rconn a = rc_open(), b = rc_open();
+    prw_conn a = prw_open(&g_cl, 0), b = prw_open(&g_cl, 0);
     cr_assert_eq(rc_handshake(&a, 10)->protocol_version, 10);
     cr_assert_eq(rc_handshake(&b, 21)->protocol_version, 19);
     rc_ping_pong(&a);
     rc_ping_pong(&b);
     mg_buf *again = encode_connect(19);
-    rc_write_buf(&a, again);
+    prw_write_buf(&a, again);
     mg_buf_unref(again);
     rc_expect_closed(&a, "a second CONNECT");
     rc_ping_pong(&b);
-    rc_close(&b);
+    prw_close(&b);
 }
 
 /* 3. Command bytes that are not a BaseCommand close the connection. */
 static void case_garbage(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f, 0x42, 0x13, 0x37, 0x00, 0xfe };
     uint8_t f[64];
     size_t n = raw_frame(f, 4 + sizeof(junk), sizeof(junk), junk, sizeof(junk));
-    rc_write(&c, f, n);
+    prw_write(&c, f, n);
     rc_expect_closed(&c, "a BaseCommand that does not parse");
 }
 
@@ -510,12 +312,12 @@ static void case_garbage(void)
  * 4 size bytes are sent, so the close proves the body was never awaited. */
 static void case_frame_too_large(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     uint32_t total = MAX_MESSAGE_BYTES + FRAME_PADDING_BYTES + 1;
     uint8_t head[4] = { (uint8_t)(total >> 24), (uint8_t)(total >> 16), (uint8_t)(total >> 8),
                         (uint8_t)total };
-    rc_write(&c, head, sizeof(head));
+    prw_write(&c, head, sizeof(head));
     rc_expect_closed(&c, "total_size above the frame limit (header only)");
 }
 
@@ -523,18 +325,18 @@ static void case_frame_too_large(void)
 static void case_bad_sizes(void)
 {
     /* A PING command whose command_size claims more than the frame holds. */
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     static const uint8_t ping[] = { 0x08, 18, 0x92, 0x01, 0x00 };
     uint8_t f[64];
     size_t n = raw_frame(f, 4 + sizeof(ping), sizeof(ping) + 1, ping, sizeof(ping));
-    rc_write(&c, f, n);
+    prw_write(&c, f, n);
     rc_expect_closed(&c, "command_size > total_size - 4");
 
-    rconn d = rc_open();
+    prw_conn d = prw_open(&g_cl, 0);
     rc_handshake(&d, 19);
     static const uint8_t tiny[] = { 0, 0, 0, 2, 0, 0 };
-    rc_write(&d, tiny, sizeof(tiny));
+    prw_write(&d, tiny, sizeof(tiny));
     rc_expect_closed(&d, "total_size 2");
 }
 
@@ -542,13 +344,13 @@ static void case_bad_sizes(void)
  * does not serve (CONSUMER_STATS) is answered with ERROR; the connection stays. */
 static void case_unknown_command(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     static const uint8_t type50[] = { 0x08, 50 };
     uint8_t f[64];
     size_t n = raw_frame(f, 4 + sizeof(type50), sizeof(type50), type50, sizeof(type50));
-    rc_write(&c, f, n);
-    const Magnetar__Pulsar__CommandError *e = rc_expect(&c, T(ERROR))->error;
+    prw_write(&c, f, n);
+    const Magnetar__Pulsar__CommandError *e = prw_expect(&c, T(ERROR))->error;
     cr_assert_eq(e->request_id, 0);
     cr_assert_eq(e->error, ERR(NotAllowedError));
     rc_ping_pong(&c);
@@ -559,26 +361,26 @@ static void case_unknown_command(void)
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = T(CONSUMER_STATS);
     cmd.consumer_stats = &cs;
-    rc_send_cmd(&c, &cmd);
-    e = rc_expect(&c, T(ERROR))->error;
+    prw_send_cmd(&c, &cmd);
+    e = prw_expect(&c, T(ERROR))->error;
     cr_assert_eq(e->error, ERR(NotAllowedError));
     cr_assert_eq(e->request_id, 7, "the ERROR names the refused request");
     rc_ping_pong(&c);
-    rc_close(&c);
+    prw_close(&c);
 }
 
 /* 7. SEND for a producer id never created closes the connection; so does a SEND whose message
  * metadata is malformed (the checksum, absent here, cannot vouch for it). */
 static void case_send_without_producer(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     mg_buf *s = encode_send(777, 0, "orphan", 6);
-    rc_write_buf(&c, s);
+    prw_write_buf(&c, s);
     mg_buf_unref(s);
     rc_expect_closed(&c, "SEND before PRODUCER");
 
-    rconn d = rc_open();
+    prw_conn d = prw_open(&g_cl, 0);
     rc_handshake(&d, 19);
     rc_create_producer(&d, "persistent://public/default/bad-metadata", 1, 1);
     /* [metadata_size 1000][3 bytes]: the metadata runs past the payload. */
@@ -591,8 +393,8 @@ static void case_send_without_producer(void)
     cmd.send = &sc;
     mg_buf *head = NULL;
     cr_assert_eq(pw_payload_head_encode(&cmd, sizeof(payload), &head), MG_OK);
-    rc_write_buf(&d, head);
-    rc_write(&d, payload, sizeof(payload));
+    prw_write_buf(&d, head);
+    prw_write(&d, payload, sizeof(payload));
     mg_buf_unref(head);
     rc_expect_closed(&d, "SEND with malformed metadata");
 }
@@ -602,16 +404,16 @@ static void case_send_without_producer(void)
 static void case_checksum(void)
 {
     static const char topic[] = "persistent://public/default/checksum";
-    rconn p = rc_open();
+    prw_conn p = prw_open(&g_cl, 0);
     rc_handshake(&p, 19);
     rc_create_producer(&p, topic, 3, 1);
 
     mg_buf *bad = encode_send(3, 10, "corrupted", 9);
     uint8_t *last = mg_buf_data(bad) + mg_buf_len(bad) - 1;
     *last ^= 0x01; /* a data byte: the checksum no longer matches */
-    rc_write_buf(&p, bad);
+    prw_write_buf(&p, bad);
     mg_buf_unref(bad);
-    const Magnetar__Pulsar__CommandSendError *se = rc_expect(&p, T(SEND_ERROR))->send_error;
+    const Magnetar__Pulsar__CommandSendError *se = prw_expect(&p, T(SEND_ERROR))->send_error;
     cr_assert_eq(se->producer_id, 3);
     cr_assert_eq(se->sequence_id, 10);
     cr_assert_eq(se->error, ERR(ChecksumError));
@@ -621,41 +423,22 @@ static void case_checksum(void)
     mg_buf *good1 = encode_send(3, 11, data1, sizeof(data1) - 1);
     mg_buf *good2 = encode_send(3, 12, data2, sizeof(data2) - 1);
     int64_t ledger1, entry1, ledger2, entry2;
-    rc_write_buf(&p, good1);
+    prw_write_buf(&p, good1);
     rc_expect_receipt(&p, 3, 11, &ledger1, &entry1);
     cr_assert_eq(entry1, 0, "the corrupted message must not have been stored");
-    rc_write_buf(&p, good2);
+    prw_write_buf(&p, good2);
     rc_expect_receipt(&p, 3, 12, &ledger2, &entry2);
     cr_assert_eq(ledger2, ledger1);
     cr_assert_eq(entry2, entry1 + 1);
 
-    rconn k = rc_open();
+    prw_conn k = prw_open(&g_cl, 0);
     rc_handshake(&k, 19);
-    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
-    sub.topic = (char *)topic;
-    sub.subscription = (char *)"checksum-sub";
-    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
-    sub.consumer_id = 5;
-    sub.request_id = 2;
-    sub.has_initial_position = 1;
-    sub.initial_position = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SUBSCRIBE);
-    cmd.subscribe = &sub;
-    rc_send_cmd(&k, &cmd);
-    cr_assert_eq(rc_expect(&k, T(SUCCESS))->success->request_id, 2);
-    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
-    flow.consumer_id = 5;
-    flow.message_permits = 10;
-    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    fc.type = T(FLOW);
-    fc.flow = &flow;
-    rc_send_cmd(&k, &fc);
+    prw_subscribe(&k, topic, "checksum-sub", 5, 2, true, 10);
 
     mg_buf *goods[2] = { good1, good2 };
     int64_t entries[2] = { entry1, entry2 };
     for (int i = 0; i < 2; i++) {
-        const Magnetar__Pulsar__CommandMessage *m = rc_expect(&k, T(MESSAGE))->message;
+        const Magnetar__Pulsar__CommandMessage *m = prw_expect(&k, T(MESSAGE))->message;
         cr_assert_eq(m->consumer_id, 5);
         cr_assert_not_null(m->message_id);
         cr_assert_eq((int64_t)m->message_id->ledger_id, ledger1);
@@ -670,8 +453,133 @@ static void case_checksum(void)
     mg_buf_unref(good1);
     mg_buf_unref(good2);
     rc_ping_pong(&p);
-    rc_close(&p);
-    rc_close(&k);
+    prw_close(&p);
+    prw_close(&k);
+}
+
+/* BrokerEntryMetadata to a consumer that asked for it (protocol 19 and the feature flag): a
+ * subscription at the tail gets the entries from the tail cache, which holds them without the
+ * prefix, so the broker rebuilds it; after a restart (empty tail cache) a subscription from the
+ * earliest entry gets the prefixes as stored. Both must be [0x0e02][BrokerEntryMetadata] with
+ * the entry's index and timestamp before the client's bytes, and byte for byte the same. */
+#define BEM_TOPIC   "persistent://public/default/bem"
+#define BEM_ENTRIES 3
+
+static uint8_t g_bem_seen[BEM_ENTRIES][PW_BEM_PREFIX_BYTES_MAX]; /* prefixes from the tail */
+static size_t g_bem_seen_len[BEM_ENTRIES];
+static uint8_t g_bem_client[BEM_ENTRIES][256]; /* the client bytes sent */
+static size_t g_bem_client_len[BEM_ENTRIES];
+
+static void bem_subscribe(prw_conn *k, const char *subscription, uint64_t consumer_id,
+                          bool earliest)
+{
+    mg_buf *b = NULL;
+    Magnetar__Pulsar__FeatureFlags ff = MAGNETAR__PULSAR__FEATURE_FLAGS__INIT;
+    ff.has_supports_broker_entry_metadata = 1;
+    ff.supports_broker_entry_metadata = 1;
+    Magnetar__Pulsar__CommandConnect cc = MAGNETAR__PULSAR__COMMAND_CONNECT__INIT;
+    cc.client_version = (char *)"magnetar-fault-test";
+    cc.has_protocol_version = 1;
+    cc.protocol_version = 19;
+    cc.feature_flags = &ff;
+    Magnetar__Pulsar__BaseCommand connect = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    connect.type = T(CONNECT);
+    connect.connect = &cc;
+    cr_assert_eq(pw_command_encode(&connect, &b), MG_OK);
+    prw_write_buf(k, b);
+    mg_buf_unref(b);
+    prw_expect(k, T(CONNECTED));
+
+    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
+    sub.topic = (char *)BEM_TOPIC;
+    sub.subscription = (char *)subscription;
+    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
+    sub.consumer_id = consumer_id;
+    sub.request_id = 1;
+    if (earliest) {
+        sub.has_initial_position = 1;
+        sub.initial_position = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest;
+    }
+    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    cmd.type = T(SUBSCRIBE);
+    cmd.subscribe = &sub;
+    prw_send_cmd(k, &cmd);
+    cr_assert_eq(prw_expect(k, T(SUCCESS))->success->request_id, 1);
+    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
+    flow.consumer_id = consumer_id;
+    flow.message_permits = 10;
+    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
+    fc.type = T(FLOW);
+    fc.flow = &flow;
+    prw_send_cmd(k, &fc);
+}
+
+/* The next MESSAGE on k must be entry i: the prefix (index i, a timestamp in [ts_min, ts_max])
+ * then the client bytes g_bem_client[i]; returns the prefix's length, its bytes left in prefix. */
+static size_t bem_expect(prw_conn *k, int i, uint64_t ts_min, uint64_t ts_max, uint8_t *prefix)
+{
+    prw_expect(k, T(MESSAGE));
+    const uint8_t *p = k->raw + k->f.payload_off;
+    pw_payload pl;
+    cr_assert_eq(pw_payload_parse(p, k->f.payload_len, true, &pl), MG_OK, "message %d", i);
+    cr_assert(pl.has_broker_entry_metadata, "message %d without BrokerEntryMetadata", i);
+    cr_assert(pl.has_broker_timestamp && pl.has_index, "message %d: a field missing", i);
+    cr_assert_eq(pl.index, i, "message %d: index %lld", i, (long long)pl.index);
+    cr_assert(pl.broker_timestamp_ms >= ts_min && pl.broker_timestamp_ms <= ts_max,
+              "message %d: broker timestamp %llu outside [%llu, %llu]", i,
+              (unsigned long long)pl.broker_timestamp_ms, (unsigned long long)ts_min,
+              (unsigned long long)ts_max);
+    cr_assert_leq(pl.bem_len, PW_BEM_PREFIX_BYTES_MAX);
+    uint8_t want[PW_BEM_PREFIX_BYTES_MAX];
+    size_t want_len = pw_bem_encode((int64_t)pl.broker_timestamp_ms, pl.index, want);
+    cr_assert(pl.bem_len == want_len && memcmp(p, want, want_len) == 0,
+              "message %d: the prefix is not the codec's encoding of its own fields", i);
+    cr_assert(pl.client_len == g_bem_client_len[i] &&
+                  memcmp(p + pl.client_off, g_bem_client[i], pl.client_len) == 0,
+              "message %d: the client bytes differ from what was sent", i);
+    memcpy(prefix, p, pl.bem_len);
+    return pl.bem_len;
+}
+
+static void case_bem_from_tail(void)
+{
+    prw_conn k = prw_open(&g_cl, 0);
+    bem_subscribe(&k, "bem-tail", 7, false);
+    prw_conn p = prw_open(&g_cl, 0);
+    rc_handshake(&p, 19);
+    rc_create_producer(&p, BEM_TOPIC, 8, 1);
+    uint64_t ts_min = (uint64_t)sah_wall_ms();
+    for (int i = 0; i < BEM_ENTRIES; i++) {
+        char data[32];
+        int n = snprintf(data, sizeof(data), "entry %d", i);
+        mg_buf *sent = encode_send(8, (uint64_t)i, data, (size_t)n);
+        const uint8_t *client;
+        send_payload(sent, &client, &g_bem_client_len[i]);
+        cr_assert_leq(g_bem_client_len[i], sizeof(g_bem_client[i]));
+        memcpy(g_bem_client[i], client, g_bem_client_len[i]);
+        prw_write_buf(&p, sent);
+        mg_buf_unref(sent);
+        int64_t ledger, entry;
+        rc_expect_receipt(&p, 8, (uint64_t)i, &ledger, &entry);
+    }
+    uint64_t ts_max = (uint64_t)sah_wall_ms();
+    for (int i = 0; i < BEM_ENTRIES; i++)
+        g_bem_seen_len[i] = bem_expect(&k, i, ts_min, ts_max, g_bem_seen[i]);
+    prw_close(&p);
+    prw_close(&k);
+}
+
+static void case_bem_stored(void)
+{
+    prw_conn k = prw_open(&g_cl, 0);
+    bem_subscribe(&k, "bem-earliest", 9, true);
+    for (int i = 0; i < BEM_ENTRIES; i++) {
+        uint8_t prefix[PW_BEM_PREFIX_BYTES_MAX];
+        size_t n = bem_expect(&k, i, 0, UINT64_MAX, prefix);
+        cr_assert(n == g_bem_seen_len[i] && memcmp(prefix, g_bem_seen[i], n) == 0,
+                  "entry %d: the stored prefix differs from the one rebuilt at the tail", i);
+    }
+    prw_close(&k);
 }
 
 /* Terminating a topic: its producer is closed by the broker, a new producer and a SEND are
@@ -680,36 +588,19 @@ static void case_checksum(void)
 static void case_terminate(void)
 {
     static const char topic[] = "persistent://public/default/terminated";
-    rconn p = rc_open();
+    prw_conn p = prw_open(&g_cl, 0);
     rc_handshake(&p, 19);
     rc_create_producer(&p, topic, 4, 1);
-    rconn k = rc_open();
+    prw_conn k = prw_open(&g_cl, 0);
     rc_handshake(&k, 19);
-    Magnetar__Pulsar__CommandSubscribe sub = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__INIT;
-    sub.topic = (char *)topic;
-    sub.subscription = (char *)"to-the-end";
-    sub.sub_type = MAGNETAR__PULSAR__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive;
-    sub.consumer_id = 6;
-    sub.request_id = 3;
-    Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    cmd.type = T(SUBSCRIBE);
-    cmd.subscribe = &sub;
-    rc_send_cmd(&k, &cmd);
-    cr_assert_eq(rc_expect(&k, T(SUCCESS))->success->request_id, 3);
-    Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
-    flow.consumer_id = 6;
-    flow.message_permits = 10;
-    Magnetar__Pulsar__BaseCommand fc = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
-    fc.type = T(FLOW);
-    fc.flow = &flow;
-    rc_send_cmd(&k, &fc);
+    prw_subscribe(&k, topic, "to-the-end", 6, 3, false, 10);
 
     int64_t ledger, entry;
     mg_buf *m = encode_send(4, 0, "last words", 10);
-    rc_write_buf(&p, m);
+    prw_write_buf(&p, m);
     mg_buf_unref(m);
     rc_expect_receipt(&p, 4, 0, &ledger, &entry);
-    const Magnetar__Pulsar__CommandMessage *msg = rc_expect(&k, T(MESSAGE))->message;
+    const Magnetar__Pulsar__CommandMessage *msg = prw_expect(&k, T(MESSAGE))->message;
     cr_assert_eq((int64_t)msg->message_id->entry_id, entry);
 
     char body[512], want[128];
@@ -719,12 +610,12 @@ static void case_terminate(void)
     snprintf(want, sizeof(want), "{\"ledgerId\":%lld,\"entryId\":%lld,\"partitionIndex\":-1}",
              (long long)ledger, (long long)entry);
     cr_assert_str_eq(body, want);
-    cr_assert_eq(rc_expect(&p, T(CLOSE_PRODUCER))->close_producer->producer_id, 4);
-    cr_assert_eq(rc_expect(&k, T(REACHED_END_OF_TOPIC))->reached_end_of_topic->consumer_id, 6);
+    cr_assert_eq(prw_expect(&p, T(CLOSE_PRODUCER))->close_producer->producer_id, 4);
+    cr_assert_eq(prw_expect(&k, T(REACHED_END_OF_TOPIC))->reached_end_of_topic->consumer_id, 6);
 
     /* The client comes back: refused. */
-    send_producer(&p, topic, 7, 8);
-    const Magnetar__Pulsar__CommandError *e = rc_expect(&p, T(ERROR))->error;
+    prw_send_producer(&p, topic, 7, 8);
+    const Magnetar__Pulsar__CommandError *e = prw_expect(&p, T(ERROR))->error;
     cr_assert_eq(e->request_id, 8);
     cr_assert_eq(e->error, ERR(TopicTerminatedError));
     /* Terminating again answers the same last message id. */
@@ -733,43 +624,43 @@ static void case_terminate(void)
     cr_assert_eq(status, 200);
     cr_assert_str_eq(body, want);
     rc_ping_pong(&p);
-    rc_close(&p);
-    rc_close(&k);
+    prw_close(&p);
+    prw_close(&k);
 }
 
 /* 9. Frames trickled one byte at a time are decoded, and so are several frames in one write. */
 static void case_trickle(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     mg_buf *b = encode_connect(19);
     size_t n = mg_buf_len(b);
     cr_assert_leq(n, TRICKLE_FRAME_BYTES);
     for (size_t i = 0; i < n; i++) {
-        rc_write(&c, mg_buf_data(b) + i, 1);
+        prw_write(&c, mg_buf_data(b) + i, 1);
         usleep(TRICKLE_DELAY_US);
     }
     mg_buf_unref(b);
-    const Magnetar__Pulsar__CommandConnected *ok = rc_expect(&c, T(CONNECTED))->connected;
+    const Magnetar__Pulsar__CommandConnected *ok = prw_expect(&c, T(CONNECTED))->connected;
     cr_assert_eq(ok->protocol_version, 19);
     cr_assert_eq(ok->max_message_size, (int32_t)MAX_MESSAGE_BYTES);
 
     mg_buf *ping = NULL;
     cr_assert_eq(pw_encode_ping(&ping), MG_OK);
     for (size_t i = 0; i < mg_buf_len(ping); i++) {
-        rc_write(&c, mg_buf_data(ping) + i, 1);
+        prw_write(&c, mg_buf_data(ping) + i, 1);
         usleep(TRICKLE_DELAY_US);
     }
-    rc_expect(&c, T(PONG));
+    prw_expect(&c, T(PONG));
     uint8_t three[3 * 16];
     size_t pl = mg_buf_len(ping);
     cr_assert_leq(3 * pl, sizeof(three));
     for (int i = 0; i < 3; i++)
         memcpy(three + (size_t)i * pl, mg_buf_data(ping), pl);
-    rc_write(&c, three, 3 * pl);
+    prw_write(&c, three, 3 * pl);
     mg_buf_unref(ping);
     for (int i = 0; i < 3; i++)
-        rc_expect(&c, T(PONG));
-    rc_close(&c);
+        prw_expect(&c, T(PONG));
+    prw_close(&c);
 }
 
 /* 10. PING is answered with PONG; with --keepalive-s 1 an idle connection is PINGed and closed
@@ -778,15 +669,15 @@ static void case_trickle(void)
 static void case_keepalive(void)
 {
     rc_ping_pong(&g_healthy);
-    rconn idle = rc_open();
-    rconn mute = rc_open();
+    prw_conn idle = prw_open(&g_cl, 0);
+    prw_conn mute = prw_open(&g_cl, 0);
     rc_handshake(&idle, 19);
-    rc_result r = rc_next(&idle, 3000); /* the PING is due after 1 to 1.5 s of silence */
-    cr_assert_eq(r, RC_FRAME, "no PING on an idle connection (result %d)", r);
+    prw_result r = prw_next(&idle, 3000); /* the PING is due after 1 to 1.5 s of silence */
+    cr_assert_eq(r, PRW_FRAME, "no PING on an idle connection (result %d)", r);
     cr_assert_eq(idle.f.type, T(PING), "got %s", pw_command_type_name(idle.f.type));
     rc_expect_closed(&idle, "no PONG for the broker's PING");
     rc_expect_closed(&mute, "no CONNECT within the keep-alive period");
-    cr_assert_geq(g_healthy_pings_met, 1, "the healthy connection was never PINGed");
+    cr_assert_geq(g_healthy.pongs_sent, 1, "the healthy connection was never PINGed");
 }
 
 /* 10b. A socket that never completes CONNECT is closed BR_CONNECT_TIMEOUT_MS after its accept
@@ -794,7 +685,7 @@ static void case_keepalive(void)
  * alone, which counts from the last byte in, would keep it forever. Counted on /metrics. */
 static void case_connect_deadline(void)
 {
-    rconn t = rc_open();
+    prw_conn t = prw_open(&g_cl, 0);
     int64_t start = sah_now_ms();
     static const uint8_t header[4] = { 0, 0, 0, 64 }; /* a 64-byte frame, a byte a second */
     bool closed = false;
@@ -809,7 +700,7 @@ static void case_connect_deadline(void)
         }
     }
     int64_t elapsed_ms = sah_now_ms() - start;
-    rc_close(&t);
+    prw_close(&t);
     cr_assert_geq(elapsed_ms, (int64_t)BR_CONNECT_TIMEOUT_MS - 1000,
                   "closed after %lld ms, before the CONNECT deadline", (long long)elapsed_ms);
     cr_assert_leq(elapsed_ms, (int64_t)BR_CONNECT_TIMEOUT_MS + 16000,
@@ -829,7 +720,7 @@ static void case_connect_deadline(void)
  * this broker's service URL. */
 static void case_lookup(void)
 {
-    rconn c = rc_open();
+    prw_conn c = prw_open(&g_cl, 0);
     rc_handshake(&c, 19);
     Magnetar__Pulsar__CommandLookupTopic lt = MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC__INIT;
     lt.topic = (char *)"a//b";
@@ -837,9 +728,9 @@ static void case_lookup(void)
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = T(LOOKUP);
     cmd.lookup_topic = &lt;
-    rc_send_cmd(&c, &cmd);
+    prw_send_cmd(&c, &cmd);
     const Magnetar__Pulsar__CommandLookupTopicResponse *r =
-        rc_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
+        prw_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
     cr_assert_eq(r->request_id, 41);
     cr_assert(r->has_response);
     cr_assert_eq(r->response, MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed);
@@ -848,8 +739,8 @@ static void case_lookup(void)
 
     lt.topic = (char *)"persistent://public/default/lookup-ok";
     lt.request_id = 42;
-    rc_send_cmd(&c, &cmd);
-    r = rc_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
+    prw_send_cmd(&c, &cmd);
+    r = prw_expect(&c, T(LOOKUP_RESPONSE))->lookup_topic_response;
     cr_assert_eq(r->request_id, 42);
     cr_assert(r->has_response);
     cr_assert_eq(r->response,
@@ -858,7 +749,7 @@ static void case_lookup(void)
     snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
     cr_assert_not_null(r->broker_service_url);
     cr_assert_str_eq(r->broker_service_url, url);
-    rc_close(&c);
+    prw_close(&c);
 }
 
 /* ---- metrics
@@ -877,21 +768,9 @@ static char *fetch_metrics(void)
 /* The value of magnetar_broker_protocol_errors_total{reason="<reason>"}, or -1 when absent. */
 static double proto_errors(const char *text, const char *reason)
 {
-    static const char name[] = "magnetar_broker_protocol_errors_total{";
     char label[96];
     snprintf(label, sizeof(label), "reason=\"%s\"", reason);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        const char *end = strchr(line, '\n');
-        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
-        if (len > sizeof(name) - 1 && strncmp(line, name, sizeof(name) - 1) == 0) {
-            const char *close = memchr(line, '}', len);
-            const char *l = strstr(line, label);
-            if (close != NULL && l != NULL && l < close)
-                return strtod(close + 1, NULL);
-        }
-        line = end != NULL ? end + 1 : NULL;
-    }
-    return -1;
+    return sah_metric(text, "magnetar_broker_protocol_errors_total", label);
 }
 
 /* ---- the tests
@@ -909,7 +788,7 @@ static void run_case(const named_case *c, unsigned keepalive_s)
     healthy_open();
     c->run();
     healthy_check(c->name);
-    rc_close(&g_healthy);
+    prw_close(&g_healthy);
     sa_stop_clean();
     g_passed = true;
 }
@@ -981,6 +860,25 @@ Test(broker_protocol, lookup_of_bad_name_fails_with_lookup_response)
     run_case(CASE(case_lookup), 30);
 }
 
+Test(broker_protocol, broker_entry_metadata_rebuilt_from_the_tail_equals_the_stored_prefix)
+{
+    sa_start(30);
+    healthy_open();
+    case_bem_from_tail();
+    healthy_check("case_bem_from_tail");
+    prw_close(&g_healthy);
+    sa_stop_clean();
+    int rc = sah_restart(&g_sa);
+    cr_assert_eq(rc, MG_OK, "restart: %s", mg_strerror(rc));
+    g_cl.port = g_sa.broker_port;
+    healthy_open();
+    case_bem_stored();
+    healthy_check("case_bem_stored");
+    prw_close(&g_healthy);
+    sa_stop_clean();
+    g_passed = true;
+}
+
 /* 12. Every case on one broker, the healthy connection checked after each, then the counters
  * on /metrics: exactly as many of each reason as the cases caused. */
 Test(broker_protocol, metrics_count_every_protocol_error)
@@ -1026,7 +924,7 @@ Test(broker_protocol, metrics_count_every_protocol_error)
     }
     free(text);
     healthy_check("fetching /metrics");
-    rc_close(&g_healthy);
+    prw_close(&g_healthy);
     sa_stop_clean();
     g_passed = true;
 }

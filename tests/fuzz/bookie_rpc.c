@@ -14,6 +14,7 @@
  * ASan sees them); entry sizes add up to the payload; a decoded header encodes again and the
  * result decodes to the same header; MG_EPROTO is sticky.
  */
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
 #include "common/error.h"
 

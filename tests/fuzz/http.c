@@ -20,6 +20,7 @@
 #include "broker/broker_int.h"
 #include "common/error.h"
 #include "common/http.h"
+#include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,6 +10,7 @@
  * the same type, since the broker forwards and answers what it decoded; pw_frame_decode's
  * offsets stay inside the frame; pw_payload_parse's regions stay inside the payload.
  */
+#include "pulsar/limits.h"
 #include "pulsar/wire.h"
 #include "common/error.h"
 

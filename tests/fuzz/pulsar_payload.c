@@ -6,7 +6,7 @@
  *     partition key for Key_Shared);
  *   - the client (client/consumer.c entry_parse and deliver_one): pw_payload_parse,
  *     pw_metadata_unpack, pc_decompress of a compressed batch to its uncompressed_size, then
- *     each message of the batch split off with pc__batch_next (SingleMessageMetadata and its
+ *     each message of the batch split off with pw_batch_next (SingleMessageMetadata and its
  *     payload), its properties and key read.
  *
  * Checks beyond "no crash, no sanitizer report": every region pw_payload_parse reports lies
@@ -15,7 +15,6 @@
  * decompression returns the bytes unchanged.
  */
 #include "pulsar/wire.h"
-#include "client/client_int.h"
 #include "client/compress.h"
 #include "common/error.h"
 
@@ -111,24 +110,23 @@ static void client_side(const uint8_t *p, size_t len)
         int32_t count = md->num_messages_in_batch < 1 ? 1 : md->num_messages_in_batch;
         size_t pos = 0;
         for (int32_t i = 0; i < count; i++) {
-            Magnetar__Pulsar__SingleMessageMetadata *smm = NULL;
-            const uint8_t *payload = NULL;
-            size_t payload_len = 0;
+            pw_batch_msg m;
             size_t before = pos;
-            if (pc__batch_next(dp, dlen, &pos, &smm, &payload, &payload_len) != MG_OK) {
-                check(smm == NULL && pos == before, "a failed split moved on or left metadata");
+            if (pw_batch_next(dp, dlen, &pos, &m) != MG_OK) {
+                check(m.smm == NULL && pos == before, "a failed split moved on or left metadata");
                 break;
             }
+            const Magnetar__Pulsar__SingleMessageMetadata *smm = m.smm;
             check(pos > before && pos <= dlen, "a split did not move inside the batch");
-            check(payload >= dp && payload + payload_len == dp + pos,
+            check(m.payload >= dp && m.payload + m.payload_len == dp + pos,
                   "a message outside its batch");
-            touch(payload, payload_len);
+            touch(m.payload, m.payload_len);
             for (size_t k = 0; k < smm->n_properties; k++)
                 check(smm->properties[k]->key != NULL && smm->properties[k]->value != NULL,
                       "a property without key or value");
             if (smm->partition_key != NULL)
                 touch(smm->partition_key, strlen(smm->partition_key));
-            magnetar__pulsar__single_message_metadata__free_unpacked(smm, NULL);
+            pw_batch_msg_free(&m);
         }
     }
     mg_buf_unref(inflated);

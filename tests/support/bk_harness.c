@@ -9,8 +9,7 @@
  */
 #include "support/bk_harness.h"
 
-#include "bookie/server.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"

@@ -36,9 +36,8 @@
 #ifndef MG_TESTS_SUPPORT_BK_HARNESS_H
 #define MG_TESTS_SUPPORT_BK_HARNESS_H
 
+#include "bookie/bookie.h"
 #include "bookie/client.h"
-#include "bookie/io.h"
-#include "bookie/storage.h"
 #include "metadata/metadata.h"
 
 #include <uv.h>
@@ -78,7 +77,7 @@ const char *bkh_bookie_addr(const bkh *h, int i);
 /* Bookie i's storage engine (NULL while killed and closed), e.g. to flush its write cache with
  * bk_storage_flush so that reads go to the entry logs on disk. */
 bk_storage *bkh_bookie_storage(bkh *h, int i);
-/* Bookie i's file I/O layer, for injecting disk faults (bookie/io.h); kept across restarts. */
+/* Bookie i's file I/O layer, for injecting disk faults (bk_io_fault_arm); kept across restarts. */
 bk_io *bkh_bookie_io(bkh *h, int i);
 /* Whether bookie i is running (not killed). */
 bool bkh_bookie_running(const bkh *h, int i);

@@ -66,6 +66,25 @@ int64_t sah_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double sah_metric(const char *text, const char *name, const char *label)
+{
+    char prefix[192];
+    snprintf(prefix, sizeof(prefix), "%s{", name);
+    size_t plen = strlen(prefix);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len > plen && strncmp(line, prefix, plen) == 0) {
+            const char *close = memchr(line, '}', len);
+            const char *l = strstr(line, label);
+            if (close != NULL && l != NULL && l < close)
+                return strtod(close + 1, NULL);
+        }
+        line = end != NULL ? end + 1 : NULL;
+    }
+    return -1;
+}
+
 static void sah_sleep_ms(int ms)
 {
     struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };

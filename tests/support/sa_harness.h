@@ -134,6 +134,10 @@ int sah_http(const sah_standalone *s, const char *method, const char *path, cons
  * variable is unset or does not name option with a word after it. */
 bool sah_env_option(const char *option, char *value, size_t cap);
 
+/* The value of the labelled series name{...} of a /metrics text (sah_http's answer) whose
+ * labels contain label (e.g. reason="not_reading"); -1 when there is no such line. */
+double sah_metric(const char *text, const char *name, const char *label);
+
 /* Milliseconds of CLOCK_MONOTONIC: deadlines and durations. */
 int64_t sah_now_ms(void);
 

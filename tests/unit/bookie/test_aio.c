@@ -15,9 +15,9 @@
 
 #include "bookie/entrylog.h"
 #include "bookie/io.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>

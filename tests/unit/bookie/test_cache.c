@@ -6,9 +6,9 @@
  * with its exact byte accounting and statistics.
  */
 #include "bookie/cache.h"
+#include "bookie/limits.h"
 #include "common/buf.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>

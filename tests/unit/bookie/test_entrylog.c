@@ -14,10 +14,10 @@
 #include "bookie/entrylog.h"
 
 #include "bookie/io.h"
+#include "bookie/limits.h"
 #include "common/alloc.h"
 #include "common/crc32c.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>

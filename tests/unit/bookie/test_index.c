@@ -5,8 +5,8 @@
  * the RocksDB C API, and the directory lock. Each test uses a fresh temporary directory.
  */
 #include "bookie/index.h"
+#include "bookie/limits.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>

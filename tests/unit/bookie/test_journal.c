@@ -15,9 +15,9 @@
 #include "bookie/journal.h"
 
 #include "bookie/io.h"
+#include "bookie/limits.h"
 #include "common/buf.h"
 #include "common/error.h"
-#include "common/limits.h"
 #include "common/log.h"
 #include "common/metrics.h"
 

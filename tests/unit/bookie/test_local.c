@@ -1,6 +1,6 @@
-/* The in-process bookie path (bookie/local.h) set up as `magnetar standalone` sets it up: the
- * storage on a loop and thread of its own (opened there, bk_local_create there), a bk_client on
- * the test's loop attached with bk_local_attach under an address where nothing listens
+/* The in-process bookie path (bk_local_* in bookie/bookie.h) set up as `magnetar standalone` sets
+ * it up: the storage on a loop and thread of its own (opened there, bk_local_create there), a
+ * bk_client on the test's loop attached with bk_local_attach under an address where nothing listens
  * ("127.0.0.1:1"). Every answer from that address therefore proves the request never went to
  * TCP, and the client's loop is checked to hold no TCP handle.
  *
@@ -23,9 +23,9 @@
  *     callback exactly once before the close completes, and the acknowledged entries there when
  *     the storage is reopened.
  *
- * Shutdown is standalone's order (local.h): the client closes -> bk_local_detach on the client's
- * loop -> on the storage thread bk_local_close, then bk_storage_close -> that loop runs out of
- * handles and its thread ends -> join. Both loops must then close with no handle left.
+ * Shutdown is standalone's order (bookie/bookie.h): the client closes -> bk_local_detach on the
+ * client's loop -> on the storage thread bk_local_close, then bk_storage_close -> that loop runs
+ * out of handles and its thread ends -> join. Both loops must then close with no handle left.
  *
  * The storage is only ever called on its own thread: the test hands it work (a flush, a garbage
  * collection pass, reading its counters, the shutdown) through an mg_queue consumed there, and
@@ -44,8 +44,7 @@
 #include <unistd.h>
 
 #include "bookie/client.h"
-#include "bookie/local.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/queue.h"
 

@@ -9,8 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
 #include "common/error.h"
+#include "common/limits.h"
 #include "proto/bookie.pb-c.h"
 
 TestSuite(bookie_protocol, .timeout = 10);

@@ -24,9 +24,9 @@
 
 #include "bookie/client.h"
 #include "bookie/entrylog.h"
+#include "bookie/limits.h"
 #include "bookie/protocol.h"
-#include "bookie/server.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/metrics.h"
 

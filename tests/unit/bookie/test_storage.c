@@ -17,7 +17,7 @@
 
 #include "bookie/aio.h"
 #include "bookie/entrylog.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/error.h"
 
 #define TIMEOUT_MS 15000

@@ -32,9 +32,9 @@
 #include "client/compress.h"
 
 #include "client/client.h"
+#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/limits.h"
 
 #include <criterion/criterion.h>
 #include <lz4.h>

@@ -1,6 +1,8 @@
 /* The listener: accepts, and when the process has no descriptor left it pauses with a growing
  * delay instead of retrying at once, then accepts the waiting client once a descriptor is free.
  * Each test runs in its own process (Criterion), so lowering RLIMIT_NOFILE stays inside it. */
+#include "bookie/limits.h"
+#include "broker/limits.h"
 #include "common/error.h"
 #include "common/limits.h"
 #include "common/listen.h"

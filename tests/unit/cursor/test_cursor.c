@@ -22,9 +22,11 @@
 #include "cursor/cursor.h"
 
 #include "common/error.h"
+#include "cursor/limits.h"
 #include "ledger/ledger.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"
+#include "support/ml_harness.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -37,25 +39,15 @@ TestSuite(cursor, .timeout = 10);
 #define WAIT_NS_MAX (8ull * 1000 * 1000 * 1000) /* under the suite's 10 s */
 #define ENTRIES_MAX 256
 
-#define RUN_UNTIL(cond)                                                                       \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(cond) MLH_RUN_UNTIL(&fx.loop, cond, WAIT_NS_MAX)
 
 #define LONG_INTERVAL_MS 3600000u /* writes only on flush and close */
 
 /* ---- environment -------------------------------------------------------------------------- */
 
+static mlh fx; /* the loop, the bookie, the env */
+
 typedef struct tenv {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bkh *h;
-    ml_env *env;
     ml_managed *ml;
     ml_position pos[ENTRIES_MAX]; /* every entry published, in order */
     int64_t idx[ENTRIES_MAX];     /* its BrokerEntryMetadata index */
@@ -64,11 +56,6 @@ typedef struct tenv {
 } tenv;
 
 static tenv t;
-
-static void guard_tick(uv_timer_t *timer)
-{
-    (void)timer;
-}
 
 typedef struct dres {
     int calls;
@@ -82,51 +69,23 @@ static void done_cb(int status, void *arg)
     r->status = status;
 }
 
-typedef struct mlres {
-    int calls;
-    int status;
-    ml_managed *ml;
-} mlres;
-
-static void ml_opened(int status, ml_managed *ml, void *arg)
-{
-    mlres *r = arg;
-    r->calls++;
-    r->status = status;
-    r->ml = ml;
-}
-
 /* A fresh topic on one bookie (1/1/1); entries_per_ledger 0 = no rollover in the test. */
 static void setup(const char *topic, int64_t entries_per_ledger)
 {
     memset(&t, 0, sizeof(t));
-    cr_assert_eq(uv_loop_init(&t.loop), 0);
-    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
-    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
-    cr_assert_eq(bkh_start(&t.loop, 1, &t.h), MG_OK);
-    ml_env_opts o = { .ensemble_size = 1 };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+    mlh_opts o = { .bookie_count = 1, .env = { .ensemble_size = 1 } };
+    cr_assert_eq(mlh_start(&fx, &o), MG_OK);
     ml_config cfg = { .entries_per_ledger_max = entries_per_ledger,
                       .retention_time_ms = -1,
                       .retention_bytes = -1 };
-    mlres r = { 0 };
-    cr_assert_eq(ml_open(t.env, topic, &cfg, ml_opened, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    cr_assert_eq(r.status, MG_OK, "ml_open: %s", mg_strerror(r.status));
-    t.ml = r.ml;
+    int rc = mlh_open_ml(&fx, fx.env, topic, &cfg, &t.ml);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
 }
 
 static void teardown(void)
 {
-    dres r = { 0 };
-    cr_assert_eq(ml_close(t.ml, done_cb, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    ml_env_destroy(t.env);
-    bkh_destroy(t.h);
-    uv_close((uv_handle_t *)&t.guard, NULL);
-    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
-        uv_run(&t.loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
+    cr_assert_eq(mlh_close_ml(&fx, t.ml, NULL), MG_OK);
+    cr_assert_eq(mlh_stop(&fx), MG_OK, "handles left open on the loop");
 }
 
 /* ---- publishing --------------------------------------------------------------------------- */
@@ -238,33 +197,14 @@ static int flush_cursor(mc_cursor *c)
     return finish(mc_cursor_flush, c);
 }
 
-typedef struct readres {
-    int calls;
-    int status;
-    size_t n;
-    ml_position got[ENTRIES_MAX];
-    int64_t ts[ENTRIES_MAX];
-} readres;
-
-static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
-{
-    readres *r = arg;
-    r->calls++;
-    r->status = status;
-    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++) {
-        r->ts[r->n] = e[i].broker_timestamp_ms;
-        r->got[r->n++] = e[i].position;
-    }
-}
-
 /* Reads until caught up; returns the positions delivered (in r). */
-static void read_all(mc_cursor *c, int batch, readres *r)
+static void read_all(mc_cursor *c, int batch, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
     for (int round = 0; round < 200; round++) {
         int before_calls = r->calls;
         size_t before_n = r->n;
-        cr_assert_eq(mc_read_entries(c, batch, 1u << 20, read_cb, r), MG_OK);
+        cr_assert_eq(mc_read_entries(c, batch, 1u << 20, mlh_read_collect, r), MG_OK);
         RUN_UNTIL(r->calls == before_calls + 1);
         if (r->status == MG_EAGAIN)
             continue;
@@ -276,7 +216,7 @@ static void read_all(mc_cursor *c, int batch, readres *r)
 }
 
 /* The delivered positions are exactly the entries whose index is in want[] (in order). */
-static void expect_delivered(const readres *r, const int *want, size_t nwant)
+static void expect_delivered(const mlh_read *r, const int *want, size_t nwant)
 {
     cr_assert_eq(r->n, nwant, "delivered %zu entries, expected %zu", r->n, nwant);
     for (size_t i = 0; i < nwant; i++)
@@ -315,7 +255,7 @@ static Magnetar__Ledger__CursorInfo *stored(const char *name, int *status, int64
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", ml_metadata_path(t.ml), name);
     getres r = { 0 };
-    cr_assert_eq(md_get(bkh_md_client(t.h), path, got_node, &r), MG_OK);
+    cr_assert_eq(md_get(bkh_md_client(fx.h), path, got_node, &r), MG_OK);
     RUN_UNTIL(r.calls == 1);
     *status = r.status;
     if (version)
@@ -423,7 +363,7 @@ Test(cursor, batch_index_acks)
     /* Opened on the empty log, the cursor knows every message count exactly. */
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     publish(5, four); /* 5 entries of 4 messages */
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r); /* the cursor learns each entry's message count */
     cr_expect_eq(r.n, 5);
     cr_expect_eq(mc_backlog_messages(c), 20);
@@ -491,7 +431,7 @@ Test(cursor, read_skips_acked_and_rewind_redelivers_unacked)
     cr_assert_eq(mc_ack_individual(c, P(2), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(3), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(7), NULL, 0), MG_OK);
-    readres r;
+    mlh_read r;
     read_all(c, 3, &r);
     expect_delivered(&r, (int[]){ 0, 1, 4, 5, 6, 8, 9 }, 7);
     expect_pos(mc_read_position(c), (ml_position){ P(9).ledger_id, P(9).entry_id + 1 });
@@ -514,10 +454,10 @@ Test(cursor, read_skips_acked_and_rewind_redelivers_unacked)
     expect_pos(mc_read_position(c), P(1));
 
     /* One read in flight at a time. */
-    readres r2 = { 0 };
-    cr_assert_eq(mc_read_entries(c, 1, 1024, read_cb, &r2), MG_OK);
-    cr_expect_eq(mc_read_entries(c, 1, 1024, read_cb, &r2), MG_EAGAIN);
-    cr_expect_eq(mc_read_entries(c, 0, 1024, read_cb, &r2), MG_EINVAL);
+    mlh_read r2 = { 0 };
+    cr_assert_eq(mc_read_entries(c, 1, 1024, mlh_read_collect, &r2), MG_OK);
+    cr_expect_eq(mc_read_entries(c, 1, 1024, mlh_read_collect, &r2), MG_EAGAIN);
+    cr_expect_eq(mc_read_entries(c, 0, 1024, mlh_read_collect, &r2), MG_EINVAL);
     RUN_UNTIL(r2.calls == 1);
     expect_delivered(&r2, (int[]){ 1 }, 1);
     cr_expect_eq(close_cursor(c), MG_OK);
@@ -551,7 +491,7 @@ Test(cursor, backlog_exact_across_rollovers)
         acked[i] = true;
     acked[9] = acked[10] = acked[19] = acked[20] = true;
     for (int k = 0; k < 2; k++) {
-        readres r;
+        mlh_read r;
         read_all(cs[k], 7, &r);
         cr_expect_eq(r.n, 35);
         for (int i = 0; i < 35; i++)
@@ -620,7 +560,7 @@ Test(cursor, random_order_acks_exact)
     setup("t/ns/persistent/random", 64);
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     publish(200, varied);
-    readres r;
+    mlh_read r;
     read_all(c, 50, &r);
     cr_assert_eq(r.n, 200);
     int order[200];
@@ -671,7 +611,7 @@ static void wait_clock_tick(void)
     gettimeofday(&tv, NULL);
     int64_t t0 = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     for (int i = 0; i < 1000; i++) {
-        uv_run(&t.loop, UV_RUN_ONCE); /* the guard timer ticks every 5 ms */
+        uv_run(&fx.loop, UV_RUN_ONCE); /* the guard timer ticks every 5 ms */
         gettimeofday(&tv, NULL);
         if ((int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 >= t0 + 2)
             return;
@@ -685,7 +625,7 @@ Test(cursor, reset_by_time_and_position)
     wait_clock_tick(); /* entries 5.. get later broker timestamps than 0..4 */
     publish(5, varied);
     mc_cursor *c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_assert_eq(r.n, 10);
     cr_assert_gt(r.ts[5], r.ts[4]);
@@ -752,7 +692,7 @@ Test(cursor, durable_close_and_reopen)
     cr_expect_eq(info->mark_delete_entry_id, before(0).entry_id);
     magnetar__ledger__cursor_info__free_unpacked(info, NULL);
 
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_assert_eq(mc_ack_individual(c, P(0), NULL, 0), MG_OK);
     cr_assert_eq(mc_ack_individual(c, P(1), NULL, 0), MG_OK);
@@ -818,7 +758,7 @@ Test(cursor, crash_reopens_last_persisted_state)
     expect_pos(mc_mark_delete_position(c), P(2));
     cr_expect_eq(mc_acked_entries(c), 1);
     cr_expect_eq(mc_backlog_entries(c), 6);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     /* 3, 5 and 8 come again (at-least-once); 6 does not, nothing unacknowledged is missing. */
     expect_delivered(&r, (int[]){ 3, 4, 5, 7, 8, 9 }, 6);
@@ -851,7 +791,7 @@ Test(cursor, truncated_record_keeps_a_prefix)
 
     c = open_cursor("sub", true, MC_INITIAL_EARLIEST, &quiet);
     cr_expect_eq(mc_acked_range_count(c), (int64_t)kept);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     cr_expect_eq(r.n, 41 - kept); /* everything not in the kept prefix, acked or not */
     cr_expect_eq(close_cursor(c), MG_OK);
@@ -866,7 +806,7 @@ Test(cursor, persist_interval)
     for (int i = 0; i < 5; i++)
         cr_assert_eq(mc_ack_individual(c, P(i), NULL, 0), MG_OK);
     for (int i = 0; i < 20; i++) /* a few loop turns: nothing is written meanwhile */
-        uv_run(&t.loop, UV_RUN_ONCE);
+        uv_run(&fx.loop, UV_RUN_ONCE);
     int st;
     int64_t version;
     Magnetar__Ledger__CursorInfo *info = stored("quiet", &st, &version);
@@ -938,13 +878,12 @@ Test(cursor, takeover_by_a_second_broker)
 
     ml_env *env2 = NULL;
     ml_env_opts o = { .ensemble_size = 1 };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &env2), MG_OK);
+    cr_assert_eq(ml_env_create(&fx.loop, bkh_md_client(fx.h), bkh_bk_client(fx.h), &o, &env2),
+                 MG_OK);
     ml_config cfg = { .retention_time_ms = -1, .retention_bytes = -1 };
-    mlres mr = { 0 };
-    cr_assert_eq(ml_open(env2, "t/ns/persistent/takeover", &cfg, ml_opened, &mr), MG_OK);
-    RUN_UNTIL(mr.calls == 1);
-    cr_assert_eq(mr.status, MG_OK, "ml_open: %s", mg_strerror(mr.status));
-    ml_managed *ml2 = mr.ml;
+    ml_managed *ml2 = NULL;
+    int rc = mlh_open_ml(&fx, env2, "t/ns/persistent/takeover", &cfg, &ml2);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
 
     openres r = { 0 };
     cr_assert_eq(mc_cursor_open(ml2, "sub", true, MC_INITIAL_LATEST, &quiet, cursor_opened, &r),
@@ -954,7 +893,7 @@ Test(cursor, takeover_by_a_second_broker)
     mc_cursor *b = r.c;
     expect_pos(mc_mark_delete_position(b), P(2)); /* 3..5 will be delivered again */
     cr_expect_eq(mc_backlog_entries(b), 5);
-    readres rr;
+    mlh_read rr;
     read_all(b, 100, &rr);
     expect_delivered(&rr, (int[]){ 3, 4, 5, 6, 7 }, 5);
     cr_assert_eq(mc_ack_individual(b, P(3), NULL, 0), MG_OK);
@@ -969,9 +908,7 @@ Test(cursor, takeover_by_a_second_broker)
     cr_expect_eq(info->mark_delete_entry_id, P(3).entry_id);
     magnetar__ledger__cursor_info__free_unpacked(info, NULL);
 
-    dres d = { 0 };
-    cr_assert_eq(ml_close(ml2, done_cb, &d), MG_OK);
-    RUN_UNTIL(d.calls == 1);
+    cr_assert_eq(mlh_close_ml(&fx, ml2, NULL), MG_OK);
     ml_env_destroy(env2);
     teardown(); /* closes A's (fenced) managed ledger */
 }
@@ -995,7 +932,7 @@ Test(cursor, non_durable_persists_nothing)
     c = open_cursor("reader", false, MC_INITIAL_LATEST, NULL);
     expect_pos(mc_mark_delete_position(c), P(4));
     publish(2, NULL);
-    readres r;
+    mlh_read r;
     read_all(c, 100, &r);
     expect_delivered(&r, (int[]){ 5, 6 }, 2);
     cr_expect_eq(close_cursor(c), MG_OK);

@@ -25,6 +25,7 @@
 #include "ledger/ledger.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"
+#include "support/ml_harness.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -38,24 +39,13 @@ TestSuite(lost, .timeout = 20);
 #define ENTRIES_MAX 64
 #define PER_LEDGER  10
 
-#define RUN_UNTIL(cond)                                                                       \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(cond) MLH_RUN_UNTIL(&fx.loop, cond, WAIT_NS_MAX)
 
 #define TOPIC "t/ns/persistent/lost"
 
+static mlh fx; /* the loop, the bookie, the metrics, the env */
+
 typedef struct tenv {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bkh *h;
-    mg_metrics *metrics;
-    ml_env *env;
     ml_managed *ml;
     ml_position pos[ENTRIES_MAX];
     int64_t idx[ENTRIES_MAX];
@@ -63,11 +53,6 @@ typedef struct tenv {
 } tenv;
 
 static tenv t;
-
-static void guard_tick(uv_timer_t *timer)
-{
-    (void)timer;
-}
 
 typedef struct res {
     int calls;
@@ -84,63 +69,39 @@ static void done_cb(int status, void *arg)
     r->status = status;
 }
 
-static void ml_opened(int status, ml_managed *ml, void *arg)
-{
-    res *r = arg;
-    r->calls++;
-    r->status = status;
-    r->obj = ml;
-}
-
 static const ml_config cfg = { .entries_per_ledger_max = PER_LEDGER,
                                .retention_time_ms = -1,
                                .retention_bytes = -1 };
 
 static void open_ml(void)
 {
-    res r = { 0 };
-    cr_assert_eq(ml_open(t.env, TOPIC, &cfg, ml_opened, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    cr_assert_eq(r.status, MG_OK, "ml_open: %s", mg_strerror(r.status));
-    t.ml = r.obj;
+    int rc = mlh_open_ml(&fx, fx.env, TOPIC, &cfg, &t.ml);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
 }
 
 static void close_ml(void)
 {
-    res r = { 0 };
-    cr_assert_eq(ml_close(t.ml, done_cb, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(mlh_close_ml(&fx, t.ml, NULL), MG_OK);
     t.ml = NULL;
 }
 
 static void setup(void)
 {
     memset(&t, 0, sizeof(t));
-    cr_assert_eq(uv_loop_init(&t.loop), 0);
-    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
-    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
-    cr_assert_eq(bkh_start(&t.loop, 1, &t.h), MG_OK);
-    cr_assert_eq(mg_metrics_create(&t.metrics), MG_OK);
-    ml_env_opts o = { .ensemble_size = 1, .metrics = t.metrics };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+    mlh_opts o = { .bookie_count = 1, .metrics = true, .env = { .ensemble_size = 1 } };
+    cr_assert_eq(mlh_start(&fx, &o), MG_OK);
 }
 
 static void teardown(void)
 {
     if (t.ml != NULL)
         close_ml();
-    ml_env_destroy(t.env);
-    bkh_destroy(t.h);
-    uv_close((uv_handle_t *)&t.guard, NULL);
-    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
-        uv_run(&t.loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
-    mg_metrics_destroy(t.metrics);
+    cr_assert_eq(mlh_stop(&fx), MG_OK, "handles left open on the loop");
 }
 
 static uint64_t counter(const char *name)
 {
-    return mg_counter_value(mg_metrics_unlabelled_counter(t.metrics, name, NULL));
+    return mlh_counter(&fx, name);
 }
 
 static void add_done(int status, ml_position pos, int64_t index, void *arg)
@@ -184,47 +145,28 @@ static void bookie_delete(int64_t ledger_id)
 {
     res r = { 0 };
     cr_assert_eq(
-        bk_client_delete(bkh_bk_client(t.h), bkh_bookie_addr(t.h, 0), ledger_id, done_cb, &r),
+        bk_client_delete(bkh_bk_client(fx.h), bkh_bookie_addr(fx.h, 0), ledger_id, done_cb, &r),
         MG_OK);
     RUN_UNTIL(r.calls == 1);
     cr_assert_eq(r.status, MG_OK, "bookie delete: %s", mg_strerror(r.status));
 }
 
-typedef struct readres {
-    int calls;
-    int status;
-    size_t n;
-    ml_position got[ENTRIES_MAX];
-    int64_t ts[ENTRIES_MAX];
-} readres;
-
-static void read_cb(int status, const ml_entry *e, size_t count, void *arg)
-{
-    readres *r = arg;
-    r->calls++;
-    r->status = status;
-    for (size_t i = 0; i < count && r->n < ENTRIES_MAX; i++) {
-        r->ts[r->n] = e[i].broker_timestamp_ms;
-        r->got[r->n++] = e[i].position;
-    }
-}
-
-static void ml_read_from(ml_position from, int max, readres *r)
+static void ml_read_from(ml_position from, int max, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
-    cr_assert_eq(ml_read(t.ml, from, max, 0, read_cb, r), MG_OK);
+    cr_assert_eq(ml_read(t.ml, from, max, 0, mlh_read_collect, r), MG_OK);
     RUN_UNTIL(r->calls == 1);
 }
 
 /* Reads the cursor until it is caught up (MG_OK with nothing) or an error; returns the last
  * status. */
-static int cursor_read_all(mc_cursor *c, readres *r)
+static int cursor_read_all(mc_cursor *c, mlh_read *r)
 {
     memset(r, 0, sizeof(*r));
     for (int round = 0; round < 100; round++) {
         int before_calls = r->calls;
         size_t before_n = r->n;
-        cr_assert_eq(mc_read_entries(c, 4, 1u << 20, read_cb, r), MG_OK);
+        cr_assert_eq(mc_read_entries(c, 4, 1u << 20, mlh_read_collect, r), MG_OK);
         RUN_UNTIL(r->calls == before_calls + 1);
         if (r->status == MG_EAGAIN)
             continue;
@@ -235,7 +177,7 @@ static int cursor_read_all(mc_cursor *c, readres *r)
     return MG_EIO;
 }
 
-static void expect_entries(const readres *r, int first, int end, size_t at)
+static void expect_entries(const mlh_read *r, int first, int end, size_t at)
 {
     for (int i = first; i < end; i++, at++) {
         cr_assert_lt(at, r->n, "entry %d not delivered (%zu delivered)", i, r->n);
@@ -312,7 +254,7 @@ Test(lost, reads_finds_and_cursors_meet_a_lost_ledger, .init = setup, .fini = te
     int64_t b = t.pos[10].ledger_id;
 
     /* A read from before it returns what comes before; one from it is told. */
-    readres r;
+    mlh_read r;
     ml_read_from(t.pos[5], 20, &r);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.n, 5, "%zu entries", r.n);
@@ -416,7 +358,7 @@ Test(lost, open_with_the_last_ledger_gone_from_its_bookie, .init = setup, .fini 
     cr_assert_eq(t.idx[20], 2 * PER_LEDGER, "the index goes on: %lld", (long long)t.idx[20]);
     cr_assert_gt(t.pos[20].ledger_id, b);
 
-    readres r;
+    mlh_read r;
     ml_read_from(t.pos[0], 30, &r);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.n, PER_LEDGER);
@@ -444,7 +386,7 @@ Test(lost, open_with_the_last_ledger_metadata_gone, .init = setup, .fini = teard
     /* A list whose last ledger (not closed: its writer died) has no /ledgers node: a real
      * ledger id (ids only grow along a list), whose ledger is then deleted. */
     res lc = { 0 };
-    cr_assert_eq(ml_ledger_create(t.env, ledger_created, &lc), MG_OK);
+    cr_assert_eq(ml_ledger_create(fx.env, ledger_created, &lc), MG_OK);
     RUN_UNTIL(lc.calls == 1);
     cr_assert_eq(lc.status, MG_OK, "ledger create: %s", mg_strerror(lc.status));
     const int64_t gone = ml_ledger_id(lc.obj);
@@ -452,7 +394,7 @@ Test(lost, open_with_the_last_ledger_metadata_gone, .init = setup, .fini = teard
     cr_assert_eq(ml_ledger_close(lc.obj, done_cb, &ld), MG_OK);
     RUN_UNTIL(ld.calls == 1);
     memset(&ld, 0, sizeof(ld));
-    cr_assert_eq(ml_ledger_delete(t.env, gone, done_cb, &ld), MG_OK);
+    cr_assert_eq(ml_ledger_delete(fx.env, gone, done_cb, &ld), MG_OK);
     RUN_UNTIL(ld.calls == 1);
     cr_assert_eq(ld.status, MG_OK, "ledger delete: %s", mg_strerror(ld.status));
     Magnetar__Ledger__ManagedLedgerInfo__LedgerInfo li =
@@ -465,7 +407,7 @@ Test(lost, open_with_the_last_ledger_metadata_gone, .init = setup, .fini = teard
     uint8_t buf[256];
     size_t len = magnetar__ledger__managed_ledger_info__pack(&info, buf);
     res r = { 0 };
-    cr_assert_eq(md_create(bkh_md_client(t.h), "/managed-ledgers/" TOPIC, buf, len,
+    cr_assert_eq(md_create(bkh_md_client(fx.h), "/managed-ledgers/" TOPIC, buf, len,
                            MD_CREATE_PARENTS, node_created, &r),
                  MG_OK);
     RUN_UNTIL(r.calls == 1);
@@ -479,7 +421,7 @@ Test(lost, open_with_the_last_ledger_metadata_gone, .init = setup, .fini = teard
     publish(3);
     cr_assert_gt(t.pos[0].ledger_id, gone);
     cr_assert_eq(t.idx[0], 0);
-    readres rr;
+    mlh_read rr;
     ml_read_from((ml_position){ gone, 0 }, 10, &rr); /* 0 entries: straight to the next ledger */
     cr_assert_eq(rr.status, MG_OK);
     cr_assert_eq(rr.n, 3);

@@ -20,37 +20,17 @@
 #include "ledger/ledger.h"
 #include "proto/ledger.pb-c.h"
 #include "support/bk_harness.h"
+#include "support/ml_harness.h"
 
 TestSuite(bkledger, .timeout = 30);
 
 #define WAIT_NS_MAX (20ull * 1000 * 1000 * 1000)
 
-#define RUN_UNTIL(cond)                                                                       \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(cond) MLH_RUN_UNTIL(&t.loop, cond, WAIT_NS_MAX)
 
 /* ---- environment -------------------------------------------------------------------------- */
 
-typedef struct tenv {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bkh *h;
-    ml_env *env;
-    mg_metrics *metrics;
-} tenv;
-
-static tenv t;
-
-static void guard_tick(uv_timer_t *timer)
-{
-    (void)timer;
-}
+static mlh t;
 
 static void set_flag(void *arg)
 {
@@ -60,35 +40,24 @@ static void set_flag(void *arg)
 static void setup_env(int bookies, int e, int w, int a, uint32_t add_timeout_ms,
                       uint32_t pending_max)
 {
-    memset(&t, 0, sizeof(t));
-    cr_assert_eq(uv_loop_init(&t.loop), 0);
-    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
-    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
-    cr_assert_eq(bkh_start(&t.loop, bookies, &t.h), MG_OK);
-    cr_assert_eq(mg_metrics_create(&t.metrics), MG_OK);
-    ml_env_opts o = { .ensemble_size = e,
-                      .write_quorum = w,
-                      .ack_quorum = a,
-                      .add_timeout_ms = add_timeout_ms,
-                      .pending_adds_max = pending_max,
-                      .metrics = t.metrics };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+    mlh_opts o = { .bookie_count = bookies,
+                   .metrics = true,
+                   .env = { .ensemble_size = e,
+                            .write_quorum = w,
+                            .ack_quorum = a,
+                            .add_timeout_ms = add_timeout_ms,
+                            .pending_adds_max = pending_max } };
+    cr_assert_eq(mlh_start(&t, &o), MG_OK);
 }
 
 static void teardown_env(void)
 {
-    ml_env_destroy(t.env);
-    bkh_destroy(t.h);
-    uv_close((uv_handle_t *)&t.guard, NULL);
-    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
-        uv_run(&t.loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
-    mg_metrics_destroy(t.metrics);
+    cr_assert_eq(mlh_stop(&t), MG_OK, "handles left open on the loop");
 }
 
 static uint64_t counter(const char *name)
 {
-    return mg_counter_value(mg_metrics_unlabelled_counter(t.metrics, name, NULL));
+    return mlh_counter(&t, name);
 }
 
 /* ---- entries ------------------------------------------------------------------------------ */

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "common/error.h"
+#include "metadata/limits.h"
 #include "metadata/md_int.h"
 #include "metadata/metadata.h"
 

@@ -18,6 +18,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "metadata/limits.h"
 #include "metadata/md_int.h"
 #include "metadata/metadata.h"
 #include "metadata/zk_int.h"

@@ -17,12 +17,12 @@
  */
 #include "prefetch/prefetch.h"
 
-#include "bookie/io.h"
-#include "bookie/storage.h"
+#include "bookie/bookie.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/metrics.h"
 #include "support/bk_harness.h"
+#include "support/ml_harness.h"
 
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -50,7 +50,7 @@ static void dump_state(void);
             cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
                          #cond);                                                              \
             pump();                                                                           \
-            uv_run(&t.loop, UV_RUN_ONCE);                                                     \
+            uv_run(&fx.loop, UV_RUN_ONCE);                                                    \
         }                                                                                     \
     } while (0)
 
@@ -67,11 +67,9 @@ typedef struct trd {
     int errors;
 } trd;
 
+static mlh fx; /* the loop, the bookie, the env */
+
 typedef struct tenv {
-    uv_loop_t loop;
-    uv_timer_t guard;
-    bkh *h;
-    ml_env *env;
     ml_managed *ml;
     mg_metrics *metrics;
     pf_env *pf;
@@ -116,11 +114,6 @@ static void dump_state(void)
     }
 }
 
-static void guard_tick(uv_timer_t *timer)
-{
-    (void)timer;
-}
-
 typedef struct dres {
     int calls;
     int status;
@@ -131,20 +124,6 @@ static void done_cb(int status, void *arg)
     dres *r = arg;
     r->calls++;
     r->status = status;
-}
-
-typedef struct mlres {
-    int calls;
-    int status;
-    ml_managed *ml;
-} mlres;
-
-static void ml_opened(int status, ml_managed *ml, void *arg)
-{
-    mlres *r = arg;
-    r->calls++;
-    r->status = status;
-    r->ml = ml;
 }
 
 /* --- writing ------------------------------------------------------------------------------- */
@@ -305,20 +284,13 @@ static void expect_sequence(const trd *d, int from, int to)
 static void setup_env(bool prefetch_off, int64_t entries_per_ledger)
 {
     memset(&t, 0, sizeof(t));
-    cr_assert_eq(uv_loop_init(&t.loop), 0);
-    cr_assert_eq(uv_timer_init(&t.loop, &t.guard), 0);
-    cr_assert_eq(uv_timer_start(&t.guard, guard_tick, 5, 5), 0);
-    cr_assert_eq(bkh_start(&t.loop, 1, &t.h), MG_OK);
-    ml_env_opts o = { .ensemble_size = 1 };
-    cr_assert_eq(ml_env_create(&t.loop, bkh_md_client(t.h), bkh_bk_client(t.h), &o, &t.env), MG_OK);
+    mlh_opts o = { .bookie_count = 1, .env = { .ensemble_size = 1 } };
+    cr_assert_eq(mlh_start(&fx, &o), MG_OK);
     ml_config cfg = { .entries_per_ledger_max = entries_per_ledger,
                       .retention_time_ms = -1,
                       .retention_bytes = -1 };
-    mlres r = { 0 };
-    cr_assert_eq(ml_open(t.env, "public/default/persistent/pf", &cfg, ml_opened, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
-    cr_assert_eq(r.status, MG_OK, "ml_open: %s", mg_strerror(r.status));
-    t.ml = r.ml;
+    int rc = mlh_open_ml(&fx, fx.env, "public/default/persistent/pf", &cfg, &t.ml);
+    cr_assert_eq(rc, MG_OK, "ml_open: %s", mg_strerror(rc));
     cr_assert_eq(mg_metrics_create(&t.metrics), MG_OK);
     pf_env_opts po = { .tail_cache_bytes = TAIL_BYTES,
                        .prefetch_bytes = PREFETCH_BYTES,
@@ -329,7 +301,7 @@ static void setup_env(bool prefetch_off, int64_t entries_per_ledger)
                        .slice_bytes = 64 * 1024,
                        .idle_release_ms = idle_release_ms,
                        .metrics = t.metrics };
-    cr_assert_eq(pf_env_create(&t.loop, &po, &t.pf), MG_OK);
+    cr_assert_eq(pf_env_create(&fx.loop, &po, &t.pf), MG_OK);
     cr_assert_eq(pf_topic_open(t.pf, t.ml, &t.pt), MG_OK);
 }
 
@@ -346,16 +318,9 @@ static void teardown_env(void)
         free(t.rd[i].got);
     }
     pf_topic_close(t.pt);
-    dres r = { 0 };
-    cr_assert_eq(ml_close(t.ml, done_cb, &r), MG_OK);
-    RUN_UNTIL(r.calls == 1);
+    cr_assert_eq(mlh_close_ml(&fx, t.ml, NULL), MG_OK);
     pf_env_destroy(t.pf);
-    ml_env_destroy(t.env);
-    bkh_destroy(t.h);
-    uv_close((uv_handle_t *)&t.guard, NULL);
-    for (int i = 0; i < 1000 && uv_loop_alive(&t.loop); i++)
-        uv_run(&t.loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&t.loop), 0, "handles left open on the loop");
+    cr_assert_eq(mlh_stop(&fx), MG_OK, "handles left open on the loop");
     mg_metrics_destroy(t.metrics);
 }
 
@@ -446,7 +411,7 @@ ParameterizedTest(bool *off, prefetch, mixed_cursors)
     /* The budgets, as the metrics saw them (exported every 100 ms; wait for one export). */
     uint64_t t0 = uv_hrtime();
     while (uv_hrtime() - t0 < 300ull * 1000 * 1000)
-        uv_run(&t.loop, UV_RUN_ONCE);
+        uv_run(&fx.loop, UV_RUN_ONCE);
     cr_assert_leq(metric("magnetar_tail_cache_bytes_peak"), TAIL_BYTES);
     cr_assert_leq(metric("magnetar_prefetch_bytes_peak"), PREFETCH_BYTES);
     cr_assert_gt(metric("magnetar_tail_cache_bytes_peak"), 0);
@@ -518,13 +483,13 @@ ParameterizedTest(bool *off, prefetch, read_error_retried)
     setup_env(*off, 0);
     write_backlog(500);
     dres fr = { 0 };
-    cr_assert_eq(bk_storage_flush(bkh_bookie_storage(t.h, 0), flushed, &fr), MG_OK);
+    cr_assert_eq(bk_storage_flush(bkh_bookie_storage(fx.h, 0), flushed, &fr), MG_OK);
     RUN_UNTIL(fr.calls == 1);
     cr_assert_eq(fr.status, MG_OK);
     /* Armed once the cursor is open (opening at EARLIEST reads the first entry itself). */
     trd *a = reader_open("reader", MC_INITIAL_EARLIEST);
     a->paused = false;
-    bk_io *io = bkh_bookie_io(t.h, 0);
+    bk_io *io = bkh_bookie_io(fx.h, 0);
     bk_io_fault_arm(io, BK_IO_PREAD, "ledgers", 0, 2, MG_EIO, 0);
     RUN_UNTIL(a->ngot == 500);
     expect_sequence(a, 0, 500);

@@ -5,6 +5,8 @@
 #include "pulsar/wire.h"
 
 #include "common/error.h"
+#include "ledger/limits.h"
+#include "pulsar/limits.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>

@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
