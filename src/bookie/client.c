@@ -109,12 +109,6 @@ typedef struct bk__lreq {
 
 #define BK__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Released requests a client (a loop) keeps for reuse, per list (TCP ~120 bytes, in-process
- * ~300 bytes each, 1.2 MiB at most): the adds a loop has in flight when every entry holds one
- * message; past it a burst costs the allocator, as before. A list never holds more than the
- * client once had in flight. */
-#define BK__CLIENT_REQ_POOL_MAX 4096u
-
 struct bk__conn {
     bk_client *c;
     bk__conn *next; /* client's list */
@@ -801,8 +795,8 @@ int bk_client_create(uv_loop_t *loop, const bk_client_opts *opts, bk_client **ou
     MG_ASSERT(uv_timer_init(loop, &c->timer) == 0); /* cannot fail on Unix */
     c->timer.data = c;
     c->outstanding = 1;
-    mg_freelist_init(&c->req_pool, sizeof(bk__creq), BK__CLIENT_REQ_POOL_MAX);
-    mg_freelist_init(&c->local_pool, sizeof(bk__lreq), BK__CLIENT_REQ_POOL_MAX);
+    mg_freelist_init(&c->req_pool, sizeof(bk__creq), BK_CLIENT_REQ_POOL_MAX);
+    mg_freelist_init(&c->local_pool, sizeof(bk__lreq), BK_CLIENT_REQ_POOL_MAX);
     *out = c;
     return MG_OK;
 }

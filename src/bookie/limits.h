@@ -191,6 +191,17 @@
 #define BK_IO_TRACKED_FDS_MAX       65536
 #define BK_IO_PATH_FILTER_BYTES_MAX 256
 
+/* Per-add request free lists (common/freelist.h). */
+/* Released requests (client.c) a client (a loop) keeps for reuse, per list (TCP ~120 bytes,
+ * in-process ~300 bytes each, 1.2 MiB at most): the adds a loop has in flight when every entry
+ * holds one message; past it a burst costs the allocator, as before. A list never holds more than
+ * the client once had in flight. */
+#define BK_CLIENT_REQ_POOL_MAX  4096u
+/* Released add contexts (storage.c add_ctx) a storage keeps for reuse (~100 bytes each, 400 KiB at
+ * most): the adds in flight when every entry holds one message; past it a burst costs the
+ * allocator, as before. The list never holds more than the storage once had in flight. */
+#define BK_STORAGE_ADD_POOL_MAX 4096u
+
 /* Relations between the limits above, checked at compile time. */
 _Static_assert(BK_INDEX_PUT_BATCH_MAX >= BK_WRITE_CACHE_HALF_ENTRIES_MAX,
                "one index batch must hold every entry of a flushed write-cache half");

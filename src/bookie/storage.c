@@ -211,7 +211,7 @@ struct bk_storage {
     flush_waiter *resume_waiters;
     int adds_inflight, reads_inflight;
     add_ctx *waiting_head, *waiting_tail;
-    mg_freelist add_pool; /* released add_ctx (BK__ADD_POOL_MAX), on the storage's loop */
+    mg_freelist add_pool; /* released add_ctx (BK_STORAGE_ADD_POOL_MAX), on the storage's loop */
     int waiting_count;
     read_ctx *ready_head, *ready_tail;
     ra_state ra[BK_RA_LEDGERS_MAX];
@@ -833,11 +833,6 @@ static void wake_cb(uv_async_t *h)
 
 /* --- adds ----------------------------------------------------------------------------------------
  */
-
-/* Released add contexts a storage keeps for reuse (~100 bytes each, 400 KiB at most): the adds
- * in flight when every entry holds one message; past it a burst costs the allocator, as before.
- * The list never holds more than the storage once had in flight. */
-#define BK__ADD_POOL_MAX 4096u
 
 static add_ctx *add_ctx_new(bk_storage *s)
 {
@@ -1978,7 +1973,7 @@ int bk_storage_open(uv_loop_t *loop, const bk_storage_opts *opts, bk_storage **o
         return MG_ENOMEM;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
-    mg_freelist_init(&s->add_pool, sizeof(add_ctx), BK__ADD_POOL_MAX);
+    mg_freelist_init(&s->add_pool, sizeof(add_ctx), BK_STORAGE_ADD_POOL_MAX);
     s->loop = loop;
     s->journal_dir = dup_str(opts->journal_dir);
     s->ledger_dir = dup_str(opts->ledger_dir);

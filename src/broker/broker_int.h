@@ -98,12 +98,6 @@ void br_posset_free(br_posset *s);
 /* Command types are small numbers (up to 40 in PulsarApi.proto; newer ones below 64). */
 #define BR_COMMAND_TYPES_MAX 64
 
-/* Send contexts a connection keeps for reuse (~80 bytes each): as many as it may have in flight,
- * so the list never holds more than the connection once used (80 KB at most), and a producer
- * whose receipts come back in bursts (one group commit acknowledges hundreds of entries) still
- * finds every context it needs. */
-#define BR_CONN_SEND_POOL_MAX BR_CONN_PENDING_SENDS_MAX
-
 /* Bundles per namespace (topic ownership, owner.c): Pulsar's default is 4; more bundles spread
  * a namespace's topics over more brokers. */
 #define BR_BUNDLES 16

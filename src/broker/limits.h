@@ -33,6 +33,11 @@
 /* SENDs of one connection waiting for storage: past it the connection is not read from until
  * half have completed (Pulsar's maxPendingPublishRequestsPerConnection is 1000). */
 #define BR_CONN_PENDING_SENDS_MAX  1000u
+/* Send contexts a connection keeps for reuse (~80 bytes each): as many as it may have in flight,
+ * so the list never holds more than the connection once used (80 KB at most), and a producer
+ * whose receipts come back in bursts (one group commit acknowledges hundreds of entries) still
+ * finds every context it needs. */
+#define BR_CONN_SEND_POOL_MAX      BR_CONN_PENDING_SENDS_MAX
 /* Producers of one connection the broker closed (CLOSE_PRODUCER) whose ids it remembers: a SEND
  * the client wrote before it read the CLOSE_PRODUCER is dropped, not a protocol error. A client
  * re-registers within a round trip, so a few suffice; beyond them the oldest is forgotten. */

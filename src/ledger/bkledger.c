@@ -145,7 +145,7 @@ struct ml_ledger {
 
     uv_timer_t timer;
     uint64_t period_ms;
-    mg_freelist req_pool; /* released ml__req (ML__REQ_POOL_MAX), freed with the handle */
+    mg_freelist req_pool; /* released ml__req (ML_BOOKIE_REQ_POOL_MAX), freed with the handle */
     uint32_t outstanding; /* client requests of this handle not yet called back */
     int depth;            /* callbacks of this handle on the stack */
     bool released;
@@ -215,7 +215,7 @@ static ml_ledger *ml__ledger_new(ml_env *env, int64_t id, ml__meta *meta, int64_
     }
     l->timer.data = l;
     uv_unref((uv_handle_t *)&l->timer); /* in-flight requests keep the loop alive, not this */
-    mg_freelist_init(&l->req_pool, sizeof(ml__req), ML__REQ_POOL_MAX);
+    mg_freelist_init(&l->req_pool, sizeof(ml__req), ML_BOOKIE_REQ_POOL_MAX);
     l->env = env;
     l->id = id;
     ml__ledger_path(id, l->path, sizeof(l->path));

@@ -44,14 +44,6 @@ struct ml_env {
  * bookie requests of one add (one per write-set slot) come from the ledger's own free list,
  * because a late answer may arrive after the add completed and its operation was reused. */
 
-/* Released add operations an env (a loop) keeps for reuse, ~0.4 KiB each (1.6 MiB at most): the
- * adds a loop has in flight when every entry holds one message and a group commit acknowledges
- * hundreds at once; past it a burst costs the allocator, as before. A list never holds more
- * than its owner once had in flight. */
-#define ML__OP_POOL_MAX  4096u
-/* Released bookie requests (ml__req, 40 bytes) a ledger keeps for reuse (40 KiB at most). */
-#define ML__REQ_POOL_MAX 1024u
-
 /* The bookie ledger's add request (ml__ledger_add). Owned by the caller, who embeds it in its
  * own per-entry context; the ledger holds it from a successful ml__ledger_add until it calls cb
  * and never touches it afterwards, so the caller may free or reuse it from inside cb (answers

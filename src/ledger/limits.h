@@ -66,6 +66,16 @@
 #define ML_STORAGE_BACKOFF_MS_MIN 1000u
 #define ML_STORAGE_BACKOFF_MS_MAX 30000u
 
+/* Per-entry request free lists (ledger_int.h, common/freelist.h). */
+/* Released add operations (managed.c ml__op) an env (a loop) keeps for reuse, ~0.4 KiB each (1.6
+ * MiB at most): the adds a loop has in flight when every entry holds one message and a group commit
+ * acknowledges hundreds at once; past it a burst costs the allocator, as before. A list never holds
+ * more than its owner once had in flight. */
+#define ML_ADD_OP_POOL_MAX     4096u
+/* Released bookie requests (bkledger.c ml__req, 40 bytes) a ledger keeps for reuse (40 KiB at
+ * most). */
+#define ML_BOOKIE_REQ_POOL_MAX 1024u
+
 /* Relations between the limits above, checked at compile time. */
 _Static_assert(ML_ENSEMBLE_SIZE_MAX <= 32, "per-entry bookie sets are 32-bit masks");
 _Static_assert(MG_PULSAR_ML_NAME_BYTES_MAX < ML_NAME_BYTES_MAX,

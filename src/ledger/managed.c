@@ -852,7 +852,7 @@ static void ml__backoff_start(ml_managed *ml, int status)
 static ml__op *ml__op_new(ml_env *env)
 {
     if (env->op_pool.block_bytes == 0) /* first use: env.c does not know the op's size */
-        mg_freelist_init(&env->op_pool, sizeof(ml__op), ML__OP_POOL_MAX);
+        mg_freelist_init(&env->op_pool, sizeof(ml__op), ML_ADD_OP_POOL_MAX);
     return mg_freelist_get(&env->op_pool);
 }
 
