@@ -1200,18 +1200,36 @@ void pf_topic_close(pf_topic *t)
  * stopped reading; every PF_STATS_PERIOD_MS: the rate metrics. */
 static void export_metrics(pf_env *env, double period_s);
 
+/* Moves the members of list whose retry time (retry_at_ms of the member) has come to the empty
+ * list due, in order. */
+static void link_take_due(pf_link *list, pf_link *due, uint64_t now,
+                          uint64_t (*retry_at_ms)(pf_link *member))
+{
+    link_init(due);
+    for (pf_link *l = list->next; l != list;) {
+        pf_link *member = l;
+        l = l->next;
+        if (retry_at_ms(member) <= now) {
+            link_remove(member);
+            link_push(due, member);
+        }
+    }
+}
+
+static uint64_t fetch_retry_at_ms(pf_link *member)
+{
+    return PF_CONTAINER(member, pf_fetch, rlink)->retry_at_ms;
+}
+
+static uint64_t req_retry_at_ms(pf_link *member)
+{
+    return PF_CONTAINER(member, pf_req, link)->retry_at_ms;
+}
+
 static void retry_due(pf_env *env, uint64_t now)
 {
     pf_link due;
-    link_init(&due);
-    for (pf_link *l = env->retries.next; l != &env->retries;) {
-        pf_fetch *f = PF_CONTAINER(l, pf_fetch, rlink);
-        l = l->next;
-        if (f->retry_at_ms <= now) {
-            link_remove(&f->rlink);
-            link_push(&due, &f->rlink);
-        }
-    }
+    link_take_due(&env->retries, &due, now, fetch_retry_at_ms);
     while (!link_empty(&due)) {
         pf_fetch *f = PF_CONTAINER(due.next, pf_fetch, rlink);
         link_remove(&f->rlink);
@@ -1226,15 +1244,7 @@ static void retry_due(pf_env *env, uint64_t now)
 static void req_retry_due(pf_env *env, uint64_t now)
 {
     pf_link due;
-    link_init(&due);
-    for (pf_link *l = env->req_retries.next; l != &env->req_retries;) {
-        pf_req *q = PF_CONTAINER(l, pf_req, link);
-        l = l->next;
-        if (q->retry_at_ms <= now) {
-            link_remove(&q->link);
-            link_push(&due, &q->link);
-        }
-    }
+    link_take_due(&env->req_retries, &due, now, req_retry_at_ms);
     while (!link_empty(&due)) {
         pf_req *q = PF_CONTAINER(due.next, pf_req, link);
         link_remove(&q->link);
