@@ -1200,19 +1200,26 @@ void pf_topic_close(pf_topic *t)
  * stopped reading; every PF_STATS_PERIOD_MS: the rate metrics. */
 static void export_metrics(pf_env *env, double period_s);
 
-/* Moves the members of list whose retry time (retry_at_ms of the member) has come to the empty
- * list due, in order. */
-static void link_take_due(pf_link *list, pf_link *due, uint64_t now,
-                          uint64_t (*retry_at_ms)(pf_link *member))
+/* Retries the members of list whose retry time (retry_at_ms of the member) has come, in order.
+ * They are first moved to a list of their own, so that the retries, which may change list, do
+ * not disturb the pass over it. */
+static void retry_due(pf_link *list, uint64_t now, uint64_t (*retry_at_ms)(pf_link *member),
+                      void (*retry)(pf_link *member))
 {
-    link_init(due);
+    pf_link due;
+    link_init(&due);
     for (pf_link *l = list->next; l != list;) {
         pf_link *member = l;
         l = l->next;
         if (retry_at_ms(member) <= now) {
             link_remove(member);
-            link_push(due, member);
+            link_push(&due, member);
         }
+    }
+    while (!link_empty(&due)) {
+        pf_link *member = due.next;
+        link_remove(member);
+        retry(member);
     }
 }
 
@@ -1221,39 +1228,29 @@ static uint64_t fetch_retry_at_ms(pf_link *member)
     return PF_CONTAINER(member, pf_fetch, rlink)->retry_at_ms;
 }
 
+static void fetch_retry(pf_link *member)
+{
+    pf_fetch *f = PF_CONTAINER(member, pf_fetch, rlink);
+    f->retrying = false;
+    pf_topic *t = f->t;
+    if (t->closed || !claimed_by_any(t, (ml_position){ f->ledger_id, f->next }) ||
+        fetch_issue(f) != MG_OK)
+        fetch_end(f); /* waiting readers read on demand */
+}
+
 static uint64_t req_retry_at_ms(pf_link *member)
 {
     return PF_CONTAINER(member, pf_req, link)->retry_at_ms;
 }
 
-static void retry_due(pf_env *env, uint64_t now)
+static void req_retry(pf_link *member)
 {
-    pf_link due;
-    link_take_due(&env->retries, &due, now, fetch_retry_at_ms);
-    while (!link_empty(&due)) {
-        pf_fetch *f = PF_CONTAINER(due.next, pf_fetch, rlink);
-        link_remove(&f->rlink);
-        f->retrying = false;
-        pf_topic *t = f->t;
-        if (t->closed || !claimed_by_any(t, (ml_position){ f->ledger_id, f->next }) ||
-            fetch_issue(f) != MG_OK)
-            fetch_end(f); /* waiting readers read on demand */
-    }
-}
-
-static void req_retry_due(pf_env *env, uint64_t now)
-{
-    pf_link due;
-    link_take_due(&env->req_retries, &due, now, req_retry_at_ms);
-    while (!link_empty(&due)) {
-        pf_req *q = PF_CONTAINER(due.next, pf_req, link);
-        link_remove(&q->link);
-        pf_topic *t = q->t;
-        int rc = req_try(q);
-        if (rc != MG_OK)
-            req_complete(q, rc, NULL, 0);
-        topic_unref(t); /* the failed read's reference */
-    }
+    pf_req *q = PF_CONTAINER(member, pf_req, link);
+    pf_topic *t = q->t;
+    int rc = req_try(q);
+    if (rc != MG_OK)
+        req_complete(q, rc, NULL, 0);
+    topic_unref(t); /* the failed read's reference */
 }
 
 static void release_idle(pf_env *env, uint64_t now)
@@ -1274,9 +1271,9 @@ static void timer_cb(uv_timer_t *h)
     pf_env *env = h->data;
     uint64_t now = mg_clock_mono_ms();
     if (!link_empty(&env->retries))
-        retry_due(env, now);
+        retry_due(&env->retries, now, fetch_retry_at_ms, fetch_retry);
     if (!link_empty(&env->req_retries))
-        req_retry_due(env, now);
+        retry_due(&env->req_retries, now, req_retry_at_ms, req_retry);
     env->ticks++;
     if (env->ticks % (1000 / PF_RETRY_MS) == 0)
         release_idle(env, now);
