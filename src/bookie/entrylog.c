@@ -487,6 +487,19 @@ static int set_error(bk_entrylogs *el, int rc, const char *what)
     return el->error;
 }
 
+/* Syncs and releases the finished log that waits for its fdatasync, if there is one. */
+static int sync_unsynced(bk_entrylogs *el)
+{
+    if (el->unsynced == NULL)
+        return MG_OK;
+    int rc = bk_io_fdatasync(el->io, el->unsynced->fd);
+    if (rc != MG_OK)
+        return set_error(el, rc, "fdatasync");
+    log_release(el, el->unsynced);
+    el->unsynced = NULL;
+    return MG_OK;
+}
+
 /* Writes the buffered bytes of the current log. With O_DIRECT: rounded up to whole blocks
  * (zero-filled), and the last partial block stays at the front of the buffer, written again by
  * the next flush. */
@@ -627,13 +640,9 @@ static int roll_over(bk_entrylogs *el)
     el->wbuf_len = 0;
 
     /* At most one finished log waits for its fdatasync. */
-    if (el->unsynced != NULL) {
-        rc = bk_io_fdatasync(el->io, el->unsynced->fd);
-        if (rc != MG_OK)
-            return set_error(el, rc, "fdatasync");
-        log_release(el, el->unsynced);
-        el->unsynced = NULL;
-    }
+    rc = sync_unsynced(el);
+    if (rc != MG_OK)
+        return rc;
     pthread_mutex_lock(&el->mu);
     old->current = false;
     old->has_map = true;
@@ -700,13 +709,9 @@ int bk_entrylogs_sync(bk_entrylogs *el)
     int rc = flush_wbuf(el);
     if (rc != MG_OK)
         return rc;
-    if (el->unsynced != NULL) {
-        rc = bk_io_fdatasync(el->io, el->unsynced->fd);
-        if (rc != MG_OK)
-            return set_error(el, rc, "fdatasync");
-        log_release(el, el->unsynced);
-        el->unsynced = NULL;
-    }
+    rc = sync_unsynced(el);
+    if (rc != MG_OK)
+        return rc;
     if (el->dir_dirty) {
         rc = bk_io_fsync_dir(el->io, el->dir);
         if (rc != MG_OK)

@@ -141,6 +141,21 @@ static int bk__encode_head(const ProtobufCMessage *msg, size_t payload_len, mg_b
     return bk__encode_head_room(msg, payload_len, 0, out);
 }
 
+/* An optional header field between bk_request or bk_response (a bit in present, the value) and
+ * its protobuf message (has_<field>, <field>), so each direction names each field once. */
+#define BK__FIELD_TO_MSG(h, m, field, bit)              \
+    do {                                                \
+        (m)->has_##field = ((h)->present & (bit)) != 0; \
+        (m)->field = (h)->field;                        \
+    } while (0)
+#define BK__FIELD_FROM_MSG(m, h, field, bit) \
+    do {                                     \
+        if ((m)->has_##field) {              \
+            (h)->present |= (bit);           \
+            (h)->field = (m)->field;         \
+        }                                    \
+    } while (0)
+
 /* The request's protobuf header (fields from req). */
 static void bk__request_msg(const bk_request *req, Magnetar__Bookie__Request *m);
 
@@ -156,16 +171,11 @@ static void bk__request_msg(const bk_request *req, Magnetar__Bookie__Request *ou
     Magnetar__Bookie__Request m = MAGNETAR__BOOKIE__REQUEST__INIT;
     m.request_id = req->request_id;
     m.op = req->op;
-    m.has_ledger_id = (req->present & BK_HAS_LEDGER_ID) != 0;
-    m.ledger_id = req->ledger_id;
-    m.has_entry_id = (req->present & BK_HAS_ENTRY_ID) != 0;
-    m.entry_id = req->entry_id;
-    m.has_last_entry_id = (req->present & BK_HAS_LAST_ENTRY_ID) != 0;
-    m.last_entry_id = req->last_entry_id;
-    m.has_max_bytes = (req->present & BK_HAS_MAX_BYTES) != 0;
-    m.max_bytes = req->max_bytes;
-    m.has_flags = (req->present & BK_HAS_FLAGS) != 0;
-    m.flags = req->flags;
+    BK__FIELD_TO_MSG(req, &m, ledger_id, BK_HAS_LEDGER_ID);
+    BK__FIELD_TO_MSG(req, &m, entry_id, BK_HAS_ENTRY_ID);
+    BK__FIELD_TO_MSG(req, &m, last_entry_id, BK_HAS_LAST_ENTRY_ID);
+    BK__FIELD_TO_MSG(req, &m, max_bytes, BK_HAS_MAX_BYTES);
+    BK__FIELD_TO_MSG(req, &m, flags, BK_HAS_FLAGS);
     *out = m;
 }
 
@@ -243,12 +253,9 @@ int bk_encode_response_head(const bk_response *resp, const bk_entry *entries, si
     m.request_id = resp->request_id;
     m.op = resp->op;
     m.status = resp->status;
-    m.has_ledger_id = (resp->present & BK_HAS_LEDGER_ID) != 0;
-    m.ledger_id = resp->ledger_id;
-    m.has_entry_id = (resp->present & BK_HAS_ENTRY_ID) != 0;
-    m.entry_id = resp->entry_id;
-    m.has_last_entry_id = (resp->present & BK_HAS_LAST_ENTRY_ID) != 0;
-    m.last_entry_id = resp->last_entry_id;
+    BK__FIELD_TO_MSG(resp, &m, ledger_id, BK_HAS_LEDGER_ID);
+    BK__FIELD_TO_MSG(resp, &m, entry_id, BK_HAS_ENTRY_ID);
+    BK__FIELD_TO_MSG(resp, &m, last_entry_id, BK_HAS_LAST_ENTRY_ID);
     /* The message is cut at the array's end even if the caller forgot the terminator. */
     char message[BK_MESSAGE_BYTES_MAX];
     size_t message_len = strnlen(resp->message, sizeof(message) - 1);
@@ -486,26 +493,11 @@ static void bk__copy_request(const Magnetar__Bookie__Request *m, bk_request *r)
     memset(r, 0, sizeof(*r));
     r->request_id = m->request_id;
     r->op = m->op;
-    if (m->has_ledger_id) {
-        r->present |= BK_HAS_LEDGER_ID;
-        r->ledger_id = m->ledger_id;
-    }
-    if (m->has_entry_id) {
-        r->present |= BK_HAS_ENTRY_ID;
-        r->entry_id = m->entry_id;
-    }
-    if (m->has_last_entry_id) {
-        r->present |= BK_HAS_LAST_ENTRY_ID;
-        r->last_entry_id = m->last_entry_id;
-    }
-    if (m->has_max_bytes) {
-        r->present |= BK_HAS_MAX_BYTES;
-        r->max_bytes = m->max_bytes;
-    }
-    if (m->has_flags) {
-        r->present |= BK_HAS_FLAGS;
-        r->flags = m->flags;
-    }
+    BK__FIELD_FROM_MSG(m, r, ledger_id, BK_HAS_LEDGER_ID);
+    BK__FIELD_FROM_MSG(m, r, entry_id, BK_HAS_ENTRY_ID);
+    BK__FIELD_FROM_MSG(m, r, last_entry_id, BK_HAS_LAST_ENTRY_ID);
+    BK__FIELD_FROM_MSG(m, r, max_bytes, BK_HAS_MAX_BYTES);
+    BK__FIELD_FROM_MSG(m, r, flags, BK_HAS_FLAGS);
 }
 
 static void bk__copy_response(const Magnetar__Bookie__Response *m, bk_response *r)
@@ -514,18 +506,9 @@ static void bk__copy_response(const Magnetar__Bookie__Response *m, bk_response *
     r->request_id = m->request_id;
     r->op = m->op;
     r->status = m->status;
-    if (m->has_ledger_id) {
-        r->present |= BK_HAS_LEDGER_ID;
-        r->ledger_id = m->ledger_id;
-    }
-    if (m->has_entry_id) {
-        r->present |= BK_HAS_ENTRY_ID;
-        r->entry_id = m->entry_id;
-    }
-    if (m->has_last_entry_id) {
-        r->present |= BK_HAS_LAST_ENTRY_ID;
-        r->last_entry_id = m->last_entry_id;
-    }
+    BK__FIELD_FROM_MSG(m, r, ledger_id, BK_HAS_LEDGER_ID);
+    BK__FIELD_FROM_MSG(m, r, entry_id, BK_HAS_ENTRY_ID);
+    BK__FIELD_FROM_MSG(m, r, last_entry_id, BK_HAS_LAST_ENTRY_ID);
     if (m->message != NULL) {
         size_t n = strnlen(m->message, sizeof(r->message) - 1);
         memcpy(r->message, m->message, n);

@@ -651,6 +651,20 @@ static void with_topic(int status, br_topic *t, void *arg)
         finish_rc(r, rc);
 }
 
+/* Reads the topic's node (partitioned: its partitioned-topic node) into cb; a read refused at
+ * once finishes the request. */
+static void get_topic_node(admin_req *r, bool partitioned, md_get_cb cb)
+{
+    char path[MD_PATH_BYTES_MAX];
+    if (partitioned)
+        br_partitioned_path(&r->tn, path, sizeof(path));
+    else
+        ml_path(&r->tn, path, sizeof(path));
+    int rc = md_get(r->b->md, path, cb, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 static void topic_node_got(int status, const void *value, size_t len, const md_stat *stat,
                            void *arg)
 {
@@ -692,26 +706,31 @@ static void start_topic_op(admin_req *r)
         with_topic(MG_OK, t, r);
         return;
     }
-    char path[MD_PATH_BYTES_MAX];
-    ml_path(&r->tn, path, sizeof(path));
-    int rc = md_get(r->b->md, path, topic_node_got, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    get_topic_node(r, false, topic_node_got);
 }
 
-/* A partitioned topic's name is also refused as a plain topic (and the other way round). */
-static void create_check_partitioned(int status, const void *value, size_t len, const md_stat *stat,
-                                     void *arg)
+static void part_create_node(admin_req *r);
+
+/* A partitioned topic's name is also refused as a plain topic (and the other way round): a
+ * create (OP_CREATE, OP_PART_CREATE) first reads the node of the other kind. */
+static void other_kind_checked(int status, const void *value, size_t len, const md_stat *stat,
+                               void *arg)
 {
     (void)value;
     (void)len;
     (void)stat;
     admin_req *r = arg;
+    bool partitioned = r->op == OP_PART_CREATE;
     if (status == MG_OK) {
-        finish(r, 409, "This topic already exists (as a partitioned topic)");
+        finish(r, 409,
+               partitioned ? "This topic already exists (as a non-partitioned topic)"
+                           : "This topic already exists (as a partitioned topic)");
         return;
     }
-    start_topic_op(r);
+    if (partitioned)
+        part_create_node(r);
+    else
+        start_topic_op(r);
 }
 
 #define HANDLER(fn, op_)                            \
@@ -737,15 +756,10 @@ static void h_create(mg_http_request *req, void *arg)
     admin_req *r = parse(req, arg, OP_CREATE);
     if (r == NULL)
         return;
-    if (r->tn.partition >= 0) {
+    if (r->tn.partition >= 0)
         start_topic_op(r);
-        return;
-    }
-    char path[MD_PATH_BYTES_MAX];
-    br_partitioned_path(&r->tn, path, sizeof(path));
-    int rc = md_get(r->b->md, path, create_check_partitioned, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    else
+        get_topic_node(r, true, other_kind_checked);
 }
 
 HANDLER(h_skip, OP_SKIP)
@@ -764,17 +778,8 @@ static void part_created(int status, const char *path, void *arg)
         finish_rc(r, status);
 }
 
-static void part_plain_checked(int status, const void *value, size_t len, const md_stat *stat,
-                               void *arg)
+static void part_create_node(admin_req *r)
 {
-    (void)value;
-    (void)len;
-    (void)stat;
-    admin_req *r = arg;
-    if (status == MG_OK) {
-        finish(r, 409, "This topic already exists (as a non-partitioned topic)");
-        return;
-    }
     char path[MD_PATH_BYTES_MAX];
     br_partitioned_path(&r->tn, path, sizeof(path));
     char value_json[64];
@@ -787,13 +792,8 @@ static void part_plain_checked(int status, const void *value, size_t len, const 
 static void h_part_create(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_CREATE);
-    if (r == NULL)
-        return;
-    char path[MD_PATH_BYTES_MAX];
-    ml_path(&r->tn, path, sizeof(path));
-    int rc = md_get(r->b->md, path, part_plain_checked, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    if (r != NULL)
+        get_topic_node(r, false, other_kind_checked);
 }
 
 static void part_got(int status, const void *value, size_t len, const md_stat *stat, void *arg);
@@ -801,13 +801,8 @@ static void part_got(int status, const void *value, size_t len, const md_stat *s
 static void h_part_get(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_GET);
-    if (r == NULL)
-        return;
-    char path[MD_PATH_BYTES_MAX];
-    br_partitioned_path(&r->tn, path, sizeof(path));
-    int rc = md_get(r->b->md, path, part_got, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    if (r != NULL)
+        get_topic_node(r, true, part_got);
 }
 
 static void part_delete_next(admin_req *r);
@@ -895,13 +890,8 @@ static void part_got(int status, const void *value, size_t len, const md_stat *s
 static void h_part_delete(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_DELETE);
-    if (r == NULL)
-        return;
-    char path[MD_PATH_BYTES_MAX];
-    br_partitioned_path(&r->tn, path, sizeof(path));
-    int rc = md_get(r->b->md, path, part_got, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    if (r != NULL)
+        get_topic_node(r, true, part_got);
 }
 
 /* ---- namespace listings
@@ -933,29 +923,27 @@ static void list_done(int status, const char *const *names, size_t count, void *
     mg_free(r);
 }
 
-static void h_list(mg_http_request *req, void *arg)
+/* Answers with the topics whose nodes stand under <root>/<tenant>/<namespace>/persistent. */
+static void list_namespace(mg_http_request *req, void *arg, const char *root)
 {
     admin_req *r = parse(req, arg, OP_STATS);
     if (r == NULL)
         return;
     char path[MD_PATH_BYTES_MAX];
-    snprintf(path, sizeof(path), "/managed-ledgers/%s/%s/persistent", r->tn.tenant, r->tn.ns);
+    snprintf(path, sizeof(path), "%s/%s/%s/persistent", root, r->tn.tenant, r->tn.ns);
     int rc = md_children(r->b->md, path, list_done, r);
     if (rc != MG_OK)
         finish_rc(r, rc);
 }
 
+static void h_list(mg_http_request *req, void *arg)
+{
+    list_namespace(req, arg, "/managed-ledgers");
+}
+
 static void h_list_partitioned(mg_http_request *req, void *arg)
 {
-    admin_req *r = parse(req, arg, OP_STATS);
-    if (r == NULL)
-        return;
-    char path[MD_PATH_BYTES_MAX];
-    snprintf(path, sizeof(path), "/admin/partitioned-topics/%s/%s/persistent", r->tn.tenant,
-             r->tn.ns);
-    int rc = md_children(r->b->md, path, list_done, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    list_namespace(req, arg, "/admin/partitioned-topics");
 }
 
 #define BASE "/admin/v2/persistent/{tenant}/{namespace}"

@@ -1363,6 +1363,31 @@ typedef struct op_req {
     void *arg;
 } op_req;
 
+/* A request from connection c; NULL (out of memory answered) on allocation failure. */
+static op_req *op_req_new(br_conn *c, uint64_t request_id)
+{
+    op_req *r = mg_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        br_conn_send_error(c, request_id, ERR(ServiceNotReady), "out of memory");
+        return NULL;
+    }
+    r->conn = c;
+    r->request_id = request_id;
+    return r;
+}
+
+/* Answers a connection's request unless the connection is closing: success, or err with the
+ * text of status. */
+static void op_reply(const op_req *r, int status, Magnetar__Pulsar__ServerError err)
+{
+    if (r->conn->state == BR_CONN_CLOSING)
+        return;
+    if (status == MG_OK)
+        br_conn_send_success(r->conn, r->request_id);
+    else
+        br_conn_send_error(r->conn, r->request_id, err, mg_strerror(status));
+}
+
 /* After a reset every consumer reconnects (Pulsar disconnects them so clients clear what they
  * had received); pending and replay state starts afresh. */
 static void sub_after_reset(br_sub *s)
@@ -1386,12 +1411,7 @@ static void seek_done(int status, void *arg)
     op_req *r = arg;
     br_sub *s = r->sub;
     if (r->conn != NULL) {
-        if (r->conn->state != BR_CONN_CLOSING) {
-            if (status == MG_OK)
-                br_conn_send_success(r->conn, r->request_id);
-            else
-                br_conn_send_error(r->conn, r->request_id, ERR(UnknownError), mg_strerror(status));
-        }
+        op_reply(r, status, ERR(UnknownError));
         br_conn_unref(r->conn);
     }
     s->resetting = false;
@@ -1418,14 +1438,10 @@ void br_handle_seek(br_conn *c, const Magnetar__Pulsar__CommandSeek *cmd)
         return;
     }
     br_sub *s = k->sub;
-    op_req *r = mg_calloc(1, sizeof(*r));
-    if (r == NULL) {
-        br_conn_send_error(c, cmd->request_id, ERR(ServiceNotReady), "out of memory");
+    op_req *r = op_req_new(c, cmd->request_id);
+    if (r == NULL)
         return;
-    }
-    r->conn = c;
     r->sub = s;
-    r->request_id = cmd->request_id;
     int rc;
     if (cmd->has_message_publish_time) {
         rc = mc_reset_to_time(s->cursor, (int64_t)cmd->message_publish_time, seek_done, r);
@@ -1458,12 +1474,7 @@ void br_handle_seek(br_conn *c, const Magnetar__Pulsar__CommandSeek *cmd)
 static void unsubscribed(int status, void *arg)
 {
     op_req *r = arg;
-    if (r->conn->state != BR_CONN_CLOSING) {
-        if (status == MG_OK)
-            br_conn_send_success(r->conn, r->request_id);
-        else
-            br_conn_send_error(r->conn, r->request_id, ERR(MetadataError), mg_strerror(status));
-    }
+    op_reply(r, status, ERR(MetadataError));
     br_conn_unref(r->conn);
     mg_free(r);
 }
@@ -1482,13 +1493,9 @@ void br_handle_unsubscribe(br_conn *c, const Magnetar__Pulsar__CommandUnsubscrib
                            "the subscription has other consumers");
         return;
     }
-    op_req *r = mg_calloc(1, sizeof(*r));
-    if (r == NULL) {
-        br_conn_send_error(c, cmd->request_id, ERR(ServiceNotReady), "out of memory");
+    op_req *r = op_req_new(c, cmd->request_id);
+    if (r == NULL)
         return;
-    }
-    r->conn = c;
-    r->request_id = cmd->request_id;
     br_conn_ref(c);
     br_consumer_drop(k, false);
     if (s->closing) {

@@ -1110,15 +1110,22 @@ static bool consumer_usable(const pc_consumer *k)
     return k->base.state == PC__HANDLE_READY && !k->base.c->closing;
 }
 
-int pc_ack(pc_consumer *k, const pc_message_id *id)
+/* The part an ack or nack of id goes to, in *kc: MG_EINVAL for no consumer, an id that names no
+ * entry or a partition this consumer does not have; MG_ECLOSED when the consumer is not ready. */
+static int ack_part(pc_consumer *k, const pc_message_id *id, pc__cons **kc)
 {
     if (k == NULL || id == NULL || id->ledger_id < 0 || id->entry_id < 0)
         return MG_EINVAL;
     if (!consumer_usable(k))
         return MG_ECLOSED;
-    pc__cons *kc = part_of(k, id);
-    if (kc == NULL)
-        return MG_EINVAL;
+    *kc = part_of(k, id);
+    return *kc != NULL ? MG_OK : MG_EINVAL;
+}
+
+int pc_ack(pc_consumer *k, const pc_message_id *id)
+{
+    pc__cons *kc;
+    MG_TRY(ack_part(k, id, &kc));
     if (kc->ack_count >= PC_ACK_PENDING_MAX) {
         cons_flush_acks(kc);
         if (kc->ack_count >= PC_ACK_PENDING_MAX) {
@@ -1149,14 +1156,10 @@ int pc_ack(pc_consumer *k, const pc_message_id *id)
 
 int pc_ack_cumulative(pc_consumer *k, const pc_message_id *id)
 {
-    if (k == NULL || id == NULL || id->ledger_id < 0 || id->entry_id < 0 ||
-        (k->type != PC_SUB_EXCLUSIVE && k->type != PC_SUB_FAILOVER))
+    if (k != NULL && k->type != PC_SUB_EXCLUSIVE && k->type != PC_SUB_FAILOVER)
         return MG_EINVAL;
-    if (!consumer_usable(k))
-        return MG_ECLOSED;
-    pc__cons *kc = part_of(k, id);
-    if (kc == NULL)
-        return MG_EINVAL;
+    pc__cons *kc;
+    MG_TRY(ack_part(k, id, &kc));
     pc_message_id cur = { kc->cum.ledger_id, kc->cum.entry_id, kc->cum.batch_index, 0, -1 };
     if (!kc->has_cum || pc_message_id_cmp(id, &cur) > 0) {
         kc->cum = (pc__ackid){ id->ledger_id, id->entry_id, id->batch_index, id->batch_size };
@@ -1168,13 +1171,8 @@ int pc_ack_cumulative(pc_consumer *k, const pc_message_id *id)
 
 int pc_nack(pc_consumer *k, const pc_message_id *id)
 {
-    if (k == NULL || id == NULL || id->ledger_id < 0 || id->entry_id < 0)
-        return MG_EINVAL;
-    if (!consumer_usable(k))
-        return MG_ECLOSED;
-    pc__cons *kc = part_of(k, id);
-    if (kc == NULL)
-        return MG_EINVAL;
+    pc__cons *kc;
+    MG_TRY(ack_part(k, id, &kc));
     if (kc->nack_count == PC_NACK_PENDING_MAX)
         nack_send_due(kc, 0, true);
     if (kc->nack_count == kc->nack_cap) {

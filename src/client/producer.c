@@ -440,17 +440,26 @@ static void op_make(pc__prod *pp, pc__msg *msgs, uint32_t count, uint64_t bytes)
     }
 }
 
+/* Detaches the open batch, which is empty after: its messages in order, *count and *bytes. */
+static pc__msg *batch_take(pc__prod *pp, uint32_t *count, uint64_t *bytes)
+{
+    pc__msg *msgs = pp->batch_head;
+    *count = pp->batch_count;
+    *bytes = pp->batch_bytes;
+    pp->batch_head = pp->batch_tail = NULL;
+    pp->batch_count = 0;
+    pp->batch_bytes = 0;
+    return msgs;
+}
+
 static void batch_flush(pc__prod *pp)
 {
     pc__timer_stop(pp->base.c, &pp->batch_timer);
     if (pp->batch_count == 0)
         return;
-    pc__msg *msgs = pp->batch_head;
-    uint32_t count = pp->batch_count;
-    uint64_t bytes = pp->batch_bytes;
-    pp->batch_head = pp->batch_tail = NULL;
-    pp->batch_count = 0;
-    pp->batch_bytes = 0;
+    uint32_t count;
+    uint64_t bytes;
+    pc__msg *msgs = batch_take(pp, &count, &bytes);
     op_make(pp, msgs, count, bytes);
 }
 
@@ -754,12 +763,9 @@ static void prod_fail_all(pc__prod *pp, int status)
     pc__op *op;
     while ((op = ops_pop(pp)) != NULL)
         op_complete(pp, op, status, -1, -1);
-    pc__msg *batch = pp->batch_head;
-    uint32_t n = pp->batch_count;
-    uint64_t bytes = pp->batch_bytes;
-    pp->batch_head = pp->batch_tail = NULL;
-    pp->batch_count = 0;
-    pp->batch_bytes = 0;
+    uint32_t n;
+    uint64_t bytes;
+    pc__msg *batch = batch_take(pp, &n, &bytes);
     p->pending_msgs -= n;
     p->pending_bytes -= bytes;
     msgs_fail(batch, status);

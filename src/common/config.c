@@ -1269,6 +1269,14 @@ static void cfg_print_entry(FILE *out, const char *flags, const char *text, size
     cfg_wrap(out, text, column, column);
 }
 
+/* The flag column of opt ("-p, --port PORT") into flags, over the storage text[0, text_bytes). */
+static void cfg_opt_flag_column(cfg_buf *flags, char *text, size_t text_bytes, const mg_opt *opt)
+{
+    bool is_bool = opt->type == MG_OPT_BOOL;
+    cfg_buf_init(flags, text, text_bytes);
+    cfg_flag_column(flags, opt->short_name, opt->name, is_bool, is_bool ? NULL : cfg_metavar(opt));
+}
+
 void mg_config_print_help(const mg_cmd_spec *spec, FILE *out)
 {
     cfg_check_spec(spec);
@@ -1279,11 +1287,7 @@ void mg_config_print_help(const mg_cmd_spec *spec, FILE *out)
     /* The flag column is as wide as the widest entry, up to CFG_HELP_FLAG_COLUMN_MAX. */
     size_t widest = strlen("  -h, --help");
     for (size_t i = 0; i < spec->opt_count; i++) {
-        const mg_opt *opt = &spec->opts[i];
-        bool is_bool = opt->type == MG_OPT_BOOL;
-        cfg_buf_init(&flags, flags_text, sizeof(flags_text));
-        cfg_flag_column(&flags, opt->short_name, opt->name, is_bool,
-                        is_bool ? NULL : cfg_metavar(opt));
+        cfg_opt_flag_column(&flags, flags_text, sizeof(flags_text), &spec->opts[i]);
         if (flags.len > widest && flags.len <= CFG_HELP_FLAG_COLUMN_MAX)
             widest = flags.len;
     }
@@ -1304,10 +1308,7 @@ void mg_config_print_help(const mg_cmd_spec *spec, FILE *out)
     cfg_buf text;
     for (size_t i = 0; i < spec->opt_count; i++) {
         const mg_opt *opt = &spec->opts[i];
-        bool is_bool = opt->type == MG_OPT_BOOL;
-        cfg_buf_init(&flags, flags_text, sizeof(flags_text));
-        cfg_flag_column(&flags, opt->short_name, opt->name, is_bool,
-                        is_bool ? NULL : cfg_metavar(opt));
+        cfg_opt_flag_column(&flags, flags_text, sizeof(flags_text), opt);
         cfg_buf_init(&text, text_buf, sizeof(text_buf));
         cfg_describe(&text, opt);
         cfg_print_entry(out, flags_text, text_buf, column);

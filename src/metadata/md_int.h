@@ -39,6 +39,7 @@ typedef enum md_op_type {
 } md_op_type;
 
 typedef enum md_watch_kind {
+    MD_WATCH_NONE = 0, /* a read that sets no watch */
     MD_WATCH_NODE = 1,
     MD_WATCH_CHILDREN = 2,
 } md_watch_kind;

@@ -593,26 +593,33 @@ static void submit(md_client *c, md_op *op)
     c->store->ops->submit(c->store->backend, op);
 }
 
-int md_get(md_client *c, const char *path, md_get_cb cb, void *arg)
+/* A read (MD_OP_GET or MD_OP_CHILDREN) that also sets a watch of the given kind, or none
+ * (MD_WATCH_NONE). */
+static int submit_read(md_client *c, md_op_type type, const char *path, md_watch_kind kind,
+                       md_watch_cb watch_cb, void *watch_arg, void *cb, void *arg)
 {
     md_op *op;
-    MG_TRY(new_op(c, MD_OP_GET, path, NULL, 0, (void *)cb, arg, &op));
+    MG_TRY(new_op(c, type, path, NULL, 0, cb, arg, &op));
+    if (kind != MD_WATCH_NONE) {
+        int rc = add_watch(c, op, kind, watch_cb, watch_arg);
+        if (rc != MG_OK) {
+            free_op(op);
+            return rc;
+        }
+    }
     submit(c, op);
     return MG_OK;
+}
+
+int md_get(md_client *c, const char *path, md_get_cb cb, void *arg)
+{
+    return submit_read(c, MD_OP_GET, path, MD_WATCH_NONE, NULL, NULL, (void *)cb, arg);
 }
 
 int md_get_watch(md_client *c, const char *path, md_watch_cb watch_cb, void *watch_arg,
                  md_get_cb cb, void *arg)
 {
-    md_op *op;
-    MG_TRY(new_op(c, MD_OP_GET, path, NULL, 0, (void *)cb, arg, &op));
-    int rc = add_watch(c, op, MD_WATCH_NODE, watch_cb, watch_arg);
-    if (rc != MG_OK) {
-        free_op(op);
-        return rc;
-    }
-    submit(c, op);
-    return MG_OK;
+    return submit_read(c, MD_OP_GET, path, MD_WATCH_NODE, watch_cb, watch_arg, (void *)cb, arg);
 }
 
 int md_create(md_client *c, const char *path, const void *value, size_t value_len, int flags,
@@ -656,24 +663,14 @@ int md_delete(md_client *c, const char *path, int64_t expected_version, md_done_
 
 int md_children(md_client *c, const char *path, md_children_cb cb, void *arg)
 {
-    md_op *op;
-    MG_TRY(new_op(c, MD_OP_CHILDREN, path, NULL, 0, (void *)cb, arg, &op));
-    submit(c, op);
-    return MG_OK;
+    return submit_read(c, MD_OP_CHILDREN, path, MD_WATCH_NONE, NULL, NULL, (void *)cb, arg);
 }
 
 int md_children_watch(md_client *c, const char *path, md_watch_cb watch_cb, void *watch_arg,
                       md_children_cb cb, void *arg)
 {
-    md_op *op;
-    MG_TRY(new_op(c, MD_OP_CHILDREN, path, NULL, 0, (void *)cb, arg, &op));
-    int rc = add_watch(c, op, MD_WATCH_CHILDREN, watch_cb, watch_arg);
-    if (rc != MG_OK) {
-        free_op(op);
-        return rc;
-    }
-    submit(c, op);
-    return MG_OK;
+    return submit_read(c, MD_OP_CHILDREN, path, MD_WATCH_CHILDREN, watch_cb, watch_arg, (void *)cb,
+                       arg);
 }
 
 /* --- id allocator -------------------------------------------------------------------------

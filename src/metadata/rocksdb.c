@@ -262,17 +262,27 @@ static int rdb_io_error(md_backend *b, const char *what, const char *path, size_
     return MG_EIO;
 }
 
-/* Reads the node path[0, len). MG_OK fills *n (release with rdb_node_release); MG_ENOTFOUND,
- * MG_ECORRUPT (logged) and MG_EIO (logged) leave nothing to release. */
-static int rdb_read(md_backend *b, const char *path, size_t len, rdb_node *n)
+/* Fetches the raw record of path[0, len): MG_OK with *raw NULL when there is none, else a record
+ * of *vlen bytes to release with rocksdb_free; MG_EIO (logged). */
+static int rdb_get_raw(md_backend *b, const char *path, size_t len, char **raw, size_t *vlen)
 {
     char key[RDB_KEY_BYTES_MAX];
     size_t klen = rdb_key(key, path, len);
     char *err = NULL;
-    size_t vlen = 0;
-    char *raw = rocksdb_get(b->db, b->read_opts, key, klen, &vlen, &err);
+    *vlen = 0;
+    *raw = rocksdb_get(b->db, b->read_opts, key, klen, vlen, &err);
     if (err != NULL)
         return rdb_io_error(b, "read", path, len, err);
+    return MG_OK;
+}
+
+/* Reads the node path[0, len). MG_OK fills *n (release with rdb_node_release); MG_ENOTFOUND,
+ * MG_ECORRUPT (logged) and MG_EIO (logged) leave nothing to release. */
+static int rdb_read(md_backend *b, const char *path, size_t len, rdb_node *n)
+{
+    char *raw;
+    size_t vlen;
+    MG_TRY(rdb_get_raw(b, path, len, &raw, &vlen));
     if (raw == NULL)
         return MG_ENOTFOUND;
     int rc = rdb_decode(raw, vlen, &n->stat, &n->sequence);
@@ -297,13 +307,9 @@ static void rdb_node_release(rdb_node *n)
 /* MG_OK if path[0, len) has no record, MG_EEXIST if it has one (valid or not), MG_EIO. */
 static int rdb_check_absent(md_backend *b, const char *path, size_t len)
 {
-    char key[RDB_KEY_BYTES_MAX];
-    size_t klen = rdb_key(key, path, len);
-    char *err = NULL;
-    size_t vlen = 0;
-    char *raw = rocksdb_get(b->db, b->read_opts, key, klen, &vlen, &err);
-    if (err != NULL)
-        return rdb_io_error(b, "read", path, len, err);
+    char *raw;
+    size_t vlen;
+    MG_TRY(rdb_get_raw(b, path, len, &raw, &vlen));
     if (raw == NULL)
         return MG_OK;
     rocksdb_free(raw);

@@ -1200,50 +1200,57 @@ void pf_topic_close(pf_topic *t)
  * stopped reading; every PF_STATS_PERIOD_MS: the rate metrics. */
 static void export_metrics(pf_env *env, double period_s);
 
-static void retry_due(pf_env *env, uint64_t now)
+/* Retries the members of list whose retry time (retry_at_ms of the member) has come, in order.
+ * They are first moved to a list of their own, so that the retries, which may change list, do
+ * not disturb the pass over it. */
+static void retry_due(pf_link *list, uint64_t now, uint64_t (*retry_at_ms)(pf_link *member),
+                      void (*retry)(pf_link *member))
 {
     pf_link due;
     link_init(&due);
-    for (pf_link *l = env->retries.next; l != &env->retries;) {
-        pf_fetch *f = PF_CONTAINER(l, pf_fetch, rlink);
+    for (pf_link *l = list->next; l != list;) {
+        pf_link *member = l;
         l = l->next;
-        if (f->retry_at_ms <= now) {
-            link_remove(&f->rlink);
-            link_push(&due, &f->rlink);
+        if (retry_at_ms(member) <= now) {
+            link_remove(member);
+            link_push(&due, member);
         }
     }
     while (!link_empty(&due)) {
-        pf_fetch *f = PF_CONTAINER(due.next, pf_fetch, rlink);
-        link_remove(&f->rlink);
-        f->retrying = false;
-        pf_topic *t = f->t;
-        if (t->closed || !claimed_by_any(t, (ml_position){ f->ledger_id, f->next }) ||
-            fetch_issue(f) != MG_OK)
-            fetch_end(f); /* waiting readers read on demand */
+        pf_link *member = due.next;
+        link_remove(member);
+        retry(member);
     }
 }
 
-static void req_retry_due(pf_env *env, uint64_t now)
+static uint64_t fetch_retry_at_ms(pf_link *member)
 {
-    pf_link due;
-    link_init(&due);
-    for (pf_link *l = env->req_retries.next; l != &env->req_retries;) {
-        pf_req *q = PF_CONTAINER(l, pf_req, link);
-        l = l->next;
-        if (q->retry_at_ms <= now) {
-            link_remove(&q->link);
-            link_push(&due, &q->link);
-        }
-    }
-    while (!link_empty(&due)) {
-        pf_req *q = PF_CONTAINER(due.next, pf_req, link);
-        link_remove(&q->link);
-        pf_topic *t = q->t;
-        int rc = req_try(q);
-        if (rc != MG_OK)
-            req_complete(q, rc, NULL, 0);
-        topic_unref(t); /* the failed read's reference */
-    }
+    return PF_CONTAINER(member, pf_fetch, rlink)->retry_at_ms;
+}
+
+static void fetch_retry(pf_link *member)
+{
+    pf_fetch *f = PF_CONTAINER(member, pf_fetch, rlink);
+    f->retrying = false;
+    pf_topic *t = f->t;
+    if (t->closed || !claimed_by_any(t, (ml_position){ f->ledger_id, f->next }) ||
+        fetch_issue(f) != MG_OK)
+        fetch_end(f); /* waiting readers read on demand */
+}
+
+static uint64_t req_retry_at_ms(pf_link *member)
+{
+    return PF_CONTAINER(member, pf_req, link)->retry_at_ms;
+}
+
+static void req_retry(pf_link *member)
+{
+    pf_req *q = PF_CONTAINER(member, pf_req, link);
+    pf_topic *t = q->t;
+    int rc = req_try(q);
+    if (rc != MG_OK)
+        req_complete(q, rc, NULL, 0);
+    topic_unref(t); /* the failed read's reference */
 }
 
 static void release_idle(pf_env *env, uint64_t now)
@@ -1264,9 +1271,9 @@ static void timer_cb(uv_timer_t *h)
     pf_env *env = h->data;
     uint64_t now = mg_clock_mono_ms();
     if (!link_empty(&env->retries))
-        retry_due(env, now);
+        retry_due(&env->retries, now, fetch_retry_at_ms, fetch_retry);
     if (!link_empty(&env->req_retries))
-        req_retry_due(env, now);
+        retry_due(&env->req_retries, now, req_retry_at_ms, req_retry);
     env->ticks++;
     if (env->ticks % (1000 / PF_RETRY_MS) == 0)
         release_idle(env, now);
