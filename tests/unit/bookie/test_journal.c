@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/cr_util.h"
+
 TestSuite(journal, .timeout = 60);
 
 #define HDR          BK_JOURNAL_RECORD_HEADER_BYTES
@@ -49,17 +51,9 @@ static char *make_tmpdir(void)
     return d;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void rm_tree(char *dir)
 {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(dir);
     free(dir);
 }
 

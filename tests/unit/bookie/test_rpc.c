@@ -29,21 +29,15 @@
 #include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "support/cr_util.h"
+#include "support/loop_wait.h"
 
 TestSuite(bookie_rpc, .timeout = 10);
 
 #define WAIT_NS_MAX (5ull * 1000 * 1000 * 1000)
 
 /* Runs the loop until cond holds; fails the test after WAIT_NS_MAX. */
-#define RUN_UNTIL(loopp, cond)                                                                \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run((loopp), UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(loopp, cond) MGT_RUN_UNTIL(loopp, cond, WAIT_NS_MAX)
 
 /* ---- environment ------------------------------------------------------------------------- */
 
@@ -62,16 +56,6 @@ typedef struct env {
     bool client_closed;
 } env;
 
-static void guard_tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static void set_flag(void *arg)
-{
-    *(bool *)arg = true;
-}
-
 static void storage_closed(int status, void *arg)
 {
     (void)status;
@@ -82,8 +66,7 @@ static void loop_start(env *e)
 {
     memset(e, 0, sizeof(*e));
     cr_assert_eq(uv_loop_init(&e->loop), 0);
-    cr_assert_eq(uv_timer_init(&e->loop, &e->guard), 0);
-    cr_assert_eq(uv_timer_start(&e->guard, guard_tick, 5, 5), 0);
+    mgt_guard_start(&e->loop, &e->guard);
 }
 
 static void loop_finish(env *e)
@@ -93,14 +76,6 @@ static void loop_finish(env *e)
     for (int i = 0; i < 100 && uv_loop_alive(&e->loop); i++)
         uv_run(&e->loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&e->loop), 0, "handles left open on the loop");
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static void server_start(env *e, uint16_t port, uint32_t inflight_max)
@@ -120,7 +95,7 @@ static void server_start(env *e, uint16_t port, uint32_t inflight_max)
 static void server_stop(env *e)
 {
     e->server_closed = false;
-    bk_server_close(e->server, set_flag, &e->server_closed);
+    bk_server_close(e->server, mgt_set_flag, &e->server_closed);
     RUN_UNTIL(&e->loop, e->server_closed);
     e->server = NULL;
 }
@@ -161,7 +136,7 @@ static void env_open(env *e, uint32_t inflight_max)
 static void env_close(env *e)
 {
     if (e->client != NULL) {
-        bk_client_close(e->client, set_flag, &e->client_closed);
+        bk_client_close(e->client, mgt_set_flag, &e->client_closed);
         RUN_UNTIL(&e->loop, e->client_closed);
     }
     if (e->server != NULL)
@@ -169,7 +144,7 @@ static void env_close(env *e)
     storage_close(e);
     loop_finish(e);
     mg_metrics_destroy(e->metrics);
-    nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(e->dir);
 }
 
 /* ---- results ----------------------------------------------------------------------------- */
@@ -233,33 +208,12 @@ static void done(int status, void *arg)
     r->status = status;
 }
 
-/* Counts many completions. */
-typedef struct tally {
-    int calls;
-    int ok;
-    int last_error;
-} tally;
-
+/* Counts many adds into the mgt_tally arg points to. */
 static void tally_add(int status, int64_t ledger_id, int64_t entry_id, void *arg)
 {
     (void)ledger_id;
     (void)entry_id;
-    tally *t = arg;
-    t->calls++;
-    if (status == MG_OK)
-        t->ok++;
-    else
-        t->last_error = status;
-}
-
-static void tally_done(int status, void *arg)
-{
-    tally *t = arg;
-    t->calls++;
-    if (status == MG_OK)
-        t->ok++;
-    else
-        t->last_error = status;
+    mgt_tally_done(status, arg);
 }
 
 static int add_sync(env *e, int64_t ledger_id, int64_t entry_id, const char *text)
@@ -365,7 +319,7 @@ Test(bookie_rpc, pipelined_adds_then_capped_range)
     enum { N = 100, SIZE = 100 };
     env e;
     env_open(&e, 0);
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++) {
         mg_buf *b = mg_buf_new(SIZE);
         memset(mg_buf_data(b), 'a' + i % 26, SIZE);
@@ -427,7 +381,7 @@ Test(bookie_rpc, backpressure_with_two_in_flight)
     enum { N = 50 };
     env e;
     env_open(&e, 2); /* the server reads on only while fewer than 2 requests are in progress */
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++) {
         char text[32];
         snprintf(text, sizeof(text), "entry %d", i);
@@ -552,7 +506,7 @@ Test(bookie_rpc, disk_range_across_chunks_and_corrupt_record_not_served)
     enum { N = 40, BAD = 20 }; /* 40 records: three 1 MiB chunks; entry 20 in the second */
     env e;
     env_open(&e, 0);
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int64_t i = 0; i < N; i++) {
         mg_buf *b = mg_buf_new(DISK_ENTRY_BYTES);
         for (size_t k = 0; k < DISK_ENTRY_BYTES; k++)
@@ -564,8 +518,8 @@ Test(bookie_rpc, disk_range_across_chunks_and_corrupt_record_not_served)
     }
     RUN_UNTIL(&e.loop, t.calls == N);
     cr_assert_eq(t.ok, N, "last error %d", t.last_error);
-    tally f = { 0 };
-    cr_assert_eq(bk_storage_flush(e.storage, tally_done, &f), MG_OK);
+    mgt_tally f = { 0 };
+    cr_assert_eq(bk_storage_flush(e.storage, mgt_tally_done, &f), MG_OK);
     RUN_UNTIL(&e.loop, f.calls == 1);
     cr_assert_eq(f.ok, 1);
 
@@ -646,7 +600,7 @@ Test(bookie_rpc, interleaved_reads_and_adds_match_their_requests)
         cr_assert_eq(add_sync(&e, 13, i, text), MG_OK);
     }
     expect_read reads[N];
-    tally adds = { 0 };
+    mgt_tally adds = { 0 };
     for (int i = 0; i < N; i++) {
         memset(&reads[i], 0, sizeof(reads[i]));
         snprintf(reads[i].want, sizeof(reads[i].want), "ledger 13 entry %d", i);
@@ -1004,7 +958,7 @@ Test(bookie_rpc, client_times_out_on_a_silent_server)
     /* Closing the client completes what is still pending with MG_ECLOSED. */
     res pending = { 0 };
     cr_assert_eq(bk_client_health(c, addr, done, &pending), MG_OK);
-    bk_client_close(c, set_flag, &e.client_closed);
+    bk_client_close(c, mgt_set_flag, &e.client_closed);
     cr_assert_eq(pending.calls, 0);
     RUN_UNTIL(&e.loop, e.client_closed);
     cr_assert_eq(pending.calls, 1);
@@ -1017,23 +971,15 @@ Test(bookie_rpc, connection_refused)
 {
     env e;
     loop_start(&e);
-    /* Bind and close to find a port where nothing listens. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t sa_len = sizeof(sa);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sa_len), 0);
-    close(fd);
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    mgt_closed_port_addr(addr, sizeof(addr));
     bk_client *c;
     cr_assert_eq(bk_client_create(&e.loop, NULL, &c), MG_OK);
     res r = { 0 };
     cr_assert_eq(bk_client_health(c, addr, done, &r), MG_OK);
     RUN_UNTIL(&e.loop, r.calls == 1);
     cr_assert_eq(r.status, MG_ECONNECTION);
-    bk_client_close(c, set_flag, &e.client_closed);
+    bk_client_close(c, mgt_set_flag, &e.client_closed);
     RUN_UNTIL(&e.loop, e.client_closed);
     loop_finish(&e);
 }
@@ -1047,11 +993,11 @@ Test(bookie_rpc, connection_loss_fails_pending_and_reconnects)
     uint16_t port = e.port;
 
     /* Requests go out, then the server vanishes before it reads them. */
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++)
-        cr_assert_eq(bk_client_health(e.client, e.addr, tally_done, &t), MG_OK);
+        cr_assert_eq(bk_client_health(e.client, e.addr, mgt_tally_done, &t), MG_OK);
     e.server_closed = false;
-    bk_server_close(e.server, set_flag, &e.server_closed);
+    bk_server_close(e.server, mgt_set_flag, &e.server_closed);
     e.server = NULL;
     RUN_UNTIL(&e.loop, t.calls == N && e.server_closed);
     cr_assert_eq(t.ok, 0);
