@@ -9,9 +9,9 @@
 #define MG_TESTS_SUPPORT_CR_UTIL_H
 
 #include "common/error.h"
+#include "support/rm_tree.h"
 
 #include <arpa/inet.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -54,20 +54,6 @@ static inline void mgt_guard_start(uv_loop_t *loop, uv_timer_t *guard)
 {
     cr_assert_eq(uv_timer_init(loop, guard), 0);
     cr_assert_eq(uv_timer_start(guard, mgt_guard_tick, 5, 5), 0);
-}
-
-static inline int mgt_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-/* Removes dir and everything below it (best effort: what cannot be removed stays). */
-static inline void mgt_rm_tree(const char *dir)
-{
-    nftw(dir, mgt_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* "127.0.0.1:<port>" of a loopback port where nothing listens: bound, then closed. */
