@@ -346,6 +346,20 @@ static pc_consumer_opts acking_subscription(const char *topic)
                                .ack_group_ms = 10 };
 }
 
+/* Messages of the acknowledgement tests. */
+#define ACKED_N 10
+
+/* Subscribes s (initialised here) with acking_subscription(topic), sends ACKED_N messages
+ * "<prefix>-<i>" through p (their receipts in recs) and waits for all of them on s; returns the
+ * subscription's options, for resubscribe. */
+static pc_consumer_opts subscribe_acking(pc_producer *p, const char *topic, sink *s,
+                                         const char *prefix, sendrec recs[ACKED_N])
+{
+    pc_consumer_opts co = acking_subscription(topic);
+    subscribe_and_fill(p, &co, s, prefix, ACKED_N, recs);
+    return co;
+}
+
 /* Lets the grouped acks reach the broker, closes s's consumer and subscribes again with o: s then
  * receives what the broker kept for the subscription. */
 static void resubscribe(pc_consumer_opts *o, sink *s)
@@ -744,11 +758,10 @@ Test(client, key_shared_keeps_per_key_order)
 Test(client, individual_acks_survive_a_resubscription)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "acks" });
-    pc_consumer_opts co = acking_subscription("acks");
     sink s;
-    enum { N = 10 };
+    enum { N = ACKED_N };
     sendrec recs[N];
-    subscribe_and_fill(p, &co, &s, "ack", N, recs);
+    pc_consumer_opts co = subscribe_acking(p, "acks", &s, "ack", recs);
     for (int i = 0; i < N; i += 2)
         cr_assert_eq(pc_ack(s.k, &s.msgs[i].id), MG_OK);
     resubscribe(&co, &s);
@@ -766,11 +779,10 @@ Test(client, batch_index_acks_survive_a_resubscription)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){
         .topic = "back", .batching = true, .batch_max_messages = 10, .batch_max_delay_ms = 1000 });
-    pc_consumer_opts co = acking_subscription("back");
     sink s;
-    enum { N = 10 };
+    enum { N = ACKED_N };
     sendrec recs[N];
-    subscribe_and_fill(p, &co, &s, "b", N, recs);
+    pc_consumer_opts co = subscribe_acking(p, "back", &s, "b", recs);
     cr_assert_eq(recs[9].id.batch_size, 10);
     /* Two flushes: 0..2 then 3, 5, 7 — the broker ANDs their sets. */
     for (int i = 0; i < 3; i++)
@@ -796,11 +808,10 @@ Test(client, batch_index_acks_survive_a_resubscription)
 Test(client, cumulative_ack_then_resubscription)
 {
     pc_producer *p = producer_open(&(pc_producer_opts){ .topic = "cum" });
-    pc_consumer_opts co = acking_subscription("cum");
     sink s;
-    enum { N = 10 };
+    enum { N = ACKED_N };
     sendrec recs[N];
-    subscribe_and_fill(p, &co, &s, "c", N, recs);
+    pc_consumer_opts co = subscribe_acking(p, "cum", &s, "c", recs);
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[3].id), MG_OK);
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[5].id), MG_OK);
     cr_assert_eq(pc_ack_cumulative(s.k, &s.msgs[2].id), MG_OK); /* older: no effect */

@@ -513,6 +513,17 @@ static void wait_sends(sendrec *r, int n)
     sends_wait(&g_loop, r, (size_t)n, WAIT_MS);
 }
 
+/* Opens the client on broker a (5 s operation timeout), creates a producer on "t", sends n
+ * messages and waits for their results in r[0, n). */
+static void produce_n(sendrec *r, int n)
+{
+    client_open(g_a.port, 5000, 30);
+    pc_producer *p = NULL;
+    cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
+    send_n(p, r, n);
+    wait_sends(r, n);
+}
+
 /* Sequence ids of the SENDs a broker got on connection conn (-1: any), in order. */
 static int send_seqs(const fbroker *b, int conn, int64_t *seqs, int cap)
 {
@@ -682,12 +693,8 @@ Test(client_proto, bad_options_are_einval)
 Test(client_proto, checksum_error_fails_that_send_only)
 {
     g_a.checksum_seq = 43;
-    client_open(g_a.port, 5000, 30);
-    pc_producer *p = NULL;
-    cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
     sendrec r[3] = { 0 };
-    send_n(p, r, 3);
-    wait_sends(r, 3);
+    produce_n(r, 3);
     cr_assert_eq(r[0].status, MG_OK);
     cr_assert_eq(r[1].status, MG_ECORRUPT);
     cr_assert_eq(r[2].status, MG_OK);
@@ -698,12 +705,8 @@ Test(client_proto, checksum_error_fails_that_send_only)
 Test(client_proto, send_error_reconnects_and_resends_in_order)
 {
     g_a.error_seq = 43;
-    client_open(g_a.port, 5000, 30);
-    pc_producer *p = NULL;
-    cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
     sendrec r[4] = { 0 };
-    send_n(p, r, 4);
-    wait_sends(r, 4);
+    produce_n(r, 4);
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(r[i].status, MG_OK, "send %d: %s", i, mg_strerror(r[i].status));
         cr_assert_eq(r[i].order, i);
@@ -727,12 +730,8 @@ Test(client_proto, send_error_reconnects_and_resends_in_order)
 Test(client_proto, receipt_out_of_order_resends)
 {
     g_a.receipt_skip = 42;
-    client_open(g_a.port, 5000, 30);
-    pc_producer *p = NULL;
-    cr_assert_eq(producer_try(&(pc_producer_opts){ .topic = "t" }, &p), MG_OK);
     sendrec r[2] = { 0 };
-    send_n(p, r, 2);
-    wait_sends(r, 2);
+    produce_n(r, 2);
     cr_assert_eq(r[0].status, MG_OK);
     cr_assert_eq(r[1].status, MG_OK);
     cr_assert_eq(r[0].order, 0);

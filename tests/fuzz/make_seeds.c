@@ -86,12 +86,33 @@ static mg_buf *cmd_frame(Magnetar__Pulsar__BaseCommand *cmd)
     return out;
 }
 
+/* Makes *cmd a command of type t (TYPE(t)) carrying msg in its field, every other field clear. */
+#define SET_CMD(cmd, t, field, msg)                \
+    do {                                           \
+        magnetar__pulsar__base_command__init(cmd); \
+        (cmd)->type = TYPE(t);                     \
+        (cmd)->field = (msg);                      \
+    } while (0)
+
+/* Writes the bytes of b as a seed of target (b stays the caller's). */
+static void seed_buf(const char *target, const char *name, mg_buf *b)
+{
+    write_seed(target, name, mg_buf_data(b), mg_buf_len(b));
+}
+
+/* Writes the frame of cmd as a seed of target and returns it (the caller's, e.g. for a stream of
+ * frames). */
+static mg_buf *seed_frame(const char *target, const char *name, Magnetar__Pulsar__BaseCommand *cmd)
+{
+    mg_buf *b = cmd_frame(cmd);
+    seed_buf(target, name, b);
+    return b;
+}
+
 /* Writes the frame of cmd as a seed of target. */
 static void seed_cmd(const char *target, const char *name, Magnetar__Pulsar__BaseCommand *cmd)
 {
-    mg_buf *b = cmd_frame(cmd);
-    write_seed(target, name, mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    mg_buf_unref(seed_frame(target, name, cmd));
 }
 
 static Magnetar__Pulsar__MessageMetadata metadata(uint64_t seq)
@@ -202,9 +223,7 @@ static void pulsar_seeds(void)
     connect.client_version = "magnetar-c 0.1.0";
     connect.has_protocol_version = true;
     connect.protocol_version = 19;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(CONNECT);
-    cmd.connect = &connect;
+    SET_CMD(&cmd, CONNECT, connect, &connect);
     mg_buf *f_connect = cmd_frame(&cmd);
 
     Magnetar__Pulsar__CommandConnected connected = MAGNETAR__PULSAR__COMMAND_CONNECTED__INIT;
@@ -213,31 +232,21 @@ static void pulsar_seeds(void)
     connected.protocol_version = 19;
     connected.has_max_message_size = true;
     connected.max_message_size = 5 * 1024 * 1024;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(CONNECTED);
-    cmd.connected = &connected;
-    mg_buf *f_connected = cmd_frame(&cmd);
-    write_seed(T, "connected", mg_buf_data(f_connected), mg_buf_len(f_connected));
+    SET_CMD(&cmd, CONNECTED, connected, &connected);
+    mg_buf *f_connected = seed_frame(T, "connected", &cmd);
 
     Magnetar__Pulsar__CommandProducer producer = MAGNETAR__PULSAR__COMMAND_PRODUCER__INIT;
     producer.topic = (char *)TOPIC;
     producer.producer_id = 1;
     producer.request_id = 2;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(PRODUCER);
-    cmd.producer = &producer;
-    mg_buf *f_producer = cmd_frame(&cmd);
-    write_seed(T, "producer", mg_buf_data(f_producer), mg_buf_len(f_producer));
+    SET_CMD(&cmd, PRODUCER, producer, &producer);
+    mg_buf *f_producer = seed_frame(T, "producer", &cmd);
 
     Magnetar__Pulsar__CommandProducerSuccess ps = MAGNETAR__PULSAR__COMMAND_PRODUCER_SUCCESS__INIT;
     ps.request_id = 2;
     ps.producer_name = "standalone-0-1";
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(PRODUCER_SUCCESS);
-    cmd.producer_success = &ps;
-    mg_buf *b = cmd_frame(&cmd);
-    write_seed(T, "producer_success", mg_buf_data(b), mg_buf_len(b));
-    mg_buf_unref(b);
+    SET_CMD(&cmd, PRODUCER_SUCCESS, producer_success, &ps);
+    seed_cmd(T, "producer_success", &cmd);
 
     Magnetar__Pulsar__KeySharedMeta ksm = MAGNETAR__PULSAR__KEY_SHARED_META__INIT;
     ksm.key_shared_mode = P(KEY_SHARED_MODE__AUTO_SPLIT);
@@ -263,20 +272,14 @@ static void pulsar_seeds(void)
         sub.initial_position = P(COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest);
         if (subs[i].type == P(COMMAND_SUBSCRIBE__SUB_TYPE__Key_Shared))
             sub.key_shared_meta = &ksm;
-        magnetar__pulsar__base_command__init(&cmd);
-        cmd.type = TYPE(SUBSCRIBE);
-        cmd.subscribe = &sub;
-        b = cmd_frame(&cmd);
-        write_seed(T, subs[i].name, mg_buf_data(b), mg_buf_len(b));
-        mg_buf_unref(b);
+        SET_CMD(&cmd, SUBSCRIBE, subscribe, &sub);
+        seed_cmd(T, subs[i].name, &cmd);
     }
 
     Magnetar__Pulsar__CommandLookupTopic lookup = MAGNETAR__PULSAR__COMMAND_LOOKUP_TOPIC__INIT;
     lookup.topic = "non-persistent://public/default/events";
     lookup.request_id = 4;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(LOOKUP);
-    cmd.lookup_topic = &lookup;
+    SET_CMD(&cmd, LOOKUP, lookup_topic, &lookup);
     seed_cmd(T, "lookup", &cmd);
 
     Magnetar__Pulsar__CommandLookupTopicResponse lr =
@@ -285,28 +288,21 @@ static void pulsar_seeds(void)
     lr.has_response = true;
     lr.response = P(COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
     lr.request_id = 4;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(LOOKUP_RESPONSE);
-    cmd.lookup_topic_response = &lr;
+    SET_CMD(&cmd, LOOKUP_RESPONSE, lookup_topic_response, &lr);
     seed_cmd(T, "lookup_response", &cmd);
 
     Magnetar__Pulsar__CommandPartitionedTopicMetadata pm =
         MAGNETAR__PULSAR__COMMAND_PARTITIONED_TOPIC_METADATA__INIT;
     pm.topic = "persistent://public/default/partitioned";
     pm.request_id = 5;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(PARTITIONED_METADATA);
-    cmd.partition_metadata = &pm;
+    SET_CMD(&cmd, PARTITIONED_METADATA, partition_metadata, &pm);
     seed_cmd(T, "partitioned_metadata", &cmd);
 
     Magnetar__Pulsar__CommandFlow flow = MAGNETAR__PULSAR__COMMAND_FLOW__INIT;
     flow.consumer_id = 7;
     flow.message_permits = 1000;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(FLOW);
-    cmd.flow = &flow;
-    mg_buf *f_flow = cmd_frame(&cmd);
-    write_seed(T, "flow", mg_buf_data(f_flow), mg_buf_len(f_flow));
+    SET_CMD(&cmd, FLOW, flow, &flow);
+    mg_buf *f_flow = seed_frame(T, "flow", &cmd);
 
     Magnetar__Pulsar__MessageIdData id = MAGNETAR__PULSAR__MESSAGE_ID_DATA__INIT;
     id.ledger_id = 12;
@@ -325,9 +321,7 @@ static void pulsar_seeds(void)
     ack.ack_type = P(COMMAND_ACK__ACK_TYPE__Individual);
     ack.message_id = ids;
     ack.n_message_id = 2;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(ACK);
-    cmd.ack = &ack;
+    SET_CMD(&cmd, ACK, ack, &ack);
     seed_cmd(T, "ack_individual_batch", &cmd);
     ack.ack_type = P(COMMAND_ACK__ACK_TYPE__Cumulative);
     ack.n_message_id = 1;
@@ -337,9 +331,7 @@ static void pulsar_seeds(void)
     seek.consumer_id = 7;
     seek.request_id = 9;
     seek.message_id = &id;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(SEEK);
-    cmd.seek = &seek;
+    SET_CMD(&cmd, SEEK, seek, &seek);
     seed_cmd(T, "seek", &cmd);
 
     Magnetar__Pulsar__CommandRedeliverUnacknowledgedMessages rd =
@@ -347,40 +339,34 @@ static void pulsar_seeds(void)
     rd.consumer_id = 7;
     rd.message_ids = ids;
     rd.n_message_ids = 1;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(REDELIVER_UNACKNOWLEDGED_MESSAGES);
-    cmd.redeliver_unacknowledged_messages = &rd;
+    SET_CMD(&cmd, REDELIVER_UNACKNOWLEDGED_MESSAGES, redeliver_unacknowledged_messages, &rd);
     seed_cmd(T, "redeliver", &cmd);
 
     Magnetar__Pulsar__CommandGetTopicsOfNamespace gt =
         MAGNETAR__PULSAR__COMMAND_GET_TOPICS_OF_NAMESPACE__INIT;
     gt.request_id = 10;
     gt.namespace_ = "public/default";
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(GET_TOPICS_OF_NAMESPACE);
-    cmd.get_topics_of_namespace = &gt;
+    SET_CMD(&cmd, GET_TOPICS_OF_NAMESPACE, get_topics_of_namespace, &gt);
     seed_cmd(T, "get_topics_of_namespace", &cmd);
 
     Magnetar__Pulsar__CommandCloseProducer cp = MAGNETAR__PULSAR__COMMAND_CLOSE_PRODUCER__INIT;
     cp.producer_id = 1;
     cp.request_id = 11;
-    magnetar__pulsar__base_command__init(&cmd);
-    cmd.type = TYPE(CLOSE_PRODUCER);
-    cmd.close_producer = &cp;
+    SET_CMD(&cmd, CLOSE_PRODUCER, close_producer, &cp);
     seed_cmd(T, "close_producer", &cmd);
 
     mg_buf *bb = NULL;
     if (pw_encode_ping(&bb) != MG_OK)
         die("ping");
-    write_seed(T, "ping", mg_buf_data(bb), mg_buf_len(bb));
+    seed_buf(T, "ping", bb);
     mg_buf_unref(bb);
     if (pw_encode_error(3, P(SERVER_ERROR__TopicNotFound), "topic not found", &bb) != MG_OK)
         die("error");
-    write_seed(T, "error", mg_buf_data(bb), mg_buf_len(bb));
+    seed_buf(T, "error", bb);
     mg_buf_unref(bb);
     if (pw_encode_send_receipt(1, 5, 9, 12, 345, &bb) != MG_OK)
         die("receipt");
-    write_seed(T, "send_receipt", mg_buf_data(bb), mg_buf_len(bb));
+    seed_buf(T, "send_receipt", bb);
     mg_buf_unref(bb);
 
     /* SEND frames as the producer sends them: single, keyed, batches, compressed. */
@@ -405,9 +391,7 @@ static void pulsar_seeds(void)
         send.sequence_id = i;
         send.has_num_messages = sends[i].batch_n > 0;
         send.num_messages = sends[i].batch_n;
-        magnetar__pulsar__base_command__init(&cmd);
-        cmd.type = TYPE(SEND);
-        cmd.send = &send;
+        SET_CMD(&cmd, SEND, send, &send);
         mg_buf *head = NULL;
         if (pw_payload_head_encode(&cmd, mg_buf_len(pl), &head) != MG_OK)
             die("pw_payload_head_encode");
@@ -448,7 +432,7 @@ static void pulsar_seeds(void)
     put(&s2, mg_buf_data(f_flow), mg_buf_len(f_flow));
     write_seed(T, "stream_connected_flow", s2.p, s2.len);
     free(s2.p);
-    write_seed(T, "connect", mg_buf_data(f_connect), mg_buf_len(f_connect));
+    seed_buf(T, "connect", f_connect);
     mg_buf_unref(f_connect);
     mg_buf_unref(f_connected);
     mg_buf_unref(f_producer);

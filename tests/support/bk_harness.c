@@ -9,12 +9,13 @@
  */
 #include "support/bk_harness.h"
 
+#include "support/rm_tree.h"
+
 #include "bookie/bookie.h"
 #include "common/alloc.h"
 #include "common/error.h"
 #include "common/log.h"
 
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,14 +80,6 @@ static int bkh_wait(bkh *h, const bool *flag)
         uv_run(h->loop, UV_RUN_ONCE);
     uv_timer_stop(&h->guard);
     return *flag ? MG_OK : MG_ETIMEDOUT;
-}
-
-static int bkh_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* --- one bookie ----------------------------------------------------------------------------- */
@@ -238,7 +231,7 @@ int bkh_start(uv_loop_t *loop, int bookie_count, bkh **out)
     }
     int rc = uv_timer_init(loop, &h->guard);
     if (rc != 0) {
-        nftw(h->dir, bkh_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mgt_rm_tree(h->dir);
         mg_free(h);
         return mg_err_from_uv(rc);
     }
@@ -380,7 +373,7 @@ void bkh_destroy(bkh *h)
     }
     if (h->store != NULL && h->md_closed)
         md_store_close(h->store);
-    nftw(h->dir, bkh_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(h->dir);
     if (leaked || !h->guard_closed) {
         /* Something still refers to the harness: keep the memory rather than risk a use after
          * free in a late callback; the test has failed anyway. */

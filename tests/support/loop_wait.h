@@ -25,4 +25,17 @@ void mgt_run_for(uv_loop_t *loop, int ms);
 /* A condition for mgt_run_until: whether the bool that arg points to is true. */
 bool mgt_flag_set(void *arg);
 
+/* For Criterion tests (criterion.h included first): runs loop one iteration at a time until
+ * cond holds, failing the test when wait_ns nanoseconds passed first. The loop needs something
+ * that makes each iteration return (a guard timer, as mgt_guard_start in support/cr_util.h). */
+#define MGT_RUN_UNTIL(loop, cond, wait_ns)                                                  \
+    do {                                                                                    \
+        uint64_t run_until_t0 = uv_hrtime();                                                \
+        while (!(cond)) {                                                                   \
+            cr_assert_lt(uv_hrtime() - run_until_t0, (wait_ns), "timed out waiting for %s", \
+                         #cond);                                                            \
+            uv_run((loop), UV_RUN_ONCE);                                                    \
+        }                                                                                   \
+    } while (0)
+
 #endif

@@ -27,6 +27,7 @@
 #include "common/metrics.h"
 #include "ledger/ledger.h"
 #include "support/bk_harness.h"
+#include "support/loop_wait.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -99,15 +100,7 @@ typedef struct mlh_read {
 void mlh_read_collect(int status, const ml_entry *e, size_t count, void *arg);
 
 /* For Criterion tests (criterion.h included first): runs loop one iteration at a time until
- * cond holds, failing the test when wait_ns nanoseconds passed first. */
-#define MLH_RUN_UNTIL(loop, cond, wait_ns)                                                  \
-    do {                                                                                    \
-        uint64_t run_until_t0 = uv_hrtime();                                                \
-        while (!(cond)) {                                                                   \
-            cr_assert_lt(uv_hrtime() - run_until_t0, (wait_ns), "timed out waiting for %s", \
-                         #cond);                                                            \
-            uv_run((loop), UV_RUN_ONCE);                                                    \
-        }                                                                                   \
-    } while (0)
+ * cond holds, failing the test when wait_ns nanoseconds passed first (MGT_RUN_UNTIL). */
+#define MLH_RUN_UNTIL(loop, cond, wait_ns) MGT_RUN_UNTIL(loop, cond, wait_ns)
 
 #endif

@@ -17,12 +17,13 @@
  */
 #include "support/sa_harness.h"
 
+#include "support/rm_tree.h"
+
 #include "common/error.h"
 #include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -113,19 +114,10 @@ static const char *sah_next_word(const char *p, size_t *len)
     return p;
 }
 
-static int sah_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static void sah_remove_dir(sah_standalone *s)
 {
     if (s->dir[0] != '\0')
-        nftw(s->dir, sah_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mgt_rm_tree(s->dir);
     s->dir[0] = '\0';
     s->log[0] = '\0';
 }

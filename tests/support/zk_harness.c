@@ -14,12 +14,13 @@
  */
 #include "support/zk_harness.h"
 
+#include "support/rm_tree.h"
+
 #include "common/error.h"
 #include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -344,20 +345,11 @@ static int zkh_prerequisites(char *java, size_t cap, const char **classpath)
     return MG_OK;
 }
 
-static int zkh_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static void zkh_remove_dir(zkh *h)
 {
     if (h->dir[0] == '\0')
         return;
-    nftw(h->dir, zkh_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(h->dir);
     h->dir[0] = '\0';
 }
 

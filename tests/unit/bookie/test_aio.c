@@ -29,6 +29,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "support/cr_util.h"
+
 #define FILE_BYTES ((uint64_t)8 * 1024 * 1024 + 1000)
 
 static char g_dir[256];
@@ -74,19 +76,7 @@ static void suite_fini(void)
     mg_alloc_fail_reset();
     if (g_fd >= 0)
         bk_io_close(g_io, g_fd);
-    DIR *d = opendir(g_dir);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char p[600];
-            snprintf(p, sizeof(p), "%s/%s", g_dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-        rmdir(g_dir);
-    }
+    mgt_rm_tree(g_dir);
     bk_io_destroy(g_io);
 }
 

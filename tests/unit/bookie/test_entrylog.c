@@ -32,6 +32,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "support/cr_util.h"
+
 static char g_dir[256];
 static bk_io *g_io;
 
@@ -45,19 +47,7 @@ static void suite_init(void)
 static void suite_fini(void)
 {
     mg_alloc_fail_reset();
-    DIR *d = opendir(g_dir);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", g_dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-        rmdir(g_dir);
-    }
+    mgt_rm_tree(g_dir);
     bk_io_destroy(g_io);
 }
 

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/cr_util.h"
+
 static char tmp_dir[128];
 static char db_dir[192];
 
@@ -27,17 +29,9 @@ static void ix_setup(void)
     snprintf(db_dir, sizeof(db_dir), "%s/ledgers/index", tmp_dir);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void ix_teardown(void)
 {
-    nftw(tmp_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(tmp_dir);
 }
 
 TestSuite(index, .init = ix_setup, .fini = ix_teardown, .timeout = 10);

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/cr_util.h"
+
 TestSuite(journal, .timeout = 60);
 
 #define HDR          BK_JOURNAL_RECORD_HEADER_BYTES
@@ -49,17 +51,9 @@ static char *make_tmpdir(void)
     return d;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void rm_tree(char *dir)
 {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(dir);
     free(dir);
 }
 
@@ -1106,13 +1100,14 @@ Test(journal, fault_pwrite_enospc)
     fixture_free(f);
 }
 
-Test(journal, fault_preallocate_enospc_on_roll_over)
+/* Opens f's journal with 64 KiB segments, makes every preallocation of a new segment fail with
+ * MG_ENOSPC, and appends 1024-byte records one group at a time until one fails: the first 62 (of
+ * 1024 + 25 bytes each) fit the first segment. */
+static bk_journal *fill_until_enospc(fixture *f)
 {
-    fixture *f = fixture_new();
     f->opts.segment_bytes = 64 * 1024;
     bk_journal *j = open_ok(f, NULL);
     bk_io_fault_arm(f->io, BK_IO_ALLOCATE, ".log", 0, -1, MG_ENOSPC, 0);
-    /* One record per group: 62 records of 1024 + 25 bytes fit a 64 KiB segment. */
     uint32_t i = 0;
     for (; i < 100; i++) {
         cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 1024), MG_OK);
@@ -1121,6 +1116,13 @@ Test(journal, fault_preallocate_enospc_on_roll_over)
             break;
     }
     cr_assert_eq(i, 62);
+    return j;
+}
+
+Test(journal, fault_preallocate_enospc_on_roll_over)
+{
+    fixture *f = fixture_new();
+    bk_journal *j = fill_until_enospc(f);
     cr_assert_eq(status_of(f->w, 62), MG_ENOSPC);
     cr_assert(bk_journal_failed(j));
     cr_assert_eq(append_rec(f, j, 63, BK_JREC_ADD, 1024), MG_EREADONLY);
@@ -1134,17 +1136,7 @@ Test(journal, fault_preallocate_enospc_on_roll_over)
 Test(journal, resume_after_a_full_disk_on_roll_over)
 {
     fixture *f = fixture_new();
-    f->opts.segment_bytes = 64 * 1024;
-    bk_journal *j = open_ok(f, NULL);
-    bk_io_fault_arm(f->io, BK_IO_ALLOCATE, ".log", 0, -1, MG_ENOSPC, 0);
-    uint32_t i = 0;
-    for (; i < 100; i++) {
-        cr_assert_eq(append_rec(f, j, i, BK_JREC_ADD, 1024), MG_OK);
-        wait_completed(f->w, i + 1);
-        if (status_of(f->w, i) != MG_OK)
-            break;
-    }
-    cr_assert_eq(i, 62);
+    bk_journal *j = fill_until_enospc(f);
     cr_assert(bk_journal_failed(j));
     cr_assert_eq(bk_journal_fail_status(j), MG_ENOSPC);
     /* Still full: the new segment cannot be made, the journal stays FAILED. */

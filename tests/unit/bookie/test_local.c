@@ -47,21 +47,15 @@
 #include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/queue.h"
+#include "support/cr_util.h"
+#include "support/loop_wait.h"
 
 TestSuite(bookie_local, .timeout = 15);
 
 #define WAIT_NS_MAX (5ull * 1000 * 1000 * 1000)
 
 /* Runs the loop until cond holds; fails the test after WAIT_NS_MAX. */
-#define RUN_UNTIL(loopp, cond)                                                                \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run((loopp), UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(loopp, cond) MGT_RUN_UNTIL(loopp, cond, WAIT_NS_MAX)
 
 /* Port 1 (tcpmux): nothing listens there, so a request that went to TCP would fail. */
 #define LOCAL_ADDR "127.0.0.1:1"
@@ -205,24 +199,6 @@ static bk_storage_stats storage_stats(env *e)
 
 /* ---- environment ------------------------------------------------------------------------- */
 
-static void guard_tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static void set_flag(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* The storage in dir (NULL: a fresh directory under /var/tmp, as O_DIRECT needs a real file
  * system) on its own thread, and a client on the test's loop attached to it. */
 static void env_open(env *e, const bk_client_opts *opts, const char *dir)
@@ -231,8 +207,7 @@ static void env_open(env *e, const bk_client_opts *opts, const char *dir)
     atomic_init(&e->started, false);
     atomic_init(&e->finished, false);
     cr_assert_eq(uv_loop_init(&e->loop), 0);
-    cr_assert_eq(uv_timer_init(&e->loop, &e->guard), 0);
-    cr_assert_eq(uv_timer_start(&e->guard, guard_tick, 5, 5), 0);
+    mgt_guard_start(&e->loop, &e->guard);
     if (dir != NULL) {
         snprintf(e->dir, sizeof(e->dir), "%s", dir);
     } else {
@@ -265,7 +240,7 @@ static void env_stop_storage(env *e)
 static void env_close(env *e, bool keep_dir)
 {
     if (e->client != NULL) {
-        bk_client_close(e->client, set_flag, &e->client_closed);
+        bk_client_close(e->client, mgt_set_flag, &e->client_closed);
         RUN_UNTIL(&e->loop, e->client_closed);
         e->client = NULL;
         bk_local_detach(e->local);
@@ -277,7 +252,7 @@ static void env_close(env *e, bool keep_dir)
         uv_run(&e->loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&e->loop), 0, "handles left open on the client's loop");
     if (!keep_dir)
-        nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        mgt_rm_tree(e->dir);
 }
 
 static void count_tcp(uv_handle_t *h, void *arg)
@@ -896,20 +871,6 @@ Test(bookie_local, read_entries_are_references_kept_past_the_storage)
 
 /* ---- other addresses --------------------------------------------------------------------- */
 
-/* A loopback port where nothing listens: bound, then closed. */
-static void closed_port_addr(char *addr, size_t addr_size)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t sa_len = sizeof(sa);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sa_len), 0);
-    close(fd);
-    snprintf(addr, addr_size, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-}
-
 Test(bookie_local, other_addresses_still_go_to_tcp)
 {
     enum { LEDGER = 6 };
@@ -919,7 +880,7 @@ Test(bookie_local, other_addresses_still_go_to_tcp)
     env_open(&e, &opts, NULL);
     mg_buf *pool = pool_new();
     char addr[64];
-    closed_port_addr(addr, sizeof(addr));
+    mgt_closed_port_addr(addr, sizeof(addr));
 
     /* Both in flight together: the local one is answered by the storage, the other one fails
      * as a refused connection does. */
@@ -953,22 +914,6 @@ Test(bookie_local, other_addresses_still_go_to_tcp)
 
 /* ---- bounds and shutdown ----------------------------------------------------------------- */
 
-typedef struct tally {
-    int calls;
-    int ok;
-    int last_error;
-} tally;
-
-static void tally_done(int status, void *arg)
-{
-    tally *t = arg;
-    t->calls++;
-    if (status == MG_OK)
-        t->ok++;
-    else
-        t->last_error = status;
-}
-
 Test(bookie_local, inflight_bound_returns_eagain)
 {
     /* The client's own per-address bound set to the transport's, so that only the transport's
@@ -978,10 +923,10 @@ Test(bookie_local, inflight_bound_returns_eagain)
     env_open(&e, &opts, NULL);
     /* Answers are consumed on this loop, which does not turn while the requests go in: the
      * storage answers them all meanwhile, yet every one still counts as in flight. */
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (uint32_t i = 0; i < BK_LOCAL_INFLIGHT_MAX; i++)
-        cr_assert_eq(bk_client_health(e.client, LOCAL_ADDR, tally_done, &t), MG_OK, "request %u",
-                     i);
+        cr_assert_eq(bk_client_health(e.client, LOCAL_ADDR, mgt_tally_done, &t), MG_OK,
+                     "request %u", i);
     res refused = { 0 };
     cr_assert_eq(bk_client_health(e.client, LOCAL_ADDR, res_done, &refused), MG_EAGAIN);
     RUN_UNTIL(&e.loop, t.calls == (int)BK_LOCAL_INFLIGHT_MAX);

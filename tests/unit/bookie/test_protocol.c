@@ -29,6 +29,30 @@ static uint8_t *flatten(const mg_chain *chain, size_t *len_out)
     return bytes;
 }
 
+/* The bytes bk_encode_request writes for req (with payload[payload_off, +payload_len)). */
+static uint8_t *request_bytes(const bk_request *req, mg_buf *payload, size_t payload_off,
+                              size_t payload_len, size_t *len_out)
+{
+    mg_chain chain;
+    mg_chain_init(&chain);
+    cr_assert_eq(bk_encode_request(req, payload, payload_off, payload_len, &chain), MG_OK);
+    uint8_t *bytes = flatten(&chain, len_out);
+    mg_chain_reset(&chain);
+    return bytes;
+}
+
+/* The bytes bk_encode_response writes for resp and entries[0, count). */
+static uint8_t *response_bytes(const bk_response *resp, const bk_entry *entries, size_t count,
+                               size_t *len_out)
+{
+    mg_chain chain;
+    mg_chain_init(&chain);
+    cr_assert_eq(bk_encode_response(resp, entries, count, &chain), MG_OK);
+    uint8_t *bytes = flatten(&chain, len_out);
+    mg_chain_reset(&chain);
+    return bytes;
+}
+
 static mg_buf *buf_of(const char *text)
 {
     mg_buf *b = mg_buf_new_copy(text, strlen(text));
@@ -130,12 +154,8 @@ Test(bookie_protocol, request_round_trip_every_op)
 Test(bookie_protocol, unknown_op_parses)
 {
     bk_request req = { .request_id = 42, .op = 99, .present = BK_HAS_LEDGER_ID, .ledger_id = 1 };
-    mg_chain chain;
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_request(&req, NULL, 0, 0, &chain), MG_OK);
     size_t len;
-    uint8_t *bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    uint8_t *bytes = request_bytes(&req, NULL, 0, 0, &len);
     bk_decoder dec;
     bk_decoder_init(&dec, BK_FRAME_REQUEST);
     cr_assert_eq(bk_decoder_feed(&dec, bytes, len), MG_OK);
@@ -150,10 +170,7 @@ Test(bookie_protocol, unknown_op_parses)
     /* A response echoing an unknown op parses too (negative values as well). */
     bk_response resp = { .request_id = 43, .op = -5, .status = MG_ENOTSUP };
     snprintf(resp.message, sizeof(resp.message), "unknown op -5");
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_response(&resp, NULL, 0, &chain), MG_OK);
-    bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    bytes = response_bytes(&resp, NULL, 0, &len);
     bk_decoder_init(&dec, BK_FRAME_RESPONSE);
     cr_assert_eq(bk_decoder_feed(&dec, bytes, len), MG_OK);
     cr_assert_eq(bk_decoder_next(&dec, &f), MG_OK);
@@ -456,12 +473,8 @@ Test(bookie_protocol, large_frame_gets_one_buffer)
     bk_request req = { .request_id = 1,
                        .op = BK_OP_ADD,
                        .present = BK_HAS_LEDGER_ID | BK_HAS_ENTRY_ID };
-    mg_chain chain;
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_request(&req, payload, 0, plen, &chain), MG_OK);
     size_t len;
-    uint8_t *bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    uint8_t *bytes = request_bytes(&req, payload, 0, plen, &len);
 
     bk_decoder dec;
     bk_decoder_init(&dec, BK_FRAME_REQUEST);
@@ -547,12 +560,8 @@ Test(bookie_protocol, garbage_header)
     cr_assert_eq(decode_raw(BK_FRAME_RESPONSE, b, sizeof(b)), MG_EPROTO);
     /* A valid Request is not a valid Response (status missing). */
     bk_request req = { .request_id = 1, .op = BK_OP_HEALTH };
-    mg_chain chain;
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_request(&req, NULL, 0, 0, &chain), MG_OK);
     size_t len;
-    uint8_t *bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    uint8_t *bytes = request_bytes(&req, NULL, 0, 0, &len);
     cr_assert_eq(decode_raw(BK_FRAME_REQUEST, bytes, len), MG_OK);
     cr_assert_eq(decode_raw(BK_FRAME_RESPONSE, bytes, len), MG_EPROTO);
     free(bytes);
@@ -563,12 +572,8 @@ Test(bookie_protocol, response_sizes_must_match_payload)
     mg_buf *a = buf_of("abcdef");
     bk_entry e = { 1, a, 0, 6 };
     bk_response resp = { .request_id = 1, .op = BK_OP_READ };
-    mg_chain chain;
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_response(&resp, &e, 1, &chain), MG_OK);
     size_t len;
-    uint8_t *bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    uint8_t *bytes = response_bytes(&resp, &e, 1, &len);
     /* Append one stray payload byte and fix up frame_len: sizes no longer add up. */
     uint8_t *longer = malloc(len + 1);
     memcpy(longer, bytes, len);
@@ -677,12 +682,8 @@ Test(bookie_protocol, consecutive_entries_use_the_compact_form)
     magnetar__bookie__response__free_unpacked(m, NULL);
 
     /* Round trip of the top ids through the decoder. */
-    mg_chain chain;
-    mg_chain_init(&chain);
-    cr_assert_eq(bk_encode_response(&resp, top, 2, &chain), MG_OK);
     size_t len;
-    uint8_t *bytes = flatten(&chain, &len);
-    mg_chain_reset(&chain);
+    uint8_t *bytes = response_bytes(&resp, top, 2, &len);
     bk_frame f;
     cr_assert_eq(decode_response(bytes, len, &f), MG_OK);
     cr_assert_eq(f.entry_count, 2);
@@ -712,12 +713,9 @@ Test(bookie_protocol, other_ids_use_entry_refs_and_decode_the_same)
         cr_assert_eq(m->n_entries, 3);
         magnetar__bookie__response__free_unpacked(m, NULL);
 
-        mg_chain chain;
-        mg_chain_init(&chain);
-        cr_assert_eq(bk_encode_response(&resp, entries, 3, &chain), MG_OK);
         size_t len;
-        uint8_t *bytes = flatten(&chain, &len);
-        mg_chain_reset(&chain);
+
+        uint8_t *bytes = response_bytes(&resp, entries, 3, &len);
         bk_frame f;
         cr_assert_eq(decode_response(bytes, len, &f), MG_OK);
         cr_assert_eq(f.entry_count, 3);

@@ -29,21 +29,15 @@
 #include "bookie/bookie.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "support/cr_util.h"
+#include "support/loop_wait.h"
 
 TestSuite(bookie_rpc, .timeout = 10);
 
 #define WAIT_NS_MAX (5ull * 1000 * 1000 * 1000)
 
 /* Runs the loop until cond holds; fails the test after WAIT_NS_MAX. */
-#define RUN_UNTIL(loopp, cond)                                                                \
-    do {                                                                                      \
-        uint64_t run_until_t0 = uv_hrtime();                                                  \
-        while (!(cond)) {                                                                     \
-            cr_assert_lt(uv_hrtime() - run_until_t0, WAIT_NS_MAX, "timed out waiting for %s", \
-                         #cond);                                                              \
-            uv_run((loopp), UV_RUN_ONCE);                                                     \
-        }                                                                                     \
-    } while (0)
+#define RUN_UNTIL(loopp, cond) MGT_RUN_UNTIL(loopp, cond, WAIT_NS_MAX)
 
 /* ---- environment ------------------------------------------------------------------------- */
 
@@ -62,16 +56,6 @@ typedef struct env {
     bool client_closed;
 } env;
 
-static void guard_tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-static void set_flag(void *arg)
-{
-    *(bool *)arg = true;
-}
-
 static void storage_closed(int status, void *arg)
 {
     (void)status;
@@ -82,8 +66,7 @@ static void loop_start(env *e)
 {
     memset(e, 0, sizeof(*e));
     cr_assert_eq(uv_loop_init(&e->loop), 0);
-    cr_assert_eq(uv_timer_init(&e->loop, &e->guard), 0);
-    cr_assert_eq(uv_timer_start(&e->guard, guard_tick, 5, 5), 0);
+    mgt_guard_start(&e->loop, &e->guard);
 }
 
 static void loop_finish(env *e)
@@ -93,14 +76,6 @@ static void loop_finish(env *e)
     for (int i = 0; i < 100 && uv_loop_alive(&e->loop); i++)
         uv_run(&e->loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&e->loop), 0, "handles left open on the loop");
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static void server_start(env *e, uint16_t port, uint32_t inflight_max)
@@ -120,9 +95,27 @@ static void server_start(env *e, uint16_t port, uint32_t inflight_max)
 static void server_stop(env *e)
 {
     e->server_closed = false;
-    bk_server_close(e->server, set_flag, &e->server_closed);
+    bk_server_close(e->server, mgt_set_flag, &e->server_closed);
     RUN_UNTIL(&e->loop, e->server_closed);
     e->server = NULL;
+}
+
+/* Opens the storage on <dir>/journal and <dir>/ledgers with so's other options. */
+static void storage_open(env *e, bk_storage_opts so)
+{
+    char journal[128], ledgers[128];
+    snprintf(journal, sizeof(journal), "%s/journal", e->dir);
+    snprintf(ledgers, sizeof(ledgers), "%s/ledgers", e->dir);
+    so.journal_dir = journal;
+    so.ledger_dir = ledgers;
+    cr_assert_eq(bk_storage_open(&e->loop, &so, &e->storage), MG_OK);
+}
+
+static void storage_close(env *e)
+{
+    e->storage_closed = false;
+    bk_storage_close(e->storage, storage_closed, &e->storage_closed);
+    RUN_UNTIL(&e->loop, e->storage_closed);
 }
 
 /* Storage in a fresh directory under /var/tmp (O_DIRECT needs a real file system), a server on
@@ -132,16 +125,10 @@ static void env_open(env *e, uint32_t inflight_max)
     loop_start(e);
     snprintf(e->dir, sizeof(e->dir), "/var/tmp/mg-rpc-XXXXXX");
     cr_assert_not_null(mkdtemp(e->dir));
-    char journal[128], ledgers[128];
-    snprintf(journal, sizeof(journal), "%s/journal", e->dir);
-    snprintf(ledgers, sizeof(ledgers), "%s/ledgers", e->dir);
     cr_assert_eq(mg_metrics_create(&e->metrics), MG_OK);
-    bk_storage_opts so = { .journal_dir = journal,
-                           .ledger_dir = ledgers,
-                           .write_cache_bytes = 8u * 1024 * 1024,
-                           .read_cache_bytes = 8u * 1024 * 1024,
-                           .journal_group_wait_us = 200 };
-    cr_assert_eq(bk_storage_open(&e->loop, &so, &e->storage), MG_OK);
+    storage_open(e, (bk_storage_opts){ .write_cache_bytes = 8u * 1024 * 1024,
+                                       .read_cache_bytes = 8u * 1024 * 1024,
+                                       .journal_group_wait_us = 200 });
     server_start(e, 0, inflight_max);
     cr_assert_eq(bk_client_create(&e->loop, NULL, &e->client), MG_OK);
 }
@@ -149,16 +136,15 @@ static void env_open(env *e, uint32_t inflight_max)
 static void env_close(env *e)
 {
     if (e->client != NULL) {
-        bk_client_close(e->client, set_flag, &e->client_closed);
+        bk_client_close(e->client, mgt_set_flag, &e->client_closed);
         RUN_UNTIL(&e->loop, e->client_closed);
     }
     if (e->server != NULL)
         server_stop(e);
-    bk_storage_close(e->storage, storage_closed, &e->storage_closed);
-    RUN_UNTIL(&e->loop, e->storage_closed);
+    storage_close(e);
     loop_finish(e);
     mg_metrics_destroy(e->metrics);
-    nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    mgt_rm_tree(e->dir);
 }
 
 /* ---- results ----------------------------------------------------------------------------- */
@@ -222,33 +208,12 @@ static void done(int status, void *arg)
     r->status = status;
 }
 
-/* Counts many completions. */
-typedef struct tally {
-    int calls;
-    int ok;
-    int last_error;
-} tally;
-
+/* Counts many adds into the mgt_tally arg points to. */
 static void tally_add(int status, int64_t ledger_id, int64_t entry_id, void *arg)
 {
     (void)ledger_id;
     (void)entry_id;
-    tally *t = arg;
-    t->calls++;
-    if (status == MG_OK)
-        t->ok++;
-    else
-        t->last_error = status;
-}
-
-static void tally_done(int status, void *arg)
-{
-    tally *t = arg;
-    t->calls++;
-    if (status == MG_OK)
-        t->ok++;
-    else
-        t->last_error = status;
+    mgt_tally_done(status, arg);
 }
 
 static int add_sync(env *e, int64_t ledger_id, int64_t entry_id, const char *text)
@@ -268,12 +233,57 @@ static int add_sync(env *e, int64_t ledger_id, int64_t entry_id, const char *tex
     return r.status;
 }
 
+/* Adds entries 0..n-1 holding text to the ledger. */
+static void add_n_sync(env *e, int64_t ledger_id, int n, const char *text)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(add_sync(e, ledger_id, i, text), MG_OK);
+}
+
 static int health_sync(env *e)
 {
     res r = { 0 };
     cr_assert_eq(bk_client_health(e->client, e->addr, done, &r), MG_OK);
     RUN_UNTIL(&e->loop, r.calls == 1);
     return r.status;
+}
+
+static res read_sync(env *e, int64_t ledger_id, int64_t entry_id)
+{
+    res r = { 0 };
+    cr_assert_eq(bk_client_read(e->client, e->addr, ledger_id, entry_id, read_done, &r), MG_OK);
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    return r;
+}
+
+static res range_sync(env *e, int64_t ledger_id, int64_t first, int64_t last, uint32_t max_bytes)
+{
+    res r = { 0 };
+    cr_assert_eq(
+        bk_client_read_range(e->client, e->addr, ledger_id, first, last, max_bytes, read_done, &r),
+        MG_OK);
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    return r;
+}
+
+/* The ledger's LAC, fencing it first when fence. */
+static res lac_sync(env *e, int64_t ledger_id, bool fence)
+{
+    res r = { 0 };
+    if (fence)
+        cr_assert_eq(bk_client_fence(e->client, e->addr, ledger_id, lac_done, &r), MG_OK);
+    else
+        cr_assert_eq(bk_client_read_lac(e->client, e->addr, ledger_id, lac_done, &r), MG_OK);
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    return r;
+}
+
+static res delete_sync(env *e, int64_t ledger_id)
+{
+    res r = { 0 };
+    cr_assert_eq(bk_client_delete(e->client, e->addr, ledger_id, done, &r), MG_OK);
+    RUN_UNTIL(&e->loop, r.calls == 1);
+    return r;
 }
 
 /* ---- client <-> server <-> storage ------------------------------------------------------- */
@@ -294,15 +304,11 @@ Test(bookie_rpc, add_then_read)
     cr_assert_eq(r.ids[0], 0);
     cr_assert_str_eq(r.first, "hello bookie");
 
-    res r2 = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 1, 1, read_done, &r2), MG_OK);
-    RUN_UNTIL(&e.loop, r2.calls == 1);
+    res r2 = read_sync(&e, 1, 1);
     cr_assert_eq(r2.status, MG_OK);
     cr_assert_str_eq(r2.first, "second entry");
 
-    res missing = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 1, 5, read_done, &missing), MG_OK);
-    RUN_UNTIL(&e.loop, missing.calls == 1);
+    res missing = read_sync(&e, 1, 5);
     cr_assert_eq(missing.status, MG_ENOTFOUND);
     cr_assert_eq(missing.count, 0);
     env_close(&e);
@@ -313,7 +319,7 @@ Test(bookie_rpc, pipelined_adds_then_capped_range)
     enum { N = 100, SIZE = 100 };
     env e;
     env_open(&e, 0);
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++) {
         mg_buf *b = mg_buf_new(SIZE);
         memset(mg_buf_data(b), 'a' + i % 26, SIZE);
@@ -325,9 +331,7 @@ Test(bookie_rpc, pipelined_adds_then_capped_range)
     cr_assert_eq(t.ok, N, "last error %d", t.last_error);
 
     /* 1050 bytes hold exactly 10 entries of 100 (the 11th would pass the cap). */
-    res r = { 0 };
-    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 0, N - 1, 1050, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = range_sync(&e, 2, 0, N - 1, 1050);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.count, 10);
     for (size_t i = 0; i < r.count; i++) {
@@ -338,26 +342,20 @@ Test(bookie_rpc, pipelined_adds_then_capped_range)
     cr_assert_eq(r.first[0], 'a');
 
     /* A cap below one entry still returns one. */
-    res one = { 0 };
-    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 5, N - 1, 1, read_done, &one), MG_OK);
-    RUN_UNTIL(&e.loop, one.calls == 1);
+    res one = range_sync(&e, 2, 5, N - 1, 1);
     cr_assert_eq(one.status, MG_OK);
     cr_assert_eq(one.count, 1);
     cr_assert_eq(one.ids[0], 5);
 
     /* No cap (0 = the server's): everything, in order. */
-    res all = { 0 };
-    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 0, N - 1, 0, read_done, &all), MG_OK);
-    RUN_UNTIL(&e.loop, all.calls == 1);
+    res all = range_sync(&e, 2, 0, N - 1, 0);
     cr_assert_eq(all.status, MG_OK);
     cr_assert_eq(all.count, N);
     for (size_t i = 0; i < N; i++)
         cr_assert_eq(all.ids[i], (int64_t)i);
 
     /* The range stops at the first missing entry. */
-    res tail = { 0 };
-    cr_assert_eq(bk_client_read_range(e.client, e.addr, 2, 95, 200, 0, read_done, &tail), MG_OK);
-    RUN_UNTIL(&e.loop, tail.calls == 1);
+    res tail = range_sync(&e, 2, 95, 200, 0);
     cr_assert_eq(tail.status, MG_OK);
     cr_assert_eq(tail.count, 5);
     cr_assert_eq(tail.ids[4], 99);
@@ -383,7 +381,7 @@ Test(bookie_rpc, backpressure_with_two_in_flight)
     enum { N = 50 };
     env e;
     env_open(&e, 2); /* the server reads on only while fewer than 2 requests are in progress */
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++) {
         char text[32];
         snprintf(text, sizeof(text), "entry %d", i);
@@ -394,9 +392,7 @@ Test(bookie_rpc, backpressure_with_two_in_flight)
     }
     RUN_UNTIL(&e.loop, t.calls == N);
     cr_assert_eq(t.ok, N, "last error %d", t.last_error);
-    res r = { 0 };
-    cr_assert_eq(bk_client_read_range(e.client, e.addr, 3, 0, N - 1, 0, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = range_sync(&e, 3, 0, N - 1, 0);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.count, N);
     cr_assert_str_eq(r.first, "entry 0");
@@ -417,9 +413,7 @@ Test(bookie_rpc, large_entry_round_trip)
     cr_assert_eq(bk_client_add(e.client, e.addr, 12, 0, b, 0, size, add_done, &a), MG_OK);
     RUN_UNTIL(&e.loop, a.calls == 1);
     cr_assert_eq(a.status, MG_OK);
-    res r = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 12, 0, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = read_sync(&e, 12, 0);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.count, 1);
     cr_assert_eq(r.lens[0], size);
@@ -479,6 +473,18 @@ static disk_res disk_range_sync(env *e, int64_t ledger_id, int64_t first, int64_
     return r;
 }
 
+/* Asserts that the range [first, last] of the ledger reads back as count intact entries from
+ * first on. */
+static void expect_disk_range(env *e, int64_t ledger_id, int64_t first, int64_t last, size_t count)
+{
+    disk_res r = disk_range_sync(e, ledger_id, first, last);
+    cr_assert_eq(r.status, MG_OK);
+    cr_assert_eq(r.count, count);
+    cr_assert_eq(r.first_id, first);
+    cr_assert(r.ids_consecutive);
+    cr_assert_eq(r.bad_entries, 0);
+}
+
 /* The largest entry log (every open starts a new, empty one). */
 static char rpc_log_path[512];
 static off_t rpc_log_bytes;
@@ -500,7 +506,7 @@ Test(bookie_rpc, disk_range_across_chunks_and_corrupt_record_not_served)
     enum { N = 40, BAD = 20 }; /* 40 records: three 1 MiB chunks; entry 20 in the second */
     env e;
     env_open(&e, 0);
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int64_t i = 0; i < N; i++) {
         mg_buf *b = mg_buf_new(DISK_ENTRY_BYTES);
         for (size_t k = 0; k < DISK_ENTRY_BYTES; k++)
@@ -512,35 +518,22 @@ Test(bookie_rpc, disk_range_across_chunks_and_corrupt_record_not_served)
     }
     RUN_UNTIL(&e.loop, t.calls == N);
     cr_assert_eq(t.ok, N, "last error %d", t.last_error);
-    tally f = { 0 };
-    cr_assert_eq(bk_storage_flush(e.storage, tally_done, &f), MG_OK);
+    mgt_tally f = { 0 };
+    cr_assert_eq(bk_storage_flush(e.storage, mgt_tally_done, &f), MG_OK);
     RUN_UNTIL(&e.loop, f.calls == 1);
     cr_assert_eq(f.ok, 1);
 
     /* Restart the storage so the entries come from the entry log, not the caches. */
     server_stop(&e);
-    e.storage_closed = false;
-    bk_storage_close(e.storage, storage_closed, &e.storage_closed);
-    RUN_UNTIL(&e.loop, e.storage_closed);
-    char journal[128], ledgers[128];
-    snprintf(journal, sizeof(journal), "%s/journal", e.dir);
-    snprintf(ledgers, sizeof(ledgers), "%s/ledgers", e.dir);
-    bk_storage_opts so = { .journal_dir = journal, .ledger_dir = ledgers };
-    cr_assert_eq(bk_storage_open(&e.loop, &so, &e.storage), MG_OK);
+    storage_close(&e);
+    storage_open(&e, (bk_storage_opts){ 0 });
     server_start(&e, 0, 0);
 
-    disk_res all = disk_range_sync(&e, 21, 0, N - 1);
-    cr_assert_eq(all.status, MG_OK);
-    cr_assert_eq(all.count, N);
-    cr_assert_eq(all.first_id, 0);
-    cr_assert(all.ids_consecutive);
-    cr_assert_eq(all.bad_entries, 0);
+    expect_disk_range(&e, 21, 0, N - 1, N);
 
     /* Flip one payload byte of entry BAD on disk, then restart again (no cached copy). */
     server_stop(&e);
-    e.storage_closed = false;
-    bk_storage_close(e.storage, storage_closed, &e.storage_closed);
-    RUN_UNTIL(&e.loop, e.storage_closed);
+    storage_close(&e);
     rpc_log_path[0] = '\0';
     rpc_log_bytes = 0;
     nftw(e.dir, find_entry_log, 16, FTW_PHYS);
@@ -556,27 +549,17 @@ Test(bookie_rpc, disk_range_across_chunks_and_corrupt_record_not_served)
     byte ^= 0x01;
     cr_assert_eq(pwrite(fd, &byte, 1, off), 1);
     close(fd);
-    cr_assert_eq(bk_storage_open(&e.loop, &so, &e.storage), MG_OK);
+    storage_open(&e, (bk_storage_opts){ 0 });
     server_start(&e, 0, 0);
 
     /* The range stops right before the corrupt record; what it returns is intact. */
-    disk_res before = disk_range_sync(&e, 21, 0, N - 1);
-    cr_assert_eq(before.status, MG_OK);
-    cr_assert_eq(before.count, BAD);
-    cr_assert_eq(before.first_id, 0);
-    cr_assert(before.ids_consecutive);
-    cr_assert_eq(before.bad_entries, 0);
+    expect_disk_range(&e, 21, 0, N - 1, BAD);
     /* Asking for the corrupt record itself is an error, never its bytes. */
     disk_res bad = disk_range_sync(&e, 21, BAD, N - 1);
     cr_assert_eq(bad.status, MG_ECORRUPT);
     cr_assert_eq(bad.count, 0);
     /* The records after it are still served. */
-    disk_res after = disk_range_sync(&e, 21, BAD + 1, N - 1);
-    cr_assert_eq(after.status, MG_OK);
-    cr_assert_eq(after.count, N - BAD - 1);
-    cr_assert_eq(after.first_id, BAD + 1);
-    cr_assert(after.ids_consecutive);
-    cr_assert_eq(after.bad_entries, 0);
+    expect_disk_range(&e, 21, BAD + 1, N - 1, N - BAD - 1);
     env_close(&e);
 }
 
@@ -617,7 +600,7 @@ Test(bookie_rpc, interleaved_reads_and_adds_match_their_requests)
         cr_assert_eq(add_sync(&e, 13, i, text), MG_OK);
     }
     expect_read reads[N];
-    tally adds = { 0 };
+    mgt_tally adds = { 0 };
     for (int i = 0; i < N; i++) {
         memset(&reads[i], 0, sizeof(reads[i]));
         snprintf(reads[i].want, sizeof(reads[i].want), "ledger 13 entry %d", i);
@@ -643,17 +626,12 @@ Test(bookie_rpc, read_lac)
 {
     env e;
     env_open(&e, 0);
-    for (int i = 0; i < 5; i++)
-        cr_assert_eq(add_sync(&e, 4, i, "x"), MG_OK);
-    res r = { 0 };
-    cr_assert_eq(bk_client_read_lac(e.client, e.addr, 4, lac_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    add_n_sync(&e, 4, 5, "x");
+    res r = lac_sync(&e, 4, false);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.lac, 4);
 
-    res unknown = { 0 };
-    cr_assert_eq(bk_client_read_lac(e.client, e.addr, 4444, lac_done, &unknown), MG_OK);
-    RUN_UNTIL(&e.loop, unknown.calls == 1);
+    res unknown = lac_sync(&e, 4444, false);
     cr_assert_eq(unknown.status, MG_ENOTFOUND);
     cr_assert_eq(unknown.lac, -1);
     env_close(&e);
@@ -663,19 +641,14 @@ Test(bookie_rpc, fence_then_add_is_refused_and_read_works)
 {
     env e;
     env_open(&e, 0);
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(add_sync(&e, 5, i, "before fence"), MG_OK);
-    res f = { 0 };
-    cr_assert_eq(bk_client_fence(e.client, e.addr, 5, lac_done, &f), MG_OK);
-    RUN_UNTIL(&e.loop, f.calls == 1);
+    add_n_sync(&e, 5, 3, "before fence");
+    res f = lac_sync(&e, 5, true);
     cr_assert_eq(f.status, MG_OK);
     cr_assert_eq(f.lac, 2);
 
     cr_assert_eq(add_sync(&e, 5, 3, "after fence"), MG_EFENCED);
 
-    res r = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 5, 1, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = read_sync(&e, 5, 1);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_str_eq(r.first, "before fence");
     /* Other ledgers are not fenced. */
@@ -688,13 +661,9 @@ Test(bookie_rpc, delete_ledger)
     env e;
     env_open(&e, 0);
     cr_assert_eq(add_sync(&e, 7, 0, "doomed"), MG_OK);
-    res d = { 0 };
-    cr_assert_eq(bk_client_delete(e.client, e.addr, 7, done, &d), MG_OK);
-    RUN_UNTIL(&e.loop, d.calls == 1);
+    res d = delete_sync(&e, 7);
     cr_assert_eq(d.status, MG_OK);
-    res r = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 7, 0, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = read_sync(&e, 7, 0);
     cr_assert_eq(r.status, MG_ENOTFOUND);
     env_close(&e);
 }
@@ -945,9 +914,7 @@ Test(bookie_rpc, malformed_frames_close_only_their_connection)
     close(fd);
 
     /* The well-behaved connection worked throughout. */
-    res r = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 9, 0, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = read_sync(&e, 9, 0);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_str_eq(r.first, "survivor");
     cr_assert_eq(add_sync(&e, 9, 1, "still here"), MG_OK);
@@ -991,7 +958,7 @@ Test(bookie_rpc, client_times_out_on_a_silent_server)
     /* Closing the client completes what is still pending with MG_ECLOSED. */
     res pending = { 0 };
     cr_assert_eq(bk_client_health(c, addr, done, &pending), MG_OK);
-    bk_client_close(c, set_flag, &e.client_closed);
+    bk_client_close(c, mgt_set_flag, &e.client_closed);
     cr_assert_eq(pending.calls, 0);
     RUN_UNTIL(&e.loop, e.client_closed);
     cr_assert_eq(pending.calls, 1);
@@ -1004,23 +971,15 @@ Test(bookie_rpc, connection_refused)
 {
     env e;
     loop_start(&e);
-    /* Bind and close to find a port where nothing listens. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    socklen_t sa_len = sizeof(sa);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sa_len), 0);
-    close(fd);
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    mgt_closed_port_addr(addr, sizeof(addr));
     bk_client *c;
     cr_assert_eq(bk_client_create(&e.loop, NULL, &c), MG_OK);
     res r = { 0 };
     cr_assert_eq(bk_client_health(c, addr, done, &r), MG_OK);
     RUN_UNTIL(&e.loop, r.calls == 1);
     cr_assert_eq(r.status, MG_ECONNECTION);
-    bk_client_close(c, set_flag, &e.client_closed);
+    bk_client_close(c, mgt_set_flag, &e.client_closed);
     RUN_UNTIL(&e.loop, e.client_closed);
     loop_finish(&e);
 }
@@ -1034,11 +993,11 @@ Test(bookie_rpc, connection_loss_fails_pending_and_reconnects)
     uint16_t port = e.port;
 
     /* Requests go out, then the server vanishes before it reads them. */
-    tally t = { 0 };
+    mgt_tally t = { 0 };
     for (int i = 0; i < N; i++)
-        cr_assert_eq(bk_client_health(e.client, e.addr, tally_done, &t), MG_OK);
+        cr_assert_eq(bk_client_health(e.client, e.addr, mgt_tally_done, &t), MG_OK);
     e.server_closed = false;
-    bk_server_close(e.server, set_flag, &e.server_closed);
+    bk_server_close(e.server, mgt_set_flag, &e.server_closed);
     e.server = NULL;
     RUN_UNTIL(&e.loop, t.calls == N && e.server_closed);
     cr_assert_eq(t.ok, 0);
@@ -1050,9 +1009,7 @@ Test(bookie_rpc, connection_loss_fails_pending_and_reconnects)
     /* Back on the same port: the next request reconnects (after a short backoff). */
     server_start(&e, port, 0);
     cr_assert_eq(health_sync(&e), MG_OK);
-    res r = { 0 };
-    cr_assert_eq(bk_client_read(e.client, e.addr, 11, 0, read_done, &r), MG_OK);
-    RUN_UNTIL(&e.loop, r.calls == 1);
+    res r = read_sync(&e, 11, 0);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_str_eq(r.first, "kept");
     env_close(&e);

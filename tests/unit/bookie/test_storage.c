@@ -584,16 +584,21 @@ Test(storage, fsync_failure_makes_storage_read_only)
     bk_io_fault_clear(io, BK_IO_SYNC);
 }
 
-Test(storage, enospc_on_entry_log_makes_storage_read_only)
+/* Opens the storage, adds entries 0..99 of ledger and flushes them onto an entry log disk that is
+ * full (every write MG_ENOSPC): the storage turns read-only. */
+static void flush_onto_a_full_disk(int64_t ledger)
 {
     bk_storage_opts o = default_opts();
     open_with(&o);
-    add_range(31, 0, 99);
+    add_range(ledger, 0, 99);
     bk_io_fault_arm(io, BK_IO_PWRITE, "entrylogs", 0, -1, MG_ENOSPC, 0);
-    int done = 0;
-    cr_assert_eq(bk_storage_flush(st, closed_cb, &done), MG_OK);
-    wait_count(&done, 1);
+    flush();
     cr_assert(bk_storage_read_only(st));
+}
+
+Test(storage, enospc_on_entry_log_makes_storage_read_only)
+{
+    flush_onto_a_full_disk(31);
     checked c = read_range(31, 0, 99, SIZE_MAX);
     cr_assert_eq(c.count, 100, "unflushed entries stay readable from the write cache");
     cr_assert_eq(c.mismatches, 0);
@@ -637,14 +642,7 @@ static int add_one(int64_t ledger, int64_t entry)
 
 Test(storage, full_entry_log_disk_then_resume_loses_nothing)
 {
-    bk_storage_opts o = default_opts();
-    open_with(&o);
-    add_range(32, 0, 99);
-    bk_io_fault_arm(io, BK_IO_PWRITE, "entrylogs", 0, -1, MG_ENOSPC, 0);
-    int done = 0;
-    cr_assert_eq(bk_storage_flush(st, closed_cb, &done), MG_OK);
-    wait_count(&done, 1);
-    cr_assert(bk_storage_read_only(st));
+    flush_onto_a_full_disk(32);
     cr_assert_eq(bk_storage_state(st), MG_ENOSPC, "the state names the full disk");
     cr_assert_eq(add_one(32, 100), MG_ENOSPC, "adds are refused at once with the cause");
     /* Still full: the resume fails and changes nothing. */
@@ -663,6 +661,7 @@ Test(storage, full_entry_log_disk_then_resume_loses_nothing)
     cr_assert_eq(c.mismatches, 0);
     cr_assert_eq(resume(), MG_OK, "resuming a writable storage is a no-op");
     close_storage();
+    bk_storage_opts o = default_opts();
     open_with(&o);
     c = read_range(32, 0, 199, SIZE_MAX);
     cr_assert_eq(c.status, MG_OK);

@@ -235,6 +235,30 @@ static void roundtrip(int codec, const uint8_t *src, size_t len)
     mg_buf_unref(c);
 }
 
+/* What a test checks on src[0, len) compressed by codec into c (c and src stay the caller's). */
+typedef void compressed_check(int codec, mg_buf *c, const uint8_t *src, size_t len);
+
+/* Compresses src[0, len) with each codec of codecs_all from index first on (1: all but NONE) and
+ * hands each result to check. */
+static void each_compressed(size_t first, const uint8_t *src, size_t len, compressed_check *check)
+{
+    for (size_t i = first; i < CODEC_COUNT; i++) {
+        mg_buf *c = compress_ok(codecs_all[i], src, len);
+        check(codecs_all[i], c, src, len);
+        mg_buf_unref(c);
+    }
+}
+
+/* each_compressed on len bytes of fill_text(seed). */
+static void each_compressed_text(size_t first, size_t len, uint64_t seed, compressed_check *check)
+{
+    uint8_t *src = malloc(len);
+    cr_assert_not_null(src);
+    fill_text(src, len, seed);
+    each_compressed(first, src, len, check);
+    free(src);
+}
+
 /* --- names ----------------------------------------------------------------------------------- */
 
 Test(compress, names_are_pulsars)
@@ -598,51 +622,48 @@ Test(compress, the_limit_round_trips_and_one_byte_more_is_elimit, .timeout = 60)
 /* --- hostile input -----------------------------------------------------------------------------
  */
 
-Test(compress, declared_length_above_the_limit_is_elimit)
+static void lengths_above_the_limit_are_elimit(int codec, mg_buf *c, const uint8_t *src, size_t len)
 {
     static const size_t lens[] = { PC_UNCOMPRESSED_BYTES_MAX + 1, 1u << 30, UINT32_MAX, SIZE_MAX };
-    for (size_t i = 0; i < CODEC_COUNT; i++) {
-        int codec = codecs_all[i];
-        mg_buf *c = compress_ok(codec, (const uint8_t *)vec_text, VEC_TEXT_LEN);
-        for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
-            expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ELIMIT);
-        mg_buf_unref(c);
-    }
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+        expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ELIMIT);
+}
+
+Test(compress, declared_length_above_the_limit_is_elimit)
+{
+    each_compressed(0, (const uint8_t *)vec_text, VEC_TEXT_LEN, lengths_above_the_limit_are_elimit);
+}
+
+/* For 4096 bytes of input. */
+static void wrong_lengths_are_ecorrupt(int codec, mg_buf *c, const uint8_t *src, size_t len)
+{
+    static const size_t lens[] = { 0, 1, 4095, 4097, 8192, PC_UNCOMPRESSED_BYTES_MAX };
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+        expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ECORRUPT);
 }
 
 Test(compress, wrong_uncompressed_length_is_ecorrupt)
 {
-    uint8_t src[4096];
-    fill_text(src, sizeof(src), 1);
-    static const size_t lens[] = { 0, 1, 4095, 4097, 8192, PC_UNCOMPRESSED_BYTES_MAX };
-    for (size_t i = 0; i < CODEC_COUNT; i++) {
-        int codec = codecs_all[i];
-        mg_buf *c = compress_ok(codec, src, sizeof(src));
-        for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
-            expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ECORRUPT);
-        mg_buf_unref(c);
-    }
+    each_compressed_text(0, 4096, 1, wrong_lengths_are_ecorrupt);
+}
+
+static void truncations_are_ecorrupt(int codec, mg_buf *c, const uint8_t *src, size_t len)
+{
+    /* Every prefix, including a cut inside zlib's Adler-32 trailer. */
+    for (size_t n = 0; n < mg_buf_len(c); n++)
+        expect_status(codec, mg_buf_data(c), n, len, MG_ECORRUPT);
+    /* A byte too many after the end of the data. */
+    uint8_t *longer = malloc(mg_buf_len(c) + 1);
+    cr_assert_not_null(longer);
+    memcpy(longer, mg_buf_data(c), mg_buf_len(c));
+    longer[mg_buf_len(c)] = 0;
+    expect_status(codec, longer, mg_buf_len(c) + 1, len, MG_ECORRUPT);
+    free(longer);
 }
 
 Test(compress, every_truncation_is_ecorrupt)
 {
-    uint8_t src[4096];
-    fill_text(src, sizeof(src), 2);
-    for (size_t i = 1; i < CODEC_COUNT; i++) {
-        int codec = codecs_all[i];
-        mg_buf *c = compress_ok(codec, src, sizeof(src));
-        /* Every prefix, including a cut inside zlib's Adler-32 trailer. */
-        for (size_t n = 0; n < mg_buf_len(c); n++)
-            expect_status(codec, mg_buf_data(c), n, sizeof(src), MG_ECORRUPT);
-        /* A byte too many after the end of the data. */
-        uint8_t *longer = malloc(mg_buf_len(c) + 1);
-        cr_assert_not_null(longer);
-        memcpy(longer, mg_buf_data(c), mg_buf_len(c));
-        longer[mg_buf_len(c)] = 0;
-        expect_status(codec, longer, mg_buf_len(c) + 1, sizeof(src), MG_ECORRUPT);
-        free(longer);
-        mg_buf_unref(c);
-    }
+    each_compressed_text(1, 4096, 2, truncations_are_ecorrupt);
     /* The known vectors, cut anywhere before their end. Java's ZLIB stream has no end marker
      * beyond its flush, so it is whole once the last block is: every shorter cut loses data. */
     struct {
@@ -707,17 +728,14 @@ static void flip_everywhere(int codec, const uint8_t *p, size_t n, const uint8_t
     free(copy);
 }
 
+static void flips_are_ok_or_ecorrupt(int codec, mg_buf *c, const uint8_t *src, size_t len)
+{
+    flip_everywhere(codec, mg_buf_data(c), mg_buf_len(c), src, len, codec == PC_COMPRESSION_ZLIB);
+}
+
 Test(compress, flipped_bits_never_crash)
 {
-    uint8_t src[2048];
-    fill_text(src, sizeof(src), 3);
-    for (size_t i = 1; i < CODEC_COUNT; i++) {
-        int codec = codecs_all[i];
-        mg_buf *c = compress_ok(codec, src, sizeof(src));
-        flip_everywhere(codec, mg_buf_data(c), mg_buf_len(c), src, sizeof(src),
-                        codec == PC_COMPRESSION_ZLIB);
-        mg_buf_unref(c);
-    }
+    each_compressed_text(1, 2048, 3, flips_are_ok_or_ecorrupt);
     const uint8_t *text = (const uint8_t *)vec_text;
     flip_everywhere(PC_COMPRESSION_ZSTD, vec_zstd_cli, sizeof(vec_zstd_cli), text, VEC_TEXT_LEN,
                     true);
@@ -760,47 +778,48 @@ Test(compress, random_garbage_never_crashes)
 
 /* --- allocation failures ---------------------------------------------------------------------- */
 
-Test(compress, allocation_failures_are_enomem_and_leak_nothing)
+/* A failed allocation while compressing src or decompressing c is MG_ENOMEM with no result. */
+static void allocation_failures_are_enomem(int codec, mg_buf *c, const uint8_t *src, size_t len)
 {
-    uint8_t src[8192];
-    fill_text(src, sizeof(src), 4);
-    for (size_t i = 0; i < CODEC_COUNT; i++) {
-        int codec = codecs_all[i];
-        mg_buf *c = compress_ok(codec, src, sizeof(src));
-        /* Fail the k-th allocation for growing k until the call gets through. */
-        bool compressed = false, decompressed = false;
-        for (int64_t k = 0; k < 32 && !(compressed && decompressed); k++) {
-            mg_buf *out = (mg_buf *)1;
-            mg_alloc_fail_after(k);
-            int rc = compressed ? MG_OK : pc_compress(codec, src, sizeof(src), &out);
-            mg_alloc_fail_reset();
-            if (!compressed) {
-                cr_assert(rc == MG_OK || rc == MG_ENOMEM, "%s", mg_err_name(rc));
-                if (rc == MG_OK) {
-                    compressed = true;
-                    mg_buf_unref(out);
-                } else {
-                    cr_assert_null(out);
-                }
-            }
-            if (decompressed)
-                continue;
-            out = (mg_buf *)1;
-            mg_alloc_fail_after(k);
-            rc = pc_decompress(codec, mg_buf_data(c), mg_buf_len(c), sizeof(src), &out);
-            mg_alloc_fail_reset();
+    /* Fail the k-th allocation for growing k until the call gets through. */
+    bool compressed = false, decompressed = false;
+    for (int64_t k = 0; k < 32 && !(compressed && decompressed); k++) {
+        mg_buf *out = (mg_buf *)1;
+        mg_alloc_fail_after(k);
+        int rc = compressed ? MG_OK : pc_compress(codec, src, len, &out);
+        mg_alloc_fail_reset();
+        if (!compressed) {
             cr_assert(rc == MG_OK || rc == MG_ENOMEM, "%s", mg_err_name(rc));
             if (rc == MG_OK) {
-                decompressed = true;
-                cr_assert_eq(memcmp(mg_buf_data(out), src, sizeof(src)), 0);
+                compressed = true;
                 mg_buf_unref(out);
             } else {
                 cr_assert_null(out);
             }
         }
-        cr_assert(compressed && decompressed, "%s", pc_compression_name(codec));
-        mg_buf_unref(c);
+        if (decompressed)
+            continue;
+        out = (mg_buf *)1;
+        mg_alloc_fail_after(k);
+        rc = pc_decompress(codec, mg_buf_data(c), mg_buf_len(c), len, &out);
+        mg_alloc_fail_reset();
+        cr_assert(rc == MG_OK || rc == MG_ENOMEM, "%s", mg_err_name(rc));
+        if (rc == MG_OK) {
+            decompressed = true;
+            cr_assert_eq(memcmp(mg_buf_data(out), src, len), 0);
+            mg_buf_unref(out);
+        } else {
+            cr_assert_null(out);
+        }
     }
+    cr_assert(compressed && decompressed, "%s", pc_compression_name(codec));
+}
+
+Test(compress, allocation_failures_are_enomem_and_leak_nothing)
+{
+    uint8_t src[8192];
+    fill_text(src, sizeof(src), 4);
+    each_compressed(0, src, sizeof(src), allocation_failures_are_enomem);
     /* The very first allocation failing is MG_ENOMEM for every codec. */
     for (size_t i = 0; i < CODEC_COUNT; i++) {
         mg_buf *out = (mg_buf *)1;

@@ -27,27 +27,9 @@
 #include "metadata/limits.h"
 #include "metadata/md_int.h"
 #include "metadata/metadata.h"
+#include "md_result.h"
 
 #define CONF_TIMEOUT_MS 10000
-#define CONF_NAMES_MAX  64
-
-typedef struct conf_result {
-    bool done;
-    int status;
-    uint8_t *value;
-    size_t len;
-    md_stat stat;
-    char path[MD_PATH_BYTES_MAX + 1];
-    char *names[CONF_NAMES_MAX];
-    size_t count;
-    int64_t id;
-} conf_result;
-
-typedef struct conf_watch {
-    int fired;
-    md_event_type type;
-    char path[MD_PATH_BYTES_MAX + 1];
-} conf_watch;
 
 static uv_loop_t conf_loop;
 static md_store *conf_store;
@@ -91,80 +73,6 @@ static void conf_wait_count(const int *counter, int target)
                   *counter, target);
 }
 
-static void conf_reset(conf_result *r)
-{
-    free(r->value);
-    for (size_t i = 0; i < r->count; i++)
-        free(r->names[i]);
-    memset(r, 0, sizeof(*r));
-}
-
-static void get_done(int status, const void *value, size_t len, const md_stat *stat, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    if (status == MG_OK) {
-        r->value = malloc(len + 1);
-        if (len > 0)
-            memcpy(r->value, value, len);
-        r->value[len] = 0;
-        r->len = len;
-        r->stat = *stat;
-    }
-    r->done = true;
-}
-
-static void stat_done(int status, const md_stat *stat, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    if (status == MG_OK)
-        r->stat = *stat;
-    r->done = true;
-}
-
-static void create_done(int status, const char *path, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    if (status == MG_OK)
-        snprintf(r->path, sizeof(r->path), "%s", path);
-    r->done = true;
-}
-
-static void done_done(int status, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    r->done = true;
-}
-
-static void children_done(int status, const char *const *names, size_t count, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    for (size_t i = 0; i < count && i < CONF_NAMES_MAX; i++)
-        r->names[i] = strdup(names[i]);
-    r->count = count < CONF_NAMES_MAX ? count : CONF_NAMES_MAX;
-    r->done = true;
-}
-
-static void id_done(int status, int64_t id, void *arg)
-{
-    conf_result *r = arg;
-    r->status = status;
-    r->id = id;
-    r->done = true;
-}
-
-static void watch_fired(md_event_type type, const char *path, void *arg)
-{
-    conf_watch *w = arg;
-    w->fired++;
-    w->type = type;
-    snprintf(w->path, sizeof(w->path), "%s", path);
-}
-
 /* Synchronous wrappers over a given client; each returns the status. */
 
 static const char *P(const char *rel)
@@ -176,50 +84,50 @@ static const char *P(const char *rel)
     return b;
 }
 
-static int c_create(md_client *c, const char *path, const char *value, int flags, conf_result *r)
+static int c_create(md_client *c, const char *path, const char *value, int flags, mdt_result *r)
 {
-    conf_reset(r);
-    int rc = md_create(c, path, value, value ? strlen(value) : 0, flags, create_done, r);
+    mdt_reset(r);
+    int rc = md_create(c, path, value, value ? strlen(value) : 0, flags, mdt_create_done, r);
     if (rc != MG_OK)
         return rc;
     conf_wait(&r->done);
     return r->status;
 }
 
-static int c_get(md_client *c, const char *path, conf_result *r)
+static int c_get(md_client *c, const char *path, mdt_result *r)
 {
-    conf_reset(r);
-    int rc = md_get(c, path, get_done, r);
+    mdt_reset(r);
+    int rc = md_get(c, path, mdt_get_done, r);
     if (rc != MG_OK)
         return rc;
     conf_wait(&r->done);
     return r->status;
 }
 
-static int c_set(md_client *c, const char *path, const char *value, int64_t version, conf_result *r)
+static int c_set(md_client *c, const char *path, const char *value, int64_t version, mdt_result *r)
 {
-    conf_reset(r);
-    int rc = md_set(c, path, value, strlen(value), version, stat_done, r);
+    mdt_reset(r);
+    int rc = md_set(c, path, value, strlen(value), version, mdt_stat_done, r);
     if (rc != MG_OK)
         return rc;
     conf_wait(&r->done);
     return r->status;
 }
 
-static int c_delete(md_client *c, const char *path, int64_t version, conf_result *r)
+static int c_delete(md_client *c, const char *path, int64_t version, mdt_result *r)
 {
-    conf_reset(r);
-    int rc = md_delete(c, path, version, done_done, r);
+    mdt_reset(r);
+    int rc = md_delete(c, path, version, mdt_done, r);
     if (rc != MG_OK)
         return rc;
     conf_wait(&r->done);
     return r->status;
 }
 
-static int c_children(md_client *c, const char *path, conf_result *r)
+static int c_children(md_client *c, const char *path, mdt_result *r)
 {
-    conf_reset(r);
-    int rc = md_children(c, path, children_done, r);
+    mdt_reset(r);
+    int rc = md_children(c, path, mdt_children_done, r);
     if (rc != MG_OK)
         return rc;
     conf_wait(&r->done);
@@ -261,9 +169,9 @@ static void conf_setup(void)
     snprintf(conf_base, sizeof(conf_base), "/t%ld", (long)getpid());
     uv_loop_init(&conf_loop);
     conf_open();
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, conf_base, NULL, 0, &r), MG_OK);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 static void conf_teardown(void)
@@ -279,7 +187,7 @@ TestSuite(CONF_SUITE, .init = conf_setup, .fini = conf_teardown, .timeout = 60);
 
 Test(CONF_SUITE, create_then_get)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/a"), "hello", 0, &r), MG_OK);
     cr_assert_str_eq(r.path, P("/a"));
     cr_assert_eq(c_get(conf_client, P("/a"), &r), MG_OK);
@@ -295,12 +203,12 @@ Test(CONF_SUITE, create_then_get)
     cr_assert_eq(c_create(conf_client, P("/empty"), NULL, 0, &r), MG_OK);
     cr_assert_eq(c_get(conf_client, P("/empty"), &r), MG_OK);
     cr_assert_eq(r.len, 0);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, missing_parent)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/x/y/z"), "v", 0, &r), MG_ENOTFOUND);
     cr_assert_eq(c_get(conf_client, P("/x"), &r), MG_ENOTFOUND);
     cr_assert_eq(c_create(conf_client, P("/x/y/z"), "v", MD_CREATE_PARENTS, &r), MG_OK);
@@ -309,12 +217,12 @@ Test(CONF_SUITE, missing_parent)
     cr_assert_eq(r.stat.child_count, 1);
     cr_assert_eq(c_get(conf_client, P("/x/y/z"), &r), MG_OK);
     cr_assert_str_eq((char *)r.value, "v");
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, set_compare_and_set)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/n"), "v0", 0, &r), MG_OK);
     cr_assert_eq(c_set(conf_client, P("/n"), "v1", 0, &r), MG_OK);
     cr_assert_eq(r.stat.version, 1);
@@ -325,12 +233,12 @@ Test(CONF_SUITE, set_compare_and_set)
     cr_assert_eq(c_set(conf_client, P("/n"), "v2", MD_VERSION_ANY, &r), MG_OK);
     cr_assert_eq(r.stat.version, 2);
     cr_assert_eq(c_set(conf_client, P("/nope"), "v", MD_VERSION_ANY, &r), MG_ENOTFOUND);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, delete_compare_and_set)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/d"), "v", 0, &r), MG_OK);
     cr_assert_eq(c_create(conf_client, P("/d/child"), "v", 0, &r), MG_OK);
     cr_assert_eq(c_delete(conf_client, P("/d"), MD_VERSION_ANY, &r), MG_ENOTEMPTY);
@@ -341,12 +249,12 @@ Test(CONF_SUITE, delete_compare_and_set)
     cr_assert_eq(c_get(conf_client, P("/d/child"), &r), MG_ENOTFOUND);
     cr_assert_eq(c_delete(conf_client, P("/d/child"), MD_VERSION_ANY, &r), MG_ENOTFOUND);
     cr_assert_eq(c_delete(conf_client, P("/d"), MD_VERSION_ANY, &r), MG_OK);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, children_sorted_without_grandchildren)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/p"), NULL, 0, &r), MG_OK);
     const char *kids[] = { "/p/b", "/p/a", "/p/c", "/p/a/deep", "/p/ab" };
     for (size_t i = 0; i < 5; i++)
@@ -362,12 +270,12 @@ Test(CONF_SUITE, children_sorted_without_grandchildren)
     cr_assert_eq(c_children(conf_client, P("/p/c"), &r), MG_OK);
     cr_assert_eq(r.count, 0);
     cr_assert_eq(c_children(conf_client, P("/none"), &r), MG_ENOTFOUND);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, sequential_names)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/q"), NULL, 0, &r), MG_OK);
     char expect[MD_PATH_BYTES_MAX + 1];
     for (int i = 0; i < 3; i++) {
@@ -379,12 +287,12 @@ Test(CONF_SUITE, sequential_names)
     cr_assert_str_eq((char *)r.value, "v");
     cr_assert_eq(c_children(conf_client, P("/q"), &r), MG_OK);
     cr_assert_eq(r.count, 3);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, ephemeral_lives_with_the_session)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/eph"), "alive", MD_EPHEMERAL, &r), MG_OK);
     cr_assert_eq(c_create(conf_client, P("/per"), "kept", 0, &r), MG_OK);
     cr_assert_eq(c_get(conf_client, P("/eph"), &r), MG_OK);
@@ -404,15 +312,15 @@ Test(CONF_SUITE, ephemeral_lives_with_the_session)
     cr_assert_eq(c_get(conf_client, seq_path, &r), MG_ENOTFOUND);
     cr_assert_eq(c_get(conf_client, P("/per"), &r), MG_OK);
     cr_assert_str_eq((char *)r.value, "kept");
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, node_watch_fires_once_per_change)
 {
-    conf_result r = { 0 };
-    conf_watch w = { 0 };
+    mdt_result r = { 0 };
+    mdt_watch w = { 0 };
     /* A watch on a missing node fires on its creation. */
-    cr_assert_eq(md_get_watch(conf_client, P("/w"), watch_fired, &w, get_done, &r), MG_OK);
+    cr_assert_eq(md_get_watch(conf_client, P("/w"), mdt_watch_fired, &w, mdt_get_done, &r), MG_OK);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_ENOTFOUND);
     cr_assert_eq(w.fired, 0);
@@ -425,33 +333,34 @@ Test(CONF_SUITE, node_watch_fires_once_per_change)
     cr_assert_eq(c_get(conf_client, P("/w"), &r), MG_OK);
     cr_assert_eq(w.fired, 1);
 
-    conf_reset(&r);
-    cr_assert_eq(md_get_watch(conf_client, P("/w"), watch_fired, &w, get_done, &r), MG_OK);
+    mdt_reset(&r);
+    cr_assert_eq(md_get_watch(conf_client, P("/w"), mdt_watch_fired, &w, mdt_get_done, &r), MG_OK);
     conf_wait(&r.done);
     cr_assert_str_eq((char *)r.value, "2");
     cr_assert_eq(c_set(conf_client, P("/w"), "3", MD_VERSION_ANY, &r), MG_OK);
     conf_wait_count(&w.fired, 2);
     cr_assert_eq(w.type, MD_EVENT_CHANGED);
 
-    conf_reset(&r);
-    cr_assert_eq(md_get_watch(conf_client, P("/w"), watch_fired, &w, get_done, &r), MG_OK);
+    mdt_reset(&r);
+    cr_assert_eq(md_get_watch(conf_client, P("/w"), mdt_watch_fired, &w, mdt_get_done, &r), MG_OK);
     conf_wait(&r.done);
     cr_assert_eq(c_delete(conf_client, P("/w"), MD_VERSION_ANY, &r), MG_OK);
     conf_wait_count(&w.fired, 3);
     cr_assert_eq(w.type, MD_EVENT_DELETED);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, children_watch_sees_another_client)
 {
-    conf_result r = { 0 };
-    conf_watch w = { 0 };
+    mdt_result r = { 0 };
+    mdt_watch w = { 0 };
     md_client *other;
     cr_assert_eq(md_client_create(conf_store, &conf_loop, &other), MG_OK);
     cr_assert_eq(c_create(conf_client, P("/room"), NULL, 0, &r), MG_OK);
-    conf_reset(&r);
-    cr_assert_eq(md_children_watch(conf_client, P("/room"), watch_fired, &w, children_done, &r),
-                 MG_OK);
+    mdt_reset(&r);
+    cr_assert_eq(
+        md_children_watch(conf_client, P("/room"), mdt_watch_fired, &w, mdt_children_done, &r),
+        MG_OK);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(r.count, 0);
@@ -461,9 +370,10 @@ Test(CONF_SUITE, children_watch_sees_another_client)
     cr_assert_str_eq(w.path, P("/room"));
 
     /* A change of a child's value is not a children event. */
-    conf_reset(&r);
-    cr_assert_eq(md_children_watch(conf_client, P("/room"), watch_fired, &w, children_done, &r),
-                 MG_OK);
+    mdt_reset(&r);
+    cr_assert_eq(
+        md_children_watch(conf_client, P("/room"), mdt_watch_fired, &w, mdt_children_done, &r),
+        MG_OK);
     conf_wait(&r.done);
     cr_assert_eq(r.count, 1);
     cr_assert_eq(c_set(other, P("/room/m1"), "y", MD_VERSION_ANY, &r), MG_OK);
@@ -472,43 +382,43 @@ Test(CONF_SUITE, children_watch_sees_another_client)
     cr_assert_eq(c_delete(other, P("/room/m1"), MD_VERSION_ANY, &r), MG_OK);
     conf_wait_count(&w.fired, 2);
     cr_assert_eq(w.type, MD_EVENT_CHILDREN);
-    conf_reset(&r);
+    mdt_reset(&r);
     conf_close_client(other);
 }
 
 Test(CONF_SUITE, watch_lost_when_client_closes)
 {
-    conf_result r = { 0 };
-    conf_watch w = { 0 };
+    mdt_result r = { 0 };
+    mdt_watch w = { 0 };
     cr_assert_eq(c_create(conf_client, P("/lw"), "v", 0, &r), MG_OK);
-    cr_assert_eq(md_get_watch(conf_client, P("/lw"), watch_fired, &w, get_done, &r), MG_OK);
+    cr_assert_eq(md_get_watch(conf_client, P("/lw"), mdt_watch_fired, &w, mdt_get_done, &r), MG_OK);
     conf_wait(&r.done);
     conf_close_client(conf_client);
     conf_client = NULL;
     cr_assert_eq(w.fired, 1);
     cr_assert_eq(w.type, MD_EVENT_WATCH_LOST);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 Test(CONF_SUITE, callbacks_never_run_inside_the_call)
 {
-    conf_result r = { 0 };
-    cr_assert_eq(md_get(conf_client, P("/nothing"), get_done, &r), MG_OK);
+    mdt_result r = { 0 };
+    cr_assert_eq(md_get(conf_client, P("/nothing"), mdt_get_done, &r), MG_OK);
     cr_assert(!r.done);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_ENOTFOUND);
-    conf_reset(&r);
-    cr_assert_eq(md_id_next(conf_client, "cb-test", id_done, &r), MG_OK);
+    mdt_reset(&r);
+    cr_assert_eq(md_id_next(conf_client, "cb-test", mdt_id_done, &r), MG_OK);
     cr_assert(!r.done);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_OK);
     /* The second id comes from the cached block: still not inside the call. */
     r.done = false;
-    cr_assert_eq(md_id_next(conf_client, "cb-test", id_done, &r), MG_OK);
+    cr_assert_eq(md_id_next(conf_client, "cb-test", mdt_id_done, &r), MG_OK);
     cr_assert(!r.done);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_OK);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 #define CONF_IDS 200
@@ -589,22 +499,22 @@ Test(CONF_SUITE, ids_unique_across_clients_stores_and_restarts)
 
 Test(CONF_SUITE, bad_input_refused_at_once)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     static char longp[MD_PATH_BYTES_MAX + 2];
     memset(longp, 'a', sizeof(longp) - 1);
     longp[0] = '/';
     longp[sizeof(longp) - 1] = '\0';
-    cr_assert_eq(md_get(conf_client, longp, get_done, &r), MG_EINVAL);
+    cr_assert_eq(md_get(conf_client, longp, mdt_get_done, &r), MG_EINVAL);
     const char *bad[] = { "", "a/b", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/.." };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_assert_eq(md_create(conf_client, bad[i], "v", 1, 0, create_done, &r), MG_EINVAL,
+        cr_assert_eq(md_create(conf_client, bad[i], "v", 1, 0, mdt_create_done, &r), MG_EINVAL,
                      "path '%s' should be refused", bad[i]);
-    cr_assert_eq(md_get(conf_client, NULL, get_done, &r), MG_EINVAL);
-    cr_assert_eq(md_create(conf_client, P("/f"), "v", 1, 0x100, create_done, &r), MG_EINVAL);
-    cr_assert_eq(md_set(conf_client, P("/f"), "v", 1, -2, stat_done, &r), MG_EINVAL);
-    cr_assert_eq(md_create(conf_client, "/", "v", 1, 0, create_done, &r), MG_EEXIST);
-    cr_assert_eq(md_delete(conf_client, "/", MD_VERSION_ANY, done_done, &r), MG_EINVAL);
-    cr_assert_eq(md_id_next(conf_client, "a/b", id_done, &r), MG_EINVAL);
+    cr_assert_eq(md_get(conf_client, NULL, mdt_get_done, &r), MG_EINVAL);
+    cr_assert_eq(md_create(conf_client, P("/f"), "v", 1, 0x100, mdt_create_done, &r), MG_EINVAL);
+    cr_assert_eq(md_set(conf_client, P("/f"), "v", 1, -2, mdt_stat_done, &r), MG_EINVAL);
+    cr_assert_eq(md_create(conf_client, "/", "v", 1, 0, mdt_create_done, &r), MG_EEXIST);
+    cr_assert_eq(md_delete(conf_client, "/", MD_VERSION_ANY, mdt_done, &r), MG_EINVAL);
+    cr_assert_eq(md_id_next(conf_client, "a/b", mdt_id_done, &r), MG_EINVAL);
     cr_assert(!r.done, "a refused call must not call its callback");
 
     /* Values: the limit itself is stored; one byte more is refused. */
@@ -612,15 +522,15 @@ Test(CONF_SUITE, bad_input_refused_at_once)
     char *v = malloc(big + 1);
     for (size_t i = 0; i < big + 1; i++)
         v[i] = (char)('a' + i % 26);
-    cr_assert_eq(md_create(conf_client, P("/big"), v, big + 1, 0, create_done, &r), MG_ELIMIT);
-    cr_assert_eq(md_create(conf_client, P("/big"), v, big, 0, create_done, &r), MG_OK);
+    cr_assert_eq(md_create(conf_client, P("/big"), v, big + 1, 0, mdt_create_done, &r), MG_ELIMIT);
+    cr_assert_eq(md_create(conf_client, P("/big"), v, big, 0, mdt_create_done, &r), MG_OK);
     conf_wait(&r.done);
     cr_assert_eq(r.status, MG_OK);
     cr_assert_eq(c_get(conf_client, P("/big"), &r), MG_OK);
     cr_assert_eq(r.len, big);
     cr_assert(memcmp(r.value, v, big) == 0);
     free(v);
-    conf_reset(&r);
+    mdt_reset(&r);
 
     md_store *s;
     cr_assert_eq(md_store_open("etcd:127.0.0.1:2379", NULL, &s), MG_EINVAL);
@@ -642,7 +552,7 @@ static void flood_done(int status, const void *value, size_t len, const md_stat 
 
 Test(CONF_SUITE, inflight_limit_applies_backpressure)
 {
-    conf_result r = { 0 };
+    mdt_result r = { 0 };
     cr_assert_eq(c_create(conf_client, P("/fl"), "v", 0, &r), MG_OK);
     flood f = { 0 };
     int issued = 0;
@@ -655,7 +565,7 @@ Test(CONF_SUITE, inflight_limit_applies_backpressure)
     cr_assert_eq(f.ok, issued);
     cr_assert_eq(md_get(conf_client, P("/fl"), flood_done, &f), MG_OK);
     conf_wait_count(&f.done, issued + 1);
-    conf_reset(&r);
+    mdt_reset(&r);
 }
 
 #endif

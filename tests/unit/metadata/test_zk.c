@@ -23,13 +23,13 @@
 #include "metadata/metadata.h"
 #include "metadata/zk_int.h"
 #include "support/zk_harness.h"
+#include "md_result.h"
 
 /* One metadata callback on a live server comes in milliseconds; connection changes take up to
  * a connect attempt plus the server's start-up. */
 #define T_WAIT_MS            20000
 #define T_RESTART_WAIT_MS    40000
 #define T_SESSION_TIMEOUT_MS 4000
-#define T_NAMES_MAX          16
 #define T_VALUE_BYTES_MAX    (MD_VALUE_BYTES_MAX + 1)
 #define T_SESSION_EVENTS_MAX 64
 
@@ -45,23 +45,6 @@ TestSuite(zk, .timeout = 60);
 
 static uv_loop_t t_loop;
 static zkh t_server;
-
-typedef struct t_res {
-    bool done;
-    int status;
-    uint8_t *value; /* mg_malloc'd copy */
-    size_t len;
-    md_stat stat;
-    char path[MD_PATH_BYTES_MAX + 1];
-    char names[T_NAMES_MAX][64];
-    size_t count;
-} t_res;
-
-typedef struct t_watch {
-    int fired;
-    md_event_type type;
-    char path[MD_PATH_BYTES_MAX + 1];
-} t_watch;
 
 typedef struct t_sess {
     int count;
@@ -94,12 +77,12 @@ static bool t_run(t_pred pred, void *arg, int timeout_ms)
 
 static bool t_res_done(void *arg)
 {
-    return ((t_res *)arg)->done;
+    return ((mdt_result *)arg)->done;
 }
 
 static bool t_watch_fired(void *arg)
 {
-    return ((t_watch *)arg)->fired > 0;
+    return ((mdt_watch *)arg)->fired > 0;
 }
 
 static bool t_flag(void *arg)
@@ -126,71 +109,6 @@ static void t_session_cb(md_session_state state, void *arg)
 
 /* --- callbacks -------------------------------------------------------------------------- */
 
-static void t_res_reset(t_res *r)
-{
-    mg_free(r->value);
-    memset(r, 0, sizeof(*r));
-}
-
-static void t_get_cb(int status, const void *value, size_t len, const md_stat *stat, void *arg)
-{
-    t_res *r = arg;
-    r->status = status;
-    if (status == MG_OK) {
-        r->value = mg_malloc(len + 1);
-        cr_assert_not_null(r->value);
-        if (len > 0)
-            memcpy(r->value, value, len);
-        r->value[len] = 0;
-        r->len = len;
-        r->stat = *stat;
-    }
-    r->done = true;
-}
-
-static void t_create_cb(int status, const char *path, void *arg)
-{
-    t_res *r = arg;
-    r->status = status;
-    if (status == MG_OK)
-        snprintf(r->path, sizeof(r->path), "%s", path);
-    r->done = true;
-}
-
-static void t_stat_cb(int status, const md_stat *stat, void *arg)
-{
-    t_res *r = arg;
-    r->status = status;
-    if (status == MG_OK)
-        r->stat = *stat;
-    r->done = true;
-}
-
-static void t_done_cb(int status, void *arg)
-{
-    t_res *r = arg;
-    r->status = status;
-    r->done = true;
-}
-
-static void t_children_cb(int status, const char *const *names, size_t count, void *arg)
-{
-    t_res *r = arg;
-    r->status = status;
-    r->count = count;
-    for (size_t i = 0; i < count && i < T_NAMES_MAX; i++)
-        snprintf(r->names[i], sizeof(r->names[i]), "%s", names[i]);
-    r->done = true;
-}
-
-static void t_watch_cb(md_event_type type, const char *path, void *arg)
-{
-    t_watch *w = arg;
-    w->fired++;
-    w->type = type;
-    snprintf(w->path, sizeof(w->path), "%s", path);
-}
-
 static void t_closed_cb(void *arg)
 {
     *(bool *)arg = true;
@@ -198,66 +116,66 @@ static void t_closed_cb(void *arg)
 
 /* --- synchronous wrappers (run the loop until the callback) ------------------------------- */
 
-static int t_wait(t_res *r)
+static int t_wait(mdt_result *r)
 {
     cr_assert(t_run(t_res_done, r, T_WAIT_MS), "no metadata callback within %d ms", T_WAIT_MS);
     return r->status;
 }
 
-static int t_get(md_client *c, const char *path, t_res *r)
+static int t_get(md_client *c, const char *path, mdt_result *r)
 {
-    t_res_reset(r);
-    cr_assert_eq(md_get(c, path, t_get_cb, r), MG_OK);
+    mdt_reset(r);
+    cr_assert_eq(md_get(c, path, mdt_get_done, r), MG_OK);
     return t_wait(r);
 }
 
-static int t_get_watch(md_client *c, const char *path, t_watch *w, t_res *r)
+static int t_get_watch(md_client *c, const char *path, mdt_watch *w, mdt_result *r)
 {
-    t_res_reset(r);
+    mdt_reset(r);
     memset(w, 0, sizeof(*w));
-    cr_assert_eq(md_get_watch(c, path, t_watch_cb, w, t_get_cb, r), MG_OK);
+    cr_assert_eq(md_get_watch(c, path, mdt_watch_fired, w, mdt_get_done, r), MG_OK);
     return t_wait(r);
 }
 
 static int t_create_n(md_client *c, const char *path, const void *value, size_t len, int flags,
-                      t_res *r)
+                      mdt_result *r)
 {
-    t_res_reset(r);
-    cr_assert_eq(md_create(c, path, value, len, flags, t_create_cb, r), MG_OK);
+    mdt_reset(r);
+    cr_assert_eq(md_create(c, path, value, len, flags, mdt_create_done, r), MG_OK);
     return t_wait(r);
 }
 
-static int t_create(md_client *c, const char *path, const char *value, int flags, t_res *r)
+static int t_create(md_client *c, const char *path, const char *value, int flags, mdt_result *r)
 {
     return t_create_n(c, path, value, strlen(value), flags, r);
 }
 
-static int t_set(md_client *c, const char *path, const char *value, int64_t version, t_res *r)
+static int t_set(md_client *c, const char *path, const char *value, int64_t version, mdt_result *r)
 {
-    t_res_reset(r);
-    cr_assert_eq(md_set(c, path, value, strlen(value), version, t_stat_cb, r), MG_OK);
+    mdt_reset(r);
+    cr_assert_eq(md_set(c, path, value, strlen(value), version, mdt_stat_done, r), MG_OK);
     return t_wait(r);
 }
 
-static int t_delete(md_client *c, const char *path, int64_t version, t_res *r)
+static int t_delete(md_client *c, const char *path, int64_t version, mdt_result *r)
 {
-    t_res_reset(r);
-    cr_assert_eq(md_delete(c, path, version, t_done_cb, r), MG_OK);
+    mdt_reset(r);
+    cr_assert_eq(md_delete(c, path, version, mdt_done, r), MG_OK);
     return t_wait(r);
 }
 
-static int t_children(md_client *c, const char *path, t_res *r)
+static int t_children(md_client *c, const char *path, mdt_result *r)
 {
-    t_res_reset(r);
-    cr_assert_eq(md_children(c, path, t_children_cb, r), MG_OK);
+    mdt_reset(r);
+    cr_assert_eq(md_children(c, path, mdt_children_done, r), MG_OK);
     return t_wait(r);
 }
 
-static int t_children_watch(md_client *c, const char *path, t_watch *w, t_res *r)
+static int t_children_watch(md_client *c, const char *path, mdt_watch *w, mdt_result *r)
 {
-    t_res_reset(r);
+    mdt_reset(r);
     memset(w, 0, sizeof(*w));
-    cr_assert_eq(md_children_watch(c, path, t_watch_cb, w, t_children_cb, r), MG_OK);
+    cr_assert_eq(md_children_watch(c, path, mdt_watch_fired, w, mdt_children_done, r), MG_OK);
     return t_wait(r);
 }
 
@@ -321,10 +239,10 @@ static void t_fini(void)
 /* --- session expiry ---------------------------------------------------------------------- */
 
 typedef struct t_expiry {
-    t_watch *on_eph;   /* B's node watch on A's ephemeral */
-    t_watch *on_keep;  /* A's node watch on a persistent node nobody touches */
-    t_watch *on_quiet; /* A's children watch on a node whose children nobody touches */
-    t_sess *log;       /* A's session events */
+    mdt_watch *on_eph;   /* B's node watch on A's ephemeral */
+    mdt_watch *on_keep;  /* A's node watch on a persistent node nobody touches */
+    mdt_watch *on_quiet; /* A's children watch on a node whose children nobody touches */
+    t_sess *log;         /* A's session events */
 } t_expiry;
 
 static bool t_expiry_seen(void *arg)
@@ -343,7 +261,7 @@ Test(zk, expiry_removes_ephemerals_and_fires_watches, .init = t_init, .fini = t_
     t_sess log_a = { 0 };
     md_client *ca = t_client(a, &log_a);
     md_client *cb = t_client(b, NULL);
-    t_res r = { 0 };
+    mdt_result r = { 0 };
 
     T_EXPECT(t_create(ca, "/eph", "a1", MD_EPHEMERAL, &r), MG_OK);
     cr_assert_str_eq(r.path, "/eph");
@@ -357,7 +275,7 @@ Test(zk, expiry_removes_ephemerals_and_fires_watches, .init = t_init, .fini = t_
     cr_assert_str_eq((char *)r.value, "a1");
     cr_assert_eq(r.stat.ephemeral_owner, sid1);
 
-    t_watch on_eph, on_keep, on_quiet;
+    mdt_watch on_eph, on_keep, on_quiet;
     T_EXPECT(t_get_watch(cb, "/eph", &on_eph, &r), MG_OK);
     T_EXPECT(t_get_watch(ca, "/keep", &on_keep, &r), MG_OK);
     T_EXPECT(t_children_watch(ca, "/quiet", &on_quiet, &r), MG_OK);
@@ -400,7 +318,7 @@ Test(zk, expiry_removes_ephemerals_and_fires_watches, .init = t_init, .fini = t_
     cr_assert_eq(on_eph.type, MD_EVENT_DELETED);
     T_EXPECT(t_get(cb, "/eph", &r), MG_ENOTFOUND);
 
-    t_res_reset(&r);
+    mdt_reset(&r);
     t_close_client(cb);
     md_store_close(b);
 }
@@ -427,7 +345,7 @@ Test(zk, server_restart_disconnects_then_recovers, .init = t_init, .fini = t_fin
     md_store *a = t_open(zkh_url(&t_server), T_SESSION_TIMEOUT_MS);
     t_sess log = { 0 };
     md_client *c = t_client(a, &log);
-    t_res r = { 0 };
+    mdt_result r = { 0 };
     T_EXPECT(t_create(c, "/persist", "data", 0, &r), MG_OK);
     T_EXPECT(t_create(c, "/mine", "", MD_EPHEMERAL, &r), MG_OK);
     int64_t sid = md_store_session_id(a);
@@ -461,7 +379,7 @@ Test(zk, server_restart_disconnects_then_recovers, .init = t_init, .fini = t_fin
     T_EXPECT(t_set(c, "/persist", "again", 0, &r), MG_OK);
     cr_assert_eq(r.stat.version, 1);
 
-    t_res_reset(&r);
+    mdt_reset(&r);
     t_close_client(c);
     md_store_close(a);
 }
@@ -472,7 +390,7 @@ Test(zk, chroot_paths_are_relative, .init = t_init, .fini = t_fini)
 {
     md_store *plain = t_open(zkh_url(&t_server), 0);
     md_client *cp = t_client(plain, NULL);
-    t_res r = { 0 };
+    mdt_result r = { 0 };
     T_EXPECT(t_create(cp, "/chroot-x", "", 0, &r), MG_OK);
 
     char url[128];
@@ -500,7 +418,7 @@ Test(zk, chroot_paths_are_relative, .init = t_init, .fini = t_fini)
     T_EXPECT(t_get(cp, full, &r), MG_OK);
 
     /* Events carry relative paths: a node watch on a missing node fires on its create. */
-    t_watch w;
+    mdt_watch w;
     T_EXPECT(t_get_watch(cr, "/w", &w, &r), MG_ENOTFOUND);
     cr_assert_eq(w.fired, 0);
     T_EXPECT(t_create(cp, "/chroot-x/w", "1", 0, &r), MG_OK);
@@ -522,7 +440,7 @@ Test(zk, chroot_paths_are_relative, .init = t_init, .fini = t_fini)
     cr_assert_eq(r.stat.ephemeral_owner, 0);
     cr_assert_eq(r.stat.child_count, 1);
 
-    t_res_reset(&r);
+    mdt_reset(&r);
     t_close_client(cr);
     md_store_close(rooted);
     t_close_client(cp);
@@ -535,7 +453,7 @@ Test(zk, operations_map_zookeeper_errors, .init = t_init, .fini = t_fini)
 {
     md_store *s = t_open(zkh_url(&t_server), 0);
     md_client *c = t_client(s, NULL);
-    t_res r = { 0 };
+    mdt_result r = { 0 };
     int64_t before_ms = (int64_t)time(NULL) * 1000;
 
     T_EXPECT(t_create(c, "/n", "1", 0, &r), MG_OK);
@@ -601,7 +519,7 @@ Test(zk, operations_map_zookeeper_errors, .init = t_init, .fini = t_fini)
     mg_free(big);
 
     /* Watches: a change fires CHANGED, a delete fires DELETED on node and children watches. */
-    t_watch wn, wc;
+    mdt_watch wn, wc;
     T_EXPECT(t_get_watch(c, "/x", &wn, &r), MG_OK);
     T_EXPECT(t_children_watch(c, "/x", &wc, &r), MG_OK);
     T_EXPECT(t_set(c, "/x", "changed", 0, &r), MG_OK);
@@ -618,7 +536,7 @@ Test(zk, operations_map_zookeeper_errors, .init = t_init, .fini = t_fini)
     cr_assert_eq(wn.type, MD_EVENT_DELETED);
     cr_assert_str_eq(wn.path, "/x");
 
-    t_res_reset(&r);
+    mdt_reset(&r);
     t_close_client(c);
     md_store_close(s);
 }
@@ -659,14 +577,14 @@ Test(zk, no_server_fails_operations_with_econnection, .init = t_init_loop, .fini
     md_store *s = t_open("zk:127.0.0.1:1,localhost:1/some/root", T_SESSION_TIMEOUT_MS);
     cr_assert_eq(md_store_session_id(s), 0);
     md_client *c = t_client(s, NULL);
-    t_res r = { 0 };
+    mdt_result r = { 0 };
     T_EXPECT(t_get(c, "/a", &r), MG_ECONNECTION);
     T_EXPECT(t_create(c, "/a", "x", MD_CREATE_PARENTS, &r), MG_ECONNECTION);
     T_EXPECT(t_children(c, "/", &r), MG_ECONNECTION);
-    t_watch w;
+    mdt_watch w;
     T_EXPECT(t_get_watch(c, "/a", &w, &r), MG_ECONNECTION);
     cr_assert_eq(md_store_session_id(s), 0);
-    t_res_reset(&r);
+    mdt_reset(&r);
     t_close_client(c);
     md_store_close(s);
     cr_assert_eq(w.fired, 0); /* a failed read leaves no watch */
