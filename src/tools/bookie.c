@@ -376,7 +376,6 @@ int mg_tool_bookie(int argc, char **argv)
     int exit_now = mg_tool_parse(&bookie_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
     signal(SIGPIPE, SIG_IGN);
 
     bookie_proc b;

@@ -42,12 +42,6 @@
 /* --- options ---------------------------------------------------------------------------------- */
 
 /* Options both workloads take, with the same names, bounds and help (pulsar-perf's). */
-#define PP_OPT_SERVICE_URL(opts_type)                                                           \
-    {                                                                                           \
-        .name = "service-url", .short_name = 'u', .type = MG_OPT_STRING,                        \
-        .offset = offsetof(opts_type, service_url), .default_value = "pulsar://127.0.0.1:6650", \
-        .metavar = "URL", .help = "broker to connect to"                                        \
-    }
 #define PP_OPT_NUM_MESSAGES(opts_type, verb)                                               \
     {                                                                                      \
         .name = "num-messages", .short_name = 'm', .type = MG_OPT_INT,                     \
@@ -96,7 +90,7 @@ typedef struct perf_produce_opts {
 static const char *const compression_names[] = { "NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY", NULL };
 
 static const mg_opt perf_produce_opt_table[] = {
-    PP_OPT_SERVICE_URL(perf_produce_opts),
+    MG_TOOL_OPT_SERVICE_URL(perf_produce_opts, service_url),
     { .name = "rate",
       .short_name = 'r',
       .type = MG_OPT_INT,
@@ -205,12 +199,8 @@ typedef struct perf_consume_opts {
     int log_level;
 } perf_consume_opts;
 
-static const char *const sub_type_names[] = { "Exclusive", "Shared", "Failover", "Key_Shared",
-                                              NULL };
-static const char *const position_names[] = { "Latest", "Earliest", NULL };
-
 static const mg_opt perf_consume_opt_table[] = {
-    PP_OPT_SERVICE_URL(perf_consume_opts),
+    MG_TOOL_OPT_SERVICE_URL(perf_consume_opts, service_url),
     { .name = "subscriber-name",
       .short_name = 'S',
       .type = MG_OPT_STRING,
@@ -218,20 +208,8 @@ static const mg_opt perf_consume_opt_table[] = {
       .default_value = "sub",
       .metavar = "NAME",
       .help = "subscription name" },
-    { .name = "subscription-type",
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(perf_consume_opts, sub_type),
-      .default_value = "Exclusive",
-      .metavar = "TYPE",
-      .help = "subscription type",
-      .choices = sub_type_names },
-    { .name = "subscription-position",
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(perf_consume_opts, position),
-      .default_value = "Latest",
-      .metavar = "POS",
-      .help = "where a new subscription starts",
-      .choices = position_names },
+    MG_TOOL_OPT_SUB_TYPE(perf_consume_opts, sub_type, 0),
+    MG_TOOL_OPT_SUB_POSITION(perf_consume_opts, position, 0),
     { .name = "num-consumers",
       .short_name = 'n',
       .type = MG_OPT_INT,
@@ -597,7 +575,7 @@ static int write_json(pp_run *r, const char *path, double secs, const mg_fio_res
         fprintf(f,
                 ",\"options\":{\"subscription\":\"%s\",\"type\":\"%s\",\"consumers\":%" PRId64
                 ",\"receiver_queue_size\":%" PRId64 "}",
-                o->subscriber_name, sub_type_names[o->sub_type], o->consumers, o->queue_size);
+                o->subscriber_name, mg_tool_sub_types[o->sub_type], o->consumers, o->queue_size);
     }
     fprintf(f, "}\n");
     return fclose(f) == 0 ? MG_OK : MG_EIO;
@@ -621,22 +599,13 @@ static int run_setup(pp_run *r, const char *url)
     return rc;
 }
 
-static void walk_close(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void run_teardown(pp_run *r)
 {
     if (r->client != NULL) {
         stop(r, MG_OK);
         uv_run(&r->loop, UV_RUN_DEFAULT);
     }
-    uv_walk(&r->loop, walk_close, NULL);
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
+    mg_tool_loop_close(&r->loop);
     mg_hist_destroy(&r->total_us);
     mg_hist_destroy(&r->interval_us);
 }
@@ -649,13 +618,9 @@ int mg_perf_produce(int argc, char **argv)
     int exit_now = mg_tool_parse(&perf_produce_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
-    if (o.fio_dir != NULL && !mg_fio_installed()) {
-        fprintf(stderr, "magnetar perf produce: --fio-dir given but fio is not installed "
-                        "(Debian package fio)\n");
-        mg_config_free(&perf_produce_spec, &o);
-        return MG_EXIT_USAGE;
-    }
+    if (o.fio_dir != NULL && !mg_fio_installed())
+        return mg_tool_usage_error(&perf_produce_spec, &o,
+                                   "--fio-dir given but fio is not installed (Debian package fio)");
     pp_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;
@@ -729,7 +694,6 @@ int mg_perf_consume(int argc, char **argv)
     int exit_now = mg_tool_parse(&perf_consume_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
     pp_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;
