@@ -610,6 +610,66 @@ static void run_teardown(pp_run *r)
     mg_hist_destroy(&r->interval_us);
 }
 
+/* Starts one producer or consumer on topic; its callback counts it as up or failed. */
+typedef int (*pp_start_fn)(pp_run *r, const char *topic);
+
+static int start_producer(pp_run *r, const char *topic)
+{
+    const perf_produce_opts *o = r->po;
+    pc_producer_opts po = {
+        .topic = topic,
+        .batching = o->batch_ms > 0,
+        .batch_max_messages = (uint32_t)o->batch_max_messages,
+        .batch_max_bytes = (uint32_t)o->batch_max_bytes,
+        .batch_max_delay_ms = (uint32_t)o->batch_ms,
+        .compression = (pc_compression)o->compression,
+        .max_pending_messages = (uint32_t)o->max_outstanding,
+        .fail_if_full = true,
+    };
+    return pc_producer_create(r->client, &po, producer_created, r);
+}
+
+static int start_consumer(pp_run *r, const char *topic)
+{
+    const perf_consume_opts *o = r->co;
+    pc_consumer_opts co = {
+        .topic = topic,
+        .subscription = o->subscriber_name,
+        .type = (pc_sub_type)o->sub_type,
+        .initial_position = (pc_initial_position)o->position,
+        .receiver_queue_size = (uint32_t)o->queue_size,
+        .on_message = on_message,
+        .arg = r,
+    };
+    return pc_subscribe(r->client, &co, consumer_created, r);
+}
+
+/* The run itself: per_topic producers or consumers (start_one) on every topic of res, the loop
+ * until the run stops, then the aggregated line on stdout. Returns the run's length in seconds
+ * (0 when it never started). */
+static double run_topics(pp_run *r, const mg_cmd_spec *spec, const mg_config_result *res,
+                         int64_t per_topic, pp_start_fn start_one)
+{
+    r->handle_count = (size_t)res->positional_count * (size_t)per_topic;
+    for (int t = 0; t < res->positional_count; t++) {
+        for (int64_t i = 0; i < per_topic; i++) {
+            int rc = start_one(r, res->positional[t]);
+            if (rc != MG_OK) {
+                fprintf(stderr, "%s: %s: %s\n", spec->name, res->positional[t], mg_strerror(rc));
+                r->handles_closed++;
+                stop(r, rc);
+            }
+        }
+    }
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    double secs =
+        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
+    print_line(r,
+               r->producing ? "Aggregated throughput produced" : "Aggregated throughput received",
+               secs, r->msgs, r->bytes, &r->total_us, stdout);
+    return secs;
+}
+
 int mg_perf_produce(int argc, char **argv)
 {
     perf_produce_opts o;
@@ -633,32 +693,7 @@ int mg_perf_produce(int argc, char **argv)
         goto out;
     for (int64_t i = 0; i < o.size_bytes; i++)
         r->payload[i] = (uint8_t)('a' + (i * 7) % 26); /* compressible like text */
-    r->handle_count = (size_t)res.positional_count * (size_t)o.producers;
-    for (int t = 0; t < res.positional_count; t++) {
-        for (int64_t i = 0; i < o.producers; i++) {
-            pc_producer_opts po = {
-                .topic = res.positional[t],
-                .batching = o.batch_ms > 0,
-                .batch_max_messages = (uint32_t)o.batch_max_messages,
-                .batch_max_bytes = (uint32_t)o.batch_max_bytes,
-                .batch_max_delay_ms = (uint32_t)o.batch_ms,
-                .compression = (pc_compression)o.compression,
-                .max_pending_messages = (uint32_t)o.max_outstanding,
-                .fail_if_full = true,
-            };
-            int rc = pc_producer_create(r->client, &po, producer_created, r);
-            if (rc != MG_OK) {
-                fprintf(stderr, "magnetar perf produce: %s: %s\n", res.positional[t],
-                        mg_strerror(rc));
-                r->handles_closed++;
-                stop(r, rc);
-            }
-        }
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    double secs =
-        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
-    print_line(r, "Aggregated throughput produced", secs, r->msgs, r->bytes, &r->total_us, stdout);
+    double secs = run_topics(r, &perf_produce_spec, &res, o.producers, start_producer);
     mg_fio_result fio = { 0 };
     if (r->status == MG_OK && o.fio_dir != NULL) {
         mg_fio_sync_write(o.fio_dir, &fio);
@@ -703,31 +738,7 @@ int mg_perf_consume(int argc, char **argv)
     int status = MG_EXIT_FAILURE;
     if (run_setup(r, o.service_url) != MG_OK)
         goto out;
-    r->handle_count = (size_t)res.positional_count * (size_t)o.consumers;
-    for (int t = 0; t < res.positional_count; t++) {
-        for (int64_t i = 0; i < o.consumers; i++) {
-            pc_consumer_opts co = {
-                .topic = res.positional[t],
-                .subscription = o.subscriber_name,
-                .type = (pc_sub_type)o.sub_type,
-                .initial_position = (pc_initial_position)o.position,
-                .receiver_queue_size = (uint32_t)o.queue_size,
-                .on_message = on_message,
-                .arg = r,
-            };
-            int rc = pc_subscribe(r->client, &co, consumer_created, r);
-            if (rc != MG_OK) {
-                fprintf(stderr, "magnetar perf consume: %s: %s\n", res.positional[t],
-                        mg_strerror(rc));
-                r->handles_closed++;
-                stop(r, rc);
-            }
-        }
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    double secs =
-        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
-    print_line(r, "Aggregated throughput received", secs, r->msgs, r->bytes, &r->total_us, stdout);
+    double secs = run_topics(r, &perf_consume_spec, &res, o.consumers, start_consumer);
     status = r->status == MG_OK ? MG_EXIT_OK : MG_EXIT_FAILURE;
     if (o.json != NULL &&
         write_json(r, o.json, secs, NULL, res.positional, res.positional_count) != MG_OK)
