@@ -308,35 +308,43 @@ int mg_node_open_metadata(mg_node *s, const char *url)
     return md_client_create(s->md, &s->loop, &s->mdc);
 }
 
-static void node_registered(int status, const char *path, void *arg)
+static void registration_answered(int status, const char *path, void *arg)
 {
-    mg_node *s = arg;
-    s->register_status = status;
-    s->registered = true;
+    mg_node_registration *reg = arg;
+    (void)path;
+    reg->status = status;
+    reg->answered = true;
 }
 
-/* Creates an ephemeral registration node and waits for the answer (start-up only). Bounded: a
- * ZooKeeper ensemble that is down must not hang start-up silently. */
+int mg_node_register(uv_loop_t *loop, md_client *mdc, mg_node_registration *reg, const char *path,
+                     const char *value, size_t value_len, uint64_t timeout_ms)
+{
+    reg->answered = false;
+    MG_TRY(md_create(mdc, path, value, value_len, MD_EPHEMERAL | MD_CREATE_PARENTS,
+                     registration_answered, reg));
+    uint64_t deadline_ms = uv_now(loop) + timeout_ms;
+    while (!reg->answered && uv_now(loop) < deadline_ms) {
+        if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+            uv_sleep(1);
+        uv_update_time(loop);
+    }
+    return MG_OK;
+}
+
+/* Registers this process under path (start-up only), logging why it could not. */
 static int register_node(mg_node *s, const char *path, const char *value)
 {
-    s->registered = false;
-    MG_TRY(md_create(s->mdc, path, value, strlen(value), MD_EPHEMERAL | MD_CREATE_PARENTS,
-                     node_registered, s));
-    uint64_t deadline_ms = uv_now(&s->loop) + NODE_START_TIMEOUT_MS;
-    while (!s->registered && uv_now(&s->loop) < deadline_ms) {
-        if (uv_run(&s->loop, UV_RUN_NOWAIT) == 0)
-            uv_sleep(1);
-        uv_update_time(&s->loop);
-    }
-    if (!s->registered) {
+    mg_node_registration *reg = &s->registration;
+    MG_TRY(
+        mg_node_register(&s->loop, s->mdc, reg, path, value, strlen(value), NODE_START_TIMEOUT_MS));
+    if (!reg->answered) {
         MG_ERROR("the metadata store did not answer within %d ms", NODE_START_TIMEOUT_MS);
         return MG_ETIMEDOUT;
     }
-    if (s->register_status != MG_OK)
-        MG_ERROR("cannot register %s in the metadata store: %s%s", path,
-                 mg_strerror(s->register_status),
-                 s->register_status == MG_EEXIST ? " (another process uses this address)" : "");
-    return s->register_status;
+    if (reg->status != MG_OK)
+        MG_ERROR("cannot register %s in the metadata store: %s%s", path, mg_strerror(reg->status),
+                 reg->status == MG_EEXIST ? " (another process uses this address)" : "");
+    return reg->status;
 }
 
 /* The bookie's identity is its address: ledgers name the bookies that hold them. With

@@ -30,6 +30,12 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* The answer to an ephemeral registration (mg_node_register). */
+typedef struct mg_node_registration {
+    bool answered;
+    int status;
+} mg_node_registration;
+
 typedef struct mg_node {
     uv_loop_t loop;
     uv_signal_t sigint;
@@ -59,8 +65,7 @@ typedef struct mg_node {
     br_broker *broker;
     char broker_path[300];
     char bookie_path[300];
-    bool registered;
-    int register_status;
+    mg_node_registration registration;
     int lock_fd;
     int stopping;
     uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
@@ -75,6 +80,15 @@ typedef struct mg_node_bookie_opts {
     int64_t read_cache_mb;
     int64_t journal_segment_mb; /* 0 = 256 */
 } mg_node_bookie_opts;
+
+/* Asks the metadata store to create the ephemeral node path (and its parents) holding value, and
+ * runs loop until the store answers or timeout_ms passed: start-up only, bounded so that a
+ * ZooKeeper ensemble that is down does not hang start-up silently. Returns md_create's error
+ * when the request could not be sent; else MG_OK, with reg->answered saying whether the store
+ * answered in time and reg->status what it answered. Logs nothing. reg must outlive the loop:
+ * an answer after the timeout still lands in it. */
+int mg_node_register(uv_loop_t *loop, md_client *mdc, mg_node_registration *reg, const char *path,
+                     const char *value, size_t value_len, uint64_t timeout_ms);
 
 /* After bk_storage_open failed with rc: when the disk had no room (the journal preallocates a
  * whole segment at every start), logs a start-up error saying how much the journal wanted, how
