@@ -12,13 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct mg_command {
-    const char *name;
-    const char *summary;
-    int (*run)(int argc, char **argv); /* NULL: not built yet */
-} mg_command;
+static void print_usage(FILE *out);
 
-static const mg_command commands[] = {
+static const mg_tool_command commands[] = {
     { "standalone", "run everything in one process: metadata, bookie, broker, HTTP admin",
       mg_tool_standalone },
     { "bookie", "run a storage node (port 3181)", mg_tool_bookie },
@@ -30,7 +26,15 @@ static const mg_command commands[] = {
     { "replay", "drain a backlog from a position or a time", NULL },
     { "admin", "administer topics, subscriptions and metadata", mg_tool_admin },
 };
-#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+
+static const mg_tool_command_table command_table = {
+    .prefix = "magnetar",
+    .kind = "command",
+    .not_built_note = " in magnetar " MG_VERSION,
+    .commands = commands,
+    .count = sizeof(commands) / sizeof(commands[0]),
+    .usage = print_usage,
+};
 
 static void print_usage(FILE *out)
 {
@@ -39,10 +43,7 @@ static void print_usage(FILE *out)
                  "       magnetar --version\n\n"
                  "Magnetar is a Pulsar-compatible, tiered log broker built for catch-up reads.\n\n"
                  "Commands:\n");
-    for (size_t i = 0; i < COMMAND_COUNT; i++) {
-        fprintf(out, "  %-12s %s%s\n", commands[i].name, commands[i].summary,
-                commands[i].run ? "" : " (not built yet)");
-    }
+    mg_tool_command_list(out, &command_table, 12);
     fprintf(out, "\nOptions:\n"
                  "  -h, --help     show this help\n"
                  "  -V, --version  show the version\n");
@@ -68,7 +69,7 @@ int main(int argc, char **argv)
         return MG_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    if (mg_tool_asks_help(cmd)) {
         print_usage(stdout);
         return MG_EXIT_OK;
     }
@@ -76,17 +77,5 @@ int main(int argc, char **argv)
         printf("magnetar %s\n", MG_VERSION);
         return MG_EXIT_OK;
     }
-    for (size_t i = 0; i < COMMAND_COUNT; i++) {
-        if (strcmp(cmd, commands[i].name) != 0)
-            continue;
-        if (commands[i].run == NULL) {
-            fprintf(stderr, "magnetar %s: this command is not built yet in magnetar %s\n", cmd,
-                    MG_VERSION);
-            return MG_EXIT_FAILURE;
-        }
-        return commands[i].run(argc - 1, argv + 1);
-    }
-    fprintf(stderr, "magnetar: unknown command '%s'\n\n", cmd);
-    print_usage(stderr);
-    return MG_EXIT_USAGE;
+    return mg_tool_command_run(&command_table, argc - 1, argv + 1);
 }

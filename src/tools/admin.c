@@ -183,15 +183,11 @@ static int admin_metadata(int argc, char **argv)
     int exit_now = mg_tool_parse(&admin_md_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
 
     const char *verb = res.positional[0];
     const char *path = res.positional[1];
-    if (strcmp(verb, "get") != 0 && strcmp(verb, "ls") != 0) {
-        fprintf(stderr, "%s: unknown action '%s' (use get or ls)\n", admin_md_spec.name, verb);
-        mg_config_free(&admin_md_spec, &o);
-        return MG_EXIT_USAGE;
-    }
+    if (strcmp(verb, "get") != 0 && strcmp(verb, "ls") != 0)
+        return mg_tool_usage_error(&admin_md_spec, &o, "unknown action '%s' (use get or ls)", verb);
 
     admin_md_run r;
     memset(&r, 0, sizeof(r));

@@ -157,8 +157,7 @@ typedef struct bookie_proc {
     bk_server *server;
     md_store *md;
     md_client *mdc;
-    bool registered;
-    int register_status;
+    mg_node_registration registration;
     int pending_closes;
     bool stopping;
 } bookie_proc;
@@ -208,13 +207,6 @@ static void handle_readonly_put(mg_http_request *req, void *arg)
     int rc = bk_storage_resume(b->storage, resumed, req);
     if (rc != MG_OK)
         mg_node_readonly_reply(req, rc);
-}
-
-static void registered_cb(int status, const char *path, void *arg)
-{
-    bookie_proc *b = arg;
-    b->register_status = status;
-    b->registered = true;
 }
 
 static void one_closed(void *arg)
@@ -345,23 +337,18 @@ static int start(bookie_proc *b, const bookie_opts *o, char *ready, size_t ready
                      "\"httpPort\":%u,\"startTimestamp\":%lld}",
                      MG_VERSION, o->journal_dir, o->ledger_dirs, mg_http_server_port(b->http),
                      (long long)time(NULL) * 1000);
-    MG_TRY(md_create(b->mdc, path, value, (size_t)n, MD_EPHEMERAL | MD_CREATE_PARENTS,
-                     registered_cb, b));
-    uint64_t deadline_ms = uv_now(&b->loop) + BOOKIE_START_TIMEOUT_MS;
-    while (!b->registered && uv_now(&b->loop) < deadline_ms) {
-        if (uv_run(&b->loop, UV_RUN_NOWAIT) == 0)
-            uv_sleep(1);
-        uv_update_time(&b->loop);
-    }
-    if (!b->registered) {
+    mg_node_registration *reg = &b->registration;
+    MG_TRY(
+        mg_node_register(&b->loop, b->mdc, reg, path, value, (size_t)n, BOOKIE_START_TIMEOUT_MS));
+    if (!reg->answered) {
         MG_ERROR("the metadata store %s did not answer within %d ms", o->metadata_url,
                  BOOKIE_START_TIMEOUT_MS);
         return MG_ETIMEDOUT;
     }
-    if (b->register_status != MG_OK) {
-        MG_ERROR("cannot register %s: %s%s", path, mg_strerror(b->register_status),
-                 b->register_status == MG_EEXIST ? " (another bookie runs with this address)" : "");
-        return b->register_status;
+    if (reg->status != MG_OK) {
+        MG_ERROR("cannot register %s: %s%s", path, mg_strerror(reg->status),
+                 reg->status == MG_EEXIST ? " (another bookie runs with this address)" : "");
+        return reg->status;
     }
     snprintf(ready, ready_size, "rpc %s:%u, http %s:%u, registered as %s", o->bind_address, port,
              o->bind_address, (unsigned)mg_http_server_port(b->http), path);
@@ -376,7 +363,6 @@ int mg_tool_bookie(int argc, char **argv)
     int exit_now = mg_tool_parse(&bookie_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
     signal(SIGPIPE, SIG_IGN);
 
     bookie_proc b;

@@ -26,14 +26,7 @@ typedef struct broker_opts {
     int64_t ensemble_size;
     int64_t write_quorum;
     int64_t ack_quorum;
-    int64_t message_size_max;
-    int64_t keepalive_s;
-    int64_t tail_cache_mb;
-    int64_t prefetch_mb;
-    int prefetch;
-    int64_t catchup_duty_pct;
-    bool auto_skip_non_recoverable_data;
-    int64_t connection_memory_mb;
+    mg_node_broker_tuning tuning;
     char *cluster;
     int log_level;
 } broker_opts;
@@ -84,14 +77,7 @@ static const mg_opt broker_opt_table[] = {
               "--write-quorum)",
       .min = 1,
       .max = 64 },
-    MG_NODE_OPT_MAX_MESSAGE_SIZE(broker_opts, message_size_max),
-    MG_NODE_OPT_KEEPALIVE_S(broker_opts, keepalive_s),
-    MG_NODE_OPT_TAIL_CACHE_MB(broker_opts, tail_cache_mb),
-    MG_NODE_OPT_PREFETCH_MB(broker_opts, prefetch_mb),
-    MG_NODE_OPT_PREFETCH(broker_opts, prefetch),
-    MG_NODE_OPT_CATCHUP_DUTY_PCT(broker_opts, catchup_duty_pct),
-    MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(broker_opts, auto_skip_non_recoverable_data),
-    MG_NODE_OPT_CONNECTION_MEMORY_MB(broker_opts, connection_memory_mb),
+    MG_NODE_OPTS_BROKER_TUNING(broker_opts, tuning),
     { .name = "cluster",
       .type = MG_OPT_STRING,
       .offset = offsetof(broker_opts, cluster),
@@ -121,54 +107,27 @@ int mg_tool_broker(int argc, char **argv)
     int exit_now = mg_tool_parse(&broker_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
-    if (o.metadata_url == NULL || o.metadata_url[0] == '\0') {
-        fprintf(stderr, "magnetar broker: --metadata-url is required (e.g. zk:127.0.0.1:2181)\n");
-        mg_config_free(&broker_spec, &o);
-        return MG_EXIT_USAGE;
-    }
-    if (o.write_quorum > o.ensemble_size || o.ack_quorum > o.write_quorum) {
-        fprintf(stderr,
-                "magnetar broker: need ack-quorum <= write-quorum <= ensemble-size (got "
-                "%lld/%lld/%lld)\n",
-                (long long)o.ensemble_size, (long long)o.write_quorum, (long long)o.ack_quorum);
-        mg_config_free(&broker_spec, &o);
-        return MG_EXIT_USAGE;
-    }
-    mg_node n;
-    int status = MG_EXIT_FAILURE;
-    mg_node_broker_opts ro = {
-        .bind_address = o.bind_address,
-        .advertised_address = o.advertised_address,
-        .port = o.port,
-        .message_size_max = o.message_size_max,
-        .keepalive_s = o.keepalive_s,
-        .tail_cache_mb = o.tail_cache_mb,
-        .prefetch_mb = o.prefetch_mb,
-        .prefetch = o.prefetch,
-        .catchup_duty_pct = o.catchup_duty_pct,
-        .auto_skip_non_recoverable_data = o.auto_skip_non_recoverable_data,
-        .connection_memory_mb = o.connection_memory_mb,
-        .ensemble_size = (int)o.ensemble_size,
-        .write_quorum = (int)o.write_quorum,
-        .ack_quorum = (int)o.ack_quorum,
-        .cluster = o.cluster,
+    if (o.metadata_url == NULL || o.metadata_url[0] == '\0')
+        return mg_tool_usage_error(&broker_spec, &o,
+                                   "--metadata-url is required (e.g. zk:127.0.0.1:2181)");
+    if (o.write_quorum > o.ensemble_size || o.ack_quorum > o.write_quorum)
+        return mg_tool_usage_error(
+            &broker_spec, &o,
+            "need ack-quorum <= write-quorum <= ensemble-size (got %lld/%lld/%lld)",
+            (long long)o.ensemble_size, (long long)o.write_quorum, (long long)o.ack_quorum);
+    mg_node_opts no = {
+        .metadata_url = o.metadata_url,
+        .broker = { .bind_address = o.bind_address,
+                    .advertised_address = o.advertised_address,
+                    .port = o.port,
+                    .ensemble_size = (int)o.ensemble_size,
+                    .write_quorum = (int)o.write_quorum,
+                    .ack_quorum = (int)o.ack_quorum,
+                    .cluster = o.cluster,
+                    .tuning = o.tuning },
+        .http_port = o.http_port,
     };
-    if (mg_node_init(&n) != MG_OK || mg_node_open_metadata(&n, o.metadata_url) != MG_OK ||
-        mg_node_start_broker(&n, &ro) != MG_OK ||
-        mg_node_start_http(&n, o.bind_address, o.http_port) != MG_OK ||
-        mg_node_register_broker(&n, o.advertised_address) != MG_OK)
-        goto out;
-    MG_INFO("magnetar broker %s ready: pulsar://%s:%u, admin and metrics on http://%s:%u, "
-            "ledgers %lld/%lld/%lld",
-            MG_VERSION, o.advertised_address, (unsigned)br_broker_port(n.broker), o.bind_address,
-            (unsigned)mg_http_server_port(n.http), (long long)o.ensemble_size,
-            (long long)o.write_quorum, (long long)o.ack_quorum);
-    mg_node_run(&n);
-    MG_INFO("magnetar broker stopped");
-    status = MG_EXIT_OK;
-out:
-    mg_node_cleanup(&n);
+    int status = mg_node_serve(broker_spec.name, &no);
     mg_config_free(&broker_spec, &o);
     return status;
 }

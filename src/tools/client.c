@@ -42,13 +42,7 @@ typedef struct cli_produce_opts {
 } cli_produce_opts;
 
 static const mg_opt cli_produce_opt_table[] = {
-    { .name = "service-url",
-      .short_name = 'u',
-      .type = MG_OPT_STRING,
-      .offset = offsetof(cli_produce_opts, service_url),
-      .default_value = "pulsar://127.0.0.1:6650",
-      .metavar = "URL",
-      .help = "broker to connect to" },
+    MG_TOOL_OPT_SERVICE_URL(cli_produce_opts, service_url),
     { .name = "messages",
       .short_name = 'm',
       .type = MG_OPT_STRING,
@@ -121,18 +115,8 @@ typedef struct cli_consume_opts {
     int log_level;
 } cli_consume_opts;
 
-static const char *const cli_sub_types[] = { "Exclusive", "Shared", "Failover", "Key_Shared",
-                                             NULL };
-static const char *const cli_positions[] = { "Latest", "Earliest", NULL };
-
 static const mg_opt cli_consume_opt_table[] = {
-    { .name = "service-url",
-      .short_name = 'u',
-      .type = MG_OPT_STRING,
-      .offset = offsetof(cli_consume_opts, service_url),
-      .default_value = "pulsar://127.0.0.1:6650",
-      .metavar = "URL",
-      .help = "broker to connect to" },
+    MG_TOOL_OPT_SERVICE_URL(cli_consume_opts, service_url),
     { .name = "subscription-name",
       .short_name = 's',
       .type = MG_OPT_STRING,
@@ -140,22 +124,8 @@ static const mg_opt cli_consume_opt_table[] = {
       .default_value = NULL,
       .metavar = "SUB",
       .help = "subscription name (required)" },
-    { .name = "subscription-type",
-      .short_name = 't',
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(cli_consume_opts, sub_type),
-      .default_value = "Exclusive",
-      .metavar = "TYPE",
-      .help = "subscription type",
-      .choices = cli_sub_types },
-    { .name = "subscription-position",
-      .short_name = 'p',
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(cli_consume_opts, position),
-      .default_value = "Latest",
-      .metavar = "POS",
-      .help = "where a new subscription starts",
-      .choices = cli_positions },
+    MG_TOOL_OPT_SUB_TYPE(cli_consume_opts, sub_type, 't'),
+    MG_TOOL_OPT_SUB_POSITION(cli_consume_opts, position, 'p'),
     { .name = "num-messages",
       .short_name = 'n',
       .type = MG_OPT_INT,
@@ -269,21 +239,12 @@ static int cli_setup(cli_run *r, const char *url)
     return rc;
 }
 
-static void cli_walk_close(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void cli_teardown(cli_run *r)
 {
     if (r->client != NULL && !r->done)
         cli_finish(r, r->status);
     uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_walk(&r->loop, cli_walk_close, NULL);
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
+    mg_tool_loop_close(&r->loop);
 }
 
 /* Splits s at commas in place into out[0 .. max); returns the count, or -1 when more. */
@@ -384,17 +345,14 @@ int mg_client_produce(int argc, char **argv)
     int exit_now = mg_tool_parse(&cli_produce_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
+    if (o.messages == NULL || o.messages[0] == '\0')
+        return mg_tool_usage_error(&cli_produce_spec, &o, "-m/--messages is required");
     cli_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;
     int status = MG_EXIT_USAGE;
     r->po = &o;
     char *props_copy = NULL;
-    if (o.messages == NULL || o.messages[0] == '\0') {
-        fprintf(stderr, "magnetar client produce: -m/--messages is required\n");
-        goto out_free;
-    }
     int n = split_commas(o.messages, r->msgs, CLI_MESSAGES_MAX);
     if (n <= 0) {
         fprintf(stderr, "magnetar client produce: -m needs 1 to %d non-empty messages\n",
@@ -519,12 +477,8 @@ int mg_client_consume(int argc, char **argv)
     int exit_now = mg_tool_parse(&cli_consume_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
-    if (o.subscription == NULL || o.subscription[0] == '\0') {
-        fprintf(stderr, "magnetar client consume: -s/--subscription-name is required\n");
-        mg_config_free(&cli_consume_spec, &o);
-        return MG_EXIT_USAGE;
-    }
+    if (o.subscription == NULL || o.subscription[0] == '\0')
+        return mg_tool_usage_error(&cli_consume_spec, &o, "-s/--subscription-name is required");
     cli_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;

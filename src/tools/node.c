@@ -207,13 +207,6 @@ static void bookie_stop_requested(uv_async_t *h)
         bookie_server_closed(s);
 }
 
-static void bookie_walk_close(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* Stops the bookie (on its thread, or here when the thread never started) and frees its loop.
  * Blocks the calling loop for as long as the storage takes to close: only while stopping. */
 static void bookie_shutdown(mg_node *s)
@@ -225,9 +218,7 @@ static void bookie_shutdown(mg_node *s)
         uv_thread_join(&s->bookie_thread);
         s->bookie_thread_running = false;
     }
-    uv_walk(&s->bookie_loop, bookie_walk_close, NULL);
-    uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->bookie_loop);
+    mg_tool_loop_close(&s->bookie_loop);
     s->bookie_loop_ready = false;
 }
 
@@ -317,35 +308,43 @@ int mg_node_open_metadata(mg_node *s, const char *url)
     return md_client_create(s->md, &s->loop, &s->mdc);
 }
 
-static void node_registered(int status, const char *path, void *arg)
+static void registration_answered(int status, const char *path, void *arg)
 {
-    mg_node *s = arg;
-    s->register_status = status;
-    s->registered = true;
+    mg_node_registration *reg = arg;
+    (void)path;
+    reg->status = status;
+    reg->answered = true;
 }
 
-/* Creates an ephemeral registration node and waits for the answer (start-up only). Bounded: a
- * ZooKeeper ensemble that is down must not hang start-up silently. */
+int mg_node_register(uv_loop_t *loop, md_client *mdc, mg_node_registration *reg, const char *path,
+                     const char *value, size_t value_len, uint64_t timeout_ms)
+{
+    reg->answered = false;
+    MG_TRY(md_create(mdc, path, value, value_len, MD_EPHEMERAL | MD_CREATE_PARENTS,
+                     registration_answered, reg));
+    uint64_t deadline_ms = uv_now(loop) + timeout_ms;
+    while (!reg->answered && uv_now(loop) < deadline_ms) {
+        if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+            uv_sleep(1);
+        uv_update_time(loop);
+    }
+    return MG_OK;
+}
+
+/* Registers this process under path (start-up only), logging why it could not. */
 static int register_node(mg_node *s, const char *path, const char *value)
 {
-    s->registered = false;
-    MG_TRY(md_create(s->mdc, path, value, strlen(value), MD_EPHEMERAL | MD_CREATE_PARENTS,
-                     node_registered, s));
-    uint64_t deadline_ms = uv_now(&s->loop) + NODE_START_TIMEOUT_MS;
-    while (!s->registered && uv_now(&s->loop) < deadline_ms) {
-        if (uv_run(&s->loop, UV_RUN_NOWAIT) == 0)
-            uv_sleep(1);
-        uv_update_time(&s->loop);
-    }
-    if (!s->registered) {
+    mg_node_registration *reg = &s->registration;
+    MG_TRY(
+        mg_node_register(&s->loop, s->mdc, reg, path, value, strlen(value), NODE_START_TIMEOUT_MS));
+    if (!reg->answered) {
         MG_ERROR("the metadata store did not answer within %d ms", NODE_START_TIMEOUT_MS);
         return MG_ETIMEDOUT;
     }
-    if (s->register_status != MG_OK)
-        MG_ERROR("cannot register %s in the metadata store: %s%s", path,
-                 mg_strerror(s->register_status),
-                 s->register_status == MG_EEXIST ? " (another process uses this address)" : "");
-    return s->register_status;
+    if (reg->status != MG_OK)
+        MG_ERROR("cannot register %s in the metadata store: %s%s", path, mg_strerror(reg->status),
+                 reg->status == MG_EEXIST ? " (another process uses this address)" : "");
+    return reg->status;
 }
 
 /* The bookie's identity is its address: ledgers name the bookies that hold them. With
@@ -486,9 +485,7 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
     uv_sem_destroy(&b.started);
     if (b.status != MG_OK) {
         uv_thread_join(&s->bookie_thread); /* it closed what it opened and returned */
-        uv_walk(&s->bookie_loop, bookie_walk_close, NULL);
-        uv_run(&s->bookie_loop, UV_RUN_DEFAULT);
-        uv_loop_close(&s->bookie_loop);
+        mg_tool_loop_close(&s->bookie_loop);
         s->bookie_loop_ready = false;
         return b.status; /* logged */
     }
@@ -527,16 +524,16 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .host = o->bind_address,
         .port = (uint16_t)o->port,
         .advertised_address = o->advertised_address,
-        .message_bytes_max = (uint32_t)o->message_size_max,
-        .keepalive_s = (uint32_t)o->keepalive_s,
+        .message_bytes_max = (uint32_t)o->tuning.message_size_max,
+        .keepalive_s = (uint32_t)o->tuning.keepalive_s,
         .cluster = o->cluster,
         .metrics = s->metrics,
-        .tail_cache_bytes = (uint64_t)o->tail_cache_mb << 20,
-        .prefetch_bytes = (uint64_t)o->prefetch_mb << 20,
-        .prefetch_off = o->prefetch == MG_NODE_PREFETCH_OFF,
-        .catchup_duty_pct = (uint32_t)o->catchup_duty_pct,
-        .auto_skip_non_recoverable_data = o->auto_skip_non_recoverable_data,
-        .connection_memory_bytes = (uint64_t)o->connection_memory_mb << 20,
+        .tail_cache_bytes = (uint64_t)o->tuning.tail_cache_mb << 20,
+        .prefetch_bytes = (uint64_t)o->tuning.prefetch_mb << 20,
+        .prefetch_off = o->tuning.prefetch == MG_NODE_PREFETCH_OFF,
+        .catchup_duty_pct = (uint32_t)o->tuning.catchup_duty_pct,
+        .auto_skip_non_recoverable_data = o->tuning.auto_skip_non_recoverable_data,
+        .connection_memory_bytes = (uint64_t)o->tuning.connection_memory_mb << 20,
         .connections_max = fds.broker_max,
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
@@ -598,12 +595,6 @@ int mg_node_register_broker(mg_node *s, const char *advertised_address)
     return register_node(s, s->broker_path, value);
 }
 
-static void close_walk_cb(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 int mg_node_init(mg_node *s)
 {
     memset(s, 0, sizeof(*s));
@@ -638,11 +629,42 @@ void mg_node_cleanup(mg_node *s)
         while (s->mdc != NULL && uv_now(&s->loop) < deadline_ms)
             uv_run(&s->loop, UV_RUN_ONCE);
     }
-    uv_walk(&s->loop, close_walk_cb, NULL);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->loop);
+    mg_tool_loop_close(&s->loop);
     md_store_close(s->md);
     mg_metrics_destroy(s->metrics);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
+}
+
+int mg_node_serve(const char *name, const mg_node_opts *o)
+{
+    const mg_node_broker_opts *ro = &o->broker;
+    mg_node n;
+    int status = MG_EXIT_FAILURE;
+    if (mg_node_init(&n) != MG_OK ||
+        (o->bookie != NULL && mg_tool_lock_dir(o->bookie->data_dir, &n.lock_fd) != MG_OK) ||
+        mg_node_open_metadata(&n, o->metadata_url) != MG_OK ||
+        (o->bookie != NULL && mg_node_start_bookie(&n, o->bookie) != MG_OK) ||
+        mg_node_start_broker(&n, ro) != MG_OK ||
+        mg_node_start_http(&n, ro->bind_address, o->http_port) != MG_OK ||
+        mg_node_register_broker(&n, ro->advertised_address) != MG_OK)
+        goto out;
+    /* The last part names what this process adds to the broker: its bookie, or the replication
+     * of the ledgers it writes to remote bookies. */
+    char roles[4400];
+    if (o->bookie != NULL)
+        snprintf(roles, sizeof(roles), "bookie %s:%u, data in %s", o->bookie->advertised_address,
+                 (unsigned)bk_server_port(n.bookie), o->bookie->data_dir);
+    else
+        snprintf(roles, sizeof(roles), "ledgers %d/%d/%d", ro->ensemble_size, ro->write_quorum,
+                 ro->ack_quorum);
+    MG_INFO("%s %s ready: pulsar://%s:%u, admin and metrics on http://%s:%u, %s", name, MG_VERSION,
+            ro->advertised_address, (unsigned)br_broker_port(n.broker), ro->bind_address,
+            (unsigned)mg_http_server_port(n.http), roles);
+    mg_node_run(&n);
+    MG_INFO("%s stopped", name);
+    status = MG_EXIT_OK;
+out:
+    mg_node_cleanup(&n);
+    return status;
 }

@@ -4,6 +4,8 @@
  * standalone` runs all of them, `magnetar broker` the broker and HTTP parts against a shared
  * metadata store and remote bookies.
  *
+ * mg_node_serve runs a whole process through the steps below.
+ *
  * Life cycle: mg_node_init -> mg_node_open_metadata -> [mg_node_start_bookie] ->
  * [mg_node_start_broker] -> mg_node_start_http -> mg_node_register_broker -> mg_node_run
  * (until SIGINT/SIGTERM; stops every role in reverse order: HTTP, broker and its ledger
@@ -27,6 +29,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+/* The answer to an ephemeral registration (mg_node_register). */
+typedef struct mg_node_registration {
+    bool answered;
+    int status;
+} mg_node_registration;
 
 typedef struct mg_node {
     uv_loop_t loop;
@@ -57,8 +65,7 @@ typedef struct mg_node {
     br_broker *broker;
     char broker_path[300];
     char bookie_path[300];
-    bool registered;
-    int register_status;
+    mg_node_registration registration;
     int lock_fd;
     int stopping;
     uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
@@ -73,6 +80,15 @@ typedef struct mg_node_bookie_opts {
     int64_t read_cache_mb;
     int64_t journal_segment_mb; /* 0 = 256 */
 } mg_node_bookie_opts;
+
+/* Asks the metadata store to create the ephemeral node path (and its parents) holding value, and
+ * runs loop until the store answers or timeout_ms passed: start-up only, bounded so that a
+ * ZooKeeper ensemble that is down does not hang start-up silently. Returns md_create's error
+ * when the request could not be sent; else MG_OK, with reg->answered saying whether the store
+ * answered in time and reg->status what it answered. Logs nothing. reg must outlive the loop:
+ * an answer after the timeout still lands in it. */
+int mg_node_register(uv_loop_t *loop, md_client *mdc, mg_node_registration *reg, const char *path,
+                     const char *value, size_t value_len, uint64_t timeout_ms);
 
 /* After bk_storage_open failed with rc: when the disk had no room (the journal preallocates a
  * whole segment at every start), logs a start-up error saying how much the journal wanted, how
@@ -89,20 +105,26 @@ void mg_node_readonly_get(mg_http_request *req, int state);
 bool mg_node_readonly_put_valid(mg_http_request *req);
 void mg_node_readonly_reply(mg_http_request *req, int status);
 
-typedef struct mg_node_broker_opts {
-    const char *bind_address;
-    const char *advertised_address;
-    int64_t port;
+/* The broker's settings that `standalone` and `broker` take as the same options
+ * (MG_NODE_OPTS_BROKER_TUNING): a command's option struct holds one, filled by the parser. */
+typedef struct mg_node_broker_tuning {
     int64_t message_size_max;
     int64_t keepalive_s;
-    int ensemble_size, write_quorum, ack_quorum;
-    const char *cluster;
     int64_t tail_cache_mb;
     int64_t prefetch_mb;
     int prefetch; /* MG_NODE_PREFETCH_ON or _OFF */
     int64_t catchup_duty_pct;
     bool auto_skip_non_recoverable_data;
     int64_t connection_memory_mb;
+} mg_node_broker_tuning;
+
+typedef struct mg_node_broker_opts {
+    const char *bind_address;
+    const char *advertised_address;
+    int64_t port;
+    int ensemble_size, write_quorum, ack_quorum;
+    const char *cluster;
+    mg_node_broker_tuning tuning;
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
@@ -217,6 +239,36 @@ extern const char *const mg_node_prefetch_choices[];
                 "used up)",                                                                       \
         .min = BR_CONN_MEMORY_BYTES_MIN >> 20, .max = 1048576,                                    \
     }
+
+/* The options that fill an mg_node_broker_tuning, in the order --help lists them, for a command
+ * whose option struct opts_type holds one named member. */
+#define MG_NODE_OPTS_BROKER_TUNING(opts_type, member)                                      \
+    MG_NODE_OPT_MAX_MESSAGE_SIZE(opts_type, member.message_size_max),                      \
+        MG_NODE_OPT_KEEPALIVE_S(opts_type, member.keepalive_s),                            \
+        MG_NODE_OPT_TAIL_CACHE_MB(opts_type, member.tail_cache_mb),                        \
+        MG_NODE_OPT_PREFETCH_MB(opts_type, member.prefetch_mb),                            \
+        MG_NODE_OPT_PREFETCH(opts_type, member.prefetch),                                  \
+        MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, member.catchup_duty_pct),                  \
+        MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type,                              \
+                                                   member.auto_skip_non_recoverable_data), \
+        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb)
+
+/* What a whole process runs (mg_node_serve): a broker and the HTTP server on its bind address,
+ * registered under /brokers, with the metadata store at metadata_url; with bookie, also a bookie,
+ * and then the process holds the lock on bookie->data_dir (one process per data directory). */
+typedef struct mg_node_opts {
+    const char *metadata_url;
+    const mg_node_bookie_opts *bookie; /* NULL: the ledgers live on remote bookies */
+    mg_node_broker_opts broker;
+    int64_t http_port;
+} mg_node_opts;
+
+/* The life of a `magnetar` process that runs a node (`standalone`, `broker`), on the calling
+ * thread: starts every role of o in order, logs one "<name> <version> ready" line naming its
+ * ports, runs until SIGINT or SIGTERM stopped every role, logs "<name> stopped" and frees
+ * everything. name is the command ("magnetar broker"). Returns the exit status: MG_EXIT_OK after
+ * a clean stop, MG_EXIT_FAILURE when start-up failed (the reason logged). */
+int mg_node_serve(const char *name, const mg_node_opts *o);
 
 /* Sets up the loop, signals and the metrics registry. MG_ENOMEM. */
 int mg_node_init(mg_node *n);

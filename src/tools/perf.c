@@ -1176,7 +1176,6 @@ static int perf_bookie(int argc, char **argv)
     int exit_now = mg_tool_parse(&perf_bookie_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
     exit_now = pb_check_options(&o);
     if (exit_now >= 0) {
         mg_config_free(&perf_bookie_spec, &o);
@@ -1277,13 +1276,9 @@ static int perf_bookie(int argc, char **argv)
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
 
-typedef struct perf_workload {
-    const char *name;
-    const char *summary;
-    int (*run)(int argc, char **argv); /* NULL: not built yet */
-} perf_workload;
+static void perf_usage(FILE *out);
 
-static const perf_workload perf_workloads[] = {
+static const mg_tool_command perf_workloads[] = {
     { "bookie", "one bookie: adds with fsync, cold range reads, fio ratios", perf_bookie },
     { "produce", "publish throughput and latency through a broker (as pulsar-perf produce)",
       mg_perf_produce },
@@ -1292,7 +1287,15 @@ static const perf_workload perf_workloads[] = {
     { "catchup", "drain of a cold backlog against the disk's bandwidth", NULL },
     { "chat", "WebSocket fan-out through a chat gateway", NULL },
 };
-#define PERF_WORKLOAD_COUNT (sizeof(perf_workloads) / sizeof(perf_workloads[0]))
+
+static const mg_tool_command_table perf_workload_table = {
+    .prefix = "magnetar perf",
+    .kind = "workload",
+    .not_built_note = "",
+    .commands = perf_workloads,
+    .count = sizeof(perf_workloads) / sizeof(perf_workloads[0]),
+    .usage = perf_usage,
+};
 
 static void perf_usage(FILE *out)
 {
@@ -1300,9 +1303,7 @@ static void perf_usage(FILE *out)
                  "       magnetar perf <workload> --help\n\n"
                  "Load generators; each prints a human summary and can write a JSON result "
                  "(perf/README.md).\n\nWorkloads:\n");
-    for (size_t i = 0; i < PERF_WORKLOAD_COUNT; i++)
-        fprintf(out, "  %-10s %s%s\n", perf_workloads[i].name, perf_workloads[i].summary,
-                perf_workloads[i].run ? "" : " (not built yet)");
+    mg_tool_command_list(out, &perf_workload_table, 10);
 }
 
 int mg_tool_perf(int argc, char **argv)
@@ -1313,20 +1314,9 @@ int mg_tool_perf(int argc, char **argv)
         return MG_EXIT_USAGE;
     }
     const char *w = argv[1];
-    if (strcmp(w, "--help") == 0 || strcmp(w, "-h") == 0 || strcmp(w, "help") == 0) {
+    if (mg_tool_asks_help(w)) {
         perf_usage(stdout);
         return MG_EXIT_OK;
     }
-    for (size_t i = 0; i < PERF_WORKLOAD_COUNT; i++) {
-        if (strcmp(w, perf_workloads[i].name) != 0)
-            continue;
-        if (perf_workloads[i].run == NULL) {
-            fprintf(stderr, "magnetar perf %s: this workload is not built yet\n", w);
-            return MG_EXIT_FAILURE;
-        }
-        return perf_workloads[i].run(argc - 1, argv + 1);
-    }
-    fprintf(stderr, "magnetar perf: unknown workload '%s'\n\n", w);
-    perf_usage(stderr);
-    return MG_EXIT_USAGE;
+    return mg_tool_command_run(&perf_workload_table, argc - 1, argv + 1);
 }

@@ -42,12 +42,6 @@
 /* --- options ---------------------------------------------------------------------------------- */
 
 /* Options both workloads take, with the same names, bounds and help (pulsar-perf's). */
-#define PP_OPT_SERVICE_URL(opts_type)                                                           \
-    {                                                                                           \
-        .name = "service-url", .short_name = 'u', .type = MG_OPT_STRING,                        \
-        .offset = offsetof(opts_type, service_url), .default_value = "pulsar://127.0.0.1:6650", \
-        .metavar = "URL", .help = "broker to connect to"                                        \
-    }
 #define PP_OPT_NUM_MESSAGES(opts_type, verb)                                               \
     {                                                                                      \
         .name = "num-messages", .short_name = 'm', .type = MG_OPT_INT,                     \
@@ -96,7 +90,7 @@ typedef struct perf_produce_opts {
 static const char *const compression_names[] = { "NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY", NULL };
 
 static const mg_opt perf_produce_opt_table[] = {
-    PP_OPT_SERVICE_URL(perf_produce_opts),
+    MG_TOOL_OPT_SERVICE_URL(perf_produce_opts, service_url),
     { .name = "rate",
       .short_name = 'r',
       .type = MG_OPT_INT,
@@ -205,12 +199,8 @@ typedef struct perf_consume_opts {
     int log_level;
 } perf_consume_opts;
 
-static const char *const sub_type_names[] = { "Exclusive", "Shared", "Failover", "Key_Shared",
-                                              NULL };
-static const char *const position_names[] = { "Latest", "Earliest", NULL };
-
 static const mg_opt perf_consume_opt_table[] = {
-    PP_OPT_SERVICE_URL(perf_consume_opts),
+    MG_TOOL_OPT_SERVICE_URL(perf_consume_opts, service_url),
     { .name = "subscriber-name",
       .short_name = 'S',
       .type = MG_OPT_STRING,
@@ -218,20 +208,8 @@ static const mg_opt perf_consume_opt_table[] = {
       .default_value = "sub",
       .metavar = "NAME",
       .help = "subscription name" },
-    { .name = "subscription-type",
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(perf_consume_opts, sub_type),
-      .default_value = "Exclusive",
-      .metavar = "TYPE",
-      .help = "subscription type",
-      .choices = sub_type_names },
-    { .name = "subscription-position",
-      .type = MG_OPT_ENUM,
-      .offset = offsetof(perf_consume_opts, position),
-      .default_value = "Latest",
-      .metavar = "POS",
-      .help = "where a new subscription starts",
-      .choices = position_names },
+    MG_TOOL_OPT_SUB_TYPE(perf_consume_opts, sub_type, 0),
+    MG_TOOL_OPT_SUB_POSITION(perf_consume_opts, position, 0),
     { .name = "num-consumers",
       .short_name = 'n',
       .type = MG_OPT_INT,
@@ -597,7 +575,7 @@ static int write_json(pp_run *r, const char *path, double secs, const mg_fio_res
         fprintf(f,
                 ",\"options\":{\"subscription\":\"%s\",\"type\":\"%s\",\"consumers\":%" PRId64
                 ",\"receiver_queue_size\":%" PRId64 "}",
-                o->subscriber_name, sub_type_names[o->sub_type], o->consumers, o->queue_size);
+                o->subscriber_name, mg_tool_sub_types[o->sub_type], o->consumers, o->queue_size);
     }
     fprintf(f, "}\n");
     return fclose(f) == 0 ? MG_OK : MG_EIO;
@@ -621,24 +599,75 @@ static int run_setup(pp_run *r, const char *url)
     return rc;
 }
 
-static void walk_close(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void run_teardown(pp_run *r)
 {
     if (r->client != NULL) {
         stop(r, MG_OK);
         uv_run(&r->loop, UV_RUN_DEFAULT);
     }
-    uv_walk(&r->loop, walk_close, NULL);
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
+    mg_tool_loop_close(&r->loop);
     mg_hist_destroy(&r->total_us);
     mg_hist_destroy(&r->interval_us);
+}
+
+/* Starts one producer or consumer on topic; its callback counts it as up or failed. */
+typedef int (*pp_start_fn)(pp_run *r, const char *topic);
+
+static int start_producer(pp_run *r, const char *topic)
+{
+    const perf_produce_opts *o = r->po;
+    pc_producer_opts po = {
+        .topic = topic,
+        .batching = o->batch_ms > 0,
+        .batch_max_messages = (uint32_t)o->batch_max_messages,
+        .batch_max_bytes = (uint32_t)o->batch_max_bytes,
+        .batch_max_delay_ms = (uint32_t)o->batch_ms,
+        .compression = (pc_compression)o->compression,
+        .max_pending_messages = (uint32_t)o->max_outstanding,
+        .fail_if_full = true,
+    };
+    return pc_producer_create(r->client, &po, producer_created, r);
+}
+
+static int start_consumer(pp_run *r, const char *topic)
+{
+    const perf_consume_opts *o = r->co;
+    pc_consumer_opts co = {
+        .topic = topic,
+        .subscription = o->subscriber_name,
+        .type = (pc_sub_type)o->sub_type,
+        .initial_position = (pc_initial_position)o->position,
+        .receiver_queue_size = (uint32_t)o->queue_size,
+        .on_message = on_message,
+        .arg = r,
+    };
+    return pc_subscribe(r->client, &co, consumer_created, r);
+}
+
+/* The run itself: per_topic producers or consumers (start_one) on every topic of res, the loop
+ * until the run stops, then the aggregated line on stdout. Returns the run's length in seconds
+ * (0 when it never started). */
+static double run_topics(pp_run *r, const mg_cmd_spec *spec, const mg_config_result *res,
+                         int64_t per_topic, pp_start_fn start_one)
+{
+    r->handle_count = (size_t)res->positional_count * (size_t)per_topic;
+    for (int t = 0; t < res->positional_count; t++) {
+        for (int64_t i = 0; i < per_topic; i++) {
+            int rc = start_one(r, res->positional[t]);
+            if (rc != MG_OK) {
+                fprintf(stderr, "%s: %s: %s\n", spec->name, res->positional[t], mg_strerror(rc));
+                r->handles_closed++;
+                stop(r, rc);
+            }
+        }
+    }
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    double secs =
+        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
+    print_line(r,
+               r->producing ? "Aggregated throughput produced" : "Aggregated throughput received",
+               secs, r->msgs, r->bytes, &r->total_us, stdout);
+    return secs;
 }
 
 int mg_perf_produce(int argc, char **argv)
@@ -649,13 +678,9 @@ int mg_perf_produce(int argc, char **argv)
     int exit_now = mg_tool_parse(&perf_produce_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
-    if (o.fio_dir != NULL && !mg_fio_installed()) {
-        fprintf(stderr, "magnetar perf produce: --fio-dir given but fio is not installed "
-                        "(Debian package fio)\n");
-        mg_config_free(&perf_produce_spec, &o);
-        return MG_EXIT_USAGE;
-    }
+    if (o.fio_dir != NULL && !mg_fio_installed())
+        return mg_tool_usage_error(&perf_produce_spec, &o,
+                                   "--fio-dir given but fio is not installed (Debian package fio)");
     pp_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;
@@ -668,32 +693,7 @@ int mg_perf_produce(int argc, char **argv)
         goto out;
     for (int64_t i = 0; i < o.size_bytes; i++)
         r->payload[i] = (uint8_t)('a' + (i * 7) % 26); /* compressible like text */
-    r->handle_count = (size_t)res.positional_count * (size_t)o.producers;
-    for (int t = 0; t < res.positional_count; t++) {
-        for (int64_t i = 0; i < o.producers; i++) {
-            pc_producer_opts po = {
-                .topic = res.positional[t],
-                .batching = o.batch_ms > 0,
-                .batch_max_messages = (uint32_t)o.batch_max_messages,
-                .batch_max_bytes = (uint32_t)o.batch_max_bytes,
-                .batch_max_delay_ms = (uint32_t)o.batch_ms,
-                .compression = (pc_compression)o.compression,
-                .max_pending_messages = (uint32_t)o.max_outstanding,
-                .fail_if_full = true,
-            };
-            int rc = pc_producer_create(r->client, &po, producer_created, r);
-            if (rc != MG_OK) {
-                fprintf(stderr, "magnetar perf produce: %s: %s\n", res.positional[t],
-                        mg_strerror(rc));
-                r->handles_closed++;
-                stop(r, rc);
-            }
-        }
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    double secs =
-        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
-    print_line(r, "Aggregated throughput produced", secs, r->msgs, r->bytes, &r->total_us, stdout);
+    double secs = run_topics(r, &perf_produce_spec, &res, o.producers, start_producer);
     mg_fio_result fio = { 0 };
     if (r->status == MG_OK && o.fio_dir != NULL) {
         mg_fio_sync_write(o.fio_dir, &fio);
@@ -729,7 +729,6 @@ int mg_perf_consume(int argc, char **argv)
     int exit_now = mg_tool_parse(&perf_consume_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
     pp_run *r = mg_calloc(1, sizeof(*r));
     if (r == NULL)
         return MG_EXIT_FAILURE;
@@ -739,31 +738,7 @@ int mg_perf_consume(int argc, char **argv)
     int status = MG_EXIT_FAILURE;
     if (run_setup(r, o.service_url) != MG_OK)
         goto out;
-    r->handle_count = (size_t)res.positional_count * (size_t)o.consumers;
-    for (int t = 0; t < res.positional_count; t++) {
-        for (int64_t i = 0; i < o.consumers; i++) {
-            pc_consumer_opts co = {
-                .topic = res.positional[t],
-                .subscription = o.subscriber_name,
-                .type = (pc_sub_type)o.sub_type,
-                .initial_position = (pc_initial_position)o.position,
-                .receiver_queue_size = (uint32_t)o.queue_size,
-                .on_message = on_message,
-                .arg = r,
-            };
-            int rc = pc_subscribe(r->client, &co, consumer_created, r);
-            if (rc != MG_OK) {
-                fprintf(stderr, "magnetar perf consume: %s: %s\n", res.positional[t],
-                        mg_strerror(rc));
-                r->handles_closed++;
-                stop(r, rc);
-            }
-        }
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    double secs =
-        r->end_ns > r->start_ns && r->start_ns > 0 ? (double)(r->end_ns - r->start_ns) / 1e9 : 0;
-    print_line(r, "Aggregated throughput received", secs, r->msgs, r->bytes, &r->total_us, stdout);
+    double secs = run_topics(r, &perf_consume_spec, &res, o.consumers, start_consumer);
     status = r->status == MG_OK ? MG_EXIT_OK : MG_EXIT_FAILURE;
     if (o.json != NULL &&
         write_json(r, o.json, secs, NULL, res.positional, res.positional_count) != MG_OK)

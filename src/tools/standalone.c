@@ -40,14 +40,7 @@ typedef struct standalone_opts {
     int64_t write_cache_mb;
     int64_t read_cache_mb;
     int64_t journal_segment_mb;
-    int64_t message_size_max;
-    int64_t keepalive_s;
-    int64_t tail_cache_mb;
-    int64_t prefetch_mb;
-    int prefetch;
-    int64_t catchup_duty_pct;
-    bool auto_skip_non_recoverable_data;
-    int64_t connection_memory_mb;
+    mg_node_broker_tuning tuning;
     int log_level;
 } standalone_opts;
 
@@ -110,14 +103,7 @@ static const mg_opt standalone_opt_table[] = {
       .help = "bookie read cache (read-ahead lands here), in MiB",
       .min = 1,
       .max = 65536 },
-    MG_NODE_OPT_MAX_MESSAGE_SIZE(standalone_opts, message_size_max),
-    MG_NODE_OPT_KEEPALIVE_S(standalone_opts, keepalive_s),
-    MG_NODE_OPT_TAIL_CACHE_MB(standalone_opts, tail_cache_mb),
-    MG_NODE_OPT_PREFETCH_MB(standalone_opts, prefetch_mb),
-    MG_NODE_OPT_PREFETCH(standalone_opts, prefetch),
-    MG_NODE_OPT_CATCHUP_DUTY_PCT(standalone_opts, catchup_duty_pct),
-    MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(standalone_opts, auto_skip_non_recoverable_data),
-    MG_NODE_OPT_CONNECTION_MEMORY_MB(standalone_opts, connection_memory_mb),
+    MG_NODE_OPTS_BROKER_TUNING(standalone_opts, tuning),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
@@ -143,10 +129,7 @@ int mg_tool_standalone(int argc, char **argv)
     int exit_now = mg_tool_parse(&standalone_spec, &o, argc, argv, &res);
     if (exit_now >= 0)
         return exit_now;
-    mg_log_set_level((mg_log_level)o.log_level);
 
-    mg_node n;
-    int status = MG_EXIT_FAILURE;
     char url[4200];
     if (o.metadata_url != NULL && o.metadata_url[0] != '\0')
         snprintf(url, sizeof(url), "%s", o.metadata_url);
@@ -161,39 +144,20 @@ int mg_tool_standalone(int argc, char **argv)
         .read_cache_mb = o.read_cache_mb,
         .journal_segment_mb = o.journal_segment_mb,
     };
-    mg_node_broker_opts ro = {
-        .bind_address = o.bind_address,
-        .advertised_address = o.advertised_address,
-        .port = o.broker_port,
-        .message_size_max = o.message_size_max,
-        .keepalive_s = o.keepalive_s,
-        .tail_cache_mb = o.tail_cache_mb,
-        .prefetch_mb = o.prefetch_mb,
-        .prefetch = o.prefetch,
-        .catchup_duty_pct = o.catchup_duty_pct,
-        .auto_skip_non_recoverable_data = o.auto_skip_non_recoverable_data,
-        .connection_memory_mb = o.connection_memory_mb,
-        .ensemble_size = 1,
-        .write_quorum = 1,
-        .ack_quorum = 1,
-        .cluster = "standalone",
+    mg_node_opts no = {
+        .metadata_url = url,
+        .bookie = &bo,
+        .broker = { .bind_address = o.bind_address,
+                    .advertised_address = o.advertised_address,
+                    .port = o.broker_port,
+                    .ensemble_size = 1,
+                    .write_quorum = 1,
+                    .ack_quorum = 1,
+                    .cluster = "standalone",
+                    .tuning = o.tuning },
+        .http_port = o.http_port,
     };
-    if (mg_node_init(&n) != MG_OK || mg_tool_lock_dir(o.data_dir, &n.lock_fd) != MG_OK ||
-        mg_node_open_metadata(&n, url) != MG_OK || mg_node_start_bookie(&n, &bo) != MG_OK ||
-        mg_node_start_broker(&n, &ro) != MG_OK ||
-        mg_node_start_http(&n, o.bind_address, o.http_port) != MG_OK ||
-        mg_node_register_broker(&n, o.advertised_address) != MG_OK)
-        goto out;
-    MG_INFO("magnetar standalone %s ready: pulsar://%s:%u, admin and metrics on http://%s:%u, "
-            "bookie %s:%u, data in %s",
-            MG_VERSION, o.advertised_address, (unsigned)br_broker_port(n.broker), o.bind_address,
-            (unsigned)mg_http_server_port(n.http), o.advertised_address,
-            (unsigned)bk_server_port(n.bookie), o.data_dir);
-    mg_node_run(&n);
-    MG_INFO("magnetar standalone stopped");
-    status = MG_EXIT_OK;
-out:
-    mg_node_cleanup(&n);
+    int status = mg_node_serve(standalone_spec.name, &no);
     mg_config_free(&standalone_spec, &o);
     return status;
 }
