@@ -7,7 +7,8 @@ Fails (exit 1, one line per finding) when
   - a file in src/<m> includes a header of a module that m may not use, or a header of another
     module that is not one of that module's public headers;
   - a test or benchmark file includes a module's private header (tests/unit/<m> and tests/<m>
-    may include every header of m; the exceptions written in src/modules.txt may include theirs);
+    may include every header of m; the exceptions written in src/modules.txt may include theirs,
+    and an exception no file needs any more is a finding too);
   - a CMake target of src/<m> links an mg_* library of a module that m may not use, or of a
     module whose headers no source of m includes (a module links exactly what it uses).
 
@@ -115,6 +116,7 @@ def main():
                     bad.append(f"{rel}: includes \"{inc}\": {why}")
 
     # Includes in tests/ and perf/: public headers only, but a module's own unit tests.
+    used_exceptions = set()
     for sub in ("tests", "perf"):
         for p in source_files(root, sub):
             rel = os.path.relpath(p, root)
@@ -129,8 +131,14 @@ def main():
                 if im not in g["targets"] or im == own or is_public(g, im, h):
                     continue
                 if inc in g["exceptions"].get(rel, set()):
+                    used_exceptions.add((rel, inc))
                     continue
                 bad.append(f"{rel}: includes \"{inc}\": private to {im}")
+
+    for rel, incs in sorted(g["exceptions"].items()):
+        for inc in sorted(incs):
+            if (rel, inc) not in used_exceptions:
+                bad.append(f"src/modules.txt: exception {rel} {inc} is not needed any more")
 
     # Links: every mg_* library a module's targets link.
     for m in modules:

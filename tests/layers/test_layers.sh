@@ -61,4 +61,7 @@ rm "$t/src/high/high.c"
 mk src/high/high.c '#include "common/c.h"'
 expect "a link to a module no source uses" 'mg_high links mg_low, but no file of src/high includes a header of low'
 
+printf '%s\n' "exception tests/fault/test_x.c low/low_int.h" >> "$t/src/modules.txt"
+expect "an exception nothing needs" 'exception tests/fault/test_x.c low/low_int.h is not needed any more'
+
 echo "PASS"
