@@ -39,32 +39,20 @@ for f in malloc calloc realloc posix_memalign; do
     ADDED+=("probe_libc:$f")
   fi
 done
+# shellcheck source=perf/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=$(mktemp -d "$BASE/magnetar-perf-allocs.XXXXXX") || exit 1
 SA_PID=
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
-  if [ -n "$SA_PID" ] && kill -0 "$SA_PID" 2>/dev/null; then
-    kill -KILL "$SA_PID" 2>/dev/null
-    wait "$SA_PID" 2>/dev/null
-  fi
+  perf_standalone_kill
   for p in ${ADDED[@]+"${ADDED[@]}"}; do perf probe -q -d "$p"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" standalone --data-dir "$WORK/data" --bind-address 127.0.0.1 --broker-port 0 \
-  --bookie-port 0 --http-port 0 >"$WORK/standalone.log" 2>&1 &
-SA_PID=$!
-URL=
-for ((i = 0; i < READY_WAIT_S * 10; i++)); do
-  URL=$(grep -m1 -oE 'ready: pulsar://[0-9.]+:[0-9]+' "$WORK/standalone.log" | sed 's/ready: //')
-  [ -n "$URL" ] && break
-  kill -0 "$SA_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$URL" ] || { echo "perf/allocs.sh: the standalone did not become ready" >&2; exit 1; }
-HTTP=$(grep -m1 -oE 'http://[0-9.]+:[0-9]+' "$WORK/standalone.log")
+perf_standalone_start perf/allocs.sh "$BIN" "$WORK" "$READY_WAIT_S" || exit 1
 TOPIC=persistent://public/default/perf-allocs
 added() {
   curl -s --max-time 10 "$HTTP/metrics" | awk '/^ml_add_latency_ms_count/ { s += $2 } END { print s + 0 }'

@@ -67,34 +67,19 @@ if [ "$(stat -f -c %T "$BASE")" = tmpfs ]; then
   echo "perf/produce.sh: $BASE is tmpfs, not a disk; pass --dir on a real file system" >&2
   exit 1
 fi
+# shellcheck source=perf/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=$(mktemp -d "$BASE/magnetar-perf-produce.XXXXXX") || exit 1
 SA_PID=
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
-  if [ -n "$SA_PID" ] && kill -0 "$SA_PID" 2>/dev/null; then
-    kill -KILL "$SA_PID" 2>/dev/null
-    wait "$SA_PID" 2>/dev/null
-  fi
+  perf_standalone_kill
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BIN" standalone --data-dir "$WORK/data" --bind-address 127.0.0.1 --broker-port 0 \
-  --bookie-port 0 --http-port 0 >"$WORK/standalone.log" 2>&1 &
-SA_PID=$!
-URL=
-for ((i = 0; i < READY_WAIT_S * 10; i++)); do
-  URL=$(grep -m1 -oE 'ready: pulsar://[0-9.]+:[0-9]+' "$WORK/standalone.log" 2>/dev/null | sed 's/ready: //')
-  [ -n "$URL" ] && break
-  kill -0 "$SA_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$URL" ]; then
-  echo "perf/produce.sh: the standalone did not become ready within ${READY_WAIT_S}s; its log:" >&2
-  tail -20 "$WORK/standalone.log" >&2
-  exit 1
-fi
+perf_standalone_start perf/produce.sh "$BIN" "$WORK" "$READY_WAIT_S" || exit 1
 echo "perf/produce.sh: standalone ready at $URL, data in $WORK/data" >&2
 
 STAMP=$(date +%Y%m%d-%H%M%S)
