@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 /* Operations of GOIM v2 (its api/protocol operation list; Bilibili uses the same numbers). */
-#define CG_OP_HANDSHAKE         0u /* handshake (unused by current clients) */
+#define CG_OP_HANDSHAKE         0u /* handshake */
 #define CG_OP_HANDSHAKE_REPLY   1u
 #define CG_OP_HEARTBEAT         2u /* client -> server, every 30 s */
 #define CG_OP_HEARTBEAT_REPLY   3u /* server -> client, body: u32 room online count, ver 1 */
