@@ -52,6 +52,7 @@ pulsar_payload  message and batch payloads: pw_payload_parse, pw_metadata_unpack
 bookie_rpc      bookie RPC requests and responses: bk_decoder_alloc/commit/next in pieces, bk_request_check, re-encoding
 http            admin HTTP requests: mg_http_server_inject (routing, path and query decoding, body limits) and the admin handlers' argument parsing
 config          configuration files and command lines: mg_config_parse, mg_config_format_value round trip
+goim_packet     GOIM / Bilibili chat packets: cg_packet_size, cg_packet_decode, op 9 batch split, re-encoding
 LIST
 }
 

@@ -3,7 +3,7 @@
  * project's own encoders, so the seeds are the bytes the real client, broker and bookie put on
  * the wire: Pulsar frames as the C client and the broker send them, message payloads and
  * batches (every compression codec) as the producer builds them, bookie requests and responses,
- * admin HTTP requests, and config files and command lines.
+ * admin HTTP requests, config files and command lines, and GOIM / Bilibili chat packets.
  *
  *   fuzz_make_seeds DIR     writes DIR/<target>/<name> for every target (DIR is usually
  *                           tests/fuzz/corpus); existing files of the same name are replaced.
@@ -13,6 +13,7 @@
 #include "bookie/protocol.h"
 #include "pulsar/wire.h"
 #include "client/compress.h"
+#include "chat_gateway/packet.h"
 #include "common/error.h"
 
 #include <errno.h>
@@ -640,6 +641,84 @@ static void http_seeds(void)
     write_seed(C, "args_edges", args3, sizeof(args3) - 1);
 }
 
+/* ---- GOIM / Bilibili chat packets ----------------------------------------------------------- */
+
+static void goim_put_packet(bytes *b, uint16_t ver, uint32_t op, uint32_t seq, const char *body)
+{
+    mg_buf *m = NULL;
+    if (cg_packet_encode_buf(ver, op, seq, body, strlen(body), &m) != MG_OK)
+        die("cg_packet_encode_buf");
+    put_buf(b, m);
+}
+
+static void goim_seed(const char *name, uint16_t ver, uint32_t op, uint32_t seq, const char *body)
+{
+    bytes b = { 0 };
+    goim_put_packet(&b, ver, op, seq, body);
+    write_seed("goim_packet", name, b.p, b.len);
+    free(b.p);
+}
+
+static void goim_seeds(void)
+{
+    const char *T = "goim_packet";
+    const char *goim_auth = "{\"mid\":123,\"key\":\"k-1\",\"room_id\":\"live://1000\","
+                            "\"platform\":\"web\",\"accepts\":[1000,1001]}";
+    const char *bili_auth = "{\"uid\":0,\"roomid\":21452505,\"protover\":3,"
+                            "\"platform\":\"web\",\"type\":2,\"key\":\"abc\"}";
+    goim_seed("auth_goim", CG_VER_INT, CG_OP_AUTH, 1, goim_auth);
+    goim_seed("auth_bilibili", CG_VER_INT, CG_OP_AUTH, 1, bili_auth);
+    goim_seed("auth_reply", CG_VER_INT, CG_OP_AUTH_REPLY, 1, "{\"code\":0}");
+    goim_seed("heartbeat_bilibili", CG_VER_INT, CG_OP_HEARTBEAT, 1, "[object Object]");
+    uint8_t online[CG_HEARTBEAT_REPLY_BODY_BYTES];
+    cg_heartbeat_reply_body(1234567, online);
+    mg_buf *m = NULL;
+    if (cg_packet_encode_buf(CG_VER_INT, CG_OP_HEARTBEAT_REPLY, 2, online, sizeof(online), &m) !=
+        MG_OK)
+        die("cg_packet_encode_buf");
+    seed_buf(T, "heartbeat_reply", m);
+    mg_buf_unref(m);
+    goim_seed("send_msg", CG_VER_JSON, CG_OP_SEND_MSG, 3, "{\"msg\":\"hello\"}");
+    goim_seed("change_room", CG_VER_INT, CG_OP_CHANGE_ROOM, 4, "live://1001");
+    goim_seed("sub", CG_VER_INT, CG_OP_SUB, 5, "1000,1001");
+
+    /* A session: auth, then heartbeats and room messages back to back. */
+    bytes s = { 0 };
+    goim_put_packet(&s, CG_VER_INT, CG_OP_AUTH, 1, bili_auth);
+    goim_put_packet(&s, CG_VER_INT, CG_OP_HEARTBEAT, 2, "[object Object]");
+    goim_put_packet(&s, CG_VER_JSON, CG_OP_SEND_MSG, 3, "{\"cmd\":\"DANMU_MSG\"}");
+    goim_put_packet(&s, CG_VER_INT, CG_OP_HEARTBEAT, 4, "");
+    write_seed(T, "stream", s.p, s.len);
+    free(s.p);
+
+    /* An op 9 raw batch as the gateway sends a merged room batch. */
+    cg_packet inner[3] = {
+        { .ver = CG_VER_JSON,
+          .op = CG_OP_SEND_MSG_REPLY,
+          .body = (const uint8_t *)"{\"a\":1}",
+          .body_len = 7 },
+        { .ver = CG_VER_JSON,
+          .op = CG_OP_SEND_MSG_REPLY,
+          .body = (const uint8_t *)"{\"b\":2}",
+          .body_len = 7 },
+        { .ver = CG_VER_JSON, .op = CG_OP_SEND_MSG_REPLY, .seq = 0, .body = NULL, .body_len = 0 },
+    };
+    if (cg_batch_encode(CG_VER_INT, 0, inner, 3, &m) != MG_OK)
+        die("cg_batch_encode");
+    seed_buf(T, "raw_batch", m);
+    /* Refused forms, for the replay to reach the refusals: a batch whose first packet runs past
+     * the batch, and a packet with headerLen 18. */
+    bytes bad = { 0 };
+    put(&bad, mg_buf_data(m), mg_buf_len(m));
+    bad.p[CG_PACKET_HEADER_BYTES + 3] = 0x7f;
+    write_seed(T, "raw_batch_overrun", bad.p, bad.len);
+    bad.p[CG_PACKET_HEADER_BYTES + 3] = mg_buf_data(m)[CG_PACKET_HEADER_BYTES + 3];
+    bad.p[5] = 18;
+    write_seed(T, "header_len_18", bad.p, bad.len);
+    free(bad.p);
+    mg_buf_unref(m);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -650,6 +729,7 @@ int main(int argc, char **argv)
     pulsar_seeds();
     bookie_seeds();
     http_seeds();
+    goim_seeds();
     printf("make_seeds: %d seed files written under %s\n", written, out_dir);
     return 0;
 }
