@@ -30,11 +30,19 @@
 
 /* ---- time and randomness ------------------------------------------------------------------- */
 
-/* The loop's time (uv_now), not common/clock.h: the client's timers and deadlines are kept in the
- * loop's time and compared with the due times of its timer heap. It is brought up to date first
- * (uv_update_time, one clock read): an application may call the client after blocking outside the
- * loop, and a send stamped with the time of the loop's last turn would time out early. */
+/* The loop's cached time (uv_now), not common/clock.h: the client's timers and deadlines are kept
+ * in the loop's time and compared with the due times of its timer heap. Inside a callback it is
+ * the time of the current loop turn, which is what the loop's own paths want. */
 uint64_t pc__now_ms(const pc_client *c)
+{
+    return uv_now(c->loop);
+}
+
+/* The same clock brought up to date first (uv_update_time, one clock read), for the calls an
+ * application makes (pc_send, creating a producer or consumer): it may call them after blocking
+ * outside the loop, and a send stamped with the time of the loop's last turn would time out
+ * early. */
+uint64_t pc__call_now_ms(pc_client *c)
 {
     uv_update_time(c->loop);
     return uv_now(c->loop);

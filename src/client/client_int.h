@@ -461,7 +461,10 @@ struct pc_client {
     pc__timer close_timer;
 };
 
+/* The loop's time: as of this loop turn (pc__now_ms), or brought up to date for a call from the
+ * application (pc__call_now_ms). */
 uint64_t pc__now_ms(const pc_client *c);
+uint64_t pc__call_now_ms(pc_client *c);
 uint64_t pc__next_request_id(pc_client *c);
 uint64_t pc__random(pc_client *c);
 /* The client's service addresses, round robin; pc__service_failed moves past one. */

@@ -108,7 +108,7 @@ int pc__handle_start(pc__handle *h, pc_client *c, const pc__handle_ops *ops, con
     MG_TRY(pc__timer_register(c, &h->timer, handle_timer_fired));
     mg_list_push(list, &h->link);
     h->state = PC__HANDLE_META;
-    h->create_deadline_ms = pc__now_ms(c) + c->op_timeout_ms;
+    h->create_deadline_ms = pc__call_now_ms(c) + c->op_timeout_ms;
     pc__timer_start(c, &h->timer, 0);
     return MG_OK;
 }

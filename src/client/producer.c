@@ -939,7 +939,7 @@ int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg)
     bool hold = p->held_count > 0 || producer_full(p, m->payload_len);
     if (hold && (p->fail_if_full || p->held_count >= p->max_pending_messages))
         return MG_EAGAIN;
-    pc__msg *msg = msg_new(m, cb, arg, pc__now_ms(p->base.c));
+    pc__msg *msg = msg_new(m, cb, arg, pc__call_now_ms(p->base.c));
     if (msg == NULL)
         return MG_ENOMEM;
     msg->part_index = index;
