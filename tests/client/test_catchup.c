@@ -41,6 +41,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/client_sync.h"
 #include "support/created.h"
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
@@ -128,33 +129,13 @@ static pc_client *g_client;
 static void client_open(void)
 {
     cr_assert_eq(uv_loop_init(&g_loop), 0);
-    char url[64];
-    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
-    pc_client_opts o = { .service_url = url, .operation_timeout_ms = WAIT_MS };
-    cr_assert_eq(pc_client_create(&g_loop, &o, &g_client), MG_OK);
-}
-
-static void flag_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void status_cb(int status, void *arg)
-{
-    *(int *)arg = status;
-}
-
-static bool status_known(void *arg)
-{
-    return *(int *)arg != 1;
+    g_client = cs_client_open(&g_loop, g_sa.broker_port, WAIT_MS);
 }
 
 /* Closes the client, requires nothing left on the loop, and a clean stop of the standalone. */
 static void finish(void)
 {
-    bool closed = false;
-    pc_client_close(g_client, flag_cb, &closed);
-    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "the client did not close");
+    cs_client_close(&g_loop, g_client, WAIT_MS);
     uv_run(&g_loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&g_loop), 0, "handles left open on the loop");
     int status = 0;
@@ -165,20 +146,12 @@ static void finish(void)
 
 static pc_producer *producer_open(const pc_producer_opts *o)
 {
-    created c = { 0 };
-    cr_assert_eq(pc_producer_create(g_client, o, producer_created, &c), MG_OK);
-    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS), "producer not created");
-    cr_assert_eq(c.status, MG_OK, "producer: %s (%s)", mg_strerror(c.status),
-                 pc_last_error(g_client));
-    return c.obj;
+    return cs_producer_open(&g_loop, g_client, o, WAIT_MS);
 }
 
 static void producer_close_sync(pc_producer *p)
 {
-    int st = 1;
-    pc_producer_close(p, status_cb, &st);
-    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "producer not closed");
-    cr_assert_eq(st, MG_OK, "producer close: %s", mg_strerror(st));
+    cs_producer_close(&g_loop, p, WAIT_MS);
 }
 
 /* ---- payloads: the sequence number, then bytes derived from it ------------------------------ */
@@ -435,9 +408,7 @@ static void ordered_seek(ordered *o, uint32_t to_seq)
 
 static void consumer_close_sync(pc_consumer *k)
 {
-    int st = 1;
-    pc_consumer_close(k, status_cb, &st);
-    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "consumer not closed");
+    int st = cs_consumer_close(&g_loop, k, WAIT_MS);
     cr_assert_eq(st, MG_OK, "consumer close: %s", mg_strerror(st));
 }
 

@@ -33,6 +33,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/client_sync.h"
 #include "support/created.h"
 #include "support/loop_wait.h"
 #include "support/sa_harness.h"
@@ -69,34 +70,14 @@ TestSuite(lost, .init = suite_init, .fini = suite_fini, .timeout = 240);
 
 /* ---- client -------------------------------------------------------------------------------- */
 
-static void flag_cb(void *arg)
-{
-    *(bool *)arg = true;
-}
-
-static void status_cb(int status, void *arg)
-{
-    *(int *)arg = status;
-}
-
-static bool status_known(void *arg)
-{
-    return *(int *)arg != 1;
-}
-
 static void client_open(void)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
-    pc_client_opts o = { .service_url = url, .operation_timeout_ms = WAIT_MS };
-    cr_assert_eq(pc_client_create(&g_loop, &o, &g_client), MG_OK);
+    g_client = cs_client_open(&g_loop, g_sa.broker_port, WAIT_MS);
 }
 
 static void client_close(void)
 {
-    bool closed = false;
-    pc_client_close(g_client, flag_cb, &closed);
-    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "the client did not close");
+    cs_client_close(&g_loop, g_client, WAIT_MS);
     g_client = NULL;
 }
 
@@ -141,8 +122,8 @@ static int64_t write_range(const char *topic, uint32_t first, uint32_t end)
     cr_assert(mgt_run_until(&g_loop, pump_done, &pu, WRITE_MS), "%u of %u..%u written", pu.acked,
               first, end - 1);
     int st = 1;
-    pc_producer_close(p, status_cb, &st);
-    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "producer not closed");
+    pc_producer_close(p, cs_status_cb, &st);
+    cr_assert(mgt_run_until(&g_loop, cs_status_known, &st, WAIT_MS), "producer not closed");
     return pu.last_id.ledger_id;
 }
 
@@ -195,9 +176,7 @@ static pc_consumer *subscribe(const char *topic, ordered *o)
 
 static void consumer_close(pc_consumer *k)
 {
-    int st = 1;
-    pc_consumer_close(k, status_cb, &st);
-    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "consumer not closed");
+    cs_consumer_close(&g_loop, k, WAIT_MS);
 }
 
 typedef struct upto {
@@ -244,7 +223,7 @@ static void bookie_delete(int64_t ledger_id)
     cr_assert_eq(d.status, MG_OK, "deleting ledger %lld: %s", (long long)ledger_id,
                  mg_strerror(d.status));
     bool closed = false;
-    bk_client_close(bk, flag_cb, &closed);
+    bk_client_close(bk, cs_flag_cb, &closed);
     cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "bookie client not closed");
 }
 
