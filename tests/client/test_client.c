@@ -28,6 +28,7 @@
 #include "client/client.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "support/client_sync.h"
 #include "support/created.h"
 #include "support/loop_wait.h"
 #include "sends.h"
@@ -62,23 +63,13 @@ static void client_open(void)
     mg_log_set_level(MG_LOG_WARN);
     cr_assert_eq(uv_loop_init(&g_loop), 0);
     g_loop_open = true;
-    char url[64];
-    snprintf(url, sizeof(url), "pulsar://127.0.0.1:%u", g_sa.broker_port);
-    pc_client_opts o = { .service_url = url, .operation_timeout_ms = 10000 };
-    cr_assert_eq(pc_client_create(&g_loop, &o, &g_client), MG_OK);
-}
-
-static void closed_cb(void *arg)
-{
-    *(bool *)arg = true;
+    g_client = cs_client_open(&g_loop, g_sa.broker_port, 10000);
 }
 
 /* Closes the client and requires every libuv handle it had to be gone. */
 static void client_close(void)
 {
-    bool closed = false;
-    pc_client_close(g_client, closed_cb, &closed);
-    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS), "the client did not close");
+    cs_client_close(&g_loop, g_client, WAIT_MS);
     g_client = NULL;
     uv_run(&g_loop, UV_RUN_NOWAIT);
     cr_assert_eq(uv_loop_close(&g_loop), 0, "handles left open on the loop");
@@ -109,23 +100,9 @@ static int send_text(pc_producer *p, const char *text, const char *key, sendrec 
     return pc_send(p, &m, sent_cb, rec);
 }
 
-static void producer_closed(int status, void *arg)
-{
-    *(int *)arg = status;
-}
-
-static bool status_known(void *arg)
-{
-    return *(int *)arg != 1;
-}
-
 static void producer_close_sync(pc_producer *p)
 {
-    int st = 1;
-    pc_producer_close(p, producer_closed, &st);
-    cr_assert_eq(st, 1, "pc_producer_close called back inside the call");
-    cr_assert(mgt_run_until(&g_loop, status_known, &st, WAIT_MS), "producer not closed");
-    cr_assert_eq(st, MG_OK, "producer close: %s", mg_strerror(st));
+    cs_producer_close(&g_loop, p, WAIT_MS);
 }
 
 /* ---- consumers ------------------------------------------------------------------------------ */
@@ -1177,7 +1154,7 @@ Test(client, client_close_fails_pending_sends)
     for (int i = 0; i < 3; i++)
         cr_assert_eq(send_text(p, "pending", NULL, &recs[i]), MG_OK);
     bool closed = false;
-    pc_client_close(g_client, closed_cb, &closed);
+    pc_client_close(g_client, cs_flag_cb, &closed);
     cr_assert(!recs[0].done, "nothing is called back inside pc_client_close");
     cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &closed, WAIT_MS));
     for (int i = 0; i < 3; i++) {

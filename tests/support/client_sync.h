@@ -67,6 +67,7 @@ static inline void cs_producer_close(uv_loop_t *loop, pc_producer *p, int wait_m
 {
     int st = 1;
     pc_producer_close(p, cs_status_cb, &st);
+    cr_assert_eq(st, 1, "pc_producer_close called back inside the call");
     cr_assert(mgt_run_until(loop, cs_status_known, &st, wait_ms), "producer not closed");
     cr_assert_eq(st, MG_OK, "producer close: %s", mg_strerror(st));
 }
