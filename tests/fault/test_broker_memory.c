@@ -136,9 +136,8 @@ static long status_kb(const char *field)
 
 static char *metrics_get(void)
 {
-    char *text = malloc(METRICS_BYTES_MAX + 1);
-    cr_assert_not_null(text);
-    int code = sah_http(&g_sa, "GET", "/metrics", NULL, text, METRICS_BYTES_MAX + 1);
+    char *text = NULL;
+    int code = sah_metrics_get(&g_sa, METRICS_BYTES_MAX + 1, &text);
     cr_assert_eq(code, 200, "GET /metrics: %d (%s)", code, code < 0 ? mg_strerror(code) : "");
     return text;
 }

@@ -534,3 +534,11 @@ int sah_http(const sah_standalone *s, const char *method, const char *path, cons
     }
     return code;
 }
+
+int sah_metrics_get(const sah_standalone *s, size_t cap, char **out)
+{
+    *out = cap > 0 ? malloc(cap) : NULL;
+    if (*out == NULL)
+        return MG_ENOMEM;
+    return sah_http(s, "GET", "/metrics", NULL, *out, cap);
+}

@@ -134,6 +134,11 @@ int sah_http(const sah_standalone *s, const char *method, const char *path, cons
  * variable is unset or does not name option with a word after it. */
 bool sah_env_option(const char *option, char *value, size_t cap);
 
+/* GET /metrics: the answer in a new malloc'd NUL-terminated text of at most cap - 1 bytes in
+ * *out (the caller frees it; NULL when it could not be allocated, MG_ENOMEM). Returns what
+ * sah_http returns: 200 when the text is complete. */
+int sah_metrics_get(const sah_standalone *s, size_t cap, char **out);
+
 /* The value of the labelled series name{...} of a /metrics text (sah_http's answer) whose
  * labels contain label (e.g. reason="not_reading"); -1 when there is no such line. */
 double sah_metric(const char *text, const char *name, const char *label);
