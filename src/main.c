@@ -4,6 +4,7 @@
  * src/tools/ and parses its own options (common/config.h), so `magnetar <command> --help`
  * documents every option of that command.
  */
+#include "tools/chat.h"
 #include "tools/tools.h"
 
 #include "common/log.h"
@@ -19,8 +20,8 @@ static const mg_tool_command commands[] = {
       mg_tool_standalone },
     { "bookie", "run a storage node (port 3181)", mg_tool_bookie },
     { "broker", "run a stateless broker (ports 6650, 8080)", mg_tool_broker },
-    { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", NULL },
-    { "job", "run a chat Job worker (topics to gateways)", NULL },
+    { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", mg_tool_gateway },
+    { "job", "run a chat Job worker (topics to gateways)", mg_tool_job },
     { "client", "produce or consume messages from the command line", mg_tool_client },
     { "perf", "load generators: produce, consume, catchup, chat", mg_tool_perf },
     { "replay", "drain a backlog from a position or a time", NULL },

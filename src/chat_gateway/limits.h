@@ -37,4 +37,57 @@ _Static_assert((unsigned long long)CG_PACKET_HEADER_BYTES + CG_PACKET_BODY_BYTES
 _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BYTES_ABS_MAX,
                "a batch of empty packets must fit one op 9 body");
 
+/* The gateway server (piece: gateway, src/chat_gateway/gateway.c). */
+/* Auth must be the first packet and arrive this soon after the connection opens (WebSocket: after
+ * the handshake): GOIM's comet waits 5 s. A socket that never speaks holds a descriptor and a
+ * connection's memory, so it must not wait longer. */
+#define CG_AUTH_TIMEOUT_MS_DEFAULT    5000u
+/* A live connection that sends nothing for this long is closed. Clients heartbeat every 30 s
+ * (REFERENCE.md §4) and Bilibili's servers drop a client after 60-70 s of silence; three missed
+ * heartbeats is the point where the client is gone, not late. */
+#define CG_IDLE_TIMEOUT_MS_DEFAULT    90000u
+/* Frames a connection may have waiting to be written. At 20 merged batches a second per room
+ * (Job merge window 50 ms) this is most of a second of backlog; past it the oldest chat frame
+ * not yet handed to the kernel is dropped (the soft limit). 16 pointers is 128 bytes, paid by
+ * every connection, idle or not. */
+#define CG_QUEUE_SLOTS                16u
+/* Bytes a connection may have queued (written to no socket yet) before the oldest chat frames
+ * are dropped: the soft limit, as Redis's client-output-buffer-limit for pub/sub clients. 256 KiB
+ * is seconds of a busy room's traffic; the kernel's socket buffer holds more before it. */
+#define CG_QUEUE_SOFT_BYTES_DEFAULT   (256u * 1024)
+/* Past this many queued bytes that cannot be dropped (replies, the frame being written) the
+ * connection is closed: the hard limit. */
+#define CG_QUEUE_HARD_BYTES_DEFAULT   (1024u * 1024)
+/* Connections are kept in buckets sharded by a hash of their key, as GOIM's comet does (32
+ * buckets by default); a bucket owns its key index and its list of connections. */
+#define CG_BUCKETS_DEFAULT            32u
+#define CG_BUCKETS_MAX                4096u
+/* Client connections one gateway holds. The descriptor limit bounds it first (mg_fd_limit); this
+ * bounds the tables sized from it. GOIM's published test held 1 M on one machine. */
+#define CG_CONNECTIONS_MAX            (4u * 1024 * 1024)
+/* Bytes one read takes from a socket: one buffer for the whole loop (reads are handled at once),
+ * so it costs no connection anything; a connection keeps only the bytes of an incomplete packet
+ * or frame, copied out. */
+#define CG_READ_BUFFER_BYTES          (64u * 1024)
+/* A WebSocket message from a client carries whole packets: auth, heartbeats, room changes. Four
+ * default-bounded packets fit; more is not a chat client. */
+#define CG_WS_MESSAGE_BYTES_MAX       (4u * (CG_PACKET_HEADER_BYTES + CG_PACKET_BODY_BYTES_DEFAULT))
+/* How often a gateway rewrites its online counts in the metadata store: GOIM's comet reports
+ * its rooms' counts every 10 s. */
+#define CG_ONLINE_INTERVAL_MS_DEFAULT 10000u
+/* Rooms written in one online report: a metadata value is bounded (ZooKeeper's jute.maxbuffer is
+ * 1 MiB), and ~40 bytes a room keeps 16 Ki rooms under it. The largest rooms are kept. */
+#define CG_ONLINE_ROOMS_MAX           16384u
+/* Job links one gateway accepts: a handful of Job workers per cluster, one link each. */
+#define CG_PUSH_LINKS_MAX             256u
+/* The op of a position packet (a Magnetar extension: GOIM's ops end at 17). */
+#define CG_OP_POSITION                20u
+
+_Static_assert(CG_QUEUE_SOFT_BYTES_DEFAULT < CG_QUEUE_HARD_BYTES_DEFAULT,
+               "the soft queue limit drops before the hard one disconnects");
+_Static_assert(CG_QUEUE_SLOTS >= 2 && CG_QUEUE_SLOTS <= 64,
+               "a queue needs room for a frame being written and one waiting; slots are a bitmask");
+_Static_assert(CG_READ_BUFFER_BYTES >= CG_WS_MESSAGE_BYTES_MAX + 14u,
+               "one read can hold a whole client WebSocket frame");
+
 #endif

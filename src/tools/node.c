@@ -6,6 +6,8 @@
  */
 #include "node.h"
 
+#include "chat.h"
+
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/listen.h"
@@ -259,9 +261,29 @@ static void http_closed(void *arg)
         broker_closed(s);
 }
 
+static void stop(mg_node *s);
+
+/* The chat roles' threads close their roles (which may wait for this loop's broker to answer
+ * them), then end; polled from here so this loop keeps serving meanwhile. */
+static void chat_wait_tick(uv_timer_t *t)
+{
+    mg_node *s = t->data;
+    if (!mg_chat_done(s->chat))
+        return;
+    uv_timer_stop(t);
+    mg_chat_stop(s->chat); /* joins threads that have ended */
+    s->chat = NULL;
+    stop(s);
+}
+
 static void stop(mg_node *s)
 {
     s->stopping = 1;
+    if (s->chat != NULL) { /* they use the metadata store and the broker: first */
+        mg_chat_request_stop(s->chat);
+        uv_timer_start(&s->chat_wait, chat_wait_tick, 10, 10);
+        return;
+    }
     if (s->http)
         mg_http_server_close(s->http, http_closed, s);
     else
@@ -603,7 +625,8 @@ int mg_node_init(mg_node *s)
     uv_loop_init(&s->loop);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
-    s->sigint.data = s->sigterm.data = s;
+    uv_timer_init(&s->loop, &s->chat_wait);
+    s->sigint.data = s->sigterm.data = s->chat_wait.data = s;
     s->fd_limit = mg_fd_limit_raise();
     if (register_metrics(s) != MG_OK) {
         MG_ERROR("cannot set up metrics: out of memory");
@@ -649,6 +672,17 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
         mg_node_start_http(&n, ro->bind_address, o->http_port) != MG_OK ||
         mg_node_register_broker(&n, ro->advertised_address) != MG_OK)
         goto out;
+    mg_chat chat;
+    memset(&chat, 0, sizeof(chat));
+    char chat_url[200];
+    if (o->chat != NULL && (o->chat->gateway || o->chat->job)) {
+        snprintf(chat_url, sizeof(chat_url), "pulsar://%s:%u", ro->advertised_address,
+                 (unsigned)br_broker_port(n.broker));
+        o->chat->service_url = chat_url;
+        n.chat = &chat;
+        if (mg_chat_start(&chat, n.md, n.metrics, o->chat) != MG_OK)
+            goto out;
+    }
     /* The last part names what this process adds to the broker: its bookie, or the replication
      * of the ledgers it writes to remote bookies. */
     char roles[4400];
@@ -658,6 +692,13 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
     else
         snprintf(roles, sizeof(roles), "ledgers %d/%d/%d", ro->ensemble_size, ro->write_quorum,
                  ro->ack_quorum);
+    if (n.chat != NULL && o->chat->gateway) {
+        size_t len = strlen(roles);
+        snprintf(roles + len, sizeof(roles) - len, ", chat gateway TCP %u, WebSocket %u, push %u",
+                 (unsigned)mg_chat_gateway_port(n.chat, 0),
+                 (unsigned)mg_chat_gateway_port(n.chat, 1),
+                 (unsigned)mg_chat_gateway_port(n.chat, 2));
+    }
     MG_INFO("%s %s ready: pulsar://%s:%u, admin and metrics on http://%s:%u, %s", name, MG_VERSION,
             ro->advertised_address, (unsigned)br_broker_port(n.broker), ro->bind_address,
             (unsigned)mg_http_server_port(n.http), roles);
@@ -665,6 +706,10 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
     MG_INFO("%s stopped", name);
     status = MG_EXIT_OK;
 out:
+    if (n.chat != NULL) {
+        mg_chat_stop(n.chat);
+        n.chat = NULL;
+    }
     mg_node_cleanup(&n);
     return status;
 }

@@ -69,6 +69,8 @@ typedef struct mg_node {
     int lock_fd;
     int stopping;
     uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
+    struct mg_chat *chat; /* the chat roles (tools/chat.h), stopped first; NULL = none */
+    uv_timer_t chat_wait; /* polls the chat roles' threads while they stop */
 } mg_node;
 
 typedef struct mg_node_bookie_opts {
@@ -261,6 +263,7 @@ typedef struct mg_node_opts {
     const mg_node_bookie_opts *bookie; /* NULL: the ledgers live on remote bookies */
     mg_node_broker_opts broker;
     int64_t http_port;
+    struct mg_chat_opts *chat; /* the chat roles to run next to the broker; NULL = none */
 } mg_node_opts;
 
 /* The life of a `magnetar` process that runs a node (`standalone`, `broker`), on the calling

@@ -7,7 +7,10 @@
  * bookie client to that bookie (ensemble 1/1/1); and the HTTP server on --http-port with
  * GET /metrics (Prometheus text), GET /admin/v2/brokers/health ("ok", as Pulsar answers) and
  * the admin REST API. The process registers itself as a live broker (ephemeral
- * /brokers/<address>:<http port>). The chat gateway and the Job worker join as their modules land.
+ * /brokers/<address>:<http port>). The chat gateway (TCP --chat-tcp-port, WebSocket --chat-ws-port,
+ * Job pushes on --chat-push-port) and a chat Job worker run on threads of their own
+ * (tools/chat.h, docs/chat_gateway.md), and the admin port serves the chat push API and the chat
+ * page (/goim/..., /chat).
  *
  * Life cycle: parse options -> lock the data directory (one process per data directory) ->
  * metadata store -> bookie storage and RPC server (registered) -> bookie client, ledger
@@ -19,7 +22,10 @@
  */
 #include "tools.h"
 
+#include "chat.h"
 #include "node.h"
+
+#include "chat_gateway/limits.h"
 
 #include "common/error.h"
 #include "common/log.h"
@@ -41,6 +47,10 @@ typedef struct standalone_opts {
     int64_t read_cache_mb;
     int64_t journal_segment_mb;
     mg_node_broker_tuning tuning;
+    int chat_gateway, chat_job;
+    int64_t chat_tcp_port, chat_ws_port, chat_push_port;
+    int64_t chat_topics;
+    int64_t chat_merge_max_messages, chat_merge_max_ms;
     int log_level;
 } standalone_opts;
 
@@ -105,6 +115,69 @@ static const mg_opt standalone_opt_table[] = {
       .max = 65536 },
     MG_NODE_OPTS_BROKER_TUNING(standalone_opts, tuning),
     MG_NODE_OPT_HTTP_PORT(standalone_opts, http_port),
+    { .name = "chat-gateway",
+      .type = MG_OPT_ENUM,
+      .offset = offsetof(standalone_opts, chat_gateway),
+      .default_value = "on",
+      .metavar = "on|off",
+      .choices = mg_chat_on_off,
+      .help = "run the chat gateway (GOIM packets over TCP and WebSocket)" },
+    { .name = "chat-job",
+      .type = MG_OPT_ENUM,
+      .offset = offsetof(standalone_opts, chat_job),
+      .default_value = "on",
+      .metavar = "on|off",
+      .choices = mg_chat_on_off,
+      .help = "run a chat Job worker (chat topics to gateways); off when Jobs run as `magnetar "
+              "job` processes" },
+    { .name = "chat-tcp-port",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_tcp_port),
+      .default_value = "3101",
+      .metavar = "PORT",
+      .help = "chat gateway: GOIM packets over TCP (0 picks a free port)",
+      .min = 0,
+      .max = 65535 },
+    { .name = "chat-ws-port",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_ws_port),
+      .default_value = "3102",
+      .metavar = "PORT",
+      .help = "chat gateway: GOIM packets over WebSocket, path /sub (0 picks a free port)",
+      .min = 0,
+      .max = 65535 },
+    { .name = "chat-push-port",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_push_port),
+      .default_value = "3109",
+      .metavar = "PORT",
+      .help = "chat gateway: the port Job workers push to (0 picks a free port)",
+      .min = 0,
+      .max = 65535 },
+    { .name = "chat-topics",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_topics),
+      .default_value = "4",
+      .metavar = "N",
+      .help = "chat topics rooms are spread over (persistent://public/default/chat-<i>)",
+      .min = 1,
+      .max = CG_CHAT_TOPICS_MAX },
+    { .name = "chat-merge-max-messages",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_merge_max_messages),
+      .default_value = "20",
+      .metavar = "N",
+      .help = "chat Job: a room's messages are pushed together once this many wait",
+      .min = 1,
+      .max = CG_BATCH_PACKETS_MAX },
+    { .name = "chat-merge-max-ms",
+      .type = MG_OPT_INT,
+      .offset = offsetof(standalone_opts, chat_merge_max_ms),
+      .default_value = "50",
+      .metavar = "MS",
+      .help = "chat Job: or once the first of them waited this long (milliseconds)",
+      .min = 0,
+      .max = 60000 },
     MG_TOOL_OPT_LOG_LEVEL(standalone_opts, log_level),
 };
 
@@ -144,6 +217,18 @@ int mg_tool_standalone(int argc, char **argv)
         .read_cache_mb = o.read_cache_mb,
         .journal_segment_mb = o.journal_segment_mb,
     };
+    mg_chat_opts chat = {
+        .gateway = o.chat_gateway == 0,
+        .job = o.chat_job == 0,
+        .bind_address = o.bind_address,
+        .advertised_address = o.advertised_address,
+        .tcp_port = o.chat_tcp_port,
+        .ws_port = o.chat_ws_port,
+        .push_port = o.chat_push_port,
+        .topics = o.chat_topics,
+        .merge_max_messages = o.chat_merge_max_messages,
+        .merge_max_ms = o.chat_merge_max_ms,
+    };
     mg_node_opts no = {
         .metadata_url = url,
         .bookie = &bo,
@@ -156,6 +241,7 @@ int mg_tool_standalone(int argc, char **argv)
                     .cluster = "standalone",
                     .tuning = o.tuning },
         .http_port = o.http_port,
+        .chat = &chat,
     };
     int status = mg_node_serve(standalone_spec.name, &no);
     mg_config_free(&standalone_spec, &o);
