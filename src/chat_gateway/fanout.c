@@ -62,7 +62,7 @@ static mg_buf *build_inner(const fan_ctx *x, uint16_t ver, bool positions)
     for (size_t i = 0; i < x->count; i++) {
         total += CG_PACKET_HEADER_BYTES + x->msgs[i].body_len;
         if (positions)
-            total += CG_PACKET_HEADER_BYTES + CG_POSITION_TEXT_BYTES_MAX;
+            total += CG_PACKET_HEADER_BYTES + CG_POSITION_TEXT_BYTES;
     }
     mg_buf *b = mg_buf_new(total);
     if (b == NULL)
@@ -72,8 +72,8 @@ static mg_buf *build_inner(const fan_ctx *x, uint16_t ver, bool positions)
     for (size_t i = 0; i < x->count; i++) {
         const cg__msg *m = &x->msgs[i];
         size_t w = 0;
-        if (positions) {
-            char text[CG_POSITION_TEXT_BYTES_MAX];
+        if (positions && m->pos.ledger_id >= 0) {
+            char text[CG_POSITION_TEXT_BYTES];
             size_t n = cg_position_format(&m->pos, text, sizeof(text));
             if (cg_packet_encode(CG_VER_JSON, CG_OP_POSITION, 0, text, n, p + off, total - off,
                                  &w) != MG_OK)
@@ -109,11 +109,11 @@ static mg_buf *build_payload(const fan_ctx *x, int form, bool positions)
     case FORM_BILI:
         return inner;
     case FORM_BILI_ZLIB:
-        if (cg_compress_zlib(mg_buf_data(inner), mg_buf_len(inner), 0, &out) != MG_OK)
+        if (cg_compress_batch(CG_VER_ZLIB, mg_buf_data(inner), mg_buf_len(inner), 0, &out) != MG_OK)
             out = NULL;
         break;
     default:
-        if (cg_compress_brotli(mg_buf_data(inner), mg_buf_len(inner), 0, &out) != MG_OK)
+        if (cg_compress_batch(CG_VER_BROTLI, mg_buf_data(inner), mg_buf_len(inner), 0, &out) != MG_OK)
             out = NULL;
         break;
     }

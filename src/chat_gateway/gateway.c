@@ -583,27 +583,37 @@ static void conn_make_key(cg_gateway *gw, char *dst, size_t cap)
     snprintf(dst, cap, "%s-%" PRIu64, gw->id, ++gw->key_counter);
 }
 
+/* Sends an op 8 reply body written by one of auth.h's writers. */
+static void reply_auth(cg__conn *c, uint32_t seq, int rc, const char *body, size_t n)
+{
+    if (rc == MG_OK)
+        cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, seq, body, n);
+}
+
 static void handle_auth(cg__conn *c, const cg_packet *pk)
 {
     cg_gateway *gw = c->gw;
     cg_auth *a = &gw->auth_scratch;
-    char why[CG_AUTH_ERROR_BYTES_MAX];
-    int rc = cg_auth_parse(pk->body, pk->body_len, a, why, sizeof(why));
+    const char *why = NULL;
+    char body[CG_AUTH_REPLY_BODY_BYTES];
+    size_t n = 0;
+    int rc = cg_auth_parse(pk->body, pk->body_len, a, &why);
     if (rc != MG_OK) {
-        char body[CG_AUTH_REPLY_BYTES_MAX];
-        size_t n = cg_auth_reply_refused(why, body, sizeof(body));
-        cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, pk->seq, body, n);
+        if (why == NULL)
+            why = mg_strerror(rc);
+        reply_auth(c, pk->seq, cg_auth_reply_refusal(why, body, sizeof(body), &n), body, n);
         mg_counter_inc(gw->m_auth_refused);
         conn_refuse(c, CG__REASON_AUTH_REFUSED, why);
         return;
     }
-    char made[CG_KEY_BYTES_MAX + 1];
+    char made[CG_AUTH_KEY_BYTES_MAX + 1];
     const char *key = a->key;
-    if (key[0] == '\0') {
+    size_t key_len = a->key_len;
+    if (key_len == 0) {
         conn_make_key(gw, made, sizeof(made));
         key = made;
+        key_len = strlen(made);
     }
-    size_t key_len = strlen(key);
     cg__conn *old = cg__key_find(gw, key);
     if (old != NULL)
         cg__conn_close(old, CG__REASON_REPLACED);
@@ -612,23 +622,24 @@ static void handle_auth(cg__conn *c, const cg_packet *pk)
         cg__conn_close(c, CG__REASON_NO_MEMORY);
         return;
     }
-    memcpy(c->key, key, key_len + 1);
-    c->key_hash = gw_hash(key, key_len);
+    memcpy(c->key, key, key_len);
+    c->key[key_len] = '\0';
+    c->key_hash = gw_hash(c->key, key_len);
     c->mid = a->mid;
     c->dialect = (uint8_t)a->dialect;
-    c->protover = (uint8_t)a->protover;
+    c->protover = a->protover;
     c->positions = a->positions || a->has_last_id;
     c->accept_all = a->dialect == CG_DIALECT_BILIBILI;
-    if (a->accept_count > 0) {
-        c->accepts = mg_malloc(a->accept_count * sizeof(uint32_t));
+    if (a->accepts.count > 0) {
+        c->accepts = mg_malloc(a->accepts.count * sizeof(uint32_t));
         if (c->accepts == NULL) {
             cg__conn_close(c, CG__REASON_NO_MEMORY);
             return;
         }
-        memcpy(c->accepts, a->accepts, a->accept_count * sizeof(uint32_t));
-        c->accept_count = (uint16_t)a->accept_count;
+        memcpy(c->accepts, a->accepts.ops, a->accepts.count * sizeof(uint32_t));
+        c->accept_count = (uint16_t)a->accepts.count;
     }
-    if (bucket_add(gw, c) != MG_OK || cg__conn_join(c, a->room) != MG_OK) {
+    if (bucket_add(gw, c) != MG_OK || cg__conn_join(c, a->room.text) != MG_OK) {
         cg__conn_close(c, CG__REASON_NO_MEMORY);
         return;
     }
@@ -636,23 +647,20 @@ static void handle_auth(cg__conn *c, const cg_packet *pk)
     mg_list_push(&gw->live, &c->wait_link);
     gw->live_count++;
     mg_counter_inc(gw->m_auth_ok[c->dialect == CG_DIALECT_BILIBILI ? 1 : 0]);
-    if (a->has_last_id && gw->resume_enabled) {
+    if (a->has_last_id) {
         c->state = CG__RESUMING;
-        cg__resume_start(c, &a->last_id, pk->seq);
+        cg__resume_start(c, &a->last_id, pk->seq); /* replies when it knows "recovered" */
         return;
     }
     c->state = CG__LIVE;
-    char body[CG_AUTH_REPLY_BYTES_MAX];
-    size_t n = a->has_last_id ? cg_auth_reply_ok_recovered(false, body, sizeof(body))
-                              : cg_auth_reply_ok(body, sizeof(body));
-    cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, pk->seq, body, n);
+    reply_auth(c, pk->seq, cg_auth_reply_ok(body, sizeof(body), &n), body, n);
 }
 
 static void handle_change_room(cg__conn *c, const cg_packet *pk)
 {
-    char room[CG_ROOM_ID_BYTES_MAX + 1];
-    char why[CG_AUTH_ERROR_BYTES_MAX];
-    if (cg_room_parse(pk->body, pk->body_len, room, sizeof(room), why, sizeof(why)) != MG_OK) {
+    cg_room room;
+    const char *why = NULL;
+    if (cg_room_parse(pk->body, pk->body_len, &room, &why) != MG_OK) {
         conn_refuse(c, CG__REASON_BAD_PACKET, why);
         return;
     }
@@ -660,37 +668,36 @@ static void handle_change_room(cg__conn *c, const cg_packet *pk)
         cg__resume_cancel(c);
     c->state = CG__LIVE;
     cg__conn_leave(c);
-    if (cg__conn_join(c, room) != MG_OK) {
+    if (cg__conn_join(c, room.text) != MG_OK) {
         cg__conn_close(c, CG__REASON_NO_MEMORY);
         return;
     }
-    cg__conn_reply(c, CG_OP_CHANGE_ROOM_REPLY, CG_VER_INT, pk->seq, room, strlen(room));
+    cg__conn_reply(c, CG_OP_CHANGE_ROOM_REPLY, CG_VER_INT, pk->seq, room.text, room.len);
 }
 
 static void handle_ops(cg__conn *c, const cg_packet *pk, bool add)
 {
-    uint32_t ops[CG_ACCEPTS_MAX];
-    size_t n = 0;
-    char why[CG_AUTH_ERROR_BYTES_MAX];
-    if (cg_ops_parse(pk->body, pk->body_len, ops, CG_ACCEPTS_MAX, &n, why, sizeof(why)) != MG_OK) {
+    cg_ops ops;
+    const char *why = NULL;
+    if (cg_ops_parse(pk->body, pk->body_len, &ops, &why) != MG_OK) {
         conn_refuse(c, CG__REASON_BAD_PACKET, why);
         return;
     }
-    uint32_t merged[CG_ACCEPTS_MAX];
+    uint32_t merged[CG_ACCEPT_OPS_MAX];
     size_t m = 0;
     for (uint32_t i = 0; i < c->accept_count; i++) {
         bool removed = false;
-        for (size_t j = 0; !add && j < n; j++)
-            removed |= ops[j] == c->accepts[i];
-        if (!removed)
+        for (size_t j = 0; !add && j < ops.count; j++)
+            removed |= ops.ops[j] == c->accepts[i];
+        if (!removed && m < CG_ACCEPT_OPS_MAX)
             merged[m++] = c->accepts[i];
     }
-    for (size_t j = 0; add && j < n; j++) {
+    for (size_t j = 0; add && j < ops.count; j++) {
         bool have = false;
         for (size_t i = 0; i < m; i++)
-            have |= merged[i] == ops[j];
-        if (!have && m < CG_ACCEPTS_MAX)
-            merged[m++] = ops[j];
+            have |= merged[i] == ops.ops[j];
+        if (!have && m < CG_ACCEPT_OPS_MAX)
+            merged[m++] = ops.ops[j];
     }
     uint32_t *copy = m > 0 ? mg_malloc(m * sizeof(uint32_t)) : NULL;
     if (m > 0 && copy == NULL) {
@@ -849,7 +856,7 @@ const cg_ws_config cg__ws_config = {
     .events = { .message_done = ws_message_done,
                 .reply_ready = ws_reply_ready,
                 .close_done = ws_close_done },
-    .message_bytes_max = CG_WS_MESSAGE_BYTES_MAX,
+    .message_bytes_max = CG_WS_MESSAGE_BYTES_DEFAULT,
 };
 
 /* WebSocket: handshake, then frames. Returns the bytes used. */
@@ -910,7 +917,7 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static size_t conn_in_max(const cg__conn *c)
 {
-    return c->kind == CG__WS ? CG_WS_MESSAGE_BYTES_MAX + CG_WS_HANDSHAKE_BYTES_MAX
+    return c->kind == CG__WS ? CG_WS_MESSAGE_BYTES_DEFAULT + CG_WS_HANDSHAKE_BYTES_MAX
                              : CG_PACKET_HEADER_BYTES + c->gw->body_bytes_max;
 }
 
@@ -1213,7 +1220,7 @@ int cg_gateway_start(cg_gateway *gw)
         snprintf(gw->id, sizeof(gw->id), "%s:%u", gw->advertised, (unsigned)gw->ports[2]);
     uv_timer_start(&gw->sweep, on_sweep, 1000, 1000);
     uv_check_start(&gw->check, cg__rooms_flush);
-    if (gw->resume_enabled)
+    if (rc == MG_OK && gw->resume_enabled)
         rc = cg__resume_env_start(gw);
     if (rc == MG_OK)
         rc = cg__online_start(gw);

@@ -69,9 +69,6 @@ _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BY
  * so it costs no connection anything; a connection keeps only the bytes of an incomplete packet
  * or frame, copied out. */
 #define CG_READ_BUFFER_BYTES          (64u * 1024)
-/* A WebSocket message from a client carries whole packets: auth, heartbeats, room changes. Four
- * default-bounded packets fit; more is not a chat client. */
-#define CG_WS_MESSAGE_BYTES_MAX       (4u * (CG_PACKET_HEADER_BYTES + CG_PACKET_BODY_BYTES_DEFAULT))
 /* How often a gateway rewrites its online counts in the metadata store: GOIM's comet reports
  * its rooms' counts every 10 s. */
 #define CG_ONLINE_INTERVAL_MS_DEFAULT 10000u
@@ -82,13 +79,22 @@ _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BY
 #define CG_PUSH_LINKS_MAX             256u
 /* The op of a position packet (a Magnetar extension: GOIM's ops end at 17). */
 #define CG_OP_POSITION                20u
+/* Resume (resume.c). Replays running at once: each holds a reader (a non-durable subscription)
+ * on the broker; a reconnect storm after a gateway restart must not open thousands. Past it a
+ * client is told "recovered":false at once and goes live. */
+#define CG_RESUMES_MAX                256u
+/* A replay that has not reached the end it asked for by then is abandoned (the connection is
+ * closed; the client reconnects with the same last_id): the log is on disk, and a catch-up read
+ * of a room's topic takes seconds, not minutes. */
+#define CG_RESUME_TIMEOUT_MS          60000u
+/* Live messages a resuming connection holds (copied) until its replay reaches them: seconds of
+ * a busy room. */
+#define CG_RESUME_HOLD_BYTES_MAX      (4u * 1024 * 1024)
 
 _Static_assert(CG_QUEUE_SOFT_BYTES_DEFAULT < CG_QUEUE_HARD_BYTES_DEFAULT,
                "the soft queue limit drops before the hard one disconnects");
 _Static_assert(CG_QUEUE_SLOTS >= 2 && CG_QUEUE_SLOTS <= 64,
                "a queue needs room for a frame being written and one waiting; slots are a bitmask");
-_Static_assert(CG_READ_BUFFER_BYTES >= CG_WS_MESSAGE_BYTES_MAX + 14u,
-               "one read can hold a whole client WebSocket frame");
 
 /* WebSocket engine (piece: ws, src/chat_gateway/ws.h, RFC 6455). */
 /* Bytes of an HTTP Upgrade request, request line and headers up to the blank line. A browser's
@@ -224,13 +230,6 @@ _Static_assert(CG_CHAT_TOPICS_DEFAULT <= CG_CHAT_TOPICS_MAX, "the default topic 
 /* The chat HTTP API (piece: api, src/chat_gateway/api.c) and the topics it produces to. */
 #include "metadata/limits.h" /* MD_CLIENT_INFLIGHT_MAX */
 
-/* Chat topics when the configuration does not say: chat-0 .. chat-3. A topic serves a group of
- * rooms (the hash of the room id picks it), so a handful is enough for one broker and keeps the
- * Job workers' subscriptions few. */
-#define CG_CHAT_TOPICS_DEFAULT        4u
-/* Chat topics at most: each may hold a lazily created producer of the API and a subscription of
- * every Job worker; the producer table is sized from it. */
-#define CG_CHAT_TOPICS_MAX            1024u
 /* Bytes of the type of a room id `type://id` ([a-z0-9_-]), and of its id part (printable ASCII
  * without spaces, '/', ',' or quotes): GOIM's room ids are short words such as live://1000. */
 #define CG_ROOM_TYPE_BYTES_MAX        16u
@@ -268,8 +267,6 @@ _Static_assert(CG_CHAT_TOPICS_DEFAULT <= CG_CHAT_TOPICS_MAX, "the default topic 
 #define CG_ONLINE_WRITE_INTERVAL_MS   10000u
 #define CG_ONLINE_STALE_MS            (3u * CG_ONLINE_WRITE_INTERVAL_MS)
 
-_Static_assert(CG_CHAT_TOPICS_DEFAULT >= 1 && CG_CHAT_TOPICS_DEFAULT <= CG_CHAT_TOPICS_MAX,
-               "the default topic count must be a valid count");
 _Static_assert(CG_API_ONLINE_REQUESTS_MAX <= MD_CLIENT_INFLIGHT_MAX,
                "one metadata read per online request must stay within MD_CLIENT_INFLIGHT_MAX");
 _Static_assert((unsigned long long)CG_API_PUSH_TARGETS_MAX *(CG_KEY_BYTES_MAX + 1) <= 256 * 1024,

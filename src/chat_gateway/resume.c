@@ -160,9 +160,10 @@ static void send_auth_reply(cg__resume *r, bool recovered)
         return;
     r->replied = true;
     r->recovered = recovered;
-    char body[CG_AUTH_REPLY_BYTES_MAX];
-    size_t n = cg_auth_reply_ok_recovered(recovered, body, sizeof(body));
-    cg__conn_reply(r->conn, CG_OP_AUTH_REPLY, CG_VER_INT, r->seq, body, n);
+    char body[CG_AUTH_REPLY_BODY_BYTES];
+    size_t n = 0;
+    if (cg_auth_reply_recovered(recovered, body, sizeof(body), &n) == MG_OK)
+        cg__conn_reply(r->conn, CG_OP_AUTH_REPLY, CG_VER_INT, r->seq, body, n);
 }
 
 /* The replay reached its end: the held live messages, then LIVE. */
@@ -288,10 +289,11 @@ void cg__resume_start(cg__conn *c, const cg_position *after, uint32_t seq)
     cg__resume_env *env = env_of(gw);
     if (env == NULL || env->count >= CG_RESUMES_MAX || c->room == NULL) {
         /* No replay possible now: the client is told, and goes live. */
-        char body[CG_AUTH_REPLY_BYTES_MAX];
-        size_t n = cg_auth_reply_ok_recovered(false, body, sizeof(body));
+        char body[CG_AUTH_REPLY_BODY_BYTES];
+        size_t n = 0;
         c->state = CG__LIVE;
-        cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, seq, body, n);
+        if (cg_auth_reply_recovered(false, body, sizeof(body), &n) == MG_OK)
+            cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, seq, body, n);
         return;
     }
     cg__resume *r = mg_calloc(1, sizeof(*r));

@@ -8,6 +8,8 @@
 
 #include "chat.h"
 
+#include "chat_gateway/api.h"
+
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/listen.h"
@@ -276,12 +278,23 @@ static void chat_wait_tick(uv_timer_t *t)
     stop(s);
 }
 
+static void chat_api_closed(void *arg)
+{
+    stop(arg);
+}
+
 static void stop(mg_node *s)
 {
     s->stopping = 1;
     if (s->chat != NULL) { /* they use the metadata store and the broker: first */
         mg_chat_request_stop(s->chat);
         uv_timer_start(&s->chat_wait, chat_wait_tick, 10, 10);
+        return;
+    }
+    if (s->chat_api != NULL) {
+        cg_api *api = s->chat_api;
+        s->chat_api = NULL;
+        cg_api_close(api, chat_api_closed, s);
         return;
     }
     if (s->http)
@@ -596,6 +609,18 @@ int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
     }
     if (s->broker != NULL)
         MG_TRY(br_broker_admin_register(s->broker, s->http));
+    if (s->broker != NULL && s->chat_api_topics > 0) {
+        /* The chat push API produces through the broker like any Pulsar client. */
+        cg_api_opts ao = { .service_url = s->chat_api_url,
+                           .topic_count = s->chat_api_topics,
+                           .md_client = s->mdc,
+                           .metrics = s->metrics };
+        int rc = cg_api_create(&s->loop, s->http, &ao, &s->chat_api);
+        if (rc != MG_OK) {
+            MG_ERROR("cannot set up the chat push API: %s", mg_strerror(rc));
+            return rc;
+        }
+    }
     MG_TRY(mg_http_server_start(s->http)); /* logs the address on failure */
     if (s->broker != NULL)
         br_broker_set_http_port(s->broker, mg_http_server_port(s->http));
@@ -659,6 +684,15 @@ void mg_node_cleanup(mg_node *s)
         close(s->lock_fd);
 }
 
+/* What mg_node_start_http needs to serve the chat API: the topic count and the broker's URL. */
+static int chat_api_prepare(mg_node *n, const mg_node_opts *o)
+{
+    n->chat_api_topics = (uint32_t)o->chat_api_topics;
+    snprintf(n->chat_api_url, sizeof(n->chat_api_url), "pulsar://%s:%u",
+             o->broker.advertised_address, (unsigned)br_broker_port(n->broker));
+    return MG_OK;
+}
+
 int mg_node_serve(const char *name, const mg_node_opts *o)
 {
     const mg_node_broker_opts *ro = &o->broker;
@@ -669,6 +703,7 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
         mg_node_open_metadata(&n, o->metadata_url) != MG_OK ||
         (o->bookie != NULL && mg_node_start_bookie(&n, o->bookie) != MG_OK) ||
         mg_node_start_broker(&n, ro) != MG_OK ||
+        chat_api_prepare(&n, o) != MG_OK ||
         mg_node_start_http(&n, ro->bind_address, o->http_port) != MG_OK ||
         mg_node_register_broker(&n, ro->advertised_address) != MG_OK)
         goto out;

@@ -71,6 +71,9 @@ typedef struct mg_node {
     uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
     struct mg_chat *chat; /* the chat roles (tools/chat.h), stopped first; NULL = none */
     uv_timer_t chat_wait; /* polls the chat roles' threads while they stop */
+    struct cg_api *chat_api;  /* the chat push API and page on the admin port, or NULL */
+    uint32_t chat_api_topics; /* set before mg_node_start_http: serve the chat API (0: no) */
+    char chat_api_url[200];   /* and the broker it produces to, "pulsar://host:port" */
 } mg_node;
 
 typedef struct mg_node_bookie_opts {
@@ -264,6 +267,7 @@ typedef struct mg_node_opts {
     mg_node_broker_opts broker;
     int64_t http_port;
     struct mg_chat_opts *chat; /* the chat roles to run next to the broker; NULL = none */
+    int64_t chat_api_topics;   /* serve the chat API with this many chat topics; 0 = no */
 } mg_node_opts;
 
 /* The life of a `magnetar` process that runs a node (`standalone`, `broker`), on the calling

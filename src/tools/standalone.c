@@ -242,6 +242,7 @@ int mg_tool_standalone(int argc, char **argv)
                     .tuning = o.tuning },
         .http_port = o.http_port,
         .chat = &chat,
+        .chat_api_topics = o.chat_topics,
     };
     int status = mg_node_serve(standalone_spec.name, &no);
     mg_config_free(&standalone_spec, &o);
