@@ -184,9 +184,20 @@ _Static_assert(CG_WS_CONTROL_FRAME_BYTES_MAX < CG_WS_RESPONSE_BYTES_MAX,
  * sends it every room push (the gateway drops those of rooms it does not hold): more traffic,
  * never a lost message. A million rooms is a large gateway's worth. */
 #define CG_JOB_GATEWAY_ROOMS_MAX       (1u << 20)
-/* Bytes of a room id, a key, a gateway id, a "host:port" address, a Job's name. Room ids are
- * "type://id" and keys are connection ids in GOIM: tens of bytes. */
-#define CG_ROOM_BYTES_MAX              256u
+/* Room ids, `type://id`, everywhere in the chat system (auth bodies, op 12, the push API, the
+ * Job's properties). The type is a short lowercase tag ("live", "chat"; GOIM writes "live"); 16
+ * keeps a room id short enough to be a hash key and a log field. The id part is GOIM's and
+ * Bilibili's decimal room number (at most 19 digits as an int64); 64 also takes a UUID or a slug. */
+#define CG_ROOM_TYPE_BYTES_MAX         16u
+#define CG_ROOM_NAME_BYTES_MAX         64u
+/* A whole room id: type, "://" and the id part. */
+#define CG_ROOM_ID_BYTES_MAX           (CG_ROOM_TYPE_BYTES_MAX + 3u + CG_ROOM_NAME_BYTES_MAX)
+#define CG_ROOM_BYTES_MAX              CG_ROOM_ID_BYTES_MAX
+/* Bytes of a connection's key (an auth body's "key", a key push's target). GOIM's keys are UUIDs
+ * (36 characters); Bilibili's web client sends the token of its getDanmuInfo call, about 200
+ * characters. 512 leaves room for a longer token while keeping a key a short heap string. */
+#define CG_KEY_BYTES_MAX               512u
+/* Bytes of a gateway id, a "host:port" address, a Job's name. */
 #define CG_GATEWAY_ID_BYTES_MAX        128u
 #define CG_ADDR_BYTES_MAX              280u
 #define CG_JOB_NAME_BYTES_MAX          128u
@@ -230,19 +241,10 @@ _Static_assert(CG_CHAT_TOPICS_DEFAULT <= CG_CHAT_TOPICS_MAX, "the default topic 
 /* The chat HTTP API (piece: api, src/chat_gateway/api.c) and the topics it produces to. */
 #include "metadata/limits.h" /* MD_CLIENT_INFLIGHT_MAX */
 
-/* Bytes of the type of a room id `type://id` ([a-z0-9_-]), and of its id part (printable ASCII
- * without spaces, '/', ',' or quotes): GOIM's room ids are short words such as live://1000. */
-#define CG_ROOM_TYPE_BYTES_MAX        16u
-#define CG_ROOM_NAME_BYTES_MAX        64u
-/* A whole room id: type, "://" and the id part. */
-#define CG_ROOM_ID_BYTES_MAX          (CG_ROOM_TYPE_BYTES_MAX + 3u + CG_ROOM_NAME_BYTES_MAX)
-/* Bytes of one connection key in a key push. GOIM's keys are UUIDs (36 bytes); 128 leaves room
- * for other schemes while bounding the chat.keys property. */
-#define CG_KEY_BYTES_MAX              128u
 /* Keys, and mids, in one push. GOIM's logic takes the list from the query string without a
- * bound; 1000 keeps the chat.keys property (at most 129 KiB) far below a Pulsar message's
- * metadata bound and a gateway's per-message lookup short. */
-#define CG_API_PUSH_TARGETS_MAX       1000u
+ * bound; 500 keeps the chat.keys property (at most 251 KiB of the longest keys) far below a
+ * Pulsar message's metadata bound and a gateway's per-message lookup short. */
+#define CG_API_PUSH_TARGETS_MAX       500u
 /* Pushes held while the producer of their topic is being created; past it a push answers -500
  * "busy". Creation takes one lookup and one round trip; 1024 covers a burst at start-up and
  * bounds what a broker that does not answer can pile up. */
@@ -273,5 +275,35 @@ _Static_assert((unsigned long long)CG_API_PUSH_TARGETS_MAX *(CG_KEY_BYTES_MAX + 
                "a chat.keys property must stay small next to a message");
 _Static_assert(CG_ONLINE_STALE_MS > CG_ONLINE_WRITE_INTERVAL_MS,
                "a live gateway's node must never look stale");
+
+/* Auth bodies, room ids, op lists and positions (piece: auth, src/chat_gateway). */
+/* Bytes of an op 7 auth body handed to the JSON parser: GOIM's body bound (4096, REFERENCE.md
+ * §4). A real Bilibili web auth body, with its ~200-character key, is about 300 bytes and a GOIM
+ * one about 100; the bound also caps what the parser can allocate and how deep it can nest. */
+#define CG_AUTH_BODY_BYTES_MAX     4096u
+/* Bytes of an auth key: a connection's key (CG_KEY_BYTES_MAX, above). */
+#define CG_AUTH_KEY_BYTES_MAX      CG_KEY_BYTES_MAX
+/* Bytes of a client's platform name ("web", "android", "ios", "pc_link"): a label for logs and
+ * metrics, never longer than a word. */
+#define CG_AUTH_PLATFORM_BYTES_MAX 32u
+/* Ops in an auth body's accepts or an op 14/16 body. A client accepts a handful of message ops
+ * (GOIM's examples list three); 64 bounds the parse loop and the fixed array in every
+ * connection. */
+#define CG_ACCEPT_OPS_MAX          64u
+/* Bytes of a position's text "ledger:entry:batch" with its NUL: two int64 of at most 19 digits,
+ * an int32 of at most 11 characters ("-1" included) and two colons need 52; 64 rounds up. */
+#define CG_POSITION_TEXT_BYTES     64u
+/* Bytes of an op 8 reply body the auth helpers write, the largest being the refusal
+ * {"code":-400,"message":"..."}: the messages are short static strings (under 64 bytes), so
+ * 256 holds any of them, even escaped. */
+#define CG_AUTH_REPLY_BODY_BYTES   256u
+
+_Static_assert(CG_AUTH_BODY_BYTES_MAX <= CG_PACKET_BODY_BYTES_DEFAULT,
+               "an auth body must fit a default-bounded packet");
+_Static_assert(CG_AUTH_KEY_BYTES_MAX < CG_AUTH_BODY_BYTES_MAX,
+               "a key of the largest length must fit an auth body");
+_Static_assert(CG_ROOM_BYTES_MAX < 256u, "a room id's length fits a uint8_t");
+_Static_assert(CG_POSITION_TEXT_BYTES >= 19u + 1u + 19u + 1u + 11u + 1u,
+               "the text of any position fits the position buffer");
 
 #endif
