@@ -2,12 +2,14 @@
  * Tests of Bilibili's compressed batches (src/chat_gateway/compress.c): round trips of 1, 20 and
  * 1024 packets with zlib and brotli, the outer packet's header, a zlib stream written by another
  * implementation (Python's zlib) decoded right, corrupt, truncated and trailing input, the
- * decompression bound against a bomb, and the refusals of the encoder.
+ * decompression bound against a bomb, the refusals of the encoder, and every allocation failing
+ * in turn.
  */
 #include "chat_gateway/compress.h"
 
 #include "chat_gateway/limits.h"
 #include "chat_gateway/packet.h"
+#include "common/alloc.h"
 #include "common/error.h"
 
 #include <criterion/criterion.h>
@@ -276,4 +278,46 @@ Test(compress, empty_stream_refused)
     mg_buf *b = NULL;
     cr_assert_eq(cg_compress_decode(CG_VER_ZLIB, empty, sizeof(empty), 4096, &b), MG_EPROTO);
     cr_assert_null(b);
+}
+
+Test(compress, allocation_failures)
+{
+    /* Each allocation of the encoder and the decoder fails in turn: MG_ENOMEM, *out NULL, nothing
+     * leaked (the sanitizer build checks), until the budget is large enough to succeed. */
+    size_t size = 0;
+    uint8_t *src = make_packets(CG_BATCH_PACKETS_MAX, &size);
+    for (uint16_t ver = CG_VER_ZLIB; ver <= CG_VER_BROTLI; ver++) {
+        mg_buf *b = NULL;
+        int64_t n = 0;
+        for (;; n++) {
+            mg_alloc_fail_after(n);
+            int rc = cg_compress_batch(ver, src, size, 0, &b);
+            mg_alloc_fail_reset();
+            if (rc == MG_OK)
+                break;
+            cr_assert_eq(rc, MG_ENOMEM, "ver %u budget %lld", ver, (long long)n);
+            cr_assert_null(b);
+            cr_assert_lt(n, 16, "the encoder allocates a bounded number of times");
+        }
+        cr_assert_gt(n, 0, "the encoder allocates");
+        const uint8_t *body = mg_buf_data(b) + CG_PACKET_HEADER_BYTES;
+        size_t body_len = mg_buf_len(b) - CG_PACKET_HEADER_BYTES;
+        mg_buf *out = NULL;
+        for (n = 0;; n++) {
+            mg_alloc_fail_after(n);
+            int rc = cg_compress_decode(ver, body, body_len, size, &out);
+            mg_alloc_fail_reset();
+            if (rc == MG_OK)
+                break;
+            cr_assert_eq(rc, MG_ENOMEM, "ver %u budget %lld", ver, (long long)n);
+            cr_assert_null(out);
+            cr_assert_lt(n, 64, "the decoder allocates a bounded number of times");
+        }
+        cr_assert_gt(n, 1, "the output grows, then is wrapped");
+        cr_assert_eq(mg_buf_len(out), size);
+        cr_assert_arr_eq(mg_buf_data(out), src, size);
+        mg_buf_unref(out);
+        mg_buf_unref(b);
+    }
+    free(src);
 }
