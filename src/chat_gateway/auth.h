@@ -18,7 +18,8 @@
  *
  * ROOM IDS
  *   "type://id": type is 1..CG_ROOM_TYPE_BYTES_MAX of [a-z0-9_-]; id is 1..CG_ROOM_NAME_BYTES_MAX
- *   printable ASCII characters other than '/', ',', '"' and '\''. The text is kept as sent.
+ *   printable ASCII characters other than '/', ',', '"' and '\''. A GOIM room id (and an op 12
+ *   body, trimmed) is kept as sent; a Bilibili roomid is written "live://N" in plain decimal.
  *
  * POSITIONS
  *   "ledger:entry:batch" in decimal, the position of a message in the log: ledger_id and

@@ -18,6 +18,7 @@
  */
 #include "chat_gateway/gateway_int.h"
 #include "common/alloc.h"
+#include "common/assert.h"
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"

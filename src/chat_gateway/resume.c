@@ -33,9 +33,11 @@
  * and the reader is closed; the callbacks still to come find it detached and free it.
  */
 #include "chat_gateway/gateway_int.h"
+#include "chat_gateway/packet.h"
 #include "chat_gateway/topics.h"
 #include "client/client.h"
 #include "common/alloc.h"
+#include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
 

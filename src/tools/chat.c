@@ -111,7 +111,7 @@ static int job_start(mg_chat_role *r)
     }
     cg_job_opts jo = {
         .service_url = o->service_url,
-        .mdc = r->mdc,
+        .md = r->mdc,
         .topics = (uint32_t)o->topics,
         .subscription = o->subscription,
         .merge_max_messages = (uint32_t)o->merge_max_messages,
