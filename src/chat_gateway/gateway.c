@@ -583,12 +583,6 @@ static void conn_make_key(cg_gateway *gw, char *dst, size_t cap)
     snprintf(dst, cap, "%s-%" PRIu64, gw->id, ++gw->key_counter);
 }
 
-/* Sends an op 8 reply body written by one of auth.h's writers. */
-static void reply_auth(cg__conn *c, uint32_t seq, int rc, const char *body, size_t n)
-{
-    if (rc == MG_OK)
-        cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, seq, body, n);
-}
 
 static void handle_auth(cg__conn *c, const cg_packet *pk)
 {
@@ -601,7 +595,8 @@ static void handle_auth(cg__conn *c, const cg_packet *pk)
     if (rc != MG_OK) {
         if (why == NULL)
             why = mg_strerror(rc);
-        reply_auth(c, pk->seq, cg_auth_reply_refusal(why, body, sizeof(body), &n), body, n);
+        if (cg_auth_reply_refusal(why, body, sizeof(body), &n) == MG_OK)
+            cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, pk->seq, body, n);
         mg_counter_inc(gw->m_auth_refused);
         conn_refuse(c, CG__REASON_AUTH_REFUSED, why);
         return;
@@ -653,7 +648,8 @@ static void handle_auth(cg__conn *c, const cg_packet *pk)
         return;
     }
     c->state = CG__LIVE;
-    reply_auth(c, pk->seq, cg_auth_reply_ok(body, sizeof(body), &n), body, n);
+    if (cg_auth_reply_ok(body, sizeof(body), &n) == MG_OK)
+        cg__conn_reply(c, CG_OP_AUTH_REPLY, CG_VER_INT, pk->seq, body, n);
 }
 
 static void handle_change_room(cg__conn *c, const cg_packet *pk)

@@ -615,7 +615,7 @@ int mg_node_start_http(mg_node *s, const char *bind_address, int64_t port)
                            .topic_count = s->chat_api_topics,
                            .md_client = s->mdc,
                            .metrics = s->metrics };
-        int rc = cg_api_create(&s->loop, s->http, &ao, &s->chat_api);
+        rc = cg_api_create(&s->loop, s->http, &ao, &s->chat_api);
         if (rc != MG_OK) {
             MG_ERROR("cannot set up the chat push API: %s", mg_strerror(rc));
             return rc;
