@@ -308,7 +308,7 @@ int cg_ws_handshake_parse(const uint8_t *p, size_t n, cg_ws_handshake *out)
     size_t end = cg__request_end(p, scan);
     if (end == 0) {
         if (n >= CG_WS_HANDSHAKE_BYTES_MAX)
-            return cg__refuse(out, MG_ELIMIT, 400, "request headers over 8192 bytes");
+            return cg__refuse(out, MG_ELIMIT, 400, "request headers over the size bound");
         return MG_EAGAIN;
     }
 
@@ -804,6 +804,10 @@ int cg_ws_feed(cg_ws_conn *c, uint8_t *p, size_t n, size_t *consumed)
     if (c->closed) {
         *consumed = n;
         return MG_ECLOSED;
+    }
+    if (n == 0) {
+        *consumed = 0;
+        return MG_OK;
     }
     size_t pos = 0;
     /* Every frame is at least 2 bytes, so n / 2 + 1 turns see every frame and the end. */

@@ -21,9 +21,10 @@
  *   feeds it again with what follows). A whole unfragmented message is delivered as a pointer
  *   into the caller's bytes. Only a fragmented message is copied, into a buffer the engine
  *   allocates at its first fragment and frees at its last (or at close, or cg_ws_conn_fini).
- *   A caller's input buffer needs room for CG_WS_CLIENT_HEADER_BYTES_MAX + the message bound to
- *   hold the largest frame the engine accepts; larger frames are refused (close 1009) as soon as
- *   their header is there.
+ *   A caller's input buffer needs room for CG_WS_CLIENT_HEADER_BYTES_MAX + the message bound
+ *   (and at least 6 + CG_WS_CONTROL_PAYLOAD_BYTES_MAX for a control frame) to hold the largest
+ *   frame the engine accepts; larger frames are refused (close 1009) as soon as their header is
+ *   there.
  *
  * CONNECTION STATES
  *

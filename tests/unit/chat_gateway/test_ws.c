@@ -825,6 +825,20 @@ Test(ws, fini_frees_a_partial_message)
     cr_assert_eq(cg_ws_conn_held_bytes(&c), 0);
 }
 
+Test(ws, empty_feed)
+{
+    cg_ws_conn c;
+    conn_start(&c, 1024);
+    size_t consumed = 1;
+    cr_assert_eq(cg_ws_feed(&c, NULL, 0, &consumed), MG_OK);
+    cr_assert_eq(consumed, 0);
+    uint8_t one[] = { 0x82 };
+    cr_assert_eq(cg_ws_feed(&c, one, 1, &consumed), MG_OK);
+    cr_assert_eq(consumed, 0, "one byte is not a header");
+    cr_assert_eq(g_rec.close_count + g_rec.message_count + g_rec.reply_count, 0);
+    cg_ws_conn_fini(&c);
+}
+
 Test(ws, conn_is_small)
 {
     cr_assert_leq(sizeof(cg_ws_conn), 32, "the state lives in every connection");
