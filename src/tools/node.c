@@ -253,14 +253,25 @@ static void broker_closed(void *arg)
         bk_client_closed(s);
 }
 
-static void http_closed(void *arg)
+/* The chat API's producers go before the broker they produce to. */
+static void chat_api_closed(void *arg)
 {
     mg_node *s = arg;
-    s->http = NULL;
+    s->chat_api = NULL;
     if (s->broker)
         br_broker_close(s->broker, broker_closed, s);
     else
         broker_closed(s);
+}
+
+static void http_closed(void *arg)
+{
+    mg_node *s = arg;
+    s->http = NULL;
+    if (s->chat_api)
+        cg_api_close(s->chat_api, chat_api_closed, s);
+    else
+        chat_api_closed(s);
 }
 
 static void stop(mg_node *s);
@@ -278,11 +289,6 @@ static void chat_wait_tick(uv_timer_t *t)
     stop(s);
 }
 
-static void chat_api_closed(void *arg)
-{
-    stop(arg);
-}
-
 static void stop(mg_node *s)
 {
     s->stopping = 1;
@@ -291,12 +297,7 @@ static void stop(mg_node *s)
         uv_timer_start(&s->chat_wait, chat_wait_tick, 10, 10);
         return;
     }
-    if (s->chat_api != NULL) {
-        cg_api *api = s->chat_api;
-        s->chat_api = NULL;
-        cg_api_close(api, chat_api_closed, s);
-        return;
-    }
+
     if (s->http)
         mg_http_server_close(s->http, http_closed, s);
     else
@@ -570,6 +571,12 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .auto_skip_non_recoverable_data = o->tuning.auto_skip_non_recoverable_data,
         .connection_memory_bytes = (uint64_t)o->tuning.connection_memory_mb << 20,
         .connections_max = fds.broker_max,
+        .ml_config = { .retention_time_ms = o->tuning.retention_time_minutes < 0
+                                                ? -1
+                                                : o->tuning.retention_time_minutes * 60000,
+                       .retention_bytes = o->tuning.retention_size_mb < 0
+                                              ? -1
+                                              : o->tuning.retention_size_mb << 20 },
     };
     int rc = br_broker_start(s->env, &bo, &s->broker);
     if (rc == MG_OK)

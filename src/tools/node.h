@@ -121,6 +121,8 @@ typedef struct mg_node_broker_tuning {
     int64_t catchup_duty_pct;
     bool auto_skip_non_recoverable_data;
     int64_t connection_memory_mb;
+    int64_t retention_time_minutes; /* Pulsar's defaultRetentionTimeInMinutes; -1 = forever */
+    int64_t retention_size_mb;      /* Pulsar's defaultRetentionSizeInMB; -1 = unlimited */
 } mg_node_broker_tuning;
 
 typedef struct mg_node_broker_opts {
@@ -233,6 +235,25 @@ extern const char *const mg_node_prefetch_choices[];
     }
 
 /* The broker's budget of connection memory (src/broker/server.c, "CONNECTION MEMORY"). */
+/* Pulsar's broker settings defaultRetentionTimeInMinutes and defaultRetentionSizeInMB: a consumed
+ * ledger is kept while within either (both 0, Pulsar's default: deleted once every subscription
+ * has consumed it). Chat clients resume from the log only as far back as it reaches. */
+#define MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, field)                                      \
+    {                                                                                             \
+        .name = "default-retention-time-minutes", .type = MG_OPT_INT,                             \
+        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MINUTES",         \
+        .help = "keep consumed messages this long (Pulsar's defaultRetentionTimeInMinutes; -1: "  \
+                "forever; 0: delete them once every subscription consumed them)",                 \
+        .min = -1, .max = 52560000,                                                               \
+    }
+#define MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, field)                                           \
+    {                                                                                             \
+        .name = "default-retention-size-mb", .type = MG_OPT_INT,                                  \
+        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MB",              \
+        .help = "or keep up to this much of them per topic, whichever keeps more (Pulsar's "      \
+                "defaultRetentionSizeInMB; -1: unlimited; 0: none)",                              \
+        .min = -1, .max = 1073741824,                                                             \
+    }
 #define MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, field)                                        \
     {                                                                                             \
         .name = "connection-memory-mb", .type = MG_OPT_INT, .offset = offsetof(opts_type, field), \
@@ -256,7 +277,9 @@ extern const char *const mg_node_prefetch_choices[];
         MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, member.catchup_duty_pct),                  \
         MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type,                              \
                                                    member.auto_skip_non_recoverable_data), \
-        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb)
+        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),         \
+        MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),     \
+        MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb)
 
 /* What a whole process runs (mg_node_serve): a broker and the HTTP server on its bind address,
  * registered under /brokers, with the metadata store at metadata_url; with bookie, also a bookie,
