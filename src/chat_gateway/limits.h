@@ -101,6 +101,10 @@ _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BY
 #define CG_JOB_BACKOFF_MS_MAX          5000u
 /* Retry delay after the gateway registry could not be read (the metadata session is down). */
 #define CG_JOB_REGISTRY_RETRY_MS       1000u
+/* The Job's housekeeping tick: reconnects (the smallest backoff is one tick), connect timeouts,
+ * pings and dead links, retries of the registry and of subscriptions. Ten a second costs a walk
+ * over at most CG_JOB_GATEWAYS_MAX gateways. */
+#define CG_JOB_TICK_MS                 100u
 /* A link reads into a buffer of this size. */
 #define CG_JOB_READ_BUF_BYTES          (64u * 1024)
 
