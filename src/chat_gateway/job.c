@@ -16,10 +16,12 @@
  *
  * GATEWAY LINK STATES
  *
- *   RESOLVING --md_get--> DOWN --tick: retry time--> CONNECTING --connected--> HELLO
- *      |                   ^                             |                      | Rooms reset
- *      +--bad value--> BAD |<---- failure, silence, ----+                      v
- *                          +----- a refused push ---------------------------- READY
+ *   RESOLVING --md_get: address--> CONNECTING --connected, Hello sent--> HELLO
+ *     ^    |                           |                                     | Rooms reset
+ *     |    +--bad or no value--> BAD   | failure, silence, a refused push    v
+ *     |                           |    v                                   READY
+ *     +--tick: retry time--------DOWN <-------------------------------------+
+ *     +--tick: longest backoff---BAD
  *   any state --registration gone--> DROPPED (handles closed, freed once they are)
  *
  * INVARIANTS
@@ -761,10 +763,17 @@ static void cg__gw_got(int status, const void *value, size_t value_len, const md
         cg__gw_maybe_free(g);
         return;
     }
+    if (status != MG_OK && status != MG_ENOTFOUND) {
+        /* The store is unreachable: read again later. */
+        MG_WARN_LIMITED("chat job %s: reading gateway %s: %s; retrying", j->name, g->id,
+                        mg_strerror(status));
+        g->retry_at_ms = cg__now_ms() + CG_JOB_REGISTRY_RETRY_MS;
+        return;
+    }
     const char *why = NULL;
     json_t *root = NULL;
     if (status != MG_OK) {
-        why = mg_strerror(status); /* gone meanwhile: the next listing drops it */
+        why = "its registration is gone"; /* the next listing drops it */
     } else {
         json_error_t err;
         root = json_loadb(value, value_len, 0, &err);
@@ -778,12 +787,36 @@ static void cg__gw_got(int status, const void *value, size_t value_len, const md
     }
     json_decref(root);
     if (why != NULL) {
+        /* BAD holds no pushes, so a misconfigured gateway cannot stall the Job; its
+         * registration is read again after the longest backoff. */
         MG_WARN_LIMITED("chat job %s: gateway %s ignored: %s", j->name, g->id, why);
         cg__gw_set_state(g, CG__GW_BAD);
+        g->retry_at_ms = cg__now_ms() + CG_JOB_BACKOFF_MS_MAX;
     } else {
         cg__gw_connect(g);
     }
     cg__maybe_subscribe(j);
+}
+
+/* Reads the gateway's registration (again before every connect, so a gateway that came back
+ * on another address is found there). */
+static void cg__gw_resolve(cg__gw *g)
+{
+    cg_job *j = g->job;
+    MG_ASSERT(!g->getting && !g->tcp_open);
+    cg__gw_set_state(g, CG__GW_RESOLVING);
+    g->retry_at_ms = 0;
+    char path[sizeof(CG_GATEWAYS_PATH) + CG_GATEWAY_ID_BYTES_MAX + 1];
+    snprintf(path, sizeof(path), "%s/%s", CG_GATEWAYS_PATH, g->id);
+    int rc = md_get(j->md, path, cg__gw_got, g);
+    if (rc != MG_OK) {
+        MG_WARN_LIMITED("chat job %s: reading gateway %s: %s; retrying", j->name, g->id,
+                        mg_strerror(rc));
+        g->retry_at_ms = cg__now_ms() + CG_JOB_REGISTRY_RETRY_MS;
+        return;
+    }
+    g->getting = true;
+    j->md_pending++;
 }
 
 static void cg__gw_add(cg_job *j, const char *id)
@@ -804,20 +837,10 @@ static void cg__gw_add(cg_job *j, const char *id)
     mg_list_init(&g->deliveries);
     mg_outq_init(&g->outq, cg__gw_written, g);
     cg_push_decoder_init(&g->dec);
-    cg__gw_set_state(g, CG__GW_RESOLVING);
     mg_list_push(&j->gateways, &g->link);
     j->gateway_count++;
     j->stats.gateways = j->gateway_count;
-    char path[sizeof(CG_GATEWAYS_PATH) + CG_GATEWAY_ID_BYTES_MAX + 1];
-    snprintf(path, sizeof(path), "%s/%s", CG_GATEWAYS_PATH, id);
-    int rc = md_get(j->md, path, cg__gw_got, g);
-    if (rc != MG_OK) {
-        MG_WARN_LIMITED("chat job %s: reading gateway %s: %s", j->name, id, mg_strerror(rc));
-        cg__gw_set_state(g, CG__GW_BAD);
-        return;
-    }
-    g->getting = true;
-    j->md_pending++;
+    cg__gw_resolve(g);
 }
 
 /* --- the gateway registry --------------------------------------------------------------------- */
@@ -1263,7 +1286,8 @@ static void cg__on_message(pc_consumer *k, const pc_received *m, void *arg)
         pc_nack(k, &m->id);
         goto out;
     }
-    memcpy(msg.body, m->payload, m->payload_len);
+    if (m->payload_len > 0)
+        memcpy(msg.body, m->payload, m->payload_len);
     msg.body_len = m->payload_len;
     cg__unacked_add(j, 1);
     if (pk == MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_ROOM) {
@@ -1363,8 +1387,10 @@ static void cg__tick(uv_timer_t *t)
         l = l->next;
         switch (g->state) {
         case CG__GW_DOWN:
-            if (now >= g->retry_at_ms && !g->tcp_open)
-                cg__gw_connect(g);
+        case CG__GW_BAD:
+        case CG__GW_RESOLVING:
+            if (g->retry_at_ms != 0 && now >= g->retry_at_ms && !g->tcp_open && !g->getting)
+                cg__gw_resolve(g);
             break;
         case CG__GW_CONNECTING:
             if (now - g->since_ms >= CG_JOB_CONNECT_TIMEOUT_MS)

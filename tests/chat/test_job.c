@@ -180,7 +180,8 @@ static void srv_record(const Magnetar__Chat__ChatPush *p)
         const Magnetar__Chat__ChatMessage *m = p->messages[i];
         rec_msg *rm = &r->msgs[i];
         size_t n = m->body.len < sizeof(rm->body) - 1 ? m->body.len : sizeof(rm->body) - 1;
-        memcpy(rm->body, m->body.data, n);
+        if (n > 0)
+            memcpy(rm->body, m->body.data, n);
         rm->op = m->op;
         cr_assert_not_null(m->position);
         rm->ledger_id = m->position->ledger_id;
@@ -777,6 +778,48 @@ Test(job, gateway_removed_releases_pushes)
     cr_assert_eq(s.pushes_inflight, 0);
     cr_assert_eq(s.gateways, 0);
     cr_assert_eq(s.links_up, 0);
+    job_close(j);
+    producers_close();
+    finish();
+}
+
+static bool hello_2(void *arg)
+{
+    return g_srv.hello_count >= 2;
+}
+
+Test(job, link_failure_resends_in_order)
+{
+    const char *room = "live://5000";
+    srv_start(false, room);
+    gateway_register("gw-1");
+    cg_job *j = job_open(1, 50, NULL);
+    wait_link(j);
+    for (int i = 0; i < 3; i++) {
+        char body[16];
+        snprintf(body, sizeof(body), "r%d", i);
+        produce_room(room, body);
+    }
+    wait_pushed_msgs(3);
+    uint64_t ids[3];
+    for (size_t i = 0; i < 3; i++)
+        ids[i] = g_srv.pushes[i].push_id;
+    /* The gateway drops the link unanswered; a message produced meanwhile waits behind. */
+    srv_conn *c = srv_conn_live();
+    cr_assert_not_null(c);
+    srv_conn_close(c);
+    g_srv.ack = true;
+    produce_room(room, "r3");
+    cr_assert(mgt_run_until(&g_loop, hello_2, NULL, WAIT_MS), "no reconnect");
+    wait_pushed_msgs(7);
+    wait_acked(j, 4);
+    /* On the new link: the three unanswered pushes first, in order, then the new one. */
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(g_srv.pushes[3 + i].push_id, ids[i], "resent %zu", i);
+        cr_assert_eq(pos_cmp(&g_srv.pushes[3 + i].msgs[0], &g_srv.pushes[i].msgs[0]), 0);
+    }
+    cr_assert_str_eq(g_srv.pushes[6].msgs[0].body, "r3");
+    cr_assert_gt(g_srv.pushes[6].push_id, ids[2]);
     job_close(j);
     producers_close();
     finish();
