@@ -13,7 +13,9 @@
  * Rooms diff then opens it); keys, mids and all messages pushed one by one, unmerged;
  * positions increasing; malformed messages counted and acknowledged; messages acknowledged
  * only after PushAck (withheld acks, then a new Job gets them again and a third gets nothing);
- * a gateway's registration removed releases its pending pushes, which are then acknowledged.
+ * a gateway's registration removed releases its pending pushes, which are then acknowledged; a
+ * link dropped by the gateway is reconnected and its unanswered pushes resent first, in order;
+ * an idle link is pinged and stays up.
  * Every wait runs the loop with a deadline.
  */
 #include "chat_gateway/job.h"
@@ -86,6 +88,7 @@ typedef struct srv {
     size_t conn_count;
     size_t hello_count;
     size_t pong_count;
+    size_t ping_count; /* Pings from the Job (answered with Pong) */
     rec_push pushes[PUSHES_MAX];
     size_t push_count;
     size_t pushed_msgs; /* messages in pushes[0, push_count) */
@@ -244,6 +247,14 @@ static void srv_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         case MAGNETAR__CHAT__CHAT_FRAME__KIND_PONG:
             g_srv.pong_count++;
             break;
+        case MAGNETAR__CHAT__CHAT_FRAME__KIND_PING: {
+            g_srv.ping_count++;
+            Magnetar__Chat__ChatFrame pong = MAGNETAR__CHAT__CHAT_FRAME__INIT;
+            pong.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_PONG;
+            pong.pong = f->ping;
+            srv_send(c, &pong);
+            break;
+        }
         default:
             break;
         }
@@ -822,5 +833,28 @@ Test(job, link_failure_resends_in_order)
     cr_assert_gt(g_srv.pushes[6].push_id, ids[2]);
     job_close(j);
     producers_close();
+    finish();
+}
+
+static bool ping_seen(void *arg)
+{
+    return g_srv.ping_count > 0;
+}
+
+Test(job, idle_link_pinged)
+{
+    srv_start(true, NULL);
+    gateway_register("gw-1");
+    cg_job *j = job_open(20, 50, NULL);
+    wait_link(j);
+    /* Nothing comes from the gateway after its Rooms: the Job pings after CG_PUSH_PING_IDLE_MS,
+     * and the Pong keeps the link up (one link, one Hello). */
+    cr_assert(mgt_run_until(&g_loop, ping_seen, NULL, CG_PUSH_PING_IDLE_MS + 5000), "no Ping");
+    mgt_run_for(&g_loop, 300);
+    cg_job_stats s;
+    cg_job_stats_get(j, &s);
+    cr_assert_eq(s.links_up, 1);
+    cr_assert_eq(g_srv.hello_count, 1);
+    job_close(j);
     finish();
 }
