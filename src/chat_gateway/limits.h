@@ -215,12 +215,12 @@ _Static_assert(CG_WS_CONTROL_FRAME_BYTES_MAX < CG_WS_RESPONSE_BYTES_MAX,
 #define CG_JOB_BACKOFF_MS_MAX          5000u
 /* Retry delay after the gateway registry could not be read (the metadata session is down). */
 #define CG_JOB_REGISTRY_RETRY_MS       1000u
-/* A link reads into a buffer of this size. */
-#define CG_JOB_READ_BUF_BYTES          (64u * 1024)
 /* The Job's housekeeping tick: reconnects (the smallest backoff is one tick), connect timeouts,
  * pings and dead links, retries of the registry and of subscriptions. Ten a second costs a walk
  * over at most CG_JOB_GATEWAYS_MAX gateways. */
 #define CG_JOB_TICK_MS                 100u
+/* A link reads into a buffer of this size. */
+#define CG_JOB_READ_BUF_BYTES          (64u * 1024)
 
 _Static_assert(CG_PUSH_FRAME_BYTES_MAX <= 0xFFFFFFFFu - CG_PUSH_LENGTH_BYTES,
                "the length prefix is a u32");
