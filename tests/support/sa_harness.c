@@ -44,7 +44,7 @@
 #define SAH_STOP_POLL_MS   10
 #define SAH_LINE_BYTES_MAX 2048
 /* The fixed part of the command line (20 words), the extra arguments and the final NULL. */
-#define SAH_ARGV_MAX       (21 + SAH_EXTRA_ARGS_MAX)
+#define SAH_ARGV_MAX       (25 + SAH_EXTRA_ARGS_MAX)
 /* sah_http: what curl writes on stderr after the request, before the status code. */
 #define SAH_HTTP_MARK      "mg-http-status "
 #define SAH_HTTP_GRACE_MS  5000
@@ -210,8 +210,14 @@ static int sah_spawn(sah_standalone *s)
         "8",
         "--log-level",
         "info",
+        /* The chat roles bind fixed ports and create the chat topics: off unless a test asks for
+         * them in its extra arguments (a later option wins). */
+        "--chat-gateway",
+        "off",
+        "--chat-job",
+        "off",
     };
-    int argc = 20;
+    int argc = 24;
     const char *e = s->extra;
     for (int i = 0; i < s->extra_count; i++) {
         argv[argc++] = e;
