@@ -32,8 +32,9 @@
  *      registry, or its room set does not hold the room). Never before.
  *   3. A gateway's deliveries are in push order; a link sends them in that order, and after a
  *      link failure every unanswered one is sent again first (sent flags reset).
- *   4. Room pushes go out on a link only in READY (after the Rooms reset); the Job sends nothing
- *      but Hello, Ping and Pong before that.
+ *   4. Pushes go out on a link only in READY (after the Rooms reset); the Job sends nothing but
+ *      Hello, Ping and Pong before that. Deliveries queued meanwhile for rooms the reset does not
+ *      hold are released then (invariant 2).
  *   5. Open batches are ordered by deadline: merge_max_ms is the same for all, so the order in
  *      which they opened is the order of their deadlines; the merge timer is armed for the
  *      first one.
