@@ -381,10 +381,11 @@ static void link_written(mg_outq *q, int status)
 {
     cg__link *k = q->arg;
     if (!k->closing) {
-        if (status != MG_OK)
+        uint32_t before = mg_outq_writes_inflight(q);
+        if (status != MG_OK || mg_outq_flush(q, (uv_stream_t *)&k->tcp) != MG_OK)
             link_close(k, "write failed");
-        else if (mg_outq_flush(q, (uv_stream_t *)&k->tcp) != MG_OK)
-            link_close(k, "write failed");
+        else
+            k->refs += mg_outq_writes_inflight(q) - before; /* each write holds the link */
     }
     link_unref(k);
 }
