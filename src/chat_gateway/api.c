@@ -29,6 +29,8 @@
  */
 #include "chat_gateway/api.h"
 
+#include "chat_gateway/auth.h"
+
 #include "chat_gateway/page.h"
 #include "chat_gateway/topics.h"
 #include "client/client.h"
@@ -143,45 +145,6 @@ struct cg_api {
     mg_counter *m_online[CG__RESULT_COUNT];
     mg_counter *m_skipped[CG__SKIP_COUNT];
 };
-
-/* --- validation ------------------------------------------------------------------------------ */
-
-bool cg_api_room_type_valid(const char *type)
-{
-    size_t len = strlen(type);
-    if (len == 0 || len > CG_ROOM_TYPE_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = type[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-bool cg_api_room_name_valid(const char *name, size_t len)
-{
-    if (len == 0 || len > CG_ROOM_NAME_BYTES_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c <= 0x20 || c >= 0x7f || c == '/' || c == ',' || c == '"' || c == '\'')
-            return false;
-    }
-    return true;
-}
-
-bool cg_api_room_id_valid(const char *room_id)
-{
-    const char *sep = strstr(room_id, "://");
-    if (sep == NULL || (size_t)(sep - room_id) > CG_ROOM_TYPE_BYTES_MAX)
-        return false;
-    char type[CG_ROOM_TYPE_BYTES_MAX + 1];
-    memcpy(type, room_id, (size_t)(sep - room_id));
-    type[sep - room_id] = '\0';
-    const char *name = sep + 3;
-    return cg_api_room_type_valid(type) && cg_api_room_name_valid(name, strlen(name));
-}
 
 /* Reads a decimal number of at most max (digits only, no sign, no spaces). */
 static bool cg__parse_decimal(const char *s, size_t len, uint64_t max, uint64_t *out)
@@ -504,16 +467,24 @@ static const char *cg__parse_mids(const char *list, char **targets, char *routin
     return NULL;
 }
 
+/* Whether room_id is a whole room id "type://id", as auth.h reads one. */
+static bool cg__room_id_valid(const char *room_id)
+{
+    cg_room room;
+    size_t len = strlen(room_id);
+    return cg_room_parse((const uint8_t *)room_id, len, &room, NULL) == MG_OK && room.len == len;
+}
+
 /* Builds room_id from the query's type and room. Returns NULL or what is wrong. */
 static const char *cg__parse_room(const char *type, const char *room, char *room_id)
 {
     if (type == NULL || type[0] == '\0')
         return "type is missing";
-    if (!cg_api_room_type_valid(type))
+    if (!cg_room_type_valid(type, strlen(type)))
         return "type must be 1 to 16 of a-z, 0-9, '_' and '-'";
     if (room == NULL || room[0] == '\0')
         return "room is missing";
-    if (!cg_api_room_name_valid(room, strlen(room)))
+    if (!cg_room_name_valid(room, strlen(room)))
         return "room must be 1 to 64 printable ASCII characters without spaces, '/', ',' or "
                "quotes";
     snprintf(room_id, CG_ROOM_ID_BYTES_MAX + 1, "%s://%s", type, room);
@@ -633,7 +604,7 @@ static bool cg__online_value_valid(const json_t *root)
     const json_t *count;
     json_object_foreach((json_t *)rooms, room_id, count)
     {
-        if (!cg__json_count(count) || !cg_api_room_id_valid(room_id))
+        if (!cg__json_count(count) || !cg__room_id_valid(room_id))
             return false;
     }
     return true;
@@ -950,7 +921,7 @@ static const char *cg__online_parse(cg__online_req *r, mg_http_request *req)
     r->type = mg_http_request_query(req, "type");
     if (r->type == NULL || r->type[0] == '\0')
         return "type is missing";
-    if (!cg_api_room_type_valid(r->type))
+    if (!cg_room_type_valid(r->type, strlen(r->type)))
         return "type must be 1 to 16 of a-z, 0-9, '_' and '-'";
     if (r->endpoint == CG__ONLINE_TOP) {
         const char *limit = mg_http_request_query(req, "limit");
@@ -970,7 +941,7 @@ static const char *cg__online_parse(cg__online_req *r, mg_http_request *req)
     for (;;) {
         const char *comma = strchr(s, ',');
         size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
-        if (!cg_api_room_name_valid(s, len))
+        if (!cg_room_name_valid(s, len))
             return "a room must be 1 to 64 printable ASCII characters without spaces, '/', ',' "
                    "or quotes";
         if (++count > CG_API_ONLINE_QUERY_ROOMS_MAX)

@@ -128,16 +128,4 @@ size_t cg_api_online_top(const cg_api_online *o, const char *type, cg_api_online
 /* Frees what cg_api_online_aggregate allocated and empties *o; an empty o is accepted. */
 void cg_api_online_release(cg_api_online *o);
 
-/* --- validation ------------------------------------------------------------------------------ */
-
-/* Whether type is a room type ([a-z0-9_-], 1 .. CG_ROOM_TYPE_BYTES_MAX bytes). Any thread. */
-bool cg_api_room_type_valid(const char *type);
-
-/* Whether name is the id part of a room id (1 .. CG_ROOM_NAME_BYTES_MAX bytes of printable ASCII
- * without spaces, '/', ',' or quotes). Any thread. */
-bool cg_api_room_name_valid(const char *name, size_t len);
-
-/* Whether room_id is a whole room id "type://id". Any thread. */
-bool cg_api_room_id_valid(const char *room_id);
-
 #endif

@@ -73,6 +73,26 @@ static bool cg__room_id_char(uint8_t c)
     return c > ' ' && c < 0x7f && c != '/' && c != ',' && c != '"' && c != '\'';
 }
 
+bool cg_room_type_valid(const char *type, size_t len)
+{
+    if (len == 0 || len > CG_ROOM_TYPE_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!cg__room_type_char((uint8_t)type[i]))
+            return false;
+    return true;
+}
+
+bool cg_room_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > CG_ROOM_NAME_BYTES_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!cg__room_id_char((uint8_t)name[i]))
+            return false;
+    return true;
+}
+
 /* Checks the room id p[0, n) (already trimmed, of any length) and copies it into *out. */
 static int cg__room_check(const uint8_t *p, size_t n, cg_room *out, const char **why)
 {

@@ -103,6 +103,13 @@ int cg_auth_parse(const uint8_t *body, size_t len, cg_auth *out, const char **wh
  * *why set (why may be NULL). */
 int cg_room_parse(const uint8_t *text, size_t len, cg_room *out, const char **why);
 
+/* Whether type[0, len) is a room type (1..CG_ROOM_TYPE_BYTES_MAX of [a-z0-9_-]) and name[0, len)
+ * a room id's id part (1..CG_ROOM_NAME_BYTES_MAX printable ASCII characters other than '/', ',',
+ * '"' and '\''): the two halves of "type://id", for callers that get them apart (the push API's
+ * query). Any thread. */
+bool cg_room_type_valid(const char *type, size_t len);
+bool cg_room_name_valid(const char *name, size_t len);
+
 /* Parses an op 14/16 body: decimal u32 ops separated by commas, each with optional surrounding
  * whitespace, at most CG_ACCEPT_OPS_MAX of them ("1000,1001"). Returns MG_OK, or MG_EPROTO with
  * *why set (an empty body or item, something other than digits, a value over u32, too many

@@ -113,7 +113,8 @@ static mg_buf *build_payload(const fan_ctx *x, int form, bool positions)
             out = NULL;
         break;
     default:
-        if (cg_compress_batch(CG_VER_BROTLI, mg_buf_data(inner), mg_buf_len(inner), 0, &out) != MG_OK)
+        if (cg_compress_batch(CG_VER_BROTLI, mg_buf_data(inner), mg_buf_len(inner), 0, &out) !=
+            MG_OK)
             out = NULL;
         break;
     }
@@ -587,7 +588,8 @@ void cg__rooms_flush(uv_check_t *check)
     if (mg_list_empty(&gw->dirty_rooms))
         return;
     size_t cap = 0;
-    for (mg_link *l = gw->dirty_rooms.next; l != &gw->dirty_rooms && cap < gw->room_count; l = l->next)
+    for (mg_link *l = gw->dirty_rooms.next; l != &gw->dirty_rooms && cap < gw->room_count;
+         l = l->next)
         cap++;
     char **joined = mg_malloc((cap + 1) * sizeof(char *));
     char **left = mg_malloc((cap + 1) * sizeof(char *));

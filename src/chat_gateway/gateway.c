@@ -103,22 +103,14 @@ static int64_t gw_now_ms(cg_gateway *gw)
 }
 
 static const char *const gw_reason_names[CG__REASON_COUNT] = {
-    [CG__REASON_PEER_CLOSED] = "peer_closed",
-    [CG__REASON_READ_ERROR] = "read_error",
-    [CG__REASON_WRITE_ERROR] = "write_error",
-    [CG__REASON_BAD_PACKET] = "bad_packet",
-    [CG__REASON_OVERSIZED] = "oversized",
-    [CG__REASON_NO_AUTH] = "auth_timeout",
-    [CG__REASON_AUTH_REFUSED] = "auth_refused",
-    [CG__REASON_NOT_AUTH_FIRST] = "not_auth_first",
-    [CG__REASON_UNKNOWN_OP] = "unknown_op",
-    [CG__REASON_BAD_WEBSOCKET] = "bad_websocket",
-    [CG__REASON_BAD_HANDSHAKE] = "bad_handshake",
-    [CG__REASON_IDLE] = "idle",
-    [CG__REASON_SLOW_CONSUMER] = "slow_consumer",
-    [CG__REASON_REPLACED] = "replaced",
-    [CG__REASON_RESUME_FAILED] = "resume_failed",
-    [CG__REASON_SHUTDOWN] = "shutdown",
+    [CG__REASON_PEER_CLOSED] = "peer_closed",     [CG__REASON_READ_ERROR] = "read_error",
+    [CG__REASON_WRITE_ERROR] = "write_error",     [CG__REASON_BAD_PACKET] = "bad_packet",
+    [CG__REASON_OVERSIZED] = "oversized",         [CG__REASON_NO_AUTH] = "auth_timeout",
+    [CG__REASON_AUTH_REFUSED] = "auth_refused",   [CG__REASON_NOT_AUTH_FIRST] = "not_auth_first",
+    [CG__REASON_UNKNOWN_OP] = "unknown_op",       [CG__REASON_BAD_WEBSOCKET] = "bad_websocket",
+    [CG__REASON_BAD_HANDSHAKE] = "bad_handshake", [CG__REASON_IDLE] = "idle",
+    [CG__REASON_SLOW_CONSUMER] = "slow_consumer", [CG__REASON_REPLACED] = "replaced",
+    [CG__REASON_RESUME_FAILED] = "resume_failed", [CG__REASON_SHUTDOWN] = "shutdown",
     [CG__REASON_NO_MEMORY] = "no_memory",
 };
 
@@ -432,7 +424,8 @@ bool cg__conn_send(cg__conn *c, mg_buf *frame, bool droppable)
             off = (size_t)n;
     }
     /* Make room: the soft limit drops the oldest chat frames not yet being written. */
-    while (c->q_count == CG_QUEUE_SLOTS || (droppable && c->q_bytes + (len - off) > gw->soft_bytes)) {
+    while (c->q_count == CG_QUEUE_SLOTS ||
+           (droppable && c->q_bytes + (len - off) > gw->soft_bytes)) {
         if (!q_drop_oldest(c))
             break;
         gw->dropped++;
@@ -467,9 +460,9 @@ bool cg__conn_reply(cg__conn *c, uint32_t op, uint16_t ver, uint32_t seq, const 
                     size_t body_len)
 {
     uint8_t head[CG_WS_SERVER_HEADER_BYTES_MAX];
-    size_t hdr =
-        c->kind == CG__WS ? cg_ws_frame_header(CG_WS_OP_BINARY, CG_PACKET_HEADER_BYTES + body_len, head)
-                          : 0;
+    size_t hdr = c->kind == CG__WS
+                     ? cg_ws_frame_header(CG_WS_OP_BINARY, CG_PACKET_HEADER_BYTES + body_len, head)
+                     : 0;
     mg_buf *b = mg_buf_new(hdr + CG_PACKET_HEADER_BYTES + body_len);
     if (b == NULL) {
         cg__conn_close(c, CG__REASON_NO_MEMORY);
@@ -582,7 +575,6 @@ static void conn_make_key(cg_gateway *gw, char *dst, size_t cap)
 {
     snprintf(dst, cap, "%s-%" PRIu64, gw->id, ++gw->key_counter);
 }
-
 
 static void handle_auth(cg__conn *c, const cg_packet *pk)
 {
@@ -771,7 +763,7 @@ static void handle_packets_whole(cg__conn *c, const uint8_t *p, size_t n)
             rc = MG_EAGAIN;
         if (rc != MG_OK) {
             conn_refuse(c, rc == MG_ELIMIT ? CG__REASON_OVERSIZED : CG__REASON_BAD_PACKET,
-                        rc == MG_EAGAIN ? "a WebSocket message ends inside a packet"
+                        rc == MG_EAGAIN   ? "a WebSocket message ends inside a packet"
                         : rc == MG_ELIMIT ? "a packet body over the bound"
                                           : "a malformed packet header");
             return;
@@ -1077,31 +1069,31 @@ static void metrics_register(cg_gateway *gw, mg_metrics *reg)
 {
     if (reg == NULL)
         return;
-    mg_metric_family *f = mg_metrics_gauge_family(
-        reg, "magnetar_chat_gateway_connections", "Client connections open, by transport", 1,
-        (const char *[]){ "transport" });
-    mg_metric_family *a = mg_metrics_counter_family(
-        reg, "magnetar_chat_gateway_accepted_total", "Client connections accepted, by transport",
-        1, (const char *[]){ "transport" });
+    mg_metric_family *f = mg_metrics_gauge_family(reg, "magnetar_chat_gateway_connections",
+                                                  "Client connections open, by transport", 1,
+                                                  (const char *[]){ "transport" });
+    mg_metric_family *a = mg_metrics_counter_family(reg, "magnetar_chat_gateway_accepted_total",
+                                                    "Client connections accepted, by transport", 1,
+                                                    (const char *[]){ "transport" });
     static const char *const kinds[] = { "tcp", "websocket" };
     for (int k = 0; k < 2; k++) {
         gw->m_conns[k] = f ? mg_metrics_gauge(f, (const char *[]){ kinds[k] }) : NULL;
         gw->m_accepted[k] = a ? mg_metrics_counter(a, (const char *[]){ kinds[k] }) : NULL;
     }
-    mg_metric_family *c = mg_metrics_counter_family(
-        reg, "magnetar_chat_gateway_closed_total", "Client connections closed, by reason", 1,
-        (const char *[]){ "reason" });
+    mg_metric_family *c = mg_metrics_counter_family(reg, "magnetar_chat_gateway_closed_total",
+                                                    "Client connections closed, by reason", 1,
+                                                    (const char *[]){ "reason" });
     for (int r = 0; r < CG__REASON_COUNT; r++)
         gw->m_closed[r] = c ? mg_metrics_counter(c, (const char *[]){ cg__reason_name(r) }) : NULL;
-    mg_metric_family *au = mg_metrics_counter_family(
-        reg, "magnetar_chat_gateway_auth_total", "Accepted auths, by dialect", 1,
-        (const char *[]){ "dialect" });
+    mg_metric_family *au =
+        mg_metrics_counter_family(reg, "magnetar_chat_gateway_auth_total",
+                                  "Accepted auths, by dialect", 1, (const char *[]){ "dialect" });
     gw->m_auth_ok[0] = au ? mg_metrics_counter(au, (const char *[]){ "goim" }) : NULL;
     gw->m_auth_ok[1] = au ? mg_metrics_counter(au, (const char *[]){ "bilibili" }) : NULL;
     gw->m_auth_refused = mg_metrics_unlabelled_counter(
         reg, "magnetar_chat_gateway_auth_refused_total", "Auth packets refused");
-    gw->m_heartbeats = mg_metrics_unlabelled_counter(
-        reg, "magnetar_chat_gateway_heartbeats_total", "Heartbeats answered");
+    gw->m_heartbeats = mg_metrics_unlabelled_counter(reg, "magnetar_chat_gateway_heartbeats_total",
+                                                     "Heartbeats answered");
     gw->m_ignored_ops = mg_metrics_unlabelled_counter(
         reg, "magnetar_chat_gateway_ignored_ops_total",
         "Client packets of ops the gateway takes without acting (handshake, send message)");

@@ -32,19 +32,19 @@ typedef struct cg_gateway_opts {
     uint16_t tcp_port;              /* 0 = an ephemeral port (tests) */
     uint16_t ws_port;
     uint16_t push_port;
-    const char *id;                 /* NULL = "<advertised_address>:<push port>" */
-    struct md_client *mdc;          /* registration and online counts; NULL = neither */
-    const char *service_url;        /* the broker, for resume reads; NULL = no resume */
-    uint32_t topics;                /* chat topics (docs/chat_gateway.md); 0 = CG_CHAT_TOPICS_DEFAULT */
-    uint32_t auth_timeout_ms;       /* 0 = CG_AUTH_TIMEOUT_MS_DEFAULT */
-    uint32_t idle_timeout_ms;       /* 0 = CG_IDLE_TIMEOUT_MS_DEFAULT */
-    uint32_t body_bytes_max;        /* a client packet's body; 0 = CG_PACKET_BODY_BYTES_DEFAULT */
-    uint32_t queue_soft_bytes;      /* 0 = CG_QUEUE_SOFT_BYTES_DEFAULT */
-    uint32_t queue_hard_bytes;      /* 0 = CG_QUEUE_HARD_BYTES_DEFAULT */
-    uint32_t buckets;               /* 0 = CG_BUCKETS_DEFAULT */
-    uint32_t connections_max;       /* 0 = CG_CONNECTIONS_MAX */
-    uint32_t online_interval_ms;    /* 0 = CG_ONLINE_INTERVAL_MS_DEFAULT */
-    struct mg_metrics *metrics;     /* NULL = none; must outlive the gateway */
+    const char *id;            /* NULL = "<advertised_address>:<push port>" */
+    struct md_client *mdc;     /* registration and online counts; NULL = neither */
+    const char *service_url;   /* the broker, for resume reads; NULL = no resume */
+    uint32_t topics;           /* chat topics (docs/chat_gateway.md); 0 = CG_CHAT_TOPICS_DEFAULT */
+    uint32_t auth_timeout_ms;  /* 0 = CG_AUTH_TIMEOUT_MS_DEFAULT */
+    uint32_t idle_timeout_ms;  /* 0 = CG_IDLE_TIMEOUT_MS_DEFAULT */
+    uint32_t body_bytes_max;   /* a client packet's body; 0 = CG_PACKET_BODY_BYTES_DEFAULT */
+    uint32_t queue_soft_bytes; /* 0 = CG_QUEUE_SOFT_BYTES_DEFAULT */
+    uint32_t queue_hard_bytes; /* 0 = CG_QUEUE_HARD_BYTES_DEFAULT */
+    uint32_t buckets;          /* 0 = CG_BUCKETS_DEFAULT */
+    uint32_t connections_max;  /* 0 = CG_CONNECTIONS_MAX */
+    uint32_t online_interval_ms; /* 0 = CG_ONLINE_INTERVAL_MS_DEFAULT */
+    struct mg_metrics *metrics;  /* NULL = none; must outlive the gateway */
 } cg_gateway_opts;
 
 /* Creates a gateway on loop; nothing is bound until cg_gateway_start. opts is copied (strings

@@ -187,7 +187,8 @@ _Static_assert(CG_WS_CONTROL_FRAME_BYTES_MAX < CG_WS_RESPONSE_BYTES_MAX,
 /* Room ids, `type://id`, everywhere in the chat system (auth bodies, op 12, the push API, the
  * Job's properties). The type is a short lowercase tag ("live", "chat"; GOIM writes "live"); 16
  * keeps a room id short enough to be a hash key and a log field. The id part is GOIM's and
- * Bilibili's decimal room number (at most 19 digits as an int64); 64 also takes a UUID or a slug. */
+ * Bilibili's decimal room number (at most 19 digits as an int64); 64 also takes a UUID or a slug.
+ */
 #define CG_ROOM_TYPE_BYTES_MAX         16u
 #define CG_ROOM_NAME_BYTES_MAX         64u
 /* A whole room id: type, "://" and the id part. */

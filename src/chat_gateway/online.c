@@ -80,8 +80,8 @@ static void do_register(cg_gateway *gw)
     cg__online *o = on_of(gw);
     char value[512];
     int n = snprintf(value, sizeof(value),
-                     "{\"id\":\"%s\",\"push\":\"%s:%u\",\"tcp\":\"%s:%u\",\"ws\":\"%s:%u\"}", gw->id,
-                     gw->advertised, (unsigned)gw->ports[2], gw->advertised,
+                     "{\"id\":\"%s\",\"push\":\"%s:%u\",\"tcp\":\"%s:%u\",\"ws\":\"%s:%u\"}",
+                     gw->id, gw->advertised, (unsigned)gw->ports[2], gw->advertised,
                      (unsigned)gw->ports[0], gw->advertised, (unsigned)gw->ports[1]);
     if (md_create(gw->mdc, o->gw_path, value, (size_t)n, MD_EPHEMERAL | MD_CREATE_PARENTS,
                   registered, gw) == MG_OK)
@@ -228,9 +228,11 @@ static void report_got(int status, const void *value, size_t len, const md_stat 
             if (json_is_object(rooms) && age < 3 * (int64_t)gw->online_interval_ms) {
                 const char *name;
                 json_t *cnt;
-                json_object_foreach (rooms, name, cnt) {
+                json_object_foreach(rooms, name, cnt)
+                {
                     json_t *have = json_object_get(o->building, name);
-                    json_int_t sum = json_integer_value(cnt) + (have ? json_integer_value(have) : 0);
+                    json_int_t sum =
+                        json_integer_value(cnt) + (have ? json_integer_value(have) : 0);
                     json_object_set_new(o->building, name, json_integer(sum));
                 }
             }

@@ -397,7 +397,8 @@ int cg__resume_env_start(cg_gateway *gw)
     cg__resume_env *env = mg_calloc(1, sizeof(*env));
     if (env == NULL)
         return MG_ENOMEM;
-    pc_client_opts o = { .service_url = gw->service_url, .client_version = "magnetar-chat-gateway" };
+    pc_client_opts o = { .service_url = gw->service_url,
+                         .client_version = "magnetar-chat-gateway" };
     int rc = pc_client_create(gw->loop, &o, &env->client);
     if (rc != MG_OK) {
         MG_ERROR("chat gateway: cannot create the client for resume reads (%s): %s",

@@ -34,20 +34,20 @@ typedef struct chat_cmd_opts {
     int log_level;
 } chat_cmd_opts;
 
-#define OPT_METADATA_URL                                                                        \
-    {                                                                                           \
-        .name = "metadata-url", .type = MG_OPT_STRING,                                          \
-        .offset = offsetof(chat_cmd_opts, metadata_url), .metavar = "URL",                    \
-        .help = "metadata store shared with the brokers, gateways and Jobs: "                   \
-                "zk:host:port[,host:port...][/chroot] (or rocksdb:<dir>, one process only)",    \
+#define OPT_METADATA_URL                                                                     \
+    {                                                                                        \
+        .name = "metadata-url", .type = MG_OPT_STRING,                                       \
+        .offset = offsetof(chat_cmd_opts, metadata_url), .metavar = "URL",                   \
+        .help = "metadata store shared with the brokers, gateways and Jobs: "                \
+                "zk:host:port[,host:port...][/chroot] (or rocksdb:<dir>, one process only)", \
     }
-#define OPT_TOPICS                                                                              \
-    {                                                                                           \
-        .name = "chat-topics", .type = MG_OPT_INT, .offset = offsetof(chat_cmd_opts, topics),   \
-        .default_value = "4", .metavar = "N",                                                   \
-        .help = "chat topics rooms are spread over (persistent://public/default/chat-<i>); "    \
-                "the same on every gateway, Job and broker",                                    \
-        .min = 1, .max = CG_CHAT_TOPICS_MAX,                                                    \
+#define OPT_TOPICS                                                                            \
+    {                                                                                         \
+        .name = "chat-topics", .type = MG_OPT_INT, .offset = offsetof(chat_cmd_opts, topics), \
+        .default_value = "4", .metavar = "N",                                                 \
+        .help = "chat topics rooms are spread over (persistent://public/default/chat-<i>); "  \
+                "the same on every gateway, Job and broker",                                  \
+        .min = 1, .max = CG_CHAT_TOPICS_MAX,                                                  \
     }
 #define OPT_METRICS_PORT                                                                        \
     {                                                                                           \
@@ -211,18 +211,20 @@ static int chat_cmd_run(const mg_cmd_spec *spec, chat_cmd_opts *o, bool gateway)
         .job_name = o->name,
     };
     if (o->metadata_url == NULL || o->metadata_url[0] == '\0')
-        return mg_tool_usage_error(spec, o, "--metadata-url is required: the store the brokers, "
-                                            "gateways and Jobs share");
+        return mg_tool_usage_error(spec, o,
+                                   "--metadata-url is required: the store the brokers, "
+                                   "gateways and Jobs share");
     if (gateway && o->queue_soft_bytes >= o->queue_hard_bytes)
-        return mg_tool_usage_error(spec, o, "--queue-hard-bytes must be larger than "
-                                            "--queue-soft-bytes");
+        return mg_tool_usage_error(spec, o,
+                                   "--queue-hard-bytes must be larger than "
+                                   "--queue-soft-bytes");
     mg_node n;
     mg_chat chat;
     memset(&chat, 0, sizeof(chat));
     int status = MG_EXIT_FAILURE;
     if (mg_node_init(&n) != MG_OK || mg_node_open_metadata(&n, o->metadata_url) != MG_OK ||
-        (o->http_port > 0 && mg_node_start_http(&n, gateway ? o->bind_address : "0.0.0.0",
-                                                o->http_port) != MG_OK))
+        (o->http_port > 0 &&
+         mg_node_start_http(&n, gateway ? o->bind_address : "0.0.0.0", o->http_port) != MG_OK))
         goto out;
     n.chat = &chat;
     if (mg_chat_start(&chat, n.md, n.metrics, &co) != MG_OK)

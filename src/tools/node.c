@@ -709,8 +709,7 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
         (o->bookie != NULL && mg_tool_lock_dir(o->bookie->data_dir, &n.lock_fd) != MG_OK) ||
         mg_node_open_metadata(&n, o->metadata_url) != MG_OK ||
         (o->bookie != NULL && mg_node_start_bookie(&n, o->bookie) != MG_OK) ||
-        mg_node_start_broker(&n, ro) != MG_OK ||
-        chat_api_prepare(&n, o) != MG_OK ||
+        mg_node_start_broker(&n, ro) != MG_OK || chat_api_prepare(&n, o) != MG_OK ||
         mg_node_start_http(&n, ro->bind_address, o->http_port) != MG_OK ||
         mg_node_register_broker(&n, ro->advertised_address) != MG_OK)
         goto out;

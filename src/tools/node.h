@@ -69,8 +69,8 @@ typedef struct mg_node {
     int lock_fd;
     int stopping;
     uint64_t fd_limit; /* RLIMIT_NOFILE after mg_node_init raised it; shared out by mg_fd_budget */
-    struct mg_chat *chat; /* the chat roles (tools/chat.h), stopped first; NULL = none */
-    uv_timer_t chat_wait; /* polls the chat roles' threads while they stop */
+    struct mg_chat *chat;     /* the chat roles (tools/chat.h), stopped first; NULL = none */
+    uv_timer_t chat_wait;     /* polls the chat roles' threads while they stop */
     struct cg_api *chat_api;  /* the chat push API and page on the admin port, or NULL */
     uint32_t chat_api_topics; /* set before mg_node_start_http: serve the chat API (0: no) */
     char chat_api_url[200];   /* and the broker it produces to, "pulsar://host:port" */
@@ -238,21 +238,21 @@ extern const char *const mg_node_prefetch_choices[];
 /* Pulsar's broker settings defaultRetentionTimeInMinutes and defaultRetentionSizeInMB: a consumed
  * ledger is kept while within either (both 0, Pulsar's default: deleted once every subscription
  * has consumed it). Chat clients resume from the log only as far back as it reaches. */
-#define MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, field)                                      \
-    {                                                                                             \
-        .name = "default-retention-time-minutes", .type = MG_OPT_INT,                             \
-        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MINUTES",         \
-        .help = "keep consumed messages this long (Pulsar's defaultRetentionTimeInMinutes; -1: "  \
-                "forever; 0: delete them once every subscription consumed them)",                 \
-        .min = -1, .max = 52560000,                                                               \
+#define MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, field)                                     \
+    {                                                                                            \
+        .name = "default-retention-time-minutes", .type = MG_OPT_INT,                            \
+        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MINUTES",        \
+        .help = "keep consumed messages this long (Pulsar's defaultRetentionTimeInMinutes; -1: " \
+                "forever; 0: delete them once every subscription consumed them)",                \
+        .min = -1, .max = 52560000,                                                              \
     }
-#define MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, field)                                           \
-    {                                                                                             \
-        .name = "default-retention-size-mb", .type = MG_OPT_INT,                                  \
-        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MB",              \
-        .help = "or keep up to this much of them per topic, whichever keeps more (Pulsar's "      \
-                "defaultRetentionSizeInMB; -1: unlimited; 0: none)",                              \
-        .min = -1, .max = 1073741824,                                                             \
+#define MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, field)                                      \
+    {                                                                                        \
+        .name = "default-retention-size-mb", .type = MG_OPT_INT,                             \
+        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "MB",         \
+        .help = "or keep up to this much of them per topic, whichever keeps more (Pulsar's " \
+                "defaultRetentionSizeInMB; -1: unlimited; 0: none)",                         \
+        .min = -1, .max = 1073741824,                                                        \
     }
 #define MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, field)                                        \
     {                                                                                             \
@@ -277,8 +277,8 @@ extern const char *const mg_node_prefetch_choices[];
         MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, member.catchup_duty_pct),                  \
         MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type,                              \
                                                    member.auto_skip_non_recoverable_data), \
-        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),         \
-        MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),     \
+        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),          \
+        MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),      \
         MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb)
 
 /* What a whole process runs (mg_node_serve): a broker and the HTTP server on its bind address,

@@ -7,6 +7,7 @@
  * tests/chat/api/test_api_produce.c.
  */
 #include "chat_gateway/api.h"
+#include "chat_gateway/auth.h"
 
 #include "chat_gateway/limits.h"
 #include "chat_gateway/page.h"
@@ -209,30 +210,28 @@ Test(api, online_rooms_bounded)
 
 /* --- validation ------------------------------------------------------------------------------ */
 
-Test(api, room_ids)
+/* The push API gets a room's type and id apart (?type=live&room=1000): auth.h's checks of the two
+ * halves, against what cg_room_parse takes whole (tests/unit/chat_gateway/test_auth.c). */
+Test(api, room_halves)
 {
-    cr_assert(cg_api_room_id_valid("live://1000"));
-    cr_assert(cg_api_room_id_valid("a_b-9://x!~"));
-    cr_assert(cg_api_room_id_valid("abcdefghijklmnop://1"));
-    cr_assert_not(cg_api_room_id_valid("abcdefghijklmnopq://1")); /* type of 17 */
-    cr_assert_not(cg_api_room_id_valid("live://"));
-    cr_assert_not(cg_api_room_id_valid("://1"));
-    cr_assert_not(cg_api_room_id_valid("live:/1"));
-    cr_assert_not(cg_api_room_id_valid("Live://1"));
-    cr_assert_not(cg_api_room_id_valid("live://1 2"));
-    cr_assert_not(cg_api_room_id_valid("live://1/2"));
-    cr_assert_not(cg_api_room_id_valid("live://1,2"));
-    cr_assert_not(cg_api_room_id_valid("live://\"1\""));
-    cr_assert_not(cg_api_room_id_valid("live://'1'"));
-    cr_assert_not(cg_api_room_id_valid("live://caf\xc3\xa9"));
-    char id[128];
+    cr_assert(cg_room_type_valid("live", 4));
+    cr_assert(cg_room_type_valid("a_b-9", 5));
+    cr_assert(cg_room_type_valid("abcdefghijklmnop", 16));
+    cr_assert_not(cg_room_type_valid("abcdefghijklmnopq", 17)); /* type of 17 */
+    cr_assert_not(cg_room_type_valid("", 0));
+    cr_assert_not(cg_room_type_valid("Live", 4));
+    cr_assert(cg_room_name_valid("x!~", 3));
+    cr_assert_not(cg_room_name_valid("", 0));
+    cr_assert_not(cg_room_name_valid("1 2", 3));
+    cr_assert_not(cg_room_name_valid("1/2", 3));
+    cr_assert_not(cg_room_name_valid("1,2", 3));
+    cr_assert_not(cg_room_name_valid("\"1\"", 3));
+    cr_assert_not(cg_room_name_valid("'1'", 3));
+    cr_assert_not(cg_room_name_valid("caf\xc3\xa9", 5));
+    char id[CG_ROOM_NAME_BYTES_MAX + 1];
     memset(id, 'x', sizeof(id));
-    memcpy(id, "live://", 7);
-    id[7 + CG_ROOM_NAME_BYTES_MAX] = '\0';
-    cr_assert(cg_api_room_id_valid(id));
-    id[7 + CG_ROOM_NAME_BYTES_MAX] = 'x';
-    id[8 + CG_ROOM_NAME_BYTES_MAX] = '\0';
-    cr_assert_not(cg_api_room_id_valid(id));
+    cr_assert(cg_room_name_valid(id, CG_ROOM_NAME_BYTES_MAX));
+    cr_assert_not(cg_room_name_valid(id, CG_ROOM_NAME_BYTES_MAX + 1));
 }
 
 /* --- the routes, through mg_http_server_inject ---------------------------------------------- */
