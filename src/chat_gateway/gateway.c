@@ -928,13 +928,11 @@ static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     uint8_t *p = c->gw->rbuf;
     size_t n = (size_t)nread;
     if (c->in_len > 0) {
-        /* Complete the partial packet or frame kept from the last read. */
+        /* Complete the partial packet or frame kept from the last read. The kept bytes are at
+         * most conn_in_max (checked below when they were kept) and a read at most
+         * CG_READ_BUFFER_BYTES, so this is bounded; the new bytes may hold whole packets after
+         * the partial one, and only what is left over after handling them is checked. */
         size_t need = c->in_len + n;
-        if (need > conn_in_max(c)) {
-            conn_refuse(c, CG__REASON_OVERSIZED, "a packet or frame over the bound");
-            conn_unref(c);
-            return;
-        }
         if (need > c->in_cap) {
             uint8_t *q = mg_realloc(c->in, need);
             if (q == NULL) {
