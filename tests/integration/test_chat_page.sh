@@ -74,7 +74,7 @@ if [ "$RC" != 0 ] || [ "$cases" = 0 ]; then
   echo "    standalone log (last lines):"
   tail -n 10 "$LOG" | sed 's/^/    /'
 fi
-grep -E '^# (note|timing):' "$OUT" | sed 's/^/    /'
+grep -E '^\s*# (note|timing):' "$OUT" | sed 's/^\s*/    /'
 kill -TERM "$SPID" 2>/dev/null
 t_wait_exit "$SPID" 20 || kill -KILL "$SPID" 2>/dev/null
 stop_here
