@@ -255,10 +255,27 @@ static void push_room(cg_gateway *gw, const char *name, cg__msg *msgs, size_t co
     for (uint32_t i = 0; l != &r->members && i < CG_CONNECTIONS_MAX; i++) {
         mg_link *next = l->next;
         cg__conn *c = MG_CONTAINER_OF(l, cg__conn, room_link);
-        if (c->state == CG__RESUMING)
+        if (c->state == CG__RESUMING) {
             cg__resume_hold(c, msgs, count);
-        else
+        } else if (c->has_floor) {
+            /* Just resumed: the replay may have run ahead of the Job, so skip the prefix it sent
+             * (positions only grow in a room); the first message after it ends the floor. */
+            size_t k = 0;
+            while (k < count && msgs[k].pos.ledger_id >= 0 && !pos_after(&msgs[k].pos, &c->floor))
+                k++;
+            if (k < count) {
+                c->has_floor = false;
+                if (k == 0) {
+                    fan_to(&x, c);
+                } else {
+                    fan_ctx y = { .msgs = msgs + k, .count = count - k, .room_batch = true };
+                    fan_to(&y, c);
+                    fan_release(&y);
+                }
+            }
+        } else {
             fan_to(&x, c);
+        }
         l = next;
     }
     fan_release(&x);

@@ -75,6 +75,7 @@ struct cg__conn {
     char *key;
     uint32_t *accepts;
     cg__resume *resume; /* while RESUMING */
+    cg_position floor;  /* after a resume: room messages at or before it were replayed */
     uint8_t *in;        /* the bytes of an incomplete packet or frame */
     int64_t mid;
     int64_t last_rx_ms;
@@ -88,7 +89,7 @@ struct cg__conn {
     uint16_t q_drop_mask; /* droppable entries, by ring index */
     uint8_t q_head, q_count, q_inflight;
     uint8_t kind, state, dialect, protover;
-    uint8_t positions, accept_all, in_bucket;
+    uint8_t positions, accept_all, in_bucket, has_floor;
     cg_ws_conn ws; /* after the handshake */
     mg_buf *q[CG_QUEUE_SLOTS];
     char peer[24]; /* "a.b.c.d:port" for logs */

@@ -16,10 +16,12 @@
  *      removed it) and the reply says `"recovered":false` (what the log still has is replayed).
  *      The auth reply (op 8) goes out then, before any replayed message.
  *   4. Messages after last_id up to the end are sent in order; then the held live messages whose
- *      position is after the last one sent, and the connection is LIVE. Live messages are
- *      positions the Job read from the same topic, so "after" is the topic's order: nothing is
- *      sent twice and, since the connection joined before the end was asked for, nothing stored
- *      before the end is missed, and nothing after it either (it comes live).
+ *      position is after the last one sent, and the connection is LIVE with a floor: the Job may
+ *      be behind the replay, and what it pushes at or before the last position sent is skipped
+ *      for this connection (fanout.c). Live messages are positions the Job read from the same
+ *      topic, so "after" is the topic's order: nothing is sent twice and, since the connection
+ *      joined before the end was asked for, nothing stored before the end is missed, and nothing
+ *      after it either (it comes live).
  *   The Job learns that this gateway holds the room within the loop iteration of the join
  *   (ChatRooms), before the reader is even subscribed, so a message stored after the end reaches
  *   this gateway live.
@@ -181,8 +183,12 @@ static void resume_finish(cg__resume *r)
         r->last_sent = h->m.pos;
         cg__deliver_to(c, &h->m, 1, true);
     }
-    if (c->state == CG__RESUMING)
+    if (c->state == CG__RESUMING) {
         c->state = CG__LIVE;
+        /* The Job may still be behind the replay: what it pushes up to here was sent. */
+        c->floor = r->last_sent;
+        c->has_floor = 1;
+    }
     resume_detach(r);
 }
 
