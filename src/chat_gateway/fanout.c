@@ -486,6 +486,8 @@ static void link_frame(cg__link *k, Magnetar__Chat__ChatFrame *f)
         break;
     }
     case MAGNETAR__CHAT__CHAT_FRAME__KIND_PONG:
+    case MAGNETAR__CHAT__CHAT_FRAME__KIND__NOT_SET:
+        /* An empty frame means nothing (push.h), as does a newer Job's kind unknown here. */
         break;
     default:
         link_close(k, "a frame a Job does not send");
