@@ -1069,6 +1069,75 @@ Test(gateway, websocket_bad_version)
     bad_finish(&b, "bad_handshake");
 }
 
+/* ---- packets split across reads ---------------------------------------------------------- */
+
+#define PIPELINED 400
+
+/* The first half of a packet in one write, then its second half and many whole packets in the
+ * next: the gateway keeps the half packet between reads and must then take whole packets past
+ * its one-packet bound. (The pause only makes it likely that the halves arrive in different
+ * reads; when they do not, the test passes without exercising the split.) */
+Test(gateway, pipelined_packets_after_a_partial_one_tcp)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c = goim_in_room(&e, "pipe", "live://13000");
+    size_t n = (size_t)(PIPELINED + 1) * 16;
+    uint8_t *b = malloc(n);
+    cr_assert_not_null(b);
+    for (int i = 0; i <= PIPELINED; i++)
+        goim_header(b + 16 * i, 16, 16, 1, 2, (uint32_t)i);
+    cr_assert_eq(goim_write_raw(&c, b, 8), MG_OK);
+    usleep(100 * 1000);
+    cr_assert_eq(goim_write_raw(&c, b + 8, n - 8), MG_OK);
+    free(b);
+    for (int i = 0; i <= PIPELINED; i++) {
+        goim_packet p;
+        int rc = goim_read(&c, &p);
+        cr_assert_eq(rc, MG_OK, "heartbeat reply %d: %s (closed as %s)", i, mg_strerror(rc),
+                     closed_count(&e, "oversized") ? "oversized" : "?");
+        cr_assert_eq(p.op, 3);
+        cr_assert_eq(p.seq, (uint32_t)i);
+    }
+    cr_assert_eq(closed_count(&e, "oversized"), 0);
+    goim_close(&c);
+    env_stop(&e);
+}
+
+#define PIPELINED_WS 1500
+
+Test(gateway, pipelined_frames_after_a_partial_one_websocket)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c = cli_ws(&e, "{\"mid\":1,\"key\":\"pipe-ws\",\"room_id\":\"live://13001\"}");
+    /* Masked frames of one heartbeat each (mask 0: the payload is sent as it is). */
+    const size_t fl = 2 + 4 + 16;
+    size_t n = (size_t)(PIPELINED_WS + 1) * fl;
+    uint8_t *b = calloc(1, n);
+    cr_assert_not_null(b);
+    for (int i = 0; i <= PIPELINED_WS; i++) {
+        uint8_t *f = b + fl * (size_t)i;
+        f[0] = 0x82;
+        f[1] = 0x80 | 16;
+        goim_header(f + 6, 16, 16, 1, 2, (uint32_t)i);
+    }
+    cr_assert_eq(goim_write_raw(&c, b, 10), MG_OK);
+    usleep(100 * 1000);
+    cr_assert_eq(goim_write_raw(&c, b + 10, n - 10), MG_OK);
+    free(b);
+    for (int i = 0; i <= PIPELINED_WS; i++) {
+        goim_packet p;
+        int rc = goim_read(&c, &p);
+        cr_assert_eq(rc, MG_OK, "heartbeat reply %d: %s (closed as oversized: %llu)", i,
+                     mg_strerror(rc), (unsigned long long)closed_count(&e, "oversized"));
+        cr_assert_eq(p.op, 3);
+        cr_assert_eq(p.seq, (uint32_t)i);
+    }
+    goim_close(&c);
+    env_stop(&e);
+}
+
 /* ---- 9. idle timeout ---------------------------------------------------------------------- */
 
 Test(gateway, idle_timeout)
