@@ -1138,6 +1138,191 @@ Test(gateway, pipelined_frames_after_a_partial_one_websocket)
     env_stop(&e);
 }
 
+/* ---- more of the protocol ----------------------------------------------------------------- */
+
+Test(gateway, change_room_announced_to_jobs)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c = goim_in_room(&e, "walker", "live://14001");
+    goim_conn j = job_link(&e);
+    const char *body = "live://14002";
+    cr_assert_eq(goim_send(&c, 1, 12, 1, body, strlen(body)), MG_OK);
+    expect_body((goim_packet[]){ expect_packet(&c, 13, -1) }, body);
+    Magnetar__Chat__ChatFrame *f = job_expect(&j, MAGNETAR__CHAT__CHAT_FRAME__KIND_ROOMS);
+    cr_assert_eq(f->rooms->n_joined, 1);
+    cr_assert_str_eq(f->rooms->joined[0], "live://14002");
+    cr_assert_eq(f->rooms->n_left, 1);
+    cr_assert_str_eq(f->rooms->left[0], "live://14001");
+    magnetar__chat__chat_frame__free_unpacked(f, NULL);
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
+Test(gateway, change_room_bad_body_closes)
+{
+    bad_env b;
+    bad_start(&b);
+    goim_conn c = live_tcp(&b);
+    const char *body = "no room here";
+    cr_assert_eq(goim_send(&c, 1, 12, 1, body, strlen(body)), MG_OK);
+    expect_closed(&c);
+    goim_close(&c);
+    bad_finish(&b, "bad_packet");
+}
+
+Test(gateway, websocket_packets_in_one_message_large_push_ping_close)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn w;
+    int status = 0;
+    cr_assert_eq(goim_connect_ws(&w, e.ws, "/sub", WAIT_MS, 0, &status), MG_OK);
+    /* Auth and a heartbeat in one message. */
+    const char *auth = "{\"mid\":1,\"key\":\"ws-big\",\"room_id\":\"live://15000\"}";
+    size_t al = strlen(auth);
+    uint8_t msg[256];
+    goim_header(msg, (uint32_t)(16 + al), 16, 1, 7, 1);
+    memcpy(msg + 16, auth, al);
+    goim_header(msg + 16 + al, 16, 16, 1, 2, 2);
+    cr_assert_eq(goim_ws_send_frame(&w, 2, msg, 32 + al, true), MG_OK);
+    expect_body((goim_packet[]){ expect_packet(&w, 8, 1) }, "{\"code\":0}");
+    goim_packet hb = expect_packet(&w, 3, 1);
+    cr_assert_eq(hb.seq, 2);
+    goim_conn t = goim_in_room(&e, "tcp-big", "live://15000");
+    goim_conn j = job_link(&e);
+
+    /* A push over 64 KiB: the frame's 64-bit length form. */
+    size_t big = 100 * 1024;
+    char *body = malloc(big + 1);
+    cr_assert_not_null(body);
+    for (size_t i = 0; i < big; i++)
+        body[i] = (char)('a' + i % 26);
+    body[big] = '\0';
+    const char *bodies[1] = { body };
+    push_room(&j, 1, "live://15000", bodies, 1, 1, 1);
+    goim_packet tp = expect_packet(&t, 9, 1);
+    unsigned opcode = 0;
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    cr_assert_eq(goim_ws_read_frame(&w, &opcode, &payload, &plen), MG_OK);
+    cr_assert_eq(opcode, 2);
+    cr_assert_eq(plen, tp.packet_len);
+    cr_assert(memcmp(payload + 16, tp.body, tp.body_len) == 0);
+    goim_packet inner[2];
+    size_t k = 0;
+    cr_assert_eq(goim_split(tp.body, tp.body_len, inner, 2, &k), MG_OK);
+    cr_assert_eq(k, 1);
+    cr_assert_eq(inner[0].body_len, big);
+    cr_assert(memcmp(inner[0].body, body, big) == 0);
+    free(body);
+
+    /* A ping gets its pong; then a close from the client closes the connection. */
+    cr_assert_eq(goim_ws_send_frame(&w, 9, "pp", 2, true), MG_OK);
+    cr_assert_eq(goim_read_exact(&w, msg, 4), MG_OK);
+    cr_assert_eq(msg[0], 0x8A, "not a pong: %02x", msg[0]);
+    cr_assert_eq(msg[1], 2);
+    cr_assert(memcmp(msg + 2, "pp", 2) == 0);
+    const uint8_t code[2] = { 1000 >> 8, 1000 & 0xFF };
+    cr_assert_eq(goim_ws_send_frame(&w, 8, code, 2, true), MG_OK);
+    goim_packet p;
+    cr_assert_eq(goim_read(&w, &p), MG_ECLOSED);
+    cr_assert_eq(w.ws_close_code, 1000);
+    expect_closed(&w);
+    wait_closed_count(&e, "peer_closed", 1);
+    goim_close(&w);
+    goim_close(&t);
+    goim_close(&j);
+    env_stop(&e);
+}
+
+Test(gateway, job_ping_pong_and_push_before_hello)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn j = job_link(&e);
+    Magnetar__Chat__ChatPing ping = MAGNETAR__CHAT__CHAT_PING__INIT;
+    ping.has_nonce = true;
+    ping.nonce = 77;
+    Magnetar__Chat__ChatFrame f = MAGNETAR__CHAT__CHAT_FRAME__INIT;
+    f.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_PING;
+    f.ping = &ping;
+    job_send(&j, &f);
+    Magnetar__Chat__ChatFrame *r = job_expect(&j, MAGNETAR__CHAT__CHAT_FRAME__KIND_PONG);
+    cr_assert(r->pong->has_nonce);
+    cr_assert_eq(r->pong->nonce, 77);
+    magnetar__chat__chat_frame__free_unpacked(r, NULL);
+
+    /* A push on a link that did not say Hello closes that link. */
+    goim_conn rude = job_connect(&e);
+    Magnetar__Chat__ChatPush p = MAGNETAR__CHAT__CHAT_PUSH__INIT;
+    p.push_id = 1;
+    p.kind = MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_ALL;
+    p.topic = TOPIC;
+    f.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_PUSH;
+    f.push = &p;
+    job_send(&rude, &f);
+    expect_closed(&rude);
+    goim_close(&rude);
+    /* The first link still works. */
+    goim_conn c = goim_in_room(&e, "after-rude", "live://16000");
+    const char *msg[1] = { "ok" };
+    push_room(&j, 2, "live://16000", msg, 1, 1, 1);
+    expect_room_batch(&c, msg, 1);
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
+Test(gateway, key_push_duplicates_by_topic)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c = goim_in_room(&e, "kd", "live://17000");
+    goim_conn j = job_link(&e);
+    const char *key[1] = { "kd" };
+    push_spec s = {
+        .kind = MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_KEYS, .keys = key, .n_keys = 1, .n = 1
+    };
+    s.bodies[0] = "first";
+    s.ops[0] = 1000;
+    s.ledger[0] = 5;
+    s.entry[0] = 5;
+    s.batch[0] = -1;
+    job_push(&j, 1, &s);
+    expect_body((goim_packet[]){ expect_packet(&c, 1000, 1) }, "first");
+    s.bodies[0] = "again";
+    job_push(&j, 2, &s);
+    s.bodies[0] = "next";
+    s.entry[0] = 6;
+    job_push(&j, 3, &s);
+    expect_body((goim_packet[]){ expect_packet(&c, 1000, 1) }, "next");
+    cr_assert_eq(metric(&e, "magnetar_chat_gateway_duplicates_total"), 1);
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
+Test(gateway, bilibili_positions)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c = cli_tcp(&e, "{\"uid\":1,\"roomid\":18000,\"protover\":0,\"key\":\"bp\","
+                              "\"positions\":true}");
+    goim_conn j = job_link(&e);
+    const char *bodies[2] = { "x", "y" };
+    push_room(&j, 1, "live://18000", bodies, 2, 9, 4);
+    const char *pos[2] = { "9:4", "9:5" };
+    for (int i = 0; i < 2; i++) {
+        expect_body((goim_packet[]){ expect_packet(&c, 20, 0) }, pos[i]);
+        expect_body((goim_packet[]){ expect_packet(&c, 5, 0) }, bodies[i]);
+    }
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
 /* ---- 9. idle timeout ---------------------------------------------------------------------- */
 
 Test(gateway, idle_timeout)
