@@ -1323,6 +1323,116 @@ Test(gateway, bilibili_positions)
     env_stop(&e);
 }
 
+Test(gateway, websocket_handshake_and_auth_in_one_write)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn w;
+    cr_assert_eq(goim_connect_tcp(&w, e.ws, WAIT_MS, 0), MG_OK);
+    const char *req = "GET /sub?room=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: keep-alive, Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    const char *auth = "{\"mid\":1,\"key\":\"one-write\",\"room_id\":\"live://19000\"}";
+    size_t rl = strlen(req), al = strlen(auth);
+    uint8_t buf[1024];
+    memcpy(buf, req, rl);
+    /* One masked binary frame (mask 0) holding the auth packet. */
+    buf[rl] = 0x82;
+    buf[rl + 1] = (uint8_t)(0x80 | (16 + al));
+    memset(buf + rl + 2, 0, 4);
+    goim_header(buf + rl + 6, (uint32_t)(16 + al), 16, 1, 7, 1);
+    memcpy(buf + rl + 22, auth, al);
+    cr_assert_eq(goim_write_raw(&w, buf, rl + 22 + al), MG_OK);
+    /* The response head, byte by byte up to its blank line. */
+    size_t n = 0;
+    for (; n < sizeof(buf) - 1; n++) {
+        cr_assert_eq(goim_read_exact(&w, buf + n, 1), MG_OK);
+        if (n >= 3 && memcmp(buf + n - 3, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    buf[n + 1] = '\0';
+    cr_assert(strncmp((char *)buf, "HTTP/1.1 101", 12) == 0, "response: %s", buf);
+    /* The sample key of RFC 6455 §1.3 and its accept value. */
+    cr_assert_not_null(strstr((char *)buf, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "response: %s", buf);
+    w.ws = true;
+    expect_body((goim_packet[]){ expect_packet(&w, 8, 1) }, "{\"code\":0}");
+    expect_heartbeat(&w, 1);
+    goim_close(&w);
+    env_stop(&e);
+}
+
+Test(gateway, connection_limit_and_body_bound)
+{
+    env e;
+    cg_gateway_opts o = default_opts();
+    o.connections_max = 2;
+    o.body_bytes_max = 100;
+    env_start(&e, o);
+    goim_conn a = goim_in_room(&e, "lim-a", "live://20000");
+    goim_conn b = goim_in_room(&e, "lim-b", "live://20000");
+    goim_conn c;
+    cr_assert_eq(goim_connect_tcp(&c, e.tcp, WAIT_MS, 0), MG_OK);
+    expect_closed(&c);
+    goim_close(&c);
+    cr_assert_eq(metric(&e, "magnetar_chat_gateway_refused_total"), 1);
+    /* A body of 100 bytes is taken (op 4: ignored), 101 is over the bound. */
+    uint8_t body[101];
+    memset(body, 'x', sizeof(body));
+    cr_assert_eq(goim_send(&a, 1, 4, 1, body, 100), MG_OK);
+    expect_heartbeat(&a, 2);
+    cr_assert_eq(goim_send(&a, 1, 4, 1, body, 101), MG_OK);
+    expect_closed(&a);
+    wait_closed_count(&e, "oversized", 1);
+    expect_heartbeat(&b, 1);
+    goim_close(&a);
+    goim_close(&b);
+    env_stop(&e);
+}
+
+/* The gateway closed with connections in every state, Job links and a queue being written:
+ * every client sees its connection end and the loop is left with nothing open. */
+Test(gateway, close_with_everything_open)
+{
+    env e;
+    cg_gateway_opts o = default_opts();
+    o.auth_timeout_ms = 60000;
+    env_start(&e, o);
+    goim_conn waiting;
+    cr_assert_eq(goim_connect_tcp(&waiting, e.tcp, WAIT_MS, 0), MG_OK);
+    goim_conn handshake;
+    cr_assert_eq(goim_connect_tcp(&handshake, e.ws, WAIT_MS, 0), MG_OK);
+    cr_assert_eq(goim_write_raw(&handshake, "GET /sub HTTP/1.1\r\n", 19), MG_OK);
+    goim_conn live = goim_in_room(&e, "open-live", "live://21000");
+    goim_conn ws = cli_ws(&e, "{\"mid\":1,\"key\":\"open-ws\",\"room_id\":\"live://21000\"}");
+    goim_conn slow;
+    cr_assert_eq(goim_connect_tcp(&slow, e.tcp, WAIT_MS, 4096), MG_OK);
+    expect_auth_ok(&slow, "{\"mid\":1,\"key\":\"open-slow\",\"room_id\":\"live://21001\"}");
+    goim_conn j = job_link(&e);
+    goim_conn j2 = job_connect(&e);
+    static char big[60 * 1024];
+    memset(big, 'b', sizeof(big) - 1);
+    const char *bodies[1] = { big };
+    for (int i = 0; i < 20; i++)
+        push_room(&j, (uint64_t)i + 1, "live://21001", bodies, 1, 1, i);
+    env_wait_conns(&e, 5);
+    env_stop(&e);
+    expect_closed(&waiting);
+    expect_closed(&handshake);
+    expect_closed(&live);
+    expect_closed(&ws);
+    expect_closed(&slow);
+    expect_closed(&j);
+    expect_closed(&j2);
+    goim_close(&waiting);
+    goim_close(&handshake);
+    goim_close(&live);
+    goim_close(&ws);
+    goim_close(&slow);
+    goim_close(&j);
+    goim_close(&j2);
+}
+
 /* ---- 9. idle timeout ---------------------------------------------------------------------- */
 
 Test(gateway, idle_timeout)
