@@ -1440,6 +1440,193 @@ Test(gateway, close_with_everything_open)
     goim_close(&j2);
 }
 
+Test(gateway, websocket_fragmented_auth_and_oversized_message)
+{
+    bad_env b;
+    bad_start(&b);
+    goim_conn w;
+    int status = 0;
+    cr_assert_eq(goim_connect_ws(&w, b.e.ws, "/sub", WAIT_MS, 0, &status), MG_OK);
+    const char *auth = "{\"mid\":1,\"key\":\"frag\",\"room_id\":\"live://8000\"}";
+    size_t al = strlen(auth);
+    uint8_t pk[128];
+    goim_header(pk, (uint32_t)(16 + al), 16, 1, 7, 1);
+    memcpy(pk + 16, auth, al);
+    /* Binary, not FIN: the first 10 bytes; a ping in between; a FIN continuation: the rest. */
+    uint8_t f[160];
+    f[0] = 0x02;
+    f[1] = 0x80 | 10;
+    memset(f + 2, 0, 4);
+    memcpy(f + 6, pk, 10);
+    cr_assert_eq(goim_write_raw(&w, f, 16), MG_OK);
+    cr_assert_eq(goim_ws_send_frame(&w, 9, "x", 1, true), MG_OK);
+    size_t rest = 16 + al - 10;
+    f[0] = 0x80;
+    f[1] = (uint8_t)(0x80 | rest);
+    memcpy(f + 6, pk + 10, rest);
+    cr_assert_eq(goim_write_raw(&w, f, 6 + rest), MG_OK);
+    /* The pong comes first, then the auth reply (goim_read skips the pong). */
+    expect_body((goim_packet[]){ expect_packet(&w, 8, 1) }, "{\"code\":0}");
+    expect_heartbeat(&w, 2);
+    /* A message over the gateway's WebSocket bound (16 KiB): close 1009. */
+    size_t big = 20 * 1024;
+    uint8_t *m = calloc(1, big);
+    cr_assert_not_null(m);
+    goim_header(m, (uint32_t)big, 16, 1, 4, 1);
+    cr_assert_eq(goim_ws_send_frame(&w, 2, m, big, true), MG_OK);
+    free(m);
+    goim_packet p;
+    cr_assert_eq(goim_read(&w, &p), MG_ECLOSED);
+    cr_assert_eq(w.ws_close_code, 1009, "close code %u", w.ws_close_code);
+    expect_closed(&w);
+    goim_close(&w);
+    bad_finish(&b, "bad_websocket");
+}
+
+Test(gateway, tcp_auth_byte_by_byte)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c;
+    cr_assert_eq(goim_connect_tcp(&c, e.tcp, WAIT_MS, 0), MG_OK);
+    const char *auth = "{\"mid\":1,\"key\":\"slowly\",\"room_id\":\"live://22000\"}";
+    size_t al = strlen(auth);
+    uint8_t pk[128];
+    goim_header(pk, (uint32_t)(16 + al), 16, 1, 7, 3);
+    memcpy(pk + 16, auth, al);
+    for (size_t i = 0; i < 16 + al; i++) {
+        cr_assert_eq(goim_write_raw(&c, pk + i, 1), MG_OK);
+        usleep(1000);
+    }
+    goim_packet r = expect_packet(&c, 8, 1);
+    cr_assert_eq(r.seq, 3);
+    expect_body(&r, "{\"code\":0}");
+    expect_heartbeat(&c, 1);
+    goim_close(&c);
+    env_stop(&e);
+}
+
+Test(gateway, job_link_bad_frames)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn good = job_link(&e);
+    /* A length over the push protocol's bound. */
+    goim_conn j1 = job_connect(&e);
+    const uint8_t huge[4] = { 0x7f, 0xff, 0xff, 0xff };
+    cr_assert_eq(goim_write_raw(&j1, huge, 4), MG_OK);
+    expect_closed(&j1);
+    goim_close(&j1);
+    /* Bytes that are not a ChatFrame. */
+    goim_conn j2 = job_connect(&e);
+    const uint8_t junk[9] = { 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff };
+    cr_assert_eq(goim_write_raw(&j2, junk, sizeof(junk)), MG_OK);
+    expect_closed(&j2);
+    goim_close(&j2);
+    /* A frame a Job does not send (an ack). */
+    goim_conn j3 = job_connect(&e);
+    Magnetar__Chat__ChatPushAck ack = MAGNETAR__CHAT__CHAT_PUSH_ACK__INIT;
+    ack.push_id = 1;
+    Magnetar__Chat__ChatFrame f = MAGNETAR__CHAT__CHAT_FRAME__INIT;
+    f.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_ACK;
+    f.ack = &ack;
+    job_send(&j3, &f);
+    expect_closed(&j3);
+    goim_close(&j3);
+    /* The good link was not touched. */
+    goim_conn c = goim_in_room(&e, "after-bad-links", "live://23000");
+    const char *msg[1] = { "fine" };
+    push_room(&good, 1, "live://23000", msg, 1, 1, 1);
+    expect_room_batch(&c, msg, 1);
+    goim_close(&c);
+    goim_close(&good);
+    env_stop(&e);
+}
+
+/* push.h: a ChatFrame with no field set (length 0) is valid and means nothing, which is also
+ * how a frame kind of a newer Job unpacks here: the link must go on. */
+Test(gateway, job_link_empty_frame_means_nothing)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn j = job_link(&e);
+    goim_conn c = goim_in_room(&e, "after-empty", "live://23001");
+    cr_assert_eq(goim_write_raw(&j, "\0\0\0\0", 4), MG_OK);
+    /* A field number this side does not know (99): unpacks as an empty ChatFrame too. */
+    const uint8_t unknown[7] = { 0, 0, 0, 3, 0x98, 0x06, 0x01 }; /* field 99, varint 1 */
+    cr_assert_eq(goim_write_raw(&j, unknown, sizeof(unknown)), MG_OK);
+    const char *msg[1] = { "after-empty" };
+    push_room(&j, 1, "live://23001", msg, 1, 1, 1);
+    expect_room_batch(&c, msg, 1);
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
+#define MANY_ROOMS 1200
+
+/* Past the first sizes of the room table and of the key buckets: every room in the reset, room
+ * and key pushes reaching exactly their connections. */
+Test(gateway, many_rooms_and_keys, .timeout = 120)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 2 * MANY_ROOMS + 200)
+        cr_skip_test("RLIMIT_NOFILE hard limit %llu is too low for %d connections",
+                     (unsigned long long)rl.rlim_max, MANY_ROOMS);
+    rl.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    env e;
+    cg_gateway_opts o = default_opts();
+    o.buckets = 4;
+    env_start(&e, o);
+    goim_conn *c = calloc(MANY_ROOMS, sizeof(*c));
+    cr_assert_not_null(c);
+    for (int i = 0; i < MANY_ROOMS; i++) {
+        char auth[160];
+        snprintf(auth, sizeof(auth),
+                 "{\"mid\":%d,\"key\":\"mk-%d\",\"room_id\":\"live://r%d\",\"accepts\":[1000]}", i,
+                 i, i);
+        cr_assert_eq(goim_connect_tcp(&c[i], e.tcp, WAIT_MS, 0), MG_OK);
+        expect_auth_ok(&c[i], auth);
+    }
+    goim_conn j = job_connect(&e);
+    Magnetar__Chat__ChatFrame *f = job_hello(&j);
+    cr_assert_eq(f->rooms->n_joined, MANY_ROOMS);
+    for (int i = 0; i < MANY_ROOMS; i += 97) {
+        char room[32];
+        snprintf(room, sizeof(room), "live://r%d", i);
+        cr_assert(rooms_has(f->rooms->joined, f->rooms->n_joined, room), "%s not in the reset",
+                  room);
+    }
+    magnetar__chat__chat_frame__free_unpacked(f, NULL);
+    for (int i = 0; i < MANY_ROOMS; i += 101) {
+        char room[32], body[32];
+        snprintf(room, sizeof(room), "live://r%d", i);
+        snprintf(body, sizeof(body), "room-%d", i);
+        const char *bodies[1] = { body };
+        push_room(&j, (uint64_t)i + 1, room, bodies, 1, -1, 0);
+        expect_room_batch(&c[i], bodies, 1);
+        char key[32];
+        snprintf(key, sizeof(key), "mk-%d", i);
+        snprintf(body, sizeof(body), "key-%d", i);
+        const char *keys[1] = { key };
+        push_one(&j, 100000 + (uint64_t)i, MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_KEYS, keys, 1,
+                 NULL, 0, 1000, body);
+        expect_body((goim_packet[]){ expect_packet(&c[i], 1000, 1) }, body);
+    }
+    /* Everyone else got nothing: an all push is the first thing each reads. */
+    push_one(&j, 1, MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_ALL, NULL, 0, NULL, 0, 1000, "all");
+    for (int i = 0; i < MANY_ROOMS; i++)
+        expect_body((goim_packet[]){ expect_packet(&c[i], 1000, 1) }, "all");
+    for (int i = 0; i < MANY_ROOMS; i++)
+        goim_close(&c[i]);
+    free(c);
+    env_wait_conns(&e, 0);
+    goim_close(&j);
+    env_stop(&e);
+}
+
 /* ---- 9. idle timeout ---------------------------------------------------------------------- */
 
 Test(gateway, idle_timeout)
