@@ -1627,6 +1627,68 @@ Test(gateway, many_rooms_and_keys, .timeout = 120)
     env_stop(&e);
 }
 
+Test(gateway, websocket_handshake_in_pieces)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn w;
+    cr_assert_eq(goim_connect_tcp(&w, e.ws, WAIT_MS, 0), MG_OK);
+    const char *req = "GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    size_t rl = strlen(req);
+    for (size_t i = 0; i < rl; i += 7) {
+        cr_assert_eq(goim_write_raw(&w, req + i, rl - i < 7 ? rl - i : 7), MG_OK);
+        usleep(1000);
+    }
+    uint8_t buf[512];
+    size_t n = 0;
+    for (; n < sizeof(buf) - 1; n++) {
+        cr_assert_eq(goim_read_exact(&w, buf + n, 1), MG_OK);
+        if (n >= 3 && memcmp(buf + n - 3, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    buf[n + 1] = '\0';
+    cr_assert(strncmp((char *)buf, "HTTP/1.1 101", 12) == 0, "response: %s", buf);
+    w.ws = true;
+    expect_auth_ok(&w, "{\"mid\":1,\"key\":\"pieces\",\"room_id\":\"live://24000\"}");
+    expect_heartbeat(&w, 1);
+    goim_close(&w);
+    env_stop(&e);
+}
+
+/* A last_id with no broker to replay from: told recovered false, then live with positions. */
+Test(gateway, last_id_without_resume)
+{
+    env e;
+    env_start(&e, default_opts());
+    goim_conn c;
+    cr_assert_eq(goim_connect_tcp(&c, e.tcp, WAIT_MS, 0), MG_OK);
+    goim_packet r;
+    cr_assert_eq(
+        goim_auth(
+            &c,
+            "{\"mid\":1,\"key\":\"resumer\",\"room_id\":\"live://25000\",\"last_id\":\"3:4:-1\"}",
+            &r),
+        MG_OK);
+    expect_body(&r, "{\"code\":0,\"recovered\":false}");
+    goim_conn j = job_link(&e);
+    const char *msg[1] = { "live" };
+    push_room(&j, 1, "live://25000", msg, 1, 3, 5);
+    goim_packet p = expect_packet(&c, 9, 1);
+    goim_packet inner[4];
+    size_t k = 0;
+    cr_assert_eq(goim_split(p.body, p.body_len, inner, 4, &k), MG_OK);
+    cr_assert_eq(k, 2);
+    cr_assert_eq(inner[0].op, 20);
+    expect_body(&inner[0], "3:5");
+    expect_body(&inner[1], "live");
+    expect_heartbeat(&c, 1);
+    goim_close(&c);
+    goim_close(&j);
+    env_stop(&e);
+}
+
 /* ---- 9. idle timeout ---------------------------------------------------------------------- */
 
 Test(gateway, idle_timeout)
