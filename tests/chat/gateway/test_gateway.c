@@ -10,8 +10,11 @@
  * rooms a Job is told about (reset, joined, left); a room push in every form a client may ask
  * for (GOIM op 9, Bilibili protover 0, 2 and 3, WebSocket, positions) and its PushAck;
  * duplicates dropped by position; key, mid and all pushes with accepts lists; change room and
- * sub/unsub; bad input of many kinds closing only its connection; the idle timeout; the slow
- * consumer's soft and hard limits; a key reused; 2,000 connections in one room.
+ * sub/unsub; bad input of many kinds closing only its connection; packets and WebSocket
+ * frames split across reads, fragmented, pipelined after a partial one; the Job link's Ping,
+ * bad and empty frames; the idle timeout; the slow consumer's soft and hard limits; a key
+ * reused; the connection limit; closing the gateway with everything open; 1,200 rooms and keys;
+ * 2,000 connections in one room.
  *
  * "Nothing was delivered" is never checked by waiting: a later push is sent and must be the
  * next thing the client reads.
