@@ -994,21 +994,10 @@ static void on_connection(void *arg, int fd, const struct sockaddr *addr, sockle
     }
     struct sockaddr_storage ss;
     int len = sizeof(ss);
-    snprintf(c->peer, sizeof(c->peer), "?");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        char ip[INET6_ADDRSTRLEN] = "";
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-            uv_ip4_name(sin, ip, sizeof(ip));
-            port = ntohs(sin->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(sin6, ip, sizeof(ip));
-            port = ntohs(sin6->sin6_port);
-        }
-        snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
-    }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        mg_sockaddr_format((const struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+    else
+        snprintf(c->peer, sizeof(c->peer), "?");
     uv_tcp_nodelay(&c->tcp, 1);
     c->last_in_ms = c->accepted_ms = uv_now(b->loop);
     uint64_t period_ms = (uint64_t)b->opts.keepalive_s * 1000;

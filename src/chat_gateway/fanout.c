@@ -557,13 +557,7 @@ void cg__on_link(void *arg, int fd, const struct sockaddr *addr, socklen_t addr_
     gw->link_count++;
     mg_gauge_set(gw->m_links, (double)gw->link_count);
     k->last_rx_ms = k->last_tx_ms = (int64_t)uv_now(gw->loop);
-    snprintf(k->peer, sizeof(k->peer), "?");
-    if (addr != NULL && addr->sa_family == AF_INET) {
-        char ip[INET_ADDRSTRLEN] = "";
-        uv_ip4_name((const struct sockaddr_in *)addr, ip, sizeof(ip));
-        snprintf(k->peer, sizeof(k->peer), "%s:%u", ip,
-                 (unsigned)ntohs(((const struct sockaddr_in *)addr)->sin_port));
-    }
+    mg_sockaddr_format(addr, k->peer, sizeof(k->peer));
     if (uv_tcp_open(&k->tcp, fd) != 0) {
         close(fd);
         link_close(k, "cannot use the socket");

@@ -1007,14 +1007,9 @@ static void on_client(cg_gateway *gw, int fd, const struct sockaddr *addr, int k
     mg_counter_inc(gw->m_accepted[kind]);
     c->last_rx_ms = gw_now_ms(gw);
     mg_list_push(&gw->waiting, &c->wait_link);
-    snprintf(c->peer, sizeof(c->peer), "?");
-    if (addr != NULL && addr->sa_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-        char ip[INET_ADDRSTRLEN] = "";
-        uv_ip4_name(sin, ip, sizeof(ip));
-        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
-        c->ip4 = sin->sin_addr.s_addr;
-    }
+    mg_sockaddr_format(addr, c->peer, sizeof(c->peer));
+    if (addr != NULL && addr->sa_family == AF_INET)
+        c->ip4 = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
     int rc = uv_tcp_open(&c->tcp, fd);
     if (rc != 0) {
         close(fd);

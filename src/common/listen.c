@@ -295,3 +295,22 @@ void mg_fd_budget(uint64_t limit, int has_broker, int has_bookie, mg_fd_shares *
     if (has_broker)
         out->broker_max = listen__min_u64(rest > 0 ? rest : 1, MG_FD_BROKER_MAX);
 }
+
+void mg_sockaddr_format(const struct sockaddr *addr, char *dst, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (addr != NULL && addr->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
+        uv_ip4_name(sin, ip, sizeof(ip));
+        port = ntohs(sin->sin_port);
+    } else if (addr != NULL && addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
+        uv_ip6_name(sin6, ip, sizeof(ip));
+        port = ntohs(sin6->sin6_port);
+    } else {
+        snprintf(dst, cap, "?");
+        return;
+    }
+    snprintf(dst, cap, "%s:%d", ip, port);
+}

@@ -27,6 +27,7 @@
 #define MG_COMMON_LISTEN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -59,6 +60,12 @@ int mg_listener_start(uv_loop_t *loop, int fd, const char *name, mg_listener_acc
  * true when it did; the pause is then the shortest, so the next client gets the freed
  * descriptor. The arg is the one given to mg_listener_start. Loop thread. */
 void mg_listener_on_exhausted(mg_listener *l, bool (*fn)(void *arg));
+
+/* Writes addr as "a.b.c.d:port" (IPv4) or "v6addr:port" (IPv6) into dst, which has room for cap
+ * bytes (MG_SOCKADDR_TEXT_BYTES always suffices), NUL-terminated and cut to fit; "?" for NULL or
+ * another family. For log lines naming a peer. Any thread. */
+#define MG_SOCKADDR_TEXT_BYTES 56
+void mg_sockaddr_format(const struct sockaddr *addr, char *dst, size_t cap);
 
 /* The bound port. Loop thread. */
 uint16_t mg_listener_port(const mg_listener *l);
