@@ -30,8 +30,10 @@
  *   2. A push is acknowledged (its messages pc_ack'ed) when its waiting count falls to 0, that
  *      is when every delivery was answered with status 0 or released (the gateway left the
  *      registry, or its room set does not hold the room). Never before.
- *   3. A gateway's deliveries are in push order; a link sends them in that order, and after a
- *      link failure every unanswered one is sent again first (sent flags reset).
+ *   3. A gateway's deliveries are in push order; a link sends them in that order, at most
+ *      CG_JOB_LINK_WINDOW sent and unanswered at a time (sent_unacked; unsent counts the rest,
+ *      sent as answers free the window), and after a link failure every unanswered one is sent
+ *      again first (sent flags reset).
  *   4. Pushes go out on a link only in READY (after the Rooms reset); the Job sends nothing but
  *      Hello, Ping and Pong before that. Deliveries queued meanwhile for rooms the reset does not
  *      hold are released then (invariant 2).
@@ -251,6 +253,8 @@ struct cg__gw {
     bool rooms_all; /* too many rooms to track: every room push goes to it */
     cg__map rooms;
     mg_link deliveries;
+    uint32_t sent_unacked; /* deliveries sent on this link and not answered (CG_JOB_LINK_WINDOW) */
+    uint32_t unsent;       /* deliveries not sent yet */
     uint32_t backoff_ms;
     uint64_t retry_at_ms;
     uint64_t since_ms;   /* when the current state began */
@@ -443,8 +447,13 @@ static void cg__gw_close_tcp(cg__gw *g)
     mg_outq_discard(&g->outq);
     cg_push_decoder_free(&g->dec);
     cg_push_decoder_init(&g->dec);
-    for (mg_link *l = g->deliveries.next; l != &g->deliveries; l = l->next)
-        MG_CONTAINER_OF(l, cg__delivery, link)->sent = false;
+    for (mg_link *l = g->deliveries.next; l != &g->deliveries; l = l->next) {
+        cg__delivery *d = MG_CONTAINER_OF(l, cg__delivery, link);
+        if (d->sent)
+            g->unsent++;
+        d->sent = false;
+    }
+    g->sent_unacked = 0;
 }
 
 static void cg__gw_fail(cg__gw *g, const char *why)
@@ -480,6 +489,7 @@ static void cg__gw_drop(cg__gw *g)
             cg__delivery_done(d, false);
         }
     }
+    g->unsent = 0;
     cg__gw_maybe_free(g);
 }
 
@@ -558,9 +568,12 @@ static void cg__gw_send_pending(cg__gw *g)
         if (d->sent)
             continue;
         if (!cg__gw_wants(g, d->push)) {
+            g->unsent--;
             cg__delivery_done(d, false);
             continue;
         }
+        if (g->sent_unacked >= CG_JOB_LINK_WINDOW)
+            break; /* the rest goes as answers come back */
         int rc = mg_outq_push_buf(&g->outq, d->push->frame);
         if (rc != MG_OK) {
             cg__gw_fail(g, mg_strerror(rc));
@@ -568,6 +581,8 @@ static void cg__gw_send_pending(cg__gw *g)
         }
         d->sent = true;
         d->sent_ns = mg_clock_mono_ns();
+        g->unsent--;
+        g->sent_unacked++;
     }
     int rc = mg_outq_flush(&g->outq, (uv_stream_t *)&g->tcp);
     if (rc != MG_OK)
@@ -615,7 +630,11 @@ static void cg__gw_ack(cg__gw *g, const Magnetar__Chat__ChatPushAck *a)
             cg__gw_fail(g, why);
             return;
         }
+        MG_ASSERT(g->sent_unacked > 0);
+        g->sent_unacked--;
         cg__delivery_done(d, true);
+        if (g->unsent > 0)
+            cg__gw_send_pending(g); /* the window has room again */
         return;
     }
     MG_DEBUG("chat job %s: gateway %s acknowledged unknown push %" PRIu64, g->job->name, g->id,
@@ -1063,13 +1082,18 @@ static void cg__push_send(cg_job *j, cg__topic *topic, Magnetar__Chat__ChatPushK
         d->push = p;
         p->waiting++;
         mg_list_push(&g->deliveries, &d->link);
-        if (g->state == CG__GW_READY) {
+        g->unsent++;
+        /* Sent now unless older ones wait (order) or the link's window is full: a gateway that
+         * falls behind holds the Job back, and the backlog stays in the topics. */
+        if (g->state == CG__GW_READY && g->unsent == 1 && g->sent_unacked < CG_JOB_LINK_WINDOW) {
             int wrc = cg__gw_write(g, p->frame);
             if (wrc != MG_OK) {
                 cg__gw_fail(g, mg_strerror(wrc));
             } else {
                 d->sent = true;
                 d->sent_ns = mg_clock_mono_ns();
+                g->unsent--;
+                g->sent_unacked++;
             }
         }
     }

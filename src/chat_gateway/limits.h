@@ -173,6 +173,12 @@ _Static_assert(CG_WS_CONTROL_FRAME_BYTES_MAX < CG_WS_RESPONSE_BYTES_MAX,
 #define CG_JOB_MERGE_MS_MAX            10000u
 /* Flow permits of each chat consumer (its receiver queue): Pulsar's default, 1000. */
 #define CG_JOB_RECEIVER_QUEUE_MESSAGES 1000u
+/* Pushes a Job has sent on one gateway link and not seen answered: a gateway behind on its
+ * fan-out stops being fed, so the backlog waits in the topics (read back later through the
+ * catch-up path) rather than in the gateway's socket buffers or the Job's memory; at 20 merged
+ * pushes a second per room this is seconds of a busy room, far above what a gateway keeping up
+ * has in flight. */
+#define CG_JOB_LINK_WINDOW             256u
 /* Messages a Job holds unacknowledged (received, merged, pushed, waiting for PushAcks) before it
  * pauses its consumers; they resume at half. It bounds the Job's memory when a gateway is slow
  * to acknowledge: the receiver queues alone do not, since the client replenishes permits as
