@@ -175,10 +175,12 @@ _Static_assert(CG_WS_CONTROL_FRAME_BYTES_MAX < CG_WS_RESPONSE_BYTES_MAX,
 #define CG_JOB_RECEIVER_QUEUE_MESSAGES 1000u
 /* Pushes a Job has sent on one gateway link and not seen answered: a gateway behind on its
  * fan-out stops being fed, so the backlog waits in the topics (read back later through the
- * catch-up path) rather than in the gateway's socket buffers or the Job's memory; at 20 merged
- * pushes a second per room this is seconds of a busy room, far above what a gateway keeping up
- * has in flight. */
-#define CG_JOB_LINK_WINDOW             256u
+ * catch-up path) rather than in the gateway's socket buffers or the Job's memory. A gateway
+ * fans out a read's pushes before it reads again, so this also bounds how long its loop is busy
+ * with one link: 64 pushes to a room of 10k members is about a second of writes. A gateway
+ * keeping up answers within a millisecond, so 64 in flight allow tens of thousands of pushes
+ * a second. */
+#define CG_JOB_LINK_WINDOW             64u
 /* Messages a Job holds unacknowledged (received, merged, pushed, waiting for PushAcks) before it
  * pauses its consumers; they resume at half. It bounds the Job's memory when a gateway is slow
  * to acknowledge: the receiver queues alone do not, since the client replenishes permits as
