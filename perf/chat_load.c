@@ -33,9 +33,13 @@
  *               for SIGUSR1 (at most --hold-max-s) while the connections sit idle: perf/chat.sh
  *               reads the server's RSS meanwhile.
  *   3. push     a second thread pushes --rate messages per second for --duration seconds over
- *               --push-conns keep-alive HTTP/1.1 connections, one request in flight on each;
- *               room R always goes over connection R mod --push-conns, so a room's messages are
- *               stored in the order of their n.
+ *               --push-conns keep-alive HTTP/1.1 connections, one request in flight on each; a
+ *               push that finds every connection busy waits in a bounded queue (counted late
+ *               when it leaves over CL_PUSH_LATE_MS after it was due). Rooms take turns; n
+ *               counts per room. With several pushes in flight a room's messages may be stored
+ *               out of order: each connection tracks the n it received in a window above the
+ *               highest n below which it has all (seen_add), so reordering is no drop and a
+ *               message received twice is counted once (as a duplicate).
  *   4. drain    until every acknowledged push reached every open connection, or --drain-s.
  *
  * SIGUSR2 sets a mark (at most CL_MARKS_MAX): the highest acknowledged n of every room at that
@@ -107,7 +111,8 @@
 #define CL_OP_AUTH            7u
 #define CL_OP_AUTH_REPLY      8u
 #define CL_OP_RAW             9u
-#define CL_BATCH_DEPTH_MAX    2 /* an op 9 inside an op 9 is split once more, no further */
+#define CL_BATCH_DEPTH_MAX    2  /* an op 9 inside an op 9 is split once more, no further */
+#define CL_SEEN_WINDOW        64 /* sequence numbers tracked above a connection's base */
 
 /* --- Options ------------------------------------------------------------------------------- */
 
@@ -239,12 +244,14 @@ typedef struct cl_conn {
     int fd;
     uint8_t state;
     uint8_t source;
-    bool want_out;    /* EPOLLOUT registered */
-    uint32_t room;    /* 1-based */
-    int64_t last_n;   /* highest n received */
-    int64_t unique;   /* deliveries that raised last_n */
-    int64_t start_us; /* connect() time, for the handshake timeout */
-    uint8_t *in;      /* bytes of an incomplete frame or response head */
+    bool want_out;      /* EPOLLOUT registered */
+    uint32_t room;      /* 1-based */
+    int64_t last_n;     /* highest n received */
+    int64_t unique;     /* distinct n received */
+    int64_t seen_base;  /* every n <= seen_base was received or given up on */
+    uint64_t seen_mask; /* bit i: n = seen_base + 1 + i was received */
+    int64_t start_us;   /* connect() time, for the handshake timeout */
+    uint8_t *in;        /* bytes of an incomplete frame or response head */
     uint32_t in_len;
     uint8_t *msg; /* a fragmented WebSocket message being assembled */
     uint32_t msg_len;
@@ -282,7 +289,7 @@ typedef struct cl_ctx {
     /* counters */
     int64_t started, opened, failed, closed, in_flight;
     int64_t failed_refused, failed_timeout, failed_other, failed_handshake;
-    int64_t deliveries, deliveries_in_push, unparsed, wrong_room, out_of_order;
+    int64_t deliveries, deliveries_in_push, unparsed, wrong_room, out_of_order, duplicates;
     int64_t heartbeats_sent, heartbeat_replies, proto_errors, unknown_packets, closes_by_server;
     int64_t first_connect_us, last_open_us;
     int64_t push_start_us, last_delivery_us, first_delivery_us;
@@ -448,6 +455,31 @@ static bool json_int(const uint8_t *body, size_t len, const char *key, int64_t *
 
 /* --- Deliveries ---------------------------------------------------------------------------- */
 
+/* Records n in k's window of CL_SEEN_WINDOW sequence numbers above seen_base; returns false for
+ * one already received. An n beyond the window slides it, giving up on the oldest missing ones
+ * (they count as drops at the end). Pushes may be stored out of order when several are in
+ * flight, and a restarted Job worker may deliver again what it had delivered. */
+static bool seen_add(cl_conn *k, int64_t n)
+{
+    if (n <= k->seen_base)
+        return false;
+    int64_t d = n - k->seen_base - 1;
+    if (d >= CL_SEEN_WINDOW) {
+        int64_t shift = d - (CL_SEEN_WINDOW - 1);
+        k->seen_mask = shift >= CL_SEEN_WINDOW ? 0 : k->seen_mask >> shift;
+        k->seen_base += shift;
+        d = CL_SEEN_WINDOW - 1;
+    }
+    if (k->seen_mask & (1ull << d))
+        return false;
+    k->seen_mask |= 1ull << d;
+    for (int i = 0; i < CL_SEEN_WINDOW && (k->seen_mask & 1); i++) {
+        k->seen_mask >>= 1;
+        k->seen_base++;
+    }
+    return true;
+}
+
 /* One message as pushed: its latency, its connection's sequence, the marks. */
 static void delivery_record(cl_ctx *c, cl_conn *k, const uint8_t *body, size_t len)
 {
@@ -470,13 +502,17 @@ static void delivery_record(cl_ctx *c, cl_conn *k, const uint8_t *body, size_t l
     c->second_deliveries++;
     if (json_int(body, len, "\"room\"", &room) && room != (int64_t)k->room)
         c->wrong_room++;
-    if (n <= k->last_n) {
+    if (!seen_add(k, n)) {
+        c->duplicates++;
+        return;
+    }
+    k->unique++;
+    int64_t before = k->last_n;
+    if (n < before) {
         c->out_of_order++;
         return;
     }
-    int64_t before = k->last_n;
     k->last_n = n;
-    k->unique++;
     for (int m = 0; m < c->mark_count; m++) {
         cl_mark *mk = &c->marks[m];
         if (mk->caught_up_us != 0)
@@ -974,9 +1010,13 @@ typedef struct cl_push_conn {
     int64_t sent_us;
     char in[CL_RESPONSE_BYTES_MAX];
     size_t in_len;
-    cl_push_item queue[CL_PUSH_QUEUE_MAX];
-    size_t q_head, q_len;
 } cl_push_conn;
+
+/* Pushes that are due and wait for a free HTTP connection, oldest first. */
+typedef struct cl_push_queue {
+    cl_push_item items[CL_PUSH_QUEUE_MAX];
+    size_t head, len;
+} cl_push_queue;
 
 static int push_connect(const cl_ctx *c)
 {
@@ -1012,23 +1052,22 @@ static void push_drop_conn(cl_ctx *c, cl_push_conn *pc, int ep)
     }
 }
 
-/* Sends the next queued push of pc. The body's ts is taken now, when it leaves. */
-static void push_send(cl_ctx *c, cl_push_conn *pc, int ep, int64_t *room_next_n, uint32_t index)
+/* Sends the oldest queued push over pc. The body's ts is taken now, when it leaves. */
+static void push_send(cl_ctx *c, cl_push_conn *pc, int ep, cl_push_queue *q, int64_t *room_next_n,
+                      uint32_t index)
 {
+    cl_push_item it = q->items[q->head];
+    q->head = (q->head + 1) % CL_PUSH_QUEUE_MAX;
+    q->len--;
     if (pc->fd < 0) {
         pc->fd = push_connect(c);
         if (pc->fd < 0) {
             atomic_fetch_add(&c->ps.failed, 1);
-            pc->q_head = (pc->q_head + 1) % CL_PUSH_QUEUE_MAX;
-            pc->q_len--;
             return;
         }
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = index };
         epoll_ctl(ep, EPOLL_CTL_ADD, pc->fd, &ev);
     }
-    cl_push_item it = pc->queue[pc->q_head];
-    pc->q_head = (pc->q_head + 1) % CL_PUSH_QUEUE_MAX;
-    pc->q_len--;
     int64_t now = mono_us();
     if (now - it.due_us > CL_PUSH_LATE_MS * 1000)
         atomic_fetch_add(&c->ps.late, 1);
@@ -1143,11 +1182,13 @@ static void *pusher_main(void *arg)
     const int64_t conns_n = c->o.push_conns;
     cl_push_conn *pcs = calloc((size_t)conns_n, sizeof(*pcs));
     int64_t *room_next_n = calloc((size_t)c->o.rooms + 1, sizeof(*room_next_n));
+    cl_push_queue *q = calloc(1, sizeof(*q));
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (pcs == NULL || room_next_n == NULL || ep < 0) {
+    if (pcs == NULL || room_next_n == NULL || q == NULL || ep < 0) {
         fprintf(stderr, "perf_chat_load: the pusher could not start\n");
         free(pcs);
         free(room_next_n);
+        free(q);
         atomic_store(&c->ps.done, true);
         return NULL;
     }
@@ -1161,27 +1202,26 @@ static void *pusher_main(void *arg)
         int64_t now = mono_us();
         if (atomic_load(&c->stop) || now >= hard_end)
             break;
-        /* Due pushes join their room's connection queue. */
+        /* Due pushes join the queue; a full queue skips them (counted). */
         while (issued < total && start + issued * 1000000 / c->o.rate <= now) {
             uint32_t room = (uint32_t)(issued % c->o.rooms) + 1;
-            cl_push_conn *pc = &pcs[room % conns_n];
-            if (pc->q_len == CL_PUSH_QUEUE_MAX) {
+            if (q->len == CL_PUSH_QUEUE_MAX) {
                 atomic_fetch_add(&c->ps.skipped, 1);
             } else {
-                pc->queue[(pc->q_head + pc->q_len) % CL_PUSH_QUEUE_MAX] =
+                q->items[(q->head + q->len) % CL_PUSH_QUEUE_MAX] =
                     (cl_push_item){ .room = room, .due_us = start + issued * 1000000 / c->o.rate };
-                pc->q_len++;
+                q->len++;
             }
             issued++;
         }
-        bool idle = issued == total;
+        bool idle = issued == total && q->len == 0;
         for (int64_t i = 0; i < conns_n; i++) {
             cl_push_conn *pc = &pcs[i];
             if (pc->busy && now - pc->sent_us > CL_PUSH_TIMEOUT_MS * 1000)
                 push_drop_conn(c, pc, ep);
-            if (!pc->busy && pc->q_len > 0)
-                push_send(c, pc, ep, room_next_n, (uint32_t)i);
-            if (pc->busy || pc->q_len > 0)
+            if (!pc->busy && q->len > 0)
+                push_send(c, pc, ep, q, room_next_n, (uint32_t)i);
+            if (pc->busy)
                 idle = false;
         }
         if (idle)
@@ -1205,13 +1245,14 @@ static void *pusher_main(void *arg)
             pcs[i].busy = false;
             atomic_fetch_add(&c->ps.failed, 1);
         }
-        atomic_fetch_add(&c->ps.skipped, (int_fast64_t)pcs[i].q_len);
         if (pcs[i].fd >= 0)
             close(pcs[i].fd);
     }
+    atomic_fetch_add(&c->ps.skipped, (int_fast64_t)q->len);
     close(ep);
     free(pcs);
     free(room_next_n);
+    free(q);
     atomic_store(&c->ps.done, true);
     return NULL;
 }
@@ -1449,13 +1490,13 @@ static void result_print(cl_ctx *c, int64_t push_end_us, int64_t drain_end_us)
         ",\"expected\":%" PRId64 ",\"span_s\":%.3f,"
         "\"deliveries_per_s\":%.1f,\"ideal_per_s\":%.1f,\"ideal_nominal_per_s\":%" PRId64
         ",\"drops\":%" PRId64 ",\"connections_missing_any\":%" PRId64 ",\"out_of_order\":%" PRId64
-        ",\"wrong_room\":%" PRId64 ",\"unparsed\":%" PRId64 ",\"proto_errors\":%" PRId64
-        ",\"unknown_packets\":%" PRId64 ",\"heartbeats_sent\":%" PRId64
+        ",\"duplicates\":%" PRId64 ",\"wrong_room\":%" PRId64 ",\"unparsed\":%" PRId64
+        ",\"proto_errors\":%" PRId64 ",\"unknown_packets\":%" PRId64 ",\"heartbeats_sent\":%" PRId64
         ",\"heartbeat_replies\":%" PRId64 ",\"drain_s\":%.3f,\"latency_ms\":",
         c->deliveries, c->deliveries_in_push, unique, expected, span_s,
         span_s > 0 ? (double)c->deliveries_in_push / span_s : 0, ideal_per_s,
-        c->o.connections * c->o.rate, drops, missed, c->out_of_order, c->wrong_room, c->unparsed,
-        c->proto_errors, c->unknown_packets, c->heartbeats_sent, c->heartbeat_replies,
+        c->o.connections * c->o.rate, drops, missed, c->out_of_order, c->duplicates, c->wrong_room,
+        c->unparsed, c->proto_errors, c->unknown_packets, c->heartbeats_sent, c->heartbeat_replies,
         drain_end_us > push_end_us ? (double)(drain_end_us - push_end_us) / 1e6 : 0);
     hist_json(f, &c->hist);
     fprintf(f, ",\"marks\":[");
@@ -1473,7 +1514,11 @@ static void result_print(cl_ctx *c, int64_t push_end_us, int64_t drain_end_us)
         hist_json(f, &mk->hist);
         fprintf(f, "}");
     }
-    fprintf(f, "]}\n");
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    fprintf(f, "],\"client_cpu_s\":%.2f}\n",
+            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
     fflush(f);
 }
 
@@ -1626,6 +1671,24 @@ static int self_test(void)
             fprintf(stderr, "self-test: malformed packet not refused\n");
         }
     }
+    /* the sequence window: reordering is no drop, a repeat is refused, a jump slides it */
+    {
+        cl_conn k;
+        memset(&k, 0, sizeof(k));
+        const int64_t ns[] = { 1, 3, 2, 2, 4, 200, 5, 150, 199, 137 };
+        const bool want[] = { true, true, true, false, true, true, false, true, true, true };
+        for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
+            if (seen_add(&k, ns[i]) != want[i]) {
+                failures++;
+                fprintf(stderr, "self-test: window: n %" PRId64 " wrongly %s\n", ns[i],
+                        want[i] ? "refused" : "accepted");
+            }
+        }
+        if (k.seen_base != 137) {
+            failures++;
+            fprintf(stderr, "self-test: window base %" PRId64 ", want 137\n", k.seen_base);
+        }
+    }
     /* histogram: quantiles of 1..100000 µs within the bucket error */
     {
         static cl_hist h;
@@ -1678,7 +1741,7 @@ static void usage(FILE *out)
         "  --duration S            seconds of pushing (default 30)\n"
         "  --drain-s S             longest wait for deliveries after the last push (default 15)\n"
         "  --body-bytes N          pushed body size (default 100)\n"
-        "  --push-conns N          keep-alive HTTP connections of the pusher (default 4)\n"
+        "  --push-conns N          keep-alive HTTP connections of the pusher (default 8)\n"
         "  --timeline FILE         a line per second from the first push: t_s wall_s\n"
         "                          deliveries p50_ms p99_ms max_ms lag_msgs acked open\n"
         "  --quiet                 no progress lines on stderr\n"
@@ -1753,7 +1816,7 @@ static int parse_args(int argc, char **argv, cl_opts *o)
                     .duration_s = 30,
                     .drain_s = 15,
                     .body_bytes = 100,
-                    .push_conns = 4,
+                    .push_conns = 8,
                     .progress = true };
     const char *mode = NULL;
     bool have_target = false;
