@@ -539,12 +539,20 @@ zk_start() {
   return 1
 }
 
-job_start() { # $1 log file
+# Starts `magnetar job` on CPU 0 (log appended to $1); sets JOB_PID. job_alive says, 2 s later,
+# whether it is still running.
+job_launch() {
   taskset -c "$OTHER_CPU" "$BIN" job --metadata-url "zk:127.0.0.1:$ZK_PORT" --service-url "$URL" \
     >>"$1" 2>&1 </dev/null &
   JOB_PID=$!
+}
+job_alive() { # $1 log file
   sleep 2
-  kill -0 "$JOB_PID" 2>/dev/null || { say "magnetar job exited at once; its log:"; tail -5 "$1" >&2; JOB_PID=; return 1; }
+  kill -0 "$JOB_PID" 2>/dev/null && return 0
+  say "magnetar job exited at once; its log:"
+  tail -5 "$1" >&2
+  JOB_PID=
+  return 1
 }
 
 job_restart_run() {
@@ -559,7 +567,8 @@ job_restart_run() {
     say "$note"
     return 1
   fi
-  if ! job_start "$prefix.job.log"; then
+  job_launch "$prefix.job.log"
+  if ! job_alive "$prefix.job.log"; then
     write_meta "$prefix" "$n" 0 0 0 null "magnetar job did not start (see $prefix.job.log)"
     return 1
   fi
@@ -578,8 +587,9 @@ job_restart_run() {
   JOB_PID=
   say "job-restart: job killed; restarting it in ${OUTAGE_S}s"
   sleep "$OUTAGE_S"
-  if job_start "$prefix.job.log"; then
-    kill -USR2 "$LOAD_PID" # mark 2: the restart
+  job_launch "$prefix.job.log"
+  kill -USR2 "$LOAD_PID" # mark 2: the restart
+  if job_alive "$prefix.job.log"; then
     say "job-restart: job restarted; waiting for the catch-up"
   else
     note="the restarted job exited at once"
