@@ -223,6 +223,28 @@ wait_listen() {
   return 1
 }
 
+# The open-file limit: every connection is a descriptor in the load client and one in the server
+# process (the standalone, or the nchan worker). The client and nginx raise their limits
+# themselves, which needs CAP_SYS_RESOURCE above the hard limit; some containers lack it.
+NOFILE_HARD=$(ulimit -Hn)
+NOFILE_RAISE=0
+if [ "$NOFILE_HARD" = unlimited ] ||
+  prlimit --nofile=$((NOFILE_HARD + 1)):$((NOFILE_HARD + 1)) -- true 2>/dev/null; then
+  NOFILE_RAISE=1
+fi
+# Prints why $1 connections cannot be held, and fails, when the limit is too low.
+nofile_enough() {
+  [ "$NOFILE_RAISE" = 1 ] && return 0
+  [ $(($1 + 1100)) -le "$NOFILE_HARD" ] && return 0
+  echo "not run: $1 connections need about $(($1 + 1100)) open files in one process; the hard limit is $NOFILE_HARD and cannot be raised here (no CAP_SYS_RESOURCE)"
+  return 1
+}
+nofile_for() { # the worker_rlimit_nofile for $1 connections
+  local want=$(($1 + 10000))
+  [ "$NOFILE_RAISE" = 0 ] && [ "$want" -gt "$NOFILE_HARD" ] && want=$NOFILE_HARD
+  echo "$want"
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU ticks (utime + stime) of a process or a thread: $1 = /proc path (/proc/PID or .../task/TID)
 cpu_ticks() { sed 's/.*) //' "$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
@@ -282,14 +304,14 @@ cpu_json() {
     printf "{\"cpu\":%d,\"busy_s\":%.2f,\"total_s\":%.2f}", c, ($3 - $1) / t, ($4 - $2) / t }'
 }
 
-# Writes $1.meta.json: RSS before and with the idle connections, per connection, CPU seconds
+# Writes $1.meta.json: RSS before and with the idle connections, per connection open, CPU seconds
 # during the push (the server's, its gateway thread's, and how busy each CPU was in all).
-write_meta() { # $1 prefix, $2 n, $3 rss_before, $4 rss_idle, $5 cpu_s, $6 gateway_cpu_s, $7 note, $8 CPUs JSON
+write_meta() { # $1 prefix, $2 n, $3 rss_before, $4 rss_idle, $5 cpu_s, $6 gateway_cpu_s, $7 note, $8 CPUs JSON, $9 opened
   jq -n --argjson n "$2" --argjson before "$3" --argjson idle "$4" --argjson cpu "$5" \
     --argjson gw "${6:-null}" --arg note "$7" --argjson cpus "${8:-null}" \
-    --arg load "$(cat /proc/loadavg)" '{
-      connections: $n, rss_before_kib: $before, rss_idle_kib: $idle,
-      rss_per_conn_kib: (if $n > 0 and $idle > 0 then (($idle - $before) / $n) else null end),
+    --argjson opened "${9:-0}" --arg load "$(cat /proc/loadavg)" '{
+      connections: $n, opened: $opened, rss_before_kib: $before, rss_idle_kib: $idle,
+      rss_per_conn_kib: (if $opened > 0 and $idle > 0 then (($idle - $before) / $opened) else null end),
       cpu_s_push: $cpu, gateway_thread_cpu_s_push: $gw, cpus_during_push: $cpus,
       loadavg_after: $load, note: $note }' >"$1.meta.json"
 }
@@ -335,7 +357,7 @@ nchan_start() {
   # worker_cpu_affinity takes a bit mask, CPU 0 rightmost.
   local mask=1 c
   for ((c = 0; c < GATEWAY_CPU; c++)); do mask="${mask}0"; done
-  sed -e "s|@DIR@|$dir|g" -e "s|@CPU_MASK@|$mask|" -e "s|@NOFILE@|$((n + 10000))|" \
+  sed -e "s|@DIR@|$dir|g" -e "s|@CPU_MASK@|$mask|" -e "s|@NOFILE@|$(nofile_for "$n")|" \
     -e "s|@WORKER_CONNECTIONS@|$((n + 5000))|" -e "s|@SHM_MB@|128|" -e "s|@HOST@|127.0.0.1|" \
     -e "s|@PORT@|$NCHAN_PORT|" -e "s|@BUFFER_LENGTH@|10|" "$TEMPLATE" >"$dir/nginx.conf" || return 1
   nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' >"$dir/stdout.log" 2>&1 &
@@ -362,8 +384,13 @@ nchan_start() {
 # timeline}. Returns 1 when the server or the client could not be run (the reason in the log).
 fanout_run() {
   local server=$1 n=$2 prefix=$OUT/$1-$2 target push pid path
-  local rss_before rss_idle cpu0 cpu1 gw0 gw1 gw_cpu=null note=
+  local rss_before rss_idle cpu0 cpu1 gw0 gw1 gw_cpu=null note= opened
   rm -f "$prefix".*
+  if ! note=$(nofile_enough "$n"); then
+    write_meta "$prefix" "$n" 0 0 0 null "$note"
+    say "$server N=$n: $note"
+    return 1
+  fi
   if [ "$server" = magnetar ]; then
     if ! magnetar_start --chat-job on; then
       note="the standalone could not run the chat gateway (see $prefix.server.log)"
@@ -395,6 +422,8 @@ fanout_run() {
     --timeline "$prefix.timeline"; then
     sleep "$SETTLE_S"
     rss_idle=$(rss_kib "$pid")
+    opened=$(jq .opened "$WORK/ready")
+    [ "$opened" = "$n" ] || note="only $opened of $n connections opened (see $prefix.log)"
     cpu0=$(cpu_ticks "/proc/$pid")
     [ "$server" = magnetar ] && gw0=$(cpu_ticks "/proc/$SA_PID/task/$GW_TID")
     say "$server N=$n: $(jq -r '"\(.opened) open, \(.failed) failed in \(.connect_s) s"' "$WORK/ready"); RSS $rss_idle KiB; pushing for ${DURATION_S}s"
@@ -412,7 +441,8 @@ fanout_run() {
     fi
     write_meta "$prefix" "$n" "$rss_before" "$rss_idle" \
       "$(awk -v a="${cpu0:-0}" -v b="${cpu1:-0}" -v t="$TICKS_PER_S" 'BEGIN { printf "%.2f", (b - a) / t }')" \
-      "$gw_cpu" "" "[$(cpu_json "$OTHER_CPU" "$s0a" "$s0b"),$(cpu_json "$GATEWAY_CPU" "$s1a" "$s1b")]"
+      "$gw_cpu" "$note" "[$(cpu_json "$OTHER_CPU" "$s0a" "$s0b"),$(cpu_json "$GATEWAY_CPU" "$s1a" "$s1b")]" \
+      "$opened"
   else
     write_meta "$prefix" "$n" "$rss_before" 0 0 null "the load client did not connect"
   fi
