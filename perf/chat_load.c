@@ -561,7 +561,8 @@ static bool goim_packets(cl_ctx *c, cl_conn *k, const uint8_t *p, size_t len, in
             if (!goim_packets(c, k, body, body_len, depth + 1))
                 return false;
         } else if (op == CL_OP_AUTH_REPLY && k->state == CL_AUTHING) {
-            if (memmem(body, body_len, "\"code\":0", 8) == NULL) {
+            int64_t code = -1;
+            if (!json_int(body, body_len, "\"code\"", &code) || code != 0) {
                 c->failed_handshake++;
                 return false;
             }
