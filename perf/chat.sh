@@ -476,6 +476,8 @@ fanout_report() {
     . as $all |
     def pick($s; $n): $all | map(select(.server == $s and .connections == $n))[0];
     def dps: if .result then .result.deliveries_per_s else null end;
+    def per_cpu: if .result and .meta.cpu_s_push and .meta.cpu_s_push > 0
+      then .result.deliveries_in_push / .meta.cpu_s_push else null end;
     {
       benchmark: "chat fan-out (BENCHMARKS.md workload 5)", stamp: $stamp, rate: $rate,
       duration_s: $duration, loadavg_at_end: $load,
@@ -490,6 +492,11 @@ fanout_report() {
         magnetar_deliveries_per_s: (.magnetar | dps), nchan_deliveries_per_s: (.nchan | dps),
         ratio: (if (.magnetar | dps) and (.nchan | dps) and (.nchan | dps) > 0
                 then ((.magnetar | dps) / (.nchan | dps)) else null end),
+        magnetar_deliveries_per_cpu_s: (.magnetar | per_cpu),
+        nchan_deliveries_per_cpu_s: (.nchan | per_cpu),
+        magnetar_gateway_deliveries_per_cpu_s: (if .magnetar.result and .magnetar.meta.gateway_thread_cpu_s_push
+          and .magnetar.meta.gateway_thread_cpu_s_push > 0
+          then .magnetar.result.deliveries_in_push / .magnetar.meta.gateway_thread_cpu_s_push else null end),
         magnetar_rss_per_conn_kib: .magnetar.meta.rss_per_conn_kib,
         nchan_rss_per_conn_kib: .nchan.meta.rss_per_conn_kib,
         magnetar_p99_ms: .magnetar.result.latency_ms.p99, nchan_p99_ms: .nchan.result.latency_ms.p99,
@@ -506,9 +513,9 @@ fanout_report() {
   jq -r '
     def f($d): if . == null then "-" elif ($d == 0) then (. | floor | tostring)
       else ((. * pow(10; $d) | round) / pow(10; $d) | tostring) end;
-    "| N | ideal/s | magnetar/s | nchan/s | magnetar/nchan | RSS/conn KiB m / n | p99 ms m / n | p999 ms m / n | drops m / n | pushes acked m / n |",
-    "|---:|---:|---:|---:|---:|---|---|---|---|---|",
-    (.rows[] | "| \(.connections) | \(.ideal_per_s) | \(.magnetar_deliveries_per_s | f(0)) | \(.nchan_deliveries_per_s | f(0)) | \(.ratio | f(2)) | \(.magnetar_rss_per_conn_kib | f(2)) / \(.nchan_rss_per_conn_kib | f(2)) | \(.magnetar_p99_ms | f(1)) / \(.nchan_p99_ms | f(1)) | \(.magnetar_p999_ms | f(1)) / \(.nchan_p999_ms | f(1)) | \(.magnetar_drops | f(0)) / \(.nchan_drops | f(0)) | \(.magnetar_pushes_acked | f(0)) / \(.nchan_pushes_acked | f(0)) |"),
+    "| N | ideal/s | magnetar/s | nchan/s | magnetar/nchan | per server CPU s m / n | RSS/conn KiB m / n | p99 ms m / n | p999 ms m / n | drops m / n | pushes acked m / n |",
+    "|---:|---:|---:|---:|---:|---|---|---|---|---|---|",
+    (.rows[] | "| \(.connections) | \(.ideal_per_s) | \(.magnetar_deliveries_per_s | f(0)) | \(.nchan_deliveries_per_s | f(0)) | \(.ratio | f(2)) | \(.magnetar_deliveries_per_cpu_s | f(0)) / \(.nchan_deliveries_per_cpu_s | f(0)) | \(.magnetar_rss_per_conn_kib | f(2)) / \(.nchan_rss_per_conn_kib | f(2)) | \(.magnetar_p99_ms | f(1)) / \(.nchan_p99_ms | f(1)) | \(.magnetar_p999_ms | f(1)) / \(.nchan_p999_ms | f(1)) | \(.magnetar_drops | f(0)) / \(.nchan_drops | f(0)) | \(.magnetar_pushes_acked | f(0)) / \(.nchan_pushes_acked | f(0)) |"),
     "",
     "Goals (the chat gateway issue): every delivery made at 100k (4,000,000 deliveries/s at 40 pushes/s), <= 4 KiB RSS per idle connection, p99 <= 100 ms, >= 3 x nchan deliveries/s.",
     "",
