@@ -128,6 +128,7 @@ for v in "$RATE" "$DURATION_S" "$BODY_BYTES" "$CONNECT_RATE" "$DRAIN_S" "$ROOMS"
   "$ROOM_RATE" "$WARMUP_S" "$OUTAGE_S" "$AFTER_S"; do
   [[ $v =~ ^[0-9]+$ ]] && [ "$v" -gt 0 ] || die "numeric options need positive integers ('$v')"
 done
+[[ $NICE_N =~ ^-?[0-9]+$ ]] || die "--nice needs an integer"
 IFS=, read -r -a NS <<<"$CONNECTIONS"
 for n in "${NS[@]}"; do
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || die "--connections: '$n' is not a positive integer"

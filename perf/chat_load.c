@@ -276,6 +276,7 @@ typedef struct cl_pusher_stats {
     atomic_int_fast64_t late;
     atomic_int_fast64_t skipped;
     atomic_int_fast64_t reconnects;
+    atomic_int_fast64_t unanswered; /* in flight when the pusher's time ran out */
     atomic_bool done;
 } cl_pusher_stats;
 
@@ -1248,7 +1249,7 @@ static void *pusher_main(void *arg)
     for (int64_t i = 0; i < conns_n; i++) {
         if (pcs[i].busy) {
             pcs[i].busy = false;
-            atomic_fetch_add(&c->ps.failed, 1);
+            atomic_fetch_add(&c->ps.unanswered, 1);
         }
         if (pcs[i].fd >= 0)
             close(pcs[i].fd);
@@ -1480,10 +1481,11 @@ static void result_print(cl_ctx *c, int64_t push_end_us, int64_t drain_end_us)
     fprintf(f,
             "\"pushes\":{\"sent\":%" PRId64 ",\"acked\":%" PRId64 ",\"failed\":%" PRId64
             ",\"late\":%" PRId64 ",\"skipped\":%" PRId64 ",\"reconnects\":%" PRId64
-            ",\"push_s\":%.3f,\"acked_per_s\":%.2f,\"latency_ms\":",
+            ",\"unanswered\":%" PRId64 ",\"push_s\":%.3f,\"acked_per_s\":%.2f,\"latency_ms\":",
             (int64_t)atomic_load(&c->ps.sent), acked, (int64_t)atomic_load(&c->ps.failed),
             (int64_t)atomic_load(&c->ps.late), (int64_t)atomic_load(&c->ps.skipped),
-            (int64_t)atomic_load(&c->ps.reconnects), push_s, rate_acked);
+            (int64_t)atomic_load(&c->ps.reconnects), (int64_t)atomic_load(&c->ps.unanswered),
+            push_s, rate_acked);
     hist_json(f, &c->push_hist);
     /* With one room every open connection should get every acknowledged push: the ideal is
      * connections x acknowledged pushes per second; with several, each connection gets its
