@@ -540,7 +540,7 @@ static void marks_forget(cl_ctx *c, const cl_conn *k)
 /* --- GOIM packets (magnetar mode) ---------------------------------------------------------- */
 
 static void conn_send(cl_ctx *c, cl_conn *k, const uint8_t *p, size_t len);
-static void conn_close(cl_ctx *c, cl_conn *k, bool by_server);
+static void conn_close(cl_ctx *c, cl_conn *k);
 
 /* Splits len bytes of whole packets; depth bounds op 9 nesting. Returns false on a malformed
  * packet (the rest of the bytes are skipped). */
@@ -622,7 +622,7 @@ static ssize_t ws_frames(cl_ctx *c, cl_conn *k, uint8_t *p, size_t len)
         }
         if (plen > CL_MESSAGE_BYTES_MAX) {
             c->proto_errors++;
-            conn_close(c, k, false);
+            conn_close(c, k);
             return -1;
         }
         size_t mh = masked ? 4 : 0;
@@ -635,7 +635,7 @@ static ssize_t ws_frames(cl_ctx *c, cl_conn *k, uint8_t *p, size_t len)
         off += h + mh + plen;
         if (opcode == 0x8) {
             c->closes_by_server++;
-            conn_close(c, k, true);
+            conn_close(c, k);
             return -1;
         } else if (opcode == 0x9) {
             uint8_t pong[14 + 125];
@@ -655,7 +655,7 @@ static ssize_t ws_frames(cl_ctx *c, cl_conn *k, uint8_t *p, size_t len)
             } else {
                 k->msg = malloc(plen > 0 ? plen : 1);
                 if (k->msg == NULL) {
-                    conn_close(c, k, false);
+                    conn_close(c, k);
                     return -1;
                 }
                 memcpy(k->msg, payload, plen);
@@ -664,12 +664,12 @@ static ssize_t ws_frames(cl_ctx *c, cl_conn *k, uint8_t *p, size_t len)
         } else if (opcode == 0x0 && k->msg != NULL) {
             if (k->msg_len + plen > CL_MESSAGE_BYTES_MAX) {
                 c->proto_errors++;
-                conn_close(c, k, false);
+                conn_close(c, k);
                 return -1;
             }
             uint8_t *m = realloc(k->msg, k->msg_len + plen + 1);
             if (m == NULL) {
-                conn_close(c, k, false);
+                conn_close(c, k);
                 return -1;
             }
             memcpy(m + k->msg_len, payload, plen);
@@ -708,9 +708,8 @@ static void conn_free_buffers(cl_conn *k)
     k->in_len = k->msg_len = k->out_len = 0;
 }
 
-static void conn_close(cl_ctx *c, cl_conn *k, bool by_server)
+static void conn_close(cl_ctx *c, cl_conn *k)
 {
-    (void)by_server;
     if (k->fd >= 0) {
         close(k->fd);
         k->fd = -1;
@@ -739,7 +738,7 @@ static void conn_fail(cl_ctx *c, cl_conn *k, int err)
         else
             c->failed_other++;
     }
-    conn_close(c, k, false);
+    conn_close(c, k);
 }
 
 static void conn_send(cl_ctx *c, cl_conn *k, const uint8_t *p, size_t len)
@@ -1168,10 +1167,9 @@ static void push_readable(cl_ctx *c, cl_push_conn *pc, int ep)
         if (status >= 200 && status < 300) {
             atomic_fetch_add(&c->ps.acked, 1);
             atomic_fetch_add(&c->room_acked[pc->room], 1);
-            int64_t prev = atomic_load(&c->room_acked_max_n[pc->room]);
-            while (prev < pc->n &&
-                   !atomic_compare_exchange_weak(&c->room_acked_max_n[pc->room], &prev, pc->n))
-                ;
+            /* This thread is the only writer: no compare-and-swap needed. */
+            if (pc->n > atomic_load(&c->room_acked_max_n[pc->room]))
+                atomic_store(&c->room_acked_max_n[pc->room], pc->n);
         } else {
             atomic_fetch_add(&c->ps.failed, 1);
         }
@@ -1204,7 +1202,7 @@ static void *pusher_main(void *arg)
     const int64_t total = c->o.rate * c->o.duration_s;
     const int64_t hard_end = start + c->o.duration_s * 1000000 + CL_PUSH_STOP_GRACE_MS * 1000;
     int64_t issued = 0;
-    for (;;) {
+    for (;;) { /* ends at hard_end at the latest */
         int64_t now = mono_us();
         if (atomic_load(&c->stop) || now >= hard_end)
             break;
@@ -1370,7 +1368,7 @@ static int loop_until(cl_ctx *c, int64_t deadline_us, int64_t base_us, const cha
                       bool (*until)(cl_ctx *), int64_t *next_tick_us, int64_t *second)
 {
     struct epoll_event evs[CL_EVENTS_MAX];
-    for (;;) {
+    for (;;) { /* ends at deadline_us at the latest */
         int64_t now = mono_us();
         if (now >= *next_tick_us) {
             tick_second(c, *second, phase);
