@@ -251,6 +251,26 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 cpu_ticks() { sed 's/.*) //' "$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
+# Seconds between two cpu_ticks readings, or null when either is missing.
+ticks_delta_s() {
+  if [ -z "${1:-}" ] || [ -z "${2:-}" ]; then
+    echo null
+  else
+    awk -v a="$1" -v b="$2" -v t="$TICKS_PER_S" 'BEGIN { printf "%.2f", (b - a) / t }'
+  fi
+}
+
+# Whether process $1 runs (a zombie, exited but not yet reaped, does not).
+proc_alive() {
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+server_log() { # where the server of kind $1 writes its log
+  if [ "$1" = magnetar ]; then echo "$WORK/standalone.log"; else echo "$WORK/nginx/error.log"; fi
+}
+
 # The thread of $1 whose name is $2 (empty when none).
 thread_named() {
   local t
@@ -385,7 +405,7 @@ nchan_start() {
 # timeline}. Returns 1 when the server or the client could not be run (the reason in the log).
 fanout_run() {
   local server=$1 n=$2 prefix=$OUT/$1-$2 target push pid path
-  local rss_before rss_idle cpu0 cpu1 gw0 gw1 gw_cpu=null note= opened
+  local rss_before rss_idle cpu0 cpu1 gw0= gw1= gw_cpu=null note= opened
   rm -f "$prefix".*
   if ! note=$(nofile_enough "$n"); then
     write_meta "$prefix" "$n" 0 0 0 null "$note"
@@ -436,12 +456,18 @@ fanout_run() {
     cpu1=$(cpu_ticks "/proc/$pid")
     s0b=$(cpu_stat "$OTHER_CPU")
     s1b=$(cpu_stat "$GATEWAY_CPU")
-    if [ "$server" = magnetar ]; then
-      gw1=$(cpu_ticks "/proc/$SA_PID/task/$GW_TID")
-      gw_cpu=$(awk -v a="${gw0:-0}" -v b="${gw1:-0}" -v t="$TICKS_PER_S" 'BEGIN { printf "%.2f", (b - a) / t }')
+    [ "$server" = magnetar ] && gw1=$(cpu_ticks "/proc/$SA_PID/task/$GW_TID")
+    if ! proc_alive "$pid" || [ -z "$cpu1" ]; then
+      # Its CPU time is gone with it: null, not a difference with nothing.
+      cpu1= gw1=
+      note="the server exited during the run${note:+; $note}"
+      local why
+      why=$(grep -m1 -E 'assertion failed|[Ss]egmentation|panic|FATAL|abort' "$(server_log "$server")" 2>/dev/null)
+      [ -n "$why" ] && note="$note: $why"
+      say "$server N=$n: $note"
     fi
-    write_meta "$prefix" "$n" "$rss_before" "$rss_idle" \
-      "$(awk -v a="${cpu0:-0}" -v b="${cpu1:-0}" -v t="$TICKS_PER_S" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    gw_cpu=$(ticks_delta_s "$gw0" "$gw1")
+    write_meta "$prefix" "$n" "$rss_before" "$rss_idle" "$(ticks_delta_s "$cpu0" "$cpu1")" \
       "$gw_cpu" "$note" "[$(cpu_json "$OTHER_CPU" "$s0a" "$s0b"),$(cpu_json "$GATEWAY_CPU" "$s1a" "$s1b")]" \
       "$opened"
   else
@@ -633,6 +659,13 @@ job_restart_run() {
     note="the restarted job exited at once"
   fi
   load_wait $((AFTER_S + drain + 60))
+  if ! proc_alive "$SA_PID"; then
+    note="the standalone exited during the run${note:+; $note}"
+    local why
+    why=$(grep -m1 -E 'assertion failed|[Ss]egmentation|panic|FATAL|abort' "$WORK/standalone.log" 2>/dev/null)
+    [ -n "$why" ] && note="$note: $why"
+    say "job-restart: $note"
+  fi
   stop_pid JOB_PID
   cp "$WORK/standalone.log" "$prefix.server.log" 2>/dev/null
   perf_standalone_kill
