@@ -251,6 +251,24 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 cpu_ticks() { sed 's/.*) //' "$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
 TICKS_PER_S=$(getconf CLK_TCK)
 
+# Writes "t_s server_cpu_s gateway_cpu_s" once a second to $1 (CPU seconds used in that second by
+# process $2 and, for magnetar ($4), its thread $3) while the load client runs, at most $5
+# seconds: the figures survive a server that dies during the run.
+cpu_sampler() {
+  local out=$1 pid=$2 tid=$3 kind=$4 max_s=$5 i p0 p1 g0= g1=
+  echo "# t_s server_cpu_s gateway_thread_cpu_s" >"$out"
+  p0=$(cpu_ticks "/proc/$pid")
+  [ "$kind" = magnetar ] && g0=$(cpu_ticks "/proc/$pid/task/$tid")
+  for ((i = 1; i <= max_s; i++)); do
+    sleep 1
+    p1=$(cpu_ticks "/proc/$pid")
+    [ -n "$p1" ] || break
+    [ "$kind" = magnetar ] && g1=$(cpu_ticks "/proc/$pid/task/$tid")
+    echo "$i $(ticks_delta_s "$p0" "$p1") $(ticks_delta_s "$g0" "$g1")" >>"$out"
+    p0=$p1 g0=$g1
+  done
+}
+
 # Seconds between two cpu_ticks readings, or null when either is missing.
 ticks_delta_s() {
   if [ -z "${1:-}" ] || [ -z "${2:-}" ]; then
@@ -452,7 +470,11 @@ fanout_run() {
     s0a=$(cpu_stat "$OTHER_CPU")
     s1a=$(cpu_stat "$GATEWAY_CPU")
     kill -USR1 "$LOAD_PID"
+    cpu_sampler "$prefix.cpu" "$pid" "${GW_TID:-}" "$server" $((DURATION_S + DRAIN_S + 60)) &
+    local sampler=$!
     load_wait $((DURATION_S + DRAIN_S + 60))
+    kill "$sampler" 2>/dev/null
+    wait "$sampler" 2>/dev/null
     cpu1=$(cpu_ticks "/proc/$pid")
     s0b=$(cpu_stat "$OTHER_CPU")
     s1b=$(cpu_stat "$GATEWAY_CPU")
