@@ -1337,6 +1337,7 @@ static void mark_set(cl_ctx *c)
         if (k->state == CL_OPEN && k->last_n < mk->target[k->room])
             mk->pending++;
     }
+    mk->lag_max = lag_now(c); /* a catch-up shorter than a second never meets a tick */
     if (mk->pending == 0)
         mk->caught_up_us = mk->at_us;
     fprintf(stderr, "perf_chat_load: mark %d set, %" PRId64 " connections below its target\n",
