@@ -255,7 +255,7 @@ TICKS_PER_S=$(getconf CLK_TCK)
 # process $2 and, for magnetar ($4), its thread $3) while the load client runs, at most $5
 # seconds: the figures survive a server that dies during the run.
 cpu_sampler() {
-  local out=$1 pid=$2 tid=$3 kind=$4 max_s=$5 i p0 p1 g0= g1=
+  local out=$1 pid=$2 tid=$3 kind=$4 max_s=$5 i p0 p1 g0='' g1=''
   echo "# t_s server_cpu_s gateway_thread_cpu_s" >"$out"
   p0=$(cpu_ticks "/proc/$pid")
   [ "$kind" = magnetar ] && g0=$(cpu_ticks "/proc/$pid/task/$tid")
@@ -423,7 +423,7 @@ nchan_start() {
 # timeline}. Returns 1 when the server or the client could not be run (the reason in the log).
 fanout_run() {
   local server=$1 n=$2 prefix=$OUT/$1-$2 target push pid path
-  local rss_before rss_idle cpu0 cpu1 gw0= gw1= gw_cpu=null note= opened
+  local rss_before rss_idle cpu0 cpu1 gw0='' gw1='' gw_cpu=null note='' opened
   rm -f "$prefix".*
   if ! note=$(nofile_enough "$n"); then
     write_meta "$prefix" "$n" 0 0 0 null "$note"
@@ -481,7 +481,7 @@ fanout_run() {
     [ "$server" = magnetar ] && gw1=$(cpu_ticks "/proc/$SA_PID/task/$GW_TID")
     if ! proc_alive "$pid" || [ -z "$cpu1" ]; then
       # Its CPU time is gone with it: null, not a difference with nothing.
-      cpu1= gw1=
+      cpu1='' gw1=''
       note="the server exited during the run${note:+; $note}"
       local why
       why=$(grep -m1 -E 'assertion failed|[Ss]egmentation|panic|FATAL|abort' "$(server_log "$server")" 2>/dev/null)
