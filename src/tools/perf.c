@@ -1285,7 +1285,6 @@ static const mg_tool_command perf_workloads[] = {
     { "consume", "consume throughput and end-to-end latency (as pulsar-perf consume)",
       mg_perf_consume },
     { "catchup", "drain of a cold backlog against the disk's bandwidth", NULL },
-    { "chat", "WebSocket fan-out through a chat gateway", NULL },
 };
 
 static const mg_tool_command_table perf_workload_table = {
