@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Everything the project builds, links or tests against, by Debian package name. clang and
 # libfuzzer-14-dev serve only the fuzz build (perf/fuzz.sh, build-fuzz/); the main build is gcc.
 # chromium drives the chat page's browser test; nginx with nchan is the peer perf/chat.sh measures
-# the chat gateway against.
+# the chat gateway against, and jq reads its load client's results.
 PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-format git curl procps iproute2 python3
   libuv1-dev libaio-dev librocksdb-dev libzstd-dev liblz4-dev zlib1g-dev libsnappy-dev
@@ -20,7 +20,7 @@ PACKAGES=(
   clang libfuzzer-14-dev
   fio
   libjansson-dev libbrotli-dev nettle-dev
-  chromium nginx libnginx-mod-nchan
+  chromium nginx libnginx-mod-nchan jq
 )
 
 build_dir=build
