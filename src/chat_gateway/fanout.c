@@ -319,6 +319,31 @@ static void push_each(cg_gateway *gw, const Magnetar__Chat__ChatPush *p, cg__msg
     }
 }
 
+static void msg_of(const Magnetar__Chat__ChatMessage *m, cg__msg *out)
+{
+    out->body = m->body.data;
+    out->body_len = m->body.len;
+    out->op = m->op;
+    if (m->position != NULL)
+        out->pos = (cg_position){ m->position->ledger_id, m->position->entry_id,
+                                  m->position->batch_index };
+    else
+        out->pos = (cg_position){ -1, -1, -1 };
+}
+
+static void send_ack(cg__link *k, uint64_t push_id, int status)
+{
+    Magnetar__Chat__ChatPushAck ack = MAGNETAR__CHAT__CHAT_PUSH_ACK__INIT;
+    ack.push_id = push_id;
+    ack.has_status = status != MG_OK;
+    ack.status = status;
+    Magnetar__Chat__ChatFrame f = MAGNETAR__CHAT__CHAT_FRAME__INIT;
+    f.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_ACK;
+    f.ack = &ack;
+    cg__link_send(k, &f);
+}
+
+/* A keys, mids or all push: fanned out, then acknowledged. */
 static void handle_push(cg__link *k, const Magnetar__Chat__ChatPush *p)
 {
     cg_gateway *gw = k->gw;
@@ -330,34 +355,61 @@ static void handle_push(cg__link *k, const Magnetar__Chat__ChatPush *p)
     if (msgs == NULL) {
         status = MG_ENOMEM;
     } else {
-        for (size_t i = 0; i < n; i++) {
-            const Magnetar__Chat__ChatMessage *m = p->messages[i];
-            msgs[i].body = m->body.data;
-            msgs[i].body_len = m->body.len;
-            msgs[i].op = m->op;
-            if (m->position != NULL)
-                msgs[i].pos = (cg_position){ m->position->ledger_id, m->position->entry_id,
-                                             m->position->batch_index };
-            else
-                msgs[i].pos = (cg_position){ -1, -1, -1 };
-        }
-        if (p->kind == MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_ROOM) {
-            if (p->room != NULL)
-                push_room(gw, p->room, msgs, n);
-        } else {
-            push_each(gw, p, msgs, n);
-        }
+        for (size_t i = 0; i < n; i++)
+            msg_of(p->messages[i], &msgs[i]);
+        push_each(gw, p, msgs, n);
         if (msgs != stack)
             mg_free(msgs);
     }
-    Magnetar__Chat__ChatPushAck ack = MAGNETAR__CHAT__CHAT_PUSH_ACK__INIT;
-    ack.push_id = p->push_id;
-    ack.has_status = status != MG_OK;
-    ack.status = status;
-    Magnetar__Chat__ChatFrame f = MAGNETAR__CHAT__CHAT_FRAME__INIT;
-    f.kind_case = MAGNETAR__CHAT__CHAT_FRAME__KIND_ACK;
-    f.ack = &ack;
-    cg__link_send(k, &f);
+    send_ack(k, p->push_id, status);
+}
+
+static bool is_room_push(const Magnetar__Chat__ChatFrame *f)
+{
+    return f->kind_case == MAGNETAR__CHAT__CHAT_FRAME__KIND_PUSH &&
+           f->push->kind == MAGNETAR__CHAT__CHAT_PUSH_KIND__CHAT_PUSH_ROOM && f->push->room != NULL;
+}
+
+/* Room pushes of one read, room by room: the pushes for frames[i]'s room among frames[i, n) not
+ * yet fanned out (done[j] false) are fanned out as one batch, in their order, up to
+ * CG_FANOUT_MERGE_MESSAGES_MAX messages (the rest at the next call). A gateway keeping up reads
+ * one push at a time and this is that push; one that fell behind finds several of a busy room
+ * waiting, and writes them to each member at once: the cost of a fan-out is per write, not per
+ * message. Returns the status for the acks. */
+static int push_room_merged(cg__link *k, Magnetar__Chat__ChatFrame **frames, size_t n, size_t i,
+                            bool *done)
+{
+    cg_gateway *gw = k->gw;
+    const char *room = frames[i]->push->room;
+    cg__msg *msgs = gw->merge_msgs;
+    size_t count = 0;
+    for (size_t j = i; j < n; j++) {
+        if (done[j] || !is_room_push(frames[j]) || strcmp(frames[j]->push->room, room) != 0)
+            continue;
+        const Magnetar__Chat__ChatPush *p = frames[j]->push;
+        if (j > i && count + p->n_messages > CG_FANOUT_MERGE_MESSAGES_MAX)
+            break;
+        if (p->n_messages > CG_FANOUT_MERGE_MESSAGES_MAX - count) {
+            /* One push larger than the merge bound (a Job's larger merge setting): alone. */
+            cg__msg *own = mg_malloc(p->n_messages * sizeof(*own));
+            if (own == NULL)
+                return MG_ENOMEM;
+            for (size_t m = 0; m < p->n_messages; m++)
+                msg_of(p->messages[m], &own[m]);
+            push_room(gw, room, own, p->n_messages);
+            mg_free(own);
+            mg_counter_inc(gw->m_pushes);
+            done[j] = true;
+            return MG_OK;
+        }
+        for (size_t m = 0; m < p->n_messages; m++)
+            msg_of(p->messages[m], &msgs[count++]);
+        mg_counter_inc(gw->m_pushes);
+        done[j] = true;
+    }
+    if (count > 0)
+        push_room(gw, room, msgs, count);
+    return MG_OK;
 }
 
 /* ---- links ---------------------------------------------------------------------------------- */
@@ -473,7 +525,7 @@ static void link_frame(cg__link *k, Magnetar__Chat__ChatFrame *f)
             link_close(k, "a push before hello");
             return;
         }
-        handle_push(k, f->push);
+        handle_push(k, f->push); /* room pushes are handled in link_frames */
         break;
     case MAGNETAR__CHAT__CHAT_FRAME__KIND_PING: {
         Magnetar__Chat__ChatPing pong = MAGNETAR__CHAT__CHAT_PING__INIT;
@@ -492,6 +544,38 @@ static void link_frame(cg__link *k, Magnetar__Chat__ChatFrame *f)
     default:
         link_close(k, "a frame a Job does not send");
         break;
+    }
+}
+
+/* The frames of one read, in order; room pushes room by room (push_room_merged), each push
+ * acknowledged in its place in the order. */
+static void link_frames(cg__link *k, Magnetar__Chat__ChatFrame **frames, size_t n)
+{
+    bool done[CG_LINK_READ_FRAMES_MAX] = { false };
+    int status[CG_LINK_READ_FRAMES_MAX];
+    MG_ASSERT(n <= CG_LINK_READ_FRAMES_MAX);
+    for (size_t i = 0; i < n && !k->closing; i++) {
+        if (!is_room_push(frames[i])) {
+            link_frame(k, frames[i]);
+            continue;
+        }
+        if (!k->hello) {
+            link_close(k, "a push before hello");
+            return;
+        }
+        if (!done[i]) {
+            size_t first = i;
+            int rc = push_room_merged(k, frames, n, first, done);
+            for (size_t j = first; j < n; j++)
+                if (done[j] && is_room_push(frames[j]) &&
+                    strcmp(frames[j]->push->room, frames[first]->push->room) == 0)
+                    status[j] = rc;
+            if (!done[i]) { /* out of memory before it */
+                done[i] = true;
+                status[i] = rc;
+            }
+        }
+        send_ack(k, frames[i]->push->push_id, status[i]);
     }
 }
 
@@ -514,19 +598,28 @@ static void link_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     k->last_rx_ms = (int64_t)uv_now(k->gw->loop);
     k->refs++;
     cg_push_decoder_feed(&k->dec, (const uint8_t *)buf->base, (size_t)nread);
+    Magnetar__Chat__ChatFrame *frames[CG_LINK_READ_FRAMES_MAX];
+    size_t n = 0;
     for (;;) {
         Magnetar__Chat__ChatFrame *f = NULL;
         int rc = cg_push_decoder_next(&k->dec, &f);
+        if (rc == MG_OK)
+            frames[n++] = f;
+        if (n > 0 && (rc != MG_OK || n == CG_LINK_READ_FRAMES_MAX)) {
+            if (!k->closing)
+                link_frames(k, frames, n);
+            for (size_t i = 0; i < n; i++)
+                magnetar__chat__chat_frame__free_unpacked(frames[i], NULL);
+            n = 0;
+            if (k->closing)
+                break;
+        }
         if (rc == MG_EAGAIN)
             break;
         if (rc != MG_OK) {
             link_close(k, rc == MG_ELIMIT ? "a frame over the bound" : "a malformed frame");
             break;
         }
-        link_frame(k, f);
-        magnetar__chat__chat_frame__free_unpacked(f, NULL);
-        if (k->closing)
-            break;
     }
     link_unref(k);
 }

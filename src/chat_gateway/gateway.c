@@ -655,6 +655,7 @@ static void handle_change_room(cg__conn *c, const cg_packet *pk)
     if (c->resume != NULL)
         cg__resume_cancel(c);
     c->state = CG__LIVE;
+    c->has_floor = 0; /* a resume's floor is its old room's */
     cg__conn_leave(c);
     if (cg__conn_join(c, room.text) != MG_OK) {
         cg__conn_close(c, CG__REASON_NO_MEMORY);
@@ -1120,6 +1121,7 @@ int cg_gateway_create(uv_loop_t *loop, const cg_gateway_opts *opts, cg_gateway *
         return MG_ENOMEM;
     gw->loop = loop;
     gw->rbuf = mg_malloc(CG_READ_BUFFER_BYTES);
+    gw->merge_msgs = mg_malloc(CG_FANOUT_MERGE_MESSAGES_MAX * sizeof(cg__msg));
     gw->bucket_count = o.buckets ? o.buckets : CG_BUCKETS_DEFAULT;
     gw->buckets = mg_calloc(gw->bucket_count, sizeof(cg__bucket));
     snprintf(gw->bind, sizeof(gw->bind), "%s", o.bind_address ? o.bind_address : "0.0.0.0");
@@ -1133,8 +1135,10 @@ int cg_gateway_create(uv_loop_t *loop, const cg_gateway_opts *opts, cg_gateway *
             memcpy(gw->service_url, o.service_url, strlen(o.service_url) + 1);
         gw->resume_enabled = gw->service_url != NULL;
     }
-    if (gw->rbuf == NULL || gw->buckets == NULL || (o.service_url && gw->service_url == NULL)) {
+    if (gw->rbuf == NULL || gw->buckets == NULL || gw->merge_msgs == NULL ||
+        (o.service_url && gw->service_url == NULL)) {
         mg_free(gw->rbuf);
+        mg_free(gw->merge_msgs);
         mg_free(gw->buckets);
         mg_free(gw->service_url);
         mg_free(gw);
@@ -1247,6 +1251,7 @@ static void gateway_free(cg_gateway *gw)
     mg_free(gw->buckets);
     mg_free(gw->streams);
     mg_free(gw->rbuf);
+    mg_free(gw->merge_msgs);
     mg_free(gw->service_url);
     mg_freelist_clear(&gw->write_reqs);
     void (*closed)(void *) = gw->closed;

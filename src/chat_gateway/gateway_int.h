@@ -152,6 +152,7 @@ struct cg_gateway {
     uint64_t key_counter;
     uint64_t writes_direct, dropped, packets_in;
     mg_freelist write_reqs;
+    struct cg__msg *merge_msgs; /* CG_FANOUT_MERGE_MESSAGES_MAX, for merged room pushes */
     cg_auth auth_scratch;
     uv_timer_t sweep;
     uv_check_t check;

@@ -77,6 +77,15 @@ _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BY
 #define CG_ONLINE_ROOMS_MAX           16384u
 /* Job links one gateway accepts: a handful of Job workers per cluster, one link each. */
 #define CG_PUSH_LINKS_MAX             256u
+/* Room pushes of one read from a Job's link that are fanned out together when they are for the
+ * same room (fanout.c): messages in one merged batch. A gateway behind on its fan-out finds a
+ * busy room's pushes waiting and writes them to each member at once (the cost of a fan-out is
+ * per write, not per message); 256 messages with their position packets is 512 packets, within
+ * an op 9 batch's CG_BATCH_PACKETS_MAX for every client. */
+#define CG_FANOUT_MERGE_MESSAGES_MAX  256u
+/* Frames handled together from one read of a Job's link: a read holds at most a Job's window of
+ * pushes (CG_JOB_LINK_WINDOW) and a few pings; more are handled in further rounds. */
+#define CG_LINK_READ_FRAMES_MAX       128u
 /* The op of a position packet (a Magnetar extension: GOIM's ops end at 17). */
 #define CG_OP_POSITION                20u
 /* Resume (resume.c). Replays running at once: each holds a reader (a non-durable subscription)
@@ -91,6 +100,8 @@ _Static_assert(CG_BATCH_PACKETS_MAX *CG_PACKET_HEADER_BYTES <= CG_PACKET_BODY_BY
  * a busy room. */
 #define CG_RESUME_HOLD_BYTES_MAX      (4u * 1024 * 1024)
 
+_Static_assert(2u * CG_FANOUT_MERGE_MESSAGES_MAX <= CG_BATCH_PACKETS_MAX,
+               "a merged batch with positions fits an op 9 batch");
 _Static_assert(CG_QUEUE_SOFT_BYTES_DEFAULT < CG_QUEUE_HARD_BYTES_DEFAULT,
                "the soft queue limit drops before the hard one disconnects");
 _Static_assert(CG_QUEUE_SLOTS >= 2 && CG_QUEUE_SLOTS <= 64,

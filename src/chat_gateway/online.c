@@ -126,7 +126,8 @@ static char *build_report(cg_gateway *gw)
             l = l->next;
         }
     }
-    qsort(ips, nip, sizeof(uint32_t), cmp_u32);
+    if (nip > 1)
+        qsort(ips, nip, sizeof(uint32_t), cmp_u32);
     size_t ip_count = 0;
     for (size_t i = 0; i < nip; i++)
         if (i == 0 || ips[i] != ips[i - 1])

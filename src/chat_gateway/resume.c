@@ -41,6 +41,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/list.h"
 #include "common/log.h"
 
 #include <inttypes.h>
@@ -423,7 +424,9 @@ int cg__resume_env_start(cg_gateway *gw)
 
 static void env_timer_closed(uv_handle_t *h)
 {
+    cg__resume_env *env = MG_CONTAINER_OF(h, cg__resume_env, timer);
     cg_gateway *gw = h->data;
+    mg_free(env); /* the timer lives in it */
     gw->handles_open--;
     cg__gateway_maybe_closed(gw);
 }
@@ -444,6 +447,5 @@ void cg__resume_env_stop(cg_gateway *gw)
     uv_close((uv_handle_t *)&env->timer, env_timer_closed);
     gw->side_pending++;
     pc_client_close(env->client, env_client_closed, gw);
-    gw->resume_env = NULL;
-    mg_free(env);
+    gw->resume_env = NULL; /* freed when its timer has closed */
 }
