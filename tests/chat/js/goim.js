@@ -303,7 +303,7 @@ class Client {
   }
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
 function httpRequest(port, method, path, body, ms = 10000) {
   return new Promise((resolve, reject) => {
