@@ -68,14 +68,21 @@ if [ "$RC" = 0 ]; then t_ok "protocol.test.js passes"; else
   tail -n 30 "$LOG" | sed 's/^/    /'
 fi
 cd "$ROOT" || true
+if ! kill -0 "$SPID" 2>/dev/null; then
+  wait "$SPID"; T_STATUS=$?
+  t_fail "standalone still runs after the protocol tests (it died with status $T_STATUS)"
+  tail -n 5 "$LOG" | sed 's/^/    /'
+  stop_here
+fi
+t_ok "standalone still runs after the protocol tests"
 
 # --- Stop: SIGTERM, exit status 0.
 kill -TERM "$SPID"
 t_wait_exit "$SPID" 30
 t_check "standalone stops on SIGTERM with status 0 (got $T_STATUS)" test "$T_STATUS" = 0
-if grep -qE 'ASSERT|AddressSanitizer|runtime error' "$LOG"; then
+if grep -aqE 'assertion failed|AddressSanitizer|runtime error' "$LOG"; then
   t_fail "no assertion or sanitizer report in the standalone log"
-  grep -E 'ASSERT|AddressSanitizer|runtime error' "$LOG" | head -5 | sed 's/^/    /'
+  grep -aE 'assertion failed|AddressSanitizer|runtime error' "$LOG" | head -5 | sed 's/^/    /'
 fi
 
 t_end
