@@ -261,6 +261,17 @@ test('5. Room change (op 12/13); key, mid and all pushes follow accepted ops (op
     assert.strictEqual(b.messages.length, 5);
     assert.strictEqual(b.texts()[4], 'key-b-1001-2', 'b did not get the op 1000 push after op 16');
     for (const c of [stay, mover, a, b]) assert.deepStrictEqual(c.errors, []);
+
+    // A second connection with the same key replaces the first, which is closed (replaced);
+    // key pushes then reach the new one.
+    const replacedBefore = await closedMetric('replaced');
+    const a2 = await open('tcp', 'same-key');
+    await a2.auth({ mid: 600001, key: `a-${tag}`, room_id: `live://${R(6002)}`, accepts: [1000] });
+    await a.waitClosed(5000);
+    assert.strictEqual(await closedMetric('replaced'), replacedBefore + 1);
+    await g.push(HTTP, 'keys', { keys: `a-${tag}`, operation: '1000' }, 'key-4');
+    await a2.waitMessages(1);
+    assert.deepStrictEqual(a2.texts(), ['key-4']);
   });
 });
 
