@@ -71,6 +71,11 @@ function assertIncreasing(positions, what) {
 const RUN = String(process.pid % 100000).padStart(5, '0');
 const R = (n) => Number(`${n}${RUN}`);
 
+// The bodies sorted by the ids the push API gave them: the order the log stored them in.
+function storedOrder(bodies, ids) {
+  return bodies.map((b, i) => [ids[i], b]).sort((x, y) => g.comparePositions(x[0], y[0])).map((x) => x[1]);
+}
+
 const range = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
 
 // ---------------------------------------------------------------------------------------------
@@ -158,11 +163,13 @@ test('3. Batching: 10 pushes back to back reach a GOIM client in fewer op 9 pack
   await withClients(async (open) => {
     const c = await open('ws', 'batch');
     await c.auth(goimAuth(`live://${R(4000)}`));
-    const bodies = range('batch', 10);
-    await pushRoomAll(R(4000), bodies);
+    // All 10 posted at once; the order they were stored in is the order of their ids.
+    const sent = range('batch', 10);
+    const ids = await Promise.all(sent.map((b) => pushRoom(R(4000), b).then((r) => r.data.id)));
+    const bodies = storedOrder(sent, ids);
     await c.waitMessages(10);
     await sleep(200);
-    assert.deepStrictEqual(c.texts(), bodies, 'all bodies, in order, once');
+    assert.deepStrictEqual(c.texts(), bodies, 'all bodies, in stored order, once');
     const batches = c.packets.filter((p) => p.op === OP.RAW);
     assert.ok(batches.every((p) => p.ver === 1), 'op 9 packets have ver 1');
     assert.strictEqual(c.packets.filter((p) => p.op !== OP.RAW && p.op !== OP.AUTH_REPLY).length, 0);
@@ -517,21 +524,31 @@ test('8. Slow consumer: paused WebSocket clients lose frames (soft limit), repli
     slow.ws._socket.pause();
     slower.ws._socket.pause();
 
-    // Enough to fill the kernel's socket buffers on loopback (several MB) and the gateway's
-    // queue (256 KiB soft limit) behind them.
-    const COUNT = Number(process.env.MG_SLOW_PUSHES || 2500);
+    // Rounds of 500 pushes of 3.9 KB until the gateway drops frames: the kernel's socket
+    // buffers on loopback take several MB before the gateway's queue (256 KiB soft limit) fills.
+    const ROUND = 500;
+    const MAX = Number(process.env.MG_SLOW_PUSHES_MAX || 6000);
     const pad = 'x'.repeat(3900);
-    const bodies = Array.from({ length: COUNT }, (_, i) => `slow-${String(i + 1).padStart(5, '0')}-${pad}`);
-    // Posted 48 at a time; the ids say the order they were stored in.
-    const ids = new Array(COUNT);
-    let next = 0;
-    await Promise.all(Array.from({ length: 48 }, async () => {
-      while (next < COUNT) {
-        const i = next++;
-        ids[i] = (await pushRoom(R(8500), bodies[i])).data.id;
-      }
-    }));
-    const stored = bodies.map((b, i) => [ids[i], b]).sort((x, y) => g.comparePositions(x[0], y[0])).map((x) => x[1]);
+    const sent = [];
+    const ids = [];
+    while (sent.length < MAX) {
+      const bodies = Array.from({ length: ROUND }, (_, i) => `slow-${String(sent.length + i + 1).padStart(5, '0')}-${pad}`);
+      // Posted 48 at a time.
+      const got = new Array(ROUND);
+      let next = 0;
+      await Promise.all(Array.from({ length: 48 }, async () => {
+        while (next < ROUND) {
+          const i = next++;
+          got[i] = (await pushRoom(R(8500), bodies[i])).data.id;
+        }
+      }));
+      sent.push(...bodies);
+      ids.push(...got);
+      await normal.waitMessages(sent.length, 30000);
+      if ((await metric('magnetar_chat_gateway_dropped_total')) > droppedBefore) break;
+    }
+    const COUNT = sent.length;
+    const stored = storedOrder(sent, ids);
     await normal.waitMessages(COUNT, 30000);
     assert.ok(normal.texts().every((t, i) => t === stored[i]), 'the normal client got every message, in stored order');
     assert.strictEqual(normal.messages.length, COUNT);
