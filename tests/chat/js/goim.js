@@ -15,6 +15,9 @@
 //   push(port, kind, params, body) POST /goim/push/<kind>?params -> the answer's JSON
 //   metrics(port)                  GET /metrics parsed -> Map "name{labels}" -> number
 //   waitFor(fn, ms, what)          polls fn until truthy, bounded
+//   positionText(id)               a push id "L:E:B" as the gateway writes positions ("L:E" for B -1)
+//   comparePositions(a, b)         orders position texts (ledger, entry, batch)
+//   storedOrder(bodies, ids)       bodies sorted by their push ids: the order clients get them in
 //
 // Client:
 //   const c = await Client.connect({transport: 'ws' | 'tcp', port});
@@ -355,6 +358,12 @@ function positionText(id) {
   return b === undefined || b === '-1' ? `${l}:${e}` : `${l}:${e}:${b}`;
 }
 
+// The bodies sorted by the ids the push API gave them ("L:E:B"): the order the log stored
+// them in, which is the order clients receive them in.
+function storedOrder(bodies, ids) {
+  return bodies.map((b, i) => [ids[i], b]).sort((x, y) => comparePositions(x[0], y[0])).map((x) => x[1]);
+}
+
 // Orders position texts: ledger, then entry, then batch (-1 when absent).
 function comparePositions(a, b) {
   const pa = a.split(':').map(BigInt);
@@ -367,5 +376,5 @@ function comparePositions(a, b) {
 
 module.exports = {
   HEADER, OP, encode, decodeAll, PacketReader, expand, Client, http: httpRequest, push, metrics,
-  waitFor, positionText, comparePositions,
+  waitFor, positionText, comparePositions, storedOrder,
 };

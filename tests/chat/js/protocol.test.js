@@ -71,10 +71,7 @@ function assertIncreasing(positions, what) {
 const RUN = String(process.pid % 100000).padStart(5, '0');
 const R = (n) => Number(`${n}${RUN}`);
 
-// The bodies sorted by the ids the push API gave them: the order the log stored them in.
-function storedOrder(bodies, ids) {
-  return bodies.map((b, i) => [ids[i], b]).sort((x, y) => g.comparePositions(x[0], y[0])).map((x) => x[1]);
-}
+const { storedOrder } = g;
 
 const range = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}-${i + 1}`);
 
@@ -128,10 +125,10 @@ test('1. GOIM over WebSocket and TCP: auth reply, heartbeat counts the room', as
   });
 });
 
-test('2. Bilibili dialect over WebSocket, protover 0, 2 (zlib), 3 (brotli)', async () => {
+test('2. Bilibili dialect over WebSocket, protover 0, 1, 2 (zlib), 3 (brotli)', async () => {
   await withClients(async (open) => {
     const clients = {};
-    for (const pv of [0, 2, 3]) {
+    for (const pv of [0, 1, 2, 3]) {
       const c = await open('ws', `bili-pv${pv}`);
       const reply = await c.auth({ uid: 0, roomid: R(3000), protover: pv, platform: 'web', type: 2, key: `bili-${pv}` });
       assert.deepStrictEqual(reply, { code: 0 });
@@ -139,11 +136,11 @@ test('2. Bilibili dialect over WebSocket, protover 0, 2 (zlib), 3 (brotli)', asy
       clients[pv] = c;
     }
     // Bilibili's web client sends "[object Object]" as its heartbeat body.
-    assert.strictEqual(await clients[3].heartbeat(5000, '[object Object]'), 3);
+    assert.strictEqual(await clients[3].heartbeat(5000, '[object Object]'), 4);
 
     const bodies = Array.from({ length: 8 }, (_, i) => JSON.stringify({ cmd: 'DANMU_MSG', info: [i, `msg ${i}`] }));
     await pushRoomAll(R(3000), bodies);
-    for (const pv of [0, 2, 3]) {
+    for (const pv of [0, 1, 2, 3]) {
       const c = clients[pv];
       await c.waitMessages(bodies.length);
       await sleep(100);
@@ -151,7 +148,7 @@ test('2. Bilibili dialect over WebSocket, protover 0, 2 (zlib), 3 (brotli)', asy
       assert.deepStrictEqual(c.texts(), bodies, `protover ${pv}: all messages in order, once`);
       for (const m of c.messages) {
         assert.deepStrictEqual([m.op, m.ver], [5, 0], `protover ${pv}: inner packets are op 5 ver 0`);
-        if (pv === 0) assert.deepStrictEqual(m.outer, { op: 5, ver: 0 }, 'protover 0: packets back to back');
+        if (pv < 2) assert.deepStrictEqual(m.outer, { op: 5, ver: 0 }, `protover ${pv}: packets back to back`);
         else assert.deepStrictEqual(m.outer, { op: 5, ver: pv }, `protover ${pv}: op 5 ver ${pv} batches`);
       }
       assert.ok(c.packets.every((p) => p.op !== OP.RAW), `protover ${pv}: no op 9 for Bilibili`);
@@ -327,6 +324,19 @@ test('6. Resume: last_id replays exactly the missed messages, then live ones, no
     assert.deepStrictEqual(c.messages.map((m) => m.position), witness.messages.slice(3).map((m) => m.position),
       'the same positions the witness saw live');
 
+    // A Bilibili client (brotli) resumes too: the replayed messages come compressed, with
+    // their positions.
+    const bili = await open('ws', 'resume-bili');
+    const fromMissed5 = c.messages[missed.length - 1].position;
+    assert.deepStrictEqual(await bili.auth({ uid: 0, roomid: R(7000), protover: 3, platform: 'web', type: 2,
+      key: `bili-resume-${RUN}`, last_id: fromMissed5 }, 10000), { code: 0, recovered: true });
+    await bili.waitMessages(live.length + 1, 10000);
+    await sleep(200);
+    assert.deepStrictEqual(bili.errors, []);
+    assert.deepStrictEqual(bili.texts(), [...live, 'after']);
+    assert.ok(bili.messages.every((m) => m.outer.op === 5 && m.outer.ver === 3), 'brotli batches');
+    assert.deepStrictEqual(bili.messages.map((m) => m.position), c.messages.slice(missed.length).map((m) => m.position));
+
     // last_id past the end of the log: not recovered, and the connection goes live.
     const [ledger] = last.split(':').map(Number);
     const far = await open('tcp', 'resume-far');
@@ -420,6 +430,7 @@ test('7. Bad input closes only that connection, counted by reason', async () => 
     // No auth within 5 s: started first, checked last.
     const timeoutBefore = await closedMetric('auth_timeout');
     const silent = await open('tcp', 'silent');
+    const silentWs = await open('ws', 'silent-ws');
     const silentOpened = Date.now();
 
     await expectClose('headerLen 15', 'bad_packet', async () => {
@@ -501,9 +512,10 @@ test('7. Bad input closes only that connection, counted by reason', async () => 
     });
 
     await silent.waitClosed(9000);
+    await silentWs.waitClosed(2000);
     const waited = Date.now() - silentOpened;
-    assert.ok(waited >= 4500 && waited < 8000, `a silent connection was closed after ${waited} ms (5 s bound)`);
-    assert.strictEqual(await closedMetric('auth_timeout'), timeoutBefore + 1);
+    assert.ok(waited >= 4500 && waited < 8000, `silent connections were closed after ${waited} ms (5 s bound)`);
+    assert.strictEqual(await closedMetric('auth_timeout'), timeoutBefore + 2, 'auth_timeout: one TCP, one WebSocket');
     assert.deepStrictEqual(witness.errors, []);
     assert.strictEqual(await witness.heartbeat(), 1, 'the witness is alone in its room again');
   });
