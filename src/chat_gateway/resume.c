@@ -186,9 +186,13 @@ static void resume_finish(cg__resume *r)
     }
     if (c->state == CG__RESUMING) {
         c->state = CG__LIVE;
-        /* The Job may still be behind the replay: what it pushes up to here was sent. */
+        /* The Job may still be behind the replay: what it pushes up to here was sent, or the
+         * client had it. A last_id past the log's end (a client of another log) is not a floor:
+         * the log's end is. */
         c->floor = r->last_sent;
-        c->has_floor = 1;
+        if (r->has_end && !r->end_empty && entry_cmp(&r->end, &c->floor) < 0)
+            c->floor = (cg_position){ r->end.ledger_id, r->end.entry_id, INT32_MAX };
+        c->has_floor = !(r->has_end && r->end_empty);
     }
     resume_detach(r);
 }
