@@ -51,6 +51,20 @@ t_wait_exit() {
   return 1
 }
 
+# t_tap FILE PREFIX: one ok/FAIL per top-level case of a TAP report (node --test
+# --test-reporter=tap), named "PREFIX: <case>"; sets T_TAP_CASES to how many there were.
+t_tap() {
+  local file=$1 prefix=$2 line
+  T_TAP_CASES=0
+  while IFS= read -r line; do
+    if [[ $line =~ ^ok\ [0-9]+\ -\ (.*)$ ]]; then
+      t_ok "$prefix: ${BASH_REMATCH[1]}"; T_TAP_CASES=$((T_TAP_CASES + 1))
+    elif [[ $line =~ ^not\ ok\ [0-9]+\ -\ (.*)$ ]]; then
+      t_fail "$prefix: ${BASH_REMATCH[1]}"; T_TAP_CASES=$((T_TAP_CASES + 1))
+    fi
+  done <"$file"
+}
+
 t_end() {
   echo "$T_PASS passed, $T_FAIL failed"
   [ "$T_FAIL" = 0 ]

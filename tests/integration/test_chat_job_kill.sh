@@ -75,12 +75,8 @@ MG_BIN=$MG MG_METADATA_URL=$MD_URL MG_SERVICE_URL=pulsar://127.0.0.1:$BPORT \
   timeout 300 node --test --test-reporter=tap "$JS/job_kill.test.js" >"$OUT" 2>&1
 RC=$?
 kill_jobs
-cases=0
-while IFS= read -r line; do
-  if [[ $line =~ ^ok\ [0-9]+\ -\ (.*)$ ]]; then t_ok "job kill: ${BASH_REMATCH[1]}"; cases=$((cases + 1))
-  elif [[ $line =~ ^not\ ok\ [0-9]+\ -\ (.*)$ ]]; then t_fail "job kill: ${BASH_REMATCH[1]}"; cases=$((cases + 1))
-  fi
-done <"$OUT"
+t_tap "$OUT" "job kill"
+cases=$T_TAP_CASES
 if [ "$RC" != 0 ] || [ "$cases" = 0 ]; then
   [ "$cases" = 0 ] && t_fail "job_kill.test.js ran its cases (exit $RC)"
   echo "    job_kill.test.js output (failures):"

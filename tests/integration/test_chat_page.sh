@@ -61,12 +61,8 @@ OUT=$T_TMP/page.tap
 MG_HTTP_PORT=$HTTP_PORT MG_WS_PORT=$WS_PORT MG_TMP=$T_TMP MG_CHROMIUM=$CHROMIUM \
   timeout 240 node --test --test-reporter=tap "$JS/page.test.js" >"$OUT" 2>&1
 RC=$?
-cases=0
-while IFS= read -r line; do
-  if [[ $line =~ ^ok\ [0-9]+\ -\ (.*)$ ]]; then t_ok "page: ${BASH_REMATCH[1]}"; cases=$((cases + 1))
-  elif [[ $line =~ ^not\ ok\ [0-9]+\ -\ (.*)$ ]]; then t_fail "page: ${BASH_REMATCH[1]}"; cases=$((cases + 1))
-  fi
-done <"$OUT"
+t_tap "$OUT" "page"
+cases=$T_TAP_CASES
 if [ "$RC" != 0 ] || [ "$cases" = 0 ]; then
   [ "$cases" = 0 ] && t_fail "page.test.js ran its cases (exit $RC)"
   echo "    page.test.js output (last lines):"
