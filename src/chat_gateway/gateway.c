@@ -561,14 +561,17 @@ static void conn_refuse(cg__conn *c, int reason, const char *why)
 
 /* ---- client packets ------------------------------------------------------------------------- */
 
+/* A packet from a live connection: its idle deadline starts again (the tail of gw->live). Before
+ * auth nothing moves the deadline, which counts from the accept (gw->waiting stays in accept
+ * order). */
 static void conn_touch(cg__conn *c)
 {
     cg_gateway *gw = c->gw;
+    if (c->state != CG__LIVE && c->state != CG__RESUMING)
+        return;
     c->last_rx_ms = gw_now_ms(gw);
-    if (c->state == CG__LIVE || c->state == CG__RESUMING) {
-        mg_list_remove(&c->wait_link);
-        mg_list_push(&gw->live, &c->wait_link);
-    }
+    mg_list_remove(&c->wait_link);
+    mg_list_push(&gw->live, &c->wait_link);
 }
 
 static void conn_make_key(cg_gateway *gw, char *dst, size_t cap)
@@ -631,6 +634,7 @@ static void handle_auth(cg__conn *c, const cg_packet *pk)
         return;
     }
     mg_list_remove(&c->wait_link);
+    c->last_rx_ms = gw_now_ms(gw); /* the idle deadline starts at auth */
     mg_list_push(&gw->live, &c->wait_link);
     gw->live_count++;
     mg_counter_inc(gw->m_auth_ok[c->dialect == CG_DIALECT_BILIBILI ? 1 : 0]);
