@@ -34,6 +34,7 @@ typedef struct cg__online {
     uv_timer_t timer;
     bool timer_open;
     bool registered;  /* /chat/gateways/<id> exists */
+    bool registering; /* its md_create is in flight */
     bool online_made; /* /chat/online/<id> exists */
     bool writing;     /* a write of /chat/online/<id> is in flight */
     bool reading;     /* the other gateways' reports are being read */
@@ -64,6 +65,7 @@ static void registered(int status, const char *path, void *arg)
     cg_gateway *gw = arg;
     cg__online *o = on_of(gw);
     if (o != NULL) {
+        o->registering = false;
         if (status == MG_OK) {
             o->registered = true;
             MG_INFO("chat gateway %s: registered at %s", gw->id, o->gw_path);
@@ -78,14 +80,21 @@ static void registered(int status, const char *path, void *arg)
 static void do_register(cg_gateway *gw)
 {
     cg__online *o = on_of(gw);
-    char value[512];
-    int n = snprintf(value, sizeof(value),
-                     "{\"id\":\"%s\",\"push\":\"%s:%u\",\"tcp\":\"%s:%u\",\"ws\":\"%s:%u\"}",
-                     gw->id, gw->advertised, (unsigned)gw->ports[2], gw->advertised,
-                     (unsigned)gw->ports[0], gw->advertised, (unsigned)gw->ports[1]);
-    if (md_create(gw->mdc, o->gw_path, value, (size_t)n, MD_EPHEMERAL | MD_CREATE_PARENTS,
-                  registered, gw) == MG_OK)
+    char push[96], tcp[96], ws[96];
+    snprintf(push, sizeof(push), "%s:%u", gw->advertised, (unsigned)gw->ports[2]);
+    snprintf(tcp, sizeof(tcp), "%s:%u", gw->advertised, (unsigned)gw->ports[0]);
+    snprintf(ws, sizeof(ws), "%s:%u", gw->advertised, (unsigned)gw->ports[1]);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:s}", "id", gw->id, "push", push, "tcp", tcp, "ws", ws);
+    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    if (text == NULL)
+        return; /* out of memory: tried again at the next interval */
+    if (md_create(gw->mdc, o->gw_path, text, strlen(text), MD_EPHEMERAL | MD_CREATE_PARENTS,
+                  registered, gw) == MG_OK) {
+        o->registering = true;
         gw->side_pending++;
+    }
+    free(text);
 }
 
 /* ---- the report ---------------------------------------------------------------------------- */
@@ -297,8 +306,8 @@ static void on_tick(uv_timer_t *t)
 {
     cg_gateway *gw = t->data;
     cg__online *o = on_of(gw);
-    if (!o->registered)
-        do_register(gw);
+    if (!o->registered && !o->registering)
+        do_register(gw); /* again: e.g. the node of a previous run whose session has not expired */
     write_report(gw);
     read_reports(gw);
 }
