@@ -23,8 +23,7 @@ static const mg_tool_command commands[] = {
     { "gateway", "run a chat gateway (ports 3101 TCP, 3102 WebSocket)", mg_tool_gateway },
     { "job", "run a chat Job worker (topics to gateways)", mg_tool_job },
     { "client", "produce or consume messages from the command line", mg_tool_client },
-    { "perf", "load generators: produce, consume, catchup",
-      mg_tool_perf },
+    { "perf", "load generators: produce, consume, catchup", mg_tool_perf },
     { "replay", "drain a backlog from a position or a time", NULL },
     { "admin", "administer topics, subscriptions and metadata", mg_tool_admin },
 };
