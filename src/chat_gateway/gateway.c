@@ -530,7 +530,7 @@ void cg__conn_close(cg__conn *c, int reason)
     int prev = c->state;
     c->state = CG__CLOSING;
     if (c->resume != NULL)
-        cg__resume_cancel(c);
+        cg__resume_cancel(c, false);
     cg__conn_leave(c);
     bucket_remove(gw, c);
     mg_list_remove(&c->wait_link);
@@ -657,7 +657,7 @@ static void handle_change_room(cg__conn *c, const cg_packet *pk)
         return;
     }
     if (c->resume != NULL)
-        cg__resume_cancel(c);
+        cg__resume_cancel(c, true);
     c->state = CG__LIVE;
     c->has_floor = 0; /* a resume's floor is its old room's */
     cg__conn_leave(c);

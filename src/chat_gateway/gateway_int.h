@@ -219,7 +219,8 @@ uint32_t cg__online_remote(cg_gateway *gw, const char *room);
 int cg__resume_env_start(cg_gateway *gw);
 void cg__resume_env_stop(cg_gateway *gw);
 void cg__resume_start(cg__conn *c, const cg_position *after, uint32_t seq);
-void cg__resume_cancel(cg__conn *c);
+/* Stops c's replay; with reply, the auth reply it had not sent yet goes out ("recovered":false). */
+void cg__resume_cancel(cg__conn *c, bool reply);
 /* A live push for c's room while c is RESUMING: held until the replay reaches it. */
 void cg__resume_hold(cg__conn *c, const cg__msg *msgs, size_t count);
 

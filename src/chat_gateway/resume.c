@@ -347,10 +347,14 @@ void cg__resume_start(cg__conn *c, const cg_position *after, uint32_t seq)
     r->callbacks_pending++;
 }
 
-void cg__resume_cancel(cg__conn *c)
+void cg__resume_cancel(cg__conn *c, bool reply)
 {
-    if (c->resume != NULL)
-        resume_detach(c->resume);
+    cg__resume *r = c->resume;
+    if (r == NULL)
+        return;
+    if (reply)
+        send_auth_reply(r, false); /* the client moved on before the replay told it anything */
+    resume_detach(r);
 }
 
 void cg__resume_hold(cg__conn *c, const cg__msg *msgs, size_t count)
