@@ -1,0 +1,21 @@
+/*
+ * The fixed limits of the Kafka protocol codec (src/kafka), each with the reason for its value
+ * (docs/common.md, "Limits").
+ */
+#ifndef MG_KAFKA_LIMITS_H
+#define MG_KAFKA_LIMITS_H
+
+/* Kafka wire codec (piece: wire, src/kafka). */
+/* Absolute bound on one frame (4 + size) the codec builds or accepts. Kafka brokers refuse
+ * requests over socket.request.max.bytes, 100 MiB by default; a produce request carries at most
+ * message.max.bytes (1 MiB by default) per partition. 100 MiB keeps a hostile size from making a
+ * connection buffer gigabytes. */
+#define KW_FRAME_BYTES_MAX         (100u * 1024 * 1024)
+/* The smallest request frame body: api_key, api_version, correlation_id. */
+#define KW_REQUEST_HEADER_BYTES_MIN 8u
+/* The highest ApiVersions version the codec writes (v3, flexible: librdkafka sends it first). */
+#define KW_API_VERSIONS_MAX_VERSION 3
+
+_Static_assert(KW_FRAME_BYTES_MAX <= 0x7FFFFFFFu, "a frame's size is an i32");
+
+#endif
