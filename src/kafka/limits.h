@@ -10,11 +10,16 @@
  * requests over socket.request.max.bytes, 100 MiB by default; a produce request carries at most
  * message.max.bytes (1 MiB by default) per partition. 100 MiB keeps a hostile size from making a
  * connection buffer gigabytes. */
-#define KW_FRAME_BYTES_MAX         (100u * 1024 * 1024)
+#define KW_FRAME_BYTES_MAX          (100u * 1024 * 1024)
 /* The smallest request frame body: api_key, api_version, correlation_id. */
 #define KW_REQUEST_HEADER_BYTES_MIN 8u
 /* The highest ApiVersions version the codec writes (v3, flexible: librdkafka sends it first). */
 #define KW_API_VERSIONS_MAX_VERSION 3
+
+/* Records in one batch: librdkafka batches at most 10,000 messages (batch.num.messages) and Kafka
+ * brokers set no lower cap; the count drives loops and arrays sized from it, so a count past
+ * this is refused as malformed. */
+#define KW_RECORDS_MAX 1000000
 
 _Static_assert(KW_FRAME_BYTES_MAX <= 0x7FFFFFFFu, "a frame's size is an i32");
 

@@ -10,6 +10,7 @@
 
 #include "common/alloc.h"
 #include "common/assert.h"
+#include "common/crc32c.h"
 #include "common/error.h"
 
 #include <string.h>
@@ -357,7 +358,7 @@ void kw_write_api_versions_response(kw_writer *w, int32_t correlation_id, int16_
 {
     MG_ASSERT(version >= 0 && version <= KW_API_VERSIONS_MAX_VERSION);
     size_t at = w->len;
-    kw_write_i32(w, 0); /* the size, patched below */
+    kw_write_i32(w, 0);              /* the size, patched below */
     kw_write_i32(w, correlation_id); /* response header v0 at every version */
     kw_write_i16(w, error_code);
     bool flexible = version >= 3;
@@ -377,6 +378,170 @@ void kw_write_api_versions_response(kw_writer *w, int32_t correlation_id, int16_
     if (flexible)
         kw_write_empty_tagged_fields(w);
     kw_writer_patch_size(w, at);
+}
+
+/* --- Record batches ------------------------------------------------------------------------- */
+
+/* Offset of attributes in a batch: what the CRC covers starts there. */
+#define BATCH_CRC_FROM 21u
+
+int kw_record_batch_parse(const uint8_t *p, size_t n, kw_record_batch *out, size_t *batch_len)
+{
+    memset(out, 0, sizeof(*out));
+    if (n < KW_RECORD_BATCH_HEADER_BYTES)
+        return MG_EPROTO;
+    kw_reader r;
+    kw_reader_init(&r, p, n);
+    out->base_offset = kw_read_i64(&r);
+    int32_t length = kw_read_i32(&r);
+    out->partition_leader_epoch = kw_read_i32(&r);
+    int8_t magic = kw_read_i8(&r);
+    out->crc = (uint32_t)kw_read_i32(&r);
+    out->attributes = kw_read_i16(&r);
+    out->last_offset_delta = kw_read_i32(&r);
+    out->base_timestamp = kw_read_i64(&r);
+    out->max_timestamp = kw_read_i64(&r);
+    out->producer_id = kw_read_i64(&r);
+    out->producer_epoch = kw_read_i16(&r);
+    out->base_sequence = kw_read_i32(&r);
+    out->records_count = kw_read_i32(&r);
+    if (kw_reader_error(&r) != MG_OK || magic != 2 ||
+        length < (int32_t)(KW_RECORD_BATCH_HEADER_BYTES - 12) || (size_t)length > n - 12)
+        return MG_EPROTO;
+    size_t total = (size_t)length + 12;
+    /* The checksum before the fields it covers: a damaged batch is CORRUPT_MESSAGE. */
+    if (mg_crc32c(0, p + BATCH_CRC_FROM, total - BATCH_CRC_FROM) != out->crc)
+        return MG_ECORRUPT;
+    if (out->records_count < 0 || out->records_count > KW_RECORDS_MAX)
+        return MG_EPROTO;
+    out->records = p + KW_RECORD_BATCH_HEADER_BYTES;
+    out->records_len = total - KW_RECORD_BATCH_HEADER_BYTES;
+    *batch_len = total;
+    return MG_OK;
+}
+
+static kw_str read_varint_bytes(kw_reader *r)
+{
+    int32_t len = kw_read_varint(r);
+    return read_str(r, len);
+}
+
+void kw_read_record(kw_reader *r, kw_record *out)
+{
+    memset(out, 0, sizeof(*out));
+    int32_t length = kw_read_varint(r);
+    if (length < 0 || (size_t)length > kw_reader_left(r)) {
+        r->error = MG_EPROTO;
+        return;
+    }
+    size_t end = r->pos + (size_t)length;
+    out->attributes = kw_read_i8(r);
+    out->timestamp_delta = kw_read_varlong(r);
+    out->offset_delta = kw_read_varint(r);
+    out->key = read_varint_bytes(r);
+    out->value = read_varint_bytes(r);
+    int32_t headers = kw_read_varint(r);
+    if (r->error != MG_OK || headers < 0 || r->pos > end || (size_t)headers > (end - r->pos) / 2) {
+        r->error = MG_EPROTO;
+        return;
+    }
+    out->header_count = (uint32_t)headers;
+    out->headers = r->p + r->pos;
+    out->headers_len = end - r->pos;
+    /* The headers are read by kw_read_record_header; here they are only checked to end where
+     * the record's length says. */
+    kw_reader h;
+    kw_reader_init(&h, out->headers, out->headers_len);
+    for (uint32_t i = 0; i < out->header_count && h.error == MG_OK; i++) {
+        kw_str k, v;
+        kw_read_record_header(&h, &k, &v);
+    }
+    if (h.error != MG_OK || kw_reader_left(&h) != 0) {
+        r->error = MG_EPROTO;
+        return;
+    }
+    r->pos = end;
+}
+
+void kw_read_record_header(kw_reader *r, kw_str *key, kw_str *value)
+{
+    *key = read_varint_bytes(r);
+    if (key->len < 0)
+        r->error = MG_EPROTO; /* a header's key is never null */
+    *value = read_varint_bytes(r);
+}
+
+void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *records,
+                           size_t records_len)
+{
+    size_t at = w->len;
+    kw_write_i64(w, b->base_offset);
+    kw_write_i32(w, 0); /* batchLength, patched below */
+    kw_write_i32(w, b->partition_leader_epoch);
+    kw_write_i8(w, 2);
+    kw_write_i32(w, 0); /* crc, computed below */
+    kw_write_i16(w, b->attributes);
+    kw_write_i32(w, b->last_offset_delta);
+    kw_write_i64(w, b->base_timestamp);
+    kw_write_i64(w, b->max_timestamp);
+    kw_write_i64(w, b->producer_id);
+    kw_write_i16(w, b->producer_epoch);
+    kw_write_i32(w, b->base_sequence);
+    kw_write_i32(w, b->records_count);
+    kw_write_bytes(w, records, records_len);
+    if (w->error != MG_OK)
+        return;
+    kw_writer_patch_size(w, at + 8);
+    uint32_t crc = mg_crc32c(0, w->buf + at + BATCH_CRC_FROM, w->len - at - BATCH_CRC_FROM);
+    uint8_t *q = w->buf + at + 17;
+    q[0] = (uint8_t)(crc >> 24);
+    q[1] = (uint8_t)(crc >> 16);
+    q[2] = (uint8_t)(crc >> 8);
+    q[3] = (uint8_t)crc;
+}
+
+/* The body of a record, which its varint length precedes. */
+static void write_record_body(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta,
+                              const void *key, int32_t key_len, const void *value,
+                              int32_t value_len, const char *const *headers, uint32_t count)
+{
+    kw_write_i8(w, 0);
+    kw_write_varlong(w, timestamp_delta);
+    kw_write_varint(w, offset_delta);
+    kw_write_varint(w, key == NULL ? -1 : key_len);
+    if (key != NULL)
+        kw_write_bytes(w, key, (size_t)key_len);
+    kw_write_varint(w, value == NULL ? -1 : value_len);
+    if (value != NULL)
+        kw_write_bytes(w, value, (size_t)value_len);
+    kw_write_varint(w, (int32_t)count);
+    for (uint32_t i = 0; i < count; i++) {
+        for (int j = 0; j < 2; j++) {
+            const char *s = headers[2 * i + (uint32_t)j];
+            size_t n = strlen(s);
+            kw_write_varint(w, (int32_t)n);
+            kw_write_bytes(w, s, n);
+        }
+    }
+}
+
+void kw_write_record(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta, const void *key,
+                     int32_t key_len, const void *value, int32_t value_len,
+                     const char *const *headers, uint32_t header_count)
+{
+    /* The length comes first: the body is written to a scratch writer to know it. */
+    kw_writer body;
+    kw_writer_init(&body, w->max);
+    write_record_body(&body, timestamp_delta, offset_delta, key, key_len, value, value_len, headers,
+                      header_count);
+    if (body.error != MG_OK) {
+        if (w->error == MG_OK)
+            w->error = body.error;
+    } else {
+        kw_write_varint(w, (int32_t)body.len);
+        kw_write_bytes(w, body.buf, body.len);
+    }
+    kw_writer_free(&body);
 }
 
 const char *kw_api_name(int16_t api_key)

@@ -94,10 +94,10 @@ int8_t kw_read_i8(kw_reader *r);
 int16_t kw_read_i16(kw_reader *r);
 int32_t kw_read_i32(kw_reader *r);
 int64_t kw_read_i64(kw_reader *r);
-uint32_t kw_read_uvarint(kw_reader *r); /* unsigned LEB128, at most 5 bytes */
-int32_t kw_read_varint(kw_reader *r);   /* zigzag, at most 5 bytes */
-int64_t kw_read_varlong(kw_reader *r);  /* zigzag, at most 10 bytes */
-kw_str kw_read_string(kw_reader *r);    /* i16 length; -1 null (nullable strings) */
+uint32_t kw_read_uvarint(kw_reader *r);      /* unsigned LEB128, at most 5 bytes */
+int32_t kw_read_varint(kw_reader *r);        /* zigzag, at most 5 bytes */
+int64_t kw_read_varlong(kw_reader *r);       /* zigzag, at most 10 bytes */
+kw_str kw_read_string(kw_reader *r);         /* i16 length; -1 null (nullable strings) */
 kw_str kw_read_compact_string(kw_reader *r); /* uvarint length + 1; 0 null */
 /* Skips tagged fields (flexible versions): a uvarint count of (tag, size, bytes). */
 void kw_skip_tagged_fields(kw_reader *r);
@@ -164,6 +164,75 @@ typedef struct kw_api_range {
  * Errors: the writer's (sticky). */
 void kw_write_api_versions_response(kw_writer *w, int32_t correlation_id, int16_t version,
                                     int16_t error_code, const kw_api_range *ranges, size_t count);
+
+/* --- Record batches (magic 2) ------------------------------------------------------------- */
+
+/* The codec of a batch's records (attributes bits 0-2). */
+#define KW_CODEC_NONE   0
+#define KW_CODEC_GZIP   1
+#define KW_CODEC_SNAPPY 2
+#define KW_CODEC_LZ4    3
+#define KW_CODEC_ZSTD   4
+
+/* A RecordBatch of magic 2 (REFERENCE.md §3), its records left in place (compressed when the
+ * codec says so). */
+typedef struct kw_record_batch {
+    int64_t base_offset;
+    int32_t partition_leader_epoch;
+    uint32_t crc;
+    int16_t attributes;
+    int32_t last_offset_delta;
+    int64_t base_timestamp;
+    int64_t max_timestamp;
+    int64_t producer_id;
+    int16_t producer_epoch;
+    int32_t base_sequence;
+    int32_t records_count;
+    const uint8_t *records; /* records_len bytes after the header */
+    size_t records_len;
+} kw_record_batch;
+
+/* The fixed part of a batch: baseOffset i64, batchLength i32 and the 49 bytes batchLength counts
+ * before the records. */
+#define KW_RECORD_BATCH_HEADER_BYTES 61u
+
+/* Reads the batch at the head of p[0, n) into *out and sets *batch_len to its length
+ * (12 + batchLength). Checks magic 2, the lengths, a records count within KW_RECORDS_MAX and the
+ * CRC-32C over attributes to the end. Returns MG_OK, MG_EPROTO (short or malformed, a magic
+ * other than 2), MG_ECORRUPT (the CRC does not match: Kafka's CORRUPT_MESSAGE). */
+int kw_record_batch_parse(const uint8_t *p, size_t n, kw_record_batch *out, size_t *batch_len);
+
+/* One record of an uncompressed batch. */
+typedef struct kw_record {
+    int8_t attributes;
+    int64_t timestamp_delta;
+    int32_t offset_delta;
+    kw_str key;   /* len -1: null */
+    kw_str value; /* len -1: null */
+    uint32_t header_count;
+    const uint8_t *headers; /* header_count (key varint-string, value varint-bytes) pairs */
+    size_t headers_len;
+} kw_record;
+
+/* Reads the next record from r (positioned on a batch's uncompressed records). A reader error
+ * when malformed: a record's length that disagrees with its fields, negative lengths other than
+ * -1, more headers than bytes. */
+void kw_read_record(kw_reader *r, kw_record *out);
+
+/* Reads one of a record's headers from r (over out->headers, headers_len). */
+void kw_read_record_header(kw_reader *r, kw_str *key, kw_str *value);
+
+/* Writes a batch of magic 2 whose records (already encoded with kw_write_record, compressed or
+ * not as attributes say) are records[0, records_len): the header with batchLength and the
+ * CRC-32C computed. */
+void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *records,
+                           size_t records_len);
+
+/* Appends one record (no headers when header_count is 0; headers are header_count pairs of
+ * NUL-terminated key and value strings). */
+void kw_write_record(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta, const void *key,
+                     int32_t key_len, const void *value, int32_t value_len,
+                     const char *const *headers, uint32_t header_count);
 
 /* The name of an API key for logs and metric labels ("Produce", "ApiVersions", ...; "Unknown"). */
 const char *kw_api_name(int16_t api_key);

@@ -60,7 +60,9 @@ Test(kafka_wire, varints_against_the_guide)
 
 Test(kafka_wire, varlong_round_trips)
 {
-    const int64_t values[] = { 0, 1, -1, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, 1700000000000 };
+    const int64_t values[] = {
+        0, 1, -1, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, 1700000000000
+    };
     kw_writer w;
     kw_writer_init(&w, 0);
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
@@ -136,11 +138,11 @@ Test(kafka_wire, strings)
  * and empty tagged fields. */
 Test(kafka_wire, librdkafka_api_versions_request)
 {
-    const uint8_t body[] = { 0x00, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01,        /* 18, v3, #1 */
+    const uint8_t body[] = { 0x00, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01,      /* 18, v3, #1 */
                              0x00, 0x07, 'r',  'd',  'k',  'a',  'f',  'k',  'a', /* client_id */
                              0x00,                                                /* no tags */
-                             0x0b, 'l',  'i',  'b',  'r',  'd',  'k',  'a',  'f',  'k',  'a',
-                             0x06, '2',  '.',  '0',  '.',  '2',  0x00 };
+                             0x0b, 'l',  'i',  'b',  'r',  'd',  'k',  'a',  'f',
+                             'k',  'a',  0x06, '2',  '.',  '0',  '.',  '2',  0x00 };
     kw_reader r;
     kw_reader_init(&r, body, sizeof(body));
     kw_request_header h;
@@ -170,8 +172,8 @@ Test(kafka_wire, api_versions_responses)
 {
     const kw_api_range ranges[] = { { KW_API_PRODUCE, 3, 7 }, { KW_API_API_VERSIONS, 0, 3 } };
     /* v0: size, correlation id, error, i32 count, ranges. */
-    const uint8_t v0[] = { 0, 0, 0, 22, 0, 0, 0, 9, 0, 0, 0, 0, 0, 2,
-                           0, 0, 0, 3, 0, 7, 0, 18, 0, 0, 0, 3 };
+    const uint8_t v0[] = { 0, 0, 0, 22, 0, 0, 0, 9, 0,  0, 0, 0, 0,
+                           2, 0, 0, 0,  3, 0, 7, 0, 18, 0, 0, 0, 3 };
     kw_writer w;
     kw_writer_init(&w, 0);
     kw_write_api_versions_response(&w, 9, 0, KW_ERR_NONE, ranges, 2);
@@ -188,8 +190,8 @@ Test(kafka_wire, api_versions_responses)
     kw_writer_free(&w);
     /* v3 (flexible body, header v0): compact array (count + 1), each range with empty tags,
      * throttle time, empty tags. */
-    const uint8_t v3[] = { 0, 0, 0, 26, 0, 0, 0, 9, 0, 35, 3,
-                           0, 0, 0, 3, 0, 7, 0, 0, 18, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0 };
+    const uint8_t v3[] = { 0, 0, 0, 26, 0,  0, 0, 9, 0, 35, 3, 0, 0, 0, 3,
+                           0, 7, 0, 0,  18, 0, 0, 0, 3, 0,  0, 0, 0, 0, 0 };
     kw_writer_init(&w, 0);
     kw_write_api_versions_response(&w, 9, 3, KW_ERR_UNSUPPORTED_VERSION, ranges, 2);
     cr_assert_eq(w.len, sizeof(v3));
@@ -208,4 +210,131 @@ Test(kafka_wire, writer_bound)
     kw_write_i8(&w, 1); /* sticky */
     cr_assert_eq(w.len, 8);
     kw_writer_free(&w);
+}
+
+/* --- Record batches --------------------------------------------------------------------------- */
+
+/* A batch of three records: a keyed one with two headers, one with a null key, one with a null
+ * value (a tombstone). */
+static size_t build_batch(kw_writer *w)
+{
+    kw_writer recs;
+    kw_writer_init(&recs, 0);
+    const char *const hdrs[4] = { "trace", "abc", "room", "live://1" };
+    kw_write_record(&recs, 0, 0, "k0", 2, "hello", 5, hdrs, 2);
+    kw_write_record(&recs, 5, 1, NULL, 0, "world", 5, NULL, 0);
+    kw_write_record(&recs, -3, 2, "k2", 2, NULL, 0, NULL, 0);
+    cr_assert_eq(kw_writer_error(&recs), MG_OK);
+    kw_record_batch b = { .base_offset = 0,
+                          .partition_leader_epoch = -1,
+                          .attributes = KW_CODEC_NONE,
+                          .last_offset_delta = 2,
+                          .base_timestamp = 1700000000000,
+                          .max_timestamp = 1700000000005,
+                          .producer_id = -1,
+                          .producer_epoch = -1,
+                          .base_sequence = -1,
+                          .records_count = 3 };
+    kw_write_record_batch(w, &b, recs.buf, recs.len);
+    cr_assert_eq(kw_writer_error(w), MG_OK);
+    size_t records_len = recs.len;
+    kw_writer_free(&recs);
+    return records_len;
+}
+
+Test(kafka_wire, record_batch_round_trip)
+{
+    kw_writer w;
+    kw_writer_init(&w, 0);
+    size_t records_len = build_batch(&w);
+    cr_assert_eq(w.len, KW_RECORD_BATCH_HEADER_BYTES + records_len);
+    /* batchLength counts what follows it; magic 2 at offset 16. */
+    cr_assert_eq((size_t)(w.buf[8] << 24 | w.buf[9] << 16 | w.buf[10] << 8 | w.buf[11]),
+                 w.len - 12);
+    cr_assert_eq(w.buf[16], 2);
+
+    kw_record_batch b;
+    size_t len = 0;
+    cr_assert_eq(kw_record_batch_parse(w.buf, w.len, &b, &len), MG_OK);
+    cr_assert_eq(len, w.len);
+    cr_assert_eq(b.records_count, 3);
+    cr_assert_eq(b.last_offset_delta, 2);
+    cr_assert_eq(b.base_timestamp, 1700000000000);
+    cr_assert_eq(b.producer_id, -1);
+    cr_assert_eq(b.attributes & 7, KW_CODEC_NONE);
+    cr_assert_eq(b.records_len, records_len);
+
+    kw_reader r;
+    kw_reader_init(&r, b.records, b.records_len);
+    kw_record rec;
+    kw_read_record(&r, &rec);
+    cr_assert_eq(kw_reader_error(&r), MG_OK);
+    cr_assert_eq(rec.offset_delta, 0);
+    cr_assert_eq(rec.key.len, 2);
+    cr_assert_eq(memcmp(rec.key.ptr, "k0", 2), 0);
+    cr_assert_eq(rec.value.len, 5);
+    cr_assert_eq(memcmp(rec.value.ptr, "hello", 5), 0);
+    cr_assert_eq(rec.header_count, 2);
+    kw_reader h;
+    kw_reader_init(&h, rec.headers, rec.headers_len);
+    kw_str k, v;
+    kw_read_record_header(&h, &k, &v);
+    cr_assert_eq(k.len, 5);
+    cr_assert_eq(memcmp(k.ptr, "trace", 5), 0);
+    kw_read_record_header(&h, &k, &v);
+    cr_assert_eq(v.len, 8);
+    cr_assert_eq(memcmp(v.ptr, "live://1", 8), 0);
+    cr_assert_eq(kw_reader_left(&h), 0);
+    kw_read_record(&r, &rec);
+    cr_assert_eq(rec.timestamp_delta, 5);
+    cr_assert_eq(rec.key.len, -1);
+    cr_assert_null(rec.key.ptr);
+    kw_read_record(&r, &rec);
+    cr_assert_eq(rec.timestamp_delta, -3);
+    cr_assert_eq(rec.value.len, -1);
+    cr_assert_eq(kw_reader_error(&r), MG_OK);
+    cr_assert_eq(kw_reader_left(&r), 0);
+    kw_writer_free(&w);
+}
+
+Test(kafka_wire, record_batch_refusals)
+{
+    kw_writer w;
+    kw_writer_init(&w, 0);
+    build_batch(&w);
+    kw_record_batch b;
+    size_t len = 0;
+    /* Every byte the CRC covers (from attributes, offset 21) is checked. */
+    for (size_t i = 21; i < w.len; i++) {
+        w.buf[i] ^= 0x40;
+        cr_assert_eq(kw_record_batch_parse(w.buf, w.len, &b, &len), MG_ECORRUPT, "byte %zu", i);
+        w.buf[i] ^= 0x40;
+    }
+    /* Every prefix is short. */
+    for (size_t n = 0; n < w.len; n++)
+        cr_assert_eq(kw_record_batch_parse(w.buf, n, &b, &len), MG_EPROTO, "prefix %zu", n);
+    /* Magic 1. */
+    w.buf[16] = 1;
+    cr_assert_eq(kw_record_batch_parse(w.buf, w.len, &b, &len), MG_EPROTO);
+    w.buf[16] = 2;
+    kw_writer_free(&w);
+    /* A negative records count under a good checksum. */
+    kw_writer_init(&w, 0);
+    kw_record_batch neg = { .records_count = -2, .producer_id = -1 };
+    kw_write_record_batch(&w, &neg, NULL, 0);
+    cr_assert_eq(kw_record_batch_parse(w.buf, w.len, &b, &len), MG_EPROTO);
+    kw_writer_free(&w);
+
+    /* A record whose length disagrees with its fields, and one with a header with a null key. */
+    const uint8_t bad_len[] = { 0x02, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00 }; /* length 1, body 6 */
+    kw_reader r;
+    kw_record rec;
+    kw_reader_init(&r, bad_len, sizeof(bad_len));
+    kw_read_record(&r, &rec);
+    cr_assert_eq(kw_reader_error(&r), MG_EPROTO);
+    /* length 7: attributes 0, ts 0, offset 0, key null (1), value null (1), 1 header: key -1 */
+    const uint8_t null_header_key[] = { 0x0e, 0x00, 0x00, 0x00, 0x01, 0x01, 0x02, 0x01, 0x00 };
+    kw_reader_init(&r, null_header_key, sizeof(null_header_key));
+    kw_read_record(&r, &rec);
+    cr_assert_eq(kw_reader_error(&r), MG_EPROTO);
 }
