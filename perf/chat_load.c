@@ -60,6 +60,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "perf_args.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1827,16 +1829,7 @@ static void usage(FILE *out)
 
 static bool parse_int(const char *name, const char *v, int64_t min, int64_t max, int64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long x = v != NULL ? strtoll(v, &end, 10) : 0;
-    if (v == NULL || *v == '\0' || *end != '\0' || errno != 0 || x < min || x > max) {
-        fprintf(stderr, "perf_chat_load: %s needs an integer in %" PRId64 "..%" PRId64 "\n", name,
-                min, max);
-        return false;
-    }
-    *out = (int64_t)x;
-    return true;
+    return perf_parse_int("perf_chat_load", name, v, min, max, out);
 }
 
 static bool parse_host_port(const char *v, char *host, size_t cap, int *port)

@@ -27,6 +27,8 @@
  * lost connection ends the run with an error). Exit status 0 when --count messages were
  * published and acknowledged (or drained), 1 otherwise, 2 for a usage error.
  */
+#include "perf_args.h"
+
 #include <nats/nats.h>
 
 #include <errno.h>
@@ -118,16 +120,7 @@ static void usage(FILE *out)
 
 static bool parse_int(const char *name, const char *v, int64_t min, int64_t max, int64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long x = v != NULL ? strtoll(v, &end, 10) : 0;
-    if (v == NULL || *v == '\0' || *end != '\0' || errno != 0 || x < min || x > max) {
-        fprintf(stderr, "perf_nats_drain: %s needs an integer in %" PRId64 "..%" PRId64 "\n", name,
-                min, max);
-        return false;
-    }
-    *out = (int64_t)x;
-    return true;
+    return perf_parse_int("perf_nats_drain", name, v, min, max, out);
 }
 
 /* Returns 0 to run, 1 to exit 0 (--help), 2 on a usage error. */
