@@ -261,7 +261,9 @@ static void reports_listed(int status, const char *const *names, size_t count, v
     if (o != NULL && o->reading) {
         o->building = json_object();
         o->reads_left = 1; /* this function's own share, dropped below */
-        for (size_t i = 0; status == MG_OK && o->building && i < count; i++) {
+        /* As many gateways as the online API sums (its bound), each report bounded in rooms. */
+        for (size_t i = 0;
+             status == MG_OK && o->building && i < count && i < CG_API_ONLINE_GATEWAYS_MAX; i++) {
             if (strcmp(names[i], gw->id) == 0)
                 continue;
             char path[512];
