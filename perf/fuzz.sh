@@ -48,7 +48,7 @@ USAGE
 list_targets() {
   cat <<LIST
 pulsar_frame    Pulsar frames and commands: pw_frame_size, pw_frame_decode, topic names, SEND/MESSAGE payloads, re-encoding
-pulsar_payload  message and batch payloads: pw_payload_parse, pw_metadata_unpack, pc_decompress, pw_batch_next
+pulsar_payload  message and batch payloads: pw_payload_parse, pw_metadata_unpack, pw_decompress, pw_batch_next
 bookie_rpc      bookie RPC requests and responses: bk_decoder_alloc/commit/next in pieces, bk_request_check, re-encoding
 http            admin HTTP requests: mg_http_server_inject (routing, path and query decoding, body limits) and the admin handlers' argument parsing
 config          configuration files and command lines: mg_config_parse, mg_config_format_value round trip

@@ -162,7 +162,7 @@ _Static_assert(PC_MESSAGE_BYTES_DEFAULT == BR_MESSAGE_BYTES_DEFAULT,
                "the client assumes the broker's default max_message_size (Pulsar's)");
 _Static_assert(PC_FRAME_PADDING_BYTES == BR_FRAME_PADDING_BYTES,
                "the client allows the broker's frame padding");
-_Static_assert(PC_UNCOMPRESSED_BYTES_MAX >= BR_MESSAGE_BYTES_MAX,
+_Static_assert(MG_PULSAR_UNCOMPRESSED_BYTES_MAX >= BR_MESSAGE_BYTES_MAX,
                "any message the broker stores must fit uncompressed");
 _Static_assert(PC_NAME_BYTES_MAX <= BR_NAME_BYTES_MAX,
                "a producer, consumer or subscription name of the client must be one the broker "

@@ -3,7 +3,7 @@
  * binary protocol (../shared/REFERENCE.md §1) to any Pulsar-compatible broker. It is a library
  * with this one public header: Job workers, `magnetar client`, `magnetar perf`, `magnetar
  * replay` and tests use it, and it does not reach into broker internals (it shares only the wire
- * codec, pulsar/wire.h).
+ * codec, pulsar/wire.h, and the batch compression codecs, pulsar/compress.h).
  *
  * MODEL
  *   A pc_client lives on one libuv loop, given by the caller, and every function is called on
@@ -123,6 +123,7 @@ typedef struct pc_received {
 
 /* --- producers ------------------------------------------------------------------------------- */
 
+/* The numbers of PulsarApi.proto's CompressionType (checked at compile time in producer.c). */
 typedef enum pc_compression {
     PC_COMPRESSION_NONE = 0,
     PC_COMPRESSION_LZ4 = 1,

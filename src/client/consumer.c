@@ -48,13 +48,13 @@
  *   cb(error, NULL); client close aborts any state.
  */
 #include "client/client_int.h"
-#include "client/compress.h"
 
 #include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/compress.h"
 #include "pulsar/limits.h"
 
 #include <stdio.h>
@@ -567,7 +567,7 @@ static int entry_parse(pc__cons *kc, pc__entry *e)
     e->dp = p + pl.data_off;
     e->dlen = pl.data_len;
     if (e->md->has_compression && e->md->compression != MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE) {
-        rc = pc_decompress((int)e->md->compression, e->dp, e->dlen, e->md->uncompressed_size,
+        rc = pw_decompress((int)e->md->compression, e->dp, e->dlen, e->md->uncompressed_size,
                            &e->data);
         if (rc != MG_OK) {
             MG_WARN("client: consumer on %s: entry %lld:%lld does not decompress (%s): discarded",

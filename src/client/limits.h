@@ -8,18 +8,6 @@
 
 #include "pulsar/limits.h"
 
-/* Client compression codecs (src/client/compress.c, piece: codec). */
-/* The largest payload the client compresses or decompresses (MessageMetadata.uncompressed_size).
- * Pulsar's default maxMessageSize is 5 MiB and Magnetar's broker accepts messages up to
- * BR_MESSAGE_BYTES_MAX (15 MiB); 16 MiB is the next power of two, so any payload a broker can
- * store also fits uncompressed (checked at compile time in broker/limits.h). The bound matters on
- * receive: Pulsar clients check only the compressed size against maxMessageSize and trust
- * uncompressed_size (a u32: up to 4 GiB), and a 5 MiB LZ4 payload really can expand past 1 GiB
- * (ZSTD far more), so without it one message could make the client allocate gigabytes. Batches
- * are far smaller (Pulsar's batchingMaxBytes is 128 KiB); only a single very compressible
- * message larger than this is refused (MG_ELIMIT) rather than inflated. */
-#define PC_UNCOMPRESSED_BYTES_MAX (16u * 1024 * 1024)
-
 /* C Pulsar client (src/client, piece: client; see client.h). */
 /* Lookups followed through Redirect answers before giving up (Pulsar's maxLookupRedirects is
  * 20): a cluster redirects once or twice; more means brokers pointing at each other. */
@@ -87,7 +75,7 @@ _Static_assert(
     (unsigned long long)PC_MESSAGE_BYTES_MAX + PC_FRAME_PADDING_BYTES + 4 <=
         MG_PULSAR_FRAME_BYTES_MAX,
     "a frame of the largest message with its padding must fit MG_PULSAR_FRAME_BYTES_MAX");
-_Static_assert(PC_UNCOMPRESSED_BYTES_MAX >= PC_MESSAGE_BYTES_MAX,
+_Static_assert(MG_PULSAR_UNCOMPRESSED_BYTES_MAX >= PC_MESSAGE_BYTES_MAX,
                "any message the client accepts must fit uncompressed");
 _Static_assert(PC_BACKOFF_MS_MIN <= PC_BACKOFF_MS_MAX,
                "the reconnect back-off starts at or below its maximum");

@@ -47,7 +47,6 @@
  *   A creation failure goes to DEAD after cb(error, NULL); client close aborts any state.
  */
 #include "client/client_int.h"
-#include "client/compress.h"
 
 #include "client/limits.h"
 #include "common/alloc.h"
@@ -55,10 +54,24 @@
 #include "common/clock.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "pulsar/compress.h"
 #include "pulsar/limits.h"
 
 #include <stdio.h>
 #include <string.h>
+
+/* A pc_compression value goes to pw_compress and into MessageMetadata.compression as it is: the
+ * two enumerations must number the codecs alike. */
+_Static_assert((int)PC_COMPRESSION_NONE == (int)MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE,
+               "pc_compression numbers NONE as CompressionType does");
+_Static_assert((int)PC_COMPRESSION_LZ4 == (int)MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4,
+               "pc_compression numbers LZ4 as CompressionType does");
+_Static_assert((int)PC_COMPRESSION_ZLIB == (int)MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB,
+               "pc_compression numbers ZLIB as CompressionType does");
+_Static_assert((int)PC_COMPRESSION_ZSTD == (int)MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD,
+               "pc_compression numbers ZSTD as CompressionType does");
+_Static_assert((int)PC_COMPRESSION_SNAPPY == (int)MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY,
+               "pc_compression numbers SNAPPY as CompressionType does");
 
 typedef struct pc__msg pc__msg;
 struct pc__msg {
@@ -291,7 +304,7 @@ static int op_encode(pc__prod *pp, pc__op *op)
     }
     mg_buf *compressed = NULL;
     if (p->compression != PC_COMPRESSION_NONE) {
-        int rc = pc_compress(p->compression, data, data_len, &compressed);
+        int rc = pw_compress(p->compression, data, data_len, &compressed);
         if (rc != MG_OK) {
             mg_buf_unref(raw);
             return rc;

@@ -50,6 +50,20 @@
     (MG_PULSAR_TENANT_BYTES_MAX + 1 + MG_PULSAR_NAMESPACE_BYTES_MAX + 1 + sizeof("persistent") - \
      1 + 1 + MG_PULSAR_TOPIC_LOCAL_BYTES_MAX)
 
+/* Batch compression codecs (piece: codec, src/pulsar/compress.c; used by the C client and the
+ * broker). */
+/* The largest payload compressed or decompressed (MessageMetadata.uncompressed_size). Pulsar's
+ * default maxMessageSize is 5 MiB and Magnetar's broker accepts messages up to
+ * BR_MESSAGE_BYTES_MAX (15 MiB); 16 MiB is the next power of two, so any payload a broker can
+ * store also fits uncompressed (checked at compile time in broker/limits.h). The bound matters on
+ * receive: Pulsar clients check only the compressed size against maxMessageSize and trust
+ * uncompressed_size (a u32: up to 4 GiB), and a 5 MiB LZ4 payload really can expand past 1 GiB
+ * (ZSTD far more), so without it one message could make a client, or the broker decompressing
+ * for a Kafka consumer, allocate gigabytes. Batches are far smaller (Pulsar's batchingMaxBytes
+ * is 128 KiB); only a single very compressible message larger than this is refused (MG_ELIMIT)
+ * rather than inflated. */
+#define MG_PULSAR_UNCOMPRESSED_BYTES_MAX (16u * 1024 * 1024)
+
 /* Relations between the limits above, checked at compile time. */
 _Static_assert(MG_PULSAR_TOPIC_BYTES_MAX < MG_METRICS_LABEL_VALUE_BYTES_MAX,
                "a topic name must fit a metrics label value");

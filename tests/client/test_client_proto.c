@@ -21,8 +21,8 @@
 #include <uv.h>
 
 #include "pulsar/wire.h"
+#include "pulsar/compress.h"
 #include "client/client.h"
-#include "client/compress.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -995,7 +995,7 @@ Test(client_proto, consumer_frames)
     /* 4: an LZ4 batch of 3. */
     blen = batch_bytes(batch, 4, 3);
     mg_buf *z = NULL;
-    cr_assert_eq(pc_compress(PC_COMPRESSION_LZ4, batch, blen, &z), MG_OK);
+    cr_assert_eq(pw_compress(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, batch, blen, &z), MG_OK);
     Magnetar__Pulsar__MessageMetadata zmd = plain_md(3);
     zmd.has_num_messages_in_batch = 1;
     zmd.num_messages_in_batch = 3;

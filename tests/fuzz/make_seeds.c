@@ -12,7 +12,7 @@
  */
 #include "bookie/protocol.h"
 #include "pulsar/wire.h"
-#include "client/compress.h"
+#include "pulsar/compress.h"
 #include "chat_gateway/packet.h"
 #include "common/error.h"
 
@@ -179,8 +179,8 @@ static mg_buf *payload(int codec, int batch_n, bool keys, uint64_t seq)
     }
     mg_buf *compressed = NULL;
     if (codec != P(COMPRESSION_TYPE__NONE)) {
-        if (pc_compress(codec, data.p, data.len, &compressed) != MG_OK)
-            die("pc_compress failed");
+        if (pw_compress(codec, data.p, data.len, &compressed) != MG_OK)
+            die("pw_compress failed");
         md.has_compression = true;
         md.compression = codec;
         md.has_uncompressed_size = true;

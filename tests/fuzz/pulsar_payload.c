@@ -5,7 +5,7 @@
  *     and without (dispatch of a stored entry, broker/sub.c, which then hashes the ordering or
  *     partition key for Key_Shared);
  *   - the client (client/consumer.c entry_parse and deliver_one): pw_payload_parse,
- *     pw_metadata_unpack, pc_decompress of a compressed batch to its uncompressed_size, then
+ *     pw_metadata_unpack, pw_decompress of a compressed batch to its uncompressed_size, then
  *     each message of the batch split off with pw_batch_next (SingleMessageMetadata and its
  *     payload), its properties and key read.
  *
@@ -15,7 +15,7 @@
  * decompression returns the bytes unchanged.
  */
 #include "pulsar/wire.h"
-#include "client/compress.h"
+#include "pulsar/compress.h"
 #include "common/error.h"
 
 #include <stdio.h>
@@ -86,7 +86,7 @@ static void client_side(const uint8_t *p, size_t len)
     size_t dlen = pl.data_len;
     mg_buf *inflated = NULL;
     if (md->has_compression && md->compression != MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE) {
-        rc = pc_decompress((int)md->compression, dp, dlen, md->uncompressed_size, &inflated);
+        rc = pw_decompress((int)md->compression, dp, dlen, md->uncompressed_size, &inflated);
         if (rc != MG_OK) {
             check(inflated == NULL, "a failed decompression left a buffer");
             pw_metadata_free(md);
@@ -96,7 +96,7 @@ static void client_side(const uint8_t *p, size_t len)
         dp = mg_buf_data(inflated);
         dlen = mg_buf_len(inflated);
     } else {
-        rc = pc_decompress(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, dp, dlen, dlen, &inflated);
+        rc = pw_decompress(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, dp, dlen, dlen, &inflated);
         check(rc == MG_OK || rc == MG_ENOMEM, "NONE refused its own length");
         if (rc == MG_OK) {
             check(mg_buf_len(inflated) == dlen && memcmp(mg_buf_data(inflated), dp, dlen) == 0,

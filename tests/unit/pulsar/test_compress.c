@@ -1,5 +1,5 @@
 /*
- * Tests for client/compress.h, the Pulsar compression codecs.
+ * Tests for pulsar/compress.h, the Pulsar compression codecs.
  *
  * 1. Known vectors made by other front-ends of the reference libraries, embedded as bytes, prove
  *    the wire formats rather than only that our own output reads back:
@@ -20,7 +20,7 @@
  *    Our own output is checked for its format with the libraries' plain one-shot decoders
  *    (uncompress() wants a complete zlib stream, LZ4_decompress_safe a raw block...).
  * 2. Round trips of every codec over 0, 1, 100, 4 KiB and 1 MiB of text-like and of random bytes,
- *    and at exactly PC_UNCOMPRESSED_BYTES_MAX; one byte more is MG_ELIMIT.
+ *    and at exactly MG_PULSAR_UNCOMPRESSED_BYTES_MAX; one byte more is MG_ELIMIT.
  * 3. Hostile input: every truncation, flipped bits at every position, wrong uncompressed
  *    lengths, declared lengths above the limit, random garbage, blocks that reach before the
  *    start of the output or claim more than they hold. The answer is MG_ECORRUPT or MG_ELIMIT
@@ -29,12 +29,11 @@
  * 4. Allocation failures (mg_alloc_fail_after) give MG_ENOMEM with nothing leaked; names and
  *    parsing; unknown codecs.
  */
-#include "client/compress.h"
+#include "pulsar/compress.h"
 
-#include "client/client.h"
-#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <criterion/criterion.h>
 #include <lz4.h>
@@ -52,8 +51,11 @@ static void compress_fini(void)
 
 TestSuite(compress, .timeout = 10, .fini = compress_fini);
 
-static const int codecs_all[] = { PC_COMPRESSION_NONE, PC_COMPRESSION_LZ4, PC_COMPRESSION_ZLIB,
-                                  PC_COMPRESSION_ZSTD, PC_COMPRESSION_SNAPPY };
+static const int codecs_all[] = { MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE,
+                                  MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4,
+                                  MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB,
+                                  MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD,
+                                  MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY };
 #define CODEC_COUNT (sizeof(codecs_all) / sizeof(codecs_all[0]))
 
 /* The text every known vector below encodes (197 bytes). */
@@ -141,11 +143,11 @@ static uint8_t *exact_copy(const void *src, size_t len)
     return p;
 }
 
-/* pc_decompress on an exact-size copy of src; returns the status and leaves the result in *out. */
+/* pw_decompress on an exact-size copy of src; returns the status and leaves the result in *out. */
 static int decompress_exact(int codec, const void *src, size_t src_len, size_t len, mg_buf **out)
 {
     uint8_t *copy = exact_copy(src, src_len);
-    int rc = pc_decompress(codec, copy, src_len, len, out);
+    int rc = pw_decompress(codec, copy, src_len, len, out);
     free(copy);
     if (rc != MG_OK)
         cr_assert_null(*out, "the result must be NULL on an error");
@@ -158,7 +160,7 @@ static void expect_decoded(int codec, const void *src, size_t src_len, const voi
 {
     mg_buf *out = NULL;
     int rc = decompress_exact(codec, src, src_len, want_len, &out);
-    cr_assert_eq(rc, MG_OK, "%s: %s", pc_compression_name(codec), mg_err_name(rc));
+    cr_assert_eq(rc, MG_OK, "%s: %s", pw_compression_name(codec), mg_err_name(rc));
     cr_assert_eq(mg_buf_len(out), want_len);
     cr_assert_eq(mg_buf_refcount(out), 1);
     if (want_len > 0)
@@ -170,7 +172,7 @@ static void expect_status(int codec, const void *src, size_t src_len, size_t len
 {
     mg_buf *out = (mg_buf *)1;
     int rc = decompress_exact(codec, src, src_len, len, &out);
-    cr_assert_eq(rc, want, "%s, %zu bytes -> %zu: got %s, want %s", pc_compression_name(codec),
+    cr_assert_eq(rc, want, "%s, %zu bytes -> %zu: got %s, want %s", pw_compression_name(codec),
                  src_len, len, mg_err_name(rc), mg_err_name(want));
     if (rc == MG_OK)
         mg_buf_unref(out);
@@ -179,8 +181,8 @@ static void expect_status(int codec, const void *src, size_t src_len, size_t len
 static mg_buf *compress_ok(int codec, const void *src, size_t len)
 {
     mg_buf *out = NULL;
-    int rc = pc_compress(codec, src, len, &out);
-    cr_assert_eq(rc, MG_OK, "%s of %zu bytes: %s", pc_compression_name(codec), len,
+    int rc = pw_compress(codec, src, len, &out);
+    cr_assert_eq(rc, MG_OK, "%s of %zu bytes: %s", pw_compression_name(codec), len,
                  mg_err_name(rc));
     cr_assert_not_null(out);
     cr_assert_eq(mg_buf_refcount(out), 1);
@@ -226,7 +228,7 @@ static void fill_text(uint8_t *p, size_t len, uint64_t seed)
 static void roundtrip(int codec, const uint8_t *src, size_t len)
 {
     mg_buf *c = compress_ok(codec, src, len);
-    if (codec == PC_COMPRESSION_NONE) {
+    if (codec == MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE) {
         cr_assert_eq(mg_buf_len(c), len);
         if (len > 0)
             cr_assert_eq(memcmp(mg_buf_data(c), src, len), 0);
@@ -263,53 +265,53 @@ static void each_compressed_text(size_t first, size_t len, uint64_t seed, compre
 
 Test(compress, names_are_pulsars)
 {
-    cr_assert_str_eq(pc_compression_name(PC_COMPRESSION_NONE), "NONE");
-    cr_assert_str_eq(pc_compression_name(PC_COMPRESSION_LZ4), "LZ4");
-    cr_assert_str_eq(pc_compression_name(PC_COMPRESSION_ZLIB), "ZLIB");
-    cr_assert_str_eq(pc_compression_name(PC_COMPRESSION_ZSTD), "ZSTD");
-    cr_assert_str_eq(pc_compression_name(PC_COMPRESSION_SNAPPY), "SNAPPY");
-    cr_assert_null(pc_compression_name(-1));
-    cr_assert_null(pc_compression_name(5));
-    cr_assert_null(pc_compression_name(1000));
-    /* The values are the wire's CompressionType numbers. */
-    cr_assert_eq(PC_COMPRESSION_NONE, 0);
-    cr_assert_eq(PC_COMPRESSION_LZ4, 1);
-    cr_assert_eq(PC_COMPRESSION_ZLIB, 2);
-    cr_assert_eq(PC_COMPRESSION_ZSTD, 3);
-    cr_assert_eq(PC_COMPRESSION_SNAPPY, 4);
+    cr_assert_str_eq(pw_compression_name(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE), "NONE");
+    cr_assert_str_eq(pw_compression_name(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4), "LZ4");
+    cr_assert_str_eq(pw_compression_name(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB), "ZLIB");
+    cr_assert_str_eq(pw_compression_name(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD), "ZSTD");
+    cr_assert_str_eq(pw_compression_name(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY), "SNAPPY");
+    cr_assert_null(pw_compression_name(-1));
+    cr_assert_null(pw_compression_name(5));
+    cr_assert_null(pw_compression_name(1000));
+    /* The codecs are numbered as Pulsar's CompressionType (PulsarApi.proto). */
+    cr_assert_eq(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, 0);
+    cr_assert_eq(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, 1);
+    cr_assert_eq(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, 2);
+    cr_assert_eq(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, 3);
+    cr_assert_eq(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, 4);
 }
 
 Test(compress, parse_is_case_insensitive_and_exact)
 {
     for (size_t i = 0; i < CODEC_COUNT; i++)
-        cr_assert_eq(pc_compression_parse(pc_compression_name(codecs_all[i])), codecs_all[i]);
-    cr_assert_eq(pc_compression_parse("none"), PC_COMPRESSION_NONE);
-    cr_assert_eq(pc_compression_parse("lz4"), PC_COMPRESSION_LZ4);
-    cr_assert_eq(pc_compression_parse("Zlib"), PC_COMPRESSION_ZLIB);
-    cr_assert_eq(pc_compression_parse("zStD"), PC_COMPRESSION_ZSTD);
-    cr_assert_eq(pc_compression_parse("snappy"), PC_COMPRESSION_SNAPPY);
-    cr_assert_eq(pc_compression_parse(NULL), -1);
-    cr_assert_eq(pc_compression_parse(""), -1);
-    cr_assert_eq(pc_compression_parse("gzip"), -1);
-    cr_assert_eq(pc_compression_parse("LZ4 "), -1);
-    cr_assert_eq(pc_compression_parse(" LZ4"), -1);
-    cr_assert_eq(pc_compression_parse("LZ"), -1);
-    cr_assert_eq(pc_compression_parse("ZSTD1"), -1);
+        cr_assert_eq(pw_compression_parse(pw_compression_name(codecs_all[i])), codecs_all[i]);
+    cr_assert_eq(pw_compression_parse("none"), MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE);
+    cr_assert_eq(pw_compression_parse("lz4"), MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4);
+    cr_assert_eq(pw_compression_parse("Zlib"), MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB);
+    cr_assert_eq(pw_compression_parse("zStD"), MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD);
+    cr_assert_eq(pw_compression_parse("snappy"), MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY);
+    cr_assert_eq(pw_compression_parse(NULL), -1);
+    cr_assert_eq(pw_compression_parse(""), -1);
+    cr_assert_eq(pw_compression_parse("gzip"), -1);
+    cr_assert_eq(pw_compression_parse("LZ4 "), -1);
+    cr_assert_eq(pw_compression_parse(" LZ4"), -1);
+    cr_assert_eq(pw_compression_parse("LZ"), -1);
+    cr_assert_eq(pw_compression_parse("ZSTD1"), -1);
 }
 
 Test(compress, unknown_codec_is_einval)
 {
     mg_buf *out = (mg_buf *)1;
-    cr_assert_eq(pc_compress(-1, (const uint8_t *)"x", 1, &out), MG_EINVAL);
+    cr_assert_eq(pw_compress(-1, (const uint8_t *)"x", 1, &out), MG_EINVAL);
     cr_assert_null(out);
     out = (mg_buf *)1;
-    cr_assert_eq(pc_compress(5, (const uint8_t *)"x", 1, &out), MG_EINVAL);
+    cr_assert_eq(pw_compress(5, (const uint8_t *)"x", 1, &out), MG_EINVAL);
     cr_assert_null(out);
     out = (mg_buf *)1;
-    cr_assert_eq(pc_decompress(5, (const uint8_t *)"x", 1, 1, &out), MG_EINVAL);
+    cr_assert_eq(pw_decompress(5, (const uint8_t *)"x", 1, 1, &out), MG_EINVAL);
     cr_assert_null(out);
     out = (mg_buf *)1;
-    cr_assert_eq(pc_decompress(-1, (const uint8_t *)"x", 1, 1, &out), MG_EINVAL);
+    cr_assert_eq(pw_decompress(-1, (const uint8_t *)"x", 1, 1, &out), MG_EINVAL);
     cr_assert_null(out);
 }
 
@@ -318,8 +320,8 @@ Test(compress, unknown_codec_is_einval)
 
 Test(compress, zlib_reads_pythons_complete_stream)
 {
-    expect_decoded(PC_COMPRESSION_ZLIB, vec_zlib_python, sizeof(vec_zlib_python), vec_text,
-                   VEC_TEXT_LEN);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_python,
+                   sizeof(vec_zlib_python), vec_text, VEC_TEXT_LEN);
 }
 
 Test(compress, zlib_reads_pulsar_javas_flushed_unfinished_stream)
@@ -327,20 +329,24 @@ Test(compress, zlib_reads_pulsar_javas_flushed_unfinished_stream)
     /* What the Java client writes: ends with the sync marker, no final block, no Adler-32. */
     const size_t n = sizeof(vec_zlib_java);
     cr_assert_eq(memcmp(vec_zlib_java + n - 4, "\x00\x00\xff\xff", 4), 0);
-    expect_decoded(PC_COMPRESSION_ZLIB, vec_zlib_java, n, vec_text, VEC_TEXT_LEN);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, n, vec_text,
+                   VEC_TEXT_LEN);
     /* Java writes nothing at all for an empty payload. */
-    expect_decoded(PC_COMPRESSION_ZLIB, NULL, 0, NULL, 0);
-    expect_status(PC_COMPRESSION_ZLIB, NULL, 0, 1, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, NULL, 0, NULL, 0);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, NULL, 0, 1, MG_ECORRUPT);
     /* Declared one byte short or long. */
-    expect_status(PC_COMPRESSION_ZLIB, vec_zlib_java, n, VEC_TEXT_LEN - 1, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_ZLIB, vec_zlib_java, n, VEC_TEXT_LEN + 1, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, n, VEC_TEXT_LEN - 1,
+                  MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, n, VEC_TEXT_LEN + 1,
+                  MG_ECORRUPT);
 }
 
 Test(compress, zlib_refuses_raw_deflate_and_gzip)
 {
     /* The same deflate data without the zlib wrapper (2-byte header, 4-byte Adler-32). */
     const size_t n = sizeof(vec_zlib_python);
-    expect_status(PC_COMPRESSION_ZLIB, vec_zlib_python + 2, n - 6, VEC_TEXT_LEN, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_python + 2, n - 6,
+                  VEC_TEXT_LEN, MG_ECORRUPT);
     /* ... and wrapped as gzip (RFC 1952: 10-byte header, CRC-32 and ISIZE little-endian). */
     uint8_t gz[10 + sizeof(vec_zlib_python) - 6 + 8];
     static const uint8_t gz_header[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3 };
@@ -352,12 +358,14 @@ Test(compress, zlib_refuses_raw_deflate_and_gzip)
         t[i] = (uint8_t)(crc >> (8 * i));
         t[4 + i] = (uint8_t)(VEC_TEXT_LEN >> (8 * i));
     }
-    expect_status(PC_COMPRESSION_ZLIB, gz, sizeof(gz), VEC_TEXT_LEN, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, gz, sizeof(gz), VEC_TEXT_LEN,
+                  MG_ECORRUPT);
 }
 
 Test(compress, zlib_writes_complete_zlib_streams)
 {
-    mg_buf *c = compress_ok(PC_COMPRESSION_ZLIB, (const uint8_t *)vec_text, VEC_TEXT_LEN);
+    mg_buf *c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, (const uint8_t *)vec_text,
+                            VEC_TEXT_LEN);
     const uint8_t *p = mg_buf_data(c);
     size_t n = mg_buf_len(c);
     cr_assert_gt(n, 6);
@@ -378,57 +386,62 @@ Test(compress, zlib_writes_complete_zlib_streams)
     cr_assert_eq(memcmp(back, vec_text, VEC_TEXT_LEN), 0);
     mg_buf_unref(c);
     /* The empty payload is a complete stream too (Java's zero bytes are read, not written). */
-    c = compress_ok(PC_COMPRESSION_ZLIB, NULL, 0);
+    c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, NULL, 0);
     cr_assert_gt(mg_buf_len(c), 0);
-    expect_decoded(PC_COMPRESSION_ZLIB, mg_buf_data(c), mg_buf_len(c), NULL, 0);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, mg_buf_data(c), mg_buf_len(c), NULL,
+                   0);
     mg_buf_unref(c);
 }
 
 Test(compress, lz4_reads_the_block_of_the_lz4_tools_frame)
 {
-    expect_decoded(PC_COMPRESSION_LZ4, vec_lz4_cli, sizeof(vec_lz4_cli), vec_text, VEC_TEXT_LEN);
-    expect_status(PC_COMPRESSION_LZ4, vec_lz4_cli, sizeof(vec_lz4_cli), VEC_TEXT_LEN - 1,
-                  MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_LZ4, vec_lz4_cli, sizeof(vec_lz4_cli), VEC_TEXT_LEN + 1,
-                  MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, vec_lz4_cli, sizeof(vec_lz4_cli),
+                   vec_text, VEC_TEXT_LEN);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, vec_lz4_cli, sizeof(vec_lz4_cli),
+                  VEC_TEXT_LEN - 1, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, vec_lz4_cli, sizeof(vec_lz4_cli),
+                  VEC_TEXT_LEN + 1, MG_ECORRUPT);
 }
 
 Test(compress, lz4_reads_hand_made_blocks)
 {
     /* Token 0x50: 5 literals, no match (the last sequence of a block). */
     static const uint8_t literals[] = { 0x50, 'h', 'e', 'l', 'l', 'o' };
-    expect_decoded(PC_COMPRESSION_LZ4, literals, sizeof(literals), "hello", 5);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, literals, sizeof(literals), "hello", 5);
     /* Token 0x44: 4 literals "abcd", then offset 4 (little-endian) and match length 4 + 4 = 8,
      * which copies the literals twice; token 0x80: the last 8 literals. */
     static const uint8_t match[] = { 0x44, 'a', 'b', 'c', 'd', 0x04, 0x00, 0x80,
                                      '-',  'e', 'n', 'd', '-', 'x',  'y',  'z' };
-    expect_decoded(PC_COMPRESSION_LZ4, match, sizeof(match), "abcdabcdabcd-end-xyz", 20);
-    expect_status(PC_COMPRESSION_LZ4, match, sizeof(match), 19, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_LZ4, match, sizeof(match), 21, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, match, sizeof(match),
+                   "abcdabcdabcd-end-xyz", 20);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, match, sizeof(match), 19, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, match, sizeof(match), 21, MG_ECORRUPT);
     /* The empty block: one token with no literals. */
     static const uint8_t empty[] = { 0x00 };
-    expect_decoded(PC_COMPRESSION_LZ4, empty, 1, NULL, 0);
-    expect_status(PC_COMPRESSION_LZ4, NULL, 0, 0, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, empty, 1, NULL, 0);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, NULL, 0, 0, MG_ECORRUPT);
     /* A match reaching before the start of the output (offset 5 after 4 bytes). */
     static const uint8_t before[] = { 0x44, 'a', 'b', 'c', 'd', 0x05, 0x00, 0x80,
                                       '-',  'e', 'n', 'd', '-', 'x',  'y',  'z' };
-    expect_status(PC_COMPRESSION_LZ4, before, sizeof(before), 20, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, before, sizeof(before), 20, MG_ECORRUPT);
     /* Offset 0 is invalid. */
     static const uint8_t zero[] = { 0x44, 'a', 'b', 'c', 'd', 0x00, 0x00, 0x80,
                                     '-',  'e', 'n', 'd', '-', 'x',  'y',  'z' };
-    expect_status(PC_COMPRESSION_LZ4, zero, sizeof(zero), 20, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, zero, sizeof(zero), 20, MG_ECORRUPT);
     /* Literal length claims more bytes than the block holds. */
     static const uint8_t overrun[] = { 0x90, 'a', 'b', 'c' };
-    expect_status(PC_COMPRESSION_LZ4, overrun, sizeof(overrun), 9, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, overrun, sizeof(overrun), 9,
+                  MG_ECORRUPT);
     /* An LZ4 *frame* (magic 04 22 4d 18) is not what Pulsar sends. */
     static const uint8_t frame[] = { 0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82, 0x06, 0x00, 0x00,
                                      0x80, 'h',  'e',  'l',  'l',  'o',  0x00, 0x00, 0x00, 0x00 };
-    expect_status(PC_COMPRESSION_LZ4, frame, sizeof(frame), 5, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, frame, sizeof(frame), 5, MG_ECORRUPT);
 }
 
 Test(compress, lz4_writes_raw_blocks)
 {
-    mg_buf *c = compress_ok(PC_COMPRESSION_LZ4, (const uint8_t *)vec_text, VEC_TEXT_LEN);
+    mg_buf *c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, (const uint8_t *)vec_text,
+                            VEC_TEXT_LEN);
     const uint8_t *p = mg_buf_data(c);
     cr_assert_lt(mg_buf_len(c), VEC_TEXT_LEN); /* the repeated sentence became a match */
     cr_assert_neq(memcmp(p, "\x04\x22\x4d\x18", 4), 0, "not a frame");
@@ -437,7 +450,7 @@ Test(compress, lz4_writes_raw_blocks)
                  (int)VEC_TEXT_LEN);
     cr_assert_eq(memcmp(back, vec_text, VEC_TEXT_LEN), 0);
     mg_buf_unref(c);
-    c = compress_ok(PC_COMPRESSION_LZ4, NULL, 0);
+    c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, NULL, 0);
     cr_assert_eq(mg_buf_len(c), 1);
     cr_assert_eq(mg_buf_data(c)[0], 0x00);
     mg_buf_unref(c);
@@ -446,16 +459,19 @@ Test(compress, lz4_writes_raw_blocks)
 Test(compress, zstd_reads_the_zstd_tools_frame)
 {
     const size_t n = sizeof(vec_zstd_cli);
-    expect_decoded(PC_COMPRESSION_ZSTD, vec_zstd_cli, n, vec_text, VEC_TEXT_LEN);
-    expect_status(PC_COMPRESSION_ZSTD, vec_zstd_cli, n, VEC_TEXT_LEN - 1, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_ZSTD, vec_zstd_cli, n, VEC_TEXT_LEN + 1, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, vec_zstd_cli, n, vec_text,
+                   VEC_TEXT_LEN);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, vec_zstd_cli, n, VEC_TEXT_LEN - 1,
+                  MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, vec_zstd_cli, n, VEC_TEXT_LEN + 1,
+                  MG_ECORRUPT);
     /* The frame carries a checksum (frame header descriptor bit 2): a changed byte in it is
      * caught although the content decodes. */
     cr_assert_neq(vec_zstd_cli[4] & 0x04, 0);
     uint8_t bad[sizeof(vec_zstd_cli)];
     memcpy(bad, vec_zstd_cli, n);
     bad[n - 1] ^= 0x01;
-    expect_status(PC_COMPRESSION_ZSTD, bad, n, VEC_TEXT_LEN, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, bad, n, VEC_TEXT_LEN, MG_ECORRUPT);
 }
 
 Test(compress, zstd_reads_hand_made_frames)
@@ -464,35 +480,39 @@ Test(compress, zstd_reads_hand_made_frames)
      * block header (3 bytes little-endian: size << 3 | type << 1 | last): a Raw block. */
     static const uint8_t raw[] = { 0x28, 0xb5, 0x2f, 0xfd, 0x20, 10,  0x51, 0x00, 0x00, 'h',
                                    'e',  'l',  'l',  'o',  ' ',  'z', 's',  't',  'd' };
-    expect_decoded(PC_COMPRESSION_ZSTD, raw, sizeof(raw), "hello zstd", 10);
-    expect_status(PC_COMPRESSION_ZSTD, raw, sizeof(raw) - 1, 10, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, raw, sizeof(raw), "hello zstd", 10);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, raw, sizeof(raw) - 1, 10, MG_ECORRUPT);
     /* An RLE block: 100 times 'z' (size 100, type 1, last: 100 << 3 | 2 | 1 = 0x323). */
     static const uint8_t rle[] = { 0x28, 0xb5, 0x2f, 0xfd, 0x20, 100, 0x23, 0x03, 0x00, 'z' };
     uint8_t zs[100];
     memset(zs, 'z', sizeof(zs));
-    expect_decoded(PC_COMPRESSION_ZSTD, rle, sizeof(rle), zs, sizeof(zs));
-    expect_status(PC_COMPRESSION_ZSTD, rle, sizeof(rle), 99, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, rle, sizeof(rle), zs, sizeof(zs));
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, rle, sizeof(rle), 99, MG_ECORRUPT);
     /* A frame claiming 1 GiB (4-byte content size, descriptor 0xa0) as a 100-byte payload:
      * refused from the header, before anything of that size exists. */
     static const uint8_t bomb[] = { 0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0x00, 0x00,
                                     0x00, 0x40, 0x23, 0x03, 0x00, 'z' };
     mg_alloc_fail_after(0); /* nothing at all is allocated for it */
-    expect_status(PC_COMPRESSION_ZSTD, bomb, sizeof(bomb), 100, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, bomb, sizeof(bomb), 100, MG_ECORRUPT);
     mg_alloc_fail_reset();
     /* The same RLE block in a frame without a content size (descriptor 0x00, window
      * descriptor 0x00 = 1 KiB window) still has to fill exactly the declared length. */
     static const uint8_t nosize[] = { 0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x23, 0x03, 0x00, 'z' };
-    expect_decoded(PC_COMPRESSION_ZSTD, nosize, sizeof(nosize), zs, sizeof(zs));
-    expect_status(PC_COMPRESSION_ZSTD, nosize, sizeof(nosize), 99, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_ZSTD, nosize, sizeof(nosize), 101, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, nosize, sizeof(nosize), zs,
+                   sizeof(zs));
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, nosize, sizeof(nosize), 99,
+                  MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, nosize, sizeof(nosize), 101,
+                  MG_ECORRUPT);
     /* Not a frame. */
-    expect_status(PC_COMPRESSION_ZSTD, "hello", 5, 5, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_ZSTD, NULL, 0, 0, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, "hello", 5, 5, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, NULL, 0, 0, MG_ECORRUPT);
 }
 
 Test(compress, zstd_writes_standard_frames_with_content_size)
 {
-    mg_buf *c = compress_ok(PC_COMPRESSION_ZSTD, (const uint8_t *)vec_text, VEC_TEXT_LEN);
+    mg_buf *c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, (const uint8_t *)vec_text,
+                            VEC_TEXT_LEN);
     const uint8_t *p = mg_buf_data(c);
     cr_assert_eq(memcmp(p, "\x28\xb5\x2f\xfd", 4), 0);
     cr_assert_eq(ZSTD_getFrameContentSize(p, mg_buf_len(c)), VEC_TEXT_LEN);
@@ -506,9 +526,12 @@ Test(compress, zstd_writes_standard_frames_with_content_size)
 Test(compress, snappy_reads_snappy_javas_output)
 {
     const size_t n = sizeof(vec_snappy_java);
-    expect_decoded(PC_COMPRESSION_SNAPPY, vec_snappy_java, n, vec_text, VEC_TEXT_LEN);
-    expect_status(PC_COMPRESSION_SNAPPY, vec_snappy_java, n, VEC_TEXT_LEN - 1, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_SNAPPY, vec_snappy_java, n, VEC_TEXT_LEN + 1, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, vec_snappy_java, n, vec_text,
+                   VEC_TEXT_LEN);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, vec_snappy_java, n, VEC_TEXT_LEN - 1,
+                  MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, vec_snappy_java, n, VEC_TEXT_LEN + 1,
+                  MG_ECORRUPT);
 }
 
 Test(compress, snappy_reads_hand_made_blocks)
@@ -516,39 +539,48 @@ Test(compress, snappy_reads_hand_made_blocks)
     /* Varint length 12, then a literal tag ((12 - 1) << 2 | 0) and 12 bytes. */
     static const uint8_t literal[] = { 0x0c, 0x2c, 'h', 'e', 'l', 'l', 'o',
                                        ' ',  's',  'n', 'a', 'p', 'p', 'y' };
-    expect_decoded(PC_COMPRESSION_SNAPPY, literal, sizeof(literal), "hello snappy", 12);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, literal, sizeof(literal),
+                   "hello snappy", 12);
     /* A length that disagrees with the varint is refused before anything is allocated. */
     mg_alloc_fail_after(0);
-    expect_status(PC_COMPRESSION_SNAPPY, literal, sizeof(literal), 11, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_SNAPPY, literal, sizeof(literal), 13, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, literal, sizeof(literal), 11,
+                  MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, literal, sizeof(literal), 13,
+                  MG_ECORRUPT);
     mg_alloc_fail_reset();
     /* Length 12: literal "abcd" (tag 3 << 2), then a copy with a 1-byte offset: tag
      * (offset >> 8) << 5 | (length - 4) << 2 | 1 = 0x11 for length 8, offset byte 4. */
     static const uint8_t copy[] = { 0x0c, 0x0c, 'a', 'b', 'c', 'd', 0x11, 0x04 };
-    expect_decoded(PC_COMPRESSION_SNAPPY, copy, sizeof(copy), "abcdabcdabcd", 12);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, copy, sizeof(copy), "abcdabcdabcd",
+                   12);
     /* Offset 5 reaches before the start; offset 0 is invalid. */
     static const uint8_t before[] = { 0x0c, 0x0c, 'a', 'b', 'c', 'd', 0x11, 0x05 };
-    expect_status(PC_COMPRESSION_SNAPPY, before, sizeof(before), 12, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, before, sizeof(before), 12,
+                  MG_ECORRUPT);
     static const uint8_t zero[] = { 0x0c, 0x0c, 'a', 'b', 'c', 'd', 0x11, 0x00 };
-    expect_status(PC_COMPRESSION_SNAPPY, zero, sizeof(zero), 12, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, zero, sizeof(zero), 12, MG_ECORRUPT);
     /* Declares 12 bytes but holds only 4. */
     static const uint8_t shortb[] = { 0x0c, 0x0c, 'a', 'b', 'c', 'd' };
-    expect_status(PC_COMPRESSION_SNAPPY, shortb, sizeof(shortb), 12, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, shortb, sizeof(shortb), 12,
+                  MG_ECORRUPT);
     /* The empty block is the varint 0 alone. */
     static const uint8_t empty[] = { 0x00 };
-    expect_decoded(PC_COMPRESSION_SNAPPY, empty, 1, NULL, 0);
-    expect_status(PC_COMPRESSION_SNAPPY, NULL, 0, 0, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, empty, 1, NULL, 0);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, NULL, 0, 0, MG_ECORRUPT);
     /* The framing format's stream identifier chunk is not what Pulsar sends. */
     static const uint8_t framed[] = { 0xff, 0x06, 0x00, 0x00, 's', 'N', 'a', 'P', 'p', 'Y' };
-    expect_status(PC_COMPRESSION_SNAPPY, framed, sizeof(framed), 0, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, framed, sizeof(framed), 0,
+                  MG_ECORRUPT);
     /* A varint that never ends. */
     static const uint8_t varint[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-    expect_status(PC_COMPRESSION_SNAPPY, varint, sizeof(varint), 12, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, varint, sizeof(varint), 12,
+                  MG_ECORRUPT);
 }
 
 Test(compress, snappy_writes_raw_blocks)
 {
-    mg_buf *c = compress_ok(PC_COMPRESSION_SNAPPY, (const uint8_t *)vec_text, VEC_TEXT_LEN);
+    mg_buf *c = compress_ok(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, (const uint8_t *)vec_text,
+                            VEC_TEXT_LEN);
     const uint8_t *p = mg_buf_data(c);
     /* Varint 197 = 0xc5 0x01 up front, no stream identifier. */
     cr_assert_eq(p[0], 0xc5);
@@ -561,10 +593,13 @@ Test(compress, snappy_writes_raw_blocks)
 
 Test(compress, none_copies_exactly)
 {
-    expect_decoded(PC_COMPRESSION_NONE, vec_text, VEC_TEXT_LEN, vec_text, VEC_TEXT_LEN);
-    expect_decoded(PC_COMPRESSION_NONE, NULL, 0, NULL, 0);
-    expect_status(PC_COMPRESSION_NONE, vec_text, VEC_TEXT_LEN, VEC_TEXT_LEN - 1, MG_ECORRUPT);
-    expect_status(PC_COMPRESSION_NONE, vec_text, VEC_TEXT_LEN, VEC_TEXT_LEN + 1, MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, vec_text, VEC_TEXT_LEN, vec_text,
+                   VEC_TEXT_LEN);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, NULL, 0, NULL, 0);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, vec_text, VEC_TEXT_LEN,
+                  VEC_TEXT_LEN - 1, MG_ECORRUPT);
+    expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE, vec_text, VEC_TEXT_LEN,
+                  VEC_TEXT_LEN + 1, MG_ECORRUPT);
 }
 
 /* --- round trips ----------------------------------------------------------------------------- */
@@ -590,7 +625,7 @@ Test(compress, every_codec_round_trips_many_sizes)
     fill_random(random, size_max, 5);
     for (size_t i = 1; i < CODEC_COUNT; i++) {
         mg_buf *c = compress_ok(codecs_all[i], text, size_max);
-        cr_assert_lt(mg_buf_len(c), size_max / 2, "%s", pc_compression_name(codecs_all[i]));
+        cr_assert_lt(mg_buf_len(c), size_max / 2, "%s", pw_compression_name(codecs_all[i]));
         /* The worst-case buffer was cut to size. */
         cr_assert_leq(mg_buf_cap(c), mg_buf_len(c) + mg_buf_cap(c) / 4);
         mg_buf_unref(c);
@@ -604,7 +639,7 @@ Test(compress, every_codec_round_trips_many_sizes)
 
 Test(compress, the_limit_round_trips_and_one_byte_more_is_elimit, .timeout = 60)
 {
-    const size_t max = PC_UNCOMPRESSED_BYTES_MAX;
+    const size_t max = MG_PULSAR_UNCOMPRESSED_BYTES_MAX;
     cr_assert_eq(max, 16u * 1024 * 1024);
     uint8_t *big = malloc(max + 1);
     cr_assert_not_null(big);
@@ -613,7 +648,7 @@ Test(compress, the_limit_round_trips_and_one_byte_more_is_elimit, .timeout = 60)
         int codec = codecs_all[i];
         roundtrip(codec, big, max);
         mg_buf *out = (mg_buf *)1;
-        cr_assert_eq(pc_compress(codec, big, max + 1, &out), MG_ELIMIT);
+        cr_assert_eq(pw_compress(codec, big, max + 1, &out), MG_ELIMIT);
         cr_assert_null(out);
     }
     free(big);
@@ -624,7 +659,8 @@ Test(compress, the_limit_round_trips_and_one_byte_more_is_elimit, .timeout = 60)
 
 static void lengths_above_the_limit_are_elimit(int codec, mg_buf *c, const uint8_t *src, size_t len)
 {
-    static const size_t lens[] = { PC_UNCOMPRESSED_BYTES_MAX + 1, 1u << 30, UINT32_MAX, SIZE_MAX };
+    static const size_t lens[] = { MG_PULSAR_UNCOMPRESSED_BYTES_MAX + 1, 1u << 30, UINT32_MAX,
+                                   SIZE_MAX };
     for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
         expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ELIMIT);
 }
@@ -637,7 +673,7 @@ Test(compress, declared_length_above_the_limit_is_elimit)
 /* For 4096 bytes of input. */
 static void wrong_lengths_are_ecorrupt(int codec, mg_buf *c, const uint8_t *src, size_t len)
 {
-    static const size_t lens[] = { 0, 1, 4095, 4097, 8192, PC_UNCOMPRESSED_BYTES_MAX };
+    static const size_t lens[] = { 0, 1, 4095, 4097, 8192, MG_PULSAR_UNCOMPRESSED_BYTES_MAX };
     for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
         expect_status(codec, mg_buf_data(c), mg_buf_len(c), lens[k], MG_ECORRUPT);
 }
@@ -671,10 +707,10 @@ Test(compress, every_truncation_is_ecorrupt)
         const uint8_t *p;
         size_t n;
     } vecs[] = {
-        { PC_COMPRESSION_ZLIB, vec_zlib_python, sizeof(vec_zlib_python) },
-        { PC_COMPRESSION_LZ4, vec_lz4_cli, sizeof(vec_lz4_cli) },
-        { PC_COMPRESSION_ZSTD, vec_zstd_cli, sizeof(vec_zstd_cli) },
-        { PC_COMPRESSION_SNAPPY, vec_snappy_java, sizeof(vec_snappy_java) },
+        { MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_python, sizeof(vec_zlib_python) },
+        { MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, vec_lz4_cli, sizeof(vec_lz4_cli) },
+        { MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, vec_zstd_cli, sizeof(vec_zstd_cli) },
+        { MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, vec_snappy_java, sizeof(vec_snappy_java) },
     };
     for (size_t v = 0; v < sizeof(vecs) / sizeof(vecs[0]); v++)
         for (size_t n = 0; n < vecs[v].n; n++)
@@ -686,10 +722,13 @@ Test(compress, every_truncation_is_ecorrupt)
      * flushed stream ever promises. Cut inside the empty stored block's header: refused. */
     const size_t jn = sizeof(vec_zlib_java);
     for (size_t n = 0; n < jn - 5; n++)
-        expect_status(PC_COMPRESSION_ZLIB, vec_zlib_java, n, VEC_TEXT_LEN, MG_ECORRUPT);
-    expect_decoded(PC_COMPRESSION_ZLIB, vec_zlib_java, jn - 5, vec_text, VEC_TEXT_LEN);
+        expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, n, VEC_TEXT_LEN,
+                      MG_ECORRUPT);
+    expect_decoded(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, jn - 5, vec_text,
+                   VEC_TEXT_LEN);
     for (size_t n = jn - 4; n < jn; n++)
-        expect_status(PC_COMPRESSION_ZLIB, vec_zlib_java, n, VEC_TEXT_LEN, MG_ECORRUPT);
+        expect_status(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, n, VEC_TEXT_LEN,
+                      MG_ECORRUPT);
 }
 
 /* Flips bits at every position of a compressed input. The answer is MG_OK (the codec has no
@@ -707,15 +746,15 @@ static void flip_everywhere(int codec, const uint8_t *p, size_t n, const uint8_t
             memcpy(copy, p, n);
             copy[pos] ^= masks[m];
             mg_buf *out = (mg_buf *)1;
-            int rc = pc_decompress(codec, copy, n, want_len, &out);
-            cr_assert(rc == MG_OK || rc == MG_ECORRUPT, "%s at %zu: %s", pc_compression_name(codec),
+            int rc = pw_decompress(codec, copy, n, want_len, &out);
+            cr_assert(rc == MG_OK || rc == MG_ECORRUPT, "%s at %zu: %s", pw_compression_name(codec),
                       pos, mg_err_name(rc));
             if (rc == MG_OK) {
                 cr_assert_eq(mg_buf_len(out), want_len);
                 if (checked)
                     cr_assert_eq(memcmp(mg_buf_data(out), want, want_len), 0,
                                  "%s at %zu: changed data passed the checksum",
-                                 pc_compression_name(codec), pos);
+                                 pw_compression_name(codec), pos);
                 mg_buf_unref(out);
             } else {
                 cr_assert_null(out);
@@ -730,23 +769,24 @@ static void flip_everywhere(int codec, const uint8_t *p, size_t n, const uint8_t
 
 static void flips_are_ok_or_ecorrupt(int codec, mg_buf *c, const uint8_t *src, size_t len)
 {
-    flip_everywhere(codec, mg_buf_data(c), mg_buf_len(c), src, len, codec == PC_COMPRESSION_ZLIB);
+    flip_everywhere(codec, mg_buf_data(c), mg_buf_len(c), src, len,
+                    codec == MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB);
 }
 
 Test(compress, flipped_bits_never_crash)
 {
     each_compressed_text(1, 2048, 3, flips_are_ok_or_ecorrupt);
     const uint8_t *text = (const uint8_t *)vec_text;
-    flip_everywhere(PC_COMPRESSION_ZSTD, vec_zstd_cli, sizeof(vec_zstd_cli), text, VEC_TEXT_LEN,
-                    true);
-    flip_everywhere(PC_COMPRESSION_ZLIB, vec_zlib_python, sizeof(vec_zlib_python), text,
-                    VEC_TEXT_LEN, true);
-    flip_everywhere(PC_COMPRESSION_ZLIB, vec_zlib_java, sizeof(vec_zlib_java), text, VEC_TEXT_LEN,
-                    false);
-    flip_everywhere(PC_COMPRESSION_LZ4, vec_lz4_cli, sizeof(vec_lz4_cli), text, VEC_TEXT_LEN,
-                    false);
-    flip_everywhere(PC_COMPRESSION_SNAPPY, vec_snappy_java, sizeof(vec_snappy_java), text,
+    flip_everywhere(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD, vec_zstd_cli, sizeof(vec_zstd_cli),
+                    text, VEC_TEXT_LEN, true);
+    flip_everywhere(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_python,
+                    sizeof(vec_zlib_python), text, VEC_TEXT_LEN, true);
+    flip_everywhere(MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB, vec_zlib_java, sizeof(vec_zlib_java),
+                    text, VEC_TEXT_LEN, false);
+    flip_everywhere(MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4, vec_lz4_cli, sizeof(vec_lz4_cli), text,
                     VEC_TEXT_LEN, false);
+    flip_everywhere(MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY, vec_snappy_java,
+                    sizeof(vec_snappy_java), text, VEC_TEXT_LEN, false);
 }
 
 Test(compress, random_garbage_never_crashes)
@@ -766,7 +806,7 @@ Test(compress, random_garbage_never_crashes)
                 mg_buf *out = NULL;
                 int rc = decompress_exact(codecs_all[i], garbage, n, lens[k], &out);
                 cr_assert(rc == MG_OK || rc == MG_ECORRUPT, "%s: %s",
-                          pc_compression_name(codecs_all[i]), mg_err_name(rc));
+                          pw_compression_name(codecs_all[i]), mg_err_name(rc));
                 if (rc == MG_OK) {
                     cr_assert_eq(mg_buf_len(out), lens[k]);
                     mg_buf_unref(out);
@@ -786,7 +826,7 @@ static void allocation_failures_are_enomem(int codec, mg_buf *c, const uint8_t *
     for (int64_t k = 0; k < 32 && !(compressed && decompressed); k++) {
         mg_buf *out = (mg_buf *)1;
         mg_alloc_fail_after(k);
-        int rc = compressed ? MG_OK : pc_compress(codec, src, len, &out);
+        int rc = compressed ? MG_OK : pw_compress(codec, src, len, &out);
         mg_alloc_fail_reset();
         if (!compressed) {
             cr_assert(rc == MG_OK || rc == MG_ENOMEM, "%s", mg_err_name(rc));
@@ -801,7 +841,7 @@ static void allocation_failures_are_enomem(int codec, mg_buf *c, const uint8_t *
             continue;
         out = (mg_buf *)1;
         mg_alloc_fail_after(k);
-        rc = pc_decompress(codec, mg_buf_data(c), mg_buf_len(c), len, &out);
+        rc = pw_decompress(codec, mg_buf_data(c), mg_buf_len(c), len, &out);
         mg_alloc_fail_reset();
         cr_assert(rc == MG_OK || rc == MG_ENOMEM, "%s", mg_err_name(rc));
         if (rc == MG_OK) {
@@ -812,7 +852,7 @@ static void allocation_failures_are_enomem(int codec, mg_buf *c, const uint8_t *
             cr_assert_null(out);
         }
     }
-    cr_assert(compressed && decompressed, "%s", pc_compression_name(codec));
+    cr_assert(compressed && decompressed, "%s", pw_compression_name(codec));
 }
 
 Test(compress, allocation_failures_are_enomem_and_leak_nothing)
@@ -824,7 +864,7 @@ Test(compress, allocation_failures_are_enomem_and_leak_nothing)
     for (size_t i = 0; i < CODEC_COUNT; i++) {
         mg_buf *out = (mg_buf *)1;
         mg_alloc_fail_after(0);
-        int rc = pc_compress(codecs_all[i], src, sizeof(src), &out);
+        int rc = pw_compress(codecs_all[i], src, sizeof(src), &out);
         mg_alloc_fail_reset();
         cr_assert_eq(rc, MG_ENOMEM);
         cr_assert_null(out);

@@ -38,9 +38,10 @@
  *           snappy::Uncompress. Here: snappy_compress / snappy_uncompress.
  *
  * DECODING TRUSTS NOTHING IN THE INPUT. uncompressed_len (from the metadata) is checked against
- * PC_UNCOMPRESSED_BYTES_MAX before anything is allocated; the output buffer holds exactly that
- * many bytes (ZLIB: one more, to see a stream that would go on) and only the bounded decoders
- * are used. The result is MG_ECORRUPT unless the data decodes to exactly uncompressed_len bytes:
+ * MG_PULSAR_UNCOMPRESSED_BYTES_MAX before anything is allocated; the output buffer holds exactly
+ * that many bytes (ZLIB: one more, to see a stream that would go on) and only the bounded
+ * decoders are used. The result is MG_ECORRUPT unless the data decodes to exactly
+ * uncompressed_len bytes:
  *   NONE    src_len must equal uncompressed_len.
  *   LZ4     A first pass over the sequences refuses offset 0 (LZ4_decompress_safe would copy
  *           not-yet-written output bytes); then LZ4_decompress_safe must return exactly
@@ -67,13 +68,12 @@
  * snappy's scratch by libsnappy's C++ allocator (which cannot report failure through its C API).
  * Nothing is kept between calls, so every function is reentrant.
  */
-#include "client/compress.h"
+#include "pulsar/compress.h"
 
-#include "client/client.h"
-#include "client/limits.h"
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "pulsar/limits.h"
 
 #include <limits.h>
 #include <lz4.h>
@@ -87,34 +87,37 @@
 #include <zstd_errors.h>
 
 /* Pulsar's Java and C++ clients both compress ZSTD at level 3. */
-#define PC__ZSTD_LEVEL 3
+#define PW__ZSTD_LEVEL 3
 
 /* zlib's data_type bits after inflate (zlib.h): the last block is being (or was) decoded; the
  * stream stopped at a block boundary. */
-#define PC__ZLIB_LAST_BLOCK     64
-#define PC__ZLIB_BLOCK_BOUNDARY 128
+#define PW__ZLIB_LAST_BLOCK     64
+#define PW__ZLIB_BLOCK_BOUNDARY 128
 
-_Static_assert(PC_UNCOMPRESSED_BYTES_MAX <= LZ4_MAX_INPUT_SIZE, "LZ4 counts in int");
-_Static_assert(PC_UNCOMPRESSED_BYTES_MAX < UINT_MAX / 2,
+_Static_assert(MG_PULSAR_UNCOMPRESSED_BYTES_MAX <= LZ4_MAX_INPUT_SIZE, "LZ4 counts in int");
+_Static_assert(MG_PULSAR_UNCOMPRESSED_BYTES_MAX < UINT_MAX / 2,
                "zlib counts in uInt, and its bounds and the spare output byte must fit");
 
-static const char *const pc__names[] = {
-    [PC_COMPRESSION_NONE] = "NONE",     [PC_COMPRESSION_LZ4] = "LZ4",
-    [PC_COMPRESSION_ZLIB] = "ZLIB",     [PC_COMPRESSION_ZSTD] = "ZSTD",
-    [PC_COMPRESSION_SNAPPY] = "SNAPPY",
+static const char *const pw__names[] = {
+    [MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE] = "NONE",
+    [MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4] = "LZ4",
+    [MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB] = "ZLIB",
+    [MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD] = "ZSTD",
+    [MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY] = "SNAPPY",
 };
 
 /* Stands in for a NULL source of length 0: the libraries want a pointer even then. */
-static const uint8_t pc__empty_src[1];
+static const uint8_t pw__empty_src[1];
 
-static bool pc__codec_valid(int codec)
+static bool pw__codec_valid(int codec)
 {
-    return codec >= PC_COMPRESSION_NONE && codec <= PC_COMPRESSION_SNAPPY;
+    return codec >= MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE &&
+           codec <= MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY;
 }
 
 /* Returns buf, or an exact-size copy of it when more than a quarter of its capacity is unused.
  * When the copy cannot be allocated the roomy original is just as good and is returned. */
-static mg_buf *pc__fit(mg_buf *buf)
+static mg_buf *pw__fit(mg_buf *buf)
 {
     size_t len = mg_buf_len(buf);
     size_t cap = mg_buf_cap(buf);
@@ -129,7 +132,7 @@ static mg_buf *pc__fit(mg_buf *buf)
 
 /* --- zlib's allocator hooks: its state comes from mg_malloc -------------------------------- */
 
-static voidpf pc__zalloc(voidpf opaque, uInt items, uInt size)
+static voidpf pw__zalloc(voidpf opaque, uInt items, uInt size)
 {
     (void)opaque;
     size_t bytes;
@@ -138,23 +141,23 @@ static voidpf pc__zalloc(voidpf opaque, uInt items, uInt size)
     return mg_malloc(bytes);
 }
 
-static void pc__zfree(voidpf opaque, voidpf ptr)
+static void pw__zfree(voidpf opaque, voidpf ptr)
 {
     (void)opaque;
     mg_free(ptr);
 }
 
-static void pc__zstream_init(z_stream *zs)
+static void pw__zstream_init(z_stream *zs)
 {
     memset(zs, 0, sizeof(*zs));
-    zs->zalloc = pc__zalloc;
-    zs->zfree = pc__zfree;
+    zs->zalloc = pw__zalloc;
+    zs->zfree = pw__zfree;
     zs->opaque = Z_NULL;
 }
 
 /* --- compression -------------------------------------------------------------------------- */
 
-static int pc__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
+static int pw__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     int bound = LZ4_compressBound((int)src_len);
     MG_ASSERT(bound > 0);
@@ -165,14 +168,14 @@ static int pc__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
     /* Cannot fail: the destination has the bound's room and the state is on the stack. */
     MG_ASSERT(n > 0 && n <= bound);
     mg_buf_set_len(buf, (size_t)n);
-    *out = pc__fit(buf);
+    *out = pw__fit(buf);
     return MG_OK;
 }
 
-static int pc__zlib_compress(const uint8_t *src, size_t src_len, mg_buf **out)
+static int pw__zlib_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     z_stream zs;
-    pc__zstream_init(&zs);
+    pw__zstream_init(&zs);
     int rc = deflateInit(&zs, Z_DEFAULT_COMPRESSION);
     if (rc == Z_MEM_ERROR)
         return MG_ENOMEM;
@@ -195,11 +198,11 @@ static int pc__zlib_compress(const uint8_t *src, size_t src_len, mg_buf **out)
      * nothing after deflateInit. */
     MG_ASSERT(rc == Z_STREAM_END && written <= bound);
     mg_buf_set_len(buf, written);
-    *out = pc__fit(buf);
+    *out = pw__fit(buf);
     return MG_OK;
 }
 
-static int pc__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
+static int pw__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     size_t bound = ZSTD_compressBound(src_len);
     MG_ASSERT(!ZSTD_isError(bound));
@@ -211,7 +214,7 @@ static int pc__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         ZSTD_freeCCtx(cctx);
         return MG_ENOMEM;
     }
-    size_t n = ZSTD_compressCCtx(cctx, mg_buf_data(buf), bound, src, src_len, PC__ZSTD_LEVEL);
+    size_t n = ZSTD_compressCCtx(cctx, mg_buf_data(buf), bound, src, src_len, PW__ZSTD_LEVEL);
     ZSTD_freeCCtx(cctx);
     if (ZSTD_isError(n)) {
         mg_buf_unref(buf);
@@ -220,11 +223,11 @@ static int pc__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         return MG_ENOMEM;
     }
     mg_buf_set_len(buf, n);
-    *out = pc__fit(buf);
+    *out = pw__fit(buf);
     return MG_OK;
 }
 
-static int pc__snappy_compress(const uint8_t *src, size_t src_len, mg_buf **out)
+static int pw__snappy_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     size_t bound = snappy_max_compressed_length(src_len);
     mg_buf *buf = mg_buf_new(bound);
@@ -234,34 +237,34 @@ static int pc__snappy_compress(const uint8_t *src, size_t src_len, mg_buf **out)
     snappy_status st = snappy_compress((const char *)src, src_len, (char *)mg_buf_data(buf), &n);
     MG_ASSERT(st == SNAPPY_OK && n <= bound); /* fails only on a too small destination */
     mg_buf_set_len(buf, n);
-    *out = pc__fit(buf);
+    *out = pw__fit(buf);
     return MG_OK;
 }
 
-int pc_compress(int codec, const uint8_t *src, size_t src_len, mg_buf **out)
+int pw_compress(int codec, const uint8_t *src, size_t src_len, mg_buf **out)
 {
     MG_ASSERT(out != NULL);
     MG_ASSERT(src != NULL || src_len == 0);
     *out = NULL;
-    if (!pc__codec_valid(codec))
+    if (!pw__codec_valid(codec))
         return MG_EINVAL;
-    /* Nothing larger could be decompressed again (by pc_decompress). */
-    if (src_len > PC_UNCOMPRESSED_BYTES_MAX)
+    /* Nothing larger could be decompressed again (by pw_decompress). */
+    if (src_len > MG_PULSAR_UNCOMPRESSED_BYTES_MAX)
         return MG_ELIMIT;
     if (src == NULL)
-        src = pc__empty_src;
+        src = pw__empty_src;
     switch (codec) {
-    case PC_COMPRESSION_NONE:
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE:
         *out = mg_buf_new_copy(src, src_len);
         return *out != NULL ? MG_OK : MG_ENOMEM;
-    case PC_COMPRESSION_LZ4:
-        return pc__lz4_compress(src, src_len, out);
-    case PC_COMPRESSION_ZLIB:
-        return pc__zlib_compress(src, src_len, out);
-    case PC_COMPRESSION_ZSTD:
-        return pc__zstd_compress(src, src_len, out);
-    case PC_COMPRESSION_SNAPPY:
-        return pc__snappy_compress(src, src_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4:
+        return pw__lz4_compress(src, src_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB:
+        return pw__zlib_compress(src, src_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD:
+        return pw__zstd_compress(src, src_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY:
+        return pw__snappy_compress(src, src_len, out);
     default:
         MG_UNREACHABLE();
     }
@@ -271,7 +274,7 @@ int pc_compress(int codec, const uint8_t *src, size_t src_len, mg_buf **out)
 
 /* Reads an LZ4 length extension: bytes added to the 4-bit field while they are 255. Returns
  * false when the block ends inside it. The sum stays below 256 * src_len, no overflow. */
-static bool pc__lz4_skip_length(const uint8_t **p, const uint8_t *end, size_t *length)
+static bool pw__lz4_skip_length(const uint8_t **p, const uint8_t *end, size_t *length)
 {
     uint8_t b;
     do {
@@ -289,14 +292,14 @@ static bool pc__lz4_skip_length(const uint8_t **p, const uint8_t *end, size_t *l
  * position itself, i.e. bytes not yet written, leaking stale heap contents into the payload.
  * Everything else (offsets reaching before the output, lengths past either end) is left to
  * the safe decoder. Returns false on offset 0 or a block that ends inside a sequence header. */
-static bool pc__lz4_offsets_valid(const uint8_t *src, size_t src_len)
+static bool pw__lz4_offsets_valid(const uint8_t *src, size_t src_len)
 {
     const uint8_t *p = src;
     const uint8_t *end = src + src_len;
     while (p < end) {
         uint8_t token = *p++;
         size_t literal_len = token >> 4;
-        if (literal_len == 15 && !pc__lz4_skip_length(&p, end, &literal_len))
+        if (literal_len == 15 && !pw__lz4_skip_length(&p, end, &literal_len))
             return false;
         if (literal_len > (size_t)(end - p))
             return false;
@@ -310,15 +313,15 @@ static bool pc__lz4_offsets_valid(const uint8_t *src, size_t src_len)
         if (offset == 0)
             return false;
         size_t match_len = token & 15;
-        if (match_len == 15 && !pc__lz4_skip_length(&p, end, &match_len))
+        if (match_len == 15 && !pw__lz4_skip_length(&p, end, &match_len))
             return false;
     }
     return false; /* empty input: not even the final token */
 }
 
-static int pc__lz4_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
+static int pw__lz4_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
 {
-    if (src_len > INT_MAX || !pc__lz4_offsets_valid(src, src_len))
+    if (src_len > INT_MAX || !pw__lz4_offsets_valid(src, src_len))
         return MG_ECORRUPT;
     mg_buf *buf = mg_buf_new(len);
     if (buf == NULL)
@@ -335,7 +338,7 @@ static int pc__lz4_decompress(const uint8_t *src, size_t src_len, size_t len, mg
 }
 
 /* The verdict on one inflate(Z_FINISH) call over the whole input (see the header comment). */
-static int pc__zlib_verdict(int rc, uLong produced, size_t len, uInt input_left, int data_type)
+static int pw__zlib_verdict(int rc, uLong produced, size_t len, uInt input_left, int data_type)
 {
     if (rc == Z_MEM_ERROR)
         return MG_ENOMEM;
@@ -344,13 +347,13 @@ static int pc__zlib_verdict(int rc, uLong produced, size_t len, uInt input_left,
     if (rc == Z_STREAM_END)
         return input_left == 0 ? MG_OK : MG_ECORRUPT;
     /* Not ended: acceptable only as a flushed, unfinished stream (Pulsar's Java client). */
-    if (rc == Z_BUF_ERROR && input_left == 0 && (data_type & PC__ZLIB_LAST_BLOCK) == 0 &&
-        (data_type & PC__ZLIB_BLOCK_BOUNDARY) != 0)
+    if (rc == Z_BUF_ERROR && input_left == 0 && (data_type & PW__ZLIB_LAST_BLOCK) == 0 &&
+        (data_type & PW__ZLIB_BLOCK_BOUNDARY) != 0)
         return MG_OK;
     return MG_ECORRUPT;
 }
 
-static int pc__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
+static int pw__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
 {
     if (src_len == 0) {
         /* Pulsar's Java client writes no bytes at all for an empty payload. */
@@ -366,7 +369,7 @@ static int pc__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, m
     if (buf == NULL)
         return MG_ENOMEM;
     z_stream zs;
-    pc__zstream_init(&zs);
+    pw__zstream_init(&zs);
     zs.next_in = src;
     zs.avail_in = (uInt)src_len;
     int rc = inflateInit(&zs);
@@ -379,7 +382,7 @@ static int pc__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, m
     zs.next_out = mg_buf_data(buf);
     zs.avail_out = (uInt)(len + 1);
     rc = inflate(&zs, Z_FINISH);
-    int err = pc__zlib_verdict(rc, zs.total_out, len, zs.avail_in, zs.data_type);
+    int err = pw__zlib_verdict(rc, zs.total_out, len, zs.avail_in, zs.data_type);
     inflateEnd(&zs);
     if (err != MG_OK) {
         mg_buf_unref(buf);
@@ -390,7 +393,7 @@ static int pc__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, m
     return MG_OK;
 }
 
-static int pc__zstd_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
+static int pw__zstd_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
 {
     unsigned long long declared = ZSTD_getFrameContentSize(src, src_len);
     if (declared == ZSTD_CONTENTSIZE_ERROR)
@@ -421,7 +424,7 @@ static int pc__zstd_decompress(const uint8_t *src, size_t src_len, size_t len, m
     return MG_OK;
 }
 
-static int pc__snappy_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
+static int pw__snappy_decompress(const uint8_t *src, size_t src_len, size_t len, mg_buf **out)
 {
     size_t declared;
     if (snappy_uncompressed_length((const char *)src, src_len, &declared) != SNAPPY_OK ||
@@ -441,32 +444,32 @@ static int pc__snappy_decompress(const uint8_t *src, size_t src_len, size_t len,
     return MG_OK;
 }
 
-int pc_decompress(int codec, const uint8_t *src, size_t src_len, size_t uncompressed_len,
+int pw_decompress(int codec, const uint8_t *src, size_t src_len, size_t uncompressed_len,
                   mg_buf **out)
 {
     MG_ASSERT(out != NULL);
     MG_ASSERT(src != NULL || src_len == 0);
     *out = NULL;
-    if (!pc__codec_valid(codec))
+    if (!pw__codec_valid(codec))
         return MG_EINVAL;
-    if (uncompressed_len > PC_UNCOMPRESSED_BYTES_MAX)
+    if (uncompressed_len > MG_PULSAR_UNCOMPRESSED_BYTES_MAX)
         return MG_ELIMIT;
     if (src == NULL)
-        src = pc__empty_src;
+        src = pw__empty_src;
     switch (codec) {
-    case PC_COMPRESSION_NONE:
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE:
         if (src_len != uncompressed_len)
             return MG_ECORRUPT;
         *out = mg_buf_new_copy(src, src_len);
         return *out != NULL ? MG_OK : MG_ENOMEM;
-    case PC_COMPRESSION_LZ4:
-        return pc__lz4_decompress(src, src_len, uncompressed_len, out);
-    case PC_COMPRESSION_ZLIB:
-        return pc__zlib_decompress(src, src_len, uncompressed_len, out);
-    case PC_COMPRESSION_ZSTD:
-        return pc__zstd_decompress(src, src_len, uncompressed_len, out);
-    case PC_COMPRESSION_SNAPPY:
-        return pc__snappy_decompress(src, src_len, uncompressed_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__LZ4:
+        return pw__lz4_decompress(src, src_len, uncompressed_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__ZLIB:
+        return pw__zlib_decompress(src, src_len, uncompressed_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__ZSTD:
+        return pw__zstd_decompress(src, src_len, uncompressed_len, out);
+    case MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY:
+        return pw__snappy_decompress(src, src_len, uncompressed_len, out);
     default:
         MG_UNREACHABLE();
     }
@@ -474,17 +477,18 @@ int pc_decompress(int codec, const uint8_t *src, size_t src_len, size_t uncompre
 
 /* --- names -------------------------------------------------------------------------------- */
 
-const char *pc_compression_name(int codec)
+const char *pw_compression_name(int codec)
 {
-    return pc__codec_valid(codec) ? pc__names[codec] : NULL;
+    return pw__codec_valid(codec) ? pw__names[codec] : NULL;
 }
 
-int pc_compression_parse(const char *name)
+int pw_compression_parse(const char *name)
 {
     if (name == NULL)
         return -1;
-    for (int codec = PC_COMPRESSION_NONE; codec <= PC_COMPRESSION_SNAPPY; codec++) {
-        if (strcasecmp(name, pc__names[codec]) == 0)
+    for (int codec = MAGNETAR__PULSAR__COMPRESSION_TYPE__NONE;
+         codec <= MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY; codec++) {
+        if (strcasecmp(name, pw__names[codec]) == 0)
             return codec;
     }
     return -1;
