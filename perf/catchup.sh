@@ -371,7 +371,7 @@ start_standalone() { # MODE
   [ "$mode" = default ] || args+=(--prefetch "$mode")
   SA_STARTS=$((SA_STARTS + 1))
   SA_LOG=$WORK/standalone-$SA_STARTS.log
-  "$BIN" standalone --chat-gateway off --chat-job off --data-dir "$DATA" --bind-address 127.0.0.1 --broker-port 0 \
+  "$BIN" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$DATA" --bind-address 127.0.0.1 --broker-port 0 \
     --bookie-port 0 --http-port 0 ${args[@]+"${args[@]}"} ${BUDGET_ARGS[@]+"${BUDGET_ARGS[@]}"} \
     ${SA_EXTRA[@]+"${SA_EXTRA[@]}"} >"$SA_LOG" 2>&1 &
   SA_PID=$!

@@ -11,7 +11,7 @@
 perf_standalone_start() {
   local name=$1 bin=$2 work=$3 wait_s=$4
   shift 4
-  "$bin" standalone --chat-gateway off --chat-job off --data-dir "$work/data" --bind-address 127.0.0.1 --broker-port 0 \
+  "$bin" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$work/data" --bind-address 127.0.0.1 --broker-port 0 \
     --bookie-port 0 --http-port 0 "$@" >"$work/standalone.log" 2>&1 &
   SA_PID=$!
   URL=

@@ -56,6 +56,9 @@ typedef struct br_broker_opts {
                                             magnetar_broker_connections_refused_total; 0 =
                                             BR_CONNECTIONS_MAX; the roles pass their share of the
                                             descriptor limit (mg_fd_budget) */
+    bool kafka;                          /* serve the Kafka protocol (broker/kop, docs/kafka.md) */
+    uint16_t kafka_port;                 /* its port; 0 = ephemeral (br_broker_kafka_port);
+                                            usually 9092 */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie
@@ -66,6 +69,9 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out);
 
 /* The port listened on (the ephemeral one when opts.port was 0). */
 uint16_t br_broker_port(const br_broker *b);
+
+/* The Kafka port listened on (0 when the Kafka protocol is off). */
+uint16_t br_broker_kafka_port(const br_broker *b);
 
 /* Sets the admin port named in ownership records (webServiceUrl), once the HTTP server that
  * serves the admin routes has started (it may have picked an ephemeral port). */

@@ -32,6 +32,7 @@
 #define MG_BROKER_BROKER_INT_H
 
 #include "broker/broker.h"
+#include "broker/kop/kop.h"
 #include "broker/limits.h"
 #include "cursor/limits.h"
 #include "ledger/limits.h"
@@ -178,6 +179,8 @@ struct br_broker {
     mg_gauge *m_mem_bytes[2]; /* [BR_MEM_OUT], [BR_MEM_RECV] */
     mg_gauge *m_mem_peak[2];
     mg_counter *m_mem_pauses[3]; /* BR_PAUSE_* */
+
+    kop_server *kop; /* the Kafka port (broker/kop), NULL when off */
 };
 
 enum { BR_MEM_OUT = 0, BR_MEM_RECV = 1 };
@@ -308,6 +311,8 @@ struct br_topic {
     uint64_t msg_in, bytes_in, msg_out, bytes_out;
     uint64_t msg_in_prev, bytes_in_prev, msg_out_prev, bytes_out_prev;
     double rate_in, throughput_in, rate_out, throughput_out;
+
+    struct kop_topic *kop; /* the Kafka shim's state of the topic (broker/kop), NULL until used */
 };
 
 /* Finds or opens the topic (full name). cb runs once the topic is open (at once, inside the
@@ -458,6 +463,15 @@ int br_topic_terminate(br_topic *t, ml_find_cb cb, void *arg);
 int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), void *arg);
 int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),
                          void *arg);
+/* Acknowledges everything up to pos (with ack_set: up to just before pos, whose messages
+ * whose bit is clear are acknowledged too) and writes the cursor; cb after the write. For
+ * Kafka offset commits moving forward. MG_ESTATE while the cursor opens or resets. */
+int br_sub_ack_upto(br_sub *s, ml_position pos, const uint64_t *ack_set, size_t words,
+                    void (*cb)(int status, void *arg), void *arg);
+/* Moves the mark-delete position to just before pos and the read position to pos, every
+ * acknowledgement above cleared (persisted before cb), as a reset by time does. */
+int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, void *arg),
+                             void *arg);
 /* Opens (creating at initial if new) the durable subscription name without consumers: stored
  * subscriptions at topic open, and the admin API. MG_EEXIST when it is open already. */
 int br_sub_open_durable(br_topic *t, const char *name, mc_initial initial,

@@ -1191,6 +1191,17 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
         mg_free(b);
         return rc;
     }
+    if (opts->kafka) {
+        rc = kop_start(b, b->host, opts->kafka_port, &b->kop);
+        if (rc != MG_OK) {
+            pf_env_destroy(b->pf);
+            mg_listener_close(b->listener, NULL, NULL);
+            uv_run(b->loop, UV_RUN_NOWAIT);
+            mg_free(b->topics.buckets);
+            mg_free(b);
+            return rc;
+        }
+    }
     b->listening = true;
     snprintf(b->service_url, sizeof(b->service_url), "pulsar://%s:%u", b->advertised,
              (unsigned)br_broker_port(b));
@@ -1209,6 +1220,11 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
 uint16_t br_broker_port(const br_broker *b)
 {
     return mg_listener_port(b->listener);
+}
+
+uint16_t br_broker_kafka_port(const br_broker *b)
+{
+    return b->kop != NULL ? kop_port(b->kop) : 0;
 }
 
 void br_broker_set_http_port(br_broker *b, uint16_t http_port)
@@ -1249,6 +1265,13 @@ static void broker_listener_closed(void *arg)
     broker_maybe_closed(b);
 }
 
+static void kop_closed(void *arg)
+{
+    br_broker *b = arg;
+    b->kop = NULL;
+    broker_listener_closed(b);
+}
+
 static void topic_closed_for_shutdown(int status, void *arg)
 {
     (void)status;
@@ -1265,6 +1288,11 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     b->closed_arg = arg;
     b->close_pending = 4;
     mg_listener_close(b->listener, broker_listener_closed, b);
+    if (b->kop != NULL) {
+        /* Kafka connections first: their readers hold topics. */
+        b->close_pending++;
+        kop_close(b->kop, kop_closed, b);
+    }
     uv_close((uv_handle_t *)&b->stats_timer, broker_handle_closed);
     b->stats_timer.data = b;
     uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);

@@ -774,6 +774,7 @@ void br_topic_entries_added(br_topic *t)
         s->caught_up = false;
         sub_dispatch(s);
     }
+    kop_topic_entries_added(t);
 }
 
 void br_conn_out_drained(br_conn *c)
@@ -1586,6 +1587,46 @@ int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), 
         sub_dispatch(s); /* a subscription stopped at a lost ledger may go on now */
     }
     return mc_cursor_flush(s->cursor, cb, arg);
+}
+
+int br_sub_ack_upto(br_sub *s, ml_position pos, const uint64_t *ack_set, size_t words,
+                    void (*cb)(int status, void *arg), void *arg)
+{
+    if (s->cursor == NULL || s->resetting)
+        return MG_ESTATE;
+    int rc = mc_ack_cumulative(s->cursor, pos, ack_set, words);
+    if (rc != MG_OK)
+        return rc;
+    for (size_t j = 0; j < s->pending.cap; j++) {
+        br_pending *p = &s->pending.slots[j];
+        if (p->used && mc_is_acked(s->cursor, p->pos)) {
+            forget_pending(s, p->pos);
+            j--;
+        }
+    }
+    sub_dispatch(s);
+    return mc_cursor_flush(s->cursor, cb, arg);
+}
+
+int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, void *arg),
+                             void *arg)
+{
+    if (s->cursor == NULL || s->resetting)
+        return MG_ESTATE;
+    op_req *r = mg_calloc(1, sizeof(*r));
+    if (r == NULL)
+        return MG_ENOMEM;
+    r->sub = s;
+    r->cb = cb;
+    r->arg = arg;
+    int rc = mc_reset_to_position(s->cursor, pos, seek_done, r);
+    if (rc != MG_OK) {
+        mg_free(r);
+        return rc;
+    }
+    s->resetting = true;
+    sub_ref(s);
+    return MG_OK;
 }
 
 int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),

@@ -394,6 +394,7 @@ void br_topic_close(br_topic *t, bool delete_data, void (*cb)(int status, void *
     br_topic_ref(t); /* not freed inside this call */
     if (was_opening)
         topic_wake_waiters(t, MG_ECLOSED);
+    kop_topic_closing(t);
     while (!mg_list_empty(&t->producers))
         br_producer_drop(MG_CONTAINER_OF(t->producers.next, br_producer, topic_link), true);
     for (mg_link *l = t->subs.next; l != &t->subs;) {

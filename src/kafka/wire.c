@@ -525,23 +525,40 @@ static void write_record_body(kw_writer *w, int64_t timestamp_delta, int32_t off
     }
 }
 
+/* Bytes of v as a zigzag varint (64-bit). */
+static size_t zigzag_size(int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    size_t n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
 void kw_write_record(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta, const void *key,
                      int32_t key_len, const void *value, int32_t value_len,
                      const char *const *headers, uint32_t header_count)
 {
-    /* The length comes first: the body is written to a scratch writer to know it. */
-    kw_writer body;
-    kw_writer_init(&body, w->max);
-    write_record_body(&body, timestamp_delta, offset_delta, key, key_len, value, value_len, headers,
-                      header_count);
-    if (body.error != MG_OK) {
-        if (w->error == MG_OK)
-            w->error = body.error;
-    } else {
-        kw_write_varint(w, (int32_t)body.len);
-        kw_write_bytes(w, body.buf, body.len);
+    /* The length comes first: computed from the fields, so nothing is written twice. */
+    int32_t kl = key == NULL ? -1 : key_len;
+    int32_t vl = value == NULL ? -1 : value_len;
+    size_t len = 1 + zigzag_size(timestamp_delta) + zigzag_size(offset_delta) + zigzag_size(kl) +
+                 (kl > 0 ? (size_t)kl : 0) + zigzag_size(vl) + (vl > 0 ? (size_t)vl : 0) +
+                 zigzag_size((int64_t)header_count);
+    for (uint32_t i = 0; i < 2 * header_count; i++) {
+        size_t n = strlen(headers[i]);
+        len += zigzag_size((int64_t)n) + n;
     }
-    kw_writer_free(&body);
+    if (len > INT32_MAX) {
+        if (w->error == MG_OK)
+            w->error = MG_ELIMIT;
+        return;
+    }
+    kw_write_varint(w, (int32_t)len);
+    write_record_body(w, timestamp_delta, offset_delta, key, key_len, value, value_len, headers,
+                      header_count);
 }
 
 const char *kw_api_name(int16_t api_key)

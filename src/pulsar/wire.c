@@ -426,6 +426,7 @@ int pw_payload_parse(const uint8_t *p, size_t len, bool verify_checksum, pw_payl
         rc = MG_EPROTO;
     } else {
         out->num_messages = num;
+        out->batched = md->has_num_messages_in_batch;
         out->sequence_id = (int64_t)md->sequence_id;
         out->highest_sequence_id =
             md->has_highest_sequence_id ? (int64_t)md->highest_sequence_id : -1;

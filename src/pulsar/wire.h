@@ -181,6 +181,7 @@ typedef struct pw_payload {
 
     /* From MessageMetadata */
     int32_t num_messages;        /* num_messages_in_batch; 1 when absent */
+    bool batched;                /* num_messages_in_batch present: the data is a batch */
     int64_t sequence_id;         /* producer's sequence id (of the first message) */
     int64_t highest_sequence_id; /* -1 when absent */
     uint64_t publish_time_ms;

@@ -571,6 +571,8 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .auto_skip_non_recoverable_data = o->tuning.auto_skip_non_recoverable_data,
         .connection_memory_bytes = (uint64_t)o->tuning.connection_memory_mb << 20,
         .connections_max = fds.broker_max,
+        .kafka = o->tuning.kafka == MG_NODE_KAFKA_ON,
+        .kafka_port = (uint16_t)o->tuning.kafka_port,
         .ml_config = { .retention_time_ms = o->tuning.retention_time_minutes < 0
                                                 ? -1
                                                 : o->tuning.retention_time_minutes * 60000,
@@ -733,6 +735,11 @@ int mg_node_serve(const char *name, const mg_node_opts *o)
     else
         snprintf(roles, sizeof(roles), "ledgers %d/%d/%d", ro->ensemble_size, ro->write_quorum,
                  ro->ack_quorum);
+    if (br_broker_kafka_port(n.broker) != 0) {
+        size_t len = strlen(roles);
+        snprintf(roles + len, sizeof(roles) - len, ", kafka %s:%u", ro->advertised_address,
+                 (unsigned)br_broker_kafka_port(n.broker));
+    }
     if (n.chat != NULL && o->chat->gateway) {
         size_t len = strlen(roles);
         snprintf(roles + len, sizeof(roles) - len, ", chat gateway TCP %u, WebSocket %u, push %u",

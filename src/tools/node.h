@@ -123,6 +123,8 @@ typedef struct mg_node_broker_tuning {
     int64_t connection_memory_mb;
     int64_t retention_time_minutes; /* Pulsar's defaultRetentionTimeInMinutes; -1 = forever */
     int64_t retention_size_mb;      /* Pulsar's defaultRetentionSizeInMB; -1 = unlimited */
+    int kafka;                      /* MG_NODE_KAFKA_ON or _OFF: the Kafka port (docs/kafka.md) */
+    int64_t kafka_port;
 } mg_node_broker_tuning;
 
 typedef struct mg_node_broker_opts {
@@ -135,6 +137,7 @@ typedef struct mg_node_broker_opts {
 } mg_node_broker_opts;
 
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
+enum { MG_NODE_KAFKA_ON = 0, MG_NODE_KAFKA_OFF = 1 };
 extern const char *const mg_node_prefetch_choices[];
 
 /* Options shared by the commands that run a broker (standalone, broker), for their mg_opt
@@ -268,6 +271,20 @@ extern const char *const mg_node_prefetch_choices[];
 
 /* The options that fill an mg_node_broker_tuning, in the order --help lists them, for a command
  * whose option struct opts_type holds one named member. */
+/* The Kafka protocol on the broker (src/broker/kop, docs/kafka.md). */
+#define MG_NODE_OPT_KAFKA(opts_type, field)                                                   \
+    {                                                                                         \
+        .name = "kafka", .type = MG_OPT_ENUM, .offset = offsetof(opts_type, field),           \
+        .default_value = "on", .metavar = "on|off", .choices = mg_node_prefetch_choices,      \
+        .help = "serve the Kafka protocol (Kafka producers and consumers on the same topics)", \
+    }
+#define MG_NODE_OPT_KAFKA_PORT(opts_type, field)                                             \
+    {                                                                                        \
+        .name = "kafka-port", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),      \
+        .default_value = "9092", .metavar = "PORT",                                          \
+        .help = "port of the Kafka protocol (0 picks a free port)", .min = 0, .max = 65535, \
+    }
+
 #define MG_NODE_OPTS_BROKER_TUNING(opts_type, member)                                      \
     MG_NODE_OPT_MAX_MESSAGE_SIZE(opts_type, member.message_size_max),                      \
         MG_NODE_OPT_KEEPALIVE_S(opts_type, member.keepalive_s),                            \
@@ -279,7 +296,9 @@ extern const char *const mg_node_prefetch_choices[];
                                                    member.auto_skip_non_recoverable_data), \
         MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),          \
         MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),      \
-        MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb)
+        MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb),                \
+        MG_NODE_OPT_KAFKA(opts_type, member.kafka),                                        \
+        MG_NODE_OPT_KAFKA_PORT(opts_type, member.kafka_port)
 
 /* What a whole process runs (mg_node_serve): a broker and the HTTP server on its bind address,
  * registered under /brokers, with the metadata store at metadata_url; with bookie, also a bookie,

@@ -27,7 +27,7 @@ if t_wait_for "$T_TMP/bookie.log" 'ready' 30; then t_ok "bookie ready"; else
   t_fail "bookie ready"; cat "$T_TMP/bookie.log"; t_end; exit 1; fi
 
 start_broker() { # NAME: starts a broker, its pid in PID_<NAME>, its pulsar port in PORT_<NAME>
-  "$MG" broker "${MD[@]}" --port 0 --http-port 0 --bind-address 127.0.0.1 \
+  "$MG" broker "${MD[@]}" --port 0 --http-port 0 --kafka-port 0 --bind-address 127.0.0.1 \
     --ensemble-size 1 --write-quorum 1 --ack-quorum 1 >"$T_TMP/$1.log" 2>&1 &
   local pid=$!
   T_PIDS+=("$pid")

@@ -36,7 +36,7 @@ if ! t_zk_start; then t_fail "ZooKeeper server starts"; stop_here; fi
 MD_URL=zk:127.0.0.1:$ZK_PORT
 
 # --- The broker: a standalone with its chat roles off (it still serves the push API).
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" \
   --bind-address 127.0.0.1 --broker-port 0 --bookie-port 0 --http-port 0 --journal-segment-mb 16 \
   --metadata-url "$MD_URL" $T_SA_ARGS >"$T_TMP/sa.log" 2>&1 &
 SA=$!; T_PIDS+=("$SA")

@@ -37,7 +37,7 @@ t_check "unknown config key refused with file and line" \
 
 # A real standalone on a free port; the config file's values lose to flags.
 printf 'data-dir=%s\nhttp-port=1\nlog-level=debug\n' "$T_TMP/data" >"$T_TMP/good.conf"
-"$MG" standalone --chat-gateway off --chat-job off --config "$T_TMP/good.conf" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --config "$T_TMP/good.conf" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
   $T_SA_ARGS >"$T_TMP/s1.log" 2>&1 &
 s1=$!; T_PIDS+=("$s1")
 if t_wait_for "$T_TMP/s1.log" 'ready' 20; then t_ok "standalone logs a ready line"; else
@@ -54,11 +54,11 @@ t_check "GET /metrics has magnetar_build_info" grep -qE '^magnetar_build_info\{v
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "http://127.0.0.1:$port/no/such/path")
 t_check "unknown path answers 404 (got $code)" test "$code" = 404
 
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 $T_SA_ARGS \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 $T_SA_ARGS \
   >"$T_TMP/s2.log" 2>&1; rc=$?
 t_check "second process on the same data dir exits 1, saying it is in use" \
   test "$rc" = 1 -a -n "$(grep 'in use' "$T_TMP/s2.log")"
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data2" --bind-address 127.0.0.1 --http-port "$port" --broker-port 0 --bookie-port 0 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data2" --bind-address 127.0.0.1 --http-port "$port" --broker-port 0 --bookie-port 0 \
   $T_SA_ARGS >"$T_TMP/s3.log" 2>&1; rc=$?
 t_check "second process on the same port exits 1, naming the port" \
   test "$rc" = 1 -a -n "$(grep -- ":$port" "$T_TMP/s3.log")"
@@ -89,7 +89,7 @@ t_wait_exit "$s1" 10
 t_check "SIGTERM stops standalone with status 0 (got $T_STATUS)" test "$T_STATUS" = 0
 t_check "standalone logs that it stopped" grep -q 'stopped' "$T_TMP/s1.log"
 
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" --http-port 0 --broker-port 0 --bookie-port 0 --bind-address 127.0.0.1 \
   $T_SA_ARGS >"$T_TMP/s4.log" 2>&1 &
 s4=$!; T_PIDS+=("$s4")
 t_check "restart on the same data dir after a clean stop" t_wait_for "$T_TMP/s4.log" 'ready' 20
@@ -102,7 +102,7 @@ t_check "SIGINT stops standalone with status 0 (got $T_STATUS)" test "$T_STATUS"
 
 # The embedded bookie's port is internal: it stays on 127.0.0.1 whatever --bind-address says
 # (the broker reaches the bookie in process), while the public ports follow --bind-address.
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data5" --http-port 0 --broker-port 0 --bookie-port 0 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data5" --http-port 0 --broker-port 0 --bookie-port 0 \
   --bind-address 127.0.0.2 $T_SA_ARGS >"$T_TMP/s5.log" 2>&1 &
 s5=$!; T_PIDS+=("$s5")
 t_check "standalone on 127.0.0.2 is ready" t_wait_for "$T_TMP/s5.log" 'ready' 20

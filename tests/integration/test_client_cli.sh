@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 MG=${1:?usage: test_client_cli.sh /path/to/magnetar}
 
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" --bind-address 127.0.0.1 --broker-port 0 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" --bind-address 127.0.0.1 --broker-port 0 \
   --bookie-port 0 --http-port 0 $T_SA_ARGS >"$T_TMP/s.log" 2>&1 &
 T_PIDS+=("$!")
 if t_wait_for "$T_TMP/s.log" 'ready' 30; then t_ok "standalone ready"; else

@@ -35,7 +35,7 @@ umount "$T_TMP/probe"; MOUNTED=()
 
 # --- start-up on a file system smaller than the journal's 256 MiB preallocation ----------------
 fd_mount "$T_TMP/small.img" 48M "$SMALL" || { t_fail "mount a 48 MiB file system"; t_end; exit 1; }
-timeout 30 "$MG" standalone --chat-gateway off --chat-job off --data-dir "$SMALL/data" --bind-address 127.0.0.1 --broker-port 0 \
+timeout 30 "$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$SMALL/data" --bind-address 127.0.0.1 --broker-port 0 \
   --http-port 0 --bookie-port 0 $T_SA_ARGS >"$T_TMP/small.log" 2>&1; rc=$?
 t_check "standalone refuses to start on 48 MiB (exit $rc, not a hang or a crash)" \
   test "$rc" != 0 -a "$rc" != 124 -a "$rc" -lt 128
@@ -45,7 +45,7 @@ t_check "the start-up error says why and names --journal-segment-mb" \
 # --- a full disk -------------------------------------------------------------------------------
 fd_mount "$T_TMP/data.img" 256M "$MNT" || { t_fail "mount a 256 MiB file system"; t_end; exit 1; }
 start_standalone() {
-  "$MG" standalone --chat-gateway off --chat-job off --data-dir "$MNT/data" --bind-address 127.0.0.1 --broker-port 0 \
+  "$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$MNT/data" --bind-address 127.0.0.1 --broker-port 0 \
     --http-port 0 --bookie-port 0 --journal-segment-mb 4 --write-cache-mb 8 \
     $T_SA_ARGS >"$T_TMP/s$1.log" 2>&1 &
   SA_PID=$!; T_PIDS+=("$SA_PID")

@@ -17,7 +17,7 @@ if ! command -v python3 >/dev/null || ! command -v prlimit >/dev/null; then
   t_fail "python3 and prlimit are needed (scripts/setup.sh installs them)"; t_end; exit 1
 fi
 
-prlimit --nofile=256:256 "$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" --bind-address 127.0.0.1 \
+prlimit --nofile=256:256 "$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" --bind-address 127.0.0.1 \
   --broker-port 0 --bookie-port 0 --http-port 0 $T_SA_ARGS >"$T_TMP/s.log" 2>&1 &
 SA=$!; T_PIDS+=("$SA")
 if t_wait_for "$T_TMP/s.log" 'ready' 30; then t_ok "standalone ready with 256 descriptors"; else

@@ -9,7 +9,7 @@ if ! t_zk_start; then t_fail "ZooKeeper server starts"; t_end; exit 1; fi
 t_ok "ZooKeeper server starts on 127.0.0.1:$ZK_PORT"
 URL="zk:127.0.0.1:$ZK_PORT"
 
-"$MG" standalone --chat-gateway off --chat-job off --data-dir "$T_TMP/data" --metadata-url "$URL" --http-port 0 --broker-port 0 \
+"$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$T_TMP/data" --metadata-url "$URL" --http-port 0 --broker-port 0 \
   --bookie-port 0 \
   --bind-address 127.0.0.1 $T_SA_ARGS >"$T_TMP/s.log" 2>&1 &
 s=$!; T_PIDS+=("$s")

@@ -102,7 +102,7 @@ fi
 # ready line. Sets SPID, BPORT and URL.
 start_standalone() {
   local log=$1 i
-  "$MG" standalone --chat-gateway off --chat-job off --data-dir "$DATA" --bind-address 127.0.0.1 --broker-port "${BPORT:-0}" \
+  "$MG" standalone --chat-gateway off --chat-job off --kafka off --data-dir "$DATA" --bind-address 127.0.0.1 --broker-port "${BPORT:-0}" \
     "${OTHER_PORTS[@]}" $T_SA_ARGS >"$log" 2>&1 &
   SPID=$!; T_PIDS+=("$SPID")
   for ((i = 0; i < 300; i++)); do

@@ -44,7 +44,7 @@
 #define SAH_STOP_POLL_MS   10
 #define SAH_LINE_BYTES_MAX 2048
 /* The fixed part of the command line (20 words), the extra arguments and the final NULL. */
-#define SAH_ARGV_MAX       (25 + SAH_EXTRA_ARGS_MAX)
+#define SAH_ARGV_MAX       (27 + SAH_EXTRA_ARGS_MAX)
 /* sah_http: what curl writes on stderr after the request, before the status code. */
 #define SAH_HTTP_MARK      "mg-http-status "
 #define SAH_HTTP_GRACE_MS  5000
@@ -216,8 +216,11 @@ static int sah_spawn(sah_standalone *s)
         "off",
         "--chat-job",
         "off",
+        /* The Kafka port on a free port, so that parallel standalones do not collide. */
+        "--kafka-port",
+        "0",
     };
-    int argc = 24;
+    int argc = 26;
     const char *e = s->extra;
     for (int i = 0; i < s->extra_count; i++) {
         argv[argc++] = e;

@@ -1,0 +1,297 @@
+/*
+ * The Kafka-protocol shim (KoP) inside the broker: Kafka clients produce to and fetch from the
+ * same managed ledgers as Pulsar clients (../shared/ARCHITECTURE.md §5, docs/kafka.md). The wire
+ * codec is src/kafka (kw_*); this part knows connections, topics and groups.
+ *
+ * FILES
+ *   server.c    the listener on --kafka-port, connections, framing, responses in request order,
+ *               ApiVersions, the dispatch table, metrics
+ *   topics.c    Kafka topic and partition -> Pulsar topic, Metadata, CreateTopics, DeleteTopics
+ *   produce.c   Produce (record batch -> one entry, a Pulsar batch), InitProducerId, idempotence
+ *   fetch.c     Fetch (entries -> record batches; readers through the prefetcher; long polling),
+ *               ListOffsets
+ *   convert.c   a record batch <-> a Pulsar batch payload
+ *   group.c     the group coordinator: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+ *               LeaveGroup, DescribeGroups, ListGroups
+ *   offsets.c   OffsetCommit and OffsetFetch: a group's offsets are durable subscriptions
+ *
+ * ONE LOG. A Kafka topic t is persistent://public/default/t; partition N of a partitioned topic
+ * is t-partition-N, a non-partitioned topic is partition 0. A Kafka offset is the
+ * BrokerEntryMetadata index of a message; an entry holding n messages with index i holds offsets
+ * i - n + 1 .. i. The high watermark is ml_messages_total (adds acknowledged by the bookies).
+ *
+ * REQUESTS. Every request of a connection gets a kop_req in arrival order; a handler answers it
+ * at once or later (kop_reply_*), and answers go out in request order, as Kafka clients expect.
+ * A request holds a reference to the receive buffer its bytes are in, so a handler may keep
+ * pointers into the request (kw_str) until it answers.
+ *
+ * Threads: all on the broker's loop.
+ */
+#ifndef MG_BROKER_KOP_KOP_INT_H
+#define MG_BROKER_KOP_KOP_INT_H
+
+#include "broker/broker_int.h"
+#include "broker/kop/kop.h"
+#include "kafka/wire.h"
+#include "common/list.h"
+#include "common/metrics.h"
+#include "common/outq.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* The shim's node id in Metadata and FindCoordinator answers (one broker: itself). */
+#define KOP_NODE_ID           0
+/* Requests of a connection read and not yet answered: past it the connection is not read from
+ * until some are answered (librdkafka keeps at most 5 in flight per connection by default). */
+#define KOP_CONN_REQUESTS_MAX 64u
+/* Receive buffers: frames up to this size are read into a buffer of it. */
+#define KOP_READ_BUF_BYTES    (256u * 1024)
+/* The largest request frame accepted (Kafka's socket.request.max.bytes is 100 MiB; a produce
+ * request carries at most message.max.bytes per partition, Kafka's default 1 MiB). */
+#define KOP_REQUEST_BYTES_MAX (64u * 1024 * 1024)
+/* Fetch readers one connection keeps (one per partition it fetches). */
+#define KOP_CONN_READERS_MAX  4096u
+/* A reader nobody fetched through for this long is closed. */
+#define KOP_READER_IDLE_MS    60000u
+/* A fetch waits at most this long, whatever the client asks (Kafka clients ask 500 ms). */
+#define KOP_FETCH_WAIT_MS_MAX 30000
+/* Entries read per partition and fetch round, and the bytes a fetch answers at most. */
+#define KOP_FETCH_ENTRIES_MAX 500
+#define KOP_FETCH_BYTES_MAX   (50u * 1024 * 1024)
+/* Producer ids are taken from the metadata store's id sequence "kafka-producer-ids". */
+#define KOP_PRODUCER_ID_SEQ   "kafka-producer-ids"
+
+/* Kafka error codes the shim answers with (Kafka's protocol guide numbers them). */
+#define KE_NONE                           0
+#define KE_OFFSET_OUT_OF_RANGE            1
+#define KE_CORRUPT_MESSAGE                2
+#define KE_UNKNOWN_TOPIC_OR_PARTITION     3
+#define KE_INVALID_FETCH_SIZE             4
+#define KE_LEADER_NOT_AVAILABLE           5
+#define KE_NOT_LEADER_OR_FOLLOWER         6
+#define KE_REQUEST_TIMED_OUT              7
+#define KE_MESSAGE_TOO_LARGE              10
+#define KE_COORDINATOR_LOAD_IN_PROGRESS   14
+#define KE_COORDINATOR_NOT_AVAILABLE      15
+#define KE_NOT_COORDINATOR                16
+#define KE_INVALID_TOPIC_EXCEPTION        17
+#define KE_RECORD_LIST_TOO_LARGE          18
+#define KE_NOT_ENOUGH_REPLICAS            19
+#define KE_INVALID_REQUIRED_ACKS          21
+#define KE_ILLEGAL_GENERATION             22
+#define KE_INCONSISTENT_GROUP_PROTOCOL    23
+#define KE_INVALID_GROUP_ID               24
+#define KE_UNKNOWN_MEMBER_ID              25
+#define KE_INVALID_SESSION_TIMEOUT        26
+#define KE_REBALANCE_IN_PROGRESS          27
+#define KE_INVALID_COMMIT_OFFSET_SIZE     28
+#define KE_TOPIC_AUTHORIZATION_FAILED     29
+#define KE_UNSUPPORTED_VERSION            35
+#define KE_TOPIC_ALREADY_EXISTS           36
+#define KE_INVALID_PARTITIONS             37
+#define KE_INVALID_REPLICATION_FACTOR     38
+#define KE_INVALID_REQUEST                42
+#define KE_UNSUPPORTED_FOR_MESSAGE_FORMAT 43
+#define KE_OUT_OF_ORDER_SEQUENCE_NUMBER   45
+#define KE_DUPLICATE_SEQUENCE_NUMBER      46
+#define KE_INVALID_PRODUCER_EPOCH         47
+#define KE_INVALID_TXN_STATE              48
+#define KE_UNKNOWN_SERVER_ERROR           (-1)
+#define KE_NON_EMPTY_GROUP                68
+#define KE_GROUP_ID_NOT_FOUND             69
+#define KE_MEMBER_ID_REQUIRED             79
+#define KE_UNKNOWN_PRODUCER_ID            59
+#define KE_KAFKA_STORAGE_ERROR            56
+
+typedef struct kop_conn kop_conn;
+typedef struct kop_req kop_req;
+typedef struct kop_topic kop_topic;
+typedef struct kop_reader kop_reader;
+typedef struct kop_groups kop_groups;
+
+/* Per API key served: metrics children looked up once. */
+typedef struct kop_api_stats {
+    mg_counter *requests;
+    mg_counter *errors;
+    mg_histogram *latency_us;
+} kop_api_stats;
+
+#define KOP_API_KEYS_MAX 64
+
+struct kop_server {
+    br_broker *b;
+    uv_loop_t *loop;
+    mg_listener *listener;
+    uint16_t port;
+    char advertised[128];
+    mg_link conns;
+    uint32_t conn_count;
+    uint64_t next_conn_id;
+    bool closing;
+    uint32_t close_pending;
+    void (*closed_cb)(void *arg);
+    void *closed_arg;
+    kop_groups *groups;
+    uv_timer_t sweep; /* closes idle readers */
+
+    /* Producer ids: a block taken from the id sequence, handed out one by one. */
+    int64_t pid_next, pid_end;
+
+    /* Metrics (NULL when the broker has none). */
+    kop_api_stats api[KOP_API_KEYS_MAX];
+    mg_counter *m_unknown_api;
+    mg_metric_family *m_proto_errors; /* label: reason */
+    mg_gauge *m_connections;
+    mg_counter *m_records_in;
+    mg_counter *m_records_out;
+};
+
+struct kop_conn {
+    kop_server *k;
+    mg_link link; /* in k->conns */
+    uint64_t id;
+    uv_tcp_t tcp;
+    int refs; /* the handle + requests + asynchronous operations */
+    bool closing;
+    bool reading;
+    bool paused; /* too many requests unanswered */
+    char peer[64];
+    char client_id[64];
+    mg_buf *rbuf; /* [rpos, len) not parsed yet */
+    size_t rpos;
+    mg_outq out;
+    mg_link reqs; /* kop_req.link, in arrival order */
+    uint32_t req_count;
+    mg_link readers; /* kop_reader.conn_link */
+    uint32_t reader_count;
+};
+
+struct kop_req {
+    kop_conn *c;
+    mg_link link;
+    int16_t api_key, version;
+    int32_t corr;
+    uint64_t start_ns;
+    mg_buf *frame_buf; /* holds the request's bytes (a reference) */
+    const uint8_t *body;
+    size_t body_len;
+    mg_buf *resp; /* the answer once ready (NULL: none yet, or none to send) */
+    bool done;
+    bool error; /* answered with an error somewhere (counted) */
+};
+
+/* --- server.c -------------------------------------------------------------------------------- */
+
+void kop_conn_ref(kop_conn *c);
+void kop_conn_unref(kop_conn *c);
+void kop_conn_close(kop_conn *c, const char *reason);
+/* Counts a protocol error by reason (a metric label) and closes the connection. */
+void kop_conn_proto_error(kop_conn *c, const char *reason, const char *detail);
+
+/* Starts the answer of q: w gets [size][correlation id] (response header v0), the handler writes
+ * the body and calls kop_reply_end. */
+void kop_reply_begin(kop_req *q, kw_writer *w);
+/* Finishes the answer (frees w's buffer into the answer) and sends what is ready, in order.
+ * A writer error closes the connection. */
+void kop_reply_end(kop_req *q, kw_writer *w);
+/* Finishes a request that gets no answer (Produce with acks 0). */
+void kop_reply_none(kop_req *q);
+/* Marks q as answered with an error code (the metrics count it). */
+static inline void kop_req_error(kop_req *q, int16_t code)
+{
+    if (code != KE_NONE)
+        q->error = true;
+}
+
+/* --- topics.c --------------------------------------------------------------------------------- */
+
+/* What a Kafka (topic, partition) resolves to. */
+typedef void (*kop_resolve_cb)(int16_t error, br_topic *t, void *arg);
+/* Checks a Kafka topic name (Kafka's rules: 1..249 of [a-zA-Z0-9._-], not "." or ".."), writes
+ * the Pulsar topic of its partition into out. KE_INVALID_TOPIC_EXCEPTION or KE_NONE. */
+int16_t kop_topic_name(const char *name, size_t len, int32_t partition, pw_topic_name *out);
+/* Finds the partitions of topic name: cb(error, partitions) with 0 for a non-partitioned topic
+ * that exists, -1 when the topic does not exist. */
+typedef void (*kop_partitions_cb)(int status, int partitions, void *arg);
+int kop_topic_partitions(kop_server *k, const char *name, kop_partitions_cb cb, void *arg);
+/* Opens the Pulsar topic of (name, partition), creating it when create is set and it does not
+ * exist (as the first produce of Kafka and Pulsar does). cb gets KE_NONE and the open topic, or a
+ * Kafka error (KE_UNKNOWN_TOPIC_OR_PARTITION, KE_NOT_LEADER_OR_FOLLOWER, ...). cb may run
+ * inside the call. */
+void kop_partition_open(kop_server *k, const char *name, size_t len, int32_t partition, bool create,
+                        kop_resolve_cb cb, void *arg);
+void kop_handle_metadata(kop_req *q, kw_reader *r);
+void kop_handle_create_topics(kop_req *q, kw_reader *r);
+void kop_handle_delete_topics(kop_req *q, kw_reader *r);
+
+/* Per Pulsar topic state of the shim (br_topic.kop), made on first use. */
+typedef struct kop_producer_state {
+    int64_t producer_id;
+    int16_t epoch;
+    int32_t last_seq;    /* sequence of the last record stored (-1 none) */
+    int32_t first_seq;   /* of the last batch stored */
+    int64_t last_offset; /* base offset of the last batch stored */
+    int32_t inflight;    /* batches of this producer being stored */
+    int32_t next_seq;    /* sequence the next batch must start at (inflight counted) */
+} kop_producer_state;
+
+struct kop_topic {
+    br_topic *t;
+    mg_link waiters; /* kop_wait.link: fetches waiting for new entries */
+    mg_link readers; /* kop_reader.topic_link */
+    int64_t seq;     /* Pulsar sequence ids of non-idempotent Kafka batches */
+    kop_producer_state *producers;
+    size_t producer_count, producer_cap;
+};
+
+kop_topic *kop_topic_of(br_topic *t); /* NULL when out of memory */
+
+/* --- produce.c -------------------------------------------------------------------------------- */
+
+void kop_handle_produce(kop_req *q, kw_reader *r);
+void kop_handle_init_producer_id(kop_req *q, kw_reader *r);
+
+/* --- fetch.c ---------------------------------------------------------------------------------- */
+
+void kop_handle_fetch(kop_req *q, kw_reader *r);
+void kop_handle_list_offsets(kop_req *q, kw_reader *r);
+/* The connection closes: its readers close. */
+void kop_conn_readers_close(kop_conn *c);
+/* Closes readers not used for KOP_READER_IDLE_MS (the server's timer calls it). */
+void kop_readers_sweep(kop_server *k);
+
+/* --- convert.c -------------------------------------------------------------------------------- */
+
+/* A record batch (parsed, CRC checked) -> the client bytes of one entry (a Pulsar batch payload
+ * [0x0e01][crc][metadata size][MessageMetadata][batch]) in *out, the record count in *count.
+ * producer_name and sequence_id go into the metadata; now_ms is the publish time (and the
+ * records' time for LogAppendTime). Errors: MG_EPROTO (records malformed, count disagrees),
+ * MG_ECORRUPT (compressed data that does not decompress), MG_ELIMIT, MG_ENOMEM. */
+int kop_batch_to_entry(const kw_record_batch *kb, const char *producer_name, int64_t sequence_id,
+                       int64_t now_ms, mg_buf **out, int32_t *count);
+/* Appends to w one record batch of the messages of entry e whose offsets are >= from_offset
+ * (a whole entry normally: the first entry of a fetch may start before from_offset, and Kafka
+ * clients skip what they did not ask for, so it is sent whole). Returns the number of records
+ * written (0 when the entry cannot be read as messages: it is skipped and counted), or an
+ * error: MG_ENOMEM, MG_ELIMIT. */
+int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records);
+
+/* --- group.c and offsets.c -------------------------------------------------------------------- */
+
+int kop_groups_create(kop_server *k, kop_groups **out);
+void kop_groups_destroy(kop_groups *g);
+void kop_handle_find_coordinator(kop_req *q, kw_reader *r);
+void kop_handle_join_group(kop_req *q, kw_reader *r);
+void kop_handle_sync_group(kop_req *q, kw_reader *r);
+void kop_handle_heartbeat(kop_req *q, kw_reader *r);
+void kop_handle_leave_group(kop_req *q, kw_reader *r);
+void kop_handle_describe_groups(kop_req *q, kw_reader *r);
+void kop_handle_list_groups(kop_req *q, kw_reader *r);
+void kop_handle_offset_commit(kop_req *q, kw_reader *r);
+void kop_handle_offset_fetch(kop_req *q, kw_reader *r);
+/* A connection closed: members it held stay until their session times out (Kafka's way). */
+void kop_groups_conn_closed(kop_groups *g, kop_conn *c);
+
+#endif

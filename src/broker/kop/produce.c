@@ -1,0 +1,561 @@
+/*
+ * Produce (v3-7) and InitProducerId (v0-1).
+ *
+ * Each record batch of a partition becomes one entry of its topic (convert.c), added through
+ * the managed ledger as a Pulsar SEND is; the answer's base offset is the entry's first message
+ * index. acks 0 gets no answer, acks 1 and -1 an answer once the entry is stored (ack quorum of
+ * bookies, journal synced): there are no follower replicas to wait for beyond that.
+ *
+ * IDEMPOTENT PRODUCERS. InitProducerId hands out producer ids from the metadata store's id
+ * sequence (unique across restarts and brokers), epoch 0. Each topic keeps, per producer id, the
+ * epoch and the sequence the next batch must start at (counting batches still being stored),
+ * and the first sequence and offset of the last batch stored. A batch
+ *   - of an older epoch: INVALID_PRODUCER_EPOCH;
+ *   - of a newer epoch: must start at sequence 0 (else OUT_OF_ORDER_SEQUENCE_NUMBER);
+ *   - starting where the last stored batch started: a retry of it, answered with its offset and
+ *     not stored again;
+ *   - starting below the expected sequence otherwise: DUPLICATE_SEQUENCE_NUMBER (clients take it
+ *     as delivered);
+ *   - starting above it: OUT_OF_ORDER_SEQUENCE_NUMBER;
+ *   - of a producer this topic has not seen (new, or the broker restarted and the state is in
+ *     memory only): accepted as the start of its sequence.
+ * A batch whose store fails puts the expected sequence back, so the client's retry is accepted.
+ * Transactions are not served (no transactional id: InitProducerId with one is refused).
+ */
+#include "broker/kop/kop_int.h"
+
+#include "common/alloc.h"
+#include "common/assert.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Partitions one Produce request may name. */
+#define KOP_PRODUCE_PARTITIONS_MAX 10000
+
+typedef struct prod_part {
+    kw_str topic;
+    int32_t partition;
+    const uint8_t *records;
+    size_t records_len;
+    int16_t error;
+    int64_t base_offset;
+    uint32_t batches_pending;
+    bool offset_set;
+} prod_part;
+
+typedef struct prod_ctx {
+    kop_req *q;
+    int16_t acks;
+    prod_part *parts;
+    size_t count;
+    size_t pending;
+    /* For the answer: the topic of each partition in order. */
+} prod_ctx;
+
+typedef struct batch_op {
+    prod_ctx *x;
+    prod_part *pp;
+    br_topic *t;
+    int64_t producer_id;
+    int16_t epoch;
+    int32_t base_seq;
+    int32_t count;
+    size_t bytes;
+    uint64_t start_ns;
+} batch_op;
+
+static void prod_reply(prod_ctx *x)
+{
+    kop_req *q = x->q;
+    kop_conn *conn = q->c; /* q is freed once answered */
+    if (x->acks == 0) {
+        kop_reply_none(q);
+    } else {
+        kw_writer w;
+        kop_reply_begin(q, &w);
+        /* Topics in the order first named, each with its partitions in order. */
+        size_t i = 0;
+        size_t topics = 0;
+        for (size_t j = 0; j < x->count; j++)
+            if (j == 0 || x->parts[j].topic.ptr != x->parts[j - 1].topic.ptr)
+                topics++;
+        kw_write_i32(&w, (int32_t)topics);
+        while (i < x->count) {
+            size_t end = i + 1;
+            while (end < x->count && x->parts[end].topic.ptr == x->parts[i].topic.ptr)
+                end++;
+            kw_write_i16(&w, (int16_t)x->parts[i].topic.len);
+            kw_write_bytes(&w, x->parts[i].topic.ptr, (size_t)x->parts[i].topic.len);
+            kw_write_i32(&w, (int32_t)(end - i));
+            for (size_t j = i; j < end; j++) {
+                prod_part *pp = &x->parts[j];
+                kw_write_i32(&w, pp->partition);
+                kw_write_i16(&w, pp->error);
+                kop_req_error(q, pp->error);
+                kw_write_i64(&w, pp->error == KE_NONE ? pp->base_offset : -1);
+                kw_write_i64(&w, -1); /* log_append_time_ms: CreateTime */
+                if (q->version >= 5)
+                    kw_write_i64(&w, -1); /* log_start_offset: not tracked */
+            }
+            i = end;
+        }
+        kw_write_i32(&w, 0); /* throttle_time_ms */
+        kop_reply_end(q, &w);
+    }
+    kop_conn_unref(conn);
+    mg_free(x->parts);
+    mg_free(x);
+}
+
+static void part_done(prod_ctx *x)
+{
+    MG_ASSERT(x->pending > 0);
+    if (--x->pending == 0)
+        prod_reply(x);
+}
+
+static void part_fail(prod_ctx *x, prod_part *pp, int16_t error)
+{
+    if (pp->error == KE_NONE)
+        pp->error = error;
+}
+
+/* ---- producer state -------------------------------------------------------------------------- */
+
+static kop_producer_state *pstate_find(kop_topic *kt, int64_t pid)
+{
+    for (size_t i = 0; i < kt->producer_count; i++)
+        if (kt->producers[i].producer_id == pid)
+            return &kt->producers[i];
+    return NULL;
+}
+
+/* Producers remembered per topic: the oldest is forgotten past it (it is then accepted as new). */
+#define KOP_PRODUCERS_PER_TOPIC_MAX 1024
+
+static kop_producer_state *pstate_add(kop_topic *kt, int64_t pid)
+{
+    if (kt->producer_count == KOP_PRODUCERS_PER_TOPIC_MAX) {
+        memmove(kt->producers, kt->producers + 1,
+                (kt->producer_count - 1) * sizeof(*kt->producers));
+        kt->producer_count--;
+    }
+    if (kt->producer_count == kt->producer_cap) {
+        size_t cap = kt->producer_cap ? kt->producer_cap * 2 : 4;
+        kop_producer_state *v = mg_realloc(kt->producers, cap * sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        kt->producers = v;
+        kt->producer_cap = cap;
+    }
+    kop_producer_state *s = &kt->producers[kt->producer_count++];
+    memset(s, 0, sizeof(*s));
+    s->producer_id = pid;
+    s->last_seq = -1;
+    s->first_seq = -1;
+    s->last_offset = -1;
+    return s;
+}
+
+/* Decides what to do with a batch of an idempotent producer. Returns KE_NONE to store it (the
+ * expected sequence then counts it), or an error; *dup_offset >= 0 with KE_NONE: a retry of
+ * the last stored batch, answered with that offset. */
+static int16_t pstate_check(kop_topic *kt, const kw_record_batch *kb, int64_t *dup_offset)
+{
+    *dup_offset = -1;
+    int32_t count = kb->last_offset_delta + 1;
+    kop_producer_state *s = pstate_find(kt, kb->producer_id);
+    if (s == NULL) {
+        s = pstate_add(kt, kb->producer_id);
+        if (s == NULL)
+            return KE_UNKNOWN_SERVER_ERROR;
+        s->epoch = kb->producer_epoch;
+        s->next_seq = kb->base_sequence;
+    }
+    if (kb->producer_epoch < s->epoch)
+        return KE_INVALID_PRODUCER_EPOCH;
+    if (kb->producer_epoch > s->epoch) {
+        if (kb->base_sequence != 0)
+            return KE_OUT_OF_ORDER_SEQUENCE_NUMBER;
+        s->epoch = kb->producer_epoch;
+        s->next_seq = 0;
+        s->first_seq = s->last_seq = -1;
+        s->last_offset = -1;
+    }
+    if (kb->base_sequence == s->next_seq) {
+        s->next_seq = (int32_t)(((int64_t)s->next_seq + count) & INT32_MAX);
+        s->inflight++;
+        return KE_NONE;
+    }
+    if (s->first_seq >= 0 && kb->base_sequence == s->first_seq && s->inflight == 0) {
+        *dup_offset = s->last_offset;
+        return KE_NONE;
+    }
+    if (kb->base_sequence < s->next_seq)
+        return KE_DUPLICATE_SEQUENCE_NUMBER;
+    return KE_OUT_OF_ORDER_SEQUENCE_NUMBER;
+}
+
+static void pstate_stored(kop_topic *kt, const batch_op *op, int64_t base_offset, bool ok)
+{
+    kop_producer_state *s = pstate_find(kt, op->producer_id);
+    if (s == NULL || s->epoch != op->epoch)
+        return;
+    if (s->inflight > 0)
+        s->inflight--;
+    if (ok) {
+        s->first_seq = op->base_seq;
+        s->last_seq = (int32_t)(((int64_t)op->base_seq + op->count - 1) & INT32_MAX);
+        s->last_offset = base_offset;
+    } else {
+        /* Not stored: the client sends it again from its sequence. */
+        s->next_seq = op->base_seq;
+    }
+}
+
+/* ---- storing --------------------------------------------------------------------------------- */
+
+static int16_t store_error(int status)
+{
+    switch (status) {
+    case MG_EAGAIN:
+    case MG_ENOSPC:
+    case MG_EREADONLY:
+    case MG_EIO:
+        return KE_KAFKA_STORAGE_ERROR;
+    case MG_EFENCED:
+    case MG_ESTATE:
+        return KE_NOT_LEADER_OR_FOLLOWER;
+    default:
+        return KE_UNKNOWN_SERVER_ERROR;
+    }
+}
+
+static void batch_stored(int status, ml_position pos, int64_t index, void *arg)
+{
+    (void)pos;
+    batch_op *op = arg;
+    prod_ctx *x = op->x;
+    prod_part *pp = op->pp;
+    br_topic *t = op->t;
+    kop_server *k = x->q->c->k;
+    t->sends_inflight--;
+    int64_t base = index - op->count + 1;
+    if (op->producer_id >= 0 && t->kop != NULL)
+        pstate_stored(t->kop, op, base, status == MG_OK);
+    if (status == MG_OK) {
+        t->msg_in += (uint64_t)op->count;
+        t->bytes_in += op->bytes;
+        if (k->m_records_in)
+            mg_counter_add(k->m_records_in, (uint64_t)op->count);
+        if (t->b->m_publish_latency_us)
+            mg_histogram_observe(t->b->m_publish_latency_us, (uv_hrtime() - op->start_ns) / 1000);
+        if (!pp->offset_set) {
+            pp->base_offset = base;
+            pp->offset_set = true;
+        }
+        br_topic_entries_added(t);
+    } else {
+        if (status != MG_ENOSPC && status != MG_EREADONLY)
+            MG_WARN_LIMITED("kafka: storing a batch of %s failed: %s", t->name.full,
+                            mg_strerror(status));
+        part_fail(x, pp, store_error(status));
+        if (status == MG_EFENCED && t->state == BR_TOPIC_OPEN)
+            br_topic_close(t, false, NULL, NULL);
+    }
+    br_topic_unref(t);
+    mg_free(op);
+    if (--pp->batches_pending == 0)
+        part_done(x);
+}
+
+/* Stores the batches of one partition in order (each is added at once: the managed ledger
+ * keeps the order of adds). */
+static void part_store(prod_ctx *x, prod_part *pp, br_topic *t)
+{
+    kop_conn *c = x->q->c;
+    kop_topic *kt = kop_topic_of(t);
+    if (kt == NULL) {
+        part_fail(x, pp, KE_UNKNOWN_SERVER_ERROR);
+        return;
+    }
+    size_t off = 0;
+    pp->batches_pending = 1; /* held while adding */
+    while (off < pp->records_len) {
+        kw_record_batch kb;
+        size_t blen;
+        int rc = kw_record_batch_parse(pp->records + off, pp->records_len - off, &kb, &blen);
+        if (rc != MG_OK) {
+            /* A CRC that does not match, or bytes that are not a batch of magic 2: nothing of
+             * this partition's batches from here is stored. */
+            kop_server *k = c->k;
+            if (k->m_proto_errors) {
+                const char *labels[] = { rc == MG_ECORRUPT ? "crc" : "bad_batch" };
+                mg_counter *ctr = mg_metrics_counter(k->m_proto_errors, labels);
+                if (ctr)
+                    mg_counter_inc(ctr);
+            }
+            MG_INFO_LIMITED("kafka: %s from %s for %s: refused (CORRUPT_MESSAGE)",
+                            rc == MG_ECORRUPT ? "a record batch whose CRC does not match"
+                                              : "malformed records",
+                            c->peer, t->name.full);
+            part_fail(x, pp, KE_CORRUPT_MESSAGE);
+            break;
+        }
+        off += blen;
+        if ((kb.attributes & 0x30) != 0) {
+            part_fail(x, pp, KE_UNSUPPORTED_FOR_MESSAGE_FORMAT); /* transactional or control */
+            break;
+        }
+        if (blen > t->b->opts.message_bytes_max) {
+            part_fail(x, pp, KE_MESSAGE_TOO_LARGE);
+            break;
+        }
+        if (kb.records_count != kb.last_offset_delta + 1 || kb.records_count < 1) {
+            part_fail(x, pp, KE_CORRUPT_MESSAGE);
+            break;
+        }
+        if (t->state != BR_TOPIC_OPEN) {
+            part_fail(x, pp, KE_NOT_LEADER_OR_FOLLOWER);
+            break;
+        }
+        int64_t dup = -1;
+        bool idem = kb.producer_id >= 0;
+        if (idem) {
+            int16_t e = pstate_check(kt, &kb, &dup);
+            if (e != KE_NONE) {
+                part_fail(x, pp, e);
+                break;
+            }
+            if (dup >= 0) {
+                if (!pp->offset_set) {
+                    pp->base_offset = dup;
+                    pp->offset_set = true;
+                }
+                continue;
+            }
+        }
+        char pname[96];
+        int64_t seq;
+        if (idem) {
+            snprintf(pname, sizeof(pname), "kafka-%" PRId64, kb.producer_id);
+            seq = kb.base_sequence;
+        } else {
+            snprintf(pname, sizeof(pname), "kafka-%s", c->client_id[0] ? c->client_id : "client");
+            seq = kt->seq;
+            kt->seq += kb.records_count;
+        }
+        mg_buf *entry = NULL;
+        int32_t count = 0;
+        rc = kop_batch_to_entry(&kb, pname, seq, mg_clock_wall_ms(), &entry, &count);
+        batch_op *op = rc == MG_OK ? mg_calloc(1, sizeof(*op)) : NULL;
+        if (rc == MG_OK && op == NULL)
+            rc = MG_ENOMEM;
+        if (rc == MG_OK) {
+            op->x = x;
+            op->pp = pp;
+            op->t = t;
+            op->producer_id = idem ? kb.producer_id : -1;
+            op->epoch = kb.producer_epoch;
+            op->base_seq = kb.base_sequence;
+            op->count = count;
+            op->bytes = mg_buf_len(entry);
+            op->start_ns = uv_hrtime();
+            rc = ml_add(t->ml, entry, 0, mg_buf_len(entry), count, batch_stored, op);
+        }
+        mg_buf_unref(entry);
+        if (rc != MG_OK) {
+            mg_free(op);
+            if (idem) {
+                batch_op tmp = { .producer_id = kb.producer_id,
+                                 .epoch = kb.producer_epoch,
+                                 .base_seq = kb.base_sequence };
+                pstate_stored(kt, &tmp, -1, false);
+            }
+            part_fail(x, pp,
+                      rc == MG_EPROTO || rc == MG_ECORRUPT ? KE_CORRUPT_MESSAGE
+                      : rc == MG_ELIMIT                    ? KE_MESSAGE_TOO_LARGE
+                      : ml_is_terminated(t->ml)            ? KE_INVALID_REQUEST
+                                                           : store_error(rc));
+            break;
+        }
+        br_topic_ref(t);
+        t->sends_inflight++;
+        pp->batches_pending++;
+    }
+    if (--pp->batches_pending == 0)
+        part_done(x);
+}
+
+static void part_opened(int16_t error, br_topic *t, void *arg)
+{
+    batch_op *hold = arg; /* carries x and pp only */
+    prod_ctx *x = hold->x;
+    prod_part *pp = hold->pp;
+    mg_free(hold);
+    if (error != KE_NONE) {
+        part_fail(x, pp, error);
+        part_done(x);
+        return;
+    }
+    x->pending++; /* part_store finishes with its own part_done */
+    part_store(x, pp, t);
+    part_done(x);
+}
+
+void kop_handle_produce(kop_req *q, kw_reader *r)
+{
+    kop_conn *c = q->c;
+    kw_str txn = kw_read_string(r);
+    int16_t acks = kw_read_i16(r);
+    kw_read_i32(r); /* timeout_ms */
+    int32_t topics = kw_read_i32(r);
+    if (kw_reader_error(r) != MG_OK || topics < 0 || topics > KOP_PRODUCE_PARTITIONS_MAX) {
+        kop_conn_proto_error(c, "bad_request", "malformed Produce request");
+        kop_reply_none(q);
+        return;
+    }
+    prod_ctx *x = mg_calloc(1, sizeof(*x));
+    if (x == NULL) {
+        kop_conn_close(c, "out of memory");
+        kop_reply_none(q);
+        return;
+    }
+    x->q = q;
+    x->acks = acks;
+    size_t cap = 0;
+    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
+        kw_str name = kw_read_string(r);
+        int32_t parts = kw_read_i32(r);
+        if (parts < 0 || x->count + (size_t)parts > KOP_PRODUCE_PARTITIONS_MAX || name.len < 0) {
+            r->error = MG_EPROTO;
+            break;
+        }
+        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
+            if (x->count == cap) {
+                size_t nc = cap ? cap * 2 : 4;
+                prod_part *v = mg_realloc(x->parts, nc * sizeof(*v));
+                if (v == NULL) {
+                    r->error = MG_ENOMEM;
+                    break;
+                }
+                x->parts = v;
+                cap = nc;
+            }
+            prod_part *pp = &x->parts[x->count++];
+            memset(pp, 0, sizeof(*pp));
+            pp->topic = name;
+            pp->partition = kw_read_i32(r);
+            int32_t len = kw_read_i32(r);
+            if (len > 0 && (size_t)len <= kw_reader_left(r)) {
+                pp->records = r->p + r->pos;
+                pp->records_len = (size_t)len;
+                r->pos += (size_t)len;
+            } else if (len > 0) {
+                r->error = MG_EPROTO;
+            }
+        }
+    }
+    if (kw_reader_error(r) != MG_OK) {
+        bool oom = r->error == MG_ENOMEM;
+        mg_free(x->parts);
+        mg_free(x);
+        if (oom)
+            kop_conn_close(c, "out of memory");
+        else
+            kop_conn_proto_error(c, "bad_request", "malformed Produce request");
+        kop_reply_none(q);
+        return;
+    }
+    kop_conn_ref(c);
+    x->pending = 1; /* held while starting */
+    for (size_t i = 0; i < x->count; i++) {
+        prod_part *pp = &x->parts[i];
+        if (txn.len >= 0) {
+            part_fail(x, pp, KE_INVALID_REQUEST); /* transactions are not served */
+            continue;
+        }
+        if (acks != 0 && acks != 1 && acks != -1) {
+            part_fail(x, pp, KE_INVALID_REQUIRED_ACKS);
+            continue;
+        }
+        if (pp->records_len == 0) {
+            part_fail(x, pp, KE_CORRUPT_MESSAGE);
+            continue;
+        }
+        batch_op *hold = mg_calloc(1, sizeof(*hold));
+        if (hold == NULL) {
+            part_fail(x, pp, KE_UNKNOWN_SERVER_ERROR);
+            continue;
+        }
+        hold->x = x;
+        hold->pp = pp;
+        x->pending++;
+        kop_partition_open(c->k, pp->topic.ptr, (size_t)pp->topic.len, pp->partition, true,
+                           part_opened, hold);
+    }
+    part_done(x);
+}
+
+/* ---- InitProducerId -------------------------------------------------------------------------- */
+
+typedef struct pid_ctx {
+    kop_req *q;
+} pid_ctx;
+
+static void pid_reply(kop_req *q, int16_t error, int64_t pid)
+{
+    kw_writer w;
+    kop_reply_begin(q, &w);
+    kw_write_i32(&w, 0);
+    kw_write_i16(&w, error);
+    kop_req_error(q, error);
+    kw_write_i64(&w, error == KE_NONE ? pid : -1);
+    kw_write_i16(&w, error == KE_NONE ? 0 : -1);
+    kop_reply_end(q, &w);
+}
+
+static void pid_allocated(int status, int64_t id, void *arg)
+{
+    pid_ctx *x = arg;
+    kop_req *q = x->q;
+    kop_conn *conn = q->c; /* q is freed once answered */
+    if (status != MG_OK)
+        MG_WARN_LIMITED("kafka: cannot allocate a producer id: %s", mg_strerror(status));
+    pid_reply(q, status == MG_OK ? KE_NONE : KE_COORDINATOR_NOT_AVAILABLE, id);
+    kop_conn_unref(conn);
+    mg_free(x);
+}
+
+void kop_handle_init_producer_id(kop_req *q, kw_reader *r)
+{
+    kw_str txn = kw_read_string(r);
+    kw_read_i32(r); /* transaction_timeout_ms */
+    if (kw_reader_error(r) != MG_OK) {
+        kop_conn_proto_error(q->c, "bad_request", "malformed InitProducerId request");
+        kop_reply_none(q);
+        return;
+    }
+    if (txn.len >= 0) {
+        MG_INFO_LIMITED("kafka: %s asked for a transactional producer: transactions are not "
+                        "served",
+                        q->c->peer);
+        pid_reply(q, KE_INVALID_REQUEST, -1);
+        return;
+    }
+    pid_ctx *x = mg_calloc(1, sizeof(*x));
+    if (x == NULL) {
+        pid_reply(q, KE_UNKNOWN_SERVER_ERROR, -1);
+        return;
+    }
+    x->q = q;
+    kop_conn_ref(q->c);
+    int rc = md_id_next(q->c->k->b->md, KOP_PRODUCER_ID_SEQ, pid_allocated, x);
+    if (rc != MG_OK)
+        pid_allocated(rc, -1, x);
+}
