@@ -53,6 +53,7 @@ bookie_rpc      bookie RPC requests and responses: bk_decoder_alloc/commit/next 
 http            admin HTTP requests: mg_http_server_inject (routing, path and query decoding, body limits) and the admin handlers' argument parsing
 config          configuration files and command lines: mg_config_parse, mg_config_format_value round trip
 goim_packet     GOIM / Bilibili chat packets: cg_packet_size, cg_packet_decode, op 9 batch split, re-encoding
+kafka_records   Kafka record batches: kw_record_batch_parse, kw_decompress (every codec), kw_read_record, record headers; request headers and reads
 LIST
 }
 

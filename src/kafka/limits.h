@@ -21,6 +21,17 @@
  * this is refused as malformed. */
 #define KW_RECORDS_MAX 1000000
 
+/* Kafka codec (piece: compression, src/kafka/compress.c). */
+/* The decompressed size of one batch's records that callers of kw_decompress allow by default.
+ * Producers bound a batch before compression (librdkafka's batch.size, 1,000,000 bytes; the Java
+ * client's batch.size, 16 KiB) and brokers bound it after (message.max.bytes, about 1 MiB), so
+ * real batches decompress to about a megabyte; text and JSON records that compress 10 to 20
+ * times still fit with room to spare. The bound is what one hostile batch can cost: gzip and
+ * zstd expand up to about a thousandfold, so a 1 MiB "zip bomb" would otherwise become a
+ * gigabyte. kw_compress refuses larger inputs too, as nothing could decompress them. */
+#define KW_DECOMPRESSED_BYTES_MAX (32u * 1024 * 1024)
+
 _Static_assert(KW_FRAME_BYTES_MAX <= 0x7FFFFFFFu, "a frame's size is an i32");
+_Static_assert(KW_DECOMPRESSED_BYTES_MAX <= 0x7E000000u, "LZ4 and zlib count in int and uInt");
 
 #endif

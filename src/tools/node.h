@@ -272,16 +272,16 @@ extern const char *const mg_node_prefetch_choices[];
 /* The options that fill an mg_node_broker_tuning, in the order --help lists them, for a command
  * whose option struct opts_type holds one named member. */
 /* The Kafka protocol on the broker (src/broker/kop, docs/kafka.md). */
-#define MG_NODE_OPT_KAFKA(opts_type, field)                                                   \
-    {                                                                                         \
-        .name = "kafka", .type = MG_OPT_ENUM, .offset = offsetof(opts_type, field),           \
-        .default_value = "on", .metavar = "on|off", .choices = mg_node_prefetch_choices,      \
+#define MG_NODE_OPT_KAFKA(opts_type, field)                                                    \
+    {                                                                                          \
+        .name = "kafka", .type = MG_OPT_ENUM, .offset = offsetof(opts_type, field),            \
+        .default_value = "on", .metavar = "on|off", .choices = mg_node_prefetch_choices,       \
         .help = "serve the Kafka protocol (Kafka producers and consumers on the same topics)", \
     }
-#define MG_NODE_OPT_KAFKA_PORT(opts_type, field)                                             \
-    {                                                                                        \
-        .name = "kafka-port", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),      \
-        .default_value = "9092", .metavar = "PORT",                                          \
+#define MG_NODE_OPT_KAFKA_PORT(opts_type, field)                                            \
+    {                                                                                       \
+        .name = "kafka-port", .type = MG_OPT_INT, .offset = offsetof(opts_type, field),     \
+        .default_value = "9092", .metavar = "PORT",                                         \
         .help = "port of the Kafka protocol (0 picks a free port)", .min = 0, .max = 65535, \
     }
 

@@ -3,7 +3,8 @@
  * project's own encoders, so the seeds are the bytes the real client, broker and bookie put on
  * the wire: Pulsar frames as the C client and the broker send them, message payloads and
  * batches (every compression codec) as the producer builds them, bookie requests and responses,
- * admin HTTP requests, config files and command lines, and GOIM / Bilibili chat packets.
+ * admin HTTP requests, config files and command lines, GOIM / Bilibili chat packets, and Kafka
+ * record batches (every codec) and request headers.
  *
  *   fuzz_make_seeds DIR     writes DIR/<target>/<name> for every target (DIR is usually
  *                           tests/fuzz/corpus); existing files of the same name are replaced.
@@ -15,8 +16,11 @@
 #include "pulsar/compress.h"
 #include "chat_gateway/packet.h"
 #include "common/error.h"
+#include "kafka/compress.h"
+#include "kafka/wire.h"
 
 #include <errno.h>
+#include <snappy-c.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -719,6 +723,118 @@ static void goim_seeds(void)
     mg_buf_unref(m);
 }
 
+/* ---- Kafka record batches and request headers --------------------------------------------- */
+
+/* The records of a producer's batch: a keyed record with two headers, a record with a null key,
+ * a tombstone (null value), and a larger value that compresses. */
+static void kafka_records(kw_writer *w)
+{
+    const char *const hdrs[4] = { "trace-id", "4bf92f35", "content-type", "application/json" };
+    kw_write_record(w, 0, 0, "order-17", 8, "{\"qty\":3,\"sku\":\"A-1\"}", 23, hdrs, 2);
+    kw_write_record(w, 3, 1, NULL, 0, "no key here", 11, NULL, 0);
+    kw_write_record(w, 5, 2, "order-17", 8, NULL, 0, NULL, 0);
+    char big[600];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = "kafka records compress well "[i % 28];
+    kw_write_record(w, 9, 3, "bulk", 4, big, (int32_t)sizeof(big), hdrs + 2, 1);
+    if (kw_writer_error(w) != MG_OK)
+        die("kw_write_record");
+}
+
+/* Writes a batch of the records (compressed as codec says, or records_override as they are)
+ * as a seed. */
+static void kafka_batch_seed(const char *name, int codec, const uint8_t *records_override,
+                             size_t override_len)
+{
+    kw_writer recs;
+    kw_writer_init(&recs, 0);
+    kafka_records(&recs);
+    const void *body = recs.buf;
+    size_t body_len = recs.len;
+    mg_buf *c = NULL;
+    if (records_override != NULL) {
+        body = records_override;
+        body_len = override_len;
+    } else if (codec != KW_CODEC_NONE) {
+        if (kw_compress(codec, recs.buf, recs.len, &c) != MG_OK)
+            die("kw_compress");
+        body = mg_buf_data(c);
+        body_len = mg_buf_len(c);
+    }
+    kw_record_batch b = { .base_offset = 0,
+                          .partition_leader_epoch = -1,
+                          .attributes = (int16_t)codec,
+                          .last_offset_delta = 3,
+                          .base_timestamp = 1765000000000,
+                          .max_timestamp = 1765000000009,
+                          .producer_id = -1,
+                          .producer_epoch = -1,
+                          .base_sequence = -1,
+                          .records_count = 4 };
+    kw_writer w;
+    kw_writer_init(&w, 0);
+    kw_write_record_batch(&w, &b, body, body_len);
+    if (kw_writer_error(&w) != MG_OK)
+        die("kw_write_record_batch");
+    write_seed("kafka_records", name, w.buf, w.len);
+    kw_writer_free(&w);
+    mg_buf_unref(c);
+    kw_writer_free(&recs);
+}
+
+static void kafka_seeds(void)
+{
+    kafka_batch_seed("batch_none", KW_CODEC_NONE, NULL, 0);
+    kafka_batch_seed("batch_gzip", KW_CODEC_GZIP, NULL, 0);
+    kafka_batch_seed("batch_snappy_xerial", KW_CODEC_SNAPPY, NULL, 0);
+    kafka_batch_seed("batch_lz4", KW_CODEC_LZ4, NULL, 0);
+    kafka_batch_seed("batch_zstd", KW_CODEC_ZSTD, NULL, 0);
+    /* librdkafka's snappy: one raw block, no framing. */
+    kw_writer recs;
+    kw_writer_init(&recs, 0);
+    kafka_records(&recs);
+    size_t raw_len = snappy_max_compressed_length(recs.len);
+    uint8_t *raw = malloc(raw_len);
+    if (raw == NULL ||
+        snappy_compress((const char *)recs.buf, recs.len, (char *)raw, &raw_len) != SNAPPY_OK)
+        die("snappy_compress");
+    kafka_batch_seed("batch_snappy_raw", KW_CODEC_SNAPPY, raw, raw_len);
+    free(raw);
+    kw_writer_free(&recs);
+
+    /* Request mode (first byte 0xff): librdkafka's ApiVersions v3 request body (flexible
+     * header) and a Produce v7 request body (header v1, then transactional_id, acks, timeout,
+     * one topic). */
+    kw_writer w;
+    kw_writer_init(&w, 0);
+    kw_write_i8(&w, (int8_t)0xff);
+    kw_write_i16(&w, KW_API_API_VERSIONS);
+    kw_write_i16(&w, 3);
+    kw_write_i32(&w, 1);
+    kw_write_string(&w, "rdkafka");
+    kw_write_empty_tagged_fields(&w);
+    kw_write_compact_string(&w, "librdkafka");
+    kw_write_compact_string(&w, "2.0.2");
+    kw_write_empty_tagged_fields(&w);
+    write_seed("kafka_records", "request_api_versions_v3", w.buf, w.len);
+    kw_writer_free(&w);
+    kw_writer_init(&w, 0);
+    kw_write_i8(&w, (int8_t)0xff);
+    kw_write_i16(&w, KW_API_PRODUCE);
+    kw_write_i16(&w, 7);
+    kw_write_i32(&w, 42);
+    kw_write_string(&w, "producer-1");
+    kw_write_string(&w, NULL);
+    kw_write_i16(&w, -1);
+    kw_write_i32(&w, 30000);
+    kw_write_i32(&w, 1);
+    kw_write_string(&w, "orders");
+    kw_write_i32(&w, 1);
+    kw_write_i32(&w, 0);
+    write_seed("kafka_records", "request_produce_v7", w.buf, w.len);
+    kw_writer_free(&w);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -730,6 +846,7 @@ int main(int argc, char **argv)
     bookie_seeds();
     http_seeds();
     goim_seeds();
+    kafka_seeds();
     printf("make_seeds: %d seed files written under %s\n", written, out_dir);
     return 0;
 }
