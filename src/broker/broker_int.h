@@ -115,6 +115,11 @@ typedef void (*br_owner_cb)(int status, const char *owner_url, void *arg);
  * (when the bundle is known to be ours). MG_ENOMEM, metadata errors returned. */
 int br_owner_find(br_broker *b, const pw_topic_name *tn, br_owner_cb cb, void *arg);
 void br_bundle_path(const pw_topic_name *tn, char *dst, size_t cap);
+/* As br_owner_find, for the Kafka shim: cb gets MG_OK and kafka_addr NULL when this broker owns
+ * tn's bundle, or the owner's Kafka "host:port" (valid during the call); MG_ENOTFOUND when the
+ * owner does not serve the Kafka protocol. */
+typedef void (*br_owner_kafka_cb)(int status, const char *kafka_addr, void *arg);
+int br_owner_kafka(br_broker *b, const pw_topic_name *tn, br_owner_kafka_cb cb, void *arg);
 void br_owned_clear(br_broker *b);
 
 typedef struct br_topic_table {

@@ -91,15 +91,16 @@ static void owner_finish(owner_req *r, int status, const char *url)
     mg_free(r);
 }
 
-/* Pulls "pulsarServiceUrl":"..." out of the owner's JSON. */
-static bool owner_url(const void *value, size_t len, char *dst, size_t cap)
+/* Pulls "<key>":"..." out of the owner's JSON. */
+static bool owner_field(const void *value, size_t len, const char *name, char *dst, size_t cap)
 {
     char buf[1024];
     if (len >= sizeof(buf))
         return false;
     memcpy(buf, value, len);
     buf[len] = '\0';
-    const char *key = "\"pulsarServiceUrl\":\"";
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\":\"", name);
     const char *p = strstr(buf, key);
     if (p == NULL)
         return false;
@@ -127,7 +128,7 @@ static void owner_got(int status, const void *value, size_t len, const md_stat *
         return;
     }
     char url[256];
-    if (!owner_url(value, len, url, sizeof(url))) {
+    if (!owner_field(value, len, "pulsarServiceUrl", url, sizeof(url))) {
         owner_finish(r, MG_ECORRUPT, NULL);
         return;
     }
@@ -161,10 +162,14 @@ static void owner_created(int status, const char *path, void *arg)
 static void owner_claim(owner_req *r)
 {
     r->created_tried = true;
-    char value[512];
+    char value[640];
+    char kafka[192] = "";
+    if (r->b->kop != NULL)
+        snprintf(kafka, sizeof(kafka), ",\"kafkaAddress\":\"%s:%u\"", r->b->advertised,
+                 (unsigned)kop_port(r->b->kop));
     int n = snprintf(value, sizeof(value),
-                     "{\"pulsarServiceUrl\":\"%s\",\"webServiceUrl\":\"http://%s:%u\"}",
-                     r->b->service_url, r->b->advertised, (unsigned)r->b->opts.http_port);
+                     "{\"pulsarServiceUrl\":\"%s\",\"webServiceUrl\":\"http://%s:%u\"%s}",
+                     r->b->service_url, r->b->advertised, (unsigned)r->b->opts.http_port, kafka);
     int rc = md_create(r->b->md, r->path, value, (size_t)n, MD_EPHEMERAL | MD_CREATE_PARENTS,
                        owner_created, r);
     if (rc != MG_OK)
@@ -187,6 +192,55 @@ int br_owner_find(br_broker *b, const pw_topic_name *tn, br_owner_cb cb, void *a
     r->cb = cb;
     r->arg = arg;
     int rc = md_get(b->md, path, owner_got, r);
+    if (rc != MG_OK)
+        mg_free(r);
+    return rc;
+}
+
+/* ---- the owner's Kafka address (broker/kop) ------------------------------------------------- */
+
+typedef struct kafka_owner_req {
+    br_broker *b;
+    char path[MD_PATH_BYTES_MAX];
+    br_owner_kafka_cb cb;
+    void *arg;
+} kafka_owner_req;
+
+static void kafka_owner_got(int status, const void *value, size_t len, const md_stat *stat,
+                            void *arg)
+{
+    (void)stat;
+    kafka_owner_req *r = arg;
+    char addr[192];
+    if (status == MG_OK && !owner_field(value, len, "kafkaAddress", addr, sizeof(addr)))
+        status = MG_ENOTFOUND; /* an owner that does not serve the Kafka protocol */
+    r->cb(status, status == MG_OK ? addr : NULL, r->arg);
+    mg_free(r);
+}
+
+static void kafka_owner_found(int status, const char *owner_url, void *arg)
+{
+    kafka_owner_req *r = arg;
+    if (status != MG_OK || owner_url == NULL) {
+        r->cb(status, NULL, r->arg);
+        mg_free(r);
+        return;
+    }
+    int rc = md_get(r->b->md, r->path, kafka_owner_got, r);
+    if (rc != MG_OK)
+        kafka_owner_got(rc, NULL, 0, NULL, r);
+}
+
+int br_owner_kafka(br_broker *b, const pw_topic_name *tn, br_owner_kafka_cb cb, void *arg)
+{
+    kafka_owner_req *r = mg_calloc(1, sizeof(*r));
+    if (r == NULL)
+        return MG_ENOMEM;
+    r->b = b;
+    br_bundle_path(tn, r->path, sizeof(r->path));
+    r->cb = cb;
+    r->arg = arg;
+    int rc = br_owner_find(b, tn, kafka_owner_found, r);
     if (rc != MG_OK)
         mg_free(r);
     return rc;

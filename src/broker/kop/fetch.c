@@ -169,12 +169,9 @@ static void reader_get(kop_conn *c, br_topic *t, void (*cb)(kop_reader *rd, int 
     if (rc != MG_OK) {
         rd->open = true;
         rd->busy = false;
-        reader_close(rd);
-        rd->refs--;
+        reader_close(rd); /* drops the connection's reference */
+        reader_unref(rd); /* and the caller's, never handed over: freed */
         cb(NULL, rc, arg);
-        /* rd is freed by the reader_close above when refs reach 0: one left for the caller's
-         * reference we never handed over. */
-        reader_unref(rd);
     }
 }
 

@@ -492,7 +492,7 @@ void kop_handle_find_coordinator(kop_req *q, kw_reader *r)
     kop_req_error(q, error);
     if (q->version >= 1)
         kw_write_string(&w, msg);
-    kw_write_i32(&w, error == KE_NONE ? KOP_NODE_ID : -1);
+    kw_write_i32(&w, error == KE_NONE ? k->node_id : -1);
     kw_write_string(&w, error == KE_NONE ? k->advertised : "");
     kw_write_i32(&w, error == KE_NONE ? k->port : -1);
     kop_reply_end(q, &w);

@@ -41,8 +41,6 @@
 #include <stdint.h>
 #include <uv.h>
 
-/* The shim's node id in Metadata and FindCoordinator answers (one broker: itself). */
-#define KOP_NODE_ID           0
 /* Requests of a connection read and not yet answered: past it the connection is not read from
  * until some are answered (librdkafka keeps at most 5 in flight per connection by default). */
 #define KOP_CONN_REQUESTS_MAX 64u
@@ -126,6 +124,7 @@ struct kop_server {
     mg_listener *listener;
     uint16_t port;
     char advertised[128];
+    int32_t node_id; /* kop_node_id of advertised:port */
     mg_link conns;
     uint32_t conn_count;
     uint64_t next_conn_id;
@@ -206,6 +205,10 @@ static inline void kop_req_error(kop_req *q, int16_t code)
 }
 
 /* --- topics.c --------------------------------------------------------------------------------- */
+
+/* The Kafka node id of a broker's Kafka address "host:port": brokers have no numbers of their
+ * own, so each is named by a 31-bit hash of its address, the same on every broker. */
+int32_t kop_node_id(const char *addr);
 
 /* What a Kafka (topic, partition) resolves to. */
 typedef void (*kop_resolve_cb)(int16_t error, br_topic *t, void *arg);

@@ -563,6 +563,9 @@ int kop_start(br_broker *b, const char *host, uint16_t port, kop_server **out)
         return rc;
     }
     register_metrics(k, b->opts.metrics);
+    char addr[192];
+    snprintf(addr, sizeof(addr), "%s:%u", k->advertised, (unsigned)k->port);
+    k->node_id = kop_node_id(addr);
     uv_timer_init(k->loop, &k->sweep);
     k->sweep.data = k;
     uv_timer_start(&k->sweep, sweep_tick, KOP_READER_IDLE_MS / 4, KOP_READER_IDLE_MS / 4);

@@ -48,6 +48,16 @@ static bool kafka_name_ok(const char *name, size_t len)
     return true;
 }
 
+int32_t kop_node_id(const char *addr)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = addr; *p != '\0'; p++) {
+        h ^= (unsigned char)*p;
+        h *= 16777619u;
+    }
+    return (int32_t)(h & 0x7fffffffu);
+}
+
 int16_t kop_topic_name(const char *name, size_t len, int32_t partition, pw_topic_name *out)
 {
     if (!kafka_name_ok(name, len))
@@ -270,8 +280,16 @@ void kop_partition_open(kop_server *k, const char *name, size_t len, int32_t par
 typedef struct meta_topic {
     char *name;
     int16_t error;
-    int partitions; /* 0: one (a plain topic) */
+    int partitions;   /* 0: one (a plain topic) */
+    int32_t *leaders; /* per partition: the owner's node id, -1 when not known */
 } meta_topic;
+
+/* A broker named in the answer. */
+typedef struct meta_node {
+    int32_t id;
+    char host[128];
+    int32_t port;
+} meta_node;
 
 typedef struct meta_ctx {
     kop_req *q;
@@ -283,12 +301,18 @@ typedef struct meta_ctx {
     /* Listing every topic: the partitioned ones first, then the managed ledgers. */
     char **partitioned;
     size_t partitioned_count;
+    bool leaders_phase; /* topics resolved: finding each partition's owner */
+    meta_node *nodes;
+    size_t node_count, node_cap;
 } meta_ctx;
 
 static void meta_free(meta_ctx *x)
 {
-    for (size_t i = 0; i < x->count; i++)
+    for (size_t i = 0; i < x->count; i++) {
         mg_free(x->topics[i].name);
+        mg_free(x->topics[i].leaders);
+    }
+    mg_free(x->nodes);
     mg_free(x->topics);
     for (size_t i = 0; i < x->partitioned_count; i++)
         mg_free(x->partitioned[i]);
@@ -311,18 +335,26 @@ static int meta_add(meta_ctx *x, const char *name, size_t len)
         return MG_ENOMEM;
     memcpy(s, name, len);
     s[len] = '\0';
-    x->topics[x->count++] = (meta_topic){ s, KE_NONE, 0 };
+    x->topics[x->count++] = (meta_topic){ s, KE_NONE, 0, NULL };
     return MG_OK;
 }
 
-static void write_brokers(kop_server *k, kw_writer *w, int16_t version)
+static void write_brokers(const meta_ctx *x, kw_writer *w, int16_t version)
 {
-    kw_write_i32(w, 1);
-    kw_write_i32(w, KOP_NODE_ID);
+    kop_server *k = x->q->c->k;
+    kw_write_i32(w, (int32_t)(1 + x->node_count));
+    kw_write_i32(w, k->node_id);
     kw_write_string(w, k->advertised);
     kw_write_i32(w, k->port);
     if (version >= 1)
         kw_write_string(w, NULL); /* rack */
+    for (size_t i = 0; i < x->node_count; i++) {
+        kw_write_i32(w, x->nodes[i].id);
+        kw_write_string(w, x->nodes[i].host);
+        kw_write_i32(w, x->nodes[i].port);
+        if (version >= 1)
+            kw_write_string(w, NULL);
+    }
 }
 
 static void meta_reply(meta_ctx *x)
@@ -334,11 +366,11 @@ static void meta_reply(meta_ctx *x)
     kop_reply_begin(q, &w);
     if (q->version >= 3)
         kw_write_i32(&w, 0); /* throttle_time_ms */
-    write_brokers(k, &w, q->version);
+    write_brokers(x, &w, q->version);
     if (q->version >= 2)
         kw_write_string(&w, k->b->cluster);
     if (q->version >= 1)
-        kw_write_i32(&w, KOP_NODE_ID); /* controller */
+        kw_write_i32(&w, k->node_id); /* controller */
     kw_write_i32(&w, (int32_t)x->count);
     for (size_t i = 0; i < x->count; i++) {
         meta_topic *m = &x->topics[i];
@@ -350,13 +382,17 @@ static void meta_reply(meta_ctx *x)
         int n = m->error != KE_NONE ? 0 : (m->partitions > 0 ? m->partitions : 1);
         kw_write_i32(&w, n);
         for (int p = 0; p < n; p++) {
-            kw_write_i16(&w, KE_NONE);
+            int32_t leader = m->leaders != NULL ? m->leaders[p] : k->node_id;
+            /* The bookies replicate: each partition has one replica, its owner, in sync. */
+            kw_write_i16(&w, leader >= 0 ? KE_NONE : KE_LEADER_NOT_AVAILABLE);
             kw_write_i32(&w, p);
-            kw_write_i32(&w, KOP_NODE_ID); /* leader */
-            kw_write_i32(&w, 1);           /* replicas */
-            kw_write_i32(&w, KOP_NODE_ID);
-            kw_write_i32(&w, 1); /* in-sync replicas */
-            kw_write_i32(&w, KOP_NODE_ID);
+            kw_write_i32(&w, leader);
+            kw_write_i32(&w, leader >= 0 ? 1 : 0);
+            if (leader >= 0)
+                kw_write_i32(&w, leader);
+            kw_write_i32(&w, leader >= 0 ? 1 : 0);
+            if (leader >= 0)
+                kw_write_i32(&w, leader);
         }
     }
     kop_reply_end(q, &w);
@@ -364,11 +400,104 @@ static void meta_reply(meta_ctx *x)
     meta_free(x);
 }
 
+static void meta_leaders(meta_ctx *x);
+
 static void meta_one_done(meta_ctx *x)
 {
     MG_ASSERT(x->pending > 0);
-    if (--x->pending == 0)
-        meta_reply(x);
+    if (--x->pending > 0)
+        return;
+    if (!x->leaders_phase) {
+        x->leaders_phase = true;
+        meta_leaders(x);
+        return;
+    }
+    meta_reply(x);
+}
+
+typedef struct leader_item {
+    meta_ctx *x;
+    size_t topic;
+    int partition;
+} leader_item;
+
+static int32_t meta_node_add(meta_ctx *x, const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL)
+        return -1;
+    int32_t id = kop_node_id(addr);
+    if (id == x->q->c->k->node_id)
+        return id;
+    for (size_t i = 0; i < x->node_count; i++)
+        if (x->nodes[i].id == id)
+            return id;
+    if (x->node_count == x->node_cap) {
+        size_t cap = x->node_cap ? x->node_cap * 2 : 4;
+        meta_node *v = mg_realloc(x->nodes, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        x->nodes = v;
+        x->node_cap = cap;
+    }
+    meta_node *nd = &x->nodes[x->node_count++];
+    nd->id = id;
+    snprintf(nd->host, sizeof(nd->host), "%.*s", (int)(colon - addr), addr);
+    nd->port = atoi(colon + 1);
+    return id;
+}
+
+static void leader_found(int status, const char *kafka_addr, void *arg)
+{
+    leader_item *it = arg;
+    meta_ctx *x = it->x;
+    int32_t id = -1;
+    if (status == MG_OK)
+        id = kafka_addr == NULL ? x->q->c->k->node_id : meta_node_add(x, kafka_addr);
+    else
+        MG_WARN_LIMITED("kafka: cannot find the owner of %s partition %d: %s",
+                        x->topics[it->topic].name, it->partition, mg_strerror(status));
+    x->topics[it->topic].leaders[it->partition] = id;
+    mg_free(it);
+    meta_one_done(x);
+}
+
+/* Each partition's leader is the broker that owns its bundle (the first broker asked claims a
+ * bundle nobody owns, as a Pulsar lookup does). */
+static void meta_leaders(meta_ctx *x)
+{
+    kop_server *k = x->q->c->k;
+    x->pending = 1;
+    for (size_t i = 0; i < x->count; i++) {
+        meta_topic *m = &x->topics[i];
+        if (m->error != KE_NONE)
+            continue;
+        int n = m->partitions > 0 ? m->partitions : 1;
+        m->leaders = mg_calloc((size_t)n, sizeof(int32_t));
+        if (m->leaders == NULL) {
+            m->error = KE_UNKNOWN_SERVER_ERROR;
+            continue;
+        }
+        for (int p = 0; p < n; p++) {
+            m->leaders[p] = -1;
+            pw_topic_name tn;
+            leader_item *it = mg_calloc(1, sizeof(*it));
+            if (it == NULL || kop_topic_name(m->name, strlen(m->name), m->partitions > 0 ? p : -1,
+                                             &tn) != KE_NONE) {
+                mg_free(it);
+                continue;
+            }
+            it->x = x;
+            it->topic = i;
+            it->partition = p;
+            x->pending++;
+            if (br_owner_kafka(k->b, &tn, leader_found, it) != MG_OK) {
+                mg_free(it);
+                x->pending--;
+            }
+        }
+    }
+    meta_one_done(x);
 }
 
 typedef struct meta_item {
