@@ -465,6 +465,60 @@ void kop_groups_conn_closed(kop_groups *g, kop_conn *c)
 
 /* ---- FindCoordinator ------------------------------------------------------------------------- */
 
+void kop_group_topic(const char *group_id, size_t len, pw_topic_name *out)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a, 64 bits */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)group_id[i];
+        h *= 1099511628211ull;
+    }
+    char full[128];
+    snprintf(full, sizeof(full), "persistent://public/default/__kafka_group_%016" PRIx64, h);
+    int rc = pw_topic_name_parse(full, out, NULL, 0);
+    MG_ASSERT(rc == MG_OK);
+}
+
+static void coordinator_reply(kop_req *q, int16_t error, const char *msg, int32_t node,
+                              const char *host, int32_t port)
+{
+    kw_writer w;
+    kop_reply_begin(q, &w);
+    if (q->version >= 1)
+        kw_write_i32(&w, 0);
+    kw_write_i16(&w, error);
+    kop_req_error(q, error);
+    if (q->version >= 1)
+        kw_write_string(&w, msg);
+    kw_write_i32(&w, error == KE_NONE ? node : -1);
+    kw_write_string(&w, error == KE_NONE ? host : "");
+    kw_write_i32(&w, error == KE_NONE ? port : -1);
+    kop_reply_end(q, &w);
+}
+
+static void coordinator_owner(int status, const char *kafka_addr, void *arg)
+{
+    kop_req *q = arg;
+    kop_conn *c = q->c;
+    kop_server *k = c->k;
+    if (status != MG_OK) {
+        MG_WARN_LIMITED("kafka: cannot find a group coordinator: %s", mg_strerror(status));
+        coordinator_reply(q, KE_COORDINATOR_NOT_AVAILABLE, mg_strerror(status), -1, "", -1);
+    } else if (kafka_addr == NULL) {
+        coordinator_reply(q, KE_NONE, NULL, k->node_id, k->advertised, k->port);
+    } else {
+        const char *colon = strrchr(kafka_addr, ':');
+        char host[128];
+        snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - kafka_addr) : 0, kafka_addr);
+        if (colon == NULL)
+            coordinator_reply(q, KE_COORDINATOR_NOT_AVAILABLE, "bad owner address", -1, "", -1);
+        else
+            coordinator_reply(q, KE_NONE, NULL, kop_node_id(kafka_addr), host, atoi(colon + 1));
+    }
+    kop_conn_unref(c);
+}
+
+/* The coordinator of a group is the broker that owns its kop_group_topic bundle (claimed by the
+ * first broker asked, as a Pulsar lookup claims a topic's). */
 void kop_handle_find_coordinator(kop_req *q, kw_reader *r)
 {
     kw_str key = kw_read_string(r);
@@ -474,28 +528,21 @@ void kop_handle_find_coordinator(kop_req *q, kw_reader *r)
         kop_reply_none(q);
         return;
     }
-    int16_t error = KE_NONE;
-    const char *msg = NULL;
     if (key_type != 0) {
-        error = KE_COORDINATOR_NOT_AVAILABLE;
-        msg = "transactions are not served";
-    } else if (key.len <= 0 || (size_t)key.len >= KOP_GROUP_ID_BYTES_MAX) {
-        error = KE_INVALID_GROUP_ID;
-        msg = "a group id is 1 to 255 bytes";
+        coordinator_reply(q, KE_COORDINATOR_NOT_AVAILABLE, "transactions are not served", -1, "",
+                          -1);
+        return;
     }
-    kop_server *k = q->c->k;
-    kw_writer w;
-    kop_reply_begin(q, &w);
-    if (q->version >= 1)
-        kw_write_i32(&w, 0);
-    kw_write_i16(&w, error);
-    kop_req_error(q, error);
-    if (q->version >= 1)
-        kw_write_string(&w, msg);
-    kw_write_i32(&w, error == KE_NONE ? k->node_id : -1);
-    kw_write_string(&w, error == KE_NONE ? k->advertised : "");
-    kw_write_i32(&w, error == KE_NONE ? k->port : -1);
-    kop_reply_end(q, &w);
+    if (key.len <= 0 || (size_t)key.len >= KOP_GROUP_ID_BYTES_MAX) {
+        coordinator_reply(q, KE_INVALID_GROUP_ID, "a group id is 1 to 255 bytes", -1, "", -1);
+        return;
+    }
+    pw_topic_name tn;
+    kop_group_topic(key.ptr, (size_t)key.len, &tn);
+    kop_conn_ref(q->c);
+    int rc = br_owner_kafka(q->c->k->b, &tn, coordinator_owner, q);
+    if (rc != MG_OK)
+        coordinator_owner(rc, NULL, q);
 }
 
 /* ---- JoinGroup ------------------------------------------------------------------------------- */
@@ -578,7 +625,9 @@ void kop_handle_join_group(kop_req *q, kw_reader *r)
     }
     int16_t error = KE_NONE;
     kop_group *gr = NULL;
-    if (group_id.len <= 0 || (size_t)group_id.len >= KOP_GROUP_ID_BYTES_MAX)
+    if (q->coord_error != KE_NONE)
+        error = q->coord_error;
+    else if (group_id.len <= 0 || (size_t)group_id.len >= KOP_GROUP_ID_BYTES_MAX)
         error = KE_INVALID_GROUP_ID;
     else if (session_timeout < KOP_SESSION_TIMEOUT_MIN_MS ||
              session_timeout > KOP_SESSION_TIMEOUT_MAX_MS)
@@ -741,6 +790,10 @@ void kop_handle_sync_group(kop_req *q, kw_reader *r)
         kop_reply_none(q);
         return;
     }
+    if (q->coord_error != KE_NONE) {
+        sync_reply(q, q->coord_error, NULL, 0);
+        return;
+    }
     kop_group *gr;
     kop_member *m;
     int16_t error = member_check(g, group_id, generation, member_id, &gr, &m);
@@ -808,6 +861,10 @@ void kop_handle_heartbeat(kop_req *q, kw_reader *r)
         kop_reply_none(q);
         return;
     }
+    if (q->coord_error != KE_NONE) {
+        simple_reply(q, q->coord_error);
+        return;
+    }
     kop_group *gr;
     kop_member *m;
     int16_t error = member_check(g, group_id, generation, member_id, &gr, &m);
@@ -825,6 +882,10 @@ void kop_handle_leave_group(kop_req *q, kw_reader *r)
     if (kw_reader_error(r) != MG_OK) {
         kop_conn_proto_error(q->c, "bad_request", "malformed LeaveGroup request");
         kop_reply_none(q);
+        return;
+    }
+    if (q->coord_error != KE_NONE) {
+        simple_reply(q, q->coord_error);
         return;
     }
     kop_group *gr = group_find(g, group_id);

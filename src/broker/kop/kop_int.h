@@ -108,6 +108,7 @@ typedef struct kop_req kop_req;
 typedef struct kop_topic kop_topic;
 typedef struct kop_reader kop_reader;
 typedef struct kop_groups kop_groups;
+typedef void kop_handler_fn(kop_req *q, kw_reader *r);
 
 /* Per API key served: metrics children looked up once. */
 typedef struct kop_api_stats {
@@ -133,7 +134,9 @@ struct kop_server {
     void (*closed_cb)(void *arg);
     void *closed_arg;
     kop_groups *groups;
-    uv_timer_t sweep; /* closes idle readers */
+    uv_timer_t sweep;       /* closes idle readers */
+    mg_link forwards;       /* forward.c's requests in flight */
+    uint32_t forwards_open; /* and those whose handles still close */
 
     /* Producer ids: a block taken from the id sequence, handed out one by one. */
     int64_t pid_next, pid_end;
@@ -178,11 +181,19 @@ struct kop_req {
     size_t body_len;
     mg_buf *resp; /* the answer once ready (NULL: none yet, or none to send) */
     bool done;
-    bool error; /* answered with an error somewhere (counted) */
+    bool error;          /* answered with an error somewhere (counted) */
+    bool forwarded;      /* sent by another broker on behalf of a coordinator (forward.c) */
+    int16_t coord_error; /* group APIs: NOT_COORDINATOR when another broker coordinates the
+                            group, COORDINATOR_NOT_AVAILABLE when that is not known */
+    kop_handler_fn *handler;
 };
 
 /* --- server.c -------------------------------------------------------------------------------- */
 
+/* Frees the server once it closes and nothing is left (connections, forwarded requests). */
+void kop_server_maybe_closed(kop_server *k);
+/* The server closes: forwarded requests in flight fail (MG_ECLOSED) from the loop. */
+void kop_forwards_close(kop_server *k);
 void kop_conn_ref(kop_conn *c);
 void kop_conn_unref(kop_conn *c);
 void kop_conn_close(kop_conn *c, const char *reason);
@@ -225,6 +236,11 @@ int kop_topic_partitions(kop_server *k, const char *name, kop_partitions_cb cb, 
  * inside the call. */
 void kop_partition_open(kop_server *k, const char *name, size_t len, int32_t partition, bool create,
                         kop_resolve_cb cb, void *arg);
+/* The Pulsar topic of (name, partition) when it exists (metadata read, nothing opened or
+ * created): cb(KE_NONE, tn) or a Kafka error and NULL. */
+typedef void (*kop_name_cb)(int16_t error, const pw_topic_name *tn, void *arg);
+void kop_partition_name(kop_server *k, const char *name, size_t len, int32_t partition,
+                        kop_name_cb cb, void *arg);
 void kop_handle_metadata(kop_req *q, kw_reader *r);
 void kop_handle_create_topics(kop_req *q, kw_reader *r);
 void kop_handle_delete_topics(kop_req *q, kw_reader *r);
@@ -282,6 +298,22 @@ int kop_batch_to_entry(const kw_record_batch *kb, const char *producer_name, int
 int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records);
 
 /* --- group.c and offsets.c -------------------------------------------------------------------- */
+
+/* The client id of requests one broker sends another (forward.c): an OffsetCommit or
+ * OffsetFetch for a partition the receiver owns, on behalf of the group's coordinator. */
+#define KOP_FORWARD_CLIENT_ID "magnetar-coordinator"
+
+/* The Pulsar topic whose bundle's owner coordinates group_id (a name made of a hash of it, so any
+ * group id maps to a valid topic name): its owner is the group's coordinator in a cluster. */
+void kop_group_topic(const char *group_id, size_t len, pw_topic_name *out);
+/* Sends one request (a whole frame of frame_len bytes, its correlation id is the caller's) to the
+ * Kafka port at addr ("host:port") on a connection of its own and calls cb with the answer's
+ * body (after the correlation id), or an error (MG_ETIMEDOUT after KOP_FORWARD_TIMEOUT_MS,
+ * connection errors, MG_EPROTO). cb runs once, never inside the call. */
+#define KOP_FORWARD_TIMEOUT_MS 10000
+typedef void (*kop_forward_cb)(int status, const uint8_t *body, size_t len, void *arg);
+int kop_forward(kop_server *k, const char *addr, const uint8_t *frame, size_t frame_len,
+                kop_forward_cb cb, void *arg);
 
 int kop_groups_create(kop_server *k, kop_groups **out);
 void kop_groups_destroy(kop_groups *g);

@@ -149,6 +149,197 @@ static void part_fail(off_part *p, int16_t error)
     off_done(p->x);
 }
 
+/* ---- where a partition's offsets live ---------------------------------------------------------
+ * On the broker that owns the partition (its subscription's cursor is open there): a partition
+ * owned here is served here; one owned by another broker is forwarded to it (forward.c) as an
+ * offsets request of its own, with the group's generation already checked here. A forwarded
+ * request is never forwarded again (an owner that changed meanwhile answers
+ * NOT_LEADER_OR_FOLLOWER and the client retries). */
+
+typedef void (*part_forward_fn)(off_part *p, const char *addr);
+
+typedef struct route_ctx {
+    off_part *p;
+    kop_resolve_cb local;
+    part_forward_fn remote;
+} route_ctx;
+
+static void route_owner(int status, const char *kafka_addr, void *arg)
+{
+    route_ctx *rc = arg;
+    off_part *p = rc->p;
+    kop_resolve_cb local = rc->local;
+    part_forward_fn remote = rc->remote;
+    mg_free(rc);
+    if (status != MG_OK) {
+        part_fail(p, KE_COORDINATOR_NOT_AVAILABLE);
+    } else if (kafka_addr == NULL) {
+        kop_partition_open(p->x->q->c->k, p->topic, p->topic_len, p->partition, false, local, p);
+    } else if (p->x->q->forwarded) {
+        part_fail(p, KE_NOT_LEADER_OR_FOLLOWER);
+    } else {
+        remote(p, kafka_addr);
+    }
+}
+
+static void route_named(int16_t error, const pw_topic_name *tn, void *arg)
+{
+    route_ctx *rc = arg;
+    off_part *p = rc->p;
+    if (error != KE_NONE) {
+        kop_resolve_cb local = rc->local;
+        mg_free(rc);
+        local(error, NULL, p); /* reported as the local path reports it */
+        return;
+    }
+    int r = br_owner_kafka(p->x->q->c->k->b, tn, route_owner, rc);
+    if (r != MG_OK)
+        route_owner(r, NULL, rc);
+}
+
+static void part_route(off_part *p, kop_resolve_cb local, part_forward_fn remote)
+{
+    kop_server *k = p->x->q->c->k;
+    /* Open here already: owned here, no lookup. */
+    pw_topic_name tn;
+    for (int plain = 0; plain < 2; plain++) {
+        if (plain == 1 && p->partition != 0)
+            break;
+        if (kop_topic_name(p->topic, p->topic_len, plain ? -1 : p->partition, &tn) != KE_NONE)
+            break;
+        br_topic *t = br_topic_find(k->b, tn.full);
+        if (t != NULL && t->state == BR_TOPIC_OPEN) {
+            local(KE_NONE, t, p);
+            return;
+        }
+    }
+    route_ctx *rc = mg_calloc(1, sizeof(*rc));
+    if (rc == NULL) {
+        part_fail(p, KE_UNKNOWN_SERVER_ERROR);
+        return;
+    }
+    rc->p = p;
+    rc->local = local;
+    rc->remote = remote;
+    kop_partition_name(k, p->topic, p->topic_len, p->partition, route_named, rc);
+}
+
+/* Starts a forwarded request: [size][key][version][correlation id][client id], then the body
+ * the caller writes; kop_forward after. */
+static void fwd_begin(kw_writer *w, int16_t api_key, int16_t version)
+{
+    kw_writer_init(w, 0);
+    kw_write_i32(w, 0);
+    kw_write_i16(w, api_key);
+    kw_write_i16(w, version);
+    kw_write_i32(w, 1);
+    kw_write_string(w, KOP_FORWARD_CLIENT_ID);
+}
+
+static void fwd_send(off_part *p, const char *addr, kw_writer *w, kop_forward_cb cb)
+{
+    kw_writer_patch_size(w, 0);
+    int rc = w->error != MG_OK ? w->error : kop_forward(p->x->q->c->k, addr, w->buf, w->len, cb, p);
+    kw_writer_free(w);
+    if (rc != MG_OK) {
+        MG_WARN_LIMITED("kafka: cannot reach %s for the offsets of group %s: %s", addr, p->x->group,
+                        mg_strerror(rc));
+        part_fail(p, KE_COORDINATOR_NOT_AVAILABLE);
+    }
+}
+
+/* The answer of a forwarded request for one partition: [topics: 1][name][partitions: 1]
+ * [partition], then what follows (read by the caller). */
+static bool fwd_answer_head(kw_reader *r)
+{
+    if (kw_read_i32(r) != 1)
+        return false;
+    kw_read_string(r);
+    if (kw_read_i32(r) != 1)
+        return false;
+    kw_read_i32(r);
+    return kw_reader_error(r) == MG_OK;
+}
+
+static void commit_forwarded(int status, const uint8_t *body, size_t len, void *arg)
+{
+    off_part *p = arg;
+    if (status != MG_OK) {
+        MG_WARN_LIMITED("kafka: committing offsets of group %s through their owner failed: %s",
+                        p->x->group, mg_strerror(status));
+        part_fail(p, KE_COORDINATOR_NOT_AVAILABLE);
+        return;
+    }
+    kw_reader r;
+    kw_reader_init(&r, body, len);
+    int16_t error = KE_COORDINATOR_NOT_AVAILABLE;
+    if (fwd_answer_head(&r)) {
+        int16_t e = kw_read_i16(&r);
+        if (kw_reader_error(&r) == MG_OK)
+            error = e;
+    }
+    if (error != KE_NONE)
+        part_fail(p, error);
+    else
+        off_done(p->x);
+}
+
+static void forward_commit(off_part *p, const char *addr)
+{
+    kw_writer w;
+    fwd_begin(&w, KW_API_OFFSET_COMMIT, 2);
+    kw_write_string(&w, p->x->group);
+    kw_write_i32(&w, -1); /* generation: checked by the coordinator */
+    kw_write_string(&w, "");
+    kw_write_i64(&w, -1); /* retention_time_ms */
+    kw_write_i32(&w, 1);
+    kw_write_i16(&w, (int16_t)p->topic_len);
+    kw_write_bytes(&w, p->topic, p->topic_len);
+    kw_write_i32(&w, 1);
+    kw_write_i32(&w, p->partition);
+    kw_write_i64(&w, p->offset);
+    kw_write_string(&w, "");
+    fwd_send(p, addr, &w, commit_forwarded);
+}
+
+static void fetch_forwarded(int status, const uint8_t *body, size_t len, void *arg)
+{
+    off_part *p = arg;
+    if (status != MG_OK) {
+        part_fail(p, KE_COORDINATOR_NOT_AVAILABLE);
+        return;
+    }
+    kw_reader r;
+    kw_reader_init(&r, body, len);
+    int16_t error = KE_COORDINATOR_NOT_AVAILABLE;
+    int64_t offset = -1;
+    if (fwd_answer_head(&r)) {
+        offset = kw_read_i64(&r);
+        kw_read_string(&r); /* metadata */
+        int16_t e = kw_read_i16(&r);
+        if (kw_reader_error(&r) == MG_OK)
+            error = e;
+    }
+    p->offset = offset;
+    if (error != KE_NONE)
+        part_fail(p, error);
+    else
+        off_done(p->x);
+}
+
+static void forward_fetch(off_part *p, const char *addr)
+{
+    kw_writer w;
+    fwd_begin(&w, KW_API_OFFSET_FETCH, 1);
+    kw_write_string(&w, p->x->group);
+    kw_write_i32(&w, 1);
+    kw_write_i16(&w, (int16_t)p->topic_len);
+    kw_write_bytes(&w, p->topic, p->topic_len);
+    kw_write_i32(&w, 1);
+    kw_write_i32(&w, p->partition);
+    fwd_send(p, addr, &w, fetch_forwarded);
+}
+
 /* ---- commit ---------------------------------------------------------------------------------- */
 
 static void commit_written(int status, void *arg)
@@ -370,10 +561,12 @@ void kop_handle_offset_commit(kop_req *q, kw_reader *r)
         return;
     }
     int16_t error = KE_NONE;
-    if (group.len <= 0 || (size_t)group.len >= MC_NAME_BYTES_MAX ||
-        memchr(group.ptr, '/', (size_t)group.len) != NULL ||
-        (group.len == 1 && group.ptr[0] == '.') ||
-        (group.len == 2 && group.ptr[0] == '.' && group.ptr[1] == '.'))
+    if (q->coord_error != KE_NONE)
+        error = q->coord_error;
+    else if (group.len <= 0 || (size_t)group.len >= MC_NAME_BYTES_MAX ||
+             memchr(group.ptr, '/', (size_t)group.len) != NULL ||
+             (group.len == 1 && group.ptr[0] == '.') ||
+             (group.len == 2 && group.ptr[0] == '.' && group.ptr[1] == '.'))
         error = KE_INVALID_GROUP_ID;
     else
         error = kop_group_commit_check(c->k->groups, group, generation, member);
@@ -390,7 +583,7 @@ void kop_handle_offset_commit(kop_req *q, kw_reader *r)
             continue;
         }
         x->pending++;
-        kop_partition_open(c->k, p->topic, p->topic_len, p->partition, false, commit_topic, p);
+        part_route(p, commit_topic, forward_commit);
     }
     off_done(x);
 }
@@ -541,10 +734,10 @@ void kop_handle_offset_fetch(kop_req *q, kw_reader *r)
     }
     kop_conn_ref(c);
     x->pending = 1;
-    if (!group_ok) {
-        x->error = KE_INVALID_GROUP_ID;
+    if (!group_ok || q->coord_error != KE_NONE) {
+        x->error = group_ok ? q->coord_error : KE_INVALID_GROUP_ID;
         for (size_t i = 0; i < x->count; i++)
-            x->parts[i].error = KE_INVALID_GROUP_ID;
+            x->parts[i].error = x->error;
         off_done(x);
         return;
     }
@@ -553,7 +746,7 @@ void kop_handle_offset_fetch(kop_req *q, kw_reader *r)
     for (size_t i = 0; i < x->count; i++) {
         off_part *p = &x->parts[i];
         x->pending++;
-        kop_partition_open(c->k, p->topic, p->topic_len, p->partition, false, fetch_topic, p);
+        part_route(p, fetch_topic, forward_fetch);
     }
     off_done(x);
 }

@@ -68,9 +68,9 @@ void kop_conn_ref(kop_conn *c)
     c->refs++;
 }
 
-static void server_maybe_closed(kop_server *k)
+void kop_server_maybe_closed(kop_server *k)
 {
-    if (!k->closing || k->close_pending > 0 || !mg_list_empty(&k->conns))
+    if (!k->closing || k->close_pending > 0 || !mg_list_empty(&k->conns) || k->forwards_open > 0)
         return;
     void (*cb)(void *) = k->closed_cb;
     void *arg = k->closed_arg;
@@ -94,7 +94,7 @@ void kop_conn_unref(kop_conn *c)
     if (k->m_connections)
         mg_gauge_set(k->m_connections, k->conn_count);
     mg_free(c);
-    server_maybe_closed(k);
+    kop_server_maybe_closed(k);
 }
 
 static void conn_handle_closed(uv_handle_t *h)
@@ -289,6 +289,60 @@ static void handle_api_versions(kop_req *q, kw_reader *r)
 
 /* ---- requests -------------------------------------------------------------------------------- */
 
+static void run_handler(kop_req *q)
+{
+    kw_reader body;
+    kw_reader_init(&body, q->body, q->body_len);
+    q->handler(q, &body);
+}
+
+/* The group APIs name their group first; they are served by the group's coordinator only (the
+ * owner of kop_group_topic's bundle), except the offsets requests another broker forwards. */
+static bool needs_coordinator(const kop_req *q)
+{
+    switch (q->api_key) {
+    case KW_API_JOIN_GROUP:
+    case KW_API_SYNC_GROUP:
+    case KW_API_HEARTBEAT:
+    case KW_API_LEAVE_GROUP:
+        return true;
+    case KW_API_OFFSET_COMMIT:
+    case KW_API_OFFSET_FETCH:
+        return !q->forwarded;
+    default:
+        return false;
+    }
+}
+
+static void coordinator_found(int status, const char *kafka_addr, void *arg)
+{
+    kop_req *q = arg;
+    kop_conn *c = q->c;
+    if (status != MG_OK)
+        q->coord_error = KE_COORDINATOR_NOT_AVAILABLE;
+    else if (kafka_addr != NULL)
+        q->coord_error = KE_NOT_COORDINATOR;
+    run_handler(q);
+    kop_conn_unref(c);
+}
+
+static void coordinator_check(kop_req *q)
+{
+    kw_reader r;
+    kw_reader_init(&r, q->body, q->body_len);
+    kw_str group = kw_read_string(&r);
+    if (kw_reader_error(&r) != MG_OK || group.len <= 0) {
+        run_handler(q); /* the handler refuses it */
+        return;
+    }
+    pw_topic_name tn;
+    kop_group_topic(group.ptr, (size_t)group.len, &tn);
+    kop_conn_ref(q->c);
+    int rc = br_owner_kafka(q->c->k->b, &tn, coordinator_found, q);
+    if (rc != MG_OK)
+        coordinator_found(rc, NULL, q);
+}
+
 /* Handles the frame p[0, len) of c->rbuf. Returns false when the connection closed. */
 static bool conn_request(kop_conn *c, const uint8_t *p, size_t len)
 {
@@ -347,10 +401,14 @@ static bool conn_request(kop_conn *c, const uint8_t *p, size_t len)
         conn_send_ready(c);
         return false;
     }
-    kw_reader body;
-    kw_reader_init(&body, q->body, q->body_len);
+    q->forwarded = h.client_id.len == (int32_t)strlen(KOP_FORWARD_CLIENT_ID) &&
+                   memcmp(h.client_id.ptr, KOP_FORWARD_CLIENT_ID, (size_t)h.client_id.len) == 0;
+    q->handler = api->fn;
     kop_conn_ref(c);
-    api->fn(q, &body);
+    if (needs_coordinator(q))
+        coordinator_check(q);
+    else
+        run_handler(q);
     bool open = !c->closing;
     kop_conn_unref(c);
     return open;
@@ -547,6 +605,7 @@ int kop_start(br_broker *b, const char *host, uint16_t port, kop_server **out)
     k->b = b;
     k->loop = b->loop;
     mg_list_init(&k->conns);
+    mg_list_init(&k->forwards);
     snprintf(k->advertised, sizeof(k->advertised), "%s", b->advertised);
     int rc = kop_groups_create(k, &k->groups);
     if (rc != MG_OK) {
@@ -586,7 +645,7 @@ static void listener_closed(void *arg)
     kop_server *k = arg;
     MG_ASSERT(k->close_pending > 0);
     k->close_pending--;
-    server_maybe_closed(k);
+    kop_server_maybe_closed(k);
 }
 
 static void sweep_closed(uv_handle_t *h)
@@ -608,5 +667,6 @@ void kop_close(kop_server *k, void (*closed)(void *arg), void *arg)
         l = l->next;
         kop_conn_close(c, NULL);
     }
-    server_maybe_closed(k);
+    kop_forwards_close(k);
+    kop_server_maybe_closed(k);
 }

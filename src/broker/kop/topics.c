@@ -171,6 +171,7 @@ typedef struct open_ctx {
     int32_t partition;
     bool create;
     kop_resolve_cb cb;
+    kop_name_cb name_cb; /* kop_partition_name: the name only, nothing opened */
     void *arg;
 } open_ctx;
 
@@ -200,6 +201,11 @@ static void partition_opened(int status, br_topic *t, void *arg)
 
 static void open_topic(open_ctx *x, const pw_topic_name *tn)
 {
+    if (x->name_cb != NULL) {
+        x->name_cb(KE_NONE, tn, x->arg);
+        mg_free(x);
+        return;
+    }
     int rc = br_topic_get(x->k->b, tn, partition_opened, x);
     if (rc != MG_OK) {
         x->cb(open_error(rc), NULL, x->arg);
@@ -214,7 +220,10 @@ static void open_partitions_found(int status, int partitions, void *arg)
     size_t len = strlen(x->name);
     if (status != MG_OK) {
         MG_WARN_LIMITED("kafka: cannot look topic %s up: %s", x->name, mg_strerror(status));
-        x->cb(KE_LEADER_NOT_AVAILABLE, NULL, x->arg);
+        if (x->name_cb != NULL)
+            x->name_cb(KE_LEADER_NOT_AVAILABLE, NULL, x->arg);
+        else
+            x->cb(KE_LEADER_NOT_AVAILABLE, NULL, x->arg);
         mg_free(x);
         return;
     }
@@ -228,8 +237,39 @@ static void open_partitions_found(int status, int partitions, void *arg)
         open_topic(x, &tn);
         return;
     }
-    x->cb(KE_UNKNOWN_TOPIC_OR_PARTITION, NULL, x->arg);
+    if (x->name_cb != NULL)
+        x->name_cb(KE_UNKNOWN_TOPIC_OR_PARTITION, NULL, x->arg);
+    else
+        x->cb(KE_UNKNOWN_TOPIC_OR_PARTITION, NULL, x->arg);
     mg_free(x);
+}
+
+void kop_partition_name(kop_server *k, const char *name, size_t len, int32_t partition,
+                        kop_name_cb cb, void *arg)
+{
+    pw_topic_name tn;
+    int16_t err =
+        partition < 0 ? KE_UNKNOWN_TOPIC_OR_PARTITION : kop_topic_name(name, len, partition, &tn);
+    if (err != KE_NONE) {
+        cb(err, NULL, arg);
+        return;
+    }
+    open_ctx *x = mg_calloc(1, sizeof(*x));
+    if (x == NULL) {
+        cb(KE_UNKNOWN_SERVER_ERROR, NULL, arg);
+        return;
+    }
+    x->k = k;
+    memcpy(x->name, name, len);
+    x->name[len] = '\0';
+    x->partition = partition;
+    x->name_cb = cb;
+    x->arg = arg;
+    int rc = kop_topic_partitions(k, x->name, open_partitions_found, x);
+    if (rc != MG_OK) {
+        mg_free(x);
+        cb(KE_UNKNOWN_SERVER_ERROR, NULL, arg);
+    }
 }
 
 void kop_partition_open(kop_server *k, const char *name, size_t len, int32_t partition, bool create,
