@@ -470,9 +470,10 @@ int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status,
                          void *arg);
 /* Acknowledges everything up to pos (with ack_set: up to just before pos, whose messages
  * whose bit is clear are acknowledged too) and writes the cursor; cb after the write. For
- * Kafka offset commits moving forward. MG_ESTATE while the cursor opens or resets. */
+ * Kafka offset commits moving forward; acked_msgs >= 0: the exact count of messages now
+ * acknowledged (mc_set_acked_messages). MG_ESTATE while the cursor opens or resets. */
 int br_sub_ack_upto(br_sub *s, ml_position pos, const uint64_t *ack_set, size_t words,
-                    void (*cb)(int status, void *arg), void *arg);
+                    int64_t acked_msgs, void (*cb)(int status, void *arg), void *arg);
 /* Moves the mark-delete position to just before pos and the read position to pos, every
  * acknowledgement above cleared (persisted before cb), as a reset by time does. */
 int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, void *arg),

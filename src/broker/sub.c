@@ -1590,13 +1590,15 @@ int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), 
 }
 
 int br_sub_ack_upto(br_sub *s, ml_position pos, const uint64_t *ack_set, size_t words,
-                    void (*cb)(int status, void *arg), void *arg)
+                    int64_t acked_msgs, void (*cb)(int status, void *arg), void *arg)
 {
     if (s->cursor == NULL || s->resetting)
         return MG_ESTATE;
     int rc = mc_ack_cumulative(s->cursor, pos, ack_set, words);
     if (rc != MG_OK)
         return rc;
+    if (acked_msgs >= 0)
+        mc_set_acked_messages(s->cursor, acked_msgs);
     for (size_t j = 0; j < s->pending.cap; j++) {
         br_pending *p = &s->pending.slots[j];
         if (p->used && mc_is_acked(s->cursor, p->pos)) {

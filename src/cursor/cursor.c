@@ -1132,6 +1132,17 @@ static void open_fresh_continue(mc_cursor *c, int status)
  * log does not say whether older ledgers were trimmed, so the first entry is assumed to hold
  * one message (A = its index); the error, at most its message count - 1, disappears when that
  * entry is acknowledged (it then counts one message). Exact for unbatched first entries. */
+void mc_set_acked_messages(mc_cursor *c, int64_t acked)
+{
+    if (acked < 0)
+        acked = 0;
+    if (c->acked_msgs == acked)
+        return;
+    c->acked_msgs = acked;
+    c->dirty = true;
+    schedule_persist(c);
+}
+
 static void first_read_done(int status, const ml_entry *entries, size_t count, void *arg)
 {
     mc_cursor *c = arg;

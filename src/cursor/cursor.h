@@ -238,6 +238,10 @@ int mc_reset_to_position(mc_cursor *cursor, ml_position pos, mc_done_cb cb, void
  * (ml_find_by_time; past the end: M = the last entry). */
 int mc_reset_to_time(mc_cursor *cursor, int64_t timestamp_ms, mc_done_cb cb, void *arg);
 
+/* Sets the count of messages acknowledged (A, see "Message backlog") when the caller knows it
+ * exactly: a Kafka consumer group's commit of offset O acknowledges exactly the messages with
+ * an index below O (broker/kop/offsets.c). Written with the next state write. Never fails. */
+void mc_set_acked_messages(mc_cursor *cursor, int64_t acked);
 /* --- state ----------------------------------------------------------------------------------- */
 
 ml_position mc_mark_delete_position(const mc_cursor *cursor);

@@ -234,6 +234,18 @@ void kw_write_record(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta
                      int32_t key_len, const void *value, int32_t value_len,
                      const char *const *headers, uint32_t header_count);
 
+/* Reads a message set of magic 0 or 1 (Produce v0-v2: legacy.c says why the shim serves them)
+ * p[0, n) into records of magic 2 appended to records (kw_write_record; an empty writer), and
+ * describes them in *out as the uncompressed batch of magic 2 holding them (base offset 0, no
+ * producer id, records pointing into records' buffer). Compressed wrapper messages (gzip,
+ * snappy, lz4) are read through, one level deep, decompressing at most out_max bytes each.
+ * Returns MG_OK; MG_ECORRUPT (a message's CRC-32 does not match, or its compressed value does
+ * not decompress: Kafka's CORRUPT_MESSAGE); MG_EPROTO (malformed, a magic other than 0 or 1, an
+ * empty set); MG_ELIMIT (more than KW_RECORDS_MAX records, or a decompressed set over
+ * out_max); MG_ENOMEM. */
+int kw_message_set_to_records(const uint8_t *p, size_t n, size_t out_max, kw_writer *records,
+                              kw_record_batch *out);
+
 /* The name of an API key for logs and metric labels ("Produce", "ApiVersions", ...; "Unknown"). */
 const char *kw_api_name(int16_t api_key);
 

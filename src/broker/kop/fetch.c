@@ -121,6 +121,11 @@ static void reader_opened(int status, mc_cursor *cursor, void *arg)
 static void reader_get(kop_conn *c, br_topic *t, void (*cb)(kop_reader *rd, int status, void *arg),
                        void *arg)
 {
+    if (c->closing) {
+        /* Its readers were closed with it: no new one (it would outlive the connection). */
+        cb(NULL, MG_ECLOSED, arg);
+        return;
+    }
     kop_topic *kt = kop_topic_of(t);
     if (kt == NULL) {
         cb(NULL, MG_ENOMEM, arg);
@@ -464,6 +469,32 @@ static void part_reader(kop_reader *rd, int status, void *arg)
         part_found(rc, (ml_position){ -1, -1 }, p);
 }
 
+static void part_read_topic(fetch_part *p);
+
+/* The first entry's first offset: the log start offset. */
+static void log_start_read(int status, const ml_entry *entries, size_t count, void *arg)
+{
+    fetch_part *p = arg;
+    kop_topic *kt = p->t->kop;
+    if (kt != NULL && status == MG_OK && count > 0) {
+        pw_payload pl;
+        int32_t n = 1;
+        const ml_entry *e = &entries[0];
+        if (pw_payload_parse(mg_buf_data(e->buf) + e->payload_off, e->payload_len, false, &pl) ==
+            MG_OK)
+            n = pl.num_messages;
+        kt->log_start = e->index - n + 1;
+        kt->log_start_pos = e->position;
+        kt->log_start_known = true;
+    } else if (kt != NULL && status == MG_OK) {
+        /* Nothing stored any more: the log starts at the high watermark. */
+        kt->log_start = ml_messages_total(p->t->ml);
+        kt->log_start_pos = ml_first_position(p->t->ml);
+        kt->log_start_known = true;
+    }
+    part_read_topic(p);
+}
+
 static void part_with_topic(fetch_part *p)
 {
     br_topic *t = p->t;
@@ -472,7 +503,29 @@ static void part_with_topic(fetch_part *p)
         fetch_round_done(p->x);
         return;
     }
+    kop_topic *kt = kop_topic_of(t);
+    ml_position first = ml_first_position(t->ml);
+    if (kt != NULL && ml_entries_total(t->ml) > 0 &&
+        (!kt->log_start_known || ml_position_cmp(first, kt->log_start_pos) != 0)) {
+        if (pf_read(t->pf, first, 1, 1, log_start_read, p) == MG_OK)
+            return;
+    }
+    part_read_topic(p);
+}
+
+static void part_read_topic(fetch_part *p)
+{
+    br_topic *t = p->t;
+    if (t->state != BR_TOPIC_OPEN) {
+        p->error = KE_NOT_LEADER_OR_FOLLOWER;
+        fetch_round_done(p->x);
+        return;
+    }
+    kop_topic *kt = t->kop;
     p->hw = ml_messages_total(t->ml);
+    p->log_start = kt != NULL && kt->log_start_known ? kt->log_start : 0;
+    if (ml_entries_total(t->ml) == 0)
+        p->log_start = p->hw;
     if (p->offset < 0 || p->offset > p->hw) {
         p->error = KE_OFFSET_OUT_OF_RANGE;
         fetch_round_done(p->x);

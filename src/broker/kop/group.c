@@ -1001,7 +1001,10 @@ int16_t kop_group_commit_check(kop_groups *g, kw_str group_id, int32_t generatio
     if (m == NULL)
         return KE_UNKNOWN_MEMBER_ID;
     m->last_seen_ms = now_ms(g);
-    if (gr->state == GS_PREPARING)
+    /* As Kafka's coordinator: while preparing a rebalance the members of the current generation
+     * still commit (what they commit as their partitions are revoked is not lost); once the
+     * join completed, a new generation is being handed out. */
+    if (gr->state == GS_COMPLETING)
         return KE_REBALANCE_IN_PROGRESS;
     if (generation != gr->generation)
         return KE_ILLEGAL_GENERATION;

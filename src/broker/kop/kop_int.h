@@ -263,6 +263,11 @@ struct kop_topic {
     int64_t seq;     /* Pulsar sequence ids of non-idempotent Kafka batches */
     kop_producer_state *producers;
     size_t producer_count, producer_cap;
+    /* The first offset still stored (Fetch's log_start_offset), for the first position it was
+     * read at; read again when retention moved the first position. */
+    int64_t log_start;
+    ml_position log_start_pos;
+    bool log_start_known;
 };
 
 kop_topic *kop_topic_of(br_topic *t); /* NULL when out of memory */

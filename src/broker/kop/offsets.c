@@ -357,7 +357,7 @@ static void commit_written(int status, void *arg)
 static void commit_ack(off_part *p)
 {
     int rc = br_sub_ack_upto(p->s, p->pos, p->partial ? p->ack_set : NULL,
-                             p->partial ? p->words : 0, commit_written, p);
+                             p->partial ? p->words : 0, p->offset, commit_written, p);
     if (rc != MG_OK)
         part_fail(p, rc == MG_ESTATE ? KE_COORDINATOR_LOAD_IN_PROGRESS : KE_UNKNOWN_SERVER_ERROR);
 }
@@ -369,10 +369,12 @@ static void commit_reset_done(int status, void *arg)
         commit_written(status, p);
         return;
     }
-    if (p->partial)
+    if (p->partial) {
         commit_ack(p);
-    else
+    } else {
+        mc_set_acked_messages(p->s->cursor, p->offset);
         off_done(p->x);
+    }
 }
 
 /* The entry holding the committed offset, read: where the mark-delete position goes. */
@@ -456,6 +458,7 @@ static void commit_with_sub(off_part *p)
         ml_position last = ml_last_position(ml);
         ml_position m = mc_mark_delete_position(p->s->cursor);
         if (last.ledger_id < 0 || ml_position_cmp(last, m) <= 0) {
+            mc_set_acked_messages(p->s->cursor, p->offset);
             int rc = mc_cursor_flush(p->s->cursor, commit_written, p);
             if (rc != MG_OK)
                 part_fail(p, KE_COORDINATOR_LOAD_IN_PROGRESS);

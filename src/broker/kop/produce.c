@@ -74,7 +74,14 @@ static void prod_reply(prod_ctx *x)
     kop_req *q = x->q;
     kop_conn *conn = q->c; /* q is freed once answered */
     if (x->acks == 0) {
+        /* No answer; a producer with acks 0 learns of an error only by the connection closing,
+         * as Kafka's broker closes it. */
+        bool failed = false;
+        for (size_t i = 0; i < x->count; i++)
+            failed = failed || x->parts[i].error != KE_NONE;
         kop_reply_none(q);
+        if (failed)
+            kop_conn_close(conn, "a produce with acks 0 failed");
     } else {
         kw_writer w;
         kop_reply_begin(q, &w);
@@ -98,13 +105,15 @@ static void prod_reply(prod_ctx *x)
                 kw_write_i16(&w, pp->error);
                 kop_req_error(q, pp->error);
                 kw_write_i64(&w, pp->error == KE_NONE ? pp->base_offset : -1);
-                kw_write_i64(&w, -1); /* log_append_time_ms: CreateTime */
+                if (q->version >= 2)
+                    kw_write_i64(&w, -1); /* log_append_time_ms: CreateTime */
                 if (q->version >= 5)
                     kw_write_i64(&w, -1); /* log_start_offset: not tracked */
             }
             i = end;
         }
-        kw_write_i32(&w, 0); /* throttle_time_ms */
+        if (q->version >= 1)
+            kw_write_i32(&w, 0); /* throttle_time_ms */
         kop_reply_end(q, &w);
     }
     kop_conn_unref(conn);
@@ -274,75 +283,83 @@ static void batch_stored(int status, ml_position pos, int64_t index, void *arg)
         part_done(x);
 }
 
-/* Stores the batches of one partition in order (each is added at once: the managed ledger
- * keeps the order of adds). */
-static void part_store(prod_ctx *x, prod_part *pp, br_topic *t)
+/* One batch of a partition, read and converted, not stored yet. */
+typedef struct prep_batch {
+    mg_buf *entry;
+    int32_t count;
+    int64_t producer_id;
+    int16_t epoch;
+    int32_t base_seq;
+    int64_t dup_offset; /* >= 0: a retry of the last batch stored: answered, not stored */
+    bool checked;       /* counted in the producer's state (undone if a later one fails) */
+} prep_batch;
+
+static void count_refused(kop_conn *c, const char *reason)
+{
+    kop_server *k = c->k;
+    if (k->m_proto_errors) {
+        const char *labels[] = { reason };
+        mg_counter *ctr = mg_metrics_counter(k->m_proto_errors, labels);
+        if (ctr)
+            mg_counter_inc(ctr);
+    }
+}
+
+/* Reads and converts every batch of the partition's records (at most KOP_BATCHES_MAX): any
+ * batch refused refuses them all, as Kafka validates a partition's records before appending
+ * any. Returns KE_NONE and the batches, or the error. */
+#define KOP_BATCHES_MAX 64
+static int16_t part_prepare(prod_ctx *x, prod_part *pp, br_topic *t, kop_topic *kt, prep_batch *v,
+                            size_t *count)
 {
     kop_conn *c = x->q->c;
-    kop_topic *kt = kop_topic_of(t);
-    if (kt == NULL) {
-        part_fail(x, pp, KE_UNKNOWN_SERVER_ERROR);
-        return;
-    }
     size_t off = 0;
-    pp->batches_pending = 1; /* held while adding */
+    *count = 0;
     while (off < pp->records_len) {
+        if (*count == KOP_BATCHES_MAX)
+            return KE_RECORD_LIST_TOO_LARGE;
         kw_record_batch kb;
         size_t blen;
-        int rc = kw_record_batch_parse(pp->records + off, pp->records_len - off, &kb, &blen);
+        int rc;
+        kw_writer legacy;
+        kw_writer_init(&legacy, KW_DECOMPRESSED_BYTES_MAX);
+        if (pp->records_len - off > 16 && pp->records[off + 16] < 2) {
+            /* A message set of magic 0 or 1 (Produce v0-v2): all of it, one entry. */
+            rc = kw_message_set_to_records(pp->records + off, pp->records_len - off,
+                                           KW_DECOMPRESSED_BYTES_MAX, &legacy, &kb);
+            blen = pp->records_len - off;
+        } else {
+            rc = kw_record_batch_parse(pp->records + off, pp->records_len - off, &kb, &blen);
+        }
+        int16_t error = KE_NONE;
         if (rc != MG_OK) {
-            /* A CRC that does not match, or bytes that are not a batch of magic 2: nothing of
-             * this partition's batches from here is stored. */
-            kop_server *k = c->k;
-            if (k->m_proto_errors) {
-                const char *labels[] = { rc == MG_ECORRUPT ? "crc" : "bad_batch" };
-                mg_counter *ctr = mg_metrics_counter(k->m_proto_errors, labels);
-                if (ctr)
-                    mg_counter_inc(ctr);
-            }
+            count_refused(c, rc == MG_ECORRUPT ? "crc" : "bad_batch");
             MG_INFO_LIMITED("kafka: %s from %s for %s: refused (CORRUPT_MESSAGE)",
                             rc == MG_ECORRUPT ? "a record batch whose CRC does not match"
                                               : "malformed records",
                             c->peer, t->name.full);
-            part_fail(x, pp, KE_CORRUPT_MESSAGE);
-            break;
+            error = rc == MG_ELIMIT ? KE_MESSAGE_TOO_LARGE : KE_CORRUPT_MESSAGE;
+        } else if ((kb.attributes & 0x30) != 0) {
+            error = KE_UNSUPPORTED_FOR_MESSAGE_FORMAT; /* transactional or control */
+        } else if (blen > t->b->opts.message_bytes_max) {
+            error = KE_MESSAGE_TOO_LARGE;
+        } else if (kb.records_count != kb.last_offset_delta + 1 || kb.records_count < 1) {
+            error = KE_CORRUPT_MESSAGE;
+        }
+        if (error != KE_NONE) {
+            kw_writer_free(&legacy);
+            return error;
         }
         off += blen;
-        if ((kb.attributes & 0x30) != 0) {
-            part_fail(x, pp, KE_UNSUPPORTED_FOR_MESSAGE_FORMAT); /* transactional or control */
-            break;
-        }
-        if (blen > t->b->opts.message_bytes_max) {
-            part_fail(x, pp, KE_MESSAGE_TOO_LARGE);
-            break;
-        }
-        if (kb.records_count != kb.last_offset_delta + 1 || kb.records_count < 1) {
-            part_fail(x, pp, KE_CORRUPT_MESSAGE);
-            break;
-        }
-        if (t->state != BR_TOPIC_OPEN) {
-            part_fail(x, pp, KE_NOT_LEADER_OR_FOLLOWER);
-            break;
-        }
-        int64_t dup = -1;
-        bool idem = kb.producer_id >= 0;
-        if (idem) {
-            int16_t e = pstate_check(kt, &kb, &dup);
-            if (e != KE_NONE) {
-                part_fail(x, pp, e);
-                break;
-            }
-            if (dup >= 0) {
-                if (!pp->offset_set) {
-                    pp->base_offset = dup;
-                    pp->offset_set = true;
-                }
-                continue;
-            }
-        }
+        prep_batch *b = &v[(*count)++];
+        memset(b, 0, sizeof(*b));
+        b->producer_id = kb.producer_id >= 0 ? kb.producer_id : -1;
+        b->epoch = kb.producer_epoch;
+        b->base_seq = kb.base_sequence;
+        b->dup_offset = -1;
         char pname[96];
         int64_t seq;
-        if (idem) {
+        if (b->producer_id >= 0) {
             snprintf(pname, sizeof(pname), "kafka-%" PRId64, kb.producer_id);
             seq = kb.base_sequence;
         } else {
@@ -350,44 +367,110 @@ static void part_store(prod_ctx *x, prod_part *pp, br_topic *t)
             seq = kt->seq;
             kt->seq += kb.records_count;
         }
-        mg_buf *entry = NULL;
-        int32_t count = 0;
-        rc = kop_batch_to_entry(&kb, pname, seq, mg_clock_wall_ms(), &entry, &count);
-        batch_op *op = rc == MG_OK ? mg_calloc(1, sizeof(*op)) : NULL;
-        if (rc == MG_OK && op == NULL)
-            rc = MG_ENOMEM;
-        if (rc == MG_OK) {
+        rc = kop_batch_to_entry(&kb, pname, seq, mg_clock_wall_ms(), &b->entry, &b->count);
+        kw_writer_free(&legacy);
+        if (rc != MG_OK) {
+            if (rc == MG_ECORRUPT || rc == MG_EPROTO)
+                count_refused(c, "bad_batch");
+            return rc == MG_EPROTO || rc == MG_ECORRUPT ? KE_CORRUPT_MESSAGE
+                   : rc == MG_ELIMIT                    ? KE_MESSAGE_TOO_LARGE
+                                                        : KE_UNKNOWN_SERVER_ERROR;
+        }
+    }
+    /* Idempotent producers: every batch's sequence checked before any is stored. */
+    for (size_t i = 0; i < *count; i++) {
+        prep_batch *b = &v[i];
+        if (b->producer_id < 0)
+            continue;
+        kw_record_batch kb = { 0 };
+        kb.producer_id = b->producer_id;
+        kb.producer_epoch = b->epoch;
+        kb.base_sequence = b->base_seq;
+        kb.last_offset_delta = b->count - 1;
+        int16_t e = pstate_check(kt, &kb, &b->dup_offset);
+        if (e != KE_NONE) {
+            for (size_t j = i; j-- > 0;) {
+                if (!v[j].checked)
+                    continue;
+                batch_op undo = { .producer_id = v[j].producer_id,
+                                  .epoch = v[j].epoch,
+                                  .base_seq = v[j].base_seq };
+                pstate_stored(kt, &undo, -1, false);
+            }
+            return e;
+        }
+        b->checked = b->dup_offset < 0;
+    }
+    return KE_NONE;
+}
+
+/* Stores the batches of one partition in order (each is added at once: the managed ledger
+ * keeps the order of adds), once all of them were read, converted and checked. */
+static void part_store(prod_ctx *x, prod_part *pp, br_topic *t)
+{
+    kop_topic *kt = kop_topic_of(t);
+    if (kt == NULL) {
+        part_fail(x, pp, KE_UNKNOWN_SERVER_ERROR);
+        return;
+    }
+    if (t->state != BR_TOPIC_OPEN) {
+        part_fail(x, pp, KE_NOT_LEADER_OR_FOLLOWER);
+        return;
+    }
+    prep_batch v[KOP_BATCHES_MAX];
+    size_t n = 0;
+    int16_t error = part_prepare(x, pp, t, kt, v, &n);
+    pp->batches_pending = 1; /* held while adding */
+    for (size_t i = 0; i < n; i++) {
+        prep_batch *b = &v[i];
+        if (error != KE_NONE) {
+            mg_buf_unref(b->entry);
+            continue;
+        }
+        if (b->dup_offset >= 0) {
+            if (!pp->offset_set) {
+                pp->base_offset = b->dup_offset;
+                pp->offset_set = true;
+            }
+            mg_buf_unref(b->entry);
+            continue;
+        }
+        int rc = MG_ENOMEM;
+        batch_op *op = mg_calloc(1, sizeof(*op));
+        if (op != NULL) {
             op->x = x;
             op->pp = pp;
             op->t = t;
-            op->producer_id = idem ? kb.producer_id : -1;
-            op->epoch = kb.producer_epoch;
-            op->base_seq = kb.base_sequence;
-            op->count = count;
-            op->bytes = mg_buf_len(entry);
+            op->producer_id = b->producer_id;
+            op->epoch = b->epoch;
+            op->base_seq = b->base_seq;
+            op->count = b->count;
+            op->bytes = mg_buf_len(b->entry);
             op->start_ns = uv_hrtime();
-            rc = ml_add(t->ml, entry, 0, mg_buf_len(entry), count, batch_stored, op);
+            rc = ml_add(t->ml, b->entry, 0, mg_buf_len(b->entry), b->count, batch_stored, op);
         }
-        mg_buf_unref(entry);
+        mg_buf_unref(b->entry);
         if (rc != MG_OK) {
             mg_free(op);
-            if (idem) {
-                batch_op tmp = { .producer_id = kb.producer_id,
-                                 .epoch = kb.producer_epoch,
-                                 .base_seq = kb.base_sequence };
-                pstate_stored(kt, &tmp, -1, false);
+            /* This one and the ones after it are not stored: their sequences go back. */
+            for (size_t j = i; j < n; j++) {
+                if (!v[j].checked)
+                    continue;
+                batch_op undo = { .producer_id = v[j].producer_id,
+                                  .epoch = v[j].epoch,
+                                  .base_seq = v[j].base_seq };
+                pstate_stored(kt, &undo, -1, false);
+                v[j].checked = false;
             }
-            part_fail(x, pp,
-                      rc == MG_EPROTO || rc == MG_ECORRUPT ? KE_CORRUPT_MESSAGE
-                      : rc == MG_ELIMIT                    ? KE_MESSAGE_TOO_LARGE
-                      : ml_is_terminated(t->ml)            ? KE_INVALID_REQUEST
-                                                           : store_error(rc));
-            break;
+            error = ml_is_terminated(t->ml) ? KE_INVALID_REQUEST : store_error(rc);
+            continue;
         }
         br_topic_ref(t);
         t->sends_inflight++;
         pp->batches_pending++;
     }
+    if (error != KE_NONE)
+        part_fail(x, pp, error);
     if (--pp->batches_pending == 0)
         part_done(x);
 }
@@ -411,7 +494,9 @@ static void part_opened(int16_t error, br_topic *t, void *arg)
 void kop_handle_produce(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
-    kw_str txn = kw_read_string(r);
+    kw_str txn = { NULL, -1 };
+    if (q->version >= 3)
+        txn = kw_read_string(r);
     int16_t acks = kw_read_i16(r);
     kw_read_i32(r); /* timeout_ms */
     int32_t topics = kw_read_i32(r);

@@ -28,9 +28,11 @@ typedef struct kop_api {
 static void handle_api_versions(kop_req *q, kw_reader *r);
 
 /* Versions: ../shared/REFERENCE.md §3 and docs/kafka.md (none of these is flexible except
- * ApiVersions v3, whose answer uses header v0 anyway). */
+ * ApiVersions v3, whose answer uses header v0 anyway). Produce starts at v0, with the message
+ * sets of magic 0 and 1 (src/kafka/legacy.c): librdkafka up to 2.11 compresses with gzip,
+ * snappy or lz4 only for a broker whose Produce versions start at 0. */
 static const kop_api apis[] = {
-    { KW_API_PRODUCE, 3, 7, kop_handle_produce },
+    { KW_API_PRODUCE, 0, 7, kop_handle_produce },
     { KW_API_FETCH, 4, 11, kop_handle_fetch },
     { KW_API_LIST_OFFSETS, 0, 2, kop_handle_list_offsets },
     { KW_API_METADATA, 0, 4, kop_handle_metadata },

@@ -556,6 +556,21 @@ static void meta_created(int16_t error, br_topic *t, void *arg)
     meta_one_done(x);
 }
 
+static void meta_create_owner(int status, const char *kafka_addr, void *arg)
+{
+    meta_item *it = arg;
+    meta_ctx *x = it->x;
+    meta_topic *m = &x->topics[it->i];
+    if (status == MG_OK && kafka_addr == NULL) {
+        kop_partition_open(x->q->c->k, m->name, strlen(m->name), 0, true, meta_created, it);
+        return;
+    }
+    m->error = status == MG_OK ? KE_NONE : KE_LEADER_NOT_AVAILABLE;
+    m->partitions = 0;
+    mg_free(it);
+    meta_one_done(x);
+}
+
 static void meta_found(int status, int partitions, void *arg)
 {
     meta_item *it = arg;
@@ -566,9 +581,14 @@ static void meta_found(int status, int partitions, void *arg)
     } else if (partitions >= 0) {
         m->partitions = partitions;
     } else if (x->auto_create) {
-        /* Created as Kafka's auto.create.topics.enable does (one partition): a plain topic. */
-        kop_partition_open(x->q->c->k, m->name, strlen(m->name), 0, true, meta_created, it);
-        return;
+        /* Created as Kafka's auto.create.topics.enable does (one partition): a plain topic, by
+         * the broker that owns its bundle (here, or the owner's first produce creates it). */
+        pw_topic_name tn;
+        kop_topic_name(m->name, strlen(m->name), -1, &tn);
+        int rc = br_owner_kafka(x->q->c->k->b, &tn, meta_create_owner, it);
+        if (rc == MG_OK)
+            return;
+        m->error = KE_LEADER_NOT_AVAILABLE;
     } else {
         m->error = KE_UNKNOWN_TOPIC_OR_PARTITION;
     }
