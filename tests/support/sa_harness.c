@@ -40,6 +40,8 @@
 #define SAH_READY_MARK   "ready: pulsar://127.0.0.1:"
 #define SAH_READY_FORMAT \
     SAH_READY_MARK "%u, admin and metrics on http://127.0.0.1:%u, bookie 127.0.0.1:%u"
+/* Later in the ready line when the Kafka shim serves. */
+#define SAH_READY_KAFKA    ", kafka 127.0.0.1:"
 #define SAH_POLL_MS        20
 #define SAH_STOP_POLL_MS   10
 #define SAH_LINE_BYTES_MAX 2048
@@ -184,11 +186,12 @@ static int sah_spawn(sah_standalone *s)
         MG_ERROR("sa harness: MG_BIN must name the magnetar binary");
         return MG_EINVAL;
     }
-    char data[SAH_PATH_BYTES_MAX], bp[8], hp[8], kp[8];
+    char data[SAH_PATH_BYTES_MAX], bp[8], hp[8], kp[8], fp[8];
     snprintf(data, sizeof(data), "%s/data", s->dir);
     snprintf(bp, sizeof(bp), "%u", (unsigned)s->broker_port);
     snprintf(hp, sizeof(hp), "%u", (unsigned)s->http_port);
     snprintf(kp, sizeof(kp), "%u", (unsigned)s->bookie_port);
+    snprintf(fp, sizeof(fp), "%u", (unsigned)s->kafka_port);
     const char *argv[SAH_ARGV_MAX] = {
         bin,
         "standalone",
@@ -216,9 +219,10 @@ static int sah_spawn(sah_standalone *s)
         "off",
         "--chat-job",
         "off",
-        /* The Kafka port on a free port, so that parallel standalones do not collide. */
+        /* The Kafka port on a free port, so that parallel standalones do not collide (a restart
+         * asks for the one the first run got). */
         "--kafka-port",
-        "0",
+        fp,
     };
     int argc = 26;
     const char *e = s->extra;
@@ -275,12 +279,17 @@ static bool sah_read_ready(sah_standalone *s)
     if (fseeko(f, s->log_from, SEEK_SET) == 0) {
         while (!ready && fgets(line, sizeof(line), f) != NULL) {
             const char *p = strstr(line, SAH_READY_MARK);
-            unsigned b, h, k;
+            unsigned b, h, k, kf = 0;
             if (p != NULL && sscanf(p, SAH_READY_FORMAT, &b, &h, &k) == 3 && b > 0 &&
                 b <= UINT16_MAX && h > 0 && h <= UINT16_MAX && k > 0 && k <= UINT16_MAX) {
+                const char *kafka = strstr(p, SAH_READY_KAFKA);
+                if (kafka != NULL &&
+                    (sscanf(kafka + strlen(SAH_READY_KAFKA), "%u", &kf) != 1 || kf > UINT16_MAX))
+                    kf = 0;
                 s->broker_port = (uint16_t)b;
                 s->http_port = (uint16_t)h;
                 s->bookie_port = (uint16_t)k;
+                s->kafka_port = (uint16_t)kf;
                 ready = true;
             }
         }
@@ -328,7 +337,7 @@ int sah_start(sah_standalone *s, const char *const *extra_args)
         sah_dump_log(s);
         sah_kill(s);
         sah_remove_dir(s);
-        s->broker_port = s->http_port = s->bookie_port = 0;
+        s->broker_port = s->http_port = s->bookie_port = s->kafka_port = 0;
     }
     return rc;
 }
@@ -393,7 +402,7 @@ void sah_destroy(sah_standalone *s)
 {
     sah_kill(s);
     sah_remove_dir(s);
-    s->broker_port = s->http_port = s->bookie_port = 0;
+    s->broker_port = s->http_port = s->bookie_port = s->kafka_port = 0;
 }
 
 void sah_dump_log(const sah_standalone *s)

@@ -1,8 +1,9 @@
 /*
  * A real `magnetar standalone` for tests: the binary named by MG_BIN in a child process, on
- * free loopback ports (--broker-port 0 --bookie-port 0 --http-port 0, bound to 127.0.0.1), with
- * its data and its log in a fresh directory under /var/tmp. The ports are read from the
- * standalone's "ready" line, which it prints once every part of it serves.
+ * free loopback ports (--broker-port 0 --bookie-port 0 --http-port 0 --kafka-port 0, bound to
+ * 127.0.0.1), with its data and its log in a fresh directory under /var/tmp. The ports are read
+ * from the standalone's "ready" line, which it prints once every part of it serves (the Kafka
+ * port only when the Kafka shim is on: `--kafka off` in the extra arguments leaves it 0).
  *
  * Lifecycle of a sah_standalone:
  *
@@ -71,6 +72,7 @@ typedef struct sah_standalone {
     uint16_t broker_port;         /* Pulsar protocol, 0 before the first ready line */
     uint16_t http_port;           /* admin API and /metrics */
     uint16_t bookie_port;         /* the embedded bookie's RPC */
+    uint16_t kafka_port;          /* the Kafka protocol, 0 when the shim is off */
     /* Private. */
     off_t log_from;                       /* where the current run's output starts */
     char extra[SAH_EXTRA_ARGS_BYTES_MAX]; /* the extra arguments, each NUL-terminated */
@@ -79,7 +81,8 @@ typedef struct sah_standalone {
 
 /* Creates the directory, starts `$MG_BIN standalone --data-dir <dir>/data --bind-address
  * 127.0.0.1 --advertised-address 127.0.0.1 --broker-port 0 --bookie-port 0 --http-port 0
- * --write-cache-mb 8 --read-cache-mb 8 --log-level info` followed by extra_args (NULL or a
+ * --write-cache-mb 8 --read-cache-mb 8 --log-level info --chat-gateway off --chat-job off
+ * --kafka-port 0` followed by extra_args (NULL or a
  * NULL-terminated list, copied: sah_restart uses them again) and by the words of
  * MG_TEST_STANDALONE_ARGS (read now, kept for sah_restart too), and returns once the ready line
  * named the ports. s is overwritten (it must not hold a running standalone or an undestroyed
@@ -93,10 +96,10 @@ typedef struct sah_standalone {
 int sah_start(sah_standalone *s, const char *const *extra_args);
 
 /* Stops the standalone if it runs (as sah_stop, whatever its exit status) and starts it again
- * on the same data directory, with the same ports and extra arguments; returns once it is
- * ready. Its output is appended to the same log. Errors as sah_start, and MG_ESTATE when s was
- * never started; on failure nothing is left running and the directory is kept (sah_destroy
- * removes it). */
+ * on the same data directory, with the same ports (the Kafka port included) and extra
+ * arguments; returns once it is ready. Its output is appended to the same log. Errors as
+ * sah_start, and MG_ESTATE when s was never started; on failure nothing is left running and the
+ * directory is kept (sah_destroy removes it). */
 int sah_restart(sah_standalone *s);
 
 /* Sends SIGTERM and waits up to SAH_STOP_TIMEOUT_MS for the standalone to exit; past that it is
