@@ -40,6 +40,8 @@
 #define SAH_READY_MARK   "ready: pulsar://127.0.0.1:"
 #define SAH_READY_FORMAT \
     SAH_READY_MARK "%u, admin and metrics on http://127.0.0.1:%u, bookie 127.0.0.1:%u"
+/* What the ready line says of the Kafka port, when it serves one: ", kafka 127.0.0.1:PORT". */
+#define SAH_READY_KAFKA    ", kafka 127.0.0.1:"
 #define SAH_POLL_MS        20
 #define SAH_STOP_POLL_MS   10
 #define SAH_LINE_BYTES_MAX 2048
@@ -550,4 +552,26 @@ int sah_metrics_get(const sah_standalone *s, size_t cap, char **out)
     if (*out == NULL)
         return MG_ENOMEM;
     return sah_http(s, "GET", "/metrics", NULL, *out, cap);
+}
+
+uint16_t sah_kafka_port(const sah_standalone *s)
+{
+    if (s->pid <= 0 || s->log[0] == '\0')
+        return 0;
+    FILE *f = fopen(s->log, "r");
+    if (f == NULL)
+        return 0;
+    unsigned port = 0;
+    char line[SAH_LINE_BYTES_MAX];
+    if (fseeko(f, s->log_from, SEEK_SET) == 0) {
+        while (port == 0 && fgets(line, sizeof(line), f) != NULL) {
+            const char *p = strstr(line, SAH_READY_MARK);
+            const char *k = p != NULL ? strstr(p, SAH_READY_KAFKA) : NULL;
+            if (k != NULL &&
+                (sscanf(k + strlen(SAH_READY_KAFKA), "%u", &port) != 1 || port > UINT16_MAX))
+                port = 0;
+        }
+    }
+    fclose(f);
+    return (uint16_t)port;
 }
