@@ -40,6 +40,7 @@
 #define KE_INVALID_REQUIRED_ACKS        21
 #define KE_ILLEGAL_GENERATION           22
 #define KE_UNKNOWN_MEMBER_ID            25
+#define KE_REBALANCE_IN_PROGRESS        27
 #define KE_UNSUPPORTED_VERSION          35
 #define KE_OUT_OF_ORDER_SEQUENCE_NUMBER 45
 #define KE_INVALID_PRODUCER_EPOCH       47
@@ -91,6 +92,38 @@ static void suite_fini(void)
 }
 
 TestSuite(kafka_raw, .fini = suite_fini, .timeout = 120);
+
+/* The end of every test: the standalone stops cleanly (SIGTERM, exit status 0: nothing the case
+ * sent broke its shutdown, and a sanitizer build's leak report would change the status), and its
+ * log holds no sanitizer report. */
+static void sa_finish(void)
+{
+    krw_close(&g_healthy);
+    int status = 0;
+    int rc = sah_stop(&g_sa, &status);
+    cr_assert_eq(rc, MG_OK, "standalone stop: %s (wait status %d)", mg_strerror(rc), status);
+    FILE *f = fopen(g_sa.log, "r");
+    cr_assert_not_null(f, "cannot read %s", g_sa.log);
+    char line[4096];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        bool report = strstr(line, "ERROR: AddressSanitizer") != NULL ||
+                      strstr(line, "ERROR: LeakSanitizer") != NULL ||
+                      strstr(line, "runtime error: ") != NULL;
+        if (report) {
+            fclose(f);
+            cr_assert_fail("a sanitizer report in the standalone's log: %s", line);
+        }
+    }
+    fclose(f);
+    g_passed = true;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
 
 static krw_conn kopen(void)
 {
@@ -252,7 +285,7 @@ Test(kafka_raw, bad_frame_sizes)
     cr_expect_eq(proto_errors(m, "frame_too_large"), 2, "frame_too_large: %g",
                  proto_errors(m, "frame_too_large"));
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 1b: truncated requests --------------------------------------------------------------- */
@@ -310,7 +343,7 @@ Test(kafka_raw, truncated_requests)
                  proto_errors(m, "bad_request"));
     cr_expect_eq(proto_errors(m, "bad_header"), 1, "bad_header: %g", proto_errors(m, "bad_header"));
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 1c: unknown APIs and versions -------------------------------------------------------- */
@@ -347,7 +380,7 @@ Test(kafka_raw, unknown_api_and_versions)
     cr_expect_eq(proto_errors(m, "unsupported_version"), 4, "unsupported_version: %g",
                  proto_errors(m, "unsupported_version"));
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 1d: ApiVersions ------------------------------------------------------------------------ */
@@ -420,7 +453,7 @@ Test(kafka_raw, api_versions)
     cr_expect_eq(request_errors(m, "ApiVersions"), 2, "request errors of ApiVersions: %g",
                  request_errors(m, "ApiVersions"));
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 1e: bad record batches --------------------------------------------------------------- */
@@ -560,7 +593,7 @@ Test(kafka_raw, bad_record_batches)
     cr_expect_eq(proto_errors(m, "crc"), 1, "crc: %g", proto_errors(m, "crc"));
     cr_expect_eq(proto_errors(m, "bad_batch"), 2, "bad_batch: %g", proto_errors(m, "bad_batch"));
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* A record set of a good batch followed by one with a wrong CRC: CORRUPT_MESSAGE, and the
@@ -594,7 +627,7 @@ Test(kafka_raw, corrupt_batch_after_good_one)
     expect_log(&c, topic, 0, good_values, 5);
     krw_close(&c);
     healthy_check();
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 1f: offsets, unknown topics, bad names ------------------------------------------------ */
@@ -701,7 +734,7 @@ Test(kafka_raw, offsets_and_unknown_topics)
                  "request errors of Metadata: %g, expected %d", request_errors(m, "Metadata"),
                  md_errors);
     free(m);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 2a: pipelining ------------------------------------------------------------------------- */
@@ -808,8 +841,36 @@ Test(kafka_raw, pipelined_answers_in_order)
     kw_writer_free(&w);
     for (int i = 0; i < MANY; i++)
         krw_expect(&c, many[i], i % 2 == 0 ? "a pipelined ApiVersions" : "a pipelined Metadata");
+
+    /* A request trickled a byte at a time, then two cut in 3-byte writes (a cut inside a size
+     * among them): each answered once whole. */
+    int32_t tc = krw_begin(&c, &one, KW_API_METADATA, 1);
+    kw_write_i32(&one, 1);
+    kw_write_string(&one, topic);
+    krw_finish(&one, 0);
+    for (size_t i = 0; i < one.len; i++) {
+        krw_write(&c, one.buf + i, 1);
+        nap_ms(1);
+    }
+    kw_writer_free(&one);
+    krw_expect(&c, tc, "a Metadata sent a byte at a time");
+    kw_writer_init(&w, 0);
+    int32_t two[2];
+    for (int i = 0; i < 2; i++) {
+        two[i] = krw_begin(&c, &one, KW_API_API_VERSIONS, 1);
+        krw_finish(&one, 0);
+        kw_write_bytes(&w, one.buf, one.len);
+        kw_writer_free(&one);
+    }
+    for (size_t i = 0; i < w.len; i += 3) {
+        krw_write(&c, w.buf + i, w.len - i < 3 ? w.len - i : 3);
+        nap_ms(1);
+    }
+    kw_writer_free(&w);
+    krw_expect(&c, two[0], "the first ApiVersions sent in pieces");
+    krw_expect(&c, two[1], "the second ApiVersions sent in pieces");
     krw_close(&c);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 2b: long polling ---------------------------------------------------------------------- */
@@ -828,8 +889,7 @@ Test(kafka_raw, long_poll_answered_by_produce)
     int64_t t0 = sah_now_ms();
     krw_send(&a, &w);
     /* Nothing may come before the produce. */
-    struct timespec ts = { .tv_sec = 0, .tv_nsec = 300 * 1000000L };
-    nanosleep(&ts, NULL);
+    nap_ms(300);
     static const char *const late[] = { "late" };
     int64_t tp = sah_now_ms();
     cr_assert_eq(krw_produce_values(&b, topic, 0, late, 1), 2);
@@ -848,7 +908,7 @@ Test(kafka_raw, long_poll_answered_by_produce)
     cr_expect_eq(f.high_watermark, 3);
     krw_close(&a);
     krw_close(&b);
-    g_passed = true;
+    sa_finish();
 }
 
 Test(kafka_raw, long_poll_times_out)
@@ -878,7 +938,7 @@ Test(kafka_raw, long_poll_times_out)
         cr_assert_eq(f.high_watermark, 1);
     }
     krw_close(&c);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 2c: the idempotent producer ---------------------------------------------------------- */
@@ -970,7 +1030,7 @@ Test(kafka_raw, idempotent_producer)
                                        "i-5", "o-0", "o-1", "i-6", "o-2" };
     expect_log(&c, topic, 0, all, 10);
     krw_close(&c);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 2d: Metadata and auto-creation -------------------------------------------------------- */
@@ -1024,7 +1084,7 @@ Test(kafka_raw, metadata_auto_creation)
     cr_assert_not_null(krw_md_find(&md, "md-existing"));
     cr_assert_not_null(krw_md_find(&md, on[0]));
     krw_close(&c);
-    g_passed = true;
+    sa_finish();
 }
 
 /* ---- 2e: a consumer group ------------------------------------------------------------------ */
@@ -1056,14 +1116,12 @@ Test(kafka_raw, consumer_group)
     cr_assert_eq(j.member_count, 1, "the leader got %zu members", j.member_count);
     cr_assert_str_eq(j.members[0], member);
 
-    static const char assign[] = "assignment: grp-topic 0";
+    const char *const to[] = { member };
+    const char *const assign[] = { "assignment: grp-topic 0" };
     char got[64];
-    size_t got_len = 0;
-    int16_t e = krw_sync_group(&c, group, 1, member, member, assign, sizeof(assign), got,
-                               sizeof(got), &got_len);
+    int16_t e = krw_sync_group(&c, group, 1, member, to, assign, 1, got, sizeof(got));
     cr_assert_eq(e, KE_NONE, "SyncGroup as the leader: error %d", e);
-    cr_assert_eq(got_len, sizeof(assign));
-    cr_assert_eq(memcmp(got, assign, sizeof(assign)), 0, "SyncGroup answered another assignment");
+    cr_assert_str_eq(got, assign[0], "SyncGroup answered another assignment");
 
     e = krw_heartbeat(&c, group, 1, member);
     cr_assert_eq(e, KE_NONE, "Heartbeat: error %d", e);
@@ -1115,5 +1173,146 @@ Test(kafka_raw, consumer_group)
     cr_assert_eq(off, 4, "after a restart OffsetFetch says %lld, 4 was committed", (long long)off);
     expect_log(&c, topic, 0, v, 10);
     krw_close(&c);
-    g_passed = true;
+    sa_finish();
+}
+
+/* ---- acks 0 ---------------------------------------------------------------------------------- */
+
+/* Produce with acks 0 gets no answer: the next request's answer is the next to come, with its own
+ * correlation id. A refused batch with acks 0 closes the connection, as Kafka's broker does: it
+ * is the only way such a producer learns of the error (and refreshes its metadata). */
+Test(kafka_raw, acks_zero)
+{
+    sa_start();
+    healthy_open();
+    const char *topic = "acks0";
+    krw_conn c = kopen();
+    static const char *const v[] = { "z-0", "z-1" };
+    kw_writer b;
+    kw_writer_init(&b, 0);
+    krw_write_batch(&b, &KRW_BATCH_PLAIN, v, 2);
+    kw_writer w;
+    krw_begin(&c, &w, KW_API_PRODUCE, 7);
+    krw_produce_body(&w, NULL, 0, 30000, topic, 0, b.buf, b.len);
+    krw_send(&c, &w);
+    /* Stored in the background: ListOffsets (answers with their own correlation ids, checked by
+     * krw_expect) until it is there. */
+    int64_t off = -1;
+    int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
+    int16_t e;
+    do {
+        e = krw_list_offsets(&c, topic, 0, -1, &off);
+        cr_assert(e == KE_NONE || e == KE_UNKNOWN_TOPIC_OR_PARTITION,
+                  "ListOffsets after an acks-0 produce: error %d", e);
+    } while ((e != KE_NONE || off < 2) && sah_now_ms() < deadline);
+    cr_assert_eq(off, 2, "the acks-0 batch was not stored (latest offset %lld)", (long long)off);
+    expect_log(&c, topic, 0, v, 2);
+
+    /* The same batch with a broken CRC and acks 0: the connection is closed, nothing stored. */
+    b.buf[BATCH_CRC_AT] ^= 0x01;
+    krw_begin(&c, &w, KW_API_PRODUCE, 7);
+    krw_produce_body(&w, NULL, 0, 30000, topic, 0, b.buf, b.len);
+    krw_send(&c, &w);
+    kw_writer_free(&b);
+    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "a corrupt batch produced with acks 0");
+    c = kopen();
+    expect_log(&c, topic, 0, v, 2);
+    krw_close(&c);
+    healthy_check();
+    sa_finish();
+}
+
+/* ---- 2e': two members, rebalances ------------------------------------------------------------ */
+
+static void expect_state(krw_conn *c, const char *group, const char *want, size_t members)
+{
+    char state[64];
+    size_t n = 0;
+    int16_t e = krw_describe_group(c, group, state, sizeof(state), &n);
+    cr_assert_eq(e, KE_NONE, "DescribeGroups: error %d", e);
+    cr_assert_str_eq(state, want, "the group is %s, expected %s", state, want);
+    cr_assert_eq(n, members, "the group has %zu members, expected %zu", n, members);
+}
+
+/* A new member makes the group rebalance: the old member learns it from its heartbeat
+ * (REBALANCE_IN_PROGRESS), joins again, and the join completes for both in generation 2 with the
+ * old leader leading; the follower's SyncGroup waits for the leader's assignments. A member
+ * leaving makes it rebalance again. */
+Test(kafka_raw, group_rebalance)
+{
+    sa_start();
+    const char *group = "pair";
+    krw_conn a = kopen(), b = kopen();
+    static krw_join ja, jb;
+
+    krw_join_group(&a, group, "", &ja);
+    cr_assert_eq(ja.error, KE_MEMBER_ID_REQUIRED);
+    char ida[KRW_NAME_BYTES_MAX];
+    snprintf(ida, sizeof(ida), "%s", ja.member_id);
+    krw_join_group(&a, group, ida, &ja);
+    cr_assert_eq(ja.error, KE_NONE);
+    cr_assert_eq(ja.generation, 1);
+    expect_state(&b, group, "CompletingRebalance", 1);
+    const char *const one_member[] = { ida };
+    const char *const one_assign[] = { "a: all" };
+    char got[64];
+    cr_assert_eq(krw_sync_group(&a, group, 1, ida, one_member, one_assign, 1, got, sizeof(got)),
+                 KE_NONE);
+    cr_assert_str_eq(got, "a: all");
+    expect_state(&b, group, "Stable", 1);
+
+    krw_join_group(&b, group, "", &jb);
+    cr_assert_eq(jb.error, KE_MEMBER_ID_REQUIRED);
+    char idb[KRW_NAME_BYTES_MAX];
+    snprintf(idb, sizeof(idb), "%s", jb.member_id);
+    cr_assert_str_neq(idb, ida, "two members were given the same id");
+    int32_t jbc = krw_join_group_send(&b, group, idb);
+    /* b's join waits for a: a's heartbeat says so. */
+    int16_t e = krw_heartbeat(&a, group, 1, ida);
+    cr_assert_eq(e, KE_REBALANCE_IN_PROGRESS, "the old member's heartbeat: error %d", e);
+    expect_state(&a, group, "PreparingRebalance", 2);
+    krw_join_group(&a, group, ida, &ja);
+    cr_assert_eq(ja.error, KE_NONE, "the old member's second join: error %d", ja.error);
+    krw_join_group_read(&b, jbc, &jb);
+    cr_assert_eq(jb.error, KE_NONE, "the new member's join: error %d", jb.error);
+    cr_assert_eq(ja.generation, 2);
+    cr_assert_eq(jb.generation, 2);
+    cr_assert_str_eq(ja.leader, ida, "the leader changed to %s", ja.leader);
+    cr_assert_str_eq(jb.leader, ida);
+    cr_assert_eq(ja.member_count, 2, "the leader got %zu members", ja.member_count);
+    cr_assert_eq(jb.member_count, 0, "a follower got %zu members", jb.member_count);
+    bool a_listed = strcmp(ja.members[0], ida) == 0 || strcmp(ja.members[1], ida) == 0;
+    bool b_listed = strcmp(ja.members[0], idb) == 0 || strcmp(ja.members[1], idb) == 0;
+    cr_assert(a_listed && b_listed, "the leader's member list lacks a member");
+
+    /* The follower's sync first: it waits for the leader's. */
+    int32_t sbc = krw_sync_group_send(&b, group, 2, idb, NULL, NULL, 0);
+    const char *const two_members[] = { ida, idb };
+    const char *const two_assign[] = { "a: half", "b: half" };
+    e = krw_sync_group(&a, group, 2, ida, two_members, two_assign, 2, got, sizeof(got));
+    cr_assert_eq(e, KE_NONE, "the leader's SyncGroup: error %d", e);
+    cr_assert_str_eq(got, "a: half");
+    e = krw_sync_group_read(&b, sbc, got, sizeof(got));
+    cr_assert_eq(e, KE_NONE, "the follower's SyncGroup: error %d", e);
+    cr_assert_str_eq(got, "b: half");
+    expect_state(&a, group, "Stable", 2);
+    cr_assert_eq(krw_heartbeat(&a, group, 2, ida), KE_NONE);
+    cr_assert_eq(krw_heartbeat(&b, group, 2, idb), KE_NONE);
+    cr_assert_eq(krw_heartbeat(&b, group, 1, idb), KE_ILLEGAL_GENERATION);
+
+    /* b leaves: a rebalances alone into generation 3. */
+    cr_assert_eq(krw_leave_group(&b, group, idb), KE_NONE);
+    e = krw_heartbeat(&a, group, 2, ida);
+    cr_assert_eq(e, KE_REBALANCE_IN_PROGRESS, "a heartbeat after the other member left: error %d",
+                 e);
+    krw_join_group(&a, group, ida, &ja);
+    cr_assert_eq(ja.error, KE_NONE);
+    cr_assert_eq(ja.generation, 3);
+    cr_assert_eq(ja.member_count, 1);
+    cr_assert_eq(krw_sync_group(&a, group, 3, ida, one_member, one_assign, 1, got, sizeof(got)),
+                 KE_NONE);
+    expect_state(&b, group, "Stable", 1);
+    krw_close(&a);
+    krw_close(&b);
+    sa_finish();
 }

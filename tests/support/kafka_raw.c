@@ -570,9 +570,8 @@ int16_t krw_init_producer_id(krw_conn *c, int64_t *producer_id, int16_t *epoch)
 
 /* --- Groups and offsets ---------------------------------------------------------------------- */
 
-void krw_join_group(krw_conn *c, const char *group, const char *member_id, krw_join *out)
+int32_t krw_join_group_send(krw_conn *c, const char *group, const char *member_id)
 {
-    memset(out, 0, sizeof(*out));
     kw_writer w;
     int32_t corr = krw_begin(c, &w, KW_API_JOIN_GROUP, V_JOIN_GROUP);
     kw_write_string(&w, group);
@@ -586,6 +585,12 @@ void krw_join_group(krw_conn *c, const char *group, const char *member_id, krw_j
     kw_write_i32(&w, (int32_t)sizeof(md));
     kw_write_bytes(&w, md, sizeof(md));
     krw_send(c, &w);
+    return corr;
+}
+
+void krw_join_group_read(krw_conn *c, int32_t corr, krw_join *out)
+{
+    memset(out, 0, sizeof(*out));
     kw_reader *r = krw_expect(c, corr, "JoinGroup");
     kw_read_i32(r); /* throttle_time_ms */
     out->error = kw_read_i16(r);
@@ -611,22 +616,32 @@ void krw_join_group(krw_conn *c, const char *group, const char *member_id, krw_j
     krw_done(r, "JoinGroup");
 }
 
-int16_t krw_sync_group(krw_conn *c, const char *group, int32_t generation, const char *member_id,
-                       const char *assign_member, const void *assign, size_t assign_len,
-                       void *assignment, size_t cap, size_t *assignment_len)
+void krw_join_group(krw_conn *c, const char *group, const char *member_id, krw_join *out)
+{
+    krw_join_group_read(c, krw_join_group_send(c, group, member_id), out);
+}
+
+int32_t krw_sync_group_send(krw_conn *c, const char *group, int32_t generation,
+                            const char *member_id, const char *const *members,
+                            const char *const *assignments, int count)
 {
     kw_writer w;
     int32_t corr = krw_begin(c, &w, KW_API_SYNC_GROUP, V_SYNC_GROUP);
     kw_write_string(&w, group);
     kw_write_i32(&w, generation);
     kw_write_string(&w, member_id);
-    kw_write_i32(&w, assign_member != NULL ? 1 : 0);
-    if (assign_member != NULL) {
-        kw_write_string(&w, assign_member);
-        kw_write_i32(&w, (int32_t)assign_len);
-        kw_write_bytes(&w, assign, assign_len);
+    kw_write_i32(&w, count);
+    for (int i = 0; i < count; i++) {
+        kw_write_string(&w, members[i]);
+        kw_write_i32(&w, (int32_t)strlen(assignments[i]));
+        kw_write_bytes(&w, assignments[i], strlen(assignments[i]));
     }
     krw_send(c, &w);
+    return corr;
+}
+
+int16_t krw_sync_group_read(krw_conn *c, int32_t corr, char *assignment, size_t cap)
+{
     kw_reader *r = krw_expect(c, corr, "SyncGroup");
     kw_read_i32(r); /* throttle_time_ms */
     int16_t error = kw_read_i16(r);
@@ -634,14 +649,20 @@ int16_t krw_sync_group(krw_conn *c, const char *group, int32_t generation, const
     cr_assert(kw_reader_error(r) == MG_OK && len >= -1 &&
                   (len < 0 || (size_t)len <= kw_reader_left(r)),
               "a SyncGroup answer with an assignment of %d bytes", len);
-    size_t n = len > 0 ? (size_t)len : 0;
-    if (assignment_len != NULL)
-        *assignment_len = n;
-    if (assignment != NULL && n > 0)
-        memcpy(assignment, r->p + r->pos, n < cap ? n : cap);
-    r->pos += n;
+    kw_str a = { .ptr = (const char *)r->p + r->pos, .len = len };
+    str_copy(assignment, cap, a);
+    r->pos += len > 0 ? (size_t)len : 0;
     krw_done(r, "SyncGroup");
     return error;
+}
+
+int16_t krw_sync_group(krw_conn *c, const char *group, int32_t generation, const char *member_id,
+                       const char *const *members, const char *const *assignments, int count,
+                       char *assignment, size_t cap)
+{
+    int32_t corr =
+        krw_sync_group_send(c, group, generation, member_id, members, assignments, count);
+    return krw_sync_group_read(c, corr, assignment, cap);
 }
 
 int16_t krw_heartbeat(krw_conn *c, const char *group, int32_t generation, const char *member_id)

@@ -227,15 +227,23 @@ typedef struct krw_join {
 } krw_join;
 
 /* JoinGroup v4 of group as member_id ("" for a new member), protocol type "consumer", one
- * protocol "range" with a small metadata; the answer in *out. */
+ * protocol "range" with a small metadata; the answer in *out. The _send and _read halves let a
+ * test keep a join waiting (it completes when every member has joined) while it does more. */
 void krw_join_group(krw_conn *c, const char *group, const char *member_id, krw_join *out);
+int32_t krw_join_group_send(krw_conn *c, const char *group, const char *member_id);
+void krw_join_group_read(krw_conn *c, int32_t corr, krw_join *out);
 
-/* SyncGroup v2; assign_member NULL sends no assignments (a follower). The member's assignment
- * is copied to assignment[0, cap) and its length to *assignment_len (both may be NULL/0).
- * Returns the error code. */
+/* SyncGroup v2 of member_id in generation; the leader hands out assignments[i] (text) to
+ * members[i] for i < count, a follower sends count 0. The member's own assignment is copied to
+ * assignment (NUL-terminated, cut to cap - 1 bytes). Returns the error code. A follower's sync
+ * waits for the leader's: the _send and _read halves. */
 int16_t krw_sync_group(krw_conn *c, const char *group, int32_t generation, const char *member_id,
-                       const char *assign_member, const void *assign, size_t assign_len,
-                       void *assignment, size_t cap, size_t *assignment_len);
+                       const char *const *members, const char *const *assignments, int count,
+                       char *assignment, size_t cap);
+int32_t krw_sync_group_send(krw_conn *c, const char *group, int32_t generation,
+                            const char *member_id, const char *const *members,
+                            const char *const *assignments, int count);
+int16_t krw_sync_group_read(krw_conn *c, int32_t corr, char *assignment, size_t cap);
 
 /* Heartbeat v2 and LeaveGroup v1: the error codes. */
 int16_t krw_heartbeat(krw_conn *c, const char *group, int32_t generation, const char *member_id);
