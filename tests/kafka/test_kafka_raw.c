@@ -1316,3 +1316,151 @@ Test(kafka_raw, group_rebalance)
     krw_close(&b);
     sa_finish();
 }
+
+/* ---- every served version ------------------------------------------------------------------ */
+
+/* Each version of Produce, Fetch, ListOffsets and Metadata the broker advertises, with the
+ * layout Kafka's message specifications give it; and a fetch whose byte limits are smaller than
+ * the first batch still returns that batch whole (KIP-74: a consumer must make progress). */
+Test(kafka_raw, every_served_version)
+{
+    sa_start();
+    const char *topic = "versions";
+    krw_conn c = kopen();
+    char values[5][16];
+    const char *ptrs[5];
+    for (int16_t v = 3; v <= 7; v++) {
+        int i = v - 3;
+        snprintf(values[i], sizeof(values[i]), "v%d", v);
+        ptrs[i] = values[i];
+        kw_writer b;
+        kw_writer_init(&b, 0);
+        krw_write_batch(&b, &KRW_BATCH_PLAIN, &ptrs[i], 1);
+        kw_writer w;
+        int32_t corr = krw_begin(&c, &w, KW_API_PRODUCE, v);
+        krw_produce_body(&w, NULL, 1, 30000, topic, 0, b.buf, b.len);
+        krw_send(&c, &w);
+        kw_writer_free(&b);
+        krw_produce_result r = krw_parse_produce(krw_expect(&c, corr, "Produce"), v, topic, 0);
+        cr_assert_eq(r.error, KE_NONE, "Produce v%d: error %d", v, r.error);
+        cr_assert_eq(r.base_offset, i, "Produce v%d stored at %lld", v, (long long)r.base_offset);
+    }
+    static krw_fetch_result f;
+    for (int16_t v = 4; v <= 11; v++) {
+        kw_writer w;
+        int32_t corr = krw_begin(&c, &w, KW_API_FETCH, v);
+        krw_fetch_body(&w, v, 0, 1, topic, 0, 1, 1 << 20);
+        krw_send(&c, &w);
+        krw_parse_fetch(krw_expect(&c, corr, "Fetch"), v, topic, 0, &f);
+        cr_assert_eq(f.error, KE_NONE, "Fetch v%d: error %d", v, f.error);
+        cr_assert_eq(f.high_watermark, 5, "Fetch v%d: high watermark %lld", v,
+                     (long long)f.high_watermark);
+        /* Offsets below the one asked for may come (an entry is sent whole): skip them. */
+        size_t k = 0;
+        while (k < f.record_count && f.records[k].offset < 1)
+            k++;
+        cr_assert_eq(f.record_count - k, 4, "Fetch v%d from 1: %zu records", v, f.record_count - k);
+        for (int j = 0; j < 4; j++) {
+            cr_assert_eq(f.records[k + j].offset, 1 + j);
+            cr_assert(view_is(f.records[k + j].value, values[1 + j]), "Fetch v%d: a wrong value",
+                      v);
+        }
+        /* The log start offset (v5+) is fetch_log_start_offset's. */
+    }
+    for (int16_t v = 0; v <= 2; v++) {
+        for (int which = 0; which < 2; which++) { /* latest, earliest */
+            int64_t ts = which == 0 ? -1 : -2;
+            kw_writer w;
+            int32_t corr = krw_begin(&c, &w, KW_API_LIST_OFFSETS, v);
+            kw_write_i32(&w, -1);
+            if (v >= 2)
+                kw_write_i8(&w, 0);
+            kw_write_i32(&w, 1);
+            kw_write_string(&w, topic);
+            kw_write_i32(&w, 1);
+            kw_write_i32(&w, 0);
+            kw_write_i64(&w, ts);
+            if (v == 0)
+                kw_write_i32(&w, 1); /* max_num_offsets */
+            krw_send(&c, &w);
+            kw_reader *r = krw_expect(&c, corr, "ListOffsets");
+            if (v >= 2)
+                kw_read_i32(r); /* throttle_time_ms */
+            cr_assert_eq(kw_read_i32(r), 1);
+            kw_str name = kw_read_string(r);
+            cr_assert(view_is(name, topic));
+            cr_assert_eq(kw_read_i32(r), 1);
+            cr_assert_eq(kw_read_i32(r), 0);
+            int16_t e = kw_read_i16(r);
+            cr_assert_eq(e, KE_NONE, "ListOffsets v%d: error %d", v, e);
+            int64_t off;
+            if (v == 0) {
+                cr_assert_eq(kw_read_i32(r), 1, "ListOffsets v0: not one offset");
+                off = kw_read_i64(r);
+            } else {
+                kw_read_i64(r); /* timestamp */
+                off = kw_read_i64(r);
+            }
+            krw_done(r, "ListOffsets");
+            cr_assert_eq(off, which == 0 ? 5 : 0, "ListOffsets v%d of %lld: %lld", v, (long long)ts,
+                         (long long)off);
+        }
+    }
+    static krw_metadata md;
+    for (int16_t v = 0; v <= 4; v++) {
+        const char *const names[] = { topic };
+        krw_metadata_req(&c, v, names, 1, false, &md);
+        const krw_md_topic *t = krw_md_find(&md, topic);
+        cr_assert_not_null(t, "Metadata v%d does not name %s", v, topic);
+        cr_assert_eq(t->error, KE_NONE, "Metadata v%d: error %d", v, t->error);
+        cr_assert_eq(t->partition_count, 1);
+        cr_assert_eq(md.broker_count, 1);
+        cr_assert_eq(md.port, g_kport);
+        if (v >= 1)
+            cr_assert_eq(md.controller_id, md.node_id, "Metadata v%d: controller %d, node %d", v,
+                         md.controller_id, md.node_id);
+    }
+
+    /* Byte limits below the size of the first batch: it comes whole all the same. */
+    static const char *const big[] = {
+        "a record of some length, longer than the partition's byte limit of this fetch",
+    };
+    cr_assert_eq(krw_produce_values(&c, topic, 0, big, 1), 5);
+    kw_writer w;
+    int32_t corr = krw_begin(&c, &w, KW_API_FETCH, 11);
+    krw_fetch_body(&w, 11, 0, 1, topic, 0, 5, 10);
+    krw_send(&c, &w);
+    krw_parse_fetch(krw_expect(&c, corr, "Fetch"), 11, topic, 0, &f);
+    cr_assert_eq(f.error, KE_NONE);
+    size_t k = 0;
+    while (k < f.record_count && f.records[k].offset < 5)
+        k++;
+    cr_assert_eq(f.record_count - k, 1,
+                 "a fetch with 10-byte limits of a larger first batch got %zu records",
+                 f.record_count - k);
+    cr_assert(view_is(f.records[k].value, big[0]));
+    krw_close(&c);
+    sa_finish();
+}
+
+/* Fetch v5+ answers the partition's log start offset: the first offset still stored (what
+ * ListOffsets earliest says), not -1, which Kafka answers only with an error. */
+Test(kafka_raw, fetch_log_start_offset)
+{
+    sa_start();
+    const char *topic = "log-start";
+    krw_conn c = kopen();
+    static const char *const v[] = { "s-0", "s-1" };
+    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 2), 0);
+    int64_t earliest = -1;
+    cr_assert_eq(krw_list_offsets(&c, topic, 0, -2, &earliest), KE_NONE);
+    cr_assert_eq(earliest, 0);
+    static krw_fetch_result f;
+    krw_fetch(&c, topic, 0, 0, 0, &f);
+    cr_assert_eq(f.error, KE_NONE);
+    cr_assert_eq(f.log_start_offset, earliest,
+                 "Fetch v11 answers log_start_offset %lld, ListOffsets earliest %lld",
+                 (long long)f.log_start_offset, (long long)earliest);
+    krw_close(&c);
+    sa_finish();
+}

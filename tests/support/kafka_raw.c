@@ -483,7 +483,8 @@ int16_t krw_list_offsets(krw_conn *c, const char *topic, int32_t partition, int6
 void krw_metadata_req(krw_conn *c, int16_t version, const char *const *topics, int count,
                       bool allow_auto_create, krw_metadata *out)
 {
-    cr_assert(version >= 1 && version <= 4, "krw_metadata_req speaks Metadata v1-4");
+    cr_assert(version >= 0 && version <= 4, "krw_metadata_req speaks Metadata v0-4");
+    cr_assert(topics != NULL || version >= 1, "Metadata v0 has no null list (an empty one)");
     memset(out, 0, sizeof(*out));
     kw_writer w;
     int32_t corr = krw_begin(c, &w, KW_API_METADATA, version);
@@ -503,7 +504,8 @@ void krw_metadata_req(krw_conn *c, int16_t version, const char *const *topics, i
         int32_t node = kw_read_i32(r);
         kw_str host = kw_read_string(r);
         int32_t port = kw_read_i32(r);
-        kw_read_string(r); /* rack (v1+) */
+        if (version >= 1)
+            kw_read_string(r); /* rack */
         if (i == 0) {
             out->node_id = node;
             str_copy(out->host, sizeof(out->host), host);
@@ -512,7 +514,7 @@ void krw_metadata_req(krw_conn *c, int16_t version, const char *const *topics, i
     }
     if (version >= 2)
         kw_read_string(r); /* cluster_id */
-    out->controller_id = kw_read_i32(r);
+    out->controller_id = version >= 1 ? kw_read_i32(r) : -1;
     int32_t n = kw_read_i32(r);
     cr_assert(kw_reader_error(r) == MG_OK && n >= 0 && n <= KRW_TOPICS_MAX,
               "a Metadata answer with %d topics", n);
@@ -520,7 +522,8 @@ void krw_metadata_req(krw_conn *c, int16_t version, const char *const *topics, i
         krw_md_topic *t = &out->topics[out->topic_count++];
         t->error = kw_read_i16(r);
         str_copy(t->name, sizeof(t->name), kw_read_string(r));
-        kw_read_i8(r); /* is_internal */
+        if (version >= 1)
+            kw_read_i8(r); /* is_internal */
         t->partition_count = kw_read_i32(r);
         t->leader = -1;
         cr_assert(kw_reader_error(r) == MG_OK && t->partition_count >= 0 &&

@@ -203,8 +203,8 @@ typedef struct krw_metadata {
     krw_md_topic topics[KRW_TOPICS_MAX];
 } krw_metadata;
 
-/* Metadata at version (1-4) for topics[0, count), or every topic when topics is NULL (a null
- * list); allow_auto_create is sent from v4. */
+/* Metadata at version (0-4) for topics[0, count), or every topic when topics is NULL (a null
+ * list, v1+; v0 asks for every topic with an empty list); allow_auto_create is sent from v4. */
 void krw_metadata_req(krw_conn *c, int16_t version, const char *const *topics, int count,
                       bool allow_auto_create, krw_metadata *out);
 
