@@ -41,6 +41,8 @@
 #define KE_ILLEGAL_GENERATION           22
 #define KE_UNKNOWN_MEMBER_ID            25
 #define KE_REBALANCE_IN_PROGRESS        27
+#define KE_TOPIC_ALREADY_EXISTS         36
+#define KE_INVALID_PARTITIONS           37
 #define KE_UNSUPPORTED_VERSION          35
 #define KE_OUT_OF_ORDER_SEQUENCE_NUMBER 45
 #define KE_INVALID_PRODUCER_EPOCH       47
@@ -1461,6 +1463,123 @@ Test(kafka_raw, fetch_log_start_offset)
     cr_assert_eq(f.log_start_offset, earliest,
                  "Fetch v11 answers log_start_offset %lld, ListOffsets earliest %lld",
                  (long long)f.log_start_offset, (long long)earliest);
+    krw_close(&c);
+    sa_finish();
+}
+
+/* ---- CreateTopics and DeleteTopics ----------------------------------------------------------- */
+
+/* CreateTopics v3 of one topic with partitions (replication factor 1); validate_only as given.
+ * Returns the topic's error code. */
+static int16_t create_topic(krw_conn *c, const char *name, int32_t partitions, bool validate_only)
+{
+    kw_writer w;
+    int32_t corr = krw_begin(c, &w, KW_API_CREATE_TOPICS, 3);
+    kw_write_i32(&w, 1);
+    kw_write_string(&w, name);
+    kw_write_i32(&w, partitions);
+    kw_write_i16(&w, 1);
+    kw_write_i32(&w, 0); /* assignments */
+    kw_write_i32(&w, 0); /* configs */
+    kw_write_i32(&w, 30000);
+    kw_write_i8(&w, validate_only ? 1 : 0);
+    krw_send(c, &w);
+    kw_reader *r = krw_expect(c, corr, "CreateTopics");
+    kw_read_i32(r); /* throttle_time_ms */
+    cr_assert_eq(kw_read_i32(r), 1, "a CreateTopics answer about other than one topic");
+    cr_assert(view_is(kw_read_string(r), name), "a CreateTopics answer about another topic");
+    int16_t e = kw_read_i16(r);
+    kw_read_string(r); /* error_message */
+    krw_done(r, "CreateTopics");
+    return e;
+}
+
+/* DeleteTopics v3 of one topic: its error code. */
+static int16_t delete_topic(krw_conn *c, const char *name)
+{
+    kw_writer w;
+    int32_t corr = krw_begin(c, &w, KW_API_DELETE_TOPICS, 3);
+    kw_write_i32(&w, 1);
+    kw_write_string(&w, name);
+    kw_write_i32(&w, 30000);
+    krw_send(c, &w);
+    kw_reader *r = krw_expect(c, corr, "DeleteTopics");
+    kw_read_i32(r); /* throttle_time_ms */
+    cr_assert_eq(kw_read_i32(r), 1, "a DeleteTopics answer about other than one topic");
+    cr_assert(view_is(kw_read_string(r), name), "a DeleteTopics answer about another topic");
+    int16_t e = kw_read_i16(r);
+    krw_done(r, "DeleteTopics");
+    return e;
+}
+
+Test(kafka_raw, create_and_delete_topics)
+{
+    sa_start();
+    krw_conn c = kopen();
+    const char *topic = "ct-three";
+    int16_t e = create_topic(&c, topic, 3, false);
+    cr_assert_eq(e, KE_NONE, "CreateTopics of 3 partitions: error %d", e);
+    static krw_metadata md;
+    const char *const names[] = { topic };
+    krw_metadata_req(&c, 4, names, 1, false, &md);
+    const krw_md_topic *t = krw_md_find(&md, topic);
+    cr_assert_not_null(t);
+    cr_assert_eq(t->error, KE_NONE);
+    cr_assert_eq(t->partition_count, 3, "the created topic has %d partitions", t->partition_count);
+
+    /* Partition 2 takes records; partition 3 does not exist. */
+    static const char *const v[] = { "p2-0", "p2-1" };
+    cr_assert_eq(krw_produce_values(&c, topic, 2, v, 2), 0);
+    static krw_fetch_result f;
+    krw_fetch(&c, topic, 2, 0, FETCH_WAIT_MS, &f);
+    cr_assert_eq(f.error, KE_NONE);
+    cr_assert_eq(f.record_count, 2);
+    cr_assert(view_is(f.records[1].value, "p2-1"));
+    int64_t off = -1;
+    cr_assert_eq(krw_list_offsets(&c, topic, 0, -1, &off), KE_NONE);
+    cr_assert_eq(off, 0, "partition 0 holds %lld records, none were produced to it",
+                 (long long)off);
+    kw_writer b;
+    kw_writer_init(&b, 0);
+    krw_write_batch(&b, &KRW_BATCH_PLAIN, v, 1);
+    krw_produce_result pr = krw_produce(&c, topic, 3, 1, b.buf, b.len);
+    kw_writer_free(&b);
+    cr_assert_eq(pr.error, KE_UNKNOWN_TOPIC_OR_PARTITION, "produce to partition 3 of 3: error %d",
+                 pr.error);
+    cr_assert(!topic_listed("ct-three-partition-3"), "produce created partition 3");
+
+    e = create_topic(&c, topic, 3, false);
+    cr_assert_eq(e, KE_TOPIC_ALREADY_EXISTS, "CreateTopics of an existing topic: error %d", e);
+    e = create_topic(&c, "ct-zero", 0, false);
+    cr_assert_eq(e, KE_INVALID_PARTITIONS, "CreateTopics of 0 partitions: error %d", e);
+    cr_assert(!topic_listed("ct-zero"));
+    e = create_topic(&c, "ct/bad", 1, false);
+    cr_assert_eq(e, KE_INVALID_TOPIC_EXCEPTION, "CreateTopics of an illegal name: error %d", e);
+    e = create_topic(&c, "ct-validate", 2, true);
+    cr_assert_eq(e, KE_NONE, "CreateTopics validate_only: error %d", e);
+    const char *const vnames[] = { "ct-validate" };
+    krw_metadata_req(&c, 4, vnames, 1, false, &md);
+    t = krw_md_find(&md, "ct-validate");
+    cr_assert_not_null(t);
+    cr_assert_eq(t->error, KE_UNKNOWN_TOPIC_OR_PARTITION, "validate_only created the topic");
+    e = create_topic(&c, "ct-one", 1, false);
+    cr_assert_eq(e, KE_NONE, "CreateTopics of 1 partition: error %d", e);
+    cr_assert(topic_listed("ct-one"), "a one-partition topic is a plain topic");
+
+    /* Deleted: unknown afterwards. */
+    e = delete_topic(&c, topic);
+    cr_assert_eq(e, KE_NONE, "DeleteTopics: error %d", e);
+    krw_metadata_req(&c, 4, names, 1, false, &md);
+    t = krw_md_find(&md, topic);
+    cr_assert_not_null(t);
+    cr_assert_eq(t->error, KE_UNKNOWN_TOPIC_OR_PARTITION, "Metadata of a deleted topic: error %d",
+                 t->error);
+    cr_assert_eq(krw_list_offsets(&c, topic, 2, -1, &off), KE_UNKNOWN_TOPIC_OR_PARTITION);
+    e = delete_topic(&c, "ct-never");
+    cr_assert_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "DeleteTopics of an unknown topic: error %d", e);
+    e = delete_topic(&c, "ct-one");
+    cr_assert_eq(e, KE_NONE, "DeleteTopics of a plain topic: error %d", e);
+    cr_assert(!topic_listed("ct-one"));
     krw_close(&c);
     sa_finish();
 }
