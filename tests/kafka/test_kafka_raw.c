@@ -87,9 +87,14 @@ static void sa_start(void)
 
 static void suite_fini(void)
 {
-    if (!g_passed)
-        sah_dump_log(&g_sa);
     krw_close(&g_healthy);
+    if (!g_passed) {
+        /* Stopped rather than killed: the log then shows what the stop reports (a sanitizer
+         * build's leaks among it). */
+        if (g_sa.pid > 0)
+            sah_stop(&g_sa, NULL);
+        sah_dump_log(&g_sa);
+    }
     sah_destroy(&g_sa);
 }
 
