@@ -77,6 +77,12 @@ static bool g_passed;    /* set at the end of a test body: fini shows the log ot
 static krw_conn g_healthy = { .fd = -1 };
 static int g_healthy_count; /* records it produced: healthy-0 .. healthy-(count-1) */
 
+/* The connections of the running test: closed by the suite's fini too, so that a failed case
+ * leaves no answer buffer behind (a sanitizer build would report it). */
+#define CONNS_MAX 16
+static krw_conn g_conns[CONNS_MAX];
+static int g_conn_count;
+
 static void sa_start(void)
 {
     int rc = sah_start(&g_sa, NULL);
@@ -88,6 +94,8 @@ static void sa_start(void)
 static void suite_fini(void)
 {
     krw_close(&g_healthy);
+    for (int i = 0; i < g_conn_count; i++)
+        krw_close(&g_conns[i]);
     if (!g_passed) {
         /* Stopped rather than killed: the log then shows what the stop reports (a sanitizer
          * build's leaks among it). */
@@ -132,9 +140,18 @@ static void nap_ms(int ms)
     }
 }
 
-static krw_conn kopen(void)
+/* A new connection to the Kafka port, in a slot of g_conns. */
+static krw_conn *kopen(void)
 {
-    return krw_open(g_kport, REPLY_TIMEOUT_MS);
+    for (int i = 0; i < g_conn_count; i++) {
+        if (g_conns[i].fd < 0) {
+            g_conns[i] = krw_open(g_kport, REPLY_TIMEOUT_MS);
+            return &g_conns[i];
+        }
+    }
+    cr_assert_lt(g_conn_count, CONNS_MAX, "more than %d connections open", CONNS_MAX);
+    g_conns[g_conn_count] = krw_open(g_kport, REPLY_TIMEOUT_MS);
+    return &g_conns[g_conn_count++];
 }
 
 /* ---- metrics ----------------------------------------------------------------------------- */
@@ -251,7 +268,7 @@ static void healthy_produce(int n)
 /* A connection that produces and fetches while the cases misbehave on others. */
 static void healthy_open(void)
 {
-    g_healthy = kopen();
+    g_healthy = krw_open(g_kport, REPLY_TIMEOUT_MS);
     g_healthy_count = 0;
     healthy_produce(3);
     expect_log(&g_healthy, HEALTHY_TOPIC, 0, g_healthy_ptrs, g_healthy_count);
@@ -270,11 +287,11 @@ static void healthy_check(void)
  * body it announces. */
 static void send_size_expect_closed(int32_t size, const char *what)
 {
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     uint8_t head[4] = { (uint8_t)((uint32_t)size >> 24), (uint8_t)((uint32_t)size >> 16),
                         (uint8_t)((uint32_t)size >> 8), (uint8_t)size };
-    krw_write(&c, head, sizeof(head));
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, what);
+    krw_write(c, head, sizeof(head));
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, what);
 }
 
 Test(kafka_raw, bad_frame_sizes)
@@ -303,46 +320,46 @@ Test(kafka_raw, truncated_requests)
     healthy_open();
 
     /* Metadata v1 announcing 5 topics and naming none. */
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     kw_writer w;
-    krw_begin(&c, &w, KW_API_METADATA, 1);
+    krw_begin(c, &w, KW_API_METADATA, 1);
     kw_write_i32(&w, 5);
-    krw_send(&c, &w);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "Metadata with a topic count of 5 and no topics");
+    krw_send(c, &w);
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "Metadata with a topic count of 5 and no topics");
 
     /* Metadata v1 with a topic whose string length runs past the frame. */
     c = kopen();
-    krw_begin(&c, &w, KW_API_METADATA, 1);
+    krw_begin(c, &w, KW_API_METADATA, 1);
     kw_write_i32(&w, 1);
     kw_write_i16(&w, 100);
     kw_write_bytes(&w, "abc", 3);
-    krw_send(&c, &w);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "Metadata with a topic name cut short");
+    krw_send(c, &w);
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "Metadata with a topic name cut short");
 
     /* Produce v7 cut after its topic count. */
     c = kopen();
-    krw_begin(&c, &w, KW_API_PRODUCE, 7);
+    krw_begin(c, &w, KW_API_PRODUCE, 7);
     kw_write_string(&w, NULL);
     kw_write_i16(&w, 1);
     kw_write_i32(&w, 1000);
     kw_write_i32(&w, 1);
-    krw_send(&c, &w);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "Produce cut after its topic count");
+    krw_send(c, &w);
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "Produce cut after its topic count");
 
     /* Fetch v11 whose records size field runs past the frame is an answer's matter; a request cut
      * inside its partition list is the client's: closed. */
     c = kopen();
-    krw_begin(&c, &w, KW_API_FETCH, 11);
+    krw_begin(c, &w, KW_API_FETCH, 11);
     krw_fetch_body(&w, 11, 0, 1, HEALTHY_TOPIC, 0, 0, 1 << 20);
     w.len -= 10; /* cut inside the partition (and drop the trailing fields) */
-    krw_send(&c, &w);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "Fetch cut inside its partition");
+    krw_send(c, &w);
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "Fetch cut inside its partition");
 
     /* A request header without its client id (header v1 needs one): size 8. */
     c = kopen();
     static const uint8_t hdr[] = { 0, 0, 0, 8, 0, 3, 0, 1, 0, 0, 0, 7 };
-    krw_write(&c, hdr, sizeof(hdr));
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "a request header without its client id");
+    krw_write(c, hdr, sizeof(hdr));
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "a request header without its client id");
 
     healthy_check();
     char *m = metrics_text();
@@ -358,13 +375,13 @@ Test(kafka_raw, truncated_requests)
 /* A request of (key, version) with a few body bytes: the broker must close the connection. */
 static void send_expect_closed(int16_t key, int16_t version, const char *what)
 {
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     kw_writer w;
-    krw_begin(&c, &w, key, version);
+    krw_begin(c, &w, key, version);
     kw_write_i32(&w, 0);
     kw_write_i32(&w, 0);
-    krw_send(&c, &w);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, what);
+    krw_send(c, &w);
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, what);
 }
 
 Test(kafka_raw, unknown_api_and_versions)
@@ -431,29 +448,29 @@ Test(kafka_raw, api_versions)
 {
     sa_start();
     healthy_open();
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     kw_api_range got[64];
     size_t n = 0;
 
     /* v4 is not served: answered at v0 with UNSUPPORTED_VERSION and the table, the connection
      * kept, so that the client retries at a version both know. */
-    int16_t e = krw_api_versions(&c, 4, 0, got, 64, &n);
+    int16_t e = krw_api_versions(c, 4, 0, got, 64, &n);
     cr_assert_eq(e, KE_UNSUPPORTED_VERSION, "ApiVersions v4: error %d", e);
     expect_served(got, n, "ApiVersions v4's answer (v0)");
 
-    e = krw_api_versions(&c, 3, 3, got, 64, &n);
+    e = krw_api_versions(c, 3, 3, got, 64, &n);
     cr_assert_eq(e, KE_NONE, "ApiVersions v3: error %d", e);
     expect_served(got, n, "ApiVersions v3");
     for (int16_t v = 0; v <= 2; v++) {
-        e = krw_api_versions(&c, v, v, got, 64, &n);
+        e = krw_api_versions(c, v, v, got, 64, &n);
         cr_assert_eq(e, KE_NONE, "ApiVersions v%d: error %d", v, e);
         expect_served(got, n, "ApiVersions v0-2");
     }
     /* A much newer client (v100) is answered the same way. */
-    e = krw_api_versions(&c, 100, 0, got, 64, &n);
+    e = krw_api_versions(c, 100, 0, got, 64, &n);
     cr_assert_eq(e, KE_UNSUPPORTED_VERSION, "ApiVersions v100: error %d", e);
     expect_served(got, n, "ApiVersions v100's answer (v0)");
-    krw_close(&c);
+    krw_close(c);
 
     healthy_check();
     char *m = metrics_text();
@@ -528,37 +545,37 @@ Test(kafka_raw, bad_record_batches)
     sa_start();
     healthy_open();
     const char *topic = "bad-batches";
-    krw_conn c = kopen();
-    int64_t base = krw_produce_values(&c, topic, 0, good_values, 5);
+    krw_conn *c = kopen();
+    int64_t base = krw_produce_values(c, topic, 0, good_values, 5);
     cr_assert_eq(base, 0);
-    cr_assert_eq(latest(&c, topic), 5);
+    cr_assert_eq(latest(c, topic), 5);
     int errors = 0;
 
     kw_writer b = two_records(0, -1);
     b.buf[BATCH_CRC_AT + 2] ^= 0x5a;
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch with a wrong CRC");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch with a wrong CRC");
     errors++;
 
     b = two_records(0, -1);
     b.buf[BATCH_MAGIC_AT] = 1;
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch of magic 1");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch of magic 1");
     errors++;
 
     b = two_records(0, -1);
     b.buf[BATCH_MAGIC_AT] = 3;
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch of magic 3");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a batch of magic 3");
     errors++;
 
     b = two_records(0, -1);
-    produce_refused(&c, topic, &b, 5, KE_INVALID_REQUIRED_ACKS, 5, "acks=5");
+    produce_refused(c, topic, &b, 5, KE_INVALID_REQUIRED_ACKS, 5, "acks=5");
     errors++;
 
     b = two_records(0x10, 77);
-    produce_refused(&c, topic, &b, 1, -1, 5, "a transactional batch");
+    produce_refused(c, topic, &b, 1, -1, 5, "a transactional batch");
     errors++;
 
     b = two_records(0x20, -1);
-    produce_refused(&c, topic, &b, 1, -1, 5, "a control batch");
+    produce_refused(c, topic, &b, 1, -1, 5, "a control batch");
     errors++;
 
     /* Records that disagree with the header's count: three announced, two written. */
@@ -568,15 +585,15 @@ Test(kafka_raw, bad_record_batches)
     kw_write_record(&recs, 0, 1, NULL, -1, "r1", 2, NULL, 0);
     cr_assert_eq(kw_writer_error(&recs), MG_OK);
     b = miscounted(3, 2, 0, recs.buf, recs.len);
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "records_count 3 over 2 records");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "records_count 3 over 2 records");
     errors++;
     /* One announced, two written. */
     b = miscounted(1, 0, 0, recs.buf, recs.len);
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "records_count 1 over 2 records");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "records_count 1 over 2 records");
     errors++;
     /* A count that disagrees with last_offset_delta. */
     b = miscounted(2, 5, 0, recs.buf, recs.len);
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5,
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5,
                     "records_count 2 with last_offset_delta 5");
     errors++;
     kw_writer_free(&recs);
@@ -584,14 +601,14 @@ Test(kafka_raw, bad_record_batches)
     /* gzip whose compressed bytes are garbage. */
     static const char garbage[] = "these bytes are not gzip data, whatever the attributes say";
     b = miscounted(2, 1, KW_CODEC_GZIP, garbage, sizeof(garbage));
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "gzip batch of garbage");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "gzip batch of garbage");
     errors++;
 
     /* The connection survived all that: what was stored is intact, and it produces on. */
-    expect_log(&c, topic, 0, good_values, 5);
+    expect_log(c, topic, 0, good_values, 5);
     static const char *const after[] = { "after-0" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, after, 1), 5);
-    krw_close(&c);
+    cr_assert_eq(krw_produce_values(c, topic, 0, after, 1), 5);
+    krw_close(c);
     healthy_check();
 
     char *m = metrics_text();
@@ -612,8 +629,8 @@ Test(kafka_raw, corrupt_batch_after_good_one)
     sa_start();
     healthy_open();
     const char *topic = "half-bad";
-    krw_conn c = kopen();
-    int64_t base = krw_produce_values(&c, topic, 0, good_values, 5);
+    krw_conn *c = kopen();
+    int64_t base = krw_produce_values(c, topic, 0, good_values, 5);
     cr_assert_eq(base, 0);
 
     kw_writer b = two_records(0, -1);
@@ -621,7 +638,7 @@ Test(kafka_raw, corrupt_batch_after_good_one)
     bad.buf[BATCH_CRC_AT] ^= 0xff;
     kw_write_bytes(&b, bad.buf, bad.len);
     kw_writer_free(&bad);
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5,
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5,
                     "a good batch then one with a wrong CRC");
 
     b = two_records(0, -1);
@@ -629,10 +646,10 @@ Test(kafka_raw, corrupt_batch_after_good_one)
     bad.buf[BATCH_MAGIC_AT] = 1;
     kw_write_bytes(&b, bad.buf, bad.len);
     kw_writer_free(&bad);
-    produce_refused(&c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a good batch then one of magic 1");
+    produce_refused(c, topic, &b, 1, KE_CORRUPT_MESSAGE, 5, "a good batch then one of magic 1");
 
-    expect_log(&c, topic, 0, good_values, 5);
-    krw_close(&c);
+    expect_log(c, topic, 0, good_values, 5);
+    krw_close(c);
     healthy_check();
     sa_finish();
 }
@@ -670,39 +687,39 @@ Test(kafka_raw, offsets_and_unknown_topics)
     sa_start();
     healthy_open();
     const char *topic = "ranges";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "r-0", "r-1", "r-2" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 3), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 0, v, 3), 0);
     int fetch_errors = 0, lo_errors = 0, md_errors = 0;
 
-    int16_t e = fetch_error(&c, topic, 0, 4);
+    int16_t e = fetch_error(c, topic, 0, 4);
     cr_expect_eq(e, KE_OFFSET_OUT_OF_RANGE, "fetch beyond the high watermark: %d", e);
     fetch_errors++;
-    e = fetch_error(&c, topic, 0, 1000000);
+    e = fetch_error(c, topic, 0, 1000000);
     cr_expect_eq(e, KE_OFFSET_OUT_OF_RANGE, "fetch far beyond the high watermark: %d", e);
     fetch_errors++;
-    e = fetch_error(&c, topic, 0, -1);
+    e = fetch_error(c, topic, 0, -1);
     cr_expect_eq(e, KE_OFFSET_OUT_OF_RANGE, "fetch at -1: %d", e);
     fetch_errors++;
-    e = fetch_error(&c, topic, 0, INT64_MIN);
+    e = fetch_error(c, topic, 0, INT64_MIN);
     cr_expect_eq(e, KE_OFFSET_OUT_OF_RANGE, "fetch at INT64_MIN: %d", e);
     fetch_errors++;
     /* At the high watermark: nothing yet, no error. */
-    e = fetch_error(&c, topic, 0, 3);
+    e = fetch_error(c, topic, 0, 3);
     cr_expect_eq(e, KE_NONE, "fetch at the high watermark: %d", e);
 
     /* Unknown topics and partitions: an error, and nothing created. */
-    e = fetch_error(&c, "no-such-topic", 0, 0);
+    e = fetch_error(c, "no-such-topic", 0, 0);
     cr_expect_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "fetch of an unknown topic: %d", e);
     fetch_errors++;
-    e = fetch_error(&c, topic, 5, 0);
+    e = fetch_error(c, topic, 5, 0);
     cr_expect_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "fetch of partition 5 of a plain topic: %d", e);
     fetch_errors++;
-    e = fetch_error(&c, topic, -1, 0);
+    e = fetch_error(c, topic, -1, 0);
     cr_expect_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "fetch of partition -1: %d", e);
     fetch_errors++;
     int64_t off = 0;
-    e = krw_list_offsets(&c, "no-such-topic-2", 0, -1, &off);
+    e = krw_list_offsets(c, "no-such-topic-2", 0, -1, &off);
     cr_expect_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "ListOffsets of an unknown topic: %d", e);
     lo_errors++;
     cr_expect(!topic_listed("no-such-topic"), "a fetch created the topic it did not find");
@@ -716,7 +733,7 @@ Test(kafka_raw, offsets_and_unknown_topics)
     const char *const bad_names[] = { "bad/name", "bad name!", "..", too_long };
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
         static krw_metadata md;
-        krw_metadata_req(&c, 4, &bad_names[i], 1, true, &md);
+        krw_metadata_req(c, 4, &bad_names[i], 1, true, &md);
         const krw_md_topic *t = krw_md_find(&md, bad_names[i]);
         cr_assert_not_null(t, "Metadata does not answer about \"%.40s\"", bad_names[i]);
         cr_expect_eq(t->error, KE_INVALID_TOPIC_EXCEPTION, "Metadata of \"%.40s\": error %d",
@@ -727,8 +744,8 @@ Test(kafka_raw, offsets_and_unknown_topics)
               "a topic with an illegal name was created");
 
     /* Stored data intact. */
-    expect_log(&c, topic, 0, v, 3);
-    krw_close(&c);
+    expect_log(c, topic, 0, v, 3);
+    krw_close(c);
     healthy_check();
     char *m = metrics_text();
     cr_expect_eq(request_errors(m, "Fetch"), fetch_errors,
@@ -750,9 +767,9 @@ Test(kafka_raw, pipelined_answers_in_order)
 {
     sa_start();
     const char *topic = "pipe";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "p-0" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 1), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 0, v, 1), 0);
 
     /* One write: a Fetch at the high watermark that waits 300 ms, then requests answered at once.
      * Every answer must come in request order, the Fetch's first. */
@@ -761,13 +778,13 @@ Test(kafka_raw, pipelined_answers_in_order)
     int32_t corr[6];
     kw_writer one;
 
-    corr[0] = krw_begin(&c, &one, KW_API_FETCH, 11);
+    corr[0] = krw_begin(c, &one, KW_API_FETCH, 11);
     krw_fetch_body(&one, 11, 300, 1, topic, 0, 1, 1 << 20);
     krw_finish(&one, 0);
     kw_write_bytes(&w, one.buf, one.len);
     kw_writer_free(&one);
 
-    corr[1] = krw_begin(&c, &one, KW_API_METADATA, 4);
+    corr[1] = krw_begin(c, &one, KW_API_METADATA, 4);
     kw_write_i32(&one, 1);
     kw_write_string(&one, topic);
     kw_write_i8(&one, 0);
@@ -775,12 +792,12 @@ Test(kafka_raw, pipelined_answers_in_order)
     kw_write_bytes(&w, one.buf, one.len);
     kw_writer_free(&one);
 
-    corr[2] = krw_begin(&c, &one, KW_API_API_VERSIONS, 2);
+    corr[2] = krw_begin(c, &one, KW_API_API_VERSIONS, 2);
     krw_finish(&one, 0);
     kw_write_bytes(&w, one.buf, one.len);
     kw_writer_free(&one);
 
-    corr[3] = krw_begin(&c, &one, KW_API_LIST_OFFSETS, 2);
+    corr[3] = krw_begin(c, &one, KW_API_LIST_OFFSETS, 2);
     kw_write_i32(&one, -1);
     kw_write_i8(&one, 0);
     kw_write_i32(&one, 1);
@@ -793,13 +810,13 @@ Test(kafka_raw, pipelined_answers_in_order)
     kw_writer_free(&one);
 
     /* Another long wait behind them, then a Metadata again. */
-    corr[4] = krw_begin(&c, &one, KW_API_FETCH, 11);
+    corr[4] = krw_begin(c, &one, KW_API_FETCH, 11);
     krw_fetch_body(&one, 11, 200, 1, topic, 0, 1, 1 << 20);
     krw_finish(&one, 0);
     kw_write_bytes(&w, one.buf, one.len);
     kw_writer_free(&one);
 
-    corr[5] = krw_begin(&c, &one, KW_API_METADATA, 1);
+    corr[5] = krw_begin(c, &one, KW_API_METADATA, 1);
     kw_write_i32(&one, 1);
     kw_write_string(&one, topic);
     krw_finish(&one, 0);
@@ -808,25 +825,25 @@ Test(kafka_raw, pipelined_answers_in_order)
 
     cr_assert_eq(kw_writer_error(&w), MG_OK);
     int64_t t0 = sah_now_ms();
-    krw_write(&c, w.buf, w.len);
+    krw_write(c, w.buf, w.len);
     kw_writer_free(&w);
 
     static krw_fetch_result f;
-    krw_parse_fetch(krw_expect(&c, corr[0], "the pipelined Fetch (300 ms)"), 11, topic, 0, &f);
+    krw_parse_fetch(krw_expect(c, corr[0], "the pipelined Fetch (300 ms)"), 11, topic, 0, &f);
     int64_t first = sah_now_ms() - t0;
     cr_expect_eq(f.error, KE_NONE);
     cr_expect_eq(f.record_count, 0);
     cr_expect_geq(first, 240, "the first Fetch was answered after %lld ms, before its wait",
                   (long long)first);
-    kw_reader *r = krw_expect(&c, corr[1], "the pipelined Metadata after the Fetch");
+    kw_reader *r = krw_expect(c, corr[1], "the pipelined Metadata after the Fetch");
     r->pos = r->len; /* its contents are the next tests' */
-    r = krw_expect(&c, corr[2], "the pipelined ApiVersions");
+    r = krw_expect(c, corr[2], "the pipelined ApiVersions");
     cr_expect_eq(kw_read_i16(r), KE_NONE);
-    r = krw_expect(&c, corr[3], "the pipelined ListOffsets");
-    krw_parse_fetch(krw_expect(&c, corr[4], "the second pipelined Fetch (200 ms)"), 11, topic, 0,
+    r = krw_expect(c, corr[3], "the pipelined ListOffsets");
+    krw_parse_fetch(krw_expect(c, corr[4], "the second pipelined Fetch (200 ms)"), 11, topic, 0,
                     &f);
     cr_expect_eq(f.error, KE_NONE);
-    krw_expect(&c, corr[5], "the last pipelined Metadata");
+    krw_expect(c, corr[5], "the last pipelined Metadata");
 
     /* Many small requests in one write: all answered, in order. */
     enum { MANY = 40 };
@@ -834,9 +851,9 @@ Test(kafka_raw, pipelined_answers_in_order)
     kw_writer_init(&w, 0);
     for (int i = 0; i < MANY; i++) {
         if (i % 2 == 0) {
-            many[i] = krw_begin(&c, &one, KW_API_API_VERSIONS, (int16_t)(i % 3));
+            many[i] = krw_begin(c, &one, KW_API_API_VERSIONS, (int16_t)(i % 3));
         } else {
-            many[i] = krw_begin(&c, &one, KW_API_METADATA, 1);
+            many[i] = krw_begin(c, &one, KW_API_METADATA, 1);
             kw_write_i32(&one, 1);
             kw_write_string(&one, topic);
         }
@@ -844,39 +861,39 @@ Test(kafka_raw, pipelined_answers_in_order)
         kw_write_bytes(&w, one.buf, one.len);
         kw_writer_free(&one);
     }
-    krw_write(&c, w.buf, w.len);
+    krw_write(c, w.buf, w.len);
     kw_writer_free(&w);
     for (int i = 0; i < MANY; i++)
-        krw_expect(&c, many[i], i % 2 == 0 ? "a pipelined ApiVersions" : "a pipelined Metadata");
+        krw_expect(c, many[i], i % 2 == 0 ? "a pipelined ApiVersions" : "a pipelined Metadata");
 
     /* A request trickled a byte at a time, then two cut in 3-byte writes (a cut inside a size
      * among them): each answered once whole. */
-    int32_t tc = krw_begin(&c, &one, KW_API_METADATA, 1);
+    int32_t tc = krw_begin(c, &one, KW_API_METADATA, 1);
     kw_write_i32(&one, 1);
     kw_write_string(&one, topic);
     krw_finish(&one, 0);
     for (size_t i = 0; i < one.len; i++) {
-        krw_write(&c, one.buf + i, 1);
+        krw_write(c, one.buf + i, 1);
         nap_ms(1);
     }
     kw_writer_free(&one);
-    krw_expect(&c, tc, "a Metadata sent a byte at a time");
+    krw_expect(c, tc, "a Metadata sent a byte at a time");
     kw_writer_init(&w, 0);
     int32_t two[2];
     for (int i = 0; i < 2; i++) {
-        two[i] = krw_begin(&c, &one, KW_API_API_VERSIONS, 1);
+        two[i] = krw_begin(c, &one, KW_API_API_VERSIONS, 1);
         krw_finish(&one, 0);
         kw_write_bytes(&w, one.buf, one.len);
         kw_writer_free(&one);
     }
     for (size_t i = 0; i < w.len; i += 3) {
-        krw_write(&c, w.buf + i, w.len - i < 3 ? w.len - i : 3);
+        krw_write(c, w.buf + i, w.len - i < 3 ? w.len - i : 3);
         nap_ms(1);
     }
     kw_writer_free(&w);
-    krw_expect(&c, two[0], "the first ApiVersions sent in pieces");
-    krw_expect(&c, two[1], "the second ApiVersions sent in pieces");
-    krw_close(&c);
+    krw_expect(c, two[0], "the first ApiVersions sent in pieces");
+    krw_expect(c, two[1], "the second ApiVersions sent in pieces");
+    krw_close(c);
     sa_finish();
 }
 
@@ -886,22 +903,22 @@ Test(kafka_raw, long_poll_answered_by_produce)
 {
     sa_start();
     const char *topic = "poll";
-    krw_conn a = kopen(), b = kopen();
+    krw_conn *a = kopen(), *b = kopen();
     static const char *const v[] = { "before-0", "before-1" };
-    cr_assert_eq(krw_produce_values(&b, topic, 0, v, 2), 0);
+    cr_assert_eq(krw_produce_values(b, topic, 0, v, 2), 0);
 
     kw_writer w;
-    int32_t corr = krw_begin(&a, &w, KW_API_FETCH, 11);
+    int32_t corr = krw_begin(a, &w, KW_API_FETCH, 11);
     krw_fetch_body(&w, 11, LONG_POLL_WAIT_MS, 1, topic, 0, 2, 1 << 20);
     int64_t t0 = sah_now_ms();
-    krw_send(&a, &w);
+    krw_send(a, &w);
     /* Nothing may come before the produce. */
     nap_ms(300);
     static const char *const late[] = { "late" };
     int64_t tp = sah_now_ms();
-    cr_assert_eq(krw_produce_values(&b, topic, 0, late, 1), 2);
+    cr_assert_eq(krw_produce_values(b, topic, 0, late, 1), 2);
     static krw_fetch_result f;
-    krw_parse_fetch(krw_expect(&a, corr, "the long-polling Fetch"), 11, topic, 0, &f);
+    krw_parse_fetch(krw_expect(a, corr, "the long-polling Fetch"), 11, topic, 0, &f);
     int64_t t1 = sah_now_ms();
     cr_expect_geq(t1 - t0, 250, "the long poll was answered after %lld ms, before the produce",
                   (long long)(t1 - t0));
@@ -913,8 +930,8 @@ Test(kafka_raw, long_poll_answered_by_produce)
     cr_assert_eq(f.records[0].offset, 2);
     cr_assert(view_is(f.records[0].value, "late"));
     cr_expect_eq(f.high_watermark, 3);
-    krw_close(&a);
-    krw_close(&b);
+    krw_close(a);
+    krw_close(b);
     sa_finish();
 }
 
@@ -922,17 +939,17 @@ Test(kafka_raw, long_poll_times_out)
 {
     sa_start();
     const char *topic = "poll-idle";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "only" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 1), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 0, v, 1), 0);
     for (int round = 0; round < 2; round++) {
         kw_writer w;
-        int32_t corr = krw_begin(&c, &w, KW_API_FETCH, 11);
+        int32_t corr = krw_begin(c, &w, KW_API_FETCH, 11);
         krw_fetch_body(&w, 11, SHORT_POLL_WAIT_MS, 1, topic, 0, 1, 1 << 20);
         int64_t t0 = sah_now_ms();
-        krw_send(&c, &w);
+        krw_send(c, &w);
         static krw_fetch_result f;
-        krw_parse_fetch(krw_expect(&c, corr, "the idle long poll"), 11, topic, 0, &f);
+        krw_parse_fetch(krw_expect(c, corr, "the idle long poll"), 11, topic, 0, &f);
         int64_t took = sah_now_ms() - t0;
         cr_assert_geq(took, SHORT_POLL_WAIT_MS * 8 / 10,
                       "a %d ms long poll with nothing new was answered after %lld ms",
@@ -944,7 +961,7 @@ Test(kafka_raw, long_poll_times_out)
         cr_assert_eq(f.record_count, 0);
         cr_assert_eq(f.high_watermark, 1);
     }
-    krw_close(&c);
+    krw_close(c);
     sa_finish();
 }
 
@@ -969,74 +986,74 @@ Test(kafka_raw, idempotent_producer)
 {
     sa_start();
     const char *topic = "idem";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     int64_t pid = -1;
     int16_t epoch = -1;
-    int16_t e = krw_init_producer_id(&c, &pid, &epoch);
+    int16_t e = krw_init_producer_id(c, &pid, &epoch);
     cr_assert_eq(e, KE_NONE, "InitProducerId: error %d", e);
     cr_assert_geq(pid, 0, "InitProducerId gave producer id %lld", (long long)pid);
     cr_assert_eq(epoch, 0, "InitProducerId gave epoch %d", epoch);
 
     static const char *const b0[] = { "i-0", "i-1", "i-2" };
-    krw_produce_result r = idem_produce(&c, topic, pid, 0, 0, b0, 3);
+    krw_produce_result r = idem_produce(c, topic, pid, 0, 0, b0, 3);
     cr_assert_eq(r.error, KE_NONE, "the first batch (sequence 0): error %d", r.error);
     cr_assert_eq(r.base_offset, 0);
-    cr_assert_eq(latest(&c, topic), 3);
+    cr_assert_eq(latest(c, topic), 3);
 
     /* The same batch again (a retry): its first answer again, stored once. */
-    r = idem_produce(&c, topic, pid, 0, 0, b0, 3);
+    r = idem_produce(c, topic, pid, 0, 0, b0, 3);
     cr_assert_eq(r.error, KE_NONE, "the retried batch: error %d", r.error);
     cr_assert_eq(r.base_offset, 0, "the retried batch answered at %lld", (long long)r.base_offset);
-    cr_assert_eq(latest(&c, topic), 3, "the retried batch was stored again");
+    cr_assert_eq(latest(c, topic), 3, "the retried batch was stored again");
 
     /* Sequence 5 where 3 is expected. */
     static const char *const gap[] = { "gap" };
-    r = idem_produce(&c, topic, pid, 0, 5, gap, 1);
+    r = idem_produce(c, topic, pid, 0, 5, gap, 1);
     cr_assert_eq(r.error, KE_OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence 5 where 3 is due: error %d",
                  r.error);
-    cr_assert_eq(latest(&c, topic), 3);
+    cr_assert_eq(latest(c, topic), 3);
 
     /* Sequence 3: stored. */
     static const char *const b1[] = { "i-3", "i-4" };
-    r = idem_produce(&c, topic, pid, 0, 3, b1, 2);
+    r = idem_produce(c, topic, pid, 0, 3, b1, 2);
     cr_assert_eq(r.error, KE_NONE, "sequence 3: error %d", r.error);
     cr_assert_eq(r.base_offset, 3);
 
     /* A new epoch starts at sequence 0; then the old epoch is fenced. */
     static const char *const b2[] = { "i-5" };
-    r = idem_produce(&c, topic, pid, 1, 0, b2, 1);
+    r = idem_produce(c, topic, pid, 1, 0, b2, 1);
     cr_assert_eq(r.error, KE_NONE, "epoch 1 at sequence 0: error %d", r.error);
     cr_assert_eq(r.base_offset, 5);
     static const char *const stale[] = { "stale" };
-    r = idem_produce(&c, topic, pid, 0, 5, stale, 1);
+    r = idem_produce(c, topic, pid, 0, 5, stale, 1);
     cr_assert_eq(r.error, KE_INVALID_PRODUCER_EPOCH, "epoch 0 after epoch 1: error %d", r.error);
-    cr_assert_eq(latest(&c, topic), 6);
+    cr_assert_eq(latest(c, topic), 6);
 
     /* Another producer id on the same partition keeps its own sequence. */
     int64_t pid2 = -1;
-    e = krw_init_producer_id(&c, &pid2, &epoch);
+    e = krw_init_producer_id(c, &pid2, &epoch);
     cr_assert_eq(e, KE_NONE);
     cr_assert_neq(pid2, pid, "InitProducerId gave the same producer id twice");
     cr_assert_eq(epoch, 0);
     static const char *const o0[] = { "o-0", "o-1" };
-    r = idem_produce(&c, topic, pid2, 0, 0, o0, 2);
+    r = idem_produce(c, topic, pid2, 0, 0, o0, 2);
     cr_assert_eq(r.error, KE_NONE, "the second producer at sequence 0: error %d", r.error);
     cr_assert_eq(r.base_offset, 6);
     /* ... and the first one's sequence (1 in epoch 1) is untouched by it. */
     static const char *const b3[] = { "i-6" };
-    r = idem_produce(&c, topic, pid, 1, 1, b3, 1);
+    r = idem_produce(c, topic, pid, 1, 1, b3, 1);
     cr_assert_eq(r.error, KE_NONE, "the first producer at sequence 1 of epoch 1: error %d",
                  r.error);
     cr_assert_eq(r.base_offset, 8);
     static const char *const o2[] = { "o-2" };
-    r = idem_produce(&c, topic, pid2, 0, 2, o2, 1);
+    r = idem_produce(c, topic, pid2, 0, 2, o2, 1);
     cr_assert_eq(r.error, KE_NONE, "the second producer at sequence 2: error %d", r.error);
     cr_assert_eq(r.base_offset, 9);
 
     static const char *const all[] = { "i-0", "i-1", "i-2", "i-3", "i-4",
                                        "i-5", "o-0", "o-1", "i-6", "o-2" };
-    expect_log(&c, topic, 0, all, 10);
-    krw_close(&c);
+    expect_log(c, topic, 0, all, 10);
+    krw_close(c);
     sa_finish();
 }
 
@@ -1045,13 +1062,13 @@ Test(kafka_raw, idempotent_producer)
 Test(kafka_raw, metadata_auto_creation)
 {
     sa_start();
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "x" };
-    cr_assert_eq(krw_produce_values(&c, "md-existing", 0, v, 1), 0);
+    cr_assert_eq(krw_produce_values(c, "md-existing", 0, v, 1), 0);
     static krw_metadata md;
 
     const char *off[] = { "md-auto-off" };
-    krw_metadata_req(&c, 4, off, 1, false, &md);
+    krw_metadata_req(c, 4, off, 1, false, &md);
     const krw_md_topic *t = krw_md_find(&md, off[0]);
     cr_assert_not_null(t, "Metadata does not answer about %s", off[0]);
     cr_assert_eq(t->error, KE_UNKNOWN_TOPIC_OR_PARTITION,
@@ -1061,7 +1078,7 @@ Test(kafka_raw, metadata_auto_creation)
     const char *on[] = { "md-auto-on" };
     int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
     do {
-        krw_metadata_req(&c, 4, on, 1, true, &md);
+        krw_metadata_req(c, 4, on, 1, true, &md);
         t = krw_md_find(&md, on[0]);
         cr_assert_not_null(t, "Metadata does not answer about %s", on[0]);
     } while (t->error == KE_LEADER_NOT_AVAILABLE && sah_now_ms() < deadline);
@@ -1076,10 +1093,10 @@ Test(kafka_raw, metadata_auto_creation)
                  g_kport);
     cr_assert(topic_listed(on[0]), "auto-creation did not create the topic");
     /* The created topic is usable. */
-    cr_assert_eq(krw_produce_values(&c, on[0], 0, v, 1), 0);
+    cr_assert_eq(krw_produce_values(c, on[0], 0, v, 1), 0);
 
     /* A null list: every topic, both of them (and not the one never created). */
-    krw_metadata_req(&c, 4, NULL, 0, false, &md);
+    krw_metadata_req(c, 4, NULL, 0, false, &md);
     cr_assert_not_null(krw_md_find(&md, "md-existing"), "the null list lacks md-existing");
     cr_assert_not_null(krw_md_find(&md, on[0]), "the null list lacks %s", on[0]);
     cr_assert_null(krw_md_find(&md, off[0]), "the null list names %s", off[0]);
@@ -1087,10 +1104,10 @@ Test(kafka_raw, metadata_auto_creation)
         cr_expect_eq(md.topics[i].error, KE_NONE, "%s listed with error %d", md.topics[i].name,
                      md.topics[i].error);
     /* v1 says the same about them. */
-    krw_metadata_req(&c, 1, NULL, 0, false, &md);
+    krw_metadata_req(c, 1, NULL, 0, false, &md);
     cr_assert_not_null(krw_md_find(&md, "md-existing"));
     cr_assert_not_null(krw_md_find(&md, on[0]));
-    krw_close(&c);
+    krw_close(c);
     sa_finish();
 }
 
@@ -1101,20 +1118,20 @@ Test(kafka_raw, consumer_group)
     sa_start();
     const char *topic = "grp-topic";
     const char *group = "grp";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "g-0", "g-1", "g-2", "g-3", "g-4",
                                      "g-5", "g-6", "g-7", "g-8", "g-9" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 10), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 0, v, 10), 0);
 
     static krw_join j;
-    krw_join_group(&c, group, "", &j);
+    krw_join_group(c, group, "", &j);
     cr_assert_eq(j.error, KE_MEMBER_ID_REQUIRED, "JoinGroup v4 without a member id: error %d",
                  j.error);
     cr_assert_neq(j.member_id[0], '\0', "MEMBER_ID_REQUIRED without a member id");
     char member[KRW_NAME_BYTES_MAX];
     snprintf(member, sizeof(member), "%s", j.member_id);
 
-    krw_join_group(&c, group, member, &j);
+    krw_join_group(c, group, member, &j);
     cr_assert_eq(j.error, KE_NONE, "JoinGroup with the given id: error %d", j.error);
     cr_assert_eq(j.generation, 1);
     cr_assert_str_eq(j.member_id, member);
@@ -1126,48 +1143,48 @@ Test(kafka_raw, consumer_group)
     const char *const to[] = { member };
     const char *const assign[] = { "assignment: grp-topic 0" };
     char got[64];
-    int16_t e = krw_sync_group(&c, group, 1, member, to, assign, 1, got, sizeof(got));
+    int16_t e = krw_sync_group(c, group, 1, member, to, assign, 1, got, sizeof(got));
     cr_assert_eq(e, KE_NONE, "SyncGroup as the leader: error %d", e);
     cr_assert_str_eq(got, assign[0], "SyncGroup answered another assignment");
 
-    e = krw_heartbeat(&c, group, 1, member);
+    e = krw_heartbeat(c, group, 1, member);
     cr_assert_eq(e, KE_NONE, "Heartbeat: error %d", e);
-    e = krw_heartbeat(&c, group, 2, member);
+    e = krw_heartbeat(c, group, 2, member);
     cr_assert_eq(e, KE_ILLEGAL_GENERATION, "Heartbeat of generation 2: error %d", e);
-    e = krw_heartbeat(&c, group, 1, "nobody");
+    e = krw_heartbeat(c, group, 1, "nobody");
     cr_assert_eq(e, KE_UNKNOWN_MEMBER_ID, "Heartbeat of an unknown member: error %d", e);
 
     /* Commits: in the middle of the one batch, forward, back. */
     int64_t off = -1;
-    e = krw_offset_fetch(&c, group, topic, 0, &off);
+    e = krw_offset_fetch(c, group, topic, 0, &off);
     cr_assert_eq(e, KE_NONE, "OffsetFetch before any commit: error %d", e);
     cr_assert_eq(off, -1, "OffsetFetch before any commit: %lld", (long long)off);
     static const int64_t commits[] = { 4, 7, 2, 10, 4 };
     for (size_t i = 0; i < sizeof(commits) / sizeof(commits[0]); i++) {
-        e = krw_offset_commit(&c, group, 1, member, topic, 0, commits[i]);
+        e = krw_offset_commit(c, group, 1, member, topic, 0, commits[i]);
         cr_assert_eq(e, KE_NONE, "OffsetCommit of %lld: error %d", (long long)commits[i], e);
-        e = krw_offset_fetch(&c, group, topic, 0, &off);
+        e = krw_offset_fetch(c, group, topic, 0, &off);
         cr_assert_eq(e, KE_NONE, "OffsetFetch after committing %lld: error %d",
                      (long long)commits[i], e);
         cr_assert_eq(off, commits[i], "committed %lld, OffsetFetch says %lld",
                      (long long)commits[i], (long long)off);
     }
-    e = krw_offset_commit(&c, group, 3, member, topic, 0, 6);
+    e = krw_offset_commit(c, group, 3, member, topic, 0, 6);
     cr_assert_eq(e, KE_ILLEGAL_GENERATION, "OffsetCommit of generation 3: error %d", e);
-    e = krw_offset_fetch(&c, group, topic, 0, &off);
+    e = krw_offset_fetch(c, group, topic, 0, &off);
     cr_assert_eq(off, 4, "a refused commit moved the offset to %lld", (long long)off);
 
-    e = krw_leave_group(&c, group, member);
+    e = krw_leave_group(c, group, member);
     cr_assert_eq(e, KE_NONE, "LeaveGroup: error %d", e);
     char state[64];
     size_t members = 99;
-    e = krw_describe_group(&c, group, state, sizeof(state), &members);
+    e = krw_describe_group(c, group, state, sizeof(state), &members);
     cr_assert_eq(e, KE_NONE, "DescribeGroups: error %d", e);
     cr_assert_str_eq(state, "Empty");
     cr_assert_eq(members, 0);
-    e = krw_heartbeat(&c, group, 1, member);
+    e = krw_heartbeat(c, group, 1, member);
     cr_assert_eq(e, KE_UNKNOWN_MEMBER_ID, "Heartbeat after leaving: error %d", e);
-    krw_close(&c);
+    krw_close(c);
 
     /* Committed offsets outlive the broker. */
     int rc = sah_restart(&g_sa);
@@ -1175,11 +1192,11 @@ Test(kafka_raw, consumer_group)
     g_kport = sah_kafka_port(&g_sa);
     cr_assert_neq(g_kport, 0);
     c = kopen();
-    e = krw_offset_fetch(&c, group, topic, 0, &off);
+    e = krw_offset_fetch(c, group, topic, 0, &off);
     cr_assert_eq(e, KE_NONE, "OffsetFetch after a restart: error %d", e);
     cr_assert_eq(off, 4, "after a restart OffsetFetch says %lld, 4 was committed", (long long)off);
-    expect_log(&c, topic, 0, v, 10);
-    krw_close(&c);
+    expect_log(c, topic, 0, v, 10);
+    krw_close(c);
     sa_finish();
 }
 
@@ -1193,38 +1210,38 @@ Test(kafka_raw, acks_zero)
     sa_start();
     healthy_open();
     const char *topic = "acks0";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "z-0", "z-1" };
     kw_writer b;
     kw_writer_init(&b, 0);
     krw_write_batch(&b, &KRW_BATCH_PLAIN, v, 2);
     kw_writer w;
-    krw_begin(&c, &w, KW_API_PRODUCE, 7);
+    krw_begin(c, &w, KW_API_PRODUCE, 7);
     krw_produce_body(&w, NULL, 0, 30000, topic, 0, b.buf, b.len);
-    krw_send(&c, &w);
+    krw_send(c, &w);
     /* Stored in the background: ListOffsets (answers with their own correlation ids, checked by
      * krw_expect) until it is there. */
     int64_t off = -1;
     int64_t deadline = sah_now_ms() + REPLY_TIMEOUT_MS;
     int16_t e;
     do {
-        e = krw_list_offsets(&c, topic, 0, -1, &off);
+        e = krw_list_offsets(c, topic, 0, -1, &off);
         cr_assert(e == KE_NONE || e == KE_UNKNOWN_TOPIC_OR_PARTITION,
                   "ListOffsets after an acks-0 produce: error %d", e);
     } while ((e != KE_NONE || off < 2) && sah_now_ms() < deadline);
     cr_assert_eq(off, 2, "the acks-0 batch was not stored (latest offset %lld)", (long long)off);
-    expect_log(&c, topic, 0, v, 2);
+    expect_log(c, topic, 0, v, 2);
 
     /* The same batch with a broken CRC and acks 0: the connection is closed, nothing stored. */
     b.buf[BATCH_CRC_AT] ^= 0x01;
-    krw_begin(&c, &w, KW_API_PRODUCE, 7);
+    krw_begin(c, &w, KW_API_PRODUCE, 7);
     krw_produce_body(&w, NULL, 0, 30000, topic, 0, b.buf, b.len);
-    krw_send(&c, &w);
+    krw_send(c, &w);
     kw_writer_free(&b);
-    krw_expect_closed(&c, CLOSE_TIMEOUT_MS, "a corrupt batch produced with acks 0");
+    krw_expect_closed(c, CLOSE_TIMEOUT_MS, "a corrupt batch produced with acks 0");
     c = kopen();
-    expect_log(&c, topic, 0, v, 2);
-    krw_close(&c);
+    expect_log(c, topic, 0, v, 2);
+    krw_close(c);
     healthy_check();
     sa_finish();
 }
@@ -1249,38 +1266,38 @@ Test(kafka_raw, group_rebalance)
 {
     sa_start();
     const char *group = "pair";
-    krw_conn a = kopen(), b = kopen();
+    krw_conn *a = kopen(), *b = kopen();
     static krw_join ja, jb;
 
-    krw_join_group(&a, group, "", &ja);
+    krw_join_group(a, group, "", &ja);
     cr_assert_eq(ja.error, KE_MEMBER_ID_REQUIRED);
     char ida[KRW_NAME_BYTES_MAX];
     snprintf(ida, sizeof(ida), "%s", ja.member_id);
-    krw_join_group(&a, group, ida, &ja);
+    krw_join_group(a, group, ida, &ja);
     cr_assert_eq(ja.error, KE_NONE);
     cr_assert_eq(ja.generation, 1);
-    expect_state(&b, group, "CompletingRebalance", 1);
+    expect_state(b, group, "CompletingRebalance", 1);
     const char *const one_member[] = { ida };
     const char *const one_assign[] = { "a: all" };
     char got[64];
-    cr_assert_eq(krw_sync_group(&a, group, 1, ida, one_member, one_assign, 1, got, sizeof(got)),
+    cr_assert_eq(krw_sync_group(a, group, 1, ida, one_member, one_assign, 1, got, sizeof(got)),
                  KE_NONE);
     cr_assert_str_eq(got, "a: all");
-    expect_state(&b, group, "Stable", 1);
+    expect_state(b, group, "Stable", 1);
 
-    krw_join_group(&b, group, "", &jb);
+    krw_join_group(b, group, "", &jb);
     cr_assert_eq(jb.error, KE_MEMBER_ID_REQUIRED);
     char idb[KRW_NAME_BYTES_MAX];
     snprintf(idb, sizeof(idb), "%s", jb.member_id);
     cr_assert_str_neq(idb, ida, "two members were given the same id");
-    int32_t jbc = krw_join_group_send(&b, group, idb);
+    int32_t jbc = krw_join_group_send(b, group, idb);
     /* b's join waits for a: a's heartbeat says so. */
-    int16_t e = krw_heartbeat(&a, group, 1, ida);
+    int16_t e = krw_heartbeat(a, group, 1, ida);
     cr_assert_eq(e, KE_REBALANCE_IN_PROGRESS, "the old member's heartbeat: error %d", e);
-    expect_state(&a, group, "PreparingRebalance", 2);
-    krw_join_group(&a, group, ida, &ja);
+    expect_state(a, group, "PreparingRebalance", 2);
+    krw_join_group(a, group, ida, &ja);
     cr_assert_eq(ja.error, KE_NONE, "the old member's second join: error %d", ja.error);
-    krw_join_group_read(&b, jbc, &jb);
+    krw_join_group_read(b, jbc, &jb);
     cr_assert_eq(jb.error, KE_NONE, "the new member's join: error %d", jb.error);
     cr_assert_eq(ja.generation, 2);
     cr_assert_eq(jb.generation, 2);
@@ -1293,34 +1310,34 @@ Test(kafka_raw, group_rebalance)
     cr_assert(a_listed && b_listed, "the leader's member list lacks a member");
 
     /* The follower's sync first: it waits for the leader's. */
-    int32_t sbc = krw_sync_group_send(&b, group, 2, idb, NULL, NULL, 0);
+    int32_t sbc = krw_sync_group_send(b, group, 2, idb, NULL, NULL, 0);
     const char *const two_members[] = { ida, idb };
     const char *const two_assign[] = { "a: half", "b: half" };
-    e = krw_sync_group(&a, group, 2, ida, two_members, two_assign, 2, got, sizeof(got));
+    e = krw_sync_group(a, group, 2, ida, two_members, two_assign, 2, got, sizeof(got));
     cr_assert_eq(e, KE_NONE, "the leader's SyncGroup: error %d", e);
     cr_assert_str_eq(got, "a: half");
-    e = krw_sync_group_read(&b, sbc, got, sizeof(got));
+    e = krw_sync_group_read(b, sbc, got, sizeof(got));
     cr_assert_eq(e, KE_NONE, "the follower's SyncGroup: error %d", e);
     cr_assert_str_eq(got, "b: half");
-    expect_state(&a, group, "Stable", 2);
-    cr_assert_eq(krw_heartbeat(&a, group, 2, ida), KE_NONE);
-    cr_assert_eq(krw_heartbeat(&b, group, 2, idb), KE_NONE);
-    cr_assert_eq(krw_heartbeat(&b, group, 1, idb), KE_ILLEGAL_GENERATION);
+    expect_state(a, group, "Stable", 2);
+    cr_assert_eq(krw_heartbeat(a, group, 2, ida), KE_NONE);
+    cr_assert_eq(krw_heartbeat(b, group, 2, idb), KE_NONE);
+    cr_assert_eq(krw_heartbeat(b, group, 1, idb), KE_ILLEGAL_GENERATION);
 
     /* b leaves: a rebalances alone into generation 3. */
-    cr_assert_eq(krw_leave_group(&b, group, idb), KE_NONE);
-    e = krw_heartbeat(&a, group, 2, ida);
+    cr_assert_eq(krw_leave_group(b, group, idb), KE_NONE);
+    e = krw_heartbeat(a, group, 2, ida);
     cr_assert_eq(e, KE_REBALANCE_IN_PROGRESS, "a heartbeat after the other member left: error %d",
                  e);
-    krw_join_group(&a, group, ida, &ja);
+    krw_join_group(a, group, ida, &ja);
     cr_assert_eq(ja.error, KE_NONE);
     cr_assert_eq(ja.generation, 3);
     cr_assert_eq(ja.member_count, 1);
-    cr_assert_eq(krw_sync_group(&a, group, 3, ida, one_member, one_assign, 1, got, sizeof(got)),
+    cr_assert_eq(krw_sync_group(a, group, 3, ida, one_member, one_assign, 1, got, sizeof(got)),
                  KE_NONE);
-    expect_state(&b, group, "Stable", 1);
-    krw_close(&a);
-    krw_close(&b);
+    expect_state(b, group, "Stable", 1);
+    krw_close(a);
+    krw_close(b);
     sa_finish();
 }
 
@@ -1333,7 +1350,7 @@ Test(kafka_raw, every_served_version)
 {
     sa_start();
     const char *topic = "versions";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     char values[5][16];
     const char *ptrs[5];
     for (int16_t v = 3; v <= 7; v++) {
@@ -1344,21 +1361,21 @@ Test(kafka_raw, every_served_version)
         kw_writer_init(&b, 0);
         krw_write_batch(&b, &KRW_BATCH_PLAIN, &ptrs[i], 1);
         kw_writer w;
-        int32_t corr = krw_begin(&c, &w, KW_API_PRODUCE, v);
+        int32_t corr = krw_begin(c, &w, KW_API_PRODUCE, v);
         krw_produce_body(&w, NULL, 1, 30000, topic, 0, b.buf, b.len);
-        krw_send(&c, &w);
+        krw_send(c, &w);
         kw_writer_free(&b);
-        krw_produce_result r = krw_parse_produce(krw_expect(&c, corr, "Produce"), v, topic, 0);
+        krw_produce_result r = krw_parse_produce(krw_expect(c, corr, "Produce"), v, topic, 0);
         cr_assert_eq(r.error, KE_NONE, "Produce v%d: error %d", v, r.error);
         cr_assert_eq(r.base_offset, i, "Produce v%d stored at %lld", v, (long long)r.base_offset);
     }
     static krw_fetch_result f;
     for (int16_t v = 4; v <= 11; v++) {
         kw_writer w;
-        int32_t corr = krw_begin(&c, &w, KW_API_FETCH, v);
+        int32_t corr = krw_begin(c, &w, KW_API_FETCH, v);
         krw_fetch_body(&w, v, 0, 1, topic, 0, 1, 1 << 20);
-        krw_send(&c, &w);
-        krw_parse_fetch(krw_expect(&c, corr, "Fetch"), v, topic, 0, &f);
+        krw_send(c, &w);
+        krw_parse_fetch(krw_expect(c, corr, "Fetch"), v, topic, 0, &f);
         cr_assert_eq(f.error, KE_NONE, "Fetch v%d: error %d", v, f.error);
         cr_assert_eq(f.high_watermark, 5, "Fetch v%d: high watermark %lld", v,
                      (long long)f.high_watermark);
@@ -1378,7 +1395,7 @@ Test(kafka_raw, every_served_version)
         for (int which = 0; which < 2; which++) { /* latest, earliest */
             int64_t ts = which == 0 ? -1 : -2;
             kw_writer w;
-            int32_t corr = krw_begin(&c, &w, KW_API_LIST_OFFSETS, v);
+            int32_t corr = krw_begin(c, &w, KW_API_LIST_OFFSETS, v);
             kw_write_i32(&w, -1);
             if (v >= 2)
                 kw_write_i8(&w, 0);
@@ -1389,8 +1406,8 @@ Test(kafka_raw, every_served_version)
             kw_write_i64(&w, ts);
             if (v == 0)
                 kw_write_i32(&w, 1); /* max_num_offsets */
-            krw_send(&c, &w);
-            kw_reader *r = krw_expect(&c, corr, "ListOffsets");
+            krw_send(c, &w);
+            kw_reader *r = krw_expect(c, corr, "ListOffsets");
             if (v >= 2)
                 kw_read_i32(r); /* throttle_time_ms */
             cr_assert_eq(kw_read_i32(r), 1);
@@ -1416,7 +1433,7 @@ Test(kafka_raw, every_served_version)
     static krw_metadata md;
     for (int16_t v = 0; v <= 4; v++) {
         const char *const names[] = { topic };
-        krw_metadata_req(&c, v, names, 1, false, &md);
+        krw_metadata_req(c, v, names, 1, false, &md);
         const krw_md_topic *t = krw_md_find(&md, topic);
         cr_assert_not_null(t, "Metadata v%d does not name %s", v, topic);
         cr_assert_eq(t->error, KE_NONE, "Metadata v%d: error %d", v, t->error);
@@ -1432,12 +1449,12 @@ Test(kafka_raw, every_served_version)
     static const char *const big[] = {
         "a record of some length, longer than the partition's byte limit of this fetch",
     };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, big, 1), 5);
+    cr_assert_eq(krw_produce_values(c, topic, 0, big, 1), 5);
     kw_writer w;
-    int32_t corr = krw_begin(&c, &w, KW_API_FETCH, 11);
+    int32_t corr = krw_begin(c, &w, KW_API_FETCH, 11);
     krw_fetch_body(&w, 11, 0, 1, topic, 0, 5, 10);
-    krw_send(&c, &w);
-    krw_parse_fetch(krw_expect(&c, corr, "Fetch"), 11, topic, 0, &f);
+    krw_send(c, &w);
+    krw_parse_fetch(krw_expect(c, corr, "Fetch"), 11, topic, 0, &f);
     cr_assert_eq(f.error, KE_NONE);
     size_t k = 0;
     while (k < f.record_count && f.records[k].offset < 5)
@@ -1446,7 +1463,7 @@ Test(kafka_raw, every_served_version)
                  "a fetch with 10-byte limits of a larger first batch got %zu records",
                  f.record_count - k);
     cr_assert(view_is(f.records[k].value, big[0]));
-    krw_close(&c);
+    krw_close(c);
     sa_finish();
 }
 
@@ -1456,19 +1473,19 @@ Test(kafka_raw, fetch_log_start_offset)
 {
     sa_start();
     const char *topic = "log-start";
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     static const char *const v[] = { "s-0", "s-1" };
-    cr_assert_eq(krw_produce_values(&c, topic, 0, v, 2), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 0, v, 2), 0);
     int64_t earliest = -1;
-    cr_assert_eq(krw_list_offsets(&c, topic, 0, -2, &earliest), KE_NONE);
+    cr_assert_eq(krw_list_offsets(c, topic, 0, -2, &earliest), KE_NONE);
     cr_assert_eq(earliest, 0);
     static krw_fetch_result f;
-    krw_fetch(&c, topic, 0, 0, 0, &f);
+    krw_fetch(c, topic, 0, 0, 0, &f);
     cr_assert_eq(f.error, KE_NONE);
     cr_assert_eq(f.log_start_offset, earliest,
                  "Fetch v11 answers log_start_offset %lld, ListOffsets earliest %lld",
                  (long long)f.log_start_offset, (long long)earliest);
-    krw_close(&c);
+    krw_close(c);
     sa_finish();
 }
 
@@ -1520,13 +1537,13 @@ static int16_t delete_topic(krw_conn *c, const char *name)
 Test(kafka_raw, create_and_delete_topics)
 {
     sa_start();
-    krw_conn c = kopen();
+    krw_conn *c = kopen();
     const char *topic = "ct-three";
-    int16_t e = create_topic(&c, topic, 3, false);
+    int16_t e = create_topic(c, topic, 3, false);
     cr_assert_eq(e, KE_NONE, "CreateTopics of 3 partitions: error %d", e);
     static krw_metadata md;
     const char *const names[] = { topic };
-    krw_metadata_req(&c, 4, names, 1, false, &md);
+    krw_metadata_req(c, 4, names, 1, false, &md);
     const krw_md_topic *t = krw_md_find(&md, topic);
     cr_assert_not_null(t);
     cr_assert_eq(t->error, KE_NONE);
@@ -1534,57 +1551,57 @@ Test(kafka_raw, create_and_delete_topics)
 
     /* Partition 2 takes records; partition 3 does not exist. */
     static const char *const v[] = { "p2-0", "p2-1" };
-    cr_assert_eq(krw_produce_values(&c, topic, 2, v, 2), 0);
+    cr_assert_eq(krw_produce_values(c, topic, 2, v, 2), 0);
     static krw_fetch_result f;
-    krw_fetch(&c, topic, 2, 0, FETCH_WAIT_MS, &f);
+    krw_fetch(c, topic, 2, 0, FETCH_WAIT_MS, &f);
     cr_assert_eq(f.error, KE_NONE);
     cr_assert_eq(f.record_count, 2);
     cr_assert(view_is(f.records[1].value, "p2-1"));
     int64_t off = -1;
-    cr_assert_eq(krw_list_offsets(&c, topic, 0, -1, &off), KE_NONE);
+    cr_assert_eq(krw_list_offsets(c, topic, 0, -1, &off), KE_NONE);
     cr_assert_eq(off, 0, "partition 0 holds %lld records, none were produced to it",
                  (long long)off);
     kw_writer b;
     kw_writer_init(&b, 0);
     krw_write_batch(&b, &KRW_BATCH_PLAIN, v, 1);
-    krw_produce_result pr = krw_produce(&c, topic, 3, 1, b.buf, b.len);
+    krw_produce_result pr = krw_produce(c, topic, 3, 1, b.buf, b.len);
     kw_writer_free(&b);
     cr_assert_eq(pr.error, KE_UNKNOWN_TOPIC_OR_PARTITION, "produce to partition 3 of 3: error %d",
                  pr.error);
     cr_assert(!topic_listed("ct-three-partition-3"), "produce created partition 3");
 
-    e = create_topic(&c, topic, 3, false);
+    e = create_topic(c, topic, 3, false);
     cr_assert_eq(e, KE_TOPIC_ALREADY_EXISTS, "CreateTopics of an existing topic: error %d", e);
-    e = create_topic(&c, "ct-zero", 0, false);
+    e = create_topic(c, "ct-zero", 0, false);
     cr_assert_eq(e, KE_INVALID_PARTITIONS, "CreateTopics of 0 partitions: error %d", e);
     cr_assert(!topic_listed("ct-zero"));
-    e = create_topic(&c, "ct/bad", 1, false);
+    e = create_topic(c, "ct/bad", 1, false);
     cr_assert_eq(e, KE_INVALID_TOPIC_EXCEPTION, "CreateTopics of an illegal name: error %d", e);
-    e = create_topic(&c, "ct-validate", 2, true);
+    e = create_topic(c, "ct-validate", 2, true);
     cr_assert_eq(e, KE_NONE, "CreateTopics validate_only: error %d", e);
     const char *const vnames[] = { "ct-validate" };
-    krw_metadata_req(&c, 4, vnames, 1, false, &md);
+    krw_metadata_req(c, 4, vnames, 1, false, &md);
     t = krw_md_find(&md, "ct-validate");
     cr_assert_not_null(t);
     cr_assert_eq(t->error, KE_UNKNOWN_TOPIC_OR_PARTITION, "validate_only created the topic");
-    e = create_topic(&c, "ct-one", 1, false);
+    e = create_topic(c, "ct-one", 1, false);
     cr_assert_eq(e, KE_NONE, "CreateTopics of 1 partition: error %d", e);
     cr_assert(topic_listed("ct-one"), "a one-partition topic is a plain topic");
 
     /* Deleted: unknown afterwards. */
-    e = delete_topic(&c, topic);
+    e = delete_topic(c, topic);
     cr_assert_eq(e, KE_NONE, "DeleteTopics: error %d", e);
-    krw_metadata_req(&c, 4, names, 1, false, &md);
+    krw_metadata_req(c, 4, names, 1, false, &md);
     t = krw_md_find(&md, topic);
     cr_assert_not_null(t);
     cr_assert_eq(t->error, KE_UNKNOWN_TOPIC_OR_PARTITION, "Metadata of a deleted topic: error %d",
                  t->error);
-    cr_assert_eq(krw_list_offsets(&c, topic, 2, -1, &off), KE_UNKNOWN_TOPIC_OR_PARTITION);
-    e = delete_topic(&c, "ct-never");
+    cr_assert_eq(krw_list_offsets(c, topic, 2, -1, &off), KE_UNKNOWN_TOPIC_OR_PARTITION);
+    e = delete_topic(c, "ct-never");
     cr_assert_eq(e, KE_UNKNOWN_TOPIC_OR_PARTITION, "DeleteTopics of an unknown topic: error %d", e);
-    e = delete_topic(&c, "ct-one");
+    e = delete_topic(c, "ct-one");
     cr_assert_eq(e, KE_NONE, "DeleteTopics of a plain topic: error %d", e);
     cr_assert(!topic_listed("ct-one"));
-    krw_close(&c);
+    krw_close(c);
     sa_finish();
 }
