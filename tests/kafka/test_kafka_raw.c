@@ -2,7 +2,9 @@
  * The broker's Kafka port over raw sockets: every test starts `magnetar standalone` (binary from
  * MG_BIN, --kafka-port 0) on free loopback ports with its data under a fresh directory in
  * /var/tmp, speaks the Kafka protocol to it through support/kafka_raw (requests built and answers
- * read with src/kafka's codec), and destroys it in the suite's fini. Every wait is bounded.
+ * read with src/kafka's codec), and stops it at the end: a clean exit and no sanitizer report in
+ * its log are required (sa_finish); the suite's fini destroys it whatever happened. Every wait is
+ * bounded.
  *
  * Rule checked by the bad-input cases: bad input on one connection is answered with the error
  * code Kafka's protocol defines for it, or closes that connection, and is counted on /metrics
@@ -15,7 +17,10 @@
  * requests are pipelined; long polling (a fetch at the high watermark answered when another
  * connection produces, or after max_wait_ms); the idempotent producer's sequence and epoch
  * checks; Metadata's auto-creation switch; a consumer group's life (MEMBER_ID_REQUIRED, join,
- * sync, heartbeats, commits in the middle of a batch, leave) and its offsets after a restart.
+ * sync, heartbeats, commits in the middle of a batch, leave) and its offsets after a restart;
+ * two members rebalancing; acks 0 (no answer; a refused batch closes the connection, as Kafka's
+ * broker does); every served version of Produce, Fetch, ListOffsets and Metadata; a first batch
+ * larger than a fetch's limits sent whole (KIP-74); CreateTopics and DeleteTopics.
  *
  * The Kafka error codes are the protocol's (Kafka's protocol guide): the KE_* below.
  */
@@ -346,8 +351,7 @@ Test(kafka_raw, truncated_requests)
     krw_send(c, &w);
     krw_expect_closed(c, CLOSE_TIMEOUT_MS, "Produce cut after its topic count");
 
-    /* Fetch v11 whose records size field runs past the frame is an answer's matter; a request cut
-     * inside its partition list is the client's: closed. */
+    /* Fetch v11 cut inside its partition (its max_bytes and the fields after it missing). */
     c = kopen();
     krw_begin(c, &w, KW_API_FETCH, 11);
     krw_fetch_body(&w, 11, 0, 1, HEALTHY_TOPIC, 0, 0, 1 << 20);
