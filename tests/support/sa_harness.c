@@ -40,7 +40,7 @@
 #define SAH_READY_MARK   "ready: pulsar://127.0.0.1:"
 #define SAH_READY_FORMAT \
     SAH_READY_MARK "%u, admin and metrics on http://127.0.0.1:%u, bookie 127.0.0.1:%u"
-/* Later in the ready line when the Kafka shim serves. */
+/* What the ready line says of the Kafka port, when it serves one: ", kafka 127.0.0.1:PORT". */
 #define SAH_READY_KAFKA    ", kafka 127.0.0.1:"
 #define SAH_POLL_MS        20
 #define SAH_STOP_POLL_MS   10
@@ -559,4 +559,9 @@ int sah_metrics_get(const sah_standalone *s, size_t cap, char **out)
     if (*out == NULL)
         return MG_ENOMEM;
     return sah_http(s, "GET", "/metrics", NULL, *out, cap);
+}
+
+uint16_t sah_kafka_port(const sah_standalone *s)
+{
+    return s->pid > 0 ? s->kafka_port : 0;
 }

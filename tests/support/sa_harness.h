@@ -146,6 +146,11 @@ int sah_metrics_get(const sah_standalone *s, size_t cap, char **out);
  * labels contain label (e.g. reason="not_reading"); -1 when there is no such line. */
 double sah_metric(const char *text, const char *name, const char *label);
 
+/* The Kafka port of the running standalone (--kafka-port 0 picks a free one; kafka_port), read from
+ * the current run's ready line ("kafka 127.0.0.1:PORT"); 0 when that line names none (the Kafka
+ * port disabled by an extra argument) or when s is not running. */
+uint16_t sah_kafka_port(const sah_standalone *s);
+
 /* Milliseconds of CLOCK_MONOTONIC: deadlines and durations. */
 int64_t sah_now_ms(void);
 
