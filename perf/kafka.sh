@@ -228,10 +228,15 @@ run_client() {
   for ((i = 0; i < limit * 5; i++)); do
     c=$(cpu_s "$pid" 2>/dev/null) || break
     [ -n "$c" ] && CLIENT_CPU=$c
+    # A standalone that exited (or was stopped by something else) ends the phase at once.
+    if [ -n "${SA_PID:-}" ] && ! kill -0 "$SA_PID" 2>/dev/null; then
+      say "the standalone (pid $SA_PID) exited during the phase: $(tail -2 "$WORK/standalone.log" | tr '\n' ' ')"
+      break
+    fi
     sleep 0.2
   done
   if kill -0 "$pid" 2>/dev/null; then
-    say "$(basename "$1") still running after ${limit}s: interrupting it"
+    say "$(basename "$1") still running after $((i / 5))s: interrupting it"
     kill -INT "$pid" 2>/dev/null
     for ((i = 0; i < 100; i++)); do
       kill -0 "$pid" 2>/dev/null || break
