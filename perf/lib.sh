@@ -7,6 +7,9 @@
 #     prefixed with NAME, and returns 1.
 #   perf_standalone_kill
 #     kills it (SIGKILL: the data is thrown away) and waits for it; safe to call twice.
+#   perf_standalone_stop STOP_WAIT_S
+#     stops it cleanly (SIGTERM: the bookie flushes its write cache and closes its ledgers, so the
+#     data can be opened again), SIGKILL after STOP_WAIT_S; returns 1 if it had to be killed.
 
 perf_standalone_start() {
   local name=$1 bin=$2 work=$3 wait_s=$4
@@ -37,4 +40,21 @@ perf_standalone_kill() {
     wait "$SA_PID" 2>/dev/null
   fi
   SA_PID=
+}
+
+perf_standalone_stop() {
+  local wait_s=$1 i rc=0
+  [ -n "${SA_PID:-}" ] || return 0
+  kill -TERM "$SA_PID" 2>/dev/null
+  for ((i = 0; i < wait_s * 10; i++)); do
+    kill -0 "$SA_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$SA_PID" 2>/dev/null; then
+    kill -KILL "$SA_PID" 2>/dev/null
+    rc=1
+  fi
+  wait "$SA_PID" 2>/dev/null
+  SA_PID=
+  return "$rc"
 }
