@@ -344,6 +344,7 @@ static int16_t part_prepare(prod_ctx *x, prod_part *pp, br_topic *t, kop_topic *
         } else if (blen > t->b->opts.message_bytes_max) {
             error = KE_MESSAGE_TOO_LARGE;
         } else if (kb.records_count != kb.last_offset_delta + 1 || kb.records_count < 1) {
+            count_refused(c, "bad_batch");
             error = KE_CORRUPT_MESSAGE;
         }
         if (error != KE_NONE) {
