@@ -471,10 +471,30 @@ void kw_read_record_header(kw_reader *r, kw_str *key, kw_str *value)
     *value = read_varint_bytes(r);
 }
 
-void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *records,
-                           size_t records_len)
+void kw_writer_reserve(kw_writer *w, size_t n)
+{
+    size_t len = w->len;
+    if (room(w, n) != NULL)
+        w->len = len;
+}
+
+size_t kw_record_batch_begin(kw_writer *w)
 {
     size_t at = w->len;
+    uint8_t *q = room(w, KW_RECORD_BATCH_HEADER_BYTES);
+    if (q != NULL)
+        memset(q, 0, KW_RECORD_BATCH_HEADER_BYTES);
+    return at;
+}
+
+void kw_record_batch_end(kw_writer *w, size_t at, const kw_record_batch *b)
+{
+    if (w->error != MG_OK)
+        return;
+    MG_ASSERT(at + KW_RECORD_BATCH_HEADER_BYTES <= w->len);
+    /* The header, written over the placeholder: the writer's length is where the records end. */
+    size_t end = w->len;
+    w->len = at;
     kw_write_i64(w, b->base_offset);
     kw_write_i32(w, 0); /* batchLength, patched below */
     kw_write_i32(w, b->partition_leader_epoch);
@@ -488,9 +508,7 @@ void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *r
     kw_write_i16(w, b->producer_epoch);
     kw_write_i32(w, b->base_sequence);
     kw_write_i32(w, b->records_count);
-    kw_write_bytes(w, records, records_len);
-    if (w->error != MG_OK)
-        return;
+    w->len = end;
     kw_writer_patch_size(w, at + 8);
     uint32_t crc = mg_crc32c(0, w->buf + at + BATCH_CRC_FROM, w->len - at - BATCH_CRC_FROM);
     uint8_t *q = w->buf + at + 17;
@@ -498,6 +516,14 @@ void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *r
     q[1] = (uint8_t)(crc >> 16);
     q[2] = (uint8_t)(crc >> 8);
     q[3] = (uint8_t)crc;
+}
+
+void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *records,
+                           size_t records_len)
+{
+    size_t at = kw_record_batch_begin(w);
+    kw_write_bytes(w, records, records_len);
+    kw_record_batch_end(w, at, b);
 }
 
 /* The body of a record, which its varint length precedes. */

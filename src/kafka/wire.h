@@ -228,6 +228,17 @@ void kw_read_record_header(kw_reader *r, kw_str *key, kw_str *value);
 void kw_write_record_batch(kw_writer *w, const kw_record_batch *b, const void *records,
                            size_t records_len);
 
+/* The same in two steps, for records written in place: kw_record_batch_begin reserves the
+ * header (KW_RECORD_BATCH_HEADER_BYTES) and returns where it starts; the caller appends the
+ * records (kw_write_record); kw_record_batch_end writes the header over the reservation, with
+ * batchLength and the CRC-32C of what follows it. */
+size_t kw_record_batch_begin(kw_writer *w);
+void kw_record_batch_end(kw_writer *w, size_t at, const kw_record_batch *b);
+
+/* Makes room for n more bytes at once (the sticky error on failure): fewer copies when the
+ * size to come is known. */
+void kw_writer_reserve(kw_writer *w, size_t n);
+
 /* Appends one record (no headers when header_count is 0; headers are header_count pairs of
  * NUL-terminated key and value strings). */
 void kw_write_record(kw_writer *w, int64_t timestamp_delta, int32_t offset_delta, const void *key,

@@ -345,8 +345,10 @@ int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records)
     int64_t base_ts =
         pl.event_time_ms != 0 ? (int64_t)pl.event_time_ms : (int64_t)pl.publish_time_ms;
     int64_t max_ts = base_ts;
-    kw_writer rw;
-    kw_writer_init(&rw, w->max);
+    /* The records go straight into w, after a header written once they are known. */
+    size_t at = kw_record_batch_begin(w);
+    kw_writer_reserve(w, data_len + (size_t)n * 16);
+    kw_writer *rw = w;
     int32_t written = 0;
     if (pl.batched) {
         size_t pos = 0;
@@ -363,7 +365,7 @@ int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records)
             }
             if (ts > max_ts)
                 max_ts = ts;
-            put_record(&rw, ts - base_ts, i, smm->partition_key,
+            put_record(rw, ts - base_ts, i, smm->partition_key,
                        smm->has_partition_key_b64_encoded && smm->partition_key_b64_encoded,
                        m.payload, m.payload_len, smm->has_null_value && smm->null_value,
                        smm->properties, smm->n_properties);
@@ -373,7 +375,7 @@ int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records)
     } else {
         Magnetar__Pulsar__MessageMetadata *md = NULL;
         if (pw_metadata_unpack(p, &pl, &md) == MG_OK) {
-            put_record(&rw, 0, 0, md->partition_key,
+            put_record(rw, 0, 0, md->partition_key,
                        md->has_partition_key_b64_encoded && md->partition_key_b64_encoded, data,
                        data_len, md->has_null_value && md->null_value, md->properties,
                        md->n_properties);
@@ -382,7 +384,7 @@ int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records)
         }
     }
     mg_buf_unref(plain);
-    int rc = rw.error;
+    int rc = w->error;
     if (rc == MG_OK) {
         /* The offsets the entry holds are all accounted for (last_offset_delta n - 1) even when
          * a message could not be read, so a consumer moves past them; an entry that cannot be
@@ -398,10 +400,9 @@ int kop_entry_to_batch(const ml_entry *e, kw_writer *w, int32_t *records)
         kb.producer_epoch = -1;
         kb.base_sequence = -1;
         kb.records_count = written;
-        kw_write_record_batch(w, &kb, rw.buf, rw.len);
+        kw_record_batch_end(w, at, &kb);
         rc = w->error;
         *records = written;
     }
-    kw_writer_free(&rw);
     return rc;
 }

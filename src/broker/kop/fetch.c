@@ -236,13 +236,36 @@ static void fetch_timer_closed(uv_handle_t *h)
     mg_free(x);
 }
 
+static void free_writer_buf(void *data, void *arg)
+{
+    (void)arg;
+    mg_free(data);
+}
+
+/* Moves w's bytes into a buffer of their own (NULL when out of memory, or w failed). */
+static mg_buf *writer_take(kw_writer *w)
+{
+    if (w->error != MG_OK || w->len == 0)
+        return NULL;
+    mg_buf *b = mg_buf_wrap(w->buf, w->len, free_writer_buf, NULL);
+    if (b != NULL)
+        w->buf = NULL;
+    kw_writer_free(w);
+    return b;
+}
+
+/* The answer goes out in pieces: the fields between record sets are written to small buffers,
+ * each partition's record batches are sent from the buffer they were converted into. */
 static void fetch_reply(fetch_ctx *x)
 {
     kop_req *q = x->q;
     kop_conn *conn = q->c; /* q is freed once answered */
-    kop_server *k = q->c->k;
     x->answered = true;
     fetch_unwait(x);
+    size_t max_parts = 2 * x->count + 1;
+    mg_buf **parts = mg_calloc(max_parts, sizeof(*parts));
+    size_t n = 0;
+    bool failed = parts == NULL;
     kw_writer w;
     kop_reply_begin(q, &w);
     kw_write_i32(&w, 0); /* throttle_time_ms */
@@ -256,15 +279,14 @@ static void fetch_reply(fetch_ctx *x)
             topics++;
     kw_write_i32(&w, (int32_t)topics);
     size_t i = 0;
-    uint64_t records_out = 0;
-    while (i < x->count) {
+    while (i < x->count && !failed) {
         size_t end = i + 1;
         while (end < x->count && x->parts[end].topic.ptr == x->parts[i].topic.ptr)
             end++;
         kw_write_i16(&w, (int16_t)x->parts[i].topic.len);
         kw_write_bytes(&w, x->parts[i].topic.ptr, (size_t)x->parts[i].topic.len);
         kw_write_i32(&w, (int32_t)(end - i));
-        for (size_t j = i; j < end; j++) {
+        for (size_t j = i; j < end && !failed; j++) {
             fetch_part *p = &x->parts[j];
             kw_write_i32(&w, p->partition);
             kw_write_i16(&w, p->error);
@@ -277,12 +299,46 @@ static void fetch_reply(fetch_ctx *x)
             if (q->version >= 11)
                 kw_write_i32(&w, -1); /* preferred_read_replica */
             kw_write_i32(&w, (int32_t)p->recs.len);
-            kw_write_bytes(&w, p->recs.buf, p->recs.len);
+            if (p->recs.len == 0)
+                continue;
+            mg_buf *head = writer_take(&w);
+            mg_buf *recs = writer_take(&p->recs);
+            failed = head == NULL || recs == NULL;
+            if (head != NULL)
+                parts[n++] = head;
+            if (recs != NULL)
+                parts[n++] = recs;
+            kw_writer_init(&w, KW_FRAME_BYTES_MAX);
         }
         i = end;
     }
-    (void)records_out;
-    kop_reply_end(q, &w);
+    /* What the writer holds after the last record set (or all of it, with none). */
+    if (!failed && w.len > 0) {
+        mg_buf *tail = writer_take(&w);
+        failed = tail == NULL;
+        if (tail != NULL)
+            parts[n++] = tail;
+    }
+    kw_writer_free(&w);
+    if (!failed) {
+        /* The size counts everything after itself, over every piece. */
+        size_t size = 0;
+        for (size_t k = 0; k < n; k++)
+            size += mg_buf_len(parts[k]);
+        uint8_t *d = mg_buf_data(parts[0]);
+        uint32_t v = (uint32_t)(size - 4);
+        d[0] = (uint8_t)(v >> 24);
+        d[1] = (uint8_t)(v >> 16);
+        d[2] = (uint8_t)(v >> 8);
+        d[3] = (uint8_t)v;
+        kop_reply_parts(q, parts, n);
+    } else {
+        for (size_t k = 0; k < n; k++)
+            mg_buf_unref(parts[k]);
+        mg_free(parts);
+        kop_conn_close(conn, "out of memory for a fetch answer");
+        kop_reply_none(q);
+    }
     for (size_t j = 0; j < x->count; j++) {
         fetch_part *p = &x->parts[j];
         kw_writer_free(&p->recs);
@@ -290,7 +346,6 @@ static void fetch_reply(fetch_ctx *x)
             br_topic_unref(p->t);
         p->t = NULL;
     }
-    (void)k;
     kop_conn_unref(conn);
     if (x->timer_started) {
         uv_timer_stop(&x->timer);

@@ -179,7 +179,9 @@ struct kop_req {
     mg_buf *frame_buf; /* holds the request's bytes (a reference) */
     const uint8_t *body;
     size_t body_len;
-    mg_buf *resp; /* the answer once ready (NULL: none yet, or none to send) */
+    mg_buf *resp;        /* the answer once ready (NULL: none yet, or none to send) */
+    mg_buf **resp_parts; /* or the answer in pieces (kop_reply_parts), resp_count of them */
+    size_t resp_count;
     bool done;
     bool error;          /* answered with an error somewhere (counted) */
     bool forwarded;      /* sent by another broker on behalf of a coordinator (forward.c) */
@@ -206,6 +208,10 @@ void kop_reply_begin(kop_req *q, kw_writer *w);
 /* Finishes the answer (frees w's buffer into the answer) and sends what is ready, in order.
  * A writer error closes the connection. */
 void kop_reply_end(kop_req *q, kw_writer *w);
+/* Finishes the answer given in n pieces sent one after the other (parts and the buffers are
+ * taken over; parts is mg_malloc'd): the first starts with [size][correlation id], its size
+ * already covering every piece. For Fetch, whose record batches go out without a copy. */
+void kop_reply_parts(kop_req *q, mg_buf **parts, size_t n);
 /* Finishes a request that gets no answer (Produce with acks 0). */
 void kop_reply_none(kop_req *q);
 /* Marks q as answered with an error code (the metrics count it). */

@@ -162,6 +162,13 @@ static void conn_send_ready(kop_conn *c)
                 kop_conn_close(c, "out of memory for an answer");
             queued = true;
         }
+        for (size_t i = 0; i < q->resp_count; i++) {
+            if (!c->closing && mg_outq_push_buf(&c->out, q->resp_parts[i]) != MG_OK)
+                kop_conn_close(c, "out of memory for an answer");
+            queued = true;
+            mg_buf_unref(q->resp_parts[i]);
+        }
+        mg_free(q->resp_parts);
         if (q->api_key >= 0 && q->api_key < KOP_API_KEYS_MAX) {
             kop_api_stats *s = &k->api[q->api_key];
             if (s->latency_us)
@@ -226,6 +233,15 @@ void kop_reply_end(kop_req *q, kw_writer *w)
     q->resp = b;
     q->done = true;
     conn_send_ready(c);
+}
+
+void kop_reply_parts(kop_req *q, mg_buf **parts, size_t n)
+{
+    MG_ASSERT(!q->done);
+    q->resp_parts = parts;
+    q->resp_count = n;
+    q->done = true;
+    conn_send_ready(q->c);
 }
 
 void kop_reply_none(kop_req *q)
