@@ -14,6 +14,14 @@
  * round for the partitions that had nothing; max_wait_ms (capped at KOP_FETCH_WAIT_MS_MAX) ends
  * the wait with what there is. An error in a partition answers at once, as Kafka does.
  *
+ * READ AHEAD. A Kafka consumer has one fetch in flight per broker: the broker would idle while
+ * the client takes in an answer, and the client while the broker converts the next one. So once
+ * a fetch is answered and its reader is behind the high watermark (catching up), the reader at
+ * once reads and converts as much as the fetch asked for, from where it stopped; the next fetch
+ * at that offset is answered from it without waiting (a fetch elsewhere drops it). Read-ahead
+ * memory is bounded by KOP_READ_AHEAD_BYTES_MAX over the whole server (past it readers do not
+ * read ahead); only readers behind the tail read ahead.
+ *
  * OFFSETS. The high watermark is ml_messages_total: messages whose add the bookies acknowledged.
  * A fetch past it is OFFSET_OUT_OF_RANGE; at it, nothing yet. An entry holding the asked offset
  * and earlier ones is sent whole (clients skip offsets below the one they asked for).
@@ -36,7 +44,8 @@
 /* ---- readers --------------------------------------------------------------------------------- */
 
 struct kop_reader {
-    kop_conn *c;
+    kop_conn *c;    /* valid until the reader is closed (it may outlive its connection) */
+    kop_server *k;
     br_topic *t;
     mg_link conn_link;
     mg_link topic_link;
@@ -51,14 +60,46 @@ struct kop_reader {
     /* Waiting for the open: one fetch partition at a time (busy). */
     void (*opened_cb)(kop_reader *rd, int status, void *arg);
     void *opened_arg;
+    /* READ AHEAD: the record batches of the next fetch, read and converted while the client
+     * takes in the last answer (see "READ AHEAD" above). */
+    kw_writer ahead;
+    int64_t ahead_from;   /* the offset they start at; -1: none */
+    int64_t ahead_next;   /* the offset after them */
+    uint64_t ahead_records;
+    uint32_t ahead_max;   /* bytes to read ahead: the last fetch's partition limit */
+    bool ahead_reading;   /* a read ahead in flight (it holds a reference) */
+    struct fetch_part *ahead_waiter; /* a fetch waiting for that read */
 };
+
+static void ahead_drop(kop_reader *rd)
+{
+    kop_server *k = rd->k;
+    MG_ASSERT(k->ahead_bytes >= rd->ahead.len);
+    k->ahead_bytes -= rd->ahead.len;
+    kw_writer_free(&rd->ahead);
+    kw_writer_init(&rd->ahead, KOP_FETCH_BYTES_MAX);
+    rd->ahead_from = -1;
+    rd->ahead_records = 0;
+}
+
+static void reader_free(kop_reader *rd)
+{
+    kop_server *k = rd->k;
+    ahead_drop(rd);
+    kw_writer_free(&rd->ahead);
+    br_topic_unref(rd->t);
+    mg_free(rd);
+    MG_ASSERT(k->readers_open > 0);
+    k->readers_open--;
+    kop_server_maybe_closed(k);
+}
+
+static void ahead_start(kop_reader *rd);
 
 static void reader_cursor_closed(int status, void *arg)
 {
     (void)status;
-    kop_reader *rd = arg;
-    br_topic_unref(rd->t);
-    mg_free(rd);
+    reader_free(arg);
 }
 
 static void reader_unref(kop_reader *rd)
@@ -71,8 +112,7 @@ static void reader_unref(kop_reader *rd)
         pf_reader_close(rd->pf);
     if (rd->cursor != NULL && mc_cursor_close(rd->cursor, reader_cursor_closed, rd) == MG_OK)
         return;
-    br_topic_unref(rd->t);
-    mg_free(rd);
+    reader_free(rd);
 }
 
 /* Detaches the reader from its connection and topic; freed once no fetch uses it. */
@@ -134,7 +174,7 @@ static void reader_get(kop_conn *c, br_topic *t, void (*cb)(kop_reader *rd, int 
     for (mg_link *l = c->readers.next; l != &c->readers; l = l->next) {
         kop_reader *rd = MG_CONTAINER_OF(l, kop_reader, conn_link);
         if (rd->t == t) {
-            if (rd->busy || !rd->open) {
+            if (rd->busy || !rd->open || rd->ahead_waiter != NULL) {
                 cb(NULL, MG_EAGAIN, arg);
                 return;
             }
@@ -154,9 +194,13 @@ static void reader_get(kop_conn *c, br_topic *t, void (*cb)(kop_reader *rd, int 
         return;
     }
     rd->c = c;
+    rd->k = c->k;
+    c->k->readers_open++;
     rd->t = t;
     rd->refs = 2; /* the connection's and the caller's */
     rd->next_offset = -1;
+    rd->ahead_from = -1;
+    kw_writer_init(&rd->ahead, KOP_FETCH_BYTES_MAX);
     rd->busy = true;
     rd->used_ms = uv_now(c->k->loop);
     rd->opened_cb = cb;
@@ -455,6 +499,8 @@ static void part_read(int status, const ml_entry *entries, size_t count, void *a
             t->msg_out += records;
             t->bytes_out += p->recs.len;
         }
+        if (p->recs.len > 0)
+            ahead_start(rd);
     } else if (status != MG_ECLOSED) {
         MG_WARN_LIMITED("kafka: reading %s for a fetch failed: %s", p->t->name.full,
                         mg_strerror(status));
@@ -502,6 +548,115 @@ static void part_found(int status, ml_position pos, void *arg)
     part_read_start(p);
 }
 
+static void part_read_start(fetch_part *p);
+static void part_seek(fetch_part *p);
+
+/* Moves the read-ahead batches into the fetch's answer. */
+static void ahead_take(fetch_part *p)
+{
+    kop_reader *rd = p->rd;
+    fetch_ctx *x = p->x;
+    kop_server *k = x->q->c->k;
+    MG_ASSERT(k->ahead_bytes >= rd->ahead.len);
+    k->ahead_bytes -= rd->ahead.len;
+    kw_writer tmp = p->recs;
+    p->recs = rd->ahead;
+    rd->ahead = tmp;
+    rd->next_offset = rd->ahead_next;
+    if (p->recs.len > 0) {
+        p->has_data = true;
+        x->total += p->recs.len;
+        if (k->m_records_out)
+            mg_counter_add(k->m_records_out, rd->ahead_records);
+        p->t->msg_out += rd->ahead_records;
+        p->t->bytes_out += p->recs.len;
+    }
+    rd->ahead_from = -1;
+    rd->ahead_records = 0;
+}
+
+static void ahead_read_done(int status, const ml_entry *entries, size_t count, void *arg)
+{
+    kop_reader *rd = arg;
+    kop_server *k = rd->k;
+    rd->ahead_reading = false;
+    if (!rd->closing && (status == MG_OK || status == MG_EAGAIN)) {
+        for (size_t i = 0; i < count; i++) {
+            int32_t n = 0;
+            size_t before = rd->ahead.len;
+            if (kop_entry_to_batch(&entries[i], &rd->ahead, &n) != MG_OK) {
+                rd->ahead.error = MG_OK;
+                rd->ahead.len = before;
+                rd->next_offset = -1; /* the cursor read past what is kept */
+                break;
+            }
+            rd->ahead_next = entries[i].index + 1;
+            rd->ahead_records += (uint64_t)n;
+        }
+        if (rd->ahead.len > 0 && rd->next_offset >= 0) {
+            k->ahead_bytes += rd->ahead.len;
+        } else {
+            rd->ahead.len = 0;
+            rd->ahead_records = 0;
+            rd->ahead_from = -1;
+        }
+    } else {
+        rd->ahead.len = 0;
+        rd->ahead_from = -1;
+        rd->next_offset = -1;
+    }
+    /* The cursor stands after what was read ahead: next_offset says so only once it is taken. */
+    if (rd->ahead_from >= 0)
+        rd->next_offset = -2; /* in use by the read ahead */
+    fetch_part *p = rd->ahead_waiter;
+    rd->ahead_waiter = NULL;
+    if (p != NULL) {
+        if (rd->ahead_from >= 0 && rd->ahead_from == p->offset) {
+            ahead_take(p);
+            ahead_start(rd);
+            part_finish(p);
+        } else {
+            if (rd->ahead_from >= 0)
+                ahead_drop(rd);
+            part_seek(p);
+        }
+    }
+    reader_unref(rd);
+}
+
+/* Starts reading ahead from the reader's position when it is behind the tail and the server's
+ * read-ahead budget has room. */
+static void ahead_start(kop_reader *rd)
+{
+    kop_server *k = rd->k;
+    if (rd->closing || rd->ahead_reading || rd->ahead_from >= 0 || rd->next_offset < 0 ||
+        rd->t->state != BR_TOPIC_OPEN || rd->next_offset >= ml_messages_total(rd->t->ml) ||
+        k->ahead_bytes + rd->ahead_max > KOP_READ_AHEAD_BYTES_MAX || rd->ahead_max == 0)
+        return;
+    rd->ahead.len = 0;
+    rd->ahead_records = 0;
+    int rc = pf_read_entries(rd->pf, KOP_FETCH_ENTRIES_MAX, rd->ahead_max, ahead_read_done, rd);
+    if (rc != MG_OK)
+        return;
+    rd->ahead_from = rd->next_offset;
+    rd->ahead_next = rd->next_offset;
+    rd->ahead_reading = true;
+    rd->refs++;
+}
+
+/* The fetch reads at another offset than the reader stands at: find it, then read. */
+static void part_seek(fetch_part *p)
+{
+    kop_reader *rd = p->rd;
+    if (rd->next_offset == p->offset) {
+        part_read_start(p);
+        return;
+    }
+    int rc = ml_find_by_index(p->t->ml, p->offset, part_found, p);
+    if (rc != MG_OK)
+        part_found(rc, (ml_position){ -1, -1 }, p);
+}
+
 static void part_reader(kop_reader *rd, int status, void *arg)
 {
     fetch_part *p = arg;
@@ -515,13 +670,22 @@ static void part_reader(kop_reader *rd, int status, void *arg)
     }
     p->rd = rd;
     rd->busy = true;
-    if (rd->next_offset == p->offset) {
-        part_read_start(p);
+    rd->ahead_max = p->max_bytes > 0 ? (uint32_t)p->max_bytes : 1;
+    if (rd->ahead_reading) {
+        rd->ahead_waiter = p; /* ahead_read_done goes on */
         return;
     }
-    int rc = ml_find_by_index(p->t->ml, p->offset, part_found, p);
-    if (rc != MG_OK)
-        part_found(rc, (ml_position){ -1, -1 }, p);
+    if (rd->ahead_from >= 0) {
+        if (rd->ahead_from == p->offset) {
+            ahead_take(p);
+            ahead_start(rd);
+            part_finish(p);
+            return;
+        }
+        ahead_drop(rd);
+        rd->next_offset = -1; /* the cursor stands after the dropped batches */
+    }
+    part_seek(p);
 }
 
 static void part_read_topic(fetch_part *p);
@@ -669,7 +833,8 @@ void kop_readers_sweep(kop_server *k)
         for (mg_link *m = c->readers.next; m != &c->readers;) {
             kop_reader *rd = MG_CONTAINER_OF(m, kop_reader, conn_link);
             m = m->next;
-            if (!rd->busy && rd->open && now - rd->used_ms >= KOP_READER_IDLE_MS)
+            if (!rd->busy && rd->open && !rd->ahead_reading &&
+                now - rd->used_ms >= KOP_READER_IDLE_MS)
                 reader_close(rd);
         }
     }

@@ -58,6 +58,10 @@
 /* Entries read per partition and fetch round, and the bytes a fetch answers at most. */
 #define KOP_FETCH_ENTRIES_MAX 500
 #define KOP_FETCH_BYTES_MAX   (50u * 1024 * 1024)
+/* Bytes of record batches read ahead for the next fetches of catching-up readers, the whole
+ * server (fetch.c, "READ AHEAD"): a few dozen lagging consumers at librdkafka's 1 MiB per
+ * partition fetch. */
+#define KOP_READ_AHEAD_BYTES_MAX (64u * 1024 * 1024)
 /* Producer ids are taken from the metadata store's id sequence "kafka-producer-ids". */
 #define KOP_PRODUCER_ID_SEQ   "kafka-producer-ids"
 
@@ -138,8 +142,8 @@ struct kop_server {
     mg_link forwards;       /* forward.c's requests in flight */
     uint32_t forwards_open; /* and those whose handles still close */
 
-    /* Producer ids: a block taken from the id sequence, handed out one by one. */
-    int64_t pid_next, pid_end;
+    size_t ahead_bytes;    /* read ahead by the readers (fetch.c) */
+    uint32_t readers_open; /* readers not freed yet (their cursors may still be closing) */
 
     /* Metrics (NULL when the broker has none). */
     kop_api_stats api[KOP_API_KEYS_MAX];

@@ -72,7 +72,8 @@ void kop_conn_ref(kop_conn *c)
 
 void kop_server_maybe_closed(kop_server *k)
 {
-    if (!k->closing || k->close_pending > 0 || !mg_list_empty(&k->conns) || k->forwards_open > 0)
+    if (!k->closing || k->close_pending > 0 || !mg_list_empty(&k->conns) || k->forwards_open > 0 ||
+        k->readers_open > 0)
         return;
     void (*cb)(void *) = k->closed_cb;
     void *arg = k->closed_arg;
