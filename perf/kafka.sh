@@ -31,7 +31,7 @@ BIN=$ROOT/build/magnetar
 KL_BIN=$ROOT/build/perf/perf_kafka_load
 BASE=/var/tmp
 ROUNDS=3
-PHASE_S=30
+PHASE_S=10
 MESSAGES=
 CALIBRATE_S=6
 BACKLOG_MB=4096
@@ -72,7 +72,9 @@ Pulsar consumer draining the same, on one fresh standalone with the Kafka port o
 Options:
   --quick                 a smoke run: 2 rounds of 3 s phases, a 256 MiB backlog, fio 256M
   --rounds R              produce rounds, the order alternating (default 3)
-  --phase-s S             the length a produce phase aims at (default 30)
+  --phase-s S             the length a produce phase aims at (default 10: at 400 MB/s a
+                          phase writes 4 GB, and the bookie reclaims deleted topics' entry logs
+                          only by its garbage collection, so longer phases can fill the disk)
   --messages N            messages per produce phase (default: calibrated for --phase-s)
   --backlog-gb G          backlog size in GiB (default 4)
   --backlog-mb M          backlog size in MiB (overrides --backlog-gb)
