@@ -8,6 +8,8 @@
  *     kw_read_record_header. A batch whose only fault is its CRC-32C is given the right one and
  *     parsed again, so that inputs reach the codecs and the records instead of stopping at the
  *     checksum (a batch's first byte is its base offset's high byte, 0 from every producer).
+ *     The same bytes are first read as a message set of magic 0 or 1 (Produce v0-v2) by
+ *     kw_message_set_to_records, whose records must read back.
  *   0xff: the rest is a request frame body: kw_frame_size over it, kw_read_request_header, then
  *     a sequence of kw_reader reads, each chosen by the next byte.
  *
@@ -229,6 +231,28 @@ static void request_mode(const uint8_t *p, size_t size)
     }
 }
 
+/* kw_message_set_to_records: on success the records it wrote read back, count for count. */
+static void legacy_mode(const uint8_t *p, size_t size)
+{
+    kw_writer w;
+    kw_writer_init(&w, OUT_MAX_BYTES);
+    kw_record_batch kb;
+    if (kw_message_set_to_records(p, size, OUT_MAX_BYTES, &w, &kb) == MG_OK) {
+        check(kb.records_count > 0 && kb.records == w.buf && kb.records_len == w.len,
+              "a message set's batch describes the records written");
+        kw_reader r;
+        kw_reader_init(&r, kb.records, kb.records_len);
+        for (int32_t i = 0; i < kb.records_count; i++) {
+            kw_record rec;
+            kw_read_record(&r, &rec);
+            check(kw_reader_error(&r) == MG_OK && rec.offset_delta == i,
+                  "a message set's records read back");
+        }
+        check(kw_reader_left(&r) == 0, "a message set's records fill what was written");
+    }
+    kw_writer_free(&w);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     bool request = size > 0 && data[0] == REQUEST_MODE_BYTE;
@@ -242,10 +266,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (p == NULL)
         return 0;
     memcpy(p, data, size);
-    if (request)
+    if (request) {
         request_mode(p, size);
-    else
+    } else {
+        /* The same bytes as a message set of magic 0 or 1 (Produce v0-v2), before the batch
+         * mode may change them. */
+        legacy_mode(p, size);
         batch_mode(p, size);
+    }
     free(p);
     return 0;
 }
