@@ -44,7 +44,7 @@
 /* ---- readers --------------------------------------------------------------------------------- */
 
 struct kop_reader {
-    kop_conn *c;    /* valid until the reader is closed (it may outlive its connection) */
+    kop_conn *c; /* valid until the reader is closed (it may outlive its connection) */
     kop_server *k;
     br_topic *t;
     mg_link conn_link;
@@ -63,11 +63,11 @@ struct kop_reader {
     /* READ AHEAD: the record batches of the next fetch, read and converted while the client
      * takes in the last answer (see "READ AHEAD" above). */
     kw_writer ahead;
-    int64_t ahead_from;   /* the offset they start at; -1: none */
-    int64_t ahead_next;   /* the offset after them */
+    int64_t ahead_from; /* the offset they start at; -1: none */
+    int64_t ahead_next; /* the offset after them */
     uint64_t ahead_records;
-    uint32_t ahead_max;   /* bytes to read ahead: the last fetch's partition limit */
-    bool ahead_reading;   /* a read ahead in flight (it holds a reference) */
+    uint32_t ahead_max;              /* bytes to read ahead: the last fetch's partition limit */
+    bool ahead_reading;              /* a read ahead in flight (it holds a reference) */
     struct fetch_part *ahead_waiter; /* a fetch waiting for that read */
 };
 
@@ -840,6 +840,24 @@ void kop_readers_sweep(kop_server *k)
     }
 }
 
+static void fetch_part_read(void *el, kw_str topic, kw_reader *r, void *arg)
+{
+    fetch_part *p = el;
+    fetch_ctx *x = arg;
+    p->x = x;
+    p->topic = topic;
+    p->partition = kw_read_i32(r);
+    if (x->q->version >= 9)
+        kw_read_i32(r); /* current_leader_epoch */
+    p->offset = kw_read_i64(r);
+    if (x->q->version >= 5)
+        kw_read_i64(r); /* log_start_offset (of a follower) */
+    p->max_bytes = kw_read_i32(r);
+    p->hw = -1;
+    p->log_start = -1;
+    kw_writer_init(&p->recs, KOP_FETCH_BYTES_MAX);
+}
+
 void kop_handle_fetch(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
@@ -871,40 +889,8 @@ void kop_handle_fetch(kop_req *q, kw_reader *r)
                        : max_bytes;
     x->max_wait_ms = max_wait > KOP_FETCH_WAIT_MS_MAX ? KOP_FETCH_WAIT_MS_MAX : max_wait;
     size_t cap = 0;
-    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
-        kw_str name = kw_read_string(r);
-        int32_t parts = kw_read_i32(r);
-        if (parts < 0 || parts > 100000 || name.len < 0) {
-            r->error = MG_EPROTO;
-            break;
-        }
-        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
-            if (x->count == cap) {
-                size_t nc = cap ? cap * 2 : 4;
-                fetch_part *v = mg_realloc(x->parts, nc * sizeof(*v));
-                if (v == NULL) {
-                    r->error = MG_ENOMEM;
-                    break;
-                }
-                x->parts = v;
-                cap = nc;
-            }
-            fetch_part *p = &x->parts[x->count++];
-            memset(p, 0, sizeof(*p));
-            p->x = x;
-            p->topic = name;
-            p->partition = kw_read_i32(r);
-            if (q->version >= 9)
-                kw_read_i32(r); /* current_leader_epoch */
-            p->offset = kw_read_i64(r);
-            if (q->version >= 5)
-                kw_read_i64(r); /* log_start_offset (of a follower) */
-            p->max_bytes = kw_read_i32(r);
-            p->hw = -1;
-            p->log_start = -1;
-            kw_writer_init(&p->recs, KOP_FETCH_BYTES_MAX);
-        }
-    }
+    kop_read_partitions(r, topics, (void **)&x->parts, &x->count, &cap, sizeof(fetch_part), 100000,
+                        fetch_part_read, x);
     if (q->version >= 7 && kw_reader_error(r) == MG_OK) {
         int32_t forgotten = kw_read_i32(r);
         for (int32_t i = 0; i < forgotten && kw_reader_error(r) == MG_OK; i++) {
@@ -1088,6 +1074,18 @@ static void lo_opened(int16_t error, br_topic *t, void *arg)
         lo_found(rc, (ml_position){ -1, -1 }, p);
 }
 
+static void lo_part_read(void *el, kw_str topic, kw_reader *r, void *arg)
+{
+    lo_part *p = el;
+    lo_ctx *x = arg;
+    p->x = x;
+    p->topic = topic;
+    p->partition = kw_read_i32(r);
+    p->timestamp = kw_read_i64(r);
+    if (x->q->version == 0)
+        kw_read_i32(r); /* max_num_offsets: one is answered */
+}
+
 void kop_handle_list_offsets(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
@@ -1108,34 +1106,8 @@ void kop_handle_list_offsets(kop_req *q, kw_reader *r)
     }
     x->q = q;
     size_t cap = 0;
-    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
-        kw_str name = kw_read_string(r);
-        int32_t parts = kw_read_i32(r);
-        if (parts < 0 || parts > 100000 || name.len < 0) {
-            r->error = MG_EPROTO;
-            break;
-        }
-        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
-            if (x->count == cap) {
-                size_t nc = cap ? cap * 2 : 4;
-                lo_part *v = mg_realloc(x->parts, nc * sizeof(*v));
-                if (v == NULL) {
-                    r->error = MG_ENOMEM;
-                    break;
-                }
-                x->parts = v;
-                cap = nc;
-            }
-            lo_part *p = &x->parts[x->count++];
-            memset(p, 0, sizeof(*p));
-            p->x = x;
-            p->topic = name;
-            p->partition = kw_read_i32(r);
-            p->timestamp = kw_read_i64(r);
-            if (q->version == 0)
-                kw_read_i32(r); /* max_num_offsets: one is answered */
-        }
-    }
+    kop_read_partitions(r, topics, (void **)&x->parts, &x->count, &cap, sizeof(lo_part), 100000,
+                        lo_part_read, x);
     if (kw_reader_error(r) != MG_OK) {
         mg_free(x->parts);
         mg_free(x);

@@ -43,27 +43,27 @@
 
 /* Requests of a connection read and not yet answered: past it the connection is not read from
  * until some are answered (librdkafka keeps at most 5 in flight per connection by default). */
-#define KOP_CONN_REQUESTS_MAX 64u
+#define KOP_CONN_REQUESTS_MAX    64u
 /* Receive buffers: frames up to this size are read into a buffer of it. */
-#define KOP_READ_BUF_BYTES    (256u * 1024)
+#define KOP_READ_BUF_BYTES       (256u * 1024)
 /* The largest request frame accepted (Kafka's socket.request.max.bytes is 100 MiB; a produce
  * request carries at most message.max.bytes per partition, Kafka's default 1 MiB). */
-#define KOP_REQUEST_BYTES_MAX (64u * 1024 * 1024)
+#define KOP_REQUEST_BYTES_MAX    (64u * 1024 * 1024)
 /* Fetch readers one connection keeps (one per partition it fetches). */
-#define KOP_CONN_READERS_MAX  4096u
+#define KOP_CONN_READERS_MAX     4096u
 /* A reader nobody fetched through for this long is closed. */
-#define KOP_READER_IDLE_MS    60000u
+#define KOP_READER_IDLE_MS       60000u
 /* A fetch waits at most this long, whatever the client asks (Kafka clients ask 500 ms). */
-#define KOP_FETCH_WAIT_MS_MAX 30000
+#define KOP_FETCH_WAIT_MS_MAX    30000
 /* Entries read per partition and fetch round, and the bytes a fetch answers at most. */
-#define KOP_FETCH_ENTRIES_MAX 500
-#define KOP_FETCH_BYTES_MAX   (50u * 1024 * 1024)
+#define KOP_FETCH_ENTRIES_MAX    500
+#define KOP_FETCH_BYTES_MAX      (50u * 1024 * 1024)
 /* Bytes of record batches read ahead for the next fetches of catching-up readers, the whole
  * server (fetch.c, "READ AHEAD"): a few dozen lagging consumers at librdkafka's 1 MiB per
  * partition fetch. */
 #define KOP_READ_AHEAD_BYTES_MAX (64u * 1024 * 1024)
 /* Producer ids are taken from the metadata store's id sequence "kafka-producer-ids". */
-#define KOP_PRODUCER_ID_SEQ   "kafka-producer-ids"
+#define KOP_PRODUCER_ID_SEQ      "kafka-producer-ids"
 
 /* Kafka error codes the shim answers with (Kafka's protocol guide numbers them). */
 #define KE_NONE                           0
@@ -224,6 +224,15 @@ static inline void kop_req_error(kop_req *q, int16_t code)
     if (code != KE_NONE)
         q->error = true;
 }
+
+/* Reads the array every partition-level request has, `topics` entries of [name, [fields of a
+ * partition]]: for each partition, one more element of elem bytes at the end of *v (its count
+ * and capacity in *count and *cap, grown by doubling), zeroed, then read(element, topic name, r,
+ * arg) reads the partition's fields. At most max partitions in all. Sets the reader's error:
+ * MG_EPROTO for a negative count or one past max, MG_ENOMEM. */
+typedef void (*kop_partition_read_fn)(void *element, kw_str topic, kw_reader *r, void *arg);
+void kop_read_partitions(kw_reader *r, int32_t topics, void **v, size_t *count, size_t *cap,
+                         size_t elem, size_t max, kop_partition_read_fn read, void *arg);
 
 /* --- topics.c --------------------------------------------------------------------------------- */
 

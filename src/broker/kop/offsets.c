@@ -510,6 +510,28 @@ static void commit_topic(int16_t error, br_topic *t, void *arg)
         commit_sub_opened(rc, p);
 }
 
+static void part_init(off_part *p, off_ctx *x, kw_str topic)
+{
+    p->x = x;
+    p->offset = -1;
+    p->topic = topic.ptr;
+    p->topic_len = (size_t)topic.len;
+}
+
+static void commit_part_read(void *el, kw_str topic, kw_reader *r, void *arg)
+{
+    off_part *p = el;
+    off_ctx *x = arg;
+    part_init(p, x, topic);
+    p->partition = kw_read_i32(r);
+    p->offset = kw_read_i64(r);
+    if (x->q->version >= 6)
+        kw_read_i32(r); /* committed_leader_epoch */
+    if (x->q->version == 1)
+        kw_read_i64(r); /* commit_timestamp */
+    kw_read_string(r);  /* metadata */
+}
+
 void kop_handle_offset_commit(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
@@ -533,30 +555,8 @@ void kop_handle_offset_commit(kop_req *q, kw_reader *r)
     }
     x->q = q;
     x->commit = true;
-    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
-        kw_str name = kw_read_string(r);
-        int32_t parts = kw_read_i32(r);
-        if (name.len < 0 || parts < 0 || parts > 100000) {
-            r->error = MG_EPROTO;
-            break;
-        }
-        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
-            off_part *p = off_add(x);
-            if (p == NULL) {
-                r->error = MG_ENOMEM;
-                break;
-            }
-            p->topic = name.ptr;
-            p->topic_len = (size_t)name.len;
-            p->partition = kw_read_i32(r);
-            p->offset = kw_read_i64(r);
-            if (q->version >= 6)
-                kw_read_i32(r); /* committed_leader_epoch */
-            if (q->version == 1)
-                kw_read_i64(r); /* commit_timestamp */
-            kw_read_string(r);  /* metadata */
-        }
-    }
+    kop_read_partitions(r, topics, (void **)&x->parts, &x->count, &x->cap, sizeof(off_part), 100000,
+                        commit_part_read, x);
     if (kw_reader_error(r) != MG_OK || topics < 0 || topics > 100000) {
         off_free(x);
         kop_conn_proto_error(c, "bad_request", "malformed OffsetCommit request");
@@ -692,6 +692,13 @@ static void fetch_all_partitions(off_ctx *x)
     }
 }
 
+static void fetch_part_read(void *el, kw_str topic, kw_reader *r, void *arg)
+{
+    off_part *p = el;
+    part_init(p, arg, topic);
+    p->partition = kw_read_i32(r);
+}
+
 void kop_handle_offset_fetch(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
@@ -704,24 +711,8 @@ void kop_handle_offset_fetch(kop_req *q, kw_reader *r)
         return;
     }
     x->q = q;
-    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
-        kw_str name = kw_read_string(r);
-        int32_t parts = kw_read_i32(r);
-        if (name.len < 0 || parts < 0 || parts > 100000) {
-            r->error = MG_EPROTO;
-            break;
-        }
-        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
-            off_part *p = off_add(x);
-            if (p == NULL) {
-                r->error = MG_ENOMEM;
-                break;
-            }
-            p->topic = name.ptr;
-            p->topic_len = (size_t)name.len;
-            p->partition = kw_read_i32(r);
-        }
-    }
+    kop_read_partitions(r, topics, (void **)&x->parts, &x->count, &x->cap, sizeof(off_part), 100000,
+                        fetch_part_read, x);
     if (kw_reader_error(r) != MG_OK || topics > 100000 || (topics < 0 && q->version < 2)) {
         off_free(x);
         kop_conn_proto_error(c, "bad_request", "malformed OffsetFetch request");

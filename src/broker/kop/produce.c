@@ -492,6 +492,22 @@ static void part_opened(int16_t error, br_topic *t, void *arg)
     part_done(x);
 }
 
+static void prod_part_read(void *el, kw_str topic, kw_reader *r, void *arg)
+{
+    (void)arg;
+    prod_part *pp = el;
+    pp->topic = topic;
+    pp->partition = kw_read_i32(r);
+    int32_t len = kw_read_i32(r);
+    if (len > 0 && (size_t)len <= kw_reader_left(r)) {
+        pp->records = r->p + r->pos;
+        pp->records_len = (size_t)len;
+        r->pos += (size_t)len;
+    } else if (len > 0) {
+        r->error = MG_EPROTO;
+    }
+}
+
 void kop_handle_produce(kop_req *q, kw_reader *r)
 {
     kop_conn *c = q->c;
@@ -515,38 +531,8 @@ void kop_handle_produce(kop_req *q, kw_reader *r)
     x->q = q;
     x->acks = acks;
     size_t cap = 0;
-    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
-        kw_str name = kw_read_string(r);
-        int32_t parts = kw_read_i32(r);
-        if (parts < 0 || x->count + (size_t)parts > KOP_PRODUCE_PARTITIONS_MAX || name.len < 0) {
-            r->error = MG_EPROTO;
-            break;
-        }
-        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
-            if (x->count == cap) {
-                size_t nc = cap ? cap * 2 : 4;
-                prod_part *v = mg_realloc(x->parts, nc * sizeof(*v));
-                if (v == NULL) {
-                    r->error = MG_ENOMEM;
-                    break;
-                }
-                x->parts = v;
-                cap = nc;
-            }
-            prod_part *pp = &x->parts[x->count++];
-            memset(pp, 0, sizeof(*pp));
-            pp->topic = name;
-            pp->partition = kw_read_i32(r);
-            int32_t len = kw_read_i32(r);
-            if (len > 0 && (size_t)len <= kw_reader_left(r)) {
-                pp->records = r->p + r->pos;
-                pp->records_len = (size_t)len;
-                r->pos += (size_t)len;
-            } else if (len > 0) {
-                r->error = MG_EPROTO;
-            }
-        }
-    }
+    kop_read_partitions(r, topics, (void **)&x->parts, &x->count, &cap, sizeof(prod_part),
+                        KOP_PRODUCE_PARTITIONS_MAX, prod_part_read, x);
     if (kw_reader_error(r) != MG_OK) {
         bool oom = r->error == MG_ENOMEM;
         mg_free(x->parts);

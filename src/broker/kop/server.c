@@ -252,6 +252,35 @@ void kop_reply_none(kop_req *q)
     conn_send_ready(q->c);
 }
 
+void kop_read_partitions(kw_reader *r, int32_t topics, void **v, size_t *count, size_t *cap,
+                         size_t elem, size_t max, kop_partition_read_fn read, void *arg)
+{
+    for (int32_t i = 0; i < topics && kw_reader_error(r) == MG_OK; i++) {
+        kw_str name = kw_read_string(r);
+        int32_t parts = kw_read_i32(r);
+        if (name.len < 0 || parts < 0 || *count + (size_t)parts > max) {
+            r->error = MG_EPROTO;
+            return;
+        }
+        for (int32_t j = 0; j < parts && kw_reader_error(r) == MG_OK; j++) {
+            if (*count == *cap) {
+                size_t nc = *cap ? *cap * 2 : 4;
+                void *nv = mg_realloc(*v, nc * elem);
+                if (nv == NULL) {
+                    r->error = MG_ENOMEM;
+                    return;
+                }
+                *v = nv;
+                *cap = nc;
+            }
+            uint8_t *el = (uint8_t *)*v + *count * elem;
+            (*count)++;
+            memset(el, 0, elem);
+            read(el, name, r, arg);
+        }
+    }
+}
+
 /* ---- ApiVersions ----------------------------------------------------------------------------- */
 
 static size_t api_ranges(kw_api_range *out)
