@@ -21,7 +21,7 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt $((N + 2000)) ]; then
 fi
 
 "$MG" standalone --data-dir "$T_TMP/data" --bind-address 127.0.0.1 --broker-port 0 \
-  --bookie-port 0 --http-port 0 --chat-tcp-port 0 --chat-ws-port 0 --chat-push-port 0 \
+  --bookie-port 0 --http-port 0 --chat-tcp-port 0 --chat-ws-port 0 --chat-push-port 0 --kafka off \
   --journal-segment-mb 16 $T_SA_ARGS >"$T_TMP/sa.log" 2>&1 &
 SA=$!; T_PIDS+=("$SA")
 if ! t_wait_for "$T_TMP/sa.log" 'ready' 30; then

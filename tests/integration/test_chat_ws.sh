@@ -30,7 +30,7 @@ fi
 
 # --- Standalone with the chat gateway and Job (on by default), every port chosen by the kernel.
 "$MG" standalone --data-dir "$DATA" --bind-address 127.0.0.1 --broker-port 0 --bookie-port 0 \
-  --http-port 0 --chat-tcp-port 0 --chat-ws-port 0 --chat-push-port 0 \
+  --http-port 0 --chat-tcp-port 0 --chat-ws-port 0 --chat-push-port 0 --kafka-port 0 \
   --default-retention-time-minutes 60 --journal-segment-mb 16 $T_SA_ARGS >"$LOG" 2>&1 &
 SPID=$!; T_PIDS+=("$SPID")
 for ((i = 0; i < 300; i++)); do
