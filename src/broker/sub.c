@@ -1551,6 +1551,19 @@ void br_handle_get_last_message_id(br_conn *c, const Magnetar__Pulsar__CommandGe
 /* ---- admin operations
  * ------------------------------------------------------------------------------ */
 
+/* Forgets the pending records of every entry the cursor now has acknowledged (after an
+ * acknowledgement made by the admin API or a Kafka commit, not by the consumers). */
+static void forget_acked(br_sub *s)
+{
+    for (size_t j = 0; j < s->pending.cap; j++) {
+        br_pending *p = &s->pending.slots[j];
+        if (p->used && mc_is_acked(s->cursor, p->pos)) {
+            forget_pending(s, p->pos);
+            j--; /* backward shift may have moved another record into this slot */
+        }
+    }
+}
+
 int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), void *arg)
 {
     if (s->cursor == NULL)
@@ -1577,13 +1590,7 @@ int br_sub_skip(br_sub *s, int64_t messages, void (*cb)(int status, void *arg), 
         int rc = mc_ack_cumulative(s->cursor, target, NULL, 0);
         if (rc != MG_OK)
             return rc;
-        for (size_t j = 0; j < s->pending.cap; j++) {
-            br_pending *p = &s->pending.slots[j];
-            if (p->used && mc_is_acked(s->cursor, p->pos)) {
-                forget_pending(s, p->pos);
-                j--;
-            }
-        }
+        forget_acked(s);
         sub_dispatch(s); /* a subscription stopped at a lost ledger may go on now */
     }
     return mc_cursor_flush(s->cursor, cb, arg);
@@ -1599,40 +1606,14 @@ int br_sub_ack_upto(br_sub *s, ml_position pos, const uint64_t *ack_set, size_t 
         return rc;
     if (acked_msgs >= 0)
         mc_set_acked_messages(s->cursor, acked_msgs);
-    for (size_t j = 0; j < s->pending.cap; j++) {
-        br_pending *p = &s->pending.slots[j];
-        if (p->used && mc_is_acked(s->cursor, p->pos)) {
-            forget_pending(s, p->pos);
-            j--;
-        }
-    }
+    forget_acked(s);
     sub_dispatch(s);
     return mc_cursor_flush(s->cursor, cb, arg);
 }
 
-int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, void *arg),
-                             void *arg)
-{
-    if (s->cursor == NULL || s->resetting)
-        return MG_ESTATE;
-    op_req *r = mg_calloc(1, sizeof(*r));
-    if (r == NULL)
-        return MG_ENOMEM;
-    r->sub = s;
-    r->cb = cb;
-    r->arg = arg;
-    int rc = mc_reset_to_position(s->cursor, pos, seek_done, r);
-    if (rc != MG_OK) {
-        mg_free(r);
-        return rc;
-    }
-    s->resetting = true;
-    sub_ref(s);
-    return MG_OK;
-}
-
-int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),
-                         void *arg)
+/* A reset of s's cursor to pos, or to the time timestamp_ms when by_time; seek_done ends it. */
+static int sub_reset(br_sub *s, bool by_time, ml_position pos, int64_t timestamp_ms,
+                     void (*cb)(int status, void *arg), void *arg)
 {
     if (s->cursor == NULL)
         return MG_ESTATE;
@@ -1642,7 +1623,8 @@ int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status,
     r->sub = s;
     r->cb = cb;
     r->arg = arg;
-    int rc = mc_reset_to_time(s->cursor, timestamp_ms, seek_done, r);
+    int rc = by_time ? mc_reset_to_time(s->cursor, timestamp_ms, seek_done, r)
+                     : mc_reset_to_position(s->cursor, pos, seek_done, r);
     if (rc != MG_OK) {
         mg_free(r);
         return rc;
@@ -1650,4 +1632,18 @@ int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status,
     s->resetting = true;
     sub_ref(s);
     return MG_OK;
+}
+
+int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, void *arg),
+                             void *arg)
+{
+    if (s->resetting)
+        return MG_ESTATE;
+    return sub_reset(s, false, pos, 0, cb, arg);
+}
+
+int br_sub_reset_to_time(br_sub *s, int64_t timestamp_ms, void (*cb)(int status, void *arg),
+                         void *arg)
+{
+    return sub_reset(s, true, (ml_position){ -1, -1 }, timestamp_ms, cb, arg);
 }

@@ -292,3 +292,16 @@ size_t mg_chain_to_iovec(const mg_chain *chain, struct iovec *iov, size_t iov_ca
     }
     return count;
 }
+
+mg_buf *mg_buf_fit(mg_buf *buf)
+{
+    size_t len = mg_buf_len(buf);
+    size_t cap = mg_buf_cap(buf);
+    if (cap - len <= cap / 4)
+        return buf;
+    mg_buf *copy = mg_buf_new_copy(mg_buf_data(buf), len);
+    if (copy == NULL)
+        return buf;
+    mg_buf_unref(buf);
+    return copy;
+}

@@ -67,6 +67,11 @@ mg_buf *mg_buf_new_aligned(size_t align, size_t capacity);
  * allocated; then free_fn is NOT called and data stays owned by the caller. Any thread. */
 mg_buf *mg_buf_wrap(void *data, size_t size, void (*free_fn)(void *data, void *arg), void *arg);
 
+/* Returns buf, or an exact-size copy of it (buf's reference dropped) when more than a quarter of
+ * its capacity is unused: for a buffer grown by doubling that is kept afterwards. When the copy
+ * cannot be allocated the roomy original is just as good and is returned. Any thread. */
+mg_buf *mg_buf_fit(mg_buf *buf);
+
 /* Takes one more reference on buf (which must be live) and returns buf, so that
  * `x->buf = mg_buf_ref(b)` reads naturally. The caller owns the new reference. Any thread. */
 mg_buf *mg_buf_ref(mg_buf *buf);

@@ -60,6 +60,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/zstream.h"
 #include "kafka/limits.h"
 #include "kafka/wire.h"
 
@@ -69,8 +70,6 @@
 #include <snappy-c.h>
 #include <stdbool.h>
 #include <string.h>
-#define ZLIB_CONST
-#include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -186,46 +185,6 @@ static void kw__out_drop(kw__out *o)
     o->p = NULL;
 }
 
-/* Returns buf, or an exact-size copy of it when more than a quarter of its capacity is unused.
- * When the copy cannot be allocated the roomy original is just as good and is returned. */
-static mg_buf *kw__fit(mg_buf *buf)
-{
-    size_t len = mg_buf_len(buf);
-    size_t cap = mg_buf_cap(buf);
-    if (cap - len <= cap / 4)
-        return buf;
-    mg_buf *copy = mg_buf_new_copy(mg_buf_data(buf), len);
-    if (copy == NULL)
-        return buf;
-    mg_buf_unref(buf);
-    return copy;
-}
-
-/* --- zlib's allocator hooks: its state comes from mg_malloc -------------------------------- */
-
-static voidpf kw__zalloc(voidpf opaque, uInt items, uInt size)
-{
-    (void)opaque;
-    size_t bytes;
-    if (__builtin_mul_overflow((size_t)items, (size_t)size, &bytes))
-        return Z_NULL;
-    return mg_malloc(bytes);
-}
-
-static void kw__zfree(voidpf opaque, voidpf ptr)
-{
-    (void)opaque;
-    mg_free(ptr);
-}
-
-static void kw__zstream_init(z_stream *zs)
-{
-    memset(zs, 0, sizeof(*zs));
-    zs->zalloc = kw__zalloc;
-    zs->zfree = kw__zfree;
-    zs->opaque = Z_NULL;
-}
-
 /* --- gzip ---------------------------------------------------------------------------------- */
 
 static int kw__gzip_decompress(const uint8_t *src, size_t src_len, kw__out *o)
@@ -233,7 +192,7 @@ static int kw__gzip_decompress(const uint8_t *src, size_t src_len, kw__out *o)
     if (src_len == 0)
         return MG_ECORRUPT; /* not even one member */
     z_stream zs;
-    kw__zstream_init(&zs);
+    mg_zstream_init(&zs);
     int rc = inflateInit2(&zs, KW__GZIP_WINDOW_BITS);
     if (rc != Z_OK) {
         MG_ASSERT(rc == Z_MEM_ERROR); /* Z_VERSION_ERROR: built against another zlib.h */
@@ -279,7 +238,7 @@ static int kw__gzip_decompress(const uint8_t *src, size_t src_len, kw__out *o)
 static int kw__gzip_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     z_stream zs;
-    kw__zstream_init(&zs);
+    mg_zstream_init(&zs);
     int rc =
         deflateInit2(&zs, KW__GZIP_LEVEL, Z_DEFLATED, KW__GZIP_WINDOW_BITS, 8, Z_DEFAULT_STRATEGY);
     if (rc == Z_MEM_ERROR)
@@ -303,7 +262,7 @@ static int kw__gzip_compress(const uint8_t *src, size_t src_len, mg_buf **out)
      * deflate allocates nothing after deflateInit2. */
     MG_ASSERT(rc == Z_STREAM_END && written <= bound);
     mg_buf_set_len(buf, written);
-    *out = kw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -431,7 +390,7 @@ static int kw__snappy_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         pos += 4 + n;
     }
     mg_buf_set_len(buf, pos);
-    *out = kw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -518,7 +477,7 @@ static int kw__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         return MG_ENOMEM;
     }
     mg_buf_set_len(buf, n);
-    *out = kw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -597,7 +556,7 @@ static int kw__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         return MG_ENOMEM;
     }
     mg_buf_set_len(buf, n);
-    *out = kw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 

@@ -73,6 +73,7 @@
 #include "common/alloc.h"
 #include "common/assert.h"
 #include "common/error.h"
+#include "common/zstream.h"
 #include "pulsar/limits.h"
 
 #include <limits.h>
@@ -81,8 +82,6 @@
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
-#define ZLIB_CONST
-#include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -115,46 +114,6 @@ static bool pw__codec_valid(int codec)
            codec <= MAGNETAR__PULSAR__COMPRESSION_TYPE__SNAPPY;
 }
 
-/* Returns buf, or an exact-size copy of it when more than a quarter of its capacity is unused.
- * When the copy cannot be allocated the roomy original is just as good and is returned. */
-static mg_buf *pw__fit(mg_buf *buf)
-{
-    size_t len = mg_buf_len(buf);
-    size_t cap = mg_buf_cap(buf);
-    if (cap - len <= cap / 4)
-        return buf;
-    mg_buf *copy = mg_buf_new_copy(mg_buf_data(buf), len);
-    if (copy == NULL)
-        return buf;
-    mg_buf_unref(buf);
-    return copy;
-}
-
-/* --- zlib's allocator hooks: its state comes from mg_malloc -------------------------------- */
-
-static voidpf pw__zalloc(voidpf opaque, uInt items, uInt size)
-{
-    (void)opaque;
-    size_t bytes;
-    if (__builtin_mul_overflow((size_t)items, (size_t)size, &bytes))
-        return Z_NULL;
-    return mg_malloc(bytes);
-}
-
-static void pw__zfree(voidpf opaque, voidpf ptr)
-{
-    (void)opaque;
-    mg_free(ptr);
-}
-
-static void pw__zstream_init(z_stream *zs)
-{
-    memset(zs, 0, sizeof(*zs));
-    zs->zalloc = pw__zalloc;
-    zs->zfree = pw__zfree;
-    zs->opaque = Z_NULL;
-}
-
 /* --- compression -------------------------------------------------------------------------- */
 
 static int pw__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
@@ -168,14 +127,14 @@ static int pw__lz4_compress(const uint8_t *src, size_t src_len, mg_buf **out)
     /* Cannot fail: the destination has the bound's room and the state is on the stack. */
     MG_ASSERT(n > 0 && n <= bound);
     mg_buf_set_len(buf, (size_t)n);
-    *out = pw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
 static int pw__zlib_compress(const uint8_t *src, size_t src_len, mg_buf **out)
 {
     z_stream zs;
-    pw__zstream_init(&zs);
+    mg_zstream_init(&zs);
     int rc = deflateInit(&zs, Z_DEFAULT_COMPRESSION);
     if (rc == Z_MEM_ERROR)
         return MG_ENOMEM;
@@ -198,7 +157,7 @@ static int pw__zlib_compress(const uint8_t *src, size_t src_len, mg_buf **out)
      * nothing after deflateInit. */
     MG_ASSERT(rc == Z_STREAM_END && written <= bound);
     mg_buf_set_len(buf, written);
-    *out = pw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -223,7 +182,7 @@ static int pw__zstd_compress(const uint8_t *src, size_t src_len, mg_buf **out)
         return MG_ENOMEM;
     }
     mg_buf_set_len(buf, n);
-    *out = pw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -237,7 +196,7 @@ static int pw__snappy_compress(const uint8_t *src, size_t src_len, mg_buf **out)
     snappy_status st = snappy_compress((const char *)src, src_len, (char *)mg_buf_data(buf), &n);
     MG_ASSERT(st == SNAPPY_OK && n <= bound); /* fails only on a too small destination */
     mg_buf_set_len(buf, n);
-    *out = pw__fit(buf);
+    *out = mg_buf_fit(buf);
     return MG_OK;
 }
 
@@ -369,7 +328,7 @@ static int pw__zlib_decompress(const uint8_t *src, size_t src_len, size_t len, m
     if (buf == NULL)
         return MG_ENOMEM;
     z_stream zs;
-    pw__zstream_init(&zs);
+    mg_zstream_init(&zs);
     zs.next_in = src;
     zs.avail_in = (uInt)src_len;
     int rc = inflateInit(&zs);

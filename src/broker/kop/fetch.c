@@ -78,6 +78,8 @@ static void ahead_drop(kop_reader *rd)
     k->ahead_bytes -= rd->ahead.len;
     kw_writer_free(&rd->ahead);
     kw_writer_init(&rd->ahead, KOP_FETCH_BYTES_MAX);
+    if (rd->ahead_from >= 0)
+        rd->next_offset = -1; /* the cursor stands after the dropped batches */
     rd->ahead_from = -1;
     rd->ahead_records = 0;
 }
@@ -605,9 +607,6 @@ static void ahead_read_done(int status, const ml_entry *entries, size_t count, v
         rd->ahead_from = -1;
         rd->next_offset = -1;
     }
-    /* The cursor stands after what was read ahead: next_offset says so only once it is taken. */
-    if (rd->ahead_from >= 0)
-        rd->next_offset = -2; /* in use by the read ahead */
     fetch_part *p = rd->ahead_waiter;
     rd->ahead_waiter = NULL;
     if (p != NULL) {
@@ -683,7 +682,6 @@ static void part_reader(kop_reader *rd, int status, void *arg)
             return;
         }
         ahead_drop(rd);
-        rd->next_offset = -1; /* the cursor stands after the dropped batches */
     }
     part_seek(p);
 }

@@ -140,6 +140,8 @@ int kop_forward(kop_server *k, const char *addr, const uint8_t *frame, size_t fr
 {
     if (k->closing)
         return MG_ECLOSED;
+    if (k->forwards_open >= KOP_FORWARDS_MAX)
+        return MG_EAGAIN;
     const char *colon = strrchr(addr, ':');
     char host[64];
     if (colon == NULL || (size_t)(colon - addr) >= sizeof(host))

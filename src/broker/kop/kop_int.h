@@ -43,27 +43,35 @@
 
 /* Requests of a connection read and not yet answered: past it the connection is not read from
  * until some are answered (librdkafka keeps at most 5 in flight per connection by default). */
-#define KOP_CONN_REQUESTS_MAX    64u
+#define KOP_CONN_REQUESTS_MAX           64u
+/* Bytes of requests a connection holds unanswered (their receive buffers stay referenced until
+ * the answer): past it the connection is not read from until half are answered. Above the
+ * largest request, so one always gets through. */
+#define KOP_CONN_REQUEST_BYTES_HELD_MAX (128u * 1024 * 1024)
+/* Requests to other brokers in flight (forward.c), each a connection of its own: past it an
+ * offsets request for a partition owned elsewhere is answered COORDINATOR_NOT_AVAILABLE and the
+ * client retries. */
+#define KOP_FORWARDS_MAX                256u
 /* Receive buffers: frames up to this size are read into a buffer of it. */
-#define KOP_READ_BUF_BYTES       (256u * 1024)
+#define KOP_READ_BUF_BYTES              (256u * 1024)
 /* The largest request frame accepted (Kafka's socket.request.max.bytes is 100 MiB; a produce
  * request carries at most message.max.bytes per partition, Kafka's default 1 MiB). */
-#define KOP_REQUEST_BYTES_MAX    (64u * 1024 * 1024)
+#define KOP_REQUEST_BYTES_MAX           (64u * 1024 * 1024)
 /* Fetch readers one connection keeps (one per partition it fetches). */
-#define KOP_CONN_READERS_MAX     4096u
+#define KOP_CONN_READERS_MAX            4096u
 /* A reader nobody fetched through for this long is closed. */
-#define KOP_READER_IDLE_MS       60000u
+#define KOP_READER_IDLE_MS              60000u
 /* A fetch waits at most this long, whatever the client asks (Kafka clients ask 500 ms). */
-#define KOP_FETCH_WAIT_MS_MAX    30000
+#define KOP_FETCH_WAIT_MS_MAX           30000
 /* Entries read per partition and fetch round, and the bytes a fetch answers at most. */
-#define KOP_FETCH_ENTRIES_MAX    500
-#define KOP_FETCH_BYTES_MAX      (50u * 1024 * 1024)
+#define KOP_FETCH_ENTRIES_MAX           500
+#define KOP_FETCH_BYTES_MAX             (50u * 1024 * 1024)
 /* Bytes of record batches read ahead for the next fetches of catching-up readers, the whole
  * server (fetch.c, "READ AHEAD"): a few dozen lagging consumers at librdkafka's 1 MiB per
  * partition fetch. */
-#define KOP_READ_AHEAD_BYTES_MAX (64u * 1024 * 1024)
+#define KOP_READ_AHEAD_BYTES_MAX        (64u * 1024 * 1024)
 /* Producer ids are taken from the metadata store's id sequence "kafka-producer-ids". */
-#define KOP_PRODUCER_ID_SEQ      "kafka-producer-ids"
+#define KOP_PRODUCER_ID_SEQ             "kafka-producer-ids"
 
 /* Kafka error codes the shim answers with (Kafka's protocol guide numbers them). */
 #define KE_NONE                           0
@@ -170,7 +178,8 @@ struct kop_conn {
     mg_outq out;
     mg_link reqs; /* kop_req.link, in arrival order */
     uint32_t req_count;
-    mg_link readers; /* kop_reader.conn_link */
+    size_t req_bytes; /* frame bytes of those requests */
+    mg_link readers;  /* kop_reader.conn_link */
     uint32_t reader_count;
 };
 
@@ -183,6 +192,7 @@ struct kop_req {
     mg_buf *frame_buf; /* holds the request's bytes (a reference) */
     const uint8_t *body;
     size_t body_len;
+    size_t frame_len;
     mg_buf *resp;        /* the answer once ready (NULL: none yet, or none to send) */
     mg_buf **resp_parts; /* or the answer in pieces (kop_reply_parts), resp_count of them */
     size_t resp_count;
@@ -333,7 +343,9 @@ void kop_group_topic(const char *group_id, size_t len, pw_topic_name *out);
 /* Sends one request (a whole frame of frame_len bytes, its correlation id is the caller's) to the
  * Kafka port at addr ("host:port") on a connection of its own and calls cb with the answer's
  * body (after the correlation id), or an error (MG_ETIMEDOUT after KOP_FORWARD_TIMEOUT_MS,
- * connection errors, MG_EPROTO). cb runs once, never inside the call. */
+ * connection errors, MG_EPROTO). cb runs once, never inside the call. Errors returned (cb not
+ * called): MG_EAGAIN (KOP_FORWARDS_MAX in flight), MG_EINVAL (addr not numeric IPv4),
+ * MG_ENOMEM, MG_ECLOSED. */
 #define KOP_FORWARD_TIMEOUT_MS 10000
 typedef void (*kop_forward_cb)(int status, const uint8_t *body, size_t len, void *arg);
 int kop_forward(kop_server *k, const char *addr, const uint8_t *frame, size_t frame_len,

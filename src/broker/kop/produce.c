@@ -294,6 +294,21 @@ typedef struct prep_batch {
     bool checked;       /* counted in the producer's state (undone if a later one fails) */
 } prep_batch;
 
+/* Batches v[from, to) counted in their producers' state are not stored after all: their
+ * sequences go back, last first. */
+static void pstate_undo(kop_topic *kt, prep_batch *v, size_t from, size_t to)
+{
+    for (size_t j = to; j-- > from;) {
+        if (!v[j].checked)
+            continue;
+        batch_op undo = { .producer_id = v[j].producer_id,
+                          .epoch = v[j].epoch,
+                          .base_seq = v[j].base_seq };
+        pstate_stored(kt, &undo, -1, false);
+        v[j].checked = false;
+    }
+}
+
 static void count_refused(kop_conn *c, const char *reason)
 {
     kop_server *k = c->k;
@@ -390,14 +405,7 @@ static int16_t part_prepare(prod_ctx *x, prod_part *pp, br_topic *t, kop_topic *
         kb.last_offset_delta = b->count - 1;
         int16_t e = pstate_check(kt, &kb, &b->dup_offset);
         if (e != KE_NONE) {
-            for (size_t j = i; j-- > 0;) {
-                if (!v[j].checked)
-                    continue;
-                batch_op undo = { .producer_id = v[j].producer_id,
-                                  .epoch = v[j].epoch,
-                                  .base_seq = v[j].base_seq };
-                pstate_stored(kt, &undo, -1, false);
-            }
+            pstate_undo(kt, v, 0, i);
             return e;
         }
         b->checked = b->dup_offset < 0;
@@ -454,15 +462,7 @@ static void part_store(prod_ctx *x, prod_part *pp, br_topic *t)
         if (rc != MG_OK) {
             mg_free(op);
             /* This one and the ones after it are not stored: their sequences go back. */
-            for (size_t j = i; j < n; j++) {
-                if (!v[j].checked)
-                    continue;
-                batch_op undo = { .producer_id = v[j].producer_id,
-                                  .epoch = v[j].epoch,
-                                  .base_seq = v[j].base_seq };
-                pstate_stored(kt, &undo, -1, false);
-                v[j].checked = false;
-            }
+            pstate_undo(kt, v, i, n);
             error = ml_is_terminated(t->ml) ? KE_INVALID_REQUEST : store_error(rc);
             continue;
         }

@@ -158,6 +158,7 @@ static void conn_send_ready(kop_conn *c)
             break;
         mg_list_remove(&q->link);
         c->req_count--;
+        c->req_bytes -= q->frame_len;
         if (q->resp != NULL && !c->closing) {
             if (mg_outq_push_buf(&c->out, q->resp) != MG_OK)
                 kop_conn_close(c, "out of memory for an answer");
@@ -187,7 +188,8 @@ static void conn_send_ready(kop_conn *c)
         if (rc != MG_OK)
             kop_conn_close(c, mg_strerror(rc));
     }
-    if (c->paused && c->req_count <= KOP_CONN_REQUESTS_MAX / 2 && !c->closing) {
+    if (c->paused && c->req_count <= KOP_CONN_REQUESTS_MAX / 2 &&
+        c->req_bytes <= KOP_CONN_REQUEST_BYTES_HELD_MAX / 2 && !c->closing) {
         c->paused = false;
         conn_resume(c);
     }
@@ -425,8 +427,10 @@ static bool conn_request(kop_conn *c, const uint8_t *p, size_t len)
     q->frame_buf = mg_buf_ref(c->rbuf);
     q->body = p + 4 + r.pos;
     q->body_len = len - 4 - r.pos;
+    q->frame_len = len;
     mg_list_push(&c->reqs, &q->link);
     c->req_count++;
+    c->req_bytes += len;
     kop_conn_ref(c);
     if (h.client_id.len > 0 && c->client_id[0] == '\0') {
         size_t n = (size_t)h.client_id.len < sizeof(c->client_id) - 1 ? (size_t)h.client_id.len
@@ -465,7 +469,8 @@ static bool conn_request(kop_conn *c, const uint8_t *p, size_t len)
 static void conn_process(kop_conn *c)
 {
     while (!c->closing && c->reading) {
-        if (c->req_count >= KOP_CONN_REQUESTS_MAX) {
+        if (c->req_count >= KOP_CONN_REQUESTS_MAX ||
+            c->req_bytes >= KOP_CONN_REQUEST_BYTES_HELD_MAX) {
             c->paused = true;
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = false;
