@@ -19,7 +19,7 @@ PACKAGES=(
   libcriterion-dev
   clang libfuzzer-14-dev
   fio
-  libjansson-dev libbrotli-dev nettle-dev
+  libjansson-dev libbrotli-dev nettle-dev libcurl4-openssl-dev
   chromium nginx libnginx-mod-nchan jq
 )
 
