@@ -24,7 +24,7 @@ static const mg_tool_command commands[] = {
     { "job", "run a chat Job worker (topics to gateways)", mg_tool_job },
     { "client", "produce or consume messages from the command line", mg_tool_client },
     { "perf", "load generators: produce, consume, catchup", mg_tool_perf },
-    { "replay", "drain a backlog from a position or a time", NULL },
+    { "replay", "drain a backlog from a position or a time", mg_tool_replay },
     { "admin", "administer topics, subscriptions and metadata", mg_tool_admin },
 };
 

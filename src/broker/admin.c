@@ -15,6 +15,9 @@
  *   DELETE base/{topic}/subscription/{sub}[?force=true]
  *   POST   base/{topic}/subscription/{sub}/skip/{n}, /skip_all, /resetcursor/{timestamp}
  *   POST   base/{topic}/terminate                 no more messages, ever; answers the last id
+ *   GET    base/{topic}/messageid/{timestamp}     the first message published (broker time) at
+ *                                                 or after timestamp (ms), as Pulsar's
+ *                                                 getMessageIdByTimestamp; 404 when none is
  * Errors are JSON {"reason": "..."} with Pulsar's statuses: 400 a number that is not one or is
  * out of range, 404 topic or subscription not found, 409 already exists, 412 invalid name, in
  * use, or a partition count past BR_ADMIN_PARTITIONS_MAX, 500 storage or metadata failure.
@@ -27,7 +30,8 @@
  *   - a subscription name is non-empty, without '/', shorter than MC_NAME_BYTES_MAX;
  *   - numbers in paths and bodies are plain decimal integers (no sign unless negative, no
  *     spaces inside) within int64_t, checked for overflow: skip/{n} >= 0,
- *     resetcursor/{timestamp} >= 0, partitions in [1, BR_ADMIN_PARTITIONS_MAX].
+ *     resetcursor/{timestamp} and messageid/{timestamp} >= 0, partitions in [1,
+ * BR_ADMIN_PARTITIONS_MAX].
  *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
@@ -69,6 +73,7 @@ typedef enum admin_op {
     OP_PART_GET,
     OP_PART_DELETE,
     OP_TERMINATE,
+    OP_MESSAGE_ID,
 } admin_op;
 
 typedef struct admin_req {
@@ -234,6 +239,10 @@ int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, 
         return count_param(mg_http_request_param(req, "n"), "the number of messages to skip",
                            &out->arg, err, err_size);
     case OP_RESET:
+        return count_param(mg_http_request_param(req, "timestamp"),
+                           "the timestamp (milliseconds since the epoch)", &out->arg, err,
+                           err_size);
+    case OP_MESSAGE_ID:
         return count_param(mg_http_request_param(req, "timestamp"),
                            "the timestamp (milliseconds since the epoch)", &out->arg, err,
                            err_size);
@@ -529,6 +538,36 @@ static void terminated_cb(int status, ml_position last, void *arg)
     mg_free(r);
 }
 
+/* GET .../messageid/{timestamp}: ml_find_by_time answers the first entry whose broker timestamp
+ * is at or after it, or the next position to be written when there is none (then 404, as
+ * Pulsar). The id names the entry; batchIndex -1 stands for its first message. */
+static void message_id_found(int status, ml_position pos, void *arg)
+{
+    admin_req *r = arg;
+    if (status != MG_OK) {
+        finish_rc(r, status);
+        return;
+    }
+    br_topic *t = br_topic_find(r->b, r->tn.full);
+    if (t == NULL || t->state != BR_TOPIC_OPEN || t->ml == NULL) {
+        finish(r, 503, "the topic was closed during the search");
+        return;
+    }
+    ml_position last = ml_last_position(t->ml);
+    if (last.ledger_id < 0 || ml_position_cmp(pos, last) > 0) {
+        finish(r, 404, "no message after the timestamp");
+        return;
+    }
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    mg_strbuf_printf(&sb,
+                     "{\"ledgerId\":%" PRId64 ",\"entryId\":%" PRId64
+                     ",\"partitionIndex\":%d,\"batchIndex\":-1}",
+                     pos.ledger_id, pos.entry_id, r->tn.partition);
+    reply_json(r, 200, &sb);
+    mg_free(r);
+}
+
 static bool topic_in_use(br_topic *t)
 {
     if (!mg_list_empty(&t->producers))
@@ -606,6 +645,11 @@ static void with_topic(int status, br_topic *t, void *arg)
         mg_free(r);
         return;
     }
+    case OP_MESSAGE_ID:
+        rc = ml_find_by_time(t->ml, r->arg, message_id_found, r);
+        if (rc != MG_OK)
+            finish_rc(r, rc);
+        return;
     case OP_TERMINATE:
         rc = br_topic_terminate(t, terminated_cb, r);
         if (rc != MG_OK)
@@ -750,6 +794,7 @@ HANDLER(h_sub_create, OP_SUB_CREATE)
 HANDLER(h_sub_delete, OP_SUB_DELETE)
 HANDLER(h_skip_all, OP_SKIP_ALL)
 HANDLER(h_terminate, OP_TERMINATE)
+HANDLER(h_message_id, OP_MESSAGE_ID)
 
 static void h_create(mg_http_request *req, void *arg)
 {
@@ -965,6 +1010,7 @@ static const struct {
     { "GET", BASE "/{topic}/subscriptions", h_subscriptions, OP_SUBSCRIPTIONS },
     { "GET", BASE "/{topic}/lastMessageId", h_last_message_id, OP_LAST_MESSAGE_ID },
     { "POST", BASE "/{topic}/terminate", h_terminate, OP_TERMINATE },
+    { "GET", BASE "/{topic}/messageid/{timestamp}", h_message_id, OP_MESSAGE_ID },
     { "PUT", BASE "/{topic}/subscription/{sub}", h_sub_create, OP_SUB_CREATE },
     { "DELETE", BASE "/{topic}/subscription/{sub}", h_sub_delete, OP_SUB_DELETE },
     { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all, OP_SKIP_ALL },

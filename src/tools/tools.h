@@ -26,6 +26,8 @@ int mg_tool_client(int argc, char **argv);
 int mg_perf_produce(int argc, char **argv);
 int mg_perf_consume(int argc, char **argv);
 int mg_tool_perf(int argc, char **argv);
+/* `magnetar replay` (replay.c): drains a topic from a position or a time (docs/replay.md). */
+int mg_tool_replay(int argc, char **argv);
 
 /* Parses a subcommand's options and prints errors and help.
  * Returns -1 when parsing succeeded and the tool should go on, else the exit status to return
