@@ -304,6 +304,7 @@ typedef struct rp_run {
     bool paused;
     /* stopping */
     bool stopping;
+    bool client_closing;
     int outstanding; /* subscribes, producer creation, closes in flight */
     rp_why why;
     int signal_no;
@@ -839,8 +840,9 @@ static void client_closed(void *arg)
 
 static void maybe_close_client(rp_run *r)
 {
-    if (!r->stopping || r->outstanding > 0)
+    if (!r->stopping || r->outstanding > 0 || r->client_closing)
         return;
+    r->client_closing = true;
     if (r->client != NULL)
         pc_client_close(r->client, client_closed, r); /* r->client cleared in client_closed */
     else if (!uv_is_closing((uv_handle_t *)&r->tick))
@@ -1434,7 +1436,9 @@ static int exit_status(const rp_run *r)
     }
 }
 
-static int summary(rp_run *r)
+/* Prints the summary on stderr (unless print is false: the error was printed already) and writes
+ * --json; returns the exit status. */
+static int summary(rp_run *r, bool print)
 {
     double elapsed_s = (double)(mg_clock_mono_ms() - r->start_ms) / 1000.0;
     double rate = elapsed_s > 0 ? (double)r->messages / elapsed_s : 0;
@@ -1456,6 +1460,8 @@ static int summary(rp_run *r)
             : r->error;
     if (r->why == RP_WHY_END && r->o->follow)
         why_text = "reached the end";
+    if (!print)
+        goto json;
     fprintf(stderr, "replay: stopped: %s\n", why_text);
     fprintf(stderr, "replay: %" PRId64 " messages, %.1f MiB in %.1f s (%.0f msg/s) from %s to %s\n",
             r->messages, (double)r->bytes / (1024.0 * 1024.0), elapsed_s, rate, r->topic,
@@ -1465,6 +1471,7 @@ static int summary(rp_run *r)
         fprintf(stderr, "replay: resume with --from %s\n", resume);
     else if (resume != NULL)
         fprintf(stderr, "replay: to go on later: --from %s\n", resume);
+json:;
     int status = exit_status(r);
     if (r->o->json != NULL) {
         json_t *j = json_object();
@@ -1750,7 +1757,7 @@ static int run_loop(rp_run *r)
     }
     uv_run(&r->loop, UV_RUN_DEFAULT);
     mg_tool_loop_close(&r->loop);
-    return summary(r);
+    return summary(r, true);
 }
 
 int mg_tool_replay(int argc, char **argv)
@@ -1826,14 +1833,18 @@ int mg_tool_replay(int argc, char **argv)
     if (r->dest == RP_DEST_TOPIC && o.format == RP_FORMAT_RAW)
         fprintf(stderr, "magnetar replay: note: --format raw has no effect with --to topic:\n");
     signal(SIGPIPE, SIG_IGN);
+    r->start_ms = mg_clock_mono_ms();
     status = prepare(r, res.positional[0], from, until);
+    if (status == MG_EXIT_FAILURE) {
+        r->why = RP_WHY_ERROR;
+        status = summary(r, false);
+    }
     if (status != MG_EXIT_OK)
         goto out;
     if (open_dest(r) != 0) {
         fprintf(stderr, "magnetar replay: %s\n", r->error);
         r->why = RP_WHY_ERROR;
-        r->start_ms = mg_clock_mono_ms();
-        status = summary(r);
+        status = summary(r, false);
         goto out;
     }
     r->start_ms = mg_clock_mono_ms();

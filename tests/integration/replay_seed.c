@@ -77,7 +77,7 @@ static void created(int status, pc_producer *p, void *arg)
     s->producer = p;
     for (int64_t i = s->first; i < s->first + s->count; i++) {
         char text[64], seq[32], key[8];
-        uint8_t bin[4] = { 0xff, 0x00, 0xfe, (uint8_t)(i & 0xff) };
+        uint8_t bin[4] = { 0xff, 0x00, 0xfe, (uint8_t)(0x80 | (i & 0x7f)) };
         snprintf(text, sizeof(text), "%s-%" PRId64, s->prefix, i);
         snprintf(seq, sizeof(seq), "%" PRId64, i);
         snprintf(key, sizeof(key), "k%d", (int)(i % 3));
