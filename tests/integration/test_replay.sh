@@ -125,6 +125,36 @@ t_check "a relative time (-1h)" test "$(seqs "$T_TMP/t4.json")" = "$(seq -s ' ' 
 out=$(R timed --from -0s 2>/dev/null); rc=$?
 t_check "a relative time after the last message replays nothing" test "$rc" = 0 -a -z "$out"
 
+# --- the admin route behind times -------------------------------------------------------------------
+MID="$HTTP/admin/v2/persistent/public/default"
+out=$(curl -s -m 5 "$MID/plain/messageid/0")
+t_check "GET messageid/0 answers the first message ($out)" \
+  test "$out" = "{\"ledgerId\":$L,\"entryId\":0,\"partitionIndex\":-1,\"batchIndex\":-1}"
+out=$(curl -s -m 5 -w ' %{http_code}' "$MID/plain/messageid/$(( $(date +%s%3N) + 3600000 ))")
+t_check "GET messageid past the last message: 404 ($out)" \
+  test "$out" = '{"reason":"no message after the timestamp"} 404'
+t_check "GET messageid/abc: 400" \
+  test "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$MID/plain/messageid/abc")" = 400
+t_check "GET messageid on a missing topic: 404, and it is not created" \
+  test "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$MID/ghost/messageid/0")" = 404 \
+  -a "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$MID/ghost/internalStats")" = 404
+
+# --- --follow ------------------------------------------------------------------------------------------
+"$SEED" "$URL" fol 3 >/dev/null
+timeout 60 "$MG" replay fol -u "$URL" --admin-url "$HTTP" --from latest --follow --format raw \
+  --to file:"$T_TMP/fol.out" 2>"$T_TMP/fol.err" &
+rpid=$!
+for i in $(seq 1 100); do
+  curl -s -m 5 "$MID/fol/stats" | grep -q '"isDurable":false' && break
+  sleep 0.1
+done
+"$SEED" "$URL" fol 5 --first 3 >/dev/null
+t_wait_for "$T_TMP/fol.out" '^m-7$' 20
+kill -INT "$rpid"
+t_wait_exit "$rpid" 30
+t_check "--follow from latest writes the new messages only, until interrupted (status $T_STATUS)" \
+  test "$T_STATUS" = 130 -a "$(tr '\n' ' ' <"$T_TMP/fol.out")" = "m-3 m-4 m-5 m-6 m-7 "
+
 # --- file: and raw, --json -------------------------------------------------------------------------
 R plain --from earliest --format raw --to file:"$T_TMP/raw.out" --json "$T_TMP/raw.json" \
   >"$T_TMP/raw.stdout" 2>/dev/null; rc=$?
@@ -204,11 +234,12 @@ timeout 60 "$MG" replay parts -u "$URL" --admin-url "$HTTP" --from earliest --ra
 rpid=$!
 t_wait_for "$T_TMP/p.out" 'seq' 20
 sleep 0.5
-kill -INT "$rpid"
+kill -TERM "$rpid"
 t_wait_exit "$rpid" 30
 PRES=$(grep -oE -- '--from [^ ]+' "$T_TMP/p.err" | tail -1 | cut -d' ' -f2)
-t_check "a partitioned topic resumes with every partition's position ($PRES)" \
-  test "$T_STATUS" = 130 -a -n "$(grep -E '^0=.+,1=.+,2=.+$' <<<"$PRES")"
+t_check "SIGTERM stops cleanly too (exit 143); a partitioned topic resumes with every partition's position ($PRES)" \
+  test "$T_STATUS" = 143 -a -n "$(grep -E '^0=.+,1=.+,2=.+$' <<<"$PRES")" \
+  -a -n "$(grep 'stopped: interrupted (SIGTERM)' "$T_TMP/p.err")"
 R parts --from "$PRES" --to file:"$T_TMP/p.out" --append 2>/dev/null; rc=$?
 t_check "every partition's messages, each once, in order within its partition (exit $rc)" py '
 import json,sys
