@@ -15,9 +15,9 @@
  *   DELETE base/{topic}/subscription/{sub}[?force=true]
  *   POST   base/{topic}/subscription/{sub}/skip/{n}, /skip_all, /resetcursor/{timestamp}
  *   POST   base/{topic}/terminate                 no more messages, ever; answers the last id
- *   GET    base/{topic}/messageid/{timestamp}     the first message published (broker time) at
- *                                                 or after timestamp (ms), as Pulsar's
- *                                                 getMessageIdByTimestamp; 404 when none is
+ *   GET    base/{topic}/messageid/{timestamp}     the first message published at or after
+ *                                                 timestamp (ms, broker time), as Pulsar's
+ *                                                 getMessageIdByTimestamp; 404 when there is none
  * Errors are JSON {"reason": "..."} with Pulsar's statuses: 400 a number that is not one or is
  * out of range, 404 topic or subscription not found, 409 already exists, 412 invalid name, in
  * use, or a partition count past BR_ADMIN_PARTITIONS_MAX, 500 storage or metadata failure.
@@ -30,8 +30,8 @@
  *   - a subscription name is non-empty, without '/', shorter than MC_NAME_BYTES_MAX;
  *   - numbers in paths and bodies are plain decimal integers (no sign unless negative, no
  *     spaces inside) within int64_t, checked for overflow: skip/{n} >= 0,
- *     resetcursor/{timestamp} and messageid/{timestamp} >= 0, partitions in [1,
- * BR_ADMIN_PARTITIONS_MAX].
+ *     resetcursor/{timestamp} >= 0, partitions in [1, BR_ADMIN_PARTITIONS_MAX];
+ *     messageid/{timestamp} >= 0.
  *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
