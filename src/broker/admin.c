@@ -757,10 +757,11 @@ static void peek_reply(admin_req *r, const ml_entry *e)
         peek_addf(h, "X-Pulsar-batch-size",
                   (int64_t)(plain != NULL ? mg_buf_len(plain) : pl.data_len));
     }
-    if (pl.broker_timestamp_ms != 0)
-        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-timestamp", (int64_t)pl.broker_timestamp_ms);
-    if (pl.index >= 0)
-        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-index", pl.index);
+    /* The broker's prefix is not part of the payload view: the entry carries its fields. */
+    if (e->broker_timestamp_ms > 0)
+        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-timestamp", e->broker_timestamp_ms);
+    if (e->index >= 0)
+        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-index", e->index);
     for (size_t i = 0; md != NULL && i < md->n_properties && i < PEEK_PROPS_MAX; i++) {
         const char *key = md->properties[i]->key;
         const char *value = md->properties[i]->value;
