@@ -112,6 +112,28 @@ t_check "peek-messages (table): 6 rows and the header" test "$(wc -l <"$OUT")" =
 adm topics stats "$T"
 jq_ok "peek moved nothing (backlog 6)" "j['subscriptions']['s1']['msgBacklog'] == 6"
 
+# --- peek of a ZSTD batch: the broker answers the entry whole, the command splits it
+adm topics create adm-b
+adm topics create-subscription adm-b -s s -m earliest
+timeout 30 "$MG" perf produce -u "$URL" adm-b -s 16 -r 0 -b 10000 --batch-max-messages 5 -z ZSTD -m 5 --log-level warn \
+  >"$T_TMP/perf.log" 2>&1
+t_check "perf produce: 5 messages in one ZSTD batch" test $? = 0
+adm topics peek-messages adm-b -s s
+jq_ok "peek-messages of a batch: its 5 messages, L:E:index ids, 16-byte payloads" \
+  "len(j) == 5 and [m['batchIndex'] for m in j] == [0, 1, 2, 3, 4] and j[4]['messageId'].endswith(':0:4') and len(j[0]['payload']) == 16"
+hdr=$(curl -s -m 10 -D - -o "$T_TMP/batch.bin" "$HTTP/admin/v2/persistent/public/default/adm-b/subscription/s/position/1")
+if grep -qi '^X-Pulsar-num-batch-message: 5' <<<"$hdr" && grep -qi '^X-Pulsar-Message-ID: [0-9]*:0' <<<"$hdr" &&
+  grep -qi '^X-Pulsar-Broker-Entry-METADATA-index: 4' <<<"$hdr" &&
+  grep -qi '^Content-Type: application/octet-stream' <<<"$hdr"; then
+  t_ok "peek route: Pulsar's headers for a batch entry"
+else t_fail "peek route: Pulsar's headers for a batch entry: $hdr"; fi
+out=$(curl -s -m 10 -w ' %{http_code}' "$HTTP/admin/v2/persistent/public/default/adm-b/subscription/s/position/0")
+t_check "peek route: position 0 refused with 400 ($out)" grep -q 'between 1 and .* 400$' <<<"$out"
+out=$(curl -s -m 10 -w ' %{http_code}' -X POST -d '{"ledgerId":"x"}' \
+  "$HTTP/admin/v2/persistent/public/default/adm-b/subscription/s/resetcursor")
+t_check "resetcursor route: a bad message id refused with 400 ($out)" grep -q 'message id.* 400$' <<<"$out"
+adm topics delete adm-b --force
+
 # --- skip, reset-cursor by id and by time, skip-all
 adm topics skip "$T" -s s1 -n 2
 adm topics stats "$T"
