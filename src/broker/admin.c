@@ -799,6 +799,10 @@ static void peek_read_done(int status, const ml_entry *entries, size_t count, vo
         peek_reply(r, &entries[r->arg - 1]);
         return;
     }
+    if (r->topic->state != BR_TOPIC_OPEN || r->topic->ml == NULL) {
+        finish(r, 503, "the topic closed while it was read");
+        return;
+    }
     r->arg -= (int64_t)count;
     r->pos = ml_next_position(r->topic->ml, entries[count - 1].position);
     peek_read(r);

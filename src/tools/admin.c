@@ -305,8 +305,14 @@ int mg_tool_admin(int argc, char **argv)
     for (size_t i = 0; i < sizeof(admin_groups) / sizeof(admin_groups[0]); i++)
         if (strcmp(group, admin_groups[i]->name) == 0)
             return adm_group_run(admin_groups[i], argc - first, argv + first, argv + 1, first - 1);
-    if (strcmp(group, "metadata") == 0 && first == 1)
-        return admin_metadata(argc - 1, argv + 1);
+    if (strcmp(group, "metadata") == 0) {
+        if (first == 1)
+            return admin_metadata(argc - 1, argv + 1);
+        fprintf(stderr, "magnetar admin: --admin-url, --output and --timeout before the group are "
+                        "for the REST groups; 'metadata' takes its own options after it (see "
+                        "'magnetar admin metadata --help')\n");
+        return MG_EXIT_USAGE;
+    }
     fprintf(stderr, "magnetar admin: unknown group '%s'\n\n", group);
     admin_usage(stderr);
     return MG_EXIT_USAGE;
