@@ -19,7 +19,9 @@
  *          create it there (the first message read is L:E); -1:-1 earliest, or
  *          INT64_MAX:INT64_MAX (Pulsar's MessageId.latest) latest; no body: latest
  *   POST   base/{topic}/subscription/{sub}/resetcursor  body a message id (with "isExcluded":
- *          true, the reset goes just after it): mark-delete before it, read position at it
+ *          true, the reset goes just after it): mark-delete before it, read position at it;
+ *          an id the topic does not hold (nor its end) answers 412, as does creating a
+ *          subscription there
  *   GET    base/{topic}/subscription/{sub}/position/{n}  peek: the n-th entry (1-based) after
  *          the subscription's mark-delete position, acknowledged or not, without moving
  *          anything; see "Peek" below
@@ -638,6 +640,37 @@ static ml_position reset_target(br_topic *t, const admin_req *r)
     return r->excluded ? ml_next_position(t->ml, r->pos) : r->pos;
 }
 
+/* Whether pos names an entry the topic holds, or the end (the next position to be written).
+ * Earliest and latest (ledger -1, INT64_MAX) always do. */
+static bool position_held(br_topic *t, ml_position pos)
+{
+    if (pos.ledger_id < 0 || pos.ledger_id == INT64_MAX)
+        return true;
+    ml_position last = ml_last_position(t->ml);
+    ml_position end = last.ledger_id < 0 ? ml_first_position(t->ml) : ml_next_position(t->ml, last);
+    if (ml_position_cmp(pos, end) == 0)
+        return true;
+    if (pos.entry_id < 0 || ml_position_cmp(pos, ml_first_position(t->ml)) < 0)
+        return false;
+    int64_t entries = 0, bytes = 0;
+    return ml_ledger_size(t->ml, pos.ledger_id, &entries, &bytes) == MG_OK &&
+           pos.entry_id < entries;
+}
+
+/* Refuses (412, as Pulsar) a message id the topic does not hold; true when it was refused. */
+static bool refuse_position(admin_req *r, br_topic *t)
+{
+    if (!r->has_pos || position_held(t, r->pos))
+        return false;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "Unable to find position for position specified: %" PRId64 ":%" PRId64
+             " is not a message of the topic",
+             r->pos.ledger_id, r->pos.entry_id);
+    finish(r, 412, why);
+    return true;
+}
+
 /* A subscription created at a message id: open (at the end), now reset to the id. */
 static void sub_created_at(int status, void *arg)
 {
@@ -908,6 +941,8 @@ static void with_topic(int status, br_topic *t, void *arg)
             finish(r, 409, "Subscription already exists for topic");
             return;
         }
+        if (refuse_position(r, t))
+            return;
         /* Earliest and latest are initial positions; an id is a reset once it is open. */
         bool at_id = r->has_pos && r->pos.ledger_id >= 0 && r->pos.ledger_id != INT64_MAX;
         mc_initial initial =
@@ -945,6 +980,8 @@ static void with_topic(int status, br_topic *t, void *arg)
         rc = br_sub_reset_to_time(s, r->arg, sub_op_done, r);
         break;
     case OP_RESET_ID:
+        if (refuse_position(r, t))
+            return;
         rc = br_sub_reset_to_position(s, reset_target(t, r), sub_op_done, r);
         break;
     case OP_PEEK:
