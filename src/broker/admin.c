@@ -18,6 +18,29 @@
  *   GET    base/{topic}/messageid/{timestamp}     the first message published at or after
  *                                                 timestamp (ms, broker time), as Pulsar's
  *                                                 getMessageIdByTimestamp; 404 when there is none
+ *   PUT    base/{topic}/subscription/{sub} with a message-id body {"ledgerId":L,"entryId":E}:
+ *          create it there (the first message read is L:E); -1:-1 earliest, or
+ *          INT64_MAX:INT64_MAX (Pulsar's MessageId.latest) latest; no body: latest
+ *   POST   base/{topic}/subscription/{sub}/resetcursor  body a message id (with "isExcluded":
+ *          true, the reset goes just after it): mark-delete before it, read position at it;
+ *          an id the topic does not hold (nor its end) answers 412, as does creating a
+ *          subscription there
+ *   GET    base/{topic}/subscription/{sub}/position/{n}  peek: the n-th entry (1-based) after
+ *          the subscription's mark-delete position, acknowledged or not, without moving
+ *          anything; see "Peek" below
+ *   GET    /admin/v2/clusters                     ["<cluster>"]: this broker's cluster
+ *   GET    /admin/v2/brokers[/{cluster}]          live brokers' web service addresses
+ *          ("host:port"), from the /brokers/<host:port> registrations; 404 for another cluster
+ *
+ * Peek answers as Pulsar's: the body is the entry's data (application/octet-stream),
+ * decompressed; for a batch entry, the whole batch ([size][SingleMessageMetadata][payload]
+ * ...), which the caller splits. The metadata goes in headers: X-Pulsar-Message-ID "L:E",
+ * X-Pulsar-publish-time and X-Pulsar-event-time (ISO 8601, UTC, milliseconds),
+ * X-Pulsar-producer-name, X-Pulsar-sequence-id, X-Pulsar-PROPERTY-<key> per property of a
+ * message that is not batched, X-Pulsar-num-batch-message and X-Pulsar-batch-size for a batch,
+ * X-Pulsar-Broker-Entry-METADATA-timestamp and -index. Header text is the stored text with
+ * control characters replaced by '?', and a property whose key is not a header token is left
+ * out (HTTP cannot carry them). 404 "Message not found" when there are fewer entries.
  * Errors are JSON {"reason": "..."} with Pulsar's statuses: 400 a number that is not one or is
  * out of range, 404 topic or subscription not found, 409 already exists, 412 invalid name, in
  * use, or a partition count past BR_ADMIN_PARTITIONS_MAX, 500 storage or metadata failure.
@@ -30,8 +53,10 @@
  *   - a subscription name is non-empty, without '/', shorter than MC_NAME_BYTES_MAX;
  *   - numbers in paths and bodies are plain decimal integers (no sign unless negative, no
  *     spaces inside) within int64_t, checked for overflow: skip/{n} >= 0,
- *     resetcursor/{timestamp} >= 0, partitions in [1, BR_ADMIN_PARTITIONS_MAX];
- *     messageid/{timestamp} >= 0.
+ *     resetcursor/{timestamp} >= 0, messageid/{timestamp} >= 0, partitions in
+ *     [1, BR_ADMIN_PARTITIONS_MAX], position/{n} in [1, BR_ADMIN_PEEK_POSITION_MAX];
+ *   - a message-id body is a JSON object whose "ledgerId" and "entryId" are integers (other
+ *     fields, such as "partitionIndex" and "batchIndex", are ignored): 400 otherwise.
  *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
@@ -46,13 +71,16 @@
 #include "cursor/limits.h"
 #include "ledger/limits.h"
 #include "metadata/limits.h"
+#include "pulsar/compress.h"
 #include "pulsar/limits.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
@@ -74,6 +102,8 @@ typedef enum admin_op {
     OP_PART_DELETE,
     OP_TERMINATE,
     OP_MESSAGE_ID,
+    OP_PEEK,
+    OP_RESET_ID,
 } admin_op;
 
 typedef struct admin_req {
@@ -87,7 +117,14 @@ typedef struct admin_req {
     int partitions;
     int next_partition;
     int64_t node_version;
+    ml_position pos; /* message-id body (has_pos); peek: the next entry to read */
+    bool has_pos;
+    bool excluded;
+    br_topic *topic; /* peek: referenced while its reads run */
 } admin_req;
+
+static void peek_read(admin_req *r);
+static void sub_created_at(int status, void *arg);
 
 static void reply_json(admin_req *r, int status, mg_strbuf *sb)
 {
@@ -100,6 +137,8 @@ static void reply_json(admin_req *r, int status, mg_strbuf *sb)
 
 static void finish(admin_req *r, int status, const char *reason)
 {
+    if (r->topic != NULL)
+        br_topic_unref(r->topic);
     if (status == 204 || status == 200)
         mg_http_reply(r->req, status, NULL, NULL, 0);
     else
@@ -204,6 +243,46 @@ static int count_param(const char *text, const char *what, int64_t *out, char *e
     return 400;
 }
 
+/* Reads a message-id body ({"ledgerId":L,"entryId":E,...}) into out->pos and out->has_pos.
+ * No body (only blanks) is fine unless required. 400 with the reason in err otherwise. */
+static int message_id_body(const mg_http_request *req, bool required, br_admin_args *out, char *err,
+                           size_t err_size)
+{
+    size_t len = 0;
+    const char *body = mg_http_request_body(req, &len);
+    size_t start = 0;
+    while (start < len && strchr(" \t\r\n", body[start]) != NULL)
+        start++;
+    if (start == len) {
+        if (!required)
+            return 0;
+        snprintf(err, err_size,
+                 "the body must be a message id, {\"ledgerId\":L,\"entryId\":E}; it is empty");
+        return 400;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(body, len, 0, &jerr);
+    json_t *l = json_object_get(j, "ledgerId");
+    json_t *e = json_object_get(j, "entryId");
+    json_t *x = json_object_get(j, "isExcluded");
+    if (!json_is_integer(l) || !json_is_integer(e) || (x != NULL && !json_is_boolean(x))) {
+        if (j == NULL)
+            snprintf(err, err_size, "the body is not JSON: %s (line %d column %d)", jerr.text,
+                     jerr.line, jerr.column);
+        else
+            snprintf(err, err_size,
+                     "the body must be a message id, {\"ledgerId\":L,\"entryId\":E} with "
+                     "integers L and E (and optionally \"isExcluded\":true|false)");
+        json_decref(j);
+        return 400;
+    }
+    out->pos = (ml_position){ json_integer_value(l), json_integer_value(e) };
+    out->has_pos = true;
+    out->excluded = json_is_true(x);
+    json_decref(j);
+    return 0;
+}
+
 static int refuse(char *err, size_t err_size, const char *reason)
 {
     snprintf(err, err_size, "%s", reason);
@@ -246,6 +325,21 @@ int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, 
         return count_param(mg_http_request_param(req, "timestamp"),
                            "the timestamp (milliseconds since the epoch)", &out->arg, err,
                            err_size);
+    case OP_PEEK: {
+        int status = count_param(mg_http_request_param(req, "n"), "the message position", &out->arg,
+                                 err, err_size);
+        if (status == 0 && (out->arg < 1 || out->arg > BR_ADMIN_PEEK_POSITION_MAX)) {
+            snprintf(err, err_size,
+                     "the message position must be between 1 and %d (1 is the first message "
+                     "after the subscription's mark-delete position), not %" PRId64,
+                     BR_ADMIN_PEEK_POSITION_MAX, out->arg);
+            status = 400;
+        }
+        return status;
+    }
+    case OP_RESET_ID:
+    case OP_SUB_CREATE:
+        return message_id_body(req, op == OP_RESET_ID, out, err, err_size);
     case OP_PART_CREATE: {
         size_t len = 0;
         const char *body = mg_http_request_body(req, &len);
@@ -312,6 +406,9 @@ static admin_req *parse(mg_http_request *req, void *arg, admin_op op)
     r->force = a.force;
     r->arg = a.arg;
     r->partitions = a.partitions;
+    r->pos = a.pos;
+    r->has_pos = a.has_pos;
+    r->excluded = a.excluded;
     return r;
 }
 
@@ -568,6 +665,233 @@ static void message_id_found(int status, ml_position pos, void *arg)
     mg_free(r);
 }
 
+/* Where a reset by message id puts the read position: the id itself, the entry after it
+ * ("isExcluded"), the first entry (earliest, -1:-1) or the end (latest, INT64_MAX). */
+static ml_position reset_target(br_topic *t, const admin_req *r)
+{
+    if (r->pos.ledger_id < 0)
+        return ml_first_position(t->ml);
+    if (r->pos.ledger_id == INT64_MAX) {
+        ml_position last = ml_last_position(t->ml);
+        return last.ledger_id < 0 ? ml_first_position(t->ml) : ml_next_position(t->ml, last);
+    }
+    return r->excluded ? ml_next_position(t->ml, r->pos) : r->pos;
+}
+
+/* Whether pos names an entry the topic holds, or the end (the next position to be written).
+ * Earliest and latest (ledger -1, INT64_MAX) always do. */
+static bool position_held(br_topic *t, ml_position pos)
+{
+    if (pos.ledger_id < 0 || pos.ledger_id == INT64_MAX)
+        return true;
+    ml_position last = ml_last_position(t->ml);
+    ml_position end = last.ledger_id < 0 ? ml_first_position(t->ml) : ml_next_position(t->ml, last);
+    if (ml_position_cmp(pos, end) == 0)
+        return true;
+    if (pos.entry_id < 0 || ml_position_cmp(pos, ml_first_position(t->ml)) < 0)
+        return false;
+    int64_t entries = 0, bytes = 0;
+    return ml_ledger_size(t->ml, pos.ledger_id, &entries, &bytes) == MG_OK &&
+           pos.entry_id < entries;
+}
+
+/* Refuses (412, as Pulsar) a message id the topic does not hold; true when it was refused. */
+static bool refuse_position(admin_req *r, br_topic *t)
+{
+    if (!r->has_pos || position_held(t, r->pos))
+        return false;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "Unable to find position for position specified: %" PRId64 ":%" PRId64
+             " is not a message of the topic",
+             r->pos.ledger_id, r->pos.entry_id);
+    finish(r, 412, why);
+    return true;
+}
+
+/* A subscription created at a message id: open (at the end), now reset to the id. */
+static void sub_created_at(int status, void *arg)
+{
+    admin_req *r = arg;
+    br_sub *s = status == MG_OK ? br_topic_sub_find(r->topic, r->sub) : NULL;
+    if (status == MG_OK && (s == NULL || s->cursor == NULL))
+        status = MG_ESTATE;
+    if (status == MG_OK)
+        status = br_sub_reset_to_position(s, reset_target(r->topic, r), sub_op_done, r);
+    if (status != MG_OK)
+        finish_rc(r, status);
+}
+
+/* ---- peek ---------------------------------------------------------------------------------- */
+
+/* Copies text into dst (cap bytes) for a header value: control characters become '?'. */
+static void header_text(char *dst, size_t cap, const char *text, size_t len)
+{
+    size_t n = len < cap - 1 ? len : cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        dst[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    dst[n] = '\0';
+}
+
+/* Whether key can be a header name's end (an RFC 9110 token). */
+static bool header_token(const char *key)
+{
+    if (key == NULL || key[0] == '\0' || strlen(key) > 200)
+        return false;
+    for (const char *p = key; *p != '\0'; p++)
+        if (!(*p >= '0' && *p <= '9') && !(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') &&
+            strchr("!#$%&'*+-.^_`|~", *p) == NULL)
+            return false;
+    return true;
+}
+
+static void iso_time(char *dst, size_t cap, uint64_t ms)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char date[40];
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(dst, cap, "%s.%03uZ", date, (unsigned)(ms % 1000));
+}
+
+/* Headers of a peek answer: at most PEEK_FIXED fixed ones and the first PEEK_PROPS_MAX
+ * properties (more are left out), each name and value held in its own slot. */
+enum { PEEK_FIXED = 10, PEEK_PROPS_MAX = 64, PEEK_HEADERS = PEEK_FIXED + PEEK_PROPS_MAX };
+typedef struct peek_headers {
+    const char *kv[2 * PEEK_HEADERS];
+    char names[PEEK_PROPS_MAX][224];
+    char values[PEEK_HEADERS][512];
+    size_t count;
+} peek_headers;
+
+static void peek_add(peek_headers *h, const char *name, const char *value, size_t len)
+{
+    if (h->count >= PEEK_HEADERS)
+        return;
+    header_text(h->values[h->count], sizeof(h->values[0]), value, len);
+    h->kv[2 * h->count] = name;
+    h->kv[2 * h->count + 1] = h->values[h->count];
+    h->count++;
+}
+
+static void peek_addf(peek_headers *h, const char *name, int64_t v)
+{
+    char text[32];
+    int n = snprintf(text, sizeof(text), "%" PRId64, v);
+    peek_add(h, name, text, (size_t)n);
+}
+
+static void peek_reply(admin_req *r, const ml_entry *e)
+{
+    const uint8_t *p = mg_buf_data(e->buf) + e->payload_off;
+    pw_payload pl;
+    int rc = pw_payload_parse(p, e->payload_len, false, &pl);
+    if (rc != MG_OK) {
+        finish(r, 500, "the stored entry does not parse as a Pulsar message");
+        return;
+    }
+    Magnetar__Pulsar__MessageMetadata *md = NULL;
+    rc = pw_metadata_unpack(p, &pl, &md);
+    mg_buf *plain = NULL;
+    if (rc == MG_OK && pl.compression != 0)
+        rc = pw_decompress(pl.compression, p + pl.data_off, pl.data_len, pl.uncompressed_size,
+                           &plain);
+    if (rc != MG_OK) {
+        pw_metadata_free(md);
+        finish(r, 500, rc == MG_ENOMEM ? "out of memory" : "the stored entry does not decompress");
+        return;
+    }
+    peek_headers *h = mg_calloc(1, sizeof(*h));
+    if (h == NULL) {
+        mg_buf_unref(plain);
+        pw_metadata_free(md);
+        finish(r, 500, "out of memory");
+        return;
+    }
+    char text[64];
+    int n = snprintf(text, sizeof(text), "%" PRId64 ":%" PRId64, e->position.ledger_id,
+                     e->position.entry_id);
+    peek_add(h, "X-Pulsar-Message-ID", text, (size_t)n);
+    iso_time(text, sizeof(text), pl.publish_time_ms);
+    peek_add(h, "X-Pulsar-publish-time", text, strlen(text));
+    if (pl.event_time_ms != 0) {
+        iso_time(text, sizeof(text), pl.event_time_ms);
+        peek_add(h, "X-Pulsar-event-time", text, strlen(text));
+    }
+    peek_add(h, "X-Pulsar-producer-name", pl.producer_name, pl.producer_name_len);
+    peek_addf(h, "X-Pulsar-sequence-id", pl.sequence_id);
+    if (pl.batched) {
+        peek_addf(h, "X-Pulsar-num-batch-message", pl.num_messages);
+        peek_addf(h, "X-Pulsar-batch-size",
+                  (int64_t)(plain != NULL ? mg_buf_len(plain) : pl.data_len));
+    }
+    /* The broker's prefix is not part of the payload view: the entry carries its fields. */
+    if (e->broker_timestamp_ms > 0)
+        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-timestamp", e->broker_timestamp_ms);
+    if (e->index >= 0)
+        peek_addf(h, "X-Pulsar-Broker-Entry-METADATA-index", e->index);
+    for (size_t i = 0; md != NULL && i < md->n_properties && i < PEEK_PROPS_MAX; i++) {
+        const char *key = md->properties[i]->key;
+        const char *value = md->properties[i]->value;
+        if (!header_token(key) || value == NULL)
+            continue;
+        snprintf(h->names[i], sizeof(h->names[0]), "X-Pulsar-PROPERTY-%s", key);
+        peek_add(h, h->names[i], value, strlen(value));
+    }
+    const uint8_t *data = plain != NULL ? mg_buf_data(plain) : p + pl.data_off;
+    size_t data_len = plain != NULL ? mg_buf_len(plain) : pl.data_len;
+    mg_http_reply_headers(r->req, 200, "application/octet-stream", h->kv, h->count, data, data_len);
+    mg_free(h);
+    mg_buf_unref(plain);
+    pw_metadata_free(md);
+    br_topic_unref(r->topic);
+    mg_free(r);
+}
+
+static void peek_read_done(int status, const ml_entry *entries, size_t count, void *arg)
+{
+    admin_req *r = arg;
+    if (status == MG_ENOTFOUND) {
+        finish(r, 500, "the entry is in a lost ledger (its data cannot be read)");
+        return;
+    }
+    if (status != MG_OK) {
+        finish_rc(r, status);
+        return;
+    }
+    if (count == 0) {
+        finish(r, 404, "Message not found");
+        return;
+    }
+    if ((int64_t)count >= r->arg) {
+        peek_reply(r, &entries[r->arg - 1]);
+        return;
+    }
+    if (r->topic->state != BR_TOPIC_OPEN || r->topic->ml == NULL) {
+        finish(r, 503, "the topic closed while it was read");
+        return;
+    }
+    r->arg -= (int64_t)count;
+    r->pos = ml_next_position(r->topic->ml, entries[count - 1].position);
+    peek_read(r);
+}
+
+/* Reads on from r->pos until the r->arg-th entry. */
+static void peek_read(admin_req *r)
+{
+    if (r->topic->state != BR_TOPIC_OPEN || r->topic->ml == NULL) {
+        finish(r, 503, "the topic closed while it was read");
+        return;
+    }
+    int rc =
+        ml_read(r->topic->ml, r->pos, (int)r->arg, BR_ADMIN_PEEK_READ_BYTES, peek_read_done, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 static bool topic_in_use(br_topic *t)
 {
     if (!mg_list_empty(&t->producers))
@@ -655,15 +979,26 @@ static void with_topic(int status, br_topic *t, void *arg)
         if (rc != MG_OK)
             finish_rc(r, rc);
         return;
-    case OP_SUB_CREATE:
+    case OP_SUB_CREATE: {
         if (s != NULL) {
             finish(r, 409, "Subscription already exists for topic");
             return;
         }
-        rc = br_sub_open_durable(t, r->sub, MC_INITIAL_LATEST, sub_created, r);
+        if (refuse_position(r, t))
+            return;
+        /* Earliest and latest are initial positions; an id is a reset once it is open. */
+        bool at_id = r->has_pos && r->pos.ledger_id >= 0 && r->pos.ledger_id != INT64_MAX;
+        mc_initial initial =
+            r->has_pos && r->pos.ledger_id < 0 ? MC_INITIAL_EARLIEST : MC_INITIAL_LATEST;
+        if (at_id) {
+            r->topic = t;
+            br_topic_ref(t);
+        }
+        rc = br_sub_open_durable(t, r->sub, initial, at_id ? sub_created_at : sub_created, r);
         if (rc != MG_OK)
             finish_rc(r, rc);
         return;
+    }
     default:
         break;
     }
@@ -687,6 +1022,17 @@ static void with_topic(int status, br_topic *t, void *arg)
     case OP_RESET:
         rc = br_sub_reset_to_time(s, r->arg, sub_op_done, r);
         break;
+    case OP_RESET_ID:
+        if (refuse_position(r, t))
+            return;
+        rc = br_sub_reset_to_position(s, reset_target(t, r), sub_op_done, r);
+        break;
+    case OP_PEEK:
+        r->topic = t;
+        br_topic_ref(t);
+        r->pos = ml_next_position(t->ml, mc_mark_delete_position(s->cursor));
+        peek_read(r);
+        return;
     default:
         rc = MG_EINVAL;
         break;
@@ -809,6 +1155,8 @@ static void h_create(mg_http_request *req, void *arg)
 
 HANDLER(h_skip, OP_SKIP)
 HANDLER(h_reset, OP_RESET)
+HANDLER(h_reset_id, OP_RESET_ID)
+HANDLER(h_peek, OP_PEEK)
 
 /* ---- partitioned topics ------------------------------------------------------------------------
  */
@@ -991,6 +1339,71 @@ static void h_list_partitioned(mg_http_request *req, void *arg)
     list_namespace(req, arg, "/admin/partitioned-topics");
 }
 
+/* ---- clusters and brokers ------------------------------------------------------------------ */
+
+static void h_clusters(mg_http_request *req, void *arg)
+{
+    br_broker *b = arg;
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    mg_strbuf_puts(&sb, "[");
+    mg_strbuf_json_string(&sb, b->cluster);
+    mg_strbuf_puts(&sb, "]");
+    if (mg_strbuf_status(&sb) != MG_OK)
+        mg_http_reply_json_error(req, 500, mg_strerror(mg_strbuf_status(&sb)));
+    else
+        mg_http_reply(req, 200, "application/json", mg_strbuf_str(&sb), sb.len);
+    mg_strbuf_free(&sb);
+}
+
+static void brokers_listed(int status, const char *const *names, size_t count, void *arg)
+{
+    mg_http_request *req = arg;
+    if (status == MG_ENOTFOUND) {
+        status = MG_OK;
+        count = 0;
+    }
+    if (status != MG_OK) {
+        char why[160];
+        snprintf(why, sizeof(why), "cannot read /brokers from the metadata store: %s",
+                 mg_strerror(status));
+        mg_http_reply_json_error(req, 500, why);
+        return;
+    }
+    mg_strbuf sb;
+    mg_strbuf_init(&sb, 0);
+    mg_strbuf_puts(&sb, "[");
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            mg_strbuf_puts(&sb, ",");
+        mg_strbuf_json_string(&sb, names[i]);
+    }
+    mg_strbuf_puts(&sb, "]");
+    if (mg_strbuf_status(&sb) != MG_OK)
+        mg_http_reply_json_error(req, 500, mg_strerror(mg_strbuf_status(&sb)));
+    else
+        mg_http_reply(req, 200, "application/json", mg_strbuf_str(&sb), sb.len);
+    mg_strbuf_free(&sb);
+}
+
+/* The live brokers: /brokers holds one ephemeral node per broker, named after its web service
+ * address ("host:port"), which is what Pulsar lists. */
+static void h_brokers(mg_http_request *req, void *arg)
+{
+    br_broker *b = arg;
+    const char *cluster = mg_http_request_param(req, "cluster");
+    if (cluster != NULL && strcmp(cluster, b->cluster) != 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "Cluster %.64s does not exist (this broker serves cluster %s)",
+                 cluster, b->cluster);
+        mg_http_reply_json_error(req, 404, why);
+        return;
+    }
+    int rc = md_children(b->md, "/brokers", brokers_listed, req);
+    if (rc != MG_OK)
+        brokers_listed(rc, NULL, 0, req);
+}
+
 #define BASE "/admin/v2/persistent/{tenant}/{namespace}"
 static const struct {
     const char *method;
@@ -1016,6 +1429,19 @@ static const struct {
     { "POST", BASE "/{topic}/subscription/{sub}/skip_all", h_skip_all, OP_SKIP_ALL },
     { "POST", BASE "/{topic}/subscription/{sub}/skip/{n}", h_skip, OP_SKIP },
     { "POST", BASE "/{topic}/subscription/{sub}/resetcursor/{timestamp}", h_reset, OP_RESET },
+    { "POST", BASE "/{topic}/subscription/{sub}/resetcursor", h_reset_id, OP_RESET_ID },
+    { "GET", BASE "/{topic}/subscription/{sub}/position/{n}", h_peek, OP_PEEK },
+};
+
+/* Routes outside a namespace: no topic to parse. */
+static const struct {
+    const char *method;
+    const char *pattern;
+    mg_http_handler_fn fn;
+} cluster_routes[] = {
+    { "GET", "/admin/v2/clusters", h_clusters },
+    { "GET", "/admin/v2/brokers", h_brokers },
+    { "GET", "/admin/v2/brokers/{cluster}", h_brokers },
 };
 #undef BASE
 
@@ -1024,6 +1450,9 @@ int br_broker_admin_register(br_broker *b, mg_http_server *http)
     for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++)
         MG_TRY(mg_http_server_route(http, admin_routes[i].method, admin_routes[i].pattern,
                                     admin_routes[i].fn, b));
+    for (size_t i = 0; i < sizeof(cluster_routes) / sizeof(cluster_routes[0]); i++)
+        MG_TRY(mg_http_server_route(http, cluster_routes[i].method, cluster_routes[i].pattern,
+                                    cluster_routes[i].fn, b));
     return MG_OK;
 }
 

@@ -501,6 +501,11 @@ typedef struct br_admin_args {
     bool force;                  /* ?force=true */
     int64_t arg;                 /* skip/{n}, resetcursor/{timestamp} */
     int partitions;              /* the body of PUT .../partitions */
+    ml_position pos;             /* a message-id body ({"ledgerId":L,"entryId":E}); ledger_id -1
+                                    with entry_id -1: earliest; INT64_MAX: latest; has_pos false:
+                                    no body */
+    bool has_pos;
+    bool excluded; /* the body's "isExcluded": start after pos, not at it */
 } br_admin_args;
 
 /* Route i of the admin API (0, 1, ... until it returns false): its method and pattern, as

@@ -117,6 +117,14 @@
  * to MG_PULSAR_TOPIC_PARTITIONS_MAX. */
 #define BR_ADMIN_PARTITIONS_MAX      1024
 
+/* The deepest position an admin peek (GET .../subscription/{sub}/position/{n}) reads to: the
+ * broker reads the n entries after the mark-delete position to find the last one, so n bounds
+ * the work one request makes the bookies do. Peeking is for looking at the head of a backlog. */
+#define BR_ADMIN_PEEK_POSITION_MAX 10000
+
+/* Bytes one read of a peek asks for (it reads on until it reaches the entry asked for). */
+#define BR_ADMIN_PEEK_READ_BYTES (4u << 20)
+
 /* Relations between the limits above, and with the lower modules', checked at compile time. */
 _Static_assert(BR_MESSAGE_BYTES_DEFAULT <= BR_MESSAGE_BYTES_MAX,
                "the default max_message_size must be within BR_MESSAGE_BYTES_MAX");

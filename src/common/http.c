@@ -1499,6 +1499,13 @@ const void *mg_http_request_body(const mg_http_request *req, size_t *len)
 int mg_http_reply(mg_http_request *req, int status, const char *content_type, const void *body,
                   size_t body_len)
 {
+    return mg_http_reply_headers(req, status, content_type, NULL, 0, body, body_len);
+}
+
+int mg_http_reply_headers(mg_http_request *req, int status, const char *content_type,
+                          const char *const *headers, size_t header_count, const void *body,
+                          size_t body_len)
+{
     MG_ASSERT(req != NULL);
     MG_ASSERT(req->app_owned && !req->replied); /* exactly one reply per request */
     MG_ASSERT(status >= 100 && status <= 599);
@@ -1518,6 +1525,14 @@ int mg_http_reply(mg_http_request *req, int status, const char *content_type, co
     http__assert_loop_thread(srv);
     int rc = MG_OK;
     struct MHD_Response *resp = http__response_new(content_type, body, body_len, NULL);
+    for (size_t i = 0; resp != NULL && i < header_count; i++) {
+        MG_ASSERT(strpbrk(headers[2 * i], "\r\n:") == NULL);
+        MG_ASSERT(strpbrk(headers[2 * i + 1], "\r\n") == NULL);
+        if (MHD_add_response_header(resp, headers[2 * i], headers[2 * i + 1]) != MHD_YES) {
+            MHD_destroy_response(resp);
+            resp = NULL;
+        }
+    }
     if (resp == NULL) {
         MG_WARN_LIMITED("http: out of memory for the reply to %s %s", req->method, req->path);
         req->reply_failed = true;

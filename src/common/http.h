@@ -143,6 +143,13 @@ const void *mg_http_request_body(const mg_http_request *req, size_t *len);
 int mg_http_reply(mg_http_request *req, int status, const char *content_type, const void *body,
                   size_t body_len);
 
+/* As mg_http_reply, with header_count more response headers: headers holds 2 * header_count
+ * strings, name then value. A name must not hold ':', CR or LF, a value neither CR nor LF
+ * (asserted: the caller cleans what came from outside). */
+int mg_http_reply_headers(mg_http_request *req, int status, const char *content_type,
+                          const char *const *headers, size_t header_count, const void *body,
+                          size_t body_len);
+
 /* Replies with status and the JSON body {"reason":"<reason, JSON-escaped>"} and Content-Type
  * application/json, as Pulsar's admin API answers errors. Same rules and results as
  * mg_http_reply(). */

@@ -3,12 +3,16 @@
  *
  *   magnetar admin metadata get <path>   a node's value and stat
  *   magnetar admin metadata ls <path>    a node's children, one per line
+ *   magnetar admin tenants|namespaces|topics|brokers|clusters <command> ...
+ *                                        pulsar-admin's commands over the admin REST API
+ *                                        (admin_rest.h, admin_tenants.c, admin_topics.c)
  *
  * The metadata commands talk to the metadata store directly (ZooKeeper, or the embedded
  * RocksDB store opened read-only, so a running standalone can be inspected); they are for
  * operators and for debugging. Values are printed as text when they are printable UTF-8/ASCII,
  * else as a hex dump, so binary (protobuf) values are still readable.
  */
+#include "admin_rest.h"
 #include "tools.h"
 
 #include "common/error.h"
@@ -246,27 +250,70 @@ static int admin_metadata(int argc, char **argv)
     return status;
 }
 
+static const adm_group *const admin_groups[] = {
+    &adm_group_tenants, &adm_group_namespaces, &adm_group_topics,
+    &adm_group_brokers, &adm_group_clusters,
+};
+
 static void admin_usage(FILE *out)
 {
-    fprintf(out, "Usage: magnetar admin <group> [options] ...\n\n"
+    fprintf(out, "Usage: magnetar admin [--admin-url URL] [--output json|table] [--timeout D] "
+                 "<group> <command> ...\n\n"
                  "Groups:\n"
-                 "  metadata   inspect the metadata store (get, ls)\n\n"
-                 "Run 'magnetar admin <group> --help' for a group's options.\n");
+                 "  metadata     inspect the metadata store (get, ls)\n");
+    for (size_t i = 0; i < sizeof(admin_groups) / sizeof(admin_groups[0]); i++)
+        fprintf(out, "  %-12s %s\n", admin_groups[i]->name, admin_groups[i]->summary);
+    fprintf(out, "\nThe REST groups take --admin-url, --output and --timeout before the group or "
+                 "after the command.\n"
+                 "Run 'magnetar admin <group> --help' for a group's commands.\n");
+}
+
+/* Whether arg is a global flag of the REST groups given before the group; *takes_value: it is
+ * "--name" and the next argument is its value. */
+static bool global_flag(const char *arg, bool *takes_value)
+{
+    static const char *const names[] = { "--admin-url", "--output", "--timeout" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        size_t n = strlen(names[i]);
+        if (strncmp(arg, names[i], n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+            *takes_value = arg[n] == '\0';
+            return true;
+        }
+    }
+    return false;
 }
 
 int mg_tool_admin(int argc, char **argv)
 {
-    if (argc < 2) {
+    int first = 1;
+    bool takes_value = false;
+    while (first < argc && global_flag(argv[first], &takes_value))
+        first += takes_value ? 2 : 1;
+    if (first > argc) {
+        fprintf(stderr, "magnetar admin: %s needs a value\n", argv[argc - 1]);
+        return MG_EXIT_USAGE;
+    }
+    if (first >= argc) {
         admin_usage(stderr);
         return MG_EXIT_USAGE;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    const char *group = argv[first];
+    if (strcmp(group, "--help") == 0 || strcmp(group, "-h") == 0 || strcmp(group, "help") == 0) {
         admin_usage(stdout);
         return MG_EXIT_OK;
     }
-    if (strcmp(argv[1], "metadata") == 0)
-        return admin_metadata(argc - 1, argv + 1);
-    fprintf(stderr, "magnetar admin: unknown group '%s'\n\n", argv[1]);
+    for (size_t i = 0; i < sizeof(admin_groups) / sizeof(admin_groups[0]); i++)
+        if (strcmp(group, admin_groups[i]->name) == 0)
+            return adm_group_run(admin_groups[i], argc - first, argv + first, argv + 1, first - 1);
+    if (strcmp(group, "metadata") == 0) {
+        if (first == 1)
+            return admin_metadata(argc - 1, argv + 1);
+        fprintf(stderr, "magnetar admin: --admin-url, --output and --timeout before the group are "
+                        "for the REST groups; 'metadata' takes its own options after it (see "
+                        "'magnetar admin metadata --help')\n");
+        return MG_EXIT_USAGE;
+    }
+    fprintf(stderr, "magnetar admin: unknown group '%s'\n\n", group);
     admin_usage(stderr);
     return MG_EXIT_USAGE;
 }

@@ -9,7 +9,8 @@
  * and body limits (413), query decoding. The routes are the broker's admin routes
  * (br_admin_route) plus the /metrics and health routes of the nodes; an admin route's handler
  * here runs the real handlers' argument parsing (br_admin_args_parse: topic name, subscription,
- * force, skip count, timestamp, partition-count body) and answers with its status instead of
+ * force, skip count, timestamp, peek position, partition-count and message-id bodies) and
+ * answers with its status instead of
  * going on to the broker. The body is also read as a stored {"partitions": N} value
  * (br_partitions_parse), the one JSON document the broker parses.
  *

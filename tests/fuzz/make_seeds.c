@@ -607,6 +607,15 @@ static void http_seeds(void)
               "POST " BASE "/orders/subscription/s/resetcursor/1765000000000 "
               "HTTP/1.1\r\n\r\n");
     text_seed(T, "terminate", "POST " BASE "/orders/terminate HTTP/1.1\r\n\r\n");
+    text_seed(T, "peek", "GET " BASE "/orders/subscription/s/position/3 HTTP/1.1\r\n\r\n");
+    text_seed(T, "reset_message_id",
+              "POST " BASE "/orders/subscription/s/resetcursor HTTP/1.1\r\n"
+              "Content-Type: application/json\r\nContent-Length: 45\r\n\r\n"
+              "{\"ledgerId\":12,\"entryId\":3,\"isExcluded\":true}");
+    text_seed(T, "sub_create_at_id",
+              "PUT " BASE "/orders/subscription/s HTTP/1.1\r\n"
+              "Content-Type: application/json\r\nContent-Length: 48\r\n\r\n"
+              "{\"ledgerId\":-1,\"entryId\":-1,\"partitionIndex\":-1}");
     text_seed(T, "metrics", "GET /metrics HTTP/1.1\r\nAccept: text/plain\r\n\r\n");
     text_seed(T, "health", "GET /admin/v2/brokers/health HTTP/1.1\r\n\r\n");
     text_seed(T, "method_not_allowed", "PATCH " BASE "/orders HTTP/1.1\r\n\r\n");

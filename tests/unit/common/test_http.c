@@ -830,6 +830,37 @@ Test(http, json_error_is_escaped)
                      "{\"reason\":\"bad \\\"name\\\"\\\\ \\n\\t\\u0001 caf\xc3\xa9\"}");
 }
 
+static void h_with_headers(mg_http_request *req, void *arg)
+{
+    static const char *const headers[] = { "X-Pulsar-Message-ID", "12:3", "X-Pulsar-PROPERTY-k",
+                                           "a value: with colon" };
+    cr_assert_eq(mg_http_reply_headers(req, 200, "application/octet-stream", headers, 2,
+                                       "\x00\x01payload", 9),
+                 MG_OK);
+}
+
+static void client_with_headers(void)
+{
+    client_exchange(fx.port, "GET /peek HTTP/1.1\r\nHost: t\r\n\r\n", &fx.resp[0]);
+}
+
+Test(http, reply_with_headers)
+{
+    fx_init(NULL);
+    fx_route("GET", "/peek", h_with_headers);
+    fx_run(client_with_headers);
+    char v[64];
+    cr_assert(fx.resp[0].ok);
+    cr_assert_eq(fx.resp[0].status, 200);
+    cr_assert_str_eq(resp_header(&fx.resp[0], "Content-Type", v, sizeof(v)),
+                     "application/octet-stream");
+    cr_assert_str_eq(resp_header(&fx.resp[0], "X-Pulsar-Message-ID", v, sizeof(v)), "12:3");
+    cr_assert_str_eq(resp_header(&fx.resp[0], "X-Pulsar-PROPERTY-k", v, sizeof(v)),
+                     "a value: with colon");
+    cr_assert_eq(fx.resp[0].body_len, 9);
+    cr_assert_eq(memcmp(fx.resp[0].body, "\x00\x01payload", 9), 0);
+}
+
 static void on_closed_count(void *arg)
 {
     (*(int *)arg)++;
