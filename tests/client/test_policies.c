@@ -19,6 +19,12 @@
  * policies.quota_eviction_cuts_the_backlog: the same with consumer_backlog_eviction: every send
  *   succeeds; the backlog is cut to within 20000 bytes; a consumer then receives the newest
  *   messages, contiguous up to the last, the oldest gone.
+ * policies.quota_age_eviction_expires_old_messages: a message_age quota of 2 s with
+ *   consumer_backlog_eviction: 10 messages leave the backlog once older; 3 newer ones are what
+ *   a consumer then receives.
+ * policies.quota_age_refuses_producers: a message_age quota of 1 s with producer_exception: new
+ *   producers are refused once the unacknowledged message is older, and accepted again after
+ *   skip_all.
  *
  * Every wait runs the loop with a deadline (no assertion on how long an effect takes, only that
  * it comes within a generous bound); every loop is bounded.
@@ -546,5 +552,86 @@ Test(policies, quota_eviction_cuts_the_backlog)
     for (uint32_t i = 1; i < g.count; i++)
         cr_assert_eq(g.seq[i], g.seq[0] + i, "message %u where %u was due", g.seq[i], g.seq[0] + i);
     cr_assert_eq(cs_consumer_close(&g_loop, k, WAIT_MS), MG_OK);
+    finish();
+}
+
+/* message_age: the oldest unacknowledged message older than 2 s. */
+
+Test(policies, quota_age_eviction_expires_old_messages)
+{
+    const char *const extra[] = { "--backlog-quota-default-limit-seconds",
+                                  "2",
+                                  "--backlog-quota-default-retention-policy",
+                                  "consumer_backlog_eviction",
+                                  "--backlog-quota-check-interval",
+                                  CHECKS,
+                                  NULL };
+    start(extra);
+    const char *topic = "aged";
+    subscription_create(topic);
+    pc_producer *p = producer_open(topic);
+    sends s = { 0 };
+    for (uint32_t i = 0; i < 10; i++)
+        cr_assert_eq(send_seq(p, i, 100, &s), MG_OK);
+    wait_sends(&s, 10);
+    cr_assert_eq(s.ok, 10);
+    wait_stat(topic, "msgBacklog", 0, 0);
+    cr_assert_eq(metric("magnetar_broker_backlog_evicted_messages_total"), 10.0);
+    cr_assert_eq(stat_get(topic, "backlogQuotaLimitTime"), 2);
+    cr_assert_eq(stat_get(topic, "backlogQuotaLimitSize"), -1);
+    for (uint32_t i = 10; i < 13; i++)
+        cr_assert_eq(send_seq(p, i, 100, &s), MG_OK);
+    wait_sends(&s, 13);
+    cr_assert_eq(s.ok, 13, "producers are not affected by eviction");
+    got g = { 0 };
+    pc_consumer *k = subscribe(topic, &g);
+    wait_got(&g, 3);
+    mgt_run_for(&g_loop, QUIET_MS);
+    cr_assert_eq(g.count, 3, "%u messages received, 3 expected", g.count);
+    for (uint32_t i = 0; i < 3; i++)
+        cr_assert_eq(g.seq[i], 10 + i, "message %u where %u was due", g.seq[i], 10 + i);
+    cs_producer_close(&g_loop, p, WAIT_MS);
+    cr_assert_eq(cs_consumer_close(&g_loop, k, WAIT_MS), MG_OK);
+    finish();
+}
+
+Test(policies, quota_age_refuses_producers)
+{
+    const char *const extra[] = { "--backlog-quota-default-limit-seconds",
+                                  "1",
+                                  "--backlog-quota-default-retention-policy",
+                                  "producer_exception",
+                                  "--backlog-quota-check-interval",
+                                  CHECKS,
+                                  NULL };
+    start(extra);
+    const char *topic = "aged-refused";
+    subscription_create(topic);
+    pc_producer *p1 = producer_open(topic);
+    sends s1 = { 0 };
+    cr_assert_eq(send_seq(p1, 0, 100, &s1), MG_OK);
+    wait_sends(&s1, 1);
+    cr_assert_eq(s1.ok, 1);
+    /* Once the message is older than 1 s, new producers are refused. */
+    int64_t deadline = sah_now_ms() + EFFECT_MS;
+    for (;;) {
+        created c = { 0 };
+        pc_producer_opts po = { .topic = topic };
+        cr_assert_eq(pc_producer_create(g_client, &po, producer_created, &c), MG_OK);
+        cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS), "creation not answered");
+        if (c.status == MG_EPERM)
+            break;
+        cr_assert_eq(c.status, MG_OK, "producer: %s", mg_strerror(c.status));
+        cs_producer_close(&g_loop, c.obj, WAIT_MS);
+        cr_assert_lt(sah_now_ms(), deadline, "producers still accepted over the age quota");
+        mgt_run_for(&g_loop, 200);
+    }
+    cr_assert_not_null(strstr(pc_last_error(g_client), "backlog quota"), "last error: %s",
+                       pc_last_error(g_client));
+    /* Cleared: accepted again. */
+    skip_all(topic);
+    pc_producer *p2 = producer_open(topic);
+    cs_producer_close(&g_loop, p2, WAIT_MS);
+    cs_producer_close(&g_loop, p1, WAIT_MS);
     finish();
 }
