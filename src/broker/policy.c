@@ -210,6 +210,19 @@ static void cursor_written(int status, void *arg)
 
 /* Acknowledges every movable durable subscription of t up to target (those already past it are
  * left alone); returns the messages they no longer have in their backlog. */
+static bool sub_listed(br_topic *t, const br_sub *s)
+{
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next)
+        if (MG_CONTAINER_OF(l, br_sub, topic_link) == s)
+            return true;
+    return false;
+}
+
+static bool sub_behind(const br_sub *s, ml_position target)
+{
+    return sub_movable(s) && ml_position_cmp(mc_mark_delete_position(s->cursor), target) < 0;
+}
+
 static uint64_t move_subs_to(br_topic *t, ml_position target, bool count_expired)
 {
     uint64_t total = 0;
@@ -218,10 +231,26 @@ static uint64_t move_subs_to(br_topic *t, ml_position target, bool count_expired
         return 0;
     if (ml_position_cmp(target, last) > 0)
         target = last;
-    for (mg_link *l = t->subs.next; l != &t->subs;) {
+    /* The subscriptions to move are listed first: moving one dispatches, and a connection that
+     * fails meanwhile may take a non-durable subscription off the list, so each is looked up
+     * again before it is touched. */
+    size_t n = 0;
+    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next)
+        n += sub_behind(MG_CONTAINER_OF(l, br_sub, topic_link), target) ? 1 : 0;
+    if (n == 0)
+        return 0;
+    br_sub **v = mg_calloc(n, sizeof(*v));
+    if (v == NULL)
+        return 0;
+    size_t k = 0;
+    for (mg_link *l = t->subs.next; l != &t->subs && k < n; l = l->next) {
         br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
-        l = l->next;
-        if (!sub_movable(s) || ml_position_cmp(mc_mark_delete_position(s->cursor), target) >= 0)
+        if (sub_behind(s, target))
+            v[k++] = s;
+    }
+    for (size_t i = 0; i < k; i++) {
+        br_sub *s = v[i];
+        if (t->state != BR_TOPIC_OPEN || !sub_listed(t, s) || !sub_behind(s, target))
             continue;
         int64_t before = mc_backlog_messages(s->cursor);
         int rc = br_sub_ack_upto(s, target, NULL, 0, -1, cursor_written, NULL);
@@ -241,6 +270,7 @@ static uint64_t move_subs_to(br_topic *t, ml_position target, bool count_expired
             s->msg_expired += gone;
         total += gone;
     }
+    mg_free(v);
     return total;
 }
 
