@@ -6,7 +6,7 @@
  * policies.retention_keeps_the_newest_within_size: ledgers of 4 entries of 64 KiB, retention
  *   1 MiB; a subscription reads and acknowledges 40 messages (10 ledgers): the consumed ledgers
  *   outside the size are deleted and the 3 newest consumed ones (plus the current) are kept.
- * policies.ttl_expires_old_messages: TTL 4 s; 12 messages wait on a subscription without
+ * policies.ttl_expires_old_messages: TTL 5 s; 12 messages wait on a subscription without
  *   consumer until its backlog is 0 (stats: totalMsgExpired 12; /metrics counts them); 5 more
  *   are then written and a consumer of the subscription receives exactly those, in order.
  * policies.quota_hold_blocks_producers_until_cleared: backlog quota 20000 bytes,
@@ -19,7 +19,7 @@
  * policies.quota_eviction_cuts_the_backlog: the same with consumer_backlog_eviction: every send
  *   succeeds; the backlog is cut to within 20000 bytes; a consumer then receives the newest
  *   messages, contiguous up to the last, the oldest gone.
- * policies.quota_age_eviction_expires_old_messages: a message_age quota of 2 s with
+ * policies.quota_age_eviction_expires_old_messages: a message_age quota of 4 s with
  *   consumer_backlog_eviction: 10 messages leave the backlog once older; 3 newer ones are what
  *   a consumer then receives.
  * policies.quota_age_refuses_producers: a message_age quota of 1 s with producer_exception: new
@@ -368,7 +368,7 @@ Test(policies, retention_keeps_the_newest_within_size)
 Test(policies, ttl_expires_old_messages)
 {
     const char *const extra[] = { "--ttl-duration-default",
-                                  "4s",
+                                  "5s",
                                   "--message-expiry-check-interval",
                                   CHECKS,
                                   "--managed-ledger-max-entries-per-ledger",
@@ -555,12 +555,14 @@ Test(policies, quota_eviction_cuts_the_backlog)
     finish();
 }
 
-/* message_age: the oldest unacknowledged message older than 2 s. */
+/* message_age: the oldest unacknowledged message older than the limit. The newer messages must
+ * reach the consumer within the limit after they are written: 4 s leaves room for a loaded
+ * machine. */
 
 Test(policies, quota_age_eviction_expires_old_messages)
 {
     const char *const extra[] = { "--backlog-quota-default-limit-seconds",
-                                  "2",
+                                  "4",
                                   "--backlog-quota-default-retention-policy",
                                   "consumer_backlog_eviction",
                                   "--backlog-quota-check-interval",
@@ -577,7 +579,7 @@ Test(policies, quota_age_eviction_expires_old_messages)
     cr_assert_eq(s.ok, 10);
     wait_stat(topic, "msgBacklog", 0, 0);
     cr_assert_eq(metric("magnetar_broker_backlog_evicted_messages_total"), 10.0);
-    cr_assert_eq(stat_get(topic, "backlogQuotaLimitTime"), 2);
+    cr_assert_eq(stat_get(topic, "backlogQuotaLimitTime"), 4);
     cr_assert_eq(stat_get(topic, "backlogQuotaLimitSize"), -1);
     for (uint32_t i = 10; i < 13; i++)
         cr_assert_eq(send_seq(p, i, 100, &s), MG_OK);
