@@ -390,16 +390,16 @@ static void age_read(int status, const ml_entry *entries, size_t count, void *ar
     br_topic_unref(t);
 }
 
-/* The age in seconds of the oldest unacknowledged message, when known now: -1 when there is
- * none or its timestamp is not known yet (then, with read, its read starts). */
-static int64_t backlog_age_s(br_topic *t, bool read)
+/* The age in milliseconds of the oldest unacknowledged message, when known now: -1 when there
+ * is none or its timestamp is not known yet (then, with read, its read starts). */
+static int64_t backlog_age_ms(br_topic *t, bool read)
 {
     ml_position first = oldest_unacked(t);
     if (first.ledger_id < 0)
         return -1;
     if (t->age_pos.ledger_id >= 0 && ml_position_cmp(t->age_pos, first) == 0) {
         int64_t age_ms = mg_clock_wall_ms() - t->age_ts_ms;
-        return age_ms > 0 ? age_ms / 1000 : 0;
+        return age_ms > 0 ? age_ms : 0;
     }
     if (read && !t->age_reading) {
         int rc = ml_read(t->ml, first, 1, 1, age_read, t);
@@ -430,8 +430,9 @@ static void quota_judge(br_topic *t, const br_policy *p, bool read, quota_verdic
         v->size_exceeded = v->bytes > p->backlog_limit_bytes;
     }
     if (p->backlog_limit_s >= 0) {
-        v->age_s = backlog_age_s(t, read);
-        v->age_exceeded = v->age_s >= 0 && v->age_s > p->backlog_limit_s;
+        int64_t age_ms = backlog_age_ms(t, read);
+        v->age_s = age_ms >= 0 ? age_ms / 1000 : -1;
+        v->age_exceeded = age_ms >= 0 && age_ms > p->backlog_limit_s * 1000;
     }
 }
 
