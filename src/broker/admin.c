@@ -439,30 +439,22 @@ static int64_t sub_unacked(const br_sub *s)
     return n;
 }
 
-static int64_t backlog_bytes(br_topic *t)
-{
-    int64_t entries = ml_entries_total(t->ml);
-    int64_t bytes = ml_bytes_total(t->ml);
-    int64_t most = 0;
-    for (mg_link *l = t->subs.next; l != &t->subs; l = l->next) {
-        br_sub *s = MG_CONTAINER_OF(l, br_sub, topic_link);
-        if (s->cursor != NULL && s->durable && mc_backlog_entries(s->cursor) > most)
-            most = mc_backlog_entries(s->cursor);
-    }
-    return entries > 0 ? (int64_t)((double)bytes * (double)most / (double)entries) : 0;
-}
-
 static void stats_json(br_topic *t, mg_strbuf *sb)
 {
     uint64_t avg = t->msg_in > 0 ? t->bytes_in / t->msg_in : 0;
-    mg_strbuf_printf(
-        sb,
-        "{\"msgRateIn\":%.3f,\"msgThroughputIn\":%.3f,\"msgRateOut\":%.3f,"
-        "\"msgThroughputOut\":%.3f,\"msgInCounter\":%" PRIu64 ",\"bytesInCounter\":%" PRIu64
-        ",\"msgOutCounter\":%" PRIu64 ",\"bytesOutCounter\":%" PRIu64 ",\"averageMsgSize\":%" PRIu64
-        ",\"storageSize\":%" PRId64 ",\"backlogSize\":%" PRId64 ",\"publishers\":[",
-        t->rate_in, t->throughput_in, t->rate_out, t->throughput_out, t->msg_in, t->bytes_in,
-        t->msg_out, t->bytes_out, avg, ml_bytes_total(t->ml), backlog_bytes(t));
+    br_policy pol;
+    br_policy_effective(t, &pol);
+    mg_strbuf_printf(sb,
+                     "{\"msgRateIn\":%.3f,\"msgThroughputIn\":%.3f,\"msgRateOut\":%.3f,"
+                     "\"msgThroughputOut\":%.3f,\"msgInCounter\":%" PRIu64
+                     ",\"bytesInCounter\":%" PRIu64 ",\"msgOutCounter\":%" PRIu64
+                     ",\"bytesOutCounter\":%" PRIu64 ",\"averageMsgSize\":%" PRIu64
+                     ",\"storageSize\":%" PRId64 ",\"backlogSize\":%" PRId64
+                     ",\"backlogQuotaLimitSize\":%" PRId64 ",\"backlogQuotaLimitTime\":%" PRId64
+                     ",\"publishers\":[",
+                     t->rate_in, t->throughput_in, t->rate_out, t->throughput_out, t->msg_in,
+                     t->bytes_in, t->msg_out, t->bytes_out, avg, ml_bytes_total(t->ml),
+                     br_topic_backlog_bytes(t), pol.backlog_limit_bytes, pol.backlog_limit_s);
     bool first = true;
     for (mg_link *l = t->producers.next; l != &t->producers; l = l->next) {
         br_producer *p = MG_CONTAINER_OF(l, br_producer, topic_link);
@@ -495,11 +487,13 @@ static void stats_json(br_topic *t, mg_strbuf *sb)
             ":{\"msgRateOut\":%.3f,\"msgThroughputOut\":%.3f,\"msgOutCounter\":%" PRIu64
             ",\"bytesOutCounter\":%" PRIu64 ",\"msgBacklog\":%" PRId64 ",\"backlogSize\":%" PRId64
             ",\"unackedMessages\":%" PRId64 ",\"msgRedelivered\":%" PRIu64
+            ",\"msgRateExpired\":%.3f,\"totalMsgExpired\":%" PRIu64
             ",\"type\":\"%s\",\"isDurable\":%s,"
             "\"consumers\":[",
             s->rate_out, s->throughput_out, s->msg_out, s->bytes_out, sub_backlog_msgs(s),
             s->cursor != NULL ? mc_backlog_entries(s->cursor) : 0, sub_unacked(s),
-            s->msg_redelivered, br_sub_type_name(s->type), s->durable ? "true" : "false");
+            s->msg_redelivered, s->rate_expired, s->msg_expired, br_sub_type_name(s->type),
+            s->durable ? "true" : "false");
         bool kfirst = true;
         for (mg_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
             br_consumer *k = MG_CONTAINER_OF(m, br_consumer, sub_link);
@@ -1541,7 +1535,7 @@ static double topic_metric_value(br_topic *t, topic_metric m)
     case TM_STORAGE:
         return (double)ml_bytes_total(t->ml);
     case TM_BACKLOG_SIZE:
-        return (double)backlog_bytes(t);
+        return (double)br_topic_backlog_bytes(t);
     case TM_MSG_BACKLOG:
         return backlog;
     case TM_PRODUCERS:
@@ -1579,6 +1573,10 @@ int br_broker_metrics_render(br_broker *b, char **text, size_t *len)
         { "pulsar_subscription_msg_rate_out", "gauge", "Messages per second delivered" },
         { "pulsar_subscription_unacked_messages", "gauge", "Messages delivered, not acked" },
         { "pulsar_subscription_consumers_count", "gauge", "Consumers connected" },
+        { "pulsar_subscription_msg_rate_expired", "gauge",
+          "Messages per second expired by the message TTL" },
+        { "pulsar_subscription_total_msg_expired", "gauge",
+          "Messages expired by the message TTL since the subscription was opened" },
     };
     for (size_t m = 0; m < sizeof(sub_metrics) / sizeof(sub_metrics[0]); m++) {
         mg_strbuf_printf(&sb, "# HELP %s %s\n# TYPE %s %s\n", sub_metrics[m][0], sub_metrics[m][2],
@@ -1594,7 +1592,9 @@ int br_broker_metrics_render(br_broker *b, char **text, size_t *len)
                     double v = m == 0   ? (double)sub_backlog_msgs(s)
                                : m == 1 ? s->rate_out
                                : m == 2 ? (double)sub_unacked(s)
-                                        : (double)s->consumer_count;
+                               : m == 3 ? (double)s->consumer_count
+                               : m == 4 ? s->rate_expired
+                                        : (double)s->msg_expired;
                     mg_strbuf_printf(&sb,
                                      "%s{cluster=\"%s\",namespace=\"%s/%s\",topic=\"%s\","
                                      "subscription=",

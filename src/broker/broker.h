@@ -56,9 +56,21 @@ typedef struct br_broker_opts {
                                             magnetar_broker_connections_refused_total; 0 =
                                             BR_CONNECTIONS_MAX; the roles pass their share of the
                                             descriptor limit (mg_fd_budget) */
-    bool kafka;                          /* serve the Kafka protocol (broker/kop, docs/kafka.md) */
-    uint16_t kafka_port;                 /* its port; 0 = ephemeral (br_broker_kafka_port);
-                                            usually 9092 */
+    /* Namespace policies (policy.c, docs/broker.md "Policies"): the broker-wide defaults that
+     * apply where a topic's namespace sets none (the retention defaults are ml_config's), and
+     * how often each is checked on every open topic. A zeroed struct means no TTL and no
+     * backlog quota. */
+    int64_t ttl_default_s;             /* ttlDurationDefaultInSeconds; 0 = no TTL */
+    int64_t backlog_quota_limit_bytes; /* backlogQuotaDefaultLimitBytes; 0 or less = none */
+    int64_t backlog_quota_limit_s;     /* backlogQuotaDefaultLimitSecond; 0 or less = none */
+    int backlog_quota_policy;          /* br_backlog_policy (broker/namespace.h) of both;
+                                          0 = producer_request_hold */
+    uint32_t expiry_check_ms;          /* messageExpiryCheckIntervalInMinutes; 0 = 5 min */
+    uint32_t backlog_quota_check_ms;   /* backlogQuotaCheckIntervalInSeconds; 0 = 60 s */
+    uint32_t retention_check_ms;       /* retentionCheckIntervalInSeconds; 0 = 120 s */
+    bool kafka;                        /* serve the Kafka protocol (broker/kop, docs/kafka.md) */
+    uint16_t kafka_port;               /* its port; 0 = ephemeral (br_broker_kafka_port);
+                                          usually 9092 */
 } br_broker_opts;
 
 /* Binds, listens and starts serving on ml_env_loop(env); env (and its metadata and bookie

@@ -34,6 +34,7 @@
 #include "broker/broker.h"
 #include "broker/kop/kop.h"
 #include "broker/limits.h"
+#include "broker/namespace.h"
 #include "cursor/limits.h"
 #include "ledger/limits.h"
 #include "metadata/limits.h"
@@ -186,6 +187,14 @@ struct br_broker {
     mg_counter *m_mem_pauses[3]; /* BR_PAUSE_* */
 
     kop_server *kop; /* the Kafka port (broker/kop), NULL when off */
+
+    /* Policies (policy.c): one timer per kind of periodic check. */
+    uv_timer_t expiry_timer;
+    uv_timer_t quota_timer;
+    uv_timer_t retention_timer;
+    mg_counter *m_expired;        /* magnetar_broker_expired_messages_total */
+    mg_counter *m_evicted;        /* magnetar_broker_backlog_evicted_messages_total */
+    mg_counter *m_quota_refusals; /* magnetar_broker_backlog_quota_producer_refusals_total */
 };
 
 enum { BR_MEM_OUT = 0, BR_MEM_RECV = 1 };
@@ -318,6 +327,13 @@ struct br_topic {
     double rate_in, throughput_in, rate_out, throughput_out;
 
     struct kop_topic *kop; /* the Kafka shim's state of the topic (broker/kop), NULL until used */
+
+    /* Policies (policy.c). */
+    bool expiring;       /* a search by time for expiry runs (TTL or backlog age) */
+    bool age_reading;    /* the read of the oldest unacknowledged entry runs */
+    ml_position age_pos; /* the entry age_ts_ms belongs to; ledger_id -1: none known */
+    int64_t age_ts_ms;   /* its broker timestamp */
+    bool quota_exceeded; /* the backlog quota was exceeded at the last check (logged once) */
 };
 
 /* Finds or opens the topic (full name). cb runs once the topic is open (at once, inside the
@@ -429,6 +445,9 @@ struct br_sub {
     uint64_t msg_out_prev, bytes_out_prev;
     double rate_out, throughput_out;
     uint64_t msg_redelivered;
+    uint64_t msg_expired; /* messages expired by the TTL (policy.c) */
+    uint64_t msg_expired_prev;
+    double rate_expired;
     double avg_entry_msgs; /* messages per entry dispatched (a moving average): sizes reads */
     /* The read position is in lost ledger stuck_ledger_id (ml_ledger_lost) and the cursor does
      * not skip lost ledgers: no read until a skip, an ack or a reset moves it out (logged once
@@ -483,6 +502,35 @@ int br_sub_reset_to_position(br_sub *s, ml_position pos, void (*cb)(int status, 
 int br_sub_open_durable(br_topic *t, const char *name, mc_initial initial,
                         void (*cb)(int status, void *arg), void *arg);
 const char *br_sub_type_name(br_sub_type type);
+
+/* --- policies (policy.c) ------------------------------------------------------------------- */
+
+/* A topic's policies in force: its namespace's values where set, else the broker's defaults. */
+typedef struct br_policy {
+    int64_t retention_time_ms;   /* ml_config's meaning: -1 forever, 0 none */
+    int64_t retention_bytes;     /* -1 unlimited, 0 none */
+    int64_t ttl_s;               /* 0 = no TTL */
+    int64_t backlog_limit_bytes; /* destination_storage; -1 = none */
+    br_backlog_policy backlog_size_policy;
+    int64_t backlog_limit_s; /* message_age; -1 = none */
+    br_backlog_policy backlog_age_policy;
+} br_policy;
+
+void br_policy_effective(br_topic *t, br_policy *out);
+/* Starts the periodic checks of a broker (br_broker_start). */
+void br_policy_start(br_broker *b);
+/* Closes the timers: each calls done(its handle) once closed (br_broker_close). Returns how
+ * many handles close. */
+int br_policy_close(br_broker *b, uv_close_cb done);
+/* A topic finished opening: its retention applied, TTL and backlog quota checked. */
+void br_policy_topic_opened(br_topic *t);
+/* A producer asks to join t: the backlog quota's verdict. Returns 0 to accept, else the
+ * ServerError to refuse with (ProducerBlockedQuotaExceededError / ...Exception), *message
+ * saying why (static text). */
+int br_policy_producer_refusal(br_topic *t, const char **message);
+/* The topic's backlog in bytes: from the slowest durable subscription's mark-delete position to
+ * the end (entry sizes estimated per ledger, as stored; 0 without durable subscriptions). */
+int64_t br_topic_backlog_bytes(br_topic *t);
 
 /* --- lookup and namespaces (lookup.c) -------------------------------------------------------- */
 

@@ -1213,6 +1213,7 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
     b->recv_wake_timer.data = b;
     uv_timer_init(b->loop, &b->out_stall_timer);
     b->out_stall_timer.data = b;
+    br_policy_start(b);
     *out = b;
     return MG_OK;
 }
@@ -1297,6 +1298,7 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
     b->stats_timer.data = b;
     uv_close((uv_handle_t *)&b->recv_wake_timer, broker_handle_closed);
     uv_close((uv_handle_t *)&b->out_stall_timer, broker_handle_closed);
+    b->close_pending += (uint32_t)br_policy_close(b, broker_handle_closed);
     /* Connections first (their consumers and producers detach), then topics. */
     for (mg_link *l = b->conns.next; l != &b->conns;) {
         br_conn *c = MG_CONTAINER_OF(l, br_conn, link);

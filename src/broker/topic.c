@@ -170,6 +170,7 @@ static void topic_cursors_done(br_topic *t, int status)
     t->state = BR_TOPIC_OPEN;
     mc_group_hold(t->group, false);
     MG_INFO("broker: topic %s open", t->name.full);
+    br_policy_topic_opened(t);
     topic_wake_waiters(t, MG_OK);
 }
 
@@ -430,6 +431,8 @@ void br_topic_stats_tick(br_topic *t, double period_s)
         s->throughput_out = (double)(s->bytes_out - s->bytes_out_prev) / period_s;
         s->msg_out_prev = s->msg_out;
         s->bytes_out_prev = s->bytes_out;
+        s->rate_expired = (double)(s->msg_expired - s->msg_expired_prev) / period_s;
+        s->msg_expired_prev = s->msg_expired;
         for (mg_link *m = s->consumers.next; m != &s->consumers; m = m->next) {
             br_consumer *k = MG_CONTAINER_OF(m, br_consumer, sub_link);
             k->rate_out = (double)(k->msg_out - k->msg_out_prev) / period_s;
@@ -559,6 +562,8 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
     producer_req *r = arg;
     br_conn *c = r->conn;
     br_producer *p = c->state != BR_CONN_CLOSING ? br_conn_producer(c, r->producer_id) : NULL;
+    int refusal = 0;
+    const char *refusal_text = NULL;
     if (p == NULL || p->ready) {
         /* Closed meanwhile (CLOSE_PRODUCER or the connection). */
     } else if (status != MG_OK) {
@@ -572,6 +577,9 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
     } else if (ml_is_terminated(t->ml)) {
         br_conn_send_error(c, r->request_id, ERR(TopicTerminatedError),
                            "the topic is terminated: no message can be added");
+        br_producer_drop(p, false);
+    } else if ((refusal = br_policy_producer_refusal(t, &refusal_text)) != 0) {
+        br_conn_send_error(c, r->request_id, (Magnetar__Pulsar__ServerError)refusal, refusal_text);
         br_producer_drop(p, false);
     } else if ((p->access_mode != MAGNETAR__PULSAR__PRODUCER_ACCESS_MODE__Shared &&
                 !mg_list_empty(&t->producers)) ||

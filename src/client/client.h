@@ -158,9 +158,12 @@ typedef void (*pc_producer_cb)(int status, pc_producer *p, void *arg);
 typedef void (*pc_send_cb)(int status, const pc_message_id *id, void *arg);
 
 /* Creates a producer (lookup, then PRODUCER on the owner's connection). cb gets it or an
- * error and NULL (MG_EPERM when the broker refused: ProducerBusy, bad topic...). For a
- * partitioned topic the producer routes messages to partitions by key hash (round robin
- * without key). */
+ * error and NULL (MG_EPERM when the broker refused: ProducerBusy, bad topic, the topic's backlog
+ * quota exceeded with the producer_exception policy...; pc_last_error has the broker's text).
+ * A topic over its backlog quota with the producer_request_hold policy does not refuse for
+ * good: the creation is retried with backoff until the quota clears (the producer is then
+ * created) or operation_timeout_ms passes (MG_EPERM). For a partitioned topic the producer
+ * routes messages to partitions by key hash (round robin without key). */
 int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_cb cb, void *arg);
 
 /* Queues a message. Sequence ids are assigned in call order; callbacks run in call order.
@@ -168,8 +171,12 @@ int pc_producer_create(pc_client *c, const pc_producer_opts *opts, pc_producer_c
  * otherwise the message is held in the client until room frees (still bounded: at most
  * max_pending_messages more are held this way, then MG_EAGAIN). Errors returned: MG_EAGAIN,
  * MG_ECLOSED, MG_EINVAL (payload larger than the broker's max_message_size), MG_EPERM (the
- * topic was terminated: pending sends failed with MG_EPERM too). For a partitioned topic, order
- * holds per partition. */
+ * topic was terminated: pending sends failed with MG_EPERM too; or the broker closed the
+ * producer and refuses it again because the topic's backlog quota is exceeded with the
+ * producer_exception policy: pending sends failed with MG_EPERM too, pc_last_error says why,
+ * and sends work again once the producer is accepted). Under the producer_request_hold policy
+ * sends are held instead, and complete once the quota clears or fail with MG_ETIMEDOUT after
+ * send_timeout_ms. For a partitioned topic, order holds per partition. */
 int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg);
 
 /* Sends the current batch now. */

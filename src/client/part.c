@@ -13,6 +13,8 @@
  * PC_BACKOFF_MS_MAX, with jitter) and starts again from the lookup; a READY part resets its
  * backoff. Before the first READY a part gives up on a refusal that retrying cannot change, or
  * once operation_timeout_ms passed since it started, reporting the last error.
+ * ProducerBlockedQuotaExceededError (a backlog quota with producer_request_hold) is retried:
+ * the quota clears when the subscriptions catch up.
  */
 #include "client/client_int.h"
 
@@ -32,7 +34,6 @@ bool pc__server_error_retriable(int server_error)
     case PC__ERR(AuthenticationError):
     case PC__ERR(AuthorizationError):
     case PC__ERR(ConsumerBusy):
-    case PC__ERR(ProducerBlockedQuotaExceededError):
     case PC__ERR(ProducerBlockedQuotaExceededException):
     case PC__ERR(UnsupportedVersionError):
     case PC__ERR(TopicNotFound):

@@ -33,6 +33,16 @@
  *   again (the broker closes producers when it terminates a topic), stops the part for good:
  *   what it holds fails with MG_EPERM, and so does every later send to it.
  *
+ * BACKLOG QUOTAS (the broker closes the producers of a topic over its quota; they register
+ *   again and are refused, as Pulsar's clients see it):
+ *   ProducerBlockedQuotaExceededError (producer_request_hold): retried with backoff like any
+ *     failure, also while the producer is being created (until operation_timeout_ms); sends
+ *     wait meanwhile (held, then failed by the send timeout) and go once the part registers.
+ *   ProducerBlockedQuotaExceededException (producer_exception): refuses a producer being created
+ *     at once (MG_EPERM, pc_last_error the broker's text); for a created one, everything the
+ *     part holds fails with MG_EPERM and so does every send to it (pc_send returns MG_EPERM)
+ *     while the part keeps registering again with backoff; once accepted, sends work again.
+ *
  * SEND TIMEOUT (send_timeout_ms, checked by housekeeping): an op, or a held message, older than
  *   it fails with MG_ETIMEDOUT; a late receipt for it is then an old one and ignored.
  *
@@ -118,7 +128,9 @@ struct pc__prod {
     pc__op *ops_head, *ops_tail;
     pc__msg *failed_head, *failed_tail; /* admitted, failed to encode: reported by fail_timer */
     pc__timer fail_timer;
-    bool terminated; /* the topic was terminated: everything for this part fails (MG_EPERM) */
+    bool terminated;    /* the topic was terminated: everything for this part fails (MG_EPERM) */
+    bool quota_refused; /* the broker refused the part with ProducerBlockedQuotaExceededException:
+                           sends to it fail at once (MG_EPERM) until it registers again */
 };
 
 struct pc_producer {
@@ -494,7 +506,7 @@ static void part_add(pc__prod *pp, pc__msg *m)
     pc_producer *p = prod_parent(pp);
     m->seq = pp->next_seq++;
     m->next = NULL;
-    if (pp->terminated) {
+    if (pp->terminated || pp->quota_refused) {
         m->fail_status = MG_EPERM;
         if (pp->failed_tail != NULL)
             pp->failed_tail->next = m;
@@ -615,8 +627,23 @@ static void producer_answered(pc__req *r, int status, const Magnetar__Pulsar__Ba
         prod_terminated(pp, cmd->error->message);
         return;
     }
+    if (status == MG_EPERM && part->created &&
+        cmd->error->error == PC__ERR(ProducerBlockedQuotaExceededException)) {
+        /* Pulsar's producer_exception: what the part holds fails now, and so do new sends,
+         * while the part keeps registering again (with backoff) until the backlog is back
+         * within its quota. */
+        pc_producer *p = prod_parent(pp);
+        MG_WARN("client: producer %s on %s: %s", pp->name, part->topic, cmd->error->message);
+        pp->quota_refused = true;
+        (void)pc__part_register_answered(part, status, cmd, PC__T(PRODUCER_SUCCESS));
+        prod_fail_all(pp, MG_EPERM);
+        producer_release_held(p);
+        producer_check_close(p);
+        return;
+    }
     if (!pc__part_register_answered(part, status, cmd, PC__T(PRODUCER_SUCCESS)))
         return;
+    pp->quota_refused = false;
     const Magnetar__Pulsar__CommandProducerSuccess *ok = cmd->producer_success;
     snprintf(pp->name, sizeof(pp->name), "%s", ok->producer_name);
     pp->has_name = true;
@@ -947,7 +974,7 @@ int pc_send(pc_producer *p, const pc_message *m, pc_send_cb cb, void *arg)
         index = m->key != NULL ? key_hash(m->key) % p->base.nparts : p->rr_next++ % p->base.nparts;
     if (m->payload_len > prod_at(p, index)->max_message_size)
         return MG_EINVAL;
-    if (prod_at(p, index)->terminated)
+    if (prod_at(p, index)->terminated || prod_at(p, index)->quota_refused)
         return MG_EPERM;
     bool hold = p->held_count > 0 || producer_full(p, m->payload_len);
     if (hold && (p->fail_if_full || p->held_count >= p->max_pending_messages))

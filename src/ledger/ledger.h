@@ -276,6 +276,15 @@ int ml_find_by_index(ml_managed *ml, int64_t index, ml_find_cb cb, void *arg);
  * with CAS first, then the ledgers). */
 void ml_set_oldest_needed(ml_managed *ml, ml_position pos);
 
+/* Changes the retention of an open managed ledger (ml_config's retention_time_ms and
+ * retention_bytes, same meanings) and runs the retention check at once: ledgers already consumed
+ * that are outside the new retention are deleted as ml_set_oldest_needed deletes them. Calling it
+ * with unchanged values re-runs the check, which is how time-based retention deletes a ledger
+ * whose time ran out while nothing else happened (no rollover, no cursor moving). A check that
+ * cannot run now (a rollover, a list write, a termination under way) runs once that is done;
+ * on a closing or fenced managed ledger it does nothing. MG_EINVAL (NULL, a value below -1). */
+int ml_set_retention(ml_managed *ml, int64_t retention_time_ms, int64_t retention_bytes);
+
 /* Terminates the managed ledger (Pulsar's "terminate topic"): no entry is ever added again,
  * on this handle or by any later owner. From this call on ml_add returns MG_ESTATE; adds it
  * accepted before complete as usual (through a rollover if one is due). Once they have all

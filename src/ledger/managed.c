@@ -98,7 +98,8 @@
  *   TERMINATED. Retention never deletes the last ledger of the list, so the last position and
  *   the message count stay readable.
  *
- * RETENTION (ml_set_oldest_needed(pos); also re-checked after each rollover)
+ * RETENTION (ml_set_oldest_needed(pos); also re-checked after each rollover and by
+ * ml_set_retention, which changes the rules below while the managed ledger is open)
  *   Ledgers are deleted oldest first, and the scan stops at the first one kept. Ledger L (never
  *   the last of the list) is deleted when all three hold:
  *     - it is entirely before pos (L < pos.ledger_id, or L == pos.ledger_id and L's entry count
@@ -1439,6 +1440,16 @@ void ml_set_oldest_needed(ml_managed *ml, ml_position pos)
 {
     ml->oldest_needed = pos;
     ml__trim(ml);
+}
+
+int ml_set_retention(ml_managed *ml, int64_t retention_time_ms, int64_t retention_bytes)
+{
+    if (ml == NULL || retention_time_ms < -1 || retention_bytes < -1)
+        return MG_EINVAL;
+    ml->cfg.retention_time_ms = retention_time_ms;
+    ml->cfg.retention_bytes = retention_bytes;
+    ml__trim(ml);
+    return MG_OK;
 }
 
 /* --- reads ---------------------------------------------------------------------------------- */

@@ -538,6 +538,9 @@ int mg_node_start_bookie(mg_node *s, const mg_node_bookie_opts *o)
 }
 
 const char *const mg_node_prefetch_choices[] = { "on", "off", NULL };
+const char *const mg_node_backlog_policy_choices[] = { "producer_request_hold",
+                                                       "producer_exception",
+                                                       "consumer_backlog_eviction", NULL };
 
 int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
 {
@@ -573,7 +576,15 @@ int mg_node_start_broker(mg_node *s, const mg_node_broker_opts *o)
         .connections_max = fds.broker_max,
         .kafka = o->tuning.kafka == MG_NODE_KAFKA_ON,
         .kafka_port = (uint16_t)o->tuning.kafka_port,
-        .ml_config = { .retention_time_ms = o->tuning.retention_time_minutes < 0
+        .ttl_default_s = o->tuning.ttl_default_ms / 1000,
+        .backlog_quota_limit_bytes = o->tuning.backlog_quota_limit_bytes,
+        .backlog_quota_limit_s = o->tuning.backlog_quota_limit_s,
+        .backlog_quota_policy = o->tuning.backlog_quota_policy,
+        .expiry_check_ms = (uint32_t)o->tuning.expiry_check_ms,
+        .backlog_quota_check_ms = (uint32_t)o->tuning.backlog_quota_check_ms,
+        .retention_check_ms = (uint32_t)o->tuning.retention_check_ms,
+        .ml_config = { .entries_per_ledger_max = o->tuning.entries_per_ledger_max,
+                       .retention_time_ms = o->tuning.retention_time_minutes < 0
                                                 ? -1
                                                 : o->tuning.retention_time_minutes * 60000,
                        .retention_bytes = o->tuning.retention_size_mb < 0

@@ -125,6 +125,15 @@ typedef struct mg_node_broker_tuning {
     int64_t retention_size_mb;      /* Pulsar's defaultRetentionSizeInMB; -1 = unlimited */
     int kafka;                      /* MG_NODE_KAFKA_ON or _OFF: the Kafka port (docs/kafka.md) */
     int64_t kafka_port;
+    int64_t entries_per_ledger_max; /* Pulsar's managedLedgerMaxEntriesPerLedger */
+    /* Namespace policies' defaults and checks (docs/broker.md "Policies"). */
+    int64_t ttl_default_ms;            /* ttlDurationDefaultInSeconds; 0 = none */
+    int64_t backlog_quota_limit_bytes; /* backlogQuotaDefaultLimitBytes; -1 = none */
+    int64_t backlog_quota_limit_s;     /* backlogQuotaDefaultLimitSecond; -1 = none */
+    int backlog_quota_policy;          /* br_backlog_policy: mg_node_backlog_policy_choices */
+    int64_t expiry_check_ms;           /* messageExpiryCheckIntervalInMinutes */
+    int64_t backlog_quota_check_ms;    /* backlogQuotaCheckIntervalInSeconds */
+    int64_t retention_check_ms;        /* retentionCheckIntervalInSeconds */
 } mg_node_broker_tuning;
 
 typedef struct mg_node_broker_opts {
@@ -139,6 +148,8 @@ typedef struct mg_node_broker_opts {
 enum { MG_NODE_PREFETCH_ON = 0, MG_NODE_PREFETCH_OFF = 1 };
 enum { MG_NODE_KAFKA_ON = 0, MG_NODE_KAFKA_OFF = 1 };
 extern const char *const mg_node_prefetch_choices[];
+/* The backlog quota policies, in br_backlog_policy's order. */
+extern const char *const mg_node_backlog_policy_choices[];
 
 /* Options shared by the commands that run a broker (standalone, broker), for their mg_opt
  * tables: the same names, defaults, bounds and help everywhere. */
@@ -285,19 +296,103 @@ extern const char *const mg_node_prefetch_choices[];
         .help = "port of the Kafka protocol (0 picks a free port)", .min = 0, .max = 65535, \
     }
 
-#define MG_NODE_OPTS_BROKER_TUNING(opts_type, member)                                      \
-    MG_NODE_OPT_MAX_MESSAGE_SIZE(opts_type, member.message_size_max),                      \
-        MG_NODE_OPT_KEEPALIVE_S(opts_type, member.keepalive_s),                            \
-        MG_NODE_OPT_TAIL_CACHE_MB(opts_type, member.tail_cache_mb),                        \
-        MG_NODE_OPT_PREFETCH_MB(opts_type, member.prefetch_mb),                            \
-        MG_NODE_OPT_PREFETCH(opts_type, member.prefetch),                                  \
-        MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, member.catchup_duty_pct),                  \
-        MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type,                              \
-                                                   member.auto_skip_non_recoverable_data), \
-        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),          \
-        MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),      \
-        MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb),                \
-        MG_NODE_OPT_KAFKA(opts_type, member.kafka),                                        \
+/* Rollover of every topic's ledgers by entry count (Pulsar's managedLedgerMaxEntriesPerLedger). */
+#define MG_NODE_OPT_ENTRIES_PER_LEDGER_MAX(opts_type, field)                                \
+    {                                                                                       \
+        .name = "managed-ledger-max-entries-per-ledger", .type = MG_OPT_INT,                \
+        .offset = offsetof(opts_type, field), .default_value = "50000", .metavar = "N",     \
+        .help = "a topic's current ledger is closed and a new one started after this many " \
+                "entries (Pulsar's managedLedgerMaxEntriesPerLedger); retention deletes "   \
+                "whole ledgers",                                                            \
+        .min = 1, .max = 100000000,                                                         \
+    }
+
+/* The namespace policies' broker-wide defaults (Pulsar's broker.conf names, turned into flags)
+ * and how often the broker checks them on every open topic (docs/broker.md "Policies"). */
+#define MG_NODE_OPT_TTL_DEFAULT(opts_type, field)                                          \
+    {                                                                                      \
+        .name = "ttl-duration-default", .type = MG_OPT_DURATION,                           \
+        .offset = offsetof(opts_type, field), .default_value = "0", .metavar = "DURATION", \
+        .help = "messages stored longer ago than this are acknowledged on every durable "  \
+                "subscription's behalf where the namespace sets no TTL (Pulsar's "         \
+                "ttlDurationDefaultInSeconds; whole seconds; 0: no TTL)",                  \
+        .min = 0, .max = 3153600000000LL,                                                  \
+    }
+#define MG_NODE_OPT_BACKLOG_QUOTA_LIMIT_BYTES(opts_type, field)                              \
+    {                                                                                        \
+        .name = "backlog-quota-default-limit-bytes", .type = MG_OPT_INT,                     \
+        .offset = offsetof(opts_type, field), .default_value = "-1", .metavar = "BYTES",     \
+        .help = "a topic's backlog (bytes after its slowest subscription's acknowledged "    \
+                "position) may not exceed this where the namespace sets no quota (Pulsar's " \
+                "backlogQuotaDefaultLimitBytes; -1: no limit)",                              \
+        .min = -1, .max = INT64_MAX,                                                         \
+    }
+#define MG_NODE_OPT_BACKLOG_QUOTA_LIMIT_S(opts_type, field)                                     \
+    {                                                                                           \
+        .name = "backlog-quota-default-limit-seconds", .type = MG_OPT_INT,                      \
+        .offset = offsetof(opts_type, field), .default_value = "-1", .metavar = "S",            \
+        .help = "a topic's oldest unacknowledged message may not be older than this where the " \
+                "namespace sets no quota (Pulsar's backlogQuotaDefaultLimitSecond; -1: no "     \
+                "limit)",                                                                       \
+        .min = -1, .max = 3153600000LL,                                                         \
+    }
+#define MG_NODE_OPT_BACKLOG_QUOTA_POLICY(opts_type, field)                                       \
+    {                                                                                            \
+        .name = "backlog-quota-default-retention-policy", .type = MG_OPT_ENUM,                   \
+        .offset = offsetof(opts_type, field), .default_value = "producer_request_hold",          \
+        .metavar = "POLICY", .choices = mg_node_backlog_policy_choices,                          \
+        .help = "what happens to a topic over the default backlog quota: producer_request_hold " \
+                "(producers refused and closed, clients hold their messages), "                  \
+                "producer_exception (producers refused and closed, clients fail their sends), "  \
+                "consumer_backlog_eviction (the slowest subscriptions skip their oldest "        \
+                "messages) (Pulsar's backlogQuotaDefaultRetentionPolicy)",                       \
+    }
+#define MG_NODE_OPT_EXPIRY_CHECK_INTERVAL(opts_type, field)                                 \
+    {                                                                                       \
+        .name = "message-expiry-check-interval", .type = MG_OPT_DURATION,                   \
+        .offset = offsetof(opts_type, field), .default_value = "5m", .metavar = "DURATION", \
+        .help = "how often message TTLs are applied to every open topic (Pulsar's "         \
+                "messageExpiryCheckIntervalInMinutes)",                                     \
+        .min = 10, .max = 86400000,                                                         \
+    }
+#define MG_NODE_OPT_BACKLOG_QUOTA_CHECK_INTERVAL(opts_type, field)                           \
+    {                                                                                        \
+        .name = "backlog-quota-check-interval", .type = MG_OPT_DURATION,                     \
+        .offset = offsetof(opts_type, field), .default_value = "60s", .metavar = "DURATION", \
+        .help = "how often backlog quotas are checked on every open topic (also when a "     \
+                "producer connects) (Pulsar's backlogQuotaCheckIntervalInSeconds)",          \
+        .min = 10, .max = 86400000,                                                          \
+    }
+#define MG_NODE_OPT_RETENTION_CHECK_INTERVAL(opts_type, field)                                \
+    {                                                                                         \
+        .name = "retention-check-interval", .type = MG_OPT_DURATION,                          \
+        .offset = offsetof(opts_type, field), .default_value = "120s", .metavar = "DURATION", \
+        .help = "how often consumed ledgers outside retention are looked for on every open "  \
+                "topic (Pulsar's retentionCheckIntervalInSeconds)",                           \
+        .min = 10, .max = 86400000,                                                           \
+    }
+
+#define MG_NODE_OPTS_BROKER_TUNING(opts_type, member)                                       \
+    MG_NODE_OPT_MAX_MESSAGE_SIZE(opts_type, member.message_size_max),                       \
+        MG_NODE_OPT_KEEPALIVE_S(opts_type, member.keepalive_s),                             \
+        MG_NODE_OPT_TAIL_CACHE_MB(opts_type, member.tail_cache_mb),                         \
+        MG_NODE_OPT_PREFETCH_MB(opts_type, member.prefetch_mb),                             \
+        MG_NODE_OPT_PREFETCH(opts_type, member.prefetch),                                   \
+        MG_NODE_OPT_CATCHUP_DUTY_PCT(opts_type, member.catchup_duty_pct),                   \
+        MG_NODE_OPT_AUTO_SKIP_NON_RECOVERABLE_DATA(opts_type,                               \
+                                                   member.auto_skip_non_recoverable_data),  \
+        MG_NODE_OPT_CONNECTION_MEMORY_MB(opts_type, member.connection_memory_mb),           \
+        MG_NODE_OPT_RETENTION_TIME_MINUTES(opts_type, member.retention_time_minutes),       \
+        MG_NODE_OPT_RETENTION_SIZE_MB(opts_type, member.retention_size_mb),                 \
+        MG_NODE_OPT_RETENTION_CHECK_INTERVAL(opts_type, member.retention_check_ms),         \
+        MG_NODE_OPT_ENTRIES_PER_LEDGER_MAX(opts_type, member.entries_per_ledger_max),       \
+        MG_NODE_OPT_TTL_DEFAULT(opts_type, member.ttl_default_ms),                          \
+        MG_NODE_OPT_EXPIRY_CHECK_INTERVAL(opts_type, member.expiry_check_ms),               \
+        MG_NODE_OPT_BACKLOG_QUOTA_LIMIT_BYTES(opts_type, member.backlog_quota_limit_bytes), \
+        MG_NODE_OPT_BACKLOG_QUOTA_LIMIT_S(opts_type, member.backlog_quota_limit_s),         \
+        MG_NODE_OPT_BACKLOG_QUOTA_POLICY(opts_type, member.backlog_quota_policy),           \
+        MG_NODE_OPT_BACKLOG_QUOTA_CHECK_INTERVAL(opts_type, member.backlog_quota_check_ms), \
+        MG_NODE_OPT_KAFKA(opts_type, member.kafka),                                         \
         MG_NODE_OPT_KAFKA_PORT(opts_type, member.kafka_port)
 
 /* What a whole process runs (mg_node_serve): a broker and the HTTP server on its bind address,

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
 
 TestSuite(managed, .timeout = 30);
 
@@ -94,6 +97,51 @@ Test(managed, retention_bytes_keeps_the_newest)
         uv_run(&t.loop, UV_RUN_NOWAIT);
     cr_assert_eq(ml_entries_total(ml), 12);
     cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[5]), 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+/* ml_set_retention on an open managed ledger: consumed ledgers kept by a time rule go as soon as
+ * the rule is lowered; a rule whose time runs out later takes effect when the check is run again
+ * with the same values (what the broker's periodic retention check does). */
+Test(managed, set_retention_applies_while_open)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .retention_time_ms = 3600 * 1000, .retention_bytes = 0 };
+    ml_managed *ml;
+    static adds a;
+    retention_fixture(&cfg, &ml, &a); /* L0..L2 closed with 5 entries, L3 current with 2 */
+    cr_assert_eq(ml_set_retention(ml, -2, 0), MG_EINVAL);
+    cr_assert_eq(ml_set_retention(ml, 0, -2), MG_EINVAL);
+    cr_assert_eq(ml_set_retention(NULL, 0, 0), MG_EINVAL);
+
+    /* L0 and L1 consumed, within the hour: kept. */
+    ml_set_oldest_needed(ml, a.pos[10]);
+    for (int i = 0; i < 50; i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(ml_entries_total(ml), 17);
+
+    /* Within the hour, or within L1's size: only L0 goes. */
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    int64_t l1_size = info->ledgers[1]->size;
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    cr_assert_eq(ml_set_retention(ml, 0, l1_size), MG_OK);
+    RUN_UNTIL(ml_entries_total(ml) == 12);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[5]), 0);
+
+    /* 100 ms and no size rule: L1 goes once it has been closed that long and the check runs
+     * again, with nothing else happening to the managed ledger. */
+    cr_assert_eq(ml_set_retention(ml, 100, 0), MG_OK);
+    int64_t start = mg_clock_wall_ms();
+    while (mg_clock_wall_ms() - start < 150) {
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+        usleep(10 * 1000);
+    }
+    cr_assert_eq(ml_set_retention(ml, 100, 0), MG_OK);
+    RUN_UNTIL(ml_entries_total(ml) == 7);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[10]), 0);
+    RUN_UNTIL(ledger_node_status(a.pos[5].ledger_id) == MG_ENOTFOUND);
+    cr_assert_eq(ledger_node_status(a.pos[10].ledger_id), MG_OK);
     cr_assert_eq(close_ml(ml), MG_OK);
     teardown_env();
 }
