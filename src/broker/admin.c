@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
 
 typedef enum admin_op {
@@ -82,6 +81,8 @@ typedef struct admin_req {
     int partitions;
     int next_partition;
     int64_t node_version;
+    void (*next)(struct admin_req *r); /* what runs once the namespace is known to exist */
+    const char *list_root;             /* the listings: the metadata root they list */
 } admin_req;
 
 static void reply_json(admin_req *r, int status, mg_strbuf *sb)
@@ -125,11 +126,8 @@ static void finish_rc(admin_req *r, int rc)
         finish(r, status_of(rc), mg_strerror(rc));
 }
 
-/* Checks one path parameter before it is put into a topic name: present, within max bytes, and
- * without a '/' (a decoded "%2F" would otherwise shift the name's parts). Writes the reason
- * into err and returns false when it is not. */
-static bool name_param_ok(const char *value, const char *what, size_t max, char *err,
-                          size_t err_size)
+bool br_admin_name_param_ok(const char *value, const char *what, size_t max, char *err,
+                            size_t err_size)
 {
     if (value == NULL)
         return true; /* the route has no such parameter */
@@ -212,9 +210,9 @@ int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, 
     const char *tenant = mg_http_request_param(req, "tenant");
     const char *ns = mg_http_request_param(req, "namespace");
     const char *topic = mg_http_request_param(req, "topic");
-    if (!name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, err_size) ||
-        !name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, err_size) ||
-        !name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, err_size))
+    if (!br_admin_name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, err_size) ||
+        !br_admin_name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, err_size) ||
+        !br_admin_name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, err_size))
         return 412;
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
@@ -733,12 +731,33 @@ static void other_kind_checked(int status, const void *value, size_t len, const 
         start_topic_op(r);
 }
 
+/* Every route names a namespace: it must exist (404 "Namespace does not exist", as Pulsar)
+ * before anything else is looked up or created. */
+static void ns_checked(int status, void *arg)
+{
+    admin_req *r = arg;
+    if (status == MG_ENOTFOUND)
+        finish(r, 404, "Namespace does not exist");
+    else if (status != MG_OK)
+        finish_rc(r, status);
+    else
+        r->next(r);
+}
+
+static void ns_gate(admin_req *r, void (*next)(admin_req *r))
+{
+    r->next = next;
+    int rc = br_ns_check(r->b, r->tn.tenant, r->tn.ns, ns_checked, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 #define HANDLER(fn, op_)                            \
     static void fn(mg_http_request *req, void *arg) \
     {                                               \
         admin_req *r = parse(req, arg, op_);        \
         if (r != NULL)                              \
-            start_topic_op(r);                      \
+            ns_gate(r, start_topic_op);             \
     }
 
 HANDLER(h_delete, OP_DELETE)
@@ -751,15 +770,19 @@ HANDLER(h_sub_delete, OP_SUB_DELETE)
 HANDLER(h_skip_all, OP_SKIP_ALL)
 HANDLER(h_terminate, OP_TERMINATE)
 
-static void h_create(mg_http_request *req, void *arg)
+static void create_go(admin_req *r)
 {
-    admin_req *r = parse(req, arg, OP_CREATE);
-    if (r == NULL)
-        return;
     if (r->tn.partition >= 0)
         start_topic_op(r);
     else
         get_topic_node(r, true, other_kind_checked);
+}
+
+static void h_create(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_CREATE);
+    if (r != NULL)
+        ns_gate(r, create_go);
 }
 
 HANDLER(h_skip, OP_SKIP)
@@ -789,20 +812,30 @@ static void part_create_node(admin_req *r)
         finish_rc(r, rc);
 }
 
+static void part_create_go(admin_req *r)
+{
+    get_topic_node(r, false, other_kind_checked);
+}
+
 static void h_part_create(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_CREATE);
     if (r != NULL)
-        get_topic_node(r, false, other_kind_checked);
+        ns_gate(r, part_create_go);
 }
 
 static void part_got(int status, const void *value, size_t len, const md_stat *stat, void *arg);
+
+static void part_read_go(admin_req *r)
+{
+    get_topic_node(r, true, part_got);
+}
 
 static void h_part_get(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_GET);
     if (r != NULL)
-        get_topic_node(r, true, part_got);
+        ns_gate(r, part_read_go);
 }
 
 static void part_delete_next(admin_req *r);
@@ -891,7 +924,7 @@ static void h_part_delete(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_DELETE);
     if (r != NULL)
-        get_topic_node(r, true, part_got);
+        ns_gate(r, part_read_go);
 }
 
 /* ---- namespace listings
@@ -923,17 +956,23 @@ static void list_done(int status, const char *const *names, size_t count, void *
     mg_free(r);
 }
 
+static void list_go(admin_req *r)
+{
+    char path[MD_PATH_BYTES_MAX];
+    snprintf(path, sizeof(path), "%s/%s/%s/persistent", r->list_root, r->tn.tenant, r->tn.ns);
+    int rc = md_children(r->b->md, path, list_done, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 /* Answers with the topics whose nodes stand under <root>/<tenant>/<namespace>/persistent. */
 static void list_namespace(mg_http_request *req, void *arg, const char *root)
 {
     admin_req *r = parse(req, arg, OP_STATS);
     if (r == NULL)
         return;
-    char path[MD_PATH_BYTES_MAX];
-    snprintf(path, sizeof(path), "%s/%s/%s/persistent", root, r->tn.tenant, r->tn.ns);
-    int rc = md_children(r->b->md, path, list_done, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    r->list_root = root;
+    ns_gate(r, list_go);
 }
 
 static void h_list(mg_http_request *req, void *arg)
@@ -978,7 +1017,7 @@ int br_broker_admin_register(br_broker *b, mg_http_server *http)
     for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++)
         MG_TRY(mg_http_server_route(http, admin_routes[i].method, admin_routes[i].pattern,
                                     admin_routes[i].fn, b));
-    return MG_OK;
+    return br_namespace_admin_register(b, http);
 }
 
 bool br_admin_route(size_t i, const char **method, const char **pattern, int *op)
