@@ -848,7 +848,7 @@ static int int_member(const json_t *obj, const char *name, int64_t dflt, int64_t
         return 0;
     }
     if (!json_is_integer(v)) {
-        snprintf(err, err_size, "\"%s\" must be an integer", name);
+        snprintf(err, err_size, "'%s' must be an integer", name);
         return 400;
     }
     *out = (int64_t)json_integer_value(v);
@@ -974,7 +974,7 @@ static int policies_check(json_t *root, char *err, size_t err_size)
     v = json_object_get(root, "backlog_quota_map");
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            snprintf(err, err_size, "\"backlog_quota_map\" must be a JSON object");
+            snprintf(err, err_size, "'backlog_quota_map' must be a JSON object");
             return 400;
         }
         const char *type;
@@ -1014,7 +1014,7 @@ static int tenant_check(const json_t *v, char *err, size_t err_size)
         const json_t *s;
         json_array_foreach(a, j, s) ok = ok && json_is_string(s);
         if (!ok) {
-            snprintf(err, err_size, "\"%s\" must be an array of strings", lists[i]);
+            snprintf(err, err_size, "'%s' must be an array of strings", lists[i]);
             return 400;
         }
     }
