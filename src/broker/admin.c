@@ -29,6 +29,10 @@
  *     spaces inside) within int64_t, checked for overflow: skip/{n} >= 0,
  *     resetcursor/{timestamp} >= 0, partitions in [1, BR_ADMIN_PARTITIONS_MAX].
  *
+ * Every route names a namespace, which must exist (br_ns_check; 404 "Namespace does not exist",
+ * as Pulsar) before anything else is looked up or created. Tenants and namespaces themselves
+ * have their routes in namespace.c, registered with these.
+ *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
  */

@@ -5,6 +5,10 @@
  * that is asked, which owns it); a bad topic name is answered with a LOOKUP_RESPONSE of type
  * Failed (clients such as pulsar-flex wait for that, not for ERROR).
  *
+ * Each of the three first checks that the namespace exists (br_ns_check, namespace.c): a topic
+ * of a namespace that does not is answered TopicNotFound "Namespace not found" (LOOKUP_RESPONSE
+ * Failed, PARTITIONED_METADATA_RESPONSE Failed, ERROR), before any bundle is claimed.
+ *
  * Partitioned topics are metadata only: /admin/partitioned-topics/<tenant>/<ns>/persistent/<t>
  * holds {"partitions": N} (written by the admin API); each partition is the ordinary topic
  * "<t>-partition-<i>". Topics of a namespace are the managed ledgers under
