@@ -15,8 +15,10 @@
  *
  * public/default exists from the start: br_ns_start creates the tenant public and the
  * namespace public/default when they are missing (MG_EEXIST: another broker, or an earlier
- * start, did). Checks that arrive meanwhile wait for that first attempt; a failed attempt is
- * made again every BR_NS_RETRY_MS.
+ * start, did). Then metadata written before tenants existed is brought along: a namespace that
+ * holds topics (managed ledgers or partitioned topics) without its nodes gets them. Checks that
+ * arrive meanwhile wait for that first attempt; a failed attempt is made again every
+ * BR_NS_RETRY_MS.
  *
  * EXISTENCE. A topic opens only in a namespace that exists and is not being deleted:
  * br_ns_check, called before a topic is opened (topic.c) and before lookups answer (lookup.c,
@@ -460,17 +462,215 @@ static void boot_finished(br_ns_cache *nc, int status)
     }
 }
 
-static void boot_ns_created(int status, const char *path, void *arg)
+static int default_policies(br_broker *b, const json_t *given, char **out);
+static int default_tenant(br_broker *b, const json_t *given, char **out);
+static int names_check(const char *tenant, const char *ns, char *err, size_t err_size);
+static void names_free(char **v, size_t n);
+static char **names_copy(const char *const *names, size_t count);
+
+/* Metadata written before tenants and namespaces existed: every namespace that holds topics (a
+ * child under /managed-ledgers/<t>/<ns>/persistent or /admin/partitioned-topics/<t>/<ns>/
+ * persistent) gets its tenant and namespace nodes when they are missing, so its topics keep
+ * working. One pass at start, after public/default; checks wait for it. */
+typedef struct migrate {
+    br_ns_cache *nc;
+    int root; /* 0: /managed-ledgers, 1: /admin/partitioned-topics */
+    char **tenants;
+    size_t tenant_count, next_tenant;
+    char **nss;
+    size_t ns_count, next_ns;
+} migrate;
+
+static const char *const migrate_roots[] = { "/managed-ledgers", "/admin/partitioned-topics" };
+
+static void mig_root(migrate *m);
+static void mig_next_tenant(migrate *m);
+static void mig_next_ns(migrate *m);
+
+/* Ends the pass with status (the whole start-up attempt is made again after a failure). */
+static void mig_end(migrate *m, int status)
 {
-    (void)path;
-    br_ns_cache *nc = arg;
+    br_ns_cache *nc = m->nc;
+    names_free(m->tenants, m->tenant_count);
+    names_free(m->nss, m->ns_count);
+    mg_free(m);
     if (nc->b != NULL)
         boot_finished(nc, status);
     cache_unref(nc);
 }
 
-static int default_policies(br_broker *b, const json_t *given, char **out);
-static int default_tenant(br_broker *b, const json_t *given, char **out);
+/* Whether m may go on: the broker did not close, and status is a result it goes on after. */
+static bool mig_go_on(migrate *m, int status)
+{
+    if (m->nc->b == NULL) {
+        mig_end(m, MG_ECLOSED);
+        return false;
+    }
+    if (status != MG_OK && status != MG_ENOTFOUND && status != MG_EEXIST) {
+        mig_end(m, status);
+        return false;
+    }
+    return true;
+}
+
+static const char *mig_tenant(const migrate *m)
+{
+    return m->tenants[m->next_tenant - 1];
+}
+
+static void mig_ns_created(int status, const char *path, void *arg)
+{
+    migrate *m = arg;
+    if (status == MG_OK)
+        MG_INFO("broker: namespace %s/%s created for the topics it already holds", mig_tenant(m),
+                m->nss[m->next_ns - 1]);
+    if (mig_go_on(m, status))
+        mig_next_ns(m);
+}
+
+static void mig_tenant_created(int status, const char *path, void *arg)
+{
+    (void)path;
+    migrate *m = arg;
+    if (!mig_go_on(m, status))
+        return;
+    char *value = NULL;
+    char ns_node[MD_PATH_BYTES_MAX];
+    ns_path(ns_node, sizeof(ns_node), mig_tenant(m), m->nss[m->next_ns - 1]);
+    int rc = default_policies(m->nc->b, NULL, &value);
+    if (rc == MG_OK)
+        rc = md_create(m->nc->b->md, ns_node, value, strlen(value), 0, mig_ns_created, m);
+    free(value);
+    if (rc != MG_OK)
+        mig_end(m, rc);
+}
+
+static void mig_topics_listed(int status, const char *const *names, size_t count, void *arg)
+{
+    (void)names;
+    migrate *m = arg;
+    if (!mig_go_on(m, status))
+        return;
+    if (status != MG_OK || count == 0) {
+        mig_next_ns(m);
+        return;
+    }
+    char *value = NULL;
+    char node[MD_PATH_BYTES_MAX];
+    snprintf(node, sizeof(node), POLICIES_ROOT "/%s", mig_tenant(m));
+    int rc = default_tenant(m->nc->b, NULL, &value);
+    if (rc == MG_OK)
+        rc = md_create(m->nc->b->md, node, value, strlen(value), MD_CREATE_PARENTS,
+                       mig_tenant_created, m);
+    free(value);
+    if (rc != MG_OK)
+        mig_end(m, rc);
+}
+
+static void mig_next_ns(migrate *m)
+{
+    while (m->next_ns < m->ns_count) {
+        const char *ns = m->nss[m->next_ns++];
+        char err[256];
+        if (names_check(mig_tenant(m), ns, err, sizeof(err)) != 0)
+            continue; /* not a name this broker writes */
+        char path[MD_PATH_BYTES_MAX];
+        snprintf(path, sizeof(path), "%s/%s/%s/persistent", migrate_roots[m->root], mig_tenant(m),
+                 ns);
+        int rc = md_children(m->nc->b->md, path, mig_topics_listed, m);
+        if (rc != MG_OK)
+            mig_end(m, rc);
+        return;
+    }
+    names_free(m->nss, m->ns_count);
+    m->nss = NULL;
+    m->ns_count = m->next_ns = 0;
+    mig_next_tenant(m);
+}
+
+static void mig_nss_listed(int status, const char *const *names, size_t count, void *arg)
+{
+    migrate *m = arg;
+    if (!mig_go_on(m, status))
+        return;
+    if (status != MG_OK)
+        count = 0;
+    m->nss = names_copy(names, count);
+    if (m->nss == NULL) {
+        mig_end(m, MG_ENOMEM);
+        return;
+    }
+    m->ns_count = count;
+    mig_next_ns(m);
+}
+
+static void mig_next_tenant(migrate *m)
+{
+    while (m->next_tenant < m->tenant_count) {
+        const char *tenant = m->tenants[m->next_tenant++];
+        char err[256];
+        if (names_check(tenant, NULL, err, sizeof(err)) != 0)
+            continue;
+        char path[MD_PATH_BYTES_MAX];
+        snprintf(path, sizeof(path), "%s/%s", migrate_roots[m->root], tenant);
+        int rc = md_children(m->nc->b->md, path, mig_nss_listed, m);
+        if (rc != MG_OK)
+            mig_end(m, rc);
+        return;
+    }
+    names_free(m->tenants, m->tenant_count);
+    m->tenants = NULL;
+    m->tenant_count = m->next_tenant = 0;
+    m->root++;
+    mig_root(m);
+}
+
+static void mig_tenants_listed(int status, const char *const *names, size_t count, void *arg)
+{
+    migrate *m = arg;
+    if (!mig_go_on(m, status))
+        return;
+    if (status != MG_OK)
+        count = 0;
+    m->tenants = names_copy(names, count);
+    if (m->tenants == NULL) {
+        mig_end(m, MG_ENOMEM);
+        return;
+    }
+    m->tenant_count = count;
+    mig_next_tenant(m);
+}
+
+static void mig_root(migrate *m)
+{
+    if (m->root >= 2) {
+        mig_end(m, MG_OK);
+        return;
+    }
+    int rc = md_children(m->nc->b->md, migrate_roots[m->root], mig_tenants_listed, m);
+    if (rc != MG_OK)
+        mig_end(m, rc);
+}
+
+static void boot_ns_created(int status, const char *path, void *arg)
+{
+    (void)path;
+    br_ns_cache *nc = arg;
+    if (nc->b == NULL || (status != MG_OK && status != MG_EEXIST)) {
+        if (nc->b != NULL)
+            boot_finished(nc, status);
+        cache_unref(nc);
+        return;
+    }
+    migrate *m = mg_calloc(1, sizeof(*m));
+    if (m == NULL) {
+        boot_finished(nc, MG_ENOMEM);
+        cache_unref(nc);
+        return;
+    }
+    m->nc = nc; /* the reference of the start-up attempt moves to m */
+    mig_root(m);
+}
 
 static void boot_tenant_created(int status, const char *path, void *arg)
 {

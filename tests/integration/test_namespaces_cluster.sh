@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tenants and namespaces in a cluster: one `magnetar bookie` and two `magnetar broker`
 # processes (A and B) sharing a real ZooKeeper, on free loopback ports. Both brokers find
-# public/default at start (one created it, the other found it there). A namespace created and
+# public/default at start (one created it, the other found it there), and the namespaces of
+# topics written before namespaces existed (seeded with ZooKeeper's own client) get their nodes. A namespace created and
 # changed through A is read back through B at once (the metadata), and B's cache of the
 # namespace's policies, read when B first served the namespace, follows each change within a
 # bounded wait: B's watch fired. GET .../{topic}/retention?applied=true answers from that cache
@@ -13,6 +14,22 @@ MG=${1:?usage: test_namespaces_cluster.sh /path/to/magnetar}
 
 if ! t_zk_start; then t_fail "ZooKeeper server starts"; t_end; exit 1; fi
 MD=(--metadata-url "zk:127.0.0.1:$ZK_PORT")
+
+# Metadata from before tenants and namespaces: topics of legacy/ns (a managed ledger and a
+# partitioned topic), without their tenant and namespace nodes. ZooKeeper's own client writes it.
+zk_create() { # PATH...: creates each node, empty, in one client session
+  local cmds=() p
+  for p in "$@"; do cmds+=("create $p ''"); done
+  printf '%s\n' "${cmds[@]}" quit | timeout 60 java -cp "/etc/zookeeper/conf:/usr/share/java/*" \
+    org.apache.zookeeper.ZooKeeperMain -server "127.0.0.1:$ZK_PORT" >"$T_TMP/zkcli.log" 2>&1
+}
+zk_create /managed-ledgers /managed-ledgers/legacy /managed-ledgers/legacy/ns \
+  /managed-ledgers/legacy/ns/persistent /managed-ledgers/legacy/ns/persistent/old \
+  /managed-ledgers/legacy/empty /admin /admin/partitioned-topics /admin/partitioned-topics/older \
+  /admin/partitioned-topics/older/ns /admin/partitioned-topics/older/ns/persistent \
+  /admin/partitioned-topics/older/ns/persistent/p
+t_check "ZooKeeper holds topics of legacy/ns and older/ns (as written before namespaces)" \
+  test "$("$MG" admin metadata ls /managed-ledgers/legacy/ns/persistent "${MD[@]}")" = old
 
 "$MG" bookie --port 0 --http-port 0 --bind-address 127.0.0.1 "${MD[@]}" \
   --journal-dir "$T_TMP/bk/journal" --ledger-dirs "$T_TMP/bk/ledgers" >"$T_TMP/bookie.log" 2>&1 &
@@ -62,7 +79,16 @@ eventually() {
 
 expect "public/default seen through A" 200 '"public/default"' GET "$HTTP_A/admin/v2/namespaces/public"
 expect "public/default seen through B" 200 '"public/default"' GET "$HTTP_B/admin/v2/namespaces/public"
-expect "one tenant public for both" 200 '["public"]' GET "$HTTP_B/admin/v2/tenants"
+expect "the tenants of the existing topics are there too" 200 '["legacy","older","public"]' \
+  GET "$HTTP_B/admin/v2/tenants"
+expect "legacy/ns exists for its topic" 200 '["legacy/ns"]' GET "$HTTP_A/admin/v2/namespaces/legacy"
+expect "older/ns exists for its partitioned topic" 200 '["older/ns"]' \
+  GET "$HTTP_A/admin/v2/namespaces/older"
+expect "legacy/ns has its policies" 200 '"deleted":false' GET "$HTTP_B/admin/v2/namespaces/legacy/ns"
+expect "its topic is listed" 200 '["persistent://legacy/ns/old"]' \
+  GET "$HTTP_B/admin/v2/persistent/legacy/ns"
+expect "legacy/empty (no topics) is not a namespace" 404 "Namespace does not exist" \
+  GET "$HTTP_B/admin/v2/namespaces/legacy/empty"
 
 expect "tenant created through A" 204 "" PUT "$HTTP_A/admin/v2/tenants/acme"
 expect "namespace created through A" 204 "" PUT "$HTTP_A/admin/v2/namespaces/acme/orders"
@@ -107,7 +133,7 @@ eventually "B's cache drops it: its topics are refused" 404 "Namespace does not 
   "$APPLIED_B/retention?applied=true"
 expect "B finds no topic there" 404 "Namespace does not exist" PUT "$HTTP_B/admin/v2/persistent/acme/orders/t1"
 expect "the tenant goes through B" 204 "" DELETE "$HTTP_B/admin/v2/tenants/acme"
-expect "A lists public alone" 200 '["public"]' GET "$HTTP_A/admin/v2/tenants"
+expect "A lists the others" 200 '["legacy","older","public"]' GET "$HTTP_A/admin/v2/tenants"
 
 if [ "$T_FAIL" != 0 ]; then tail -20 "$T_TMP/A.log" "$T_TMP/B.log"; fi
 t_end
