@@ -1797,8 +1797,7 @@ static void del_node_deleted(int status, void *arg)
         return;
     }
     if (status == MG_OK) {
-        MG_INFO("broker: namespace %s/%s deleted", r->tenant, r->ns);
-        cache_deleted(r->b, r->tenant, r->ns);
+        cache_deleted(r->b, r->tenant, r->ns); /* logs it when the namespace was cached */
         finish(r, 204, NULL);
     } else if (status == MG_ENOTFOUND) {
         finish(r, 404, "Namespace does not exist");
