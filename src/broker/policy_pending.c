@@ -1,5 +1,4 @@
-/* Until the policies' enforcement (policy.c) is merged, nothing applies a policy change; policy.c
- * replaces this file. */
+/* Nothing applies policy changes yet: the enforcement's policy.c replaces this file. */
 #include "broker/broker_int.h"
 #include "broker/namespace.h"
 
