@@ -58,6 +58,10 @@
  *   - a message-id body is a JSON object whose "ledgerId" and "entryId" are integers (other
  *     fields, such as "partitionIndex" and "batchIndex", are ignored): 400 otherwise.
  *
+ * Every route names a namespace, which must exist (br_ns_check; 404 "Namespace does not exist",
+ * as Pulsar) before anything else is looked up or created. Tenants and namespaces themselves
+ * have their routes in namespace.c, registered with these.
+ *
  * Every request that needs a topic opens it (as Pulsar loads a topic on an admin call) only if
  * it exists: the managed ledger's metadata node is checked first, so a GET never creates one.
  */
@@ -82,7 +86,6 @@
 #include <string.h>
 #include <time.h>
 
-int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitions_parse(const void *value, size_t len);
 
 typedef enum admin_op {
@@ -120,7 +123,9 @@ typedef struct admin_req {
     ml_position pos; /* message-id body (has_pos); peek: the next entry to read */
     bool has_pos;
     bool excluded;
-    br_topic *topic; /* peek: referenced while its reads run */
+    br_topic *topic;                   /* peek: referenced while its reads run */
+    void (*next)(struct admin_req *r); /* what runs once the namespace is known to exist */
+    const char *list_root;             /* the listings: the metadata root they list */
 } admin_req;
 
 static void peek_read(admin_req *r);
@@ -169,11 +174,8 @@ static void finish_rc(admin_req *r, int rc)
         finish(r, status_of(rc), mg_strerror(rc));
 }
 
-/* Checks one path parameter before it is put into a topic name: present, within max bytes, and
- * without a '/' (a decoded "%2F" would otherwise shift the name's parts). Writes the reason
- * into err and returns false when it is not. */
-static bool name_param_ok(const char *value, const char *what, size_t max, char *err,
-                          size_t err_size)
+bool br_admin_name_param_ok(const char *value, const char *what, size_t max, char *err,
+                            size_t err_size)
 {
     if (value == NULL)
         return true; /* the route has no such parameter */
@@ -296,9 +298,9 @@ int br_admin_args_parse(const mg_http_request *req, int op, br_admin_args *out, 
     const char *tenant = mg_http_request_param(req, "tenant");
     const char *ns = mg_http_request_param(req, "namespace");
     const char *topic = mg_http_request_param(req, "topic");
-    if (!name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, err_size) ||
-        !name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, err_size) ||
-        !name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, err_size))
+    if (!br_admin_name_param_ok(tenant, "tenant", MG_PULSAR_TENANT_BYTES_MAX, err, err_size) ||
+        !br_admin_name_param_ok(ns, "namespace", MG_PULSAR_NAMESPACE_BYTES_MAX, err, err_size) ||
+        !br_admin_name_param_ok(topic, "topic", MG_PULSAR_TOPIC_LOCAL_BYTES_MAX, err, err_size))
         return 412;
     char full[MG_PULSAR_TOPIC_BYTES_MAX + 64];
     snprintf(full, sizeof(full), "persistent://%s/%s/%s", tenant ? tenant : "", ns ? ns : "",
@@ -1117,12 +1119,33 @@ static void other_kind_checked(int status, const void *value, size_t len, const 
         start_topic_op(r);
 }
 
+/* Every route names a namespace: it must exist (404 "Namespace does not exist", as Pulsar)
+ * before anything else is looked up or created. */
+static void ns_checked(int status, void *arg)
+{
+    admin_req *r = arg;
+    if (status == MG_ENOTFOUND)
+        finish(r, 404, "Namespace does not exist");
+    else if (status != MG_OK)
+        finish_rc(r, status);
+    else
+        r->next(r);
+}
+
+static void ns_gate(admin_req *r, void (*next)(admin_req *r))
+{
+    r->next = next;
+    int rc = br_ns_check(r->b, r->tn.tenant, r->tn.ns, ns_checked, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 #define HANDLER(fn, op_)                            \
     static void fn(mg_http_request *req, void *arg) \
     {                                               \
         admin_req *r = parse(req, arg, op_);        \
         if (r != NULL)                              \
-            start_topic_op(r);                      \
+            ns_gate(r, start_topic_op);             \
     }
 
 HANDLER(h_delete, OP_DELETE)
@@ -1136,15 +1159,19 @@ HANDLER(h_skip_all, OP_SKIP_ALL)
 HANDLER(h_terminate, OP_TERMINATE)
 HANDLER(h_message_id, OP_MESSAGE_ID)
 
-static void h_create(mg_http_request *req, void *arg)
+static void create_go(admin_req *r)
 {
-    admin_req *r = parse(req, arg, OP_CREATE);
-    if (r == NULL)
-        return;
     if (r->tn.partition >= 0)
         start_topic_op(r);
     else
         get_topic_node(r, true, other_kind_checked);
+}
+
+static void h_create(mg_http_request *req, void *arg)
+{
+    admin_req *r = parse(req, arg, OP_CREATE);
+    if (r != NULL)
+        ns_gate(r, create_go);
 }
 
 HANDLER(h_skip, OP_SKIP)
@@ -1176,20 +1203,30 @@ static void part_create_node(admin_req *r)
         finish_rc(r, rc);
 }
 
+static void part_create_go(admin_req *r)
+{
+    get_topic_node(r, false, other_kind_checked);
+}
+
 static void h_part_create(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_CREATE);
     if (r != NULL)
-        get_topic_node(r, false, other_kind_checked);
+        ns_gate(r, part_create_go);
 }
 
 static void part_got(int status, const void *value, size_t len, const md_stat *stat, void *arg);
+
+static void part_read_go(admin_req *r)
+{
+    get_topic_node(r, true, part_got);
+}
 
 static void h_part_get(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_GET);
     if (r != NULL)
-        get_topic_node(r, true, part_got);
+        ns_gate(r, part_read_go);
 }
 
 static void part_delete_next(admin_req *r);
@@ -1278,7 +1315,7 @@ static void h_part_delete(mg_http_request *req, void *arg)
 {
     admin_req *r = parse(req, arg, OP_PART_DELETE);
     if (r != NULL)
-        get_topic_node(r, true, part_got);
+        ns_gate(r, part_read_go);
 }
 
 /* ---- namespace listings
@@ -1310,17 +1347,23 @@ static void list_done(int status, const char *const *names, size_t count, void *
     mg_free(r);
 }
 
+static void list_go(admin_req *r)
+{
+    char path[MD_PATH_BYTES_MAX];
+    snprintf(path, sizeof(path), "%s/%s/%s/persistent", r->list_root, r->tn.tenant, r->tn.ns);
+    int rc = md_children(r->b->md, path, list_done, r);
+    if (rc != MG_OK)
+        finish_rc(r, rc);
+}
+
 /* Answers with the topics whose nodes stand under <root>/<tenant>/<namespace>/persistent. */
 static void list_namespace(mg_http_request *req, void *arg, const char *root)
 {
     admin_req *r = parse(req, arg, OP_STATS);
     if (r == NULL)
         return;
-    char path[MD_PATH_BYTES_MAX];
-    snprintf(path, sizeof(path), "%s/%s/%s/persistent", root, r->tn.tenant, r->tn.ns);
-    int rc = md_children(r->b->md, path, list_done, r);
-    if (rc != MG_OK)
-        finish_rc(r, rc);
+    r->list_root = root;
+    ns_gate(r, list_go);
 }
 
 static void h_list(mg_http_request *req, void *arg)
@@ -1447,7 +1490,7 @@ int br_broker_admin_register(br_broker *b, mg_http_server *http)
     for (size_t i = 0; i < sizeof(cluster_routes) / sizeof(cluster_routes[0]); i++)
         MG_TRY(mg_http_server_route(http, cluster_routes[i].method, cluster_routes[i].pattern,
                                     cluster_routes[i].fn, b));
-    return MG_OK;
+    return br_namespace_admin_register(b, http);
 }
 
 bool br_admin_route(size_t i, const char **method, const char **pattern, int *op)

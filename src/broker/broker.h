@@ -89,8 +89,9 @@ uint16_t br_broker_kafka_port(const br_broker *b);
  * serves the admin routes has started (it may have picked an ephemeral port). */
 void br_broker_set_http_port(br_broker *b, uint16_t http_port);
 
-/* Adds the admin REST routes (/admin/v2/persistent/..., see admin.c) to http, which must not be
- * started yet. MG_ENOMEM, MG_ELIMIT (too many routes). */
+/* Adds the admin REST routes (/admin/v2/persistent/..., see admin.c; /admin/v2/tenants/... and
+ * /admin/v2/namespaces/..., see namespace.c) to http, which must not be started yet. MG_ENOMEM,
+ * MG_ELIMIT (too many routes). */
 int br_broker_admin_register(br_broker *b, mg_http_server *http);
 
 /* Appends the per-topic and per-subscription metrics (Prometheus text, Pulsar's names) to

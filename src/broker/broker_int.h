@@ -195,6 +195,7 @@ struct br_broker {
     mg_counter *m_expired;        /* magnetar_broker_expired_messages_total */
     mg_counter *m_evicted;        /* magnetar_broker_backlog_evicted_messages_total */
     mg_counter *m_quota_refusals; /* magnetar_broker_backlog_quota_producer_refusals_total */
+    struct br_ns_cache *ns_cache; /* tenants' and namespaces' policies (namespace.c) */
 };
 
 enum { BR_MEM_OUT = 0, BR_MEM_RECV = 1 };
@@ -540,7 +541,39 @@ void br_handle_partitioned_metadata(br_conn *c,
 void br_handle_topics_of_namespace(br_conn *c,
                                    const Magnetar__Pulsar__CommandGetTopicsOfNamespace *cmd);
 
+/* --- tenants, namespaces and the policy cache (namespace.c) --------------------------------- */
+
+/* What a Pulsar client is told (TopicNotFound) for a topic of a namespace that does not exist,
+ * as Pulsar answers it. */
+#define BR_NS_NOT_FOUND_MESSAGE "Namespace not found"
+
+typedef void (*br_ns_cb)(int status, void *arg);
+/* Whether namespace tenant/ns exists: cb(MG_OK) when it does (its policies are then in the
+ * cache, br_ns_policies_find), cb(MG_ENOTFOUND) when it does not or is being deleted, or the
+ * metadata error. Called before a topic is opened and before a lookup answers. cb may run
+ * inside the call (the namespace is cached). Returns MG_ECLOSED (broker closing), MG_ENOMEM,
+ * MG_ELIMIT (BR_NAMESPACES_CACHED_MAX namespaces cached), a metadata error; then cb is not
+ * called. */
+int br_ns_check(br_broker *b, const char *tenant, const char *ns, br_ns_cb cb, void *arg);
+/* Sets up the cache and creates public/default when missing (asynchronously; checks wait for
+ * the first attempt). MG_ENOMEM. */
+int br_ns_start(br_broker *b);
+/* Drops the cache (checks waiting get MG_ECLOSED); closed_cb once its timer closed. */
+void br_ns_close(br_broker *b, void (*closed_cb)(void *arg), void *arg);
+/* Adds the routes of /admin/v2/tenants, /admin/v2/namespaces and the topics' applied policies. */
+int br_namespace_admin_register(br_broker *b, mg_http_server *http);
+
 /* --- admin API (admin.c) --------------------------------------------------------------------- */
+
+/* Checks one path parameter before it is put into a topic name: present (NULL passes: the route
+ * has no such parameter), non-empty, within max bytes, without a '/' (a decoded "%2F"). Writes
+ * the reason into err and returns false when it is not. */
+bool br_admin_name_param_ok(const char *value, const char *what, size_t max, char *err,
+                            size_t err_size);
+/* The op of br_admin_args_parse that parses the names and the query only. */
+#define BR_ADMIN_OP_NONE (-1)
+/* Reads the partitioned-topic node's path of tn (lookup.c). MG_ELIMIT when it does not fit. */
+int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 
 /* What an admin request names and asks, parsed and checked before any work. */
 typedef struct br_admin_args {

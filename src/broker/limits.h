@@ -12,6 +12,7 @@
 #include "client/limits.h"
 #include "common/limits.h"
 #include "cursor/limits.h"
+#include "metadata/limits.h"
 #include "prefetch/limits.h"
 #include "pulsar/limits.h"
 
@@ -116,6 +117,18 @@
  * here once and then no producer could attach. Larger counts already stored stay readable up
  * to MG_PULSAR_TOPIC_PARTITIONS_MAX. */
 #define BR_ADMIN_PARTITIONS_MAX      1024
+/* Namespaces whose policies one broker keeps in its cache (namespace.c): one entry and one
+ * metadata watch each, for every namespace of which a topic was opened here. The metadata client
+ * holds at most MD_CLIENT_WATCHES_MAX (4096) watches, shared with the broker's other users; half
+ * of them is left to those. Past it a topic of one more namespace is refused (TooManyRequests). */
+#define BR_NAMESPACES_CACHED_MAX     2048
+/* A metadata read or write of the namespace cache that failed (the session down) is tried again
+ * after this long: the creation of public/default at start, and a watch that could not be armed
+ * again. */
+#define BR_NS_RETRY_MS               1000
+/* Compare-and-set attempts of one policy update before it answers 409 (others keep writing the
+ * same namespace's policies). */
+#define BR_NS_SET_ATTEMPTS_MAX       8
 
 /* The deepest position an admin peek (GET .../subscription/{sub}/position/{n}) reads to: the
  * broker reads the n entries after the mark-delete position to find the last one, so n bounds
@@ -161,6 +174,8 @@ _Static_assert(BR_NAME_BYTES_MAX <= MC_NAME_BYTES_MAX,
 _Static_assert(
     2 * BR_ADMIN_PARTITIONS_MAX <= BR_CONN_HANDLES_MAX,
     "a producer and a consumer of the largest partitioned topic must fit one connection");
+_Static_assert(BR_NAMESPACES_CACHED_MAX <= MD_CLIENT_WATCHES_MAX / 2,
+               "the namespace cache leaves half of the metadata client's watches to the rest");
 _Static_assert(BR_ADMIN_PARTITIONS_MAX <= MG_PULSAR_TOPIC_PARTITIONS_MAX,
                "partition indexes must stay within what topic names carry");
 /* The C client and the broker must agree. */

@@ -5,6 +5,10 @@
  * that is asked, which owns it); a bad topic name is answered with a LOOKUP_RESPONSE of type
  * Failed (clients such as pulsar-flex wait for that, not for ERROR).
  *
+ * Each of the three first checks that the namespace exists (br_ns_check, namespace.c): a topic
+ * of a namespace that does not is answered TopicNotFound "Namespace not found" (LOOKUP_RESPONSE
+ * Failed, PARTITIONED_METADATA_RESPONSE Failed, ERROR), before any bundle is claimed.
+ *
  * Partitioned topics are metadata only: /admin/partitioned-topics/<tenant>/<ns>/persistent/<t>
  * holds {"partitions": N} (written by the admin API); each partition is the ordinary topic
  * "<t>-partition-<i>". Topics of a namespace are the managed ledgers under
@@ -55,6 +59,7 @@ static void lookup_reply(br_conn *c, uint64_t request_id, bool ok, const char *u
 typedef struct lookup_req {
     br_conn *conn;
     uint64_t request_id;
+    pw_topic_name tn;
 } lookup_req;
 
 static void lookup_owner_found(int status, const char *owner_url, void *arg)
@@ -64,6 +69,22 @@ static void lookup_owner_found(int status, const char *owner_url, void *arg)
         lookup_reply(r->conn, r->request_id, false, NULL, ERR(MetadataError), mg_strerror(status));
     else
         lookup_reply(r->conn, r->request_id, true, owner_url, ERR(UnknownError), NULL);
+    br_conn_unref(r->conn);
+    mg_free(r);
+}
+
+/* The namespace exists: find (or claim) the owner. A missing one is answered before any
+ * ownership is claimed for it. */
+static void lookup_ns_checked(int status, void *arg)
+{
+    lookup_req *r = arg;
+    if (status == MG_OK)
+        status = br_owner_find(r->conn->b, &r->tn, lookup_owner_found, r);
+    if (status == MG_OK)
+        return;
+    lookup_reply(r->conn, r->request_id, false, NULL,
+                 status == MG_ENOTFOUND ? ERR(TopicNotFound) : ERR(MetadataError),
+                 status == MG_ENOTFOUND ? BR_NS_NOT_FOUND_MESSAGE : mg_strerror(status));
     br_conn_unref(r->conn);
     mg_free(r);
 }
@@ -88,19 +109,20 @@ void br_handle_lookup(br_conn *c, const Magnetar__Pulsar__CommandLookupTopic *cm
     }
     r->conn = c;
     r->request_id = cmd->request_id;
+    r->tn = tn;
     br_conn_ref(c);
-    int rc = br_owner_find(c->b, &tn, lookup_owner_found, r);
+    int rc = br_ns_check(c->b, tn.tenant, tn.ns, lookup_ns_checked, r);
     if (rc != MG_OK) {
         br_conn_unref(c);
         mg_free(r);
-        lookup_reply(c, cmd->request_id, false, NULL, ERR(MetadataError), mg_strerror(rc));
+        lookup_reply(c, cmd->request_id, false, NULL,
+                     rc == MG_ELIMIT ? ERR(TooManyRequests) : ERR(MetadataError), mg_strerror(rc));
     }
 }
 
 /* ---- partitioned metadata ---------------------------------------------------------------------
  */
 
-int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap);
 int br_partitioned_path(const pw_topic_name *tn, char *dst, size_t cap)
 {
     int n = snprintf(dst, cap, "/admin/partitioned-topics/%s/%s/persistent/%s", tn->tenant, tn->ns,
@@ -133,6 +155,7 @@ int br_partitions_parse(const void *value, size_t len)
 typedef struct pm_req {
     br_conn *conn;
     uint64_t request_id;
+    pw_topic_name tn;
 } pm_req;
 
 static void pm_reply(br_conn *c, uint64_t request_id, int partitions, int status)
@@ -150,8 +173,11 @@ static void pm_reply(br_conn *c, uint64_t request_id, int partitions, int status
         r.response =
             MAGNETAR__PULSAR__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Failed;
         r.has_error = 1;
-        r.error = status == MG_EINVAL ? ERR(InvalidTopicName) : ERR(MetadataError);
-        r.message = (char *)mg_strerror(status);
+        r.error = status == MG_EINVAL      ? ERR(InvalidTopicName)
+                  : status == MG_ENOTFOUND ? ERR(TopicNotFound)
+                                           : ERR(MetadataError);
+        r.message =
+            (char *)(status == MG_ENOTFOUND ? BR_NS_NOT_FOUND_MESSAGE : mg_strerror(status));
     }
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = T(PARTITIONED_METADATA_RESPONSE);
@@ -178,6 +204,26 @@ static void pm_got(int status, const void *value, size_t len, const md_stat *sta
     mg_free(r);
 }
 
+/* The namespace must exist; then a partition is a plain topic, and a topic's count is read. */
+static void pm_ns_checked(int status, void *arg)
+{
+    pm_req *r = arg;
+    if (status == MG_OK && r->tn.partition >= 0) {
+        pm_got(MG_ENOTFOUND, NULL, 0, NULL, r);
+        return;
+    }
+    char path[MD_PATH_BYTES_MAX];
+    if (status == MG_OK)
+        status = br_partitioned_path(&r->tn, path, sizeof(path));
+    if (status == MG_OK)
+        status = md_get(r->conn->b->md, path, pm_got, r);
+    if (status == MG_OK)
+        return;
+    pm_reply(r->conn, r->request_id, 0, status);
+    br_conn_unref(r->conn);
+    mg_free(r);
+}
+
 void br_handle_partitioned_metadata(br_conn *c,
                                     const Magnetar__Pulsar__CommandPartitionedTopicMetadata *cmd)
 {
@@ -187,24 +233,25 @@ void br_handle_partitioned_metadata(br_conn *c,
         pm_reply(c, cmd->request_id, 0, MG_EINVAL);
         return;
     }
-    if (tn.partition >= 0 || !tn.persistent) {
+    if (!tn.persistent) {
         pm_reply(c, cmd->request_id, 0, MG_OK);
         return;
     }
-    char path[MD_PATH_BYTES_MAX];
     pm_req *r = mg_calloc(1, sizeof(*r));
-    int rc = r == NULL ? MG_ENOMEM : br_partitioned_path(&tn, path, sizeof(path));
-    if (rc == MG_OK) {
-        r->conn = c;
-        r->request_id = cmd->request_id;
-        rc = md_get(c->b->md, path, pm_got, r);
-    }
-    if (rc != MG_OK) {
-        mg_free(r);
-        pm_reply(c, cmd->request_id, 0, rc);
+    if (r == NULL) {
+        pm_reply(c, cmd->request_id, 0, MG_ENOMEM);
         return;
     }
+    r->conn = c;
+    r->request_id = cmd->request_id;
+    r->tn = tn;
     br_conn_ref(c);
+    int rc = br_ns_check(c->b, tn.tenant, tn.ns, pm_ns_checked, r);
+    if (rc != MG_OK) {
+        br_conn_unref(c);
+        mg_free(r);
+        pm_reply(c, cmd->request_id, 0, rc);
+    }
 }
 
 /* ---- topics of a namespace --------------------------------------------------------------------
@@ -215,6 +262,7 @@ typedef struct ns_req {
     uint64_t request_id;
     char tenant[MG_PULSAR_TENANT_BYTES_MAX + 1];
     char ns[MG_PULSAR_NAMESPACE_BYTES_MAX + 1];
+    bool non_persistent; /* the mode asks for non-persistent topics only */
 } ns_req;
 
 static void ns_listed(int status, const char *const *names, size_t count, void *arg)
@@ -254,6 +302,27 @@ static void ns_listed(int status, const char *const *names, size_t count, void *
     mg_free(r);
 }
 
+static void topics_ns_checked(int status, void *arg)
+{
+    ns_req *r = arg;
+    if (status == MG_ENOTFOUND) {
+        br_conn_send_error(r->conn, r->request_id, ERR(TopicNotFound), BR_NS_NOT_FOUND_MESSAGE);
+        br_conn_unref(r->conn);
+        mg_free(r);
+        return;
+    }
+    if (status == MG_OK && r->non_persistent) {
+        ns_listed(MG_OK, NULL, 0, r); /* no non-persistent topics here */
+        return;
+    }
+    char path[MD_PATH_BYTES_MAX];
+    snprintf(path, sizeof(path), "/managed-ledgers/%s/%s/persistent", r->tenant, r->ns);
+    if (status == MG_OK)
+        status = md_children(r->conn->b->md, path, ns_listed, r);
+    if (status != MG_OK)
+        ns_listed(status, NULL, 0, r);
+}
+
 void br_handle_topics_of_namespace(br_conn *c,
                                    const Magnetar__Pulsar__CommandGetTopicsOfNamespace *cmd)
 {
@@ -272,20 +341,18 @@ void br_handle_topics_of_namespace(br_conn *c,
     }
     r->conn = c;
     r->request_id = cmd->request_id;
+    r->non_persistent =
+        cmd->has_mode &&
+        cmd->mode == MAGNETAR__PULSAR__COMMAND_GET_TOPICS_OF_NAMESPACE__MODE__NON_PERSISTENT;
     snprintf(r->tenant, sizeof(r->tenant), "%s", tn.tenant);
     snprintf(r->ns, sizeof(r->ns), "%s", tn.ns);
-    char path[MD_PATH_BYTES_MAX];
-    snprintf(path, sizeof(path), "/managed-ledgers/%s/%s/persistent", tn.tenant, tn.ns);
     br_conn_ref(c);
-    if (cmd->has_mode &&
-        cmd->mode == MAGNETAR__PULSAR__COMMAND_GET_TOPICS_OF_NAMESPACE__MODE__NON_PERSISTENT) {
-        ns_listed(MG_OK, NULL, 0, r); /* no non-persistent topics here */
-        return;
-    }
-    int rc = md_children(c->b->md, path, ns_listed, r);
+    int rc = br_ns_check(c->b, tn.tenant, tn.ns, topics_ns_checked, r);
     if (rc != MG_OK) {
         br_conn_unref(c);
         mg_free(r);
-        br_conn_send_error(c, cmd->request_id, ERR(MetadataError), mg_strerror(rc));
+        br_conn_send_error(c, cmd->request_id,
+                           rc == MG_ELIMIT ? ERR(TooManyRequests) : ERR(MetadataError),
+                           mg_strerror(rc));
     }
 }

@@ -1202,6 +1202,17 @@ int br_broker_start(ml_env *env, const br_broker_opts *opts, br_broker **out)
             return rc;
         }
     }
+    rc = br_ns_start(b);
+    if (rc != MG_OK) {
+        if (b->kop != NULL)
+            kop_close(b->kop, NULL, NULL);
+        pf_env_destroy(b->pf);
+        mg_listener_close(b->listener, NULL, NULL);
+        uv_run(b->loop, UV_RUN_NOWAIT);
+        mg_free(b->topics.buckets);
+        mg_free(b);
+        return rc;
+    }
     b->listening = true;
     snprintf(b->service_url, sizeof(b->service_url), "pulsar://%s:%u", b->advertised,
              (unsigned)br_broker_port(b));
@@ -1273,6 +1284,11 @@ static void kop_closed(void *arg)
     broker_listener_closed(b);
 }
 
+static void ns_cache_closed(void *arg)
+{
+    broker_listener_closed(arg);
+}
+
 static void topic_closed_for_shutdown(int status, void *arg)
 {
     (void)status;
@@ -1314,5 +1330,8 @@ void br_broker_close(br_broker *b, void (*closed)(void *arg), void *arg)
             t = next;
         }
     }
+    /* Then the namespace cache: topic opens still asking it get MG_ECLOSED. */
+    b->close_pending++;
+    br_ns_close(b, ns_cache_closed, b);
     broker_maybe_closed(b);
 }

@@ -1104,6 +1104,9 @@ static void subscribe_topic_ready(int status, br_topic *t, void *arg)
     br_consumer *k = c->state != BR_CONN_CLOSING ? br_conn_consumer(c, r->consumer_id) : NULL;
     if (k == NULL || k->sub != NULL || k->closing) {
         /* closed meanwhile */
+    } else if (status == MG_ENOTFOUND) {
+        br_conn_send_error(c, r->request_id, ERR(TopicNotFound), BR_NS_NOT_FOUND_MESSAGE);
+        br_consumer_drop(k, false);
     } else if (status != MG_OK) {
         br_conn_send_error(c, r->request_id, ERR(ServiceNotReady),
                            status == MG_EPERM ? "the topic is served by another broker: look "

@@ -2,16 +2,16 @@
  * Topics, producers and publishing.
  *
  * TOPIC LIFE CYCLE
- *     br_topic_get (first use) --> OPENING: ml_open, then every durable cursor stored under the
- *         managed ledger is opened (so retention and backlog count subscriptions that have no
- *         consumer connected, as Pulsar does) --> OPEN
- *     OPENING --error--> removed from the table at once (the next use tries again); waiters get
- *         the error.
- *     OPEN --br_topic_close--> CLOSING: producers and consumers dropped (clients told to look
- *         the topic up again), subscriptions closed (cursors write their state, or are deleted),
- *         the managed ledger closed (or deleted) --> removed and freed once refs reach zero.
- *   refs counts everything that will call back into the topic: waiters, sends being stored,
- *   subscription operations, admin requests. A topic is freed only in CLOSING with refs 0.
+ *     br_topic_get (first use) --> OPENING: the namespace must exist (br_ns_check; else the open
+ *         fails with MG_ENOTFOUND and nothing is created), the bundle must be ours, ml_open, then
+ * every durable cursor stored under the managed ledger is opened (so retention and backlog count
+ * subscriptions that have no consumer connected, as Pulsar does) --> OPEN OPENING --error-->
+ * removed from the table at once (the next use tries again); waiters get the error. OPEN
+ * --br_topic_close--> CLOSING: producers and consumers dropped (clients told to look the topic up
+ * again), subscriptions closed (cursors write their state, or are deleted), the managed ledger
+ * closed (or deleted) --> removed and freed once refs reach zero. refs counts everything that will
+ * call back into the topic: waiters, sends being stored, subscription operations, admin requests. A
+ * topic is freed only in CLOSING with refs 0.
  *
  * PUBLISHING: SEND -> checks (producer known and ready, checksum, metadata) -> ml_add with a
  * reference to the connection's receive buffer (no copy) -> SEND_RECEIPT with the stored
@@ -143,7 +143,11 @@ static void topic_wake_waiters(br_topic *t, int status)
 
 static void topic_open_failed(br_topic *t, int status)
 {
-    MG_WARN("broker: cannot open topic %s: %s", t->name.full, mg_strerror(status));
+    if (status == MG_ENOTFOUND)
+        MG_INFO_LIMITED("broker: topic %s refused: namespace %s/%s does not exist", t->name.full,
+                        t->name.tenant, t->name.ns);
+    else
+        MG_WARN("broker: cannot open topic %s: %s", t->name.full, mg_strerror(status));
     table_remove(t->b, t);
     t->open_status = status;
     t->state = BR_TOPIC_CLOSING; /* the managed ledger, if open, closes once waiters are told */
@@ -269,6 +273,22 @@ static void topic_owner_found(int status, const char *owner_url, void *arg)
     }
 }
 
+/* Then the namespace must exist (namespace.c): a topic of a namespace that does not is refused
+ * with MG_ENOTFOUND before anything is claimed or created for it. */
+static void topic_ns_checked(int status, void *arg)
+{
+    br_topic *t = arg;
+    if (status == MG_OK && t->state == BR_TOPIC_OPENING)
+        status = br_owner_find(t->b, &t->name, topic_owner_found, t);
+    else if (status == MG_OK)
+        status = MG_ECLOSED; /* closed while asking */
+    if (status != MG_OK) {
+        br_topic_unref(t);
+        if (t->state == BR_TOPIC_OPENING)
+            topic_open_failed(t, status);
+    }
+}
+
 int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *arg)
 {
     if (b->closing)
@@ -321,7 +341,7 @@ int br_topic_get(br_broker *b, const pw_topic_name *name, br_topic_cb cb, void *
     if (fresh) {
         /* The open holds a reference; cb may run inside this call if it fails at once. */
         br_topic_ref(t);
-        int rc = br_owner_find(b, &t->name, topic_owner_found, t);
+        int rc = br_ns_check(b, t->name.tenant, t->name.ns, topic_ns_checked, t);
         if (rc != MG_OK) {
             t->waiters = NULL;
             mg_free(w);
@@ -566,6 +586,9 @@ static void producer_topic_ready(int status, br_topic *t, void *arg)
     const char *refusal_text = NULL;
     if (p == NULL || p->ready) {
         /* Closed meanwhile (CLOSE_PRODUCER or the connection). */
+    } else if (status == MG_ENOTFOUND) {
+        br_conn_send_error(c, r->request_id, ERR(TopicNotFound), BR_NS_NOT_FOUND_MESSAGE);
+        br_producer_drop(p, false);
     } else if (status != MG_OK) {
         br_conn_send_error(c, r->request_id,
                            status == MG_EFENCED || status == MG_EPERM ? ERR(ServiceNotReady)

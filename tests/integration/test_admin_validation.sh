@@ -57,7 +57,12 @@ t_check "the refused topic names created nothing in public/default ($out)" test 
 # --- valid names still work: Pulsar's whole character set, a 64-byte tenant
 long64=$(printf 'a%.0s' $(seq 64))
 expect "topic with -=:._ and digits created" 204 "" PUT "public/default/a-b=c:d.e_f9"
-expect "a 64-byte tenant accepted" 204 "" PUT "$long64/default/t"
+# (a topic's namespace must exist: tenant and namespace created first)
+t_check "a 64-byte tenant created" test "$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT \
+  "$HTTP/admin/v2/tenants/$long64")" = 204
+t_check "its namespace created" test "$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT \
+  "$HTTP/admin/v2/namespaces/$long64/default")" = 204
+expect "a topic of a 64-byte tenant accepted" 204 "" PUT "$long64/default/t"
 expect "a name starting with one dot accepted" 204 "" PUT "public/default/.hidden"
 expect "subscription created" 204 "" PUT "public/default/a-b=c:d.e_f9/subscription/s"
 

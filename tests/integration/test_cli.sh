@@ -66,8 +66,8 @@ t_check "second process on the same port exits 1, naming the port" \
 # The metadata store, inspected read-only while standalone runs.
 MDURL="rocksdb:$T_TMP/data/metadata"
 out=$("$MG" admin metadata ls / --metadata-url "$MDURL"); rc=$?
-t_check "admin metadata ls / lists the bookie and the broker (rc $rc, '$out')" \
-  test "$rc" = 0 -a "$out" = "$(printf 'bookies\nbrokers')"
+t_check "admin metadata ls / lists the tenants' policies, the bookie and the broker (rc $rc, '$out')" \
+  test "$rc" = 0 -a "$out" = "$(printf 'admin\nbookies\nbrokers')"
 out=$("$MG" admin metadata ls /brokers --metadata-url "$MDURL")
 t_check "standalone registered itself in /brokers ('$out')" test "$out" = "127.0.0.1:$port"
 out=$("$MG" admin metadata get "/brokers/127.0.0.1:$port" --stat --metadata-url "$MDURL"); rc=$?

@@ -184,6 +184,8 @@ static int16_t open_error(int status)
     case MG_ESTATE:
     case MG_ECLOSED:
         return KE_LEADER_NOT_AVAILABLE;
+    case MG_ENOTFOUND: /* the topic's namespace (public/default) does not exist */
+        return KE_UNKNOWN_TOPIC_OR_PARTITION;
     default:
         return KE_NOT_LEADER_OR_FOLLOWER;
     }
