@@ -14,10 +14,12 @@ t_check "--version prints the version" grep -qE '^magnetar [0-9]+\.[0-9]+\.[0-9]
 t_check "no command exits 2" test "$rc" = 2
 err=$("$MG" frobnicate 2>&1); rc=$?
 t_check "unknown command exits 2 and names it" test "$rc" = 2 -a -n "$(grep "unknown command 'frobnicate'" <<<"$err")"
-for cmd in replay; do
-  err=$("$MG" "$cmd" 2>&1); rc=$?
-  t_check "'$cmd' not built yet: exits 1 and says so" test "$rc" = 1 -a -n "$(grep 'not built yet' <<<"$err")"
+for cmd in standalone bookie broker gateway job client perf replay admin; do
+  out=$("$MG" "$cmd" --help 2>&1); rc=$?
+  t_check "'$cmd --help' exits 0 and shows its usage" test "$rc" = 0 -a -n "$(grep -i 'usage' <<<"$out")"
 done
+err=$("$MG" replay 2>&1); rc=$?
+t_check "'replay' without a topic exits 2 and says what is missing" test "$rc" = 2 -a -n "$err"
 
 out=$("$MG" standalone --help); rc=$?
 t_check "standalone --help documents --http-port and its default" \
