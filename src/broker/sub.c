@@ -253,14 +253,14 @@ static void send_active_change(br_consumer *k, bool active)
     br_conn_send_cmd(k->conn, &cmd);
 }
 
-static void send_close_consumer(br_consumer *k)
+static void send_close_consumer(br_conn *c, uint64_t consumer_id)
 {
     Magnetar__Pulsar__CommandCloseConsumer cc = MAGNETAR__PULSAR__COMMAND_CLOSE_CONSUMER__INIT;
-    cc.consumer_id = k->id;
+    cc.consumer_id = consumer_id;
     Magnetar__Pulsar__BaseCommand cmd = MAGNETAR__PULSAR__BASE_COMMAND__INIT;
     cmd.type = T(CLOSE_CONSUMER);
     cmd.close_consumer = &cc;
-    br_conn_send_cmd(k->conn, &cmd);
+    br_conn_send_cmd(c, &cmd);
 }
 
 /* Moves a consumer's unacknowledged entries (all of them, or only pos) to the replay set. */
@@ -993,9 +993,14 @@ static void consumer_free(br_consumer *k)
 
 void br_consumer_drop(br_consumer *k, bool notify)
 {
+    /* CLOSE_CONSUMER goes out once k is detached and freed: a send that fails closes the
+     * connection, which drops the consumers still listed on it. The reference keeps c. */
+    br_conn *c = k->conn;
+    uint64_t id = k->id;
+    bool tell = notify && k->ready;
+    if (tell)
+        br_conn_ref(c);
     br_sub *s = k->sub;
-    if (notify && k->ready)
-        send_close_consumer(k);
     k->closing = true;
     if (s != NULL) {
         mg_list_remove(&k->sub_link);
@@ -1018,6 +1023,11 @@ void br_consumer_drop(br_consumer *k, bool notify)
             sub_dispatch(s);
     }
     consumer_free(k);
+    if (tell) {
+        if (c->state != BR_CONN_CLOSING)
+            send_close_consumer(c, id);
+        br_conn_unref(c);
+    }
 }
 
 typedef struct subscribe_req {

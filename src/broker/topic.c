@@ -549,11 +549,11 @@ static bool producer_closed_by_us(const br_conn *c, uint64_t id)
 
 void br_producer_drop(br_producer *p, bool notify)
 {
-    if (notify) {
-        send_close_producer(p->conn, p->id);
-        br_conn *c = p->conn;
-        c->closed_producers[c->closed_producer_count++ % BR_CONN_CLOSED_PROD_MAX] = p->id;
-    }
+    /* CLOSE_PRODUCER goes out once p is detached and freed: a send that fails closes the
+     * connection, which drops the producers still listed on it (c itself is freed only after
+     * its handle closed, later on the loop). */
+    br_conn *c = p->conn;
+    uint64_t id = p->id;
     mg_list_remove(&p->conn_link);
     if (p->topic != NULL) {
         mg_list_remove(&p->topic_link);
@@ -561,6 +561,10 @@ void br_producer_drop(br_producer *p, bool notify)
             p->topic->exclusive_producer = false;
     }
     mg_free(p);
+    if (notify && c->state != BR_CONN_CLOSING) {
+        c->closed_producers[c->closed_producer_count++ % BR_CONN_CLOSED_PROD_MAX] = id;
+        send_close_producer(c, id);
+    }
 }
 
 typedef struct producer_req {
