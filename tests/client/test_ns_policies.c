@@ -23,8 +23,10 @@
  *   or, for eviction, lets the backlog grow again.
  *
  * Every REST answer is read back: GET returns what was set, with Pulsar's field names, and 204
- * once removed. Every wait is bounded; an effect that must not happen is checked either after
- * the same effect was seen elsewhere or with no policy left that could cause it.
+ * once removed; a topic's retention or backlogQuotaMap ?applied=true answers its namespace's
+ * value, or the broker's default for public/default's. Every wait is bounded; an effect that must
+ * not happen is checked either after the same effect was seen elsewhere or with no policy left that
+ * could cause it.
  */
 #include "policies.h"
 
@@ -145,6 +147,14 @@ Test(ns_policies, retention_applies_to_open_topics)
     wait_ledgers(trimmed, 4);
     int n = ledger_count(kept);
     cr_assert_geq(n, 10, "nsp/ns retains everything, yet %d ledgers are left of 10", n);
+    /* What each topic runs with, as the admin API reports it. */
+    char *applied = topic_get(kept, "retention?applied=true");
+    cr_assert_eq(json_int(applied, "retentionSizeInMB"), -1, "applied retention: %s", applied);
+    free(applied);
+    applied = topic_get(trimmed, "retention?applied=true");
+    cr_assert_eq(json_int(applied, "retentionSizeInMB"), 1, "applied retention: %s", applied);
+    cr_assert_eq(json_int(applied, "retentionTimeInMinutes"), 0, "applied: %s", applied);
+    free(applied);
     long long pk_since = connected_since(kept, "publishers");
     long long kk_since = connected_since(kept, "consumers");
 
@@ -317,6 +327,13 @@ static void quota_set(const char *policy)
     cr_assert_eq(json_int(q, "limitSize"), 20000, "%s", answer);
     cr_assert_eq(stat_get(HELD, "backlogQuotaLimitSize"), 20000);
     cr_assert_eq(stat_get(FREE, "backlogQuotaLimitSize"), -1);
+    char *applied = topic_get(HELD, "backlogQuotaMap?applied=true");
+    cr_assert_not_null(strstr(applied, pol), "applied backlogQuotaMap: %s", applied);
+    cr_assert_eq(json_int(applied, "limitSize"), 20000, "applied backlogQuotaMap: %s", applied);
+    free(applied);
+    applied = topic_get(FREE, "backlogQuotaMap?applied=true");
+    cr_assert_eq(json_int(applied, "limitSize"), -1, "applied backlogQuotaMap: %s", applied);
+    free(applied);
 }
 
 static void quota_remove(void)

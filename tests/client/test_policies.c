@@ -9,10 +9,12 @@
  * policies.ttl_expires_old_messages: TTL 5 s; 12 messages wait on a subscription without
  *   consumer until its backlog is 0 (stats: totalMsgExpired 12; /metrics counts them); 5 more
  *   are then written and a consumer of the subscription receives exactly those, in order.
+ *   The topic's messageTTL?applied=true answers the broker's default, 5.
  * policies.quota_hold_blocks_producers_until_cleared: backlog quota 20000 bytes,
  *   producer_request_hold; once the backlog is over it, the producer that wrote it is closed and
  *   holds a new message, a new producer is not created, and both go on once the subscription is
  *   cleared (skip_all): the new producer is created, every message is stored.
+ *   backlogQuotaMap?applied=true answers the broker's default quota.
  * policies.quota_exception_fails_sends: the same with producer_exception: the writing
  *   producer's sends fail (MG_EPERM, the broker's reason in pc_last_error), a new producer is
  *   refused at once; after skip_all the first producer sends again.
@@ -21,7 +23,7 @@
  *   messages, contiguous up to the last, the oldest gone.
  * policies.quota_age_eviction_expires_old_messages: a message_age quota of 4 s with
  *   consumer_backlog_eviction: 10 messages leave the backlog once older; 3 newer ones are what
- *   a consumer then receives.
+ *   a consumer then receives. backlogQuotaMap?applied=true has its message_age quota.
  * policies.quota_age_refuses_producers: a message_age quota of 1 s with producer_exception: new
  *   producers are refused once the unacknowledged message is older, and accepted again after
  *   skip_all.
@@ -97,6 +99,10 @@ Test(policies, ttl_expires_old_messages)
     wait_stat(topic, "msgBacklog", 0, 0);
     cr_assert_eq(stat_get(topic, "totalMsgExpired"), 12);
     cr_assert_eq(metric("magnetar_broker_expired_messages_total"), 12.0);
+    /* The TTL the topic runs with, the broker's default, as the admin API reports it. */
+    char *applied = topic_get(topic, "messageTTL?applied=true");
+    cr_assert_eq(strtoll(applied, NULL, 10), 5, "applied messageTTL: %s", applied);
+    free(applied);
 
     /* Newer messages stay; a consumer gets those only. */
     for (uint32_t i = 12; i < 17; i++)
@@ -125,6 +131,12 @@ Test(policies, quota_hold_blocks_producers_until_cleared)
     start(extra);
     const char *topic = "held";
     subscription_create(topic);
+    char *applied = topic_get(topic, "backlogQuotaMap?applied=true");
+    const char *q = strstr(applied, "\"destination_storage\":{");
+    cr_assert_not_null(q, "applied backlogQuotaMap: %s", applied);
+    cr_assert_eq(json_int(q, "limitSize"), 20000, "applied backlogQuotaMap: %s", applied);
+    cr_assert_not_null(strstr(q, "\"policy\":\"producer_request_hold\""), "%s", applied);
+    free(applied);
     pc_producer *p1 = producer_open(topic);
     sends s1 = { 0 };
     overfill(p1, &s1);
@@ -284,6 +296,12 @@ Test(policies, quota_age_eviction_expires_old_messages)
     cr_assert_eq(metric("magnetar_broker_backlog_evicted_messages_total"), 10.0);
     cr_assert_eq(stat_get(topic, "backlogQuotaLimitTime"), 4);
     cr_assert_eq(stat_get(topic, "backlogQuotaLimitSize"), -1);
+    char *applied = topic_get(topic, "backlogQuotaMap?applied=true");
+    const char *q = strstr(applied, "\"message_age\":{");
+    cr_assert_not_null(q, "applied backlogQuotaMap: %s", applied);
+    cr_assert_eq(json_int(q, "limitTime"), 4, "applied backlogQuotaMap: %s", applied);
+    cr_assert_not_null(strstr(q, "\"policy\":\"consumer_backlog_eviction\""), "%s", applied);
+    free(applied);
     for (uint32_t i = 10; i < 13; i++)
         cr_assert_eq(send_seq(p, i, 100, &s), MG_OK);
     wait_sends(&s, 13);
