@@ -4,7 +4,8 @@
  * on one loop (g_client, g_loop), the admin API and metrics read back, a producer's sends and a
  * consumer's messages counted, and bounded waits for a stat to reach a value. Each test program
  * includes it once (static functions, one copy per program) and declares its own TestSuite with
- * suite_init and suite_fini.
+ * suite_init and suite_fini, and its own start() (sah_start in the test's own file is what
+ * tests/CMakeLists.txt looks for to run it a second time with --prefetch off).
  *
  * A topic is named either short ("name", in public/default) or in full
  * ("persistent://tenant/ns/name"); the admin paths follow.
@@ -56,13 +57,6 @@ static inline void suite_fini(void)
     if (!g_passed)
         sah_dump_log(&g_sa);
     sah_destroy(&g_sa);
-}
-
-static inline void start(const char *const *extra)
-{
-    int rc = sah_start(&g_sa, extra);
-    cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
-    g_client = cs_client_open(&g_loop, g_sa.broker_port, CLIENT_OP_MS);
 }
 
 static inline void finish(void)

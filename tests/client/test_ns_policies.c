@@ -36,6 +36,14 @@
 
 TestSuite(ns_policies, .init = suite_init, .fini = suite_fini, .timeout = 120);
 
+/* Starts the standalone with extra arguments and opens g_client on it. */
+static void start(const char *const *extra)
+{
+    int rc = sah_start(&g_sa, extra);
+    cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
+    g_client = cs_client_open(&g_loop, g_sa.broker_port, CLIENT_OP_MS);
+}
+
 #define NS         "/admin/v2/namespaces/nsp/ns"
 #define NO_TTL_MS  3000 /* messages must outlive a removed 1 s TTL this long */
 #define CLI_MS     20000

@@ -35,6 +35,14 @@
 
 TestSuite(policies, .init = suite_init, .fini = suite_fini, .timeout = 120);
 
+/* Starts the standalone with extra arguments and opens g_client on it. */
+static void start(const char *const *extra)
+{
+    int rc = sah_start(&g_sa, extra);
+    cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
+    g_client = cs_client_open(&g_loop, g_sa.broker_port, CLIENT_OP_MS);
+}
+
 /* ---- retention ------------------------------------------------------------------------------ */
 
 Test(policies, retention_keeps_the_newest_within_size)
