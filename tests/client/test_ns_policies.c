@@ -21,6 +21,9 @@
  *   refuses a new one; consumer_backlog_eviction cuts the backlog to the limit while every send
  *   succeeds. Removing the quota lets the producers back (the backlog still over 20000 bytes),
  *   or, for eviction, lets the backlog grow again.
+ * ns_policies.quota_age_eviction: a message_age quota of 1 s with consumer_backlog_eviction set
+ *   on nsp/ns over 30 waiting messages evicts them, not public/default's; removed, 3 newer
+ *   messages stay for 3 s and a consumer gets exactly those.
  *
  * Every REST answer is read back: GET returns what was set, with Pulsar's field names, and 204
  * once removed; a topic's retention or backlogQuotaMap ?applied=true answers its namespace's
@@ -479,6 +482,54 @@ Test(ns_policies, quota_eviction)
     cr_assert_eq(g.seq[g.count - 1], 69);
     for (uint32_t i = 1; i < g.count; i++)
         cr_assert_eq(g.seq[i], g.seq[0] + i, "message %u where %u was due", g.seq[i], g.seq[0] + i);
+    cr_assert_eq(cs_consumer_close(&g_loop, k, WAIT_MS), MG_OK);
+    cs_producer_close(&g_loop, ph, WAIT_MS);
+    cs_producer_close(&g_loop, pf, WAIT_MS);
+    finish();
+}
+
+/* message_age with consumer_backlog_eviction, set on nsp/ns over 30 messages already waiting:
+ * they leave the backlog (those of public/default, as old, stay); removed, newer messages stay
+ * for NO_TTL_MS, longer than the 1 s limit. */
+Test(ns_policies, quota_age_eviction)
+{
+    pc_producer *ph, *pf;
+    sends sh = { 0 }, sf = { 0 };
+    quota_setup(&ph, &pf, &sh, &sf);
+    char answer[ANSWER_MAX];
+    admin("POST", NS "/backlogQuota?backlogQuotaType=message_age",
+          "{\"limitTime\":1,\"policy\":\"consumer_backlog_eviction\"}", 204, NULL, 0);
+    ns_get("/backlogQuotaMap", answer, sizeof(answer));
+    const char *q = strstr(answer, "\"message_age\":{");
+    cr_assert_not_null(q, "no message_age in %s", answer);
+    cr_assert_eq(json_int(q, "limitTime"), 1, "%s", answer);
+    cr_assert_eq(json_int(q, "limitSize"), -1, "%s", answer);
+    cr_assert_not_null(strstr(q, "\"policy\":\"consumer_backlog_eviction\""), "%s", answer);
+    cr_assert_null(strstr(answer, "destination_storage"), "%s", answer);
+    cr_assert_eq(stat_get(HELD, "backlogQuotaLimitTime"), 1);
+    cr_assert_eq(stat_get(FREE, "backlogQuotaLimitTime"), -1);
+
+    wait_stat(HELD, "msgBacklog", 0, 0);
+    cr_assert_eq(stat_get(FREE, "msgBacklog"), 30, "public/default's backlog was evicted");
+    cr_assert_eq(metric("magnetar_broker_backlog_evicted_messages_total"), 30.0);
+
+    admin("DELETE", NS "/backlogQuota?backlogQuotaType=message_age", NULL, 204, NULL, 0);
+    ns_get("/backlogQuotaMap", answer, sizeof(answer));
+    cr_assert_null(strstr(answer, "message_age"), "quota left: %s", answer);
+    cr_assert_eq(stat_get(HELD, "backlogQuotaLimitTime"), -1);
+    for (uint32_t i = 30; i < 33; i++)
+        cr_assert_eq(send_seq(ph, i, 100, &sh), MG_OK);
+    wait_sends(&sh, 33);
+    cr_assert_eq(sh.ok, 33);
+    mgt_run_for(&g_loop, NO_TTL_MS);
+    cr_assert_eq(stat_get(HELD, "msgBacklog"), 3, "messages evicted without a quota");
+    got g = { 0 };
+    pc_consumer *k = subscribe(HELD, &g);
+    wait_got(&g, 3);
+    mgt_run_for(&g_loop, QUIET_MS);
+    cr_assert_eq(g.count, 3, "%u messages received, 3 expected", g.count);
+    for (uint32_t i = 0; i < 3; i++)
+        cr_assert_eq(g.seq[i], 30 + i, "message %u where %u was due", g.seq[i], 30 + i);
     cr_assert_eq(cs_consumer_close(&g_loop, k, WAIT_MS), MG_OK);
     cs_producer_close(&g_loop, ph, WAIT_MS);
     cs_producer_close(&g_loop, pf, WAIT_MS);
