@@ -2041,6 +2041,11 @@ static int64_t default_retention_mb(const br_broker *b)
     return bytes < 0 ? -1 : bytes >> 20;
 }
 
+static int64_t default_ttl_s(const br_broker *b)
+{
+    return b->opts.ttl_default_s > 0 ? b->opts.ttl_default_s : 0;
+}
+
 static json_t *quota_json(int64_t limit_bytes, int64_t limit_s, br_backlog_policy p)
 {
     return json_pack("{s:I,s:I,s:I,s:s}", "limit", (json_int_t)limit_bytes, "limitSize",
@@ -2072,7 +2077,7 @@ static void topic_policy_reply(ns_req *r)
     case OP_TOPIC_TTL:
         v = json_integer(p != NULL && p->message_ttl_seconds != BR_POLICY_UNSET
                              ? (json_int_t)p->message_ttl_seconds
-                             : 0);
+                             : (json_int_t)default_ttl_s(r->b));
         break;
     case OP_TOPIC_QUOTA_MAP:
         v = json_object();
@@ -2083,10 +2088,17 @@ static void topic_policy_reply(ns_req *r)
                                 quota_json(p->backlog_limit_bytes, -1, p->backlog_size_policy));
         else
             json_object_set_new(v, "destination_storage",
-                                quota_json(-1, -1, BR_BACKLOG_PRODUCER_REQUEST_HOLD));
+                                quota_json(r->b->opts.backlog_quota_limit_bytes > 0
+                                               ? r->b->opts.backlog_quota_limit_bytes
+                                               : -1,
+                                           -1, (br_backlog_policy)r->b->opts.backlog_quota_policy));
         if (p != NULL && p->backlog_limit_seconds != BR_POLICY_UNSET)
             json_object_set_new(v, "message_age",
                                 quota_json(-1, p->backlog_limit_seconds, p->backlog_age_policy));
+        else if (r->b->opts.backlog_quota_limit_s > 0)
+            json_object_set_new(v, "message_age",
+                                quota_json(-1, r->b->opts.backlog_quota_limit_s,
+                                           (br_backlog_policy)r->b->opts.backlog_quota_policy));
         break;
     default:
         break;

@@ -475,6 +475,9 @@ static void quota_check(br_topic *t)
     br_policy p;
     br_policy_effective(t, &p);
     if (p.backlog_limit_bytes < 0 && p.backlog_limit_s < 0) {
+        if (t->quota_exceeded)
+            MG_INFO("broker: topic %s: no backlog quota any more: producers are accepted again",
+                    t->name.full);
         t->quota_exceeded = false;
         return;
     }

@@ -20,7 +20,7 @@
  *    timestamp, message index = offset of its last message counting from 0 in the topic;
  *    written and read with the pulsar module's codec, pw_bem_encode and pw_bem_parse), so
  *    positions can be found by time and by message offset. Retention deletes ledgers that every
- *    cursor has consumed and that are outside the retention time and size. A managed ledger that
+ *    cursor has consumed and that are outside the retention time or size. A managed ledger that
  *    is not open is deleted for good (its cursors, its ledgers, its node) by ml_delete_stored.
  *    A terminated managed ledger (ml_terminate, Pulsar's "terminate topic") takes no entry ever
  *    again, also after a restart; it is still read, searched, trimmed and closed.
@@ -155,10 +155,11 @@ typedef struct ml_config {
     int64_t entries_per_ledger_max; /* roll over after this many entries; 0 = 50000 (Pulsar) */
     int64_t ledger_bytes_max;       /* roll over after this many bytes; 0 = 2 GiB */
     int64_t ledger_age_ms_max;      /* roll over a ledger older than this; 0 = 4 h (Pulsar) */
-    int64_t retention_time_ms;      /* keep consumed ledgers this long; 0 = delete at once,
-                                       -1 = forever */
-    int64_t retention_bytes;        /* keep consumed ledgers up to this size; 0 = none,
-                                       -1 = unlimited */
+    int64_t retention_time_ms;      /* keep consumed ledgers this long; -1 = forever */
+    int64_t retention_bytes;        /* keep consumed ledgers up to this size; -1 = unlimited.
+                                       A consumed ledger goes once it is outside either limit;
+                                       both 0: at once; a 0 beside a non-zero other: that one
+                                       does not limit (see managed.c, RETENTION) */
 } ml_config;
 
 /* An entry as stored: the broker's prefix parsed, the payload as the client sent it. */

@@ -104,12 +104,14 @@
  *   the last of the list) is deleted when all three hold:
  *     - it is entirely before pos (L < pos.ledger_id, or L == pos.ledger_id and L's entry count
  *       <= pos.entry_id);
- *     - it is outside retention_time_ms: retention 0, or retention > 0 and now - L's close
- *       time >= retention (-1 keeps forever);
- *     - it is outside retention_bytes: retention 0, or retention > 0 and the consumed ledgers
- *       from L onwards (those entirely before pos) hold more than retention bytes (-1 keeps
- *       everything).
- *   So a consumed ledger is kept while it is within the time OR within the size retention.
+ *     - it is outside retention, as Pulsar's ManagedLedgerImpl trims: with both limits 0,
+ *       always (no retention); otherwise when it is outside either limit that is > 0:
+ *       retention_time_ms > 0 and now - L's close time >= retention_time_ms, or
+ *       retention_bytes > 0 and the consumed ledgers from L onwards (those entirely before
+ *       pos) hold more than retention_bytes. A limit of -1 (forever, unlimited) never
+ *       deletes, nor does a limit of 0 beside a non-zero other (Pulsar refuses such a pair in
+ *       a namespace's policies; a broker default of 60 minutes and 0 MB means 60 minutes).
+ *   So a consumed ledger is kept while it is within the time AND within the size retention.
  *   The list is written first (CAS); then each ledger is deleted from its bookies and metadata.
  *
  * READS
@@ -1404,11 +1406,12 @@ static size_t ml__trim_count(const ml_managed *ml)
         consumed_bytes += ml->ledgers[i].size;
     int64_t now = mg_clock_wall_ms();
     size_t n = 0;
+    bool none = rt == 0 && rb == 0;
     for (; n < consumed; n++) {
         const ml__linfo *li = &ml->ledgers[n];
-        bool time_out = rt == 0 || (rt > 0 && now - li->timestamp_ms >= rt);
-        bool size_out = rb == 0 || (rb > 0 && consumed_bytes > rb);
-        if (!time_out || !size_out)
+        bool time_out = rt > 0 && now - li->timestamp_ms >= rt;
+        bool size_out = rb > 0 && consumed_bytes > rb;
+        if (!none && !time_out && !size_out)
             break;
         consumed_bytes -= li->size;
     }

@@ -9,10 +9,12 @@
  * policies.ttl_expires_old_messages: TTL 5 s; 12 messages wait on a subscription without
  *   consumer until its backlog is 0 (stats: totalMsgExpired 12; /metrics counts them); 5 more
  *   are then written and a consumer of the subscription receives exactly those, in order.
+ *   The topic's messageTTL?applied=true answers the broker's default, 5.
  * policies.quota_hold_blocks_producers_until_cleared: backlog quota 20000 bytes,
  *   producer_request_hold; once the backlog is over it, the producer that wrote it is closed and
  *   holds a new message, a new producer is not created, and both go on once the subscription is
  *   cleared (skip_all): the new producer is created, every message is stored.
+ *   backlogQuotaMap?applied=true answers the broker's default quota.
  * policies.quota_exception_fails_sends: the same with producer_exception: the writing
  *   producer's sends fail (MG_EPERM, the broker's reason in pc_last_error), a new producer is
  *   refused at once; after skip_all the first producer sends again.
@@ -21,7 +23,7 @@
  *   messages, contiguous up to the last, the oldest gone.
  * policies.quota_age_eviction_expires_old_messages: a message_age quota of 4 s with
  *   consumer_backlog_eviction: 10 messages leave the backlog once older; 3 newer ones are what
- *   a consumer then receives.
+ *   a consumer then receives. backlogQuotaMap?applied=true has its message_age quota.
  * policies.quota_age_refuses_producers: a message_age quota of 1 s with producer_exception: new
  *   producers are refused once the unacknowledged message is older, and accepted again after
  *   skip_all.
@@ -29,297 +31,16 @@
  * Every wait runs the loop with a deadline (no assertion on how long an effect takes, only that
  * it comes within a generous bound); every loop is bounded.
  */
-#include <criterion/criterion.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <uv.h>
-
-#include "client/client.h"
-#include "common/error.h"
-#include "common/log.h"
-#include "support/client_sync.h"
-#include "support/created.h"
-#include "support/loop_wait.h"
-#include "support/sa_harness.h"
-
-#define WAIT_MS           10000 /* an answer */
-#define EFFECT_MS         20000 /* a policy taking effect */
-#define HOLD_MS           1500  /* "still not created / still held" is checked over this long */
-#define QUIET_MS          1000  /* "nothing more arrives" is checked over this long */
-#define CLIENT_OP_MS      30000 /* the client's operation timeout: a held creation's bound */
-#define STATS_BYTES_MAX   65536
-#define METRICS_BYTES_MAX (1024 * 1024)
-#define SEQ_MAX           256u
-#define QUOTA_BYTES       "20000"
-#define CHECKS            "200ms"
-
-static sah_standalone g_sa;
-static bool g_passed;
-static uv_loop_t g_loop;
-static pc_client *g_client;
-
-static void suite_init(void)
-{
-    signal(SIGPIPE, SIG_IGN);
-    mg_log_set_level(MG_LOG_WARN);
-    g_passed = false;
-    cr_assert_eq(uv_loop_init(&g_loop), 0);
-}
-
-static void suite_fini(void)
-{
-    if (!g_passed)
-        sah_dump_log(&g_sa);
-    sah_destroy(&g_sa);
-}
+#include "policies.h"
 
 TestSuite(policies, .init = suite_init, .fini = suite_fini, .timeout = 120);
 
+/* Starts the standalone with extra arguments and opens g_client on it. */
 static void start(const char *const *extra)
 {
     int rc = sah_start(&g_sa, extra);
     cr_assert_eq(rc, MG_OK, "standalone not started: %s", mg_strerror(rc));
     g_client = cs_client_open(&g_loop, g_sa.broker_port, CLIENT_OP_MS);
-}
-
-static void finish(void)
-{
-    cs_client_close(&g_loop, g_client, WAIT_MS);
-    g_client = NULL;
-    uv_run(&g_loop, UV_RUN_NOWAIT);
-    cr_assert_eq(uv_loop_close(&g_loop), 0, "handles left open on the loop");
-    int status = 0;
-    int rc = sah_stop(&g_sa, &status);
-    cr_assert_eq(rc, MG_OK, "standalone stop: %s (wait status %d)", mg_strerror(rc), status);
-    g_passed = true;
-}
-
-/* ---- admin API and metrics ------------------------------------------------------------------ */
-
-static char *http_get(const char *path, size_t cap)
-{
-    char *body = malloc(cap);
-    cr_assert_not_null(body);
-    int code = sah_http(&g_sa, "GET", path, NULL, body, cap);
-    cr_assert_eq(code, 200, "GET %s: %d", path, code);
-    return body;
-}
-
-static char *topic_get(const char *topic, const char *what)
-{
-    char path[256];
-    snprintf(path, sizeof(path), "/admin/v2/persistent/public/default/%s/%s", topic, what);
-    return http_get(path, STATS_BYTES_MAX);
-}
-
-static long long json_int(const char *text, const char *key)
-{
-    char k[96];
-    snprintf(k, sizeof(k), "\"%s\":", key);
-    const char *at = strstr(text, k);
-    cr_assert_not_null(at, "no %s in %s", key, text);
-    return strtoll(at + strlen(k), NULL, 10);
-}
-
-/* A number of the topic's stats (the first field of that name: the topic's own, or the only
- * subscription's). */
-static long long stat_get(const char *topic, const char *key)
-{
-    char *text = topic_get(topic, "stats");
-    long long v = json_int(text, key);
-    free(text);
-    return v;
-}
-
-static int ledger_count(const char *topic)
-{
-    char *text = topic_get(topic, "internalStats");
-    int n = 0;
-    for (const char *p = strstr(text, "\"ledgerId\":"); p != NULL;
-         p = strstr(p + 1, "\"ledgerId\":"))
-        n++;
-    free(text);
-    return n;
-}
-
-static double metric(const char *name)
-{
-    char *text = http_get("/metrics", METRICS_BYTES_MAX);
-    size_t len = strlen(name);
-    double v = -1;
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        if (strncmp(line, name, len) == 0 && line[len] == ' ') {
-            v = strtod(line + len + 1, NULL);
-            break;
-        }
-        line = strchr(line, '\n');
-        if (line != NULL)
-            line++;
-    }
-    free(text);
-    cr_assert_geq(v, 0, "metric %s not on /metrics", name);
-    return v;
-}
-
-static void skip_all(const char *topic)
-{
-    char path[256];
-    snprintf(path, sizeof(path), "/admin/v2/persistent/public/default/%s/subscription/sub/skip_all",
-             topic);
-    int code = sah_http(&g_sa, "POST", path, "", NULL, 0);
-    cr_assert(code >= 200 && code < 300, "POST %s: %d", path, code);
-}
-
-/* Polls stat_get(topic, key) until cmp(value) holds, at most EFFECT_MS. */
-typedef struct stat_wait {
-    const char *topic, *key;
-    long long bound;
-    int sign; /* -1: value <= bound; 0: value == bound; 1: value > bound */
-    long long last;
-} stat_wait;
-
-static bool stat_reached(void *arg)
-{
-    stat_wait *w = arg;
-    w->last = stat_get(w->topic, w->key);
-    return w->sign < 0    ? w->last <= w->bound
-           : w->sign == 0 ? w->last == w->bound
-                          : w->last > w->bound;
-}
-
-/* mgt_run_until checks cond after every loop turn; asking the broker that often is wasteful, so
- * the poll runs the loop for 100 ms between two questions. */
-static void wait_stat(const char *topic, const char *key, int sign, long long bound)
-{
-    stat_wait w = { .topic = topic, .key = key, .bound = bound, .sign = sign };
-    int64_t deadline = sah_now_ms() + EFFECT_MS;
-    while (!stat_reached(&w)) {
-        cr_assert_lt(sah_now_ms(), deadline, "%s of %s is %lld, waited for %s %lld", key, topic,
-                     w.last,
-                     sign < 0    ? "<="
-                     : sign == 0 ? "=="
-                                 : ">",
-                     bound);
-        mgt_run_for(&g_loop, 100);
-    }
-}
-
-/* ---- producing ------------------------------------------------------------------------------ */
-
-typedef struct sends {
-    uint32_t ok, failed[3]; /* failed: [0] MG_EPERM, [1] MG_ETIMEDOUT, [2] other */
-    uint32_t called;
-} sends;
-
-static void sent(int status, const pc_message_id *id, void *arg)
-{
-    (void)id;
-    sends *s = arg;
-    s->called++;
-    if (status == MG_OK)
-        s->ok++;
-    else
-        s->failed[status == MG_EPERM ? 0 : status == MG_ETIMEDOUT ? 1 : 2]++;
-}
-
-typedef struct sends_target {
-    const sends *s;
-    uint32_t count;
-} sends_target;
-
-static bool sends_reached(void *arg)
-{
-    const sends_target *t = arg;
-    return t->s->called >= t->count;
-}
-
-static void wait_sends(const sends *s, uint32_t count)
-{
-    sends_target t = { s, count };
-    cr_assert(mgt_run_until(&g_loop, sends_reached, &t, EFFECT_MS),
-              "%u of %u sends answered (%u ok)", s->called, count, s->ok);
-}
-
-/* Sends "seq=<n>" padded with '.' to size bytes. Returns pc_send's status. */
-static int send_seq(pc_producer *p, uint32_t seq, size_t size, sends *s)
-{
-    static char buf[70000];
-    cr_assert_leq(size, sizeof(buf));
-    memset(buf, '.', size);
-    int n = snprintf(buf, sizeof(buf), "seq=%u", seq);
-    buf[n] = size > (size_t)n ? '.' : '\0';
-    pc_message m = { .payload = (const uint8_t *)buf,
-                     .payload_len = size > (size_t)n ? size : (size_t)n };
-    return pc_send(p, &m, sent, s);
-}
-
-static pc_producer *producer_open(const char *topic)
-{
-    pc_producer_opts po = { .topic = topic, .send_timeout_ms = 60000 };
-    return cs_producer_open(&g_loop, g_client, &po, WAIT_MS);
-}
-
-/* ---- consuming: every message in order --------------------------------------------------- */
-
-typedef struct got {
-    uint32_t seq[SEQ_MAX];
-    uint32_t count;
-} got;
-
-static void got_message(pc_consumer *k, const pc_received *m, void *arg)
-{
-    got *g = arg;
-    char text[32] = { 0 };
-    memcpy(text, m->payload, m->payload_len < sizeof(text) - 1 ? m->payload_len : sizeof(text) - 1);
-    unsigned seq = 0;
-    cr_assert_eq(sscanf(text, "seq=%u", &seq), 1, "not a test message: '%s'", text);
-    cr_assert_lt(g->count, SEQ_MAX);
-    g->seq[g->count++] = seq;
-    cr_assert_eq(pc_ack_cumulative(k, &m->id), MG_OK);
-}
-
-static pc_consumer *subscribe(const char *topic, got *g)
-{
-    created c = { 0 };
-    pc_consumer_opts co = { .topic = topic,
-                            .subscription = "sub",
-                            .type = PC_SUB_EXCLUSIVE,
-                            .initial_position = PC_INITIAL_EARLIEST,
-                            .on_message = got_message,
-                            .arg = g };
-    cr_assert_eq(pc_subscribe(g_client, &co, consumer_created, &c), MG_OK);
-    cr_assert(mgt_run_until(&g_loop, mgt_flag_set, &c.done, WAIT_MS), "subscription not answered");
-    cr_assert_eq(c.status, MG_OK, "subscribe: %s (%s)", mg_strerror(c.status),
-                 pc_last_error(g_client));
-    return c.obj;
-}
-
-/* The durable subscription "sub" from the start, without a consumer. */
-static void subscription_create(const char *topic)
-{
-    got none = { 0 };
-    cr_assert_eq(cs_consumer_close(&g_loop, subscribe(topic, &none), WAIT_MS), MG_OK);
-    cr_assert_eq(none.count, 0);
-}
-
-typedef struct got_target {
-    const got *g;
-    uint32_t count;
-} got_target;
-
-static bool got_reached(void *arg)
-{
-    const got_target *t = arg;
-    return t->g->count >= t->count;
-}
-
-static void wait_got(const got *g, uint32_t count)
-{
-    got_target t = { g, count };
-    cr_assert(mgt_run_until(&g_loop, got_reached, &t, EFFECT_MS), "%u of %u messages received",
-              g->count, count);
 }
 
 /* ---- retention ------------------------------------------------------------------------------ */
@@ -386,6 +107,10 @@ Test(policies, ttl_expires_old_messages)
     wait_stat(topic, "msgBacklog", 0, 0);
     cr_assert_eq(stat_get(topic, "totalMsgExpired"), 12);
     cr_assert_eq(metric("magnetar_broker_expired_messages_total"), 12.0);
+    /* The TTL the topic runs with, the broker's default, as the admin API reports it. */
+    char *applied = topic_get(topic, "messageTTL?applied=true");
+    cr_assert_eq(strtoll(applied, NULL, 10), 5, "applied messageTTL: %s", applied);
+    free(applied);
 
     /* Newer messages stay; a consumer gets those only. */
     for (uint32_t i = 12; i < 17; i++)
@@ -407,14 +132,6 @@ Test(policies, ttl_expires_old_messages)
 /* ---- backlog quotas ---------------------------------------------------------------------------
  */
 
-/* Queues 30 messages of 1000 bytes: 30 KB of backlog, over the 20000-byte quota (the quota check
- * may close the producer while it writes them). */
-static void overfill(pc_producer *p, sends *s)
-{
-    for (uint32_t i = 0; i < 30; i++)
-        cr_assert_eq(send_seq(p, i, 1000, s), MG_OK);
-}
-
 Test(policies, quota_hold_blocks_producers_until_cleared)
 {
     const char *const extra[] = { "--backlog-quota-default-limit-bytes", QUOTA_BYTES,
@@ -422,6 +139,12 @@ Test(policies, quota_hold_blocks_producers_until_cleared)
     start(extra);
     const char *topic = "held";
     subscription_create(topic);
+    char *applied = topic_get(topic, "backlogQuotaMap?applied=true");
+    const char *q = strstr(applied, "\"destination_storage\":{");
+    cr_assert_not_null(q, "applied backlogQuotaMap: %s", applied);
+    cr_assert_eq(json_int(q, "limitSize"), 20000, "applied backlogQuotaMap: %s", applied);
+    cr_assert_not_null(strstr(q, "\"policy\":\"producer_request_hold\""), "%s", applied);
+    free(applied);
     pc_producer *p1 = producer_open(topic);
     sends s1 = { 0 };
     overfill(p1, &s1);
@@ -581,6 +304,12 @@ Test(policies, quota_age_eviction_expires_old_messages)
     cr_assert_eq(metric("magnetar_broker_backlog_evicted_messages_total"), 10.0);
     cr_assert_eq(stat_get(topic, "backlogQuotaLimitTime"), 4);
     cr_assert_eq(stat_get(topic, "backlogQuotaLimitSize"), -1);
+    char *applied = topic_get(topic, "backlogQuotaMap?applied=true");
+    const char *q = strstr(applied, "\"message_age\":{");
+    cr_assert_not_null(q, "applied backlogQuotaMap: %s", applied);
+    cr_assert_eq(json_int(q, "limitTime"), 4, "applied backlogQuotaMap: %s", applied);
+    cr_assert_not_null(strstr(q, "\"policy\":\"consumer_backlog_eviction\""), "%s", applied);
+    free(applied);
     for (uint32_t i = 10; i < 13; i++)
         cr_assert_eq(send_seq(p, i, 100, &s), MG_OK);
     wait_sends(&s, 13);
