@@ -1,6 +1,7 @@
 /* Managed-ledger retention (real bookies and the real embedded metadata store, through
  * managed_util.h): consumed ledgers deleted (metadata and bookie data) with no time or size
- * rule, kept by a time rule, and the newest kept up to a size rule.
+ * rule, kept by a time rule, the newest kept up to a size rule, and cut by either rule when both
+ * are set.
  * Everything runs on one loop in the test thread (managed_util.h), and every wait is bounded. */
 #include "unit/ledger/managed_util.h"
 
@@ -97,6 +98,46 @@ Test(managed, retention_bytes_keeps_the_newest)
         uv_run(&t.loop, UV_RUN_NOWAIT);
     cr_assert_eq(ml_entries_total(ml), 12);
     cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[5]), 0);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    teardown_env();
+}
+
+/* Both limits set: a consumed ledger goes once it is outside either (as Pulsar trims), so a size
+ * rule cuts ledgers that are still within the time rule, and a time rule of -1 does not keep
+ * what the size rule lets go. */
+Test(managed, retention_outside_either_limit)
+{
+    setup_env(1, 1, 1, 1, 0);
+    ml_config cfg = { .retention_time_ms = 0, .retention_bytes = 0 };
+    ml_managed *ml;
+    static adds a;
+    retention_fixture(&cfg, &ml, &a);
+    Magnetar__Ledger__ManagedLedgerInfo *info = info_get(NAME);
+    int64_t l1_size = info->ledgers[1]->size, l2_size = info->ledgers[2]->size;
+    magnetar__ledger__managed_ledger_info__free_unpacked(info, NULL);
+    cr_assert_eq(close_ml(ml), MG_OK);
+    /* Within the hour, but L0 is outside L1's size: it goes; L1 stays. */
+    cfg.retention_time_ms = 3600 * 1000;
+    cfg.retention_bytes = l1_size;
+    ml = open_ml(t.env, NAME, &cfg, MG_OK);
+    ml_set_oldest_needed(ml, a.pos[10]);
+    RUN_UNTIL(ml_entries_total(ml) == 12);
+    for (int i = 0; i < 50; i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(ml_entries_total(ml), 12);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[5]), 0);
+    /* Forever by time, and a byte less than L1 and L2 by size: once L2 is consumed too, L1 is
+     * outside the size and goes, L2 stays. */
+    cr_assert_eq(ml_set_retention(ml, -1, l1_size + l2_size - 1), MG_OK);
+    ml_set_oldest_needed(ml, a.pos[15]);
+    RUN_UNTIL(ml_entries_total(ml) == 7);
+    cr_assert_eq(ml_position_cmp(ml_first_position(ml), a.pos[10]), 0);
+    /* Forever and unlimited: nothing more goes. */
+    cr_assert_eq(ml_set_retention(ml, -1, -1), MG_OK);
+    ml_set_oldest_needed(ml, a.pos[16]);
+    for (int i = 0; i < 50; i++)
+        uv_run(&t.loop, UV_RUN_NOWAIT);
+    cr_assert_eq(ml_entries_total(ml), 7);
     cr_assert_eq(close_ml(ml), MG_OK);
     teardown_env();
 }
