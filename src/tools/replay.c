@@ -295,6 +295,8 @@ typedef struct rp_run {
     char *buf;
     size_t len;
     rp_rec *recs;
+    char *line; /* the json line being built, kept for the next one */
+    size_t line_len, line_cap;
     size_t rec_count;
     uint64_t flushed_ms;
     /* rate */
@@ -539,96 +541,281 @@ static int sink_put(rp_run *r, rp_part *p, const pc_message_id *id, size_t paylo
 
 /* --- formats -------------------------------------------------------------------------------- */
 
-static char *base64(const uint8_t *p, size_t n)
+/* A json line is built in r->line, which grows as needed and is kept for the next message (no
+ * allocation per message), then copied to the output buffer. The text is the one jansson's
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) gives for the same object, byte for byte: ",
+ * \ and control characters escaped (\b \f \n \r \t, else \u00XX in upper-case hex), every other
+ * byte as it is. */
+
+static int line_reserve(rp_run *r, size_t more)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-    if (out == NULL)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    if (more <= r->line_cap - r->line_len)
+        return 0;
+    size_t cap = r->line_cap > 0 ? r->line_cap : 4096;
+    while (cap - r->line_len < more) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
     }
-    out[o] = '\0';
-    return out;
+    char *b = mg_realloc(r->line, cap);
+    if (b == NULL)
+        return -1;
+    r->line = b;
+    r->line_cap = cap;
+    return 0;
 }
 
-/* The text as a JSON string when it is UTF-8; else base64 with field_enc set to "base64"
- * (and "utf8" otherwise when field_enc is given). */
-static void json_set_bytes(json_t *obj, const char *field, const char *field_enc, const void *p,
-                           size_t n)
+static int line_put(rp_run *r, const char *s, size_t n)
 {
-    json_t *s = json_stringn(n > 0 ? p : "", n);
-    if (s != NULL) {
-        json_object_set_new(obj, field, s);
-        if (field_enc != NULL)
-            json_object_set_new(obj, field_enc, json_string("utf8"));
-        return;
+    if (line_reserve(r, n) != 0)
+        return -1;
+    memcpy(r->line + r->line_len, s, n);
+    r->line_len += n;
+    return 0;
+}
+
+static int line_lit(rp_run *r, const char *s)
+{
+    return line_put(r, s, strlen(s));
+}
+
+static int line_int(rp_run *r, int64_t v)
+{
+    char t[24];
+    size_t n = sizeof(t);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        t[--n] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        t[--n] = '-';
+    return line_put(r, t + n, sizeof(t) - n);
+}
+
+/* Whether s[0..n) is UTF-8 as jansson accepts it: no overlong forms, no surrogates, nothing
+ * above U+10FFFF. */
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        /* Eight ASCII bytes at a time. */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (len == 3 && cp < 0x800) ||
+            (len == 4 && cp < 0x10000))
+            return false;
+        i += len;
     }
-    char *b = base64(p, n);
-    json_object_set_new(obj, field, b != NULL ? json_string(b) : json_null());
-    free(b);
-    if (field_enc != NULL)
-        json_object_set_new(obj, field_enc, json_string("base64"));
+    return true;
+}
+
+/* s[0..n) as a JSON string literal, quotes included. */
+static int line_str(rp_run *r, const uint8_t *s, size_t n)
+{
+    if (n > (SIZE_MAX - 2) / 6 || line_reserve(r, 6 * n + 2) != 0)
+        return -1;
+    char *o = r->line + r->line_len;
+    *o++ = '"';
+    size_t run = 0; /* start of the bytes not yet copied */
+    for (size_t i = 0; i < n; i++) {
+        /* Eight bytes at a time while none is below 0x20, " or \ (the "has a byte less than"
+         * and "has a zero byte" word tests, exact as to whether there is one). */
+        while (i + 8 <= n) {
+            const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+            uint64_t w, q, b;
+            memcpy(&w, s + i, 8);
+            q = w ^ (ones * '"');
+            b = w ^ (ones * '\\');
+            if (((w - ones * 0x20) & ~w & highs) | ((q - ones) & ~q & highs) |
+                ((b - ones) & ~b & highs))
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        memcpy(o, s + run, i - run);
+        o += i - run;
+        run = i + 1;
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        default: {
+            static const char hex[] = "0123456789ABCDEF";
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+        }
+    }
+    memcpy(o, s + run, n - run);
+    o += n - run;
+    *o++ = '"';
+    r->line_len = (size_t)(o - r->line);
+    return 0;
+}
+
+/* s[0..n) in base64, as a JSON string literal. */
+static int line_base64(rp_run *r, const uint8_t *s, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (n > SIZE_MAX / 2 || line_reserve(r, 4 * ((n + 2) / 3) + 2) != 0)
+        return -1;
+    char *o = r->line + r->line_len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= s[i + 2];
+        *o++ = tab[(v >> 18) & 63];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? tab[v & 63] : '=';
+    }
+    *o++ = '"';
+    r->line_len = (size_t)(o - r->line);
+    return 0;
+}
+
+/* The bytes as a JSON string when they are UTF-8, else in base64; *utf8 says which. */
+static int line_bytes(rp_run *r, const void *p, size_t n, bool *utf8)
+{
+    *utf8 = utf8_valid(p, n);
+    return *utf8 ? line_str(r, p, n) : line_base64(r, p, n);
+}
+
+/* The properties as a JSON object, as jansson built it: a property whose name is not UTF-8 is
+ * left out, and a name given twice keeps its first place and its last value. */
+static int line_properties(rp_run *r, const pc_received *m)
+{
+    int rc = line_put(r, "{", 1);
+    bool first = true;
+    for (size_t i = 0; i < m->property_count && rc == 0; i++) {
+        const char *k = m->properties[i].key;
+        if (k == NULL || !utf8_valid((const uint8_t *)k, strlen(k)))
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = m->properties[j].key != NULL && strcmp(m->properties[j].key, k) == 0;
+        if (seen)
+            continue;
+        size_t last = i;
+        for (size_t j = i + 1; j < m->property_count; j++) {
+            if (m->properties[j].key != NULL && strcmp(m->properties[j].key, k) == 0)
+                last = j;
+        }
+        const char *v = m->properties[last].value != NULL ? m->properties[last].value : "";
+        bool utf8;
+        if (!first)
+            rc |= line_put(r, ",", 1);
+        first = false;
+        rc |= line_str(r, (const uint8_t *)k, strlen(k));
+        rc |= line_put(r, ":", 1);
+        rc |= line_bytes(r, v, strlen(v), &utf8);
+    }
+    return rc | line_put(r, "}", 1);
 }
 
 static int write_json_line(rp_run *r, rp_part *p, const pc_received *m, const pc_message_id *id)
 {
-    json_t *o = json_object();
-    char idt[RP_POS_BYTES];
-    id_text(id, false, idt, sizeof(idt));
-    json_object_set_new(o, "messageId", json_string(idt));
-    if (r->partitioned)
-        json_object_set_new(o, "partition", json_integer(p->index));
-    json_object_set_new(o, "publishTime", json_integer(m->publish_time_ms));
-    json_object_set_new(o, "eventTime",
-                        m->event_time_ms != 0 ? json_integer(m->event_time_ms) : json_null());
-    if (m->key != NULL) {
-        json_t *k = json_stringn(m->key, m->key_len);
-        if (k != NULL) {
-            json_object_set_new(o, "key", k);
-        } else {
-            char *b = base64((const uint8_t *)m->key, m->key_len);
-            json_object_set_new(o, "key", b != NULL ? json_string(b) : json_null());
-            json_object_set_new(o, "keyEncoding", json_string("base64"));
-            free(b);
-        }
+    bool utf8;
+    r->line_len = 0;
+    /* The id as id_text writes it: "L:E:B". */
+    int rc = line_lit(r, "{\"messageId\":\"");
+    rc |= line_int(r, id->ledger_id);
+    rc |= line_put(r, ":", 1);
+    rc |= line_int(r, id->entry_id);
+    rc |= line_put(r, ":", 1);
+    rc |= line_int(r, id->batch_index);
+    rc |= line_put(r, "\"", 1);
+    if (r->partitioned) {
+        rc |= line_lit(r, ",\"partition\":");
+        rc |= line_int(r, p->index);
+    }
+    rc |= line_lit(r, ",\"publishTime\":");
+    rc |= line_int(r, m->publish_time_ms);
+    rc |= line_lit(r, ",\"eventTime\":");
+    rc |= m->event_time_ms != 0 ? line_int(r, m->event_time_ms) : line_lit(r, "null");
+    rc |= line_lit(r, ",\"key\":");
+    if (m->key == NULL) {
+        rc |= line_lit(r, "null");
     } else {
-        json_object_set_new(o, "key", json_null());
+        rc |= line_bytes(r, m->key, m->key_len, &utf8);
+        if (!utf8)
+            rc |= line_lit(r, ",\"keyEncoding\":\"base64\"");
     }
-    json_t *props = json_object();
-    for (size_t i = 0; i < m->property_count; i++) {
-        const char *v = m->properties[i].value != NULL ? m->properties[i].value : "";
-        json_t *s = json_string(v);
-        if (s == NULL) {
-            char *b = base64((const uint8_t *)v, strlen(v));
-            s = json_string(b != NULL ? b : "");
-            free(b);
-        }
-        if (m->properties[i].key != NULL)
-            json_object_set_new(props, m->properties[i].key, s);
-        else
-            json_decref(s);
-    }
-    json_object_set_new(o, "properties", props);
-    json_set_bytes(o, "payload", "payloadEncoding", m->payload, m->payload_len);
-    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    if (text == NULL) {
+    rc |= line_lit(r, ",\"properties\":");
+    rc |= line_properties(r, m);
+    rc |= line_lit(r, ",\"payload\":");
+    rc |= line_bytes(r, m->payload, m->payload_len, &utf8);
+    rc |= line_lit(r, utf8 ? ",\"payloadEncoding\":\"utf8\"}" : ",\"payloadEncoding\":\"base64\"}");
+    if (rc != 0) {
+        char idt[RP_POS_BYTES];
+        id_text(id, false, idt, sizeof(idt));
         rp_stop_run(r, RP_WHY_ERROR, "cannot encode message %s as JSON: out of memory", idt);
         return -1;
     }
-    int rc = sink_put(r, p, id, m->payload_len, text, strlen(text), "\n", 1);
-    free(text);
-    return rc;
+    return sink_put(r, p, id, m->payload_len, r->line, r->line_len, "\n", 1);
 }
 
 /* --- re-publishing -------------------------------------------------------------------------- */
@@ -1855,6 +2042,7 @@ out:
             close(r->fd);
         mg_free(r->buf);
         mg_free(r->recs);
+        mg_free(r->line);
         mg_free(r->parts);
     }
     mg_free(r);
