@@ -88,6 +88,26 @@ ID10=$(py 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[10])[
 ID19=$(py 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[19])["messageId"])' "$T_TMP/all.json")
 L=${ID10%%:*}
 
+# --- json escaping: quotes, backslashes, control characters, multi-byte UTF-8 --------------------
+# The json lines are written by replay's own encoder: every payload, key and property value must
+# come back as it was through a JSON parser. The long one puts escapes on both sides of 8-byte
+# boundaries.
+LONG="$(printf 'a%.0s' {1..37})\"$(printf 'b%.0s' {1..13})\\$(printf 'c%.0s' {1..21})"
+ESC_MSGS=("quo\"te" 'back\slash' $'tab\there' $'nl\nx' $'ctl\x01\x1f\x7f' 'é中😀 utf8' "$LONG")
+"$MG" client produce escapes -u "$URL" -k $'k\t"ey' -p $'p=v\\"\x02' \
+  -m "$(IFS=,; echo "${ESC_MSGS[*]}")" >/dev/null 2>&1
+R escapes --from earliest >"$T_TMP/esc.json" 2>/dev/null
+printf '%s\0' "${ESC_MSGS[@]}" >"$T_TMP/esc.want"
+t_check "json escaping: payloads, key and properties come back exactly through a JSON parser" py '
+import json,sys
+want=open(sys.argv[2],"rb").read().split(b"\0")[:-1]
+ls=[json.loads(l) for l in open(sys.argv[1],encoding="utf-8")]
+got=[l["payload"].encode() for l in ls]
+assert got==want, (got,want)
+assert all(l["payloadEncoding"]=="utf8" for l in ls)
+assert all(l["key"]=="k\t\"ey" and l["properties"]=={"p":"v\\\"\x02"} for l in ls), ls[0]
+' "$T_TMP/esc.json" "$T_TMP/esc.want"
+
 # --- latest, an id, --until an id ------------------------------------------------------------------
 out=$(R plain --from latest 2>/dev/null); rc=$?
 t_check "latest: nothing before the end, exit 0" test "$rc" = 0 -a -z "$out"
