@@ -5,8 +5,13 @@
  * Start: mkdtemp a directory under /var/tmp, fork and exec $MG_BIN with its output appended to
  * <dir>/standalone.log, then poll (every SAH_POLL_MS) the part of the log this run wrote for
  * the ready line, checking between polls that the child is still alive. The first start asks
- * for port 0 everywhere and learns the ports from that line; a restart asks for the ports the
- * first run got, so a client that remembers the service URL finds the standalone again. The
+ * for ports the harness picked free below the kernel's range of ephemeral ports (SAH_PORT_LO to
+ * SAH_PORT_HI, each checked by binding it) and learns the ports from that line; a restart asks for
+ * the ports the first run got, so a client that remembers the service URL finds the standalone
+ * again. Ports of the ephemeral range would not do: while the standalone is down for a restart,
+ * any process's outgoing connection may take one of them (parallel tests make many), and the
+ * restart then fails with "address already in use". A first start that still finds a port taken
+ * (another test's harness chose it meanwhile) is made again with other ports. The
  * words of MG_TEST_STANDALONE_ARGS are read once, at sah_start, and kept with the test's own
  * extra arguments: a restart runs in the same mode as the first start.
  *
@@ -22,7 +27,9 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -31,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -52,6 +60,12 @@
 #define SAH_HTTP_GRACE_MS  5000
 #define SAH_HTTP_ERR_BYTES 1024
 #define SAH_URL_BYTES_MAX  512
+/* The ports picked for a first start: below net.ipv4.ip_local_port_range (32768 by default), so
+ * no outgoing connection is given one, and above the usual fixed ports of services. */
+#define SAH_PORT_LO        16000
+#define SAH_PORT_HI        32000
+#define SAH_PORT_TRIES     64
+#define SAH_START_ATTEMPTS 3
 /* Arguments for every standalone of the run (see sa_harness.h). */
 #define SAH_ENV_ARGS       "MG_TEST_STANDALONE_ARGS"
 
@@ -298,6 +312,45 @@ static bool sah_read_ready(sah_standalone *s)
     return ready;
 }
 
+/* Whether port is free on 127.0.0.1 now (a bind succeeds; the socket is closed again). */
+static bool sah_port_free(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Picks four distinct free ports in [SAH_PORT_LO, SAH_PORT_HI) for a first start. */
+static int sah_pick_ports(sah_standalone *s)
+{
+    static unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)getpid() ^ (unsigned)sah_now_ms();
+    uint16_t *ports[] = { &s->broker_port, &s->http_port, &s->bookie_port, &s->kafka_port };
+    for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+        uint16_t p = 0;
+        for (int t = 0; t < SAH_PORT_TRIES && p == 0; t++) {
+            uint16_t c = (uint16_t)(SAH_PORT_LO + rand_r(&seed) % (SAH_PORT_HI - SAH_PORT_LO));
+            bool taken = false;
+            for (size_t j = 0; j < i; j++)
+                taken = taken || *ports[j] == c;
+            if (!taken && sah_port_free(c))
+                p = c;
+        }
+        if (p == 0) {
+            MG_ERROR("sa harness: no free port found in [%d, %d)", SAH_PORT_LO, SAH_PORT_HI);
+            return MG_EAGAIN;
+        }
+        *ports[i] = p;
+    }
+    return MG_OK;
+}
+
 /* Spawns the standalone and waits (bounded) for its ready line. On failure nothing runs. */
 static int sah_launch(sah_standalone *s)
 {
@@ -332,7 +385,18 @@ int sah_start(sah_standalone *s, const char *const *extra_args)
         return MG_EIO;
     }
     snprintf(s->log, sizeof(s->log), "%s/standalone.log", s->dir);
-    int rc = sah_launch(s);
+    int rc = MG_EAGAIN;
+    for (int attempt = 0; attempt < SAH_START_ATTEMPTS && rc != MG_OK; attempt++) {
+        rc = sah_pick_ports(s);
+        if (rc == MG_OK)
+            rc = sah_launch(s);
+        /* An exit during start-up is most likely a port taken since it was picked: again with
+         * others. Anything else (a timeout) is not made better by trying again. */
+        if (rc != MG_ECLOSED)
+            break;
+        MG_WARN("sa harness: the standalone exited during start-up; starting it again on "
+                "other ports");
+    }
     if (rc != MG_OK) {
         sah_dump_log(s);
         sah_kill(s);

@@ -1,7 +1,8 @@
 /*
  * A real `magnetar standalone` for tests: the binary named by MG_BIN in a child process, on
- * free loopback ports (--broker-port 0 --bookie-port 0 --http-port 0 --kafka-port 0, bound to
- * 127.0.0.1), with its data and its log in a fresh directory under /var/tmp. The ports are read
+ * free loopback ports the harness picks below the kernel's ephemeral range (so that no outgoing
+ * connection takes one while the standalone is down for a restart; see sa_harness.c), bound to
+ * 127.0.0.1, with its data and its log in a fresh directory under /var/tmp. The ports are read
  * from the standalone's "ready" line, which it prints once every part of it serves (the Kafka
  * port only when the Kafka shim is on: `--kafka off` in the extra arguments leaves it 0).
  *
@@ -80,9 +81,10 @@ typedef struct sah_standalone {
 } sah_standalone;
 
 /* Creates the directory, starts `$MG_BIN standalone --data-dir <dir>/data --bind-address
- * 127.0.0.1 --advertised-address 127.0.0.1 --broker-port 0 --bookie-port 0 --http-port 0
+ * 127.0.0.1 --advertised-address 127.0.0.1 --broker-port B --bookie-port K --http-port H
  * --write-cache-mb 8 --read-cache-mb 8 --log-level info --chat-gateway off --chat-job off
- * --kafka-port 0` followed by extra_args (NULL or a
+ * --kafka-port F` (free ports it picked; a start that exits at once, a port taken meanwhile,
+ * is made again with others, up to three times) followed by extra_args (NULL or a
  * NULL-terminated list, copied: sah_restart uses them again) and by the words of
  * MG_TEST_STANDALONE_ARGS (read now, kept for sah_restart too), and returns once the ready line
  * named the ports. s is overwritten (it must not hold a running standalone or an undestroyed
@@ -146,7 +148,7 @@ int sah_metrics_get(const sah_standalone *s, size_t cap, char **out);
  * labels contain label (e.g. reason="not_reading"); -1 when there is no such line. */
 double sah_metric(const char *text, const char *name, const char *label);
 
-/* The Kafka port of the running standalone (--kafka-port 0 picks a free one; kafka_port), read from
+/* The Kafka port of the running standalone (kafka_port), read from
  * the current run's ready line ("kafka 127.0.0.1:PORT"); 0 when that line names none (the Kafka
  * port disabled by an extra argument) or when s is not running. */
 uint16_t sah_kafka_port(const sah_standalone *s);
