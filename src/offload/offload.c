@@ -506,7 +506,8 @@ int of_reader_open(struct of_driver *driver, const char *object_id, struct of_re
     if (in->entry_count == 0 || in->entry_count > OF_ENTRIES_MAX || in->first_entry_id < 0 ||
         in->last_entry_id - in->first_entry_id + 1 != (int64_t)in->entry_count ||
         in->block_count == 0 || in->block_count > OF_BLOCKS_MAX ||
-        index_offset + index_bytes + OF_FOOTER_BYTES != size) {
+        index_offset > size - OF_FOOTER_BYTES ||
+        index_bytes != size - OF_FOOTER_BYTES - index_offset) {
         rc = CORRUPT("offload object %s: corrupt footer: fields do not add up to the object's "
                      "%" PRIu64 " bytes",
                      object_id, size);
