@@ -12,10 +12,14 @@
  *    MG_ECORRUPT with a message naming the object and the part, and no data.
  * 5. No space: a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) fails the object with
  *    MG_ENOSPC and leaves nothing; a read-only directory fails begin.
- * 6. Delete, unknown and invalid ids, and every limit.
+ * 6. Delete, list, unknown and invalid ids, and every limit; a footer whose fields do not add up
+ *    under a valid checksum; allocation failures at every point of a write and a read give
+ *    MG_ENOMEM and leave no temporary (the ASan build checks that nothing leaks).
  */
 #include "offload/offload.h"
 
+#include "common/alloc.h"
+#include "common/crc32c.h"
 #include "common/error.h"
 #include "offload/limits.h"
 
@@ -320,6 +324,7 @@ struct async_state {
     char id[OF_NAME_BYTES_MAX + 1];
     struct of_reader *r;
     int done;
+    uv_thread_t loop_thread;
 };
 
 static void async_step(struct of_req *req, int status);
@@ -336,6 +341,8 @@ static void async_step(struct of_req *req, int status)
 {
     struct async_state *s = req->data;
     cr_assert_eq(status, MG_OK, "step %d: %s", s->step, req->err.msg);
+    uv_thread_t self = uv_thread_self();
+    cr_assert(uv_thread_equal(&self, &s->loop_thread), "callback off the loop's thread");
     switch (s->step) {
     case 0: /* adds */
         if (++s->next < 2000) {
@@ -387,6 +394,7 @@ Test(offload, async_on_a_loop)
     struct async_state *s = calloc(1, sizeof(*s));
     cr_assert_eq(uv_loop_init(&s->loop), 0);
     s->req.data = s;
+    s->loop_thread = uv_thread_self();
     struct of_err err;
     cr_assert_eq(of_writer_begin(g_drv, 3, NULL, &s->w, &err), MG_OK, "%s", err.msg);
     async_add_next(s);
@@ -632,4 +640,89 @@ Test(offload, limits_are_checked)
     cr_assert_eq(of_writer_add(w, 0, "x", 1, &err), MG_OK);
     of_writer_abort(w);
     cr_assert_eq(count_files(NULL), 1);
+}
+
+static int list_count(void *arg, const char *name)
+{
+    (void)name;
+    (*(int *)arg)++;
+    return 0;
+}
+
+Test(offload, list_sees_only_whole_objects)
+{
+    char id[OF_NAME_BYTES_MAX + 1];
+    write_object(31, 5, id);
+    write_object(32, 5, id);
+    struct of_writer *w;
+    struct of_err err;
+    cr_assert_eq(of_writer_begin(g_drv, 33, NULL, &w, &err), MG_OK);
+    int n = 0;
+    cr_assert_eq(g_drv->ops->list(g_drv->ctx, list_count, &n, &err), MG_OK, "%s", err.msg);
+    cr_assert_eq(n, 2);
+    of_writer_abort(w);
+}
+
+Test(offload, footer_fields_that_do_not_add_up)
+{
+    char id[OF_NAME_BYTES_MAX + 1], path[256];
+    write_object(15, 20, id);
+    path_of(id, path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    struct stat st;
+    fstat(fd, &st);
+    uint8_t f[80];
+    cr_assert_eq(pread(fd, f, 80, st.st_size - 80), 80);
+    for (int i = 0; i < 8; i++) /* index offset far past the end, checksum made right */
+        f[56 + i] = 0xF0;
+    uint32_t crc = mg_crc32c(0, f, 76);
+    for (int i = 0; i < 4; i++)
+        f[76 + i] = (uint8_t)(crc >> (8 * i));
+    cr_assert_eq(pwrite(fd, f, 80, st.st_size - 80), 80);
+    close(fd);
+    expect_open_corrupt(id, "corrupt footer: fields do not add up");
+}
+
+Test(offload, allocation_failures)
+{
+    uint8_t buf[5000];
+    for (int64_t n = 0;; n++) {
+        struct of_err err;
+        struct of_writer *w = NULL;
+        char id[OF_NAME_BYTES_MAX + 1];
+        mg_alloc_fail_after(n);
+        int rc = of_writer_begin(g_drv, 40, NULL, &w, &err);
+        for (int64_t e = 0; rc == MG_OK && e < 600; e++) {
+            fill(e, buf, sizeof(buf));
+            rc = of_writer_add(w, e, buf, sizeof(buf), &err);
+        }
+        if (rc == MG_OK)
+            rc = of_writer_finish(w, id, &err);
+        else if (w)
+            of_writer_abort(w);
+        struct of_reader *r = NULL;
+        if (rc == MG_OK)
+            rc = of_reader_open(g_drv, id, &r, &err);
+        struct of_entries out = { 0 };
+        if (rc == MG_OK)
+            rc = of_reader_read(r, 0, 599, SIZE_MAX, &out, &err);
+        mg_alloc_fail_reset();
+        of_entries_free(&out);
+        of_reader_close(r);
+        cr_assert_eq(count_files(".tmp-"), 0);
+        if (rc == MG_OK) {
+            cr_assert_gt(n, 3);
+            break;
+        }
+        cr_assert_eq(rc, MG_ENOMEM, "after %lld: %s %s", (long long)n, mg_err_name(rc), err.msg);
+        cr_assert_not_null(strstr(err.msg, "out of memory"), "%s", err.msg);
+        size_t removed;
+        cr_assert_eq(of_driver_cleanup(g_drv, &removed, &err), MG_OK);
+        DIR *d = opendir(g_dir);
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL)
+            if (de->d_name[0] != '.')
+                of_delete(g_drv, de->d_name, &err);
+        closedir(d);
+    }
 }
