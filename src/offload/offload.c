@@ -273,12 +273,19 @@ static int writer_flush(struct of_writer *w, struct of_err *err)
     w->offset += n;
     w->raw_size = 0;
     w->raw_count = 0;
-    /* A block that grew for one large entry goes back to its usual size. */
+    /* Buffers that grew for one large entry go back to a usual block's size (a failed shrink
+     * keeps the larger buffer, which is still correct). */
     if (w->raw_cap > w->block_bytes + OF_ENTRY_HEADER_BYTES) {
         uint8_t *r = mg_realloc(w->raw, w->block_bytes + OF_ENTRY_HEADER_BYTES);
         if (r) {
             w->raw = r;
             w->raw_cap = w->block_bytes + OF_ENTRY_HEADER_BYTES;
+        }
+        size_t usual = ZSTD_compressBound(w->raw_cap);
+        uint8_t *c = w->comp_cap > usual ? mg_realloc(w->comp, usual) : NULL;
+        if (c) {
+            w->comp = c;
+            w->comp_cap = usual;
         }
     }
     return MG_OK;
